@@ -1,0 +1,50 @@
+// CPU attention kernels (DESIGN.md section 5). Layout: q [N, H, D], k and v [N, Hkv, D], out
+// [N, H, D], lse [H, N] (natural-log log-sum-exp of the scaled scores of each query row).
+// GQA is native: query head h reads KV head h / (H / Hkv); K/V are never copied per head.
+// Scores are scaled by 1/sqrt(D); the causal rule (key j <= query i) always applies.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "shareprefill/block_mask.h"
+#include "shareprefill/tensor.h"
+#include "shareprefill/thread_pool.h"
+
+namespace sp {
+
+// The oracle: plain loops, fp64 accumulation, no tiling. q/k/v in any dtype (contiguous).
+// token_mask (optional): [H, N, N] row-major bytes, nonzero = allowed, and-ed with causality.
+// Rows with no allowed key get out = 0 and lse = -inf.
+// out: [N, H, D] f32; lse: [H, N] f32 (may be empty).
+void attention_reference(const tensor_view& out, const tensor_view& lse, const tensor_view& q,
+                         const tensor_view& k, const tensor_view& v,
+                         const uint8_t* token_mask = nullptr);
+
+// Exact block attention A of selected heads (DESIGN.md 2F): A[r, c] = mean over the valid query
+// rows of block r of the softmax mass that falls in key block c. Rows sum to 1 (up to rounding)
+// over the visited tiles; unvisited tiles are 0.
+struct block_attention_output {
+  std::vector<int32_t> heads;   // query heads that produce A (ascending, unique)
+  float* values = nullptr;      // [heads.size(), nb, nb] row-major, fully overwritten
+};
+
+// Tiled online-softmax causal attention over a CSR mask per head, fp32 accumulation,
+// multi-threaded over (head, query block) with the longest rows first.
+// out: [N, H, D] f32; lse: [H, N] f32 (may be empty); q/k/v: f32, f16 or bf16 (contiguous).
+// Throws sp::error on shape mismatches, non-finite inputs or an invalid mask.
+void attention_block_sparse(const tensor_view& out, const tensor_view& lse,
+                            const block_attention_output* block_attention, const tensor_view& q,
+                            const tensor_view& k, const tensor_view& v, const block_mask& mask,
+                            thread_pool& pool);
+
+// Shape of an attention problem read off q/k/v, validated (rank 3, heads divisible, same N and
+// D, contiguous, N > 0). fn names the caller for error messages.
+struct attention_shape {
+  int64_t n = 0, heads = 0, kv_heads = 0, dim = 0;
+  int64_t group() const { return heads / kv_heads; }
+};
+attention_shape attention_shape_of(const char* fn, const tensor_view& q, const tensor_view& k,
+                                   const tensor_view& v);
+
+}  // namespace sp
