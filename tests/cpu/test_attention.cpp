@@ -208,6 +208,25 @@ TEST(AttentionBlockSparse, Bf16InputsWithinReferenceRoundingError) {
   EXPECT_LE(max_abs_diff(out.values.data(), ref32.values.data(), n), 2 * rounding_err + out_tol);
 }
 
+TEST(AttentionReference, SingleRowMatchesFullOracleUnderBlockMask) {
+  const case_shape c{300, 4, 2, 64};
+  inputs x(c, 11);
+  const block_mask mask = make_mask(mask_kind::random, c.n, c.heads, 5);
+  const auto token_mask = expand_all(mask);
+  fp32_tensor ref({c.n, c.heads, c.dim}), lse({c.heads, c.n});
+  attention_reference(ref.view, lse.view, x.qv, x.kv, x.vv, token_mask.data());
+  std::vector<float> row(static_cast<size_t>(c.heads * c.dim)), row_lse(static_cast<size_t>(c.heads));
+  for (int64_t i : {0, 127, 128, 299}) {
+    attention_reference_row(row.data(), row_lse.data(), x.qv, x.kv, x.vv, i, &mask);
+    // Same fp64 arithmetic in the same order: equal up to the final fp32 rounding.
+    EXPECT_EQ(max_abs_diff(row.data(), ref.values.data() + i * c.heads * c.dim, c.heads * c.dim), 0.0);
+    for (int64_t h = 0; h < c.heads; ++h) EXPECT_EQ(row_lse[h], lse.values[h * c.n + i]);
+  }
+  EXPECT_NE(error_of([&] { attention_reference_row(row.data(), nullptr, x.qv, x.kv, x.vv, 300); })
+                .find("out of range"),
+            std::string::npos);
+}
+
 TEST(AttentionBlockSparse, RejectsBadInput) {
   const case_shape c{256, 4, 2, 64};
   inputs x(c, 3);
