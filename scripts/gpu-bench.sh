@@ -14,13 +14,17 @@ BUILD=$ROOT/build-gpu
 BIN=$BUILD/bin
 run() { echo "+ $*"; "$@"; }
 
-# Build only tracked files (plus .deps) when git is there, so others' uncommitted work in the
-# copied tree cannot break the build.
+# Build only committed files (plus .deps), so uncommitted work in the copied tree cannot break
+# the build: the list comes from git here, or from .deps/tracked-files.txt written before the
+# tree was sent (`git ls-files > .deps/tracked-files.txt`; the copy may have no usable git).
 SRC=$ROOT
-if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
+[ -z "$LIST" ] && [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
+if [ -n "$LIST" ]; then
   SRC=/tmp/sp-src
   rm -rf "$SRC" && mkdir -p "$SRC"
-  (cd "$ROOT" && git ls-files -z | xargs -0 cp --parents -t "$SRC" && cp -r .deps "$SRC/")
+  (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
+    xargs -d '\n' cp --parents -t "$SRC" && cp -r .deps "$SRC/")
   BUILD=$SRC/build-gpu
   BIN=$BUILD/bin
 fi
