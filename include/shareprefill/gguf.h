@@ -16,11 +16,38 @@ namespace sp {
 
 // ggml tensor element types (ids as stored in GGUF files). Ids not listed are unknown.
 enum class ggml_type : uint32_t {
-  f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9,
-  q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, q8_k = 15,
-  iq2_xxs = 16, iq2_xs = 17, iq3_xxs = 18, iq1_s = 19, iq4_nl = 20, iq3_s = 21, iq2_s = 22,
-  iq4_xs = 23, i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, iq1_m = 29, bf16 = 30,
-  tq1_0 = 34, tq2_0 = 35, mxfp4 = 39,
+  f32 = 0,
+  f16 = 1,
+  q4_0 = 2,
+  q4_1 = 3,
+  q5_0 = 6,
+  q5_1 = 7,
+  q8_0 = 8,
+  q8_1 = 9,
+  q2_k = 10,
+  q3_k = 11,
+  q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
+  q8_k = 15,
+  iq2_xxs = 16,
+  iq2_xs = 17,
+  iq3_xxs = 18,
+  iq1_s = 19,
+  iq4_nl = 20,
+  iq3_s = 21,
+  iq2_s = 22,
+  iq4_xs = 23,
+  i8 = 24,
+  i16 = 25,
+  i32 = 26,
+  i64 = 27,
+  f64 = 28,
+  iq1_m = 29,
+  bf16 = 30,
+  tq1_0 = 34,
+  tq2_0 = 35,
+  mxfp4 = 39,
 };
 
 // True for the ids listed in ggml_type.
@@ -35,8 +62,19 @@ int64_t ggml_row_bytes(ggml_type t, int64_t n);
 
 // GGUF metadata value types (ids as stored in the file).
 enum class gguf_type : uint32_t {
-  u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7, string = 8,
-  array = 9, u64 = 10, i64 = 11, f64 = 12,
+  u8 = 0,
+  i8 = 1,
+  u16 = 2,
+  i16 = 3,
+  u32 = 4,
+  i32 = 5,
+  f32 = 6,
+  boolean = 7,
+  string = 8,
+  array = 9,
+  u64 = 10,
+  i64 = 11,
+  f64 = 12,
 };
 const char* gguf_type_name(gguf_type t);
 
@@ -63,7 +101,7 @@ struct gguf_tensor_info {
   int n_dims = 0;
   int64_t ne[gguf_max_dims] = {1, 1, 1, 1};  // ggml order: ne[0] = row length
   ggml_type type = ggml_type::f32;
-  uint64_t offset = 0;        // from the start of the data section (aligned)
+  uint64_t offset = 0;  // from the start of the data section (aligned)
   int64_t n_elements = 0;
   int64_t n_bytes = 0;
   const uint8_t* data = nullptr;  // into the mapping; valid while the gguf_file lives

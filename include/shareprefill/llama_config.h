@@ -22,21 +22,21 @@ struct llama_rope_scaling {
 };
 
 struct llama_config {
-  std::string name;           // general.name, or "" when absent
-  int64_t n_layers = 0;       // llama.block_count
-  int64_t n_heads = 0;        // llama.attention.head_count
-  int64_t n_kv_heads = 0;     // llama.attention.head_count_kv (defaults to n_heads)
-  int64_t dim = 0;            // llama.embedding_length
-  int64_t head_dim = 0;       // llama.attention.key_length, else dim / n_heads
-  int64_t ffn_dim = 0;        // llama.feed_forward_length
-  int64_t vocab_size = 0;     // llama.vocab_size, else token_embd's ne[1]
-  int64_t context_length = 0; // llama.context_length
-  int64_t rope_dim = 0;       // llama.rope.dimension_count (defaults to head_dim)
-  double rms_eps = 0.0;       // llama.attention.layer_norm_rms_epsilon
+  std::string name;             // general.name, or "" when absent
+  int64_t n_layers = 0;         // llama.block_count
+  int64_t n_heads = 0;          // llama.attention.head_count
+  int64_t n_kv_heads = 0;       // llama.attention.head_count_kv (defaults to n_heads)
+  int64_t dim = 0;              // llama.embedding_length
+  int64_t head_dim = 0;         // llama.attention.key_length, else dim / n_heads
+  int64_t ffn_dim = 0;          // llama.feed_forward_length
+  int64_t vocab_size = 0;       // llama.vocab_size, else token_embd's ne[1]
+  int64_t context_length = 0;   // llama.context_length
+  int64_t rope_dim = 0;         // llama.rope.dimension_count (defaults to head_dim)
+  double rms_eps = 0.0;         // llama.attention.layer_norm_rms_epsilon
   double rope_theta = 10000.0;  // llama.rope.freq_base
   llama_rope_scaling rope_scaling;
-  bool has_rope_freqs = false;  // a rope_freqs.weight tensor (Llama-3 frequency factors) exists
-  bool tied_embeddings = false; // output.weight absent: the output projection is token_embd
+  bool has_rope_freqs = false;   // a rope_freqs.weight tensor (Llama-3 frequency factors) exists
+  bool tied_embeddings = false;  // output.weight absent: the output projection is token_embd
 
   int64_t group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
 };

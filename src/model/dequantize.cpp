@@ -163,15 +163,24 @@ using block_fn = void (*)(float*, const uint8_t*);
 
 block_fn find_block_fn(ggml_type type) {
   switch (type) {
-    case ggml_type::q4_0: return block_q4_0;
-    case ggml_type::q4_1: return block_q4_1;
-    case ggml_type::q5_0: return block_q5_0;
-    case ggml_type::q5_1: return block_q5_1;
-    case ggml_type::q8_0: return block_q8_0;
-    case ggml_type::q4_k: return block_q4_k;
-    case ggml_type::q5_k: return block_q5_k;
-    case ggml_type::q6_k: return block_q6_k;
-    default: return nullptr;
+    case ggml_type::q4_0:
+      return block_q4_0;
+    case ggml_type::q4_1:
+      return block_q4_1;
+    case ggml_type::q5_0:
+      return block_q5_0;
+    case ggml_type::q5_1:
+      return block_q5_1;
+    case ggml_type::q8_0:
+      return block_q8_0;
+    case ggml_type::q4_k:
+      return block_q4_k;
+    case ggml_type::q5_k:
+      return block_q5_k;
+    case ggml_type::q6_k:
+      return block_q6_k;
+    default:
+      return nullptr;
   }
 }
 
@@ -188,8 +197,8 @@ void dequantize_row(float* dst, const void* src, ggml_type type, int64_t n) {
         static_cast<uint32_t>(type), ")");
   check(n >= 0, fn, "negative element count ", n);
   const int64_t block = ggml_block_size(type);
-  check(n % block == 0, fn, "element count ", n, " is not a multiple of the ",
-        ggml_type_name(type), " block size ", block);
+  check(n % block == 0, fn, "element count ", n, " is not a multiple of the ", ggml_type_name(type),
+        " block size ", block);
   if (n == 0) return;
   check(dst != nullptr && src != nullptr, fn, "null pointer");
   const uint8_t* s = static_cast<const uint8_t*>(src);
@@ -218,8 +227,10 @@ void dequantize_row(float* dst, const void* src, ggml_type type, int64_t n) {
 void dequantize_rows(float* dst, const gguf_tensor_info& t, int64_t row_begin, int64_t n_rows) {
   const int64_t rows = t.n_rows();
   check(row_begin >= 0 && n_rows >= 0 && row_begin <= rows && n_rows <= rows - row_begin,
-        "dequantize_rows", "rows [", row_begin, ", ", row_begin + n_rows, ") out of range for "
-        "tensor '", t.name, "' with ", rows, " rows");
+        "dequantize_rows", "rows [", row_begin, ", ", row_begin + n_rows,
+        ") out of range for "
+        "tensor '",
+        t.name, "' with ", rows, " rows");
   check(t.data != nullptr || n_rows == 0, "dequantize_rows", "tensor '", t.name, "' has no data");
   const int64_t row_bytes = ggml_row_bytes(t.type, t.ne[0]);
   for (int64_t r = 0; r < n_rows; ++r) {

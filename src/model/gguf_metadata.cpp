@@ -12,8 +12,14 @@ namespace {
 
 bool is_integer(gguf_type t) {
   switch (t) {
-    case gguf_type::u8: case gguf_type::i8: case gguf_type::u16: case gguf_type::i16:
-    case gguf_type::u32: case gguf_type::i32: case gguf_type::u64: case gguf_type::i64:
+    case gguf_type::u8:
+    case gguf_type::i8:
+    case gguf_type::u16:
+    case gguf_type::i16:
+    case gguf_type::u32:
+    case gguf_type::i32:
+    case gguf_type::u64:
+    case gguf_type::i64:
       return true;
     default:
       return false;
@@ -55,13 +61,27 @@ std::vector<int64_t> int_array(const gguf_kv& kv, const char* fn) {
   for (int64_t i = 0; i < kv.array_size; ++i) {
     int64_t v = 0;
     switch (kv.array_type) {
-      case gguf_type::u8: v = raw_at<uint8_t>(kv, i); break;
-      case gguf_type::i8: v = raw_at<int8_t>(kv, i); break;
-      case gguf_type::u16: v = raw_at<uint16_t>(kv, i); break;
-      case gguf_type::i16: v = raw_at<int16_t>(kv, i); break;
-      case gguf_type::u32: v = raw_at<uint32_t>(kv, i); break;
-      case gguf_type::i32: v = raw_at<int32_t>(kv, i); break;
-      case gguf_type::i64: v = raw_at<int64_t>(kv, i); break;
+      case gguf_type::u8:
+        v = raw_at<uint8_t>(kv, i);
+        break;
+      case gguf_type::i8:
+        v = raw_at<int8_t>(kv, i);
+        break;
+      case gguf_type::u16:
+        v = raw_at<uint16_t>(kv, i);
+        break;
+      case gguf_type::i16:
+        v = raw_at<int16_t>(kv, i);
+        break;
+      case gguf_type::u32:
+        v = raw_at<uint32_t>(kv, i);
+        break;
+      case gguf_type::i32:
+        v = raw_at<int32_t>(kv, i);
+        break;
+      case gguf_type::i64:
+        v = raw_at<int64_t>(kv, i);
+        break;
       case gguf_type::u64: {
         const uint64_t u = raw_at<uint64_t>(kv, i);
         if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
@@ -70,7 +90,8 @@ std::vector<int64_t> int_array(const gguf_kv& kv, const char* fn) {
         v = static_cast<int64_t>(u);
         break;
       }
-      default: break;
+      default:
+        break;
     }
     out[static_cast<size_t>(i)] = v;
   }

@@ -71,16 +71,31 @@ class cursor {
   const std::string& file_;
 };
 
-bool is_value_type(uint32_t id) { return id <= static_cast<uint32_t>(gguf_type::f64); }
+bool is_value_type(uint32_t id) {
+  return id <= static_cast<uint32_t>(gguf_type::f64);
+}
 
 // Size in bytes of a fixed-size metadata value type; 0 for string and array.
 size_t value_size(gguf_type t) {
   switch (t) {
-    case gguf_type::u8: case gguf_type::i8: case gguf_type::boolean: return 1;
-    case gguf_type::u16: case gguf_type::i16: return 2;
-    case gguf_type::u32: case gguf_type::i32: case gguf_type::f32: return 4;
-    case gguf_type::u64: case gguf_type::i64: case gguf_type::f64: return 8;
-    case gguf_type::string: case gguf_type::array: return 0;
+    case gguf_type::u8:
+    case gguf_type::i8:
+    case gguf_type::boolean:
+      return 1;
+    case gguf_type::u16:
+    case gguf_type::i16:
+      return 2;
+    case gguf_type::u32:
+    case gguf_type::i32:
+    case gguf_type::f32:
+      return 4;
+    case gguf_type::u64:
+    case gguf_type::i64:
+    case gguf_type::f64:
+      return 8;
+    case gguf_type::string:
+    case gguf_type::array:
+      return 0;
   }
   return 0;
 }
@@ -88,22 +103,46 @@ size_t value_size(gguf_type t) {
 void read_scalar(gguf_kv& kv, cursor& c, const std::string& file) {
   const std::string what = "value of key '" + kv.key + "'";
   switch (kv.type) {
-    case gguf_type::u8: kv.u = c.read<uint8_t>(what); break;
-    case gguf_type::i8: kv.i = c.read<int8_t>(what); break;
-    case gguf_type::u16: kv.u = c.read<uint16_t>(what); break;
-    case gguf_type::i16: kv.i = c.read<int16_t>(what); break;
-    case gguf_type::u32: kv.u = c.read<uint32_t>(what); break;
-    case gguf_type::i32: kv.i = c.read<int32_t>(what); break;
-    case gguf_type::u64: kv.u = c.read<uint64_t>(what); break;
-    case gguf_type::i64: kv.i = c.read<int64_t>(what); break;
-    case gguf_type::f32: kv.f = c.read<float>(what); break;
-    case gguf_type::f64: kv.f = c.read<double>(what); break;
+    case gguf_type::u8:
+      kv.u = c.read<uint8_t>(what);
+      break;
+    case gguf_type::i8:
+      kv.i = c.read<int8_t>(what);
+      break;
+    case gguf_type::u16:
+      kv.u = c.read<uint16_t>(what);
+      break;
+    case gguf_type::i16:
+      kv.i = c.read<int16_t>(what);
+      break;
+    case gguf_type::u32:
+      kv.u = c.read<uint32_t>(what);
+      break;
+    case gguf_type::i32:
+      kv.i = c.read<int32_t>(what);
+      break;
+    case gguf_type::u64:
+      kv.u = c.read<uint64_t>(what);
+      break;
+    case gguf_type::i64:
+      kv.i = c.read<int64_t>(what);
+      break;
+    case gguf_type::f32:
+      kv.f = c.read<float>(what);
+      break;
+    case gguf_type::f64:
+      kv.f = c.read<double>(what);
+      break;
     case gguf_type::boolean:
       kv.u = c.read<uint8_t>(what);
-      if (kv.u > 1) fail(fn_name, file, ": bool value ", kv.u, " of key '", kv.key, "' is not 0 or 1");
+      if (kv.u > 1)
+        fail(fn_name, file, ": bool value ", kv.u, " of key '", kv.key, "' is not 0 or 1");
       break;
-    case gguf_type::string: kv.s = c.read_string(what, std::numeric_limits<uint64_t>::max()); break;
-    case gguf_type::array: break;
+    case gguf_type::string:
+      kv.s = c.read_string(what, std::numeric_limits<uint64_t>::max());
+      break;
+    case gguf_type::array:
+      break;
   }
 }
 
@@ -229,7 +268,8 @@ void gguf_file::parse() {
     gguf_kv kv;
     kv.key = c.read_string("key of metadata entry " + std::to_string(k), max_name_length);
     const uint32_t type = c.read<uint32_t>("type of key '" + kv.key + "'");
-    if (!is_value_type(type)) fail(fn_name, file, ": key '", kv.key, "' has unknown value type ", type);
+    if (!is_value_type(type))
+      fail(fn_name, file, ": key '", kv.key, "' has unknown value type ", type);
     kv.type = static_cast<gguf_type>(type);
     if (kv.type == gguf_type::array) {
       read_array(kv, c, file);
@@ -265,9 +305,8 @@ void gguf_file::parse() {
   }
 
   const uint64_t header_end = c.pos();
-  const uint64_t data_start =
-      (header_end + static_cast<uint64_t>(alignment_) - 1) / static_cast<uint64_t>(alignment_) *
-      static_cast<uint64_t>(alignment_);
+  const uint64_t data_start = (header_end + static_cast<uint64_t>(alignment_) - 1) /
+                              static_cast<uint64_t>(alignment_) * static_cast<uint64_t>(alignment_);
   data_offset_ = static_cast<int64_t>(data_start);
   const uint64_t data_size = data_start <= size_ ? size_ - data_start : 0;
   for (gguf_tensor_info& t : tensors_) {
@@ -327,7 +366,9 @@ gguf_file gguf_file::from_memory(const void* data, size_t size) {
   return f;
 }
 
-gguf_file::gguf_file(gguf_file&& other) noexcept { *this = std::move(other); }
+gguf_file::gguf_file(gguf_file&& other) noexcept {
+  *this = std::move(other);
+}
 
 gguf_file& gguf_file::operator=(gguf_file&& other) noexcept {
   if (this != &other) {
@@ -348,7 +389,9 @@ gguf_file& gguf_file::operator=(gguf_file&& other) noexcept {
   return *this;
 }
 
-gguf_file::~gguf_file() { release(); }
+gguf_file::~gguf_file() {
+  release();
+}
 
 void gguf_file::release() noexcept {
   if (map_ != nullptr) ::munmap(map_, map_size_);

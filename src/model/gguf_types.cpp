@@ -68,16 +68,22 @@ const type_traits& require_traits(ggml_type t, const char* fn) {
 
 }  // namespace
 
-bool ggml_type_is_known(uint32_t id) { return find_traits(id) != nullptr; }
+bool ggml_type_is_known(uint32_t id) {
+  return find_traits(id) != nullptr;
+}
 
 const char* ggml_type_name(ggml_type t) {
   const type_traits* traits = find_traits(static_cast<uint32_t>(t));
   return traits ? traits->name : "unknown";
 }
 
-int64_t ggml_block_size(ggml_type t) { return require_traits(t, "ggml_block_size").block_size; }
+int64_t ggml_block_size(ggml_type t) {
+  return require_traits(t, "ggml_block_size").block_size;
+}
 
-int64_t ggml_block_bytes(ggml_type t) { return require_traits(t, "ggml_block_bytes").block_bytes; }
+int64_t ggml_block_bytes(ggml_type t) {
+  return require_traits(t, "ggml_block_bytes").block_bytes;
+}
 
 int64_t ggml_row_bytes(ggml_type t, int64_t n) {
   const type_traits& traits = require_traits(t, "ggml_row_bytes");
@@ -92,19 +98,32 @@ int64_t ggml_row_bytes(ggml_type t, int64_t n) {
 
 const char* gguf_type_name(gguf_type t) {
   switch (t) {
-    case gguf_type::u8: return "uint8";
-    case gguf_type::i8: return "int8";
-    case gguf_type::u16: return "uint16";
-    case gguf_type::i16: return "int16";
-    case gguf_type::u32: return "uint32";
-    case gguf_type::i32: return "int32";
-    case gguf_type::f32: return "float32";
-    case gguf_type::boolean: return "bool";
-    case gguf_type::string: return "string";
-    case gguf_type::array: return "array";
-    case gguf_type::u64: return "uint64";
-    case gguf_type::i64: return "int64";
-    case gguf_type::f64: return "float64";
+    case gguf_type::u8:
+      return "uint8";
+    case gguf_type::i8:
+      return "int8";
+    case gguf_type::u16:
+      return "uint16";
+    case gguf_type::i16:
+      return "int16";
+    case gguf_type::u32:
+      return "uint32";
+    case gguf_type::i32:
+      return "int32";
+    case gguf_type::f32:
+      return "float32";
+    case gguf_type::boolean:
+      return "bool";
+    case gguf_type::string:
+      return "string";
+    case gguf_type::array:
+      return "array";
+    case gguf_type::u64:
+      return "uint64";
+    case gguf_type::i64:
+      return "int64";
+    case gguf_type::f64:
+      return "float64";
   }
   return "unknown";
 }

@@ -61,7 +61,8 @@ llama_config read_llama_config(const gguf_file& f) {
   c.ffn_dim = positive(f, "llama.feed_forward_length");
   c.n_heads = positive(f, "llama.attention.head_count");
   c.n_kv_heads = f.has("llama.attention.head_count_kv")
-                     ? positive(f, "llama.attention.head_count_kv") : c.n_heads;
+                     ? positive(f, "llama.attention.head_count_kv")
+                     : c.n_heads;
   c.context_length = positive(f, "llama.context_length");
   check(c.n_heads % c.n_kv_heads == 0, fn_name, "head_count ", c.n_heads,
         " is not a multiple of head_count_kv ", c.n_kv_heads);
@@ -78,8 +79,8 @@ llama_config read_llama_config(const gguf_file& f) {
           " (not supported)");
   }
   check(c.head_dim % 2 == 0, fn_name, "head dimension ", c.head_dim, " is odd (RoPE needs pairs)");
-  c.rope_dim = f.has("llama.rope.dimension_count") ? positive(f, "llama.rope.dimension_count")
-                                                   : c.head_dim;
+  c.rope_dim =
+      f.has("llama.rope.dimension_count") ? positive(f, "llama.rope.dimension_count") : c.head_dim;
   check(c.rope_dim <= c.head_dim && c.rope_dim % 2 == 0, fn_name, "rope.dimension_count ",
         c.rope_dim, " must be even and at most the head dimension ", c.head_dim);
   if (!f.has("llama.attention.layer_norm_rms_epsilon")) {

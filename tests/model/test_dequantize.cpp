@@ -148,7 +148,8 @@ TEST(dequantize, q6_k_layout) {
 }
 
 TEST(dequantize, float_types_are_exact_conversions) {
-  const uint16_t h[5] = {0x7c00, 0xfc00, 0x0001, 0x3c00, 0x7e00};  // inf, -inf, min subnormal, 1, nan
+  const uint16_t h[5] = {0x7c00, 0xfc00, 0x0001, 0x3c00,
+                         0x7e00};  // inf, -inf, min subnormal, 1, nan
   std::vector<float> y(6, 7.0f);
   sp::dequantize_row(y.data(), h, ggml_type::f16, 5);
   EXPECT_EQ(y[0], std::numeric_limits<float>::infinity());

@@ -61,7 +61,7 @@ TEST(gguf_corrupt, bad_magic_and_versions) {
     b.version = version;
     bytes = b.build();
     const std::string err = parse_error(bytes);
-    const char* expected = version == 1    ? "GGUF version 1 is not supported (only versions 2 and 3)"
+    const char* expected = version == 1 ? "GGUF version 1 is not supported (only versions 2 and 3)"
                            : version == 99 ? "unsupported GGUF version 99"
                                            : "big-endian GGUF files are not supported";
     EXPECT_NE(err.find(expected), std::string::npos) << err;
@@ -110,7 +110,8 @@ TEST(gguf_corrupt, bad_tensor_infos) {
   EXPECT_ERROR_HAS(b.build(), "tensor 'q' has 5 dimensions");
   b = base_builder();
   b.tensors[1].ne = {33, 1};
-  EXPECT_ERROR_HAS(b.build(), "tensor 'q' row length 33 is not a multiple of the Q8_0 block size 32");
+  EXPECT_ERROR_HAS(b.build(),
+                   "tensor 'q' row length 33 is not a multiple of the Q8_0 block size 32");
   b = base_builder();
   b.tensors[0].ne = {uint64_t{1} << 40, uint64_t{1} << 40};
   EXPECT_ERROR_HAS(b.build(), "tensor 'w' element count overflows int64");
@@ -145,7 +146,8 @@ TEST(gguf_corrupt, absurd_counts_and_lengths) {
   b.key("a", 9);
   put<uint32_t>(b.kv, 4);
   put<uint64_t>(b.kv, huge);  // array length
-  EXPECT_ERROR_HAS(b.build(), "array of key 'a' claims 4611686018427387904 elements of type uint32");
+  EXPECT_ERROR_HAS(b.build(),
+                   "array of key 'a' claims 4611686018427387904 elements of type uint32");
   b = gguf_builder();
   b.key("a", 9);
   put<uint32_t>(b.kv, 8);
@@ -213,8 +215,8 @@ TEST(gguf_corrupt, file_errors_name_the_path) {
   gguf_builder b = base_builder();
   const std::vector<uint8_t> bytes = b.build();
   for (size_t size : {size_t{0}, size_t{20}}) {
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                                static_cast<std::streamsize>(size));
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(size));
     const std::string err = open_error(path);
     EXPECT_NE(err.find("[gguf_file] " + path + ": truncated file"), std::string::npos) << err;
   }
@@ -233,7 +235,8 @@ TEST(gguf_corrupt, random_byte_flips_never_crash) {
     const int flips = 1 + static_cast<int>(rng() % 4);
     // Corrupt the header/metadata/table region most of the time: that is where parsing happens.
     const size_t region = trial % 4 == 0 ? bytes.size() : header_size;
-    for (int i = 0; i < flips; ++i) bytes[rng() % region] ^= static_cast<uint8_t>(1u << (rng() % 8));
+    for (int i = 0; i < flips; ++i)
+      bytes[rng() % region] ^= static_cast<uint8_t>(1u << (rng() % 8));
     try {
       const sp::gguf_file f = sp::gguf_file::from_memory(bytes.data(), bytes.size());
       for (const sp::gguf_tensor_info& t : f.tensors()) {

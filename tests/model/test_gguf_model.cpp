@@ -81,8 +81,8 @@ TEST_F(gguf_model, tensor_checksums_match_gguf_py) {
     // * sum_abs in total); the fp64 sums differ in order (numpy is pairwise), each within
     // n * 2^-53 * sum_abs.
     const double ref_abs = w.at("sum_abs");
-    const double tol = (std::ldexp(1.0, -23) + static_cast<double>(t.n_elements) *
-                        std::ldexp(1.0, -53)) * ref_abs;
+    const double tol =
+        (std::ldexp(1.0, -23) + static_cast<double>(t.n_elements) * std::ldexp(1.0, -53)) * ref_abs;
     EXPECT_NEAR(sum, w.at("sum").get<double>(), tol) << t.name;
     EXPECT_NEAR(sum_abs, ref_abs, tol) << t.name;
   }

@@ -64,8 +64,8 @@ inline float row_tolerance(sp::ggml_type t, const std::vector<float>& expected) 
   return std::ldexp(max_abs, -23);
 }
 
-inline void expect_values(const std::vector<float>& got, const std::vector<float>& want,
-                          float tol, const std::string& what) {
+inline void expect_values(const std::vector<float>& got, const std::vector<float>& want, float tol,
+                          const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (size_t i = 0; i < want.size(); ++i) {
     if (tol == 0.0f) {
@@ -76,7 +76,9 @@ inline void expect_values(const std::vector<float>& got, const std::vector<float
   }
 }
 
-inline bool file_exists(const std::string& p) { return std::ifstream(p).good(); }
+inline bool file_exists(const std::string& p) {
+  return std::ifstream(p).good();
+}
 
 inline std::vector<uint8_t> read_bytes(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
@@ -119,11 +121,26 @@ struct gguf_builder {
     put<uint32_t>(kv, type);
     ++n_kv;
   }
-  void add_u32(const std::string& k, uint32_t v) { key(k, 4); put(kv, v); }
-  void add_i32(const std::string& k, int32_t v) { key(k, 5); put(kv, v); }
-  void add_f32(const std::string& k, float v) { key(k, 6); put(kv, v); }
-  void add_bool(const std::string& k, bool v) { key(k, 7); put<uint8_t>(kv, v ? 1 : 0); }
-  void add_string(const std::string& k, const std::string& v) { key(k, 8); put_str(kv, v); }
+  void add_u32(const std::string& k, uint32_t v) {
+    key(k, 4);
+    put(kv, v);
+  }
+  void add_i32(const std::string& k, int32_t v) {
+    key(k, 5);
+    put(kv, v);
+  }
+  void add_f32(const std::string& k, float v) {
+    key(k, 6);
+    put(kv, v);
+  }
+  void add_bool(const std::string& k, bool v) {
+    key(k, 7);
+    put<uint8_t>(kv, v ? 1 : 0);
+  }
+  void add_string(const std::string& k, const std::string& v) {
+    key(k, 8);
+    put_str(kv, v);
+  }
   void add_string_array(const std::string& k, const std::vector<std::string>& v) {
     key(k, 9);
     put<uint32_t>(kv, 8);
