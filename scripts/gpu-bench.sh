@@ -4,7 +4,7 @@
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. JSON lines and the log go to $OUT.
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench]   (default: all four)
-# Needs .deps (CLI11, nlohmann-json, GoogleTest) carried from the development machine.
+# Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
 mkdir -p "$OUT"
@@ -35,6 +35,7 @@ for step in $STEPS; do
       nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv
       run cmake -S "$SRC" -B "$BUILD" -G Ninja -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DSP_BLAS=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" -DSP_CLI11_INCLUDE="$SRC/.deps/include" \
+        -DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
       run cmake --build "$BUILD" -j16 --target test_cuda_attention shareprefill_cli \
         2>&1 | grep -E "error|warning|FAILED|spill" | head -40
