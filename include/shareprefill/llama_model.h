@@ -1,0 +1,94 @@
+// A Llama-family model on the CPU: weights read from a GGUF file and dequantised to fp32 once,
+// a batched prefill whose attention goes through a prefill_attention strategy (dense or sparse),
+// and a KV cache with single-token decode (dense attention). Matrix products use OpenBLAS when
+// the build has it. RoPE rotates adjacent pairs (x[2i], x[2i+1]): the GGUF converter permutes
+// the rows of Q and K so that this equals the Hugging Face half-split rotation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "shareprefill/llama_config.h"
+#include "shareprefill/prefill_attention.h"
+#include "shareprefill/thread_pool.h"
+
+namespace sp {
+
+struct llama_layer_weights {
+  std::vector<float> attn_norm;  // [dim]
+  std::vector<float> wq;         // [H*D, dim]    (row = output feature)
+  std::vector<float> wk;         // [Hkv*D, dim]
+  std::vector<float> wv;         // [Hkv*D, dim]
+  std::vector<float> wo;         // [dim, H*D]
+  std::vector<float> ffn_norm;   // [dim]
+  std::vector<float> w_gate;     // [ffn, dim]
+  std::vector<float> w_up;       // [ffn, dim]
+  std::vector<float> w_down;     // [dim, ffn]
+};
+
+struct llama_weights {
+  llama_config config;
+  std::vector<float> token_embd;   // [vocab, dim]
+  std::vector<float> output_norm;  // [dim]
+  std::vector<float> output;       // [vocab, dim]; empty when tied to token_embd
+  std::vector<llama_layer_weights> layers;
+  const float* output_matrix() const { return output.empty() ? token_embd.data() : output.data(); }
+};
+
+// Reads and dequantises every tensor the forward needs. Throws sp::error naming the file.
+llama_weights llama_weights_load(const std::string& gguf_path, thread_pool& pool);
+
+// RoPE frequency scaling for prompts beyond the trained context.
+struct rope_scaling_options {
+  std::string type = "none";  // none, linear, ntk, yarn
+  double factor = 1.0;
+};
+
+struct prefill_options {
+  prefill_attention* attention = nullptr;  // null = dense
+  // Positions whose logits are wanted, ascending (empty = only the last one).
+  std::vector<int64_t> logit_positions;
+  // Called after each layer with (layer, layers) for progress output; may be empty.
+  std::function<void(int64_t, int64_t)> on_layer;
+  // Called with the residual stream entering layer l (l = 0: the embeddings) and, with
+  // l = layers, after the last layer (before the final norm): x is [N, dim]. May be empty.
+  std::function<void(int64_t l, const float* x)> on_hidden;
+  rope_scaling_options rope;
+};
+
+struct prefill_result {
+  std::vector<float> logits;  // [positions, vocab] for the requested positions
+  std::vector<int64_t> positions;
+  std::vector<layer_attention_report> layers;
+  double total_ms = 0.0;
+  double attention_ms = 0.0;  // planning + attention kernels, summed over layers
+  double plan_ms = 0.0;
+};
+
+// A running sequence: the KV cache of one prompt and its continuation.
+class llama_session {
+ public:
+  llama_session(const llama_weights& weights, thread_pool& pool, int64_t max_tokens);
+
+  // Runs the prompt through every layer, filling the KV cache. Throws on an empty prompt, a
+  // token id out of range, or a prompt longer than the cache / the trained context (the latter
+  // unless rope scaling is given).
+  prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options);
+  // Appends one token and returns its next-token logits [vocab]; dense attention over the cache.
+  std::vector<float> decode(int32_t token);
+
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return max_tokens_; }
+
+ private:
+  const llama_weights& w_;
+  thread_pool& pool_;
+  int64_t max_tokens_ = 0;
+  int64_t length_ = 0;
+  rope_scaling_options rope_;
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer [max_tokens, Hkv, D]
+};
+
+}  // namespace sp

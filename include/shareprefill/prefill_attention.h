@@ -1,0 +1,42 @@
+// The attention step of a prefill, as a strategy the model runner calls once per layer:
+// dense (every causal tile) or planned by the SharePrefill planner or one of its baselines.
+// The strategy owns the per-prompt planner state, so one object serves one prompt at a time.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "shareprefill/tensor.h"
+#include "shareprefill/thread_pool.h"
+
+namespace sp {
+
+// What one layer's attention did: tiles visited, head kinds, time spent planning and attending.
+struct layer_attention_report {
+  int64_t layer = 0;
+  int64_t tiles = 0;         // visited tiles over all heads
+  int64_t causal_tiles = 0;  // heads * nb*(nb+1)/2
+  std::array<int64_t, 6> kind_counts{};  // indexed by sp::head_kind
+  double plan_ms = 0.0;
+  double attention_ms = 0.0;
+  double density() const { return causal_tiles ? double(tiles) / double(causal_tiles) : 0.0; }
+};
+
+class prefill_attention {
+ public:
+  virtual ~prefill_attention() = default;
+  // Resets per-prompt state (planner pivots, patterns) before the first layer of a prompt.
+  virtual void begin_prompt(int64_t n_tokens) = 0;
+  // out: [N, H, D] f32; q: [N, H, D]; k, v: [N, Hkv, D] (RoPE applied, f32, contiguous).
+  virtual layer_attention_report attend(int64_t layer, const tensor_view& out,
+                                        const tensor_view& q, const tensor_view& k,
+                                        const tensor_view& v, thread_pool& pool) = 0;
+  virtual const char* name() const = 0;
+};
+
+// All causal tiles through the block-sparse kernel.
+std::unique_ptr<prefill_attention> make_dense_attention(int64_t block_size = 128);
+
+}  // namespace sp

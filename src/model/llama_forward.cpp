@@ -1,0 +1,228 @@
+// Llama forward on the CPU: batched prefill (embeddings, RMSNorm, RoPE, attention through a
+// prefill_attention strategy, SwiGLU MLP, tied or separate output head) and one-token decode
+// with dense attention over the KV cache.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "cpu/tile_math.h"
+#include "rope.h"
+#include "shareprefill/error.h"
+#include "shareprefill/llama_model.h"
+
+namespace sp {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+// y[n, out] = x[n, in] * w[out, in]^T, with all BLAS threads.
+void linear(float* y, const float* x, const std::vector<float>& w, int64_t n, int64_t in,
+            int64_t out) {
+  tile_math::gemm_abt(y, out, x, in, w.data(), in, n, out, in, 1.0f);
+}
+
+// y[n, dim] = x[n, dim] / rms(x) * weight, per row.
+void rms_norm(float* y, const float* x, const std::vector<float>& weight, int64_t n, int64_t dim,
+              double eps, thread_pool& pool) {
+  pool.parallel_for(n, [&](int64_t i, int) {
+    const float* xr = x + i * dim;
+    double ss = 0.0;
+    for (int64_t e = 0; e < dim; ++e) ss += double(xr[e]) * xr[e];
+    const float inv = float(1.0 / std::sqrt(ss / double(dim) + eps));
+    float* yr = y + i * dim;
+    for (int64_t e = 0; e < dim; ++e) yr[e] = xr[e] * inv * weight[static_cast<size_t>(e)];
+  });
+}
+
+// gate[n, f] = silu(gate) * up, per row.
+void swiglu(float* gate, const float* up, int64_t n, int64_t f, thread_pool& pool) {
+  pool.parallel_for(n, [&](int64_t i, int) {
+    float* g = gate + i * f;
+    const float* u = up + i * f;
+    for (int64_t e = 0; e < f; ++e) g[e] = g[e] / (1.0f + std::exp(-g[e])) * u[e];
+  });
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace
+
+llama_session::llama_session(const llama_weights& weights, thread_pool& pool, int64_t max_tokens)
+    : w_(weights), pool_(pool), max_tokens_(max_tokens) {
+  const llama_config& c = w_.config;
+  check(max_tokens > 0, "llama_session", "max_tokens must be positive, got ", max_tokens);
+  const size_t per_layer = static_cast<size_t>(max_tokens * c.n_kv_heads * c.head_dim);
+  // Allocation failure is the "prompt longer than memory allows" case: report it clearly.
+  try {
+    k_cache_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per_layer));
+    v_cache_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per_layer));
+  } catch (const std::bad_alloc&) {
+    fail("llama_session", "cannot allocate the KV cache for ", max_tokens, " tokens (",
+         2.0 * double(per_layer) * 4 * double(c.n_layers) / 1e9, " GB)");
+  }
+}
+
+prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
+                                      const prefill_options& options) {
+  const char* fn = "llama_session::prefill";
+  const llama_config& c = w_.config;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  check(n > 0, fn, "empty prompt: at least one token is needed");
+  check(length_ == 0, fn, "the session already holds ", length_, " tokens; prefill starts a new one");
+  check(n <= max_tokens_, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
+        max_tokens_, " tokens");
+  check(n <= c.context_length || options.rope.type != "none", fn, "prompt of ", n,
+        " tokens exceeds the model's trained context of ", c.context_length,
+        " tokens; pass a rope scaling (linear, ntk or yarn) to go beyond it");
+  for (int64_t i = 0; i < n; ++i)
+    check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
+          fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
+          " is outside the vocabulary [0, ", c.vocab_size, ")");
+  std::vector<int64_t> positions = options.logit_positions;
+  if (positions.empty()) positions.push_back(n - 1);
+  for (size_t i = 0; i < positions.size(); ++i)
+    check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
+          fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
+
+  const auto t_start = clock_type::now();
+  rope_ = options.rope;
+  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, rope_.type, rope_.factor,
+                                          c.context_length);
+  std::unique_ptr<prefill_attention> dense;
+  prefill_attention* attention = options.attention;
+  if (attention == nullptr) {
+    dense = make_dense_attention();
+    attention = dense.get();
+  }
+  attention->begin_prompt(n);
+
+  const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
+  std::vector<float> x(static_cast<size_t>(n * dim)), h(x.size()), tmp(x.size());
+  std::vector<float> q(static_cast<size_t>(n * H * D)), attn(q.size());
+  std::vector<float> gate(static_cast<size_t>(n * F)), up(gate.size());
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(&x[static_cast<size_t>(i * dim)],
+                &w_.token_embd[static_cast<size_t>(tokens[static_cast<size_t>(i)]) * dim],
+                sizeof(float) * static_cast<size_t>(dim));
+
+  prefill_result result;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    if (options.on_hidden) options.on_hidden(l, x.data());
+    const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
+    float* k = k_cache_[static_cast<size_t>(l)].data();  // [max_tokens, Hkv, D]
+    float* v = v_cache_[static_cast<size_t>(l)].data();
+    tile_math::set_blas_threads(pool_.size());
+    rms_norm(h.data(), x.data(), L.attn_norm, n, dim, c.rms_eps, pool_);
+    linear(q.data(), h.data(), L.wq, n, dim, H * D);
+    linear(k, h.data(), L.wk, n, dim, Hkv * D);
+    linear(v, h.data(), L.wv, n, dim, Hkv * D);
+    rope_apply(q.data(), n, H, D, 0, rope);
+    rope_apply(k, n, Hkv, D, 0, rope);
+    const layer_attention_report rep = attention->attend(
+        l, tensor_view::contiguous(attn.data(), dtype::f32, {n, H, D}),
+        tensor_view::contiguous(q.data(), dtype::f32, {n, H, D}),
+        tensor_view::contiguous(k, dtype::f32, {n, Hkv, D}),
+        tensor_view::contiguous(v, dtype::f32, {n, Hkv, D}), pool_);
+    result.attention_ms += rep.attention_ms + rep.plan_ms;
+    result.plan_ms += rep.plan_ms;
+    result.layers.push_back(rep);
+    tile_math::set_blas_threads(pool_.size());
+    linear(tmp.data(), attn.data(), L.wo, n, H * D, dim);
+    add_inplace(x.data(), tmp.data(), n * dim);
+    rms_norm(h.data(), x.data(), L.ffn_norm, n, dim, c.rms_eps, pool_);
+    linear(gate.data(), h.data(), L.w_gate, n, dim, F);
+    linear(up.data(), h.data(), L.w_up, n, dim, F);
+    swiglu(gate.data(), up.data(), n, F, pool_);
+    linear(tmp.data(), gate.data(), L.w_down, n, F, dim);
+    add_inplace(x.data(), tmp.data(), n * dim);
+    if (options.on_layer) options.on_layer(l, c.n_layers);
+  }
+  if (options.on_hidden) options.on_hidden(c.n_layers, x.data());
+  length_ = n;
+
+  const int64_t np = static_cast<int64_t>(positions.size());
+  std::vector<float> last(static_cast<size_t>(np * dim));
+  for (int64_t p = 0; p < np; ++p)
+    std::memcpy(&last[static_cast<size_t>(p * dim)], &x[static_cast<size_t>(positions[p] * dim)],
+                sizeof(float) * static_cast<size_t>(dim));
+  rms_norm(last.data(), last.data(), w_.output_norm, np, dim, c.rms_eps, pool_);
+  result.logits.resize(static_cast<size_t>(np * c.vocab_size));
+  tile_math::gemm_abt(result.logits.data(), c.vocab_size, last.data(), dim, w_.output_matrix(),
+                      dim, np, c.vocab_size, dim, 1.0f);
+  result.positions = std::move(positions);
+  result.total_ms = ms_since(t_start);
+  return result;
+}
+
+std::vector<float> llama_session::decode(int32_t token) {
+  const char* fn = "llama_session::decode";
+  const llama_config& c = w_.config;
+  check(length_ > 0, fn, "decode needs a prefill first");
+  check(length_ < max_tokens_, fn, "the session is full (", max_tokens_, " tokens)");
+  check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
+  const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
+  const int64_t pos = length_, g = c.group_size();
+  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, rope_.type, rope_.factor,
+                                          c.context_length);
+  std::vector<float> x(w_.token_embd.begin() + token * dim, w_.token_embd.begin() + (token + 1) * dim);
+  std::vector<float> h(static_cast<size_t>(dim)), tmp(h.size()), q(static_cast<size_t>(H * D)),
+      attn(q.size()), gate(static_cast<size_t>(F)), up(gate.size()), scores(static_cast<size_t>(pos + 1));
+  tile_math::set_blas_threads(1);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
+    float* k = k_cache_[static_cast<size_t>(l)].data() + pos * Hkv * D;
+    float* v = v_cache_[static_cast<size_t>(l)].data() + pos * Hkv * D;
+    rms_norm(h.data(), x.data(), L.attn_norm, 1, dim, c.rms_eps, pool_);
+    linear(q.data(), h.data(), L.wq, 1, dim, H * D);
+    linear(k, h.data(), L.wk, 1, dim, Hkv * D);
+    linear(v, h.data(), L.wv, 1, dim, Hkv * D);
+    rope_apply(q.data(), 1, H, D, pos, rope);
+    rope_apply(k, 1, Hkv, D, pos, rope);
+    const float* K = k_cache_[static_cast<size_t>(l)].data();
+    const float* V = v_cache_[static_cast<size_t>(l)].data();
+    const float scale = 1.0f / std::sqrt(float(D));
+    for (int64_t hd = 0; hd < H; ++hd) {
+      const int64_t kh = hd / g;
+      const float* qh = &q[static_cast<size_t>(hd * D)];
+      float mx = -INFINITY;
+      for (int64_t j = 0; j <= pos; ++j) {
+        float dot = 0.0f;
+        for (int64_t e = 0; e < D; ++e) dot += qh[e] * K[(j * Hkv + kh) * D + e];
+        scores[static_cast<size_t>(j)] = dot * scale;
+        mx = std::max(mx, dot * scale);
+      }
+      tile_math::exp_shifted_inplace(scores.data(), pos + 1, mx);
+      float sum = 0.0f;
+      for (int64_t j = 0; j <= pos; ++j) sum += scores[static_cast<size_t>(j)];
+      float* out = &attn[static_cast<size_t>(hd * D)];
+      std::fill(out, out + D, 0.0f);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float p = scores[static_cast<size_t>(j)] / sum;
+        for (int64_t e = 0; e < D; ++e) out[e] += p * V[(j * Hkv + kh) * D + e];
+      }
+    }
+    linear(tmp.data(), attn.data(), L.wo, 1, H * D, dim);
+    add_inplace(x.data(), tmp.data(), dim);
+    rms_norm(h.data(), x.data(), L.ffn_norm, 1, dim, c.rms_eps, pool_);
+    linear(gate.data(), h.data(), L.w_gate, 1, dim, F);
+    linear(up.data(), h.data(), L.w_up, 1, dim, F);
+    swiglu(gate.data(), up.data(), 1, F, pool_);
+    linear(tmp.data(), gate.data(), L.w_down, 1, F, dim);
+    add_inplace(x.data(), tmp.data(), dim);
+  }
+  ++length_;
+  rms_norm(h.data(), x.data(), w_.output_norm, 1, dim, c.rms_eps, pool_);
+  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+  tile_math::set_blas_threads(pool_.size());
+  tile_math::gemm_abt(logits.data(), c.vocab_size, h.data(), dim, w_.output_matrix(), dim, 1,
+                      c.vocab_size, dim, 1.0f);
+  return logits;
+}
+
+}  // namespace sp
