@@ -21,6 +21,13 @@ void attention_reference(const tensor_view& out, const tensor_view& lse, const t
                          const tensor_view& k, const tensor_view& v,
                          const uint8_t* token_mask = nullptr);
 
+// The oracle for one query row i of every head under an optional block mask (nullptr = dense
+// causal): for spot checks of long problems where the full oracle would be O(N^2).
+// out_row: [H, D] f32; lse_row: [H] f32 (may be null).
+void attention_reference_row(float* out_row, float* lse_row, const tensor_view& q,
+                             const tensor_view& k, const tensor_view& v, int64_t i,
+                             const block_mask* mask = nullptr);
+
 // Exact block attention A of selected heads (DESIGN.md 2F): A[r, c] = mean over the valid query
 // rows of block r of the softmax mass that falls in key block c. Rows sum to 1 (up to rounding)
 // over the visited tiles; unvisited tiles are 0.

@@ -1,0 +1,99 @@
+// cuda_attention_block_sparse: validates the public parameters against the uploaded mask, fills
+// the kernel's POD parameters and dispatches the runtime (dtype, head dim) to its compiled
+// instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention_params.h"
+#include "block_mask_state.h"
+#include "cuda_check.h"
+#include "shareprefill/cuda_attention.h"
+
+namespace sp::cuda {
+
+template <class T, int D>
+void launch_attention_fwd(const attention_fwd_params& p, int64_t work_items, cudaStream_t stream);
+
+}  // namespace sp::cuda
+
+namespace sp {
+
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+void check_params(const char* fn, const cuda_attention_params& a, const cuda_block_mask::impl& m) {
+  check(a.type == dtype::bf16 || a.type == dtype::f16, fn, "dtype code ",
+        static_cast<int>(a.type), " (bf16 or f16 expected)");
+  check(a.dim == 64 || a.dim == 128, fn, "dim=", a.dim, " (64 or 128 supported)");
+  check(a.n > 0 && a.heads > 0 && a.kv_heads > 0 && a.heads % a.kv_heads == 0, fn, "n=", a.n,
+        " heads=", a.heads, " kv_heads=", a.kv_heads);
+  check(a.n == m.n_tokens && a.heads == m.heads, fn, "mask is for n=", m.n_tokens, " heads=",
+        m.heads, ", got n=", a.n, " heads=", a.heads);
+  check(a.heads < (int64_t{1} << 31), fn, "heads=", a.heads);
+  const void* pointers[] = {a.q, a.k, a.v, a.out};
+  const char* names[] = {"q", "k", "v", "out"};
+  for (int i = 0; i < 4; ++i)
+    check(pointers[i] != nullptr && aligned16(pointers[i]), fn, names[i],
+          " must be a non-null 16-byte aligned device pointer");
+  const int64_t strides[] = {a.q_token_stride, a.k_token_stride, a.v_token_stride,
+                             a.out_token_stride};
+  const int64_t minimum[] = {a.heads * a.dim, a.kv_heads * a.dim, a.kv_heads * a.dim,
+                             a.heads * a.dim};
+  for (int i = 0; i < 4; ++i)
+    check(strides[i] >= minimum[i] && strides[i] % 8 == 0, fn, names[i], "_token_stride=",
+          strides[i], " (a multiple of 8, at least ", minimum[i], ")");
+  check((m.pivots > 0) == (a.block_attention != nullptr), fn, "block_attention is ",
+        a.block_attention ? "set" : "null", " but the mask has ", m.pivots, " pivot heads");
+}
+
+}  // namespace
+
+void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_block_mask& mask) {
+  const char* fn = "cuda_attention_block_sparse";
+  const cuda_block_mask::impl& m = mask.state();
+  check_params(fn, a, m);
+  cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  cuda::attention_fwd_params p;
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.out = a.out;
+  p.lse = a.lse;
+  p.q_token_stride = a.q_token_stride;
+  p.k_token_stride = a.k_token_stride;
+  p.v_token_stride = a.v_token_stride;
+  p.out_token_stride = a.out_token_stride;
+  p.n = a.n;
+  p.heads = static_cast<int32_t>(a.heads);
+  p.group = static_cast<int32_t>(a.heads / a.kv_heads);
+  p.n_blocks = static_cast<int32_t>(m.n_blocks);
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(a.dim)));
+  p.row_ptr = static_cast<const int64_t*>(m.row_ptr.data());
+  p.col_idx = static_cast<const int32_t*>(m.col_idx.data());
+  p.work_items = static_cast<const int32_t*>(m.schedule.data());
+  if (m.pivots > 0) {
+    p.pivot_slot = static_cast<const int32_t*>(m.pivot_slot.data());
+    p.scratch_offset = static_cast<const int64_t*>(m.scratch_offset.data());
+    p.scratch = static_cast<float*>(m.scratch.data());
+    p.block_attention = a.block_attention;
+    cuda::check_cuda(cudaMemsetAsync(a.block_attention, 0,
+                                     static_cast<size_t>(m.pivots * m.n_blocks * m.n_blocks) *
+                                         sizeof(float),
+                                     stream),
+                     fn, "clearing block_attention");
+  }
+  const bool bf16 = a.type == dtype::bf16;
+  if (a.dim == 64) {
+    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 64>(p, m.work_items, stream);
+    else cuda::launch_attention_fwd<__half, 64>(p, m.work_items, stream);
+  } else {
+    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 128>(p, m.work_items, stream);
+    else cuda::launch_attention_fwd<__half, 128>(p, m.work_items, stream);
+  }
+}
+
+}  // namespace sp

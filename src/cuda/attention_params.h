@@ -1,0 +1,38 @@
+// Kernel-boundary parameters of the block-sparse attention forward: one plain struct of device
+// pointers, 64-bit sizes and strides (in elements), filled by the launcher from the public
+// cuda_attention_params and the device copy of the mask. No CUDA types, so host code reads it.
+#pragma once
+
+#include <cstdint>
+
+namespace sp::cuda {
+
+struct attention_fwd_params {
+  const void* q = nullptr;  // q: [N, H, D]; element (i, h, d) at i*q_token_stride + h*D + d
+  const void* k = nullptr;  // k: [N, Hkv, D]; (j, kh, d) at j*k_token_stride + kh*D + d
+  const void* v = nullptr;  // v: [N, Hkv, D]; like k with v_token_stride
+  void* out = nullptr;      // out: [N, H, D]; same dtype as q, out_token_stride
+  float* lse = nullptr;     // lse: [H, N] natural-log log-sum-exp, or null
+  int64_t q_token_stride = 0, k_token_stride = 0, v_token_stride = 0, out_token_stride = 0;
+  int64_t n = 0;       // tokens
+  int32_t heads = 0;   // query heads H
+  int32_t group = 1;   // H / Hkv: query head h reads KV head h / group
+  int32_t n_blocks = 0;  // mask blocks of 128 tokens: ceil(N / 128)
+  float scale_log2 = 0.0f;  // log2(e) / sqrt(D): scores enter exp2 in base 2
+
+  const int64_t* row_ptr = nullptr;    // row_ptr: [H * (n_blocks + 1)], absolute into col_idx
+  const int32_t* col_idx = nullptr;    // col_idx: [total tiles], ascending within a row
+  const int32_t* work_items = nullptr;  // work_items: [H * n_blocks, 2] (head, query block),
+                                        // ordered by tile count, longest row first
+
+  // Block attention of pivot heads (DESIGN.md 2F); both null when no head is a pivot.
+  const int32_t* pivot_slot = nullptr;  // pivot_slot: [H], index into block_attention or -1
+  const int64_t* scratch_offset = nullptr;  // scratch_offset: [H]; tile p's row sums live at
+                                            // scratch[(scratch_offset[h] + p) * 128 ...]
+  float* scratch = nullptr;  // scratch: [pivot tiles, 128] base-2 log of each row's tile mass
+  float* block_attention = nullptr;  // block_attention: [pivots, n_blocks, n_blocks]
+};
+
+constexpr int mask_block = 128;  // rows of one work item = the mask's block size
+
+}  // namespace sp::cuda

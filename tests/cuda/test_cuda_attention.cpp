@@ -1,0 +1,393 @@
+// CUDA block-sparse attention against the fp64 oracle attention_reference (expanded token mask)
+// at ragged lengths 1..16384, GQA 1/4/8, head dims 64/128, bf16 and fp16, masks full /
+// diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
+// mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
+// the launch and guarded after, and reruns must be bitwise identical. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "shareprefill/attention.h"
+#include "shareprefill/cuda_attention.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using testing::random_values;
+
+enum class mask_kind { full, diagonal, random, single_tile, empty_rows, sparse };
+
+struct cuda_case {
+  int64_t n, heads, kv_heads, dim;
+  mask_kind mask;
+  std::vector<int32_t> pivots;  // dense heads that also produce block attention
+  dtype type = dtype::bf16;
+  bool fused_kv = false;  // K and V as strided views of one [N, 2*Hkv*D] buffer
+  bool sampled = false;   // check sampled rows with the tile-walking fp64 reference only
+};
+
+std::string name_of(const cuda_case& c) {
+  return str("cuda_attn(n=", c.n, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
+             ",mask=", static_cast<int>(c.mask), ",pivots=", c.pivots.size(),
+             ",type=", dtype_name(c.type), ",fused_kv=", c.fused_kv, ")");
+}
+
+block_mask make_mask(const cuda_case& c, uint64_t seed) {
+  const int64_t bs = 128, nb = (c.n + bs - 1) / bs;
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<tile>> tiles(static_cast<size_t>(c.heads));
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const bool pivot = std::find(c.pivots.begin(), c.pivots.end(), h) != c.pivots.end();
+    const mask_kind kind = pivot ? mask_kind::full : c.mask;
+    auto& t = tiles[static_cast<size_t>(h)];
+    for (int32_t r = 0; r < nb; ++r) {
+      switch (kind) {
+        case mask_kind::full:
+          for (int32_t col = 0; col <= r; ++col) t.emplace_back(r, col);
+          break;
+        case mask_kind::diagonal: t.emplace_back(r, r); break;
+        case mask_kind::random:
+          for (int32_t col = 0; col <= r; ++col)
+            if (rng() % 3 == 0 || col == r) t.emplace_back(r, col);
+          break;
+        case mask_kind::single_tile:
+          if (r == nb - 1) t.emplace_back(r, static_cast<int32_t>(rng() % (r + 1)));
+          break;
+        case mask_kind::empty_rows:  // odd rows visit nothing; even rows only the sink block
+          if (r % 2 == 0) t.emplace_back(r, 0);
+          break;
+        case mask_kind::sparse:  // sink, diagonal and three random blocks: ~5 tiles per row
+          t.emplace_back(r, 0);
+          t.emplace_back(r, r);
+          for (int i = 0; i < 3; ++i) t.emplace_back(r, static_cast<int32_t>(rng() % (r + 1)));
+          break;
+      }
+    }
+  }
+  return block_mask::from_tiles(c.n, bs, tiles);
+}
+
+float round_to(dtype t, float x) {
+  return t == dtype::bf16 ? round_to_bf16(x) : fp16_to_fp32(fp32_to_fp16(x));
+}
+uint16_t encode(dtype t, float x) { return t == dtype::bf16 ? fp32_to_bf16(x) : fp32_to_fp16(x); }
+float decode(dtype t, uint16_t x) { return t == dtype::bf16 ? bf16_to_fp32(x) : fp16_to_fp32(x); }
+
+// Inputs already rounded to the kernel's dtype, so every reference sees the kernel's values.
+struct inputs {
+  std::vector<float> q, k, v;
+  inputs(const cuda_case& c, uint64_t seed)
+      : q(random_values(c.n * c.heads * c.dim, seed, -2.0f, 2.0f)),
+        k(random_values(c.n * c.kv_heads * c.dim, seed + 1, -2.0f, 2.0f)),
+        v(random_values(c.n * c.kv_heads * c.dim, seed + 2)) {
+    for (auto* x : {&q, &k, &v})
+      for (float& f : *x) f = round_to(c.type, f);
+  }
+};
+
+std::vector<uint16_t> encode_all(dtype t, const std::vector<float>& x) {
+  std::vector<uint16_t> e(x.size());
+  for (size_t i = 0; i < x.size(); ++i) e[i] = encode(t, x[i]);
+  return e;
+}
+
+constexpr size_t guard_bytes = 4096;
+constexpr uint8_t poison = 0xff;  // NaN in bf16, fp16 and fp32
+
+struct cuda_output {
+  std::vector<float> out, lse, a;
+  std::vector<uint8_t> raw_out;  // bytes as written, for the rerun comparison
+};
+
+// Downloads a poisoned+guarded buffer: checks the guard and returns the payload bytes.
+std::vector<uint8_t> fetch_checked(const device_buffer& b, size_t payload, const char* what) {
+  std::vector<uint8_t> all(b.size());
+  b.download(all.data(), all.size());
+  for (size_t i = payload; i < all.size(); ++i)
+    if (all[i] != poison) {
+      ADD_FAILURE() << what << ": guard byte " << i - payload << " past the end overwritten";
+      break;
+    }
+  all.resize(payload);
+  return all;
+}
+
+cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask) {
+  const int64_t hd = c.heads * c.dim, kvd = c.kv_heads * c.dim, nb = mask.n_blocks;
+  const auto q16 = encode_all(c.type, x.q), k16 = encode_all(c.type, x.k), v16 = encode_all(c.type, x.v);
+  device_buffer dq(q16.size() * 2), dk, dv, dkv;
+  dq.upload(q16.data(), dq.size());
+  cuda_attention_params p;
+  p.type = c.type;
+  p.n = c.n;
+  p.heads = c.heads;
+  p.kv_heads = c.kv_heads;
+  p.dim = c.dim;
+  p.q = dq.data();
+  p.q_token_stride = hd;
+  if (c.fused_kv) {  // token row = [K heads | V heads]
+    std::vector<uint16_t> fused(static_cast<size_t>(c.n * 2 * kvd));
+    for (int64_t i = 0; i < c.n; ++i) {
+      std::copy_n(&k16[i * kvd], kvd, &fused[i * 2 * kvd]);
+      std::copy_n(&v16[i * kvd], kvd, &fused[i * 2 * kvd + kvd]);
+    }
+    dkv = device_buffer(fused.size() * 2);
+    dkv.upload(fused.data(), dkv.size());
+    p.k = dkv.data();
+    p.v = static_cast<const uint16_t*>(dkv.data()) + kvd;
+    p.k_token_stride = p.v_token_stride = 2 * kvd;
+  } else {
+    dk = device_buffer(k16.size() * 2);
+    dv = device_buffer(v16.size() * 2);
+    dk.upload(k16.data(), dk.size());
+    dv.upload(v16.data(), dv.size());
+    p.k = dk.data();
+    p.v = dv.data();
+    p.k_token_stride = p.v_token_stride = kvd;
+  }
+  const size_t out_bytes = static_cast<size_t>(c.n * hd) * 2, lse_bytes = static_cast<size_t>(c.heads * c.n) * 4;
+  const size_t a_bytes = c.pivots.size() * static_cast<size_t>(nb * nb) * 4;
+  device_buffer dout(out_bytes + guard_bytes), dlse(lse_bytes + guard_bytes), da(a_bytes + guard_bytes);
+  dout.fill_bytes(poison);
+  dlse.fill_bytes(poison);
+  da.fill_bytes(poison);
+  p.out = dout.data();
+  p.out_token_stride = hd;
+  p.lse = static_cast<float*>(dlse.data());
+  p.block_attention = c.pivots.empty() ? nullptr : static_cast<float*>(da.data());
+  const cuda_block_mask dmask(mask, c.pivots);
+  cuda_attention_block_sparse(p, dmask);
+  cuda_synchronize();
+
+  cuda_output r;
+  r.raw_out = fetch_checked(dout, out_bytes, "out");
+  const auto lse_raw = fetch_checked(dlse, lse_bytes, "lse");
+  const auto a_raw = fetch_checked(da, a_bytes, "block_attention");
+  r.out.resize(static_cast<size_t>(c.n * hd));
+  for (size_t i = 0; i < r.out.size(); ++i) {
+    uint16_t e;
+    std::memcpy(&e, &r.raw_out[2 * i], 2);
+    r.out[i] = decode(c.type, e);
+  }
+  r.lse.resize(static_cast<size_t>(c.heads * c.n));
+  std::memcpy(r.lse.data(), lse_raw.data(), lse_bytes);
+  r.a.resize(a_bytes / 4);
+  std::memcpy(r.a.data(), a_raw.data(), a_bytes);
+  return r;
+}
+
+// Tile-walking fp64 reference of one (head, row), independent of the kernel: visits the row's
+// tiles with the causal rule. Also gives the emulated-precision output (P and O rounded to the
+// kernel's dtype, the FA3 `ref_bf16`) and the row's probability mass per key block.
+struct row_reference {
+  std::vector<double> out, out_rounded, mass;  // [D], [D], [nb]
+  double lse = -std::numeric_limits<double>::infinity();
+};
+
+row_reference reference_row(const cuda_case& c, const inputs& x, const block_mask& m, int64_t h,
+                            int64_t i) {
+  const int64_t d = c.dim, kh = h / (c.heads / c.kv_heads), r = i / 128;
+  row_reference ref;
+  ref.out.assign(static_cast<size_t>(d), 0.0);
+  ref.out_rounded.assign(static_cast<size_t>(d), 0.0);
+  ref.mass.assign(static_cast<size_t>(m.n_blocks), 0.0);
+  std::vector<std::pair<int64_t, double>> scores;
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t t = m.row_begin(h, r); t < m.row_end(h, r); ++t) {
+    const int64_t col = m.col_idx[static_cast<size_t>(t)];
+    for (int64_t j = col * 128; j < std::min({col * 128 + 128, i + 1, c.n}); ++j) {
+      double dot = 0.0;
+      for (int64_t e = 0; e < d; ++e)
+        dot += double(x.q[(i * c.heads + h) * d + e]) * x.k[(j * c.kv_heads + kh) * d + e];
+      scores.emplace_back(j, dot / std::sqrt(double(d)));
+      mx = std::max(mx, scores.back().second);
+    }
+  }
+  if (scores.empty()) return ref;
+  double sum = 0.0;
+  for (auto& [j, s] : scores) sum += std::exp(s - mx);
+  ref.lse = mx + std::log(sum);
+  for (auto& [j, s] : scores) {
+    const double p = std::exp(s - mx), p_rounded = round_to(c.type, static_cast<float>(p));
+    ref.mass[static_cast<size_t>(j / 128)] += p / sum;
+    for (int64_t e = 0; e < d; ++e) {
+      const double ve = x.v[(j * c.kv_heads + kh) * d + e];
+      ref.out[static_cast<size_t>(e)] += p * ve / sum;
+      ref.out_rounded[static_cast<size_t>(e)] += p_rounded * ve;
+    }
+  }
+  for (auto& o : ref.out_rounded) o = round_to(c.type, static_cast<float>(o / sum));
+  return ref;
+}
+
+// Tolerances (each measured against the fp64 reference on the kernel's own rounded inputs):
+// - out: the FA3 rule max|out - ref| <= 2 * max|ref_rounded - ref| + atol, where ref_rounded
+//   rounds P and O to the kernel's 16-bit dtype as the kernel does; atol covers fp32 summation
+//   over up to 16384 terms of magnitude <= 1 (random walk: sqrt(16384) * 2^-24 ≈ 8e-6).
+constexpr double out_atol = 1e-5;
+// - lse: fp32 dot products of D terms in [-2, 2]: D * 2^-24 * (D * 4) / sqrt(D) ≈ 3.5e-4 at
+//   D = 128 in the worst case, plus lg2/ex2.approx (2^-22 relative).
+constexpr double lse_tol = 5e-4;
+// - A: fp32 probabilities (not rounded to 16 bits) summed per block: ~1e-6 relative error per
+//   mass; 1e-4 absolute on values in [0, 1] still catches any misplaced or unnormalised tile.
+constexpr double a_tol = 1e-4;
+
+void check_case(const cuda_case& c) {
+  if (!cuda_device_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  SCOPED_TRACE(name_of(c));
+  const inputs x(c, 7000 + static_cast<uint64_t>(c.n) * 3 + static_cast<uint64_t>(c.dim));
+  const block_mask mask = make_mask(c, 4242 + static_cast<uint64_t>(c.n));
+  const int64_t nb = mask.n_blocks, d = c.dim;
+  const cuda_output got = run_cuda(c, x, mask);
+  for (size_t i = 0; i < got.out.size(); ++i)
+    ASSERT_FALSE(std::isnan(got.out[i])) << "out element " << i << " never written";
+
+  // Rows to check: all of them, or every row of three query blocks plus 64 random rows.
+  std::vector<int64_t> rows;
+  if (!c.sampled) {
+    for (int64_t i = 0; i < c.n; ++i) rows.push_back(i);
+  } else {
+    for (int64_t r : {int64_t{0}, nb / 2, nb - 1})
+      for (int64_t i = r * 128; i < std::min(c.n, r * 128 + 128); ++i) rows.push_back(i);
+    std::mt19937_64 rng(5);
+    for (int i = 0; i < 64; ++i) rows.push_back(static_cast<int64_t>(rng() % c.n));
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  }
+  // Block attention is checked on query blocks whose rows are all checked.
+  std::vector<bool> full_block(static_cast<size_t>(nb), !c.sampled);
+  if (c.sampled)
+    for (int64_t r : {int64_t{0}, nb / 2, nb - 1}) full_block[static_cast<size_t>(r)] = true;
+
+  // The oracle on full cases; the tile-walking reference must agree with it.
+  fp32_tensor oracle({c.n, c.heads, d}), oracle_lse({c.heads, c.n});
+  if (!c.sampled) {
+    std::vector<uint8_t> token_mask;
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const auto t = mask.expand_to_token_mask(h);
+      token_mask.insert(token_mask.end(), t.begin(), t.end());
+    }
+    attention_reference(oracle.view, oracle_lse.view,
+                        tensor_view::contiguous(x.q.data(), dtype::f32, {c.n, c.heads, d}),
+                        tensor_view::contiguous(x.k.data(), dtype::f32, {c.n, c.kv_heads, d}),
+                        tensor_view::contiguous(x.v.data(), dtype::f32, {c.n, c.kv_heads, d}),
+                        token_mask.data());
+  }
+
+  double out_err = 0.0, rounding_err = 0.0, lse_err = 0.0, oracle_gap = 0.0;
+  std::vector<double> a_ref(c.pivots.size() * static_cast<size_t>(nb * nb), 0.0);
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const auto pivot_it = std::find(c.pivots.begin(), c.pivots.end(), h);
+    const int64_t slot = pivot_it == c.pivots.end() ? -1 : pivot_it - c.pivots.begin();
+    for (int64_t i : rows) {
+      const row_reference ref = reference_row(c, x, mask, h, i);
+      for (int64_t e = 0; e < d; ++e) {
+        const size_t at = static_cast<size_t>((i * c.heads + h) * d + e);
+        out_err = std::max(out_err, std::fabs(got.out[at] - ref.out[static_cast<size_t>(e)]));
+        rounding_err = std::max(rounding_err, std::fabs(ref.out_rounded[static_cast<size_t>(e)] -
+                                                        ref.out[static_cast<size_t>(e)]));
+        if (!c.sampled)
+          oracle_gap = std::max(oracle_gap, std::fabs(oracle.values[at] - ref.out[static_cast<size_t>(e)]));
+      }
+      const float lse = got.lse[static_cast<size_t>(h * c.n + i)];
+      if (std::isinf(ref.lse)) {
+        EXPECT_TRUE(std::isinf(lse) && lse < 0) << "head " << h << " row " << i << " lse " << lse;
+      } else {
+        lse_err = std::max(lse_err, std::fabs(lse - ref.lse));
+      }
+      if (slot >= 0 && full_block[static_cast<size_t>(i / 128)]) {
+        const int64_t r = i / 128, valid = std::min<int64_t>(128, c.n - r * 128);
+        for (int64_t col = 0; col < nb; ++col)
+          a_ref[static_cast<size_t>((slot * nb + r) * nb + col)] += ref.mass[static_cast<size_t>(col)] / double(valid);
+      }
+    }
+  }
+  EXPECT_LE(oracle_gap, 1e-6) << "tile-walking reference disagrees with attention_reference";
+  EXPECT_LE(out_err, 2.0 * rounding_err + out_atol) << "rounding_err " << rounding_err;
+  EXPECT_LE(lse_err, lse_tol);
+
+  double a_err = 0.0, row_sum_err = 0.0;
+  for (size_t s = 0; s < c.pivots.size(); ++s)
+    for (int64_t r = 0; r < nb; ++r) {
+      if (!full_block[static_cast<size_t>(r)]) continue;
+      double row_sum = 0.0;
+      for (int64_t col = 0; col < nb; ++col) {
+        const size_t at = (s * static_cast<size_t>(nb) + static_cast<size_t>(r)) * static_cast<size_t>(nb) + static_cast<size_t>(col);
+        a_err = std::max(a_err, std::fabs(got.a[at] - a_ref[at]));
+        row_sum += got.a[at];
+      }
+      row_sum_err = std::max(row_sum_err, std::fabs(row_sum - 1.0));
+    }
+  EXPECT_LE(a_err, a_tol);
+  // Rows of A sum to 1: nb masses of fp32 rounding each (nb * 2^-24 * ... far below 1e-4).
+  if (!c.pivots.empty()) EXPECT_LE(row_sum_err, a_tol * 10);
+
+  // Rerun-stable: the same launch gives the same bytes.
+  const cuda_output again = run_cuda(c, x, mask);
+  EXPECT_TRUE(got.raw_out == again.raw_out) << "output differs between identical launches";
+  EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
+}
+
+TEST(CudaAttention, SingleToken) { check_case({1, 2, 1, 64, mask_kind::full, {}}); }
+TEST(CudaAttention, Ragged127Gqa4Full) { check_case({127, 4, 1, 128, mask_kind::full, {}}); }
+TEST(CudaAttention, Ragged129Gqa8Random) { check_case({129, 8, 1, 64, mask_kind::random, {}}); }
+TEST(CudaAttention, Diagonal1000Gqa1) { check_case({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
+TEST(CudaAttention, EmptyRows1000) { check_case({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
+TEST(CudaAttention, PivotsMixedFusedKv1000) {
+  check_case({1000, 8, 2, 64, mask_kind::random, {1, 6}, dtype::bf16, true});
+}
+TEST(CudaAttention, Fp16Random1000) {
+  check_case({1000, 4, 2, 128, mask_kind::random, {}, dtype::f16});
+}
+TEST(CudaAttention, SingleTile4224) { check_case({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
+TEST(CudaAttention, PivotsRandom4224Gqa4) {
+  check_case({4224, 4, 1, 128, mask_kind::random, {0, 2}});
+}
+TEST(CudaAttention, Sparse16384Gqa8Sampled) {
+  check_case({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
+}
+TEST(CudaAttention, Full16384Gqa4D64Sampled) {
+  check_case({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
+}
+
+TEST(CudaAttention, RejectsBadParameters) {
+  if (!cuda_device_available()) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  const cuda_case c{256, 2, 1, 128, mask_kind::full, {1}};
+  const block_mask mask = make_mask(c, 1);
+  const cuda_block_mask dmask(mask, c.pivots);
+  device_buffer dq(256 * 2 * 128 * 2), dk(256 * 128 * 2), dout(256 * 2 * 128 * 2), da(4 * 4 * 4);
+  cuda_attention_params p;
+  p.n = 256;
+  p.heads = 2;
+  p.kv_heads = 1;
+  p.dim = 128;
+  p.q = dq.data();
+  p.k = p.v = dk.data();
+  p.out = dout.data();
+  p.q_token_stride = p.out_token_stride = 256;
+  p.k_token_stride = p.v_token_stride = 128;
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("block_attention"),
+            std::string::npos);
+  p.block_attention = static_cast<float*>(da.data());
+  p.dim = 96;
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("dim=96"),
+            std::string::npos);
+  p.dim = 128;
+  p.k_token_stride = 100;
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("k_token_stride=100"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { cuda_block_mask bad(mask, {1, 1}); }).find("ascending"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sp

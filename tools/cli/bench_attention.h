@@ -1,0 +1,32 @@
+// Shared pieces of `shareprefill bench attention`: the options and the random block-causal mask
+// the CPU and CUDA benchmarks both time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "shareprefill/block_mask.h"
+
+namespace sp::cli {
+
+struct attention_bench_options {
+  int64_t n = 16384;
+  int64_t heads = 8;
+  int64_t kv_heads = 2;
+  int64_t dim = 128;
+  std::vector<double> densities{0.1};
+  int threads = 0;      // CPU worker threads; 0 = all cores
+  bool json = false;    // one JSON object per line instead of a table
+  uint64_t seed = 1;
+  int repeats = 3;      // timed repetitions; the minimum is reported
+  int64_t sample_rows = 64;  // query rows checked against the fp64 reference
+};
+
+// Random block-causal mask with about `density` of the causal tiles per head; the diagonal tile
+// and key block 0 of every row are always kept (they carry the local window and the sink).
+block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, double density,
+                             uint64_t seed);
+
+void run_attention_bench_cuda(const attention_bench_options& options);
+
+}  // namespace sp::cli
