@@ -1,6 +1,7 @@
 // Last-block statistics of section 2A on the CPU. Per query head (heads in parallel): the last
 // rows = min(bs, N) queries, scaled by 1/sqrt(D), are scored against all keys in chunks; pass 1
-// keeps the running row max and sum (online softmax), pass 2 recomputes the scores and
+// keeps the running row max and sum (online softmax), pass 2 recomputes the scores (sgemm
+// through tile_math, as the attention kernel) and
 // accumulates the normalised probabilities into the vertical and slash profiles. Only one head's
 // chunk of scores per worker exists at a time, so memory is O(H * N) for the profiles.
 #include "shareprefill/statistics.h"
@@ -10,6 +11,7 @@
 #include <limits>
 
 #include "shareprefill/error.h"
+#include "tile_math.h"
 
 namespace sp {
 namespace {
@@ -17,54 +19,13 @@ namespace {
 constexpr int64_t key_chunk = 256;
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
-// Four dot products a_r . b (r = 0..3) of length dim, sharing the loads of b. The fixed-width
-// partial sums let the compiler vectorise without reassociating a scalar reduction.
-void dot4(float* out, const float* a0, const float* a1, const float* a2, const float* a3,
-          const float* b, int64_t dim) {
-  constexpr int w = 16;
-  float c0[w] = {}, c1[w] = {}, c2[w] = {}, c3[w] = {};
-  int64_t d = 0;
-  for (; d + w <= dim; d += w) {
-    for (int l = 0; l < w; ++l) {
-      const float bv = b[d + l];
-      c0[l] += a0[d + l] * bv;
-      c1[l] += a1[d + l] * bv;
-      c2[l] += a2[d + l] * bv;
-      c3[l] += a3[d + l] * bv;
-    }
-  }
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (int l = 0; l < w; ++l) {
-    s0 += c0[l];
-    s1 += c1[l];
-    s2 += c2[l];
-    s3 += c3[l];
-  }
-  for (; d < dim; ++d) {
-    s0 += a0[d] * b[d];
-    s1 += a1[d] * b[d];
-    s2 += a2[d] * b[d];
-    s3 += a3[d] * b[d];
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
-}
-
 // Scores of the query rows (absolute positions q0 + i) against keys [j0, j0 + cols); entries
-// above the causal diagonal are -inf. s: [rows, key_chunk]; qr: [rows padded to a multiple of
-// 4, dim] (padding rows are zero); key j is at keys + j * key_stride, [dim].
+// above the causal diagonal are -inf. s: [rows, key_chunk]; qr: [rows, dim] scaled queries;
+// key j is at keys + j * key_stride, [dim].
 void score_chunk(float* s, const float* qr, int64_t rows, int64_t q0, const float* keys,
                  int64_t key_stride, int64_t j0, int64_t cols, int64_t dim) {
-  float dots[4];
-  for (int64_t i = 0; i < rows; i += 4) {
-    const float* a = qr + i * dim;
-    for (int64_t jj = 0; jj < cols; ++jj) {
-      dot4(dots, a, a + dim, a + 2 * dim, a + 3 * dim, keys + (j0 + jj) * key_stride, dim);
-      for (int64_t r = 0; r < 4 && i + r < rows; ++r) s[(i + r) * key_chunk + jj] = dots[r];
-    }
-  }
+  tile_math::gemm_abt(s, key_chunk, qr, dim, keys + j0 * key_stride, key_stride, rows, cols, dim,
+                      1.0f);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t jj = std::max<int64_t>(0, q0 + i - j0 + 1); jj < cols; ++jj)
       s[i * key_chunk + jj] = neg_inf;
@@ -88,8 +49,10 @@ void head_profiles(head_statistics& st, const float* qr, int64_t rows, int64_t n
       for (int64_t jj = 0; jj < valid; ++jj) m = std::max(m, si[jj]);
       const double rescale =
           row_max[i] == neg_inf ? 0.0 : std::exp(static_cast<double>(row_max[i]) - m);
+      float* ei = s.data() + i * key_chunk;
+      tile_math::exp_shifted_inplace(ei, valid, m);
       float part = 0.0f;
-      for (int64_t jj = 0; jj < valid; ++jj) part += std::exp(si[jj] - m);
+      for (int64_t jj = 0; jj < valid; ++jj) part += ei[jj];
       row_sum[i] = row_sum[i] * rescale + part;
       row_max[i] = m;
     }
@@ -101,12 +64,14 @@ void head_profiles(head_statistics& st, const float* qr, int64_t rows, int64_t n
     const int64_t cols = std::min(key_chunk, n - j0);
     score_chunk(s.data(), qr, rows, q0, keys, key_stride, j0, cols, dim);
     for (int64_t i = 0; i < rows; ++i) {
-      const float* si = s.data() + i * key_chunk;
+      float* si = s.data() + i * key_chunk;
       // Query q0+i and key j are at distance q0+i-j, stored at t = n-1-(q0+i-j).
       const int64_t t_shift = n - 1 - q0 - i;
       const int64_t valid = std::min(cols, q0 + i - j0 + 1);
+      if (valid <= 0) continue;
+      tile_math::exp_shifted_inplace(si, valid, row_max[i]);
       for (int64_t jj = 0; jj < valid; ++jj) {
-        const float p = std::exp(si[jj] - row_max[i]) * inv[i];
+        const float p = si[jj] * inv[i];
         v[j0 + jj] += p;
         sl[j0 + jj + t_shift] += p;
       }
@@ -157,11 +122,11 @@ std::vector<head_statistics> last_block_statistics(const tensor_view& q, const t
   }
 
   std::vector<head_statistics> out(static_cast<size_t>(heads));
+  tile_math::use_single_threaded_blas();
   pool.parallel_for(heads, [&](int64_t h, int) {
     head_statistics& st = out[static_cast<size_t>(h)];
     st.rows = rows;
-    const int64_t padded = (rows + 3) / 4 * 4;
-    std::vector<float> qr(static_cast<size_t>(padded * dim), 0.0f);
+    std::vector<float> qr(static_cast<size_t>(rows * dim));
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t d = 0; d < dim; ++d)
         qr[i * dim + d] = load_as_fp32(q, ((n - rows + i) * heads + h) * dim + d) * scale;
