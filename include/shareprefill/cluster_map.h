@@ -1,0 +1,61 @@
+// The cluster map (DESIGN.md section 3): the offline artifact that groups (layer, head) pairs of a
+// model into clusters and names the clusters that take part in pattern sharing. Two JSON formats
+// load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
+// per-cluster medoids) and the reference implementation's (only "clusters" and
+// "shared_clusters"). Validation against a model shape checks that every head appears exactly
+// once, indices are in range, no cluster is empty and every shared id names a cluster; errors
+// name the file, the key and the bad value.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sp {
+
+struct head_ref {
+  int32_t layer = 0;
+  int32_t head = 0;
+  bool operator==(const head_ref& o) const { return layer == o.layer && head == o.head; }
+};
+
+struct head_cluster {
+  std::string id;                  // the JSON key, e.g. "42"
+  std::vector<head_ref> members;   // in file order
+  bool shared = false;             // listed in shared_clusters
+  std::optional<head_ref> medoid;  // offline medoid (our format, optional); a member
+};
+
+struct cluster_model_info {
+  std::string name;
+  int64_t layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+};
+
+struct cluster_map {
+  std::string source = "<memory>";          // file path, for error messages
+  std::optional<cluster_model_info> model;  // our format only
+  nlohmann::json calibration;               // kept verbatim (null when absent)
+  std::vector<head_cluster> clusters;
+
+  // Throws sp::error unless the map covers a model of `layers` x `heads` exactly (and matches
+  // the model block, when present).
+  void validate(int64_t layers, int64_t heads) const;
+
+  // Validates, then returns the cluster index of every head: [layers * heads], row-major.
+  std::vector<int32_t> head_table(int64_t layers, int64_t heads) const;
+
+  bool any_medoid() const;
+};
+
+// Parses either format; `source` names the origin in error messages. Structural errors (wrong
+// types, malformed pairs, unknown shared ids, duplicate heads) throw sp::error.
+cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source);
+cluster_map cluster_map_load(const std::string& path);
+
+// Writes our format ("format": "shareprefill.clusters/1").
+nlohmann::json cluster_map_to_json(const cluster_map& map);
+void cluster_map_save(const std::string& path, const cluster_map& map);
+
+}  // namespace sp

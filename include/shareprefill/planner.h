@@ -1,0 +1,171 @@
+// The online sparse-pattern planner (DESIGN.md section 2, steps A-G) and its baselines.
+//
+// Usage per prompt (layers in increasing order):
+//   sp::planner pl(params, layers, heads, &clusters);   // clusters: needed by shareprefill mode
+//   sp::plan_state state;                                // fresh state = new prompt (or reset())
+//   for each layer L:
+//     sp::layer_plan p = pl.plan(L, q, k, state, pool);
+//     attention_block_sparse(out, lse, &{p.pivot_heads, A}, q, k, v, p.mask, pool);
+//     pl.publish(L, p.pivot_heads, A, state);           // records the pivots' exact patterns
+//     if (!p.deferred_heads.empty()) {                   // share_within_layer only
+//       sp::layer_plan p2 = pl.plan_deferred(L, state);  // masks for the deferred heads only
+//       ... run attention on p2.mask and take the deferred heads' outputs from it
+//     }
+// Modes: dense (all causal tiles), vslash (adaptive vertical-slash for every head, about
+// MInference), flexprefill (query-aware test + pooled estimate, no sharing) and shareprefill
+// (pivots, JS-gated sharing of the pivot's exact pattern with later layers, fallback).
+// The planner object is immutable; everything that changes during a prompt is in plan_state.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "shareprefill/block_mask.h"
+#include "shareprefill/cluster_map.h"
+#include "shareprefill/statistics.h"
+#include "shareprefill/tensor.h"
+#include "shareprefill/thread_pool.h"
+
+namespace sp {
+
+enum class plan_mode : uint8_t { dense, vslash, flexprefill, shareprefill };
+// deferred: share_within_layer only, a head whose plan waits for a pivot of its own layer; its
+// mask is empty in plan() and plan_deferred() replaces the kind with shared or vertical_slash.
+enum class head_kind : uint8_t { dense, pivot, shared, query_aware, vertical_slash, deferred };
+constexpr int head_kind_count = 6;
+
+const char* plan_mode_name(plan_mode m);
+plan_mode plan_mode_from_name(const std::string& name);  // throws on unknown names
+const char* head_kind_name(head_kind k);
+
+struct planner_params {
+  int64_t block_size = 128;   // bs, a power of two >= 16
+  double gamma = 0.95;        // pattern threshold
+  double tau_sim = 0.5;       // JS-distance gate for sharing
+  double tau_fb = 0.95;       // fallback gate on the pivot's vs_ratio
+  double tau_qa = 0.1;        // query-aware JS-distance threshold
+  int64_t min_budget = 1024;  // tokens; minB = ceil(min_budget / bs)
+  int64_t max_budget = 0;     // tokens; 0 = none (maxB = nb)
+  plan_mode mode = plan_mode::shareprefill;
+  // Beyond the reference (off by default): let heads share the pattern of a pivot of their own
+  // layer (pivot heads run first, the others after publish), and make the cluster's offline
+  // medoid the only head that can become its pivot.
+  bool share_within_layer = false;
+  bool pivot_is_medoid = false;
+
+  void validate() const;  // thresholds in (0, 1], block size, budgets; throws sp::error
+  nlohmann::json to_json() const;
+  int64_t min_blocks() const;                  // minB
+  int64_t max_blocks(int64_t n_blocks) const;  // maxB (<= nb)
+};
+
+// ---- The rules of section 2 as standalone functions (used by the planner, tested alone) ----
+
+// Jensen-Shannon distance with natural log: sqrt(JS divergence), 0 ln 0 = 0; inputs are used as
+// given (not renormalised). p, q: [n].
+double js_distance(const float* p, const float* q, int64_t n);
+
+// Indices of the k largest x (ties: lower index first) with x[forced] treated as +inf, so the
+// forced index is always first. x: [n]; 1 <= k <= n.
+std::vector<int32_t> top_k_forced(const float* x, int64_t n, int64_t k, int64_t forced);
+
+// Section 2D: key block 0 and the main diagonal forced, then the top-nV columns of v_blk and the
+// top-nS chunks of s_blk (chunk t = block-diagonal offset nb-1-t); the forced ones count within
+// nV and nS. Tile (r, c) is in the set if c is a chosen column and c <= r, or r - c is a chosen
+// offset. v_blk, s_blk: [nb].
+std::vector<tile> vertical_slash_tiles(const float* v_blk, const float* s_blk, int64_t n_blocks,
+                                       int64_t n_vertical, int64_t n_slash);
+
+// Section 2E for one head: block scores q_pool[r] . k_pool[c] / sqrt(D) for c <= r, fp32
+// softmax per row, then the largest entries of the lower triangle while their running sum stays
+// <= gamma * nb, plus tile (0, 0). q_pool: [nb, D] rows q_stride apart (block means, unscaled);
+// k_pool: [nb, D] rows k_stride apart.
+std::vector<tile> query_aware_tiles(const float* q_pool, int64_t q_stride, const float* k_pool,
+                                    int64_t k_stride, int64_t n_blocks, int64_t dim, double gamma);
+
+// Section 2G: per row r, the fewest key blocks (largest A[r, c] first, c <= r) whose mass
+// reaches >= gamma (all positive entries if the row never reaches it), plus tile (0, 0).
+// a: [nb, nb] row-major block attention.
+std::vector<tile> pivot_pattern_tiles(const float* a, int64_t n_blocks, double gamma);
+
+// Fraction of the block attention mass covered by a tile set, each valid tile counted once
+// (section 2C's intended vs_ratio). a: [nb, nb].
+double tile_coverage_ratio(const float* a, int64_t n_blocks, const std::vector<tile>& tiles);
+
+std::vector<tile> causal_tiles(int64_t n_blocks);
+
+// ---- Planner state and output ----
+
+// Per shared cluster, for the current prompt.
+struct cluster_slot {
+  bool has_pivot = false;
+  int32_t pivot_layer = -1, pivot_head = -1;
+  std::vector<float> pivot_v_blk, pivot_s_blk;  // [nb] block profiles of the pivot
+  std::vector<tile> pivot_vs_tiles;             // the pivot's own adaptive vertical-slash tiles
+  bool has_pattern = false;                     // set by publish()
+  std::vector<tile> pivot_pattern;              // section 2G pattern
+  std::vector<float> pivot_blockattn;           // [nb, nb] exact block attention A
+  double pivot_vs_ratio = 0.0;
+};
+
+// A head waiting for a pivot of its own layer (share_within_layer).
+struct deferred_head {
+  int32_t head = -1;
+  int32_t cluster = -1;
+  std::vector<float> v_blk, s_blk;
+  int64_t vertical_blocks = 0, slash_blocks = 0;
+};
+
+struct plan_state {
+  int64_t n_tokens = 0;     // 0 until the first plan() of the prompt
+  int64_t last_layer = -1;  // last planned layer
+  bool awaiting_publish = false;
+  std::vector<int32_t> layer_pivots;   // pivots planned in last_layer, awaiting publish
+  std::vector<cluster_slot> clusters;  // one per cluster of the map
+  std::vector<deferred_head> deferred;
+  std::vector<head_kind> layer_kinds;  // kinds of the last planned layer
+  void reset() { *this = plan_state(); }
+};
+
+struct layer_plan {
+  int64_t layer = 0;
+  block_mask mask;                      // all heads
+  std::vector<head_kind> kinds;         // [heads]
+  std::vector<int32_t> pivot_heads;     // heads whose exact block attention publish() needs
+  std::vector<int32_t> deferred_heads;  // heads with empty masks here, planned by plan_deferred
+  int64_t kind_count(head_kind k) const;
+};
+
+class planner {
+ public:
+  // clusters may be null except in shareprefill mode; it is validated against layers x heads.
+  planner(const planner_params& params, int64_t layers, int64_t heads, const cluster_map* clusters);
+
+  // q: [N, H, D], k: [N, Hkv, D] of this layer (f32/f16/bf16, contiguous).
+  layer_plan plan(int64_t layer, const tensor_view& q, const tensor_view& k, plan_state& state,
+                  thread_pool& pool) const;
+
+  // After the layer's attention: heads lists the query heads of `values` ([heads.size(), nb, nb],
+  // each row summing to 1); it must contain every pivot of the layer's plan.
+  void publish(int64_t layer, const std::vector<int32_t>& heads, const float* values,
+               plan_state& state) const;
+
+  // share_within_layer: after publish(), the plan for the heads deferred by plan() (all other
+  // heads get empty masks).
+  layer_plan plan_deferred(int64_t layer, plan_state& state) const;
+
+  const planner_params& params() const { return params_; }
+  int64_t layers() const { return layers_; }
+  int64_t heads() const { return heads_; }
+
+ private:
+  planner_params params_;
+  int64_t layers_, heads_;
+  std::vector<int32_t> cluster_of_;  // [layers * heads], -1 without a map
+  std::vector<uint8_t> shared_;      // [clusters]
+  std::vector<head_ref> medoid_;     // [clusters] (pivot_is_medoid)
+};
+
+}  // namespace sp

@@ -1,0 +1,202 @@
+// Cluster map load/validate/save (DESIGN.md section 3). The reader accepts our versioned format
+// and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
+// checks happen while parsing, shape checks in validate(). Every message starts with the
+// function name and names the file, the JSON key and the offending value.
+#include "shareprefill/cluster_map.h"
+
+#include <fstream>
+#include <set>
+
+#include "shareprefill/error.h"
+
+namespace sp {
+namespace {
+
+constexpr const char* format_name = "shareprefill.clusters/1";
+
+head_ref parse_pair(const nlohmann::json& p, const std::string& source, const std::string& key) {
+  const char* fn = "cluster_map_from_json";
+  check(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer(), fn,
+        source, ": ", key, ": expected a [layer, head] pair of integers, got ", p.dump());
+  const int64_t layer = p[0].get<int64_t>(), head = p[1].get<int64_t>();
+  check(layer >= 0 && layer < (int64_t{1} << 31) && head >= 0 && head < (int64_t{1} << 31), fn,
+        source, ": ", key, ": negative or too large index in ", p.dump());
+  return head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(head)};
+}
+
+std::string id_of(const nlohmann::json& v, const std::string& source, const std::string& key) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  fail("cluster_map_from_json", source, ": ", key, ": cluster id must be a string or integer, got ",
+       v.dump());
+}
+
+}  // namespace
+
+cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source) {
+  const char* fn = "cluster_map_from_json";
+  check(j.is_object(), fn, source, ": top level must be an object");
+  cluster_map map;
+  map.source = source;
+  if (j.contains("format")) {
+    check(j["format"] == format_name, fn, source, ": \"format\": expected \"", format_name,
+          "\", got ", j["format"].dump());
+  }
+  if (j.contains("model")) {
+    const auto& m = j["model"];
+    check(m.is_object(), fn, source, ": \"model\" must be an object, got ", m.dump());
+    cluster_model_info info;
+    for (const char* key : {"layers", "heads"})
+      check(m.contains(key) && m[key].is_number_integer() && m[key].get<int64_t>() > 0, fn, source,
+            ": \"model.", key, "\" must be a positive integer, got ",
+            m.contains(key) ? m[key].dump() : "nothing");
+    info.layers = m["layers"].get<int64_t>();
+    info.heads = m["heads"].get<int64_t>();
+    info.name = m.value("name", "");
+    info.kv_heads = m.value("kv_heads", int64_t{0});
+    info.head_dim = m.value("head_dim", int64_t{0});
+    map.model = info;
+  }
+  if (j.contains("calibration")) map.calibration = j["calibration"];
+
+  check(j.contains("clusters") && j["clusters"].is_object(), fn, source,
+        ": \"clusters\" must be an object of id -> [[layer, head], ...]");
+  std::set<std::pair<int32_t, int32_t>> seen;
+  for (const auto& [id, members] : j["clusters"].items()) {
+    const std::string key = "clusters." + id;
+    check(members.is_array(), fn, source, ": ", key, ": expected a list of pairs, got ",
+          members.dump());
+    check(!members.empty(), fn, source, ": ", key, ": cluster is empty");
+    head_cluster c;
+    c.id = id;
+    for (const auto& p : members) {
+      const head_ref r = parse_pair(p, source, key);
+      check(seen.insert({r.layer, r.head}).second, fn, source, ": ", key, ": head [", r.layer, ", ",
+            r.head, "] appears more than once in the map");
+      c.members.push_back(r);
+    }
+    map.clusters.push_back(std::move(c));
+  }
+  check(!map.clusters.empty(), fn, source, ": \"clusters\" is empty");
+
+  check(j.contains("shared_clusters") && j["shared_clusters"].is_array(), fn, source,
+        ": \"shared_clusters\" must be a list of cluster ids");
+  for (const auto& v : j["shared_clusters"]) {
+    const std::string id = id_of(v, source, "shared_clusters");
+    bool found = false;
+    for (auto& c : map.clusters)
+      if (c.id == id) c.shared = found = true;
+    check(found, fn, source, ": shared_clusters: id \"", id, "\" is not a key of \"clusters\"");
+  }
+
+  if (j.contains("medoids")) {
+    check(j["medoids"].is_object(), fn, source, ": \"medoids\" must be an object id -> pair");
+    for (const auto& [id, p] : j["medoids"].items()) {
+      const std::string key = "medoids." + id;
+      const head_ref r = parse_pair(p, source, key);
+      head_cluster* target = nullptr;
+      for (auto& c : map.clusters)
+        if (c.id == id) target = &c;
+      check(target != nullptr, fn, source, ": ", key, ": no cluster with id \"", id, "\"");
+      bool member = false;
+      for (const auto& m : target->members) member = member || m == r;
+      check(member, fn, source, ": ", key, ": [", r.layer, ", ", r.head,
+            "] is not a member of cluster \"", id, "\"");
+      target->medoid = r;
+    }
+  }
+  return map;
+}
+
+cluster_map cluster_map_load(const std::string& path) {
+  std::ifstream in(path);
+  check(in.good(), "cluster_map_load", "cannot open cluster map file '", path, "'");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail("cluster_map_load", path, ": not valid JSON: ", e.what());
+  }
+  return cluster_map_from_json(j, path);
+}
+
+void cluster_map::validate(int64_t layers, int64_t heads) const {
+  const char* fn = "cluster_map::validate";
+  check(layers > 0 && heads > 0, fn, source, ": model shape must be positive, got ", layers,
+        " layers x ", heads, " heads");
+  if (model) {
+    check(model->layers == layers, fn, source, ": \"model.layers\" is ", model->layers,
+          " but the model has ", layers, " layers");
+    check(model->heads == heads, fn, source, ": \"model.heads\" is ", model->heads,
+          " but the model has ", heads, " heads");
+  }
+  std::vector<uint8_t> covered(static_cast<size_t>(layers * heads), 0);
+  for (const auto& c : clusters) {
+    check(!c.members.empty(), fn, source, ": clusters.", c.id, ": cluster is empty");
+    for (const auto& m : c.members) {
+      check(m.layer < layers, fn, source, ": clusters.", c.id, ": layer ", m.layer,
+            " out of range [0, ", layers, ")");
+      check(m.head < heads, fn, source, ": clusters.", c.id, ": head ", m.head,
+            " out of range [0, ", heads, ")");
+      uint8_t& slot = covered[static_cast<size_t>(m.layer * heads + m.head)];
+      check(slot == 0, fn, source, ": clusters.", c.id, ": head [", m.layer, ", ", m.head,
+            "] appears more than once");
+      slot = 1;
+    }
+  }
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t h = 0; h < heads; ++h)
+      check(covered[static_cast<size_t>(l * heads + h)] != 0, fn, source, ": head [", l, ", ", h,
+            "] is in no cluster (", layers, " layers x ", heads, " heads expected)");
+}
+
+std::vector<int32_t> cluster_map::head_table(int64_t layers, int64_t heads) const {
+  validate(layers, heads);
+  std::vector<int32_t> table(static_cast<size_t>(layers * heads), -1);
+  for (size_t c = 0; c < clusters.size(); ++c)
+    for (const auto& m : clusters[c].members)
+      table[static_cast<size_t>(m.layer * heads + m.head)] = static_cast<int32_t>(c);
+  return table;
+}
+
+bool cluster_map::any_medoid() const {
+  for (const auto& c : clusters)
+    if (c.medoid) return true;
+  return false;
+}
+
+nlohmann::json cluster_map_to_json(const cluster_map& map) {
+  nlohmann::json j;
+  j["format"] = format_name;
+  if (map.model) {
+    j["model"] = {{"name", map.model->name},
+                  {"layers", map.model->layers},
+                  {"heads", map.model->heads},
+                  {"kv_heads", map.model->kv_heads},
+                  {"head_dim", map.model->head_dim}};
+  }
+  if (!map.calibration.is_null()) j["calibration"] = map.calibration;
+  nlohmann::json clusters = nlohmann::json::object();
+  nlohmann::json shared = nlohmann::json::array();
+  nlohmann::json medoids = nlohmann::json::object();
+  for (const auto& c : map.clusters) {
+    nlohmann::json members = nlohmann::json::array();
+    for (const auto& m : c.members) members.push_back({m.layer, m.head});
+    clusters[c.id] = members;
+    if (c.shared) shared.push_back(c.id);
+    if (c.medoid) medoids[c.id] = {c.medoid->layer, c.medoid->head};
+  }
+  j["clusters"] = clusters;
+  j["shared_clusters"] = shared;
+  if (!medoids.empty()) j["medoids"] = medoids;
+  return j;
+}
+
+void cluster_map_save(const std::string& path, const cluster_map& map) {
+  std::ofstream out(path);
+  check(out.good(), "cluster_map_save", "cannot write cluster map file '", path, "'");
+  out << cluster_map_to_json(map).dump(1) << "\n";
+  check(out.good(), "cluster_map_save", "write to '", path, "' failed");
+}
+
+}  // namespace sp

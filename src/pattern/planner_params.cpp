@@ -1,0 +1,91 @@
+// Planner parameters: validation, derived block budgets, names of modes and head kinds, and the
+// JSON record that every report carries.
+#include <nlohmann/json.hpp>
+
+#include "shareprefill/error.h"
+#include "shareprefill/planner.h"
+
+namespace sp {
+
+const char* plan_mode_name(plan_mode m) {
+  switch (m) {
+    case plan_mode::dense:
+      return "dense";
+    case plan_mode::vslash:
+      return "vslash";
+    case plan_mode::flexprefill:
+      return "flexprefill";
+    case plan_mode::shareprefill:
+      return "shareprefill";
+  }
+  return "?";
+}
+
+plan_mode plan_mode_from_name(const std::string& name) {
+  for (plan_mode m :
+       {plan_mode::dense, plan_mode::vslash, plan_mode::flexprefill, plan_mode::shareprefill})
+    if (name == plan_mode_name(m)) return m;
+  fail("plan_mode_from_name", "unknown mode '", name,
+       "' (expected dense, vslash, flexprefill or shareprefill)");
+}
+
+const char* head_kind_name(head_kind k) {
+  switch (k) {
+    case head_kind::dense:
+      return "dense";
+    case head_kind::pivot:
+      return "pivot";
+    case head_kind::shared:
+      return "shared";
+    case head_kind::query_aware:
+      return "query_aware";
+    case head_kind::vertical_slash:
+      return "vertical_slash";
+    case head_kind::deferred:
+      return "deferred";
+  }
+  return "?";
+}
+
+void planner_params::validate() const {
+  const char* fn = "planner_params::validate";
+  check(block_size >= 16 && (block_size & (block_size - 1)) == 0, fn,
+        "block_size must be a power of two >= 16, got ", block_size);
+  const std::pair<const char*, double> thresholds[] = {
+      {"gamma", gamma}, {"tau_sim", tau_sim}, {"tau_fb", tau_fb}, {"tau_qa", tau_qa}};
+  for (const auto& [name, value] : thresholds)
+    check(value > 0.0 && value <= 1.0, fn, name, " must be in (0, 1], got ", value);
+  check(min_budget >= 1, fn, "min_budget must be >= 1 token, got ", min_budget);
+  check(max_budget == 0 || max_budget >= min_budget, fn, "max_budget (", max_budget,
+        " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
+}
+
+int64_t planner_params::min_blocks() const {
+  return (min_budget + block_size - 1) / block_size;
+}
+
+int64_t planner_params::max_blocks(int64_t n_blocks) const {
+  if (max_budget <= 0) return n_blocks;
+  return std::min(n_blocks, (max_budget + block_size - 1) / block_size);
+}
+
+nlohmann::json planner_params::to_json() const {
+  return {{"mode", plan_mode_name(mode)},
+          {"block_size", block_size},
+          {"gamma", gamma},
+          {"tau_sim", tau_sim},
+          {"tau_fb", tau_fb},
+          {"tau_qa", tau_qa},
+          {"min_budget", min_budget},
+          {"max_budget", max_budget > 0 ? nlohmann::json(max_budget) : nlohmann::json(nullptr)},
+          {"share_within_layer", share_within_layer},
+          {"pivot_is_medoid", pivot_is_medoid}};
+}
+
+int64_t layer_plan::kind_count(head_kind k) const {
+  int64_t n = 0;
+  for (head_kind x : kinds) n += x == k;
+  return n;
+}
+
+}  // namespace sp
