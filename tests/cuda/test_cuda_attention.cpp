@@ -326,8 +326,11 @@ void check_case(const cuda_case& c) {
       row_sum_err = std::max(row_sum_err, std::fabs(row_sum - 1.0));
     }
   EXPECT_LE(a_err, a_tol);
-  // Rows of A sum to 1: nb masses of fp32 rounding each (nb * 2^-24 * ... far below 1e-4).
-  if (!c.pivots.empty()) EXPECT_LE(row_sum_err, a_tol * 10);
+  // Rows of A sum to 1: the block masses of a row add up to the row's own fp32 sum, so the
+  // row sum is off by at most nb * 2^-24 relative (< 1e-5 at nb = 128), well inside a_tol.
+  if (!c.pivots.empty()) {
+    EXPECT_LE(row_sum_err, a_tol);
+  }
 
   // Rerun-stable: the same launch gives the same bytes.
   const cuda_output again = run_cuda(c, x, mask);
