@@ -36,7 +36,14 @@ class prefill_attention {
   virtual const char* name() const = 0;
 };
 
+class planner;
+
 // All causal tiles through the block-sparse kernel.
 std::unique_ptr<prefill_attention> make_dense_attention(int64_t block_size = 128);
+
+// Per layer: plan (DESIGN.md 2A-2E), block-sparse attention with the pivots' exact block
+// attention (2F), publish (2G), and with share_within_layer a second pass for the heads that
+// waited for a pivot of their own layer. The planner must outlive the returned object.
+std::unique_ptr<prefill_attention> make_planned_attention(const planner& pl);
 
 }  // namespace sp

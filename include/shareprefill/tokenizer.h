@@ -81,4 +81,9 @@ class tokenizer {
   std::unique_ptr<impl> impl_;
 };
 
+class gguf_file;
+// The tokenizer a GGUF file declares (tokenizer.ggml.model/pre/tokens/merges/token_type, BOS and
+// EOS ids). Throws sp::error naming a missing key or an unsupported model/pre-tokenizer.
+tokenizer tokenizer_from_gguf(const gguf_file& file);
+
 }  // namespace sp

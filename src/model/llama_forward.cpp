@@ -173,7 +173,7 @@ std::vector<float> llama_session::decode(int32_t token) {
   std::vector<float> x(w_.token_embd.begin() + token * dim, w_.token_embd.begin() + (token + 1) * dim);
   std::vector<float> h(static_cast<size_t>(dim)), tmp(h.size()), q(static_cast<size_t>(H * D)),
       attn(q.size()), gate(static_cast<size_t>(F)), up(gate.size()), scores(static_cast<size_t>(pos + 1));
-  tile_math::set_blas_threads(1);
+  tile_math::set_blas_threads(pool_.size());
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
     float* k = k_cache_[static_cast<size_t>(l)].data() + pos * Hkv * D;
@@ -219,7 +219,6 @@ std::vector<float> llama_session::decode(int32_t token) {
   ++length_;
   rms_norm(h.data(), x.data(), w_.output_norm, 1, dim, c.rms_eps, pool_);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
-  tile_math::set_blas_threads(pool_.size());
   tile_math::gemm_abt(logits.data(), c.vocab_size, h.data(), dim, w_.output_matrix(), dim, 1,
                       c.vocab_size, dim, 1.0f);
   return logits;

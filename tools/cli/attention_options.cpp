@@ -1,0 +1,74 @@
+// Shared attention options and strategy construction for the model subcommands.
+#include "attention_options.h"
+
+#include <fstream>
+
+#include "shareprefill/error.h"
+
+namespace sp::cli {
+
+void add_planner_options(CLI::App* sub, planner_params& p) {
+  sub->add_option("--gamma", p.gamma, "Pattern threshold gamma")->capture_default_str();
+  sub->add_option("--tau-sim", p.tau_sim, "Similarity (JS distance) threshold")
+      ->capture_default_str();
+  sub->add_option("--tau-fb", p.tau_fb, "Fallback threshold on the pivot's vs_ratio")
+      ->capture_default_str();
+  sub->add_option("--tau-qa", p.tau_qa, "Query-aware threshold")->capture_default_str();
+  sub->add_option("--block-size", p.block_size, "Block size (power of two >= 16)")
+      ->capture_default_str();
+  sub->add_option("--min-budget", p.min_budget, "Minimum budget in tokens")->capture_default_str();
+  sub->add_option("--max-budget", p.max_budget, "Maximum budget in tokens (0 = none)")
+      ->capture_default_str();
+  sub->add_flag("--share-within-layer", p.share_within_layer,
+                "Share a pivot's pattern inside its own layer (pivots run first)");
+  sub->add_flag("--pivot-medoid", p.pivot_is_medoid,
+                "Use each shared cluster's offline medoid as its pivot");
+}
+
+void add_attention_options(CLI::App* sub, attention_options& o, const std::string& mode_flag) {
+  sub->add_option(mode_flag, o.mode, "dense | vslash | flexprefill | shareprefill")
+      ->capture_default_str();
+  sub->add_option("--clusters", o.clusters,
+                  "Cluster map JSON (default: the shipped map of the model, if any)");
+  add_planner_options(sub, o.params);
+}
+
+std::string default_cluster_map_path(const std::string& model_path) {
+  const std::string root = SP_SOURCE_DIR;
+  std::ifstream f(root + "/data/models.json");
+  if (!f.good()) return "";
+  const nlohmann::json models = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  if (!models.is_object() || !models.contains("models")) return "";
+  const std::string base = model_path.substr(model_path.find_last_of('/') + 1);
+  for (const auto& [key, entry] : models["models"].items()) {
+    if (entry.value("file", "") != base || !entry.contains("clusters")) continue;
+    const std::string path = root + "/" + entry["clusters"].get<std::string>();
+    return std::ifstream(path).good() ? path : "";
+  }
+  return "";
+}
+
+attention_setup make_attention(const attention_options& o, const std::string& mode,
+                               const llama_config& config, const std::string& model_path) {
+  attention_setup s;
+  s.mode = mode;
+  if (mode == "dense") {
+    s.attention = make_dense_attention(o.params.block_size);
+    return s;
+  }
+  planner_params params = o.params;
+  params.mode = plan_mode_from_name(mode);
+  params.validate();
+  if (params.mode == plan_mode::shareprefill || !o.clusters.empty()) {
+    s.cluster_source = o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;
+    check(!s.cluster_source.empty(), "make_attention",
+          "shareprefill mode needs a cluster map for model '", config.name,
+          "': pass --clusters FILE (make one with `shareprefill calibrate`)");
+    s.clusters = std::make_unique<cluster_map>(cluster_map_load(s.cluster_source));
+  }
+  s.plan = std::make_unique<planner>(params, config.n_layers, config.n_heads, s.clusters.get());
+  s.attention = make_planned_attention(*s.plan);
+  return s;
+}
+
+}  // namespace sp::cli

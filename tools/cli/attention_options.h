@@ -1,0 +1,50 @@
+// Command-line options shared by the subcommands that run the real model with sparse prefill
+// (generate, demo, eval): the attention mode, the cluster map and the planner parameters, and
+// the construction of the matching prefill_attention strategy.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "command.h"
+#include "shareprefill/cluster_map.h"
+#include "shareprefill/llama_config.h"
+#include "shareprefill/planner.h"
+#include "shareprefill/prefill_attention.h"
+
+namespace sp::cli {
+
+// Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
+// --share-within-layer and --pivot-medoid.
+void add_planner_options(CLI::App* sub, planner_params& params);
+
+struct attention_options {
+  std::string mode = "dense";  // dense | vslash | flexprefill | shareprefill
+  std::string clusters;        // cluster map JSON; empty = the model's shipped default
+  planner_params params;
+};
+
+// Adds --attention (or `mode_flag`), --clusters and the planner options.
+void add_attention_options(CLI::App* sub, attention_options& o,
+                           const std::string& mode_flag = "--attention");
+
+// The shipped cluster map of a model file, as data/models.json names it for the file's base
+// name, or "" when none is listed or the map does not exist.
+std::string default_cluster_map_path(const std::string& model_path);
+
+// Owns the cluster map and planner that a planned strategy refers to.
+struct attention_setup {
+  std::string mode;
+  std::string cluster_source;  // path of the cluster map used, "" for none
+  std::unique_ptr<cluster_map> clusters;
+  std::unique_ptr<planner> plan;
+  std::unique_ptr<prefill_attention> attention;
+};
+
+// Builds the strategy for `mode` (overriding o.mode) on a model; shareprefill mode needs a
+// cluster map (o.clusters or the shipped default) and fails clearly without one.
+attention_setup make_attention(const attention_options& o, const std::string& mode,
+                               const llama_config& config, const std::string& model_path);
+
+}  // namespace sp::cli

@@ -1,0 +1,27 @@
+// Reporting shared by the model subcommands: per-layer progress on stderr, the prefill summary
+// (tokens, times, density per layer, head kinds) as a table or JSON, and peak memory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "shareprefill/llama_model.h"
+
+namespace sp::cli {
+
+// "prefill [mode] layer k/L" progress on stderr (overwritten in place), cleared at the end.
+std::function<void(int64_t, int64_t)> layer_progress(const std::string& label);
+
+// Summary of one prefill: keys n_tokens, mode, prefill_ms, attention_ms, plan_ms, density,
+// tokens_per_s, kinds (counts per head kind over all layers) and layers (per-layer rows with
+// layer, density, plan_ms, attention_ms, kinds).
+nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode, int64_t n_tokens);
+
+void print_prefill_summary(const nlohmann::json& summary, bool per_layer);
+
+// Peak resident set size of this process in MiB.
+double peak_rss_mib();
+
+}  // namespace sp::cli
