@@ -1,0 +1,230 @@
+// PNG figures of the evaluation: an RGB canvas with lines, boxes and 3x5-font text, a line chart
+// (linear or log y axis, legend) and an annotated heatmap, written with libpng.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "plot_font.h"
+#include "shareprefill/error.h"
+#include "shareprefill/eval_plot.h"
+
+#ifdef SP_HAVE_PNG
+#include <png.h>
+#endif
+
+namespace sp {
+namespace {
+
+struct rgb {
+  uint8_t r, g, b;
+};
+
+constexpr rgb white{255, 255, 255}, black{0, 0, 0}, grey{225, 225, 225};
+constexpr rgb palette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},
+                           {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {127, 127, 127},
+                           {188, 189, 34},  {23, 190, 207}};
+constexpr int scale = 2;  // font pixels per glyph pixel
+
+struct canvas {
+  int w, h;
+  std::vector<uint8_t> px;  // [h, w, 3]
+  canvas(int width, int height)
+      : w(width), h(height), px(static_cast<size_t>(width * height * 3), 255) {}
+
+  void set(int x, int y, rgb c) {
+    if (x < 0 || y < 0 || x >= w || y >= h) return;
+    uint8_t* p = &px[static_cast<size_t>((y * w + x) * 3)];
+    p[0] = c.r;
+    p[1] = c.g;
+    p[2] = c.b;
+  }
+  void fill(int x0, int y0, int x1, int y1, rgb c) {
+    for (int y = std::max(0, y0); y < std::min(h, y1); ++y)
+      for (int x = std::max(0, x0); x < std::min(w, x1); ++x) set(x, y, c);
+  }
+  void line(int x0, int y0, int x1, int y1, rgb c, int thick) {
+    const int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0);
+    const int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
+    int err = dx + dy;
+    for (;;) {
+      fill(x0 - thick / 2, y0 - thick / 2, x0 - thick / 2 + thick, y0 - thick / 2 + thick, c);
+      if (x0 == x1 && y0 == y1) break;
+      const int e2 = 2 * err;
+      if (e2 >= dy) {
+        err += dy;
+        x0 += sx;
+      }
+      if (e2 <= dx) {
+        err += dx;
+        y0 += sy;
+      }
+    }
+  }
+  static int text_width(const std::string& s) {
+    return static_cast<int>(s.size()) * (plot_font::width + 1) * scale;
+  }
+  void text(int x, int y, const std::string& s, rgb c) {
+    for (char ch : s) {
+      for (int r = 0; r < plot_font::height; ++r)
+        for (int col = 0; col < plot_font::width; ++col)
+          if (plot_font::ink(ch, r, col))
+            fill(x + col * scale, y + r * scale, x + (col + 1) * scale, y + (r + 1) * scale, c);
+      x += (plot_font::width + 1) * scale;
+    }
+  }
+};
+
+void save(const std::string& path, const canvas& cv) {
+#ifdef SP_HAVE_PNG
+  FILE* f = std::fopen(path.c_str(), "wb");
+  check(f != nullptr, "plot_save", "cannot open '", path, "' for writing");
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  if (!png || !info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    std::fclose(f);
+    fail("plot_save", "libpng failed to write '", path, "'");
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(cv.w), static_cast<png_uint_32>(cv.h), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_set_compression_level(png, 9);
+  png_write_info(png, info);
+  for (int y = 0; y < cv.h; ++y)
+    png_write_row(png, const_cast<png_bytep>(&cv.px[static_cast<size_t>(y * cv.w * 3)]));
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  check(std::fclose(f) == 0, "plot_save", "cannot finish writing '", path, "'");
+#else
+  (void)cv;
+  fail("plot_save", "this build has no libpng: cannot write '", path,
+       "' (install libpng-dev and rebuild)");
+#endif
+}
+
+std::string tick_label(double v) {
+  char b[32];
+  if (v != 0 && (std::fabs(v) < 1e-3 || std::fabs(v) >= 1e5))
+    std::snprintf(b, sizeof(b), "%.0e", v);
+  else
+    std::snprintf(b, sizeof(b), "%.4g", v);
+  return b;
+}
+
+// Red (0) -> yellow (0.5) -> green (1).
+rgb heat(double t) {
+  t = std::clamp(t, 0.0, 1.0);
+  const rgb lo{215, 48, 39}, mid{254, 224, 139}, hi{26, 152, 80};
+  const rgb a = t < 0.5 ? lo : mid, b = t < 0.5 ? mid : hi;
+  const double u = t < 0.5 ? t * 2 : (t - 0.5) * 2;
+  auto mix = [u](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x + u * (y - x)); };
+  return {mix(a.r, b.r), mix(a.g, b.g), mix(a.b, b.b)};
+}
+
+}  // namespace
+
+bool plot_supported() {
+#ifdef SP_HAVE_PNG
+  return true;
+#else
+  return false;
+#endif
+}
+
+void plot_save_lines(const std::string& path, const line_plot& p) {
+  const char* fn = "plot_save_lines";
+  check(!p.series.empty(), fn, "no series to draw for '", path, "'");
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  for (const plot_series& s : p.series) {
+    check(s.x.size() == s.y.size(), fn, "series '", s.label, "' has ", s.x.size(), " x and ",
+          s.y.size(), " y values");
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      check(!p.log_y || s.y[i] > 0, fn, "series '", s.label, "' has y = ", s.y[i],
+            " on a log axis");
+      const double y = p.log_y ? std::log10(s.y[i]) : s.y[i];
+      x0 = std::min(x0, s.x[i]);
+      x1 = std::max(x1, s.x[i]);
+      y0 = std::min(y0, y);
+      y1 = std::max(y1, y);
+    }
+  }
+  check(std::isfinite(x0) && std::isfinite(y0), fn, "no points to draw for '", path, "'");
+  if (x1 == x0) x1 = x0 + 1;
+  if (y1 == y0) {
+    y0 -= 0.5;
+    y1 += 0.5;
+  }
+  const double pad = 0.05 * (y1 - y0);
+  y0 -= pad;
+  y1 += pad;
+
+  canvas cv(760, 440);
+  const int L = 80, R = 560, T = 40, B = 380;
+  auto px = [&](double x) { return L + static_cast<int>(std::lround((x - x0) / (x1 - x0) * (R - L))); };
+  auto py = [&](double y) {
+    const double v = p.log_y ? std::log10(y) : y;
+    return B - static_cast<int>(std::lround((v - y0) / (y1 - y0) * (B - T)));
+  };
+  cv.text(L, 12, p.title, black);
+  for (int i = 0; i <= 4; ++i) {
+    const double fx = x0 + (x1 - x0) * i / 4.0, fy = y0 + (y1 - y0) * i / 4.0;
+    const int gx = px(fx), gy = B - (B - T) * i / 4;
+    cv.line(gx, T, gx, B, grey, 1);
+    cv.line(L, gy, R, gy, grey, 1);
+    const std::string xl = tick_label(fx), yl = tick_label(p.log_y ? std::pow(10.0, fy) : fy);
+    cv.text(gx - canvas::text_width(xl) / 2, B + 8, xl, black);
+    cv.text(L - 6 - canvas::text_width(yl), gy - 5, yl, black);
+  }
+  cv.line(L, B, R, B, black, 1);
+  cv.line(L, T, L, B, black, 1);
+  cv.text((L + R - canvas::text_width(p.x_label)) / 2, B + 28, p.x_label, black);
+  cv.text(8, T - 16, p.y_label, black);
+  for (size_t si = 0; si < p.series.size(); ++si) {
+    const plot_series& s = p.series[si];
+    const rgb c = palette[si % (sizeof(palette) / sizeof(palette[0]))];
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      const int x = px(s.x[i]), y = py(s.y[i]);
+      if (i > 0) cv.line(px(s.x[i - 1]), py(s.y[i - 1]), x, y, c, 2);
+      cv.fill(x - 3, y - 3, x + 4, y + 4, c);
+    }
+    const int ly = T + 6 + static_cast<int>(si) * 18;
+    cv.fill(R + 20, ly, R + 34, ly + 10, c);
+    cv.text(R + 40, ly, s.label, black);
+  }
+  save(path, cv);
+}
+
+void plot_save_heatmap(const std::string& path, const heatmap_plot& p) {
+  const char* fn = "plot_save_heatmap";
+  const size_t rows = p.y_ticks.size(), cols = p.x_ticks.size();
+  check(rows > 0 && cols > 0 && p.values.size() == rows * cols, fn, "values must be rows x cols (",
+        rows, " x ", cols, "), got ", p.values.size());
+  check(p.vmax > p.vmin, fn, "vmax ", p.vmax, " must exceed vmin ", p.vmin);
+  const int cell_w = 90, cell_h = 44, L = 90, T = 50;
+  canvas cv(L + static_cast<int>(cols) * cell_w + 40, T + static_cast<int>(rows) * cell_h + 60);
+  cv.text(L, 14, p.title, black);
+  for (size_t r = 0; r < rows; ++r) {
+    const int y = T + static_cast<int>(r) * cell_h;
+    cv.text(L - 8 - canvas::text_width(p.y_ticks[r]), y + cell_h / 2 - 5, p.y_ticks[r], black);
+    for (size_t c = 0; c < cols; ++c) {
+      const int x = L + static_cast<int>(c) * cell_w;
+      const double v = p.values[r * cols + c];
+      cv.fill(x + 1, y + 1, x + cell_w - 1, y + cell_h - 1, heat((v - p.vmin) / (p.vmax - p.vmin)));
+      if (p.annotate) {
+        const std::string t = tick_label(v);
+        cv.text(x + (cell_w - canvas::text_width(t)) / 2, y + cell_h / 2 - 5, t, black);
+      }
+    }
+  }
+  const int bottom = T + static_cast<int>(rows) * cell_h;
+  for (size_t c = 0; c < cols; ++c)
+    cv.text(L + static_cast<int>(c) * cell_w + (cell_w - canvas::text_width(p.x_ticks[c])) / 2,
+            bottom + 8, p.x_ticks[c], black);
+  cv.text(L, bottom + 30, p.x_label, black);
+  cv.text(8, T - 16, p.y_label, black);
+  save(path, cv);
+}
+
+}  // namespace sp

@@ -1,0 +1,53 @@
+// Shared by the `shareprefill eval ppl|needle|attn` subcommands: the `eval` parent command, the
+// common options (model, modes, cluster map and planner parameters, RoPE scaling, threads,
+// --json, --png, --gammas) and small output helpers.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "attention_options.h"
+#include "command.h"
+#include "model_loading.h"
+
+namespace sp::cli {
+
+// The `eval` parent command (created on first use, so each eval_*.cpp can add its child).
+CLI::App* eval_app(CLI::App& app);
+
+struct eval_common_options {
+  std::string model;
+  std::string modes = "dense,vslash,flexprefill,shareprefill";
+  attention_options attention;  // clusters + planner parameters (its mode field is unused)
+  std::string rope_scaling = "none";
+  double rope_factor = 1.0;
+  std::string gammas;  // empty = the planner's --gamma only
+  int threads = 0;
+  std::string json_path;  // JSON lines; "-" = stdout
+  std::string png_dir;
+};
+
+void add_eval_common_options(CLI::App* sub, eval_common_options& o);
+
+// The γ values to run: --gammas if given, else the single --gamma.
+std::vector<double> eval_gammas(const eval_common_options& o);
+
+// Writes JSON lines to --json (truncating the file once per run) when given.
+class json_lines {
+ public:
+  explicit json_lines(const std::string& path);
+  ~json_lines();
+  void write(const nlohmann::json& row);
+
+ private:
+  FILE* f_ = nullptr;
+  bool own_ = false;
+};
+
+// Creates --png DIR if needed and returns DIR/name.
+std::string png_path(const std::string& dir, const std::string& name);
+
+}  // namespace sp::cli

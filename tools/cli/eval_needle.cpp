@@ -1,0 +1,172 @@
+// `shareprefill eval needle`: a needle sentence inserted at each depth of a haystack window of
+// each length, asked back through the chat template; per mode, the greedy answer (dense decode
+// after the mode's prefill) is checked for the expected string and the answer's teacher-forced
+// log-probability is measured.
+#include <cstdio>
+#include <map>
+
+#include "eval_common.h"
+#include "prefill_report.h"
+#include "shareprefill/error.h"
+#include "shareprefill/eval.h"
+#include "shareprefill/eval_plot.h"
+#include "shareprefill/sampling.h"
+
+namespace sp::cli {
+namespace {
+
+struct needle_options {
+  eval_common_options common;
+  std::string haystack, needles_file;
+  std::string lengths = "2048";
+  std::string depths = "0,0.25,0.5,0.75,1";
+  int64_t per_cell = 1;
+  int64_t max_new = 24;
+  int64_t haystack_offset = 0;
+};
+
+std::string short_number(double v) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%g", v);
+  return b;
+}
+
+void run_needle(const needle_options& o) {
+  const char* fn = "eval needle";
+  check(o.per_cell > 0, fn, "--per-cell must be > 0, got ", o.per_cell);
+  check(o.max_new > 0, fn, "--max-new must be > 0, got ", o.max_new);
+  check(o.haystack_offset >= 0, fn, "--haystack-offset must be >= 0");
+  const std::vector<std::string> modes = eval_parse_modes(o.common.modes);
+  const std::vector<int64_t> lengths = eval_parse_lengths(o.lengths, 0);
+  const std::vector<double> depths = eval_parse_numbers(o.depths, 0.0, 1.0, "depth");
+  const std::vector<double> gammas = eval_gammas(o.common);
+  const std::vector<needle_item> needles =
+      parse_needles(read_text_file(o.needles_file), o.needles_file);
+  thread_pool pool(o.common.threads);
+  loaded_model m = load_model(o.common.model, pool);
+  const llama_config& c = m.weights.config;
+  for (int64_t len : lengths)
+    check(len <= c.context_length || o.common.rope_scaling != "none", fn, "length ", len,
+          " exceeds the trained context of ", c.context_length,
+          " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+  std::vector<int32_t> haystack = m.tok->encode(read_text_file(o.haystack), false);
+  check(o.haystack_offset < static_cast<int64_t>(haystack.size()), fn, "--haystack-offset ",
+        o.haystack_offset, " is beyond the haystack's ", haystack.size(), " tokens");
+  haystack.erase(haystack.begin(), haystack.begin() + o.haystack_offset);
+  const int32_t im_end = m.tok->encode("<|im_end|>", false).front();
+
+  json_lines out(o.common.json_path);
+  // label -> [depth, length] mean correctness
+  std::map<std::string, std::vector<double>> grid;
+  std::printf("%-13s %6s %7s %6s %7s %8s %12s %8s  answer\n", "mode", "gamma", "length", "depth",
+              "needle", "correct", "answer_logp", "density");
+  for (size_t li = 0; li < lengths.size(); ++li) {
+    for (size_t di = 0; di < depths.size(); ++di) {
+      for (int64_t k = 0; k < o.per_cell; ++k) {
+        const size_t ni = (li * depths.size() + di + static_cast<size_t>(k)) % needles.size();
+        const needle_item& item = needles[ni];
+        const needle_prompt p =
+            build_needle_prompt(*m.tok, haystack, item, lengths[li], depths[di]);
+        const std::vector<int32_t> answer = m.tok->encode(item.answer, false);
+        for (const std::string& mode : modes) {
+          const std::vector<double> gs = mode == "dense" ? std::vector<double>{0.0} : gammas;
+          for (double gamma : gs) {
+            attention_options ao = o.common.attention;
+            if (mode != "dense") ao.params.gamma = gamma;
+            attention_setup att = make_attention(ao, mode, c, m.path);
+            const int64_t n = static_cast<int64_t>(p.tokens.size());
+            llama_session session(m.weights, pool,
+                                  n + std::max<int64_t>(o.max_new, int64_t(answer.size())));
+            prefill_options po;
+            po.attention = att.attention.get();
+            po.rope = {o.common.rope_scaling, o.common.rope_factor};
+            po.on_layer = layer_progress("[" + mode + " " + std::to_string(lengths[li]) + " @" +
+                                         short_number(depths[di]) + "]");
+            const prefill_result r = session.prefill(p.tokens, po);
+            // Teacher forcing on a copy of the session, greedy decoding on the original.
+            llama_session forced = session;
+            double logp = token_logprob(r.logits.data(), c.vocab_size, answer[0]);
+            for (size_t i = 1; i < answer.size(); ++i) {
+              const std::vector<float> lg = forced.decode(answer[i - 1]);
+              logp += token_logprob(lg.data(), c.vocab_size, answer[i]);
+            }
+            std::vector<int32_t> gen;
+            int32_t next = argmax(r.logits.data(), c.vocab_size);
+            while (next != m.tok->eos() && next != im_end &&
+                   static_cast<int64_t>(gen.size()) < o.max_new) {
+              gen.push_back(next);
+              if (static_cast<int64_t>(gen.size()) == o.max_new) break;
+              const std::vector<float> lg = session.decode(next);
+              next = argmax(lg.data(), c.vocab_size);
+            }
+            const std::string text = m.tok->decode(gen);
+            const bool correct = answer_matches(text, item.answer);
+            const double density = prefill_density(r);
+            std::string shown = text;
+            for (char& ch : shown)
+              if (ch == '\n') ch = ' ';
+            std::printf("%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f  %s\n", mode.c_str(),
+                        mode == "dense" ? "-" : short_number(gamma).c_str(),
+                        (long long)lengths[li], p.actual_depth, ni, correct ? "yes" : "no", logp,
+                        density, shown.c_str());
+            std::fflush(stdout);
+            nlohmann::json row = {{"eval", "needle"},
+                                  {"mode", mode},
+                                  {"length", lengths[li]},
+                                  {"depth", depths[di]},
+                                  {"actual_depth", p.actual_depth},
+                                  {"needle_index", ni},
+                                  {"correct", correct},
+                                  {"answer_logprob", logp},
+                                  {"answer_tokens", answer.size()},
+                                  {"density", density},
+                                  {"prefill_s", r.total_ms * 1e-3},
+                                  {"generated", text}};
+            row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
+            out.write(row);
+            const std::string label =
+                mode == "dense" || gammas.size() == 1 ? mode : mode + "_g" + short_number(gamma);
+            auto& g = grid[label];
+            g.resize(depths.size() * lengths.size(), 0.0);
+            g[di * lengths.size() + li] += (correct ? 1.0 : 0.0) / double(o.per_cell);
+          }
+        }
+      }
+    }
+  }
+  if (!o.common.png_dir.empty()) {
+    for (const auto& [label, values] : grid) {
+      heatmap_plot h;
+      h.title = "NEEDLE RETRIEVAL " + label;
+      h.x_label = "LENGTH";
+      h.y_label = "DEPTH";
+      for (int64_t len : lengths) h.x_ticks.push_back(std::to_string(len));
+      for (double d : depths) h.y_ticks.push_back(short_number(d));
+      h.values = values;
+      plot_save_heatmap(png_path(o.common.png_dir, "needle_" + label + ".png"), h);
+    }
+  }
+}
+
+void setup_needle(CLI::App& app) {
+  auto o = std::make_shared<needle_options>();
+  CLI::App* sub = eval_app(app)->add_subcommand("needle", "Needle-in-a-haystack retrieval per mode");
+  add_eval_common_options(sub, o->common);
+  sub->add_option("--haystack", o->haystack, "Haystack text file")->required();
+  sub->add_option("--needles", o->needles_file, "Needles, JSON lines {needle, question, answer}")
+      ->required();
+  sub->add_option("--lengths", o->lengths, "Comma-separated prompt lengths in tokens")
+      ->capture_default_str();
+  sub->add_option("--depths", o->depths, "Comma-separated depths in [0, 1]")->capture_default_str();
+  sub->add_option("--per-cell", o->per_cell, "Needles per (length, depth) cell, rotating")
+      ->capture_default_str();
+  sub->add_option("--max-new", o->max_new, "Greedy answer tokens at most")->capture_default_str();
+  sub->add_option("--haystack-offset", o->haystack_offset, "Skip this many haystack tokens")
+      ->capture_default_str();
+  sub->callback([o] { run_needle(*o); });
+}
+
+command_registration reg(setup_needle);
+
+}  // namespace
+}  // namespace sp::cli

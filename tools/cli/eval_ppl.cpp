@@ -1,0 +1,148 @@
+// `shareprefill eval ppl`: perplexity per attention mode over non-overlapping windows of one or
+// more text files, scoring the second half of each window, with tile density and prefill time.
+// Lengths above the model's trained context need --rope-scaling and are marked "extended".
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "eval_common.h"
+#include "prefill_report.h"
+#include "shareprefill/error.h"
+#include "shareprefill/eval.h"
+#include "shareprefill/eval_plot.h"
+
+namespace sp::cli {
+namespace {
+
+struct ppl_options {
+  eval_common_options common;
+  std::vector<std::string> texts;
+  std::string lengths = "2048";
+  int64_t windows = 2;
+};
+
+struct text_tokens {
+  std::string path;
+  std::vector<int32_t> ids;
+};
+
+// Up to `count` windows of `length`, taken round-robin from the files (file, start) in order.
+std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_tokens>& texts,
+                                                     int64_t length, int64_t count) {
+  std::vector<std::vector<int64_t>> per_file;
+  size_t most = 0;
+  for (const text_tokens& t : texts) {
+    const int64_t n = static_cast<int64_t>(t.ids.size());
+    per_file.push_back(n >= length ? ppl_window_starts(n, length, 0) : std::vector<int64_t>{});
+    most = std::max(most, per_file.back().size());
+  }
+  std::vector<std::pair<size_t, int64_t>> out;
+  for (size_t i = 0; i < most; ++i)
+    for (size_t f = 0; f < texts.size(); ++f)
+      if (i < per_file[f].size() && static_cast<int64_t>(out.size()) < count)
+        out.emplace_back(f, per_file[f][i]);
+  check(!out.empty(), "eval ppl", "no text file holds a window of ", length, " tokens");
+  return out;
+}
+
+void run_ppl(const ppl_options& o) {
+  const char* fn = "eval ppl";
+  check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
+  const std::vector<std::string> modes = eval_parse_modes(o.common.modes);
+  const std::vector<int64_t> lengths = eval_parse_lengths(o.lengths, 0);
+  const std::vector<double> gammas = eval_gammas(o.common);
+  thread_pool pool(o.common.threads);
+  loaded_model m = load_model(o.common.model, pool);
+  const llama_config& c = m.weights.config;
+  for (int64_t len : lengths)
+    check(len <= c.context_length || o.common.rope_scaling != "none", fn, "length ", len,
+          " exceeds the trained context of ", c.context_length,
+          " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+  std::vector<text_tokens> texts;
+  for (const std::string& path : o.texts) texts.push_back({path, m.tok->encode(read_text_file(path), false)});
+
+  json_lines out(o.common.json_path);
+  std::map<std::string, plot_series> curves;  // label -> ppl over length
+  std::printf("%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows", "ppl",
+              "d_dense", "density", "prefill_s");
+  for (int64_t len : lengths) {
+    const auto windows = pick_windows(texts, len, o.windows);
+    const bool extended = len > c.context_length;
+    double dense_ppl = 0.0;
+    for (const std::string& mode : modes) {
+      const std::vector<double> gs = mode == "dense" ? std::vector<double>{0.0} : gammas;
+      for (double gamma : gs) {
+        attention_options ao = o.common.attention;
+        if (mode != "dense") ao.params.gamma = gamma;
+        attention_setup att = make_attention(ao, mode, c, m.path);
+        std::vector<double> logprobs;
+        double density = 0.0, seconds = 0.0;
+        for (size_t w = 0; w < windows.size(); ++w) {
+          const auto& [file, start] = windows[w];
+          const std::vector<int32_t> tokens(texts[file].ids.begin() + start,
+                                            texts[file].ids.begin() + start + len);
+          prefill_options po;
+          po.attention = att.attention.get();
+          po.rope = {o.common.rope_scaling, o.common.rope_factor};
+          po.on_layer = layer_progress("[" + mode + " " + std::to_string(len) + " window " +
+                                       std::to_string(w + 1) + "/" +
+                                       std::to_string(windows.size()) + "]");
+          const window_score s = score_window(m.weights, pool, tokens, po);
+          logprobs.insert(logprobs.end(), s.logprobs.begin(), s.logprobs.end());
+          density += prefill_density(s.prefill) / double(windows.size());
+          seconds += s.prefill.total_ms * 1e-3 / double(windows.size());
+        }
+        const double ppl = perplexity_from_logprobs(logprobs);
+        if (mode == "dense") dense_ppl = ppl;
+        const double delta = dense_ppl > 0 ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0;
+        const std::string mark =
+            extended ? "  (extended: rope " + o.common.rope_scaling + " x" +
+                           std::to_string(o.common.rope_factor) + ")"
+                     : "";
+        std::printf("%-13s %6s %7lld %8zu %9.4f %8.2f%% %8.3f %11.1f%s\n", mode.c_str(),
+                    mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
+                    (long long)len, windows.size(), ppl, delta, density, seconds, mark.c_str());
+        std::fflush(stdout);
+        nlohmann::json sources = nlohmann::json::array();
+        for (const auto& [file, start] : windows)
+          sources.push_back({{"file", texts[file].path}, {"token_offset", start}});
+        nlohmann::json row = {{"eval", "ppl"},       {"mode", mode},
+                              {"length", len},       {"ppl", ppl},
+                              {"density", density},  {"prefill_s", seconds},
+                              {"windows", sources},  {"scored_tokens", logprobs.size()},
+                              {"extended", extended}, {"delta_vs_dense_pct", delta}};
+        row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
+        if (extended) row["rope"] = {{"type", o.common.rope_scaling}, {"factor", o.common.rope_factor}};
+        out.write(row);
+        const std::string label = mode == "dense" || gammas.size() == 1
+                                      ? mode
+                                      : mode + " g" + std::to_string(gamma).substr(0, 4);
+        curves[label].label = label;
+        curves[label].x.push_back(double(len));
+        curves[label].y.push_back(ppl);
+      }
+    }
+  }
+  if (!o.common.png_dir.empty()) {
+    line_plot p{"PERPLEXITY BY LENGTH", "TOKENS", "PPL", {}, false};
+    for (auto& [label, s] : curves) p.series.push_back(s);
+    plot_save_lines(png_path(o.common.png_dir, "ppl_by_length.png"), p);
+  }
+}
+
+void setup_ppl(CLI::App& app) {
+  auto o = std::make_shared<ppl_options>();
+  CLI::App* sub = eval_app(app)->add_subcommand("ppl", "Perplexity per attention mode");
+  add_eval_common_options(sub, o->common);
+  sub->add_option("--text", o->texts, "Text file(s); windows are taken round-robin")->required();
+  sub->add_option("--lengths", o->lengths, "Comma-separated window lengths in tokens")
+      ->capture_default_str();
+  sub->add_option("--windows", o->windows, "Windows per length (over all files)")
+      ->capture_default_str();
+  sub->callback([o] { run_ppl(*o); });
+}
+
+command_registration reg(setup_ppl);
+
+}  // namespace
+}  // namespace sp::cli
