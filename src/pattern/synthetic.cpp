@@ -47,8 +47,7 @@ std::vector<group_shape> group_shapes(const synthetic_params& p) {
     s.sink = 9.0 + 5.0 * u(rng);
     s.cutoff_frac = 0.5 + 0.25 * u(rng);
     s.column[0] = 0.0;
-    for (int m = 1; m < sink_directions; ++m)
-      s.column[m] = u(rng) < 0.6 ? 7.0 + 5.0 * u(rng) : 0.0;
+    for (int m = 1; m < sink_directions; ++m) s.column[m] = u(rng) < 0.6 ? 7.0 + 5.0 * u(rng) : 0.0;
   }
   return g;
 }

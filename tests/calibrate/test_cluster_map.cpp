@@ -83,8 +83,9 @@ TEST(ClusterMap, MalformedMapsNameFileKeyAndValue) {
   EXPECT_NE(unknown.find("shared_clusters: id \"9\""), std::string::npos) << unknown;
   const std::string pair = err({{"clusters", {{"1", {{0, 0, 1}}}}}, {"shared_clusters", {}}});
   EXPECT_NE(pair.find("[layer, head] pair"), std::string::npos) << pair;
-  EXPECT_NE(testing::error_of([] { cluster_map_load("/nonexistent/map.json"); })
-                .find("/nonexistent/map.json"),
+  EXPECT_NE(testing::error_of([] {
+              cluster_map_load("/nonexistent/map.json");
+            }).find("/nonexistent/map.json"),
             std::string::npos);
 }
 

@@ -89,36 +89,35 @@ TEST_P(StatisticsVsDirect, ProfilesBudgetsAndBlockSums) {
       EXPECT_NEAR(st.v_blk[b], vb, 1e-5);
       EXPECT_NEAR(st.s_blk[b], sb, 1e-5);
     }
-    EXPECT_EQ(st.vertical_blocks,
-              budget_blocks(cover_count(st.v_tok.data(), c.n, 0.9), rule, nb));
+    EXPECT_EQ(st.vertical_blocks, budget_blocks(cover_count(st.v_tok.data(), c.n, 0.9), rule, nb));
     EXPECT_GE(st.vertical_blocks, 1);
     EXPECT_LE(st.vertical_blocks, nb);
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Ragged, StatisticsVsDirect,
-    ::testing::Values(stats_case{1, 1, 1, 64, dtype::f32}, stats_case{2, 3, 1, 64, dtype::f32},
-                      stats_case{127, 4, 1, 128, dtype::f32},
-                      stats_case{128, 3, 3, 64, dtype::bf16},
-                      stats_case{129, 4, 1, 64, dtype::f16},
-                      stats_case{1000, 4, 1, 128, dtype::f32},
-                      stats_case{1000, 6, 2, 64, dtype::bf16}));
+INSTANTIATE_TEST_SUITE_P(Ragged, StatisticsVsDirect,
+                         ::testing::Values(stats_case{1, 1, 1, 64, dtype::f32},
+                                           stats_case{2, 3, 1, 64, dtype::f32},
+                                           stats_case{127, 4, 1, 128, dtype::f32},
+                                           stats_case{128, 3, 3, 64, dtype::bf16},
+                                           stats_case{129, 4, 1, 64, dtype::f16},
+                                           stats_case{1000, 4, 1, 128, dtype::f32},
+                                           stats_case{1000, 6, 2, 64, dtype::bf16}));
 
 TEST(BudgetRules, CoverCountIsOnePlusEntriesWithRunningSumAtMostGamma) {
   // Sorted: 0.5, 0.25, 0.125, 0.125 -> running sums 0.5, 0.75, 0.875, 1.0 (exact in binary).
   const float x[] = {0.125f, 0.5f, 0.125f, 0.25f};
-  EXPECT_EQ(cover_count(x, 4, 0.75), 3);   // 0.5, 0.75 stay <= 0.75 -> 2 + 1
-  EXPECT_EQ(cover_count(x, 4, 0.7), 2);    // only 0.5 -> 1 + 1
-  EXPECT_EQ(cover_count(x, 4, 0.4), 1);    // none -> 0 + 1
-  EXPECT_EQ(cover_count(x, 4, 1.0), 5);    // all four -> 4 + 1 (may exceed n; clamped later)
+  EXPECT_EQ(cover_count(x, 4, 0.75), 3);  // 0.5, 0.75 stay <= 0.75 -> 2 + 1
+  EXPECT_EQ(cover_count(x, 4, 0.7), 2);   // only 0.5 -> 1 + 1
+  EXPECT_EQ(cover_count(x, 4, 0.4), 1);   // none -> 0 + 1
+  EXPECT_EQ(cover_count(x, 4, 1.0), 5);   // all four -> 4 + 1 (may exceed n; clamped later)
 }
 
 TEST(BudgetRules, TokenCountToBlocksThenClamp) {
   budget_rule rule{128, 0.95, 8, 0};
-  EXPECT_EQ(budget_blocks(1, rule, 100), 8);       // 1//128 + 1 = 1 -> raised to minB 8
-  EXPECT_EQ(budget_blocks(1279, rule, 100), 10);   // 9 + 1
-  EXPECT_EQ(budget_blocks(1280, rule, 100), 11);   // 10 + 1
+  EXPECT_EQ(budget_blocks(1, rule, 100), 8);         // 1//128 + 1 = 1 -> raised to minB 8
+  EXPECT_EQ(budget_blocks(1279, rule, 100), 10);     // 9 + 1
+  EXPECT_EQ(budget_blocks(1280, rule, 100), 11);     // 10 + 1
   EXPECT_EQ(budget_blocks(100000, rule, 100), 100);  // clamped to nb
   rule.max_blocks = 20;
   EXPECT_EQ(budget_blocks(100000, rule, 100), 20);  // clamped to maxB
@@ -134,7 +133,7 @@ TEST(Pooling, BlockMeanOverRealTokensAndLastRowsMean) {
   const auto xv = tensor_view::contiguous(x.data(), dtype::f32, {n, heads, dim});
   std::vector<float> pooled(3 * heads * dim);
   block_mean_pool(pooled.data(), xv, bs);
-  EXPECT_FLOAT_EQ(pooled[0], 5.0f);   // block 0, head 0, d 0: mean(0, 10)
+  EXPECT_FLOAT_EQ(pooled[0], 5.0f);                           // block 0, head 0, d 0: mean(0, 10)
   EXPECT_FLOAT_EQ(pooled[(1 * heads + 1) * dim + 1], 27.0f);  // mean(21, 31) + ... = 27
   EXPECT_FLOAT_EQ(pooled[(2 * heads + 0) * dim + 0], 40.0f);  // partial block: token 4 only
   std::vector<float> m(heads * dim);
@@ -156,9 +155,9 @@ TEST(Statistics, BadInputsThrow) {
   std::vector<float> q(4 * 3 * 16), k(4 * 2 * 16);
   const auto qv = tensor_view::contiguous(q.data(), dtype::f32, {4, 3, 16});
   const auto kv = tensor_view::contiguous(k.data(), dtype::f32, {4, 2, 16});
-  EXPECT_NE(testing::error_of([&] { last_block_statistics(qv, kv, {}, pool); })
-                .find("not divisible"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_of([&] { last_block_statistics(qv, kv, {}, pool); }).find("not divisible"),
+      std::string::npos);
   const auto k1 = tensor_view::contiguous(k.data(), dtype::f32, {4, 1, 16});
   budget_rule bad{100, 0.9, 1, 0};
   EXPECT_NE(testing::error_of([&] { last_block_statistics(qv, k1, bad, pool); }).find("100"),

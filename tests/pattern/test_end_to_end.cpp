@@ -93,10 +93,9 @@ TEST(Safetensors, RoundTripAndBadFiles) {
   std::vector<uint16_t> k16(in.k.size());
   for (size_t i = 0; i < k16.size(); ++i) k16[i] = fp32_to_bf16(in.k[i]);
   const std::string path = ::testing::TempDir() + "/plan_inputs.safetensors";
-  safetensors_save(path, {{"layer0.q", tensor_view::contiguous(in.q.data(), dtype::f32,
-                                                               {n, heads, dim})},
-                          {"layer0.k", tensor_view::contiguous(k16.data(), dtype::bf16,
-                                                               {n, kv, dim})}});
+  safetensors_save(path,
+                   {{"layer0.q", tensor_view::contiguous(in.q.data(), dtype::f32, {n, heads, dim})},
+                    {"layer0.k", tensor_view::contiguous(k16.data(), dtype::bf16, {n, kv, dim})}});
   const safetensors_file f = safetensors_load(path);
   ASSERT_TRUE(f.has("layer0.q"));
   EXPECT_EQ(f.get("layer0.k").type, dtype::bf16);

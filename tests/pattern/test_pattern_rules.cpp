@@ -14,7 +14,9 @@
 namespace sp {
 namespace {
 
-std::set<tile> as_set(const std::vector<tile>& t) { return std::set<tile>(t.begin(), t.end()); }
+std::set<tile> as_set(const std::vector<tile>& t) {
+  return std::set<tile>(t.begin(), t.end());
+}
 
 TEST(JsDistance, KnownValuesAndZeroEntries) {
   const float p[] = {1.0f, 0.0f}, q[] = {0.0f, 1.0f}, u[] = {0.5f, 0.5f};
@@ -78,8 +80,8 @@ TEST(QueryAware, GlobalBudgetOverTheLowerTriangle) {
 TEST(PivotPattern, FewestBlocksPerRowReachingGammaPlusOrigin) {
   const int64_t nb = 3;
   // Rows sum to 1; values exact in binary.
-  const float a[] = {1.0f,   0.0f,  0.0f,    // row 0
-                     0.25f,  0.75f, 0.0f,    // row 1
+  const float a[] = {1.0f,   0.0f,  0.0f,     // row 0
+                     0.25f,  0.75f, 0.0f,     // row 1
                      0.125f, 0.5f,  0.375f};  // row 2
   // gamma = 0.75: row 0 -> {0}; row 1 -> {1} (0.75 >= 0.75); row 2 -> {1, 2} (0.875).
   EXPECT_EQ(as_set(pivot_pattern_tiles(a, nb, 0.75)),

@@ -17,7 +17,9 @@
 namespace sp {
 namespace {
 
-std::set<tile> as_set(const std::vector<tile>& t) { return std::set<tile>(t.begin(), t.end()); }
+std::set<tile> as_set(const std::vector<tile>& t) {
+  return std::set<tile>(t.begin(), t.end());
+}
 
 constexpr int64_t n_tok = 1024, n_heads = 4, n_kv = 2, n_dim = 32, n_blocks = 8;
 
@@ -82,8 +84,7 @@ struct runner {
   std::vector<head_statistics> stats(const synthetic_layer& in) {
     const auto q = tensor_view::contiguous(in.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
     const auto k = tensor_view::contiguous(in.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
-    return last_block_statistics(q, k, {128, pl.params().gamma, pl.params().min_blocks(), 0},
-                                 pool);
+    return last_block_statistics(q, k, {128, pl.params().gamma, pl.params().min_blocks(), 0}, pool);
   }
 };
 
@@ -93,8 +94,8 @@ TEST(PlannerState, PivotsThenSharingOnlyInLaterLayersInsideTheClusterForSharedCl
   const cluster_map m = test_map();
   runner r(open_params(), &m);
   const layer_plan p0 = r.run(0, inputs().l0);
-  EXPECT_EQ(p0.kinds, (std::vector<hk>{hk::pivot, hk::vertical_slash, hk::pivot,
-                                       hk::vertical_slash}));
+  EXPECT_EQ(p0.kinds,
+            (std::vector<hk>{hk::pivot, hk::vertical_slash, hk::pivot, hk::vertical_slash}));
   EXPECT_EQ(p0.pivot_heads, (std::vector<int32_t>{0, 2}));
   EXPECT_EQ(p0.mask.head_tiles(0), causal_tile_count(n_blocks));  // pivots are dense
   const layer_plan p1 = r.run(1, inputs().l0);
@@ -118,9 +119,8 @@ TEST(PlannerState, PivotsThenSharingOnlyInLaterLayersInsideTheClusterForSharedCl
             as_set(vertical_slash_tiles(st[3].v_blk.data(), st[3].s_blk.data(), n_blocks,
                                         st[3].vertical_blocks, st[3].slash_blocks)));
   // The published pivot pattern is the section 2G pattern of the pivot's exact A.
-  EXPECT_EQ(as_set(pat_a),
-            as_set(pivot_pattern_tiles(r.state.clusters[0].pivot_blockattn.data(), n_blocks,
-                                       0.95)));
+  EXPECT_EQ(as_set(pat_a), as_set(pivot_pattern_tiles(r.state.clusters[0].pivot_blockattn.data(),
+                                                      n_blocks, 0.95)));
   EXPECT_DOUBLE_EQ(r.state.clusters[0].pivot_vs_ratio,
                    tile_coverage_ratio(r.state.clusters[0].pivot_blockattn.data(), n_blocks,
                                        r.state.clusters[0].pivot_vs_tiles));
@@ -168,11 +168,11 @@ TEST(SharingGate, EachOfTheThreeGates) {
   // JSd((1/2, 1/2), (1, 0)) = sqrt(1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2) = 0.4645 > 0.4.
   const float same[] = {0.5f, 0.5f}, far[] = {1.0f, 0.0f};
   EXPECT_TRUE(sharing_gate(p, slot, same, same, 2));
-  EXPECT_FALSE(sharing_gate(p, slot, far, same, 2));   // vertical gate
-  EXPECT_FALSE(sharing_gate(p, slot, same, far, 2));   // slash gate
+  EXPECT_FALSE(sharing_gate(p, slot, far, same, 2));  // vertical gate
+  EXPECT_FALSE(sharing_gate(p, slot, same, far, 2));  // slash gate
   slot.pivot_vs_ratio = 0.9;
   EXPECT_FALSE(sharing_gate(p, slot, same, same, 2));  // fallback gate (strict)
-  p.tau_sim = 0.5;  // 0.4645 < 0.5 now passes
+  p.tau_sim = 0.5;                                     // 0.4645 < 0.5 now passes
   slot.pivot_vs_ratio = 0.5;
   EXPECT_TRUE(sharing_gate(p, slot, far, far, 2));
 }
@@ -224,19 +224,18 @@ TEST(PlannerState, ResetBetweenPromptsAndOrderChecks) {
   runner r(open_params(), &m);
   r.run(0, inputs().l0);
   r.run(1, inputs().l0);
-  const auto q = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32,
-                                         {n_tok, n_heads, n_dim});
+  const auto q = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
   const auto k = tensor_view::contiguous(inputs().l0.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
-  EXPECT_NE(testing::error_of([&] { r.pl.plan(0, q, k, r.state, r.pool); })
-                .find("increasing order"),
-            std::string::npos);
-  const auto q_short = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32,
-                                               {512, n_heads, n_dim});
-  const auto k_short = tensor_view::contiguous(inputs().l0.k.data(), dtype::f32,
-                                               {512, n_kv, n_dim});
-  EXPECT_NE(testing::error_of([&] { r.pl.plan(1, q_short, k_short, r.state, r.pool); })
-                .find("reset()"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_of([&] { r.pl.plan(0, q, k, r.state, r.pool); }).find("increasing order"),
+      std::string::npos);
+  const auto q_short =
+      tensor_view::contiguous(inputs().l0.q.data(), dtype::f32, {512, n_heads, n_dim});
+  const auto k_short =
+      tensor_view::contiguous(inputs().l0.k.data(), dtype::f32, {512, n_kv, n_dim});
+  EXPECT_NE(
+      testing::error_of([&] { r.pl.plan(1, q_short, k_short, r.state, r.pool); }).find("reset()"),
+      std::string::npos);
   r.state.reset();
   const layer_plan again = r.run(0, inputs().l0);
   EXPECT_EQ(again.pivot_heads, (std::vector<int32_t>{0, 2}));  // a new prompt: new pivots
@@ -249,8 +248,7 @@ TEST(PlannerState, ResetBetweenPromptsAndOrderChecks) {
 
 TEST(PlannerModes, BaselinesAndShortPrompts) {
   thread_pool pool(2);
-  const auto q = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32,
-                                         {n_tok, n_heads, n_dim});
+  const auto q = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
   const auto k = tensor_view::contiguous(inputs().l0.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
   planner_params p;
   p.min_budget = 128;
