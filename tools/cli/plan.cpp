@@ -8,9 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
-#include <optional>
-
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "command.h"
 #include "shareprefill/attention.h"
@@ -51,10 +50,8 @@ struct input_source {
     if (synthetic) {
       in.synthetic = sp::synthetic_generate_layer(*synthetic, l);
       in.q = sp::tensor_view::contiguous(in.synthetic.q.data(), sp::dtype::f32, {n, heads, dim});
-      in.k = sp::tensor_view::contiguous(in.synthetic.k.data(), sp::dtype::f32,
-                                         {n, kv_heads, dim});
-      in.v = sp::tensor_view::contiguous(in.synthetic.v.data(), sp::dtype::f32,
-                                         {n, kv_heads, dim});
+      in.k = sp::tensor_view::contiguous(in.synthetic.k.data(), sp::dtype::f32, {n, kv_heads, dim});
+      in.v = sp::tensor_view::contiguous(in.synthetic.v.data(), sp::dtype::f32, {n, kv_heads, dim});
     } else {
       const std::string p = "layer" + std::to_string(l) + ".";
       in.q = file->get(p + "q");
@@ -151,17 +148,16 @@ void run_plan(plan_options o) {
   const sp::planner planner(o.params, src.layers, src.heads, map ? &*map : nullptr);
   sp::thread_pool pool(o.threads);
 
-  nlohmann::json setup = {
-      {"params", o.params.to_json()},
-      {"inputs", src.synthetic ? "synthetic" : o.inputs},
-      {"seed", o.seed},
-      {"n", src.n},
-      {"layers", src.layers},
-      {"heads", src.heads},
-      {"kv_heads", src.kv_heads},
-      {"dim", src.dim},
-      {"threads", pool.size()},
-      {"clusters", cluster_source}};
+  nlohmann::json setup = {{"params", o.params.to_json()},
+                          {"inputs", src.synthetic ? "synthetic" : o.inputs},
+                          {"seed", o.seed},
+                          {"n", src.n},
+                          {"layers", src.layers},
+                          {"heads", src.heads},
+                          {"kv_heads", src.kv_heads},
+                          {"dim", src.dim},
+                          {"threads", pool.size()},
+                          {"clusters", cluster_source}};
   if (!o.json) {
     std::printf("shareprefill plan: %s\n", setup.dump().c_str());
     std::printf("%-6s %8s %10s %12s %10s %10s   kinds\n", "layer", "density", "plan_ms",
@@ -201,8 +197,8 @@ void run_plan(plan_options o) {
       second.resize(out.size());
       t0 = std::chrono::steady_clock::now();
       sp::attention_block_sparse(
-          sp::tensor_view::contiguous(second.data(), sp::dtype::f32, {n, src.heads, src.dim}),
-          {}, nullptr, in.q, in.k, in.v, rest.mask, pool);
+          sp::tensor_view::contiguous(second.data(), sp::dtype::f32, {n, src.heads, src.dim}), {},
+          nullptr, in.q, in.k, in.v, rest.mask, pool);
       r.attention_ms += ms_since(t0);
       for (int32_t h : rest.deferred_heads)
         for (int64_t t = 0; t < n; ++t)
