@@ -39,8 +39,10 @@ for step in $STEPS; do
         -DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
       run cmake --build "$BUILD" -j16 --target test_cuda_attention shareprefill_cli \
-        2>&1 | grep -E "error|warning|FAILED|spill" | head -40
+        >"$OUT/build-full.log" 2>&1
+      grep -E "error|warning|FAILED|spill" "$OUT/build-full.log" | head -40
       [ -x "$BIN/test_cuda_attention" ] || { echo "build failed"; exit 1; }
+      [ -x "$BIN/shareprefill" ] || { echo "shareprefill CLI failed to build"; tail -20 "$OUT/build-full.log"; }
       ;;
     test)
       run "$BIN/test_cuda_attention" 2>&1 | tail -40
