@@ -23,9 +23,11 @@ LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
 [ -z "$LIST" ] && [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
 if [ -n "$LIST" ]; then
   SRC=/tmp/sp-src
-  rm -rf "$SRC" && mkdir -p "$SRC"
+  # Keep the build folder between invocations (`build` then `bench`); timestamps are preserved so
+  # unchanged sources are not rebuilt.
+  mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build-gpu -exec rm -rf {} +
   (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
-    xargs -d '\n' cp --parents -t "$SRC" && cp -r .deps "$SRC/")
+    xargs -d '\n' cp -p --parents -t "$SRC" && cp -rp .deps "$SRC/")
   BUILD=$SRC/build-gpu
   BIN=$BUILD/bin
 fi
