@@ -203,7 +203,9 @@ void plot_save_heatmap(const std::string& path, const heatmap_plot& p) {
         rows, " x ", cols, "), got ", p.values.size());
   check(p.vmax > p.vmin, fn, "vmax ", p.vmax, " must exceed vmin ", p.vmin);
   const int cell_w = 90, cell_h = 44, L = 90, T = 50;
-  canvas cv(L + static_cast<int>(cols) * cell_w + 40, T + static_cast<int>(rows) * cell_h + 60);
+  const int width = std::max(L + static_cast<int>(cols) * cell_w + 40,
+                             L + canvas::text_width(p.title) + 20);
+  canvas cv(width, T + static_cast<int>(rows) * cell_h + 60);
   cv.text(L, 14, p.title, black);
   for (size_t r = 0; r < rows; ++r) {
     const int y = T + static_cast<int>(r) * cell_h;

@@ -4,6 +4,7 @@
 // mass, tile density and head kind. Summaries per candidate and per layer, the error of the
 // baselines interpolated at shareprefill's density, and the figures.
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 

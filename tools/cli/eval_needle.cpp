@@ -2,6 +2,7 @@
 // each length, asked back through the chat template; per mode, the greedy answer (dense decode
 // after the mode's prefill) is checked for the expected string and the answer's teacher-forced
 // log-probability is measured.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 

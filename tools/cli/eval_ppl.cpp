@@ -1,7 +1,7 @@
 // `shareprefill eval ppl`: perplexity per attention mode over non-overlapping windows of one or
 // more text files, scoring the second half of each window, with tile density and prefill time.
 // Lengths above the model's trained context need --rope-scaling and are marked "extended".
-#include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
