@@ -15,8 +15,8 @@ void head_relative_errors(double* err, const tensor_view& out, const tensor_view
   check(out.rank == 3 && ref.rank == 3 && out.type == dtype::f32 && ref.type == dtype::f32, fn,
         "out and ref must be f32 [N, H, D]");
   for (int i = 0; i < 3; ++i)
-    check(out.shape[i] == ref.shape[i], fn, "shape mismatch in dimension ", i, ": ",
-          out.shape[i], " vs ", ref.shape[i]);
+    check(out.shape[i] == ref.shape[i], fn, "shape mismatch in dimension ", i, ": ", out.shape[i],
+          " vs ", ref.shape[i]);
   check(out.is_contiguous() && ref.is_contiguous(), fn, "out and ref must be contiguous");
   const int64_t n = out.shape[0], heads = out.shape[1], d = out.shape[2];
   const float* o = out.as<float>();
@@ -34,8 +34,8 @@ void head_relative_errors(double* err, const tensor_view& out, const tensor_view
 }
 
 double tile_recall(const float* a, const block_mask& mask, int64_t head) {
-  check(head >= 0 && head < mask.heads, "tile_recall", "head ", head, " outside [0, ",
-        mask.heads, ")");
+  check(head >= 0 && head < mask.heads, "tile_recall", "head ", head, " outside [0, ", mask.heads,
+        ")");
   const int64_t nb = mask.n_blocks, bs = mask.block_size, n = mask.n_tokens;
   double kept = 0.0;
   for (int64_t r = 0; r < nb; ++r) {
@@ -93,8 +93,8 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
       rest = pl.plan_deferred(layer, state);
       deferred_out_.resize(cand_out_.size());
       attention_block_sparse(
-          tensor_view::contiguous(deferred_out_.data(), dtype::f32, {n, heads, d}), {}, nullptr,
-          q, k, v, rest.mask, pool);
+          tensor_view::contiguous(deferred_out_.data(), dtype::f32, {n, heads, d}), {}, nullptr, q,
+          k, v, rest.mask, pool);
       for (int32_t h : rest.deferred_heads) {
         mask_of[static_cast<size_t>(h)] = &rest.mask;
         for (int64_t t = 0; t < n; ++t)

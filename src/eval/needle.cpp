@@ -23,7 +23,9 @@ std::string field(const nlohmann::json& j, const char* name, const std::string& 
   return j[name].get<std::string>();
 }
 
-bool is_space(char ch) { return ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r'; }
+bool is_space(char ch) {
+  return ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r';
+}
 
 // Text with trailing whitespace and closing quotes/brackets removed.
 std::string strip_closers(const std::string& s) {
@@ -90,8 +92,7 @@ std::vector<int64_t> sentence_boundaries(const std::vector<std::string>& pieces)
 
 int64_t needle_insert_index(const std::vector<int64_t>& boundaries, int64_t n, double depth) {
   check(!boundaries.empty(), "needle_insert_index", "no sentence boundaries");
-  check(depth >= 0.0 && depth <= 1.0, "needle_insert_index", "depth ", depth,
-        " is outside [0, 1]");
+  check(depth >= 0.0 && depth <= 1.0, "needle_insert_index", "depth ", depth, " is outside [0, 1]");
   const double target = depth * double(n);
   int64_t best = boundaries.front();
   for (int64_t b : boundaries)

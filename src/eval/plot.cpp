@@ -21,8 +21,8 @@ struct rgb {
 };
 
 constexpr rgb white{255, 255, 255}, black{0, 0, 0}, grey{225, 225, 225};
-constexpr rgb palette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},
-                           {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {127, 127, 127},
+constexpr rgb palette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                           {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
                            {188, 189, 34},  {23, 190, 207}};
 constexpr int scale = 2;  // font pixels per glyph pixel
 
@@ -162,7 +162,9 @@ void plot_save_lines(const std::string& path, const line_plot& p) {
 
   canvas cv(760, 440);
   const int L = 80, R = 560, T = 40, B = 380;
-  auto px = [&](double x) { return L + static_cast<int>(std::lround((x - x0) / (x1 - x0) * (R - L))); };
+  auto px = [&](double x) {
+    return L + static_cast<int>(std::lround((x - x0) / (x1 - x0) * (R - L)));
+  };
   auto py = [&](double y) {
     const double v = p.log_y ? std::log10(y) : y;
     return B - static_cast<int>(std::lround((v - y0) / (y1 - y0) * (B - T)));
@@ -203,8 +205,8 @@ void plot_save_heatmap(const std::string& path, const heatmap_plot& p) {
         rows, " x ", cols, "), got ", p.values.size());
   check(p.vmax > p.vmin, fn, "vmax ", p.vmax, " must exceed vmin ", p.vmin);
   const int cell_w = 90, cell_h = 44, L = 90, T = 50;
-  const int width = std::max(L + static_cast<int>(cols) * cell_w + 40,
-                             L + canvas::text_width(p.title) + 20);
+  const int width =
+      std::max(L + static_cast<int>(cols) * cell_w + 40, L + canvas::text_width(p.title) + 20);
   canvas cv(width, T + static_cast<int>(rows) * cell_h + 60);
   cv.text(L, 14, p.title, black);
   for (size_t r = 0; r < rows; ++r) {

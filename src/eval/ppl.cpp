@@ -68,7 +68,8 @@ window_score score_window(const llama_weights& w, thread_pool& pool,
   options.on_hidden = [&](int64_t l, const float* x) {
     if (l != c.n_layers) return;
     for (int64_t p = 0; p < np; ++p)
-      std::memcpy(&hidden[static_cast<size_t>(p * dim)], x + positions[static_cast<size_t>(p)] * dim,
+      std::memcpy(&hidden[static_cast<size_t>(p * dim)],
+                  x + positions[static_cast<size_t>(p)] * dim,
                   sizeof(float) * static_cast<size_t>(dim));
   };
   llama_session session(w, pool, n);

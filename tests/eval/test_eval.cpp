@@ -22,13 +22,15 @@ using sp::testing::error_of;
 TEST(EvalLists, ModesLengthsNumbers) {
   EXPECT_EQ(eval_parse_modes("dense, shareprefill"),
             (std::vector<std::string>{"dense", "shareprefill"}));
-  EXPECT_NE(error_of([] { eval_parse_modes("dense,minference"); }).find("unknown mode 'minference'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { eval_parse_modes("dense,minference"); }).find("unknown mode 'minference'"),
+      std::string::npos);
   EXPECT_NE(error_of([] { eval_parse_modes("dense,,vslash"); }).find("empty item"),
             std::string::npos);
   EXPECT_EQ(eval_parse_lengths("2048,4096", 128), (std::vector<int64_t>{2048, 4096}));
-  EXPECT_NE(error_of([] { eval_parse_lengths("2048,1000", 128); })
-                .find("length 1000 is not a multiple of the block size 128"),
+  EXPECT_NE(error_of([] {
+              eval_parse_lengths("2048,1000", 128);
+            }).find("length 1000 is not a multiple of the block size 128"),
             std::string::npos);
   EXPECT_NE(error_of([] { eval_parse_lengths("2k", 0); }).find("'2k'"), std::string::npos);
   EXPECT_EQ(eval_parse_numbers("0,0.5,1", 0, 1, "depth"), (std::vector<double>{0, 0.5, 1}));
@@ -39,8 +41,9 @@ TEST(EvalLists, ModesLengthsNumbers) {
 TEST(EvalPpl, WindowsAndScoredPositions) {
   EXPECT_EQ(ppl_window_starts(10000, 4096, 0), (std::vector<int64_t>{0, 4096}));
   EXPECT_EQ(ppl_window_starts(10000, 2048, 3), (std::vector<int64_t>{0, 2048, 4096}));
-  EXPECT_NE(error_of([] { ppl_window_starts(1000, 2048, 1); })
-                .find("the text has 1000 tokens, fewer than one window of 2048"),
+  EXPECT_NE(error_of([] {
+              ppl_window_starts(1000, 2048, 1);
+            }).find("the text has 1000 tokens, fewer than one window of 2048"),
             std::string::npos);
   // Window of 8: targets 4..7, predicted by logits at 3..6.
   EXPECT_EQ(ppl_logit_positions(8), (std::vector<int64_t>{3, 4, 5, 6}));
@@ -73,9 +76,10 @@ TEST(EvalNeedle, ParseNeedlesNamesLineAndField) {
   ASSERT_EQ(ok.size(), 2u);
   EXPECT_EQ(ok[1].answer, "B");
   EXPECT_NE(error_of([] {
-              parse_needles("{\"needle\": \"N.\", \"question\": \"Q?\", \"answer\": \"A\"}\n"
-                            "{\"needle\": \"N.\", \"question\": \"Q?\"}\n",
-                            "f.jsonl");
+              parse_needles(
+                  "{\"needle\": \"N.\", \"question\": \"Q?\", \"answer\": \"A\"}\n"
+                  "{\"needle\": \"N.\", \"question\": \"Q?\"}\n",
+                  "f.jsonl");
             }).find("f.jsonl line 2: field 'answer' is missing"),
             std::string::npos);
   EXPECT_NE(error_of([] {
@@ -91,8 +95,8 @@ TEST(EvalNeedle, ParseNeedlesNamesLineAndField) {
 
 TEST(EvalNeedle, SentenceBoundaries) {
   // Boundaries after "home." and after "!\"" (quote closes), not after "Mr." nor mid-sentence.
-  const std::vector<std::string> pieces = {"She", " went", " home", ".", " Mr", ".",
-                                           " Darcy", " came", "!\"", " Then", "\n"};
+  const std::vector<std::string> pieces = {"She",    " went", " home", ".",     " Mr", ".",
+                                           " Darcy", " came", "!\"",   " Then", "\n"};
   EXPECT_EQ(sentence_boundaries(pieces), (std::vector<int64_t>{0, 4, 9, 11}));
   EXPECT_EQ(sentence_boundaries({}), (std::vector<int64_t>{0}));
   const std::vector<int64_t> b = {0, 4, 9, 11};
@@ -138,28 +142,28 @@ TEST(EvalNeedle, PromptHasExactLengthAndNeedleAtSentenceBoundary) {
                                       p.tokens.begin() + p.needle_end);
     EXPECT_EQ(tok.decode(needle), " The code is Kiwi.");
     // Inserted at a sentence boundary: the haystack text before it (after the 6 tokens of
-    // "<|im_start|>user\n") ends with ". " or is empty.
-    const std::string before = tok.decode(std::vector<int32_t>(p.tokens.begin() + 6,
-                                                               p.tokens.begin() + p.needle_begin));
-    EXPECT_TRUE(before.empty() || before.substr(before.size() - 2) == ". " ||
-                p.needle_begin - 6 == p.haystack_tokens)
+    // "<|im_start|>user\n") is empty or ends with the period (the space follows the needle).
+    const std::string before =
+        tok.decode(std::vector<int32_t>(p.tokens.begin() + 6, p.tokens.begin() + p.needle_begin));
+    EXPECT_TRUE(before.empty() || before.back() == '.' || p.needle_begin - 6 == p.haystack_tokens)
         << "depth " << depth << ": '" << before.substr(before.size() > 10 ? before.size() - 10 : 0)
         << "'";
     // Placement within half a sentence (22 tokens) of the requested depth.
-    EXPECT_NEAR(p.actual_depth * double(p.haystack_tokens), depth * double(p.haystack_tokens), 12.0);
+    EXPECT_NEAR(p.actual_depth * double(p.haystack_tokens), depth * double(p.haystack_tokens),
+                12.0);
   }
-  EXPECT_NE(error_of([&] { build_needle_prompt(tok, ids, item, 5000, 0.5); })
-                .find("fewer than the"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { build_needle_prompt(tok, ids, item, 20, 0.5); })
-                .find("leaves no room"),
+  EXPECT_NE(
+      error_of([&] { build_needle_prompt(tok, ids, item, 5000, 0.5); }).find("fewer than the"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] { build_needle_prompt(tok, ids, item, 20, 0.5); }).find("leaves no room"),
             std::string::npos);
   EXPECT_TRUE(answer_matches("The code is KIWI!", "Kiwi"));
   EXPECT_FALSE(answer_matches("Kiw", "Kiwi"));
 }
 
 TEST(EvalAttn, RelativeErrorAndRecall) {
-  // Two heads, 2 tokens, D = 2: head 0 exact, head 1 off by (0.3, 0.4) on token 1.
+  // [N=2, H=2, D=2]: head 0 = (1,0 | 0,1) exact; head 1 = (3,4 | 0,0), off by (0.3, 0.4) on
+  // token 1.
   std::vector<float> ref = {1, 0, 3, 4, 0, 1, 0, 0};
   std::vector<float> out = ref;
   out[6] += 0.3f;
@@ -168,16 +172,16 @@ TEST(EvalAttn, RelativeErrorAndRecall) {
   head_relative_errors(err, tensor_view::contiguous(out.data(), dtype::f32, {2, 2, 2}),
                        tensor_view::contiguous(ref.data(), dtype::f32, {2, 2, 2}));
   EXPECT_DOUBLE_EQ(err[0], 0.0);
-  EXPECT_NEAR(err[1], 0.5 / std::sqrt(26.0), 1e-7);  // |(0.3,0.4)| / |(3,4,0,1)|, float inputs
+  EXPECT_NEAR(err[1], 0.5 / 5.0, 1e-7);  // |(0.3,0.4)| / |(3,4)|; 0.3f, 0.4f round at 1e-8
 
-  // 3 blocks of 4 over 10 tokens (last block 2 rows). Block attention rows sum to 1.
-  const std::vector<float> a = {1.0f, 0, 0,  //
+  // 3 blocks of 16 over 40 tokens (last block 8 rows). Block attention rows sum to 1.
+  const std::vector<float> a = {1.0f, 0,    0,  //
                                 0.6f, 0.4f, 0,  //
                                 0.5f, 0.2f, 0.3f};
-  const block_mask m = block_mask::from_tiles(10, 4, {{{0, 0}, {1, 1}, {2, 0}, {2, 2}}});
-  // Kept: row 0: 1 (4 rows), row 1: 0.4 (4 rows), row 2: 0.8 (2 rows) -> (4 + 1.6 + 1.6) / 10.
+  const block_mask m = block_mask::from_tiles(40, 16, {{{0, 0}, {1, 1}, {2, 0}, {2, 2}}});
+  // Kept: row 0: 1 (16 rows), row 1: 0.4 (16 rows), row 2: 0.8 (8 rows) -> 28.8 / 40.
   EXPECT_NEAR(tile_recall(a.data(), m, 0), 0.72, 1e-6);
-  const block_mask full = block_mask::dense_causal(10, 4, 1);
+  const block_mask full = block_mask::dense_causal(40, 16, 1);
   EXPECT_NEAR(tile_recall(a.data(), full, 0), 1.0, 1e-6);
   EXPECT_NE(error_of([&] { tile_recall(a.data(), m, 1); }).find("head 1"), std::string::npos);
 }
@@ -204,7 +208,8 @@ TEST(EvalAttn, ProbeOnRandomInputs) {
     const auto qv = tensor_view::contiguous(q.data(), dtype::f32, {n, H, D});
     const auto kv = tensor_view::contiguous(k.data(), dtype::f32, {n, Hkv, D});
     const auto vv = tensor_view::contiguous(v.data(), dtype::f32, {n, Hkv, D});
-    probe.attend(layer, tensor_view::contiguous(out.data(), dtype::f32, {n, H, D}), qv, kv, vv, pool);
+    probe.attend(layer, tensor_view::contiguous(out.data(), dtype::f32, {n, H, D}), qv, kv, vv,
+                 pool);
     attention_block_sparse(tensor_view::contiguous(ref.data(), dtype::f32, {n, H, D}), {}, nullptr,
                            qv, kv, vv, block_mask::dense_causal(n, 64, H), pool);
     EXPECT_EQ(sp::testing::max_abs_diff(out.data(), ref.data(), n * H * D), 0.0)

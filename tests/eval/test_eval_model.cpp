@@ -52,8 +52,8 @@ TEST(EvalModel, NeedlePromptWithRealTokenizer) {
   SP_SKIP_WITHOUT_MODEL();
   const tokenizer tok = tokenizer_from_gguf(gguf_file(default_model_path()));
   const std::vector<int32_t> hay = tok.encode(golden_text(), false);
-  const needle_item item{"The secret code word is Tangerine-42.",
-                         "What is the secret code word?", "Tangerine-42"};
+  const needle_item item{"The secret code word is Tangerine-42.", "What is the secret code word?",
+                         "Tangerine-42"};
   const needle_prompt p = build_needle_prompt(tok, hay, item, 256, 0.5);
   ASSERT_EQ(p.tokens.size(), 256u);
   const std::string needle = tok.decode(

@@ -93,9 +93,16 @@ void run_attn(const attn_options& o) {
     s.layer_density[static_cast<size_t>(row.layer)] += row.density * per_layer;
     s.layer_recall[static_cast<size_t>(row.layer)] += row.recall * per_layer;
     const probe_candidate& pc = cands[row.candidate];
-    out.write({{"eval", "attn"}, {"mode", pc.mode}, {"gamma", pc.gamma}, {"length", o.length},
-               {"layer", row.layer}, {"head", row.head}, {"kind", head_kind_name(row.kind)},
-               {"rel_err", row.rel_err}, {"recall", row.recall}, {"density", row.density}});
+    out.write({{"eval", "attn"},
+               {"mode", pc.mode},
+               {"gamma", pc.gamma},
+               {"length", o.length},
+               {"layer", row.layer},
+               {"head", row.head},
+               {"kind", head_kind_name(row.kind)},
+               {"rel_err", row.rel_err},
+               {"recall", row.recall},
+               {"density", row.density}});
   }
 
   std::printf("attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,
@@ -110,13 +117,18 @@ void run_attn(const attn_options& o) {
     std::printf("%-13s %6s %10.5f %8.4f %8.4f  %s\n", cands[i].mode.c_str(),
                 g_str(cands[i].gamma).c_str(), sum[i].err, sum[i].recall, sum[i].density,
                 kinds.c_str());
-    out.write({{"eval", "attn_summary"}, {"mode", cands[i].mode}, {"gamma", cands[i].gamma},
-               {"length", o.length}, {"rel_err", sum[i].err}, {"recall", sum[i].recall},
+    out.write({{"eval", "attn_summary"},
+               {"mode", cands[i].mode},
+               {"gamma", cands[i].gamma},
+               {"length", o.length},
+               {"rel_err", sum[i].err},
+               {"recall", sum[i].recall},
                {"density", sum[i].density}});
   }
 
   // Per layer at the primary gamma (0.95 when run, else the first).
-  const double g0 = std::find(gammas.begin(), gammas.end(), 0.95) != gammas.end() ? 0.95 : gammas[0];
+  const double g0 =
+      std::find(gammas.begin(), gammas.end(), 0.95) != gammas.end() ? 0.95 : gammas[0];
   std::vector<size_t> primary;
   for (size_t i = 0; i < cands.size(); ++i)
     if (cands[i].gamma == g0) primary.push_back(i);
@@ -140,7 +152,8 @@ void run_attn(const attn_options& o) {
   for (auto& [mode, xy] : curve) {
     std::vector<size_t> idx(xy.first.size());
     for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return xy.first[a] < xy.first[b]; });
+    std::sort(idx.begin(), idx.end(),
+              [&](size_t a, size_t b) { return xy.first[a] < xy.first[b]; });
     std::vector<double> xs, ys;
     for (size_t i : idx) {
       xs.push_back(xy.first[i]);
@@ -149,8 +162,10 @@ void run_attn(const attn_options& o) {
     xy = {xs, ys};
   }
   if (curve.count("shareprefill") && curve.size() > 1) {
-    std::printf("\nerror at shareprefill's densities (interpolated over each mode's gamma "
-                "points; * = outside that mode's density range, clamped)\n%8s", "density");
+    std::printf(
+        "\nerror at shareprefill's densities (interpolated over each mode's gamma "
+        "points; * = outside that mode's density range, clamped)\n%8s",
+        "density");
     for (const auto& [mode, xy] : curve) std::printf(" %13s", mode.c_str());
     std::printf("\n");
     for (double d : curve["shareprefill"].first) {

@@ -29,7 +29,8 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
       ->capture_default_str();
   sub->add_option("--rope-factor", o.rope_factor, "RoPE scaling factor")->capture_default_str();
   sub->add_option("--threads", o.threads, "Worker threads (0 = all cores)");
-  sub->add_option("--json", o.json_path, "Write one JSON object per result row to FILE (- = stdout)");
+  sub->add_option("--json", o.json_path,
+                  "Write one JSON object per result row to FILE (- = stdout)");
   sub->add_option("--png", o.png_dir, "Draw the figures into DIR");
 }
 
@@ -60,9 +61,9 @@ void json_lines::write(const nlohmann::json& row) {
 }
 
 std::string png_path(const std::string& dir, const std::string& name) {
-  struct stat st{};
-  if (stat(dir.c_str(), &st) != 0) check(mkdir(dir.c_str(), 0755) == 0, "png_path",
-                                         "cannot create the folder '", dir, "'");
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0)
+    check(mkdir(dir.c_str(), 0755) == 0, "png_path", "cannot create the folder '", dir, "'");
   return dir + "/" + name;
 }
 

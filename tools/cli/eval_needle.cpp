@@ -107,9 +107,8 @@ void run_needle(const needle_options& o) {
             for (char& ch : shown)
               if (ch == '\n') ch = ' ';
             std::printf("%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f  %s\n", mode.c_str(),
-                        mode == "dense" ? "-" : short_number(gamma).c_str(),
-                        (long long)lengths[li], p.actual_depth, ni, correct ? "yes" : "no", logp,
-                        density, shown.c_str());
+                        mode == "dense" ? "-" : short_number(gamma).c_str(), (long long)lengths[li],
+                        p.actual_depth, ni, correct ? "yes" : "no", logp, density, shown.c_str());
             std::fflush(stdout);
             nlohmann::json row = {{"eval", "needle"},
                                   {"mode", mode},
@@ -151,7 +150,8 @@ void run_needle(const needle_options& o) {
 
 void setup_needle(CLI::App& app) {
   auto o = std::make_shared<needle_options>();
-  CLI::App* sub = eval_app(app)->add_subcommand("needle", "Needle-in-a-haystack retrieval per mode");
+  CLI::App* sub =
+      eval_app(app)->add_subcommand("needle", "Needle-in-a-haystack retrieval per mode");
   add_eval_common_options(sub, o->common);
   sub->add_option("--haystack", o->haystack, "Haystack text file")->required();
   sub->add_option("--needles", o->needles_file, "Needles, JSON lines {needle, question, answer}")

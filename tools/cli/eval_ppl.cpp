@@ -59,7 +59,8 @@ void run_ppl(const ppl_options& o) {
           " exceeds the trained context of ", c.context_length,
           " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
   std::vector<text_tokens> texts;
-  for (const std::string& path : o.texts) texts.push_back({path, m.tok->encode(read_text_file(path), false)});
+  for (const std::string& path : o.texts)
+    texts.push_back({path, m.tok->encode(read_text_file(path), false)});
 
   json_lines out(o.common.json_path);
   std::map<std::string, plot_series> curves;  // label -> ppl over length
@@ -84,9 +85,9 @@ void run_ppl(const ppl_options& o) {
           prefill_options po;
           po.attention = att.attention.get();
           po.rope = {o.common.rope_scaling, o.common.rope_factor};
-          po.on_layer = layer_progress("[" + mode + " " + std::to_string(len) + " window " +
-                                       std::to_string(w + 1) + "/" +
-                                       std::to_string(windows.size()) + "]");
+          po.on_layer =
+              layer_progress("[" + mode + " " + std::to_string(len) + " window " +
+                             std::to_string(w + 1) + "/" + std::to_string(windows.size()) + "]");
           const window_score s = score_window(m.weights, pool, tokens, po);
           logprobs.insert(logprobs.end(), s.logprobs.begin(), s.logprobs.end());
           density += prefill_density(s.prefill) / double(windows.size());
@@ -95,10 +96,9 @@ void run_ppl(const ppl_options& o) {
         const double ppl = perplexity_from_logprobs(logprobs);
         if (mode == "dense") dense_ppl = ppl;
         const double delta = dense_ppl > 0 ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0;
-        const std::string mark =
-            extended ? "  (extended: rope " + o.common.rope_scaling + " x" +
-                           std::to_string(o.common.rope_factor) + ")"
-                     : "";
+        const std::string mark = extended ? "  (extended: rope " + o.common.rope_scaling + " x" +
+                                                std::to_string(o.common.rope_factor) + ")"
+                                          : "";
         std::printf("%-13s %6s %7lld %8zu %9.4f %8.2f%% %8.3f %11.1f%s\n", mode.c_str(),
                     mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
                     (long long)len, windows.size(), ppl, delta, density, seconds, mark.c_str());
@@ -106,13 +106,14 @@ void run_ppl(const ppl_options& o) {
         nlohmann::json sources = nlohmann::json::array();
         for (const auto& [file, start] : windows)
           sources.push_back({{"file", texts[file].path}, {"token_offset", start}});
-        nlohmann::json row = {{"eval", "ppl"},       {"mode", mode},
-                              {"length", len},       {"ppl", ppl},
-                              {"density", density},  {"prefill_s", seconds},
-                              {"windows", sources},  {"scored_tokens", logprobs.size()},
+        nlohmann::json row = {{"eval", "ppl"},        {"mode", mode},
+                              {"length", len},        {"ppl", ppl},
+                              {"density", density},   {"prefill_s", seconds},
+                              {"windows", sources},   {"scored_tokens", logprobs.size()},
                               {"extended", extended}, {"delta_vs_dense_pct", delta}};
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
-        if (extended) row["rope"] = {{"type", o.common.rope_scaling}, {"factor", o.common.rope_factor}};
+        if (extended)
+          row["rope"] = {{"type", o.common.rope_scaling}, {"factor", o.common.rope_factor}};
         out.write(row);
         const std::string label = mode == "dense" || gammas.size() == 1
                                       ? mode
