@@ -99,9 +99,10 @@ bool answer_matches(const std::string& generated, const std::string& answer);
 
 // ---- Attention error ----
 
-// Per head ||out - ref|| / ||ref|| (Frobenius over tokens and dims). out, ref: [N, H, D] f32.
-// err: [H]. A head with ||ref|| = 0 gets ||out||.
-void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref);
+// Per head ||out - ref|| / ||ref|| (Frobenius over tokens [first_token, N) and dims).
+// out, ref: [N, H, D] f32; err: [H]. A head with ||ref|| = 0 gets ||out||.
+void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref,
+                          int64_t first_token = 0);
 
 // Share of the dense attention mass that the tiles of `head` in `mask` keep, averaged over query
 // tokens: sum_r rows(r) * sum_{c in mask row r} a[r, c] / N, with rows(r) the number of real
@@ -120,6 +121,7 @@ struct probe_row {
   int64_t layer = 0, head = 0;
   head_kind kind = head_kind::dense;
   double rel_err = 0.0, recall = 0.0, density = 0.0;
+  double rel_err_second_half = 0.0;  // over tokens [N/2, N), the ones perplexity scores
 };
 
 // A prefill strategy that computes dense attention (with every head's exact block attention),

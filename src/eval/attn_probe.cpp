@@ -10,7 +10,8 @@
 
 namespace sp {
 
-void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref) {
+void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref,
+                          int64_t first_token) {
   const char* fn = "head_relative_errors";
   check(out.rank == 3 && ref.rank == 3 && out.type == dtype::f32 && ref.type == dtype::f32, fn,
         "out and ref must be f32 [N, H, D]");
@@ -19,11 +20,13 @@ void head_relative_errors(double* err, const tensor_view& out, const tensor_view
           " vs ", ref.shape[i]);
   check(out.is_contiguous() && ref.is_contiguous(), fn, "out and ref must be contiguous");
   const int64_t n = out.shape[0], heads = out.shape[1], d = out.shape[2];
+  check(first_token >= 0 && first_token < n, fn, "first_token ", first_token, " outside [0, ", n,
+        ")");
   const float* o = out.as<float>();
   const float* r = ref.as<float>();
   for (int64_t h = 0; h < heads; ++h) {
     double diff = 0.0, norm = 0.0;
-    for (int64_t t = 0; t < n; ++t)
+    for (int64_t t = first_token; t < n; ++t)
       for (int64_t e = 0; e < d; ++e) {
         const size_t i = static_cast<size_t>((t * heads + h) * d + e);
         diff += (double(o[i]) - r[i]) * (double(o[i]) - r[i]);
@@ -76,7 +79,7 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
 
   cand_out_.resize(static_cast<size_t>(out.numel()));
   const tensor_view cand = tensor_view::contiguous(cand_out_.data(), dtype::f32, {n, heads, d});
-  std::vector<double> err(static_cast<size_t>(heads));
+  std::vector<double> err(static_cast<size_t>(heads)), err_half(err.size());
   for (size_t ci = 0; ci < candidates_.size(); ++ci) {
     const planner& pl = *candidates_[ci].plan;
     plan_state& state = states_[ci];
@@ -104,6 +107,7 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
       kinds = rest.kinds;
     }
     head_relative_errors(err.data(), cand, out);
+    head_relative_errors(err_half.data(), cand, out, n / 2);
     for (int64_t h = 0; h < heads; ++h) {
       const block_mask& m = *mask_of[static_cast<size_t>(h)];
       probe_row row;
@@ -112,6 +116,7 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
       row.head = h;
       row.kind = kinds[static_cast<size_t>(h)];
       row.rel_err = err[static_cast<size_t>(h)];
+      row.rel_err_second_half = err_half[static_cast<size_t>(h)];
       row.recall = tile_recall(dense_attn_.data() + h * nb * nb, m, h);
       row.density = m.head_density(h);
       rows_.push_back(row);

@@ -173,6 +173,12 @@ TEST(EvalAttn, RelativeErrorAndRecall) {
                        tensor_view::contiguous(ref.data(), dtype::f32, {2, 2, 2}));
   EXPECT_DOUBLE_EQ(err[0], 0.0);
   EXPECT_NEAR(err[1], 0.5 / 5.0, 1e-7);  // |(0.3,0.4)| / |(3,4)|; 0.3f, 0.4f round at 1e-8
+  // From token 1 on: head 0's reference is (0,1), exact; head 1's is 0, so the error is the
+  // absolute norm 0.5.
+  head_relative_errors(err, tensor_view::contiguous(out.data(), dtype::f32, {2, 2, 2}),
+                       tensor_view::contiguous(ref.data(), dtype::f32, {2, 2, 2}), 1);
+  EXPECT_DOUBLE_EQ(err[0], 0.0);
+  EXPECT_NEAR(err[1], 0.5, 1e-7);  // 0.3f, 0.4f are exact to ~1e-8
 
   // 3 blocks of 16 over 40 tokens (last block 8 rows). Block attention rows sum to 1.
   const std::vector<float> a = {1.0f, 0,    0,  //

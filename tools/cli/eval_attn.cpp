@@ -25,7 +25,7 @@ struct attn_options {
 };
 
 struct candidate_summary {
-  double err = 0, recall = 0, density = 0;
+  double err = 0, err_half = 0, recall = 0, density = 0;
   std::array<int64_t, head_kind_count> kinds{};
   std::vector<double> layer_err, layer_density, layer_recall;
 };
@@ -86,6 +86,7 @@ void run_attn(const attn_options& o) {
   for (const probe_row& row : probe.rows()) {
     candidate_summary& s = sum[row.candidate];
     s.err += row.rel_err * per_model;
+    s.err_half += row.rel_err_second_half * per_model;
     s.recall += row.recall * per_model;
     s.density += row.density * per_model;
     ++s.kinds[static_cast<size_t>(row.kind)];
@@ -101,27 +102,30 @@ void run_attn(const attn_options& o) {
                {"head", row.head},
                {"kind", head_kind_name(row.kind)},
                {"rel_err", row.rel_err},
+               {"rel_err_second_half", row.rel_err_second_half},
                {"recall", row.recall},
                {"density", row.density}});
   }
 
   std::printf("attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,
               o.text.c_str(), (long long)o.offset);
-  std::printf("%-13s %6s %10s %8s %8s  kinds\n", "mode", "gamma", "rel_err", "recall", "density");
+  std::printf("%-13s %6s %10s %12s %8s %8s  kinds\n", "mode", "gamma", "rel_err", "err_2nd_half",
+              "recall", "density");
   for (size_t i = 0; i < cands.size(); ++i) {
     std::string kinds;
     for (int k = 0; k < head_kind_count; ++k)
       if (sum[i].kinds[static_cast<size_t>(k)] > 0)
         kinds += std::string(head_kind_name(static_cast<head_kind>(k))) + "=" +
                  std::to_string(sum[i].kinds[static_cast<size_t>(k)]) + " ";
-    std::printf("%-13s %6s %10.5f %8.4f %8.4f  %s\n", cands[i].mode.c_str(),
-                g_str(cands[i].gamma).c_str(), sum[i].err, sum[i].recall, sum[i].density,
-                kinds.c_str());
+    std::printf("%-13s %6s %10.5f %12.5f %8.4f %8.4f  %s\n", cands[i].mode.c_str(),
+                g_str(cands[i].gamma).c_str(), sum[i].err, sum[i].err_half, sum[i].recall,
+                sum[i].density, kinds.c_str());
     out.write({{"eval", "attn_summary"},
                {"mode", cands[i].mode},
                {"gamma", cands[i].gamma},
                {"length", o.length},
                {"rel_err", sum[i].err},
+               {"rel_err_second_half", sum[i].err_half},
                {"recall", sum[i].recall},
                {"density", sum[i].density}});
   }
