@@ -44,8 +44,8 @@ struct calibration_input {
 };
 
 struct calibration_settings {
-  calib_metric metric = calib_metric::jaccard;
-  double cut = 0.5;      // distance cut in (0, 1]; also the per-input similarity bar for sharing
+  calib_metric metric = calib_metric::js;  // default: more stable across inputs (docs/CALIBRATION.md)
+  double cut = 0.15;     // distance cut in (0, 1]; also the per-input similarity bar for sharing
   int64_t clusters = 0;  // > 0: cut the tree into this many clusters instead of at `cut`
   double gamma = 0.95;   // gamma-pattern threshold (section 2G)
   double tau_fb = 0.95;  // vertical-slash coverage bar (section 2C)

@@ -121,7 +121,7 @@ TEST(Calibrate, DeterministicAndJsonRoundTrip) {
   const calibration_result r2 = calibrate_from_inputs(inputs, s, tiny_model());
   const nlohmann::json j1 = cluster_map_to_json(r1.map);
   EXPECT_EQ(j1.dump(), cluster_map_to_json(r2.map).dump());
-  EXPECT_EQ(j1["calibration"]["metric"], "jaccard");
+  EXPECT_EQ(j1["calibration"]["metric"], "js");  // the default
   EXPECT_EQ(j1["calibration"]["texts"], nlohmann::json::array({"a", "b"}));
   EXPECT_EQ(j1["calibration"]["tokens"], 2048);
   const cluster_map back = cluster_map_from_json(j1, "round trip");

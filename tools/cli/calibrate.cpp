@@ -22,7 +22,7 @@ namespace sp::cli {
 namespace {
 
 struct calibrate_options {
-  std::string model, out, report, metric = "jaccard", save_capture, capture;
+  std::string model, out, report, metric = "js", save_capture, capture;
   std::vector<std::string> texts;
   std::vector<int64_t> lengths{8192};
   calibration_settings settings;
