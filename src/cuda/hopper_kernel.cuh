@@ -6,8 +6,7 @@
 // query rows each: S = Q K^T by wgmma from shared memory (both K-major, 128-byte swizzle), the
 // causal rule and the base-2 online softmax on the accumulator fragments (online_softmax.cuh,
 // same per-warp layout as mma.sync), then O += P V by wgmma with P from registers and V
-// MN-major; the next tile's Q K^T and softmax overlap the current P V (FA3's intra-warpgroup
-// pipelining). setmaxnreg moves registers from the producer to the consumers. GQA native (KV head
+// MN-major. setmaxnreg moves registers from the producer to the consumers. GQA native (KV head
 // h / group read in place); ragged N through TMA zero fill plus key_allowed; pivot heads write
 // per-block log-masses and reduce them to A in the same epilogue as the portable kernel.
 #pragma once
@@ -96,14 +95,19 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
 #pragma unroll
   for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
   online_softmax softmax;
+  if (row.tiles > 0) mbarrier_wait(bar_q, 0);
 
-  // S = Q K_t^T into sc: issued asynchronously (committed as one wgmma group).
-  auto issue_qk = [&](int t, float (&sc)[NT][4]) {
+  for (int t = 0; t < row.tiles; ++t) {
     const int st = t % tr::stages;
+    const uint32_t phase = (t / tr::stages) & 1;
+    const int64_t k0 = static_cast<int64_t>(row.col_idx[row.tile_begin + t]) * mask_block;
     const unsigned char* kb = s_k + st * tr::kv_bytes;
+    const unsigned char* vb = s_v + st * tr::kv_bytes;
+
+    float sc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-    mbarrier_wait(&bar_k[st], (t / tr::stages) & 1);
+    mbarrier_wait(&bar_k[st], phase);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -113,23 +117,22 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
       wgmma_ss_m64n128k16(wgmma_type<T>{}, sc, da, db, kk > 0 ? 1 : 0);
     }
     wgmma_commit();
-  };
-  // The causal rule and the ragged end inside tile t (only where some pair may be disallowed).
-  auto mask_scores = [&](int t, float (&sc)[NT][4]) {
-    const int64_t k0 = static_cast<int64_t>(row.col_idx[row.tile_begin + t]) * mask_block;
-    if (!span_needs_mask(warp_row0, k0, tr::block_n, n)) return;
-    const int query_rel = static_cast<int>(thread_row - k0);
-    const int n_rel = static_cast<int>(n - k0 < tr::block_n ? n - k0 : tr::block_n);
+    wgmma_wait<0>();
+    fence_registers(sc);
+
+    if (span_needs_mask(warp_row0, k0, tr::block_n, n)) {
+      const int query_rel = static_cast<int>(thread_row - k0);
+      const int n_rel = static_cast<int>(n - k0 < tr::block_n ? n - k0 : tr::block_n);
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key_rel = nt * 8 + 2 * (lane & 3) + (e & 1);
-        if (!key_allowed(query_rel + 8 * (e >> 1), key_rel, n_rel)) sc[nt][e] = -INFINITY;
-      }
-  };
-  // Probabilities as the A operand of P V (m16n8k16 A-fragment layout per warp).
-  auto pack_p = [&](const float (&sc)[NT][4], uint32_t (&pa)[NT / 2][4]) {
+        for (int e = 0; e < 4; ++e) {
+          const int key_rel = nt * 8 + 2 * (lane & 3) + (e & 1);
+          if (!key_allowed(query_rel + 8 * (e >> 1), key_rel, n_rel)) sc[nt][e] = -INFINITY;
+        }
+    }
+    softmax.update(sc, o, p.scale_log2);
+    uint32_t pa[NT / 2][4];
 #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
       pa[kk][0] = pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
@@ -137,56 +140,26 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
       pa[kk][2] = pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
       pa[kk][3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
     }
-  };
 
-  // Software pipeline (FlashAttention-3's intra-warpgroup overlap): while O += P_t V_t runs on
-  // the tensor cores, S_{t+1} = Q K_{t+1}^T is already issued and its softmax runs on the
-  // scores; O is rescaled only after P_t V_t has completed.
-  if (row.tiles > 0) {
-    mbarrier_wait(bar_q, 0);
-    float sc[NT][4];
-    float alpha[2];
-    uint32_t pa[NT / 2][4];
-    issue_qk(0, sc);
+    mbarrier_wait(&bar_v[st], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; ++kk) {
+      const uint64_t db = smem_descriptor(vb + kk * 2048, tr::chunk_kv_bytes, 1024);
+      if constexpr (D == 128) wgmma_rs_m64n128k16(wgmma_type<T>{}, o, pa[kk], db, 1);
+      else wgmma_rs_m64n64k16(wgmma_type<T>{}, o, pa[kk], db, 1);
+    }
+    wgmma_commit();
     wgmma_wait<0>();
-    fence_registers(sc);
-    mask_scores(0, sc);
-    softmax.update_scores(sc, p.scale_log2, alpha);  // O is still zero: no rescale
-    pack_p(sc, pa);
-    for (int t = 0; t < row.tiles; ++t) {
-      const int st = t % tr::stages;
-      const bool next = t + 1 < row.tiles;
-      if (next) issue_qk(t + 1, sc);
-      const unsigned char* vb = s_v + st * tr::kv_bytes;
-      mbarrier_wait(&bar_v[st], (t / tr::stages) & 1);
-      wgmma_fence();
+    fence_registers(o);
+    if (lane == 0) mbarrier_arrive(&bar_empty[st]);  // this warp is done with stage st
+
+    if (pivot >= 0) {
+      const int64_t slot = (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
 #pragma unroll
-      for (int kk = 0; kk < NT / 2; ++kk) {
-        const uint64_t db = smem_descriptor(vb + kk * 2048, tr::chunk_kv_bytes, 1024);
-        if constexpr (D == 128) wgmma_rs_m64n128k16(wgmma_type<T>{}, o, pa[kk], db, 1);
-        else wgmma_rs_m64n64k16(wgmma_type<T>{}, o, pa[kk], db, 1);
-      }
-      wgmma_commit();
-      if (pivot >= 0) {  // tile t's mass is complete: take it before tile t + 1 updates the sums
-        const int64_t slot = (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          const float log_mass = softmax.take_block_log2_mass(rr, p.scale_log2);
-          if ((lane & 3) == 0) p.scratch[slot + local_row0 + lane / 4 + 8 * rr] = log_mass;
-        }
-      }
-      if (next) {
-        wgmma_wait<1>();  // S_{t+1} done (groups complete in order); P_t V_t may still run
-        fence_registers(sc);
-        mask_scores(t + 1, sc);
-        softmax.update_scores(sc, p.scale_log2, alpha);
-      }
-      wgmma_wait<0>();
-      fence_registers(o);
-      if (lane == 0) mbarrier_arrive(&bar_empty[st]);  // this warp is done with stage st
-      if (next) {
-        online_softmax::rescale(o, alpha);
-        pack_p(sc, pa);
+      for (int rr = 0; rr < 2; ++rr) {
+        const float log_mass = softmax.take_block_log2_mass(rr, p.scale_log2);
+        if ((lane & 3) == 0) p.scratch[slot + local_row0 + lane / 4 + 8 * rr] = log_mass;
       }
     }
   }

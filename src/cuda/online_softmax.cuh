@@ -63,44 +63,6 @@ struct online_softmax {
     }
   }
 
-  // Split form of update() for pipelined kernels that rescale O later (after the previous
-  // P V has completed): overwrites s with probabilities and returns each row's rescale factor.
-  template <int NT>
-  __device__ __forceinline__ void update_scores(float (&s)[NT][4], float scale_log2,
-                                                float (&alpha)[2]) {
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
-      const float new_max = fmaxf(row_max[rr], quad_max(tile_max));
-      alpha[rr] = row_max[rr] == -INFINITY ? 0.0f : exp2_approx((row_max[rr] - new_max) * scale_log2);
-      const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-          s[nt][e] = exp2_approx(fmaf(s[nt][e], scale_log2, -base));
-          sum += s[nt][e];
-        }
-      }
-      row_max[rr] = new_max;
-      row_sum[rr] = row_sum[rr] * alpha[rr] + sum;
-      block_sum[rr] = block_sum[rr] * alpha[rr] + sum;
-    }
-  }
-  template <int DT>
-  __device__ __forceinline__ static void rescale(float (&o)[DT][4], const float (&alpha)[2]) {
-#pragma unroll
-    for (int dt = 0; dt < DT; ++dt) {
-      o[dt][0] *= alpha[0];
-      o[dt][1] *= alpha[0];
-      o[dt][2] *= alpha[1];
-      o[dt][3] *= alpha[1];
-    }
-  }
-
   // Base-2 log of the finished mask block's mass for row rr (quad-uniform), then resets it.
   __device__ __forceinline__ float take_block_log2_mass(int rr, float scale_log2) {
     const float sum = quad_sum(block_sum[rr]);
