@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job of the README. For now: build and run the CPU attention benchmark on its
-# default shapes (dense vs block-sparse at densities 0.1 and 0.5, with the error vs the oracle).
+# The main job of the README: build, fetch the default model and the Austen corpus (cached in
+# $SP_CACHE, default ~/.cache/shareprefill), then prefill the first 8K tokens of Emma densely and
+# with SharePrefill and print both summaries, the speedups and the next-token agreement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-build/bin/shareprefill bench attention --device cpu --density 0.1,0.5 "$@"
+scripts/fetch_model.sh >/dev/null
+scripts/fetch_corpora.sh >/dev/null
+build/bin/shareprefill demo "$@"

@@ -2,7 +2,8 @@
 # GPU machine: build (sm_90a, no OpenBLAS), run the CUDA tests, compute-sanitizer on small
 # cases, benchmark our CUDA attention at N = 32768 and 131072 for Llama-3-8B (32/8/128) and
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
-# shapes in the same run, and print ours/cuDNN ratios last. JSON lines and the log go to $OUT.
+# shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
+# (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it). JSON lines and the log go to $OUT.
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench]   (default: all four)
 # Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
 set -uo pipefail
@@ -22,9 +23,11 @@ LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
 [ -z "$LIST" ] && [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
 if [ -n "$LIST" ]; then
   SRC=/tmp/sp-src
-  rm -rf "$SRC" && mkdir -p "$SRC"
+  # Keep the build folder between invocations (`build` then `bench`); timestamps are preserved so
+  # unchanged sources are not rebuilt.
+  mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build-gpu -exec rm -rf {} +
   (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
-    xargs -d '\n' cp --parents -t "$SRC" && cp -r .deps "$SRC/")
+    xargs -d '\n' cp -p --parents -t "$SRC" && cp -rp .deps "$SRC/")
   BUILD=$SRC/build-gpu
   BIN=$BUILD/bin
 fi
@@ -38,8 +41,10 @@ for step in $STEPS; do
         -DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
       run cmake --build "$BUILD" -j16 --target test_cuda_attention shareprefill_cli \
-        2>&1 | grep -E "error|warning|FAILED|spill" | head -40
+        >"$OUT/build-full.log" 2>&1
+      grep -E "error|warning|FAILED|spill" "$OUT/build-full.log" | head -40
       [ -x "$BIN/test_cuda_attention" ] || { echo "build failed"; exit 1; }
+      [ -x "$BIN/shareprefill" ] || { echo "shareprefill CLI failed to build"; tail -20 "$OUT/build-full.log"; }
       ;;
     test)
       run "$BIN/test_cuda_attention" 2>&1 | tail -40
@@ -53,25 +58,28 @@ for step in $STEPS; do
     bench)
       J=$OUT/bench.jsonl
       : >"$J"
-      for shape in "32 8 128" "9 3 64"; do
-        set -- $shape
-        for n in 32768 131072; do
-          rows=2; [ "$n" = 131072 ] && rows=1
-          "$BIN/shareprefill" bench attention --device cuda --n $n --heads $1 --kv-heads $2 \
-            --dim $3 --density 1,0.5,0.2,0.1,0.05 --repeats 5 --sample-rows $rows --json | tee -a "$J"
+      for path in ${PATHS:-hopper portable}; do
+        for shape in "32 8 128" "9 3 64"; do
+          set -- $shape
+          for n in ${BENCH_N:-32768 131072}; do
+            rows=2; [ "$n" = 131072 ] && rows=1
+            SP_CUDA_KERNEL=$path "$BIN/shareprefill" bench attention --device cuda --n $n \
+              --heads $1 --kv-heads $2 --dim $3 --density ${DENSITIES:-1,0.5,0.2,0.1,0.05} \
+              --repeats 5 --sample-rows $rows --json | tee -a "$J"
+          done
         done
       done
       PYTHONUNBUFFERED=1 python3 "$SRC/scripts/bench_sdpa.py" --shape 32768,32,8,128 \
-        --shape 131072,32,8,128 --shape 32768,9,3,64 --shape 131072,9,3,64 | tee "$OUT/sdpa.jsonl"
+        --shape 131072,32,8,128 --shape 32768,9,3,64 --shape 131072,9,3,64 --repeats 5 | tee "$OUT/sdpa.jsonl"
       python3 - "$J" "$OUT/sdpa.jsonl" <<'PY'
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 sdpa = {(r["n"], r["heads"], r["dim"]): r for r in (json.loads(l) for l in open(sys.argv[2]) if l.startswith("{"))}
-print(f"{'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
+print(f"{'path':>8} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
 for r in ours:
     c = sdpa.get((r["n"], r["heads"], r["dim"]))
     cms = c["ms"] if c else float("nan")
-    print(f"{r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
+    print(f"{r.get('path', '?'):>8} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
           f"{r['sparse_ms']:>9.3f} {r['tflops_effective']:>7.1f} {r['tflops_computed']:>7.1f} {cms:>9.3f} "
           f"{cms / r['sparse_ms']:>10.3f} {r['sparse_ms'] / (r['measured_density'] * r['dense_ms']):>10.3f} "
           f"{r['pivot_overhead']:>6.3f} {r['rel_err']:>8.1e}")

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "shareprefill/block_mask.h"
@@ -95,6 +96,12 @@ struct cuda_attention_params {
   float* block_attention = nullptr;
   void* stream = nullptr;  // cudaStream_t; null = the default stream
 };
+
+// The kernel cuda_attention_block_sparse will run: "hopper" (sm_90a: wgmma, TMA, warp-
+// specialised) on a compute capability 9.0 device when the build has sm_90a code, else
+// "portable" (sm_80+ mma.sync). SP_CUDA_KERNEL=portable|hopper|auto in the environment forces a
+// path (read at every call); forcing hopper where it cannot run throws sp::error.
+std::string cuda_attention_path();
 
 // Causal attention over the visited tiles of `mask` (exact causal rule inside every tile); scores
 // scaled by 1/sqrt(D), fp32 accumulation. Rows without tiles get out = 0 and lse = -inf.

@@ -118,6 +118,11 @@ struct deferred_head {
   int64_t vertical_blocks = 0, slash_blocks = 0;
 };
 
+// The three sharing gates of section 2C: JSd(pivot v_blk, v_blk) < tau_sim, JSd(pivot s_blk,
+// s_blk) < tau_sim and the pivot's vs_ratio < tau_fb. v_blk, s_blk: [nb] of the candidate head.
+bool sharing_gate(const planner_params& params, const cluster_slot& pivot, const float* v_blk,
+                  const float* s_blk, int64_t n_blocks);
+
 struct plan_state {
   int64_t n_tokens = 0;     // 0 until the first plan() of the prompt
   int64_t last_layer = -1;  // last planned layer

@@ -1,9 +1,9 @@
 // Last-block statistics of section 2A on the CPU. Per query head (heads in parallel): the last
 // rows = min(bs, N) queries, scaled by 1/sqrt(D), are scored against all keys in chunks; pass 1
 // keeps the running row max and sum (online softmax), pass 2 recomputes the scores (sgemm
-// through tile_math, as the attention kernel) and
-// accumulates the normalised probabilities into the vertical and slash profiles. Only one head's
-// chunk of scores per worker exists at a time, so memory is O(H * N) for the profiles.
+// through tile_math, as the attention kernel) and accumulates the normalised probabilities into
+// the vertical and slash profiles. Only one head's chunk of scores per worker exists at a time,
+// so memory is O(H * N) for the profiles.
 #include "shareprefill/statistics.h"
 
 #include <algorithm>

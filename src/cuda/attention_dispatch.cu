@@ -1,15 +1,20 @@
 // cuda_attention_block_sparse: validates the public parameters against the uploaded mask, fills
-// the kernel's POD parameters and dispatches the runtime (dtype, head dim) to its compiled
-// instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
+// the kernel's POD parameters and dispatches the runtime (kernel path, dtype, head dim) to its
+// compiled instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
+// Path: the Hopper kernel (sm_90a) on compute capability 9.0 when the build has it, else the
+// portable kernel; SP_CUDA_KERNEL=portable|hopper|auto in the environment forces either.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention_params.h"
 #include "block_mask_state.h"
 #include "cuda_check.h"
+#include "hopper_params.h"
 #include "shareprefill/cuda_attention.h"
 
 namespace sp::cuda {
@@ -50,7 +55,34 @@ void check_params(const char* fn, const cuda_attention_params& a, const cuda_blo
         a.block_attention ? "set" : "null", " but the mask has ", m.pivots, " pivot heads");
 }
 
+// Auto picks the Hopper kernel: it passed the CUDA tests (both dtypes, D 64/128) on the H200.
+constexpr bool hopper_by_default = true;
+
+bool device_is_hopper() {
+  int device = 0, major = 0, minor = 0;
+  cuda::check_cuda(cudaGetDevice(&device), "cuda_attention_path", "cudaGetDevice");
+  cuda::check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                   "cuda_attention_path", "cudaDeviceGetAttribute");
+  cuda::check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+                   "cuda_attention_path", "cudaDeviceGetAttribute");
+  return major == 9 && minor == 0;
+}
+
 }  // namespace
+
+std::string cuda_attention_path() {
+  const char* fn = "cuda_attention_path";
+  const char* env = std::getenv("SP_CUDA_KERNEL");
+  const std::string want = env != nullptr && *env != 0 ? env : "auto";
+  check(want == "auto" || want == "portable" || want == "hopper", fn, "SP_CUDA_KERNEL=", want,
+        " (auto, portable or hopper expected)");
+  if (want == "portable") return want;
+  const bool hopper = cuda::hopper_path_compiled() && device_is_hopper();
+  check(want == "auto" || hopper, fn, "SP_CUDA_KERNEL=hopper but ",
+        cuda::hopper_path_compiled() ? "the device is not compute capability 9.0"
+                                     : "this build has no sm_90a code (CMAKE_CUDA_ARCHITECTURES)");
+  return hopper && (want == "hopper" || hopper_by_default) ? "hopper" : "portable";
+}
 
 void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_block_mask& mask) {
   const char* fn = "cuda_attention_block_sparse";
@@ -87,6 +119,17 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
                      fn, "clearing block_attention");
   }
   const bool bf16 = a.type == dtype::bf16;
+  if (cuda_attention_path() == "hopper") {
+    check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
+    if (a.dim == 64) {
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, stream);
+    } else {
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, stream);
+    }
+    return;
+  }
   if (a.dim == 64) {
     if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 64>(p, m.work_items, stream);
     else cuda::launch_attention_fwd<__half, 64>(p, m.work_items, stream);

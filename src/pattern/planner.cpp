@@ -19,15 +19,14 @@ std::vector<tile> merged(std::vector<tile> a, const std::vector<tile>& b) {
   return a;
 }
 
-// The three sharing gates of section 2C.
-bool share_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
-                const float* s_blk, int64_t n_blocks) {
+}  // namespace
+
+bool sharing_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
+                  const float* s_blk, int64_t n_blocks) {
   return js_distance(slot.pivot_v_blk.data(), v_blk, n_blocks) < p.tau_sim &&
          js_distance(slot.pivot_s_blk.data(), s_blk, n_blocks) < p.tau_sim &&
          slot.pivot_vs_ratio < p.tau_fb;
 }
-
-}  // namespace
 
 planner::planner(const planner_params& params, int64_t layers, int64_t heads,
                  const cluster_map* clusters)
@@ -129,7 +128,7 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
       out.kinds[h] = head_kind::pivot;
       out.pivot_heads.push_back(static_cast<int32_t>(h));
     } else if (slot.has_pattern) {
-      if (share_gate(params_, slot, st.v_blk.data(), st.s_blk.data(), nb))
+      if (sharing_gate(params_, slot, st.v_blk.data(), st.s_blk.data(), nb))
         out.kinds[h] = head_kind::shared;
     } else if (slot.pivot_layer == layer && params_.share_within_layer) {
       out.kinds[h] = head_kind::deferred;
@@ -224,7 +223,7 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
   for (const deferred_head& d : state.deferred) {
     const cluster_slot& slot = state.clusters[d.cluster];
     out.deferred_heads.push_back(d.head);
-    if (slot.has_pattern && share_gate(params_, slot, d.v_blk.data(), d.s_blk.data(), nb)) {
+    if (slot.has_pattern && sharing_gate(params_, slot, d.v_blk.data(), d.s_blk.data(), nb)) {
       out.kinds[d.head] = head_kind::shared;
       tiles[d.head] = merged(vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, min_b, min_b),
                              slot.pivot_pattern);

@@ -43,12 +43,11 @@ std::vector<group_shape> group_shapes(const synthetic_params& p) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   std::vector<group_shape> g(static_cast<size_t>(p.group_count()));
   for (auto& s : g) {
-    s.local = 14.0 + 8.0 * u(rng);
-    s.sink = 12.0 + 6.0 * u(rng);
+    s.local = 7.0 + 5.0 * u(rng);
+    s.sink = 9.0 + 5.0 * u(rng);
     s.cutoff_frac = 0.5 + 0.25 * u(rng);
     s.column[0] = 0.0;
-    for (int m = 1; m < sink_directions; ++m)
-      s.column[m] = u(rng) < 0.6 ? 10.0 + 6.0 * u(rng) : 0.0;
+    for (int m = 1; m < sink_directions; ++m) s.column[m] = u(rng) < 0.6 ? 7.0 + 5.0 * u(rng) : 0.0;
   }
   return g;
 }

@@ -2,7 +2,9 @@
 // at ragged lengths 1..16384, GQA 1/4/8, head dims 64/128, bf16 and fp16, masks full /
 // diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
 // mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
-// the launch and guarded after, and reruns must be bitwise identical. Skips without a GPU.
+// the launch and guarded after, and reruns must be bitwise identical. Every case runs on both
+// kernel paths (SP_CUDA_KERNEL=portable and =hopper); a path the build or device cannot run is
+// skipped, as is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <stdlib.h>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
@@ -238,10 +241,7 @@ constexpr double lse_tol = 5e-4;
 constexpr double a_tol = 1e-4;
 
 void check_case(const cuda_case& c) {
-  if (!cuda_device_available()) {
-    GTEST_SKIP() << "no CUDA device";
-  }
-  SCOPED_TRACE(name_of(c));
+  SCOPED_TRACE(name_of(c) + " path " + cuda_attention_path());
   const inputs x(c, 7000 + static_cast<uint64_t>(c.n) * 3 + static_cast<uint64_t>(c.dim));
   const block_mask mask = make_mask(c, 4242 + static_cast<uint64_t>(c.n));
   const int64_t nb = mask.n_blocks, d = c.dim;
@@ -338,32 +338,54 @@ void check_case(const cuda_case& c) {
   EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
 }
 
-TEST(CudaAttention, SingleToken) { check_case({1, 2, 1, 64, mask_kind::full, {}}); }
-TEST(CudaAttention, Ragged127Gqa4Full) { check_case({127, 4, 1, 128, mask_kind::full, {}}); }
-TEST(CudaAttention, Ragged129Gqa8Random) { check_case({129, 8, 1, 64, mask_kind::random, {}}); }
-TEST(CudaAttention, Diagonal1000Gqa1) { check_case({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
-TEST(CudaAttention, EmptyRows1000) { check_case({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
-TEST(CudaAttention, PivotsMixedFusedKv1000) {
+// Runs each case with SP_CUDA_KERNEL set to the parameter; skips what cannot run here.
+class CudaAttention : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    setenv("SP_CUDA_KERNEL", GetParam(), 1);
+    const std::string why = testing::error_of([] { cuda_attention_path(); });
+    if (!why.empty()) GTEST_SKIP() << why;
+    ASSERT_EQ(cuda_attention_path(), GetParam());
+  }
+  void TearDown() override { unsetenv("SP_CUDA_KERNEL"); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Path, CudaAttention, ::testing::Values("portable", "hopper"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
+
+TEST(CudaAttentionPath, RejectsUnknownKernelName) {
+  setenv("SP_CUDA_KERNEL", "bogus", 1);
+  EXPECT_NE(testing::error_of([] { cuda_attention_path(); }).find("SP_CUDA_KERNEL=bogus"),
+            std::string::npos);
+  unsetenv("SP_CUDA_KERNEL");
+}
+
+TEST_P(CudaAttention, SingleToken) { check_case({1, 2, 1, 64, mask_kind::full, {}}); }
+TEST_P(CudaAttention, Ragged127Gqa4Full) { check_case({127, 4, 1, 128, mask_kind::full, {}}); }
+TEST_P(CudaAttention, Ragged129Gqa8Random) { check_case({129, 8, 1, 64, mask_kind::random, {}}); }
+TEST_P(CudaAttention, Diagonal1000Gqa1) { check_case({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
+TEST_P(CudaAttention, EmptyRows1000) { check_case({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
+TEST_P(CudaAttention, PivotsMixedFusedKv1000) {
   check_case({1000, 8, 2, 64, mask_kind::random, {1, 6}, dtype::bf16, true});
 }
-TEST(CudaAttention, Fp16Random1000) {
+TEST_P(CudaAttention, Fp16Random1000) {
   check_case({1000, 4, 2, 128, mask_kind::random, {}, dtype::f16});
 }
-TEST(CudaAttention, SingleTile4224) { check_case({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
-TEST(CudaAttention, PivotsRandom4224Gqa4) {
+TEST_P(CudaAttention, SingleTile4224) { check_case({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
+TEST_P(CudaAttention, PivotsRandom4224Gqa4) {
   check_case({4224, 4, 1, 128, mask_kind::random, {0, 2}});
 }
-TEST(CudaAttention, Sparse16384Gqa8Sampled) {
+TEST_P(CudaAttention, Sparse16384Gqa8Sampled) {
   check_case({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
 }
-TEST(CudaAttention, Full16384Gqa4D64Sampled) {
+TEST_P(CudaAttention, Full16384Gqa4D64Sampled) {
   check_case({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
 }
 
-TEST(CudaAttention, RejectsBadParameters) {
-  if (!cuda_device_available()) {
-    GTEST_SKIP() << "no CUDA device";
-  }
+TEST_P(CudaAttention, RejectsBadParameters) {
   const cuda_case c{256, 2, 1, 128, mask_kind::full, {1}};
   const block_mask mask = make_mask(c, 1);
   const cuda_block_mask dmask(mask, c.pivots);

@@ -1,7 +1,8 @@
 // Tokenizer tests against Hugging Face on the real SmolLM2 vocabulary: every string of
 // tests/data/tokenizer_golden.json and an ~8K-token passage of Emma must give HF's ids exactly
-// and decode back. Needs $SP_CACHE/tokenizer_vocab.json (scripts/dump_vocab.py) and, for the
-// passage, the corpora (scripts/fetch_corpora.sh); skips with a message when they are absent.
+// and decode back. Needs the model GGUF (scripts/fetch_model.sh), whose vocabulary is read
+// through tokenizer_from_gguf, and for the passage the corpora (scripts/fetch_corpora.sh);
+// skips with a message when they are absent.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -13,7 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "model/tokenizer_pretokenize.h"
-#include "model/tokenizer_vocab_loader.h"
+#include "shareprefill/gguf.h"
+#include "shareprefill/model_cache.h"
+#include "shareprefill/tokenizer.h"
 #include "shareprefill/tokenizer.h"
 
 namespace {
@@ -36,16 +39,16 @@ class tokenizer_model : public ::testing::Test {
   static void SetUpTestSuite() {
     golden_ = new nlohmann::json(read_json(std::string(SP_SOURCE_DIR) +
                                            "/tests/data/tokenizer_golden.json"));
-    auto vocab = sp_test::load_tokenizer_vocab_json(sp_test::cache_dir() + "/tokenizer_vocab.json");
-    if (!vocab) return;
+    if (!std::ifstream(sp::default_model_path()).good()) return;
+    const sp::gguf_file file(sp::default_model_path());
     const auto& model = (*golden_)["model"];
-    if (static_cast<int64_t>(vocab->tokens.size()) != model["vocab_size"].get<int64_t>() ||
-        static_cast<int64_t>(vocab->merges.size()) != model["merges"].get<int64_t>() ||
-        vocab->pre != model["pre"].get<std::string>()) {
+    if (file.array_size("tokenizer.ggml.tokens") != model["vocab_size"].get<int64_t>() ||
+        file.array_size("tokenizer.ggml.merges") != model["merges"].get<int64_t>() ||
+        file.get_string("tokenizer.ggml.pre") != model["pre"].get<std::string>()) {
       mismatch_ = true;
       return;
     }
-    tok_ = new sp::tokenizer(sp::tokenizer::from_vocab(std::move(*vocab)));
+    tok_ = new sp::tokenizer(sp::tokenizer_from_gguf(file));
   }
   static void TearDownTestSuite() {
     delete tok_;
@@ -54,11 +57,10 @@ class tokenizer_model : public ::testing::Test {
     golden_ = nullptr;
   }
   void SetUp() override {
-    ASSERT_FALSE(mismatch_) << "tokenizer_vocab.json is not the vocabulary of the golden file's model "
-                            << (*golden_)["model"]["file"] << "; re-run scripts/dump_vocab.py";
+    ASSERT_FALSE(mismatch_) << sp::default_model_path()
+                            << " is not the model of the golden file " << (*golden_)["model"]["file"];
     if (tok_ == nullptr) {
-      GTEST_SKIP() << "no " << sp_test::cache_dir()
-                   << "/tokenizer_vocab.json; run scripts/dump_vocab.py (needs the model GGUF)";
+      GTEST_SKIP() << "no " << sp::default_model_path() << "; run scripts/fetch_model.sh";
     }
   }
   static sp::tokenizer* tok_;
@@ -99,7 +101,7 @@ TEST_F(tokenizer_model, chat_template_uses_control_tokens) {
 TEST_F(tokenizer_model, austen_passage_matches_hugging_face_quickly) {
   const auto& p = (*golden_)["passage"];
   const std::string file = p["file"].get<std::string>();
-  const std::string path = sp_test::cache_dir() + "/corpora/" + file;
+  const std::string path = sp::cache_dir() + "/corpora/" + file;
   const std::string text = read_file(path);
   if (text.empty()) GTEST_SKIP() << "no " << path << "; run scripts/fetch_corpora.sh";
   const auto corpora = read_json(std::string(SP_SOURCE_DIR) + "/data/corpora.json");
@@ -110,8 +112,7 @@ TEST_F(tokenizer_model, austen_passage_matches_hugging_face_quickly) {
   const auto expected = p["ids"].get<std::vector<int32_t>>();
 
   // A fresh tokenizer, so the timing includes filling the piece cache.
-  auto vocab = sp_test::load_tokenizer_vocab_json(sp_test::cache_dir() + "/tokenizer_vocab.json");
-  const sp::tokenizer fresh = sp::tokenizer::from_vocab(std::move(*vocab));
+  const sp::tokenizer fresh = sp::tokenizer_from_gguf(sp::gguf_file(sp::default_model_path()));
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = fresh.encode(passage, false);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

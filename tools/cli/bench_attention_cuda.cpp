@@ -3,7 +3,8 @@
 // of the requested densities, plus the full mask with every head a pivot (block attention A
 // fused in). Reports TFLOP/s both as causal-dense FLOPs 2*N^2*D*H / time (tflops_effective) and
 // as the FLOPs of the tiles actually computed (tflops_computed), and a sampled error vs the fp64
-// oracle. Inputs are random bf16, generated for 2048 tokens and tiled over N (fast to build).
+// oracle, and which kernel path ran (cuda_attention_path: SP_CUDA_KERNEL=portable|hopper forces
+// one). Inputs are random bf16, generated for 2048 tokens and tiled over N (fast to build).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -68,6 +69,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   p.q_token_stride = p.out_token_stride = o.heads * o.dim;
   p.k_token_stride = p.v_token_stride = o.kv_heads * o.dim;
   const int warmup = 2;
+  const std::string path = cuda_attention_path();
 
   auto time_mask = [&](const cuda_block_mask& dmask, float* block_attention) {
     cuda_attention_params pp = p;
@@ -93,8 +95,9 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   };
   const tensor_view qv = tensor_of(q, o.heads), kv = tensor_of(k, o.kv_heads), vv = tensor_of(v, o.kv_heads);
   if (!o.json) {
-    std::printf("bench attention (cuda): n=%lld heads=%lld kv_heads=%lld dim=%lld\n",
-                (long long)o.n, (long long)o.heads, (long long)o.kv_heads, (long long)o.dim);
+    std::printf("bench attention (cuda, %s kernel): n=%lld heads=%lld kv_heads=%lld dim=%lld\n",
+                path.c_str(), (long long)o.n, (long long)o.heads, (long long)o.kv_heads,
+                (long long)o.dim);
     std::printf("full mask %.3f ms (%.1f TFLOP/s) | all heads pivots with A %.3f ms (x%.3f)\n",
                 dense_ms, causal_flops / dense_ms * 1e-9, pivot_ms, pivot_ms / dense_ms);
     std::printf("%8s %9s %10s %10s %8s %9s %9s %10s\n", "density", "measured", "dense_ms",
@@ -124,7 +127,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     const double tf_eff = causal_flops / sparse_ms * 1e-9;
     const double tf_comp = tile_flops * static_cast<double>(mask.total_tiles()) / sparse_ms * 1e-9;
     if (o.json) {
-      nlohmann::json row = {{"device", "cuda"}, {"n", o.n}, {"heads", o.heads},
+      nlohmann::json row = {{"device", "cuda"}, {"path", path}, {"n", o.n}, {"heads", o.heads},
                             {"kv_heads", o.kv_heads}, {"dim", o.dim}, {"density", density},
                             {"measured_density", mask.density()}, {"dense_ms", dense_ms},
                             {"sparse_ms", sparse_ms}, {"speedup", dense_ms / sparse_ms},

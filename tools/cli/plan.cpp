@@ -8,14 +8,15 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 
-#include <nlohmann/json.hpp>
-
+#include "attention_options.h"
 #include "command.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/planner.h"
+#include "shareprefill/prefill_attention.h"
 #include "shareprefill/safetensors.h"
 #include "shareprefill/synthetic.h"
 
@@ -51,10 +52,8 @@ struct input_source {
     if (synthetic) {
       in.synthetic = sp::synthetic_generate_layer(*synthetic, l);
       in.q = sp::tensor_view::contiguous(in.synthetic.q.data(), sp::dtype::f32, {n, heads, dim});
-      in.k = sp::tensor_view::contiguous(in.synthetic.k.data(), sp::dtype::f32,
-                                         {n, kv_heads, dim});
-      in.v = sp::tensor_view::contiguous(in.synthetic.v.data(), sp::dtype::f32,
-                                         {n, kv_heads, dim});
+      in.k = sp::tensor_view::contiguous(in.synthetic.k.data(), sp::dtype::f32, {n, kv_heads, dim});
+      in.v = sp::tensor_view::contiguous(in.synthetic.v.data(), sp::dtype::f32, {n, kv_heads, dim});
     } else {
       const std::string p = "layer" + std::to_string(l) + ".";
       in.q = file->get(p + "q");
@@ -151,82 +150,50 @@ void run_plan(plan_options o) {
   const sp::planner planner(o.params, src.layers, src.heads, map ? &*map : nullptr);
   sp::thread_pool pool(o.threads);
 
-  nlohmann::json setup = {
-      {"params", o.params.to_json()},
-      {"inputs", src.synthetic ? "synthetic" : o.inputs},
-      {"seed", o.seed},
-      {"n", src.n},
-      {"layers", src.layers},
-      {"heads", src.heads},
-      {"kv_heads", src.kv_heads},
-      {"dim", src.dim},
-      {"threads", pool.size()},
-      {"clusters", cluster_source}};
+  nlohmann::json setup = {{"params", o.params.to_json()},
+                          {"inputs", src.synthetic ? "synthetic" : o.inputs},
+                          {"seed", o.seed},
+                          {"n", src.n},
+                          {"layers", src.layers},
+                          {"heads", src.heads},
+                          {"kv_heads", src.kv_heads},
+                          {"dim", src.dim},
+                          {"threads", pool.size()},
+                          {"clusters", cluster_source}};
   if (!o.json) {
     std::printf("shareprefill plan: %s\n", setup.dump().c_str());
     std::printf("%-6s %8s %10s %12s %10s %10s   kinds\n", "layer", "density", "plan_ms",
                 "attention_ms", "dense_ms", "rel_err");
   }
 
-  const int64_t n = src.n, nb = (n + o.params.block_size - 1) / o.params.block_size;
-  sp::plan_state state;
+  const int64_t n = src.n;
+  const std::unique_ptr<sp::prefill_attention> attention = sp::make_planned_attention(planner);
+  attention->begin_prompt(n);
   layer_result total;
-  std::vector<float> out(static_cast<size_t>(n * src.heads * src.dim));
-  std::vector<float> ref(out.size()), second;
+  std::vector<float> out(static_cast<size_t>(n * src.heads * src.dim)), ref(out.size());
   const sp::block_mask dense = sp::block_mask::dense_causal(n, o.params.block_size, src.heads);
   for (int64_t l = 0; l < src.layers; ++l) {
     const layer_inputs in = src.layer(l);
-    const auto out_view =
-        sp::tensor_view::contiguous(out.data(), sp::dtype::f32, {n, src.heads, src.dim});
+    const sp::layer_attention_report rep = attention->attend(
+        l, sp::tensor_view::contiguous(out.data(), sp::dtype::f32, {n, src.heads, src.dim}), in.q,
+        in.k, in.v, pool);
     layer_result r;
+    r.tiles = rep.tiles;
+    r.causal_tiles = rep.causal_tiles;
+    r.plan_ms = rep.plan_ms;
+    r.attention_ms = rep.attention_ms;
+    for (int k = 0; k < sp::head_kind_count; ++k) r.kinds[k] = rep.kind_counts[static_cast<size_t>(k)];
 
-    auto t0 = std::chrono::steady_clock::now();
-    const sp::layer_plan plan = planner.plan(l, in.q, in.k, state, pool);
-    r.plan_ms += ms_since(t0);
-
-    std::vector<float> a(plan.pivot_heads.size() * static_cast<size_t>(nb * nb));
-    const sp::block_attention_output ba{plan.pivot_heads, a.data()};
-    t0 = std::chrono::steady_clock::now();
-    sp::attention_block_sparse(out_view, {}, plan.pivot_heads.empty() ? nullptr : &ba, in.q, in.k,
-                               in.v, plan.mask, pool);
-    r.attention_ms += ms_since(t0);
-
-    t0 = std::chrono::steady_clock::now();
-    planner.publish(l, plan.pivot_heads, a.data(), state);
-    std::vector<sp::head_kind> kinds = plan.kinds;
-    r.tiles = plan.mask.total_tiles();
-    if (!plan.deferred_heads.empty()) {
-      const sp::layer_plan rest = planner.plan_deferred(l, state);
-      r.plan_ms += ms_since(t0);
-      second.resize(out.size());
-      t0 = std::chrono::steady_clock::now();
-      sp::attention_block_sparse(
-          sp::tensor_view::contiguous(second.data(), sp::dtype::f32, {n, src.heads, src.dim}),
-          {}, nullptr, in.q, in.k, in.v, rest.mask, pool);
-      r.attention_ms += ms_since(t0);
-      for (int32_t h : rest.deferred_heads)
-        for (int64_t t = 0; t < n; ++t)
-          std::copy_n(second.data() + (t * src.heads + h) * src.dim, src.dim,
-                      out.data() + (t * src.heads + h) * src.dim);
-      kinds = rest.kinds;
-      r.tiles += rest.mask.total_tiles();
-    } else {
-      r.plan_ms += ms_since(t0);
-    }
-
-    t0 = std::chrono::steady_clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
     sp::attention_block_sparse(
         sp::tensor_view::contiguous(ref.data(), sp::dtype::f32, {n, src.heads, src.dim}), {},
         nullptr, in.q, in.k, in.v, dense, pool);
     r.dense_ms = ms_since(t0);
-
-    r.causal_tiles = src.heads * sp::causal_tile_count(nb);
     for (size_t i = 0; i < out.size(); ++i) {
       const double d = static_cast<double>(out[i]) - ref[i];
       r.err2 += d * d;
       r.ref2 += static_cast<double>(ref[i]) * ref[i];
     }
-    for (sp::head_kind k : kinds) ++r.kinds[static_cast<int>(k)];
 
     total.tiles += r.tiles;
     total.causal_tiles += r.causal_tiles;
@@ -270,17 +237,7 @@ void setup_plan(CLI::App& app) {
   sub->add_option("--mode", o->mode, "dense | vslash | flexprefill | shareprefill");
   sub->add_option("--clusters", o->clusters, "Cluster map JSON (default for --synthetic: groups)");
   sub->add_flag("--json", o->json, "JSON lines output");
-  sub->add_option("--gamma", o->params.gamma, "Pattern threshold gamma");
-  sub->add_option("--tau-sim", o->params.tau_sim, "Similarity (JS distance) threshold");
-  sub->add_option("--tau-fb", o->params.tau_fb, "Fallback threshold on the pivot's vs_ratio");
-  sub->add_option("--tau-qa", o->params.tau_qa, "Query-aware threshold");
-  sub->add_option("--block-size", o->params.block_size, "Block size (power of two >= 16)");
-  sub->add_option("--min-budget", o->params.min_budget, "Minimum budget in tokens");
-  sub->add_option("--max-budget", o->params.max_budget, "Maximum budget in tokens (0 = none)");
-  sub->add_flag("--share-within-layer", o->params.share_within_layer,
-                "Share a pivot's pattern inside its own layer (pivots run first)");
-  sub->add_flag("--pivot-medoid", o->params.pivot_is_medoid,
-                "Use each shared cluster's offline medoid as its pivot");
+  sp::cli::add_planner_options(sub, o->params);
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
   sub->callback([o] { run_plan(*o); });
 }

@@ -1,0 +1,10 @@
+// Instantiations of the Hopper (sm_90a) attention forward for head dim 128 (bf16 and fp16).
+#include "hopper_launch.cuh"
+
+namespace sp::cuda {
+
+template void launch_hopper_fwd<__nv_bfloat16, 128>(const attention_fwd_params&, int64_t,
+                                                   cudaStream_t);
+template void launch_hopper_fwd<__half, 128>(const attention_fwd_params&, int64_t, cudaStream_t);
+
+}  // namespace sp::cuda

@@ -1,0 +1,30 @@
+// Tensor maps, grid and attributes of the Hopper attention forward for one (dtype, head dim);
+// the explicit instantiations live in hopper_fwd_d64.cu and hopper_fwd_d128.cu.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda_check.h"
+#include "hopper_kernel.cuh"
+
+namespace sp::cuda {
+
+template <class T, int D>
+void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items, cudaStream_t stream) {
+  using tr = hopper_traits<T, D>;
+  const char* fn = "cuda_attention_block_sparse";
+  hopper_fwd_params hp;
+  hp.p = p;
+  const int64_t kv_heads = p.heads / p.group;
+  hp.q_map = make_tensor_map(p.q, p.n, p.heads, D, p.q_token_stride, tr::block_m);
+  hp.k_map = make_tensor_map(p.k, p.n, kv_heads, D, p.k_token_stride, tr::block_n);
+  hp.v_map = make_tensor_map(p.v, p.n, kv_heads, D, p.v_token_stride, tr::block_n);
+  auto kernel = hopper_fwd_kernel<T, D>;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  tr::smem_bytes),
+             fn, "cudaFuncSetAttribute (hopper)");
+  kernel<<<static_cast<unsigned>(work_items), tr::threads, tr::smem_bytes, stream>>>(hp);
+  check_cuda(cudaGetLastError(), fn, "kernel launch (hopper)");
+}
+
+}  // namespace sp::cuda

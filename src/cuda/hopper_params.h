@@ -1,0 +1,33 @@
+// Kernel-boundary parameters of the Hopper (sm_90a) attention path: the portable POD parameters
+// plus the TMA tensor maps of Q, K and V, and the host helpers that build the maps and say
+// whether this build and device can run the path.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "attention_params.h"
+
+namespace sp::cuda {
+
+struct hopper_fwd_params {
+  attention_fwd_params p;
+  CUtensorMap q_map;  // boxes of [128 tokens, 1 head, 64 columns] of q: [N, H, D]
+  CUtensorMap k_map;  // same over k: [N, Hkv, D]
+  CUtensorMap v_map;  // same over v: [N, Hkv, D]
+};
+
+// Tensor map over a [n, heads, dim] 16-bit tensor with the given token stride (elements):
+// boxes of 64 columns x 1 head x box_rows tokens, 128-byte swizzled in shared memory, tokens at
+// or past n read as zeros.
+CUtensorMap make_tensor_map(const void* base, int64_t n, int64_t heads, int64_t dim,
+                            int64_t token_stride, int box_rows);
+
+// True when this build compiled the sm_90a kernels (CMAKE_CUDA_ARCHITECTURES has 90a).
+bool hopper_path_compiled();
+
+template <class T, int D>
+void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items, cudaStream_t stream);
+
+}  // namespace sp::cuda
