@@ -148,12 +148,13 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
     check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
     cuda::hopper_options options;
     options.ctas = hopper_grid_ctas(fn);
+    auto* counter = static_cast<unsigned long long*>(m.item_counter.data());
     if (a.dim == 64) {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, stream);
-      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, counter, stream);
     } else {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, stream);
-      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, counter, stream);
     }
     return;
   }
