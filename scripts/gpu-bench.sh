@@ -4,7 +4,7 @@
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
 # (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it); the hopper path with each grid
-# of GRIDS (SP_CUDA_HOPPER_GRID, default "persistent"; e.g. GRIDS="persistent per_item").
+# of GRIDS (SP_CUDA_HOPPER_GRID, default "per_item"; e.g. GRIDS="persistent per_item").
 # SANITIZE_FILTER overrides the gtest filter of the sanitizer step. JSON lines and the log go to $OUT.
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench]   (default: all four)
 # Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
@@ -61,7 +61,7 @@ for step in $STEPS; do
       J=$OUT/bench.jsonl
       : >"$J"
       for variant in $(for p in ${PATHS:-hopper portable}; do
-                         if [ "$p" = hopper ]; then for g in ${GRIDS:-persistent}; do echo "hopper:$g"; done
+                         if [ "$p" = hopper ]; then for g in ${GRIDS:-per_item}; do echo "hopper:$g"; done
                          else echo "$p:-"; fi; done); do
         path=${variant%%:*} grid=${variant#*:}
         for shape in "32 8 128" "9 3 64"; do

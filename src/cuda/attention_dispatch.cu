@@ -3,9 +3,9 @@
 // compiled instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Path: the Hopper kernel (sm_90a) on compute capability 9.0 when the build has it, else the
 // portable kernel; SP_CUDA_KERNEL=portable|hopper|auto in the environment forces either. The
-// Hopper grid: persistent (one CTA per SM, each looping over work items) unless
-// SP_CUDA_HOPPER_GRID says per_item (one CTA per item) or persistent:<ctas> (tests use a few CTAs
-// to make every CTA run many items).
+// Hopper grid: one CTA per work item unless SP_CUDA_HOPPER_GRID says persistent (one CTA per SM,
+// each looping over a static share of the items; faster at low density, slower on long rows,
+// see docs/CUDA.md) or persistent:<ctas> (tests use 3 CTAs so every CTA runs many items).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -74,7 +74,7 @@ bool device_is_hopper() {
 // CTAs of the Hopper grid for SP_CUDA_HOPPER_GRID (read at every call); 0 = one per work item.
 int64_t hopper_grid_ctas(const char* fn) {
   const char* env = std::getenv("SP_CUDA_HOPPER_GRID");
-  const std::string want = env != nullptr && *env != 0 ? env : "persistent";
+  const std::string want = env != nullptr && *env != 0 ? env : "per_item";
   if (want == "per_item") return 0;
   if (want == "persistent") {
     int device = 0, sms = 0;
@@ -148,13 +148,12 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
     check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
     cuda::hopper_options options;
     options.ctas = hopper_grid_ctas(fn);
-    auto* counter = static_cast<unsigned long long*>(m.item_counter.data());
     if (a.dim == 64) {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, counter, stream);
-      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, counter, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, stream);
     } else {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, counter, stream);
-      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, counter, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, stream);
     }
     return;
   }

@@ -1,14 +1,12 @@
 // The Hopper (sm_90a) block-sparse causal flash-attention forward, FlashAttention-3 style. A CTA
-// of three warpgroups loops over work items (head h, query block r of 128 rows) of the
-// longest-first schedule: CTA b starts with item b, then takes the next unclaimed item from a
-// global counter (a persistent grid of one CTA per SM keeps, like the hardware block scheduler,
-// the items in flight a contiguous window of the schedule, so CTAs reading the same K/V share L2).
-// Warpgroup 0 is the producer: one thread claims items, publishes each item's header in shared
-// memory with its Q load, and issues TMA loads of Q and of the K and V tiles at the mask's key
-// blocks into a ring of `stages` shared-memory buffers, each completing on its own mbarrier;
-// consumers release a stage through an `empty` mbarrier and Q (with the header) through
-// `q_empty` after their last Q K^T of the item, so the next item's Q and first tiles load under
-// the current item's last P V and epilogue. Warpgroups 1 and 2 are consumers of 64
+// of three warpgroups loops over work items (head h, query block r of 128 rows): with a
+// persistent grid (one CTA per SM) CTA b takes items b, 2G-1-b, 2G+b, ... of the longest-first
+// schedule (a snake, so every CTA's tile total is about equal); with one CTA per item it takes
+// item b only. Warpgroup 0 is the producer: one thread issues TMA loads of each item's Q and of
+// the K and V tiles at the mask's key blocks into a ring of `stages` shared-memory buffers, each
+// completing on its own mbarrier; consumers release a stage through an `empty` mbarrier and Q
+// through `q_empty` after their last Q K^T of the item, so the next item's Q and first tiles
+// load under the current item's last P V and epilogue. Warpgroups 1 and 2 are consumers of 64
 // query rows each: S = Q K^T by wgmma from shared memory (both K-major, 128-byte swizzle), the
 // causal rule and the base-2 online softmax on the accumulator fragments (online_softmax.cuh,
 // same per-warp layout as mma.sync), then O += P V by wgmma with P from registers and V
@@ -44,8 +42,29 @@ struct hopper_traits {
   static constexpr int kv_bytes = block_n * D * 2;
   // Q, K ring, V ring, plus slack to align the dynamic base to 1024 bytes (swizzle atoms).
   static constexpr int smem_bytes = q_bytes + 2 * stages * kv_bytes + 1024;
-  static constexpr int producer_regs = 48, consumer_regs = 232;  // 128*48 + 256*232 = 64K
+  static constexpr int producer_regs = 24, consumer_regs = 240;  // 128*24 + 256*240 <= 64K
   static_assert(D == 64 || D == 128, "head dim");
+};
+
+// Work items of one CTA: round k of the persistent loop takes item k*ctas + b (k even) or
+// k*ctas + ctas-1-b (k odd) of the longest-first schedule, skipping indices past the end.
+struct item_cursor {
+  int64_t items, ctas, round = 0;
+  int64_t cta;
+  __device__ __forceinline__ item_cursor(int64_t items_, int64_t ctas_, int64_t cta_)
+      : items(items_), ctas(ctas_), cta(cta_) {}
+  // The next item index, or -1 when the CTA is done.
+  __device__ __forceinline__ int64_t next() {
+    for (;; ++round) {
+      const int64_t base = round * ctas;
+      if (base >= items) return -1;
+      const int64_t item = base + ((round & 1) == 0 ? cta : ctas - 1 - cta);
+      if (item < items) {
+        ++round;
+        return item;
+      }
+    }
+  }
 };
 
 // Ring position of the CTA's g-th loaded K/V tile (counted over all its items).
@@ -56,6 +75,54 @@ struct ring_slot {
   __device__ __forceinline__ explicit ring_slot(int64_t g)
       : stage(static_cast<int>(g % stages)), phase(static_cast<uint32_t>((g / stages) & 1)) {}
 };
+
+struct hopper_barriers {
+  uint64_t* q;        // Q landed (count 1 + tx)
+  uint64_t* q_empty;  // every consumer warp finished its last Q K^T of the item (count 8)
+  uint64_t* k;        // [stages] K tile landed
+  uint64_t* v;        // [stages] V tile landed
+  uint64_t* empty;    // [stages] every consumer warp finished the stage (count 8)
+};
+
+template <class T, int D>
+__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int64_t cta,
+                                               int64_t ctas, unsigned char* s_q,
+                                               unsigned char* s_k, unsigned char* s_v,
+                                               const hopper_barriers& bar) {
+  using tr = hopper_traits<T, D>;
+  const int64_t items = static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks;
+  item_cursor cursor(items, ctas, cta);
+  int64_t g = 0;      // K/V tiles loaded so far
+  int64_t loads = 0;  // Q loads so far
+  for (int64_t item = cursor.next(); item >= 0; item = cursor.next()) {
+    const int head = hp.p.work_items[2 * item], qblock = hp.p.work_items[2 * item + 1];
+    const block_row<mask_block> row = block_row_of<mask_block>(hp.p, head, qblock);
+    if (row.tiles == 0) continue;  // consumers write zeros without waiting for anything
+    const int kv_head = head / hp.p.group;
+    if (loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((loads - 1) & 1));
+    mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
+#pragma unroll
+    for (int c = 0; c < D / 64; ++c)
+      tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, head, qblock * mask_block);
+    ++loads;
+    for (int t = 0; t < row.tiles; ++t, ++g) {
+      const ring_slot<tr::stages> slot(g);
+      const int st = slot.stage;
+      if (g >= tr::stages) mbarrier_wait(&bar.empty[st], slot.phase ^ 1u);
+      const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
+      mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar.k[st],
+                    c * 64, kv_head, k0);
+      mbarrier_arrive_expect_tx(&bar.v[st], tr::kv_bytes);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar.v[st],
+                    c * 64, kv_head, k0);
+    }
+  }
+}
 
 // What a CTA needs to know about one work item, read from the schedule and the CSR index.
 struct hopper_item {
@@ -73,70 +140,8 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
   return it;
 }
 
-struct hopper_barriers {
-  uint64_t* q;        // the item header is published and its Q landed (count 1 + tx)
-  uint64_t* q_empty;  // every consumer warp finished its last Q K^T of the item (count 8)
-  uint64_t* k;        // [stages] K tile landed
-  uint64_t* v;        // [stages] V tile landed
-  uint64_t* empty;    // [stages] every consumer warp finished the stage (count 8)
-};
-
-// The producer thread: claims items until none is left (then publishes head = -1).
-template <class T, int D>
-__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsigned char* s_q,
-                                               unsigned char* s_k, unsigned char* s_v,
-                                               hopper_item* s_item, const hopper_barriers& bar) {
-  using tr = hopper_traits<T, D>;
-  const int64_t items = static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks;
-  const int64_t ctas = gridDim.x;
-  int64_t item = blockIdx.x;
-  hopper_item it;
-  if (item < items) it = hopper_item_of(hp.p, item);
-  int64_t g = 0;  // K/V tiles loaded so far
-  for (int64_t loads = 0;; ++loads) {
-    // The consumers have read the previous header and finished with the previous Q.
-    if (loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((loads - 1) & 1));
-    if (item >= items) {
-      s_item->head = -1;
-      mbarrier_arrive(bar.q);
-      return;
-    }
-    *s_item = it;
-    const int64_t next = ctas + static_cast<int64_t>(atomicAdd(hp.next_item, 1ull));
-    const block_row<mask_block>& row = it.row;
-    if (row.tiles == 0) {  // consumers write zeros; nothing to load
-      mbarrier_arrive(bar.q);
-    } else {
-      mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
-#pragma unroll
-      for (int c = 0; c < D / 64; ++c)
-        tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, it.head,
-                    it.qblock * mask_block);
-    }
-    const int kv_head = it.head / hp.p.group;
-    for (int t = 0; t < row.tiles; ++t, ++g) {
-      const ring_slot<tr::stages> slot(g);
-      const int st = slot.stage;
-      if (g >= tr::stages) mbarrier_wait(&bar.empty[st], slot.phase ^ 1u);
-      const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
-      mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
-#pragma unroll
-      for (int c = 0; c < D / 64; ++c)
-        tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar.k[st],
-                    c * 64, kv_head, k0);
-      mbarrier_arrive_expect_tx(&bar.v[st], tr::kv_bytes);
-#pragma unroll
-      for (int c = 0; c < D / 64; ++c)
-        tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar.v[st],
-                    c * 64, kv_head, k0);
-    }
-    item = next;
-    if (item < items) it = hopper_item_of(hp.p, item);
-  }
-}
-
-// One work item of one consumer warpgroup, its header read and its Q landed: its 64 query rows
-// against the row's tiles, starting at ring position g (advanced past the item's tiles).
+// One work item of one consumer warpgroup: its 64 query rows against the row's tiles, starting
+// at ring position g (advanced past the item's tiles); q_phase is the parity of this item's Q.
 template <class T, int D>
 __device__ __forceinline__ void hopper_consume_item(const attention_fwd_params& p,
                                                     const hopper_item& it, int consumer, int tid,
@@ -144,7 +149,7 @@ __device__ __forceinline__ void hopper_consume_item(const attention_fwd_params& 
                                                     const unsigned char* s_k,
                                                     const unsigned char* s_v,
                                                     const hopper_barriers& bar, int64_t& g,
-                                                    float* s_lse2) {
+                                                    uint32_t q_phase, float* s_lse2) {
   using tr = hopper_traits<T, D>;
   constexpr int NT = tr::block_n / 8;  // 8-key column tiles of S
   constexpr int DT = D / 8;            // 8-column tiles of O
@@ -162,6 +167,7 @@ __device__ __forceinline__ void hopper_consume_item(const attention_fwd_params& 
 #pragma unroll
   for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
   online_softmax softmax;
+  if (row.tiles > 0) mbarrier_wait(bar.q, q_phase);
 
   for (int t = 0; t < row.tiles; ++t, ++g) {
     const ring_slot<tr::stages> slot(g);
@@ -272,22 +278,29 @@ __device__ __forceinline__ void hopper_consume_item(const attention_fwd_params& 
   }
 }
 
-// A consumer warpgroup: takes the items the producer publishes until it publishes head = -1.
 template <class T, int D>
-__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer,
-                                               int tid, const unsigned char* s_q,
-                                               const unsigned char* s_k, const unsigned char* s_v,
-                                               const hopper_item* s_item,
-                                               const hopper_barriers& bar, float* s_lse2) {
-  int64_t g = 0;  // K/V tiles consumed so far (the producer's ring position, in step)
-  for (int64_t loads = 0;; ++loads) {
-    mbarrier_wait(bar.q, static_cast<uint32_t>(loads & 1));
-    const hopper_item it = *s_item;
-    if (it.head < 0) return;
-    // Without tiles the header is all this item reads; with tiles Q is released after the
-    // last Q K^T (hopper_consume_item).
-    if (it.row.tiles == 0 && tid % 32 == 0) mbarrier_arrive(bar.q_empty);
-    hopper_consume_item<T, D>(p, it, consumer, tid, s_q, s_k, s_v, bar, g, s_lse2);
+__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int64_t cta,
+                                               int64_t ctas, int consumer, int tid,
+                                               const unsigned char* s_q, const unsigned char* s_k,
+                                               const unsigned char* s_v, const hopper_barriers& bar,
+                                               float* s_lse2) {
+  const int64_t items = static_cast<int64_t>(p.heads) * p.n_blocks;
+  item_cursor cursor(items, ctas, cta);
+  int64_t g = 0;      // K/V tiles consumed so far (the producer's ring position, in step)
+  int64_t loads = 0;  // Q loads consumed so far
+  // The next item's header is read one item ahead, so its latency hides under the current one.
+  int64_t item = cursor.next();
+  hopper_item current;
+  if (item >= 0) current = hopper_item_of(p, item);
+  while (item >= 0) {
+    const int64_t next_item = cursor.next();
+    hopper_item next;
+    if (next_item >= 0) next = hopper_item_of(p, next_item);
+    hopper_consume_item<T, D>(p, current, consumer, tid, s_q, s_k, s_v, bar, g,
+                              static_cast<uint32_t>(loads & 1), s_lse2);
+    if (current.row.tiles > 0) ++loads;
+    current = next;
+    item = next_item;
   }
 }
 
@@ -300,7 +313,6 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   __shared__ __align__(8) uint64_t bar_q, bar_q_empty, bar_k[tr::stages], bar_v[tr::stages],
       bar_empty[tr::stages];
   __shared__ float s_lse2[mask_block];  // base-2 LSE of the item's rows, for the A epilogue
-  __shared__ hopper_item s_item;         // the current item, published by the producer
   unsigned char* s_q = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
   unsigned char* s_k = s_q + tr::q_bytes;
@@ -325,11 +337,11 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
-    if (threadIdx.x == 0) hopper_produce<T, D>(hp, s_q, s_k, s_v, &s_item, bar);
+    if (threadIdx.x == 0) hopper_produce<T, D>(hp, blockIdx.x, gridDim.x, s_q, s_k, s_v, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
-    hopper_consume<T, D>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v, &s_item, bar,
-                         s_lse2);
+    hopper_consume<T, D>(hp.p, blockIdx.x, gridDim.x, warpgroup - 1, threadIdx.x % 128, s_q, s_k,
+                         s_v, bar, s_lse2);
   }
 #endif
 }

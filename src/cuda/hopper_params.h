@@ -16,9 +16,6 @@ struct hopper_fwd_params {
   CUtensorMap q_map;  // boxes of [128 tokens, 1 head, 64 columns] of q: [N, H, D]
   CUtensorMap k_map;  // same over k: [N, Hkv, D]
   CUtensorMap v_map;  // same over v: [N, Hkv, D]
-  // Work items past the grid's first (one per CTA) are taken in schedule order from this
-  // counter (zero at launch): item = gridDim.x + atomicAdd(next_item, 1).
-  unsigned long long* next_item = nullptr;
 };
 
 // Tensor map over a [n, heads, dim] 16-bit tensor with the given token stride (elements):
@@ -36,10 +33,8 @@ struct hopper_options {
                      // (0 or >= work_items: one CTA per item)
 };
 
-// next_item: a device uint64 the launch clears and the CTAs count work items with.
 template <class T, int D>
 void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
-                       const hopper_options& options, unsigned long long* next_item,
-                       cudaStream_t stream);
+                       const hopper_options& options, cudaStream_t stream);
 
 }  // namespace sp::cuda

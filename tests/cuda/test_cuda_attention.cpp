@@ -347,8 +347,8 @@ struct kernel_config {
 };
 
 // Runs each case under the parameter's configuration; skips what cannot run here. The Hopper
-// path runs with its default persistent grid (one CTA per SM), one CTA per item, and 3 CTAs (so
-// even the small cases make each CTA loop over many items, empty rows and pivots included).
+// path runs with one CTA per item (the default), the persistent grid (one CTA per SM) and 3 CTAs
+// (so even the small cases make each CTA loop over many items, empty rows and pivots included).
 class CudaAttention : public ::testing::TestWithParam<kernel_config> {
  protected:
   void SetUp() override {
