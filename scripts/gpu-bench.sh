@@ -3,7 +3,9 @@
 # cases, benchmark our CUDA attention at N = 32768 and 131072 for Llama-3-8B (32/8/128) and
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
-# (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it). JSON lines and the log go to $OUT.
+# (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it); the hopper path with each grid
+# of GRIDS (SP_CUDA_HOPPER_GRID, default "per_item"; e.g. GRIDS="persistent per_item").
+# SANITIZE_FILTER overrides the gtest filter of the sanitizer step. JSON lines and the log go to $OUT.
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench]   (default: all four)
 # Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
 set -uo pipefail
@@ -52,20 +54,24 @@ for step in $STEPS; do
     sanitize)
       for tool in memcheck racecheck; do
         run timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 "$BIN/test_cuda_attention" \
-          --gtest_filter='*Ragged129*:*PivotsMixed*:*EmptyRows*' 2>&1 | tail -8
+          --gtest_filter="${SANITIZE_FILTER:-*Ragged129*:*PivotsMixed*:*EmptyRows*}" 2>&1 | tail -8
       done
       ;;
     bench)
       J=$OUT/bench.jsonl
       : >"$J"
-      for path in ${PATHS:-hopper portable}; do
+      for variant in $(for p in ${PATHS:-hopper portable}; do
+                         if [ "$p" = hopper ]; then for g in ${GRIDS:-per_item}; do echo "hopper:$g"; done
+                         else echo "$p:-"; fi; done); do
+        path=${variant%%:*} grid=${variant#*:}
         for shape in "32 8 128" "9 3 64"; do
           set -- $shape
           for n in ${BENCH_N:-32768 131072}; do
             rows=2; [ "$n" = 131072 ] && rows=1
-            SP_CUDA_KERNEL=$path "$BIN/shareprefill" bench attention --device cuda --n $n \
-              --heads $1 --kv-heads $2 --dim $3 --density ${DENSITIES:-1,0.5,0.2,0.1,0.05} \
-              --repeats 5 --sample-rows $rows --json | tee -a "$J"
+            SP_CUDA_KERNEL=$path SP_CUDA_HOPPER_GRID=${grid/-/persistent} "$BIN/shareprefill" bench attention \
+              --device cuda --n $n --heads $1 --kv-heads $2 --dim $3 \
+              --density ${DENSITIES:-1,0.5,0.2,0.1,0.05} --repeats 5 --sample-rows $rows --json |
+              sed "s/^{/{\"grid\":\"$grid\",/" | tee -a "$J"
           done
         done
       done
@@ -75,11 +81,11 @@ for step in $STEPS; do
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 sdpa = {(r["n"], r["heads"], r["dim"]): r for r in (json.loads(l) for l in open(sys.argv[2]) if l.startswith("{"))}
-print(f"{'path':>8} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
+print(f"{'path':>8} {'grid':>10} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
 for r in ours:
     c = sdpa.get((r["n"], r["heads"], r["dim"]))
     cms = c["ms"] if c else float("nan")
-    print(f"{r.get('path', '?'):>8} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
+    print(f"{r.get('path', '?'):>8} {r.get('grid', '-'):>10} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
           f"{r['sparse_ms']:>9.3f} {r['tflops_effective']:>7.1f} {r['tflops_computed']:>7.1f} {cms:>9.3f} "
           f"{cms / r['sparse_ms']:>10.3f} {r['sparse_ms'] / (r['measured_density'] * r['dense_ms']):>10.3f} "
           f"{r['pivot_overhead']:>6.3f} {r['rel_err']:>8.1e}")

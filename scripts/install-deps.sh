@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ pkg-config python3 libgtest-dev nlohmann-json3-dev libcli11-dev
-          libopenblas-dev libpcre2-dev zlib1g-dev)
+          libopenblas-dev libpcre2-dev zlib1g-dev libpng-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,9 +1,13 @@
 // GGUF (v2/v3, little-endian) model-file reader: header, typed metadata, tensor table and the
 // tensor data, memory-mapped read-only. Every structural problem of a file (bad magic, version,
 // truncation, absurd counts, out-of-range tensor data, unknown types) is an sp::error whose
-// message names the problem and the key or tensor; the reader never allocates more than the
-// file could describe. Tensor element types follow ggml (ggml_type); the dequantisers live in
-// dequantize.h. Shapes are in ggml order: ne[0] is the contiguous (row) dimension.
+// message names the problem and the key or tensor; counts are checked against the bytes left
+// before anything is allocated, so memory use stays proportional to the file size. Tensor
+// element types follow ggml (ggml_type); the dequantisers live in dequantize.h. Shapes are in
+// ggml order: ne[0] is the contiguous (row) dimension. Typical use:
+//   sp::gguf_file f(path);
+//   const auto& tokens = f.get_string_array("tokenizer.ggml.tokens");
+//   std::vector<float> w = sp::dequantize_tensor(f.tensor("blk.0.attn_q.weight"));
 #pragma once
 
 #include <cstddef>

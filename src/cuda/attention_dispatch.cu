@@ -2,7 +2,10 @@
 // the kernel's POD parameters and dispatches the runtime (kernel path, dtype, head dim) to its
 // compiled instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Path: the Hopper kernel (sm_90a) on compute capability 9.0 when the build has it, else the
-// portable kernel; SP_CUDA_KERNEL=portable|hopper|auto in the environment forces either.
+// portable kernel; SP_CUDA_KERNEL=portable|hopper|auto in the environment forces either. The
+// Hopper grid: one CTA per work item unless SP_CUDA_HOPPER_GRID says persistent (one CTA per SM,
+// each looping over a static share of the items; faster at low density, slower on long rows,
+// see docs/CUDA.md) or persistent:<ctas> (tests use 3 CTAs so every CTA runs many items).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -68,6 +71,28 @@ bool device_is_hopper() {
   return major == 9 && minor == 0;
 }
 
+// CTAs of the Hopper grid for SP_CUDA_HOPPER_GRID (read at every call); 0 = one per work item.
+int64_t hopper_grid_ctas(const char* fn) {
+  const char* env = std::getenv("SP_CUDA_HOPPER_GRID");
+  const std::string want = env != nullptr && *env != 0 ? env : "per_item";
+  if (want == "per_item") return 0;
+  if (want == "persistent") {
+    int device = 0, sms = 0;
+    cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
+    cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
+                     "cudaDeviceGetAttribute");
+    return sms;
+  }
+  const std::string prefix = "persistent:";
+  char* end = nullptr;
+  const long long ctas = want.compare(0, prefix.size(), prefix) == 0
+                             ? std::strtoll(want.c_str() + prefix.size(), &end, 10)
+                             : 0;
+  check(ctas > 0 && ctas < (1LL << 31) && end != nullptr && *end == 0, fn,
+        "SP_CUDA_HOPPER_GRID=", want, " (persistent, per_item or persistent:<ctas> expected)");
+  return ctas;
+}
+
 }  // namespace
 
 std::string cuda_attention_path() {
@@ -121,12 +146,14 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
   const bool bf16 = a.type == dtype::bf16;
   if (cuda_attention_path() == "hopper") {
     check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
+    cuda::hopper_options options;
+    options.ctas = hopper_grid_ctas(fn);
     if (a.dim == 64) {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, stream);
-      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, stream);
     } else {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, stream);
-      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, stream);
     }
     return;
   }

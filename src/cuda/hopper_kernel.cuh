@@ -1,8 +1,12 @@
-// The Hopper (sm_90a) block-sparse causal flash-attention forward, FlashAttention-3 style: one
-// CTA of three warpgroups owns one work item (head h, query block r of 128 rows). Warpgroup 0 is
-// the producer: one thread issues TMA loads of Q (once) and of the K and V tiles at the mask's
-// key blocks into a ring of `stages` shared-memory buffers, each completing on its own mbarrier;
-// consumers release a stage through an `empty` mbarrier. Warpgroups 1 and 2 are consumers of 64
+// The Hopper (sm_90a) block-sparse causal flash-attention forward, FlashAttention-3 style. A CTA
+// of three warpgroups loops over work items (head h, query block r of 128 rows): with a
+// persistent grid (one CTA per SM) CTA b takes items b, 2G-1-b, 2G+b, ... of the longest-first
+// schedule (a snake, so every CTA's tile total is about equal); with one CTA per item it takes
+// item b only. Warpgroup 0 is the producer: one thread issues TMA loads of each item's Q and of
+// the K and V tiles at the mask's key blocks into a ring of `stages` shared-memory buffers, each
+// completing on its own mbarrier; consumers release a stage through an `empty` mbarrier and Q
+// through `q_empty` after their last Q K^T of the item, so the next item's Q and first tiles
+// load under the current item's last P V and epilogue. Warpgroups 1 and 2 are consumers of 64
 // query rows each: S = Q K^T by wgmma from shared memory (both K-major, 128-byte swizzle), the
 // causal rule and the base-2 online softmax on the accumulator fragments (online_softmax.cuh,
 // same per-warp layout as mma.sync), then O += P V by wgmma with P from registers and V
@@ -42,64 +46,132 @@ struct hopper_traits {
   static_assert(D == 64 || D == 128, "head dim");
 };
 
+// Work items of one CTA: round k of the persistent loop takes item k*ctas + b (k even) or
+// k*ctas + ctas-1-b (k odd) of the longest-first schedule, skipping indices past the end.
+struct item_cursor {
+  int64_t items, ctas, round = 0;
+  int64_t cta;
+  __device__ __forceinline__ item_cursor(int64_t items_, int64_t ctas_, int64_t cta_)
+      : items(items_), ctas(ctas_), cta(cta_) {}
+  // The next item index, or -1 when the CTA is done.
+  __device__ __forceinline__ int64_t next() {
+    for (;; ++round) {
+      const int64_t base = round * ctas;
+      if (base >= items) return -1;
+      const int64_t item = base + ((round & 1) == 0 ? cta : ctas - 1 - cta);
+      if (item < items) {
+        ++round;
+        return item;
+      }
+    }
+  }
+};
+
+// Ring position of the CTA's g-th loaded K/V tile (counted over all its items).
+template <int stages>
+struct ring_slot {
+  int stage;
+  uint32_t phase;  // parity of the slot's use: (g / stages) & 1
+  __device__ __forceinline__ explicit ring_slot(int64_t g)
+      : stage(static_cast<int>(g % stages)), phase(static_cast<uint32_t>((g / stages) & 1)) {}
+};
+
+struct hopper_barriers {
+  uint64_t* q;        // Q landed (count 1 + tx)
+  uint64_t* q_empty;  // every consumer warp finished its last Q K^T of the item (count 8)
+  uint64_t* k;        // [stages] K tile landed
+  uint64_t* v;        // [stages] V tile landed
+  uint64_t* empty;    // [stages] every consumer warp finished the stage (count 8)
+};
+
 template <class T, int D>
-__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, const block_row<mask_block>& row,
-                                               int head, int64_t q0, unsigned char* s_q,
+__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int64_t cta,
+                                               int64_t ctas, unsigned char* s_q,
                                                unsigned char* s_k, unsigned char* s_v,
-                                               uint64_t* bar_q, uint64_t* bar_k, uint64_t* bar_v,
-                                               uint64_t* bar_empty) {
+                                               const hopper_barriers& bar) {
   using tr = hopper_traits<T, D>;
-  const int kv_head = head / hp.p.group;
-  mbarrier_arrive_expect_tx(bar_q, tr::q_bytes);
-#pragma unroll
-  for (int c = 0; c < D / 64; ++c)
-    tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar_q, c * 64, head, static_cast<int>(q0));
-  for (int t = 0; t < row.tiles; ++t) {
-    const int st = t % tr::stages;
-    if (t >= tr::stages) mbarrier_wait(&bar_empty[st], ((t / tr::stages) - 1) & 1);
-    const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
-    mbarrier_arrive_expect_tx(&bar_k[st], tr::kv_bytes);
-#pragma unroll
-    for (int c = 0; c < D / 64; ++c)
-      tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar_k[st], c * 64,
-                  kv_head, k0);
-    mbarrier_arrive_expect_tx(&bar_v[st], tr::kv_bytes);
+  const int64_t items = static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks;
+  item_cursor cursor(items, ctas, cta);
+  int64_t g = 0;      // K/V tiles loaded so far
+  int64_t loads = 0;  // Q loads so far
+  for (int64_t item = cursor.next(); item >= 0; item = cursor.next()) {
+    const int head = hp.p.work_items[2 * item], qblock = hp.p.work_items[2 * item + 1];
+    const block_row<mask_block> row = block_row_of<mask_block>(hp.p, head, qblock);
+    if (row.tiles == 0) continue;  // consumers write zeros without waiting for anything
+    const int kv_head = head / hp.p.group;
+    if (loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((loads - 1) & 1));
+    mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
 #pragma unroll
     for (int c = 0; c < D / 64; ++c)
-      tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar_v[st], c * 64,
-                  kv_head, k0);
+      tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, head, qblock * mask_block);
+    ++loads;
+    for (int t = 0; t < row.tiles; ++t, ++g) {
+      const ring_slot<tr::stages> slot(g);
+      const int st = slot.stage;
+      if (g >= tr::stages) mbarrier_wait(&bar.empty[st], slot.phase ^ 1u);
+      const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
+      mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar.k[st],
+                    c * 64, kv_head, k0);
+      mbarrier_arrive_expect_tx(&bar.v[st], tr::kv_bytes);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar.v[st],
+                    c * 64, kv_head, k0);
+    }
   }
 }
 
+// What a CTA needs to know about one work item, read from the schedule and the CSR index.
+struct hopper_item {
+  int head = 0, qblock = 0;
+  int pivot = -1;  // A slot of the head, or -1
+  block_row<mask_block> row;
+};
+
+__device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params& p, int64_t item) {
+  hopper_item it;
+  it.head = p.work_items[2 * item];
+  it.qblock = p.work_items[2 * item + 1];
+  it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
+  it.row = block_row_of<mask_block>(p, it.head, it.qblock);
+  return it;
+}
+
+// One work item of one consumer warpgroup: its 64 query rows against the row's tiles, starting
+// at ring position g (advanced past the item's tiles); q_phase is the parity of this item's Q.
 template <class T, int D>
-__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
-                                               const block_row<mask_block>& row, int head,
-                                               int qblock, int consumer, int tid,
-                                               const unsigned char* s_q, const unsigned char* s_k,
-                                               const unsigned char* s_v, uint64_t* bar_q,
-                                               uint64_t* bar_k, uint64_t* bar_v,
-                                               uint64_t* bar_empty, float* s_lse2) {
+__device__ __forceinline__ void hopper_consume_item(const attention_fwd_params& p,
+                                                    const hopper_item& it, int consumer, int tid,
+                                                    const unsigned char* s_q,
+                                                    const unsigned char* s_k,
+                                                    const unsigned char* s_v,
+                                                    const hopper_barriers& bar, int64_t& g,
+                                                    uint32_t q_phase, float* s_lse2) {
   using tr = hopper_traits<T, D>;
   constexpr int NT = tr::block_n / 8;  // 8-key column tiles of S
   constexpr int DT = D / 8;            // 8-column tiles of O
   const int warp = tid / 32, lane = tid % 32;
+  const int head = it.head, qblock = it.qblock, pivot = it.pivot;
+  const block_row<mask_block>& row = it.row;
   const int64_t n = p.n;
   const int64_t q0 = static_cast<int64_t>(qblock) * mask_block;
   const int local_row0 = consumer * 64 + warp * 16;  // first of the warp's 16 rows in the block
   const int64_t warp_row0 = q0 + local_row0;
   const int64_t thread_row = warp_row0 + lane / 4;  // rows thread_row and thread_row + 8
-  const int pivot = p.pivot_slot != nullptr ? p.pivot_slot[head] : -1;
   const unsigned char* q_base = s_q + consumer * 64 * 128;
 
   float o[DT][4];
 #pragma unroll
   for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
   online_softmax softmax;
-  if (row.tiles > 0) mbarrier_wait(bar_q, 0);
+  if (row.tiles > 0) mbarrier_wait(bar.q, q_phase);
 
-  for (int t = 0; t < row.tiles; ++t) {
-    const int st = t % tr::stages;
-    const uint32_t phase = (t / tr::stages) & 1;
+  for (int t = 0; t < row.tiles; ++t, ++g) {
+    const ring_slot<tr::stages> slot(g);
+    const int st = slot.stage;
     const int64_t k0 = static_cast<int64_t>(row.col_idx[row.tile_begin + t]) * mask_block;
     const unsigned char* kb = s_k + st * tr::kv_bytes;
     const unsigned char* vb = s_v + st * tr::kv_bytes;
@@ -107,7 +179,7 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
     float sc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-    mbarrier_wait(&bar_k[st], phase);
+    mbarrier_wait(&bar.k[st], slot.phase);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -119,6 +191,8 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
     wgmma_commit();
     wgmma_wait<0>();
     fence_registers(sc);
+    // After the item's last Q K^T this warp no longer reads Q: the next item's Q may land.
+    if (t == row.tiles - 1 && lane == 0) mbarrier_arrive(bar.q_empty);
 
     if (span_needs_mask(warp_row0, k0, tr::block_n, n)) {
       const int query_rel = static_cast<int>(thread_row - k0);
@@ -141,7 +215,7 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
       pa[kk][3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
     }
 
-    mbarrier_wait(&bar_v[st], phase);
+    mbarrier_wait(&bar.v[st], slot.phase);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
@@ -152,14 +226,14 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
     wgmma_commit();
     wgmma_wait<0>();
     fence_registers(o);
-    if (lane == 0) mbarrier_arrive(&bar_empty[st]);  // this warp is done with stage st
+    if (lane == 0) mbarrier_arrive(&bar.empty[st]);  // this warp is done with stage st
 
     if (pivot >= 0) {
-      const int64_t slot = (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
+      const int64_t slot_row = (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         const float log_mass = softmax.take_block_log2_mass(rr, p.scale_log2);
-        if ((lane & 3) == 0) p.scratch[slot + local_row0 + lane / 4 + 8 * rr] = log_mass;
+        if ((lane & 3) == 0) p.scratch[slot_row + local_row0 + lane / 4 + 8 * rr] = log_mass;
       }
     }
   }
@@ -200,6 +274,33 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p,
       for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
       if (lane == 0) a_row[row.col_idx[row.tile_begin + t]] = sum / static_cast<float>(valid_rows);
     }
+    named_barrier_sync(1, tr::consumers * 128);  // s_lse2 is read by all before the next item
+  }
+}
+
+template <class T, int D>
+__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int64_t cta,
+                                               int64_t ctas, int consumer, int tid,
+                                               const unsigned char* s_q, const unsigned char* s_k,
+                                               const unsigned char* s_v, const hopper_barriers& bar,
+                                               float* s_lse2) {
+  const int64_t items = static_cast<int64_t>(p.heads) * p.n_blocks;
+  item_cursor cursor(items, ctas, cta);
+  int64_t g = 0;      // K/V tiles consumed so far (the producer's ring position, in step)
+  int64_t loads = 0;  // Q loads consumed so far
+  // The next item's header is read one item ahead, so its latency hides under the current one.
+  int64_t item = cursor.next();
+  hopper_item current;
+  if (item >= 0) current = hopper_item_of(p, item);
+  while (item >= 0) {
+    const int64_t next_item = cursor.next();
+    hopper_item next;
+    if (next_item >= 0) next = hopper_item_of(p, next_item);
+    hopper_consume_item<T, D>(p, current, consumer, tid, s_q, s_k, s_v, bar, g,
+                              static_cast<uint32_t>(loads & 1), s_lse2);
+    if (current.row.tiles > 0) ++loads;
+    current = next;
+    item = next_item;
   }
 }
 
@@ -209,19 +310,21 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using tr = hopper_traits<T, D>;
   extern __shared__ unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t bar_q, bar_k[tr::stages], bar_v[tr::stages],
+  __shared__ __align__(8) uint64_t bar_q, bar_q_empty, bar_k[tr::stages], bar_v[tr::stages],
       bar_empty[tr::stages];
-  __shared__ float s_lse2[mask_block];  // base-2 LSE of the CTA's rows, for the A epilogue
+  __shared__ float s_lse2[mask_block];  // base-2 LSE of the item's rows, for the A epilogue
   unsigned char* s_q = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
   unsigned char* s_k = s_q + tr::q_bytes;
   unsigned char* s_v = s_k + tr::stages * tr::kv_bytes;
+  const hopper_barriers bar{&bar_q, &bar_q_empty, bar_k, bar_v, bar_empty};
 
-  const int item = blockIdx.x;
-  const int head = hp.p.work_items[2 * item], qblock = hp.p.work_items[2 * item + 1];
-  const block_row<mask_block> row = block_row_of<mask_block>(hp.p, head, qblock);
   if (threadIdx.x == 0) {
+    prefetch_tensor_map(&hp.q_map);
+    prefetch_tensor_map(&hp.k_map);
+    prefetch_tensor_map(&hp.v_map);
     mbarrier_init(&bar_q, 1);
+    mbarrier_init(&bar_q_empty, tr::consumers * 4);
     for (int s = 0; s < tr::stages; ++s) {
       mbarrier_init(&bar_k[s], 1);
       mbarrier_init(&bar_v[s], 1);
@@ -234,13 +337,11 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
-    if (threadIdx.x == 0 && row.tiles > 0)
-      hopper_produce<T, D>(hp, row, head, static_cast<int64_t>(qblock) * mask_block, s_q, s_k,
-                           s_v, &bar_q, bar_k, bar_v, bar_empty);
+    if (threadIdx.x == 0) hopper_produce<T, D>(hp, blockIdx.x, gridDim.x, s_q, s_k, s_v, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
-    hopper_consume<T, D>(hp.p, row, head, qblock, warpgroup - 1, threadIdx.x % 128, s_q, s_k,
-                         s_v, &bar_q, bar_k, bar_v, bar_empty, s_lse2);
+    hopper_consume<T, D>(hp.p, blockIdx.x, gridDim.x, warpgroup - 1, threadIdx.x % 128, s_q, s_k,
+                         s_v, bar, s_lse2);
   }
 #endif
 }

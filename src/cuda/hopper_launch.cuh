@@ -10,7 +10,8 @@
 namespace sp::cuda {
 
 template <class T, int D>
-void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items, cudaStream_t stream) {
+void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
+                       const hopper_options& options, cudaStream_t stream) {
   using tr = hopper_traits<T, D>;
   const char* fn = "cuda_attention_block_sparse";
   hopper_fwd_params hp;
@@ -23,7 +24,9 @@ void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items, cudaSt
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   tr::smem_bytes),
              fn, "cudaFuncSetAttribute (hopper)");
-  kernel<<<static_cast<unsigned>(work_items), tr::threads, tr::smem_bytes, stream>>>(hp);
+  const int64_t grid =
+      options.ctas > 0 && options.ctas < work_items ? options.ctas : work_items;
+  kernel<<<static_cast<unsigned>(grid), tr::threads, tr::smem_bytes, stream>>>(hp);
   check_cuda(cudaGetLastError(), fn, "kernel launch (hopper)");
 }
 

@@ -27,7 +27,14 @@ CUtensorMap make_tensor_map(const void* base, int64_t n, int64_t heads, int64_t 
 // True when this build compiled the sm_90a kernels (CMAKE_CUDA_ARCHITECTURES has 90a).
 bool hopper_path_compiled();
 
+// Launch choices of the Hopper kernel (SP_CUDA_HOPPER_GRID, see attention_dispatch.cu).
+struct hopper_options {
+  int64_t ctas = 0;  // CTAs of the grid, each looping over its share of the work items
+                     // (0 or >= work_items: one CTA per item)
+};
+
 template <class T, int D>
-void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items, cudaStream_t stream);
+void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
+                       const hopper_options& options, cudaStream_t stream);
 
 }  // namespace sp::cuda

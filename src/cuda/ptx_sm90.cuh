@@ -1,5 +1,6 @@
 // Thin wrappers over the sm_90 / sm_90a instructions of the Hopper attention path: mbarrier
-// (init, expect-tx arrive, parity wait), TMA tensor loads completing on an mbarrier, wgmma
+// (init, expect-tx arrive, parity wait), TMA tensor loads completing on an mbarrier and tensor-map
+// prefetch, wgmma
 // fence / commit / wait, shared-memory matrix descriptors for 128-byte-swizzled tiles,
 // setmaxnreg and named barriers. Hand-written PTX, like ptx_sm80.cuh (no CUTLASS on the GPU
 // machine). Bodies compile only for sm_90a; other passes see empty functions that are never run.
@@ -52,6 +53,12 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* tensor_map, u
       "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(c0), "r"(c1), "r"(c2),
       "r"(smem_address(bar))
       : "memory");
+}
+
+// Pulls a TMA tensor map (a __grid_constant__ kernel parameter) into the descriptor cache.
+__device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
+  SP_SM90A_ASM("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(tensor_map))
+               : "memory");
 }
 
 __device__ __forceinline__ void wgmma_fence() {

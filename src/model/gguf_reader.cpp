@@ -195,18 +195,22 @@ void read_tensor_info(gguf_tensor_info& t, cursor& c, const std::string& file) {
          " supported)");
   }
   t.n_dims = static_cast<int>(n_dims);
-  int64_t n_elements = 1;
-  bool overflow = false;
+  bool has_zero = false;
   for (int d = 0; d < t.n_dims; ++d) {
     const uint64_t ne = c.read<uint64_t>(what + " dimension " + std::to_string(d));
     if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       fail(fn_name, file, ": ", what, " dimension ", d, " is ", ne, " (too large)");
     }
     t.ne[d] = static_cast<int64_t>(ne);
-    if (t.ne[d] != 0 && n_elements > std::numeric_limits<int64_t>::max() / t.ne[d]) overflow = true;
+    has_zero = has_zero || ne == 0;
+  }
+  int64_t n_elements = has_zero ? 0 : 1;
+  for (int d = 0; d < t.n_dims && !has_zero; ++d) {
+    if (n_elements > std::numeric_limits<int64_t>::max() / t.ne[d]) {
+      fail(fn_name, file, ": ", what, " element count overflows int64");
+    }
     n_elements *= t.ne[d];
   }
-  if (overflow) fail(fn_name, file, ": ", what, " element count overflows int64");
   t.n_elements = n_elements;
   const uint32_t type = c.read<uint32_t>(what + " type");
   if (!ggml_type_is_known(type)) fail(fn_name, file, ": ", what, " has unknown type id ", type);
@@ -216,15 +220,16 @@ void read_tensor_info(gguf_tensor_info& t, cursor& c, const std::string& file) {
     fail(fn_name, file, ": ", what, " row length ", t.ne[0], " is not a multiple of the ",
          ggml_type_name(t.type), " block size ", block);
   }
-  if (t.ne[0] == 0) {
-    t.n_bytes = 0;
-  } else {
-    const int64_t row = (t.ne[0] / block) * ggml_block_bytes(t.type);
+  t.n_bytes = 0;
+  if (n_elements > 0) {
+    const int64_t max = std::numeric_limits<int64_t>::max();
+    const int64_t blocks_per_row = t.ne[0] / block;
+    const int64_t block_bytes = ggml_block_bytes(t.type);
     const int64_t rows = n_elements / t.ne[0];
-    if (rows > std::numeric_limits<int64_t>::max() / row) {
+    if (blocks_per_row > max / block_bytes || rows > max / (blocks_per_row * block_bytes)) {
       fail(fn_name, file, ": ", what, " byte size overflows int64");
     }
-    t.n_bytes = rows * row;
+    t.n_bytes = rows * blocks_per_row * block_bytes;
   }
   t.offset = c.read<uint64_t>(what + " data offset");
 }

@@ -46,6 +46,8 @@ const std::vector<int64_t>& cuda_block_mask::tiles_per_head() const {
   fail("cuda_block_mask::tiles_per_head", "built without CUDA");
 }
 
+std::string cuda_attention_path() { fail("cuda_attention_path", "built without CUDA"); }
+
 void cuda_attention_block_sparse(const cuda_attention_params&, const cuda_block_mask&) {
   fail("cuda_attention_block_sparse", "built without CUDA");
 }

@@ -3,8 +3,9 @@
 // diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
 // mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
 // the launch and guarded after, and reruns must be bitwise identical. Every case runs on both
-// kernel paths (SP_CUDA_KERNEL=portable and =hopper); a path the build or device cannot run is
-// skipped, as is everything without a GPU.
+// kernel paths (SP_CUDA_KERNEL=portable and =hopper), the Hopper one with three grids
+// (persistent, one CTA per item, 3 CTAs); a path the build or device cannot run is skipped, as
+// is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -338,22 +339,39 @@ void check_case(const cuda_case& c) {
   EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
 }
 
-// Runs each case with SP_CUDA_KERNEL set to the parameter; skips what cannot run here.
-class CudaAttention : public ::testing::TestWithParam<const char*> {
+// One kernel configuration: SP_CUDA_KERNEL and, for the Hopper path, SP_CUDA_HOPPER_GRID.
+struct kernel_config {
+  const char* name;
+  const char* path;
+  const char* grid;  // null for the portable path
+};
+
+// Runs each case under the parameter's configuration; skips what cannot run here. The Hopper
+// path runs with one CTA per item (the default), the persistent grid (one CTA per SM) and 3 CTAs
+// (so even the small cases make each CTA loop over many items, empty rows and pivots included).
+class CudaAttention : public ::testing::TestWithParam<kernel_config> {
  protected:
   void SetUp() override {
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    setenv("SP_CUDA_KERNEL", GetParam(), 1);
+    setenv("SP_CUDA_KERNEL", GetParam().path, 1);
+    if (GetParam().grid != nullptr) setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
     const std::string why = testing::error_of([] { cuda_attention_path(); });
     if (!why.empty()) GTEST_SKIP() << why;
-    ASSERT_EQ(cuda_attention_path(), GetParam());
+    ASSERT_EQ(cuda_attention_path(), GetParam().path);
   }
-  void TearDown() override { unsetenv("SP_CUDA_KERNEL"); }
+  void TearDown() override {
+    unsetenv("SP_CUDA_KERNEL");
+    unsetenv("SP_CUDA_HOPPER_GRID");
+  }
 };
 
-INSTANTIATE_TEST_SUITE_P(Path, CudaAttention, ::testing::Values("portable", "hopper"),
-                         [](const ::testing::TestParamInfo<const char*>& i) {
-                           return std::string(i.param);
+INSTANTIATE_TEST_SUITE_P(Path, CudaAttention,
+                         ::testing::Values(kernel_config{"portable", "portable", nullptr},
+                                           kernel_config{"hopper", "hopper", "persistent"},
+                                           kernel_config{"hopper_per_item", "hopper", "per_item"},
+                                           kernel_config{"hopper_3ctas", "hopper", "persistent:3"}),
+                         [](const ::testing::TestParamInfo<kernel_config>& i) {
+                           return std::string(i.param.name);
                          });
 
 TEST(CudaAttentionPath, RejectsUnknownKernelName) {

@@ -115,6 +115,15 @@ TEST(gguf_corrupt, bad_tensor_infos) {
   b = base_builder();
   b.tensors[0].ne = {uint64_t{1} << 40, uint64_t{1} << 40};
   EXPECT_ERROR_HAS(b.build(), "tensor 'w' element count overflows int64");
+  // Found by fuzz_gguf: huge row lengths whose byte size overflows, and huge dimensions next to
+  // a zero one (an empty tensor, not an overflow).
+  b = base_builder();
+  b.tensors[1].ne = {(uint64_t{1} << 63) - 32, 1};  // 2^58 - 1 blocks of 34 bytes
+  EXPECT_ERROR_HAS(b.build(), "tensor 'q' byte size overflows int64");
+  b = base_builder();
+  b.tensors[0].ne = {uint64_t{1} << 62, uint64_t{1} << 62, 0};
+  b.tensors[0].data.clear();
+  EXPECT_EQ(parse_error(b.build()), "no error");
   b = base_builder();
   b.tensors[0].ne = {~uint64_t{0}};
   EXPECT_ERROR_HAS(b.build(), "tensor 'w' dimension 0 is 18446744073709551615 (too large)");

@@ -9,6 +9,7 @@
 #include "model/tokenizer_bpe.h"
 #include "shareprefill/error.h"
 #include "shareprefill/tokenizer.h"
+#include "test_util.h"
 
 namespace {
 
@@ -141,15 +142,7 @@ TEST(tokenizer, long_piece_merges_completely) {
   EXPECT_EQ(tok.decode(ids), text);
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sp::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using sp::testing::error_of;
 
 TEST(tokenizer, invalid_vocabularies_and_ids_are_rejected) {
   const auto build = [](sp::tokenizer_vocab vocab) { sp::tokenizer::from_vocab(std::move(vocab)); };

@@ -29,6 +29,7 @@ struct demo_options {
 struct agreement {
   double top1 = 0.0;  // share of positions whose argmax agrees
   double top5 = 0.0;  // mean |top5(dense) ∩ top5(sparse)| / 5
+  bool last_top1 = false;  // the argmax agrees at the prompt's last position
 };
 
 agreement compare_logits(const std::vector<float>& dense, const std::vector<float>& sparse,
@@ -43,6 +44,8 @@ agreement compare_logits(const std::vector<float>& dense, const std::vector<floa
     for (int32_t t : td) common += std::count(ts.begin(), ts.end(), t);
     a.top5 += double(common) / 5.0;
   }
+  a.last_top1 = argmax(dense.data() + (positions - 1) * vocab, vocab) ==
+                argmax(sparse.data() + (positions - 1) * vocab, vocab);
   a.top1 /= double(positions);
   a.top5 /= double(positions);
   return a;
@@ -98,6 +101,7 @@ void run_demo(demo_options o) {
                                        {"compared_positions", n_cmp},
                                        {"top1_agreement", a.top1},
                                        {"top5_agreement", a.top5},
+                                       {"last_top1_equal", a.last_top1},
                                        {"peak_rss_mib", peak_rss_mib()}}
                                 .dump()
                                 .c_str());
@@ -107,6 +111,8 @@ void run_demo(demo_options o) {
               (long long)o.tokens, o.text.c_str());
   std::printf("  attention %.2fx faster, whole prefill %.2fx faster, density %.3f\n", attn_speedup,
               prefill_speedup, s.at("density").get<double>());
+  std::printf("  next token after the prompt: top-1 %s\n",
+              a.last_top1 ? "equal to dense" : "DIFFERS from dense");
   std::printf("  next-token agreement over the last %lld positions: top-1 %.1f%%, top-5 overlap %.1f%%\n",
               (long long)n_cmp, 100 * a.top1, 100 * a.top5);
   std::printf("  peak RSS %.0f MiB\n", peak_rss_mib());

@@ -1,0 +1,228 @@
+// `shareprefill calibrate`: the offline phase (DESIGN.md section 3). Runs the model densely over
+// each calibration text x length (the first `length` tokens of the text), captures every head's
+// exact block attention, clusters the heads and writes the cluster map; --report DIR adds the
+// markdown report with the paper's two observations and figures. --save-capture / --capture keep
+// and reuse the captured tensors so clustering settings can be explored without the model.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "command.h"
+#include "model_loading.h"
+#include "prefill_report.h"
+#include "shareprefill/calibrate.h"
+#include "shareprefill/error.h"
+
+namespace sp::cli {
+namespace {
+
+struct calibrate_options {
+  std::string model, out, report, metric = "js", save_capture, capture;
+  std::vector<std::string> texts;
+  std::vector<int64_t> lengths{8192};
+  calibration_settings settings;
+  bool allow_evaluation = false;
+  int threads = 0;
+  std::string command_line;
+};
+
+std::string text_name(const std::string& path) {
+  return std::filesystem::path(path).stem().string();
+}
+
+// The split ("calibration", "evaluation", ...) data/corpora.json gives a text, or "unlisted".
+std::string split_of(const std::string& name) {
+  std::ifstream f(std::string(SP_SOURCE_DIR) + "/data/corpora.json");
+  if (!f.good()) return "unlisted";
+  const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.contains("split")) return "unlisted";
+  for (const auto& [split, names] : j["split"].items())
+    for (const auto& n : names)
+      if (n == name) return split;
+  return "unlisted";
+}
+
+// The first `length` tokens of a text: a prefix of the text is encoded (whole lines, a generous
+// 12 bytes per token), the whole text only when the prefix is too short.
+std::vector<int32_t> first_tokens(const tokenizer& tok, const std::string& text, int64_t length,
+                                  const std::string& path) {
+  size_t cut = std::min(text.size(), static_cast<size_t>(length) * 12);
+  if (cut < text.size()) cut = text.rfind('\n', cut) == std::string::npos ? cut : text.rfind('\n', cut);
+  std::vector<int32_t> ids = tok.encode(text.substr(0, cut), /*add_bos=*/false);
+  if (static_cast<int64_t>(ids.size()) < length && cut < text.size())
+    ids = tok.encode(text, false);
+  check(static_cast<int64_t>(ids.size()) >= length, "calibrate", "'", path, "' has ", ids.size(),
+        " tokens, fewer than the requested length ", length,
+        " (use a longer text or a shorter --lengths)");
+  ids.resize(static_cast<size_t>(length));
+  return ids;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::vector<calibration_input> capture_inputs(const calibrate_options& o, thread_pool& pool,
+                                              cluster_model_info& info) {
+  const char* fn = "calibrate";
+  const int64_t bs = 128;
+  for (int64_t len : o.lengths)
+    check(len >= bs, fn, "--lengths: ", len, " is shorter than one block (", bs, " tokens)");
+  std::vector<std::string> contents;
+  for (const auto& path : o.texts) {
+    const std::string name = text_name(path), split = split_of(name);
+    check(split != "evaluation" || o.allow_evaluation, fn, "'", path, "' (", name,
+          ") is in the evaluation split of data/corpora.json; calibrating on it would leak into "
+          "the evaluation (pass --allow-evaluation-texts to do it anyway)");
+    contents.push_back(read_text_file(path));
+  }
+  loaded_model m = load_model(o.model, pool);
+  const llama_config& c = m.weights.config;
+  info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
+  int64_t max_len = 0;
+  for (int64_t len : o.lengths) {
+    check(len <= c.context_length, fn, "--lengths: ", len, " exceeds the model's context ",
+          c.context_length);
+    max_len = std::max(max_len, len);
+  }
+  std::vector<calibration_input> inputs;
+  for (size_t t = 0; t < o.texts.size(); ++t)
+    for (int64_t len : o.lengths) {
+      calibration_input in;
+      in.text = text_name(o.texts[t]);
+      const std::vector<int32_t> ids = first_tokens(*m.tok, contents[t], len, o.texts[t]);
+      std::fprintf(stderr, "calibrate: input %zu/%zu: %s, %lld tokens\n", inputs.size() + 1,
+                   o.texts.size() * o.lengths.size(), in.text.c_str(), (long long)len);
+      auto capture = make_capture_attention(&in, c.n_layers, bs, o.settings.gamma);
+      llama_session session(m.weights, pool, len);
+      prefill_options po;
+      po.attention = capture.get();
+      po.on_layer = layer_progress(str("calibrate ", in.text, "@", len));
+      const auto t0 = std::chrono::steady_clock::now();
+      session.prefill(ids, po);
+      std::fprintf(stderr, "calibrate: %s captured in %.1f s\n", in.label().c_str(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      inputs.push_back(std::move(in));
+    }
+  return inputs;
+}
+
+// The effective command (defaults filled in), recorded in the map and the report.
+std::string command_line_of(const calibrate_options& o) {
+  std::ostringstream cmd;
+  cmd << "shareprefill calibrate";
+  if (!o.model.empty()) cmd << " --model " << o.model;
+  if (!o.texts.empty()) {
+    cmd << " --texts ";
+    for (size_t i = 0; i < o.texts.size(); ++i) cmd << (i ? "," : "") << o.texts[i];
+    cmd << " --lengths ";
+    for (size_t i = 0; i < o.lengths.size(); ++i) cmd << (i ? "," : "") << o.lengths[i];
+  }
+  if (!o.capture.empty()) cmd << " --capture " << o.capture;
+  cmd << " --metric " << o.metric << " --cut " << o.settings.cut;
+  if (o.settings.clusters > 0) cmd << " --clusters " << o.settings.clusters;
+  cmd << " --out " << o.out;
+  if (!o.report.empty()) cmd << " --report " << o.report;
+  return cmd.str();
+}
+
+void run_calibrate(calibrate_options& o) {
+  const char* fn = "calibrate";
+  const auto t0 = std::chrono::steady_clock::now();
+  o.settings.metric = calib_metric_from_name(o.metric);
+  check(o.settings.cut > 0.0 && o.settings.cut <= 1.0, fn, "--cut must be in (0, 1], got ",
+        o.settings.cut);
+  check(o.settings.clusters >= 0, fn, "--clusters must be >= 1, got ", o.settings.clusters);
+  check(!o.texts.empty() || !o.capture.empty(), fn, "give --texts (or --capture)");
+  thread_pool pool(o.threads);
+  cluster_model_info info;
+  std::vector<calibration_input> inputs;
+  if (!o.capture.empty()) {
+    inputs = load_calibration_inputs(o.capture);
+    if (!o.model.empty()) {
+      loaded_model m = load_model(o.model, pool);
+      const llama_config& c = m.weights.config;
+      info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
+    } else {
+      info = {"", inputs[0].layers, inputs[0].heads, 0, 0};
+    }
+  } else {
+    inputs = capture_inputs(o, pool, info);
+  }
+  if (!o.save_capture.empty()) save_calibration_inputs(o.save_capture, inputs);
+
+  calibration_result r = calibrate_from_inputs(inputs, o.settings, info);
+  const double wall_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json splits = nlohmann::json::object();
+  for (const auto& in : inputs) splits[in.text] = split_of(in.text);
+  r.map.calibration["splits"] = splits;
+  r.map.calibration["tool"] = "shareprefill calibrate 0.1.0";
+  r.map.calibration["date"] = utc_now();
+  r.map.calibration["wall_s"] = std::round(wall_s * 10.0) / 10.0;
+  r.map.calibration["shared_rule"] =
+      "size >= 2, mean pairwise distance <= cut on every input, mean vs coverage < tau_fb";
+  r.map.calibration["command"] = o.command_line;
+  cluster_map_save(o.out, r.map);
+
+  int64_t shared = 0, shared_heads = 0;
+  for (const auto& v : r.verdicts)
+    if (v.shared) {
+      ++shared;
+      shared_heads += static_cast<int64_t>(v.members.size());
+    }
+  std::printf("calibrate: %zu inputs, metric %s, %zu clusters, %lld shared (%lld heads) -> %s "
+              "(%.1f s)\n",
+              inputs.size(), o.metric.c_str(), r.verdicts.size(), (long long)shared,
+              (long long)shared_heads, o.out.c_str(), wall_s);
+  if (!o.report.empty()) {
+    const std::vector<metric_report> obs = observation_report(inputs, o.settings);
+    report_context ctx{o.command_line, utc_now(), wall_s,
+                       str(pool.size(), " threads, ", std::thread::hardware_concurrency(),
+                           " hardware threads")};
+    for (const auto& f : write_calibration_report(o.report, r, inputs, obs, o.settings, ctx))
+      std::printf("wrote %s\n", f.c_str());
+  }
+}
+
+void setup_calibrate(CLI::App& app) {
+  auto o = std::make_shared<calibrate_options>();
+  auto* sub = app.add_subcommand("calibrate", "Cluster the model's heads offline (cluster map)");
+  sub->add_option("--model", o->model, "GGUF model (default: the cached SmolLM2-135M-Instruct)");
+  sub->add_option("--texts", o->texts, "Calibration text files")->delimiter(',');
+  sub->add_option("--lengths", o->lengths, "Token lengths (first N tokens of each text)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--out", o->out, "Cluster map JSON to write")->required();
+  sub->add_option("--metric", o->metric, "jaccard | js")->capture_default_str();
+  sub->add_option("--cut", o->settings.cut,
+                  "Distance cut in (0, 1]; also the per-input similarity bar for sharing")
+      ->capture_default_str();
+  sub->add_option("--clusters", o->settings.clusters, "Cut the tree into K clusters instead");
+  sub->add_option("--gamma", o->settings.gamma, "gamma-pattern threshold")->capture_default_str();
+  sub->add_option("--tau-fb", o->settings.tau_fb, "Vertical-slash coverage bar for sharing")
+      ->capture_default_str();
+  sub->add_option("--report", o->report, "Write report.md and figures to this directory");
+  sub->add_option("--save-capture", o->save_capture, "Save the captured block attention");
+  sub->add_option("--capture", o->capture, "Cluster a saved capture instead of running the model");
+  sub->add_flag("--allow-evaluation-texts", o->allow_evaluation,
+                "Allow texts of the evaluation split");
+  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
+  sub->callback([o] {
+    o->command_line = command_line_of(*o);
+    run_calibrate(*o);
+  });
+}
+
+command_registration reg(setup_calibrate);
+
+}  // namespace
+}  // namespace sp::cli
