@@ -41,7 +41,10 @@ std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_toke
     for (size_t f = 0; f < texts.size(); ++f)
       if (i < per_file[f].size() && static_cast<int64_t>(out.size()) < count)
         out.emplace_back(f, per_file[f][i]);
-  check(!out.empty(), "eval ppl", "no text file holds a window of ", length, " tokens");
+  size_t longest = 0;
+  for (const text_tokens& t : texts) longest = std::max(longest, t.ids.size());
+  check(!out.empty(), "eval ppl", "no text file holds a window of ", length,
+        " tokens (the longest has ", longest, ")");
   return out;
 }
 
