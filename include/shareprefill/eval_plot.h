@@ -1,7 +1,7 @@
 // Small PNG figures for the evaluation (line charts and heatmaps) drawn on an RGB canvas with a
 // built-in 3x5 pixel font (upper-case letters, digits, a few symbols; lower case is drawn upper
-// case) and written with libpng. Built without libpng, plot_supported() is false and the save
-// functions throw.
+// case) and written with save_png (png_image.h). Built without libpng, png_supported() is false
+// and the save functions throw.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +29,6 @@ struct heatmap_plot {
   bool annotate = true;  // print each value in its cell
 };
 
-bool plot_supported();
 void plot_save_lines(const std::string& path, const line_plot& p);
 void plot_save_heatmap(const std::string& path, const heatmap_plot& p);
 

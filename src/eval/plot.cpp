@@ -1,5 +1,5 @@
-// PNG figures of the evaluation: an RGB canvas with lines, boxes and 3x5-font text, a line chart
-// (linear or log y axis, legend) and an annotated heatmap, written with libpng.
+// PNG figures of the evaluation: lines, boxes and 3x5-font text drawn on an rgb_image, a line
+// chart (linear or log y axis, legend) and an annotated heatmap, written with save_png.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -8,41 +8,20 @@
 #include "plot_font.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval_plot.h"
-
-#ifdef SP_HAVE_PNG
-#include <png.h>
-#endif
+#include "shareprefill/png_image.h"
 
 namespace sp {
 namespace {
 
-struct rgb {
-  uint8_t r, g, b;
-};
-
 constexpr rgb white{255, 255, 255}, black{0, 0, 0}, grey{225, 225, 225};
-constexpr rgb palette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
-                           {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                           {188, 189, 34},  {23, 190, 207}};
 constexpr int scale = 2;  // font pixels per glyph pixel
 
+// Lines and 3x5-font text on an rgb_image (png_image.h holds the pixels and writes the PNG).
 struct canvas {
-  int w, h;
-  std::vector<uint8_t> px;  // [h, w, 3]
-  canvas(int width, int height)
-      : w(width), h(height), px(static_cast<size_t>(width * height * 3), 255) {}
+  rgb_image img;
+  canvas(int width, int height) : img(width, height, white) {}
 
-  void set(int x, int y, rgb c) {
-    if (x < 0 || y < 0 || x >= w || y >= h) return;
-    uint8_t* p = &px[static_cast<size_t>((y * w + x) * 3)];
-    p[0] = c.r;
-    p[1] = c.g;
-    p[2] = c.b;
-  }
-  void fill(int x0, int y0, int x1, int y1, rgb c) {
-    for (int y = std::max(0, y0); y < std::min(h, y1); ++y)
-      for (int x = std::max(0, x0); x < std::min(w, x1); ++x) set(x, y, c);
-  }
+  void fill(int x0, int y0, int x1, int y1, rgb c) { img.fill_rect(x0, y0, x1 - x0, y1 - y0, c); }
   void line(int x0, int y0, int x1, int y1, rgb c, int thick) {
     const int dx = std::abs(x1 - x0), dy = -std::abs(y1 - y0);
     const int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
@@ -75,35 +54,6 @@ struct canvas {
   }
 };
 
-void save(const std::string& path, const canvas& cv) {
-#ifdef SP_HAVE_PNG
-  FILE* f = std::fopen(path.c_str(), "wb");
-  check(f != nullptr, "plot_save", "cannot open '", path, "' for writing");
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    std::fclose(f);
-    fail("plot_save", "libpng failed to write '", path, "'");
-  }
-  png_init_io(png, f);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(cv.w), static_cast<png_uint_32>(cv.h), 8,
-               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
-  png_set_compression_level(png, 9);
-  png_write_info(png, info);
-  for (int y = 0; y < cv.h; ++y)
-    png_write_row(png, const_cast<png_bytep>(&cv.px[static_cast<size_t>(y * cv.w * 3)]));
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  check(std::fclose(f) == 0, "plot_save", "cannot finish writing '", path, "'");
-#else
-  (void)cv;
-  fail("plot_save", "this build has no libpng: cannot write '", path,
-       "' (install libpng-dev and rebuild)");
-#endif
-}
-
 std::string tick_label(double v) {
   char b[32];
   if (v != 0 && (std::fabs(v) < 1e-3 || std::fabs(v) >= 1e5))
@@ -120,18 +70,10 @@ rgb heat(double t) {
   const rgb a = t < 0.5 ? lo : mid, b = t < 0.5 ? mid : hi;
   const double u = t < 0.5 ? t * 2 : (t - 0.5) * 2;
   auto mix = [u](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x + u * (y - x)); };
-  return {mix(a.r, b.r), mix(a.g, b.g), mix(a.b, b.b)};
+  return {mix(a[0], b[0]), mix(a[1], b[1]), mix(a[2], b[2])};
 }
 
 }  // namespace
-
-bool plot_supported() {
-#ifdef SP_HAVE_PNG
-  return true;
-#else
-  return false;
-#endif
-}
 
 void plot_save_lines(const std::string& path, const line_plot& p) {
   const char* fn = "plot_save_lines";
@@ -185,7 +127,7 @@ void plot_save_lines(const std::string& path, const line_plot& p) {
   cv.text(8, T - 16, p.y_label, black);
   for (size_t si = 0; si < p.series.size(); ++si) {
     const plot_series& s = p.series[si];
-    const rgb c = palette[si % (sizeof(palette) / sizeof(palette[0]))];
+    const rgb c = category_colour(static_cast<int64_t>(si));
     for (size_t i = 0; i < s.x.size(); ++i) {
       const int x = px(s.x[i]), y = py(s.y[i]);
       if (i > 0) cv.line(px(s.x[i - 1]), py(s.y[i - 1]), x, y, c, 2);
@@ -195,7 +137,7 @@ void plot_save_lines(const std::string& path, const line_plot& p) {
     cv.fill(R + 20, ly, R + 34, ly + 10, c);
     cv.text(R + 40, ly, s.label, black);
   }
-  save(path, cv);
+  save_png(path, cv.img);
 }
 
 void plot_save_heatmap(const std::string& path, const heatmap_plot& p) {
@@ -228,7 +170,7 @@ void plot_save_heatmap(const std::string& path, const heatmap_plot& p) {
             bottom + 8, p.x_ticks[c], black);
   cv.text(L, bottom + 30, p.x_label, black);
   cv.text(8, T - 16, p.y_label, black);
-  save(path, cv);
+  save_png(path, cv.img);
 }
 
 }  // namespace sp

@@ -12,6 +12,7 @@
 #include "shareprefill/attention.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_plot.h"
+#include "shareprefill/png_image.h"
 #include "test_util.h"
 
 namespace sp {
@@ -239,7 +240,7 @@ TEST(EvalPlot, InterpolationAndFigures) {
   EXPECT_DOUBLE_EQ(interpolate_at({0.1, 0.3}, {1.0, 3.0}, 0.2), 2.0);
   EXPECT_DOUBLE_EQ(interpolate_at({0.1, 0.3}, {1.0, 3.0}, 0.0), 1.0);
   EXPECT_DOUBLE_EQ(interpolate_at({0.1, 0.3}, {1.0, 3.0}, 0.9), 3.0);
-  if (!plot_supported()) GTEST_SKIP() << "built without libpng";
+  if (!png_supported()) GTEST_SKIP() << "built without libpng";
   const std::string dir = ::testing::TempDir();
   plot_save_lines(dir + "/lines.png", {"T", "X", "Y", {{"a", {0, 1, 2}, {1, 10, 100}}}, true});
   plot_save_heatmap(dir + "/heat.png", {"H", "L", "D", {"1K", "2K"}, {"0", "1"}, {1, 0, 0.5, 1}});
