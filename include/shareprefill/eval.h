@@ -145,7 +145,7 @@ class attention_probe final : public prefill_attention {
   int64_t block_size_;
   std::vector<plan_state> states_;
   std::vector<probe_row> rows_;
-  std::vector<float> dense_attn_, cand_out_, deferred_out_, pivot_attn_;
+  std::vector<float> dense_attn_, cand_out_;
 };
 
 // Linear interpolation of y at x over points sorted by x (clamped to the end points);

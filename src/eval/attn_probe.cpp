@@ -7,6 +7,7 @@
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
+#include "shareprefill/planned_layer.h"
 
 namespace sp {
 
@@ -81,40 +82,17 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
   const tensor_view cand = tensor_view::contiguous(cand_out_.data(), dtype::f32, {n, heads, d});
   std::vector<double> err(static_cast<size_t>(heads)), err_half(err.size());
   for (size_t ci = 0; ci < candidates_.size(); ++ci) {
-    const planner& pl = *candidates_[ci].plan;
-    plan_state& state = states_[ci];
-    const layer_plan plan = pl.plan(layer, q, k, state, pool);
-    pivot_attn_.assign(plan.pivot_heads.size() * static_cast<size_t>(nb * nb), 0.0f);
-    const block_attention_output ba{plan.pivot_heads, pivot_attn_.data()};
-    attention_block_sparse(cand, {}, plan.pivot_heads.empty() ? nullptr : &ba, q, k, v, plan.mask,
-                           pool);
-    pl.publish(layer, plan.pivot_heads, pivot_attn_.data(), state);
-    std::vector<const block_mask*> mask_of(static_cast<size_t>(heads), &plan.mask);
-    std::vector<head_kind> kinds = plan.kinds;
-    layer_plan rest;
-    if (!plan.deferred_heads.empty()) {
-      rest = pl.plan_deferred(layer, state);
-      deferred_out_.resize(cand_out_.size());
-      attention_block_sparse(
-          tensor_view::contiguous(deferred_out_.data(), dtype::f32, {n, heads, d}), {}, nullptr, q,
-          k, v, rest.mask, pool);
-      for (int32_t h : rest.deferred_heads) {
-        mask_of[static_cast<size_t>(h)] = &rest.mask;
-        for (int64_t t = 0; t < n; ++t)
-          std::copy_n(deferred_out_.data() + (t * heads + h) * d, d,
-                      cand_out_.data() + (t * heads + h) * d);
-      }
-      kinds = rest.kinds;
-    }
+    const planned_layer p =
+        attend_planned_layer(*candidates_[ci].plan, states_[ci], layer, cand, q, k, v, pool);
     head_relative_errors(err.data(), cand, out);
     head_relative_errors(err_half.data(), cand, out, n / 2);
     for (int64_t h = 0; h < heads; ++h) {
-      const block_mask& m = *mask_of[static_cast<size_t>(h)];
+      const block_mask& m = p.mask_of(static_cast<int32_t>(h));
       probe_row row;
       row.candidate = ci;
       row.layer = layer;
       row.head = h;
-      row.kind = kinds[static_cast<size_t>(h)];
+      row.kind = p.kind_of(static_cast<int32_t>(h));
       row.rel_err = err[static_cast<size_t>(h)];
       row.rel_err_second_half = err_half[static_cast<size_t>(h)];
       row.recall = tile_recall(dense_attn_.data() + h * nb * nb, m, h);

@@ -1,11 +1,12 @@
-// The planned prefill attention strategy: the SharePrefill planner (or one of its baselines)
-// chooses each head's tiles, the CPU block-sparse kernel computes them, and the pivots' exact
-// block attention is published back into the per-prompt state.
+// Planned attention for one layer (attend_planned_layer) and the planned prefill strategy built
+// on it: the SharePrefill planner (or one of its baselines) chooses each head's tiles, the CPU
+// block-sparse kernel computes them, and the pivots' exact block attention is published back
+// into the per-prompt state.
 #include <algorithm>
 #include <chrono>
 
 #include "shareprefill/attention.h"
-#include "shareprefill/planner.h"
+#include "shareprefill/planned_layer.h"
 #include "shareprefill/prefill_attention.h"
 
 namespace sp {
@@ -16,6 +17,64 @@ double ms_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
 }
 
+bool is_deferred(const planned_layer& p, int32_t head) {
+  const auto& d = p.deferred.deferred_heads;
+  return p.has_deferred && std::find(d.begin(), d.end(), head) != d.end();
+}
+
+}  // namespace
+
+const block_mask& planned_layer::mask_of(int32_t head) const {
+  return is_deferred(*this, head) ? deferred.mask : plan.mask;
+}
+
+head_kind planned_layer::kind_of(int32_t head) const {
+  return kinds()[static_cast<size_t>(head)];
+}
+
+int64_t planned_layer::tiles() const {
+  return plan.mask.total_tiles() + (has_deferred ? deferred.mask.total_tiles() : 0);
+}
+
+planned_layer attend_planned_layer(const planner& pl, plan_state& state, int64_t layer,
+                                   const tensor_view& out, const tensor_view& q,
+                                   const tensor_view& k, const tensor_view& v, thread_pool& pool) {
+  planned_layer r;
+  auto t0 = clock_type::now();
+  r.plan = pl.plan(layer, q, k, state, pool);
+  r.plan_ms += ms_since(t0);
+  const int64_t nb = r.plan.mask.n_blocks, n = q.shape[0], heads = q.shape[1], d = q.shape[2];
+  std::vector<float> block_attn(r.plan.pivot_heads.size() * static_cast<size_t>(nb * nb));  // [pivots, nb, nb]
+  const block_attention_output ba{r.plan.pivot_heads, block_attn.data()};
+
+  t0 = clock_type::now();
+  attention_block_sparse(out, {}, r.plan.pivot_heads.empty() ? nullptr : &ba, q, k, v,
+                         r.plan.mask, pool);
+  r.attention_ms += ms_since(t0);
+
+  t0 = clock_type::now();
+  pl.publish(layer, r.plan.pivot_heads, block_attn.data(), state);
+  if (r.plan.deferred_heads.empty()) {
+    r.plan_ms += ms_since(t0);
+    return r;
+  }
+  r.deferred = pl.plan_deferred(layer, state);
+  r.has_deferred = true;
+  r.plan_ms += ms_since(t0);
+  t0 = clock_type::now();
+  std::vector<float> second(static_cast<size_t>(out.numel()));  // [N, H, D]
+  attention_block_sparse(tensor_view::contiguous(second.data(), dtype::f32, {n, heads, d}), {},
+                         nullptr, q, k, v, r.deferred.mask, pool);
+  float* o = out.as<float>();
+  for (int32_t h : r.deferred.deferred_heads)
+    for (int64_t t = 0; t < n; ++t)
+      std::copy_n(second.data() + (t * heads + h) * d, d, o + (t * heads + h) * d);
+  r.attention_ms += ms_since(t0);
+  return r;
+}
+
+namespace {
+
 class planned_attention final : public prefill_attention {
  public:
   explicit planned_attention(const planner& pl) : planner_(pl) {}
@@ -25,44 +84,14 @@ class planned_attention final : public prefill_attention {
   layer_attention_report attend(int64_t layer, const tensor_view& out, const tensor_view& q,
                                 const tensor_view& k, const tensor_view& v,
                                 thread_pool& pool) override {
+    const planned_layer p = attend_planned_layer(planner_, state_, layer, out, q, k, v, pool);
     layer_attention_report r;
     r.layer = layer;
-    auto t0 = clock_type::now();
-    const layer_plan plan = planner_.plan(layer, q, k, state_, pool);
-    r.plan_ms += ms_since(t0);
-    const int64_t nb = plan.mask.n_blocks, n = q.shape[0], heads = q.shape[1], d = q.shape[2];
-    block_attn_.assign(plan.pivot_heads.size() * static_cast<size_t>(nb * nb), 0.0f);
-    const block_attention_output ba{plan.pivot_heads, block_attn_.data()};
-
-    t0 = clock_type::now();
-    attention_block_sparse(out, {}, plan.pivot_heads.empty() ? nullptr : &ba, q, k, v, plan.mask,
-                           pool);
-    r.attention_ms += ms_since(t0);
-
-    t0 = clock_type::now();
-    planner_.publish(layer, plan.pivot_heads, block_attn_.data(), state_);
-    std::vector<head_kind> kinds = plan.kinds;
-    r.tiles = plan.mask.total_tiles();
-    if (!plan.deferred_heads.empty()) {
-      const layer_plan rest = planner_.plan_deferred(layer, state_);
-      r.plan_ms += ms_since(t0);
-      t0 = clock_type::now();
-      deferred_out_.resize(static_cast<size_t>(out.numel()));
-      attention_block_sparse(
-          tensor_view::contiguous(deferred_out_.data(), dtype::f32, {n, heads, d}), {}, nullptr,
-          q, k, v, rest.mask, pool);
-      float* o = out.as<float>();
-      for (int32_t h : rest.deferred_heads)
-        for (int64_t t = 0; t < n; ++t)
-          std::copy_n(deferred_out_.data() + (t * heads + h) * d, d, o + (t * heads + h) * d);
-      r.attention_ms += ms_since(t0);
-      kinds = rest.kinds;
-      r.tiles += rest.mask.total_tiles();
-    } else {
-      r.plan_ms += ms_since(t0);
-    }
-    r.causal_tiles = heads * causal_tile_count(nb);
-    for (head_kind kind : kinds) ++r.kind_counts[static_cast<size_t>(kind)];
+    r.plan_ms = p.plan_ms;
+    r.attention_ms = p.attention_ms;
+    r.tiles = p.tiles();
+    r.causal_tiles = q.shape[1] * causal_tile_count(p.plan.mask.n_blocks);
+    for (head_kind kind : p.kinds()) ++r.kind_counts[static_cast<size_t>(kind)];
     return r;
   }
 
@@ -71,8 +100,6 @@ class planned_attention final : public prefill_attention {
  private:
   const planner& planner_;
   plan_state state_;
-  std::vector<float> block_attn_;    // [pivots, nb, nb]
-  std::vector<float> deferred_out_;  // [N, H, D]
 };
 
 }  // namespace

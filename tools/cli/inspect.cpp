@@ -12,6 +12,7 @@
 #include "prefill_report.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
+#include "shareprefill/planned_layer.h"
 #include "shareprefill/png_image.h"
 
 namespace sp::cli {
@@ -59,32 +60,11 @@ class inspect_attention final : public prefill_attention {
       r.tiles = dense.total_tiles();
       return r;
     }
-    const layer_plan plan = pl_->plan(layer, q, k, state_, pool);
-    block_attn_.assign(plan.pivot_heads.size() * static_cast<size_t>(nb_ * nb_), 0.0f);
-    const block_attention_output ba{plan.pivot_heads, block_attn_.data()};
-    attention_block_sparse(out, {}, plan.pivot_heads.empty() ? nullptr : &ba, q, k, v, plan.mask,
-                           pool);
-    pl_->publish(layer, plan.pivot_heads, block_attn_.data(), state_);
-    r.tiles = plan.mask.total_tiles();
+    const planned_layer p = attend_planned_layer(*pl_, state_, layer, out, q, k, v, pool);
+    r.tiles = p.tiles();
     if (layer == layer_) {
-      tiles_ = plan.mask.tiles_of(head_);
-      kind_ = head_kind_name(plan.kinds[static_cast<size_t>(head_)]);
-    }
-    if (!plan.deferred_heads.empty()) {
-      const layer_plan rest = pl_->plan_deferred(layer, state_);
-      scratch_.resize(static_cast<size_t>(n * heads * d));
-      attention_block_sparse(tensor_view::contiguous(scratch_.data(), dtype::f32, {n, heads, d}),
-                             {}, nullptr, q, k, v, rest.mask, pool);
-      float* o = out.as<float>();
-      for (int32_t h : rest.deferred_heads)
-        for (int64_t t = 0; t < n; ++t)
-          std::copy_n(scratch_.data() + (t * heads + h) * d, d, o + (t * heads + h) * d);
-      r.tiles += rest.mask.total_tiles();
-      if (layer == layer_ && std::count(rest.deferred_heads.begin(), rest.deferred_heads.end(),
-                                        static_cast<int32_t>(head_))) {
-        tiles_ = rest.mask.tiles_of(head_);
-        kind_ = head_kind_name(rest.kinds[static_cast<size_t>(head_)]);
-      }
+      tiles_ = p.mask_of(static_cast<int32_t>(head_)).tiles_of(head_);
+      kind_ = head_kind_name(p.kind_of(static_cast<int32_t>(head_)));
     }
     return r;
   }
@@ -100,7 +80,7 @@ class inspect_attention final : public prefill_attention {
   const planner* pl_;
   int64_t layer_, head_, nb_ = 0;
   plan_state state_;
-  std::vector<float> exact_, scratch_, block_attn_;
+  std::vector<float> exact_, scratch_;
   std::vector<tile> tiles_;
   std::string kind_;
 };
