@@ -4,9 +4,13 @@
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
 # (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it); the hopper path with each grid
-# of GRIDS (SP_CUDA_HOPPER_GRID, default "per_item"; e.g. GRIDS="persistent per_item").
-# SANITIZE_FILTER overrides the gtest filter of the sanitizer step. JSON lines and the log go to $OUT.
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench]   (default: all four)
+# of GRIDS (SP_CUDA_HOPPER_GRID, default "dynamic"; e.g. GRIDS="dynamic per_item") and each
+# mainloop of MAINLOOPS (SP_CUDA_HOPPER_MAINLOOP, default "serial"; e.g. "serial overlap").
+# SANITIZE_FILTER overrides the gtest filter of the sanitizer step. The profile step runs Nsight
+# Compute (full set) on one hopper launch per case of PROFILE_CASES ("N H Hkv D density grid
+# mainloop", ';'-separated) and prints the headline metrics. JSON lines, reports and the log go
+# to $OUT.
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [profile]   (default: the first four)
 # Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -61,17 +65,20 @@ for step in $STEPS; do
       J=$OUT/bench.jsonl
       : >"$J"
       for variant in $(for p in ${PATHS:-hopper portable}; do
-                         if [ "$p" = hopper ]; then for g in ${GRIDS:-per_item}; do echo "hopper:$g"; done
-                         else echo "$p:-"; fi; done); do
-        path=${variant%%:*} grid=${variant#*:}
+                         if [ "$p" = hopper ]; then
+                           for g in ${GRIDS:-dynamic}; do for m in ${MAINLOOPS:-serial}; do
+                             echo "hopper/$g/$m"; done; done
+                         else echo "$p/-/-"; fi; done); do
+        IFS=/ read -r path grid mainloop <<<"$variant"
         for shape in "32 8 128" "9 3 64"; do
           set -- $shape
           for n in ${BENCH_N:-32768 131072}; do
             rows=2; [ "$n" = 131072 ] && rows=1
-            SP_CUDA_KERNEL=$path SP_CUDA_HOPPER_GRID=${grid/-/persistent} "$BIN/shareprefill" bench attention \
+            SP_CUDA_KERNEL=$path SP_CUDA_HOPPER_GRID=${grid/-/dynamic} \
+              SP_CUDA_HOPPER_MAINLOOP=${mainloop/-/serial} timeout 300 "$BIN/shareprefill" bench attention \
               --device cuda --n $n --heads $1 --kv-heads $2 --dim $3 \
               --density ${DENSITIES:-1,0.5,0.2,0.1,0.05} --repeats 5 --sample-rows $rows --json |
-              sed "s/^{/{\"grid\":\"$grid\",/" | tee -a "$J"
+              sed "s/^{/{\"grid\":\"$grid\",\"mainloop\":\"$mainloop\",/" | tee -a "$J"
           done
         done
       done
@@ -81,17 +88,52 @@ for step in $STEPS; do
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 sdpa = {(r["n"], r["heads"], r["dim"]): r for r in (json.loads(l) for l in open(sys.argv[2]) if l.startswith("{"))}
-print(f"{'path':>8} {'grid':>10} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
+print(f"{'path':>8} {'grid':>10} {'loop':>7} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
 for r in ours:
     c = sdpa.get((r["n"], r["heads"], r["dim"]))
     cms = c["ms"] if c else float("nan")
-    print(f"{r.get('path', '?'):>8} {r.get('grid', '-'):>10} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
+    print(f"{r.get('path', '?'):>8} {r.get('grid', '-'):>10} {r.get('mainloop', '-'):>7} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
           f"{r['sparse_ms']:>9.3f} {r['tflops_effective']:>7.1f} {r['tflops_computed']:>7.1f} {cms:>9.3f} "
           f"{cms / r['sparse_ms']:>10.3f} {r['sparse_ms'] / (r['measured_density'] * r['dense_ms']):>10.3f} "
           f"{r['pivot_overhead']:>6.3f} {r['rel_err']:>8.1e}")
 print("ours/cudnn = cuDNN time / our time (throughput ratio, >= 0.9 is the target at density 1);")
 print("t/(d*full) = sparse time / (measured density * our full-mask time) (target <= 1.15)")
 PY
+      ;;
+    profile)
+      IFS=';' read -ra cases <<<"${PROFILE_CASES:-32768 32 8 128 1 per_item overlap}"
+      for c in "${cases[@]}"; do
+        read -r n h hkv d dens grid mainloop <<<"$c"
+        name=ncu_${n}_${h}_${hkv}_${d}_${dens}_${grid}_${mainloop}
+        # bench attention launches warm-up 2 + 1 timed run each on the full mask, then on the
+        # all-pivot mask, then per density: skip to the density's own launch.
+        skip=6; [ "$dens" = 1 ] && skip=0
+        SP_CUDA_KERNEL=hopper SP_CUDA_HOPPER_GRID=$grid SP_CUDA_HOPPER_MAINLOOP=$mainloop \
+          timeout 400 ncu --clock-control none --set full --import-source no \
+          --kernel-name regex:hopper_fwd --launch-skip $skip --launch-count 1 -f -o "$OUT/$name" \
+          "$BIN/shareprefill" bench attention --device cuda --n $n --heads $h --kv-heads $hkv \
+          --dim $d --density $dens --repeats 1 --sample-rows 1 >"$OUT/$name.log" 2>&1
+        echo "== $c (ncu rc $?)"
+        ncu --import "$OUT/$name.ncu-rep" --page details --print-units base 2>&1 |
+          grep -E "^ +(Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Hit Rate|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|Achieved Active Warps)" |
+          sort -u
+        ncu --import "$OUT/$name.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+head, vals = rows[0], rows[-1]
+m = dict(zip(head, vals))
+num = lambda v: float(v.replace(",", "")) if v.replace(",", "").replace(".", "", 1).isdigit() else None
+for k in ("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",
+          "sm__ops_path_tensor_op_hgmma_src_bf16_dst_fp32_sparsity_off.avg.pct_of_peak_sustained_elapsed",
+          "TPC.TriageCompute.sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_elapsed"):
+    if k in m: print(f"  {k} = {m[k]}")
+pre, post = "smsp__average_warps_issue_stalled_", "_per_issue_active.ratio"
+stalls = [(num(v), k[len(pre):-len(post)]) for k, v in m.items()
+          if k.startswith(pre) and k.endswith(post) and num(v)]
+print("  stalls per issued instruction (top 8):",
+      ", ".join(f"{k} {v:.2f}" for v, k in sorted(stalls, reverse=True)[:8]))'
+        rm -f "$OUT/$name.log"
+      done
       ;;
   esac
 done

@@ -3,9 +3,7 @@
 // compiled instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Path: the Hopper kernel (sm_90a) on compute capability 9.0 when the build has it, else the
 // portable kernel; SP_CUDA_KERNEL=portable|hopper|auto in the environment forces either. The
-// Hopper grid: one CTA per work item unless SP_CUDA_HOPPER_GRID says persistent (one CTA per SM,
-// each looping over a static share of the items; faster at low density, slower on long rows,
-// see docs/CUDA.md) or persistent:<ctas> (tests use 3 CTAs so every CTA runs many items).
+// Hopper grid and mainloop: hopper_options_from_env below (measurements in docs/CUDA.md).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -71,26 +69,48 @@ bool device_is_hopper() {
   return major == 9 && minor == 0;
 }
 
-// CTAs of the Hopper grid for SP_CUDA_HOPPER_GRID (read at every call); 0 = one per work item.
-int64_t hopper_grid_ctas(const char* fn) {
+int64_t sm_count(const char* fn) {
+  int device = 0, sms = 0;
+  cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
+  cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
+                   "cudaDeviceGetAttribute");
+  return sms;
+}
+
+// Launch choices of the Hopper kernel from the environment (read at every call):
+//   SP_CUDA_HOPPER_GRID = dynamic | per_item | persistent | dynamic:<ctas> | persistent:<ctas>
+//     (dynamic, the default: one CTA per SM claiming items from a counter; per_item: one CTA
+//     per item; persistent: one CTA per SM over a static share; :<ctas> sets the CTA count,
+//     tests use 3)
+//   SP_CUDA_HOPPER_MAINLOOP = serial (default) | overlap
+cuda::hopper_options hopper_options_from_env(const char* fn) {
+  cuda::hopper_options options;
   const char* env = std::getenv("SP_CUDA_HOPPER_GRID");
-  const std::string want = env != nullptr && *env != 0 ? env : "per_item";
-  if (want == "per_item") return 0;
-  if (want == "persistent") {
-    int device = 0, sms = 0;
-    cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
-    cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
-                     "cudaDeviceGetAttribute");
-    return sms;
+  const std::string grid = env != nullptr && *env != 0 ? env : "dynamic";
+  const std::string kind = grid.substr(0, grid.find(':'));
+  check(kind == "per_item" || kind == "persistent" || kind == "dynamic", fn,
+        "SP_CUDA_HOPPER_GRID=", grid,
+        " (per_item, persistent, dynamic, persistent:<ctas> or dynamic:<ctas> expected)");
+  options.dynamic = kind == "dynamic";
+  if (kind != "per_item") {
+    options.ctas = sm_count(fn);
+    if (grid.size() > kind.size()) {
+      char* end = nullptr;
+      const long long ctas = std::strtoll(grid.c_str() + kind.size() + 1, &end, 10);
+      check(ctas > 0 && ctas < (1LL << 31) && end != nullptr && *end == 0, fn,
+            "SP_CUDA_HOPPER_GRID=", grid, " (a positive CTA count after ':' expected)");
+      options.ctas = ctas;
+    }
+  } else {
+    check(grid == kind, fn, "SP_CUDA_HOPPER_GRID=", grid, " (per_item takes no CTA count)");
   }
-  const std::string prefix = "persistent:";
-  char* end = nullptr;
-  const long long ctas = want.compare(0, prefix.size(), prefix) == 0
-                             ? std::strtoll(want.c_str() + prefix.size(), &end, 10)
-                             : 0;
-  check(ctas > 0 && ctas < (1LL << 31) && end != nullptr && *end == 0, fn,
-        "SP_CUDA_HOPPER_GRID=", want, " (persistent, per_item or persistent:<ctas> expected)");
-  return ctas;
+  env = std::getenv("SP_CUDA_HOPPER_MAINLOOP");
+  const std::string mainloop = env != nullptr && *env != 0 ? env : "serial";
+  check(mainloop == "overlap" || mainloop == "serial", fn, "SP_CUDA_HOPPER_MAINLOOP=", mainloop,
+        " (overlap or serial expected)");
+  options.mainloop =
+      mainloop == "overlap" ? cuda::hopper_mainloop::overlap : cuda::hopper_mainloop::serial;
+  return options;
 }
 
 }  // namespace
@@ -146,14 +166,14 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
   const bool bf16 = a.type == dtype::bf16;
   if (cuda_attention_path() == "hopper") {
     check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
-    cuda::hopper_options options;
-    options.ctas = hopper_grid_ctas(fn);
+    const cuda::hopper_options options = hopper_options_from_env(fn);
+    auto* counter = static_cast<unsigned long long*>(m.item_counter.data());
     if (a.dim == 64) {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, stream);
-      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, counter, stream);
     } else {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, stream);
-      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, counter, stream);
     }
     return;
   }

@@ -19,6 +19,7 @@ struct cuda_block_mask::impl {
   device_buffer pivot_slot;      // int32 [heads]: A slot or -1 (empty without pivots)
   device_buffer scratch_offset;  // int64 [heads] (empty without pivots)
   device_buffer scratch;         // float [pivot tiles, 128] (empty without pivots)
+  device_buffer item_counter;    // uint64: the hopper kernel's next work item (dynamic grid)
 };
 
 }  // namespace sp

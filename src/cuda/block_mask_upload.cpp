@@ -87,6 +87,7 @@ cuda_block_mask::cuda_block_mask(const block_mask& mask, const std::vector<int32
   s.row_ptr = upload_vector(mask.row_ptr);
   s.col_idx = upload_vector(mask.col_idx);
   s.schedule = upload_vector(schedule);
+  s.item_counter = device_buffer(sizeof(uint64_t));
   if (!pivot_heads.empty()) {
     std::vector<int32_t> slot(static_cast<size_t>(heads), -1);
     std::vector<int64_t> offset(static_cast<size_t>(heads), 0);

@@ -4,8 +4,10 @@
 namespace sp::cuda {
 
 template void launch_hopper_fwd<__nv_bfloat16, 64>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, cudaStream_t);
+                                            const hopper_options&, unsigned long long*,
+                                            cudaStream_t);
 template void launch_hopper_fwd<__half, 64>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, cudaStream_t);
+                                            const hopper_options&, unsigned long long*,
+                                            cudaStream_t);
 
 }  // namespace sp::cuda

@@ -28,11 +28,14 @@ struct online_softmax {
   float row_max[2] = {-INFINITY, -INFINITY};  // running max of the raw scores
   float row_sum[2] = {0.0f, 0.0f};            // this thread's part of sum exp2(s*scale - max)
   float block_sum[2] = {0.0f, 0.0f};          // same, over the current mask block only
+  float alpha[2] = {0.0f, 0.0f};              // output factor of the last scores()
 
   // s: [NT][4] scores of NT 8-key n-tiles, -inf where masked; overwritten with the
-  // probabilities exp2(s*scale - max). o: [DT][4] output accumulators, rescaled in place.
-  template <int NT, int DT>
-  __device__ __forceinline__ void update(float (&s)[NT][4], float (&o)[DT][4], float scale_log2) {
+  // probabilities exp2(s*scale - max). The running max and sums move to the new max; the factor
+  // the output accumulators need for it is kept in `alpha` for rescale(), so a kernel may apply
+  // it later (the Hopper overlap mainloop rescales just before its next P V).
+  template <int NT>
+  __device__ __forceinline__ void scores(float (&s)[NT][4], float scale_log2) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       float tile_max = -INFINITY;
@@ -40,7 +43,7 @@ struct online_softmax {
       for (int nt = 0; nt < NT; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
       const float new_max = fmaxf(row_max[rr], quad_max(tile_max));
       // Rows with nothing allowed yet keep max = -inf; guard -inf - -inf.
-      const float alpha =
+      alpha[rr] =
           row_max[rr] == -INFINITY ? 0.0f : exp2_approx((row_max[rr] - new_max) * scale_log2);
       const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
       float sum = 0.0f;
@@ -53,14 +56,27 @@ struct online_softmax {
         }
       }
       row_max[rr] = new_max;
-      row_sum[rr] = row_sum[rr] * alpha + sum;
-      block_sum[rr] = block_sum[rr] * alpha + sum;
+      row_sum[rr] = row_sum[rr] * alpha[rr] + sum;
+      block_sum[rr] = block_sum[rr] * alpha[rr] + sum;
+    }
+  }
+
+  // o: [DT][4] output accumulators, moved to the running max of the last scores().
+  template <int DT>
+  __device__ __forceinline__ void rescale(float (&o)[DT][4]) const {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt) {
-        o[dt][2 * rr] *= alpha;
-        o[dt][2 * rr + 1] *= alpha;
+        o[dt][2 * rr] *= alpha[rr];
+        o[dt][2 * rr + 1] *= alpha[rr];
       }
-    }
+  }
+
+  template <int NT, int DT>
+  __device__ __forceinline__ void update(float (&s)[NT][4], float (&o)[DT][4], float scale_log2) {
+    scores(s, scale_log2);
+    rescale(o);
   }
 
   // Base-2 log of the finished mask block's mass for row rr (quad-uniform), then resets it.

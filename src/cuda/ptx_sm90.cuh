@@ -93,6 +93,10 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// Arrives on barrier `id` without waiting (the other `threads` minus these wait in bar.sync).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // Descriptor of a shared-memory operand stored in 128-byte swizzle atoms (8 rows of 128 bytes,
 // 1024-byte aligned), the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_128B.

@@ -3,15 +3,17 @@
 // diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
 // mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
 // the launch and guarded after, and reruns must be bitwise identical. Every case runs on both
-// kernel paths (SP_CUDA_KERNEL=portable and =hopper), the Hopper one with three grids
-// (persistent, one CTA per item, 3 CTAs); a path the build or device cannot run is skipped, as
-// is everything without a GPU.
+// kernel paths (SP_CUDA_KERNEL=portable and =hopper), the Hopper one with both mainloops and
+// every grid kind (one CTA per item, persistent, dynamic, and 3-CTA persistent/dynamic grids);
+// a path the build or device cannot run is skipped, as is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <memory>
 #include <random>
 #include <stdlib.h>
 
@@ -241,35 +243,39 @@ constexpr double lse_tol = 5e-4;
 //   mass; 1e-4 absolute on values in [0, 1] still catches any misplaced or unnormalised tile.
 constexpr double a_tol = 1e-4;
 
-void check_case(const cuda_case& c) {
-  SCOPED_TRACE(name_of(c) + " path " + cuda_attention_path());
-  const inputs x(c, 7000 + static_cast<uint64_t>(c.n) * 3 + static_cast<uint64_t>(c.dim));
-  const block_mask mask = make_mask(c, 4242 + static_cast<uint64_t>(c.n));
-  const int64_t nb = mask.n_blocks, d = c.dim;
-  const cuda_output got = run_cuda(c, x, mask);
-  for (size_t i = 0; i < got.out.size(); ++i)
-    ASSERT_FALSE(std::isnan(got.out[i])) << "out element " << i << " never written";
+// What a case must produce, independent of the kernel configuration: inputs, mask, the rows
+// to check and their fp64 references. Computed once per case and shared by every
+// configuration (the references dominate the test's run time).
+struct expectation {
+  inputs x;
+  block_mask mask;
+  std::vector<int64_t> rows;       // rows to check: all, or three query blocks plus 64 random
+  std::vector<bool> full_block;    // [nb]: every row checked (A is compared there)
+  std::vector<row_reference> refs;  // [heads, rows]
+  double oracle_gap = 0.0;         // tile-walking reference vs attention_reference (full cases)
 
-  // Rows to check: all of them, or every row of three query blocks plus 64 random rows.
-  std::vector<int64_t> rows;
-  if (!c.sampled) {
-    for (int64_t i = 0; i < c.n; ++i) rows.push_back(i);
-  } else {
-    for (int64_t r : {int64_t{0}, nb / 2, nb - 1})
-      for (int64_t i = r * 128; i < std::min(c.n, r * 128 + 128); ++i) rows.push_back(i);
-    std::mt19937_64 rng(5);
-    for (int i = 0; i < 64; ++i) rows.push_back(static_cast<int64_t>(rng() % c.n));
-    std::sort(rows.begin(), rows.end());
-    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  }
-  // Block attention is checked on query blocks whose rows are all checked.
-  std::vector<bool> full_block(static_cast<size_t>(nb), !c.sampled);
-  if (c.sampled)
-    for (int64_t r : {int64_t{0}, nb / 2, nb - 1}) full_block[static_cast<size_t>(r)] = true;
-
-  // The oracle on full cases; the tile-walking reference must agree with it.
-  fp32_tensor oracle({c.n, c.heads, d}), oracle_lse({c.heads, c.n});
-  if (!c.sampled) {
+  explicit expectation(const cuda_case& c)
+      : x(c, 7000 + static_cast<uint64_t>(c.n) * 3 + static_cast<uint64_t>(c.dim)),
+        mask(make_mask(c, 4242 + static_cast<uint64_t>(c.n))) {
+    const int64_t nb = mask.n_blocks, d = c.dim;
+    full_block.assign(static_cast<size_t>(nb), !c.sampled);
+    if (!c.sampled) {
+      for (int64_t i = 0; i < c.n; ++i) rows.push_back(i);
+    } else {
+      for (int64_t r : {int64_t{0}, nb / 2, nb - 1}) {
+        full_block[static_cast<size_t>(r)] = true;
+        for (int64_t i = r * 128; i < std::min(c.n, r * 128 + 128); ++i) rows.push_back(i);
+      }
+      std::mt19937_64 rng(5);
+      for (int i = 0; i < 64; ++i) rows.push_back(static_cast<int64_t>(rng() % c.n));
+      std::sort(rows.begin(), rows.end());
+      rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    }
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i : rows) refs.push_back(reference_row(c, x, mask, h, i));
+    if (c.sampled) return;
+    // The oracle on full cases; the tile-walking reference must agree with it.
+    fp32_tensor oracle({c.n, c.heads, d}), oracle_lse({c.heads, c.n});
     std::vector<uint8_t> token_mask;
     for (int64_t h = 0; h < c.heads; ++h) {
       const auto t = mask.expand_to_token_mask(h);
@@ -280,22 +286,51 @@ void check_case(const cuda_case& c) {
                         tensor_view::contiguous(x.k.data(), dtype::f32, {c.n, c.kv_heads, d}),
                         tensor_view::contiguous(x.v.data(), dtype::f32, {c.n, c.kv_heads, d}),
                         token_mask.data());
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (size_t ri = 0; ri < rows.size(); ++ri) {
+        const row_reference& ref = refs[static_cast<size_t>(h) * rows.size() + ri];
+        for (int64_t e = 0; e < d; ++e) {
+          const size_t at = static_cast<size_t>((rows[ri] * c.heads + h) * d + e);
+          oracle_gap = std::max(oracle_gap, std::fabs(oracle.values[at] - ref.out[static_cast<size_t>(e)]));
+        }
+      }
   }
+};
 
-  double out_err = 0.0, rounding_err = 0.0, lse_err = 0.0, oracle_gap = 0.0;
+const expectation& expectation_of(const cuda_case& c) {
+  static std::map<std::string, std::unique_ptr<expectation>> cache;
+  std::string key = name_of(c) + (c.sampled ? "sampled" : "");
+  for (int32_t h : c.pivots) key += str(",", h);
+  auto& slot = cache[key];
+  if (!slot) slot = std::make_unique<expectation>(c);
+  return *slot;
+}
+
+void check_case(const cuda_case& c) {
+  SCOPED_TRACE(name_of(c) + " path " + cuda_attention_path());
+  const expectation& want = expectation_of(c);
+  const inputs& x = want.x;
+  const block_mask& mask = want.mask;
+  const std::vector<int64_t>& rows = want.rows;
+  const std::vector<bool>& full_block = want.full_block;
+  const int64_t nb = mask.n_blocks, d = c.dim;
+  const cuda_output got = run_cuda(c, x, mask);
+  for (size_t i = 0; i < got.out.size(); ++i)
+    ASSERT_FALSE(std::isnan(got.out[i])) << "out element " << i << " never written";
+
+  double out_err = 0.0, rounding_err = 0.0, lse_err = 0.0;
   std::vector<double> a_ref(c.pivots.size() * static_cast<size_t>(nb * nb), 0.0);
   for (int64_t h = 0; h < c.heads; ++h) {
     const auto pivot_it = std::find(c.pivots.begin(), c.pivots.end(), h);
     const int64_t slot = pivot_it == c.pivots.end() ? -1 : pivot_it - c.pivots.begin();
-    for (int64_t i : rows) {
-      const row_reference ref = reference_row(c, x, mask, h, i);
+    for (size_t ri = 0; ri < rows.size(); ++ri) {
+      const int64_t i = rows[ri];
+      const row_reference& ref = want.refs[static_cast<size_t>(h) * rows.size() + ri];
       for (int64_t e = 0; e < d; ++e) {
         const size_t at = static_cast<size_t>((i * c.heads + h) * d + e);
         out_err = std::max(out_err, std::fabs(got.out[at] - ref.out[static_cast<size_t>(e)]));
         rounding_err = std::max(rounding_err, std::fabs(ref.out_rounded[static_cast<size_t>(e)] -
                                                         ref.out[static_cast<size_t>(e)]));
-        if (!c.sampled)
-          oracle_gap = std::max(oracle_gap, std::fabs(oracle.values[at] - ref.out[static_cast<size_t>(e)]));
       }
       const float lse = got.lse[static_cast<size_t>(h * c.n + i)];
       if (std::isinf(ref.lse)) {
@@ -310,7 +345,7 @@ void check_case(const cuda_case& c) {
       }
     }
   }
-  EXPECT_LE(oracle_gap, 1e-6) << "tile-walking reference disagrees with attention_reference";
+  EXPECT_LE(want.oracle_gap, 1e-6) << "tile-walking reference disagrees with attention_reference";
   EXPECT_LE(out_err, 2.0 * rounding_err + out_atol) << "rounding_err " << rounding_err;
   EXPECT_LE(lse_err, lse_tol);
 
@@ -339,22 +374,25 @@ void check_case(const cuda_case& c) {
   EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
 }
 
-// One kernel configuration: SP_CUDA_KERNEL and, for the Hopper path, SP_CUDA_HOPPER_GRID.
+// One kernel configuration: SP_CUDA_KERNEL and, for the Hopper path, SP_CUDA_HOPPER_GRID and
+// SP_CUDA_HOPPER_MAINLOOP.
 struct kernel_config {
   const char* name;
   const char* path;
-  const char* grid;  // null for the portable path
+  const char* grid;      // null for the portable path
+  const char* mainloop;  // null for the portable path
 };
 
-// Runs each case under the parameter's configuration; skips what cannot run here. The Hopper
-// path runs with one CTA per item (the default), the persistent grid (one CTA per SM) and 3 CTAs
-// (so even the small cases make each CTA loop over many items, empty rows and pivots included).
+// Runs each case under the parameter's configuration; skips what cannot run here. The 3-CTA
+// grids make each CTA loop over many items even in the small cases, empty rows and pivots
+// included.
 class CudaAttention : public ::testing::TestWithParam<kernel_config> {
  protected:
   void SetUp() override {
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
     setenv("SP_CUDA_KERNEL", GetParam().path, 1);
     if (GetParam().grid != nullptr) setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
+    if (GetParam().mainloop != nullptr) setenv("SP_CUDA_HOPPER_MAINLOOP", GetParam().mainloop, 1);
     const std::string why = testing::error_of([] { cuda_attention_path(); });
     if (!why.empty()) GTEST_SKIP() << why;
     ASSERT_EQ(cuda_attention_path(), GetParam().path);
@@ -362,14 +400,20 @@ class CudaAttention : public ::testing::TestWithParam<kernel_config> {
   void TearDown() override {
     unsetenv("SP_CUDA_KERNEL");
     unsetenv("SP_CUDA_HOPPER_GRID");
+    unsetenv("SP_CUDA_HOPPER_MAINLOOP");
   }
 };
 
 INSTANTIATE_TEST_SUITE_P(Path, CudaAttention,
-                         ::testing::Values(kernel_config{"portable", "portable", nullptr},
-                                           kernel_config{"hopper", "hopper", "persistent"},
-                                           kernel_config{"hopper_per_item", "hopper", "per_item"},
-                                           kernel_config{"hopper_3ctas", "hopper", "persistent:3"}),
+                         ::testing::Values(
+                             kernel_config{"portable", "portable", nullptr, nullptr},
+                             kernel_config{"hopper", "hopper", "dynamic", "serial"},
+                             kernel_config{"hopper_overlap", "hopper", "dynamic", "overlap"},
+                             kernel_config{"hopper_per_item", "hopper", "per_item", "serial"},
+                             kernel_config{"hopper_persistent", "hopper", "persistent", "serial"},
+                             kernel_config{"hopper_3ctas", "hopper", "persistent:3", "serial"},
+                             kernel_config{"hopper_dynamic_3ctas", "hopper", "dynamic:3", "serial"},
+                             kernel_config{"hopper_overlap_3ctas", "hopper", "dynamic:3", "overlap"}),
                          [](const ::testing::TestParamInfo<kernel_config>& i) {
                            return std::string(i.param.name);
                          });
@@ -430,6 +474,21 @@ TEST_P(CudaAttention, RejectsBadParameters) {
             std::string::npos);
   EXPECT_NE(testing::error_of([&] { cuda_block_mask bad(mask, {1, 1}); }).find("ascending"),
             std::string::npos);
+  p.k_token_stride = 128;
+  if (std::string(GetParam().path) == "hopper") {
+    for (const char* grid : {"bogus", "dynamic:0", "persistent:4x", "per_item:2"}) {
+      setenv("SP_CUDA_HOPPER_GRID", grid, 1);
+      EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); })
+                    .find(std::string("SP_CUDA_HOPPER_GRID=") + grid),
+                std::string::npos)
+          << grid;
+    }
+    setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
+    setenv("SP_CUDA_HOPPER_MAINLOOP", "fast", 1);
+    EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); })
+                  .find("SP_CUDA_HOPPER_MAINLOOP=fast"),
+              std::string::npos);
+  }
 }
 
 }  // namespace
