@@ -191,6 +191,13 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsi
   }
 }
 
+// One arrival per consumer warp: lane 0 arrives once every lane's earlier shared-memory reads
+// (the item header, operands of waited-for wgmma) are ordered before it.
+__device__ __forceinline__ void warp_arrive(uint64_t* bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbarrier_arrive(bar);
+}
+
 // The two consumers take turns issuing GEMMs: consumer c waits on barrier first_turn_barrier + c
 // and passes the turn to the other after issuing. Consumer 1 passes once before its first turn
 // (consumer 0 goes first) and consumer 0 absorbs consumer 1's last pass after its loop.
@@ -352,11 +359,9 @@ __device__ __forceinline__ void hopper_mainloop_serial(
     cr.issue_qk(sc, s_k + st * tr::kv_bytes);
     wgmma_wait<0>();
     fence_registers(sc);
-    if (cr.lane == 0) {
-      mbarrier_arrive(&bar.k_empty[st]);
-      // After the item's last Q K^T this warp no longer reads Q: the next item's Q may land.
-      if (t == it.row.tiles - 1) mbarrier_arrive(bar.q_empty);
-    }
+    warp_arrive(&bar.k_empty[st], cr.lane);
+    // After the item's last Q K^T this warp no longer reads Q: the next item's Q may land.
+    if (t == it.row.tiles - 1) warp_arrive(bar.q_empty, cr.lane);
     cr.mask(sc, k0, p.n);
     softmax.update(sc, o, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -366,7 +371,7 @@ __device__ __forceinline__ void hopper_mainloop_serial(
     cr.issue_pv(o, pa, s_v + st * tr::kv_bytes);
     wgmma_wait<0>();
     fence_registers(o);
-    if (cr.lane == 0) mbarrier_arrive(&bar.v_empty[st]);
+    warp_arrive(&bar.v_empty[st], cr.lane);
   }
 }
 
@@ -388,10 +393,8 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   // the mask and the softmax.
   auto softmax_tile = [&](float(&s)[NT][4], int t, int st) {
     fence_registers(s);
-    if (cr.lane == 0) {
-      mbarrier_arrive(&bar.k_empty[st]);
-      if (t == tiles - 1) mbarrier_arrive(bar.q_empty);
-    }
+    warp_arrive(&bar.k_empty[st], cr.lane);
+    if (t == tiles - 1) warp_arrive(bar.q_empty, cr.lane);
     cr.mask(s, static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block, p.n);
     softmax.scores(s, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -423,7 +426,7 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
     softmax_tile(sc, t, slot.stage);
     wgmma_wait<0>();
     fence_registers(o);
-    if (cr.lane == 0) mbarrier_arrive(&bar.v_empty[prev.stage]);
+    warp_arrive(&bar.v_empty[prev.stage], cr.lane);
     consumer_rows<T, D>::pack(sc, pa);
   }
   const ring_slot<tr::stages> last(g - 1);
@@ -432,7 +435,7 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   cr.issue_pv(o, pa, s_v + last.stage * tr::kv_bytes);
   wgmma_wait<0>();
   fence_registers(o);
-  if (cr.lane == 0) mbarrier_arrive(&bar.v_empty[last.stage]);
+  warp_arrive(&bar.v_empty[last.stage], cr.lane);
 }
 
 // A consumer warpgroup: takes the items the producer publishes until it publishes head = -1.
@@ -452,7 +455,7 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, in
     if (it.head < 0) break;
     // Without tiles the header is all this item reads; with tiles Q is released after the
     // last Q K^T (in the mainloop).
-    if (it.row.tiles == 0 && tid % 32 == 0) mbarrier_arrive(bar.q_empty);
+    if (it.row.tiles == 0) warp_arrive(bar.q_empty, tid % 32);
     const consumer_rows<T, D> cr(it, consumer, tid, s_q);
     float o[DT][4];
 #pragma unroll
