@@ -10,7 +10,11 @@
 # Compute (full set) on one hopper launch per case of PROFILE_CASES ("N H Hkv D density grid
 # mainloop", ';'-separated) and prints the headline metrics. JSON lines, reports and the log go
 # to $OUT.
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [profile]   (default: the first four)
+# The compare step alternates our kernel (default configuration; full mask and density 0.05)
+# with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
+# and prints the per-round ratios and their medians.
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [profile] [compare]
+#        (default: the first four)
 # Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -98,6 +102,42 @@ for r in ours:
           f"{r['pivot_overhead']:>6.3f} {r['rel_err']:>8.1e}")
 print("ours/cudnn = cuDNN time / our time (throughput ratio, >= 0.9 is the target at density 1);")
 print("t/(d*full) = sparse time / (measured density * our full-mask time) (target <= 1.15)")
+PY
+      ;;
+    compare)
+      J=$OUT/compare.jsonl
+      : >"$J"
+      for shape in ${COMPARE_SHAPES:-32768,32,8,128 131072,32,8,128 32768,9,3,64 131072,9,3,64}; do
+        IFS=, read -r n h hkv d <<<"$shape"
+        for round in $(seq "${ROUNDS:-3}"); do
+          timeout 120 "$BIN/shareprefill" bench attention --device cuda --n $n --heads $h \
+            --kv-heads $hkv --dim $d --density 1,0.05 --repeats 5 --sample-rows 1 --json |
+            sed "s/^{/{\"round\":$round,/" >>"$J"
+          PYTHONUNBUFFERED=1 timeout 120 python3 "$SRC/scripts/bench_sdpa.py" --shape "$shape" \
+            --repeats 5 | sed "s/^{/{\"round\":$round,/" >>"$J"
+        done
+      done
+      python3 - "$J" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+shapes = sorted({(r["n"], r["heads"], r["kv_heads"], r["dim"]) for r in rows})
+print(f"{'n':>7} {'H/Hkv/D':>9} {'round':>5} {'ours_ms':>9} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t(0.05)/(d*full)':>16}")
+for n, h, hkv, d in shapes:
+    ratios, scalings = [], []
+    for rnd in sorted({r["round"] for r in rows}):
+        sel = [r for r in rows if (r["n"], r["heads"], r["dim"], r["round"]) == (n, h, d, rnd)]
+        ours = {r["density"]: r for r in sel if "sparse_ms" in r}
+        cudnn = [r["ms"] for r in sel if r.get("impl") == "cudnn_sdpa"]
+        if 1.0 not in ours or 0.05 not in ours or not cudnn:
+            continue
+        full = ours[1.0]["sparse_ms"]
+        low = ours[0.05]
+        ratio, scaling = cudnn[0] / full, low["sparse_ms"] / (low["measured_density"] * full)
+        ratios.append(ratio)
+        scalings.append(scaling)
+        print(f"{n:>7} {h:>3}/{hkv}/{d:<3} {rnd:>5} {full:>9.3f} {cudnn[0]:>9.3f} {ratio:>10.3f} {scaling:>16.3f}")
+    if ratios:
+        print(f"{n:>7} {h:>3}/{hkv}/{d:<3} {'median':>5} {'':>9} {'':>9} {statistics.median(ratios):>10.3f} {statistics.median(scalings):>16.3f}")
 PY
       ;;
     profile)
