@@ -6,12 +6,12 @@
 // contiguous window of the schedule, as with the hardware block scheduler, so CTAs reading the
 // same K/V share L2).
 //
-// A warp of warpgroup 0 is the producer: it picks items, hands each item's header to the
-// consumers through shared memory and named barriers, and issues TMA loads of Q and of the K and
-// V tiles at the mask's key blocks into rings of `stages` shared-memory buffers, each completing
-// on its own mbarrier. Consumers release K and V separately (k_empty after the tile's Q K^T,
-// v_empty after its P V) and Q through q_empty after their last Q K^T of the item, so the next
-// item's Q and first tiles load under the current item's last P V and epilogue.
+// Warpgroup 0 is the producer: one thread picks items, publishes each item's header in shared
+// memory with its Q load, and issues TMA loads of Q and of the K and V tiles at the mask's key
+// blocks into rings of `stages` shared-memory buffers, each completing on its own mbarrier.
+// Consumers release K and V separately (k_empty after the tile's Q K^T, v_empty after its P V)
+// and Q with the header through q_empty after their last Q K^T of the item, so the next item's
+// Q and first tiles load under the current item's last P V and epilogue.
 //
 // Warpgroups 1 and 2 are consumers of 64 query rows each: S = Q K^T by wgmma from shared memory
 // (both K-major, 128-byte swizzle), the causal rule and the base-2 online softmax on the
@@ -58,12 +58,9 @@ struct hopper_traits {
   static_assert(D == 64 || D == 128, "head dim");
 };
 
-// Named barriers (0 is __syncthreads): the pivot epilogue's, the item header's (the producer
-// warp with the consumers), then one per consumer's GEMM turn.
+// Named barriers (0 is __syncthreads): the pivot epilogue's, then one per consumer's GEMM turn.
 constexpr int pivot_epilogue_barrier = 1;
-constexpr int header_full_barrier = 2, header_empty_barrier = 3;
-constexpr int header_threads = 32 + 256;
-constexpr int first_turn_barrier = 4;
+constexpr int first_turn_barrier = 2;
 
 // Static share of one CTA: round k takes item k*ctas + b (k even) or k*ctas + ctas-1-b (k odd)
 // of the longest-first schedule, skipping indices past the end.
@@ -130,59 +127,46 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
 }
 
 struct hopper_barriers {
-  uint64_t* q;        // the item's Q landed (count 1 + tx)
-  uint64_t* q_empty;  // every consumer warp finished its last Q K^T of the item (count 8)
+  uint64_t* q;        // the item header is published and its Q landed (count 1 + tx)
+  uint64_t* q_empty;  // every consumer warp read the header and finished with Q (count 8)
   uint64_t* k;        // [stages] K tile landed
   uint64_t* v;        // [stages] V tile landed
   uint64_t* k_empty;  // [stages] every consumer warp finished its Q K^T of the stage (count 8)
   uint64_t* v_empty;  // [stages] every consumer warp finished its P V of the stage (count 8)
 };
 
-// The producer warp: publishes each item's header, loads its Q, streams its K/V tiles through
-// the rings, and publishes head = -1 when its source runs dry. Lane 0 claims items (broadcast
-// to the warp) and issues the TMA loads; every lane waits on the barriers. The header travels
-// through named barriers (header_full / header_empty, with the 256 consumer threads), Q through
-// the q / q_empty mbarriers, counted over the items with tiles only.
+// The producer thread: publishes each item with its Q, streams its K/V tiles through the rings,
+// and publishes head = -1 when its source runs dry.
 template <class T, int D>
-__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int lane,
-                                               unsigned char* s_q, unsigned char* s_k,
-                                               unsigned char* s_v, hopper_item* s_item,
-                                               const hopper_barriers& bar) {
+__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsigned char* s_q,
+                                               unsigned char* s_k, unsigned char* s_v,
+                                               hopper_item* s_item, const hopper_barriers& bar) {
   using tr = hopper_traits<T, D>;
   item_source source(static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks, hp.next_item);
-  const auto claim = [&] {
-    const long long item = lane == 0 ? source.next() : 0;
-    return static_cast<int64_t>(__shfl_sync(0xffffffffu, item, 0));
-  };
-  int64_t item = claim();
+  int64_t item = source.next();
   hopper_item it;
   if (item >= 0) it = hopper_item_of(hp.p, item);
-  int64_t g = 0;        // K/V tiles loaded so far
-  int64_t q_loads = 0;  // Q loads issued so far
-  for (int64_t headers = 0;; ++headers) {
-    // The consumers have read the previous header.
-    if (headers > 0) named_barrier_sync(header_empty_barrier, header_threads);
+  int64_t g = 0;  // K/V tiles loaded so far
+  for (int64_t loads = 0;; ++loads) {
+    // The consumers have read the previous header and finished with the previous Q.
+    if (loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((loads - 1) & 1));
     if (item < 0) {
-      if (lane == 0) s_item->head = -1;
-      named_barrier_arrive(header_full_barrier, header_threads);
+      s_item->head = -1;
+      mbarrier_arrive(bar.q);
       return;
     }
-    if (lane == 0) *s_item = it;
-    named_barrier_arrive(header_full_barrier, header_threads);
+    *s_item = it;
     // Claimed now, read after this item's loads are issued: the latency hides under them.
-    const int64_t next = claim();
+    const int64_t next = source.next();
     const block_row<mask_block>& row = it.row;
-    if (row.tiles > 0) {  // without tiles the consumers write zeros; nothing to load
-      // The consumers have finished with the previous Q.
-      if (q_loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((q_loads - 1) & 1));
-      ++q_loads;
-      if (lane == 0) {
-        mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
+    if (row.tiles == 0) {  // consumers write zeros; nothing to load
+      mbarrier_arrive(bar.q);
+    } else {
+      mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
 #pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, it.head,
-                      it.qblock * mask_block);
-      }
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, it.head,
+                    it.qblock * mask_block);
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {
@@ -190,21 +174,17 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int 
       const int st = slot.stage;
       const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
       if (g >= tr::stages) mbarrier_wait(&bar.k_empty[st], slot.phase ^ 1u);
-      if (lane == 0) {
-        mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
+      mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
 #pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar.k[st],
-                      c * 64, kv_head, k0);
-      }
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_k + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.k_map, &bar.k[st],
+                    c * 64, kv_head, k0);
       if (g >= tr::stages) mbarrier_wait(&bar.v_empty[st], slot.phase ^ 1u);
-      if (lane == 0) {
-        mbarrier_arrive_expect_tx(&bar.v[st], tr::kv_bytes);
+      mbarrier_arrive_expect_tx(&bar.v[st], tr::kv_bytes);
 #pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar.v[st],
-                      c * 64, kv_head, k0);
-      }
+      for (int c = 0; c < D / 64; ++c)
+        tma_load_3d(s_v + st * tr::kv_bytes + c * tr::chunk_kv_bytes, &hp.v_map, &bar.v[st],
+                    c * 64, kv_head, k0);
     }
     item = next;
     if (item >= 0) it = hopper_item_of(hp.p, item);
@@ -468,15 +448,14 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, in
   constexpr int DT = consumer_rows<T, D>::DT;
   const gemm_turns turns{consumer};
   if (mainloop == hopper_mainloop::overlap && consumer == 1) turns.pass();
-  int64_t g = 0;        // K/V tiles consumed so far (the producer's ring position, in step)
-  int64_t q_loads = 0;  // Q loads consumed so far
-  for (;;) {
-    named_barrier_sync(header_full_barrier, header_threads);
+  int64_t g = 0;  // K/V tiles consumed so far (the producer's ring position, in step)
+  for (int64_t loads = 0;; ++loads) {
+    mbarrier_wait(bar.q, static_cast<uint32_t>(loads & 1));
     const hopper_item it = *s_item;
     if (it.head < 0) break;
-    named_barrier_arrive(header_empty_barrier, header_threads);
-    // Q is released after the item's last Q K^T (in the mainloop).
-    if (it.row.tiles > 0) mbarrier_wait(bar.q, static_cast<uint32_t>(q_loads++ & 1));
+    // Without tiles the header is all this item reads; with tiles Q is released after the
+    // last Q K^T (in the mainloop).
+    if (it.row.tiles == 0) warp_arrive(bar.q_empty, tid % 32);
     const consumer_rows<T, D> cr(it, consumer, tid, s_q);
     float o[DT][4];
 #pragma unroll
@@ -526,7 +505,7 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
-    if (threadIdx.x < 32) hopper_produce<T, D>(hp, threadIdx.x, s_q, s_k, s_v, &s_item, bar);
+    if (threadIdx.x == 0) hopper_produce<T, D>(hp, s_q, s_k, s_v, &s_item, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
     hopper_consume<T, D, mainloop>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
