@@ -14,6 +14,10 @@
 // Modes: dense (all causal tiles), vslash (adaptive vertical-slash for every head, about
 // MInference), flexprefill (query-aware test + pooled estimate, no sharing) and shareprefill
 // (pivots, JS-gated sharing of the pivot's exact pattern with later layers, fallback).
+// Layers listed in planner_params::dense_layers run every causal tile in any mode; in
+// shareprefill mode their heads still take part in pivot selection, so a pivot there is computed
+// (densely, as always) and publishes its exact pattern for later layers as it would without the
+// list: the plans of the other layers are unchanged.
 // The planner object is immutable; everything that changes during a prompt is in plan_state.
 #pragma once
 
@@ -54,8 +58,11 @@ struct planner_params {
   // medoid the only head that can become its pivot.
   bool share_within_layer = false;
   bool pivot_is_medoid = false;
+  // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
+  // < the planner's layer count (checked when the planner is built).
+  std::vector<int64_t> dense_layers;
 
-  void validate() const;  // thresholds in (0, 1], block size, budgets; throws sp::error
+  void validate() const;  // thresholds, block size, budgets, dense_layers sorted; throws sp::error
   nlohmann::json to_json() const;
   int64_t min_blocks() const;                  // minB
   int64_t max_blocks(int64_t n_blocks) const;  // maxB (<= nb)
@@ -168,9 +175,10 @@ class planner {
  private:
   planner_params params_;
   int64_t layers_, heads_;
-  std::vector<int32_t> cluster_of_;  // [layers * heads], -1 without a map
-  std::vector<uint8_t> shared_;      // [clusters]
-  std::vector<head_ref> medoid_;     // [clusters] (pivot_is_medoid)
+  std::vector<int32_t> cluster_of_;   // [layers * heads], -1 without a map
+  std::vector<uint8_t> shared_;       // [clusters]
+  std::vector<head_ref> medoid_;      // [clusters] (pivot_is_medoid)
+  std::vector<uint8_t> dense_layer_;  // [layers] 1 = listed in params.dense_layers
 };
 
 }  // namespace sp

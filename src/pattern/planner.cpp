@@ -37,6 +37,12 @@ planner::planner(const planner_params& params, int64_t layers, int64_t heads,
         heads, " heads");
   check(params_.mode != plan_mode::shareprefill || clusters != nullptr, fn,
         "shareprefill mode needs a cluster map");
+  dense_layer_.assign(static_cast<size_t>(layers), 0);
+  for (int64_t l : params_.dense_layers) {
+    check(l < layers, fn, "dense layer ", l, " is out of range: the model has ", layers,
+          " layers (0-", layers - 1, ")");
+    dense_layer_[static_cast<size_t>(l)] = 1;
+  }
   if (clusters == nullptr) return;
   cluster_of_ = clusters->head_table(layers, heads);
   for (const head_cluster& c : clusters->clusters) {
@@ -78,10 +84,13 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
   const int64_t bs = params_.block_size;
   const int64_t nb = (n + bs - 1) / bs;
   const int64_t min_b = params_.min_blocks();
+  // A dense layer needs the statistics only where pivots can be chosen (shareprefill).
+  const bool dense_layer = dense_layer_[static_cast<size_t>(layer)] != 0;
   layer_plan out;
   out.layer = layer;
   out.kinds.assign(static_cast<size_t>(heads_), head_kind::dense);
-  if (params_.mode == plan_mode::dense || n <= min_b * bs) {
+  if (params_.mode == plan_mode::dense || n <= min_b * bs ||
+      (dense_layer && params_.mode != plan_mode::shareprefill)) {
     out.mask = block_mask::dense_causal(n, bs, heads_);
     state.layer_kinds = out.kinds;
     return out;
@@ -130,13 +139,18 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
     } else if (slot.has_pattern) {
       if (sharing_gate(params_, slot, st.v_blk.data(), st.s_blk.data(), nb))
         out.kinds[h] = head_kind::shared;
-    } else if (slot.pivot_layer == layer && params_.share_within_layer) {
+    } else if (slot.pivot_layer == layer && params_.share_within_layer && !dense_layer) {
       out.kinds[h] = head_kind::deferred;
       out.deferred_heads.push_back(static_cast<int32_t>(h));
       state.deferred.push_back(deferred_head{static_cast<int32_t>(h), c, st.v_blk, st.s_blk,
                                              st.vertical_blocks, st.slash_blocks});
     }
   }
+
+  // A dense layer keeps its pivots (they publish as usual); every other head is dense.
+  if (dense_layer)
+    for (head_kind& kind : out.kinds)
+      if (kind != head_kind::pivot) kind = head_kind::dense;
 
   // D + E: tiles per head.
   std::vector<float> q_pool;
@@ -152,6 +166,7 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
     const int32_t c = cluster_of_.empty() ? -1 : cluster_of_[layer * heads_ + h];
     switch (out.kinds[h]) {
       case head_kind::pivot:
+      case head_kind::dense:
         tiles[h] = causal_tiles(nb);
         break;
       case head_kind::shared:
@@ -169,7 +184,6 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
                                         st.slash_blocks);
         break;
       case head_kind::deferred:  // planned by plan_deferred()
-      case head_kind::dense:
         break;
     }
   });

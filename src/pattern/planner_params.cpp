@@ -58,6 +58,10 @@ void planner_params::validate() const {
   check(min_budget >= 1, fn, "min_budget must be >= 1 token, got ", min_budget);
   check(max_budget == 0 || max_budget >= min_budget, fn, "max_budget (", max_budget,
         " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
+  for (size_t i = 0; i < dense_layers.size(); ++i)
+    check(dense_layers[i] >= 0 && (i == 0 || dense_layers[i] > dense_layers[i - 1]), fn,
+          "dense_layers must be sorted non-negative layers without duplicates, got ",
+          dense_layers[i], " at position ", i);
 }
 
 int64_t planner_params::min_blocks() const {
@@ -79,7 +83,8 @@ nlohmann::json planner_params::to_json() const {
           {"min_budget", min_budget},
           {"max_budget", max_budget > 0 ? nlohmann::json(max_budget) : nlohmann::json(nullptr)},
           {"share_within_layer", share_within_layer},
-          {"pivot_is_medoid", pivot_is_medoid}};
+          {"pivot_is_medoid", pivot_is_medoid},
+          {"dense_layers", dense_layers}};
 }
 
 int64_t layer_plan::kind_count(head_kind k) const {

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "shareprefill/error.h"
+#include "shareprefill/layer_list.h"
 
 namespace sp::cli {
 
@@ -25,11 +26,18 @@ void add_planner_options(CLI::App* sub, planner_params& p) {
                 "Use each shared cluster's offline medoid as its pivot");
 }
 
+void add_dense_layers_option(CLI::App* sub, std::string& spec) {
+  sub->add_option("--dense-layers", spec,
+                  "Layers that run dense attention in the sparse modes, e.g. 0-2,11-29 (a "
+                  "shareprefill pivot there still publishes its pattern)");
+}
+
 void add_attention_options(CLI::App* sub, attention_options& o, const std::string& mode_flag) {
   sub->add_option(mode_flag, o.mode, "dense | vslash | flexprefill | shareprefill")
       ->capture_default_str();
   sub->add_option("--clusters", o.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");
+  add_dense_layers_option(sub, o.dense_layers);
   add_planner_options(sub, o.params);
 }
 
@@ -52,12 +60,14 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
                                const llama_config& config, const std::string& model_path) {
   attention_setup s;
   s.mode = mode;
+  s.dense_layers = parse_layer_list(o.dense_layers, config.n_layers, "--dense-layers");
   if (mode == "dense") {
     s.attention = make_dense_attention(o.params.block_size);
     return s;
   }
   planner_params params = o.params;
   params.mode = plan_mode_from_name(mode);
+  params.dense_layers = s.dense_layers;
   params.validate();
   if (params.mode == plan_mode::shareprefill || !o.clusters.empty()) {
     s.cluster_source = o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "command.h"
 #include "shareprefill/cluster_map.h"
@@ -22,10 +23,14 @@ void add_planner_options(CLI::App* sub, planner_params& params);
 struct attention_options {
   std::string mode = "dense";  // dense | vslash | flexprefill | shareprefill
   std::string clusters;        // cluster map JSON; empty = the model's shipped default
+  std::string dense_layers;    // --dense-layers spec ("0-2,11-29"); empty = none
   planner_params params;
 };
 
-// Adds --attention (or `mode_flag`), --clusters and the planner options.
+// Adds --dense-layers (layers that run dense attention in the sparse modes).
+void add_dense_layers_option(CLI::App* sub, std::string& spec);
+
+// Adds --attention (or `mode_flag`), --clusters, --dense-layers and the planner options.
 void add_attention_options(CLI::App* sub, attention_options& o,
                            const std::string& mode_flag = "--attention");
 
@@ -36,14 +41,16 @@ std::string default_cluster_map_path(const std::string& model_path);
 // Owns the cluster map and planner that a planned strategy refers to.
 struct attention_setup {
   std::string mode;
-  std::string cluster_source;  // path of the cluster map used, "" for none
+  std::vector<int64_t> dense_layers;  // parsed --dense-layers (used by the sparse modes)
+  std::string cluster_source;         // path of the cluster map used, "" for none
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
 };
 
 // Builds the strategy for `mode` (overriding o.mode) on a model; shareprefill mode needs a
-// cluster map (o.clusters or the shipped default) and fails clearly without one.
+// cluster map (o.clusters or the shipped default) and fails clearly without one. The
+// --dense-layers spec is checked against the model's layer count in every mode.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path);
 

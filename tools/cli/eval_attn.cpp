@@ -104,7 +104,8 @@ void run_attn(const attn_options& o) {
                {"rel_err", row.rel_err},
                {"rel_err_second_half", row.rel_err_second_half},
                {"recall", row.recall},
-               {"density", row.density}});
+               {"density", row.density},
+               {"dense_layers", setups[row.candidate].dense_layers}});
   }
 
   std::printf("attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,

@@ -23,6 +23,7 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
       ->capture_default_str();
   sub->add_option("--clusters", o.attention.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");
+  add_dense_layers_option(sub, o.attention.dense_layers);
   add_planner_options(sub, o.attention.params);
   sub->add_option("--gammas", o.gammas, "Comma-separated gamma values (default: --gamma)");
   sub->add_option("--rope-scaling", o.rope_scaling, "none | linear | ntk | yarn")

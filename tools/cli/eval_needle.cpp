@@ -123,6 +123,8 @@ void run_needle(const needle_options& o) {
                                   {"prefill_s", r.total_ms * 1e-3},
                                   {"generated", text}};
             row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
+            row["dense_layers"] =
+                mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
             out.write(row);
             const std::string label =
                 mode == "dense" || gammas.size() == 1 ? mode : mode + "_g" + short_number(gamma);

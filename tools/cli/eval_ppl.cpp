@@ -10,6 +10,7 @@
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_plot.h"
+#include "shareprefill/layer_list.h"
 
 namespace sp::cli {
 namespace {
@@ -57,6 +58,8 @@ void run_ppl(const ppl_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
+  const std::vector<int64_t> dense_layers =
+      parse_layer_list(o.common.attention.dense_layers, c.n_layers, "--dense-layers");
   for (int64_t len : lengths)
     check(len <= c.context_length || o.common.rope_scaling != "none", fn, "length ", len,
           " exceeds the trained context of ", c.context_length,
@@ -67,6 +70,9 @@ void run_ppl(const ppl_options& o) {
 
   json_lines out(o.common.json_path);
   std::map<std::string, plot_series> curves;  // label -> ppl over length
+  if (!dense_layers.empty())
+    std::printf("dense layers in the sparse modes: %s (density counts them)\n",
+                format_layer_list(dense_layers).c_str());
   std::printf("%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows", "ppl",
               "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
@@ -115,6 +121,8 @@ void run_ppl(const ppl_options& o) {
                               {"windows", sources},   {"scored_tokens", logprobs.size()},
                               {"extended", extended}, {"delta_vs_dense_pct", delta}};
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
+        row["dense_layers"] =
+            mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
         if (extended)
           row["rope"] = {{"type", o.common.rope_scaling}, {"factor", o.common.rope_factor}};
         out.write(row);
