@@ -3,6 +3,7 @@
 // Lengths above the model's trained context need --rope-scaling and are marked "extended".
 #include <algorithm>
 #include <cstdio>
+#include <iomanip>
 #include <map>
 
 #include "eval_common.h"
@@ -52,7 +53,9 @@ std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_toke
 void run_ppl(const ppl_options& o) {
   const char* fn = "eval ppl";
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
-  const std::vector<std::string> modes = eval_parse_modes(o.common.modes);
+  // Dense first, so every sparse row has its delta.
+  std::vector<std::string> modes = eval_parse_modes(o.common.modes);
+  std::stable_partition(modes.begin(), modes.end(), [](const std::string& m) { return m == "dense"; });
   const std::vector<int64_t> lengths = eval_parse_lengths(o.lengths, 0);
   const std::vector<double> gammas = eval_gammas(o.common);
   thread_pool pool(o.common.threads);
@@ -104,13 +107,17 @@ void run_ppl(const ppl_options& o) {
         }
         const double ppl = perplexity_from_logprobs(logprobs);
         if (mode == "dense") dense_ppl = ppl;
-        const double delta = dense_ppl > 0 ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0;
+        // Without a dense run in --modes there is nothing to compare with: "-" and null.
+        const bool has_delta = dense_ppl > 0;
+        const double delta = has_delta ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0;
+        const std::string delta_text = has_delta ? str(std::fixed, std::setprecision(2), delta, "%") : "-";
         const std::string mark = extended ? "  (extended: rope " + o.common.rope_scaling + " x" +
                                                 std::to_string(o.common.rope_factor) + ")"
                                           : "";
-        std::printf("%-13s %6s %7lld %8zu %9.4f %8.2f%% %8.3f %11.1f%s\n", mode.c_str(),
+        std::printf("%-13s %6s %7lld %8zu %9.4f %9s %8.3f %11.1f%s\n", mode.c_str(),
                     mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
-                    (long long)len, windows.size(), ppl, delta, density, seconds, mark.c_str());
+                    (long long)len, windows.size(), ppl, delta_text.c_str(), density, seconds,
+                    mark.c_str());
         std::fflush(stdout);
         nlohmann::json sources = nlohmann::json::array();
         for (const auto& [file, start] : windows)
@@ -119,7 +126,8 @@ void run_ppl(const ppl_options& o) {
                               {"length", len},        {"ppl", ppl},
                               {"density", density},   {"prefill_s", seconds},
                               {"windows", sources},   {"scored_tokens", logprobs.size()},
-                              {"extended", extended}, {"delta_vs_dense_pct", delta}};
+                              {"extended", extended},
+                              {"delta_vs_dense_pct", has_delta ? nlohmann::json(delta) : nlohmann::json(nullptr)}};
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
         row["dense_layers"] =
             mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
