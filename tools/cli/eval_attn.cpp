@@ -48,9 +48,7 @@ void run_attn(const attn_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
-  check(o.length <= c.context_length || o.common.rope_scaling != "none", fn, "length ", o.length,
-        " exceeds the trained context of ", c.context_length,
-        " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+  check_eval_length(o.common, c, o.length, fn);
   const std::vector<int32_t> ids = m.tok->encode(read_text_file(o.text), false);
   check(static_cast<int64_t>(ids.size()) >= o.offset + o.length, fn, "'", o.text, "' has ",
         ids.size(), " tokens, fewer than --offset ", o.offset, " + --length ", o.length);
@@ -69,7 +67,7 @@ void run_attn(const attn_options& o) {
   llama_session session(m.weights, pool, o.length);
   prefill_options po;
   po.attention = &probe;
-  po.rope = {o.common.rope_scaling, o.common.rope_factor};
+  po.rope = o.common.rope;
   po.on_layer = layer_progress("[probe " + std::to_string(cands.size()) + " candidates]");
   const prefill_result r = session.prefill(tokens, po);
   std::fprintf(stderr, "probe prefill: %.1f s\n", r.total_ms * 1e-3);

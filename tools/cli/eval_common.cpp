@@ -26,13 +26,20 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
   add_dense_layers_option(sub, o.attention.dense_layers);
   add_planner_options(sub, o.attention.params);
   sub->add_option("--gammas", o.gammas, "Comma-separated gamma values (default: --gamma)");
-  sub->add_option("--rope-scaling", o.rope_scaling, "none | linear | ntk | yarn")
+  sub->add_option("--rope-scaling", o.rope.type, "none | linear | ntk | yarn")
       ->capture_default_str();
-  sub->add_option("--rope-factor", o.rope_factor, "RoPE scaling factor")->capture_default_str();
+  sub->add_option("--rope-factor", o.rope.factor, "RoPE scaling factor")->capture_default_str();
   sub->add_option("--threads", o.threads, "Worker threads (0 = all cores)");
   sub->add_option("--json", o.json_path,
                   "Write one JSON object per result row to FILE (- = stdout)");
   sub->add_option("--png", o.png_dir, "Draw the figures into DIR");
+}
+
+void check_eval_length(const eval_common_options& o, const llama_config& c, int64_t length,
+                       const char* fn) {
+  check(length <= c.context_length || o.rope.type != "none", fn, "length ", length,
+        " exceeds the trained context of ", c.context_length,
+        " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
 }
 
 std::vector<double> eval_gammas(const eval_common_options& o) {

@@ -22,8 +22,7 @@ struct eval_common_options {
   std::string model;
   std::string modes = "dense,vslash,flexprefill,shareprefill";
   attention_options attention;  // clusters + planner parameters (its mode field is unused)
-  std::string rope_scaling = "none";
-  double rope_factor = 1.0;
+  rope_scaling_options rope;  // --rope-scaling, --rope-factor
   std::string gammas;  // empty = the planner's --gamma only
   int threads = 0;
   std::string json_path;  // JSON lines; "-" = stdout
@@ -31,6 +30,11 @@ struct eval_common_options {
 };
 
 void add_eval_common_options(CLI::App* sub, eval_common_options& o);
+
+// Throws unless a prompt of `length` tokens fits the model's trained context or RoPE scaling
+// is given.
+void check_eval_length(const eval_common_options& o, const llama_config& c, int64_t length,
+                       const char* fn);
 
 // The γ values to run: --gammas if given, else the single --gamma.
 std::vector<double> eval_gammas(const eval_common_options& o);

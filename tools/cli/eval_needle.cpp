@@ -47,9 +47,7 @@ void run_needle(const needle_options& o) {
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
   for (int64_t len : lengths)
-    check(len <= c.context_length || o.common.rope_scaling != "none", fn, "length ", len,
-          " exceeds the trained context of ", c.context_length,
-          " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+    check_eval_length(o.common, c, len, fn);
   std::vector<int32_t> haystack = m.tok->encode(read_text_file(o.haystack), false);
   check(o.haystack_offset < static_cast<int64_t>(haystack.size()), fn, "--haystack-offset ",
         o.haystack_offset, " is beyond the haystack's ", haystack.size(), " tokens");
@@ -80,7 +78,7 @@ void run_needle(const needle_options& o) {
                                   n + std::max<int64_t>(o.max_new, int64_t(answer.size())));
             prefill_options po;
             po.attention = att.attention.get();
-            po.rope = {o.common.rope_scaling, o.common.rope_factor};
+            po.rope = o.common.rope;
             po.on_layer = layer_progress("[" + mode + " " + std::to_string(lengths[li]) + " @" +
                                          short_number(depths[di]) + "]");
             const prefill_result r = session.prefill(p.tokens, po);

@@ -64,9 +64,7 @@ void run_ppl(const ppl_options& o) {
   const std::vector<int64_t> dense_layers =
       parse_layer_list(o.common.attention.dense_layers, c.n_layers, "--dense-layers");
   for (int64_t len : lengths)
-    check(len <= c.context_length || o.common.rope_scaling != "none", fn, "length ", len,
-          " exceeds the trained context of ", c.context_length,
-          " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+    check_eval_length(o.common, c, len, fn);
   std::vector<text_tokens> texts;
   for (const std::string& path : o.texts)
     texts.push_back({path, m.tok->encode(read_text_file(path), false)});
@@ -96,7 +94,7 @@ void run_ppl(const ppl_options& o) {
                                             texts[file].ids.begin() + start + len);
           prefill_options po;
           po.attention = att.attention.get();
-          po.rope = {o.common.rope_scaling, o.common.rope_factor};
+          po.rope = o.common.rope;
           po.on_layer =
               layer_progress("[" + mode + " " + std::to_string(len) + " window " +
                              std::to_string(w + 1) + "/" + std::to_string(windows.size()) + "]");
@@ -111,8 +109,8 @@ void run_ppl(const ppl_options& o) {
         const bool has_delta = dense_ppl > 0;
         const double delta = has_delta ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0;
         const std::string delta_text = has_delta ? str(std::fixed, std::setprecision(2), delta, "%") : "-";
-        const std::string mark = extended ? "  (extended: rope " + o.common.rope_scaling + " x" +
-                                                std::to_string(o.common.rope_factor) + ")"
+        const std::string mark = extended ? "  (extended: rope " + o.common.rope.type + " x" +
+                                                std::to_string(o.common.rope.factor) + ")"
                                           : "";
         std::printf("%-13s %6s %7lld %8zu %9.4f %9s %8.3f %11.1f%s\n", mode.c_str(),
                     mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
@@ -132,7 +130,7 @@ void run_ppl(const ppl_options& o) {
         row["dense_layers"] =
             mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
         if (extended)
-          row["rope"] = {{"type", o.common.rope_scaling}, {"factor", o.common.rope_factor}};
+          row["rope"] = {{"type", o.common.rope.type}, {"factor", o.common.rope.factor}};
         out.write(row);
         const std::string label = mode == "dense" || gammas.size() == 1
                                       ? mode
