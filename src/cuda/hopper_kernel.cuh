@@ -38,11 +38,13 @@
 
 namespace sp::cuda {
 
+constexpr int hopper_consumers = 2;  // consumer warpgroups per CTA, 64 query rows each
+
 template <class T, int D>
 struct hopper_traits {
   static constexpr int block_m = mask_block;  // query rows per CTA
   static constexpr int block_n = mask_block;  // keys per tile = one mask block
-  static constexpr int consumers = 2;         // warpgroups of 64 query rows
+  static constexpr int consumers = hopper_consumers;
   static constexpr int consumer_threads = 128 * consumers;
   static constexpr int threads = 128 * (consumers + 1);
   static constexpr int stages = D <= 64 ? 4 : 2;
@@ -204,10 +206,10 @@ __device__ __forceinline__ void warp_arrive(uint64_t* bar, int lane) {
 struct gemm_turns {
   int consumer;
   __device__ __forceinline__ void wait() const {
-    named_barrier_sync(first_turn_barrier + consumer, 256);
+    named_barrier_sync(first_turn_barrier + consumer, 128 * hopper_consumers);
   }
   __device__ __forceinline__ void pass() const {
-    named_barrier_arrive(first_turn_barrier + 1 - consumer, 256);
+    named_barrier_arrive(first_turn_barrier + 1 - consumer, 128 * hopper_consumers);
   }
 };
 
