@@ -8,10 +8,11 @@
 //
 // Warpgroup 0 is the producer: one thread picks items, publishes each item's header in shared
 // memory with its Q load, and issues TMA loads of Q and of the K and V tiles at the mask's key
-// blocks into rings of `stages` shared-memory buffers, each completing on its own mbarrier.
-// Consumers release K and V separately (k_empty after the tile's Q K^T, v_empty after its P V)
-// and Q with the header through q_empty after their last Q K^T of the item, so the next item's
-// Q and first tiles load under the current item's last P V and epilogue.
+// blocks into rings (q_stages Q buffers, `stages` K and V buffers), each buffer completing on
+// its own mbarrier. Consumers release K and V separately (k_empty after the tile's Q K^T,
+// v_empty after its P V) and Q with its header through q_empty after their last Q K^T of the
+// item; with two Q buffers the next item's Q loads while the current item runs, and its first
+// tiles load under the current item's last P V and epilogue.
 //
 // Warpgroups 1 and 2 are consumers of 64 query rows each: S = Q K^T by wgmma from shared memory
 // (both K-major, 128-byte swizzle), the causal rule and the base-2 online softmax on the
@@ -47,13 +48,14 @@ struct hopper_traits {
   static constexpr int consumers = hopper_consumers;
   static constexpr int consumer_threads = 128 * consumers;
   static constexpr int threads = 128 * (consumers + 1);
+  static constexpr int q_stages = 2;  // Q buffers: the next item's Q loads during this item
   static constexpr int stages = D <= 64 ? 4 : 2;
   static constexpr int chunk_q_bytes = block_m * 128;  // one 64-column swizzle chunk of Q
   static constexpr int chunk_kv_bytes = block_n * 128;
   static constexpr int q_bytes = block_m * D * 2;
   static constexpr int kv_bytes = block_n * D * 2;
-  // Q, K ring, V ring, plus slack to align the dynamic base to 1024 bytes (swizzle atoms).
-  static constexpr int smem_bytes = q_bytes + 2 * stages * kv_bytes + 1024;
+  // Q ring, K ring, V ring, plus slack to align the dynamic base to 1024 bytes (swizzle atoms).
+  static constexpr int smem_bytes = q_stages * q_bytes + 2 * stages * kv_bytes + 1024;
   // 128*56 + 256*224 = 384*168, the pool __launch_bounds__(384, 1) gives the CTA (setmaxnreg.inc
   // past the pool waits forever); neither side spills at these limits (ptxas -warn-spills).
   static constexpr int producer_regs = 56, consumer_regs = 224;
@@ -102,7 +104,7 @@ struct item_source {
   }
 };
 
-// Ring position of the CTA's g-th loaded K/V tile (counted over all its items).
+// Ring position of the CTA's g-th loaded K/V tile or Q (counted over all its items).
 template <int stages>
 struct ring_slot {
   int stage;
@@ -129,8 +131,8 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
 }
 
 struct hopper_barriers {
-  uint64_t* q;        // the item header is published and its Q landed (count 1 + tx)
-  uint64_t* q_empty;  // every consumer warp read the header and finished with Q (count 8)
+  uint64_t* q;        // [q_stages] the item header is published and its Q landed (count 1 + tx)
+  uint64_t* q_empty;  // [q_stages] every consumer warp read the header, finished with Q (count 8)
   uint64_t* k;        // [stages] K tile landed
   uint64_t* v;        // [stages] V tile landed
   uint64_t* k_empty;  // [stages] every consumer warp finished its Q K^T of the stage (count 8)
@@ -139,6 +141,7 @@ struct hopper_barriers {
 
 // The producer thread: publishes each item with its Q, streams its K/V tiles through the rings,
 // and publishes head = -1 when its source runs dry.
+// s_item: [q_stages] headers, one per Q buffer of s_q.
 template <class T, int D>
 __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsigned char* s_q,
                                                unsigned char* s_k, unsigned char* s_v,
@@ -150,25 +153,27 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsi
   if (item >= 0) it = hopper_item_of(hp.p, item);
   int64_t g = 0;  // K/V tiles loaded so far
   for (int64_t loads = 0;; ++loads) {
-    // The consumers have read the previous header and finished with the previous Q.
-    if (loads > 0) mbarrier_wait(bar.q_empty, static_cast<uint32_t>((loads - 1) & 1));
+    // The consumers have read the buffer's previous header and finished with its previous Q.
+    const ring_slot<tr::q_stages> qs(loads);
+    if (loads >= tr::q_stages) mbarrier_wait(&bar.q_empty[qs.stage], qs.phase ^ 1u);
+    uint64_t* q_full = &bar.q[qs.stage];
     if (item < 0) {
-      s_item->head = -1;
-      mbarrier_arrive(bar.q);
+      s_item[qs.stage].head = -1;
+      mbarrier_arrive(q_full);
       return;
     }
-    *s_item = it;
+    s_item[qs.stage] = it;
     // Claimed now, read after this item's loads are issued: the latency hides under them.
     const int64_t next = source.next();
     const block_row<mask_block>& row = it.row;
     if (row.tiles == 0) {  // consumers write zeros; nothing to load
-      mbarrier_arrive(bar.q);
+      mbarrier_arrive(q_full);
     } else {
-      mbarrier_arrive_expect_tx(bar.q, tr::q_bytes);
+      mbarrier_arrive_expect_tx(q_full, tr::q_bytes);
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
-        tma_load_3d(s_q + c * tr::chunk_q_bytes, &hp.q_map, bar.q, c * 64, it.head,
-                    it.qblock * mask_block);
+        tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full,
+                    c * 64, it.head, it.qblock * mask_block);
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {
@@ -194,7 +199,7 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsi
 }
 
 // One arrival per consumer warp: lane 0 arrives once every lane's earlier shared-memory reads
-// (the item header, operands of waited-for wgmma) are ordered before it.
+// (operands of waited-for wgmma) are ordered before it.
 __device__ __forceinline__ void warp_arrive(uint64_t* bar, int lane) {
   __syncwarp();
   if (lane == 0) mbarrier_arrive(bar);
@@ -214,7 +219,8 @@ struct gemm_turns {
 };
 
 // Per-thread view of one consumer warpgroup's part of a work item: 64 query rows, 16 per warp,
-// rows thread_row and thread_row + 8 per thread (the wgmma accumulator layout).
+// rows thread_row and thread_row + 8 per thread (the wgmma accumulator layout), read from the
+// item's Q buffer, which q_empty releases.
 template <class T, int D>
 struct consumer_rows {
   using tr = hopper_traits<T, D>;
@@ -225,10 +231,12 @@ struct consumer_rows {
   int64_t warp_row0;    // its token index
   int64_t thread_row;   // rows thread_row and thread_row + 8
   const unsigned char* q_base;
+  uint64_t* q_empty;
 
+  // s_q: the item's Q buffer, [D / 64 chunks][128 rows][64 columns], 128-byte swizzled.
   __device__ __forceinline__ consumer_rows(const hopper_item& it, int consumer_, int tid,
-                                           const unsigned char* s_q)
-      : consumer(consumer_), warp(tid / 32), lane(tid % 32) {
+                                           const unsigned char* s_q, uint64_t* q_empty_)
+      : consumer(consumer_), warp(tid / 32), lane(tid % 32), q_empty(q_empty_) {
     local_row0 = consumer * 64 + warp * 16;
     warp_row0 = static_cast<int64_t>(it.qblock) * mask_block + local_row0;
     thread_row = warp_row0 + lane / 4;
@@ -363,7 +371,7 @@ __device__ __forceinline__ void hopper_mainloop_serial(
     fence_registers(sc);
     warp_arrive(&bar.k_empty[st], cr.lane);
     // After the item's last Q K^T this warp no longer reads Q: the next item's Q may land.
-    if (t == it.row.tiles - 1) warp_arrive(bar.q_empty, cr.lane);
+    if (t == it.row.tiles - 1) warp_arrive(cr.q_empty, cr.lane);
     cr.mask(sc, k0, p.n);
     softmax.update(sc, o, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -396,7 +404,7 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   auto softmax_tile = [&](float(&s)[NT][4], int t, int st) {
     fence_registers(s);
     warp_arrive(&bar.k_empty[st], cr.lane);
-    if (t == tiles - 1) warp_arrive(bar.q_empty, cr.lane);
+    if (t == tiles - 1) warp_arrive(cr.q_empty, cr.lane);
     cr.mask(s, static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block, p.n);
     softmax.scores(s, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -440,25 +448,46 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   warp_arrive(&bar.v_empty[last.stage], cr.lane);
 }
 
+// Lane 0's value in every lane of the warp, word by word.
+template <class S>
+__device__ __forceinline__ S warp_broadcast(const S& value) {
+  static_assert(sizeof(S) % 4 == 0, "whole words");
+  uint32_t words[sizeof(S) / 4];
+  memcpy(words, &value, sizeof(S));
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(S) / 4); ++i)
+    words[i] = __shfl_sync(0xffffffffu, words[i], 0);
+  S out;
+  memcpy(&out, words, sizeof(S));
+  return out;
+}
+
 // A consumer warpgroup: takes the items the producer publishes until it publishes head = -1.
+// Only lane 0 of each warp reads a header (and broadcasts it), so the warp's one q_empty
+// arrival, by lane 0, releases every read of it.
 template <class T, int D, hopper_mainloop mainloop>
 __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer,
                                                int tid, const unsigned char* s_q,
                                                const unsigned char* s_k, const unsigned char* s_v,
                                                const hopper_item* s_item,
                                                const hopper_barriers& bar, float* s_lse2) {
+  using tr = hopper_traits<T, D>;
   constexpr int DT = consumer_rows<T, D>::DT;
   const gemm_turns turns{consumer};
   if (mainloop == hopper_mainloop::overlap && consumer == 1) turns.pass();
   int64_t g = 0;  // K/V tiles consumed so far (the producer's ring position, in step)
   for (int64_t loads = 0;; ++loads) {
-    mbarrier_wait(bar.q, static_cast<uint32_t>(loads & 1));
-    const hopper_item it = *s_item;
+    const ring_slot<tr::q_stages> qs(loads);
+    mbarrier_wait(&bar.q[qs.stage], qs.phase);
+    hopper_item header;
+    if (tid % 32 == 0) header = s_item[qs.stage];
+    const hopper_item it = warp_broadcast(header);
     if (it.head < 0) break;
+    uint64_t* q_empty = &bar.q_empty[qs.stage];
     // Without tiles the header is all this item reads; with tiles Q is released after the
     // last Q K^T (in the mainloop).
-    if (it.row.tiles == 0) warp_arrive(bar.q_empty, tid % 32);
-    const consumer_rows<T, D> cr(it, consumer, tid, s_q);
+    if (it.row.tiles == 0) warp_arrive(q_empty, tid % 32);
+    const consumer_rows<T, D> cr(it, consumer, tid, s_q + qs.stage * tr::q_bytes, q_empty);
     float o[DT][4];
 #pragma unroll
     for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
@@ -478,22 +507,24 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using tr = hopper_traits<T, D>;
   extern __shared__ unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t bar_q, bar_q_empty, bar_k[tr::stages], bar_v[tr::stages],
-      bar_k_empty[tr::stages], bar_v_empty[tr::stages];
-  __shared__ float s_lse2[mask_block];  // base-2 LSE of the item's rows, for the A epilogue
-  __shared__ hopper_item s_item;         // the current item, published by the producer
+  __shared__ __align__(8) uint64_t bar_q[tr::q_stages], bar_q_empty[tr::q_stages],
+      bar_k[tr::stages], bar_v[tr::stages], bar_k_empty[tr::stages], bar_v_empty[tr::stages];
+  __shared__ float s_lse2[mask_block];       // base-2 LSE of the item's rows, for the A epilogue
+  __shared__ hopper_item s_item[tr::q_stages];  // items of the Q buffers, published by the producer
   unsigned char* s_q = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
-  unsigned char* s_k = s_q + tr::q_bytes;
+  unsigned char* s_k = s_q + tr::q_stages * tr::q_bytes;
   unsigned char* s_v = s_k + tr::stages * tr::kv_bytes;
-  const hopper_barriers bar{&bar_q, &bar_q_empty, bar_k, bar_v, bar_k_empty, bar_v_empty};
+  const hopper_barriers bar{bar_q, bar_q_empty, bar_k, bar_v, bar_k_empty, bar_v_empty};
 
   if (threadIdx.x == 0) {
     prefetch_tensor_map(&hp.q_map);
     prefetch_tensor_map(&hp.k_map);
     prefetch_tensor_map(&hp.v_map);
-    mbarrier_init(&bar_q, 1);
-    mbarrier_init(&bar_q_empty, tr::consumers * 4);
+    for (int s = 0; s < tr::q_stages; ++s) {
+      mbarrier_init(&bar_q[s], 1);
+      mbarrier_init(&bar_q_empty[s], tr::consumers * 4);
+    }
     for (int s = 0; s < tr::stages; ++s) {
       mbarrier_init(&bar_k[s], 1);
       mbarrier_init(&bar_v[s], 1);
@@ -507,11 +538,11 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
-    if (threadIdx.x == 0) hopper_produce<T, D>(hp, s_q, s_k, s_v, &s_item, bar);
+    if (threadIdx.x == 0) hopper_produce<T, D>(hp, s_q, s_k, s_v, s_item, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
     hopper_consume<T, D, mainloop>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
-                                   &s_item, bar, s_lse2);
+                                   s_item, bar, s_lse2);
   }
 #endif
 }
