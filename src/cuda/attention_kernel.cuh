@@ -5,7 +5,8 @@
 // accumulation; shared memory rows are XOR-swizzled in 16-byte chunks so ldmatrix is
 // conflict-free. GQA is native: the CTA reads KV head h / group in place.
 // Pivot heads also write each row's per-block log-mass to scratch and, after the row is done,
-// reduce it to the exact block attention A[r, c] (DESIGN.md 2F) in a short in-CTA epilogue.
+// reduce it to the exact block attention A[r, c] (DESIGN.md 2F) in a short in-CTA epilogue
+// (epilogue.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -15,6 +16,7 @@
 
 #include "attention_params.h"
 #include "block_iter.cuh"
+#include "epilogue.cuh"
 #include "mask.cuh"
 #include "online_softmax.cuh"
 #include "ptx_sm80.cuh"
@@ -174,39 +176,10 @@ __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& 
     }
   }
 
-  // Epilogue: normalise, store O (rows < N) and the natural-log LSE.
-  const float ln2 = 0.69314718055994531f;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int64_t query = thread_row + 8 * rr;
-    const float total = softmax.total(rr);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-    const float lse2 = softmax.lse2(rr, total, p.scale_log2);
-    if (query < n) {
-      T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride + static_cast<int64_t>(head) * D +
-               2 * (lane & 3);
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt)
-        *reinterpret_cast<uint32_t*>(g_o + dt * 8) =
-            pack2<T>(o[dt][2 * rr] * inv, o[dt][2 * rr + 1] * inv);
-      if (p.lse != nullptr && (lane & 3) == 0) p.lse[static_cast<int64_t>(head) * n + query] = lse2 * ln2;
-    }
-    if (pivot >= 0 && (lane & 3) == 0) s_lse2[warp * 16 + lane / 4 + 8 * rr] = lse2;
-  }
-
+  store_output_rows<T, D>(p, head, thread_row, warp * 16, lane, o, softmax, pivot >= 0, s_lse2);
   if (pivot >= 0) {
     __syncthreads();  // s_lse2 and this CTA's scratch writes are visible to all its threads
-    const int valid_rows = static_cast<int>(n - q0 < mask_block ? n - q0 : mask_block);
-    float* a_row = p.block_attention +
-                   (static_cast<int64_t>(pivot) * p.n_blocks + qblock) * p.n_blocks;
-    for (int t = warp; t < row.tiles; t += traits::warps) {
-      const float* log_mass = p.scratch + (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
-      float sum = 0.0f;
-      for (int i = lane; i < valid_rows; i += 32) sum += exp2_approx(log_mass[i] - s_lse2[i]);
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      if (lane == 0) a_row[row.col_idx[row.tile_begin + t]] = sum / static_cast<float>(valid_rows);
-    }
+    reduce_block_attention(p, head, pivot, qblock, row, s_lse2, warp, traits::warps, lane);
   }
 }
 

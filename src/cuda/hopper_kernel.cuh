@@ -31,6 +31,7 @@
 #include <cstdint>
 
 #include "block_iter.cuh"
+#include "epilogue.cuh"
 #include "hopper_params.h"
 #include "mask.cuh"
 #include "online_softmax.cuh"
@@ -230,6 +231,7 @@ struct consumer_rows {
   int local_row0;       // first of the warp's 16 rows in the block
   int64_t warp_row0;    // its token index
   int64_t thread_row;   // rows thread_row and thread_row + 8
+  int tiles;            // the item's visited key blocks
   const unsigned char* q_base;
   uint64_t* q_empty;
 
@@ -240,6 +242,7 @@ struct consumer_rows {
     local_row0 = consumer * 64 + warp * 16;
     warp_row0 = static_cast<int64_t>(it.qblock) * mask_block + local_row0;
     thread_row = warp_row0 + lane / 4;
+    tiles = it.row.tiles;
     q_base = s_q + consumer * 64 * 128;
   }
 
@@ -267,6 +270,13 @@ struct consumer_rows {
       else wgmma_rs_m64n64k16(wgmma_type<T>{}, o, pa[kk], db, 1);
     }
     wgmma_commit();
+  }
+
+  // Tile t's Q K^T has completed: its K stage may be reloaded and, after the item's last tile,
+  // this warp no longer reads Q (the buffer may take a later item's Q).
+  __device__ __forceinline__ void release_k(const hopper_barriers& bar, int st, int t) const {
+    warp_arrive(&bar.k_empty[st], lane);
+    if (t == tiles - 1) warp_arrive(q_empty, lane);
   }
 
   // The causal rule and the ragged end inside the tile at key k0 (only where some pair needs it).
@@ -306,48 +316,17 @@ struct consumer_rows {
     }
   }
 
-  // Normalise and store O (rows < N) and the natural-log LSE; pivot heads reduce their block
-  // masses to A (both consumers together).
+  // Normalise and store O and the LSE; pivot heads reduce their block masses to A (both
+  // consumers together).
   __device__ __forceinline__ void epilogue(const attention_fwd_params& p, const hopper_item& it,
                                            const float (&o)[DT][4],
                                            const online_softmax& softmax, float* s_lse2) const {
-    const int64_t n = p.n;
-    const float ln2 = 0.69314718055994531f;
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const int64_t query = thread_row + 8 * rr;
-      const float total = softmax.total(rr);
-      const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-      const float lse2 = softmax.lse2(rr, total, p.scale_log2);
-      if (query < n) {
-        T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride +
-                 static_cast<int64_t>(it.head) * D + 2 * (lane & 3);
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt)
-          *reinterpret_cast<uint32_t*>(g_o + dt * 8) =
-              pack2<T>(o[dt][2 * rr] * inv, o[dt][2 * rr + 1] * inv);
-        if (p.lse != nullptr && (lane & 3) == 0)
-          p.lse[static_cast<int64_t>(it.head) * n + query] = lse2 * ln2;
-      }
-      if (it.pivot >= 0 && (lane & 3) == 0) s_lse2[local_row0 + lane / 4 + 8 * rr] = lse2;
-    }
+    store_output_rows<T, D>(p, it.head, thread_row, local_row0, lane, o, softmax, it.pivot >= 0,
+                            s_lse2);
     if (it.pivot < 0) return;
     named_barrier_sync(pivot_epilogue_barrier, tr::consumer_threads);  // s_lse2, scratch visible
-    const int cwarp = consumer * 4 + warp;
-    const int64_t q0 = static_cast<int64_t>(it.qblock) * mask_block;
-    const int valid_rows = static_cast<int>(n - q0 < mask_block ? n - q0 : mask_block);
-    const block_row<mask_block>& row = it.row;
-    float* a_row = p.block_attention +
-                   (static_cast<int64_t>(it.pivot) * p.n_blocks + it.qblock) * p.n_blocks;
-    for (int t = cwarp; t < row.tiles; t += tr::consumers * 4) {
-      const float* log_mass =
-          p.scratch + (p.scratch_offset[it.head] + row.tile_begin + t) * mask_block;
-      float sum = 0.0f;
-      for (int i = lane; i < valid_rows; i += 32) sum += exp2_approx(log_mass[i] - s_lse2[i]);
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      if (lane == 0) a_row[row.col_idx[row.tile_begin + t]] = sum / static_cast<float>(valid_rows);
-    }
+    reduce_block_attention(p, it.head, it.pivot, it.qblock, it.row, s_lse2, consumer * 4 + warp,
+                           tr::consumers * 4, lane);
     named_barrier_sync(pivot_epilogue_barrier, tr::consumer_threads);  // s_lse2 read by all
   }
 };
@@ -369,9 +348,7 @@ __device__ __forceinline__ void hopper_mainloop_serial(
     cr.issue_qk(sc, s_k + st * tr::kv_bytes);
     wgmma_wait<0>();
     fence_registers(sc);
-    warp_arrive(&bar.k_empty[st], cr.lane);
-    // After the item's last Q K^T this warp no longer reads Q: the next item's Q may land.
-    if (t == it.row.tiles - 1) warp_arrive(cr.q_empty, cr.lane);
+    cr.release_k(bar, st, t);
     cr.mask(sc, k0, p.n);
     softmax.update(sc, o, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -403,8 +380,7 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   // the mask and the softmax.
   auto softmax_tile = [&](float(&s)[NT][4], int t, int st) {
     fence_registers(s);
-    warp_arrive(&bar.k_empty[st], cr.lane);
-    if (t == tiles - 1) warp_arrive(cr.q_empty, cr.lane);
+    cr.release_k(bar, st, t);
     cr.mask(s, static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block, p.n);
     softmax.scores(s, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);

@@ -1,0 +1,70 @@
+// The end of a work item, shared by the portable and Hopper kernels: each warp normalises and
+// stores its 16 rows of O and their log-sum-exp; pivot heads then reduce the per-block
+// log-masses in scratch to their row of the exact block attention A (DESIGN.md 2F).
+#pragma once
+
+#include <cstdint>
+
+#include "attention_params.h"
+#include "block_iter.cuh"
+#include "online_softmax.cuh"
+#include "ptx_sm80.cuh"
+
+namespace sp::cuda {
+
+// One warp's rows thread_row and thread_row + 8 (mma accumulator layout): O / row sum as T
+// (rows < N) and the natural-log LSE; with keep_lse2 the base-2 LSE also goes to
+// s_lse2[local_row0 + ...] (local_row0: the warp's first row within the query block).
+// o: [D / 8][4] output accumulators.
+template <class T, int D>
+__device__ __forceinline__ void store_output_rows(const attention_fwd_params& p, int head,
+                                                  int64_t thread_row, int local_row0, int lane,
+                                                  const float (&o)[D / 8][4],
+                                                  const online_softmax& softmax, bool keep_lse2,
+                                                  float* s_lse2) {
+  const int64_t n = p.n;
+  const float ln2 = 0.69314718055994531f;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t query = thread_row + 8 * rr;
+    const float total = softmax.total(rr);
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    const float lse2 = softmax.lse2(rr, total, p.scale_log2);
+    if (query < n) {
+      T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride +
+               static_cast<int64_t>(head) * D + 2 * (lane & 3);
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt)
+        *reinterpret_cast<uint32_t*>(g_o + dt * 8) =
+            pack2<T>(o[dt][2 * rr] * inv, o[dt][2 * rr + 1] * inv);
+      if (p.lse != nullptr && (lane & 3) == 0)
+        p.lse[static_cast<int64_t>(head) * n + query] = lse2 * ln2;
+    }
+    if (keep_lse2 && (lane & 3) == 0) s_lse2[local_row0 + lane / 4 + 8 * rr] = lse2;
+  }
+}
+
+// A[qblock, c] for every visited block c of a pivot row: the mean over the block's valid query
+// rows of exp2(log-mass - LSE). Warp `warp` of `warps` takes tiles warp, warp + warps, ...;
+// the caller has made s_lse2 ([128] base-2 LSE of the rows) and the scratch visible.
+template <int BN>
+__device__ __forceinline__ void reduce_block_attention(const attention_fwd_params& p, int head,
+                                                       int pivot, int qblock,
+                                                       const block_row<BN>& row,
+                                                       const float* s_lse2, int warp, int warps,
+                                                       int lane) {
+  const int64_t q0 = static_cast<int64_t>(qblock) * mask_block;
+  const int valid_rows = static_cast<int>(p.n - q0 < mask_block ? p.n - q0 : mask_block);
+  float* a_row =
+      p.block_attention + (static_cast<int64_t>(pivot) * p.n_blocks + qblock) * p.n_blocks;
+  for (int t = warp; t < row.tiles; t += warps) {
+    const float* log_mass = p.scratch + (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
+    float sum = 0.0f;
+    for (int i = lane; i < valid_rows; i += 32) sum += exp2_approx(log_mass[i] - s_lse2[i]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) a_row[row.col_idx[row.tile_begin + t]] = sum / static_cast<float>(valid_rows);
+  }
+}
+
+}  // namespace sp::cuda
