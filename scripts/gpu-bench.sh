@@ -25,12 +25,14 @@ BUILD=$ROOT/build-gpu
 BIN=$BUILD/bin
 run() { echo "+ $*"; "$@"; }
 
-# Build only committed files (plus .deps), so uncommitted work in the copied tree cannot break
-# the build: the list comes from git here, or from .deps/tracked-files.txt written before the
-# tree was sent (`git ls-files > .deps/tracked-files.txt`; the copy may have no usable git).
+# Build only tracked files (plus .deps), so stray files in the copied tree cannot break the
+# build: the list comes from .deps/tracked-files.txt, written before the tree was sent
+# (`git ls-files > .deps/tracked-files.txt`; the copy's git metadata may be stale or missing),
+# or else from git here.
 SRC=$ROOT
-LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
-[ -z "$LIST" ] && [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
+LIST=
+[ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
+[ -z "$LIST" ] && LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
 if [ -n "$LIST" ]; then
   SRC=/tmp/sp-src
   # Keep the build folder between invocations (`build` then `bench`); timestamps are preserved so
