@@ -12,8 +12,26 @@
 
 namespace sp::cuda {
 
+// Transposes a 4 x 4 block of words across the 4 lanes of a quad (two butterfly stages): lane
+// j's v[i] becomes lane i's v[j].
+__device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int lane) {
+#pragma unroll
+  for (int bit = 1; bit <= 2; bit <<= 1) {
+    const bool upper = (lane & bit) != 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (i & bit) continue;
+      const uint32_t sent = upper ? v[i] : v[i + bit];
+      const uint32_t got = __shfl_xor_sync(0xffffffffu, sent, bit);
+      if (upper) v[i] = got;
+      else v[i + bit] = got;
+    }
+  }
+}
+
 // One warp's rows thread_row and thread_row + 8 (mma accumulator layout): O / row sum as T
-// (rows < N) and the natural-log LSE; with keep_lse2 the base-2 LSE also goes to
+// (rows < N; the quad's column pairs are transposed so each lane stores 16 contiguous bytes,
+// a quarter of the store instructions of storing the pairs) and the natural-log LSE; with keep_lse2 the base-2 LSE also goes to
 // s_lse2[local_row0 + ...] (local_row0: the warp's first row within the query block).
 // o: [D / 8][4] output accumulators.
 template <class T, int D>
@@ -30,13 +48,21 @@ __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p,
     const float total = softmax.total(rr);
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
     const float lse2 = softmax.lse2(rr, total, p.scale_log2);
-    if (query < n) {
-      T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride +
-               static_cast<int64_t>(head) * D + 2 * (lane & 3);
+    T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride + static_cast<int64_t>(head) * D;
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt)
-        *reinterpret_cast<uint32_t*>(g_o + dt * 8) =
-            pack2<T>(o[dt][2 * rr] * inv, o[dt][2 * rr + 1] * inv);
+    for (int group = 0; group < D / 32; ++group) {  // 8-column tiles 4 * group ... + 3
+      uint32_t v[4];  // v[i]: this lane's column pair of tile 4 * group + i
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int dt = 4 * group + i;
+        v[i] = pack2<T>(o[dt][2 * rr] * inv, o[dt][2 * rr + 1] * inv);
+      }
+      quad_transpose(v, lane);  // v[i]: column pair i of tile 4 * group + lane % 4
+      if (query < n)
+        *reinterpret_cast<uint4*>(g_o + (4 * group + (lane & 3)) * 8) =
+            make_uint4(v[0], v[1], v[2], v[3]);
+    }
+    if (query < n) {
       if (p.lse != nullptr && (lane & 3) == 0)
         p.lse[static_cast<int64_t>(head) * n + query] = lse2 * ln2;
     }
