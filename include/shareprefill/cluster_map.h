@@ -1,10 +1,11 @@
 // The cluster map (DESIGN.md section 3): the offline artifact that groups (layer, head) pairs of a
 // model into clusters and names the clusters that take part in pattern sharing. Two JSON formats
 // load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
-// per-cluster medoids) and the reference implementation's (only "clusters" and
-// "shared_clusters"). Validation against a model shape checks that every head appears exactly
-// once, indices are in range, no cluster is empty and every shared id names a cluster; errors
-// name the file, the key and the bad value.
+// per-cluster medoids and the layers calibration found best left dense) and the reference
+// implementation's (only "clusters" and "shared_clusters"). Validation against a model shape
+// checks that every head appears exactly once, indices are in range, no cluster is empty, every
+// shared id names a cluster and the dense layers exist; errors name the file, the key and the
+// bad value.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,9 @@ struct cluster_map {
   std::optional<cluster_model_info> model;  // our format only
   nlohmann::json calibration;               // kept verbatim (null when absent)
   std::vector<head_cluster> clusters;
+  // Layers the sparse modes should run dense ("dense_layers", our format, optional): sorted,
+  // unique; chosen by `shareprefill calibrate --dense-layers-pick` (record in calibration).
+  std::vector<int64_t> dense_layers;
 
   // Throws sp::error unless the map covers a model of `layers` x `heads` exactly (and matches
   // the model block, when present).

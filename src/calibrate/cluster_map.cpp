@@ -89,6 +89,20 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
     check(found, fn, source, ": shared_clusters: id \"", id, "\" is not a key of \"clusters\"");
   }
 
+  if (j.contains("dense_layers")) {
+    const auto& d = j["dense_layers"];
+    check(d.is_array(), fn, source, ": \"dense_layers\" must be a list of layer indices, got ",
+          d.dump());
+    for (const auto& v : d) {
+      check(v.is_number_integer() && v.get<int64_t>() >= 0, fn, source,
+            ": dense_layers: expected a non-negative layer index, got ", v.dump());
+      const int64_t layer = v.get<int64_t>();
+      check(map.dense_layers.empty() || layer > map.dense_layers.back(), fn, source,
+            ": dense_layers: must be ascending without repeats, got ", d.dump());
+      map.dense_layers.push_back(layer);
+    }
+  }
+
   if (j.contains("medoids")) {
     check(j["medoids"].is_object(), fn, source, ": \"medoids\" must be an object id -> pair");
     for (const auto& [id, p] : j["medoids"].items()) {
@@ -148,6 +162,8 @@ void cluster_map::validate(int64_t layers, int64_t heads) const {
     for (int64_t h = 0; h < heads; ++h)
       check(covered[static_cast<size_t>(l * heads + h)] != 0, fn, source, ": head [", l, ", ", h,
             "] is in no cluster (", layers, " layers x ", heads, " heads expected)");
+  for (int64_t l : dense_layers)
+    check(l < layers, fn, source, ": dense_layers: layer ", l, " out of range [0, ", layers, ")");
 }
 
 std::vector<int32_t> cluster_map::head_table(int64_t layers, int64_t heads) const {
@@ -189,6 +205,7 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
   j["clusters"] = clusters;
   j["shared_clusters"] = shared;
   if (!medoids.empty()) j["medoids"] = medoids;
+  if (!map.dense_layers.empty()) j["dense_layers"] = map.dense_layers;
   return j;
 }
 

@@ -28,7 +28,7 @@ int64_t index_or_invalid(const std::string& s) {
 
 std::vector<int64_t> parse_layer_list(const std::string& spec, int64_t n_layers, const char* what) {
   std::vector<int64_t> out;
-  if (trimmed(spec).empty()) return out;
+  if (trimmed(spec).empty() || trimmed(spec) == "none") return out;
   size_t begin = 0;
   while (begin <= spec.size()) {
     const size_t comma = std::min(spec.find(',', begin), spec.size());

@@ -1,7 +1,7 @@
 // Cluster map (DESIGN.md section 3): the reference implementation's Llama-3.1-8B file loads and
-// validates against 32 x 32 heads; our format round-trips with medoids; malformed maps (other
-// model shape, empty or out-of-range clusters, duplicates, unknown shared ids) fail with
-// messages naming the file, the key and the bad value.
+// validates against 32 x 32 heads; our format round-trips with medoids and dense layers;
+// malformed maps (other model shape, empty or out-of-range clusters, duplicates, unknown shared
+// ids, bad dense layers) fail with messages naming the file, the key and the bad value.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -47,9 +47,11 @@ TEST(ClusterMap, OurFormatRoundTripsWithMedoids) {
       {"calibration", {{"tokens", 128}}},
       {"clusters", {{"1", {{0, 0}, {1, 1}}}, {"2", {{0, 1}, {1, 0}}}}},
       {"shared_clusters", {"2"}},
-      {"medoids", {{"2", {1, 0}}}}};
+      {"medoids", {{"2", {1, 0}}}},
+      {"dense_layers", {1}}};
   const cluster_map m = cluster_map_from_json(j, "test.json");
   EXPECT_NO_THROW(m.validate(2, 2));
+  EXPECT_EQ(m.dense_layers, std::vector<int64_t>{1});
   ASSERT_TRUE(m.clusters[1].medoid.has_value());
   EXPECT_EQ(m.clusters[1].medoid->layer, 1);
   const std::string path = ::testing::TempDir() + "/cluster_map_roundtrip.json";
@@ -83,6 +85,15 @@ TEST(ClusterMap, MalformedMapsNameFileKeyAndValue) {
   EXPECT_NE(unknown.find("shared_clusters: id \"9\""), std::string::npos) << unknown;
   const std::string pair = err({{"clusters", {{"1", {{0, 0, 1}}}}}, {"shared_clusters", {}}});
   EXPECT_NE(pair.find("[layer, head] pair"), std::string::npos) << pair;
+  auto with_dense = [&](const nlohmann::json& d) {
+    return err({{"clusters", ok_clusters}, {"shared_clusters", {"1"}}, {"dense_layers", d}});
+  };
+  EXPECT_EQ(with_dense({0, 1}), "");
+  EXPECT_NE(with_dense({1, 0}).find("dense_layers: must be ascending"), std::string::npos);
+  EXPECT_NE(with_dense({1, 1}).find("dense_layers: must be ascending"), std::string::npos);
+  EXPECT_NE(with_dense({-1}).find("dense_layers: expected a non-negative"), std::string::npos);
+  EXPECT_NE(with_dense("18").find("\"dense_layers\" must be a list"), std::string::npos);
+  EXPECT_NE(with_dense({2}).find("dense_layers: layer 2 out of range [0, 2)"), std::string::npos);
   EXPECT_NE(testing::error_of([] {
               cluster_map_load("/nonexistent/map.json");
             }).find("/nonexistent/map.json"),

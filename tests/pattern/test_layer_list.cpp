@@ -14,6 +14,7 @@ using v64 = std::vector<int64_t>;
 TEST(LayerList, ParsesIndicesAndRanges) {
   EXPECT_EQ(parse_layer_list("", 30), v64{});
   EXPECT_EQ(parse_layer_list("  ", 30), v64{});
+  EXPECT_EQ(parse_layer_list(" none ", 30), v64{});
   EXPECT_EQ(parse_layer_list("7", 30), v64{7});
   EXPECT_EQ(parse_layer_list("0-2,11-13", 30), (v64{0, 1, 2, 11, 12, 13}));
   EXPECT_EQ(parse_layer_list(" 29 , 3 - 4 ", 30), (v64{3, 4, 29}));

@@ -3,6 +3,7 @@
 
 #include <fstream>
 
+#include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/error.h"
 #include "shareprefill/layer_list.h"
 
@@ -60,25 +61,43 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
                                const llama_config& config, const std::string& model_path) {
   attention_setup s;
   s.mode = mode;
+  // The spec is checked in every mode, dense included.
   s.dense_layers = parse_layer_list(o.dense_layers, config.n_layers, "--dense-layers");
+  if (!s.dense_layers.empty()) s.dense_layers_source = "--dense-layers";
   if (mode == "dense") {
     s.attention = make_dense_attention(o.params.block_size);
     return s;
   }
   planner_params params = o.params;
   params.mode = plan_mode_from_name(mode);
+  const bool planner_map = params.mode == plan_mode::shareprefill || !o.clusters.empty();
+  const std::string map_path = o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;
+  check(!map_path.empty() || params.mode != plan_mode::shareprefill, "make_attention",
+        "shareprefill mode needs a cluster map for model '", config.name,
+        "': pass --clusters FILE (make one with `shareprefill calibrate`)");
+  // The map: for the planner, or (without --dense-layers) for its dense layers.
+  std::unique_ptr<cluster_map> map;
+  const bool spec_given = o.dense_layers.find_first_not_of(" \t") != std::string::npos;
+  if (!map_path.empty() && (planner_map || !spec_given))
+    map = std::make_unique<cluster_map>(cluster_map_load(map_path));
+  const dense_layers_resolution dense =
+      resolve_dense_layers(o.dense_layers, map.get(), config.n_layers, config.n_heads);
+  s.dense_layers = dense.layers;
+  if (dense.from_map) s.dense_layers_source = map_path;
   params.dense_layers = s.dense_layers;
   params.validate();
-  if (params.mode == plan_mode::shareprefill || !o.clusters.empty()) {
-    s.cluster_source = o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;
-    check(!s.cluster_source.empty(), "make_attention",
-          "shareprefill mode needs a cluster map for model '", config.name,
-          "': pass --clusters FILE (make one with `shareprefill calibrate`)");
-    s.clusters = std::make_unique<cluster_map>(cluster_map_load(s.cluster_source));
+  if (planner_map) {
+    s.cluster_source = map_path;
+    s.clusters = std::move(map);
   }
   s.plan = std::make_unique<planner>(params, config.n_layers, config.n_heads, s.clusters.get());
   s.attention = make_planned_attention(*s.plan);
   return s;
+}
+
+std::string describe_dense_layers(const attention_setup& s) {
+  if (s.dense_layers.empty()) return "none";
+  return format_layer_list(s.dense_layers) + " (from " + s.dense_layers_source + ")";
 }
 
 }  // namespace sp::cli

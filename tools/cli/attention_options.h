@@ -23,11 +23,12 @@ void add_planner_options(CLI::App* sub, planner_params& params);
 struct attention_options {
   std::string mode = "dense";  // dense | vslash | flexprefill | shareprefill
   std::string clusters;        // cluster map JSON; empty = the model's shipped default
-  std::string dense_layers;    // --dense-layers spec ("0-2,11-29"); empty = none
+  std::string dense_layers;    // --dense-layers spec ("0-2,11-29", "none"); empty = the map's
   planner_params params;
 };
 
-// Adds --dense-layers (layers that run dense attention in the sparse modes).
+// Adds --dense-layers (layers that run dense attention in the sparse modes; default: those the
+// cluster map's calibration chose).
 void add_dense_layers_option(CLI::App* sub, std::string& spec);
 
 // Adds --attention (or `mode_flag`), --clusters, --dense-layers and the planner options.
@@ -41,8 +42,9 @@ std::string default_cluster_map_path(const std::string& model_path);
 // Owns the cluster map and planner that a planned strategy refers to.
 struct attention_setup {
   std::string mode;
-  std::vector<int64_t> dense_layers;  // parsed --dense-layers (used by the sparse modes)
-  std::string cluster_source;         // path of the cluster map used, "" for none
+  std::vector<int64_t> dense_layers;  // layers run dense by the sparse modes
+  std::string dense_layers_source;    // "--dense-layers", the cluster map's path, or ""
+  std::string cluster_source;         // path of the cluster map the planner uses, "" for none
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
@@ -50,8 +52,13 @@ struct attention_setup {
 
 // Builds the strategy for `mode` (overriding o.mode) on a model; shareprefill mode needs a
 // cluster map (o.clusters or the shipped default) and fails clearly without one. The
-// --dense-layers spec is checked against the model's layer count in every mode.
+// --dense-layers spec is checked against the model's layer count in every mode; without it a
+// sparse mode runs dense the layers listed in the cluster map (o.clusters or the shipped
+// default, validated against the model), if any.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path);
+
+// "18,23 (from PATH)", "none", ... for progress lines.
+std::string describe_dense_layers(const attention_setup& s);
 
 }  // namespace sp::cli

@@ -3,6 +3,9 @@
 // exact block attention, clusters the heads and writes the cluster map; --report DIR adds the
 // markdown report with the paper's two observations and figures. --save-capture / --capture keep
 // and reuse the captured tensors so clustering settings can be explored without the model.
+// --dense-layers-pick K then chooses the layers the sparse modes should leave dense by a
+// single-layer perplexity ablation on the texts (shareprefill/dense_layer_choice.h) and stores
+// them in the map.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,7 +19,9 @@
 #include "model_loading.h"
 #include "prefill_report.h"
 #include "shareprefill/calibrate.h"
+#include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/error.h"
+#include "shareprefill/layer_list.h"
 
 namespace sp::cli {
 namespace {
@@ -26,6 +31,9 @@ struct calibrate_options {
   std::vector<std::string> texts;
   std::vector<int64_t> lengths{8192};
   calibration_settings settings;
+  int64_t dense_pick = 0;  // --dense-layers-pick: 0 = no ablation
+  std::string dense_candidates, dense_mode = "shareprefill";
+  double dense_min_gain = 0.1;
   bool allow_evaluation = false;
   int threads = 0;
   std::string command_line;
@@ -70,29 +78,30 @@ std::string utc_now() {
   return buf;
 }
 
-std::vector<calibration_input> capture_inputs(const calibrate_options& o, thread_pool& pool,
-                                              cluster_model_info& info) {
-  const char* fn = "calibrate";
-  const int64_t bs = 128;
-  for (int64_t len : o.lengths)
-    check(len >= bs, fn, "--lengths: ", len, " is shorter than one block (", bs, " tokens)");
+// The calibration texts, checked against the evaluation split.
+std::vector<std::string> read_calibration_texts(const calibrate_options& o) {
   std::vector<std::string> contents;
   for (const auto& path : o.texts) {
     const std::string name = text_name(path), split = split_of(name);
-    check(split != "evaluation" || o.allow_evaluation, fn, "'", path, "' (", name,
+    check(split != "evaluation" || o.allow_evaluation, "calibrate", "'", path, "' (", name,
           ") is in the evaluation split of data/corpora.json; calibrating on it would leak into "
           "the evaluation (pass --allow-evaluation-texts to do it anyway)");
     contents.push_back(read_text_file(path));
   }
-  loaded_model m = load_model(o.model, pool);
+  return contents;
+}
+
+std::vector<calibration_input> capture_inputs(const calibrate_options& o,
+                                              const std::vector<std::string>& contents,
+                                              const loaded_model& m, thread_pool& pool) {
+  const char* fn = "calibrate";
+  const int64_t bs = 128;
+  for (int64_t len : o.lengths)
+    check(len >= bs, fn, "--lengths: ", len, " is shorter than one block (", bs, " tokens)");
   const llama_config& c = m.weights.config;
-  info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
-  int64_t max_len = 0;
-  for (int64_t len : o.lengths) {
+  for (int64_t len : o.lengths)
     check(len <= c.context_length, fn, "--lengths: ", len, " exceeds the model's context ",
           c.context_length);
-    max_len = std::max(max_len, len);
-  }
   std::vector<calibration_input> inputs;
   for (size_t t = 0; t < o.texts.size(); ++t)
     for (int64_t len : o.lengths) {
@@ -115,6 +124,45 @@ std::vector<calibration_input> capture_inputs(const calibrate_options& o, thread
   return inputs;
 }
 
+// --dense-layers-pick: the ablation on the first max(--lengths) tokens of each text, in
+// --dense-mode with the map just made; the chosen layers and the record go into the map.
+void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::string>& contents,
+                             const loaded_model& m, thread_pool& pool, const planner_params& params,
+                             cluster_map& map) {
+  const int64_t length = *std::max_element(o.lengths.begin(), o.lengths.end());
+  check(length <= m.weights.config.context_length, "calibrate", "--lengths: ", length,
+        " exceeds the model's context ", m.weights.config.context_length);
+  std::vector<std::vector<int32_t>> windows;
+  for (size_t t = 0; t < o.texts.size(); ++t)
+    windows.push_back(first_tokens(*m.tok, contents[t], length, o.texts[t]));
+  dense_layer_settings settings;
+  settings.candidates =
+      parse_layer_list(o.dense_candidates, m.weights.config.n_layers, "--dense-candidates");
+  settings.count = o.dense_pick;
+  settings.min_gain_pct = o.dense_min_gain;
+  const int64_t runs = (settings.candidates.empty() ? m.weights.config.n_layers
+                                                    : static_cast<int64_t>(settings.candidates.size())) + 1;
+  std::fprintf(stderr, "calibrate: dense-layer ablation, %s mode, %zu windows of %lld tokens, %lld runs\n",
+               plan_mode_name(params.mode), windows.size(), (long long)length, (long long)runs);
+  const auto t0 = std::chrono::steady_clock::now();
+  const dense_layer_choice choice = choose_dense_layers(
+      m.weights, pool, windows, params, &map, settings,
+      [&](int64_t done, int64_t total, const std::string& label) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr, "calibrate: ablation %lld/%lld (%s) done, %.0f s elapsed, ~%.0f s left\n",
+                     (long long)done, (long long)total, label.c_str(), s,
+                     s / double(done) * double(total - done));
+      });
+  map.dense_layers = choice.chosen;
+  map.calibration["dense_layer_selection"] =
+      choice.to_json(settings, params, static_cast<int64_t>(windows.size()), length);
+  std::printf("calibrate: every layer sparse: ppl %.4f; dense layers chosen: %s\n",
+              choice.sparse_ppl,
+              choice.chosen.empty() ? "none" : format_layer_list(choice.chosen).c_str());
+  for (const auto& g : choice.gains)
+    std::printf("  layer %2lld dense: ppl %.4f (%+.3f%%)\n", (long long)g.layer, g.ppl, -g.gain_pct);
+}
+
 // The effective command (defaults filled in), recorded in the map and the report.
 std::string command_line_of(const calibrate_options& o) {
   std::ostringstream cmd;
@@ -129,6 +177,11 @@ std::string command_line_of(const calibrate_options& o) {
   if (!o.capture.empty()) cmd << " --capture " << o.capture;
   cmd << " --metric " << o.metric << " --cut " << o.settings.cut;
   if (o.settings.clusters > 0) cmd << " --clusters " << o.settings.clusters;
+  if (o.dense_pick > 0) {
+    cmd << " --dense-layers-pick " << o.dense_pick << " --dense-mode " << o.dense_mode
+        << " --dense-min-gain " << o.dense_min_gain;
+    if (!o.dense_candidates.empty()) cmd << " --dense-candidates " << o.dense_candidates;
+  }
   cmd << " --out " << o.out;
   if (!o.report.empty()) cmd << " --report " << o.report;
   return cmd.str();
@@ -142,24 +195,31 @@ void run_calibrate(calibrate_options& o) {
         o.settings.cut);
   check(o.settings.clusters >= 0, fn, "--clusters must be >= 1, got ", o.settings.clusters);
   check(!o.texts.empty() || !o.capture.empty(), fn, "give --texts (or --capture)");
+  check(o.dense_pick >= 0, fn, "--dense-layers-pick must be >= 0, got ", o.dense_pick);
+  check(o.dense_pick == 0 || !o.texts.empty(), fn,
+        "--dense-layers-pick runs the model on the calibration texts: give --texts");
+  planner_params dense_params;
+  dense_params.mode = plan_mode_from_name(o.dense_mode);
+  check(o.dense_pick == 0 || dense_params.mode != plan_mode::dense, fn,
+        "--dense-mode must be a sparse mode (vslash, flexprefill or shareprefill)");
   thread_pool pool(o.threads);
+  const std::vector<std::string> contents = read_calibration_texts(o);
+  // The model: to capture, to run the dense-layer ablation, or just for its name with --capture.
+  std::unique_ptr<loaded_model> m;
+  if (o.capture.empty() || o.dense_pick > 0 || !o.model.empty())
+    m = std::make_unique<loaded_model>(load_model(o.model, pool));
   cluster_model_info info;
-  std::vector<calibration_input> inputs;
-  if (!o.capture.empty()) {
-    inputs = load_calibration_inputs(o.capture);
-    if (!o.model.empty()) {
-      loaded_model m = load_model(o.model, pool);
-      const llama_config& c = m.weights.config;
-      info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
-    } else {
-      info = {"", inputs[0].layers, inputs[0].heads, 0, 0};
-    }
-  } else {
-    inputs = capture_inputs(o, pool, info);
+  if (m) {
+    const llama_config& c = m->weights.config;
+    info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
   }
+  std::vector<calibration_input> inputs =
+      o.capture.empty() ? capture_inputs(o, contents, *m, pool) : load_calibration_inputs(o.capture);
+  if (!m) info = {"", inputs[0].layers, inputs[0].heads, 0, 0};
   if (!o.save_capture.empty()) save_calibration_inputs(o.save_capture, inputs);
 
   calibration_result r = calibrate_from_inputs(inputs, o.settings, info);
+  if (o.dense_pick > 0) choose_map_dense_layers(o, contents, *m, pool, dense_params, r.map);
   const double wall_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::json splits = nlohmann::json::object();
@@ -213,6 +273,17 @@ void setup_calibrate(CLI::App& app) {
   sub->add_option("--report", o->report, "Write report.md and figures to this directory");
   sub->add_option("--save-capture", o->save_capture, "Save the captured block attention");
   sub->add_option("--capture", o->capture, "Cluster a saved capture instead of running the model");
+  sub->add_option("--dense-layers-pick", o->dense_pick,
+                  "Choose up to K layers for the sparse modes to run dense, by single-layer "
+                  "perplexity ablation on the texts (1 + layers model runs; 0 = skip)")
+      ->capture_default_str();
+  sub->add_option("--dense-candidates", o->dense_candidates,
+                  "Layers the ablation tries, e.g. 11-29 (default: every layer)");
+  sub->add_option("--dense-mode", o->dense_mode, "Sparse mode the ablation runs in")
+      ->capture_default_str();
+  sub->add_option("--dense-min-gain", o->dense_min_gain,
+                  "Perplexity cut (percent) a chosen layer must bring at least")
+      ->capture_default_str();
   sub->add_flag("--allow-evaluation-texts", o->allow_evaluation,
                 "Allow texts of the evaluation split");
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");

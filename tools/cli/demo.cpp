@@ -84,6 +84,8 @@ void run_demo(demo_options o) {
     s["clusters"] = att.cluster_source;
     if (att.plan) s["params"] = att.plan->params().to_json();
     if (!o.json) print_prefill_summary(s, /*per_layer=*/false);
+    if (!o.json && mode != "dense")
+      std::printf("[%s] dense layers: %s\n", mode.c_str(), describe_dense_layers(att).c_str());
     summaries.push_back(std::move(s));
     logits.push_back(std::move(r.logits));
   }

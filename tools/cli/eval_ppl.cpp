@@ -11,7 +11,6 @@
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_plot.h"
-#include "shareprefill/layer_list.h"
 
 namespace sp::cli {
 namespace {
@@ -61,8 +60,6 @@ void run_ppl(const ppl_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
-  const std::vector<int64_t> dense_layers =
-      parse_layer_list(o.common.attention.dense_layers, c.n_layers, "--dense-layers");
   for (int64_t len : lengths)
     check_eval_length(o.common, c, len, fn);
   std::vector<text_tokens> texts;
@@ -70,10 +67,8 @@ void run_ppl(const ppl_options& o) {
     texts.push_back({path, m.tok->encode(read_text_file(path), false)});
 
   json_lines out(o.common.json_path);
+  bool said_dense_layers = false;
   std::map<std::string, plot_series> curves;  // label -> ppl over length
-  if (!dense_layers.empty())
-    std::printf("dense layers in the sparse modes: %s (density counts them)\n",
-                format_layer_list(dense_layers).c_str());
   std::printf("%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows", "ppl",
               "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
@@ -86,6 +81,11 @@ void run_ppl(const ppl_options& o) {
         attention_options ao = o.common.attention;
         if (mode != "dense") ao.params.gamma = gamma;
         attention_setup att = make_attention(ao, mode, c, m.path);
+        if (mode != "dense" && !said_dense_layers) {
+          std::printf("dense layers in the sparse modes: %s (density counts them)\n",
+                      describe_dense_layers(att).c_str());
+          said_dense_layers = true;
+        }
         std::vector<double> logprobs;
         double density = 0.0, seconds = 0.0;
         for (size_t w = 0; w < windows.size(); ++w) {

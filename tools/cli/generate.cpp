@@ -69,6 +69,7 @@ void run_generate(const generate_options& o) {
   }
   std::printf("%s\n----\n", m.tok->decode(out).c_str());
   print_prefill_summary(summary, o.per_layer);
+  if (att.mode != "dense") std::printf("dense layers: %s\n", describe_dense_layers(att).c_str());
   std::printf("decode: %zu tokens, %.1f tok/s (dense attention); peak RSS %.0f MiB\n", out.size(),
               decode_tps, peak_rss_mib());
 }
