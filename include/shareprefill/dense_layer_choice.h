@@ -51,9 +51,11 @@ std::vector<int64_t> pick_dense_layers(const std::vector<dense_layer_gain>& gain
 // progress(done, total, label) is called after each configuration's windows. Throws on no
 // windows, a candidate out of range or a mode other than vslash / flexprefill / shareprefill.
 dense_layer_choice choose_dense_layers(
-    const llama_weights& weights, thread_pool& pool, const std::vector<std::vector<int32_t>>& windows,
-    const planner_params& params, const cluster_map* clusters, const dense_layer_settings& settings,
-    const std::function<void(int64_t done, int64_t total, const std::string& label)>& progress = {});
+    const llama_weights& weights, thread_pool& pool,
+    const std::vector<std::vector<int32_t>>& windows, const planner_params& params,
+    const cluster_map* clusters, const dense_layer_settings& settings,
+    const std::function<void(int64_t done, int64_t total, const std::string& label)>& progress =
+        {});
 
 // The layers a sparse mode runs dense: `spec` (a --dense-layers list, "none" = none) when it is
 // not blank, else the dense layers of `map` (validated against layers x heads) when a map is

@@ -1,4 +1,5 @@
-// Dense-layer choice by single-layer perplexity ablation (include/shareprefill/dense_layer_choice.h).
+// Dense-layer choice by single-layer perplexity ablation
+// (include/shareprefill/dense_layer_choice.h).
 #include "shareprefill/dense_layer_choice.h"
 
 #include <algorithm>
@@ -36,9 +37,10 @@ std::vector<int64_t> pick_dense_layers(const std::vector<dense_layer_gain>& gain
                                        double min_gain_pct) {
   check(count >= 0, "pick_dense_layers", "count must be >= 0, got ", count);
   std::vector<dense_layer_gain> order = gains;
-  std::stable_sort(order.begin(), order.end(), [](const dense_layer_gain& a, const dense_layer_gain& b) {
-    return a.gain_pct > b.gain_pct || (a.gain_pct == b.gain_pct && a.layer < b.layer);
-  });
+  std::stable_sort(
+      order.begin(), order.end(), [](const dense_layer_gain& a, const dense_layer_gain& b) {
+        return a.gain_pct > b.gain_pct || (a.gain_pct == b.gain_pct && a.layer < b.layer);
+      });
   std::vector<int64_t> chosen;
   for (const auto& g : order)
     if (static_cast<int64_t>(chosen.size()) < count && g.gain_pct >= min_gain_pct)
@@ -68,8 +70,9 @@ nlohmann::json dense_layer_choice::to_json(const dense_layer_settings& settings,
 }
 
 dense_layer_choice choose_dense_layers(
-    const llama_weights& weights, thread_pool& pool, const std::vector<std::vector<int32_t>>& windows,
-    const planner_params& params, const cluster_map* clusters, const dense_layer_settings& settings,
+    const llama_weights& weights, thread_pool& pool,
+    const std::vector<std::vector<int32_t>>& windows, const planner_params& params,
+    const cluster_map* clusters, const dense_layer_settings& settings,
     const std::function<void(int64_t, int64_t, const std::string&)>& progress) {
   const char* fn = "choose_dense_layers";
   const int64_t layers = weights.config.n_layers;

@@ -23,17 +23,19 @@ __device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int lane) {
       if (i & bit) continue;
       const uint32_t sent = upper ? v[i] : v[i + bit];
       const uint32_t got = __shfl_xor_sync(0xffffffffu, sent, bit);
-      if (upper) v[i] = got;
-      else v[i + bit] = got;
+      if (upper)
+        v[i] = got;
+      else
+        v[i + bit] = got;
     }
   }
 }
 
 // One warp's rows thread_row and thread_row + 8 (mma accumulator layout): O / row sum as T
-// (rows < N; the quad's column pairs are transposed so each lane stores 16 contiguous bytes,
-// a quarter of the store instructions of storing the pairs) and the natural-log LSE; with keep_lse2 the base-2 LSE also goes to
-// s_lse2[local_row0 + ...] (local_row0: the warp's first row within the query block).
-// o: [D / 8][4] output accumulators.
+// (rows < N; the quad's column pairs are transposed so each lane stores 16 contiguous bytes, a
+// quarter of the store instructions of storing the pairs) and the natural-log LSE; with
+// keep_lse2 the base-2 LSE also goes to s_lse2[local_row0 + ...] (local_row0: the warp's first
+// row within the query block). o: [D / 8][4] output accumulators.
 template <class T, int D>
 __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p, int head,
                                                   int64_t thread_row, int local_row0, int lane,

@@ -133,7 +133,7 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
 
 struct hopper_barriers {
   uint64_t* q;        // [q_stages] the item header is published and its Q landed (count 1 + tx)
-  uint64_t* q_empty;  // [q_stages] every consumer warp read the header, finished with Q (count 8)
+  uint64_t* q_empty;  // [q_stages] every consumer warp finished with Q and its header (count 8)
   uint64_t* k;        // [stages] K tile landed
   uint64_t* v;        // [stages] V tile landed
   uint64_t* k_empty;  // [stages] every consumer warp finished its Q K^T of the stage (count 8)
@@ -274,7 +274,8 @@ struct consumer_rows {
 
   // Tile t's Q K^T has completed: its K stage may be reloaded and, after the item's last tile,
   // this warp no longer reads Q (the buffer may take a later item's Q).
-  __device__ __forceinline__ void release_k(const hopper_barriers& bar, int st, int t) const {
+  __device__ __forceinline__ void release_after_qk(const hopper_barriers& bar, int st,
+                                                   int t) const {
     warp_arrive(&bar.k_empty[st], lane);
     if (t == tiles - 1) warp_arrive(q_empty, lane);
   }
@@ -348,7 +349,7 @@ __device__ __forceinline__ void hopper_mainloop_serial(
     cr.issue_qk(sc, s_k + st * tr::kv_bytes);
     wgmma_wait<0>();
     fence_registers(sc);
-    cr.release_k(bar, st, t);
+    cr.release_after_qk(bar, st, t);
     cr.mask(sc, k0, p.n);
     softmax.update(sc, o, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
@@ -380,7 +381,7 @@ __device__ __forceinline__ void hopper_mainloop_overlap(
   // the mask and the softmax.
   auto softmax_tile = [&](float(&s)[NT][4], int t, int st) {
     fence_registers(s);
-    cr.release_k(bar, st, t);
+    cr.release_after_qk(bar, st, t);
     cr.mask(s, static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block, p.n);
     softmax.scores(s, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);

@@ -55,11 +55,13 @@ TEST(DenseLayerChoice, SpecOverridesTheMapsDenseLayers) {
   EXPECT_FALSE(resolve_dense_layers("", &none, 2, 2).from_map);
   // The map must fit the model; a bad spec names the option.
   const cluster_map far = two_layer_map({5});
-  EXPECT_NE(testing::error_of([&] { resolve_dense_layers("", &far, 2, 2); })
-                .find("dense_layers: layer 5 out of range"),
+  EXPECT_NE(testing::error_of([&] {
+              resolve_dense_layers("", &far, 2, 2);
+            }).find("dense_layers: layer 5 out of range"),
             std::string::npos);
-  EXPECT_NE(testing::error_of([&] { resolve_dense_layers("7", &map, 2, 2); }).find("--dense-layers"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_of([&] { resolve_dense_layers("7", &map, 2, 2); }).find("--dense-layers"),
+      std::string::npos);
 }
 
 std::vector<int32_t> golden_tokens(int64_t n) {
@@ -86,12 +88,12 @@ TEST(DenseLayerChoice, AblationOnTheRealModel) {
   settings.count = 1;
   settings.min_gain_pct = -100.0;  // always choose one, whatever the sign
   int64_t calls = 0;
-  const dense_layer_choice c = choose_dense_layers(
-      w, pool, {golden_tokens(256)}, params, nullptr, settings,
-      [&](int64_t done, int64_t total, const std::string&) {
-        EXPECT_EQ(done, ++calls);
-        EXPECT_EQ(total, 4);
-      });
+  const dense_layer_choice c =
+      choose_dense_layers(w, pool, {golden_tokens(256)}, params, nullptr, settings,
+                          [&](int64_t done, int64_t total, const std::string&) {
+                            EXPECT_EQ(done, ++calls);
+                            EXPECT_EQ(total, 4);
+                          });
   EXPECT_EQ(calls, 4);
   ASSERT_EQ(c.gains.size(), 3u);
   bool any_change = false;
@@ -108,8 +110,9 @@ TEST(DenseLayerChoice, AblationOnTheRealModel) {
   EXPECT_EQ(j["gains"].size(), 3u);
   EXPECT_EQ(j["chosen"].get<v64>(), c.chosen);
   // Bad inputs name the problem.
-  EXPECT_NE(testing::error_of([&] { choose_dense_layers(w, pool, {}, params, nullptr, settings); })
-                .find("no calibration windows"),
+  EXPECT_NE(testing::error_of([&] {
+              choose_dense_layers(w, pool, {}, params, nullptr, settings);
+            }).find("no calibration windows"),
             std::string::npos);
   dense_layer_settings far = settings;
   far.candidates = {30};

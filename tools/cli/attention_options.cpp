@@ -71,7 +71,8 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
   planner_params params = o.params;
   params.mode = plan_mode_from_name(mode);
   const bool planner_map = params.mode == plan_mode::shareprefill || !o.clusters.empty();
-  const std::string map_path = o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;
+  const std::string map_path =
+      o.clusters.empty() ? default_cluster_map_path(model_path) : o.clusters;
   check(!map_path.empty() || params.mode != plan_mode::shareprefill, "make_attention",
         "shareprefill mode needs a cluster map for model '", config.name,
         "': pass --clusters FILE (make one with `shareprefill calibrate`)");

@@ -6,6 +6,8 @@
 // --dense-layers-pick K then chooses the layers the sparse modes should leave dense by a
 // single-layer perplexity ablation on the texts (shareprefill/dense_layer_choice.h) and stores
 // them in the map.
+#include "shareprefill/calibrate.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,7 +20,6 @@
 #include "command.h"
 #include "model_loading.h"
 #include "prefill_report.h"
-#include "shareprefill/calibrate.h"
 #include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/error.h"
 #include "shareprefill/layer_list.h"
@@ -60,10 +61,10 @@ std::string split_of(const std::string& name) {
 std::vector<int32_t> first_tokens(const tokenizer& tok, const std::string& text, int64_t length,
                                   const std::string& path) {
   size_t cut = std::min(text.size(), static_cast<size_t>(length) * 12);
-  if (cut < text.size()) cut = text.rfind('\n', cut) == std::string::npos ? cut : text.rfind('\n', cut);
+  if (cut < text.size())
+    cut = text.rfind('\n', cut) == std::string::npos ? cut : text.rfind('\n', cut);
   std::vector<int32_t> ids = tok.encode(text.substr(0, cut), /*add_bos=*/false);
-  if (static_cast<int64_t>(ids.size()) < length && cut < text.size())
-    ids = tok.encode(text, false);
+  if (static_cast<int64_t>(ids.size()) < length && cut < text.size()) ids = tok.encode(text, false);
   check(static_cast<int64_t>(ids.size()) >= length, "calibrate", "'", path, "' has ", ids.size(),
         " tokens, fewer than the requested length ", length,
         " (use a longer text or a shorter --lengths)");
@@ -140,16 +141,21 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
       parse_layer_list(o.dense_candidates, m.weights.config.n_layers, "--dense-candidates");
   settings.count = o.dense_pick;
   settings.min_gain_pct = o.dense_min_gain;
-  const int64_t runs = (settings.candidates.empty() ? m.weights.config.n_layers
-                                                    : static_cast<int64_t>(settings.candidates.size())) + 1;
-  std::fprintf(stderr, "calibrate: dense-layer ablation, %s mode, %zu windows of %lld tokens, %lld runs\n",
+  const int64_t runs =
+      (settings.candidates.empty() ? m.weights.config.n_layers
+                                   : static_cast<int64_t>(settings.candidates.size())) +
+      1;
+  std::fprintf(stderr,
+               "calibrate: dense-layer ablation, %s mode, %zu windows of %lld tokens, %lld runs\n",
                plan_mode_name(params.mode), windows.size(), (long long)length, (long long)runs);
   const auto t0 = std::chrono::steady_clock::now();
   const dense_layer_choice choice = choose_dense_layers(
       m.weights, pool, windows, params, &map, settings,
       [&](int64_t done, int64_t total, const std::string& label) {
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(stderr, "calibrate: ablation %lld/%lld (%s) done, %.0f s elapsed, ~%.0f s left\n",
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr,
+                     "calibrate: ablation %lld/%lld (%s) done, %.0f s elapsed, ~%.0f s left\n",
                      (long long)done, (long long)total, label.c_str(), s,
                      s / double(done) * double(total - done));
       });
@@ -160,7 +166,8 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
               choice.sparse_ppl,
               choice.chosen.empty() ? "none" : format_layer_list(choice.chosen).c_str());
   for (const auto& g : choice.gains)
-    std::printf("  layer %2lld dense: ppl %.4f (%+.3f%%)\n", (long long)g.layer, g.ppl, -g.gain_pct);
+    std::printf("  layer %2lld dense: ppl %.4f (%+.3f%%)\n", (long long)g.layer, g.ppl,
+                -g.gain_pct);
 }
 
 // The effective command (defaults filled in), recorded in the map and the report.
@@ -213,8 +220,8 @@ void run_calibrate(calibrate_options& o) {
     const llama_config& c = m->weights.config;
     info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
   }
-  std::vector<calibration_input> inputs =
-      o.capture.empty() ? capture_inputs(o, contents, *m, pool) : load_calibration_inputs(o.capture);
+  std::vector<calibration_input> inputs = o.capture.empty() ? capture_inputs(o, contents, *m, pool)
+                                                            : load_calibration_inputs(o.capture);
   if (!m) info = {"", inputs[0].layers, inputs[0].heads, 0, 0};
   if (!o.save_capture.empty()) save_calibration_inputs(o.save_capture, inputs);
 
@@ -239,15 +246,16 @@ void run_calibrate(calibrate_options& o) {
       ++shared;
       shared_heads += static_cast<int64_t>(v.members.size());
     }
-  std::printf("calibrate: %zu inputs, metric %s, %zu clusters, %lld shared (%lld heads) -> %s "
-              "(%.1f s)\n",
-              inputs.size(), o.metric.c_str(), r.verdicts.size(), (long long)shared,
-              (long long)shared_heads, o.out.c_str(), wall_s);
+  std::printf(
+      "calibrate: %zu inputs, metric %s, %zu clusters, %lld shared (%lld heads) -> %s "
+      "(%.1f s)\n",
+      inputs.size(), o.metric.c_str(), r.verdicts.size(), (long long)shared,
+      (long long)shared_heads, o.out.c_str(), wall_s);
   if (!o.report.empty()) {
     const std::vector<metric_report> obs = observation_report(inputs, o.settings);
-    report_context ctx{o.command_line, utc_now(), wall_s,
-                       str(pool.size(), " threads, ", std::thread::hardware_concurrency(),
-                           " hardware threads")};
+    report_context ctx{
+        o.command_line, utc_now(), wall_s,
+        str(pool.size(), " threads, ", std::thread::hardware_concurrency(), " hardware threads")};
     for (const auto& f : write_calibration_report(o.report, r, inputs, obs, o.settings, ctx))
       std::printf("wrote %s\n", f.c_str());
   }
