@@ -11,6 +11,7 @@
 
 #include "shareprefill/calibrate.h"
 #include "shareprefill/error.h"
+#include "shareprefill/layer_list.h"
 #include "shareprefill/png_image.h"
 
 namespace sp {
@@ -22,7 +23,9 @@ std::string f3(double v) {
   return buf;
 }
 
-std::string head_name(int32_t h, int64_t heads) { return str("L", h / heads, "H", h % heads); }
+std::string head_name(int32_t h, int64_t heads) {
+  return str("L", h / heads, "H", h % heads);
+}
 
 // Clusters in display order: shared first, then other multi-member clusters, then singletons,
 // each group by size (largest first), ties by index.
@@ -55,8 +58,8 @@ void similarity_heatmap(const std::string& path, const calibration_result& r,
   std::vector<float> sim(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
-      sim[static_cast<size_t>(i * n + j)] =
-          static_cast<float>(1.0 - r.mean.at(heads[static_cast<size_t>(i)], heads[static_cast<size_t>(j)]));
+      sim[static_cast<size_t>(i * n + j)] = static_cast<float>(
+          1.0 - r.mean.at(heads[static_cast<size_t>(i)], heads[static_cast<size_t>(j)]));
   const rgb_image map = heatmap_to_rgb(sim.data(), n, n, 0.0, 1.0, scale, colour_map::viridis);
   rgb_image img(n * scale + bar + 2, n * scale + bar + 2);
   img.paste(map, bar + 2, bar + 2);
@@ -96,7 +99,9 @@ void thumbnails(const std::string& path, const calibration_result& r,
   for (size_t row = 0; row < picked.size(); ++row) {
     const cluster_verdict& v = r.verdicts[picked[row]];
     const int64_t y = gap + static_cast<int64_t>(row) * (side + gap);
-    img.fill_rect(0, y, 6, side, cluster_colour(v, std::find(order.begin(), order.end(), picked[row]) - order.begin()));
+    img.fill_rect(
+        0, y, 6, side,
+        cluster_colour(v, std::find(order.begin(), order.end(), picked[row]) - order.begin()));
     for (int64_t k = 0; k < per_row && k < static_cast<int64_t>(v.members.size()); ++k) {
       const float* a = in.block_attention.data() + v.members[static_cast<size_t>(k)] * nb * nb;
       img.paste(heatmap_to_rgb(a, nb, nb, 1e-4, 1.0, scale, colour_map::viridis, true),
@@ -106,12 +111,35 @@ void thumbnails(const std::string& path, const calibration_result& r,
   save_png(path, img);
 }
 
+// The --dense-layers-pick ablation recorded in the map, if it ran.
+void dense_layer_table(std::ofstream& md, const cluster_map& map) {
+  if (!map.calibration.is_object() || !map.calibration.contains("dense_layer_selection")) return;
+  const nlohmann::json& sel = map.calibration["dense_layer_selection"];
+  md << "## Dense layers\n\nSingle-layer perplexity ablation (" << sel.value("mode", "?")
+     << " mode, gamma " << sel.value("gamma", 0.0) << ", " << sel.value("windows", 0)
+     << " windows of " << sel.value("window_tokens", 0) << " tokens, second half scored): "
+     << "perplexity " << sel.value("sparse_ppl", 0.0)
+     << " with every layer sparse; gain = perplexity cut with only that layer dense. Chosen (at "
+     << "most " << sel.value("count", 0) << ", gain >= " << sel.value("min_gain_pct", 0.0)
+     << "%): **" << (map.dense_layers.empty() ? "none" : format_layer_list(map.dense_layers))
+     << "**.\n\n| layer | perplexity | gain % |\n|---|---|---|\n";
+  for (const auto& g : sel["gains"]) {
+    const int64_t l = g["layer"].get<int64_t>();
+    const bool chosen =
+        std::find(map.dense_layers.begin(), map.dense_layers.end(), l) != map.dense_layers.end();
+    md << "| " << (chosen ? "**" : "") << l << (chosen ? "**" : "") << " | "
+       << g["ppl"].get<double>() << " | " << g["gain_pct"].get<double>() << " |\n";
+  }
+  md << "\n";
+}
+
 void observation_tables(std::ofstream& md, const std::vector<metric_report>& obs,
                         const std::vector<calibration_input>& inputs, int64_t n_heads) {
   md << "## Observation (a): how similar are heads to each other?\n\n"
      << "Similarity = 1 - distance for each of the " << obs.front().pairs
      << " head pairs of each input.\n\n"
-     << "| metric | input | pairs > 0.5 | fraction | histogram of similarity (deciles 0-0.1 ... 0.9-1) |\n"
+     << "| metric | input | pairs > 0.5 | fraction | histogram of similarity (deciles 0-0.1 ... "
+        "0.9-1) |\n"
      << "|---|---|---|---|---|\n";
   for (const auto& m : obs)
     for (size_t x = 0; x < inputs.size(); ++x) {
@@ -122,7 +150,8 @@ void observation_tables(std::ofstream& md, const std::vector<metric_report>& obs
       md << " |\n";
     }
   md << "\n## Observation (b): is head similarity stable across inputs?\n\n"
-     << "Per pair of inputs: Pearson correlation of the two head-similarity matrices (off-diagonal), "
+     << "Per pair of inputs: Pearson correlation of the two head-similarity matrices "
+        "(off-diagonal), "
      << "the fraction of heads whose nearest other head is the same on both (chance: "
      << f3(1.0 / double(n_heads - 1)) << "), and the adjusted Rand index of the clusterings each "
      << "input gives on its own at the same cut.\n\n"
@@ -131,8 +160,9 @@ void observation_tables(std::ofstream& md, const std::vector<metric_report>& obs
   for (const auto& m : obs) {
     for (const auto& c : m.comparisons)
       md << "| " << calib_metric_name(m.metric) << " | " << inputs[static_cast<size_t>(c.a)].label()
-         << " | " << inputs[static_cast<size_t>(c.b)].label() << " | " << f3(c.similarity_correlation)
-         << " | " << f3(c.nearest_neighbour_agreement) << " | " << f3(c.cluster_ari) << " |\n";
+         << " | " << inputs[static_cast<size_t>(c.b)].label() << " | "
+         << f3(c.similarity_correlation) << " | " << f3(c.nearest_neighbour_agreement) << " | "
+         << f3(c.cluster_ari) << " |\n";
     md << "| " << calib_metric_name(m.metric) << " | **mean** | | **" << f3(m.mean_correlation)
        << "** | **" << f3(m.mean_nn_agreement) << "** | **" << f3(m.mean_ari) << "** |\n";
   }
@@ -178,13 +208,18 @@ std::vector<std::string> write_calibration_report(const std::string& dir,
     } else {
       reasons[v.reason.substr(0, v.reason.find(" ("))]++;
     }
-    if (v.members.size() == 1) ++singletons; else ++multi;
+    if (v.members.size() == 1)
+      ++singletons;
+    else
+      ++multi;
   }
-  md << "## Clusters\n\n" << result.verdicts.size() << " clusters over " << layers * heads
-     << " heads: " << multi << " with >= 2 members, " << singletons << " singletons; " << shared
+  md << "## Clusters\n\n"
+     << result.verdicts.size() << " clusters over " << layers * heads << " heads: " << multi
+     << " with >= 2 members, " << singletons << " singletons; " << shared
      << " shared clusters covering " << shared_heads << " heads.\n\nNot shared, by reason:\n\n";
   for (const auto& [reason, count] : reasons) md << "- " << reason << ": " << count << "\n";
-  md << "\n| cluster | size | shared | medoid | max mean distance over inputs | vs coverage | members |\n"
+  md << "\n| cluster | size | shared | medoid | max mean distance over inputs | vs coverage | "
+        "members |\n"
      << "|---|---|---|---|---|---|---|\n";
   for (size_t c : order) {
     const cluster_verdict& v = result.verdicts[c];
@@ -199,6 +234,7 @@ std::vector<std::string> write_calibration_report(const std::string& dir,
     md << " |\n";
   }
   md << "\n";
+  dense_layer_table(md, result.map);
   observation_tables(md, observations, inputs, layers * heads);
 
   md << "## Figures\n\n";
@@ -213,7 +249,8 @@ std::vector<std::string> write_calibration_report(const std::string& dir,
     thumbnails(dir + "/thumbnails.png", result, order, inputs[largest]);
     for (const char* name : {"similarity_heatmap.png", "cluster_grid.png", "thumbnails.png"})
       files.push_back(dir + "/" + name);
-    md << "- `similarity_heatmap.png`: mean head similarity (1 - " << calib_metric_name(settings.metric)
+    md << "- `similarity_heatmap.png`: mean head similarity (1 - "
+       << calib_metric_name(settings.metric)
        << " distance, viridis 0..1), heads ordered by cluster (shared clusters first, largest "
           "first); the bars on top and left give the cluster (colour = shared cluster, grey = "
           "not shared, white = singleton).\n\n![](similarity_heatmap.png)\n\n"

@@ -1,11 +1,14 @@
 // The model-free core of calibration on constructed block-attention tensors: distances, the
 // shared-cluster verdicts (a vertical-slash-friendly cluster and a cluster similar on one input
 // only are excluded), determinism, the JSON round trip, the report's numbers recomputed by hand,
-// the capture file round trip, the capture strategy on a small random problem, and bad input.
+// the report's dense-layer table, the capture file round trip, the capture strategy on a small
+// random problem, and bad input.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/calibrate.h"
@@ -178,6 +181,33 @@ TEST(Calibrate, ReportNumbersRecomputed) {
     EXPECT_DOUBLE_EQ(m.mean_nn_agreement, 1.0);
     EXPECT_DOUBLE_EQ(m.mean_ari, 1.0);
   }
+}
+
+TEST(Calibrate, ReportListsTheDenseLayerAblation) {
+  const auto inputs = constructed_inputs();
+  const calibration_settings s = settings_with_cut(0.6);
+  calibration_result r = calibrate_from_inputs(inputs, s, tiny_model());
+  const std::string dir = ::testing::TempDir() + "/calibrate_report";
+  auto report_text = [&] {
+    write_calibration_report(dir, r, inputs, observation_report(inputs, s), s, {});
+    std::ifstream f(dir + "/report.md");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  EXPECT_EQ(report_text().find("## Dense layers"), std::string::npos);  // no ablation ran
+  r.map.dense_layers = {1};
+  r.map.calibration["dense_layer_selection"] = {
+      {"mode", "vslash"},     {"gamma", 0.95},     {"windows", 1},
+      {"window_tokens", 256}, {"count", 1},        {"min_gain_pct", 0.1},
+      {"sparse_ppl", 20.0},   {"chosen", {1}},
+      {"gains", {{{"layer", 0}, {"ppl", 20.1}, {"gain_pct", -0.5}},
+                 {{"layer", 1}, {"ppl", 19.0}, {"gain_pct", 5.0}}}}};
+  const std::string md = report_text();
+  EXPECT_NE(md.find("## Dense layers"), std::string::npos) << md;
+  EXPECT_NE(md.find("Chosen (at most 1, gain >= 0.1%): **1**"), std::string::npos) << md;
+  EXPECT_NE(md.find("| **1** | 19 | 5 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 0 | 20.1 | -0.5 |"), std::string::npos) << md;
 }
 
 TEST(Calibrate, CaptureFileRoundTrip) {
