@@ -33,6 +33,13 @@ double windows_perplexity(const llama_weights& w, thread_pool& pool,
 
 }  // namespace
 
+std::vector<int64_t> dense_layer_settings::layers_to_try(int64_t layers) const {
+  if (!candidates.empty()) return candidates;
+  std::vector<int64_t> all;
+  for (int64_t l = 0; l < layers; ++l) all.push_back(l);
+  return all;
+}
+
 std::vector<int64_t> pick_dense_layers(const std::vector<dense_layer_gain>& gains, int64_t count,
                                        double min_gain_pct) {
   check(count >= 0, "pick_dense_layers", "count must be >= 0, got ", count);
@@ -78,9 +85,7 @@ dense_layer_choice choose_dense_layers(
   const int64_t layers = weights.config.n_layers;
   check(!windows.empty(), fn, "no calibration windows");
   check(params.mode != plan_mode::dense, fn, "the ablation needs a sparse mode");
-  std::vector<int64_t> candidates = settings.candidates;
-  if (candidates.empty())
-    for (int64_t l = 0; l < layers; ++l) candidates.push_back(l);
+  const std::vector<int64_t> candidates = settings.layers_to_try(layers);
   for (int64_t l : candidates)
     check(l >= 0 && l < layers, fn, "candidate layer ", l, " out of range [0, ", layers, ")");
   const int64_t total = static_cast<int64_t>(candidates.size()) + 1;
@@ -103,7 +108,7 @@ dense_layer_choice choose_dense_layers(
 dense_layers_resolution resolve_dense_layers(const std::string& spec, const cluster_map* map,
                                              int64_t layers, int64_t heads) {
   dense_layers_resolution r;
-  if (spec.find_first_not_of(" \t") != std::string::npos || map == nullptr) {
+  if (!layer_list_blank(spec) || map == nullptr) {
     r.layers = parse_layer_list(spec, layers, "--dense-layers");
     return r;
   }

@@ -26,9 +26,13 @@ int64_t index_or_invalid(const std::string& s) {
 
 }  // namespace
 
+bool layer_list_blank(const std::string& spec) {
+  return trimmed(spec).empty();
+}
+
 std::vector<int64_t> parse_layer_list(const std::string& spec, int64_t n_layers, const char* what) {
   std::vector<int64_t> out;
-  if (trimmed(spec).empty() || trimmed(spec) == "none") return out;
+  if (layer_list_blank(spec) || trimmed(spec) == "none") return out;
   size_t begin = 0;
   while (begin <= spec.size()) {
     const size_t comma = std::min(spec.find(',', begin), spec.size());

@@ -61,10 +61,9 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
                                const llama_config& config, const std::string& model_path) {
   attention_setup s;
   s.mode = mode;
-  // The spec is checked in every mode, dense included.
-  s.dense_layers = parse_layer_list(o.dense_layers, config.n_layers, "--dense-layers");
-  if (!s.dense_layers.empty()) s.dense_layers_source = "--dense-layers";
   if (mode == "dense") {
+    // The spec is checked in every mode, dense included.
+    s.dense_layers = parse_layer_list(o.dense_layers, config.n_layers, "--dense-layers");
     s.attention = make_dense_attention(o.params.block_size);
     return s;
   }
@@ -78,13 +77,12 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
         "': pass --clusters FILE (make one with `shareprefill calibrate`)");
   // The map: for the planner, or (without --dense-layers) for its dense layers.
   std::unique_ptr<cluster_map> map;
-  const bool spec_given = o.dense_layers.find_first_not_of(" \t") != std::string::npos;
-  if (!map_path.empty() && (planner_map || !spec_given))
+  if (!map_path.empty() && (planner_map || layer_list_blank(o.dense_layers)))
     map = std::make_unique<cluster_map>(cluster_map_load(map_path));
   const dense_layers_resolution dense =
       resolve_dense_layers(o.dense_layers, map.get(), config.n_layers, config.n_heads);
   s.dense_layers = dense.layers;
-  if (dense.from_map) s.dense_layers_source = map_path;
+  if (!s.dense_layers.empty()) s.dense_layers_source = dense.from_map ? map_path : "--dense-layers";
   params.dense_layers = s.dense_layers;
   params.validate();
   if (planner_map) {

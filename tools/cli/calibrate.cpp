@@ -100,9 +100,6 @@ std::vector<calibration_input> capture_inputs(const calibrate_options& o,
   for (int64_t len : o.lengths)
     check(len >= bs, fn, "--lengths: ", len, " is shorter than one block (", bs, " tokens)");
   const llama_config& c = m.weights.config;
-  for (int64_t len : o.lengths)
-    check(len <= c.context_length, fn, "--lengths: ", len, " exceeds the model's context ",
-          c.context_length);
   std::vector<calibration_input> inputs;
   for (size_t t = 0; t < o.texts.size(); ++t)
     for (int64_t len : o.lengths) {
@@ -131,8 +128,6 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
                              const loaded_model& m, thread_pool& pool, const planner_params& params,
                              cluster_map& map) {
   const int64_t length = *std::max_element(o.lengths.begin(), o.lengths.end());
-  check(length <= m.weights.config.context_length, "calibrate", "--lengths: ", length,
-        " exceeds the model's context ", m.weights.config.context_length);
   std::vector<std::vector<int32_t>> windows;
   for (size_t t = 0; t < o.texts.size(); ++t)
     windows.push_back(first_tokens(*m.tok, contents[t], length, o.texts[t]));
@@ -142,9 +137,7 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
   settings.count = o.dense_pick;
   settings.min_gain_pct = o.dense_min_gain;
   const int64_t runs =
-      (settings.candidates.empty() ? m.weights.config.n_layers
-                                   : static_cast<int64_t>(settings.candidates.size())) +
-      1;
+      static_cast<int64_t>(settings.layers_to_try(m.weights.config.n_layers).size()) + 1;
   std::fprintf(stderr,
                "calibrate: dense-layer ablation, %s mode, %zu windows of %lld tokens, %lld runs\n",
                plan_mode_name(params.mode), windows.size(), (long long)length, (long long)runs);
@@ -215,6 +208,11 @@ void run_calibrate(calibrate_options& o) {
   std::unique_ptr<loaded_model> m;
   if (o.capture.empty() || o.dense_pick > 0 || !o.model.empty())
     m = std::make_unique<loaded_model>(load_model(o.model, pool));
+  // The model runs on the texts (capture, ablation): every length must fit its context.
+  if (o.capture.empty() || o.dense_pick > 0)
+    for (int64_t len : o.lengths)
+      check(len <= m->weights.config.context_length, fn, "--lengths: ", len,
+            " exceeds the model's context ", m->weights.config.context_length);
   cluster_model_info info;
   if (m) {
     const llama_config& c = m->weights.config;
