@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# GPU machine: joins the two halves of the default model that travelled in two back-to-back
+# `run` calls (DESIGN.md section 8: the GGUF is larger than one call may carry) and checks the
+# pinned sha256. Prints the joined file's path on stdout.
+#   here:  scripts/gpu-split-model.sh               (writes .carry-model-a/ and .carry-model-b/)
+#   call 1 (carry [".carry-model-a"]): true      (the half stays on the warm machine)
+#   call 2 (carry [".carry-model-b"]): model=$(scripts/gpu-join-model.sh) && ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+readonly SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+target=${1:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [[ ! -f "$target" ]] || [[ "$(sha256sum "$target" | cut -d' ' -f1)" != "$SHA256" ]]; then
+  for part in .carry-model-a/part0 .carry-model-b/part1; do
+    [[ -f "$part" ]] || { echo "gpu-join-model.sh: $part is missing (carry both halves)" >&2; exit 1; }
+  done
+  cat .carry-model-a/part0 .carry-model-b/part1 >"$target"
+fi
+actual=$(sha256sum "$target" | cut -d' ' -f1)
+[[ "$actual" == "$SHA256" ]] || { echo "gpu-join-model.sh: sha256 $actual, expected $SHA256" >&2; exit 1; }
+echo "$target"
