@@ -1,11 +1,13 @@
 // CUDA block-sparse causal flash-attention forward (DESIGN.md section 5) and the small device
-// toolkit its callers need (device buffers, timing). No CUDA types appear here, so plain C++
-// code and builds without CUDA (SP_CUDA=OFF: every function but cuda_device_available throws
-// "[fn] built without CUDA") include it alike.
+// toolkit its callers need (device buffers, timing, plan upload). No CUDA types appear here, so
+// plain C++ code and builds without CUDA (SP_CUDA=OFF: every function but cuda_device_available
+// throws "[fn] built without CUDA") include it alike.
 //
-// Usage: upload a layer's mask once (cuda_block_mask), then launch:
-//   sp::cuda_block_mask dmask(mask, /*pivot_heads=*/{3});
-//   sp::cuda_attention_params p;  p.q = dq.data(); ...;  sp::cuda_attention_block_sparse(p, dmask);
+// Usage: the kernel reads a layer plan (layer_plan_view.h) from device memory and writes its
+// scratch; both live in workspaces the caller owns. For a block mask built on the host:
+//   sp::device_layer_plan dplan(mask, /*pivot_heads=*/{3});   // host build + upload
+//   sp::cuda_attention_params p;  p.q = dq.data(); ...;
+//   sp::cuda_attention_block_sparse(p, dplan.plan(), dplan.scratch());
 #pragma once
 
 #include <cstddef>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "shareprefill/block_mask.h"
+#include "shareprefill/layer_plan_view.h"
 #include "shareprefill/tensor.h"
 
 namespace sp {
@@ -53,28 +56,29 @@ void cuda_synchronize();
 // default stream; returns the median in milliseconds.
 double cuda_time_ms(const std::function<void()>& launch, int warmup, int repeats);
 
-// A layer's block mask on the device (CSR of block_mask.h, block size 128), its longest-row-
-// first schedule of (head, query block) work items, and for pivot heads the scratch of the fused
-// block-attention output. Built once per layer; immutable afterwards.
-class cuda_block_mask {
+// Copies a host plan (layer_plan_fill) into a device plan carved for at least its capacities
+// (cudaMemcpyAsync on `stream`, a cudaStream_t; null = the default stream). The host arrays may
+// be reused when this returns if they are pageable; pinned host memory must outlive the copy.
+void layer_plan_upload(const layer_plan_view& device_plan, const layer_plan_view& host_plan,
+                       void* stream = nullptr);
+
+// Owning convenience for tests, benches and one-off callers: the plan of a host block mask
+// (layer_plan_fill, exact capacities) uploaded into its own device workspace, and the kernel's
+// scratch. Built once per layer; the views stay valid while the object lives (moves keep them).
+class device_layer_plan {
  public:
   // pivot_heads: query heads that produce block attention A (ascending, unique, < heads).
-  explicit cuda_block_mask(const block_mask& mask, const std::vector<int32_t>& pivot_heads = {});
-  ~cuda_block_mask();
-  cuda_block_mask(cuda_block_mask&&) noexcept;
-  cuda_block_mask& operator=(cuda_block_mask&&) noexcept;
+  explicit device_layer_plan(const block_mask& mask, const std::vector<int32_t>& pivot_heads = {},
+                             void* stream = nullptr);
 
-  int64_t n_tokens() const;
-  int64_t n_blocks() const;
-  int64_t heads() const;
-  int64_t pivots() const;
-  const std::vector<int64_t>& tiles_per_head() const;  // visited tiles of each head
-
-  struct impl;
-  const impl& state() const { return *impl_; }
+  const layer_plan_view& plan() const { return plan_; }
+  const attention_scratch_view& scratch() const { return scratch_; }
 
  private:
-  std::unique_ptr<impl> impl_;
+  std::vector<std::byte> host_;  // the host plan the upload copied
+  device_buffer workspace_, scratch_buffer_;
+  layer_plan_view plan_;
+  attention_scratch_view scratch_;
 };
 
 struct cuda_attention_params {
@@ -91,8 +95,9 @@ struct cuda_attention_params {
   void* out = nullptr;      // out: [N, H, D], same dtype as q
   int64_t out_token_stride = 0;
   float* lse = nullptr;     // lse: [H, N] natural-log LSE of the scaled scores, or null
-  // block_attention: [pivots, nb, nb] row-major, fully overwritten (unvisited tiles 0); required
-  // iff the mask has pivot heads; slot i belongs to the i-th pivot head in ascending order.
+  // block_attention: [max_pivots, nb, nb] row-major; required iff the plan has pivot slots
+  // (max_pivots > 0). Slot pivot_slot[h] of each pivot head h is fully overwritten (unvisited
+  // tiles 0); other slots are left as they are.
   float* block_attention = nullptr;
   void* stream = nullptr;  // cudaStream_t; null = the default stream
 };
@@ -103,9 +108,13 @@ struct cuda_attention_params {
 // path (read at every call); forcing hopper where it cannot run throws sp::error.
 std::string cuda_attention_path();
 
-// Causal attention over the visited tiles of `mask` (exact causal rule inside every tile); scores
-// scaled by 1/sqrt(D), fp32 accumulation. Rows without tiles get out = 0 and lse = -inf.
-// Asynchronous on params.stream; throws sp::error on invalid parameters or a launch failure.
-void cuda_attention_block_sparse(const cuda_attention_params& params, const cuda_block_mask& mask);
+// Causal attention over the visited tiles of the plan (exact causal rule inside every tile);
+// scores scaled by 1/sqrt(D), fp32 accumulation. Rows without tiles get out = 0 and lse = -inf.
+// plan and scratch: device views (block size 128); the scratch holds at least the plan's
+// scratch_tiles. Asynchronous on params.stream; throws sp::error on invalid parameters or a
+// launch failure. The plan's arrays are not checked (the host builder validated them; a device
+// planner must produce the invariants of layer_plan_view.h).
+void cuda_attention_block_sparse(const cuda_attention_params& params, const layer_plan_view& plan,
+                                 const attention_scratch_view& scratch);
 
 }  // namespace sp

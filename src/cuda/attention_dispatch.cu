@@ -1,4 +1,4 @@
-// cuda_attention_block_sparse: validates the public parameters against the uploaded mask, fills
+// cuda_attention_block_sparse: validates the public parameters against the layer plan, fills
 // the kernel's POD parameters and dispatches the runtime (kernel path, dtype, head dim) to its
 // compiled instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Path: the Hopper kernel (sm_90a) on compute capability 9.0 when the build has it, else the
@@ -13,7 +13,6 @@
 #include <cstring>
 
 #include "attention_params.h"
-#include "block_mask_state.h"
 #include "cuda_check.h"
 #include "hopper_params.h"
 #include "shareprefill/cuda_attention.h"
@@ -31,15 +30,26 @@ namespace {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-void check_params(const char* fn, const cuda_attention_params& a, const cuda_block_mask::impl& m) {
+void check_params(const char* fn, const cuda_attention_params& a, const layer_plan_view& plan,
+                  const attention_scratch_view& scratch) {
   check(a.type == dtype::bf16 || a.type == dtype::f16, fn, "dtype code ",
         static_cast<int>(a.type), " (bf16 or f16 expected)");
   check(a.dim == 64 || a.dim == 128, fn, "dim=", a.dim, " (64 or 128 supported)");
   check(a.n > 0 && a.heads > 0 && a.kv_heads > 0 && a.heads % a.kv_heads == 0, fn, "n=", a.n,
         " heads=", a.heads, " kv_heads=", a.kv_heads);
-  check(a.n == m.n_tokens && a.heads == m.heads, fn, "mask is for n=", m.n_tokens, " heads=",
-        m.heads, ", got n=", a.n, " heads=", a.heads);
-  check(a.heads < (int64_t{1} << 31), fn, "heads=", a.heads);
+  check(plan.on_device && scratch.on_device, fn, "the plan and the scratch must be device views",
+        " (on_device=", plan.on_device, ", ", scratch.on_device, ")");
+  check(plan.block_size == cuda::mask_block, fn, "plan block_size=", plan.block_size,
+        " (the CUDA kernel needs ", cuda::mask_block, ")");
+  check(a.n == plan.n_tokens && a.heads == plan.heads, fn, "plan is for n=", plan.n_tokens,
+        " heads=", plan.heads, ", got n=", a.n, " heads=", a.heads);
+  check(plan.n_blocks == (plan.n_tokens + cuda::mask_block - 1) / cuda::mask_block &&
+            plan.n_blocks < (int64_t{1} << 24),
+        fn, "plan n_blocks=", plan.n_blocks, " for n_tokens=", plan.n_tokens);
+  check(a.heads < (int64_t{1} << 24), fn, "heads=", a.heads);
+  check(plan.row_ptr != nullptr && plan.col_idx != nullptr && plan.schedule != nullptr, fn,
+        "the plan's row_ptr, col_idx and schedule must be set");
+  check(scratch.item_counter != nullptr, fn, "scratch.item_counter must be set");
   const void* pointers[] = {a.q, a.k, a.v, a.out};
   const char* names[] = {"q", "k", "v", "out"};
   for (int i = 0; i < 4; ++i)
@@ -52,8 +62,14 @@ void check_params(const char* fn, const cuda_attention_params& a, const cuda_blo
   for (int i = 0; i < 4; ++i)
     check(strides[i] >= minimum[i] && strides[i] % 8 == 0, fn, names[i], "_token_stride=",
           strides[i], " (a multiple of 8, at least ", minimum[i], ")");
-  check((m.pivots > 0) == (a.block_attention != nullptr), fn, "block_attention is ",
-        a.block_attention ? "set" : "null", " but the mask has ", m.pivots, " pivot heads");
+  check((plan.max_pivots > 0) == (a.block_attention != nullptr), fn, "block_attention is ",
+        a.block_attention ? "set" : "null", " but the plan has max_pivots=", plan.max_pivots);
+  if (plan.max_pivots > 0) {
+    check(plan.pivot_slot != nullptr && plan.scratch_offset != nullptr, fn,
+          "the plan's pivot_slot and scratch_offset must be set when max_pivots > 0");
+    check(scratch.tile_mass != nullptr && scratch.tile_capacity >= plan.scratch_tiles, fn,
+          "scratch holds ", scratch.tile_capacity, " tiles, the plan needs ", plan.scratch_tiles);
+  }
 }
 
 // Auto picks the Hopper kernel: it passed the CUDA tests (both dtypes, D 64/128) on the H200.
@@ -129,11 +145,12 @@ std::string cuda_attention_path() {
   return hopper && (want == "hopper" || hopper_by_default) ? "hopper" : "portable";
 }
 
-void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_block_mask& mask) {
+void cuda_attention_block_sparse(const cuda_attention_params& a, const layer_plan_view& plan,
+                                 const attention_scratch_view& scratch) {
   const char* fn = "cuda_attention_block_sparse";
-  const cuda_block_mask::impl& m = mask.state();
-  check_params(fn, a, m);
+  check_params(fn, a, plan, scratch);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  const int64_t work_items = plan.heads * plan.n_blocks;
   cuda::attention_fwd_params p;
   p.q = a.q;
   p.k = a.k;
@@ -147,42 +164,37 @@ void cuda_attention_block_sparse(const cuda_attention_params& a, const cuda_bloc
   p.n = a.n;
   p.heads = static_cast<int32_t>(a.heads);
   p.group = static_cast<int32_t>(a.heads / a.kv_heads);
-  p.n_blocks = static_cast<int32_t>(m.n_blocks);
+  p.n_blocks = static_cast<int32_t>(plan.n_blocks);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(a.dim)));
-  p.row_ptr = static_cast<const int64_t*>(m.row_ptr.data());
-  p.col_idx = static_cast<const int32_t*>(m.col_idx.data());
-  p.work_items = static_cast<const int32_t*>(m.schedule.data());
-  if (m.pivots > 0) {
-    p.pivot_slot = static_cast<const int32_t*>(m.pivot_slot.data());
-    p.scratch_offset = static_cast<const int64_t*>(m.scratch_offset.data());
-    p.scratch = static_cast<float*>(m.scratch.data());
+  p.row_ptr = plan.row_ptr;
+  p.col_idx = plan.col_idx;
+  p.work_items = plan.schedule;
+  if (plan.max_pivots > 0) {
+    p.pivot_slot = plan.pivot_slot;
+    p.scratch_offset = plan.scratch_offset;
+    p.tile_mass = scratch.tile_mass;
     p.block_attention = a.block_attention;
-    cuda::check_cuda(cudaMemsetAsync(a.block_attention, 0,
-                                     static_cast<size_t>(m.pivots * m.n_blocks * m.n_blocks) *
-                                         sizeof(float),
-                                     stream),
-                     fn, "clearing block_attention");
   }
   const bool bf16 = a.type == dtype::bf16;
   if (cuda_attention_path() == "hopper") {
     check(a.n < (int64_t{1} << 31), fn, "n=", a.n, " (the hopper path addresses tokens in int32)");
     const cuda::hopper_options options = hopper_options_from_env(fn);
-    auto* counter = static_cast<unsigned long long*>(m.item_counter.data());
+    unsigned long long* counter = scratch.item_counter;
     if (a.dim == 64) {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, m.work_items, options, counter, stream);
-      else cuda::launch_hopper_fwd<__half, 64>(p, m.work_items, options, counter, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 64>(p, work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 64>(p, work_items, options, counter, stream);
     } else {
-      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, m.work_items, options, counter, stream);
-      else cuda::launch_hopper_fwd<__half, 128>(p, m.work_items, options, counter, stream);
+      if (bf16) cuda::launch_hopper_fwd<__nv_bfloat16, 128>(p, work_items, options, counter, stream);
+      else cuda::launch_hopper_fwd<__half, 128>(p, work_items, options, counter, stream);
     }
     return;
   }
   if (a.dim == 64) {
-    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 64>(p, m.work_items, stream);
-    else cuda::launch_attention_fwd<__half, 64>(p, m.work_items, stream);
+    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 64>(p, work_items, stream);
+    else cuda::launch_attention_fwd<__half, 64>(p, work_items, stream);
   } else {
-    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 128>(p, m.work_items, stream);
-    else cuda::launch_attention_fwd<__half, 128>(p, m.work_items, stream);
+    if (bf16) cuda::launch_attention_fwd<__nv_bfloat16, 128>(p, work_items, stream);
+    else cuda::launch_attention_fwd<__half, 128>(p, work_items, stream);
   }
 }
 

@@ -171,14 +171,15 @@ __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& 
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         const float log_mass = softmax.take_block_log2_mass(rr, p.scale_log2);
-        if ((lane & 3) == 0) p.scratch[slot + warp * 16 + lane / 4 + 8 * rr] = log_mass;
+        if ((lane & 3) == 0) p.tile_mass[slot + warp * 16 + lane / 4 + 8 * rr] = log_mass;
       }
     }
   }
 
   store_output_rows<T, D>(p, head, thread_row, warp * 16, lane, o, softmax, pivot >= 0, s_lse2);
   if (pivot >= 0) {
-    __syncthreads();  // s_lse2 and this CTA's scratch writes are visible to all its threads
+    clear_block_attention_row(p, pivot, qblock, tid, traits::threads);
+    __syncthreads();  // s_lse2, this CTA's scratch writes and the row's zeros are visible
     reduce_block_attention(p, head, pivot, qblock, row, s_lse2, warp, traits::warps, lane);
   }
 }

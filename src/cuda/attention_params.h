@@ -1,6 +1,7 @@
 // Kernel-boundary parameters of the block-sparse attention forward: one plain struct of device
 // pointers, 64-bit sizes and strides (in elements), filled by the launcher from the public
-// cuda_attention_params and the device copy of the mask. No CUDA types, so host code reads it.
+// cuda_attention_params and the layer plan (layer_plan_view.h) with the kernel's scratch. No
+// CUDA types, so host code reads it.
 #pragma once
 
 #include <cstdint>
@@ -20,17 +21,21 @@ struct attention_fwd_params {
   int32_t n_blocks = 0;  // mask blocks of 128 tokens: ceil(N / 128)
   float scale_log2 = 0.0f;  // log2(e) / sqrt(D): scores enter exp2 in base 2
 
+  // The plan (read only).
   const int64_t* row_ptr = nullptr;    // row_ptr: [H * (n_blocks + 1)], absolute into col_idx
-  const int32_t* col_idx = nullptr;    // col_idx: [total tiles], ascending within a row
+  const int32_t* col_idx = nullptr;    // col_idx: [col_capacity], ascending within a row
   const int32_t* work_items = nullptr;  // work_items: [H * n_blocks, 2] (head, query block),
                                         // ordered by tile count, longest row first
 
-  // Block attention of pivot heads (DESIGN.md 2F); both null when no head is a pivot.
+  // Block attention of pivot heads (DESIGN.md 2F); all null when the plan has no pivot slots.
   const int32_t* pivot_slot = nullptr;  // pivot_slot: [H], index into block_attention or -1
-  const int64_t* scratch_offset = nullptr;  // scratch_offset: [H]; tile p's row sums live at
-                                            // scratch[(scratch_offset[h] + p) * 128 ...]
-  float* scratch = nullptr;  // scratch: [pivot tiles, 128] base-2 log of each row's tile mass
-  float* block_attention = nullptr;  // block_attention: [pivots, n_blocks, n_blocks]
+  const int64_t* scratch_offset = nullptr;  // scratch_offset: [H]; tile p's row masses live at
+                                            // tile_mass[(scratch_offset[h] + p) * 128 ...]
+  float* tile_mass = nullptr;  // tile_mass: [scratch tiles, 128] base-2 log of each row's mass
+                               // in a tile (the caller's scratch)
+  // block_attention: [max_pivots, n_blocks, n_blocks]; the kernel writes every column of each
+  // pivot head's rows (zeros for unvisited tiles), slots without a pivot head stay untouched.
+  float* block_attention = nullptr;
 };
 
 constexpr int mask_block = 128;  // rows of one work item = the mask's block size

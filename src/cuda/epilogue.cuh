@@ -1,6 +1,6 @@
 // The end of a work item, shared by the portable and Hopper kernels: each warp normalises and
-// stores its 16 rows of O and their log-sum-exp; pivot heads then reduce the per-block
-// log-masses in scratch to their row of the exact block attention A (DESIGN.md 2F).
+// stores its 16 rows of O and their log-sum-exp; pivot heads then write their row of the exact
+// block attention A (DESIGN.md 2F): zeros, then the per-block log-masses in scratch reduced.
 #pragma once
 
 #include <cstdint>
@@ -72,9 +72,22 @@ __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p,
   }
 }
 
+// Zeros the pivot row A[qblock, 0 .. nb) (thread `thread` of `threads` takes every threads-th
+// column), so A needs no clearing before the launch: the plan's pivot count may be known only
+// on the device. The caller's barrier before reduce_block_attention orders these stores before
+// the visited tiles' values.
+__device__ __forceinline__ void clear_block_attention_row(const attention_fwd_params& p,
+                                                          int pivot, int qblock, int thread,
+                                                          int threads) {
+  float* a_row =
+      p.block_attention + (static_cast<int64_t>(pivot) * p.n_blocks + qblock) * p.n_blocks;
+  for (int c = thread; c < p.n_blocks; c += threads) a_row[c] = 0.0f;
+}
+
 // A[qblock, c] for every visited block c of a pivot row: the mean over the block's valid query
 // rows of exp2(log-mass - LSE). Warp `warp` of `warps` takes tiles warp, warp + warps, ...;
-// the caller has made s_lse2 ([128] base-2 LSE of the rows) and the scratch visible.
+// the caller has made s_lse2 ([128] base-2 LSE of the rows), the scratch and the row's zeros
+// (clear_block_attention_row) visible.
 template <int BN>
 __device__ __forceinline__ void reduce_block_attention(const attention_fwd_params& p, int head,
                                                        int pivot, int qblock,
@@ -86,7 +99,7 @@ __device__ __forceinline__ void reduce_block_attention(const attention_fwd_param
   float* a_row =
       p.block_attention + (static_cast<int64_t>(pivot) * p.n_blocks + qblock) * p.n_blocks;
   for (int t = warp; t < row.tiles; t += warps) {
-    const float* log_mass = p.scratch + (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
+    const float* log_mass = p.tile_mass + (p.scratch_offset[head] + row.tile_begin + t) * mask_block;
     float sum = 0.0f;
     for (int i = lane; i < valid_rows; i += 32) sum += exp2_approx(log_mass[i] - s_lse2[i]);
 #pragma unroll

@@ -313,7 +313,7 @@ struct consumer_rows {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const float log_mass = softmax.take_block_log2_mass(rr, p.scale_log2);
-      if ((lane & 3) == 0) p.scratch[slot_row + local_row0 + lane / 4 + 8 * rr] = log_mass;
+      if ((lane & 3) == 0) p.tile_mass[slot_row + local_row0 + lane / 4 + 8 * rr] = log_mass;
     }
   }
 
@@ -325,7 +325,10 @@ struct consumer_rows {
     store_output_rows<T, D>(p, it.head, thread_row, local_row0, lane, o, softmax, it.pivot >= 0,
                             s_lse2);
     if (it.pivot < 0) return;
-    named_barrier_sync(pivot_epilogue_barrier, tr::consumer_threads);  // s_lse2, scratch visible
+    clear_block_attention_row(p, it.pivot, it.qblock, consumer * 128 + warp * 32 + lane,
+                              tr::consumer_threads);
+    // s_lse2, the scratch and the row's zeros visible to both consumers
+    named_barrier_sync(pivot_epilogue_barrier, tr::consumer_threads);
     reduce_block_attention(p, it.head, it.pivot, it.qblock, it.row, s_lse2, consumer * 4 + warp,
                            tr::consumers * 4, lane);
     named_barrier_sync(pivot_epilogue_barrier, tr::consumer_threads);  // s_lse2 read by all

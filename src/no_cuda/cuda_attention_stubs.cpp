@@ -30,25 +30,18 @@ double cuda_time_ms(const std::function<void()>&, int, int) {
   fail("cuda_time_ms", "built without CUDA");
 }
 
-struct cuda_block_mask::impl {};
-
-cuda_block_mask::cuda_block_mask(const block_mask&, const std::vector<int32_t>&) {
-  fail("cuda_block_mask", "built without CUDA");
+void layer_plan_upload(const layer_plan_view&, const layer_plan_view&, void*) {
+  fail("layer_plan_upload", "built without CUDA");
 }
-cuda_block_mask::~cuda_block_mask() = default;
-cuda_block_mask::cuda_block_mask(cuda_block_mask&&) noexcept = default;
-cuda_block_mask& cuda_block_mask::operator=(cuda_block_mask&&) noexcept = default;
-int64_t cuda_block_mask::n_tokens() const { fail("cuda_block_mask::n_tokens", "built without CUDA"); }
-int64_t cuda_block_mask::n_blocks() const { fail("cuda_block_mask::n_blocks", "built without CUDA"); }
-int64_t cuda_block_mask::heads() const { fail("cuda_block_mask::heads", "built without CUDA"); }
-int64_t cuda_block_mask::pivots() const { fail("cuda_block_mask::pivots", "built without CUDA"); }
-const std::vector<int64_t>& cuda_block_mask::tiles_per_head() const {
-  fail("cuda_block_mask::tiles_per_head", "built without CUDA");
+
+device_layer_plan::device_layer_plan(const block_mask&, const std::vector<int32_t>&, void*) {
+  fail("device_layer_plan", "built without CUDA");
 }
 
 std::string cuda_attention_path() { fail("cuda_attention_path", "built without CUDA"); }
 
-void cuda_attention_block_sparse(const cuda_attention_params&, const cuda_block_mask&) {
+void cuda_attention_block_sparse(const cuda_attention_params&, const layer_plan_view&,
+                                 const attention_scratch_view&) {
   fail("cuda_attention_block_sparse", "built without CUDA");
 }
 

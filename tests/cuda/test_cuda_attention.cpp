@@ -166,8 +166,8 @@ cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask
   p.out_token_stride = hd;
   p.lse = static_cast<float*>(dlse.data());
   p.block_attention = c.pivots.empty() ? nullptr : static_cast<float*>(da.data());
-  const cuda_block_mask dmask(mask, c.pivots);
-  cuda_attention_block_sparse(p, dmask);
+  const device_layer_plan plan(mask, c.pivots);
+  cuda_attention_block_sparse(p, plan.plan(), plan.scratch());
   cuda_synchronize();
 
   cuda_output r;
@@ -317,6 +317,9 @@ void check_case(const cuda_case& c) {
   const cuda_output got = run_cuda(c, x, mask);
   for (size_t i = 0; i < got.out.size(); ++i)
     ASSERT_FALSE(std::isnan(got.out[i])) << "out element " << i << " never written";
+  // The kernel writes every column of a pivot row of A (no clearing before the launch).
+  for (size_t i = 0; i < got.a.size(); ++i)
+    ASSERT_FALSE(std::isnan(got.a[i])) << "block_attention element " << i << " never written";
 
   double out_err = 0.0, rounding_err = 0.0, lse_err = 0.0;
   std::vector<double> a_ref(c.pivots.size() * static_cast<size_t>(nb * nb), 0.0);
@@ -450,7 +453,7 @@ TEST_P(CudaAttention, Full16384Gqa4D64Sampled) {
 TEST_P(CudaAttention, RejectsBadParameters) {
   const cuda_case c{256, 2, 1, 128, mask_kind::full, {1}};
   const block_mask mask = make_mask(c, 1);
-  const cuda_block_mask dmask(mask, c.pivots);
+  const device_layer_plan plan(mask, c.pivots);
   device_buffer dq(256 * 2 * 128 * 2), dk(256 * 128 * 2), dout(256 * 2 * 128 * 2), da(4 * 4 * 4);
   cuda_attention_params p;
   p.n = 256;
@@ -462,30 +465,30 @@ TEST_P(CudaAttention, RejectsBadParameters) {
   p.out = dout.data();
   p.q_token_stride = p.out_token_stride = 256;
   p.k_token_stride = p.v_token_stride = 128;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("block_attention"),
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("block_attention"),
             std::string::npos);
   p.block_attention = static_cast<float*>(da.data());
   p.dim = 96;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("dim=96"),
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("dim=96"),
             std::string::npos);
   p.dim = 128;
   p.k_token_stride = 100;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); }).find("k_token_stride=100"),
+  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("k_token_stride=100"),
             std::string::npos);
-  EXPECT_NE(testing::error_of([&] { cuda_block_mask bad(mask, {1, 1}); }).find("ascending"),
+  EXPECT_NE(testing::error_of([&] { device_layer_plan bad(mask, {1, 1}); }).find("ascending"),
             std::string::npos);
   p.k_token_stride = 128;
   if (std::string(GetParam().path) == "hopper") {
     for (const char* grid : {"bogus", "dynamic:0", "persistent:4x", "per_item:2"}) {
       setenv("SP_CUDA_HOPPER_GRID", grid, 1);
-      EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); })
+      EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); })
                     .find(std::string("SP_CUDA_HOPPER_GRID=") + grid),
                 std::string::npos)
           << grid;
     }
     setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
     setenv("SP_CUDA_HOPPER_MAINLOOP", "fast", 1);
-    EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, dmask); })
+    EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); })
                   .find("SP_CUDA_HOPPER_MAINLOOP=fast"),
               std::string::npos);
   }

@@ -71,21 +71,22 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   const int warmup = 2;
   const std::string path = cuda_attention_path();
 
-  auto time_mask = [&](const cuda_block_mask& dmask, float* block_attention) {
+  auto time_mask = [&](const device_layer_plan& plan, float* block_attention) {
     cuda_attention_params pp = p;
     pp.block_attention = block_attention;
-    return cuda_time_ms([&] { cuda_attention_block_sparse(pp, dmask); }, warmup, o.repeats);
+    return cuda_time_ms([&] { cuda_attention_block_sparse(pp, plan.plan(), plan.scratch()); },
+                        warmup, o.repeats);
   };
   const double causal_flops = 2.0 * static_cast<double>(o.n) * o.n * o.dim * o.heads;
   const double tile_flops = 4.0 * 128 * 128 * o.dim;  // QK^T and PV of one 128x128 tile
   const block_mask dense = block_mask::dense_causal(o.n, 128, o.heads);
   double dense_ms = 0.0, pivot_ms = 0.0;
   {
-    const cuda_block_mask dmask(dense);
+    const device_layer_plan dmask(dense);
     dense_ms = time_mask(dmask, nullptr);
     std::vector<int32_t> all(static_cast<size_t>(o.heads));
     for (int32_t h = 0; h < o.heads; ++h) all[static_cast<size_t>(h)] = h;
-    const cuda_block_mask pivots(dense, all);
+    const device_layer_plan pivots(dense, all);
     device_buffer a(static_cast<size_t>(o.heads * dense.n_blocks * dense.n_blocks) * 4);
     pivot_ms = time_mask(pivots, static_cast<float*>(a.data()));
   }
@@ -107,7 +108,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   std::vector<float> ref(static_cast<size_t>(o.heads * o.dim));
   for (double density : o.densities) {
     const block_mask mask = density >= 1.0 ? dense : random_block_mask(o.n, 128, o.heads, density, o.seed + 1);
-    const cuda_block_mask dmask(mask);
+    const device_layer_plan dmask(mask);
     const double sparse_ms = time_mask(dmask, nullptr);
     dout.download(out.data(), out.size() * 2);
     // Sampled error of the last launch: rows near the end (the longest rows).
