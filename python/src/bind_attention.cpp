@@ -1,0 +1,101 @@
+// CPU attention from Python: the tiled block-sparse kernel (dense causal or a plan) and the C++
+// oracle. Outputs are caller-allocated (the Python layer allocates them with the inputs' array
+// library), so no array is copied or converted on the way in or out.
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+
+#include <optional>
+#include <vector>
+
+#include "arrays.h"
+#include "bindings.h"
+#include "cpu_runtime.h"
+#include "plan_objects.h"
+#include "shareprefill/attention.h"
+#include "shareprefill/error.h"
+
+namespace sp_python {
+namespace {
+
+struct cpu_problem {
+  sp::tensor_view out, lse, q, k, v;
+};
+
+// The checks the Python-facing messages need (device, dtype, strides); shapes are checked by the
+// C++ kernels with their own messages.
+cpu_problem cpu_problem_of(const char* fn, const output_array& out,
+                           const std::optional<output_array>& lse, const input_array& q,
+                           const input_array& k, const input_array& v) {
+  const array_info qi = view_input(fn, "q", q, 3), ki = view_input(fn, "k", k, 3),
+                   vi = view_input(fn, "v", v, 3), oi = view_output(fn, "out", out, 3);
+  for (const auto& [name, a] : {std::pair<const char*, const array_info*>{"q", &qi},
+                                {"k", &ki}, {"v", &vi}, {"out", &oi}}) {
+    sp::check(a->device == array_device::cpu, fn, name,
+              " is on a CUDA device; the CPU kernels need CPU arrays");
+    require_contiguous(fn, name, *a);
+  }
+  require_f32(fn, "out", oi);
+  cpu_problem p{oi.view, {}, qi.view, ki.view, vi.view};
+  if (lse) {
+    const array_info li = view_output(fn, "lse", *lse, 2);
+    sp::check(li.device == array_device::cpu, fn, "lse is on a CUDA device");
+    require_contiguous(fn, "lse", li);
+    require_f32(fn, "lse", li);
+    p.lse = li.view;
+  }
+  return p;
+}
+
+void attention_cpu(const output_array& out, const std::optional<output_array>& lse,
+                   const input_array& q, const input_array& k, const input_array& v,
+                   py_plan* plan) {
+  const char* fn = "shareprefill.attention";
+  const cpu_problem p = cpu_problem_of(fn, out, lse, q, k, v);
+  nb::gil_scoped_release release;
+  cpu_pool_lease lease;
+  if (plan) {
+    run_plan_cpu(*plan, p.out, p.lse, p.q, p.k, p.v, lease.pool());
+    return;
+  }
+  const sp::block_mask dense = sp::block_mask::dense_causal(p.q.shape[0], 128, p.q.shape[1]);
+  sp::attention_block_sparse(p.out, p.lse, nullptr, p.q, p.k, p.v, dense, lease.pool());
+}
+
+void attention_reference(const output_array& out, const std::optional<output_array>& lse,
+                         const input_array& q, const input_array& k, const input_array& v,
+                         const py_plan* plan) {
+  const char* fn = "shareprefill.attention_reference";
+  const cpu_problem p = cpu_problem_of(fn, out, lse, q, k, v);
+  nb::gil_scoped_release release;
+  if (!plan) {
+    sp::attention_reference(p.out, p.lse, p.q, p.k, p.v);
+    return;
+  }
+  sp::check(!plan->has_deferred, fn, "plans with deferred heads are not supported here");
+  const sp::block_mask& m = plan->plan.mask;
+  sp::check(m.heads == p.q.shape[1] && m.n_tokens == p.q.shape[0], fn, "the plan is for ",
+            m.n_tokens, " tokens x ", m.heads, " heads, q has ", p.q.shape[0], " x ",
+            p.q.shape[1]);
+  std::vector<uint8_t> token_mask;  // [H, N, N]
+  for (int64_t h = 0; h < m.heads; ++h) {
+    const std::vector<uint8_t> head = m.expand_to_token_mask(h);
+    token_mask.insert(token_mask.end(), head.begin(), head.end());
+  }
+  sp::attention_reference(p.out, p.lse, p.q, p.k, p.v, token_mask.data());
+}
+
+}  // namespace
+
+void bind_attention(nb::module_& m) {
+  m.def("attention_cpu", &attention_cpu, nb::arg("out"), nb::arg("lse").none(), nb::arg("q"),
+        nb::arg("k"), nb::arg("v"), nb::arg("plan").none(),
+        "Causal attention on the CPU into out [N, H, D] float32 (lse [H, N] float32 or None) "
+        "over q [N, H, D], k and v [N, Hkv, D] (float32, float16 or bfloat16, C-contiguous); "
+        "plan None means every causal tile. Multi-threaded, fp32 accumulation.");
+  m.def("attention_reference", &attention_reference, nb::arg("out"), nb::arg("lse").none(),
+        nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("plan").none() = nb::none(),
+        "The C++ oracle (plain loops, fp64 accumulation) with the same arguments as "
+        "attention_cpu; O(N^2) memory with a plan.");
+}
+
+}  // namespace sp_python
