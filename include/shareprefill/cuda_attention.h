@@ -3,18 +3,17 @@
 // plain C++ code and builds without CUDA (SP_CUDA=OFF: every function but cuda_device_available
 // throws "[fn] built without CUDA") include it alike.
 //
-// Usage: the kernel reads a layer plan (layer_plan_view.h) from device memory and writes its
-// scratch; both live in workspaces the caller owns. For a block mask built on the host:
+// Usage: tensors are tensor_views of device memory (on_device = true), in the layout of the CPU
+// call (attention.h); the kernel reads a layer plan (layer_plan_view.h) and writes its scratch,
+// both in workspaces the caller owns. For a block mask built on the host:
 //   sp::device_layer_plan dplan(mask, /*pivot_heads=*/{3});   // host build + upload
-//   sp::cuda_attention_params p;  p.q = dq.data(); ...;
-//   sp::cuda_attention_block_sparse(p, dplan.plan(), dplan.scratch());
+//   sp::cuda_attention_block_sparse(out, lse, a, q, k, v, dplan.plan(), dplan.scratch());
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "shareprefill/block_mask.h"
@@ -81,40 +80,49 @@ class device_layer_plan {
   attention_scratch_view scratch_;
 };
 
-struct cuda_attention_params {
-  dtype type = dtype::bf16;  // of q, k, v and out: bf16 or f16
-  int64_t n = 0, heads = 0, kv_heads = 0, dim = 0;  // dim 64 or 128; heads % kv_heads == 0
-  // Device pointers, 16-byte aligned; token strides in elements, multiples of 8. Head h's
-  // values of token i start at i * token_stride + h * dim (heads contiguous within a token).
-  const void* q = nullptr;  // q: [N, H, D]
-  int64_t q_token_stride = 0;
-  const void* k = nullptr;  // k: [N, Hkv, D]
-  int64_t k_token_stride = 0;
-  const void* v = nullptr;  // v: [N, Hkv, D]
-  int64_t v_token_stride = 0;
-  void* out = nullptr;      // out: [N, H, D], same dtype as q
-  int64_t out_token_stride = 0;
-  float* lse = nullptr;     // lse: [H, N] natural-log LSE of the scaled scores, or null
-  // block_attention: [max_pivots, nb, nb] row-major; required iff the plan has pivot slots
-  // (max_pivots > 0). Slot pivot_slot[h] of each pivot head h is fully overwritten (unvisited
-  // tiles 0); other slots are left as they are.
-  float* block_attention = nullptr;
-  void* stream = nullptr;  // cudaStream_t; null = the default stream
+// Which kernel runs. automatic: hopper (sm_90a: wgmma, TMA, warp-specialised producer and two
+// consumer warpgroups) on a compute capability 9.0 device when the build has sm_90a code, else
+// portable (sm_80+ mma.sync, one CTA per work item).
+enum class cuda_kernel : uint8_t { automatic, portable, hopper };
+inline const char* cuda_kernel_name(cuda_kernel k) {
+  return k == cuda_kernel::portable ? "portable" : k == cuda_kernel::hopper ? "hopper" : "auto";
+}
+
+// Launch choices of the CUDA attention; the defaults are chosen by device and shape.
+struct cuda_attention_options {
+  cuda_kernel kernel = cuda_kernel::automatic;
+  // Hopper kernel: CTAs of its grid, each claiming work items from a counter in the scratch
+  // (items in flight stay a contiguous window of the longest-first schedule). 0: one CTA per SM.
+  // Capped at the work items (H * nb); a smaller count makes every CTA run many items (tests).
+  int64_t ctas = 0;
 };
 
-// The kernel cuda_attention_block_sparse will run: "hopper" (sm_90a: wgmma, TMA, warp-
-// specialised) on a compute capability 9.0 device when the build has sm_90a code, else
-// "portable" (sm_80+ mma.sync). SP_CUDA_KERNEL=portable|hopper|auto in the environment forces a
-// path (read at every call); forcing hopper where it cannot run throws sp::error.
-std::string cuda_attention_path();
+// The kernel `options` select on the current device: portable or hopper (never automatic).
+// Throws sp::error when hopper is forced where it cannot run.
+cuda_kernel cuda_attention_kernel(const cuda_attention_options& options = {});
 
 // Causal attention over the visited tiles of the plan (exact causal rule inside every tile);
 // scores scaled by 1/sqrt(D), fp32 accumulation. Rows without tiles get out = 0 and lse = -inf.
-// plan and scratch: device views (block size 128); the scratch holds at least the plan's
-// scratch_tiles. Asynchronous on params.stream; throws sp::error on invalid parameters or a
-// launch failure. The plan's arrays are not checked (the host builder validated them; a device
-// planner must produce the invariants of layer_plan_view.h).
-void cuda_attention_block_sparse(const cuda_attention_params& params, const layer_plan_view& plan,
-                                 const attention_scratch_view& scratch);
+// Every view is a device view (on_device); heads are contiguous within a token and the
+// dimension stride is 1; token strides are multiples of 8 elements, bases 16-byte aligned (so K
+// and V may be strided views of one fused [N, 2 * Hkv * D] buffer).
+//   out: [N, H, D] bf16 or f16, the dtype of q, k and v
+//   lse: [H, N] f32 contiguous, natural-log LSE of the scaled scores; or empty
+//   block_attention: [max_pivots, nb, nb] f32 contiguous; required iff plan.max_pivots > 0.
+//     Slot pivot_slot[h] of each pivot head h is fully overwritten (unvisited tiles 0); other
+//     slots are left as they are.
+//   q: [N, H, D]; k, v: [N, Hkv, D] (H % Hkv == 0; query head h reads KV head h / (H / Hkv));
+//     D = 64 or 128
+// plan and scratch: device views, block size 128; the scratch holds the plan's scratch_tiles.
+// The plan's arrays are not checked (the host builder validated them; a device planner must
+// produce the invariants of layer_plan_view.h). Asynchronous on `stream` (a cudaStream_t; null =
+// the default stream); throws sp::error on invalid arguments or a launch failure.
+void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
+                                 const tensor_view& block_attention, const tensor_view& q,
+                                 const tensor_view& k, const tensor_view& v,
+                                 const layer_plan_view& plan,
+                                 const attention_scratch_view& scratch,
+                                 const cuda_attention_options& options = {},
+                                 void* stream = nullptr);
 
 }  // namespace sp

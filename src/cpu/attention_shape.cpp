@@ -7,6 +7,8 @@ namespace sp {
 attention_shape attention_shape_of(const char* fn, const tensor_view& q, const tensor_view& k,
                                    const tensor_view& v) {
   check(!q.empty() && !k.empty() && !v.empty(), fn, "q, k and v must all be given");
+  check(!q.on_device && !k.on_device && !v.on_device, fn,
+        "q, k and v must be host views (a device view goes to cuda_attention_block_sparse)");
   check(q.rank == 3 && k.rank == 3 && v.rank == 3, fn, "q, k, v must be rank 3 ([N, heads, D]), got ranks ",
         q.rank, ", ", k.rank, ", ", v.rank);
   check(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(), fn,
@@ -38,6 +40,7 @@ attention_shape attention_shape_of(const char* fn, const tensor_view& q, const t
 
 void check_attention_outputs(const char* fn, const attention_shape& s, const tensor_view& out,
                              const tensor_view& lse) {
+  check(!out.on_device && !lse.on_device, fn, "out and lse must be host views");
   check(!out.empty() && out.type == dtype::f32 && out.rank == 3 && out.is_contiguous(), fn,
         "out must be a contiguous f32 [N, H, D] view");
   check(out.shape[0] == s.n && out.shape[1] == s.heads && out.shape[2] == s.dim, fn,

@@ -1,10 +1,8 @@
 // The Hopper (sm_90a) block-sparse causal flash-attention forward, FlashAttention-3 style. A CTA
 // of three warpgroups loops over work items (head h, query block r of 128 rows) of the
-// longest-first schedule. Which items a CTA takes (hopper_options): one CTA per item; or a
-// persistent grid whose CTA b takes items b, 2G-1-b, 2G+b, ... (a static snake); or a persistent
-// grid whose CTAs claim the next item from a global counter (dynamic: the items in flight stay a
-// contiguous window of the schedule, as with the hardware block scheduler, so CTAs reading the
-// same K/V share L2).
+// longest-first schedule: CTA b takes item b, then claims the next item from a global counter
+// (the items in flight stay a contiguous window of the schedule, as with the hardware block
+// scheduler, so CTAs reading the same K/V share L2).
 //
 // Warpgroup 0 is the producer: one thread picks items, publishes each item's header in shared
 // memory with its Q load, and issues TMA loads of Q and of the K and V tiles at the mask's key
@@ -17,11 +15,9 @@
 // Warpgroups 1 and 2 are consumers of 64 query rows each: S = Q K^T by wgmma from shared memory
 // (both K-major, 128-byte swizzle), the causal rule and the base-2 online softmax on the
 // accumulator fragments (online_softmax.cuh, same per-warp layout as mma.sync), then O += P V by
-// wgmma with P from registers and V MN-major. Two mainloops (hopper_mainloop): `serial` waits
-// for each GEMM; `overlap` issues tile t's Q K^T together with tile t-1's P V and runs tile t's
-// softmax under them, and the two consumers take turns issuing (FA3's ping-pong), so one's
-// softmax runs under the other's GEMMs. setmaxnreg moves registers from the producer to the
-// consumers. GQA native (KV head h / group read in place); ragged N through TMA zero fill plus
+// wgmma with P from registers and V MN-major, waiting for each GEMM (the other consumer's GEMMs
+// fill a consumer's softmax). setmaxnreg moves registers from the producer to the consumers.
+// GQA native (KV head h / group read in place); ragged N through TMA zero fill plus
 // key_allowed; pivot heads write per-block log-masses and reduce them to A in the epilogue.
 #pragma once
 
@@ -63,45 +59,27 @@ struct hopper_traits {
   static_assert(D == 64 || D == 128, "head dim");
 };
 
-// Named barriers (0 is __syncthreads): the pivot epilogue's, then one per consumer's GEMM turn.
+// Named barrier 1 (0 is __syncthreads): the pivot epilogue's, among the consumer threads.
 constexpr int pivot_epilogue_barrier = 1;
-constexpr int first_turn_barrier = 2;
 
-// Static share of one CTA: round k takes item k*ctas + b (k even) or k*ctas + ctas-1-b (k odd)
-// of the longest-first schedule, skipping indices past the end.
-struct item_cursor {
-  int64_t items, ctas, round = 0;
-  int64_t cta;
-  __device__ __forceinline__ item_cursor(int64_t items_, int64_t ctas_, int64_t cta_)
-      : items(items_), ctas(ctas_), cta(cta_) {}
-  // The next item index, or -1 when the CTA is done.
-  __device__ __forceinline__ int64_t next() {
-    for (;; ++round) {
-      const int64_t base = round * ctas;
-      if (base >= items) return -1;
-      const int64_t item = base + ((round & 1) == 0 ? cta : ctas - 1 - cta);
-      if (item < items) {
-        ++round;
-        return item;
-      }
-    }
-  }
-};
-
-// The producer's source of items: the static cursor, or (counter set) item b first and then
-// gridDim.x + atomicAdd(counter, 1) until past the end.
+// The producer's source of items: CTA `cta` takes item `cta` first, then (counter set: a grid
+// smaller than the work items) claims item ctas + atomicAdd(counter, 1) until past the end.
 struct item_source {
-  item_cursor cursor;
+  int64_t items, ctas, cta;
   unsigned long long* counter;
   bool first = true;
-  __device__ __forceinline__ item_source(int64_t items, unsigned long long* counter_)
-      : cursor(items, gridDim.x, blockIdx.x), counter(counter_) {}
+  __device__ __forceinline__ item_source(int64_t items_, int64_t ctas_, int64_t cta_,
+                                         unsigned long long* counter_)
+      : items(items_), ctas(ctas_), cta(cta_), counter(counter_) {}
+  // The next item index, or -1 when the CTA is done.
   __device__ __forceinline__ int64_t next() {
-    if (counter == nullptr) return cursor.next();
-    int64_t item = blockIdx.x;
-    if (!first) item = cursor.ctas + static_cast<int64_t>(atomicAdd(counter, 1ull));
+    int64_t item = cta;
+    if (!first) {
+      if (counter == nullptr) return -1;
+      item = ctas + static_cast<int64_t>(atomicAdd(counter, 1ull));
+    }
     first = false;
-    return item < cursor.items ? item : -1;
+    return item < items ? item : -1;
   }
 };
 
@@ -143,12 +121,14 @@ struct hopper_barriers {
 // The producer thread: publishes each item with its Q, streams its K/V tiles through the rings,
 // and publishes head = -1 when its source runs dry.
 // s_item: [q_stages] headers, one per Q buffer of s_q.
+// ctas, cta: the grid's size and this CTA's index.
 template <class T, int D>
-__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, unsigned char* s_q,
+__device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int64_t ctas,
+                                               int64_t cta, unsigned char* s_q,
                                                unsigned char* s_k, unsigned char* s_v,
                                                hopper_item* s_item, const hopper_barriers& bar) {
   using tr = hopper_traits<T, D>;
-  item_source source(static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks, hp.next_item);
+  item_source source(static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks, ctas, cta, hp.next_item);
   int64_t item = source.next();
   hopper_item it;
   if (item >= 0) it = hopper_item_of(hp.p, item);
@@ -205,19 +185,6 @@ __device__ __forceinline__ void warp_arrive(uint64_t* bar, int lane) {
   __syncwarp();
   if (lane == 0) mbarrier_arrive(bar);
 }
-
-// The two consumers take turns issuing GEMMs: consumer c waits on barrier first_turn_barrier + c
-// and passes the turn to the other after issuing. Consumer 1 passes once before its first turn
-// (consumer 0 goes first) and consumer 0 absorbs consumer 1's last pass after its loop.
-struct gemm_turns {
-  int consumer;
-  __device__ __forceinline__ void wait() const {
-    named_barrier_sync(first_turn_barrier + consumer, 128 * hopper_consumers);
-  }
-  __device__ __forceinline__ void pass() const {
-    named_barrier_arrive(first_turn_barrier + 1 - consumer, 128 * hopper_consumers);
-  }
-};
 
 // Per-thread view of one consumer warpgroup's part of a work item: 64 query rows, 16 per warp,
 // rows thread_row and thread_row + 8 per thread (the wgmma accumulator layout), read from the
@@ -335,9 +302,9 @@ struct consumer_rows {
   }
 };
 
-// The serial mainloop: per tile, Q K^T, wait, softmax, P V, wait.
+// The mainloop: per tile, Q K^T, wait, softmax, P V, wait.
 template <class T, int D>
-__device__ __forceinline__ void hopper_mainloop_serial(
+__device__ __forceinline__ void hopper_mainloop(
     const attention_fwd_params& p, const hopper_item& it, const consumer_rows<T, D>& cr,
     const unsigned char* s_k, const unsigned char* s_v, const hopper_barriers& bar, int64_t& g,
     float (&o)[consumer_rows<T, D>::DT][4], online_softmax& softmax) {
@@ -366,68 +333,6 @@ __device__ __forceinline__ void hopper_mainloop_serial(
   }
 }
 
-// The overlap mainloop: in turn with the other consumer, tile t's Q K^T and tile t-1's P V are
-// issued together; tile t's softmax runs while they (and the other consumer's GEMMs) execute.
-// O is rescaled for tile t-1's max just before its P V; tile 0's Q K^T goes alone and the last
-// P V follows the loop. No wgmma is issued or waited for under a branch (ptxas serialises
-// wgmma otherwise: C7518).
-template <class T, int D>
-__device__ __forceinline__ void hopper_mainloop_overlap(
-    const attention_fwd_params& p, const hopper_item& it, const consumer_rows<T, D>& cr,
-    const unsigned char* s_k, const unsigned char* s_v, const hopper_barriers& bar, int64_t& g,
-    float (&o)[consumer_rows<T, D>::DT][4], online_softmax& softmax, const gemm_turns& turns) {
-  using tr = hopper_traits<T, D>;
-  constexpr int NT = consumer_rows<T, D>::NT;
-  const int tiles = it.row.tiles;
-  if (tiles == 0) return;
-  // Tile t's scores have landed in s (stage st): release K (and Q after the last tile), apply
-  // the mask and the softmax.
-  auto softmax_tile = [&](float(&s)[NT][4], int t, int st) {
-    fence_registers(s);
-    cr.release_after_qk(bar, st, t);
-    cr.mask(s, static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block, p.n);
-    softmax.scores(s, p.scale_log2);
-    if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
-  };
-  uint32_t pa[NT / 2][4];  // P of the previous tile
-  {
-    const ring_slot<tr::stages> slot(g);
-    float sc[NT][4];
-    mbarrier_wait(&bar.k[slot.stage], slot.phase);
-    turns.wait();
-    cr.issue_qk(sc, s_k + slot.stage * tr::kv_bytes);
-    turns.pass();
-    wgmma_wait<0>();
-    softmax_tile(sc, 0, slot.stage);
-    consumer_rows<T, D>::pack(sc, pa);
-    ++g;
-  }
-  for (int t = 1; t < tiles; ++t, ++g) {
-    const ring_slot<tr::stages> slot(g), prev(g - 1);
-    float sc[NT][4];
-    mbarrier_wait(&bar.k[slot.stage], slot.phase);
-    mbarrier_wait(&bar.v[prev.stage], prev.phase);
-    turns.wait();
-    cr.issue_qk(sc, s_k + slot.stage * tr::kv_bytes);
-    softmax.rescale(o);
-    cr.issue_pv(o, pa, s_v + prev.stage * tr::kv_bytes);
-    turns.pass();
-    wgmma_wait<1>();
-    softmax_tile(sc, t, slot.stage);
-    wgmma_wait<0>();
-    fence_registers(o);
-    warp_arrive(&bar.v_empty[prev.stage], cr.lane);
-    consumer_rows<T, D>::pack(sc, pa);
-  }
-  const ring_slot<tr::stages> last(g - 1);
-  softmax.rescale(o);
-  mbarrier_wait(&bar.v[last.stage], last.phase);
-  cr.issue_pv(o, pa, s_v + last.stage * tr::kv_bytes);
-  wgmma_wait<0>();
-  fence_registers(o);
-  warp_arrive(&bar.v_empty[last.stage], cr.lane);
-}
-
 // Lane 0's value in every lane of the warp, word by word.
 template <class S>
 __device__ __forceinline__ S warp_broadcast(const S& value) {
@@ -445,7 +350,7 @@ __device__ __forceinline__ S warp_broadcast(const S& value) {
 // A consumer warpgroup: takes the items the producer publishes until it publishes head = -1.
 // Only lane 0 of each warp reads a header (and broadcasts it), so the warp's one q_empty
 // arrival, by lane 0, releases every read of it.
-template <class T, int D, hopper_mainloop mainloop>
+template <class T, int D>
 __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer,
                                                int tid, const unsigned char* s_q,
                                                const unsigned char* s_k, const unsigned char* s_v,
@@ -453,8 +358,6 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, in
                                                const hopper_barriers& bar, float* s_lse2) {
   using tr = hopper_traits<T, D>;
   constexpr int DT = consumer_rows<T, D>::DT;
-  const gemm_turns turns{consumer};
-  if (mainloop == hopper_mainloop::overlap && consumer == 1) turns.pass();
   int64_t g = 0;  // K/V tiles consumed so far (the producer's ring position, in step)
   for (int64_t loads = 0;; ++loads) {
     const ring_slot<tr::q_stages> qs(loads);
@@ -472,16 +375,12 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, in
 #pragma unroll
     for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
     online_softmax softmax;
-    if constexpr (mainloop == hopper_mainloop::overlap)
-      hopper_mainloop_overlap<T, D>(p, it, cr, s_k, s_v, bar, g, o, softmax, turns);
-    else
-      hopper_mainloop_serial<T, D>(p, it, cr, s_k, s_v, bar, g, o, softmax);
+    hopper_mainloop<T, D>(p, it, cr, s_k, s_v, bar, g, o, softmax);
     cr.epilogue(p, it, o, softmax, s_lse2);
   }
-  if (mainloop == hopper_mainloop::overlap && consumer == 0) turns.wait();
 }
 
-template <class T, int D, hopper_mainloop mainloop>
+template <class T, int D>
 __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
     hopper_fwd_kernel(const __grid_constant__ hopper_fwd_params hp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -518,10 +417,11 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
-    if (threadIdx.x == 0) hopper_produce<T, D>(hp, s_q, s_k, s_v, s_item, bar);
+    if (threadIdx.x == 0)
+      hopper_produce<T, D>(hp, gridDim.x, blockIdx.x, s_q, s_k, s_v, s_item, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
-    hopper_consume<T, D, mainloop>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
+    hopper_consume<T, D>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
                                    s_item, bar, s_lse2);
   }
 #endif

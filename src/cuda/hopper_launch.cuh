@@ -15,11 +15,10 @@ void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
                        cudaStream_t stream) {
   using tr = hopper_traits<T, D>;
   const char* fn = "cuda_attention_block_sparse";
-  const int64_t grid =
-      options.ctas > 0 && options.ctas < work_items ? options.ctas : work_items;
+  const int64_t grid = options.ctas < work_items ? options.ctas : work_items;
   hopper_fwd_params hp;
   hp.p = p;
-  if (options.dynamic && grid < work_items) {
+  if (grid < work_items) {
     hp.next_item = next_item;
     check_cuda(cudaMemsetAsync(next_item, 0, sizeof(unsigned long long), stream), fn,
                "clearing the work-item counter (hopper)");
@@ -28,9 +27,7 @@ void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
   hp.q_map = make_tensor_map(p.q, p.n, p.heads, D, p.q_token_stride, tr::block_m);
   hp.k_map = make_tensor_map(p.k, p.n, kv_heads, D, p.k_token_stride, tr::block_n);
   hp.v_map = make_tensor_map(p.v, p.n, kv_heads, D, p.v_token_stride, tr::block_n);
-  auto kernel = options.mainloop == hopper_mainloop::overlap
-                    ? hopper_fwd_kernel<T, D, hopper_mainloop::overlap>
-                    : hopper_fwd_kernel<T, D, hopper_mainloop::serial>;
+  auto kernel = hopper_fwd_kernel<T, D>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   tr::smem_bytes),
              fn, "cudaFuncSetAttribute (hopper)");

@@ -16,8 +16,9 @@ struct hopper_fwd_params {
   CUtensorMap q_map;  // boxes of [128 tokens, 1 head, 64 columns] of q: [N, H, D]
   CUtensorMap k_map;  // same over k: [N, Hkv, D]
   CUtensorMap v_map;  // same over v: [N, Hkv, D]
-  // Dynamic grids: items past the grid's first (one per CTA) are claimed in schedule order from
-  // this counter (zero at launch): item = gridDim.x + atomicAdd(next_item, 1). Null otherwise.
+  // Grids smaller than the work items: items past the grid's first (one per CTA) are claimed in
+  // schedule order from this counter (zero at launch): item = gridDim.x + atomicAdd(next_item,
+  // 1). Null when every CTA runs one item.
   unsigned long long* next_item = nullptr;
 };
 
@@ -30,19 +31,13 @@ CUtensorMap make_tensor_map(const void* base, int64_t n, int64_t heads, int64_t 
 // True when this build compiled the sm_90a kernels (CMAKE_CUDA_ARCHITECTURES has 90a).
 bool hopper_path_compiled();
 
-// How a consumer warpgroup runs a work item's tiles (hopper_kernel.cuh).
-enum class hopper_mainloop { serial, overlap };
-
-// Launch choices of the Hopper kernel (SP_CUDA_HOPPER_GRID and SP_CUDA_HOPPER_MAINLOOP, see
-// attention_dispatch.cu).
+// Launch choices of the Hopper kernel (from cuda_attention_options).
 struct hopper_options {
-  int64_t ctas = 0;      // CTAs of the grid, each looping over work items
-                         // (0 or >= work_items: one CTA per item)
-  bool dynamic = false;  // CTAs claim items from a counter instead of a static share
-  hopper_mainloop mainloop = hopper_mainloop::serial;
+  int64_t ctas = 1;  // CTAs of the grid, each claiming work items (>= work_items: one per item)
 };
 
-// next_item: a device uint64 the launch clears when options.dynamic (the work-item counter).
+// next_item: a device uint64 (the work-item counter) the launch clears when the grid has fewer
+// CTAs than work items.
 template <class T, int D>
 void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
                        const hopper_options& options, unsigned long long* next_item,

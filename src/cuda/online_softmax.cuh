@@ -32,8 +32,7 @@ struct online_softmax {
 
   // s: [NT][4] scores of NT 8-key n-tiles, -inf where masked; overwritten with the
   // probabilities exp2(s*scale - max). The running max and sums move to the new max; the factor
-  // the output accumulators need for it is kept in `alpha` for rescale(), so a kernel may apply
-  // it later (the Hopper overlap mainloop rescales just before its next P V).
+  // the output accumulators need for it is kept in `alpha` for rescale() (update() does both).
   template <int NT>
   __device__ __forceinline__ void scores(float (&s)[NT][4], float scale_log2) {
 #pragma unroll

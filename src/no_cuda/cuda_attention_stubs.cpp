@@ -38,10 +38,14 @@ device_layer_plan::device_layer_plan(const block_mask&, const std::vector<int32_
   fail("device_layer_plan", "built without CUDA");
 }
 
-std::string cuda_attention_path() { fail("cuda_attention_path", "built without CUDA"); }
+cuda_kernel cuda_attention_kernel(const cuda_attention_options&) {
+  fail("cuda_attention_kernel", "built without CUDA");
+}
 
-void cuda_attention_block_sparse(const cuda_attention_params&, const layer_plan_view&,
-                                 const attention_scratch_view&) {
+void cuda_attention_block_sparse(const tensor_view&, const tensor_view&, const tensor_view&,
+                                 const tensor_view&, const tensor_view&, const tensor_view&,
+                                 const layer_plan_view&, const attention_scratch_view&,
+                                 const cuda_attention_options&, void*) {
   fail("cuda_attention_block_sparse", "built without CUDA");
 }
 

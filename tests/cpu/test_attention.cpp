@@ -243,6 +243,9 @@ TEST(AttentionBlockSparse, RejectsBadInput) {
   EXPECT_NE(run(q_short, x.kv, mask).find("tokens"), std::string::npos);
   EXPECT_NE(run(x.qv, x.kv, block_mask::dense_causal(c.n, 128, 3)).find("mask has 3 heads"),
             std::string::npos);
+  tensor_view device_q = x.qv;
+  device_q.on_device = true;
+  EXPECT_NE(run(device_q, x.kv, mask).find("host views"), std::string::npos);
   x.q[5 * c.heads * c.dim + 3] = NAN;
   EXPECT_NE(run(x.qv, x.kv, mask).find("q holds a non-finite value"), std::string::npos);
   x.q[5 * c.heads * c.dim + 3] = 0.5f;

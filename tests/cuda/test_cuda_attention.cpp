@@ -3,9 +3,8 @@
 // diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
 // mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
 // the launch and guarded after, and reruns must be bitwise identical. Every case runs on both
-// kernel paths (SP_CUDA_KERNEL=portable and =hopper), the Hopper one with both mainloops and
-// every grid kind (one CTA per item, persistent, dynamic, and 3-CTA persistent/dynamic grids);
-// a path the build or device cannot run is skipped, as is everything without a GPU.
+// kernels (cuda_attention_options: portable, hopper with one CTA per SM and with a 3-CTA grid);
+// a kernel the build or device cannot run is skipped, as is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +14,6 @@
 #include <map>
 #include <memory>
 #include <random>
-#include <stdlib.h>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
@@ -123,19 +121,29 @@ std::vector<uint8_t> fetch_checked(const device_buffer& b, size_t payload, const
   return all;
 }
 
-cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask) {
+// A [n, heads, dim] device view with heads contiguous in a token of `token_stride` elements.
+tensor_view device_rows(const void* data, dtype type, int64_t n, int64_t heads, int64_t dim,
+                        int64_t token_stride) {
+  tensor_view t = tensor_view::contiguous(data, type, {n, heads, dim});
+  t.stride[0] = token_stride;
+  t.on_device = true;
+  return t;
+}
+
+tensor_view device_contiguous(void* data, std::initializer_list<int64_t> shape) {
+  tensor_view t = tensor_view::contiguous(data, dtype::f32, shape);
+  t.on_device = true;
+  return t;
+}
+
+cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask,
+                     const cuda_attention_options& options) {
   const int64_t hd = c.heads * c.dim, kvd = c.kv_heads * c.dim, nb = mask.n_blocks;
   const auto q16 = encode_all(c.type, x.q), k16 = encode_all(c.type, x.k), v16 = encode_all(c.type, x.v);
   device_buffer dq(q16.size() * 2), dk, dv, dkv;
   dq.upload(q16.data(), dq.size());
-  cuda_attention_params p;
-  p.type = c.type;
-  p.n = c.n;
-  p.heads = c.heads;
-  p.kv_heads = c.kv_heads;
-  p.dim = c.dim;
-  p.q = dq.data();
-  p.q_token_stride = hd;
+  const tensor_view q = device_rows(dq.data(), c.type, c.n, c.heads, c.dim, hd);
+  tensor_view k, v;
   if (c.fused_kv) {  // token row = [K heads | V heads]
     std::vector<uint16_t> fused(static_cast<size_t>(c.n * 2 * kvd));
     for (int64_t i = 0; i < c.n; ++i) {
@@ -144,30 +152,30 @@ cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask
     }
     dkv = device_buffer(fused.size() * 2);
     dkv.upload(fused.data(), dkv.size());
-    p.k = dkv.data();
-    p.v = static_cast<const uint16_t*>(dkv.data()) + kvd;
-    p.k_token_stride = p.v_token_stride = 2 * kvd;
+    k = device_rows(dkv.data(), c.type, c.n, c.kv_heads, c.dim, 2 * kvd);
+    v = device_rows(static_cast<const uint16_t*>(dkv.data()) + kvd, c.type, c.n, c.kv_heads,
+                    c.dim, 2 * kvd);
   } else {
     dk = device_buffer(k16.size() * 2);
     dv = device_buffer(v16.size() * 2);
     dk.upload(k16.data(), dk.size());
     dv.upload(v16.data(), dv.size());
-    p.k = dk.data();
-    p.v = dv.data();
-    p.k_token_stride = p.v_token_stride = kvd;
+    k = device_rows(dk.data(), c.type, c.n, c.kv_heads, c.dim, kvd);
+    v = device_rows(dv.data(), c.type, c.n, c.kv_heads, c.dim, kvd);
   }
   const size_t out_bytes = static_cast<size_t>(c.n * hd) * 2, lse_bytes = static_cast<size_t>(c.heads * c.n) * 4;
-  const size_t a_bytes = c.pivots.size() * static_cast<size_t>(nb * nb) * 4;
+  const int64_t pivots = static_cast<int64_t>(c.pivots.size());
+  const size_t a_bytes = static_cast<size_t>(pivots * nb * nb) * 4;
   device_buffer dout(out_bytes + guard_bytes), dlse(lse_bytes + guard_bytes), da(a_bytes + guard_bytes);
   dout.fill_bytes(poison);
   dlse.fill_bytes(poison);
   da.fill_bytes(poison);
-  p.out = dout.data();
-  p.out_token_stride = hd;
-  p.lse = static_cast<float*>(dlse.data());
-  p.block_attention = c.pivots.empty() ? nullptr : static_cast<float*>(da.data());
   const device_layer_plan plan(mask, c.pivots);
-  cuda_attention_block_sparse(p, plan.plan(), plan.scratch());
+  cuda_attention_block_sparse(device_rows(dout.data(), c.type, c.n, c.heads, c.dim, hd),
+                              device_contiguous(dlse.data(), {c.heads, c.n}),
+                              pivots > 0 ? device_contiguous(da.data(), {pivots, nb, nb})
+                                         : tensor_view{},
+                              q, k, v, plan.plan(), plan.scratch(), options);
   cuda_synchronize();
 
   cuda_output r;
@@ -306,15 +314,16 @@ const expectation& expectation_of(const cuda_case& c) {
   return *slot;
 }
 
-void check_case(const cuda_case& c) {
-  SCOPED_TRACE(name_of(c) + " path " + cuda_attention_path());
+void check_case(const cuda_case& c, const cuda_attention_options& options) {
+  SCOPED_TRACE(name_of(c) + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) +
+               " ctas " + std::to_string(options.ctas));
   const expectation& want = expectation_of(c);
   const inputs& x = want.x;
   const block_mask& mask = want.mask;
   const std::vector<int64_t>& rows = want.rows;
   const std::vector<bool>& full_block = want.full_block;
   const int64_t nb = mask.n_blocks, d = c.dim;
-  const cuda_output got = run_cuda(c, x, mask);
+  const cuda_output got = run_cuda(c, x, mask, options);
   for (size_t i = 0; i < got.out.size(); ++i)
     ASSERT_FALSE(std::isnan(got.out[i])) << "out element " << i << " never written";
   // The kernel writes every column of a pivot row of A (no clearing before the launch).
@@ -372,126 +381,101 @@ void check_case(const cuda_case& c) {
   }
 
   // Rerun-stable: the same launch gives the same bytes.
-  const cuda_output again = run_cuda(c, x, mask);
+  const cuda_output again = run_cuda(c, x, mask, options);
   EXPECT_TRUE(got.raw_out == again.raw_out) << "output differs between identical launches";
   EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
 }
 
-// One kernel configuration: SP_CUDA_KERNEL and, for the Hopper path, SP_CUDA_HOPPER_GRID and
-// SP_CUDA_HOPPER_MAINLOOP.
+// One kernel configuration of cuda_attention_options.
 struct kernel_config {
   const char* name;
-  const char* path;
-  const char* grid;      // null for the portable path
-  const char* mainloop;  // null for the portable path
+  cuda_kernel kernel;
+  int64_t ctas;  // Hopper grid; 0 = one CTA per SM
+  cuda_attention_options options() const { return {kernel, ctas}; }
 };
 
 // Runs each case under the parameter's configuration; skips what cannot run here. The 3-CTA
-// grids make each CTA loop over many items even in the small cases, empty rows and pivots
-// included.
+// grid makes each CTA claim many items even in the small cases, empty rows and pivots included.
 class CudaAttention : public ::testing::TestWithParam<kernel_config> {
  protected:
   void SetUp() override {
     if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    setenv("SP_CUDA_KERNEL", GetParam().path, 1);
-    if (GetParam().grid != nullptr) setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
-    if (GetParam().mainloop != nullptr) setenv("SP_CUDA_HOPPER_MAINLOOP", GetParam().mainloop, 1);
-    const std::string why = testing::error_of([] { cuda_attention_path(); });
+    const std::string why = testing::error_of([] { cuda_attention_kernel(GetParam().options()); });
     if (!why.empty()) GTEST_SKIP() << why;
-    ASSERT_EQ(cuda_attention_path(), GetParam().path);
+    ASSERT_EQ(cuda_attention_kernel(GetParam().options()), GetParam().kernel);
   }
-  void TearDown() override {
-    unsetenv("SP_CUDA_KERNEL");
-    unsetenv("SP_CUDA_HOPPER_GRID");
-    unsetenv("SP_CUDA_HOPPER_MAINLOOP");
-  }
+  void check(const cuda_case& c) const { check_case(c, GetParam().options()); }
 };
 
-INSTANTIATE_TEST_SUITE_P(Path, CudaAttention,
-                         ::testing::Values(
-                             kernel_config{"portable", "portable", nullptr, nullptr},
-                             kernel_config{"hopper", "hopper", "dynamic", "serial"},
-                             kernel_config{"hopper_overlap", "hopper", "dynamic", "overlap"},
-                             kernel_config{"hopper_per_item", "hopper", "per_item", "serial"},
-                             kernel_config{"hopper_persistent", "hopper", "persistent", "serial"},
-                             kernel_config{"hopper_3ctas", "hopper", "persistent:3", "serial"},
-                             kernel_config{"hopper_dynamic_3ctas", "hopper", "dynamic:3", "serial"},
-                             kernel_config{"hopper_overlap_3ctas", "hopper", "dynamic:3", "overlap"}),
+INSTANTIATE_TEST_SUITE_P(Kernel, CudaAttention,
+                         ::testing::Values(kernel_config{"portable", cuda_kernel::portable, 0},
+                                           kernel_config{"hopper", cuda_kernel::hopper, 0},
+                                           kernel_config{"hopper_3ctas", cuda_kernel::hopper, 3}),
                          [](const ::testing::TestParamInfo<kernel_config>& i) {
                            return std::string(i.param.name);
                          });
 
-TEST(CudaAttentionPath, RejectsUnknownKernelName) {
-  setenv("SP_CUDA_KERNEL", "bogus", 1);
-  EXPECT_NE(testing::error_of([] { cuda_attention_path(); }).find("SP_CUDA_KERNEL=bogus"),
-            std::string::npos);
-  unsetenv("SP_CUDA_KERNEL");
-}
-
-TEST_P(CudaAttention, SingleToken) { check_case({1, 2, 1, 64, mask_kind::full, {}}); }
-TEST_P(CudaAttention, Ragged127Gqa4Full) { check_case({127, 4, 1, 128, mask_kind::full, {}}); }
-TEST_P(CudaAttention, Ragged129Gqa8Random) { check_case({129, 8, 1, 64, mask_kind::random, {}}); }
-TEST_P(CudaAttention, Diagonal1000Gqa1) { check_case({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
-TEST_P(CudaAttention, EmptyRows1000) { check_case({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
+TEST_P(CudaAttention, SingleToken) { check({1, 2, 1, 64, mask_kind::full, {}}); }
+TEST_P(CudaAttention, Ragged127Gqa4Full) { check({127, 4, 1, 128, mask_kind::full, {}}); }
+TEST_P(CudaAttention, Ragged129Gqa8Random) { check({129, 8, 1, 64, mask_kind::random, {}}); }
+TEST_P(CudaAttention, Diagonal1000Gqa1) { check({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
+TEST_P(CudaAttention, EmptyRows1000) { check({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
 TEST_P(CudaAttention, PivotsMixedFusedKv1000) {
-  check_case({1000, 8, 2, 64, mask_kind::random, {1, 6}, dtype::bf16, true});
+  check({1000, 8, 2, 64, mask_kind::random, {1, 6}, dtype::bf16, true});
 }
 TEST_P(CudaAttention, Fp16Random1000) {
-  check_case({1000, 4, 2, 128, mask_kind::random, {}, dtype::f16});
+  check({1000, 4, 2, 128, mask_kind::random, {}, dtype::f16});
 }
-TEST_P(CudaAttention, SingleTile4224) { check_case({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
+TEST_P(CudaAttention, SingleTile4224) { check({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
 TEST_P(CudaAttention, PivotsRandom4224Gqa4) {
-  check_case({4224, 4, 1, 128, mask_kind::random, {0, 2}});
+  check({4224, 4, 1, 128, mask_kind::random, {0, 2}});
 }
 TEST_P(CudaAttention, Sparse16384Gqa8Sampled) {
-  check_case({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
+  check({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
 }
 TEST_P(CudaAttention, Full16384Gqa4D64Sampled) {
-  check_case({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
+  check({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
 }
 
-TEST_P(CudaAttention, RejectsBadParameters) {
+TEST_P(CudaAttention, RejectsBadArguments) {
   const cuda_case c{256, 2, 1, 128, mask_kind::full, {1}};
   const block_mask mask = make_mask(c, 1);
   const device_layer_plan plan(mask, c.pivots);
   device_buffer dq(256 * 2 * 128 * 2), dk(256 * 128 * 2), dout(256 * 2 * 128 * 2), da(4 * 4 * 4);
-  cuda_attention_params p;
-  p.n = 256;
-  p.heads = 2;
-  p.kv_heads = 1;
-  p.dim = 128;
-  p.q = dq.data();
-  p.k = p.v = dk.data();
-  p.out = dout.data();
-  p.q_token_stride = p.out_token_stride = 256;
-  p.k_token_stride = p.v_token_stride = 128;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("block_attention"),
+  const tensor_view q = device_rows(dq.data(), dtype::bf16, 256, 2, 128, 256);
+  const tensor_view k = device_rows(dk.data(), dtype::bf16, 256, 1, 128, 128);
+  const tensor_view out = device_rows(dout.data(), dtype::bf16, 256, 2, 128, 256);
+  const tensor_view a = device_contiguous(da.data(), {1, 2, 2});
+  const cuda_attention_options options = GetParam().options();
+  auto error = [&](const tensor_view& a_view, const tensor_view& q_view, const tensor_view& k_view,
+                   const cuda_attention_options& o) {
+    return testing::error_of([&] {
+      cuda_attention_block_sparse(out, {}, a_view, q_view, k_view, k_view, plan.plan(),
+                                  plan.scratch(), o);
+    });
+  };
+  EXPECT_EQ(error(a, q, k, options), "");
+  cuda_synchronize();
+  EXPECT_NE(error({}, q, k, options).find("block_attention is empty"), std::string::npos);
+  EXPECT_NE(error(device_contiguous(da.data(), {2, 2, 2}), q, k, options).find("[1, 2, 2]"),
             std::string::npos);
-  p.block_attention = static_cast<float*>(da.data());
-  p.dim = 96;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("dim=96"),
+  EXPECT_NE(error(a, device_rows(dq.data(), dtype::bf16, 256, 2, 96, 256), k, options)
+                .find("dim=96"),
             std::string::npos);
-  p.dim = 128;
-  p.k_token_stride = 100;
-  EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); }).find("k_token_stride=100"),
+  EXPECT_NE(error(a, q, device_rows(dk.data(), dtype::bf16, 256, 1, 128, 100), options)
+                .find("token stride 100"),
             std::string::npos);
+  EXPECT_NE(error(a, q, device_rows(dk.data(), dtype::f16, 256, 1, 128, 128), options)
+                .find("k has dtype"),
+            std::string::npos);
+  tensor_view host_q = q;
+  host_q.on_device = false;
+  EXPECT_NE(error(a, host_q, k, options).find("host memory"), std::string::npos);
+  cuda_attention_options negative = options;
+  negative.ctas = -1;
+  EXPECT_NE(error(a, q, k, negative).find("ctas=-1"), std::string::npos);
   EXPECT_NE(testing::error_of([&] { device_layer_plan bad(mask, {1, 1}); }).find("ascending"),
             std::string::npos);
-  p.k_token_stride = 128;
-  if (std::string(GetParam().path) == "hopper") {
-    for (const char* grid : {"bogus", "dynamic:0", "persistent:4x", "per_item:2"}) {
-      setenv("SP_CUDA_HOPPER_GRID", grid, 1);
-      EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); })
-                    .find(std::string("SP_CUDA_HOPPER_GRID=") + grid),
-                std::string::npos)
-          << grid;
-    }
-    setenv("SP_CUDA_HOPPER_GRID", GetParam().grid, 1);
-    setenv("SP_CUDA_HOPPER_MAINLOOP", "fast", 1);
-    EXPECT_NE(testing::error_of([&] { cuda_attention_block_sparse(p, plan.plan(), plan.scratch()); })
-                  .find("SP_CUDA_HOPPER_MAINLOOP=fast"),
-              std::string::npos);
-  }
 }
 
 }  // namespace

@@ -2,12 +2,14 @@
 // events (after warm-up; median of --repeats) on the full causal mask and on random block masks
 // of the requested densities, plus the full mask with every head a pivot (block attention A
 // fused in). Reports TFLOP/s both as causal-dense FLOPs 2*N^2*D*H / time (tflops_effective) and
-// as the FLOPs of the tiles actually computed (tflops_computed), and a sampled error vs the fp64
-// oracle, and which kernel path ran (cuda_attention_path: SP_CUDA_KERNEL=portable|hopper forces
-// one). Inputs are random bf16, generated for 2048 tokens and tiled over N (fast to build).
+// as the FLOPs of the tiles actually computed (tflops_computed), a sampled error vs the fp64
+// oracle, and which kernel ran. The kernel options come from the environment
+// (cuda_options_from_env below). Inputs are random bf16, generated for 2048 tokens and tiled over
+// N (fast to build).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -36,6 +38,41 @@ std::vector<uint16_t> tiled_random_bf16(int64_t n, int64_t heads, int64_t dim, u
   return values;
 }
 
+// The benches' (and scripts/gpu-bench.sh's) environment variables mapped onto the typed options:
+//   SP_CUDA_KERNEL = auto (default) | portable | hopper
+//   SP_CUDA_HOPPER_GRID = dynamic (default: one CTA per SM) | dynamic:<ctas>
+//   SP_CUDA_HOPPER_MAINLOOP = serial (the only mainloop; accepted so the scripts' defaults work)
+// The per_item and persistent grids and the overlap mainloop were removed (docs/CUDA.md): asking
+// for them is an error, not a silent fallback.
+cuda_attention_options cuda_options_from_env(const char* fn) {
+  auto env = [](const char* name, const char* fallback) {
+    const char* value = std::getenv(name);
+    return std::string(value != nullptr && *value != 0 ? value : fallback);
+  };
+  cuda_attention_options options;
+  const std::string kernel = env("SP_CUDA_KERNEL", "auto");
+  check(kernel == "auto" || kernel == "portable" || kernel == "hopper", fn, "SP_CUDA_KERNEL=",
+        kernel, " (auto, portable or hopper expected)");
+  options.kernel = kernel == "portable" ? cuda_kernel::portable
+                   : kernel == "hopper" ? cuda_kernel::hopper
+                                        : cuda_kernel::automatic;
+  const std::string grid = env("SP_CUDA_HOPPER_GRID", "dynamic");
+  const std::string prefix = "dynamic:";
+  if (grid != "dynamic") {
+    char* end = nullptr;
+    const long long ctas = grid.compare(0, prefix.size(), prefix) == 0
+                               ? std::strtoll(grid.c_str() + prefix.size(), &end, 10)
+                               : 0;
+    check(ctas > 0 && end != nullptr && *end == 0, fn, "SP_CUDA_HOPPER_GRID=", grid,
+          " (dynamic or dynamic:<ctas> expected; per_item and persistent were removed)");
+    options.ctas = ctas;
+  }
+  const std::string mainloop = env("SP_CUDA_HOPPER_MAINLOOP", "serial");
+  check(mainloop == "serial", fn, "SP_CUDA_HOPPER_MAINLOOP=", mainloop,
+        " (serial is the only mainloop; overlap was removed)");
+  return options;
+}
+
 device_buffer upload(const std::vector<uint16_t>& v) {
   device_buffer b(v.size() * 2);
   b.upload(v.data(), b.size());
@@ -55,27 +92,27 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   const auto v = tiled_random_bf16(o.n, o.kv_heads, o.dim, o.seed + 2);
   device_buffer dq = upload(q), dk = upload(k), dv = upload(v);
   device_buffer dout(q.size() * 2), dlse(static_cast<size_t>(o.heads * o.n) * 4);
-  cuda_attention_params p;
-  p.type = dtype::bf16;
-  p.n = o.n;
-  p.heads = o.heads;
-  p.kv_heads = o.kv_heads;
-  p.dim = o.dim;
-  p.q = dq.data();
-  p.k = dk.data();
-  p.v = dv.data();
-  p.out = dout.data();
-  p.lse = static_cast<float*>(dlse.data());
-  p.q_token_stride = p.out_token_stride = o.heads * o.dim;
-  p.k_token_stride = p.v_token_stride = o.kv_heads * o.dim;
+  auto device_view = [&](void* data, std::initializer_list<int64_t> shape, dtype type) {
+    tensor_view t = tensor_view::contiguous(data, type, shape);
+    t.on_device = true;
+    return t;
+  };
+  const tensor_view dqv = device_view(dq.data(), {o.n, o.heads, o.dim}, dtype::bf16);
+  const tensor_view dkv = device_view(dk.data(), {o.n, o.kv_heads, o.dim}, dtype::bf16);
+  const tensor_view dvv = device_view(dv.data(), {o.n, o.kv_heads, o.dim}, dtype::bf16);
+  const tensor_view doutv = device_view(dout.data(), {o.n, o.heads, o.dim}, dtype::bf16);
+  const tensor_view dlsev = device_view(dlse.data(), {o.heads, o.n}, dtype::f32);
   const int warmup = 2;
-  const std::string path = cuda_attention_path();
+  const cuda_attention_options options = cuda_options_from_env(fn);
+  const std::string path = cuda_kernel_name(cuda_attention_kernel(options));
 
-  auto time_mask = [&](const device_layer_plan& plan, float* block_attention) {
-    cuda_attention_params pp = p;
-    pp.block_attention = block_attention;
-    return cuda_time_ms([&] { cuda_attention_block_sparse(pp, plan.plan(), plan.scratch()); },
-                        warmup, o.repeats);
+  auto time_mask = [&](const device_layer_plan& plan, const tensor_view& block_attention) {
+    return cuda_time_ms(
+        [&] {
+          cuda_attention_block_sparse(doutv, dlsev, block_attention, dqv, dkv, dvv, plan.plan(),
+                                      plan.scratch(), options);
+        },
+        warmup, o.repeats);
   };
   const double causal_flops = 2.0 * static_cast<double>(o.n) * o.n * o.dim * o.heads;
   const double tile_flops = 4.0 * 128 * 128 * o.dim;  // QK^T and PV of one 128x128 tile
@@ -83,12 +120,13 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   double dense_ms = 0.0, pivot_ms = 0.0;
   {
     const device_layer_plan dmask(dense);
-    dense_ms = time_mask(dmask, nullptr);
+    dense_ms = time_mask(dmask, {});
     std::vector<int32_t> all(static_cast<size_t>(o.heads));
     for (int32_t h = 0; h < o.heads; ++h) all[static_cast<size_t>(h)] = h;
     const device_layer_plan pivots(dense, all);
     device_buffer a(static_cast<size_t>(o.heads * dense.n_blocks * dense.n_blocks) * 4);
-    pivot_ms = time_mask(pivots, static_cast<float*>(a.data()));
+    pivot_ms = time_mask(pivots, device_view(a.data(), {o.heads, dense.n_blocks, dense.n_blocks},
+                                             dtype::f32));
   }
 
   const auto tensor_of = [&](const std::vector<uint16_t>& x, int64_t heads) {
@@ -109,7 +147,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   for (double density : o.densities) {
     const block_mask mask = density >= 1.0 ? dense : random_block_mask(o.n, 128, o.heads, density, o.seed + 1);
     const device_layer_plan dmask(mask);
-    const double sparse_ms = time_mask(dmask, nullptr);
+    const double sparse_ms = time_mask(dmask, {});
     dout.download(out.data(), out.size() * 2);
     // Sampled error of the last launch: rows near the end (the longest rows).
     std::mt19937_64 rng(o.seed + 17);
