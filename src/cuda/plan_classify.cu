@@ -1,0 +1,228 @@
+// Steps B and C of DESIGN.md section 2 on the device (classify): block means of K, the mean of
+// the last query rows, the pooled estimate and its JS distance to the vertical block profile
+// (the query-aware test), the sharing gates against the per-prompt state, and the per-head
+// decisions in ascending head order by one thread (a handful of comparisons per head), which
+// also update the state exactly as the host planner does: first eligible non-query-aware head
+// of a shared cluster without a pivot becomes the pivot; a later layer's head shares when the
+// gates pass; dense layers keep their pivots and make every other head dense.
+// Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "cuda_check.h"
+#include "plan_common.cuh"
+#include "plan_layout.h"
+
+namespace sp::cuda {
+namespace {
+
+template <class T>
+__device__ __forceinline__ float to_float(T v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+__device__ __forceinline__ float to_float(__half v) {
+  return __half2float(v);
+}
+
+// out[b, x, d] = mean over the real tokens of block b of src[t, x, d]; skips heads whose kind
+// is not `only` when kinds is given. grid (nb, X), block D threads.
+template <class T>
+__global__ void block_mean_kernel(float* out, const T* src, int64_t token_stride,
+                                  int64_t head_stride, int64_t n, int64_t x_count, int64_t dim,
+                                  const uint8_t* kinds, uint8_t only) {
+  const int64_t b = blockIdx.x, x = blockIdx.y, d = threadIdx.x;
+  if (kinds != nullptr && kinds[x] != only) return;
+  const int64_t t0 = b * plan_block, t1 = min(n, t0 + plan_block);
+  double acc = 0.0;
+  for (int64_t t = t0; t < t1; ++t) acc += to_float(src[t * token_stride + x * head_stride + d]);
+  const double inv = 1.0 / static_cast<double>(t1 - t0);
+  out[(b * x_count + x) * dim + d] = static_cast<float>(acc * inv);
+}
+
+// q_mean[h, d] = mean of the last rows, scaled by 1/sqrt(D). grid (H), block D.
+template <class T>
+__global__ void last_rows_mean_kernel(float* out, const T* q, int64_t token_stride,
+                                      int64_t head_stride, int64_t n, int64_t rows, int64_t dim) {
+  const int64_t h = blockIdx.x, d = threadIdx.x;
+  const double scale = 1.0 / (sqrt(static_cast<double>(dim)) * static_cast<double>(rows));
+  double acc = 0.0;
+  for (int64_t t = n - rows; t < n; ++t) acc += to_float(q[t * token_stride + h * head_stride + d]);
+  out[h * dim + d] = static_cast<float>(acc * scale);
+}
+
+// Section 2B: est = softmax over c of q_mean . k_pool[c] (fp64), JSd(est, v_blk) < tau_qa.
+// The logits go through `logits` ([H, nb] fp64). grid (H), 256 threads.
+__global__ void query_aware_test_kernel(plan_pointers p, plan_rules r, double* logits) {
+  __shared__ double scratch[32];
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.x, nb = s.nb, dim = s.dim, kvh = h / s.group;
+  double* lg = logits + h * nb;
+  float* est = p.big_keys + h * nb;  // free until the query-aware tiles
+  const float* qm = p.q_mean + h * dim;
+  double mx = -HUGE_VAL;
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
+    const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
+    double dot = 0.0;
+    for (int64_t d = 0; d < dim; ++d) dot += static_cast<double>(qm[d]) * kc[d];
+    lg[c] = dot;
+    mx = fmax(mx, dot);
+  }
+  mx = block_reduce<true>(mx, scratch);
+  double sum = 0.0;
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) sum += (lg[c] = exp(lg[c] - mx));
+  sum = block_reduce<false>(sum, scratch);
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) est[c] = static_cast<float>(lg[c] / sum);
+  __syncthreads();
+  const double js = block_js_distance(est, p.blk + h * nb, nb, scratch);
+  if (threadIdx.x == 0) {
+    p.qa[h] = js < r.tau_qa ? 1 : 0;
+    p.qa_dist[h] = static_cast<float>(js);
+  }
+}
+
+// Section 2C gates for heads whose shared cluster has a published pattern. grid (H), 256.
+__global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  __shared__ double scratch[32];
+  const int64_t h = blockIdx.x, nb = p.s.nb;
+  const int32_t slot = r.slot_of[r.layer * p.s.heads + h];
+  const bool applies = r.mode == mode_shareprefill && slot >= 0 && st.has_pattern[slot] != 0;
+  if (!applies) {
+    if (threadIdx.x == 0) {
+      p.gate_ok[h] = 0;
+      p.gate_dist[2 * h] = p.gate_dist[2 * h + 1] = -1.0f;
+    }
+    return;
+  }
+  const double js_v = block_js_distance(st.pivot_v_blk + slot * nb, p.blk + h * nb, nb, scratch);
+  const double js_s =
+      block_js_distance(st.pivot_s_blk + slot * nb, p.blk + (p.s.heads + h) * nb, nb, scratch);
+  if (threadIdx.x == 0) {
+    p.gate_ok[h] = js_v < r.tau_sim && js_s < r.tau_sim && st.vs_ratio[slot] < r.tau_fb;
+    p.gate_dist[2 * h] = static_cast<float>(js_v);
+    p.gate_dist[2 * h + 1] = static_cast<float>(js_s);
+  }
+}
+
+// The per-head decisions, heads ascending (one thread): kinds, pivot slots, the state's pivots,
+// and the query-aware sort segments. grid (1), block 32.
+__global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  if (threadIdx.x != 0) return;
+  const int64_t heads = p.s.heads;
+  int32_t pivots = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    const bool qa = p.qa[h] != 0;
+    uint8_t kind = qa ? kind_query_aware : kind_vertical_slash;
+    p.pivot_slot[h] = -1;
+    if (r.mode == mode_shareprefill && !qa) {
+      const int64_t at = r.layer * heads + h;
+      const int32_t slot = r.slot_of[at];
+      if (slot >= 0) {
+        if (st.has_pivot[slot] == 0) {
+          if (r.eligible[at] != 0) {
+            st.has_pivot[slot] = 1;
+            st.pivot_layer[slot] = r.layer;
+            st.pivot_head[slot] = static_cast<int32_t>(h);
+            kind = kind_pivot;
+            p.pivot_slot[h] = pivots;
+            p.slot_head[pivots] = static_cast<int32_t>(h);
+            ++pivots;
+          }
+        } else if (st.has_pattern[slot] != 0 && p.gate_ok[h] != 0) {
+          kind = kind_shared;
+        }
+      }
+    }
+    if (r.dense_layer && kind != kind_pivot) kind = kind_dense;
+    p.kinds[h] = kind;
+    p.seg_begin[h] = static_cast<int32_t>(h * p.s.tri);
+    p.seg_end[h] = static_cast<int32_t>(h * p.s.tri + (kind == kind_query_aware ? p.s.tri : 0));
+  }
+  *p.pivot_count = pivots;
+}
+
+// A new pivot's block profiles into its cluster's slot. grid (H), 256.
+__global__ void pivot_profiles_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  const int64_t h = blockIdx.x, nb = p.s.nb;
+  if (p.kinds[h] != kind_pivot) return;
+  const int32_t slot = r.slot_of[r.layer * p.s.heads + h];
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
+    st.pivot_v_blk[slot * nb + c] = p.blk[h * nb + c];
+    st.pivot_s_blk[slot * nb + c] = p.blk[(p.s.heads + h) * nb + c];
+  }
+}
+
+__global__ void all_dense_kernel(plan_pointers p) {
+  const int64_t h = threadIdx.x + static_cast<int64_t>(blockIdx.x) * blockDim.x;
+  if (h < p.s.heads) {
+    p.kinds[h] = kind_dense;
+    p.pivot_slot[h] = -1;
+  }
+  if (h == 0) *p.pivot_count = 0;
+}
+
+template <class T>
+void launch_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream) {
+  const plan_sizes& s = p.s;
+  const unsigned nb = static_cast<unsigned>(s.nb), dim = static_cast<unsigned>(s.dim);
+  block_mean_kernel<T><<<dim3(nb, static_cast<unsigned>(s.kv_heads)), dim, 0, stream>>>(
+      p.k_pool, static_cast<const T*>(x.k), x.k_token_stride, x.k_head_stride, s.n, s.kv_heads,
+      s.dim, nullptr, 0);
+  last_rows_mean_kernel<T><<<static_cast<unsigned>(s.heads), dim, 0, stream>>>(
+      p.q_mean, static_cast<const T*>(x.q), x.q_token_stride, x.q_head_stride, s.n, s.rows, s.dim);
+}
+
+}  // namespace
+
+void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
+                             cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
+  const unsigned heads = static_cast<unsigned>(p.s.heads);
+  if (r.mode != mode_flexprefill && r.mode != mode_shareprefill) {
+    check_cuda(cudaMemsetAsync(p.qa, 0, p.s.heads, stream), fn, "clearing the query-aware flags");
+    check_cuda(cudaMemsetAsync(p.qa_dist, 0xff, 4 * p.s.heads, stream), fn,
+               "clearing the query-aware distances");
+    return;
+  }
+  if (x.half) launch_means<__half>(p, x, stream);
+  else launch_means<__nv_bfloat16>(p, x, stream);
+  query_aware_test_kernel<<<heads, 256, 0, stream>>>(p, r, p.prefix);
+  check_cuda(cudaGetLastError(), fn, "launching the query-aware test");
+}
+
+void launch_classify(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                     cudaStream_t stream) {
+  const unsigned heads = static_cast<unsigned>(p.s.heads);
+  sharing_gates_kernel<<<heads, 256, 0, stream>>>(p, st, r);
+  classify_kernel<<<1, 32, 0, stream>>>(p, st, r);
+  pivot_profiles_kernel<<<heads, 256, 0, stream>>>(p, st, r);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the classification");
+}
+
+void launch_all_dense_kinds(const plan_pointers& p, cudaStream_t stream) {
+  all_dense_kernel<<<static_cast<unsigned>((p.s.heads + 255) / 256), 256, 0, stream>>>(p);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the dense kinds");
+}
+
+// Q block means for the query-aware heads (step E's input), in plan_tiles.cu's order.
+template <class T>
+void launch_query_pool(const plan_pointers& p, const qk_views& x, cudaStream_t stream) {
+  const plan_sizes& s = p.s;
+  block_mean_kernel<T><<<dim3(static_cast<unsigned>(s.nb), static_cast<unsigned>(s.heads)),
+                         static_cast<unsigned>(s.dim), 0, stream>>>(
+      p.q_pool, static_cast<const T*>(x.q), x.q_token_stride, x.q_head_stride, s.n, s.heads,
+      s.dim, p.kinds, kind_query_aware);
+}
+
+void launch_query_block_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream) {
+  if (x.half) launch_query_pool<__half>(p, x, stream);
+  else launch_query_pool<__nv_bfloat16>(p, x, stream);
+}
+
+}  // namespace sp::cuda

@@ -1,0 +1,107 @@
+// Every sort and scan of the device planner, through CUB (DESIGN.md 8: no hand-written sorts).
+// Radix sorts are stable, so equal keys keep index order: the host planner's tie rule (lower
+// index first). With c.temp == nullptr a call only records its temporary storage need.
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
+#include <algorithm>
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+#include <cuda/std/functional>
+
+#include "cuda_check.h"
+#include "plan_layout.h"
+
+namespace sp::cuda {
+namespace {
+
+void finish(cub_plan& c, size_t need, cudaError_t status, const char* what) {
+  if (c.temp == nullptr) {
+    c.bytes = std::max(c.bytes, need);
+    return;
+  }
+  check_cuda(status, "device_planner::plan", what);
+}
+
+struct segment_of {
+  int64_t length;
+  __host__ __device__ int64_t operator()(int64_t i) const { return i / length; }
+};
+
+struct to_double {
+  __host__ __device__ double operator()(float x) const { return static_cast<double>(x); }
+};
+
+}  // namespace
+
+void cub_sort_tok(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(2 * p.s.heads * p.s.n), segs = static_cast<int>(2 * p.s.heads);
+  const cudaError_t e = cub::DeviceSegmentedRadixSort::SortKeysDescending(
+      c.temp, need, p.tok, p.tok_sorted, items, segs, p.tok_offsets, p.tok_offsets + 1, 0, 32,
+      stream);
+  finish(c, need, e, "sorting the token profiles");
+}
+
+void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(2 * p.s.heads * p.s.nb), segs = static_cast<int>(2 * p.s.heads);
+  const cudaError_t e = cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      c.temp, need, p.blk_keys, p.blk_keys_sorted, p.blk_idx, p.blk_idx_sorted, items, segs,
+      p.blk_offsets, p.blk_offsets + 1, 0, 32, stream);
+  finish(c, need, e, "ranking the block profiles");
+}
+
+void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(p.s.heads * p.s.tri), segs = static_cast<int>(p.s.heads);
+  const cudaError_t e = cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      c.temp, need, p.big_keys, p.big_keys_sorted, p.big_vals, p.big_vals_sorted, items, segs,
+      p.seg_begin, p.seg_end, 0, 32, stream);
+  finish(c, need, e, "sorting the query-aware block scores");
+}
+
+void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
+                      cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(p.s.max_pivots * p.s.nb * p.s.nb);
+  const int segs = static_cast<int>(p.s.max_pivots * p.s.nb);
+  const cudaError_t e = cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      c.temp, need, block_attention, p.big_keys_sorted, p.big_vals, p.big_vals_sorted, items,
+      segs, p.seg_begin, p.seg_end, 0, 32, stream);
+  finish(c, need, e, "sorting the pivots' block attention rows");
+}
+
+void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t items,
+                        int64_t seg_len, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  auto segment = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
+                                                 segment_of{seg_len});
+  auto values = thrust::make_transform_iterator(keys, to_double{});
+  const cudaError_t e = cub::DeviceScan::InclusiveSumByKey(c.temp, need, segment, values, out,
+                                                           static_cast<int>(items),
+                                                           ::cuda::std::equal_to<>(), stream);
+  finish(c, need, e, "prefix sums");
+}
+
+void cub_row_ptr_scan(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(p.s.heads * (p.s.nb + 1));
+  const cudaError_t e =
+      cub::DeviceScan::ExclusiveSum(c.temp, need, p.row_count, p.row_ptr, items, stream);
+  finish(c, need, e, "the row_ptr scan");
+}
+
+void cub_sort_schedule(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  const int items = static_cast<int>(p.s.heads * p.s.nb);
+  int bits = 1;
+  while ((int64_t{1} << bits) <= p.s.nb) ++bits;
+  const cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(
+      c.temp, need, p.sched_keys, p.sched_keys_sorted, p.sched_vals, p.sched_vals_sorted, items,
+      0, bits, stream);
+  finish(c, need, e, "sorting the schedule");
+}
+
+}  // namespace sp::cuda

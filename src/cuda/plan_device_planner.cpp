@@ -1,0 +1,402 @@
+// device_planner: the host side of the device planner. Validates once at the API boundary,
+// carves the caller's workspace and state, and enqueues the planner steps on the caller's
+// stream (plan_statistics.cu, plan_classify.cu, plan_tiles.cu, plan_publish.cu). The host
+// knows only what the shape, the mode and the layer list say (a layer with every head dense
+// skips the statistics); every data-dependent decision stays on the device.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "cuda_check.h"
+#include "plan_layout.h"
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/device_planner.h"
+#include "shareprefill/error.h"
+
+namespace sp {
+
+static_assert(static_cast<uint8_t>(head_kind::dense) == cuda::kind_dense &&
+                  static_cast<uint8_t>(head_kind::pivot) == cuda::kind_pivot &&
+                  static_cast<uint8_t>(head_kind::shared) == cuda::kind_shared &&
+                  static_cast<uint8_t>(head_kind::query_aware) == cuda::kind_query_aware &&
+                  static_cast<uint8_t>(head_kind::vertical_slash) == cuda::kind_vertical_slash,
+              "device head kinds");
+static_assert(static_cast<int32_t>(plan_mode::dense) == cuda::mode_dense &&
+                  static_cast<int32_t>(plan_mode::vslash) == cuda::mode_vslash &&
+                  static_cast<int32_t>(plan_mode::flexprefill) == cuda::mode_flexprefill &&
+                  static_cast<int32_t>(plan_mode::shareprefill) == cuda::mode_shareprefill,
+              "device plan modes");
+
+struct device_planner::impl {
+  planner_params params;
+  int64_t layers = 0, heads = 0;
+  int64_t clusters = 0, slots = 0;
+  std::vector<int32_t> slot_of;         // [layers * heads]
+  std::vector<int32_t> cluster_of_slot;  // [slots]
+  std::vector<uint8_t> dense_layer;      // [layers]
+  int64_t max_pivots = 0;
+  int64_t target_ctas = 0;
+  device_buffer slot_of_device, eligible_device;
+};
+
+namespace {
+
+template <class T>
+void copy_to_host(std::vector<T>& out, const void* src, int64_t count, const char* fn) {
+  out.resize(static_cast<size_t>(count));
+  if (count > 0)
+    cuda::check_cuda(cudaMemcpy(out.data(), src, static_cast<size_t>(count) * sizeof(T),
+                                cudaMemcpyDeviceToHost),
+                     fn, "cudaMemcpy to the host");
+}
+
+std::vector<tile> tiles_of_bits(const uint32_t* bits, int64_t nb, int64_t words) {
+  std::vector<tile> t;
+  for (int64_t r = 0; r < nb; ++r)
+    for (int64_t c = 0; c <= r; ++c)
+      if ((bits[r * words + c / 32] >> (c % 32)) & 1u)
+        t.emplace_back(static_cast<int32_t>(r), static_cast<int32_t>(c));
+  return t;
+}
+
+void check_view(const char* fn, const char* name, const tensor_view& x, int64_t n, int64_t heads,
+                int64_t dim) {
+  check(x.on_device, fn, name, " must be a device view (on_device)");
+  check(x.rank == 3, fn, name, " must be [N, heads, dim], got rank ", x.rank);
+  check(x.type == dtype::bf16 || x.type == dtype::f16, fn, name, " must be bf16 or f16, got ",
+        dtype_name(x.type));
+  check(x.shape[0] == n && x.shape[1] == heads && x.shape[2] == dim, fn, name, " has shape [",
+        x.shape[0], ", ", x.shape[1], ", ", x.shape[2], "], expected [", n, ", ", heads, ", ",
+        dim, "]");
+  check(x.stride[2] == 1 && x.stride[1] % 8 == 0 && x.stride[0] % 8 == 0 && x.stride[1] >= dim &&
+            x.stride[0] >= heads * x.stride[1],
+        fn, name, " strides [", x.stride[0], ", ", x.stride[1], ", ", x.stride[2],
+        "]: the last dim must be contiguous and the others multiples of 8 elements");
+  check(x.data != nullptr && reinterpret_cast<uintptr_t>(x.data) % 16 == 0, fn, name,
+        " must be a non-null 16-byte aligned pointer");
+}
+
+}  // namespace
+
+device_planner::device_planner(const planner_params& params, int64_t layers, int64_t heads,
+                               const cluster_map* clusters)
+    : impl_(std::make_unique<impl>()) {
+  const char* fn = "device_planner::device_planner";
+  impl& m = *impl_;
+  params.validate();
+  check(params.block_size == cuda::plan_block, fn, "block_size ", params.block_size,
+        " (the device planner and kernel use ", cuda::plan_block, ")");
+  check(!params.share_within_layer, fn,
+        "share_within_layer is planned on the host only; use sp::planner");
+  check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
+        heads, " heads");
+  check(params.mode != plan_mode::shareprefill || clusters != nullptr, fn,
+        "shareprefill mode needs a cluster map");
+  m.params = params;
+  m.layers = layers;
+  m.heads = heads;
+  m.dense_layer.assign(static_cast<size_t>(layers), 0);
+  for (int64_t l : params.dense_layers) {
+    check(l < layers, fn, "dense layer ", l, " is out of range: the model has ", layers,
+          " layers (0-", layers - 1, ")");
+    m.dense_layer[static_cast<size_t>(l)] = 1;
+  }
+  m.slot_of.assign(static_cast<size_t>(layers * heads), -1);
+  std::vector<uint8_t> eligible(static_cast<size_t>(layers * heads), 0);
+  if (clusters != nullptr) {
+    const std::vector<int32_t> cluster_of = clusters->head_table(layers, heads);
+    m.clusters = static_cast<int64_t>(clusters->clusters.size());
+    std::vector<int32_t> slot_of_cluster(clusters->clusters.size(), -1);
+    for (size_t c = 0; c < clusters->clusters.size(); ++c) {
+      const head_cluster& hc = clusters->clusters[c];
+      if (!hc.shared) continue;
+      check(!(params.pivot_is_medoid && !hc.medoid), fn, clusters->source,
+            ": pivot_is_medoid needs a medoid for every shared cluster; cluster \"", hc.id,
+            "\" has none");
+      slot_of_cluster[c] = static_cast<int32_t>(m.slots++);
+      m.cluster_of_slot.push_back(static_cast<int32_t>(c));
+    }
+    for (int64_t l = 0; l < layers; ++l) {
+      std::set<int32_t> layer_slots;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int32_t c = cluster_of[static_cast<size_t>(l * heads + h)];
+        const int32_t slot = slot_of_cluster[static_cast<size_t>(c)];
+        m.slot_of[static_cast<size_t>(l * heads + h)] = slot;
+        const auto& medoid = clusters->clusters[static_cast<size_t>(c)].medoid;
+        const bool ok = slot >= 0 && (!params.pivot_is_medoid ||
+                                      (medoid && medoid->layer == l && medoid->head == h));
+        eligible[static_cast<size_t>(l * heads + h)] = ok ? 1 : 0;
+        if (ok) layer_slots.insert(slot);
+      }
+      if (params.mode == plan_mode::shareprefill)
+        m.max_pivots = std::max<int64_t>(m.max_pivots, static_cast<int64_t>(layer_slots.size()));
+    }
+  }
+  m.slot_of_device = device_buffer(m.slot_of.size() * sizeof(int32_t));
+  m.slot_of_device.upload(m.slot_of.data(), m.slot_of_device.size());
+  m.eligible_device = device_buffer(eligible.size());
+  m.eligible_device.upload(eligible.data(), eligible.size());
+  int device = 0, sms = 0;
+  cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
+  cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
+                   "cudaDeviceGetAttribute");
+  m.target_ctas = 2 * static_cast<int64_t>(sms);
+}
+
+device_planner::~device_planner() = default;
+device_planner::device_planner(device_planner&&) noexcept = default;
+device_planner& device_planner::operator=(device_planner&&) noexcept = default;
+
+const planner_params& device_planner::params() const { return impl_->params; }
+int64_t device_planner::layers() const { return impl_->layers; }
+int64_t device_planner::heads() const { return impl_->heads; }
+int64_t device_planner::max_pivots() const { return impl_->max_pivots; }
+
+namespace {
+
+cuda::plan_sizes sizes_of(const device_planner::impl& m, const layer_shape& s, const char* fn) {
+  check(s.n_tokens > 0, fn, "N must be positive, got ", s.n_tokens);
+  check(s.heads == m.heads, fn, "the shape has ", s.heads, " heads, the planner ", m.heads);
+  check(s.kv_heads > 0 && s.heads % s.kv_heads == 0, fn, "heads ", s.heads,
+        " not divisible by kv heads ", s.kv_heads);
+  check(s.dim == 64 || s.dim == 128, fn, "head dim ", s.dim, " (64 or 128 supported)");
+  check(s.n_tokens < (int64_t{1} << 31), fn, "N=", s.n_tokens, " too large");
+  return cuda::make_plan_sizes(s.n_tokens, s.heads, s.kv_heads, s.dim, m.max_pivots,
+                               m.target_ctas);
+}
+
+}  // namespace
+
+int64_t device_planner::workspace_bytes(const layer_shape& shape) const {
+  return cuda::make_workspace_layout(sizes_of(*impl_, shape, "device_planner::workspace_bytes"))
+      .total;
+}
+
+int64_t device_planner::state_bytes(int64_t n_tokens) const {
+  check(n_tokens > 0, "device_planner::state_bytes", "N must be positive, got ", n_tokens);
+  return cuda::make_state_layout(impl_->slots, n_tokens).total;
+}
+
+void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_t bytes,
+                                  int64_t n_tokens, void* stream) const {
+  const char* fn = "device_planner::begin_prompt";
+  const int64_t need = state_bytes(n_tokens);
+  check(memory != nullptr && reinterpret_cast<uintptr_t>(memory) % 256 == 0, fn,
+        "state memory must be a non-null 256-byte aligned device pointer");
+  check(bytes >= need, fn, "state memory of ", bytes, " bytes is too small: ", need,
+        " needed for N=", n_tokens);
+  state = device_plan_state{};
+  state.memory = memory;
+  state.bytes = bytes;
+  state.n_tokens = n_tokens;
+  cuda::check_cuda(cudaMemsetAsync(memory, 0, static_cast<size_t>(need),
+                                   static_cast<cudaStream_t>(stream)),
+                   fn, "clearing the state");
+}
+
+device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, const tensor_view& k,
+                                       device_plan_state& state, void* workspace,
+                                       int64_t workspace_bytes, void* stream) const {
+  const char* fn = "device_planner::plan";
+  const impl& m = *impl_;
+  check(layer >= 0 && layer < m.layers, fn, "layer ", layer, " not in [0, ", m.layers, ")");
+  check(state.memory != nullptr, fn, "the state is not bound: call begin_prompt() first");
+  check(q.rank == 3 && k.rank == 3, fn, "q and k must be [N, heads, dim], got ranks ", q.rank,
+        " and ", k.rank);
+  const layer_shape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2]};
+  const cuda::plan_sizes sizes = sizes_of(m, shape, fn);
+  check(shape.n_tokens == state.n_tokens, fn, "the state belongs to a prompt of ",
+        state.n_tokens, " tokens, got ", shape.n_tokens, "; begin_prompt() a new one");
+  check_view(fn, "q", q, shape.n_tokens, shape.heads, shape.dim);
+  check_view(fn, "k", k, shape.n_tokens, shape.kv_heads, shape.dim);
+  check(q.type == k.type, fn, "q is ", dtype_name(q.type), " but k is ", dtype_name(k.type));
+  check(layer > state.last_layer, fn, "layers must be planned in increasing order: layer ", layer,
+        " after layer ", state.last_layer, "; begin_prompt() a new prompt");
+  check(!state.awaiting_publish, fn, "publish() was not called after layer ", state.last_layer);
+  const cuda::workspace_layout layout = cuda::make_workspace_layout(sizes);
+  check(workspace != nullptr && reinterpret_cast<uintptr_t>(workspace) % 256 == 0, fn,
+        "the workspace must be a non-null 256-byte aligned device pointer");
+  check(workspace_bytes >= layout.total, fn, "workspace of ", workspace_bytes,
+        " bytes is too small: ", layout.total, " needed for N=", shape.n_tokens, ", heads=",
+        shape.heads, ", kv_heads=", shape.kv_heads, ", dim=", shape.dim);
+
+  const planner_params& pp = m.params;
+  const bool dense_layer = m.dense_layer[static_cast<size_t>(layer)] != 0;
+  const bool all_dense = pp.mode == plan_mode::dense || shape.n_tokens <= pp.min_blocks() * pp.block_size ||
+                         (dense_layer && pp.mode != plan_mode::shareprefill);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const cuda::plan_pointers p = cuda::bind_workspace(layout, workspace);
+  const cuda::state_pointers sp_state =
+      cuda::bind_state(cuda::make_state_layout(m.slots, shape.n_tokens), state.memory);
+  cuda::plan_rules r;
+  r.layer = static_cast<int32_t>(layer);
+  r.mode = static_cast<int32_t>(pp.mode);
+  r.min_blocks = static_cast<int32_t>(pp.min_blocks());
+  r.max_blocks = static_cast<int32_t>(pp.max_blocks(sizes.nb));
+  r.gamma = pp.gamma;
+  r.tau_sim = pp.tau_sim;
+  r.tau_fb = pp.tau_fb;
+  r.tau_qa = pp.tau_qa;
+  r.dense_layer = dense_layer;
+  r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
+  r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
+  cuda::qk_views x;
+  x.q = q.data;
+  x.k = k.data;
+  x.q_token_stride = q.stride[0];
+  x.q_head_stride = q.stride[1];
+  x.k_token_stride = k.stride[0];
+  x.k_head_stride = k.stride[1];
+  x.half = q.type == dtype::f16;
+  cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
+
+  if (all_dense) {
+    cuda::launch_all_dense_kinds(p, st);
+  } else {
+    cuda::launch_statistics(p, sp_state, x, r, c, st);
+    cuda::launch_query_aware_test(p, x, r, st);
+    cuda::launch_classify(p, sp_state, r, st);
+  }
+  cuda::launch_tiles(p, sp_state, x, r, all_dense, c, st);
+  cuda::check_cuda(cudaMemsetAsync(p.item_counter, 0, sizeof(unsigned long long), st), fn,
+                   "clearing the work counter");
+
+  state.last_layer = layer;
+  state.published = false;
+  state.awaiting_publish = !all_dense && pp.mode == plan_mode::shareprefill && m.max_pivots > 0;
+  state.layer_max_pivots = m.max_pivots;
+
+  device_plan_output out;
+  out.layer = layer;
+  out.kv_heads = shape.kv_heads;
+  out.dim = shape.dim;
+  out.workspace = workspace;
+  out.plan = p.plan;
+  out.scratch = p.scratch;
+  if (sizes.max_pivots > 0) {
+    out.block_attention = tensor_view::contiguous(p.block_attention, dtype::f32,
+                                                  {sizes.max_pivots, sizes.nb, sizes.nb});
+    out.block_attention.on_device = true;
+  }
+  out.all_dense = all_dense;
+  if (!all_dense) {
+    out.v_blk = p.blk;
+    out.s_blk = p.blk + sizes.heads * sizes.nb;
+    out.budgets = p.budgets;
+    out.qa_distance = p.qa_dist;
+    out.gate_distance = p.gate_dist;
+  }
+  return out;
+}
+
+void device_planner::publish(int64_t layer, const device_plan_output& out,
+                             device_plan_state& state, void* stream) const {
+  const char* fn = "device_planner::publish";
+  const impl& m = *impl_;
+  check(layer == state.last_layer && out.layer == layer, fn, "layer ", layer,
+        " is not the last planned layer (", state.last_layer, ")");
+  check(state.awaiting_publish || !state.published, fn, "layer ", layer, " was already published");
+  state.published = true;
+  if (!state.awaiting_publish) return;
+  check(out.workspace != nullptr, fn, "the plan has no workspace");
+  const layer_shape shape{out.plan.n_tokens, out.plan.heads, out.kv_heads, out.dim};
+  const cuda::workspace_layout layout =
+      cuda::make_workspace_layout(sizes_of(m, shape, fn));
+  const cuda::plan_pointers p = cuda::bind_workspace(layout, out.workspace);
+  const cuda::state_pointers sp_state =
+      cuda::bind_state(cuda::make_state_layout(m.slots, out.plan.n_tokens), state.memory);
+  cuda::plan_rules r;
+  r.layer = static_cast<int32_t>(layer);
+  r.mode = static_cast<int32_t>(m.params.mode);
+  r.gamma = m.params.gamma;
+  r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
+  r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
+  cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
+  cuda::launch_publish(p, sp_state, r, c, static_cast<cudaStream_t>(stream));
+  state.awaiting_publish = false;
+}
+
+std::vector<device_cluster_slot> device_planner::download_state(
+    const device_plan_state& state) const {
+  const char* fn = "device_planner::download_state";
+  const impl& m = *impl_;
+  check(state.memory != nullptr, fn, "the state is not bound");
+  cuda::check_cuda(cudaDeviceSynchronize(), fn, "cudaDeviceSynchronize");
+  const cuda::state_layout l = cuda::make_state_layout(m.slots, state.n_tokens);
+  std::vector<uint8_t> bytes;
+  copy_to_host(bytes, state.memory, l.total, fn);
+  auto at = [&](int64_t offset) { return bytes.data() + offset; };
+  std::vector<device_cluster_slot> out(static_cast<size_t>(m.clusters));
+  for (int64_t s = 0; s < m.slots; ++s) {
+    device_cluster_slot& d = out[static_cast<size_t>(m.cluster_of_slot[static_cast<size_t>(s)])];
+    auto i32 = [&](int64_t offset) {
+      int32_t v;
+      std::memcpy(&v, at(offset) + 4 * s, 4);
+      return v;
+    };
+    d.has_pivot = i32(l.has_pivot) != 0;
+    d.has_pattern = i32(l.has_pattern) != 0;
+    d.pivot_layer = i32(l.pivot_layer);
+    d.pivot_head = i32(l.pivot_head);
+    std::memcpy(&d.pivot_vs_ratio, at(l.vs_ratio) + 8 * s, 8);
+    if (!d.has_pivot) {
+      d.pivot_layer = d.pivot_head = -1;
+      continue;
+    }
+    d.pivot_v_blk.resize(static_cast<size_t>(l.nb));
+    d.pivot_s_blk.resize(static_cast<size_t>(l.nb));
+    std::memcpy(d.pivot_v_blk.data(), at(l.pivot_v_blk) + 4 * s * l.nb, 4 * l.nb);
+    std::memcpy(d.pivot_s_blk.data(), at(l.pivot_s_blk) + 4 * s * l.nb, 4 * l.nb);
+    std::vector<uint32_t> bits(static_cast<size_t>(l.nb * l.words));
+    std::memcpy(bits.data(), at(l.vs_bits) + 4 * s * l.nb * l.words, 4 * bits.size());
+    d.pivot_vs_tiles = tiles_of_bits(bits.data(), l.nb, l.words);
+    if (d.has_pattern) {
+      std::memcpy(bits.data(), at(l.pattern_bits) + 4 * s * l.nb * l.words, 4 * bits.size());
+      d.pivot_pattern = tiles_of_bits(bits.data(), l.nb, l.words);
+    }
+  }
+  return out;
+}
+
+block_mask device_planner::download_mask(const layer_plan_view& plan) {
+  const char* fn = "device_planner::download_mask";
+  cuda::check_cuda(cudaDeviceSynchronize(), fn, "cudaDeviceSynchronize");
+  std::vector<int64_t> row_ptr;
+  copy_to_host(row_ptr, plan.row_ptr, plan.heads * (plan.n_blocks + 1), fn);
+  std::vector<int32_t> col_idx;
+  copy_to_host(col_idx, plan.col_idx, row_ptr.back(), fn);
+  return block_mask::from_csr(plan.n_tokens, cuda::plan_block, plan.heads, std::move(row_ptr),
+                              std::move(col_idx));
+}
+
+std::vector<head_kind> device_planner::download_kinds(const layer_plan_view& plan) {
+  const char* fn = "device_planner::download_kinds";
+  cuda::check_cuda(cudaDeviceSynchronize(), fn, "cudaDeviceSynchronize");
+  std::vector<uint8_t> raw;
+  copy_to_host(raw, plan.kinds, plan.heads, fn);
+  std::vector<head_kind> out;
+  for (uint8_t k : raw) out.push_back(static_cast<head_kind>(k));
+  return out;
+}
+
+void device_plan_check(const device_plan_state& state, void* stream) {
+  const char* fn = "device_plan_check";
+  check(state.memory != nullptr, fn, "the state is not bound");
+  cuda::check_cuda(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), fn,
+                   "waiting for the stream");
+  int32_t error[4] = {0, 0, 0, 0};
+  cuda::check_cuda(cudaMemcpy(error, state.memory, sizeof(error), cudaMemcpyDeviceToHost), fn,
+                   "reading the error record");
+  if (error[0] == 0) return;
+  std::string what;
+  if (error[0] & static_cast<int32_t>(cuda::plan_error_nonfinite_input))
+    what += "non-finite values in q or k (the rows the planner reads: the last query block and "
+            "all keys)";
+  if (error[0] & static_cast<int32_t>(cuda::plan_error_bad_block_attention))
+    what += std::string(what.empty() ? "" : "; ") +
+            "a pivot's block attention has a non-finite or negative entry";
+  fail(fn, "layer ", error[1], " head ", error[2], " (first error of the prompt): ", what);
+}
+
+}  // namespace sp

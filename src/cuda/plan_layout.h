@@ -1,0 +1,197 @@
+// Private: where the device planner keeps things. The workspace of one layer (plan, kernel
+// scratch, planning temporaries, CUB temporary storage) and the per-prompt state are carved out
+// of caller memory at byte offsets computed on the host from the shape alone, so sizing and
+// planning agree and nothing is allocated per layer. Also the kernel launchers of the planner
+// steps (plan_*.cu), each asynchronous on the given stream.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shareprefill/layer_plan_view.h"
+
+namespace sp::cuda {
+
+constexpr int plan_block = 128;        // bs of the device planner = the kernel's mask block
+constexpr int stats_chunk = 64;        // keys per tensor-core tile of the statistics kernel
+constexpr int stats_rows = 128;        // query rows of the statistics (padded)
+
+// sp::head_kind and sp::plan_mode values as the kernels store them (static_asserts in
+// plan_device_planner.cpp keep them equal).
+constexpr uint8_t kind_dense = 0, kind_pivot = 1, kind_shared = 2, kind_query_aware = 3,
+                  kind_vertical_slash = 4;
+constexpr int32_t mode_dense = 0, mode_vslash = 1, mode_flexprefill = 2, mode_shareprefill = 3;
+
+// Error codes recorded in the state (state_pointers::error[0], or-ed).
+constexpr uint32_t plan_error_nonfinite_input = 1u;
+constexpr uint32_t plan_error_bad_block_attention = 2u;
+
+struct plan_sizes {
+  int64_t n = 0, nb = 0, heads = 0, kv_heads = 0, dim = 0, group = 1;
+  int64_t rows = 0;       // min(128, N)
+  int64_t words = 0;      // 32-bit words of one bitmask row: ceil(nb / 32)
+  int64_t tri = 0;        // nb(nb+1)/2: causal tiles of one head
+  int64_t splits = 1;     // key ranges of the statistics kernel per head
+  int64_t split_keys = 0; // keys per range (multiple of stats_chunk, >= 128)
+  int64_t max_pivots = 0;
+  int64_t col_capacity = 0, scratch_tiles = 0;
+  int64_t big = 0;        // entries of the shared big temporaries: max(H*tri, P*nb*nb)
+  int64_t prefix = 0;     // entries of the fp64 prefix buffer
+};
+
+// Byte offsets into the workspace (all 256-byte aligned): the plan (layer_plan_carve), the
+// kernel's scratch (attention_scratch_carve), the pivots' A, then the planner's temporaries.
+struct workspace_layout {
+  plan_sizes s;
+  layer_plan_capacity capacity;  // worst case: every head dense, max_pivots pivots
+  int64_t plan, plan_bytes, scratch, scratch_bytes, block_attention;
+  int64_t row_stats, spill, tok, tok_sorted, tok_offsets;
+  int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
+  int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
+  int64_t sel_col, sel_chunk, bitmask, row_count;
+  int64_t big_keys, big_vals, big_keys_sorted, big_vals_sorted, prefix, seg_begin, seg_end;
+  int64_t sched_keys, sched_keys_sorted, sched_vals, sched_vals_sorted;
+  int64_t cub_temp, cub_temp_bytes;
+  int64_t total;
+};
+
+struct state_layout {
+  int64_t slots = 0, nb = 0, words = 0;
+  int64_t error, has_pivot, pivot_layer, pivot_head, has_pattern, vs_ratio;
+  int64_t pivot_v_blk, pivot_s_blk, vs_bits, pattern_bits;
+  int64_t total;
+};
+
+plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t dim,
+                           int64_t max_pivots, int64_t target_ctas);
+workspace_layout make_workspace_layout(const plan_sizes& s);
+state_layout make_state_layout(int64_t slots, int64_t n);
+
+// Device pointers of one layer's workspace.
+struct plan_pointers {
+  plan_sizes s;
+  layer_plan_view plan;
+  attention_scratch_view scratch;
+  uint8_t* kinds;           // [H]
+  int64_t* row_ptr;         // [H*(nb+1)]
+  int32_t* col_idx;         // [col_capacity]
+  int32_t* schedule;        // [H*nb, 2]
+  int32_t* pivot_slot;      // [H]
+  int64_t* scratch_offset;  // [H]
+  float* tile_mass;         // [scratch_tiles, 128]
+  unsigned long long* item_counter;
+  float* block_attention;   // [max_pivots, nb, nb]
+  float* row_stats;         // [H, splits, 128, 2] (max, sum) of each row over a key range
+  float* spill;             // [H, splits, 128] slash sums past the end of a key range
+  float* tok;               // [2H, N]: v_tok rows then s_tok rows
+  float* tok_sorted;        // [2H, N] descending per row
+  int32_t* tok_offsets;     // [2H+1] segment offsets (multiples of N)
+  float* blk;               // [2H, nb]: v_blk rows then s_blk rows
+  float* blk_keys;          // [2H, nb] blk with the forced index at +inf
+  float* blk_keys_sorted;
+  int32_t* blk_idx;         // [2H, nb] index within the row
+  int32_t* blk_idx_sorted;
+  int32_t* blk_offsets;     // [2H+1]
+  int32_t* rank;            // [2H, nb] position of each index in the descending order
+  int32_t* budgets;         // [H, 2] nV, nS in blocks
+  float* k_pool;            // [nb, Hkv, D] block means of K
+  float* q_mean;            // [H, D] mean of the last rows, scaled by 1/sqrt(D)
+  float* q_pool;            // [nb, H, D] block means of Q (query-aware heads only)
+  uint8_t* qa;              // [H] 1 = query-aware
+  float* qa_dist;           // [H]
+  uint8_t* gate_ok;         // [H] sharing gates passed
+  float* gate_dist;         // [H, 2]
+  int32_t* pivot_count;     // [1]
+  int32_t* slot_head;       // [max_pivots] head of each pivot slot
+  uint32_t* sel_col;        // [H, words] chosen key blocks
+  uint32_t* sel_chunk;      // [H, 2*words + 2] chosen slash chunks (zero padded)
+  uint32_t* bitmask;        // [H, nb, words] tiles of each head, row-major bits
+  int64_t* row_count;       // [H*(nb+1)] tiles per row, 0 at each head's end
+  float* big_keys;          // [big] query-aware block probabilities
+  int32_t* big_vals;        // [big] their flat lower-triangle index / publish column index
+  float* big_keys_sorted;
+  int32_t* big_vals_sorted;
+  double* prefix;           // [prefix] segmented inclusive prefix sums
+  int32_t* seg_begin;       // [max(H, P*nb)]
+  int32_t* seg_end;
+  int32_t* sched_keys;      // [H*nb] tiles of each work item
+  int32_t* sched_keys_sorted;
+  int32_t* sched_vals;      // [H*nb] work item index h*nb + r
+  int32_t* sched_vals_sorted;
+  void* cub_temp;
+  size_t cub_temp_bytes;
+};
+
+struct state_pointers {
+  int64_t slots = 0, nb = 0, words = 0;
+  int32_t* error;           // [4]: flags, layer, head, 0
+  int32_t* has_pivot;       // [slots]
+  int32_t* pivot_layer;
+  int32_t* pivot_head;
+  int32_t* has_pattern;
+  double* vs_ratio;
+  float* pivot_v_blk;       // [slots, nb]
+  float* pivot_s_blk;
+  uint32_t* vs_bits;        // [slots, nb, words] the pivot's own vertical-slash tiles
+  uint32_t* pattern_bits;   // [slots, nb, words] the published pattern
+};
+
+plan_pointers bind_workspace(const workspace_layout& l, void* base);
+state_pointers bind_state(const state_layout& l, void* base);
+
+// ---- CUB calls (plan_cub.cu). With temp == nullptr they only add their need to *bytes. ----
+struct cub_plan {
+  void* temp = nullptr;
+  size_t bytes = 0;
+};
+void cub_sort_tok(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
+                      cudaStream_t stream);
+// Inclusive fp64 prefix sums of `keys` within consecutive segments of seg_len entries.
+void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t items,
+                        int64_t seg_len, cudaStream_t stream);
+void cub_row_ptr_scan(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+void cub_sort_schedule(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+
+// ---- Launchers ----
+struct plan_rules {
+  int32_t layer = 0, mode = 0;  // plan_mode
+  int32_t min_blocks = 1, max_blocks = 1;
+  double gamma = 0.95, tau_sim = 0.5, tau_fb = 0.95, tau_qa = 0.1;
+  bool dense_layer = false;
+  const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
+  const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
+};
+
+struct qk_views {
+  const void* q = nullptr;  // q: [N, H, D]
+  const void* k = nullptr;  // k: [N, Hkv, D]
+  int64_t q_token_stride = 0, q_head_stride = 0, k_token_stride = 0, k_head_stride = 0;
+  bool half = false;  // f16 (else bf16)
+};
+
+// A: statistics, block sums and budgets.
+void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                       const plan_rules& r, cub_plan& c, cudaStream_t stream);
+// B: pooled estimate and the query-aware test (flexprefill, shareprefill); clears qa otherwise.
+void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
+                             cudaStream_t stream);
+// C: sharing gates, classification, pivot slots and profiles.
+void launch_classify(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                     cudaStream_t stream);
+// Block means of Q for the query-aware heads (after classify; input of step E).
+void launch_query_block_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream);
+// Every head dense (mode dense, short prompts, dense layers outside shareprefill).
+void launch_all_dense_kinds(const plan_pointers& p, cudaStream_t stream);
+// D, E, shared and dense tiles into bitmasks, then CSR, schedule and pivot scratch offsets.
+void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                  const plan_rules& r, bool all_dense, cub_plan& c, cudaStream_t stream);
+// G: pivot patterns and vs_ratio from block_attention into the state.
+void launch_publish(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                    cub_plan& c, cudaStream_t stream);
+
+}  // namespace sp::cuda

@@ -1,0 +1,311 @@
+// Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
+// The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
+// products (wmma 16x16x16, bf16/f16 in, fp32 out), 64 keys at a time; a grid of (key range,
+// head) CTAs streams over K twice:
+//   pass 1: per row, the online max and sum of exp over the CTA's key range -> row_stats;
+//   pass 2: the ranges' (max, sum) combined, probabilities recomputed and reduced at once into
+//           the vertical profile (column sums, each key owned by one CTA) and the slash profile
+//           (diagonal sums through a sliding window; the < 128 entries that run past the end of
+//           a range go to `spill` and are added by the next kernel, so every sum is formed in a
+//           fixed order and the result is deterministic).
+// The bs x N probabilities never exist: only one 128 x 64 tile per CTA, in shared memory.
+// Then block sums (fp64, as the host), the gamma budgets through a CUB sort and prefix sum of
+// each profile, and the ranking of the block profiles for the top-k of step D.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <cmath>
+
+#include "cuda_check.h"
+#include "plan_common.cuh"
+#include "plan_layout.h"
+
+namespace sp::cuda {
+namespace {
+
+constexpr int stats_threads = 256;  // 8 warps, 16 query rows each
+constexpr float neg_inf = -INFINITY;
+
+struct stats_args {
+  qk_views x;
+  plan_sizes s;
+  float scale;  // 1 / sqrt(D)
+  float* row_stats;
+  float* tok;
+  float* spill;
+  int32_t* error;
+  int32_t layer;
+};
+
+template <class T, int D>
+struct stats_smem {
+  static constexpr int ldq = D + 8, ldk = D + 8, lds = stats_chunk + 4;
+  T q[stats_rows * ldq];
+  T k[stats_chunk * ldk];
+  float s[stats_rows * lds];
+  float m[stats_rows], inv[stats_rows];
+  float window[2 * stats_chunk + stats_rows];
+};
+
+template <class T, int D>
+__device__ void load_rows(T* dst, int ld, const T* src, int64_t token_stride, int64_t first,
+                          int rows, int64_t valid) {
+  constexpr int vec = 8;  // 16 bytes
+  for (int idx = threadIdx.x; idx < rows * (D / vec); idx += blockDim.x) {
+    const int row = idx / (D / vec), col = (idx % (D / vec)) * vec;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row < valid) v = *reinterpret_cast<const uint4*>(src + (first + row) * token_stride + col);
+    *reinterpret_cast<uint4*>(dst + row * ld + col) = v;
+  }
+}
+
+// Scores of the 128 (padded) query rows against keys [j0, j0 + 64) into sm.s (unscaled).
+template <class T, int D>
+__device__ void score_chunk(stats_smem<T, D>& sm, const T* k_head, int64_t k_token_stride,
+                            int64_t j0, int64_t n) {
+  using namespace nvcuda;
+  using S = stats_smem<T, D>;
+  __syncthreads();  // the previous chunk's tiles are no longer read
+  load_rows<T, D>(sm.k, S::ldk, k_head, k_token_stride, j0, stats_chunk, n - j0);
+  __syncthreads();
+  const int warp = threadIdx.x / 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[stats_chunk / 16];
+  for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
+  for (int kk = 0; kk < D; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+    wmma::load_matrix_sync(a, sm.q + warp * 16 * S::ldq + kk, S::ldq);
+    for (int c = 0; c < stats_chunk / 16; ++c) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+      wmma::load_matrix_sync(b, sm.k + c * 16 * S::ldk + kk, S::ldk);
+      wmma::mma_sync(acc[c], a, b, acc[c]);
+    }
+  }
+  for (int c = 0; c < stats_chunk / 16; ++c)
+    wmma::store_matrix_sync(sm.s + warp * 16 * S::lds + c * 16, acc[c], S::lds,
+                            wmma::mem_row_major);
+  __syncthreads();
+}
+
+template <class T, int D, int pass>
+__global__ void __launch_bounds__(stats_threads) last_block_stats_kernel(stats_args a) {
+  using S = stats_smem<T, D>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  S& sm = *reinterpret_cast<S*>(smem_raw);
+  const int split = blockIdx.x, h = blockIdx.y;
+  const plan_sizes& s = a.s;
+  const int64_t n = s.n, rows = s.rows, q0 = n - rows;
+  const int64_t ja = split * s.split_keys, jb = min(n, ja + s.split_keys);
+  const T* q_head = static_cast<const T*>(a.x.q) + h * a.x.q_head_stride;
+  const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
+  load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows);
+  float* stats = a.row_stats + (static_cast<int64_t>(h) * s.splits + split) * stats_rows * 2;
+
+  if (pass == 1) {
+    // Two threads per row, 32 columns each; (m, l) online over the range.
+    const int row = threadIdx.x / 2, half = threadIdx.x % 2;
+    float m = neg_inf, l = 0.0f;
+    bool bad = false;
+    for (int64_t j0 = ja; j0 < jb; j0 += stats_chunk) {
+      score_chunk<T, D>(sm, k_head, a.x.k_token_stride, j0, n);
+      if (row >= rows) continue;
+      const float* sr = sm.s + row * S::lds + half * 32;
+      const int64_t last = min(q0 + row, n - 1);  // last valid key of this row
+      float cm = neg_inf;
+      for (int jj = 0; jj < 32; ++jj) {
+        const int64_t j = j0 + half * 32 + jj;
+        if (j > last) break;
+        const float v = sr[jj] * a.scale;
+        bad |= !isfinite(v);
+        cm = fmaxf(cm, v);
+      }
+      if (cm == neg_inf) continue;
+      const float nm = fmaxf(m, cm);
+      float part = 0.0f;
+      for (int jj = 0; jj < 32; ++jj) {
+        const int64_t j = j0 + half * 32 + jj;
+        if (j > last) break;
+        part += expf(sr[jj] * a.scale - nm);
+      }
+      l = (m == neg_inf ? 0.0f : l * expf(m - nm)) + part;
+      m = nm;
+    }
+    const float om = __shfl_xor_sync(0xffffffffu, m, 1), ol = __shfl_xor_sync(0xffffffffu, l, 1);
+    const float nm = fmaxf(m, om);
+    const float nl = nm == neg_inf ? 0.0f
+                                   : (m == neg_inf ? 0.0f : l * expf(m - nm)) +
+                                         (om == neg_inf ? 0.0f : ol * expf(om - nm));
+    if (half == 0) {
+      stats[row * 2] = nm;
+      stats[row * 2 + 1] = nl;
+    }
+    if (__syncthreads_or(bad) && threadIdx.x == 0)
+      record_error(a.error, plan_error_nonfinite_input, a.layer, h);
+    return;
+  }
+
+  // Pass 2: combine the ranges' (max, sum) per row.
+  if (threadIdx.x < stats_rows) {
+    const int row = threadIdx.x;
+    const float* all = a.row_stats + static_cast<int64_t>(h) * s.splits * stats_rows * 2;
+    float m = neg_inf;
+    for (int64_t r = 0; r < s.splits; ++r) m = fmaxf(m, all[(r * stats_rows + row) * 2]);
+    float l = 0.0f;
+    for (int64_t r = 0; r < s.splits; ++r) {
+      const float rm = all[(r * stats_rows + row) * 2];
+      if (rm != neg_inf) l += all[(r * stats_rows + row) * 2 + 1] * expf(rm - m);
+    }
+    const bool real = row < rows && l > 0.0f;
+    sm.m[row] = real ? m : 0.0f;
+    sm.inv[row] = real ? 1.0f / l : 0.0f;
+  }
+  for (int i = threadIdx.x; i < 2 * stats_chunk + stats_rows; i += blockDim.x) sm.window[i] = 0.0f;
+  const float inv_rows = 1.0f / static_cast<float>(rows);
+  float* v_tok = a.tok + static_cast<int64_t>(h) * n;
+  float* s_tok = a.tok + (s.heads + h) * n;
+  const int span = stats_chunk + static_cast<int>(rows) - 1;  // window entries a chunk touches
+  for (int64_t j0 = ja; j0 < jb; j0 += stats_chunk) {
+    score_chunk<T, D>(sm, k_head, a.x.k_token_stride, j0, n);
+    for (int idx = threadIdx.x; idx < stats_rows * stats_chunk; idx += blockDim.x) {
+      const int row = idx / stats_chunk, jj = idx % stats_chunk;
+      const int64_t j = j0 + jj;
+      float* e = sm.s + row * S::lds + jj;
+      *e = (row < rows && j < n && j <= q0 + row) ? expf(*e * a.scale - sm.m[row]) * sm.inv[row]
+                                                  : 0.0f;
+    }
+    __syncthreads();
+    const int t = threadIdx.x;
+    if (t < stats_chunk && j0 + t < n) {
+      float sum = 0.0f;
+      for (int row = 0; row < rows; ++row) sum += sm.s[row * S::lds + t];
+      v_tok[j0 + t] = sum * inv_rows;
+    }
+    // Slash: window entry d is distance index j0 + d; row i meets key column d - (rows-1-i).
+    float acc = 0.0f;
+    if (t < span) {
+      acc = sm.window[t];
+      const int lo = max(0, static_cast<int>(rows) - 1 - t);
+      const int hi = min(static_cast<int>(rows) - 1, stats_chunk - 1 + static_cast<int>(rows) - 1 - t);
+      for (int row = lo; row <= hi; ++row)
+        acc += sm.s[row * S::lds + t - (static_cast<int>(rows) - 1 - row)];
+    }
+    __syncthreads();
+    // Entries < 64 are complete; the rest shift down by 64 and the top of the window clears.
+    if (t < stats_chunk) {
+      if (j0 + t < n) s_tok[j0 + t] = acc * inv_rows;
+    } else if (t < stats_chunk + stats_rows - 1) {
+      sm.window[t - stats_chunk] = acc;
+    }
+    if (t >= stats_rows - 1 && t < stats_chunk + stats_rows - 1) sm.window[t] = 0.0f;
+    __syncthreads();
+  }
+  float* spill = a.spill + (static_cast<int64_t>(h) * s.splits + split) * stats_rows;
+  if (threadIdx.x < stats_rows)
+    spill[threadIdx.x] = threadIdx.x < rows - 1 ? sm.window[threadIdx.x] * inv_rows : 0.0f;
+}
+
+// Adds each range's slash spill to the next range's entries. grid (splits - 1, H).
+__global__ void add_spill_kernel(plan_sizes s, float* tok, const float* spill) {
+  const int split = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+  const int64_t t = (split + 1) * s.split_keys + d;
+  if (d < s.rows - 1 && t < s.n)
+    tok[(s.heads + h) * s.n + t] += spill[(static_cast<int64_t>(h) * s.splits + split) * stats_rows + d];
+}
+
+// Block sums of the 2H profiles (fp64, in token order as the host), the ranking keys (forced
+// index at +inf: key block 0 for v, the main diagonal chunk nb-1 for s) and segment offsets.
+// grid (2H).
+__global__ void block_sums_kernel(plan_pointers p) {
+  const plan_sizes& s = p.s;
+  const int64_t seg = blockIdx.x, nb = s.nb;
+  const float* x = p.tok + seg * s.n;
+  const int64_t forced = seg < s.heads ? 0 : nb - 1;
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
+    double sum = 0.0;
+    for (int64_t i = c * plan_block; i < min(s.n, (c + 1) * plan_block); ++i) sum += x[i];
+    const float v = static_cast<float>(sum);
+    p.blk[seg * nb + c] = v;
+    p.blk_keys[seg * nb + c] = c == forced ? INFINITY : v;
+    p.blk_idx[seg * nb + c] = static_cast<int32_t>(c);
+  }
+  if (threadIdx.x == 0) {
+    p.tok_offsets[seg] = static_cast<int32_t>(seg * s.n);
+    p.blk_offsets[seg] = static_cast<int32_t>(seg * nb);
+    if (seg == 2 * s.heads - 1) {
+      p.tok_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * s.n);
+      p.blk_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * nb);
+    }
+  }
+}
+
+// nV, nS: 1 + the count of largest entries whose running sum stays <= gamma (the first index
+// whose inclusive prefix exceeds gamma), then count // bs + 1 clamped to [minB, maxB]. grid (2H).
+__global__ void budgets_kernel(plan_pointers p, plan_rules r) {
+  if (threadIdx.x != 0) return;
+  const int64_t seg = blockIdx.x, n = p.s.n;
+  const double* prefix = p.prefix + seg * n;
+  int64_t lo = 0, hi = n;  // first index with prefix > gamma
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (prefix[mid] > r.gamma) hi = mid;
+    else lo = mid + 1;
+  }
+  const int64_t count = lo + 1;
+  int64_t blocks = count / plan_block + 1;
+  blocks = max(blocks, static_cast<int64_t>(r.min_blocks));
+  blocks = min(blocks, static_cast<int64_t>(r.max_blocks));
+  const int64_t h = seg % p.s.heads, which = seg / p.s.heads;
+  p.budgets[h * 2 + which] = static_cast<int32_t>(blocks);
+}
+
+// rank[seg, idx] = position of idx in its profile's descending order. grid (2H).
+__global__ void rank_kernel(plan_pointers p) {
+  const int64_t seg = blockIdx.x, nb = p.s.nb;
+  for (int64_t i = threadIdx.x; i < nb; i += blockDim.x)
+    p.rank[seg * nb + p.blk_idx_sorted[seg * nb + i]] = static_cast<int32_t>(i);
+}
+
+template <class T, int D>
+void launch_passes(const stats_args& a, cudaStream_t stream) {
+  const size_t smem = sizeof(stats_smem<T, D>);
+  const dim3 grid(static_cast<unsigned>(a.s.splits), static_cast<unsigned>(a.s.heads));
+  const char* fn = "device_planner::plan";
+  check_cuda(cudaFuncSetAttribute(last_block_stats_kernel<T, D, 1>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             fn, "statistics kernel attribute");
+  check_cuda(cudaFuncSetAttribute(last_block_stats_kernel<T, D, 2>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             fn, "statistics kernel attribute");
+  last_block_stats_kernel<T, D, 1><<<grid, stats_threads, smem, stream>>>(a);
+  last_block_stats_kernel<T, D, 2><<<grid, stats_threads, smem, stream>>>(a);
+}
+
+}  // namespace
+
+void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                       const plan_rules& r, cub_plan& c, cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
+  stats_args a{x, p.s, static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.s.dim))),
+               p.row_stats, p.tok, p.spill, st.error, r.layer};
+  if (p.s.dim == 64) {
+    if (x.half) launch_passes<__half, 64>(a, stream);
+    else launch_passes<__nv_bfloat16, 64>(a, stream);
+  } else {
+    if (x.half) launch_passes<__half, 128>(a, stream);
+    else launch_passes<__nv_bfloat16, 128>(a, stream);
+  }
+  check_cuda(cudaGetLastError(), fn, "launching the statistics kernels");
+  const int heads = static_cast<int>(p.s.heads);
+  if (p.s.splits > 1)
+    add_spill_kernel<<<dim3(static_cast<unsigned>(p.s.splits - 1), heads), stats_rows, 0, stream>>>(
+        p.s, p.tok, p.spill);
+  block_sums_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  cub_sort_tok(c, p, stream);
+  cub_segment_prefix(c, p.prefix, p.tok_sorted, 2 * p.s.heads * p.s.n, p.s.n, stream);
+  budgets_kernel<<<2 * heads, 32, 0, stream>>>(p, r);
+  cub_sort_blk(c, p, stream);
+  rank_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  check_cuda(cudaGetLastError(), fn, "launching the budget kernels");
+}
+
+}  // namespace sp::cuda

@@ -1,0 +1,212 @@
+// Steps D and E of DESIGN.md section 2 and the plan's assembly on the device (materialize):
+// every head's tiles as a bitmask (nb x nb bits, row-major, ceil(nb/32) words per row), the
+// union of
+//   vertical-slash tiles: the top-nV key blocks and top-nS slash chunks by the CUB ranking of
+//     the block profiles (forced sink column and main diagonal), budgets minB for query-aware
+//     and shared heads, the adaptive nV, nS otherwise;
+//   query-aware tiles: block scores of pooled Q and K, softmax per row (fp64), the largest
+//     entries of the lower triangle (CUB segmented sort) while their running sum (CUB prefix,
+//     fp64) stays <= gamma * nb;
+//   the cluster's published pattern for shared heads, every causal tile for pivots and dense
+//     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
+// then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (CUB radix
+// sort of the work items by tile count, descending and stable), and the pivots' scratch offsets
+// (a pivot has exactly nb(nb+1)/2 tiles, so slot * that is its scratch start).
+#include <cmath>
+
+#include "cuda_check.h"
+#include "plan_common.cuh"
+#include "plan_layout.h"
+
+namespace sp::cuda {
+namespace {
+
+// Chosen key blocks and slash chunks of every head as bits. grid (H), 256 threads.
+__global__ void selection_kernel(plan_pointers p, plan_rules r) {
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.x, nb = s.nb, words = s.words;
+  const uint8_t kind = p.kinds[h];
+  if (kind == kind_dense) return;
+  const bool min_budget = kind == kind_query_aware || kind == kind_shared;
+  const int32_t kv = min_budget ? r.min_blocks : p.budgets[2 * h];
+  const int32_t ks = min_budget ? r.min_blocks : p.budgets[2 * h + 1];
+  const int32_t* rank_v = p.rank + h * nb;
+  const int32_t* rank_s = p.rank + (s.heads + h) * nb;
+  const int lane = threadIdx.x % 32;
+  uint32_t* col = p.sel_col + h * words;
+  uint32_t* chunk = p.sel_chunk + h * (2 * words + 2);
+  for (int64_t w = threadIdx.x / 32; w < 2 * words + 2; w += blockDim.x / 32) {
+    const int64_t i = 32 * w + lane;
+    const uint32_t c_bits = __ballot_sync(0xffffffffu, i < nb && rank_v[min(i, nb - 1)] < kv);
+    const uint32_t t_bits = __ballot_sync(0xffffffffu, i < nb && rank_s[min(i, nb - 1)] < ks);
+    if (lane == 0) {
+      if (w < words) col[w] = c_bits;
+      chunk[w] = t_bits;
+    }
+  }
+}
+
+// Section 2E scores of one row r of a query-aware head: p = softmax over c <= r of
+// q_pool[r] . k_pool[c] / sqrt(D), the dot in fp32 in d order (as the host), the softmax in
+// fp64. Keys [h, tri] into big_keys, flat indices into big_vals. grid (nb, H), 128 threads.
+__global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double* logits) {
+  __shared__ double scratch[32];
+  __shared__ float qr[256];
+  const plan_sizes& s = p.s;
+  const int64_t row = blockIdx.x, h = blockIdx.y, dim = s.dim;
+  if (p.kinds[h] != kind_query_aware) return;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
+    qr[d] = p.q_pool[(row * s.heads + h) * dim + d];
+  __syncthreads();
+  const double scale = 1.0 / sqrt(static_cast<double>(dim));
+  const int64_t base = h * s.tri + tri_start(row), kvh = h / s.group;
+  double mx = -HUGE_VAL;
+  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x) {
+    const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
+    float dot = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) dot = __fadd_rn(dot, __fmul_rn(qr[d], kc[d]));
+    const double v = static_cast<double>(dot) * scale;
+    logits[base + c] = v;
+    mx = fmax(mx, v);
+  }
+  mx = block_reduce<true>(mx, scratch);
+  double sum = 0.0;
+  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
+    sum += (logits[base + c] = exp(logits[base + c] - mx));
+  sum = block_reduce<false>(sum, scratch);
+  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x) {
+    p.big_keys[base + c] = static_cast<float>(logits[base + c] / sum);
+    p.big_vals[base + c] = static_cast<int32_t>(tri_start(row) + c);
+  }
+}
+
+// Marks the kept query-aware tiles (inclusive prefix <= gamma * nb). grid (ceil(tri/256), H).
+__global__ void query_aware_mark_kernel(plan_pointers p, plan_rules r) {
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.y, e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (p.kinds[h] != kind_query_aware || e >= s.tri) return;
+  if (!(p.prefix[h * s.tri + e] <= r.gamma * static_cast<double>(s.nb))) return;
+  const int64_t idx = p.big_vals_sorted[h * s.tri + e];
+  const int64_t row = tri_row(idx), c = idx - tri_start(row);
+  atomicOr(p.bitmask + (h * s.nb + row) * s.words + c / 32, 1u << (c % 32));
+}
+
+// One warp per row: the head's tiles of row r, its popcount, its schedule key. grid
+// (ceil(nb/8), H), 256 threads.
+__global__ void rows_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.y, nb = s.nb, words = s.words;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= nb) return;
+  const uint8_t kind = p.kinds[h];
+  const int64_t slot =
+      kind == kind_shared || kind == kind_pivot ? r.slot_of[r.layer * s.heads + h] : -1;
+  const uint32_t* col = p.sel_col + h * words;
+  const uint32_t* chunk = p.sel_chunk + h * (2 * words + 2);
+  uint32_t* out = p.bitmask + (h * nb + row) * words;
+  int64_t count = 0;
+  for (int64_t w = lane; w < words; w += 32) {
+    const uint32_t causal = causal_word(w, row);
+    uint32_t bits = causal;
+    if (kind != kind_dense) {
+      const int64_t at = 32 * w + (nb - 1 - row);
+      const uint32_t diag = __funnelshift_r(chunk[at / 32], chunk[at / 32 + 1],
+                                            static_cast<uint32_t>(at % 32));
+      const uint32_t vs = (col[w] | diag) & causal;
+      if (kind == kind_pivot) {
+        st.vs_bits[(slot * nb + row) * words + w] = vs;
+      } else {
+        bits = vs | (out[w] & causal);
+        if (kind == kind_shared) bits |= st.pattern_bits[(slot * nb + row) * words + w] & causal;
+      }
+    }
+    out[w] = bits;
+    count += __popc(bits);
+  }
+  for (int o = 16; o > 0; o >>= 1) count += __shfl_xor_sync(0xffffffffu, count, o);
+  if (lane == 0) {
+    p.row_count[h * (nb + 1) + row] = count;
+    if (row == nb - 1) p.row_count[h * (nb + 1) + nb] = 0;
+    p.sched_keys[h * nb + row] = static_cast<int32_t>(count);
+    p.sched_vals[h * nb + row] = static_cast<int32_t>(h * nb + row);
+  }
+}
+
+// One warp per row: the row's columns, ascending, at row_ptr. grid (ceil(nb/8), H), 256.
+__global__ void fill_kernel(plan_pointers p) {
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.y, nb = s.nb, words = s.words;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= nb) return;
+  const uint32_t* bits = p.bitmask + (h * nb + row) * words;
+  int64_t base = p.row_ptr[h * (nb + 1) + row];
+  for (int64_t w0 = 0; w0 < words; w0 += 32) {
+    uint32_t b = w0 + lane < words ? bits[w0 + lane] : 0u;
+    const int pc = __popc(b);
+    int excl = pc;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, excl, o);
+      if (lane >= o) excl += v;
+    }
+    const int total = __shfl_sync(0xffffffffu, excl, 31);
+    excl -= pc;
+    int64_t at = base + excl;
+    while (b != 0u) {
+      const int bit = __ffs(b) - 1;
+      p.col_idx[at++] = static_cast<int32_t>(32 * (w0 + lane) + bit);
+      b &= b - 1u;
+    }
+    base += total;
+  }
+}
+
+__global__ void schedule_kernel(plan_pointers p) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nb = p.s.nb;
+  if (i >= p.s.heads * nb) return;
+  const int32_t item = p.sched_vals_sorted[i];
+  p.schedule[2 * i] = static_cast<int32_t>(item / nb);
+  p.schedule[2 * i + 1] = static_cast<int32_t>(item % nb);
+}
+
+__global__ void scratch_offsets_kernel(plan_pointers p) {
+  const int64_t h = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (h >= p.s.heads) return;
+  const int32_t slot = p.pivot_slot[h];
+  p.scratch_offset[h] = slot >= 0 ? slot * p.s.tri - p.row_ptr[h * (p.s.nb + 1)] : 0;
+}
+
+}  // namespace
+
+void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                  const plan_rules& r, bool all_dense, cub_plan& c, cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
+  const plan_sizes& s = p.s;
+  const unsigned heads = static_cast<unsigned>(s.heads), nb = static_cast<unsigned>(s.nb);
+  check_cuda(cudaMemsetAsync(p.bitmask, 0, 4 * s.heads * s.nb * s.words, stream), fn,
+             "clearing the tile bitmasks");
+  if (!all_dense) {
+    selection_kernel<<<heads, 256, 0, stream>>>(p, r);
+    if (r.mode == mode_flexprefill || r.mode == mode_shareprefill) {
+      launch_query_block_means(p, x, stream);
+      query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p, r, p.prefix);
+      cub_sort_query_aware(c, p, stream);
+      cub_segment_prefix(c, p.prefix, p.big_keys_sorted, s.heads * s.tri, s.tri, stream);
+      query_aware_mark_kernel<<<dim3(static_cast<unsigned>((s.tri + 255) / 256), heads), 256, 0,
+                                stream>>>(p, r);
+    }
+  }
+  const dim3 row_grid(static_cast<unsigned>((s.nb + 7) / 8), heads);
+  rows_kernel<<<row_grid, 256, 0, stream>>>(p, st, r);
+  cub_row_ptr_scan(c, p, stream);
+  fill_kernel<<<row_grid, 256, 0, stream>>>(p);
+  cub_sort_schedule(c, p, stream);
+  const int64_t items = s.heads * s.nb;
+  schedule_kernel<<<static_cast<unsigned>((items + 255) / 256), 256, 0, stream>>>(p);
+  scratch_offsets_kernel<<<static_cast<unsigned>((s.heads + 255) / 256), 256, 0, stream>>>(p);
+  check_cuda(cudaGetLastError(), fn, "launching the tile kernels");
+}
+
+}  // namespace sp::cuda

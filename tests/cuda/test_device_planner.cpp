@@ -1,0 +1,385 @@
+// The device planner (device_planner.h) against the host planner (planner.h), the oracle: the
+// same bf16 inputs (the synthetic structured generator and random ones, ragged N, GQA 1/3/4/8,
+// D 64/128, every mode, a dense layer) are planned layer after layer on both, the pivots'
+// exact block attention A (computed on the host) is published into both states, and the block
+// profiles, budgets, head kinds, tiles and the carried state must agree.
+// Float rounding: the device scores with fp32 tensor-core products and a different summation
+// order, so values agree to ~1e-6 relative, not bitwise. Where a decision sits within rounding
+// of its threshold (a JS distance within 1e-4 of tau_qa / tau_sim) the kinds may differ: the
+// test accepts that and stops comparing the case (the states diverge by design). Where two
+// profile entries tie to rounding, the top-k may pick the other one: tile sets may then differ,
+// and the test bounds the attention mass that moves (computed from the head's exact block
+// attention) by 1% of the rows' mass, instead of asking for equal sets. Budgets may differ by
+// one block for the same reason (a cover count at gamma within rounding).
+// Also: bad shapes, a too-small workspace and NaN in k give clear errors. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "shareprefill/attention.h"
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/device_planner.h"
+#include "shareprefill/planner.h"
+#include "shareprefill/statistics.h"
+#include "shareprefill/synthetic.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using testing::error_of;
+
+struct planner_case {
+  int64_t n, heads, kv_heads, dim, layers;
+  plan_mode mode = plan_mode::shareprefill;
+  bool synthetic = true;
+  int64_t min_budget = 1024;
+  std::vector<int64_t> dense_layers;
+  uint64_t seed = 7;
+};
+
+std::string name_of(const planner_case& c) {
+  return str("n=", c.n, " h=", c.heads, " hkv=", c.kv_heads, " d=", c.dim, " L=", c.layers,
+             " mode=", plan_mode_name(c.mode), c.synthetic ? " synthetic" : " random",
+             " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size());
+}
+
+// One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
+struct layer_inputs {
+  std::vector<uint16_t> q, k, v;
+  tensor_view qv, kv, vv;
+};
+
+layer_inputs make_inputs(const planner_case& c, int64_t layer) {
+  std::vector<float> q, k, v;
+  if (c.synthetic) {
+    synthetic_params sp;
+    sp.n_tokens = c.n;
+    sp.layers = c.layers;
+    sp.heads = c.heads;
+    sp.kv_heads = c.kv_heads;
+    sp.dim = c.dim;
+    sp.seed = c.seed;
+    synthetic_layer s = synthetic_generate_layer(sp, layer);
+    q = std::move(s.q);
+    k = std::move(s.k);
+    v = std::move(s.v);
+  } else {
+    const uint64_t seed = c.seed * 1000 + static_cast<uint64_t>(layer) * 3;
+    q = testing::random_values(c.n * c.heads * c.dim, seed, -3.0f, 3.0f);
+    k = testing::random_values(c.n * c.kv_heads * c.dim, seed + 1, -3.0f, 3.0f);
+    v = testing::random_values(c.n * c.kv_heads * c.dim, seed + 2);
+  }
+  layer_inputs x;
+  for (auto [dst, src] : {std::pair{&x.q, &q}, std::pair{&x.k, &k}, std::pair{&x.v, &v}}) {
+    dst->resize(src->size());
+    for (size_t i = 0; i < src->size(); ++i) (*dst)[i] = fp32_to_bf16((*src)[i]);
+  }
+  x.qv = tensor_view::contiguous(x.q.data(), dtype::bf16, {c.n, c.heads, c.dim});
+  x.kv = tensor_view::contiguous(x.k.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  x.vv = tensor_view::contiguous(x.v.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  return x;
+}
+
+cluster_map map_of(const planner_case& c) {
+  synthetic_params sp;
+  sp.n_tokens = c.n;
+  sp.layers = c.layers;
+  sp.heads = c.heads;
+  sp.kv_heads = c.kv_heads;
+  sp.dim = c.dim;
+  sp.seed = c.seed;
+  return synthetic_cluster_map(sp);
+}
+
+planner_params params_of(const planner_case& c) {
+  planner_params p;
+  p.mode = c.mode;
+  p.min_budget = c.min_budget;
+  p.dense_layers = c.dense_layers;
+  return p;
+}
+
+// Exact block attention [heads.size(), nb, nb] of the listed heads (others visit one tile).
+std::vector<float> exact_block_attention(const layer_inputs& x, const planner_case& c,
+                                         const std::vector<int32_t>& heads, thread_pool& pool) {
+  const int64_t nb = (c.n + 127) / 128;
+  std::vector<std::vector<tile>> tiles(static_cast<size_t>(c.heads));
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const bool full = std::find(heads.begin(), heads.end(), h) != heads.end();
+    tiles[h] = full ? causal_tiles(nb) : std::vector<tile>{{0, 0}};
+  }
+  const block_mask mask = block_mask::from_tiles(c.n, 128, tiles);
+  std::vector<float> out(static_cast<size_t>(c.n * c.heads * c.dim));
+  std::vector<float> a(heads.size() * static_cast<size_t>(nb * nb));
+  const block_attention_output ba{heads, a.data()};
+  attention_block_sparse(tensor_view::contiguous(out.data(), dtype::f32, {c.n, c.heads, c.dim}),
+                         {}, heads.empty() ? nullptr : &ba, x.qv, x.kv, x.vv, mask, pool);
+  return a;
+}
+
+double kept_mass(const std::vector<float>& a, int64_t nb, const std::vector<tile>& tiles) {
+  double m = 0.0;
+  for (const tile& t : tiles) m += a[static_cast<size_t>(t.first * nb + t.second)];
+  return m / static_cast<double>(nb);
+}
+
+struct device_run {
+  device_planner dp;
+  device_buffer ws, st;
+  device_plan_state state;
+  device_run(const planner_case& c, const cluster_map& map)
+      : dp(params_of(c), c.layers, c.heads, c.mode == plan_mode::shareprefill ? &map : nullptr),
+        ws(static_cast<size_t>(dp.workspace_bytes({c.n, c.heads, c.kv_heads, c.dim}))),
+        st(static_cast<size_t>(dp.state_bytes(c.n))) {
+    dp.begin_prompt(state, st.data(), static_cast<int64_t>(st.size()), c.n, nullptr);
+  }
+};
+
+// Copies `count` values from device memory (inside the workspace) to the host.
+template <class T>
+std::vector<T> download(const device_buffer& ws, const T* at, int64_t count) {
+  std::vector<T> out(static_cast<size_t>(count));
+  const size_t offset = reinterpret_cast<const char*>(at) - static_cast<const char*>(ws.data());
+  ws.download(out.data(), out.size() * sizeof(T), offset);
+  return out;
+}
+
+tensor_view on_device(const void* data, dtype type, std::initializer_list<int64_t> shape) {
+  tensor_view t = tensor_view::contiguous(data, type, shape);
+  t.on_device = true;
+  return t;
+}
+
+// Runs a case on both planners, layer after layer, comparing as the header says.
+void compare_case(const planner_case& c) {
+  SCOPED_TRACE(name_of(c));
+  const cluster_map map = map_of(c);
+  const planner_params params = params_of(c);
+  const planner host(params, c.layers, c.heads, c.mode == plan_mode::shareprefill ? &map : nullptr);
+  plan_state host_state;
+  device_run dev(c, map);
+  thread_pool pool;
+  const int64_t nb = (c.n + 127) / 128;
+  const budget_rule rule{128, params.gamma, params.min_blocks(), params.max_blocks(nb)};
+  int64_t moved_heads = 0;
+  for (int64_t layer = 0; layer < c.layers; ++layer) {
+    SCOPED_TRACE(str("layer ", layer));
+    const layer_inputs x = make_inputs(c, layer);
+    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
+    dq.upload(x.q.data(), dq.size());
+    dk.upload(x.k.data(), dk.size());
+    const layer_plan hp = host.plan(layer, x.qv, x.kv, host_state, pool);
+    const device_plan_output dpo =
+        dev.dp.plan(layer, on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim}),
+                    on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim}), dev.state,
+                    dev.ws.data(), static_cast<int64_t>(dev.ws.size()), nullptr);
+    ASSERT_NO_THROW(device_plan_check(dev.state, nullptr));
+    const std::vector<head_kind> kinds = device_planner::download_kinds(dpo.plan);
+    const block_mask dmask = device_planner::download_mask(dpo.plan);
+
+    // Profiles and budgets (planned layers only).
+    if (!dpo.all_dense) {
+      const std::vector<head_statistics> stats = last_block_statistics(x.qv, x.kv, rule, pool);
+      const auto v_blk = download(dev.ws, dpo.v_blk, c.heads * nb);
+      const auto s_blk = download(dev.ws, dpo.s_blk, c.heads * nb);
+      const auto budgets = download(dev.ws, dpo.budgets, c.heads * 2);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        for (int64_t b = 0; b < nb; ++b) {
+          const float hv = stats[h].v_blk[b], hs = stats[h].s_blk[b];
+          ASSERT_NEAR(v_blk[h * nb + b], hv, 2e-6 + 2e-4 * hv) << "v_blk head " << h << " block " << b;
+          ASSERT_NEAR(s_blk[h * nb + b], hs, 2e-6 + 2e-4 * hs) << "s_blk head " << h << " block " << b;
+        }
+        ASSERT_LE(std::abs(budgets[2 * h] - stats[h].vertical_blocks), 1) << "nV head " << h;
+        ASSERT_LE(std::abs(budgets[2 * h + 1] - stats[h].slash_blocks), 1) << "nS head " << h;
+      }
+    } else {
+      EXPECT_TRUE(std::all_of(kinds.begin(), kinds.end(), [](head_kind k) { return k == head_kind::dense; }));
+    }
+
+    // Kinds: equal, or a decision within rounding of its threshold (then stop: states diverge).
+    for (int64_t h = 0; h < c.heads; ++h) {
+      if (kinds[h] == hp.kinds[h]) continue;
+      const auto qa = download(dev.ws, dpo.qa_distance, c.heads);
+      const auto gate = download(dev.ws, dpo.gate_distance, 2 * c.heads);
+      const bool qa_edge = std::abs(qa[h] - params.tau_qa) < 1e-4;
+      const bool gate_edge = std::abs(gate[2 * h] - params.tau_sim) < 1e-4 ||
+                             std::abs(gate[2 * h + 1] - params.tau_sim) < 1e-4;
+      ASSERT_TRUE(qa_edge || gate_edge)
+          << "head " << h << ": device kind " << head_kind_name(kinds[h]) << ", host "
+          << head_kind_name(hp.kinds[h]) << " (qa distance " << qa[h] << ", gate distances "
+          << gate[2 * h] << ", " << gate[2 * h + 1] << ")";
+      GTEST_LOG_(INFO) << "borderline decision at layer " << layer << " head " << h
+                       << "; the rest of the case is not compared";
+      return;
+    }
+
+    // Tiles: equal sets, or (ties within rounding) at most 1% of the rows' mass moved.
+    ASSERT_EQ(dmask.n_blocks, nb);
+    std::vector<int32_t> differing;
+    for (int64_t h = 0; h < c.heads; ++h)
+      if (dmask.tiles_of(h) != hp.mask.tiles_of(h)) differing.push_back(static_cast<int32_t>(h));
+    if (!differing.empty()) {
+      const std::vector<float> a = exact_block_attention(x, c, differing, pool);
+      for (size_t i = 0; i < differing.size(); ++i) {
+        const int32_t h = differing[i];
+        const std::vector<float> ah(a.begin() + i * nb * nb, a.begin() + (i + 1) * nb * nb);
+        const double dm = kept_mass(ah, nb, dmask.tiles_of(h)), hm = kept_mass(ah, nb, hp.mask.tiles_of(h));
+        EXPECT_NEAR(dm, hm, 0.01) << "head " << h << " (" << head_kind_name(kinds[h])
+                                  << "): tiles differ, kept mass device " << dm << " host " << hm;
+        ++moved_heads;
+      }
+    }
+
+    // Schedule: longest first; pivot slots in ascending head order.
+    const auto schedule = download(dev.ws, dpo.plan.schedule, 2 * c.heads * nb);
+    int64_t previous = INT64_MAX;
+    std::set<int64_t> items;
+    for (int64_t i = 0; i < c.heads * nb; ++i) {
+      const int32_t h = schedule[2 * i], r = schedule[2 * i + 1];
+      ASSERT_TRUE(h >= 0 && h < c.heads && r >= 0 && r < nb) << "schedule item " << i;
+      const int64_t t = dmask.row_end(h, r) - dmask.row_begin(h, r);
+      ASSERT_LE(t, previous) << "schedule item " << i << " is longer than the one before";
+      previous = t;
+      items.insert(h * nb + r);
+    }
+    EXPECT_EQ(static_cast<int64_t>(items.size()), c.heads * nb) << "schedule items repeat";
+    const auto slots = download(dev.ws, dpo.plan.pivot_slot, c.heads);
+    for (int64_t h = 0, next = 0; h < c.heads; ++h) {
+      const bool pivot = kinds[h] == head_kind::pivot;
+      EXPECT_EQ(slots[h], pivot ? next : -1) << "pivot slot of head " << h;
+      next += pivot ? 1 : 0;
+    }
+
+    // Publish the same exact A on both sides.
+    const std::vector<float> a = exact_block_attention(x, c, hp.pivot_heads, pool);
+    host.publish(layer, hp.pivot_heads, a.data(), host_state);
+    if (!hp.pivot_heads.empty()) {
+      ASSERT_LE(static_cast<int64_t>(hp.pivot_heads.size()), dpo.plan.max_pivots);
+      device_buffer& ws = dev.ws;
+      const size_t offset = static_cast<const char*>(dpo.block_attention.data) -
+                            static_cast<const char*>(ws.data());
+      ws.upload(a.data(), a.size() * sizeof(float), offset);
+    }
+    dev.dp.publish(layer, dpo, dev.state, nullptr);
+    ASSERT_NO_THROW(device_plan_check(dev.state, nullptr));
+
+    // The carried state.
+    if (c.mode != plan_mode::shareprefill || host_state.clusters.empty()) continue;
+    const std::vector<device_cluster_slot> ds = dev.dp.download_state(dev.state);
+    ASSERT_EQ(ds.size(), host_state.clusters.size());
+    for (size_t i = 0; i < ds.size(); ++i) {
+      SCOPED_TRACE(str("cluster ", i));
+      const cluster_slot& hs = host_state.clusters[i];
+      const device_cluster_slot& d = ds[i];
+      ASSERT_EQ(d.has_pivot, hs.has_pivot);
+      if (!hs.has_pivot) continue;
+      EXPECT_EQ(d.pivot_layer, hs.pivot_layer);
+      EXPECT_EQ(d.pivot_head, hs.pivot_head);
+      EXPECT_EQ(d.has_pattern, hs.has_pattern);
+      for (int64_t b = 0; b < nb; ++b) {
+        EXPECT_NEAR(d.pivot_v_blk[b], hs.pivot_v_blk[b], 2e-6 + 2e-4 * hs.pivot_v_blk[b]);
+        EXPECT_NEAR(d.pivot_s_blk[b], hs.pivot_s_blk[b], 2e-6 + 2e-4 * hs.pivot_s_blk[b]);
+      }
+      if (d.pivot_vs_tiles != hs.pivot_vs_tiles) ++moved_heads;  // ties: bounded below
+      if (hs.has_pattern) {
+        EXPECT_EQ(d.pivot_pattern, hs.pivot_pattern);
+        // Same A, the same tiles: only the order of an fp64 sum differs; with different tiles
+        // (ties) the ratio moves by at most the mass the tiles moved.
+        EXPECT_NEAR(d.pivot_vs_ratio, hs.pivot_vs_ratio,
+                    d.pivot_vs_tiles == hs.pivot_vs_tiles ? 1e-9 : 0.01);
+      }
+    }
+  }
+  GTEST_LOG_(INFO) << name_of(c) << ": heads with different tiles (mass-checked): " << moved_heads;
+}
+
+class DevicePlanner : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_F(DevicePlanner, SyntheticShareprefillGqa) {
+  compare_case({4224, 8, 2, 128, 3});             // GQA 4
+  compare_case({4224, 8, 8, 64, 3});              // GQA 1
+  compare_case({1000, 6, 2, 64, 3, plan_mode::shareprefill, true, 128});   // GQA 3, small minB
+  compare_case({4224, 16, 2, 128, 3, plan_mode::shareprefill, true, 512});  // GQA 8
+}
+
+TEST_F(DevicePlanner, RaggedLengths) {
+  for (int64_t n : {1, 127, 129, 1000}) compare_case({n, 4, 2, 64, 2, plan_mode::shareprefill, true, 128});
+}
+
+TEST_F(DevicePlanner, Modes) {
+  for (plan_mode m : {plan_mode::dense, plan_mode::vslash, plan_mode::flexprefill})
+    compare_case({4224, 8, 2, 64, 2, m});
+}
+
+TEST_F(DevicePlanner, DenseLayers) {
+  compare_case({4224, 8, 2, 64, 3, plan_mode::shareprefill, true, 1024, {0}});
+  compare_case({4224, 8, 2, 64, 3, plan_mode::vslash, true, 1024, {1}});
+}
+
+TEST_F(DevicePlanner, RandomInputs) {
+  compare_case({4224, 8, 2, 64, 2, plan_mode::shareprefill, false});
+  compare_case({1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256});
+}
+
+TEST_F(DevicePlanner, Errors) {
+  const planner_case c{1000, 4, 2, 64, 2, plan_mode::shareprefill, true, 128};
+  const cluster_map map = map_of(c);
+  device_run dev(c, map);
+  const layer_inputs x = make_inputs(c, 0);
+  device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
+  dq.upload(x.q.data(), dq.size());
+  dk.upload(x.k.data(), dk.size());
+  const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+  const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  auto plan_with = [&](const tensor_view& qq, const tensor_view& kk, int64_t bytes) {
+    return error_of([&] {
+      dev.dp.plan(0, qq, kk, dev.state, dev.ws.data(), bytes, nullptr);
+    });
+  };
+  const int64_t bytes = static_cast<int64_t>(dev.ws.size());
+  EXPECT_NE(plan_with(x.qv, k, bytes).find("device view"), std::string::npos);
+  tensor_view q96 = on_device(dq.data(), dtype::bf16, {c.n, c.heads / 2, 128});
+  EXPECT_NE(plan_with(q96, k, bytes).find("heads"), std::string::npos);
+  const tensor_view k_short = on_device(dk.data(), dtype::bf16, {c.n - 1, c.kv_heads, c.dim});
+  EXPECT_NE(plan_with(q, k_short, bytes).find("shape"), std::string::npos);
+  const tensor_view q2 = on_device(dq.data(), dtype::bf16, {c.n, c.heads * c.dim});
+  EXPECT_NE(plan_with(q2, k, bytes).find("rank"), std::string::npos);
+  EXPECT_NE(plan_with(q, k, bytes - 256).find("too small"), std::string::npos);
+  EXPECT_NE(error_of([&] { dev.dp.workspace_bytes({c.n, c.heads, 3, c.dim}); }).find("divisible"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { dev.dp.workspace_bytes({c.n, c.heads, 2, 96}); }).find("head dim"),
+            std::string::npos);
+  planner_params within = params_of(c);
+  within.share_within_layer = true;
+  EXPECT_NE(error_of([&] { device_planner(within, 2, 4, &map); }).find("share_within_layer"),
+            std::string::npos);
+
+  // NaN in k: planning goes on (the plan stays valid) and the check names layer and head.
+  std::vector<uint16_t> bad = x.k;
+  bad[(c.n / 2) * c.kv_heads * c.dim + c.dim + 3] = fp32_to_bf16(std::nanf(""));
+  dk.upload(bad.data(), dk.size());
+  const device_plan_output out = dev.dp.plan(0, q, k, dev.state, dev.ws.data(), bytes, nullptr);
+  const std::string e = error_of([&] { device_plan_check(dev.state, nullptr); });
+  EXPECT_NE(e.find("non-finite"), std::string::npos) << e;
+  EXPECT_NE(e.find("layer 0"), std::string::npos) << e;
+  EXPECT_NO_THROW(device_planner::download_mask(out.plan));  // still a valid CSR
+  // Order: the next plan needs publish first, and layers must increase.
+  EXPECT_NE(error_of([&] { dev.dp.plan(1, q, k, dev.state, dev.ws.data(), bytes, nullptr); })
+                .find("publish"),
+            std::string::npos);
+  dev.dp.publish(0, out, dev.state, nullptr);
+  EXPECT_NE(error_of([&] { dev.dp.plan(0, q, k, dev.state, dev.ws.data(), bytes, nullptr); })
+                .find("increasing"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sp
