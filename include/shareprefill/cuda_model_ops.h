@@ -1,0 +1,162 @@
+// The device operations of a Llama-family forward on the GPU (issue 14): dequantisation of GGUF
+// weights to bf16, bf16 GEMMs through cuBLASLt, RMSNorm, RoPE, SwiGLU, residual add, embedding
+// gather, final norm + logits of selected rows, a bf16 KV cache and split-K decode attention.
+// Each has a plain CPU counterpart that its randomised test (tests/cuda/test_model_ops.cpp) uses
+// as the oracle. No CUDA types appear here: pointers are device pointers, `stream` is a
+// cudaStream_t (null = the default stream). Every launch is asynchronous on the caller's stream
+// and allocates nothing (workspaces belong to the caller or to a handle object made once), so a
+// sequence of them can be captured in a CUDA graph. Inputs are validated at the call; a bad value
+// throws sp::error naming the function and the value. bf16 values are stored as uint16_t bits.
+// Builds without CUDA (SP_CUDA=OFF) throw "[fn] built without CUDA" from every function.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "shareprefill/gguf.h"
+#include "shareprefill/tensor.h"
+
+namespace sp {
+
+// ---- Weights -----------------------------------------------------------------------------------
+
+// True for the ggml types the device dequantiser reads: F32, F16, BF16, Q4_0, Q4_1, Q8_0 (the
+// types of SmolLM2's Q4_1 GGUF and of most legacy-quant files). Other types are dequantised on
+// the CPU (dequantize.h) and uploaded as bf16.
+bool cuda_dequantize_supported(ggml_type type);
+
+// dst: [n] bf16; src: ggml_row_bytes(type, n) bytes of `type` data on the device; both 2-byte
+// aligned.
+// Each value is computed in fp32 exactly as dequantize_row does on the CPU, then rounded to
+// bf16 (nearest even). n must be a multiple of the type's block size.
+void cuda_dequantize_to_bf16(uint16_t* dst, const void* src, ggml_type type, int64_t n,
+                             void* stream);
+
+// ---- Matrix products ---------------------------------------------------------------------------
+
+// A cuBLASLt handle, its workspace (allocated once) and a cache of the algorithm chosen for each
+// shape, so repeated calls make no heuristic query and no allocation. One object per stream at a
+// time (the workspace is shared by its calls).
+class cuda_gemm {
+ public:
+  explicit cuda_gemm(size_t workspace_bytes = size_t(32) << 20);
+  ~cuda_gemm();
+  cuda_gemm(const cuda_gemm&) = delete;
+  cuda_gemm& operator=(const cuda_gemm&) = delete;
+
+  // y = x @ w^T (accumulate: y += x @ w^T), fp32 accumulation. y_type bf16 or f32 (accumulate
+  // only with f32). All row-major and contiguous, 16-byte aligned:
+  // y: [m, n]; x: [m, k] bf16; w: [n, k] bf16 (a weight matrix, row = output feature).
+  void linear(void* y, dtype y_type, const uint16_t* x, const uint16_t* w, int64_t m, int64_t n,
+              int64_t k, bool accumulate, void* stream);
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+// ---- Per-token operations ------------------------------------------------------------------------
+
+// y[i] = x[r_i] / sqrt(mean(x[r_i]^2) + eps) * weight, fp32 math, r_i = rows[i] (rows: [count]
+// int64 on the device, each < the rows of x) or r_i = i when rows is null.
+// y: [count, dim] bf16; x: [*, dim] x_type (f32 or bf16); weight: [dim] f32.
+void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight,
+                   const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream);
+
+// x[i] = table[tokens[i]] in fp32. Token ids must lie in [0, vocab) (the caller validates them
+// on the host); a row of an id outside is written as zeros rather than read out of bounds.
+// x: [n, dim] f32; table: [vocab, dim] bf16; tokens: [n] int32.
+void cuda_embedding_gather(float* x, const uint16_t* table, const int32_t* tokens, int64_t n,
+                           int64_t dim, int64_t vocab, void* stream);
+
+// x[i] += y[i] for i < count. x: [count] f32; y: [count] y_type (f32 or bf16).
+void cuda_residual_add(float* x, const void* y, dtype y_type, int64_t count, void* stream);
+
+// out[i, f] = silu(gate[i, f]) * up[i, f] = gate / (1 + exp(-gate)) * up in fp32, rounded to bf16.
+// out: [n, ffn] at row stride out_stride; gate, up: [n, ffn] at row stride in_stride (e.g. the
+// two halves of one fused [n, 2 * ffn] GEMM output). All bf16.
+void cuda_swiglu(uint16_t* out, int64_t out_stride, const uint16_t* gate, const uint16_t* up,
+                 int64_t in_stride, int64_t n, int64_t ffn, void* stream);
+
+// Rotary embedding in place, adjacent pairs (x[2p], x[2p+1]) rotated by angle pos * inv_freq[p]
+// for p < pairs (the first 2 * pairs entries of each head vector), cos and sin multiplied by
+// attention_factor: the arithmetic of src/model/rope.cpp (angle and cos/sin in fp64, rounded to
+// fp32), applied to the bf16 values in fp32 and rounded back. Token i has position first_pos + i.
+struct cuda_rope_params {
+  int64_t n = 0, head_dim = 0, first_pos = 0;
+  uint16_t* q = nullptr;  // q: [n, heads, head_dim] bf16, token stride q_token_stride
+  int64_t q_token_stride = 0, heads = 0;
+  uint16_t* k = nullptr;  // k: [n, kv_heads, head_dim] bf16, token stride k_token_stride; may be null
+  int64_t k_token_stride = 0, kv_heads = 0;
+  const float* inv_freq = nullptr;  // inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq)
+  int64_t pairs = 0;                // at most cuda_rope_max_pairs
+  float attention_factor = 1.0f;
+};
+constexpr int64_t cuda_rope_max_pairs = 128;
+void cuda_rope_apply(const cuda_rope_params& params, void* stream);
+
+// ---- Output head -----------------------------------------------------------------------------
+
+// logits[i] = rms_norm(x[rows[i]], norm_weight) @ output^T for the `count` selected rows.
+// logits: [count, vocab] f32; x: [*, dim] f32 (the residual stream); rows: [count] int64 on the
+// device; norm_weight: [dim] f32; output: [vocab, dim] bf16; normed: [count, dim] bf16 scratch.
+void cuda_logits_of_rows(float* logits, uint16_t* normed, const float* x, const int64_t* rows,
+                         int64_t count, const float* norm_weight, const uint16_t* output,
+                         int64_t vocab, int64_t dim, double eps, cuda_gemm& gemm, void* stream);
+
+// ---- KV cache and decode attention -------------------------------------------------------------
+
+// K and V of every layer in bf16 on the device: [layers, capacity, kv_heads, head_dim] each,
+// allocated once. Layer l's K (V) for token t, head h starts at k(l) + (t * kv_heads + h) * D.
+class cuda_kv_cache {
+ public:
+  cuda_kv_cache(int64_t layers, int64_t capacity, int64_t kv_heads, int64_t head_dim);
+  ~cuda_kv_cache();
+  cuda_kv_cache(const cuda_kv_cache&) = delete;
+  cuda_kv_cache& operator=(const cuda_kv_cache&) = delete;
+
+  int64_t layers() const { return layers_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t kv_heads() const { return kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+  int64_t token_stride() const { return kv_heads_ * head_dim_; }
+  size_t bytes() const;               // device memory held, K and V
+  uint16_t* k(int64_t layer) const;   // [capacity, kv_heads, head_dim]
+  uint16_t* v(int64_t layer) const;
+
+  // Copies n tokens into positions [pos, pos + n) of `layer`.
+  // k, v: [n, kv_heads, head_dim] bf16 at token strides k_token_stride, v_token_stride.
+  void append(int64_t layer, int64_t pos, const uint16_t* k, int64_t k_token_stride,
+              const uint16_t* v, int64_t v_token_stride, int64_t n, void* stream);
+
+ private:
+  int64_t layers_ = 0, capacity_ = 0, kv_heads_ = 0, head_dim_ = 0;
+  uint16_t* k_ = nullptr;
+  uint16_t* v_ = nullptr;
+};
+
+// One query row per head over `len` cached tokens (the newest token included), scores scaled by
+// 1/sqrt(D), GQA native (query head h reads KV head h / (heads / kv_heads)). The keys are split
+// into chunks, one block per (KV head, chunk) serving all query heads of the group; the chunks'
+// partial outputs merge by their log-sum-exp in fp32.
+struct cuda_decode_params {
+  int64_t len = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
+  const uint16_t* q = nullptr;  // q: [heads, head_dim] bf16
+  const uint16_t* k = nullptr;  // k: [len, kv_heads, head_dim] bf16, token stride kv_token_stride
+  const uint16_t* v = nullptr;  // v: like k
+  int64_t kv_token_stride = 0;
+  uint16_t* out = nullptr;  // out: [heads, head_dim] bf16
+  float* lse = nullptr;     // lse: [heads] natural-log LSE of the scaled scores, or null
+  void* workspace = nullptr;  // device scratch of cuda_decode_workspace_bytes(len, ...) bytes
+  size_t workspace_bytes = 0;
+};
+// Scratch the decode of any length <= max_len needs.
+size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
+                                   int64_t head_dim);
+// Keys per chunk for a decode over len tokens (exposed for tests and benchmarks).
+int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads);
+void cuda_decode_attention(const cuda_decode_params& params, void* stream);
+
+}  // namespace sp

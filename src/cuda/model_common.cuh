@@ -1,0 +1,51 @@
+// Shared by the model ops (model_*.cu): bf16 <-> fp32 of raw uint16_t bits, the launch check,
+// grid sizing of element-wise grid-stride loops and warp/block sums. Device code only reads
+// threadIdx/blockIdx in the __global__ functions; these helpers take indices as arguments.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda_check.h"
+
+namespace sp::cuda {
+
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+
+// Round to nearest even, as sp::fp32_to_bf16 on the host.
+__device__ __forceinline__ uint16_t float_to_bf16_bits(float x) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+// Sum over the 32 lanes of a warp; every lane gets the result.
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+// Blocks for a grid-stride loop over `count` items, `threads` per block (capped: the loop covers
+// the rest, and 64K blocks keep every SM busy).
+inline unsigned grid_for(int64_t count, int threads) {
+  const int64_t blocks = (count + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+}
+
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// After a launch: turns a launch-configuration error into sp::error naming `fn`.
+inline void check_launch(const char* fn) { check_cuda(cudaGetLastError(), fn, "kernel launch"); }
+
+inline bool aligned_to(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+}  // namespace sp::cuda

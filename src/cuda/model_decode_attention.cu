@@ -1,0 +1,279 @@
+// Decode attention: one query row per head over the KV cache, split-K. Kernel 1 runs one block
+// per (key chunk, KV head) for all g = heads / kv_heads query heads of the group, so each K and V
+// row is read once (native GQA). A row of D bf16 is D/8 16-byte vectors held by D/8 adjacent
+// lanes, so a warp reads 32/(D/8) whole rows per instruction (coalesced); dot products reduce
+// over those lanes by shuffles. Scores (base 2, pre-scaled by log2(e)/sqrt(D)) of the chunk sit
+// in shared memory; one warp per head takes max and sum; the P @ V pass reuses the lane layout,
+// reduces over lanes and warps, and writes the chunk's normalised output and base-2 LSE. Kernel
+// 2 merges the chunks by their LSE in fp32 (FlashAttention's split-KV combine; with a single
+// chunk kernel 1 writes the result directly).
+#include <algorithm>
+#include <cmath>
+
+#include "model_common.cuh"
+#include "shareprefill/cuda_model_ops.h"
+
+namespace sp {
+namespace cuda {
+namespace {
+
+constexpr int decode_threads = 128;
+constexpr int decode_warps = decode_threads / 32;
+constexpr int max_group = 8;          // query heads per KV head
+constexpr int64_t max_chunk = 1024;   // keys per block
+constexpr int64_t min_chunk = 32;
+constexpr int64_t target_blocks = 256;  // ~2 blocks per SM of an H100/H200
+constexpr float log2e = 1.4426950408889634f;
+constexpr float ln2 = 0.6931471805599453f;
+
+struct decode_kernel_params {
+  const uint16_t* q;  // q: [heads, D]
+  const uint16_t* k;  // k: [len, kv_heads, D], token stride kv_stride
+  const uint16_t* v;
+  int64_t kv_stride, len, chunk;
+  int heads, kv_heads, group;
+  float scale_log2;   // log2(e) / sqrt(D)
+  float* part_o;      // part_o: [splits, heads, D] chunk outputs, normalised
+  float* part_lse;    // part_lse: [splits, heads] base-2 LSE of each chunk
+  uint16_t* out;      // out: [heads, D], written here when there is one chunk
+  float* lse;         // lse: [heads] natural log, or null
+};
+
+__device__ __forceinline__ void unpack8(const uint4& u, float* f) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const decode_kernel_params p) {
+  constexpr int row_lanes = D / 8;               // lanes holding one row
+  constexpr int rows_per_warp = 32 / row_lanes;  // rows a warp reads per step
+  constexpr int rows_per_step = rows_per_warp * decode_warps;
+  __shared__ float s_scores[max_group * max_chunk];  // (group, chunk); later (warps, group, D)
+  __shared__ float s_max[max_group], s_sum[max_group];
+
+  const int split = blockIdx.x, kv_head = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int vec = lane % row_lanes, row_in_warp = lane / row_lanes;
+  const int64_t begin = split * p.chunk;
+  const int64_t count = min(p.chunk, p.len - begin);
+  const int group = p.group, head0 = kv_head * group;
+
+  // This lane's 8 dimensions of every query head of the group, pre-scaled.
+  float q[max_group][8];
+#pragma unroll
+  for (int h = 0; h < max_group; ++h) {
+    if (h < group) {
+      unpack8(reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec], q[h]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[h][e] *= p.scale_log2;
+    }
+  }
+
+  // Scores of the chunk.
+  for (int64_t r0 = 0; r0 < count; r0 += rows_per_step) {
+    const int64_t r = r0 + warp * rows_per_warp + row_in_warp;
+    float dot[max_group];
+    float kf[8] = {};
+    if (r < count)
+      unpack8(reinterpret_cast<const uint4*>(p.k + (begin + r) * p.kv_stride + kv_head * D)[vec], kf);
+#pragma unroll
+    for (int h = 0; h < max_group; ++h) {
+      dot[h] = 0.0f;
+      if (h < group) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot[h] += q[h][e] * kf[e];
+#pragma unroll
+        for (int offset = row_lanes / 2; offset > 0; offset >>= 1)
+          dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], offset);
+      }
+    }
+    if (r < count && vec == 0) {
+#pragma unroll
+      for (int h = 0; h < max_group; ++h)
+        if (h < group) s_scores[h * max_chunk + r] = dot[h];
+    }
+  }
+  __syncthreads();
+
+  // Softmax statistics per head (one warp per head), scores turned into exp2(s - max).
+  for (int h = warp; h < group; h += decode_warps) {
+    float* s = s_scores + h * max_chunk;
+    float m = -INFINITY;
+    for (int64_t j = lane; j < count; j += 32) m = fmaxf(m, s[j]);
+    m = warp_max(m);
+    float l = 0.0f;
+    for (int64_t j = lane; j < count; j += 32) {
+      const float e = exp2f(s[j] - m);
+      s[j] = e;
+      l += e;
+    }
+    l = warp_sum(l);
+    if (lane == 0) {
+      s_max[h] = m;
+      s_sum[h] = l;
+    }
+  }
+  __syncthreads();
+
+  // P @ V over this thread's rows and 8 dimensions.
+  float acc[max_group][8];
+#pragma unroll
+  for (int h = 0; h < max_group; ++h)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  for (int64_t r0 = 0; r0 < count; r0 += rows_per_step) {
+    const int64_t r = r0 + warp * rows_per_warp + row_in_warp;
+    if (r >= count) continue;
+    float vf[8];
+    unpack8(reinterpret_cast<const uint4*>(p.v + (begin + r) * p.kv_stride + kv_head * D)[vec], vf);
+#pragma unroll
+    for (int h = 0; h < max_group; ++h) {
+      if (h < group) {
+        const float pr = s_scores[h * max_chunk + r];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] += pr * vf[e];
+      }
+    }
+  }
+  // Sum over the rows of a warp (lanes with equal vec), then over warps in shared memory.
+#pragma unroll
+  for (int h = 0; h < max_group; ++h)
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+#pragma unroll
+      for (int offset = 16; offset >= row_lanes; offset >>= 1)
+        acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], offset);
+  __syncthreads();  // the scores are no longer read: reuse their memory
+  float* s_acc = s_scores;  // (warps, group, D)
+  if (row_in_warp == 0) {
+#pragma unroll
+    for (int h = 0; h < max_group; ++h)
+      if (h < group)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s_acc[(warp * group + h) * D + vec * 8 + e] = acc[h][e];
+  }
+  __syncthreads();
+  const bool single = gridDim.x == 1;
+  for (int i = threadIdx.x; i < group * D; i += decode_threads) {
+    const int h = i / D, d = i % D;
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < decode_warps; ++w) o += s_acc[(w * group + h) * D + d];
+    o /= s_sum[h];
+    const int head = head0 + h;
+    if (single) {
+      p.out[head * D + d] = float_to_bf16_bits(o);
+    } else {
+      p.part_o[(static_cast<int64_t>(split) * p.heads + head) * D + d] = o;
+    }
+  }
+  if (threadIdx.x < group) {
+    const int h = threadIdx.x;
+    const float lse2 = s_max[h] + log2f(s_sum[h]);
+    if (single) {
+      if (p.lse != nullptr) p.lse[head0 + h] = lse2 * ln2;
+    } else {
+      p.part_lse[static_cast<int64_t>(split) * p.heads + head0 + h] = lse2;
+    }
+  }
+}
+
+// One block per head, one thread per dimension: out = sum_s w_s o_s / sum_s w_s with
+// w_s = exp2(lse_s - max lse).
+__global__ void decode_merge_kernel(const decode_kernel_params p, int splits, int dim) {
+  const int head = blockIdx.x, d = threadIdx.x;
+  float m = -INFINITY;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, p.part_lse[static_cast<int64_t>(s) * p.heads + head]);
+  float weight_sum = 0.0f, o = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float w = exp2f(p.part_lse[static_cast<int64_t>(s) * p.heads + head] - m);
+    weight_sum += w;
+    o += w * p.part_o[(static_cast<int64_t>(s) * p.heads + head) * dim + d];
+  }
+  p.out[head * dim + d] = float_to_bf16_bits(o / weight_sum);
+  if (d == 0 && p.lse != nullptr) p.lse[head] = (m + log2f(weight_sum)) * ln2;
+}
+
+int64_t splits_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace
+}  // namespace cuda
+
+int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads) {
+  check(len > 0 && kv_heads > 0, "cuda_decode_chunk", "len=", len, " kv_heads=", kv_heads);
+  const int64_t splits_target = (cuda::target_blocks + kv_heads - 1) / kv_heads;
+  int64_t chunk = (len + splits_target - 1) / splits_target;
+  chunk = (chunk + 31) / 32 * 32;
+  return std::min(cuda::max_chunk, std::max(cuda::min_chunk, chunk));
+}
+
+size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
+                                   int64_t head_dim) {
+  check(max_len > 0 && heads > 0 && kv_heads > 0 && head_dim > 0, "cuda_decode_workspace_bytes",
+        "max_len=", max_len, " heads=", heads, " kv_heads=", kv_heads, " head_dim=", head_dim);
+  // cuda_decode_chunk gives at most splits_target chunks, or len / max_chunk when clamped.
+  const int64_t splits_target = (cuda::target_blocks + kv_heads - 1) / kv_heads;
+  const int64_t splits = std::max(splits_target, cuda::splits_of(max_len, cuda::max_chunk));
+  return cuda::align256(static_cast<size_t>(splits * heads * head_dim) * sizeof(float)) +
+         static_cast<size_t>(splits * heads) * sizeof(float);
+}
+
+void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
+  const char* fn = "cuda_decode_attention";
+  const cuda_decode_params& a = params;
+  check(a.head_dim == 64 || a.head_dim == 128, fn, "head_dim=", a.head_dim, " (64 or 128)");
+  check(a.len > 0 && a.heads > 0 && a.kv_heads > 0 && a.heads % a.kv_heads == 0, fn, "len=",
+        a.len, " heads=", a.heads, " kv_heads=", a.kv_heads);
+  check(a.heads / a.kv_heads <= cuda::max_group, fn, "GQA group of ", a.heads / a.kv_heads,
+        " query heads per KV head (at most ", cuda::max_group, ")");
+  check(a.kv_token_stride >= a.kv_heads * a.head_dim && a.kv_token_stride % 8 == 0, fn,
+        "kv_token_stride=", a.kv_token_stride, " (a multiple of 8, at least kv_heads * head_dim)");
+  check(a.q != nullptr && a.k != nullptr && a.v != nullptr && a.out != nullptr, fn,
+        "null q, k, v or out");
+  check(cuda::aligned_to(a.q, 16) && cuda::aligned_to(a.k, 16) && cuda::aligned_to(a.v, 16), fn,
+        "q, k and v must be 16-byte aligned");
+  const int64_t chunk = cuda_decode_chunk(a.len, a.kv_heads);
+  const int64_t splits = cuda::splits_of(a.len, chunk);
+  const size_t o_bytes = cuda::align256(static_cast<size_t>(splits * a.heads * a.head_dim) * sizeof(float));
+  const size_t need = splits > 1 ? o_bytes + static_cast<size_t>(splits * a.heads) * sizeof(float) : 0;
+  check(need == 0 || (a.workspace != nullptr && a.workspace_bytes >= need &&
+                      cuda::aligned_to(a.workspace, 256)),
+        fn, "workspace of ", a.workspace_bytes, " bytes at ", a.workspace, " for len=", a.len,
+        " (needs ", need, " bytes, 256-byte aligned: cuda_decode_workspace_bytes)");
+  cuda::decode_kernel_params p{};
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.kv_stride = a.kv_token_stride;
+  p.len = a.len;
+  p.chunk = chunk;
+  p.heads = static_cast<int>(a.heads);
+  p.kv_heads = static_cast<int>(a.kv_heads);
+  p.group = static_cast<int>(a.heads / a.kv_heads);
+  p.scale_log2 = cuda::log2e / std::sqrt(static_cast<float>(a.head_dim));
+  p.part_o = static_cast<float*>(a.workspace);
+  p.part_lse = splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(a.workspace) + o_bytes) : nullptr;
+  p.out = a.out;
+  p.lse = a.lse;
+  const cudaStream_t s = cuda::as_stream(stream);
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
+  if (a.head_dim == 64)
+    cuda::decode_chunk_kernel<64><<<grid, cuda::decode_threads, 0, s>>>(p);
+  else
+    cuda::decode_chunk_kernel<128><<<grid, cuda::decode_threads, 0, s>>>(p);
+  cuda::check_launch(fn);
+  if (splits > 1) {
+    cuda::decode_merge_kernel<<<static_cast<unsigned>(a.heads), static_cast<unsigned>(a.head_dim), 0, s>>>(
+        p, static_cast<int>(splits), static_cast<int>(a.head_dim));
+    cuda::check_launch(fn);
+  }
+}
+
+}  // namespace sp

@@ -1,0 +1,666 @@
+// The model's device ops (cuda_model_ops.h) against CPU oracles at ragged sizes: dequantisation
+// against the CPU dequantisers (dequantize.h), RoPE against src/model/rope.cpp, the rest against
+// fp64 loops here. Every output buffer is poisoned (NaN) before the launch and has guard bytes
+// after it that must survive. Tolerances are derived from bf16 rounding (unit roundoff 2^-8)
+// and fp32 accumulation (2^-24 per operation), written beside each check. The argument checks
+// run everywhere; everything that launches is skipped without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "model/rope.h"
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_model_ops.h"
+#include "shareprefill/dequantize.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using testing::error_of;
+using testing::random_values;
+
+constexpr double bf16_u = 1.0 / 256;         // unit roundoff of bf16 (8-bit significand)
+constexpr double fp32_u = 1.0 / 16777216.0;  // 2^-24
+constexpr size_t guard_bytes = 256;
+constexpr uint8_t poison = 0xff;  // NaN as bf16 and as fp32
+
+#define SP_SKIP_WITHOUT_DEVICE() \
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
+
+// A device array of `count` values followed by poisoned guard bytes.
+template <class T>
+struct device_array {
+  device_buffer buffer;
+  size_t count = 0;
+  T* data() const { return static_cast<T*>(buffer.data()); }
+};
+
+template <class T>
+device_array<T> poisoned(size_t count) {
+  device_array<T> a{device_buffer(count * sizeof(T) + guard_bytes), count};
+  a.buffer.fill_bytes(poison);
+  return a;
+}
+
+template <class T>
+device_array<T> upload(const std::vector<T>& values) {
+  device_array<T> a = poisoned<T>(values.size());
+  a.buffer.upload(values.data(), values.size() * sizeof(T));
+  return a;
+}
+
+// Downloads the values after a synchronisation; fails the test if a guard byte changed.
+template <class T>
+std::vector<T> fetch(const device_array<T>& a, const std::string& what) {
+  cuda_synchronize();
+  std::vector<uint8_t> raw(a.buffer.size());
+  a.buffer.download(raw.data(), raw.size());
+  const size_t payload = a.count * sizeof(T);
+  for (size_t i = payload; i < raw.size(); ++i)
+    if (raw[i] != poison) {
+      ADD_FAILURE() << what << ": guard byte " << i - payload << " past the end overwritten";
+      break;
+    }
+  std::vector<T> out(a.count);
+  std::memcpy(out.data(), raw.data(), payload);
+  return out;
+}
+
+std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = fp32_to_bf16(x[i]);
+  return out;
+}
+
+std::vector<float> from_bf16(const std::vector<uint16_t>& x) {
+  std::vector<float> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = bf16_to_fp32(x[i]);
+  return out;
+}
+
+// Random values already representable in bf16, so host and device start from the same numbers.
+std::vector<float> random_bf16_values(int64_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::vector<float> v = random_values(n, seed, lo, hi);
+  for (float& x : v) x = round_to_bf16(x);
+  return v;
+}
+
+// |got - ref| <= tol, false for NaN.
+bool within(double got, double ref, double tol) { return std::fabs(got - ref) <= tol; }
+
+// ---- Dequantisation --------------------------------------------------------------------------
+
+// Valid random data of `type` for n elements: fp16 scales in a realistic range, random quants.
+std::vector<uint8_t> random_quantised(ggml_type type, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> scale(1e-3f, 0.1f), offset(-0.5f, 0.5f), value(-2.0f, 2.0f);
+  std::vector<uint8_t> bytes(static_cast<size_t>(ggml_row_bytes(type, n)));
+  auto put16 = [&](size_t at, uint16_t v) { std::memcpy(&bytes[at], &v, 2); };
+  switch (type) {
+    case ggml_type::f32:
+      for (int64_t i = 0; i < n; ++i) {
+        const float f = value(rng);
+        std::memcpy(&bytes[static_cast<size_t>(4 * i)], &f, 4);
+      }
+      break;
+    case ggml_type::f16:
+      for (int64_t i = 0; i < n; ++i) put16(static_cast<size_t>(2 * i), fp32_to_fp16(value(rng)));
+      break;
+    case ggml_type::bf16:
+      for (int64_t i = 0; i < n; ++i) put16(static_cast<size_t>(2 * i), fp32_to_bf16(value(rng)));
+      break;
+    default: {
+      const int64_t block_bytes = ggml_block_bytes(type);
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const size_t at = static_cast<size_t>(b * block_bytes);
+        for (int64_t i = 0; i < block_bytes; ++i) bytes[at + static_cast<size_t>(i)] = static_cast<uint8_t>(rng());
+        put16(at, fp32_to_fp16(scale(rng)));
+        if (type == ggml_type::q4_1) put16(at + 2, fp32_to_fp16(offset(rng)));
+      }
+    }
+  }
+  return bytes;
+}
+
+TEST(ModelOpsDequantize, MatchesTheCpuDequantisers) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const ggml_type types[] = {ggml_type::q4_1, ggml_type::q8_0, ggml_type::q4_0,
+                             ggml_type::f32,  ggml_type::f16,  ggml_type::bf16};
+  for (const ggml_type type : types) {
+    const int64_t block = ggml_block_size(type);
+    for (const int64_t blocks : {1, 127, 129, 1000, 4224}) {
+      const int64_t n = blocks * block;
+      SCOPED_TRACE(str("dequantize(type=", ggml_type_name(type), ",n=", n, ")"));
+      const std::vector<uint8_t> src = random_quantised(type, n, 17 + static_cast<uint64_t>(n));
+      std::vector<float> cpu(static_cast<size_t>(n));
+      dequantize_row(cpu.data(), src.data(), type, n);
+      const device_array<uint8_t> d_src = upload(src);
+      const device_array<uint16_t> d_dst = poisoned<uint16_t>(static_cast<size_t>(n));
+      cuda_dequantize_to_bf16(d_dst.data(), d_src.data(), type, n, nullptr);
+      const std::vector<uint16_t> got = fetch(d_dst, "dequantize");
+      // The device computes the CPU's fp32 value (q*d + m unfused; the CPU build may fuse it into
+      // one fma, 1 fp32 ulp apart) and rounds it to bf16: within half a bf16 ulp (2^-8 relative)
+      // of the CPU value plus one fp32 ulp. A wrong nibble or scale is off by at least d, which
+      // exceeds that bound (|y| <= 31 d).
+      int64_t exact = 0, bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = cpu[static_cast<size_t>(i)];
+        const double v = bf16_to_fp32(got[static_cast<size_t>(i)]);
+        exact += got[static_cast<size_t>(i)] == fp32_to_bf16(cpu[static_cast<size_t>(i)]);
+        if (!within(v, ref, std::fabs(ref) * (bf16_u + 2 * fp32_u)) && bad++ < 5)
+          ADD_FAILURE() << "element " << i << ": device " << v << ", cpu " << ref;
+      }
+      EXPECT_EQ(bad, 0);
+      EXPECT_GE(double(exact), 0.999 * double(n)) << "round-to-nearest-even of the CPU value";
+    }
+  }
+}
+
+// ---- GEMM --------------------------------------------------------------------------------------
+
+struct gemm_case {
+  int64_t m, n, k;
+  dtype y_type;
+  bool accumulate;
+};
+
+TEST(ModelOpsGemm, MatchesFp64Reference) {
+  SP_SKIP_WITHOUT_DEVICE();
+  std::vector<gemm_case> cases;
+  for (const int64_t m : {1, 127, 129, 1000, 4224}) {
+    cases.push_back({m, 192, 576, dtype::bf16, false});   // K/V projection of SmolLM2
+    cases.push_back({m, 576, 1536, dtype::f32, true});    // down projection into the residual
+  }
+  cases.push_back({129, 3072, 576, dtype::bf16, false});  // fused gate|up
+  cases.push_back({1000, 1000, 72, dtype::f32, false});   // ragged n, small k
+  cases.push_back({3, 49152, 576, dtype::f32, false});    // logits of a few rows
+  cuda_gemm gemm;
+  for (const gemm_case& c : cases) {
+    SCOPED_TRACE(str("gemm(m=", c.m, ",n=", c.n, ",k=", c.k, ",y=", dtype_name(c.y_type),
+                     ",accumulate=", c.accumulate, ")"));
+    const auto seed = static_cast<uint64_t>(c.m * 7 + c.n * 3 + c.k);
+    const std::vector<float> x = random_bf16_values(c.m * c.k, seed);
+    const std::vector<float> w = random_bf16_values(c.n * c.k, seed + 1, -0.2f, 0.2f);
+    const std::vector<float> y0 = random_values(c.m * c.n, seed + 2);
+    const device_array<uint16_t> dx = upload(to_bf16(x)), dw = upload(to_bf16(w));
+    std::vector<float> got(static_cast<size_t>(c.m * c.n));
+    if (c.y_type == dtype::f32) {
+      device_array<float> dy = c.accumulate ? upload(y0) : poisoned<float>(got.size());
+      gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, c.accumulate, nullptr);
+      got = fetch(dy, "y");
+    } else {
+      const device_array<uint16_t> dy = poisoned<uint16_t>(got.size());
+      gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, false, nullptr);
+      got = from_bf16(fetch(dy, "y"));
+    }
+    // Rows checked: all up to 1000, else every 13th and the last.
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c.m; ++i) {
+      if (c.m > 1000 && i % 13 != 0 && i != c.m - 1) continue;
+      for (int64_t j = 0; j < c.n; ++j) {
+        double ref = 0.0, mag = 0.0;
+        for (int64_t e = 0; e < c.k; ++e) {
+          const double p = double(x[static_cast<size_t>(i * c.k + e)]) * w[static_cast<size_t>(j * c.k + e)];
+          ref += p;
+          mag += std::fabs(p);
+        }
+        double y_mag = 0.0;
+        if (c.accumulate) {
+          ref += y0[static_cast<size_t>(i * c.n + j)];
+          y_mag = std::fabs(y0[static_cast<size_t>(i * c.n + j)]);
+        }
+        // fp32 accumulation of k products (any order, split or not): <= k u32 sum|x w|; the add
+        // of y0 one more rounding; a bf16 output rounds once more (u_bf16 of the value).
+        const double acc = double(c.k) * fp32_u * mag + 2 * fp32_u * (y_mag + std::fabs(ref));
+        const double tol = acc + (c.y_type == dtype::bf16 ? bf16_u * (std::fabs(ref) + acc) : 0.0);
+        const double v = got[static_cast<size_t>(i * c.n + j)];
+        if (!within(v, ref, tol) && bad++ < 5)
+          ADD_FAILURE() << "y[" << i << "," << j << "] = " << v << ", reference " << ref
+                        << " (tolerance " << tol << ")";
+      }
+    }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+// ---- RMSNorm and the output head ---------------------------------------------------------------
+
+TEST(ModelOpsRmsNorm, MatchesFp64Reference) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const double eps = 1e-5;
+  for (const dtype x_type : {dtype::f32, dtype::bf16})
+    for (const int64_t rows : {1, 127, 129, 1000, 4224})
+      for (const int64_t dim : {64, 576, 1000})
+        for (const bool gather : {false, true}) {
+          SCOPED_TRACE(str("rms_norm(x=", dtype_name(x_type), ",rows=", rows, ",dim=", dim,
+                           ",gather=", gather, ")"));
+          const auto seed = static_cast<uint64_t>(rows * 31 + dim);
+          const int64_t in_rows = rows + 3;
+          std::vector<float> x = random_values(in_rows * dim, seed, -4.0f, 4.0f);
+          if (x_type == dtype::bf16)
+            for (float& v : x) v = round_to_bf16(v);
+          const std::vector<float> weight = random_values(dim, seed + 1, 0.5f, 1.5f);
+          std::vector<int64_t> index(static_cast<size_t>(rows));
+          std::mt19937_64 rng(seed);
+          for (int64_t i = 0; i < rows; ++i)
+            index[static_cast<size_t>(i)] = gather ? static_cast<int64_t>(rng() % in_rows) : i;
+          const device_array<float> dw = upload(weight);
+          const device_array<int64_t> dindex = upload(index);
+          const device_array<uint16_t> dy = poisoned<uint16_t>(static_cast<size_t>(rows * dim));
+          device_array<float> dx32;
+          device_array<uint16_t> dx16;
+          const void* dx = nullptr;
+          if (x_type == dtype::f32) {
+            dx32 = upload(x);
+            dx = dx32.data();
+          } else {
+            dx16 = upload(to_bf16(x));
+            dx = dx16.data();
+          }
+          cuda_rms_norm(dy.data(), dx, x_type, dw.data(), gather ? dindex.data() : nullptr, rows,
+                        dim, eps, nullptr);
+          const std::vector<float> y = from_bf16(fetch(dy, "y"));
+          int64_t bad = 0;
+          for (int64_t i = 0; i < rows; ++i) {
+            const float* xr = &x[static_cast<size_t>(index[static_cast<size_t>(i)] * dim)];
+            double ss = 0.0;
+            for (int64_t e = 0; e < dim; ++e) ss += double(xr[e]) * xr[e];
+            const double inv = 1.0 / std::sqrt(ss / double(dim) + eps);
+            for (int64_t e = 0; e < dim; ++e) {
+              const double ref = xr[e] * inv * weight[static_cast<size_t>(e)];
+              // fp32 sum of dim squares: <= dim u32 relative, half of it through the square
+              // root, a few more roundings; then the bf16 output rounding.
+              const double tol = std::fabs(ref) * (bf16_u + (double(dim) / 2 + 4) * fp32_u);
+              const double v = y[static_cast<size_t>(i * dim + e)];
+              if (!within(v, ref, tol) && bad++ < 5)
+                ADD_FAILURE() << "y[" << i << "," << e << "] = " << v << ", reference " << ref;
+            }
+          }
+          EXPECT_EQ(bad, 0);
+        }
+}
+
+TEST(ModelOpsLogits, SelectedRowsMatchFp64Reference) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const int64_t n = 1000, dim = 576, vocab = 4224;
+  const double eps = 1e-5;
+  const std::vector<float> x = random_values(n * dim, 5, -3.0f, 3.0f);
+  const std::vector<float> norm_w = random_values(dim, 6, 0.5f, 1.5f);
+  const std::vector<float> out_w = random_bf16_values(vocab * dim, 7, -0.1f, 0.1f);
+  const std::vector<int64_t> rows = {0, 1, 499, 998, 999};
+  const int64_t count = static_cast<int64_t>(rows.size());
+  const device_array<float> dx = upload(x), dnorm = upload(norm_w);
+  const device_array<uint16_t> dout_w = upload(to_bf16(out_w));
+  const device_array<int64_t> drows = upload(rows);
+  const device_array<uint16_t> normed = poisoned<uint16_t>(static_cast<size_t>(count * dim));
+  const device_array<float> logits = poisoned<float>(static_cast<size_t>(count * vocab));
+  cuda_gemm gemm;
+  cuda_logits_of_rows(logits.data(), normed.data(), dx.data(), drows.data(), count, dnorm.data(),
+                      dout_w.data(), vocab, dim, eps, gemm, nullptr);
+  const std::vector<float> got = fetch(logits, "logits");
+  fetch(normed, "normed");
+  int64_t bad = 0;
+  for (int64_t p = 0; p < count; ++p) {
+    const float* xr = &x[static_cast<size_t>(rows[static_cast<size_t>(p)] * dim)];
+    double ss = 0.0;
+    for (int64_t e = 0; e < dim; ++e) ss += double(xr[e]) * xr[e];
+    const double inv = 1.0 / std::sqrt(ss / double(dim) + eps);
+    for (int64_t t = 0; t < vocab; ++t) {
+      double ref = 0.0, mag = 0.0;
+      for (int64_t e = 0; e < dim; ++e) {
+        const double term = xr[e] * inv * norm_w[static_cast<size_t>(e)] * out_w[static_cast<size_t>(t * dim + e)];
+        ref += term;
+        mag += std::fabs(term);
+      }
+      // The normed row is rounded to bf16 (each term off by <= u_bf16 plus the norm's fp32
+      // error), then an fp32 GEMM (<= dim u32 sum|terms|).
+      const double tol = mag * (bf16_u + (double(dim) * 1.5 + 4) * fp32_u);
+      const double v = got[static_cast<size_t>(p * vocab + t)];
+      if (!within(v, ref, tol) && bad++ < 5)
+        ADD_FAILURE() << "logit[" << p << "," << t << "] = " << v << ", reference " << ref;
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+// ---- Element-wise ops --------------------------------------------------------------------------
+
+TEST(ModelOpsEmbedding, GathersRowsExactly) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const int64_t vocab = 1000, dim = 576;
+  const std::vector<float> table = random_bf16_values(vocab * dim, 11);
+  const device_array<uint16_t> dtable = upload(to_bf16(table));
+  for (const int64_t n : {1, 127, 129, 1000, 4224}) {
+    SCOPED_TRACE(str("embedding(n=", n, ")"));
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    std::mt19937_64 rng(static_cast<uint64_t>(n));
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % vocab);
+    tokens.back() = static_cast<int32_t>(vocab);  // out of range: a zero row, no read past the table
+    const device_array<int32_t> dtokens = upload(tokens);
+    const device_array<float> dx = poisoned<float>(static_cast<size_t>(n * dim));
+    cuda_embedding_gather(dx.data(), dtable.data(), dtokens.data(), n, dim, vocab, nullptr);
+    const std::vector<float> x = fetch(dx, "x");
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t e = 0; e < dim; ++e) {
+        const int32_t t = tokens[static_cast<size_t>(i)];
+        const float ref = t < vocab ? table[static_cast<size_t>(t * dim + e)] : 0.0f;
+        bad += x[static_cast<size_t>(i * dim + e)] != ref;
+      }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+TEST(ModelOpsResidual, AddsExactly) {
+  SP_SKIP_WITHOUT_DEVICE();
+  for (const dtype y_type : {dtype::f32, dtype::bf16})
+    for (const int64_t count : {1, 127, 129, 1000 * 576, 4224 * 576 + 5}) {
+      SCOPED_TRACE(str("residual_add(y=", dtype_name(y_type), ",count=", count, ")"));
+      const std::vector<float> x = random_values(count, 21, -5.0f, 5.0f);
+      const std::vector<float> y = random_bf16_values(count, 22);
+      device_array<float> dx = upload(x);
+      device_array<float> dy32;
+      device_array<uint16_t> dy16;
+      if (y_type == dtype::f32) {
+        dy32 = upload(y);
+        cuda_residual_add(dx.data(), dy32.data(), y_type, count, nullptr);
+      } else {
+        dy16 = upload(to_bf16(y));
+        cuda_residual_add(dx.data(), dy16.data(), y_type, count, nullptr);
+      }
+      const std::vector<float> got = fetch(dx, "x");
+      int64_t bad = 0;
+      for (int64_t i = 0; i < count; ++i)
+        bad += got[static_cast<size_t>(i)] != x[static_cast<size_t>(i)] + y[static_cast<size_t>(i)];
+      EXPECT_EQ(bad, 0);  // one fp32 addition of the same operands: bitwise equal
+    }
+}
+
+TEST(ModelOpsSwiglu, MatchesFp64ReferenceOnFusedRows) {
+  SP_SKIP_WITHOUT_DEVICE();
+  for (const int64_t n : {1, 127, 129, 1000, 4224})
+    for (const int64_t ffn : {1536, 100}) {
+      SCOPED_TRACE(str("swiglu(n=", n, ",ffn=", ffn, ")"));
+      // gate|up as the two halves of one [n, 2 ffn] GEMM output; out rows padded by 8.
+      const std::vector<float> fused = random_bf16_values(n * 2 * ffn, static_cast<uint64_t>(n + ffn), -8.0f, 8.0f);
+      const device_array<uint16_t> dfused = upload(to_bf16(fused));
+      const int64_t out_stride = ffn + 8;
+      const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(n * out_stride));
+      cuda_swiglu(dout.data(), out_stride, dfused.data(), dfused.data() + ffn, 2 * ffn, n, ffn, nullptr);
+      const std::vector<uint16_t> out = fetch(dout, "out");
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t f = 0; f < ffn; ++f) {
+          const double g = fused[static_cast<size_t>(i * 2 * ffn + f)];
+          const double u = fused[static_cast<size_t>(i * 2 * ffn + ffn + f)];
+          const double ref = g / (1.0 + std::exp(-g)) * u;
+          // expf within 2 ulp, then a division, an add and a multiply in fp32; bf16 output.
+          const double tol = std::fabs(ref) * (bf16_u + 8 * fp32_u);
+          const double v = bf16_to_fp32(out[static_cast<size_t>(i * out_stride + f)]);
+          if (!within(v, ref, tol) && bad++ < 5)
+            ADD_FAILURE() << "out[" << i << "," << f << "] = " << v << ", reference " << ref;
+        }
+        for (int64_t f = ffn; f < out_stride; ++f)  // the padding is not written
+          bad += out[static_cast<size_t>(i * out_stride + f)] != 0xffff;
+      }
+      EXPECT_EQ(bad, 0);
+    }
+}
+
+// ---- RoPE --------------------------------------------------------------------------------------
+
+struct rope_case {
+  int64_t n, heads, kv_heads, head_dim, rope_dim, first_pos;
+  const char* type;
+  double factor;
+};
+
+TEST(ModelOpsRope, MatchesTheCpuRope) {
+  SP_SKIP_WITHOUT_DEVICE();
+  std::vector<rope_case> cases;
+  for (const int64_t n : {1, 127, 129, 1000, 4224}) cases.push_back({n, 9, 3, 64, 64, 0, "none", 1.0});
+  cases.push_back({129, 9, 3, 64, 64, 7, "linear", 4.0});
+  cases.push_back({1000, 32, 8, 128, 128, 30000, "ntk", 4.0});
+  cases.push_back({1000, 9, 3, 64, 64, 127000, "yarn", 16.0});
+  cases.push_back({127, 12, 4, 128, 64, 5, "yarn", 4.0});  // partial rotary: dims 64.. untouched
+  cases.push_back({4224, 8, 1, 64, 64, 0, "none", 1.0});
+  for (const rope_case& c : cases) {
+    SCOPED_TRACE(str("rope(n=", c.n, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.head_dim,
+                     ",rope_dim=", c.rope_dim, ",pos=", c.first_pos, ",", c.type, "x", c.factor, ")"));
+    const rope_table table = rope_make_table(c.rope_dim, 100000.0, c.type, c.factor, 8192);
+    // q, k and v as one fused [n, (H + 2 Hkv) D] projection output: q and k are strided views.
+    const int64_t D = c.head_dim, stride = (c.heads + 2 * c.kv_heads) * D;
+    const std::vector<float> fused = random_bf16_values(c.n * stride, static_cast<uint64_t>(c.n + c.first_pos), -2.0f, 2.0f);
+    std::vector<float> q(static_cast<size_t>(c.n * c.heads * D)), k(static_cast<size_t>(c.n * c.kv_heads * D));
+    for (int64_t i = 0; i < c.n; ++i) {
+      std::copy_n(&fused[static_cast<size_t>(i * stride)], c.heads * D, &q[static_cast<size_t>(i * c.heads * D)]);
+      std::copy_n(&fused[static_cast<size_t>(i * stride + c.heads * D)], c.kv_heads * D,
+                  &k[static_cast<size_t>(i * c.kv_heads * D)]);
+    }
+    rope_apply(q.data(), c.n, c.heads, D, c.first_pos, table);
+    rope_apply(k.data(), c.n, c.kv_heads, D, c.first_pos, table);
+    const device_array<uint16_t> dfused = upload(to_bf16(fused));
+    cuda_rope_params p;
+    p.n = c.n;
+    p.head_dim = D;
+    p.first_pos = c.first_pos;
+    p.q = dfused.data();
+    p.q_token_stride = stride;
+    p.heads = c.heads;
+    p.k = dfused.data() + c.heads * D;
+    p.k_token_stride = stride;
+    p.kv_heads = c.kv_heads;
+    p.inv_freq = table.inv_freq.data();
+    p.pairs = static_cast<int64_t>(table.inv_freq.size());
+    p.attention_factor = table.attention_factor;
+    cuda_rope_apply(p, nullptr);
+    const std::vector<uint16_t> got = fetch(dfused, "qkv");
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c.n; ++i)
+      for (int64_t col = 0; col < stride; ++col) {
+        const size_t at = static_cast<size_t>(i * stride + col);
+        const int64_t head_col = col % D;
+        const bool in_q = col < c.heads * D, in_k = !in_q && col < (c.heads + c.kv_heads) * D;
+        if (!(in_q || in_k) || head_col >= c.rope_dim) {  // v and unrotated dims: untouched
+          bad += got[at] != fp32_to_bf16(fused[at]);
+          continue;
+        }
+        const double ref = in_q ? q[static_cast<size_t>(i * c.heads * D + col)]
+                                : k[static_cast<size_t>(i * c.kv_heads * D + col - c.heads * D)];
+        const size_t pair = at - static_cast<size_t>(head_col % 2);
+        const double mag = (std::fabs(fused[pair]) + std::fabs(fused[pair + 1])) * table.attention_factor;
+        // Same fp32 cos/sin (fp64 angle); a*c - b*s in fp32, maybe fused differently: a few
+        // fp32 ulps of |a| + |b|; then the bf16 rounding of the result.
+        const double tol = bf16_u * std::fabs(ref) + 4 * fp32_u * mag;
+        const double v = bf16_to_fp32(got[at]);
+        if (!within(v, ref, tol) && bad++ < 5)
+          ADD_FAILURE() << "token " << i << " column " << col << ": " << v << ", reference " << ref;
+      }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+// ---- KV cache and decode attention ---------------------------------------------------------
+
+TEST(ModelOpsKvCache, AppendsAtOffsetsExactly) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const int64_t layers = 3, capacity = 4300, hkv = 3, D = 64, row = hkv * D;
+  cuda_kv_cache cache(layers, capacity, hkv, D);
+  EXPECT_EQ(cache.bytes(), size_t(2 * layers * capacity * row * 2));
+  const device_array<uint16_t> zeros =
+      upload(std::vector<uint16_t>(static_cast<size_t>(capacity * row), 0));
+  for (int64_t l = 0; l < layers; ++l)
+    cache.append(l, 0, zeros.data(), row, zeros.data(), row, capacity, nullptr);
+  // Appends to the middle layer from the K and V columns of a padded fused projection output.
+  const int64_t src_stride = 2 * row + 8;
+  std::vector<uint16_t> expect_k(static_cast<size_t>(capacity * row), 0), expect_v = expect_k;
+  std::vector<device_array<uint16_t>> sources;
+  int64_t pos = 0;
+  for (const int64_t n : {1, 127, 129, 4000}) {
+    const std::vector<uint16_t> src = to_bf16(random_values(n * src_stride, static_cast<uint64_t>(n)));
+    sources.push_back(upload(src));
+    cache.append(1, pos, sources.back().data(), src_stride, sources.back().data() + row, src_stride,
+                 n, nullptr);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t e = 0; e < row; ++e) {
+        expect_k[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * src_stride + e)];
+        expect_v[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * src_stride + row + e)];
+      }
+    pos += n;
+  }
+  cuda_synchronize();
+  for (int64_t l = 0; l < layers; ++l) {
+    std::vector<uint16_t> k(static_cast<size_t>(capacity * row)), v(k.size());
+    ASSERT_EQ(cudaMemcpy(k.data(), cache.k(l), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(v.data(), cache.v(l), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    const std::vector<uint16_t> none(k.size(), 0);
+    EXPECT_TRUE(k == (l == 1 ? expect_k : none)) << "K of layer " << l;
+    EXPECT_TRUE(v == (l == 1 ? expect_v : none)) << "V of layer " << l;
+  }
+  EXPECT_NE(error_of([&] { cache.append(1, pos, zeros.data(), row, zeros.data(), row, 301, nullptr); })
+                .find("exceed the capacity of 4300"),
+            std::string::npos);
+}
+
+struct decode_case {
+  int64_t len, heads, kv_heads, dim;
+  bool fused_kv;  // K and V as the column halves of one [len, 2 Hkv D] buffer, else cache rows
+};
+
+TEST(ModelOpsDecode, MatchesFp64Reference) {
+  SP_SKIP_WITHOUT_DEVICE();
+  std::vector<decode_case> cases;
+  for (const int64_t len : {1, 127, 129, 1000, 4224}) {
+    cases.push_back({len, 9, 3, 64, false});   // SmolLM2, group 3
+    cases.push_back({len, 32, 8, 128, true});  // Llama-3-8B, group 4
+  }
+  cases.push_back({1000, 8, 8, 64, true});     // group 1
+  cases.push_back({4224, 16, 2, 128, false});  // group 8
+  cases.push_back({40000, 9, 3, 64, false});   // chunks clamped to 1024 keys
+  for (const decode_case& c : cases) {
+    SCOPED_TRACE(str("decode(len=", c.len, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
+                     ",fused_kv=", c.fused_kv, ",chunk=", cuda_decode_chunk(c.len, c.kv_heads), ")"));
+    const int64_t D = c.dim, g = c.heads / c.kv_heads, row = c.kv_heads * D;
+    const auto seed = static_cast<uint64_t>(c.len * 13 + c.heads + D);
+    // Peaked scores: |q| up to 3 so that the softmax is far from uniform.
+    const std::vector<float> q = random_bf16_values(c.heads * D, seed, -3.0f, 3.0f);
+    const std::vector<float> k = random_bf16_values(c.len * row, seed + 1);
+    const std::vector<float> v = random_bf16_values(c.len * row, seed + 2);
+    const int64_t stride = c.fused_kv ? 2 * row : row;
+    std::vector<uint16_t> kbuf, vbuf;
+    if (c.fused_kv) {
+      kbuf.resize(static_cast<size_t>(c.len * 2 * row));
+      for (int64_t i = 0; i < c.len; ++i)
+        for (int64_t e = 0; e < row; ++e) {
+          kbuf[static_cast<size_t>(i * 2 * row + e)] = fp32_to_bf16(k[static_cast<size_t>(i * row + e)]);
+          kbuf[static_cast<size_t>(i * 2 * row + row + e)] = fp32_to_bf16(v[static_cast<size_t>(i * row + e)]);
+        }
+    } else {
+      kbuf = to_bf16(k);
+      vbuf = to_bf16(v);
+    }
+    const device_array<uint16_t> dq = upload(to_bf16(q)), dk = upload(kbuf);
+    const device_array<uint16_t> dv = c.fused_kv ? device_array<uint16_t>{} : upload(vbuf);
+    const size_t ws_bytes = cuda_decode_workspace_bytes(c.len, c.heads, c.kv_heads, D);
+    const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
+    const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
+    const device_array<float> dlse = poisoned<float>(static_cast<size_t>(c.heads));
+    cuda_decode_params p;
+    p.len = c.len;
+    p.heads = c.heads;
+    p.kv_heads = c.kv_heads;
+    p.head_dim = D;
+    p.q = dq.data();
+    p.k = dk.data();
+    p.v = c.fused_kv ? dk.data() + row : dv.data();
+    p.kv_token_stride = stride;
+    p.out = dout.data();
+    p.lse = dlse.data();
+    p.workspace = ws.data();
+    p.workspace_bytes = ws_bytes;
+    cuda_decode_attention(p, nullptr);
+    const std::vector<float> out = from_bf16(fetch(dout, "out"));
+    const std::vector<float> lse = fetch(dlse, "lse");
+    fetch(ws, "workspace");
+    double max_abs_q = 0.0;
+    for (float x : q) max_abs_q = std::max(max_abs_q, double(std::fabs(x)));
+    // fp32 scores: each dot of D products is off by <= D u32 sum|q k| <= D u32 D max|q| (|k| <= 1),
+    // scaled by 1/sqrt(D); a score error e moves the normalised weights by <= 2e relative, so
+    // the output by <= 2e max|v| (|v| <= 1); the merge adds a few u32. Output rounding: u_bf16.
+    const double score_err = double(D) * double(D) * fp32_u * max_abs_q / std::sqrt(double(D));
+    int64_t bad = 0;
+    std::vector<double> s(static_cast<size_t>(c.len));
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const int64_t kh = h / g;
+      double m = -INFINITY;
+      for (int64_t j = 0; j < c.len; ++j) {
+        double dot = 0.0;
+        for (int64_t e = 0; e < D; ++e)
+          dot += double(q[static_cast<size_t>(h * D + e)]) * k[static_cast<size_t>(j * row + kh * D + e)];
+        s[static_cast<size_t>(j)] = dot / std::sqrt(double(D));
+        m = std::max(m, s[static_cast<size_t>(j)]);
+      }
+      double l = 0.0;
+      for (double& x : s) l += (x = std::exp(x - m));
+      const double ref_lse = m + std::log(l);
+      if (!within(lse[static_cast<size_t>(h)], ref_lse, score_err + 4 * fp32_u * std::fabs(ref_lse)) && bad++ < 5)
+        ADD_FAILURE() << "lse[" << h << "] = " << lse[static_cast<size_t>(h)] << ", reference " << ref_lse;
+      for (int64_t e = 0; e < D; ++e) {
+        double ref = 0.0;
+        for (int64_t j = 0; j < c.len; ++j)
+          ref += s[static_cast<size_t>(j)] / l * v[static_cast<size_t>(j * row + kh * D + e)];
+        const double tol = bf16_u * std::fabs(ref) + 2 * score_err + 16 * fp32_u;
+        const double got = out[static_cast<size_t>(h * D + e)];
+        if (!within(got, ref, tol) && bad++ < 5)
+          ADD_FAILURE() << "out[" << h << "," << e << "] = " << got << ", reference " << ref
+                        << " (tolerance " << tol << ")";
+      }
+    }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+// ---- Argument checks (no device needed: they fail before any launch) --------------------------
+
+TEST(ModelOpsArguments, RejectBadValuesWithTheirNames) {
+  uint16_t* fake = reinterpret_cast<uint16_t*>(uintptr_t(256));
+  EXPECT_NE(error_of([&] { cuda_dequantize_to_bf16(fake, fake, ggml_type::q4_k, 256, nullptr); })
+                .find("[cuda_dequantize_to_bf16] ggml type id 12"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { cuda_dequantize_to_bf16(fake, fake, ggml_type::q4_1, 33, nullptr); })
+                .find("element count 33"),
+            std::string::npos);
+  cuda_decode_params d;
+  d.len = 10;
+  d.heads = 9;
+  d.kv_heads = 3;
+  d.head_dim = 96;
+  EXPECT_NE(error_of([&] { cuda_decode_attention(d, nullptr); }).find("head_dim=96"), std::string::npos);
+  d.head_dim = 64;
+  d.heads = 48;
+  EXPECT_NE(error_of([&] { cuda_decode_attention(d, nullptr); }).find("GQA group of 16"),
+            std::string::npos);
+  cuda_rope_params r;
+  r.n = 4;
+  r.head_dim = 64;
+  r.pairs = 33;
+  EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("pairs=33"), std::string::npos);
+  EXPECT_NE(error_of([&] { cuda_rms_norm(fake, fake, dtype::f16, nullptr, nullptr, 1, 8, 1e-5, nullptr); })
+                .find("input dtype f16"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { cuda_swiglu(fake, 4, fake, fake, 8, 1, 8, nullptr); })
+                .find("row strides (out 4, in 8)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { cuda_kv_cache cache(2, 16, 3, 60); }).find("head_dim=60"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sp
