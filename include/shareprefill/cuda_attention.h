@@ -120,8 +120,7 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options = {});
 void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
                                  const tensor_view& block_attention, const tensor_view& q,
                                  const tensor_view& k, const tensor_view& v,
-                                 const layer_plan_view& plan,
-                                 const attention_scratch_view& scratch,
+                                 const layer_plan_view& plan, const attention_scratch_view& scratch,
                                  const cuda_attention_options& options = {},
                                  void* stream = nullptr);
 

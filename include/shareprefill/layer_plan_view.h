@@ -29,18 +29,18 @@ constexpr uint8_t head_kind_unrecorded = 0xff;
 // Non-owning view of a layer plan. Sizes are host values; the arrays live in the caller's
 // workspace (layer_plan_carve), in device memory when on_device.
 struct layer_plan_view {
-  int64_t n_tokens = 0;    // N
-  int64_t block_size = 128;  // tokens per block (the CUDA kernel needs 128)
-  int64_t n_blocks = 0;    // nb = ceil(N / block_size)
-  int64_t heads = 0;       // query heads H
-  int64_t col_capacity = 0;  // entries col_idx can hold
-  int64_t max_pivots = 0;    // slots of the block attention A: pivot_slot < max_pivots
+  int64_t n_tokens = 0;       // N
+  int64_t block_size = 128;   // tokens per block (the CUDA kernel needs 128)
+  int64_t n_blocks = 0;       // nb = ceil(N / block_size)
+  int64_t heads = 0;          // query heads H
+  int64_t col_capacity = 0;   // entries col_idx can hold
+  int64_t max_pivots = 0;     // slots of the block attention A: pivot_slot < max_pivots
   int64_t scratch_tiles = 0;  // tiles the pivot scratch must hold (attention_scratch_view)
   bool on_device = false;
-  uint8_t* kinds = nullptr;     // kinds: [H] sp::head_kind values (informational for the kernel)
-  int64_t* row_ptr = nullptr;   // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
-  int32_t* col_idx = nullptr;   // col_idx: [col_capacity], ascending, unique, causal in a row
-  int32_t* schedule = nullptr;  // schedule: [H * nb, 2] (head, query block), most tiles first
+  uint8_t* kinds = nullptr;       // kinds: [H] sp::head_kind values (informational for the kernel)
+  int64_t* row_ptr = nullptr;     // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
+  int32_t* col_idx = nullptr;     // col_idx: [col_capacity], ascending, unique, causal in a row
+  int32_t* schedule = nullptr;    // schedule: [H * nb, 2] (head, query block), most tiles first
   int32_t* pivot_slot = nullptr;  // pivot_slot: [H] slot of the head's block attention A, or -1
   // scratch_offset: [H]; tile p (absolute into col_idx) of pivot head h uses scratch row
   // scratch_offset[h] + p; rows of all pivots' tiles lie in [0, scratch_tiles).
@@ -80,11 +80,10 @@ int64_t attention_scratch_bytes(const layer_plan_capacity& capacity);
 
 // Views over caller memory of at least the bytes above (throws when smaller or misaligned). The
 // plan's sizes are set from the capacity; its arrays are not initialised.
-layer_plan_view layer_plan_carve(void* workspace, size_t bytes,
-                                 const layer_plan_capacity& capacity, bool on_device);
+layer_plan_view layer_plan_carve(void* workspace, size_t bytes, const layer_plan_capacity& capacity,
+                                 bool on_device);
 attention_scratch_view attention_scratch_carve(void* scratch, size_t bytes,
-                                               const layer_plan_capacity& capacity,
-                                               bool on_device);
+                                               const layer_plan_capacity& capacity, bool on_device);
 
 // Host builder (plan.on_device == false): validates `mask` (its shape must match the plan's) and
 // copies its CSR, orders the work items by tile count (longest first, stable), and lays out the

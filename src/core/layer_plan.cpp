@@ -12,7 +12,9 @@ namespace {
 
 constexpr int64_t array_alignment = 256;  // bytes; cudaMalloc returns 256-byte aligned memory
 
-int64_t aligned(int64_t bytes) { return (bytes + array_alignment - 1) / array_alignment * array_alignment; }
+int64_t aligned(int64_t bytes) {
+  return (bytes + array_alignment - 1) / array_alignment * array_alignment;
+}
 
 int64_t blocks_of(const layer_plan_capacity& c) {
   return (c.n_tokens + c.block_size - 1) / c.block_size;
@@ -23,14 +25,15 @@ void check_capacity(const char* fn, const layer_plan_capacity& c) {
         " (both must be positive)");
   check(c.block_size >= 16 && (c.block_size & (c.block_size - 1)) == 0, fn,
         "block_size=", c.block_size, " (a power of two >= 16)");
-  check(blocks_of(c) < (int64_t{1} << 24) && c.heads < (int64_t{1} << 24), fn, "n_blocks=",
-        blocks_of(c), " heads=", c.heads, " (each < 2^24: the schedule holds int32 pairs)");
-  check(c.col_capacity >= 0 && c.col_capacity < (int64_t{1} << 40), fn, "col_capacity=",
-        c.col_capacity);
+  check(blocks_of(c) < (int64_t{1} << 24) && c.heads < (int64_t{1} << 24), fn,
+        "n_blocks=", blocks_of(c), " heads=", c.heads,
+        " (each < 2^24: the schedule holds int32 pairs)");
+  check(c.col_capacity >= 0 && c.col_capacity < (int64_t{1} << 40), fn,
+        "col_capacity=", c.col_capacity);
   check(c.max_pivots >= 0 && c.max_pivots <= c.heads, fn, "max_pivots=", c.max_pivots,
         " (0 .. heads=", c.heads, ")");
-  check(c.scratch_tiles >= 0 && c.scratch_tiles < (int64_t{1} << 40), fn, "scratch_tiles=",
-        c.scratch_tiles);
+  check(c.scratch_tiles >= 0 && c.scratch_tiles < (int64_t{1} << 40), fn,
+        "scratch_tiles=", c.scratch_tiles);
 }
 
 // Byte offsets of the plan's arrays in the workspace, in order; the last entry is the total.
@@ -85,7 +88,8 @@ layer_plan_capacity layer_plan_capacity_of(const block_mask& mask,
   c.max_pivots = static_cast<int64_t>(pivot_heads.size());
   check_capacity(fn, c);
   check(static_cast<int64_t>(mask.row_ptr.size()) == mask.heads * (mask.n_blocks + 1), fn,
-        "row_ptr has ", mask.row_ptr.size(), " entries, expected ", mask.heads * (mask.n_blocks + 1));
+        "row_ptr has ", mask.row_ptr.size(), " entries, expected ",
+        mask.heads * (mask.n_blocks + 1));
   for (int32_t h : pivot_heads) {
     check(h >= 0 && h < mask.heads, fn, "pivot head ", h, " out of range [0, ", mask.heads, ")");
     c.scratch_tiles += mask.head_tiles(h);
@@ -103,8 +107,8 @@ int64_t attention_scratch_bytes(const layer_plan_capacity& capacity) {
   return aligned(std::max<int64_t>(capacity.scratch_tiles, 1) * 128 * 4) + array_alignment;
 }
 
-layer_plan_view layer_plan_carve(void* workspace, size_t bytes,
-                                 const layer_plan_capacity& capacity, bool on_device) {
+layer_plan_view layer_plan_carve(void* workspace, size_t bytes, const layer_plan_capacity& capacity,
+                                 bool on_device) {
   const char* fn = "layer_plan_carve";
   check_capacity(fn, capacity);
   const plan_layout l = layout_of(capacity);
@@ -138,7 +142,8 @@ attention_scratch_view attention_scratch_carve(void* scratch, size_t bytes,
   v.on_device = on_device;
   v.tile_mass = static_cast<float*>(scratch);
   v.item_counter = reinterpret_cast<unsigned long long*>(
-      static_cast<char*>(scratch) + aligned(std::max<int64_t>(capacity.scratch_tiles, 1) * 128 * 4));
+      static_cast<char*>(scratch) +
+      aligned(std::max<int64_t>(capacity.scratch_tiles, 1) * 128 * 4));
   return v;
 }
 
@@ -149,9 +154,9 @@ void layer_plan_fill(const layer_plan_view& plan, const block_mask& mask,
   mask.validate();
   check(mask.n_tokens == plan.n_tokens && mask.heads == plan.heads &&
             mask.block_size == plan.block_size,
-        fn, "mask is n_tokens=", mask.n_tokens, " heads=", mask.heads, " block_size=",
-        mask.block_size, ", the plan n_tokens=", plan.n_tokens, " heads=", plan.heads,
-        " block_size=", plan.block_size);
+        fn, "mask is n_tokens=", mask.n_tokens, " heads=", mask.heads,
+        " block_size=", mask.block_size, ", the plan n_tokens=", plan.n_tokens,
+        " heads=", plan.heads, " block_size=", plan.block_size);
   check(mask.total_tiles() <= plan.col_capacity, fn, "mask has ", mask.total_tiles(),
         " tiles, col_capacity=", plan.col_capacity);
   check(static_cast<int64_t>(pivot_heads.size()) <= plan.max_pivots, fn, pivot_heads.size(),

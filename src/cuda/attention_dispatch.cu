@@ -27,7 +27,9 @@ namespace sp {
 
 namespace {
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 // A [N, heads, dim] device view of 16-bit values with heads contiguous in a token: returns its
 // token stride (elements).
@@ -42,10 +44,10 @@ int64_t token_stride_of(const char* fn, const char* name, const tensor_view& t, 
         " has rank ", t.rank, " shape [", t.shape[0], ", ", t.shape[1], ", ", t.shape[2],
         "], expected [", n, ", ", heads, ", ", dim, "]");
   check(t.stride[2] == 1 && t.stride[1] == dim, fn, name, " strides [", t.stride[0], ", ",
-        t.stride[1], ", ", t.stride[2], "]: heads must be contiguous within a token (stride ",
-        dim, ", 1)");
-  check(t.stride[0] >= heads * dim && t.stride[0] % 8 == 0, fn, name, " token stride ",
-        t.stride[0], " (a multiple of 8, at least ", heads * dim, ")");
+        t.stride[1], ", ", t.stride[2], "]: heads must be contiguous within a token (stride ", dim,
+        ", 1)");
+  check(t.stride[0] >= heads * dim && t.stride[0] % 8 == 0, fn, name, " token stride ", t.stride[0],
+        " (a multiple of 8, at least ", heads * dim, ")");
   check(aligned16(t.data), fn, name, " must be 16-byte aligned");
   return t.stride[0];
 }
@@ -111,11 +113,15 @@ void launch(cuda_kernel kernel, const cuda::attention_fwd_params& p, int64_t dim
             int64_t work_items, const cuda::hopper_options& hopper,
             unsigned long long* item_counter, cudaStream_t stream) {
   if (kernel == cuda_kernel::hopper) {
-    if (dim == 64) cuda::launch_hopper_fwd<T, 64>(p, work_items, hopper, item_counter, stream);
-    else cuda::launch_hopper_fwd<T, 128>(p, work_items, hopper, item_counter, stream);
+    if (dim == 64)
+      cuda::launch_hopper_fwd<T, 64>(p, work_items, hopper, item_counter, stream);
+    else
+      cuda::launch_hopper_fwd<T, 128>(p, work_items, hopper, item_counter, stream);
   } else {
-    if (dim == 64) cuda::launch_attention_fwd<T, 64>(p, work_items, stream);
-    else cuda::launch_attention_fwd<T, 128>(p, work_items, stream);
+    if (dim == 64)
+      cuda::launch_attention_fwd<T, 64>(p, work_items, stream);
+    else
+      cuda::launch_attention_fwd<T, 128>(p, work_items, stream);
   }
 }
 
@@ -139,8 +145,7 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options) {
 void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
                                  const tensor_view& block_attention, const tensor_view& q,
                                  const tensor_view& k, const tensor_view& v,
-                                 const layer_plan_view& plan,
-                                 const attention_scratch_view& scratch,
+                                 const layer_plan_view& plan, const attention_scratch_view& scratch,
                                  const cuda_attention_options& options, void* stream) {
   const char* fn = "cuda_attention_block_sparse";
   check(!q.empty() && q.rank == 3 && !k.empty() && k.rank == 3, fn,
@@ -149,8 +154,8 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
   check(q.type == dtype::bf16 || q.type == dtype::f16, fn, "q has dtype code ",
         static_cast<int>(q.type), " (bf16 or f16 expected)");
   check(dim == 64 || dim == 128, fn, "dim=", dim, " (64 or 128 supported)");
-  check(n > 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0, fn, "n=", n, " heads=",
-        heads, " kv_heads=", kv_heads, " (positive, heads divisible by kv_heads)");
+  check(n > 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0, fn, "n=", n, " heads=", heads,
+        " kv_heads=", kv_heads, " (positive, heads divisible by kv_heads)");
   cuda::attention_fwd_params p;
   p.q_token_stride = token_stride_of(fn, "q", q, n, heads, dim, q.type);
   p.k_token_stride = token_stride_of(fn, "k", k, n, kv_heads, dim, q.type);
@@ -188,8 +193,8 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
   const int64_t work_items = heads * plan.n_blocks;
   cuda::hopper_options hopper;
   if (kernel == cuda_kernel::hopper)
-    hopper.ctas = options.ctas > 0 ? options.ctas
-                                   : device_attribute(fn, cudaDevAttrMultiProcessorCount);
+    hopper.ctas =
+        options.ctas > 0 ? options.ctas : device_attribute(fn, cudaDevAttrMultiProcessorCount);
   const auto s = static_cast<cudaStream_t>(stream);
   if (q.type == dtype::bf16)
     launch<__nv_bfloat16>(kernel, p, dim, work_items, hopper, scratch.item_counter, s);

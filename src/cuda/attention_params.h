@@ -1,7 +1,7 @@
 // Kernel-boundary parameters of the block-sparse attention forward: one plain struct of device
 // pointers, 64-bit sizes and strides (in elements), filled by the launcher from the public
-// cuda_attention_params and the layer plan (layer_plan_view.h) with the kernel's scratch. No
-// CUDA types, so host code reads it.
+// tensor views, the layer plan (layer_plan_view.h) and the kernel's scratch (the counterpart of
+// FA3's Flash_fwd_params). No CUDA types, so host code reads it.
 #pragma once
 
 #include <cstdint>

@@ -38,17 +38,16 @@ void layer_plan_upload(const layer_plan_view& device_plan, const layer_plan_view
         " tiles, device col_capacity=", device_plan.col_capacity);
   check(host_plan.max_pivots <= device_plan.max_pivots &&
             host_plan.scratch_tiles <= device_plan.scratch_tiles,
-        fn, "host plan has max_pivots=", host_plan.max_pivots, " scratch_tiles=",
-        host_plan.scratch_tiles, ", the device plan ", device_plan.max_pivots, " and ",
-        device_plan.scratch_tiles);
+        fn, "host plan has max_pivots=", host_plan.max_pivots,
+        " scratch_tiles=", host_plan.scratch_tiles, ", the device plan ", device_plan.max_pivots,
+        " and ", device_plan.scratch_tiles);
   const int64_t h = host_plan.heads, nb = host_plan.n_blocks;
   auto s = static_cast<cudaStream_t>(stream);
   copy_async(fn, device_plan.row_ptr, host_plan.row_ptr, h * (nb + 1), s, "row_ptr copy");
   copy_async(fn, device_plan.col_idx, host_plan.col_idx, tiles, s, "col_idx copy");
   copy_async(fn, device_plan.schedule, host_plan.schedule, 2 * h * nb, s, "schedule copy");
   copy_async(fn, device_plan.pivot_slot, host_plan.pivot_slot, h, s, "pivot_slot copy");
-  copy_async(fn, device_plan.scratch_offset, host_plan.scratch_offset, h, s,
-             "scratch_offset copy");
+  copy_async(fn, device_plan.scratch_offset, host_plan.scratch_offset, h, s, "scratch_offset copy");
   copy_async(fn, device_plan.kinds, host_plan.kinds, h, s, "kinds copy");
 }
 
@@ -67,7 +66,8 @@ device_layer_plan::device_layer_plan(const block_mask& mask,
   plan_ = layer_plan_carve(workspace_.data(), workspace_.size(), capacity, true);
   layer_plan_upload(plan_, host_plan, stream);
   scratch_buffer_ = device_buffer(static_cast<size_t>(attention_scratch_bytes(capacity)));
-  scratch_ = attention_scratch_carve(scratch_buffer_.data(), scratch_buffer_.size(), capacity, true);
+  scratch_ =
+      attention_scratch_carve(scratch_buffer_.data(), scratch_buffer_.size(), capacity, true);
 }
 
 }  // namespace sp

@@ -78,21 +78,26 @@ TEST(LayerPlan, RejectsWhatDoesNotFit) {
   const block_mask mask = three_head_mask();
   const layer_plan_capacity cap = layer_plan_capacity_of(mask, {2});  // 3 scratch tiles
   host_plan hp(cap);
-  EXPECT_NE(error_of([&] { layer_plan_fill(hp.view, mask, {0, 2}); }).find("max_pivots=1"),
+  EXPECT_NE(error_of([&] {
+              layer_plan_fill(hp.view, mask, {0, 2});
+            }).find("max_pivots=1"),
             std::string::npos);
   EXPECT_NE(error_of([&] { layer_plan_fill(hp.view, mask, {0}); }).find("scratch_tiles=3"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { layer_plan_fill(hp.view, block_mask::dense_causal(300, 128, 2), {}); })
-                .find("heads=2"),
+  EXPECT_NE(error_of([&] {
+              layer_plan_fill(hp.view, block_mask::dense_causal(300, 128, 2), {});
+            }).find("heads=2"),
             std::string::npos);
   const layer_plan_capacity two = layer_plan_capacity_of(mask, {0, 2});
   host_plan hp2(two);
-  EXPECT_NE(error_of([&] { layer_plan_fill(hp2.view, mask, {2, 0}); }).find("ascending"),
+  EXPECT_NE(error_of([&] {
+              layer_plan_fill(hp2.view, mask, {2, 0});
+            }).find("ascending"),
             std::string::npos);
   char* aligned_base = reinterpret_cast<char*>(hp.view.row_ptr);  // the workspace's start
-  EXPECT_NE(error_of([&] { layer_plan_carve(aligned_base + 8, 1 << 16, cap, false); })
-                .find("aligned"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { layer_plan_carve(aligned_base + 8, 1 << 16, cap, false); }).find("aligned"),
+      std::string::npos);
   EXPECT_NE(error_of([&] { layer_plan_carve(aligned_base, 8, cap, false); }).find("needed"),
             std::string::npos);
   layer_plan_view device = hp.view;

@@ -1,0 +1,83 @@
+// Shared pieces of the Hopper (sm_90a) attention forward (hopper_kernel.cuh): the CTA shape and
+// shared-memory budget, the ring slots and mbarriers through which the producer warpgroup
+// (hopper_producer.cuh) hands Q, K and V to the consumer warpgroups (hopper_mainloop.cuh), and
+// the header of one work item.
+#pragma once
+
+#include <cstdint>
+
+#include "block_iter.cuh"
+#include "hopper_params.h"
+#include "ptx_sm90.cuh"
+
+namespace sp::cuda {
+
+constexpr int hopper_consumers = 2;  // consumer warpgroups per CTA, 64 query rows each
+
+template <class T, int D>
+struct hopper_traits {
+  static constexpr int block_m = mask_block;  // query rows per CTA
+  static constexpr int block_n = mask_block;  // keys per tile = one mask block
+  static constexpr int consumers = hopper_consumers;
+  static constexpr int consumer_threads = 128 * consumers;
+  static constexpr int threads = 128 * (consumers + 1);
+  static constexpr int q_stages = 2;  // Q buffers: the next item's Q loads during this item
+  static constexpr int stages = D <= 64 ? 4 : 2;
+  static constexpr int chunk_q_bytes = block_m * 128;  // one 64-column swizzle chunk of Q
+  static constexpr int chunk_kv_bytes = block_n * 128;
+  static constexpr int q_bytes = block_m * D * 2;
+  static constexpr int kv_bytes = block_n * D * 2;
+  // Q ring, K ring, V ring, plus slack to align the dynamic base to 1024 bytes (swizzle atoms).
+  static constexpr int smem_bytes = q_stages * q_bytes + 2 * stages * kv_bytes + 1024;
+  // 128*56 + 256*224 = 384*168, the pool __launch_bounds__(384, 1) gives the CTA (setmaxnreg.inc
+  // past the pool waits forever); neither side spills at these limits (ptxas -warn-spills).
+  static constexpr int producer_regs = 56, consumer_regs = 224;
+  static_assert(D == 64 || D == 128, "head dim");
+};
+
+// Named barrier 1 (0 is __syncthreads): the pivot epilogue's, among the consumer threads.
+constexpr int pivot_epilogue_barrier = 1;
+
+// Ring position of the CTA's g-th loaded K/V tile or Q (counted over all its items).
+template <int stages>
+struct ring_slot {
+  int stage;
+  uint32_t phase;  // parity of the slot's use: (g / stages) & 1
+  __device__ __forceinline__ explicit ring_slot(int64_t g)
+      : stage(static_cast<int>(g % stages)), phase(static_cast<uint32_t>((g / stages) & 1)) {}
+};
+
+// What a CTA needs to know about one work item, read from the schedule and the CSR index;
+// head = -1 ends the CTA's loop.
+struct hopper_item {
+  int head = -1, qblock = 0;
+  int pivot = -1;  // A slot of the head, or -1
+  block_row<mask_block> row;
+};
+
+__device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params& p, int64_t item) {
+  hopper_item it;
+  it.head = p.work_items[2 * item];
+  it.qblock = p.work_items[2 * item + 1];
+  it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
+  it.row = block_row_of<mask_block>(p, it.head, it.qblock);
+  return it;
+}
+
+struct hopper_barriers {
+  uint64_t* q;        // [q_stages] the item header is published and its Q landed (count 1 + tx)
+  uint64_t* q_empty;  // [q_stages] every consumer warp finished with Q and its header (count 8)
+  uint64_t* k;        // [stages] K tile landed
+  uint64_t* v;        // [stages] V tile landed
+  uint64_t* k_empty;  // [stages] every consumer warp finished its Q K^T of the stage (count 8)
+  uint64_t* v_empty;  // [stages] every consumer warp finished its P V of the stage (count 8)
+};
+
+// One arrival per consumer warp: lane 0 arrives once every lane's earlier shared-memory reads
+// (operands of waited-for wgmma) are ordered before it.
+__device__ __forceinline__ void warp_arrive(uint64_t* bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbarrier_arrive(bar);
+}
+
+}  // namespace sp::cuda
