@@ -1,0 +1,80 @@
+// A Llama-family model on the GPU (issue 14): bf16 weights on the device (dequantised from the
+// GGUF at load, or uploaded from the CPU model's fp32 weights), and a session with a device KV
+// cache whose prefill and decode run one layer body (src/model/llama_forward_cuda.cpp) built
+// from the ops of cuda_model_ops.h. Prefill attention is our CUDA kernel with the dense causal
+// plan; decode attention is the split-K decode kernel over the cache. The residual stream stays
+// fp32; every other activation is bf16. Builds without CUDA throw from every entry point.
+//
+//   sp::cuda_llama_weights w = sp::cuda_llama_weights_load(path);
+//   sp::cuda_llama_session s(w, 8192);
+//   sp::prefill_result r = s.prefill(tokens, {});
+//   std::vector<float> next = s.decode(token);
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/llama_config.h"
+#include "shareprefill/llama_model.h"
+
+namespace sp {
+
+struct cuda_llama_layer {
+  device_buffer attn_norm;  // [dim] f32
+  device_buffer wqkv;       // [(H + 2 Hkv) D, dim] bf16: the rows of wq, then wk, then wv
+  device_buffer wo;         // [dim, H D] bf16
+  device_buffer ffn_norm;   // [dim] f32
+  device_buffer w_gate_up;  // [2 F, dim] bf16: the rows of w_gate, then w_up
+  device_buffer w_down;     // [dim, F] bf16
+};
+
+struct cuda_llama_weights {
+  llama_config config;
+  device_buffer token_embd;   // [vocab, dim] bf16
+  device_buffer output_norm;  // [dim] f32
+  device_buffer output;       // [vocab, dim] bf16; empty when tied to token_embd
+  std::vector<cuda_llama_layer> layers;
+  const uint16_t* output_matrix() const {
+    return static_cast<const uint16_t*>(output.size() > 0 ? output.data() : token_embd.data());
+  }
+  size_t bytes() const;  // device memory held
+};
+
+// Reads the GGUF and dequantises every tensor the forward needs to bf16 on the device (the types
+// cuda_dequantize_supported lists; any other type is dequantised on the CPU and uploaded).
+// Throws sp::error naming the file or tensor.
+cuda_llama_weights cuda_llama_weights_load(const std::string& gguf_path);
+
+// The CPU model's fp32 weights rounded to bf16 (nearest even) and uploaded.
+cuda_llama_weights cuda_llama_weights_upload(const llama_weights& host);
+
+// A running sequence on the GPU: the device KV cache of one prompt and its continuation, and the
+// activations of max_tokens rows, allocated once.
+class cuda_llama_session {
+ public:
+  cuda_llama_session(const cuda_llama_weights& weights, int64_t max_tokens);
+  ~cuda_llama_session();
+  cuda_llama_session(const cuda_llama_session&) = delete;
+  cuda_llama_session& operator=(const cuda_llama_session&) = delete;
+
+  // As llama_session::prefill, with dense attention (options.attention must be null until the
+  // device planner drives the sparse modes). options.on_hidden receives the residual stream
+  // downloaded to the host (a synchronisation per layer: for tests). The reports count every
+  // causal tile; attention_ms and plan_ms stay 0 (not timed separately yet).
+  prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options);
+  // Appends one token and returns its next-token logits [vocab].
+  std::vector<float> decode(int32_t token);
+
+  int64_t length() const;
+  int64_t capacity() const;
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sp

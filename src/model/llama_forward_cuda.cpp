@@ -1,0 +1,249 @@
+// Llama forward on the GPU: one layer body for prefill (n prompt tokens at position 0) and
+// decode (one token at the end of the cache); only the attention step differs (our block-sparse
+// kernel with the dense causal plan, or split-K decode attention over the cache). Intermediates,
+// named as in the body, live in buffers of max_tokens rows allocated with the session:
+//   x         residual stream           [n, dim] f32
+//   normed    attn_norm / ffn_norm out  [n, dim] bf16
+//   qkv       q | k | v projections     [n, (H + 2 Hkv) D] bf16 (q and k rotated in place)
+//   attn      attention output          [n, H D] bf16
+//   gate_up   gate | up projections     [n, 2 F] bf16
+//   act       silu(gate) * up           [n, F] bf16
+// and the logits of the selected rows ([rows, vocab] f32, grown on demand).
+// The output projection and the down projection accumulate into x inside their GEMMs (fp32
+// output, beta = 1), which is the residual add. All work is on the default stream.
+#include <chrono>
+#include <functional>
+
+#include "rope.h"
+#include "shareprefill/cuda_llama.h"
+#include "shareprefill/cuda_model_ops.h"
+#include "shareprefill/error.h"
+
+namespace sp {
+
+struct cuda_llama_session::impl {
+  const cuda_llama_weights& w;
+  int64_t max_tokens = 0, length = 0;
+  rope_table rope;
+  cuda_gemm gemm;
+  cuda_kv_cache cache;
+  device_buffer x, normed, qkv, attn, gate_up, act, tokens, rows, decode_workspace, logits;
+
+  impl(const cuda_llama_weights& weights, int64_t capacity)
+      : w(weights),
+        max_tokens(capacity),
+        cache(weights.config.n_layers, capacity, weights.config.n_kv_heads,
+              weights.config.head_dim) {
+    const llama_config& c = w.config;
+    const auto rows_of = [&](int64_t width, size_t bytes) {
+      return device_buffer(static_cast<size_t>(capacity * width) * bytes);
+    };
+    x = rows_of(c.dim, sizeof(float));
+    normed = rows_of(c.dim, 2);
+    qkv = rows_of(qkv_width(), 2);
+    attn = rows_of(c.n_heads * c.head_dim, 2);
+    gate_up = rows_of(2 * c.ffn_dim, 2);
+    act = rows_of(c.ffn_dim, 2);
+    tokens = rows_of(1, sizeof(int32_t));
+    rows = rows_of(1, sizeof(int64_t));
+    decode_workspace = device_buffer(
+        cuda_decode_workspace_bytes(capacity, c.n_heads, c.n_kv_heads, c.head_dim));
+  }
+
+  int64_t qkv_width() const {
+    return (w.config.n_heads + 2 * w.config.n_kv_heads) * w.config.head_dim;
+  }
+  uint16_t* bf16(const device_buffer& b, int64_t offset = 0) const {
+    return static_cast<uint16_t*>(b.data()) + offset;
+  }
+  float* f32(const device_buffer& b) const { return static_cast<float*>(b.data()); }
+
+  // Attention of the n query rows in qkv at positions [pos, pos + n) over cache rows
+  // [0, pos + n) of layer l, into attn.
+  using attention_step = std::function<void(int64_t l, int64_t pos, int64_t n)>;
+
+  // One transformer block for n tokens at positions [pos, pos + n).
+  void layer_body(int64_t l, int64_t pos, int64_t n, const attention_step& attention) {
+    const llama_config& c = w.config;
+    const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
+    const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
+    // attn_norm
+    cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.attn_norm), nullptr, n, dim,
+                  c.rms_eps, nullptr);
+    // qkv
+    gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
+                nullptr);
+    // q_rope, k_rope
+    cuda_rope_params r;
+    r.n = n;
+    r.head_dim = D;
+    r.first_pos = pos;
+    r.q = bf16(qkv);
+    r.q_token_stride = qkv_width();
+    r.heads = H;
+    r.k = bf16(qkv, H * D);
+    r.k_token_stride = qkv_width();
+    r.kv_heads = Hkv;
+    r.inv_freq = rope.inv_freq.data();
+    r.pairs = static_cast<int64_t>(rope.inv_freq.size());
+    r.attention_factor = rope.attention_factor;
+    cuda_rope_apply(r, nullptr);
+    // kv_cache
+    cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(), n,
+                 nullptr);
+    // attn_out
+    attention(l, pos, n);
+    // attn_residual: x += attn @ wo^T
+    gemm.linear(x.data(), dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, nullptr);
+    // ffn_norm
+    cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.ffn_norm), nullptr, n, dim, c.rms_eps,
+                  nullptr);
+    // ffn_gate_up
+    gemm.linear(gate_up.data(), dtype::bf16, bf16(normed), bf16(L.w_gate_up), n, 2 * F, dim, false,
+                nullptr);
+    // ffn_act
+    cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, nullptr);
+    // ffn_residual: x += act @ w_down^T
+    gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, nullptr);
+  }
+
+  // Logits of the given residual rows, [rows, vocab] on the host.
+  std::vector<float> logits_of(const std::vector<int64_t>& positions) {
+    const llama_config& c = w.config;
+    const int64_t count = static_cast<int64_t>(positions.size());
+    rows.upload(positions.data(), positions.size() * sizeof(int64_t));
+    const size_t logit_bytes = static_cast<size_t>(count * c.vocab_size) * sizeof(float);
+    if (logits.size() < logit_bytes) logits = device_buffer(logit_bytes);  // grows, then reused
+    cuda_logits_of_rows(f32(logits), bf16(normed), f32(x), static_cast<const int64_t*>(rows.data()),
+                        count, f32(w.output_norm), w.output_matrix(), c.vocab_size, c.dim,
+                        c.rms_eps, gemm, nullptr);
+    std::vector<float> out(static_cast<size_t>(count * c.vocab_size));
+    logits.download(out.data(), out.size() * sizeof(float));
+    return out;
+  }
+
+  tensor_view view(void* data, int64_t n, int64_t heads, int64_t token_stride) const {
+    tensor_view v;
+    v.data = data;
+    v.type = dtype::bf16;
+    v.rank = 3;
+    v.shape[0] = n;
+    v.shape[1] = heads;
+    v.shape[2] = w.config.head_dim;
+    v.stride[0] = token_stride;
+    v.stride[1] = w.config.head_dim;
+    v.stride[2] = 1;
+    v.on_device = true;
+    return v;
+  }
+};
+
+cuda_llama_session::cuda_llama_session(const cuda_llama_weights& weights, int64_t max_tokens) {
+  check(max_tokens > 0, "cuda_llama_session", "max_tokens must be positive, got ", max_tokens);
+  impl_ = std::make_unique<impl>(weights, max_tokens);
+}
+
+cuda_llama_session::~cuda_llama_session() = default;
+
+int64_t cuda_llama_session::length() const { return impl_->length; }
+int64_t cuda_llama_session::capacity() const { return impl_->max_tokens; }
+
+prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
+                                           const prefill_options& options) {
+  const char* fn = "cuda_llama_session::prefill";
+  impl& s = *impl_;
+  const llama_config& c = s.w.config;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  check(options.attention == nullptr, fn, "the CUDA forward runs dense attention only (got the '",
+        options.attention != nullptr ? options.attention->name() : "", "' strategy)");
+  check(n > 0, fn, "empty prompt: at least one token is needed");
+  check(s.length == 0, fn, "the session already holds ", s.length, " tokens; prefill starts a new one");
+  check(n <= s.max_tokens, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
+        s.max_tokens, " tokens");
+  check(n <= c.context_length || options.rope.type != "none", fn, "prompt of ", n,
+        " tokens exceeds the model's trained context of ", c.context_length,
+        " tokens; pass a rope scaling (linear, ntk or yarn) to go beyond it");
+  for (int64_t i = 0; i < n; ++i)
+    check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
+          fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
+          " is outside the vocabulary [0, ", c.vocab_size, ")");
+  std::vector<int64_t> positions = options.logit_positions;
+  if (positions.empty()) positions.push_back(n - 1);
+  for (size_t i = 0; i < positions.size(); ++i)
+    check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
+          fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
+
+  const auto t_start = std::chrono::steady_clock::now();
+  s.rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type, options.rope.factor,
+                           c.context_length);
+  s.tokens.upload(tokens.data(), tokens.size() * sizeof(int32_t));
+  cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
+                        n, c.dim, c.vocab_size, nullptr);
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads;
+  const device_layer_plan plan(block_mask::dense_causal(n, 128, H));
+  const impl::attention_step dense = [&](int64_t l, int64_t, int64_t rows) {
+    cuda_attention_block_sparse(tensor_view::contiguous(s.attn.data(), dtype::bf16, {rows, H, c.head_dim}),
+                                tensor_view{}, tensor_view{},
+                                s.view(s.qkv.data(), rows, H, s.qkv_width()),
+                                s.view(s.cache.k(l), rows, Hkv, s.cache.token_stride()),
+                                s.view(s.cache.v(l), rows, Hkv, s.cache.token_stride()),
+                                plan.plan(), plan.scratch(), {}, nullptr);
+  };
+  prefill_result result;
+  const int64_t nb = (n + 127) / 128;
+  std::vector<float> host_x;
+  const auto report_hidden = [&](int64_t l) {
+    if (!options.on_hidden) return;
+    host_x.resize(static_cast<size_t>(n * c.dim));
+    s.x.download(host_x.data(), host_x.size() * sizeof(float));
+    options.on_hidden(l, host_x.data());
+  };
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    report_hidden(l);
+    s.layer_body(l, 0, n, dense);
+    layer_attention_report rep;
+    rep.layer = l;
+    rep.tiles = rep.causal_tiles = H * nb * (nb + 1) / 2;
+    result.layers.push_back(rep);
+    if (options.on_layer) options.on_layer(l, c.n_layers);
+  }
+  report_hidden(c.n_layers);
+  result.logits = s.logits_of(positions);  // synchronises
+  s.length = n;
+  result.positions = std::move(positions);
+  result.total_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+  return result;
+}
+
+std::vector<float> cuda_llama_session::decode(int32_t token) {
+  const char* fn = "cuda_llama_session::decode";
+  impl& s = *impl_;
+  const llama_config& c = s.w.config;
+  check(s.length > 0, fn, "decode needs a prefill first");
+  check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
+  check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
+  s.tokens.upload(&token, sizeof(int32_t));
+  cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
+                        1, c.dim, c.vocab_size, nullptr);
+  const impl::attention_step decode_step = [&](int64_t l, int64_t pos, int64_t) {
+    cuda_decode_params p;
+    p.len = pos + 1;
+    p.heads = c.n_heads;
+    p.kv_heads = c.n_kv_heads;
+    p.head_dim = c.head_dim;
+    p.q = s.bf16(s.qkv);
+    p.k = s.cache.k(l);
+    p.v = s.cache.v(l);
+    p.kv_token_stride = s.cache.token_stride();
+    p.out = s.bf16(s.attn);
+    p.workspace = s.decode_workspace.data();
+    p.workspace_bytes = s.decode_workspace.size();
+    cuda_decode_attention(p, nullptr);
+  };
+  for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, s.length, 1, decode_step);
+  ++s.length;
+  return s.logits_of({0});
+}
+
+}  // namespace sp

@@ -1,0 +1,222 @@
+// The CUDA Llama forward (cuda_llama.h) against the CPU forward (llama_model.h): a small random
+// Llama (GQA 3, three layers, 300 tokens: three query blocks, the last one ragged) for prefill
+// and decode, and the real model on the golden prompt when it is cached. The tolerance is
+// bf16's own error, measured in each test: the CPU forward run once on the fp32 weights (the
+// reference) and once on the same weights rounded to bf16 gives e_w, the effect of the GPU's
+// weight rounding alone. The GPU also rounds its activations to bf16 (the normed rows, q/k/v, the
+// attention output, gate/up and the SwiGLU output: six tensors a layer against seven weight
+// matrices), an error of the same order, and sums in other orders, so we allow
+// |logit_gpu - logit_ref| <= 4 e_w. Skipped without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <nlohmann/json.hpp>
+
+#include "model/model_fixture.h"
+#include "shareprefill/cuda_llama.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using testing::random_values;
+
+#define SP_SKIP_WITHOUT_DEVICE() \
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
+
+std::vector<float> scaled_random(int64_t n, uint64_t seed, float scale) {
+  return random_values(n, seed, -scale, scale);
+}
+
+// Weights of a small Llama: uniform entries scaled by 1/sqrt(fan-in) so activations keep their
+// size through the layers; embeddings tied to the output.
+llama_weights random_llama(uint64_t seed) {
+  llama_weights w;
+  llama_config& c = w.config;
+  c.name = "random";
+  c.n_layers = 3;
+  c.n_heads = 6;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.dim = 384;
+  c.ffn_dim = 768;
+  c.vocab_size = 512;
+  c.context_length = 4096;
+  c.rope_dim = 64;
+  c.rms_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  c.tied_embeddings = true;
+  const int64_t dim = c.dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+  const auto fan = [](int64_t in) { return std::sqrt(3.0f / float(in)); };
+  w.token_embd = scaled_random(c.vocab_size * dim, seed, 1.0f);
+  w.output_norm = random_values(dim, seed + 1, 0.8f, 1.2f);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const uint64_t s = seed + 100 * static_cast<uint64_t>(l + 1);
+    llama_layer_weights L;
+    L.attn_norm = random_values(dim, s, 0.8f, 1.2f);
+    L.ffn_norm = random_values(dim, s + 1, 0.8f, 1.2f);
+    L.wq = scaled_random(qd * dim, s + 2, 2 * fan(dim));  // larger q: peaked attention
+    L.wk = scaled_random(kvd * dim, s + 3, fan(dim));
+    L.wv = scaled_random(kvd * dim, s + 4, fan(dim));
+    L.wo = scaled_random(dim * qd, s + 5, fan(qd));
+    L.w_gate = scaled_random(c.ffn_dim * dim, s + 6, fan(dim));
+    L.w_up = scaled_random(c.ffn_dim * dim, s + 7, fan(dim));
+    L.w_down = scaled_random(dim * c.ffn_dim, s + 8, fan(c.ffn_dim));
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
+
+void round_all(std::vector<float>& v) {
+  for (float& x : v) x = round_to_bf16(x);
+}
+
+llama_weights rounded_to_bf16(const llama_weights& w) {
+  llama_weights r = w;
+  round_all(r.token_embd);
+  round_all(r.output);
+  for (auto& L : r.layers)
+    for (auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) round_all(*m);
+  return r;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+std::vector<int64_t> all_positions(int64_t n) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
+  return p;
+}
+
+struct logit_comparison {
+  double max_diff = 0.0;
+  int64_t rows = 0, top1_equal = 0;  // rows whose reference top-1 leads by more than the margin
+};
+
+// Max |got - ref| over all logits, and top-1 agreement on the rows where the reference's best
+// logit leads the second by more than `margin` (a lead the allowed error cannot overturn).
+logit_comparison compare(const std::vector<float>& got, const std::vector<float>& ref,
+                         int64_t vocab, double margin = 0.0) {
+  logit_comparison c;
+  c.max_diff = testing::max_abs_diff(got.data(), ref.data(), static_cast<int64_t>(ref.size()));
+  for (int64_t r = 0; r < static_cast<int64_t>(ref.size()) / vocab; ++r) {
+    const float* g = got.data() + r * vocab;
+    const float* e = ref.data() + r * vocab;
+    const int64_t best = std::max_element(e, e + vocab) - e;
+    double second = -INFINITY;
+    for (int64_t t = 0; t < vocab; ++t)
+      if (t != best) second = std::max(second, double(e[t]));
+    if (double(e[best]) - second <= margin) continue;
+    ++c.rows;
+    c.top1_equal += (std::max_element(g, g + vocab) - g) == best;
+  }
+  return c;
+}
+
+TEST(LlamaCuda, RandomModelPrefillAndDecodeMatchTheCpuForward) {
+  SP_SKIP_WITHOUT_DEVICE();
+  thread_pool pool(2);
+  const llama_weights w = random_llama(7);
+  const llama_weights w16 = rounded_to_bf16(w);
+  const int64_t n = 300, steps = 3, vocab = w.config.vocab_size;
+  const std::vector<int32_t> prompt = random_tokens(n, vocab, 8);
+  const std::vector<int32_t> next = random_tokens(steps, vocab, 9);
+  prefill_options opt;
+  opt.logit_positions = all_positions(n);
+
+  llama_session cpu(w, pool, n + steps), cpu16(w16, pool, n + steps);
+  const cuda_llama_weights dw = cuda_llama_weights_upload(w);
+  cuda_llama_session gpu(dw, n + steps);
+  const prefill_result ref = cpu.prefill(prompt, opt);
+  const prefill_result ref16 = cpu16.prefill(prompt, opt);
+  const prefill_result got = gpu.prefill(prompt, opt);
+  ASSERT_EQ(got.logits.size(), ref.logits.size());
+  const double e_w = compare(ref16.logits, ref.logits, vocab).max_diff;
+  ASSERT_GT(e_w, 0.0) << "bf16 rounding of the weights must move the logits";
+  // Random logits have near-ties: top-1 must agree where the lead exceeds twice the tolerance.
+  const logit_comparison pre = compare(got.logits, ref.logits, vocab, 8 * e_w);
+  EXPECT_LE(pre.max_diff, 4 * e_w) << "e_w = " << e_w;
+  EXPECT_GT(pre.rows, n / 2) << "too few rows with a clear top-1";
+  EXPECT_EQ(pre.top1_equal, pre.rows);
+  std::printf("random model prefill: max |logit diff| %.4g, bf16 weight error e_w %.4g, top-1 %lld/%lld\n",
+              pre.max_diff, e_w, static_cast<long long>(pre.top1_equal), static_cast<long long>(pre.rows));
+  RecordProperty("prefill_max_abs_logit_diff", std::to_string(pre.max_diff));
+  RecordProperty("prefill_bf16_weight_error", std::to_string(e_w));
+
+  for (int64_t i = 0; i < steps; ++i) {
+    const int32_t t = next[static_cast<size_t>(i)];
+    const std::vector<float> r = cpu.decode(t), r16 = cpu16.decode(t), g = gpu.decode(t);
+    const double step_e_w = compare(r16, r, vocab).max_diff;
+    const double tol = 4 * std::max(step_e_w, e_w);
+    const logit_comparison dec = compare(g, r, vocab, 2 * tol);
+    std::printf("random model decode step %lld: max |logit diff| %.4g, e_w %.4g\n",
+                static_cast<long long>(i), dec.max_diff, step_e_w);
+    EXPECT_LE(dec.max_diff, tol) << "decode step " << i;
+    EXPECT_EQ(dec.top1_equal, dec.rows) << "decode step " << i;
+  }
+  EXPECT_EQ(gpu.length(), n + steps);
+}
+
+TEST(LlamaCuda, RejectsWhatTheCpuForwardRejects) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const llama_weights w = random_llama(3);
+  const cuda_llama_weights dw = cuda_llama_weights_upload(w);
+  cuda_llama_session s(dw, 16);
+  EXPECT_NE(testing::error_of([&] { s.prefill({}, {}); }).find("empty prompt"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { s.prefill({1, -4}, {}); }).find("token id -4"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { s.prefill(std::vector<int32_t>(17, 1), {}); })
+                .find("exceeds the session capacity"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { s.decode(1); }).find("prefill first"), std::string::npos);
+}
+
+// The real model on the golden prompt (tests/data/model_golden.json): weights dequantised on the
+// device from the GGUF, logits at every position against the CPU forward.
+TEST(LlamaCuda, GoldenPromptMatchesTheCpuForward) {
+  SP_SKIP_WITHOUT_DEVICE();
+  SP_SKIP_WITHOUT_MODEL();
+  std::ifstream f(std::string(SP_SOURCE_DIR) + "/tests/data/model_golden.json");
+  ASSERT_TRUE(f.good());
+  const nlohmann::json g = nlohmann::json::parse(f);
+  const auto ids = g.at("token_ids").get<std::vector<int32_t>>();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  thread_pool pool(4);
+  const llama_weights& w = testing::default_model_weights(pool);
+  const int64_t vocab = w.config.vocab_size;
+  prefill_options opt;
+  opt.logit_positions = all_positions(n);
+  std::vector<float> ref, ref16;
+  {
+    llama_session cpu(w, pool, n);
+    ref = cpu.prefill(ids, opt).logits;
+  }
+  {
+    const llama_weights w16 = rounded_to_bf16(w);
+    llama_session cpu16(w16, pool, n);
+    ref16 = cpu16.prefill(ids, opt).logits;
+  }
+  const double e_w = compare(ref16, ref, vocab).max_diff;
+  const cuda_llama_weights dw = cuda_llama_weights_load(default_model_path());
+  cuda_llama_session gpu(dw, n);
+  const std::vector<float> got = gpu.prefill(ids, opt).logits;
+  const logit_comparison c = compare(got, ref, vocab);
+  EXPECT_GE(double(c.top1_equal), 0.99 * double(c.rows)) << c.top1_equal << " of " << c.rows;
+  EXPECT_LE(c.max_diff, 4 * e_w) << "e_w = " << e_w;
+  std::printf("golden prompt: max |logit diff| %.4g, e_w %.4g, top-1 %lld/%lld\n", c.max_diff, e_w,
+              static_cast<long long>(c.top1_equal), static_cast<long long>(c.rows));
+  RecordProperty("golden_max_abs_logit_diff", std::to_string(c.max_diff));
+  RecordProperty("golden_bf16_weight_error", std::to_string(e_w));
+  RecordProperty("golden_top1_equal", std::to_string(c.top1_equal) + "/" + std::to_string(c.rows));
+}
+
+}  // namespace
+}  // namespace sp
