@@ -172,7 +172,7 @@ void attention_block_sparse(const tensor_view& out, const tensor_view& lse,
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return row_len(a) > row_len(b); });
 
-  tile_math::use_single_threaded_blas();
+  const tile_math::blas_thread_scope one_blas_thread(1);  // the pool parallelises over tiles
   const bool any_pivot = p.block_attention != nullptr;
   std::vector<scratch> workers;
   workers.reserve(static_cast<size_t>(pool.size()));

@@ -122,7 +122,7 @@ std::vector<head_statistics> last_block_statistics(const tensor_view& q, const t
   }
 
   std::vector<head_statistics> out(static_cast<size_t>(heads));
-  tile_math::use_single_threaded_blas();
+  const tile_math::blas_thread_scope one_blas_thread(1);  // the pool parallelises over heads
   pool.parallel_for(heads, [&](int64_t h, int) {
     head_statistics& st = out[static_cast<size_t>(h)];
     st.rows = rows;

@@ -12,10 +12,15 @@ namespace sp::tile_math {
 
 #ifdef SP_HAVE_OPENBLAS
 extern "C" void openblas_set_num_threads(int);
+extern "C" int openblas_get_num_threads(void);
 
-void use_single_threaded_blas() { openblas_set_num_threads(1); }
-void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 bool have_blas() { return true; }
+
+blas_thread_scope::blas_thread_scope(int threads) : previous_(openblas_get_num_threads()) {
+  openblas_set_num_threads(threads);
+}
+
+blas_thread_scope::~blas_thread_scope() { openblas_set_num_threads(previous_); }
 
 void gemm_abt(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb,
               int64_t m, int64_t n, int64_t k, float alpha) {
@@ -31,9 +36,10 @@ void gemm_ab_accumulate(float* c, int64_t ldc, const float* a, int64_t lda, cons
               c, static_cast<int>(ldc));
 }
 #else
-void use_single_threaded_blas() {}
-void set_blas_threads(int) {}
 bool have_blas() { return false; }
+
+blas_thread_scope::blas_thread_scope(int) {}
+blas_thread_scope::~blas_thread_scope() = default;
 
 void gemm_abt(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb,
               int64_t m, int64_t n, int64_t k, float alpha) {

@@ -87,7 +87,7 @@ window_score score_window(const llama_weights& w, thread_pool& pool,
   constexpr int64_t chunk = 256;
   std::vector<float> logits(static_cast<size_t>(chunk * vocab));
   out.logprobs.resize(static_cast<size_t>(np));
-  tile_math::set_blas_threads(pool.size());
+  const tile_math::blas_thread_scope all_blas_threads(pool.size());
   for (int64_t p0 = 0; p0 < np; p0 += chunk) {
     const int64_t m = std::min(chunk, np - p0);
     tile_math::gemm_abt(logits.data(), vocab, &hidden[static_cast<size_t>(p0 * dim)], dim,

@@ -112,12 +112,12 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
                 sizeof(float) * static_cast<size_t>(dim));
 
   prefill_result result;
+  const tile_math::blas_thread_scope all_blas_threads(pool_.size());
   for (int64_t l = 0; l < c.n_layers; ++l) {
     if (options.on_hidden) options.on_hidden(l, x.data());
     const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
     float* k = k_cache_[static_cast<size_t>(l)].data();  // [max_tokens, Hkv, D]
     float* v = v_cache_[static_cast<size_t>(l)].data();
-    tile_math::set_blas_threads(pool_.size());
     rms_norm(h.data(), x.data(), L.attn_norm, n, dim, c.rms_eps, pool_);
     linear(q.data(), h.data(), L.wq, n, dim, H * D);
     linear(k, h.data(), L.wk, n, dim, Hkv * D);
@@ -132,7 +132,6 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
     result.attention_ms += rep.attention_ms + rep.plan_ms;
     result.plan_ms += rep.plan_ms;
     result.layers.push_back(rep);
-    tile_math::set_blas_threads(pool_.size());
     linear(tmp.data(), attn.data(), L.wo, n, H * D, dim);
     add_inplace(x.data(), tmp.data(), n * dim);
     rms_norm(h.data(), x.data(), L.ffn_norm, n, dim, c.rms_eps, pool_);
@@ -173,7 +172,7 @@ std::vector<float> llama_session::decode(int32_t token) {
   std::vector<float> x(w_.token_embd.begin() + token * dim, w_.token_embd.begin() + (token + 1) * dim);
   std::vector<float> h(static_cast<size_t>(dim)), tmp(h.size()), q(static_cast<size_t>(H * D)),
       attn(q.size()), gate(static_cast<size_t>(F)), up(gate.size()), scores(static_cast<size_t>(pos + 1));
-  tile_math::set_blas_threads(pool_.size());
+  const tile_math::blas_thread_scope all_blas_threads(pool_.size());
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
     float* k = k_cache_[static_cast<size_t>(l)].data() + pos * Hkv * D;

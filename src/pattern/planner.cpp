@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "shareprefill/error.h"
+#include "shareprefill/statistics.h"
 
 namespace sp {
 namespace {
@@ -251,6 +252,12 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
   state.deferred.clear();
   state.layer_kinds = out.kinds;
   return out;
+}
+
+int64_t layer_plan::kind_count(head_kind k) const {
+  int64_t n = 0;
+  for (head_kind x : kinds) n += x == k;
+  return n;
 }
 
 }  // namespace sp

@@ -11,7 +11,7 @@
 #include "model/tokenizer_bpe.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/eval.h"
-#include "shareprefill/eval_plot.h"
+#include "shareprefill/plot.h"
 #include "shareprefill/png_image.h"
 #include "test_util.h"
 

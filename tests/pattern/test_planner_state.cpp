@@ -11,6 +11,7 @@
 
 #include "shareprefill/attention.h"
 #include "shareprefill/planner.h"
+#include "shareprefill/statistics.h"
 #include "shareprefill/synthetic.h"
 #include "test_util.h"
 

@@ -69,7 +69,7 @@ double min_time_ms(int repeats, F&& f) {
 double measure_sgemm_gflops(int threads) {
   const int64_t m = 2048;
   std::vector<float> a(static_cast<size_t>(m * m), 0.5f), b(a), c(a);
-  tile_math::set_blas_threads(threads);
+  const tile_math::blas_thread_scope blas_threads(threads);
   const double ms = min_time_ms(3, [&] {
     tile_math::gemm_abt(c.data(), m, a.data(), m, b.data(), m, m, m, m, 1.0f);
   });

@@ -10,7 +10,7 @@
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
-#include "shareprefill/eval_plot.h"
+#include "shareprefill/plot.h"
 
 namespace sp::cli {
 namespace {

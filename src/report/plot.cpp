@@ -7,7 +7,7 @@
 
 #include "plot_font.h"
 #include "shareprefill/error.h"
-#include "shareprefill/eval_plot.h"
+#include "shareprefill/plot.h"
 #include "shareprefill/png_image.h"
 
 namespace sp {

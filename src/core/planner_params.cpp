@@ -1,9 +1,11 @@
 // Planner parameters: validation, derived block budgets, names of modes and head kinds, and the
 // JSON record that every report carries.
+#include "shareprefill/planner_params.h"
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "shareprefill/error.h"
-#include "shareprefill/planner.h"
 
 namespace sp {
 
@@ -85,12 +87,6 @@ nlohmann::json planner_params::to_json() const {
           {"share_within_layer", share_within_layer},
           {"pivot_is_medoid", pivot_is_medoid},
           {"dense_layers", dense_layers}};
-}
-
-int64_t layer_plan::kind_count(head_kind k) const {
-  int64_t n = 0;
-  for (head_kind x : kinds) n += x == k;
-  return n;
 }
 
 }  // namespace sp

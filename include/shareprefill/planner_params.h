@@ -1,0 +1,48 @@
+// The planner's plain types (DESIGN.md section 2): the planning modes, the kinds a head can take
+// and the planner parameters with their validation, derived block budgets and JSON record. They
+// live in the core layer so every planner (the host one in src/pattern/, a device one in
+// src/cuda/), the calibration and the reports share them without depending on each other.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+namespace sp {
+
+enum class plan_mode : uint8_t { dense, vslash, flexprefill, shareprefill };
+// deferred: share_within_layer only, a head whose plan waits for a pivot of its own layer; its
+// mask is empty in plan() and plan_deferred() replaces the kind with shared or vertical_slash.
+enum class head_kind : uint8_t { dense, pivot, shared, query_aware, vertical_slash, deferred };
+constexpr int head_kind_count = 6;
+
+const char* plan_mode_name(plan_mode m);
+plan_mode plan_mode_from_name(const std::string& name);  // throws on unknown names
+const char* head_kind_name(head_kind k);
+
+struct planner_params {
+  int64_t block_size = 128;   // bs, a power of two >= 16
+  double gamma = 0.95;        // pattern threshold
+  double tau_sim = 0.5;       // JS-distance gate for sharing
+  double tau_fb = 0.95;       // fallback gate on the pivot's vs_ratio
+  double tau_qa = 0.1;        // query-aware JS-distance threshold
+  int64_t min_budget = 1024;  // tokens; minB = ceil(min_budget / bs)
+  int64_t max_budget = 0;     // tokens; 0 = none (maxB = nb)
+  plan_mode mode = plan_mode::shareprefill;
+  // Beyond the reference (off by default): let heads share the pattern of a pivot of their own
+  // layer (pivot heads run first, the others after publish), and make the cluster's offline
+  // medoid the only head that can become its pivot.
+  bool share_within_layer = false;
+  bool pivot_is_medoid = false;
+  // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
+  // < the planner's layer count (checked when the planner is built).
+  std::vector<int64_t> dense_layers;
+
+  void validate() const;  // thresholds, block size, budgets, dense_layers sorted; throws sp::error
+  nlohmann::json to_json() const;
+  int64_t min_blocks() const;                  // minB
+  int64_t max_blocks(int64_t n_blocks) const;  // maxB (<= nb)
+};
+
+}  // namespace sp
