@@ -18,6 +18,8 @@
 
 namespace sp::cli {
 
+void setup_bench_layer(CLI::App& bench);  // bench_layer.cpp
+
 block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, double density,
                              uint64_t seed) {
   check(density > 0.0 && density <= 1.0, "random_block_mask", "density must be in (0, 1], got ",
@@ -161,6 +163,7 @@ void run_cpu(const attention_bench_options& o) {
 void setup_bench(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
+  setup_bench_layer(*bench);  // bench_layer.cpp
   auto* sub = bench->add_subcommand("attention", "Dense vs block-sparse attention timing");
   auto o = std::make_shared<attention_bench_options>();
   auto device = std::make_shared<std::string>("cpu");
