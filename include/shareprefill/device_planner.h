@@ -37,7 +37,7 @@
 #include "shareprefill/block_mask.h"
 #include "shareprefill/cluster_map.h"
 #include "shareprefill/layer_plan_view.h"
-#include "shareprefill/planner.h"
+#include "shareprefill/planner_params.h"
 #include "shareprefill/tensor.h"
 
 namespace sp {

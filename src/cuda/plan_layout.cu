@@ -69,8 +69,8 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.row_stats = c.take(4 * h * s.splits * stats_rows * 2);
   l.spill = c.take(4 * h * s.splits * stats_rows);
   l.tok = c.take(4 * 2 * h * s.n);
-  l.tok_sorted = c.take(4 * 2 * h * s.n);
-  l.tok_offsets = c.take(4 * (2 * h + 1));
+  l.tok_keys = c.take(8 * 2 * h * s.n);
+  l.tok_keys_sorted = c.take(8 * 2 * h * s.n);
   l.blk = c.take(4 * 2 * items);
   l.blk_keys = c.take(4 * 2 * items);
   l.blk_keys_sorted = c.take(4 * 2 * items);
@@ -116,7 +116,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
     cub_sort_publish(q, none, nullptr, nullptr);
     cub_segment_prefix(q, nullptr, nullptr, s.max_pivots * nb * nb, nb, nullptr);
   }
-  cub_segment_prefix(q, nullptr, nullptr, 2 * h * s.n, s.n, nullptr);
+  cub_tok_prefix(q, none, nullptr);
   cub_segment_prefix(q, nullptr, nullptr, h * s.tri, s.tri, nullptr);
   cub_row_ptr_scan(q, none, nullptr);
   cub_sort_schedule(q, none, nullptr);
@@ -166,8 +166,8 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.row_stats = at<float>(b, l.row_stats);
   p.spill = at<float>(b, l.spill);
   p.tok = at<float>(b, l.tok);
-  p.tok_sorted = at<float>(b, l.tok_sorted);
-  p.tok_offsets = at<int32_t>(b, l.tok_offsets);
+  p.tok_keys = at<uint64_t>(b, l.tok_keys);
+  p.tok_keys_sorted = at<uint64_t>(b, l.tok_keys_sorted);
   p.blk = at<float>(b, l.blk);
   p.blk_keys = at<float>(b, l.blk_keys);
   p.blk_keys_sorted = at<float>(b, l.blk_keys_sorted);

@@ -47,7 +47,7 @@ struct workspace_layout {
   plan_sizes s;
   layer_plan_capacity capacity;  // worst case: every head dense, max_pivots pivots
   int64_t plan, plan_bytes, scratch, scratch_bytes, block_attention;
-  int64_t row_stats, spill, tok, tok_sorted, tok_offsets;
+  int64_t row_stats, spill, tok, tok_keys, tok_keys_sorted;
   int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
   int64_t sel_col, sel_chunk, bitmask, row_count;
@@ -86,8 +86,9 @@ struct plan_pointers {
   float* row_stats;         // [H, splits, 128, 2] (max, sum) of each row over a key range
   float* spill;             // [H, splits, 128] slash sums past the end of a key range
   float* tok;               // [2H, N]: v_tok rows then s_tok rows
-  float* tok_sorted;        // [2H, N] descending per row
-  int32_t* tok_offsets;     // [2H+1] segment offsets (multiples of N)
+  uint64_t* tok_keys;       // [2H, N] (row << 32) | ~bits(value): ascending = by row, then
+                            // descending value (the values are >= 0)
+  uint64_t* tok_keys_sorted;
   float* blk;               // [2H, nb]: v_blk rows then s_blk rows
   float* blk_keys;          // [2H, nb] blk with the forced index at +inf
   float* blk_keys_sorted;
@@ -151,6 +152,8 @@ void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
                       cudaStream_t stream);
+// Inclusive fp64 prefix sums of the sorted profile values within each row (prefix: [2H, N]).
+void cub_tok_prefix(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 // Inclusive fp64 prefix sums of `keys` within consecutive segments of seg_len entries.
 void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t items,
                         int64_t seg_len, cudaStream_t stream);

@@ -2,9 +2,13 @@
 // exact block attention A [max_pivots, nb, nb], each pivot's pattern (per row r the fewest key
 // blocks, largest A first, whose mass reaches gamma, positive entries only, plus tile (0, 0))
 // and its vs_ratio (the share of A on the pivot's own vertical-slash tiles, each valid tile
-// once) go into its cluster's slot, which then has a pattern. Rows are ranked by one CUB
-// segmented sort (stable: ties to the lower column, as the host) and a CUB prefix sum (fp64).
+// once) go into its cluster's slot, which then has a pattern. A row is ranked by a CUB block
+// radix sort (stable: ties to the lower column, as the host) and a CUB block scan (fp64) in one
+// thread block, for nb <= 4096; longer prompts use a CUB segmented sort and a device-wide
+// prefix sum over all slots' rows (the same rule, more passes over memory).
 #include <cmath>
+#include <cub/block/block_radix_sort.cuh>
+#include <cub/block/block_scan.cuh>
 
 #include "cuda_check.h"
 #include "plan_common.cuh"
@@ -65,6 +69,53 @@ __global__ void pattern_kernel(plan_pointers p, state_pointers st, plan_rules r)
   }
 }
 
+// One thread block per pivot row: the row's columns sorted by A (descending, stable), their
+// exclusive prefix sums in fp64; column k is kept iff A > 0 and the mass before it is < gamma
+// (both hold for a leading run, as on the host). grid (nb, max_pivots), 256 threads.
+constexpr int pattern_threads = 256;
+
+template <int items>
+__global__ void __launch_bounds__(pattern_threads) pattern_rows_kernel(plan_pointers p,
+                                                                       state_pointers st,
+                                                                       plan_rules r) {
+  using sort_t = cub::BlockRadixSort<float, pattern_threads, items, int32_t>;
+  using scan_t = cub::BlockScan<double, pattern_threads>;
+  __shared__ union {
+    typename sort_t::TempStorage sort;
+    typename scan_t::TempStorage scan;
+  } temp;
+  __shared__ uint32_t row_bits[pattern_threads * items / 32];
+  const int64_t nb = p.s.nb, words = p.s.words, slot = blockIdx.y, row = blockIdx.x;
+  if (slot >= *p.pivot_count) return;
+  const int32_t head = p.slot_head[slot];
+  const int64_t cs = r.slot_of[r.layer * p.s.heads + head];
+  const float* a = p.block_attention + (slot * nb + row) * nb;
+  float key[items];
+  int32_t col[items];
+  for (int i = 0; i < items; ++i) {
+    const int c = threadIdx.x * items + i;  // blocked: thread t holds columns t*items + i
+    key[i] = c <= row ? a[c] : -1.0f;
+    col[i] = c;
+  }
+  for (int64_t w = threadIdx.x; w < words; w += pattern_threads) row_bits[w] = 0u;
+  sort_t(temp.sort).SortDescending(key, col);
+  __syncthreads();
+  double mass[items], total = 0.0;
+  for (int i = 0; i < items; ++i) total += key[i] > 0.0f ? key[i] : 0.0f;
+  double before = 0.0;
+  scan_t(temp.scan).ExclusiveSum(total, before);
+  for (int i = 0; i < items; ++i) {
+    mass[i] = before;
+    before += key[i] > 0.0f ? key[i] : 0.0f;
+  }
+  for (int i = 0; i < items; ++i)
+    if (key[i] > 0.0f && mass[i] < r.gamma) atomicOr(&row_bits[col[i] / 32], 1u << (col[i] % 32));
+  if (row == 0 && threadIdx.x == 0) atomicOr(&row_bits[0], 1u);
+  __syncthreads();
+  uint32_t* out = st.pattern_bits + (cs * nb + row) * words;
+  for (int64_t w = threadIdx.x; w < words; w += pattern_threads) out[w] = row_bits[w];
+}
+
 // vs_ratio, has_pattern, and the validity of A (finite, >= 0). grid (max_pivots), 256.
 __global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   __shared__ double scratch[32];
@@ -99,6 +150,15 @@ void launch_publish(const plan_pointers& p, const state_pointers& st, const plan
                     cub_plan& c, cudaStream_t stream) {
   const plan_sizes& s = p.s;
   if (s.max_pivots == 0) return;
+  const dim3 rows(static_cast<unsigned>(s.nb), static_cast<unsigned>(s.max_pivots));
+  if (s.nb <= pattern_threads * 16) {
+    if (s.nb <= pattern_threads * 4) pattern_rows_kernel<4><<<rows, pattern_threads, 0, stream>>>(p, st, r);
+    else if (s.nb <= pattern_threads * 8) pattern_rows_kernel<8><<<rows, pattern_threads, 0, stream>>>(p, st, r);
+    else pattern_rows_kernel<16><<<rows, pattern_threads, 0, stream>>>(p, st, r);
+    vs_ratio_kernel<<<static_cast<unsigned>(s.max_pivots), 256, 0, stream>>>(p, st, r);
+    check_cuda(cudaGetLastError(), "device_planner::publish", "launching the publish kernels");
+    return;
+  }
   const int64_t items = s.max_pivots * s.nb * s.nb;
   publish_segments_kernel<<<static_cast<unsigned>(std::min<int64_t>((items + 255) / 256, 4096)),
                             256, 0, stream>>>(p);

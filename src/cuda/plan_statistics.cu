@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cuda_check.h"
@@ -229,12 +230,20 @@ __global__ void block_sums_kernel(plan_pointers p) {
     p.blk_idx[seg * nb + c] = static_cast<int32_t>(c);
   }
   if (threadIdx.x == 0) {
-    p.tok_offsets[seg] = static_cast<int32_t>(seg * s.n);
     p.blk_offsets[seg] = static_cast<int32_t>(seg * nb);
-    if (seg == 2 * s.heads - 1) {
-      p.tok_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * s.n);
-      p.blk_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * nb);
-    }
+    if (seg == 2 * s.heads - 1) p.blk_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * nb);
+  }
+}
+
+// Sort keys of the token profiles: (row << 32) | ~bits(value). Profiles are >= 0, so the bit
+// pattern orders like the value and its complement sorts descending.
+__global__ void tok_keys_kernel(plan_pointers p) {
+  const int64_t items = 2 * p.s.heads * p.s.n;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < items;
+       i += stride) {
+    const uint32_t bits = __float_as_uint(p.tok[i]);
+    p.tok_keys[i] = (static_cast<uint64_t>(i / p.s.n) << 32) | static_cast<uint64_t>(~bits);
   }
 }
 
@@ -300,8 +309,11 @@ void launch_statistics(const plan_pointers& p, const state_pointers& st, const q
     add_spill_kernel<<<dim3(static_cast<unsigned>(p.s.splits - 1), heads), stats_rows, 0, stream>>>(
         p.s, p.tok, p.spill);
   block_sums_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  const int64_t items = 2 * p.s.heads * p.s.n;
+  tok_keys_kernel<<<static_cast<unsigned>(std::min<int64_t>((items + 255) / 256, 8192)), 256, 0,
+                    stream>>>(p);
   cub_sort_tok(c, p, stream);
-  cub_segment_prefix(c, p.prefix, p.tok_sorted, 2 * p.s.heads * p.s.n, p.s.n, stream);
+  cub_tok_prefix(c, p, stream);
   budgets_kernel<<<2 * heads, 32, 0, stream>>>(p, r);
   cub_sort_blk(c, p, stream);
   rank_kernel<<<2 * heads, 256, 0, stream>>>(p);

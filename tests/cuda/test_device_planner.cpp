@@ -12,9 +12,11 @@
 // attention) by 1% of the rows' mass, instead of asking for equal sets. Budgets may differ by
 // one block for the same reason (a cover count at gamma within rounding).
 // Also: bad shapes, a too-small workspace and NaN in k give clear errors. Skips without a GPU.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <set>
 
@@ -22,6 +24,7 @@
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/planner.h"
+#include "shareprefill/prefill_layer.h"
 #include "shareprefill/statistics.h"
 #include "shareprefill/synthetic.h"
 #include "test_util.h"
@@ -32,13 +35,23 @@ namespace {
 using testing::error_of;
 
 struct planner_case {
-  int64_t n, heads, kv_heads, dim, layers;
+  int64_t n = 0, heads = 0, kv_heads = 0, dim = 0, layers = 0;
   plan_mode mode = plan_mode::shareprefill;
   bool synthetic = true;
   int64_t min_budget = 1024;
   std::vector<int64_t> dense_layers;
   uint64_t seed = 7;
 };
+
+planner_case make_case(int64_t n, int64_t heads, int64_t kv_heads, int64_t dim, int64_t layers,
+                       plan_mode mode = plan_mode::shareprefill, bool synthetic = true,
+                       int64_t min_budget = 1024, std::vector<int64_t> dense_layers = {}) {
+  planner_case c;
+  c.n = n, c.heads = heads, c.kv_heads = kv_heads, c.dim = dim, c.layers = layers;
+  c.mode = mode, c.synthetic = synthetic, c.min_budget = min_budget;
+  c.dense_layers = std::move(dense_layers);
+  return c;
+}
 
 std::string name_of(const planner_case& c) {
   return str("n=", c.n, " h=", c.heads, " hkv=", c.kv_heads, " d=", c.dim, " L=", c.layers,
@@ -304,33 +317,33 @@ class DevicePlanner : public ::testing::Test {
 };
 
 TEST_F(DevicePlanner, SyntheticShareprefillGqa) {
-  compare_case({4224, 8, 2, 128, 3});             // GQA 4
-  compare_case({4224, 8, 8, 64, 3});              // GQA 1
-  compare_case({1000, 6, 2, 64, 3, plan_mode::shareprefill, true, 128});   // GQA 3, small minB
-  compare_case({4224, 16, 2, 128, 3, plan_mode::shareprefill, true, 512});  // GQA 8
+  compare_case(make_case(4224, 8, 2, 128, 3));             // GQA 4
+  compare_case(make_case(4224, 8, 8, 64, 3));              // GQA 1
+  compare_case(make_case(1000, 6, 2, 64, 3, plan_mode::shareprefill, true, 128));   // GQA 3, small minB
+  compare_case(make_case(4224, 16, 2, 128, 3, plan_mode::shareprefill, true, 512));  // GQA 8
 }
 
 TEST_F(DevicePlanner, RaggedLengths) {
-  for (int64_t n : {1, 127, 129, 1000}) compare_case({n, 4, 2, 64, 2, plan_mode::shareprefill, true, 128});
+  for (int64_t n : {1, 127, 129, 1000}) compare_case(make_case(n, 4, 2, 64, 2, plan_mode::shareprefill, true, 128));
 }
 
 TEST_F(DevicePlanner, Modes) {
   for (plan_mode m : {plan_mode::dense, plan_mode::vslash, plan_mode::flexprefill})
-    compare_case({4224, 8, 2, 64, 2, m});
+    compare_case(make_case(4224, 8, 2, 64, 2, m));
 }
 
 TEST_F(DevicePlanner, DenseLayers) {
-  compare_case({4224, 8, 2, 64, 3, plan_mode::shareprefill, true, 1024, {0}});
-  compare_case({4224, 8, 2, 64, 3, plan_mode::vslash, true, 1024, {1}});
+  compare_case(make_case(4224, 8, 2, 64, 3, plan_mode::shareprefill, true, 1024, {0}));
+  compare_case(make_case(4224, 8, 2, 64, 3, plan_mode::vslash, true, 1024, {1}));
 }
 
 TEST_F(DevicePlanner, RandomInputs) {
-  compare_case({4224, 8, 2, 64, 2, plan_mode::shareprefill, false});
-  compare_case({1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256});
+  compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
+  compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));
 }
 
 TEST_F(DevicePlanner, Errors) {
-  const planner_case c{1000, 4, 2, 64, 2, plan_mode::shareprefill, true, 128};
+  const planner_case c = make_case(1000, 4, 2, 64, 2, plan_mode::shareprefill, true, 128);
   const cluster_map map = map_of(c);
   device_run dev(c, map);
   const layer_inputs x = make_inputs(c, 0);
@@ -379,6 +392,123 @@ TEST_F(DevicePlanner, Errors) {
   EXPECT_NE(error_of([&] { dev.dp.plan(0, q, k, dev.state, dev.ws.data(), bytes, nullptr); })
                 .find("increasing"),
             std::string::npos);
+}
+
+// A whole layer through prefill_layer on both devices: the GPU's bf16 output matches the CPU's
+// f32 output within bf16 rounding, layer after layer (the states carry pivots and patterns).
+TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
+  const planner_case c = make_case(4224, 8, 2, 128, 3);
+  const cluster_map map = map_of(c);
+  const planner_params params = params_of(c);
+  const planner host(params, c.layers, c.heads, &map);
+  const device_planner dp(params, c.layers, c.heads, &map);
+  thread_pool pool;
+  prefill_layer_params hp, gp;
+  hp.host = &host;
+  hp.pool = &pool;
+  gp.device = &dp;
+  const layer_shape shape{c.n, c.heads, c.kv_heads, c.dim};
+  EXPECT_EQ(prefill_layer_workspace_bytes(shape, hp, false), 0);
+  device_buffer ws(static_cast<size_t>(prefill_layer_workspace_bytes(shape, gp, true)));
+  device_buffer st(static_cast<size_t>(dp.state_bytes(c.n)));
+  prefill_layer_state hs, gs;
+  prefill_layer_begin(hs, hp, c.n, false, nullptr, 0, nullptr);
+  prefill_layer_begin(gs, gp, c.n, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
+  for (int64_t layer = 0; layer < c.layers; ++layer) {
+    SCOPED_TRACE(str("layer ", layer));
+    hp.layer = gp.layer = layer;
+    const layer_inputs x = make_inputs(c, layer);
+    std::vector<float> host_out(static_cast<size_t>(c.n * c.heads * c.dim));
+    const tensor_view ho = tensor_view::contiguous(host_out.data(), dtype::f32, {c.n, c.heads, c.dim});
+    const prefill_layer_result hr = prefill_layer(x.qv, x.kv, x.vv, ho, hs, hp, nullptr, 0, nullptr);
+    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2), dout(x.q.size() * 2);
+    dq.upload(x.q.data(), dq.size());
+    dk.upload(x.k.data(), dk.size());
+    dv.upload(x.v.data(), dv.size());
+    const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    const tensor_view v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    EXPECT_NE(error_of([&] { prefill_layer(q, k, v, ho, gs, gp, ws.data(),
+                                           static_cast<int64_t>(ws.size()), nullptr); })
+                  .find("out is a host view"),
+              std::string::npos);
+    const prefill_layer_result gr =
+        prefill_layer(q, k, v, o, gs, gp, ws.data(), static_cast<int64_t>(ws.size()), nullptr);
+    ASSERT_NO_THROW(device_plan_check(gs.device, nullptr));
+    EXPECT_EQ(device_planner::download_kinds(gr.device_plan.plan), hr.host.kinds());
+    std::vector<uint16_t> raw(x.q.size());
+    dout.download(raw.data(), dout.size());
+    double e = 0, s = 0;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      const double d = static_cast<double>(bf16_to_fp32(raw[i])) - host_out[i];
+      e += d * d;
+      s += static_cast<double>(host_out[i]) * host_out[i];
+    }
+    EXPECT_LT(std::sqrt(e / s), 1e-2) << "relative error of the GPU layer vs the CPU layer";
+  }
+}
+
+// Planning time of a whole layer at 32K and 128K (32/8/128), random bf16 inputs (near-uniform
+// attention: most heads query-aware, the costly path), with SP_PLANNER_TIMING=1 only.
+TEST_F(DevicePlanner, Timing) {
+  const char* env = std::getenv("SP_PLANNER_TIMING");
+  if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "SP_PLANNER_TIMING=1 runs it";
+  for (int64_t n : {int64_t{32768}, int64_t{131072}}) {
+    for (plan_mode mode : {plan_mode::shareprefill, plan_mode::vslash}) {
+      const planner_case c = make_case(n, 32, 8, 128, 4, mode);
+      const cluster_map map = map_of(c);
+      device_run dev(c, map);
+      std::vector<uint16_t> host(static_cast<size_t>(n * c.heads * c.dim));
+      uint64_t state = 88172645463325252ull;
+      for (auto& x : host) {
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        x = fp32_to_bf16(static_cast<float>(static_cast<int64_t>(state % 2001) - 1000) / 300.0f);
+      }
+      device_buffer dq(host.size() * 2), dk(host.size() / 4 * 2);
+      dq.upload(host.data(), dq.size());
+      dk.upload(host.data() + host.size() / 2, dk.size());
+      const tensor_view q = on_device(dq.data(), dtype::bf16, {n, c.heads, c.dim});
+      const tensor_view k = on_device(dk.data(), dtype::bf16, {n, c.kv_heads, c.dim});
+      cudaEvent_t e0, e1, e2;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      cudaEventCreate(&e2);
+      for (int prompt = 0; prompt < 3; ++prompt) {
+        dev.dp.begin_prompt(dev.state, dev.st.data(), static_cast<int64_t>(dev.st.size()), n,
+                            nullptr);
+        for (int64_t layer = 0; layer < c.layers; ++layer) {
+          cudaEventRecord(e0);
+          const device_plan_output out = dev.dp.plan(layer, q, k, dev.state, dev.ws.data(),
+                                                     static_cast<int64_t>(dev.ws.size()), nullptr);
+          cudaEventRecord(e1);
+          if (!out.block_attention.empty())
+            cudaMemsetAsync(out.block_attention.data, 0,
+                            static_cast<size_t>(out.block_attention.numel()) * 4);
+          dev.dp.publish(layer, out, dev.state, nullptr);
+          cudaEventRecord(e2);
+          cudaEventSynchronize(e2);
+          float plan_ms = 0, publish_ms = 0;
+          cudaEventElapsedTime(&plan_ms, e0, e1);
+          cudaEventElapsedTime(&publish_ms, e1, e2);
+          const std::vector<head_kind> kinds = device_planner::download_kinds(out.plan);
+          int64_t counts[head_kind_count] = {};
+          for (head_kind kd : kinds) ++counts[static_cast<int>(kd)];
+          std::printf("PLANNER_TIMING n=%lld mode=%s prompt=%d layer=%lld plan_ms=%.3f "
+                      "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld\n",
+                      static_cast<long long>(n), plan_mode_name(mode), prompt,
+                      static_cast<long long>(layer), plan_ms, publish_ms,
+                      static_cast<double>(dev.ws.size()) / (1 << 20),
+                      static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
+                      static_cast<long long>(counts[2]), static_cast<long long>(counts[3]),
+                      static_cast<long long>(counts[4]));
+        }
+      }
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaEventDestroy(e2);
+    }
+  }
 }
 
 }  // namespace

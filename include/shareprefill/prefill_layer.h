@@ -1,0 +1,71 @@
+// One SharePrefill layer, plan + attention + publish (DESIGN.md sections 2 and 8), on the CPU or
+// the GPU behind one call. The device is the one of the tensors (tensor_view::on_device):
+//   CPU  (on_device = false): the host planner (planner.h, the oracle), the CPU block-sparse
+//        attention with the pivots' block attention, publish; out is f32.
+//   CUDA (on_device = true):  the device planner (device_planner.h), the CUDA block-sparse kernel
+//        reading the plan from the workspace, publish; out has the dtype of q (bf16/f16).
+//        Everything is enqueued on `stream`; nothing waits for the device (device_plan_check
+//        reports the errors the device recorded).
+//
+// Usage per prompt:
+//   sp::prefill_layer_params p;  p.host = &host_planner;  p.device = &device_planner;
+//   sp::prefill_layer_state state;
+//   std::vector<...> or device_buffer ws(sp::prefill_layer_workspace_bytes(shape, p, on_device));
+//   sp::prefill_layer_begin(state, p, n_tokens, on_device, state_memory, bytes, stream);
+//   for each layer L: p.layer = L; sp::prefill_layer(q, k, v, out, state, p, ws, bytes, stream);
+#pragma once
+
+#include <cstdint>
+
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/device_planner.h"
+#include "shareprefill/planned_layer.h"
+#include "shareprefill/planner.h"
+#include "shareprefill/tensor.h"
+#include "shareprefill/thread_pool.h"
+
+namespace sp {
+
+struct prefill_layer_params {
+  int64_t layer = 0;
+  const planner* host = nullptr;           // CPU tensors: the host planner
+  thread_pool* pool = nullptr;             // CPU tensors: worker threads
+  const device_planner* device = nullptr;  // device tensors: the device planner
+  cuda_attention_options attention;        // device tensors: kernel choice
+};
+
+// Per-prompt state of either device.
+struct prefill_layer_state {
+  bool on_device = false;
+  plan_state host;            // CPU
+  device_plan_state device;   // CUDA (memory: device_planner::state_bytes)
+};
+
+// What one layer did. CPU: the plan(s) and the wall-clock times. CUDA: views into the workspace
+// (kinds, CSR) valid until the next layer planned on the same workspace (no times: the work is
+// asynchronous; time it with events on the stream).
+struct prefill_layer_result {
+  planned_layer host;              // CPU
+  device_plan_output device_plan;  // CUDA
+};
+
+// Workspace bytes for one layer of `shape`: the device planner's workspace (plan, kernel
+// scratch, A, temporaries) on the device; 0 on the CPU (the host planner allocates its own).
+int64_t prefill_layer_workspace_bytes(const layer_shape& shape, const prefill_layer_params& params,
+                                      bool on_device);
+
+// Starts a prompt of n_tokens tokens. Device: binds `state_memory` (device memory of at least
+// params.device->state_bytes(n_tokens) bytes) and clears it on `stream`. CPU: resets the state
+// (state_memory unused).
+void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params& params,
+                         int64_t n_tokens, bool on_device, void* state_memory, int64_t bytes,
+                         void* stream);
+
+// q: [N, H, D]; k, v: [N, Hkv, D]; out: [N, H, D] (CPU: f32; CUDA: the dtype of q). All views
+// on the same device. Advances `state` by one layer (params.layer, increasing within a prompt).
+prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
+                                   const tensor_view& v, const tensor_view& out,
+                                   prefill_layer_state& state, const prefill_layer_params& params,
+                                   void* workspace, int64_t workspace_bytes, void* stream);
+
+}  // namespace sp
