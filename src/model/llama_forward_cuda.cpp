@@ -122,6 +122,7 @@ struct cuda_llama_session::impl {
     return out;
   }
 
+  // A device view [n, heads, D] of bf16 rows at token_stride elements.
   tensor_view view(void* data, int64_t n, int64_t heads, int64_t token_stride) const {
     tensor_view v;
     v.data = data;
@@ -182,8 +183,8 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads;
   const device_layer_plan plan(block_mask::dense_causal(n, 128, H));
   const impl::attention_step dense = [&](int64_t l, int64_t, int64_t rows) {
-    cuda_attention_block_sparse(tensor_view::contiguous(s.attn.data(), dtype::bf16, {rows, H, c.head_dim}),
-                                tensor_view{}, tensor_view{},
+    cuda_attention_block_sparse(s.view(s.attn.data(), rows, H, H * c.head_dim), tensor_view{},
+                                tensor_view{},
                                 s.view(s.qkv.data(), rows, H, s.qkv_width()),
                                 s.view(s.cache.k(l), rows, Hkv, s.cache.token_stride()),
                                 s.view(s.cache.v(l), rows, Hkv, s.cache.token_stride()),
