@@ -1,71 +1,50 @@
-// CPU attention kernels: attention_block_sparse against the fp64 oracle attention_reference
-// under the expanded mask, at ragged lengths, GQA ratios 1/3/4, head dims 64/128.
+// CPU attention kernels: attention_block_sparse on the shared cases of tests/attention_cases.h
+// (the CUDA test runs the same list) against the fp64 oracle attention_reference under the
+// expanded mask, with block attention A of the pivot heads against an fp64 computation; plus
+// f32 and bf16 input checks, the single-row oracle and the argument errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <random>
 
+#include "attention_cases.h"
 #include "shareprefill/attention.h"
 #include "test_util.h"
 
 namespace sp {
 namespace {
 
+using testing::attention_case;
+using testing::attention_inputs;
 using testing::error_of;
+using testing::make_mask;
+using testing::mask_kind;
 using testing::max_abs_diff;
 using testing::random_values;
 
-struct case_shape {
-  int64_t n, heads, kv_heads, dim;
-};
-
-std::string name_of(const case_shape& c, const char* mask) {
-  return str("attn(n=", c.n, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim, ",mask=", mask, ")");
-}
-
+// The case's inputs as views of its dtype (f32, or 16-bit words for bf16 and f16).
 struct inputs {
-  std::vector<float> q, k, v;
+  attention_inputs values;
+  std::vector<uint16_t> q16, k16, v16;
   tensor_view qv, kv, vv;
-  inputs(const case_shape& c, uint64_t seed)
-      : q(random_values(c.n * c.heads * c.dim, seed, -2.0f, 2.0f)),
-        k(random_values(c.n * c.kv_heads * c.dim, seed + 1, -2.0f, 2.0f)),
-        v(random_values(c.n * c.kv_heads * c.dim, seed + 2)) {
-    qv = tensor_view::contiguous(q.data(), dtype::f32, {c.n, c.heads, c.dim});
-    kv = tensor_view::contiguous(k.data(), dtype::f32, {c.n, c.kv_heads, c.dim});
-    vv = tensor_view::contiguous(v.data(), dtype::f32, {c.n, c.kv_heads, c.dim});
-  }
-};
-
-enum class mask_kind { full, diagonal, random, single_tile, empty_rows };
-
-block_mask make_mask(mask_kind kind, int64_t n, int64_t heads, uint64_t seed) {
-  const int64_t bs = 128, nb = (n + bs - 1) / bs;
-  std::mt19937_64 rng(seed);
-  std::vector<std::vector<tile>> tiles(static_cast<size_t>(heads));
-  for (int64_t h = 0; h < heads; ++h) {
-    auto& t = tiles[static_cast<size_t>(h)];
-    for (int32_t r = 0; r < nb; ++r) {
-      switch (kind) {
-        case mask_kind::full:
-          for (int32_t c = 0; c <= r; ++c) t.emplace_back(r, c);
-          break;
-        case mask_kind::diagonal: t.emplace_back(r, r); break;
-        case mask_kind::random:
-          for (int32_t c = 0; c <= r; ++c)
-            if (rng() % 3 == 0 || c == r) t.emplace_back(r, c);
-          break;
-        case mask_kind::single_tile:
-          if (r == nb - 1) t.emplace_back(r, static_cast<int32_t>(rng() % (r + 1)));
-          break;
-        case mask_kind::empty_rows:  // odd rows have no tiles at all
-          if (r % 2 == 0) t.emplace_back(r, 0);
-          break;
-      }
+  explicit inputs(const attention_case& c) : values(c) {
+    const bool f32 = c.type == dtype::f32;
+    if (!f32) {
+      q16 = testing::encode_all(c.type, values.q);
+      k16 = testing::encode_all(c.type, values.k);
+      v16 = testing::encode_all(c.type, values.v);
     }
+    qv = tensor_view::contiguous(f32 ? static_cast<const void*>(values.q.data()) : q16.data(),
+                                 c.type, {c.n, c.heads, c.dim});
+    kv = tensor_view::contiguous(f32 ? static_cast<const void*>(values.k.data()) : k16.data(),
+                                 c.type, {c.n, c.kv_heads, c.dim});
+    vv = tensor_view::contiguous(f32 ? static_cast<const void*>(values.v.data()) : v16.data(),
+                                 c.type, {c.n, c.kv_heads, c.dim});
   }
-  return block_mask::from_tiles(n, bs, tiles);
-}
+  const std::vector<float>& q() const { return values.q; }
+  const std::vector<float>& k() const { return values.k; }
+};
 
 // Dense [H, N, N] token mask from the CSR mask.
 std::vector<uint8_t> expand_all(const block_mask& m) {
@@ -78,7 +57,7 @@ std::vector<uint8_t> expand_all(const block_mask& m) {
 }
 
 // Exact block attention of one head from fp64 probabilities (independent of the kernels).
-std::vector<double> block_attention_fp64(const inputs& x, const case_shape& c, int64_t h,
+std::vector<double> block_attention_fp64(const inputs& x, const attention_case& c, int64_t h,
                                          const std::vector<uint8_t>& token_mask, int64_t bs) {
   const int64_t n = c.n, nb = (n + bs - 1) / bs, kh = h / (c.heads / c.kv_heads);
   std::vector<double> a(static_cast<size_t>(nb * nb), 0.0), s(static_cast<size_t>(n));
@@ -88,7 +67,7 @@ std::vector<double> block_attention_fp64(const inputs& x, const case_shape& c, i
       if (!token_mask[static_cast<size_t>((h * n + i) * n + j)]) continue;
       double dot = 0;
       for (int64_t e = 0; e < c.dim; ++e)
-        dot += double(x.q[(i * c.heads + h) * c.dim + e]) * x.k[(j * c.kv_heads + kh) * c.dim + e];
+        dot += double(x.q()[(i * c.heads + h) * c.dim + e]) * x.k()[(j * c.kv_heads + kh) * c.dim + e];
       s[j] = dot / std::sqrt(double(c.dim));
       mx = std::max(mx, s[j]);
     }
@@ -110,10 +89,11 @@ constexpr double out_tol = 3e-5;
 // lse = max + log(sum): the same accumulation error, relative to the sum, then log.
 constexpr double lse_tol = 3e-5;
 
-void check_case(const case_shape& c, mask_kind kind, const char* kind_name, bool pivots) {
-  SCOPED_TRACE(name_of(c, kind_name));
-  inputs x(c, 1000 + static_cast<uint64_t>(c.n) * 7 + static_cast<uint64_t>(c.dim));
-  const block_mask mask = make_mask(kind, c.n, c.heads, 99);
+void check_case(const attention_case& c) {
+  SCOPED_TRACE(c.name());
+  const inputs x(c);
+  const block_mask mask = make_mask(c, testing::mask_seed(c));
+  const bool pivots = !c.pivots.empty();
   const auto token_mask = expand_all(mask);
   fp32_tensor ref({c.n, c.heads, c.dim}), ref_lse({c.heads, c.n});
   attention_reference(ref.view, ref_lse.view, x.qv, x.kv, x.vv, token_mask.data());
@@ -125,7 +105,7 @@ void check_case(const case_shape& c, mask_kind kind, const char* kind_name, bool
   block_attention_output ba;
   std::vector<float> a_values;
   if (pivots) {
-    for (int32_t h = 0; h < c.heads; h += 2) ba.heads.push_back(h);
+    ba.heads = c.pivots;
     a_values.assign(static_cast<size_t>(ba.heads.size() * nb * nb + 16), guard);
     ba.values = a_values.data();
   }
@@ -164,33 +144,34 @@ void check_case(const case_shape& c, mask_kind kind, const char* kind_name, bool
   }
 }
 
-TEST(AttentionBlockSparse, MatchesReferenceAcrossShapesAndMasks) {
-  const case_shape shapes[] = {{1, 3, 1, 64},   {2, 4, 1, 128}, {127, 3, 3, 64},
-                               {128, 4, 1, 64}, {129, 3, 1, 128}, {1000, 4, 4, 64}};
-  const std::pair<mask_kind, const char*> kinds[] = {{mask_kind::full, "full"},
-                                                     {mask_kind::diagonal, "diagonal"},
-                                                     {mask_kind::random, "random"},
-                                                     {mask_kind::single_tile, "single"},
-                                                     {mask_kind::empty_rows, "empty_rows"}};
-  for (const auto& c : shapes)
-    for (const auto& [kind, name] : kinds) check_case(c, kind, name, /*pivots=*/true);
+// The shared cases the CPU kernel runs: all but the sampled long ones and those whose fp64
+// oracle costs more than the 4224-token, 3-head, D=64 case (N^2 * H * D), so the quick suite
+// stays under a minute; the CUDA test runs them all.
+std::vector<attention_case> cpu_cases() {
+  const double budget = 4224.0 * 4224.0 * 3 * 64;
+  std::vector<attention_case> cases;
+  for (const attention_case& c : testing::attention_cases())
+    if (!c.sampled && double(c.n) * double(c.n) * double(c.heads * c.dim) <= budget)
+      cases.push_back(c);
+  return cases;
 }
 
-TEST(AttentionBlockSparse, LongRaggedSequence) {
-  check_case({4224, 3, 1, 64}, mask_kind::random, "random", /*pivots=*/true);
-}
+class AttentionShared : public ::testing::TestWithParam<attention_case> {};
 
-TEST(AttentionBlockSparse, FullMaskEqualsDenseReference) {
-  check_case({1000, 4, 1, 128}, mask_kind::full, "full", /*pivots=*/false);
-}
+TEST_P(AttentionShared, MatchesOracle) { check_case(GetParam()); }
+
+INSTANTIATE_TEST_SUITE_P(Cases, AttentionShared, ::testing::ValuesIn(cpu_cases()),
+                         [](const ::testing::TestParamInfo<attention_case>& i) {
+                           return i.param.name();
+                         });
 
 TEST(AttentionBlockSparse, Bf16InputsWithinReferenceRoundingError) {
-  const case_shape c{1000, 4, 1, 64};
-  inputs x(c, 7);
-  std::vector<uint16_t> qb(x.q.size()), kb(x.k.size()), vb(x.v.size());
-  for (size_t i = 0; i < qb.size(); ++i) qb[i] = fp32_to_bf16(x.q[i]);
-  for (size_t i = 0; i < kb.size(); ++i) kb[i] = fp32_to_bf16(x.k[i]);
-  for (size_t i = 0; i < vb.size(); ++i) vb[i] = fp32_to_bf16(x.v[i]);
+  const attention_case c{1000, 4, 1, 64, mask_kind::full, {}, dtype::f32};
+  inputs x(c);
+  std::vector<uint16_t> qb(x.values.q.size()), kb(x.values.k.size()), vb(x.values.v.size());
+  for (size_t i = 0; i < qb.size(); ++i) qb[i] = fp32_to_bf16(x.values.q[i]);
+  for (size_t i = 0; i < kb.size(); ++i) kb[i] = fp32_to_bf16(x.values.k[i]);
+  for (size_t i = 0; i < vb.size(); ++i) vb[i] = fp32_to_bf16(x.values.v[i]);
   auto qv = tensor_view::contiguous(qb.data(), dtype::bf16, {c.n, c.heads, c.dim});
   auto kv = tensor_view::contiguous(kb.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
   auto vv = tensor_view::contiguous(vb.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
@@ -209,9 +190,9 @@ TEST(AttentionBlockSparse, Bf16InputsWithinReferenceRoundingError) {
 }
 
 TEST(AttentionReference, SingleRowMatchesFullOracleUnderBlockMask) {
-  const case_shape c{300, 4, 2, 64};
-  inputs x(c, 11);
-  const block_mask mask = make_mask(mask_kind::random, c.n, c.heads, 5);
+  const attention_case c{300, 4, 2, 64, mask_kind::random, {}, dtype::f32};
+  inputs x(c);
+  const block_mask mask = make_mask(c, 5);
   const auto token_mask = expand_all(mask);
   fp32_tensor ref({c.n, c.heads, c.dim}), lse({c.heads, c.n});
   attention_reference(ref.view, lse.view, x.qv, x.kv, x.vv, token_mask.data());
@@ -228,8 +209,8 @@ TEST(AttentionReference, SingleRowMatchesFullOracleUnderBlockMask) {
 }
 
 TEST(AttentionBlockSparse, RejectsBadInput) {
-  const case_shape c{256, 4, 2, 64};
-  inputs x(c, 3);
+  const attention_case c{256, 4, 2, 64, mask_kind::full, {}, dtype::f32};
+  inputs x(c);
   fp32_tensor out({c.n, c.heads, c.dim});
   thread_pool pool(1);
   const auto mask = block_mask::dense_causal(c.n, 128, c.heads);
@@ -239,16 +220,16 @@ TEST(AttentionBlockSparse, RejectsBadInput) {
   std::vector<float> k3_values(static_cast<size_t>(c.n * 3 * c.dim), 0.5f);
   auto k3 = tensor_view::contiguous(k3_values.data(), dtype::f32, {c.n, 3, c.dim});
   EXPECT_NE(run(x.qv, k3, mask).find("not divisible"), std::string::npos);
-  auto q_short = tensor_view::contiguous(x.q.data(), dtype::f32, {c.n - 1, c.heads, c.dim});
+  auto q_short = tensor_view::contiguous(x.values.q.data(), dtype::f32, {c.n - 1, c.heads, c.dim});
   EXPECT_NE(run(q_short, x.kv, mask).find("tokens"), std::string::npos);
   EXPECT_NE(run(x.qv, x.kv, block_mask::dense_causal(c.n, 128, 3)).find("mask has 3 heads"),
             std::string::npos);
   tensor_view device_q = x.qv;
   device_q.on_device = true;
   EXPECT_NE(run(device_q, x.kv, mask).find("host views"), std::string::npos);
-  x.q[5 * c.heads * c.dim + 3] = NAN;
+  x.values.q[5 * c.heads * c.dim + 3] = NAN;
   EXPECT_NE(run(x.qv, x.kv, mask).find("q holds a non-finite value"), std::string::npos);
-  x.q[5 * c.heads * c.dim + 3] = 0.5f;
+  x.values.q[5 * c.heads * c.dim + 3] = 0.5f;
   block_attention_output bad{{7}, nullptr};
   std::vector<float> a(4);
   bad.values = a.data();

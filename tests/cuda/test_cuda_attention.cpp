@@ -1,10 +1,11 @@
-// CUDA block-sparse attention against the fp64 oracle attention_reference (expanded token mask)
-// at ragged lengths 1..16384, GQA 1/4/8, head dims 64/128, bf16 and fp16, masks full /
-// diagonal / random / single tile / empty rows / pivot heads (dense, with block attention A)
-// mixed with sparse heads, K/V as strided views of a fused buffer. Outputs are poisoned before
-// the launch and guarded after, and reruns must be bitwise identical. Every case runs on both
-// kernels (cuda_attention_options: portable, hopper with one CTA per SM and with a 3-CTA grid);
-// a kernel the build or device cannot run is skipped, as is everything without a GPU.
+// CUDA block-sparse attention on the shared cases of tests/attention_cases.h (the CPU test runs
+// the same list) against the fp64 oracle attention_reference (expanded token mask) and a
+// tile-walking fp64 reference: ragged lengths 1..16384, GQA 1/3/4/8, head dims 64/128, bf16 and
+// fp16, masks full / diagonal / random / single tile / empty rows / sparse, pivot heads with
+// block attention A (dense or sparse), K/V as strided views of a fused buffer. Outputs are
+// poisoned before the launch and guarded after, and reruns must be bitwise identical. Every case
+// runs on both kernels (cuda_attention_options: portable, hopper with one CTA per SM and with a
+// 3-CTA grid); a kernel the build or device cannot run is skipped, as is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,93 +13,26 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <random>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
+#include "attention_cases.h"
 #include "test_util.h"
 
 namespace sp {
 namespace {
 
-using testing::random_values;
+using testing::attention_case;
+using testing::attention_inputs;
+using testing::encode_all;
+using testing::make_mask;
+using testing::mask_kind;
+using testing::round_to;
 
-enum class mask_kind { full, diagonal, random, single_tile, empty_rows, sparse };
-
-struct cuda_case {
-  int64_t n, heads, kv_heads, dim;
-  mask_kind mask;
-  std::vector<int32_t> pivots;  // dense heads that also produce block attention
-  dtype type = dtype::bf16;
-  bool fused_kv = false;  // K and V as strided views of one [N, 2*Hkv*D] buffer
-  bool sampled = false;   // check sampled rows with the tile-walking fp64 reference only
-};
-
-std::string name_of(const cuda_case& c) {
-  return str("cuda_attn(n=", c.n, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
-             ",mask=", static_cast<int>(c.mask), ",pivots=", c.pivots.size(),
-             ",type=", dtype_name(c.type), ",fused_kv=", c.fused_kv, ")");
-}
-
-block_mask make_mask(const cuda_case& c, uint64_t seed) {
-  const int64_t bs = 128, nb = (c.n + bs - 1) / bs;
-  std::mt19937_64 rng(seed);
-  std::vector<std::vector<tile>> tiles(static_cast<size_t>(c.heads));
-  for (int64_t h = 0; h < c.heads; ++h) {
-    const bool pivot = std::find(c.pivots.begin(), c.pivots.end(), h) != c.pivots.end();
-    const mask_kind kind = pivot ? mask_kind::full : c.mask;
-    auto& t = tiles[static_cast<size_t>(h)];
-    for (int32_t r = 0; r < nb; ++r) {
-      switch (kind) {
-        case mask_kind::full:
-          for (int32_t col = 0; col <= r; ++col) t.emplace_back(r, col);
-          break;
-        case mask_kind::diagonal: t.emplace_back(r, r); break;
-        case mask_kind::random:
-          for (int32_t col = 0; col <= r; ++col)
-            if (rng() % 3 == 0 || col == r) t.emplace_back(r, col);
-          break;
-        case mask_kind::single_tile:
-          if (r == nb - 1) t.emplace_back(r, static_cast<int32_t>(rng() % (r + 1)));
-          break;
-        case mask_kind::empty_rows:  // odd rows visit nothing; even rows only the sink block
-          if (r % 2 == 0) t.emplace_back(r, 0);
-          break;
-        case mask_kind::sparse:  // sink, diagonal and three random blocks: ~5 tiles per row
-          t.emplace_back(r, 0);
-          t.emplace_back(r, r);
-          for (int i = 0; i < 3; ++i) t.emplace_back(r, static_cast<int32_t>(rng() % (r + 1)));
-          break;
-      }
-    }
-  }
-  return block_mask::from_tiles(c.n, bs, tiles);
-}
-
-float round_to(dtype t, float x) {
-  return t == dtype::bf16 ? round_to_bf16(x) : fp16_to_fp32(fp32_to_fp16(x));
-}
-uint16_t encode(dtype t, float x) { return t == dtype::bf16 ? fp32_to_bf16(x) : fp32_to_fp16(x); }
 float decode(dtype t, uint16_t x) { return t == dtype::bf16 ? bf16_to_fp32(x) : fp16_to_fp32(x); }
-
-// Inputs already rounded to the kernel's dtype, so every reference sees the kernel's values.
-struct inputs {
-  std::vector<float> q, k, v;
-  inputs(const cuda_case& c, uint64_t seed)
-      : q(random_values(c.n * c.heads * c.dim, seed, -2.0f, 2.0f)),
-        k(random_values(c.n * c.kv_heads * c.dim, seed + 1, -2.0f, 2.0f)),
-        v(random_values(c.n * c.kv_heads * c.dim, seed + 2)) {
-    for (auto* x : {&q, &k, &v})
-      for (float& f : *x) f = round_to(c.type, f);
-  }
-};
-
-std::vector<uint16_t> encode_all(dtype t, const std::vector<float>& x) {
-  std::vector<uint16_t> e(x.size());
-  for (size_t i = 0; i < x.size(); ++i) e[i] = encode(t, x[i]);
-  return e;
-}
 
 constexpr size_t guard_bytes = 4096;
 constexpr uint8_t poison = 0xff;  // NaN in bf16, fp16 and fp32
@@ -136,7 +70,7 @@ tensor_view device_contiguous(void* data, std::initializer_list<int64_t> shape) 
   return t;
 }
 
-cuda_output run_cuda(const cuda_case& c, const inputs& x, const block_mask& mask,
+cuda_output run_cuda(const attention_case& c, const attention_inputs& x, const block_mask& mask,
                      const cuda_attention_options& options) {
   const int64_t hd = c.heads * c.dim, kvd = c.kv_heads * c.dim, nb = mask.n_blocks;
   const auto q16 = encode_all(c.type, x.q), k16 = encode_all(c.type, x.k), v16 = encode_all(c.type, x.v);
@@ -203,7 +137,7 @@ struct row_reference {
   double lse = -std::numeric_limits<double>::infinity();
 };
 
-row_reference reference_row(const cuda_case& c, const inputs& x, const block_mask& m, int64_t h,
+row_reference reference_row(const attention_case& c, const attention_inputs& x, const block_mask& m, int64_t h,
                             int64_t i) {
   const int64_t d = c.dim, kh = h / (c.heads / c.kv_heads), r = i / 128;
   row_reference ref;
@@ -255,16 +189,14 @@ constexpr double a_tol = 1e-4;
 // to check and their fp64 references. Computed once per case and shared by every
 // configuration (the references dominate the test's run time).
 struct expectation {
-  inputs x;
+  attention_inputs x;
   block_mask mask;
   std::vector<int64_t> rows;       // rows to check: all, or three query blocks plus 64 random
   std::vector<bool> full_block;    // [nb]: every row checked (A is compared there)
   std::vector<row_reference> refs;  // [heads, rows]
   double oracle_gap = 0.0;         // tile-walking reference vs attention_reference (full cases)
 
-  explicit expectation(const cuda_case& c)
-      : x(c, 7000 + static_cast<uint64_t>(c.n) * 3 + static_cast<uint64_t>(c.dim)),
-        mask(make_mask(c, 4242 + static_cast<uint64_t>(c.n))) {
+  explicit expectation(const attention_case& c) : x(c), mask(make_mask(c, mask_seed(c))) {
     const int64_t nb = mask.n_blocks, d = c.dim;
     full_block.assign(static_cast<size_t>(nb), !c.sampled);
     if (!c.sampled) {
@@ -305,20 +237,18 @@ struct expectation {
   }
 };
 
-const expectation& expectation_of(const cuda_case& c) {
+const expectation& expectation_of(const attention_case& c) {
   static std::map<std::string, std::unique_ptr<expectation>> cache;
-  std::string key = name_of(c) + (c.sampled ? "sampled" : "");
-  for (int32_t h : c.pivots) key += str(",", h);
-  auto& slot = cache[key];
+  auto& slot = cache[c.name()];
   if (!slot) slot = std::make_unique<expectation>(c);
   return *slot;
 }
 
-void check_case(const cuda_case& c, const cuda_attention_options& options) {
-  SCOPED_TRACE(name_of(c) + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) +
+void check_case(const attention_case& c, const cuda_attention_options& options) {
+  SCOPED_TRACE(c.name() + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) +
                " ctas " + std::to_string(options.ctas));
   const expectation& want = expectation_of(c);
-  const inputs& x = want.x;
+  const attention_inputs& x = want.x;
   const block_mask& mask = want.mask;
   const std::vector<int64_t>& rows = want.rows;
   const std::vector<bool>& full_block = want.full_block;
@@ -371,10 +301,13 @@ void check_case(const cuda_case& c, const cuda_attention_options& options) {
         a_err = std::max(a_err, std::fabs(got.a[at] - a_ref[at]));
         row_sum += got.a[at];
       }
-      row_sum_err = std::max(row_sum_err, std::fabs(row_sum - 1.0));
+      // Rows with tiles sum to 1, rows without (sparse pivot masks) to 0.
+      const int64_t h = c.pivots[s];
+      const double expect = mask.row_begin(h, r) == mask.row_end(h, r) ? 0.0 : 1.0;
+      row_sum_err = std::max(row_sum_err, std::fabs(row_sum - expect));
     }
   EXPECT_LE(a_err, a_tol);
-  // Rows of A sum to 1: the block masses of a row add up to the row's own fp32 sum, so the
+  // Rows of A sum to 1 (0 without tiles): the block masses of a row add up to the row's own fp32 sum, so the
   // row sum is off by at most nb * 2^-24 relative (< 1e-5 at nb = 128), well inside a_tol.
   if (!c.pivots.empty()) {
     EXPECT_LE(row_sum_err, a_tol);
@@ -394,51 +327,57 @@ struct kernel_config {
   cuda_attention_options options() const { return {kernel, ctas}; }
 };
 
-// Runs each case under the parameter's configuration; skips what cannot run here. The 3-CTA
-// grid makes each CTA claim many items even in the small cases, empty rows and pivots included.
-class CudaAttention : public ::testing::TestWithParam<kernel_config> {
+// Skips what cannot run here: everything without a GPU, a kernel the build or device lacks.
+void skip_unless_runnable(const kernel_config& config) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  const std::string why = testing::error_of([&] { cuda_attention_kernel(config.options()); });
+  if (!why.empty()) GTEST_SKIP() << why;
+  ASSERT_EQ(cuda_attention_kernel(config.options()), config.kernel);
+}
+
+const kernel_config kernel_configs[] = {{"portable", cuda_kernel::portable, 0},
+                                        {"hopper", cuda_kernel::hopper, 0},
+                                        {"hopper_3ctas", cuda_kernel::hopper, 3}};
+
+// The shared cases this kernel supports: 16-bit inputs.
+std::vector<attention_case> cuda_cases() {
+  std::vector<attention_case> cases;
+  for (const attention_case& c : testing::attention_cases())
+    if (c.type == dtype::bf16 || c.type == dtype::f16) cases.push_back(c);
+  return cases;
+}
+
+// Every case under every kernel configuration. The 3-CTA grid makes each CTA claim many items
+// even in the small cases, empty rows and pivots included.
+class CudaAttention
+    : public ::testing::TestWithParam<std::tuple<kernel_config, attention_case>> {
  protected:
-  void SetUp() override {
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-    const std::string why = testing::error_of([] { cuda_attention_kernel(GetParam().options()); });
-    if (!why.empty()) GTEST_SKIP() << why;
-    ASSERT_EQ(cuda_attention_kernel(GetParam().options()), GetParam().kernel);
-  }
-  void check(const cuda_case& c) const { check_case(c, GetParam().options()); }
+  void SetUp() override { skip_unless_runnable(std::get<0>(GetParam())); }
 };
 
-INSTANTIATE_TEST_SUITE_P(Kernel, CudaAttention,
-                         ::testing::Values(kernel_config{"portable", cuda_kernel::portable, 0},
-                                           kernel_config{"hopper", cuda_kernel::hopper, 0},
-                                           kernel_config{"hopper_3ctas", cuda_kernel::hopper, 3}),
+TEST_P(CudaAttention, MatchesOracle) {
+  check_case(std::get<1>(GetParam()), std::get<0>(GetParam()).options());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shared, CudaAttention,
+    ::testing::Combine(::testing::ValuesIn(kernel_configs), ::testing::ValuesIn(cuda_cases())),
+    [](const ::testing::TestParamInfo<std::tuple<kernel_config, attention_case>>& i) {
+      return std::string(std::get<0>(i.param).name) + "_" + std::get<1>(i.param).name();
+    });
+
+class CudaAttentionArguments : public ::testing::TestWithParam<kernel_config> {
+ protected:
+  void SetUp() override { skip_unless_runnable(GetParam()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Kernel, CudaAttentionArguments, ::testing::ValuesIn(kernel_configs),
                          [](const ::testing::TestParamInfo<kernel_config>& i) {
                            return std::string(i.param.name);
                          });
 
-TEST_P(CudaAttention, SingleToken) { check({1, 2, 1, 64, mask_kind::full, {}}); }
-TEST_P(CudaAttention, Ragged127Gqa4Full) { check({127, 4, 1, 128, mask_kind::full, {}}); }
-TEST_P(CudaAttention, Ragged129Gqa8Random) { check({129, 8, 1, 64, mask_kind::random, {}}); }
-TEST_P(CudaAttention, Diagonal1000Gqa1) { check({1000, 4, 4, 128, mask_kind::diagonal, {}}); }
-TEST_P(CudaAttention, EmptyRows1000) { check({1000, 4, 2, 128, mask_kind::empty_rows, {}}); }
-TEST_P(CudaAttention, PivotsMixedFusedKv1000) {
-  check({1000, 8, 2, 64, mask_kind::random, {1, 6}, dtype::bf16, true});
-}
-TEST_P(CudaAttention, Fp16Random1000) {
-  check({1000, 4, 2, 128, mask_kind::random, {}, dtype::f16});
-}
-TEST_P(CudaAttention, SingleTile4224) { check({4224, 2, 2, 64, mask_kind::single_tile, {}}); }
-TEST_P(CudaAttention, PivotsRandom4224Gqa4) {
-  check({4224, 4, 1, 128, mask_kind::random, {0, 2}});
-}
-TEST_P(CudaAttention, Sparse16384Gqa8Sampled) {
-  check({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
-}
-TEST_P(CudaAttention, Full16384Gqa4D64Sampled) {
-  check({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
-}
-
-TEST_P(CudaAttention, RejectsBadArguments) {
-  const cuda_case c{256, 2, 1, 128, mask_kind::full, {1}};
+TEST_P(CudaAttentionArguments, RejectsBadArguments) {
+  const attention_case c{256, 2, 1, 128, mask_kind::full, {1}};
   const block_mask mask = make_mask(c, 1);
   const device_layer_plan plan(mask, c.pivots);
   device_buffer dq(256 * 2 * 128 * 2), dk(256 * 128 * 2), dout(256 * 2 * 128 * 2), da(4 * 4 * 4);
