@@ -83,7 +83,7 @@ for step in $STEPS; do
             SP_CUDA_KERNEL=$path SP_CUDA_HOPPER_GRID=${grid/-/dynamic} \
               SP_CUDA_HOPPER_MAINLOOP=${mainloop/-/serial} timeout 300 "$BIN/shareprefill" bench attention \
               --device cuda --n $n --heads $1 --kv-heads $2 --dim $3 \
-              --density ${DENSITIES:-1,0.5,0.2,0.1,0.05} --repeats 5 --sample-rows $rows --json |
+              --densities ${DENSITIES:-1,0.5,0.2,0.1,0.05} --repeats 5 --sample-rows $rows --json |
               sed "s/^{/{\"grid\":\"$grid\",\"mainloop\":\"$mainloop\",/" | tee -a "$J"
           done
         done
@@ -113,7 +113,7 @@ PY
         IFS=, read -r n h hkv d <<<"$shape"
         for round in $(seq "${ROUNDS:-3}"); do
           timeout 120 "$BIN/shareprefill" bench attention --device cuda --n $n --heads $h \
-            --kv-heads $hkv --dim $d --density 1,0.05 --repeats 5 --sample-rows 1 --json |
+            --kv-heads $hkv --dim $d --densities 1,0.05 --repeats 5 --sample-rows 1 --json |
             sed "s/^{/{\"round\":$round,/" >>"$J"
           PYTHONUNBUFFERED=1 timeout 120 python3 "$SRC/scripts/bench_sdpa.py" --shape "$shape" \
             --repeats 5 | sed "s/^{/{\"round\":$round,/" >>"$J"
@@ -154,7 +154,7 @@ PY
           timeout 400 ncu --clock-control none --set full --import-source no \
           --kernel-name regex:hopper_fwd --launch-skip $skip --launch-count 1 -f -o "$OUT/$name" \
           "$BIN/shareprefill" bench attention --device cuda --n $n --heads $h --kv-heads $hkv \
-          --dim $d --density $dens --repeats 1 --sample-rows 1 >"$OUT/$name.log" 2>&1
+          --dim $d --densities $dens --repeats 1 --sample-rows 1 >"$OUT/$name.log" 2>&1
         echo "== $c (ncu rc $?)"
         ncu --import "$OUT/$name.ncu-rep" --page details --print-units base 2>&1 |
           grep -E "^ +(Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Hit Rate|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|Achieved Active Warps)" |

@@ -40,7 +40,7 @@ for round in $(seq "${ROUNDS:-3}"); do
     IFS=, read -r n h hkv d <<<"$shape"
     for v in $names; do
       timeout 120 "$BIN/$v" bench attention --device cuda --n $n --heads $h --kv-heads $hkv --dim $d \
-        --density 1,0.1,0.05 --repeats 5 --sample-rows 1 --json |
+        --densities 1,0.1,0.05 --repeats 5 --sample-rows 1 --json |
         sed "s/^{/{\"round\":$round,\"variant\":\"$v\",/" >>"$J"
     done
     PYTHONUNBUFFERED=1 timeout 120 python3 "$SRC/scripts/bench_sdpa.py" --shape "$shape" --repeats 5 |

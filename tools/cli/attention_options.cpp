@@ -33,8 +33,8 @@ void add_dense_layers_option(CLI::App* sub, std::string& spec) {
                   "shareprefill pivot there still publishes its pattern)");
 }
 
-void add_attention_options(CLI::App* sub, attention_options& o, const std::string& mode_flag) {
-  sub->add_option(mode_flag, o.mode, "dense | vslash | flexprefill | shareprefill")
+void add_attention_options(CLI::App* sub, attention_options& o) {
+  sub->add_option("--mode", o.mode, "dense | vslash | flexprefill | shareprefill")
       ->capture_default_str();
   sub->add_option("--clusters", o.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");

@@ -31,9 +31,8 @@ struct attention_options {
 // cluster map's calibration chose).
 void add_dense_layers_option(CLI::App* sub, std::string& spec);
 
-// Adds --attention (or `mode_flag`), --clusters, --dense-layers and the planner options.
-void add_attention_options(CLI::App* sub, attention_options& o,
-                           const std::string& mode_flag = "--attention");
+// Adds --mode, --clusters, --dense-layers and the planner options.
+void add_attention_options(CLI::App* sub, attention_options& o);
 
 // The shipped cluster map of a model file, as data/models.json names it for the file's base
 // name, or "" when none is listed or the map does not exist.

@@ -126,37 +126,39 @@ void run_cpu(const attention_bench_options& o) {
   // Causal attention FLOPs actually needed: QK^T and PV over the lower triangle, 2*2*N^2/2*D*H.
   const double causal_flops = 2.0 * static_cast<double>(o.n) * o.n * o.dim * o.heads;
   const double gflops_dense = causal_flops / (dense_ms * 1e-3) / 1e9;
-  if (!o.json) {
-    std::printf("bench attention (cpu): n=%lld heads=%lld kv_heads=%lld dim=%lld threads=%d\n",
-                (long long)o.n, (long long)o.heads, (long long)o.kv_heads, (long long)o.dim,
-                pool.size());
-    std::printf("sgemm %.1f GFLOP/s | dense %.1f ms, %.1f GFLOP/s, efficiency %.2f\n",
-                sgemm_gflops, dense_ms, gflops_dense, gflops_dense / sgemm_gflops);
-    std::printf("%8s %10s %10s %10s %8s %10s\n", "density", "measured", "dense_ms", "sparse_ms",
-                "speedup", "rel_err");
-  }
+  json_lines json(o.json);
+  FILE* const report = o.json.text_stream();
+  std::fprintf(
+      report, "bench attention (cpu): n=%lld heads=%lld kv_heads=%lld dim=%lld threads=%d\n",
+      (long long)o.n, (long long)o.heads, (long long)o.kv_heads, (long long)o.dim, pool.size());
+  std::fprintf(report, "sgemm %.1f GFLOP/s | dense %.1f ms, %.1f GFLOP/s, efficiency %.2f\n",
+               sgemm_gflops, dense_ms, gflops_dense, gflops_dense / sgemm_gflops);
+  std::fprintf(report, "%8s %10s %10s %10s %8s %10s\n", "density", "measured", "dense_ms",
+               "sparse_ms", "speedup", "rel_err");
   for (double density : o.densities) {
     const block_mask mask = random_block_mask(o.n, 128, o.heads, density, o.seed + 1);
     const double sparse_ms =
         min_time_ms(o.repeats, [&] { attention_block_sparse(ov, {}, nullptr, qv, kv, vv, mask, pool); });
     const double rel_err = sampled_rel_err(o, qv, kv, vv, mask, out);
-    if (o.json) {
-      nlohmann::json row = {{"device", "cpu"},        {"n", o.n},
-                            {"heads", o.heads},       {"kv_heads", o.kv_heads},
-                            {"dim", o.dim},           {"density", density},
-                            {"measured_density", mask.density()},
-                            {"threads", pool.size()}, {"dense_ms", dense_ms},
-                            {"sparse_ms", sparse_ms}, {"speedup", dense_ms / sparse_ms},
-                            {"rel_err", rel_err},     {"gflops_dense", gflops_dense},
-                            {"sgemm_gflops", sgemm_gflops},
-                            {"efficiency", gflops_dense / sgemm_gflops},
-                            {"blas", tile_math::have_blas()}};
-      std::printf("%s\n", row.dump().c_str());
-    } else {
-      std::printf("%8.3f %10.3f %10.1f %10.1f %8.2f %10.2e\n", density, mask.density(), dense_ms,
-                  sparse_ms, dense_ms / sparse_ms, rel_err);
-    }
-    std::fflush(stdout);
+    json.write({{"device", "cpu"},
+                {"n", o.n},
+                {"heads", o.heads},
+                {"kv_heads", o.kv_heads},
+                {"dim", o.dim},
+                {"density", density},
+                {"measured_density", mask.density()},
+                {"threads", pool.size()},
+                {"dense_ms", dense_ms},
+                {"sparse_ms", sparse_ms},
+                {"speedup", dense_ms / sparse_ms},
+                {"rel_err", rel_err},
+                {"gflops_dense", gflops_dense},
+                {"sgemm_gflops", sgemm_gflops},
+                {"efficiency", gflops_dense / sgemm_gflops},
+                {"blas", tile_math::have_blas()}});
+    std::fprintf(report, "%8.3f %10.3f %10.1f %10.1f %8.2f %10.2e\n", density, mask.density(),
+                 dense_ms, sparse_ms, dense_ms / sparse_ms, rel_err);
+    std::fflush(report);
   }
 }
 
@@ -172,7 +174,7 @@ void setup_bench(CLI::App& app) {
   sub->add_option("--heads", o->heads, "query heads")->capture_default_str();
   sub->add_option("--kv-heads", o->kv_heads, "key/value heads")->capture_default_str();
   sub->add_option("--dim", o->dim, "head dimension")->capture_default_str();
-  sub->add_option("--density", o->densities, "tile densities in (0, 1] (comma separated)")
+  sub->add_option("--densities", o->densities, "tile densities in (0, 1] (comma separated)")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
@@ -181,7 +183,7 @@ void setup_bench(CLI::App& app) {
   sub->add_option("--sample-rows", o->sample_rows, "rows checked against the fp64 oracle")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "random seed")->capture_default_str();
-  sub->add_flag("--json", o->json, "one JSON object per line");
+  add_json_option(sub, o->json, "one object per density");
   sub->callback([o, device] {
     check(o->repeats > 0, "bench attention", "--repeats must be positive, got ", o->repeats);
     if (*device == "cuda")

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "json_output.h"
 #include "shareprefill/block_mask.h"
 
 namespace sp::cli {
@@ -16,7 +17,7 @@ struct attention_bench_options {
   int64_t dim = 128;
   std::vector<double> densities{0.1};
   int threads = 0;      // CPU worker threads; 0 = all cores
-  bool json = false;    // one JSON object per line instead of a table
+  json_option json;     // --json [FILE]: one object per density
   uint64_t seed = 1;
   int repeats = 3;      // timed repetitions; the minimum is reported
   int64_t sample_rows = 64;  // query rows checked against the fp64 reference

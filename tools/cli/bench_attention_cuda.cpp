@@ -133,15 +133,16 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     return tensor_view::contiguous(x.data(), dtype::bf16, {o.n, heads, o.dim});
   };
   const tensor_view qv = tensor_of(q, o.heads), kv = tensor_of(k, o.kv_heads), vv = tensor_of(v, o.kv_heads);
-  if (!o.json) {
-    std::printf("bench attention (cuda, %s kernel): n=%lld heads=%lld kv_heads=%lld dim=%lld\n",
-                path.c_str(), (long long)o.n, (long long)o.heads, (long long)o.kv_heads,
-                (long long)o.dim);
-    std::printf("full mask %.3f ms (%.1f TFLOP/s) | all heads pivots with A %.3f ms (x%.3f)\n",
-                dense_ms, causal_flops / dense_ms * 1e-9, pivot_ms, pivot_ms / dense_ms);
-    std::printf("%8s %9s %10s %10s %8s %9s %9s %10s\n", "density", "measured", "dense_ms",
-                "sparse_ms", "speedup", "tf_eff", "tf_comp", "rel_err");
-  }
+  json_lines json(o.json);
+  FILE* const report = o.json.text_stream();
+  std::fprintf(
+      report, "bench attention (cuda, %s kernel): n=%lld heads=%lld kv_heads=%lld dim=%lld\n",
+      path.c_str(), (long long)o.n, (long long)o.heads, (long long)o.kv_heads, (long long)o.dim);
+  std::fprintf(report,
+               "full mask %.3f ms (%.1f TFLOP/s) | all heads pivots with A %.3f ms (x%.3f)\n",
+               dense_ms, causal_flops / dense_ms * 1e-9, pivot_ms, pivot_ms / dense_ms);
+  std::fprintf(report, "%8s %9s %10s %10s %8s %9s %9s %10s\n", "density", "measured", "dense_ms",
+               "sparse_ms", "speedup", "tf_eff", "tf_comp", "rel_err");
   std::vector<uint16_t> out(q.size());
   std::vector<float> ref(static_cast<size_t>(o.heads * o.dim));
   for (double density : o.densities) {
@@ -165,22 +166,28 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     const double rel_err = std::sqrt(err2 / std::max(ref2, 1e-300));
     const double tf_eff = causal_flops / sparse_ms * 1e-9;
     const double tf_comp = tile_flops * static_cast<double>(mask.total_tiles()) / sparse_ms * 1e-9;
-    if (o.json) {
-      nlohmann::json row = {{"device", "cuda"}, {"path", path}, {"n", o.n}, {"heads", o.heads},
-                            {"kv_heads", o.kv_heads}, {"dim", o.dim}, {"density", density},
-                            {"measured_density", mask.density()}, {"dense_ms", dense_ms},
-                            {"sparse_ms", sparse_ms}, {"speedup", dense_ms / sparse_ms},
-                            {"rel_err", rel_err},
-                            {"gflops_dense", causal_flops / dense_ms * 1e-6},
-                            {"tflops_effective", tf_eff}, {"tflops_computed", tf_comp},
-                            {"pivot_all_heads_ms", pivot_ms},
-                            {"pivot_overhead", pivot_ms / dense_ms}};
-      std::printf("%s\n", row.dump().c_str());
-    } else {
-      std::printf("%8.3f %9.4f %10.3f %10.3f %8.2f %9.1f %9.1f %10.2e\n", density, mask.density(),
-                  dense_ms, sparse_ms, dense_ms / sparse_ms, tf_eff, tf_comp, rel_err);
-    }
-    std::fflush(stdout);
+    const nlohmann::json row = {{"device", "cuda"},
+                                {"path", path},
+                                {"n", o.n},
+                                {"heads", o.heads},
+                                {"kv_heads", o.kv_heads},
+                                {"dim", o.dim},
+                                {"density", density},
+                                {"measured_density", mask.density()},
+                                {"dense_ms", dense_ms},
+                                {"sparse_ms", sparse_ms},
+                                {"speedup", dense_ms / sparse_ms},
+                                {"rel_err", rel_err},
+                                {"gflops_dense", causal_flops / dense_ms * 1e-6},
+                                {"tflops_effective", tf_eff},
+                                {"tflops_computed", tf_comp},
+                                {"pivot_all_heads_ms", pivot_ms},
+                                {"pivot_overhead", pivot_ms / dense_ms}};
+    json.write(row);
+    std::fprintf(report, "%8.3f %9.4f %10.3f %10.3f %8.2f %9.1f %9.1f %10.2e\n", density,
+                 mask.density(), dense_ms, sparse_ms, dense_ms / sparse_ms, tf_eff, tf_comp,
+                 rel_err);
+    std::fflush(report);
   }
 }
 

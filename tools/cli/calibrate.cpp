@@ -176,7 +176,7 @@ std::string command_line_of(const calibrate_options& o) {
   }
   if (!o.capture.empty()) cmd << " --capture " << o.capture;
   cmd << " --metric " << o.metric << " --cut " << o.settings.cut;
-  if (o.settings.clusters > 0) cmd << " --clusters " << o.settings.clusters;
+  if (o.settings.clusters > 0) cmd << " --cluster-count " << o.settings.clusters;
   if (o.dense_pick > 0) {
     cmd << " --dense-layers-pick " << o.dense_pick << " --dense-mode " << o.dense_mode
         << " --dense-min-gain " << o.dense_min_gain;
@@ -193,7 +193,7 @@ void run_calibrate(calibrate_options& o) {
   o.settings.metric = calib_metric_from_name(o.metric);
   check(o.settings.cut > 0.0 && o.settings.cut <= 1.0, fn, "--cut must be in (0, 1], got ",
         o.settings.cut);
-  check(o.settings.clusters >= 0, fn, "--clusters must be >= 1, got ", o.settings.clusters);
+  check(o.settings.clusters >= 0, fn, "--cluster-count must be >= 1, got ", o.settings.clusters);
   check(!o.texts.empty() || !o.capture.empty(), fn, "give --texts (or --capture)");
   check(o.dense_pick >= 0, fn, "--dense-layers-pick must be >= 0, got ", o.dense_pick);
   check(o.dense_pick == 0 || !o.texts.empty(), fn,
@@ -272,7 +272,7 @@ void setup_calibrate(CLI::App& app) {
   sub->add_option("--cut", o->settings.cut,
                   "Distance cut in (0, 1]; also the per-input similarity bar for sharing")
       ->capture_default_str();
-  sub->add_option("--clusters", o->settings.clusters, "Cut the tree into K clusters instead");
+  sub->add_option("--cluster-count", o->settings.clusters, "Cut the tree into K clusters instead");
   sub->add_option("--gamma", o->settings.gamma, "gamma-pattern threshold")->capture_default_str();
   sub->add_option("--tau-fb", o->settings.tau_fb, "Vertical-slash coverage bar for sharing")
       ->capture_default_str();

@@ -8,6 +8,7 @@
 
 #include "attention_options.h"
 #include "command.h"
+#include "json_output.h"
 #include "model_loading.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
@@ -23,7 +24,7 @@ struct demo_options {
   int64_t compare_positions = 64;
   attention_options attention;
   int threads = 0;
-  bool json = false;
+  json_option json;
 };
 
 struct agreement {
@@ -72,6 +73,7 @@ void run_demo(demo_options o) {
   prefill_options po;
   for (int64_t p = o.tokens - n_cmp; p < o.tokens; ++p) po.logit_positions.push_back(p);
 
+  FILE* const report = o.json.text_stream();
   std::vector<nlohmann::json> summaries;
   std::vector<std::vector<float>> logits;
   for (const std::string& mode : {std::string("dense"), o.attention.mode}) {
@@ -83,9 +85,10 @@ void run_demo(demo_options o) {
     nlohmann::json s = prefill_summary(r, mode, o.tokens);
     s["clusters"] = att.cluster_source;
     if (att.plan) s["params"] = att.plan->params().to_json();
-    if (!o.json) print_prefill_summary(s, /*per_layer=*/false);
-    if (!o.json && mode != "dense")
-      std::printf("[%s] dense layers: %s\n", mode.c_str(), describe_dense_layers(att).c_str());
+    print_prefill_summary(report, s, /*per_layer=*/false);
+    if (mode != "dense")
+      std::fprintf(report, "[%s] dense layers: %s\n", mode.c_str(),
+                   describe_dense_layers(att).c_str());
     summaries.push_back(std::move(s));
     logits.push_back(std::move(r.logits));
   }
@@ -94,30 +97,27 @@ void run_demo(demo_options o) {
   const auto& s = summaries[1];
   const double attn_speedup = d.at("attention_ms").get<double>() / s.at("attention_ms").get<double>();
   const double prefill_speedup = d.at("prefill_ms").get<double>() / s.at("prefill_ms").get<double>();
-  if (o.json) {
-    std::printf("%s\n", nlohmann::json{{"text", o.text},
-                                       {"dense", d},
-                                       {"sparse", s},
-                                       {"attention_speedup", attn_speedup},
-                                       {"prefill_speedup", prefill_speedup},
-                                       {"compared_positions", n_cmp},
-                                       {"top1_agreement", a.top1},
-                                       {"top5_agreement", a.top5},
-                                       {"last_top1_equal", a.last_top1},
-                                       {"peak_rss_mib", peak_rss_mib()}}
-                                .dump()
-                                .c_str());
-    return;
-  }
-  std::printf("\n%s vs dense on %lld tokens of %s:\n", o.attention.mode.c_str(),
-              (long long)o.tokens, o.text.c_str());
-  std::printf("  attention %.2fx faster, whole prefill %.2fx faster, density %.3f\n", attn_speedup,
-              prefill_speedup, s.at("density").get<double>());
-  std::printf("  next token after the prompt: top-1 %s\n",
-              a.last_top1 ? "equal to dense" : "DIFFERS from dense");
-  std::printf("  next-token agreement over the last %lld positions: top-1 %.1f%%, top-5 overlap %.1f%%\n",
-              (long long)n_cmp, 100 * a.top1, 100 * a.top5);
-  std::printf("  peak RSS %.0f MiB\n", peak_rss_mib());
+  json_lines(o.json).write({{"text", o.text},
+                            {"dense", d},
+                            {"sparse", s},
+                            {"attention_speedup", attn_speedup},
+                            {"prefill_speedup", prefill_speedup},
+                            {"compared_positions", n_cmp},
+                            {"top1_agreement", a.top1},
+                            {"top5_agreement", a.top5},
+                            {"last_top1_equal", a.last_top1},
+                            {"peak_rss_mib", peak_rss_mib()}});
+  std::fprintf(report, "\n%s vs dense on %lld tokens of %s:\n", o.attention.mode.c_str(),
+               (long long)o.tokens, o.text.c_str());
+  std::fprintf(report, "  attention %.2fx faster, whole prefill %.2fx faster, density %.3f\n",
+               attn_speedup, prefill_speedup, s.at("density").get<double>());
+  std::fprintf(report, "  next token after the prompt: top-1 %s\n",
+               a.last_top1 ? "equal to dense" : "DIFFERS from dense");
+  std::fprintf(
+      report,
+      "  next-token agreement over the last %lld positions: top-1 %.1f%%, top-5 overlap %.1f%%\n",
+      (long long)n_cmp, 100 * a.top1, 100 * a.top5);
+  std::fprintf(report, "  peak RSS %.0f MiB\n", peak_rss_mib());
 }
 
 void setup_demo(CLI::App& app) {
@@ -130,9 +130,9 @@ void setup_demo(CLI::App& app) {
                   "Last positions whose next-token distributions are compared")
       ->capture_default_str();
   o->attention.mode = "shareprefill";
-  add_attention_options(sub, o->attention, "--mode");
+  add_attention_options(sub, o->attention);
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
-  sub->add_flag("--json", o->json, "Print one JSON object");
+  add_json_option(sub, o->json, "one object: both summaries, speedups and agreement");
   sub->callback([o] { run_demo(*o); });
 }
 

@@ -72,7 +72,8 @@ void run_attn(const attn_options& o) {
   const prefill_result r = session.prefill(tokens, po);
   std::fprintf(stderr, "probe prefill: %.1f s\n", r.total_ms * 1e-3);
 
-  json_lines out(o.common.json_path);
+  json_lines out(o.common.json);
+  FILE* const report = o.common.json.text_stream();
   const int64_t layers = c.n_layers, heads = c.n_heads;
   std::vector<candidate_summary> sum(cands.size());
   for (auto& s : sum) {
@@ -106,19 +107,19 @@ void run_attn(const attn_options& o) {
                {"dense_layers", setups[row.candidate].dense_layers}});
   }
 
-  std::printf("attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,
-              o.text.c_str(), (long long)o.offset);
-  std::printf("%-13s %6s %10s %12s %8s %8s  kinds\n", "mode", "gamma", "rel_err", "err_2nd_half",
-              "recall", "density");
+  std::fprintf(report, "attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,
+               o.text.c_str(), (long long)o.offset);
+  std::fprintf(report, "%-13s %6s %10s %12s %8s %8s  kinds\n", "mode", "gamma", "rel_err",
+               "err_2nd_half", "recall", "density");
   for (size_t i = 0; i < cands.size(); ++i) {
     std::string kinds;
     for (int k = 0; k < head_kind_count; ++k)
       if (sum[i].kinds[static_cast<size_t>(k)] > 0)
         kinds += std::string(head_kind_name(static_cast<head_kind>(k))) + "=" +
                  std::to_string(sum[i].kinds[static_cast<size_t>(k)]) + " ";
-    std::printf("%-13s %6s %10.5f %12.5f %8.4f %8.4f  %s\n", cands[i].mode.c_str(),
-                g_str(cands[i].gamma).c_str(), sum[i].err, sum[i].err_half, sum[i].recall,
-                sum[i].density, kinds.c_str());
+    std::fprintf(report, "%-13s %6s %10.5f %12.5f %8.4f %8.4f  %s\n", cands[i].mode.c_str(),
+                 g_str(cands[i].gamma).c_str(), sum[i].err, sum[i].err_half, sum[i].recall,
+                 sum[i].density, kinds.c_str());
     out.write({{"eval", "attn_summary"},
                {"mode", cands[i].mode},
                {"gamma", cands[i].gamma},
@@ -135,15 +136,16 @@ void run_attn(const attn_options& o) {
   std::vector<size_t> primary;
   for (size_t i = 0; i < cands.size(); ++i)
     if (cands[i].gamma == g0) primary.push_back(i);
-  std::printf("\nper layer at gamma %s: rel_err / density\n%5s", g_str(g0).c_str(), "layer");
-  for (size_t i : primary) std::printf(" %22s", cands[i].mode.c_str());
-  std::printf("\n");
+  std::fprintf(report, "\nper layer at gamma %s: rel_err / density\n%5s", g_str(g0).c_str(),
+               "layer");
+  for (size_t i : primary) std::fprintf(report, " %22s", cands[i].mode.c_str());
+  std::fprintf(report, "\n");
   for (int64_t l = 0; l < layers; ++l) {
-    std::printf("%5lld", (long long)l);
+    std::fprintf(report, "%5lld", (long long)l);
     for (size_t i : primary)
-      std::printf("      %8.5f / %6.3f", sum[i].layer_err[static_cast<size_t>(l)],
-                  sum[i].layer_density[static_cast<size_t>(l)]);
-    std::printf("\n");
+      std::fprintf(report, "      %8.5f / %6.3f", sum[i].layer_err[static_cast<size_t>(l)],
+                   sum[i].layer_density[static_cast<size_t>(l)]);
+    std::fprintf(report, "\n");
   }
 
   // Error of each mode at equal density: interpolate over its gamma points (sorted by density).
@@ -165,22 +167,22 @@ void run_attn(const attn_options& o) {
     xy = {xs, ys};
   }
   if (curve.count("shareprefill") && curve.size() > 1) {
-    std::printf(
-        "\nerror at shareprefill's densities (interpolated over each mode's gamma "
-        "points; * = outside that mode's density range, clamped)\n%8s",
-        "density");
-    for (const auto& [mode, xy] : curve) std::printf(" %13s", mode.c_str());
-    std::printf("\n");
+    std::fprintf(report,
+                 "\nerror at shareprefill's densities (interpolated over each mode's gamma "
+                 "points; * = outside that mode's density range, clamped)\n%8s",
+                 "density");
+    for (const auto& [mode, xy] : curve) std::fprintf(report, " %13s", mode.c_str());
+    std::fprintf(report, "\n");
     for (double d : curve["shareprefill"].first) {
-      std::printf("%8.4f", d);
+      std::fprintf(report, "%8.4f", d);
       nlohmann::json row = {{"eval", "attn_equal_density"}, {"length", o.length}, {"density", d}};
       for (const auto& [mode, xy] : curve) {
         const bool outside = d < xy.first.front() || d > xy.first.back();
         const double e = interpolate_at(xy.first, xy.second, d);
-        std::printf(" %12.5f%s", e, outside ? "*" : " ");
+        std::fprintf(report, " %12.5f%s", e, outside ? "*" : " ");
         row[mode] = {{"rel_err", e}, {"clamped", outside}};
       }
-      std::printf("\n");
+      std::fprintf(report, "\n");
       out.write(row);
     }
   }

@@ -30,8 +30,7 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
       ->capture_default_str();
   sub->add_option("--rope-factor", o.rope.factor, "RoPE scaling factor")->capture_default_str();
   sub->add_option("--threads", o.threads, "Worker threads (0 = all cores)");
-  sub->add_option("--json", o.json_path,
-                  "Write one JSON object per result row to FILE (- = stdout)");
+  add_json_option(sub, o.json, "one object per result row");
   sub->add_option("--png", o.png_dir, "Draw the figures into DIR");
 }
 
@@ -45,27 +44,6 @@ void check_eval_length(const eval_common_options& o, const llama_config& c, int6
 std::vector<double> eval_gammas(const eval_common_options& o) {
   if (o.gammas.empty()) return {o.attention.params.gamma};
   return eval_parse_numbers(o.gammas, 1e-6, 1.0, "gamma");
-}
-
-json_lines::json_lines(const std::string& path) {
-  if (path.empty()) return;
-  if (path == "-") {
-    f_ = stdout;
-    return;
-  }
-  f_ = std::fopen(path.c_str(), "w");
-  check(f_ != nullptr, "json_lines", "cannot open '", path, "' for writing");
-  own_ = true;
-}
-
-json_lines::~json_lines() {
-  if (own_) std::fclose(f_);
-}
-
-void json_lines::write(const nlohmann::json& row) {
-  if (!f_) return;
-  std::fprintf(f_, "%s\n", row.dump().c_str());
-  std::fflush(f_);
 }
 
 std::string png_path(const std::string& dir, const std::string& name) {

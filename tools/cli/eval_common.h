@@ -3,7 +3,6 @@
 // --json, --png, --gammas) and small output helpers.
 #pragma once
 
-#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,6 +10,7 @@
 
 #include "attention_options.h"
 #include "command.h"
+#include "json_output.h"
 #include "model_loading.h"
 
 namespace sp::cli {
@@ -25,7 +25,7 @@ struct eval_common_options {
   rope_scaling_options rope;  // --rope-scaling, --rope-factor
   std::string gammas;  // empty = the planner's --gamma only
   int threads = 0;
-  std::string json_path;  // JSON lines; "-" = stdout
+  json_option json;  // --json [FILE]: one object per result row
   std::string png_dir;
 };
 
@@ -38,18 +38,6 @@ void check_eval_length(const eval_common_options& o, const llama_config& c, int6
 
 // The γ values to run: --gammas if given, else the single --gamma.
 std::vector<double> eval_gammas(const eval_common_options& o);
-
-// Writes JSON lines to --json (truncating the file once per run) when given.
-class json_lines {
- public:
-  explicit json_lines(const std::string& path);
-  ~json_lines();
-  void write(const nlohmann::json& row);
-
- private:
-  FILE* f_ = nullptr;
-  bool own_ = false;
-};
 
 // Creates --png DIR if needed and returns DIR/name.
 std::string png_path(const std::string& dir, const std::string& name);

@@ -54,11 +54,12 @@ void run_needle(const needle_options& o) {
   haystack.erase(haystack.begin(), haystack.begin() + o.haystack_offset);
   const int32_t im_end = m.tok->encode("<|im_end|>", false).front();
 
-  json_lines out(o.common.json_path);
+  json_lines out(o.common.json);
+  FILE* const report = o.common.json.text_stream();
   // label -> [depth, length] mean correctness
   std::map<std::string, std::vector<double>> grid;
-  std::printf("%-13s %6s %7s %6s %7s %8s %12s %8s  answer\n", "mode", "gamma", "length", "depth",
-              "needle", "correct", "answer_logp", "density");
+  std::fprintf(report, "%-13s %6s %7s %6s %7s %8s %12s %8s  answer\n", "mode", "gamma", "length",
+               "depth", "needle", "correct", "answer_logp", "density");
   for (size_t li = 0; li < lengths.size(); ++li) {
     for (size_t di = 0; di < depths.size(); ++di) {
       for (int64_t k = 0; k < o.per_cell; ++k) {
@@ -104,9 +105,10 @@ void run_needle(const needle_options& o) {
             std::string shown = text;
             for (char& ch : shown)
               if (ch == '\n') ch = ' ';
-            std::printf("%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f  %s\n", mode.c_str(),
-                        mode == "dense" ? "-" : short_number(gamma).c_str(), (long long)lengths[li],
-                        p.actual_depth, ni, correct ? "yes" : "no", logp, density, shown.c_str());
+            std::fprintf(report, "%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f  %s\n", mode.c_str(),
+                         mode == "dense" ? "-" : short_number(gamma).c_str(),
+                         (long long)lengths[li], p.actual_depth, ni, correct ? "yes" : "no", logp,
+                         density, shown.c_str());
             std::fflush(stdout);
             nlohmann::json row = {{"eval", "needle"},
                                   {"mode", mode},

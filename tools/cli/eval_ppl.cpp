@@ -66,11 +66,12 @@ void run_ppl(const ppl_options& o) {
   for (const std::string& path : o.texts)
     texts.push_back({path, m.tok->encode(read_text_file(path), false)});
 
-  json_lines out(o.common.json_path);
+  json_lines out(o.common.json);
+  FILE* const report = o.common.json.text_stream();
   bool said_dense_layers = false;
   std::map<std::string, plot_series> curves;  // label -> ppl over length
-  std::printf("%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows", "ppl",
-              "d_dense", "density", "prefill_s");
+  std::fprintf(report, "%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows",
+               "ppl", "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
     const auto windows = pick_windows(texts, len, o.windows);
     const bool extended = len > c.context_length;
@@ -82,8 +83,8 @@ void run_ppl(const ppl_options& o) {
         if (mode != "dense") ao.params.gamma = gamma;
         attention_setup att = make_attention(ao, mode, c, m.path);
         if (mode != "dense" && !said_dense_layers) {
-          std::printf("dense layers in the sparse modes: %s (density counts them)\n",
-                      describe_dense_layers(att).c_str());
+          std::fprintf(report, "dense layers in the sparse modes: %s (density counts them)\n",
+                       describe_dense_layers(att).c_str());
           said_dense_layers = true;
         }
         std::vector<double> logprobs;
@@ -112,10 +113,10 @@ void run_ppl(const ppl_options& o) {
         const std::string mark = extended ? "  (extended: rope " + o.common.rope.type + " x" +
                                                 std::to_string(o.common.rope.factor) + ")"
                                           : "";
-        std::printf("%-13s %6s %7lld %8zu %9.4f %9s %8.3f %11.1f%s\n", mode.c_str(),
-                    mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
-                    (long long)len, windows.size(), ppl, delta_text.c_str(), density, seconds,
-                    mark.c_str());
+        std::fprintf(report, "%-13s %6s %7lld %8zu %9.4f %9s %8.3f %11.1f%s\n", mode.c_str(),
+                     mode == "dense" ? "-" : std::to_string(gamma).substr(0, 4).c_str(),
+                     (long long)len, windows.size(), ppl, delta_text.c_str(), density, seconds,
+                     mark.c_str());
         std::fflush(stdout);
         nlohmann::json sources = nlohmann::json::array();
         for (const auto& [file, start] : windows)
@@ -152,7 +153,9 @@ void setup_ppl(CLI::App& app) {
   auto o = std::make_shared<ppl_options>();
   CLI::App* sub = eval_app(app)->add_subcommand("ppl", "Perplexity per attention mode");
   add_eval_common_options(sub, o->common);
-  sub->add_option("--text", o->texts, "Text file(s); windows are taken round-robin")->required();
+  sub->add_option("--texts", o->texts, "Comma-separated text files; windows are taken round-robin")
+      ->delimiter(',')
+      ->required();
   sub->add_option("--lengths", o->lengths, "Comma-separated window lengths in tokens")
       ->capture_default_str();
   sub->add_option("--windows", o->windows, "Windows per length (over all files)")

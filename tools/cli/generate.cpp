@@ -5,6 +5,7 @@
 
 #include "attention_options.h"
 #include "command.h"
+#include "json_output.h"
 #include "model_loading.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
@@ -21,7 +22,7 @@ struct generate_options {
   std::string rope_scaling = "none";
   double rope_factor = 1.0;
   int threads = 0;
-  bool json = false;
+  json_option json;
   bool per_layer = false;
 };
 
@@ -63,15 +64,14 @@ void run_generate(const generate_options& o) {
   summary["decode_tokens_per_s"] = decode_tps;
   summary["peak_rss_mib"] = peak_rss_mib();
   summary["continuation"] = m.tok->decode(out);
-  if (o.json) {
-    std::printf("%s\n", summary.dump().c_str());
-    return;
-  }
-  std::printf("%s\n----\n", m.tok->decode(out).c_str());
-  print_prefill_summary(summary, o.per_layer);
-  if (att.mode != "dense") std::printf("dense layers: %s\n", describe_dense_layers(att).c_str());
-  std::printf("decode: %zu tokens, %.1f tok/s (dense attention); peak RSS %.0f MiB\n", out.size(),
-              decode_tps, peak_rss_mib());
+  json_lines(o.json).write(summary);
+  FILE* const report = o.json.text_stream();
+  std::fprintf(report, "%s\n----\n", m.tok->decode(out).c_str());
+  print_prefill_summary(report, summary, o.per_layer);
+  if (att.mode != "dense")
+    std::fprintf(report, "dense layers: %s\n", describe_dense_layers(att).c_str());
+  std::fprintf(report, "decode: %zu tokens, %.1f tok/s (dense attention); peak RSS %.0f MiB\n",
+               out.size(), decode_tps, peak_rss_mib());
 }
 
 void setup_generate(CLI::App& app) {
@@ -89,7 +89,7 @@ void setup_generate(CLI::App& app) {
   sub->add_option("--rope-factor", o->rope_factor, "RoPE scaling factor")->capture_default_str();
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
   sub->add_flag("--per-layer", o->per_layer, "Print density and times per layer");
-  sub->add_flag("--json", o->json, "Print one JSON object");
+  add_json_option(sub, o->json, "one object: the prefill summary and the continuation");
   sub->callback([o] { run_generate(*o); });
 }
 

@@ -152,7 +152,7 @@ void setup_inspect(CLI::App& app) {
   sub->add_option("--layer", o->layer, "Layer")->required();
   sub->add_option("--head", o->head, "Query head")->required();
   sub->add_option("--png", o->png, "PNG file to write")->required();
-  add_attention_options(sub, o->attention, "--mode");
+  add_attention_options(sub, o->attention);
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
   sub->callback([o] {
     check(png_supported(), "inspect", "this build has no libpng (install libpng-dev, reconfigure)");

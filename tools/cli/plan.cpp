@@ -2,8 +2,8 @@
 // synthetic inputs (--synthetic) or captured activations (--inputs FILE.safetensors with
 // layer{L}.q/k/v of shape [N, heads, dim]), and reports per layer and in total the tile density,
 // the head kinds, planning and attention time, and the output error against dense attention
-// computed by the same kernel with the full causal mask. --json prints one object per layer and
-// a final {"total": {...}}.
+// computed by the same kernel with the full causal mask. --json [FILE] writes one object per layer
+// and a final {"total": {...}}.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +13,7 @@
 
 #include "attention_options.h"
 #include "command.h"
+#include "json_output.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/planner.h"
@@ -28,7 +29,7 @@ struct plan_options {
   int64_t n = 4096, layers = 4, heads = 8, kv_heads = 2, dim = 128;
   uint64_t seed = 1;
   int threads = 0;
-  bool json = false;
+  sp::cli::json_option json;
   sp::planner_params params;
 };
 
@@ -124,13 +125,14 @@ nlohmann::json result_json(const layer_result& r) {
           {"kinds", kinds}};
 }
 
-void print_row(const std::string& label, const nlohmann::json& j) {
+void print_row(FILE* out, const std::string& label, const nlohmann::json& j) {
   const auto& k = j["kinds"];
-  std::printf("%-6s %8.4f %10.1f %12.1f %10.1f %10.2e   dense %d pivot %d shared %d qa %d vs %d\n",
-              label.c_str(), j["density"].get<double>(), j["plan_ms"].get<double>(),
-              j["attention_ms"].get<double>(), j["dense_attention_ms"].get<double>(),
-              j["rel_err"].get<double>(), k["dense"].get<int>(), k["pivot"].get<int>(),
-              k["shared"].get<int>(), k["query_aware"].get<int>(), k["vertical_slash"].get<int>());
+  std::fprintf(out,
+               "%-6s %8.4f %10.1f %12.1f %10.1f %10.2e   dense %d pivot %d shared %d qa %d vs %d\n",
+               label.c_str(), j["density"].get<double>(), j["plan_ms"].get<double>(),
+               j["attention_ms"].get<double>(), j["dense_attention_ms"].get<double>(),
+               j["rel_err"].get<double>(), k["dense"].get<int>(), k["pivot"].get<int>(),
+               k["shared"].get<int>(), k["query_aware"].get<int>(), k["vertical_slash"].get<int>());
 }
 
 void run_plan(plan_options o) {
@@ -160,11 +162,11 @@ void run_plan(plan_options o) {
                           {"dim", src.dim},
                           {"threads", pool.size()},
                           {"clusters", cluster_source}};
-  if (!o.json) {
-    std::printf("shareprefill plan: %s\n", setup.dump().c_str());
-    std::printf("%-6s %8s %10s %12s %10s %10s   kinds\n", "layer", "density", "plan_ms",
-                "attention_ms", "dense_ms", "rel_err");
-  }
+  sp::cli::json_lines json(o.json);
+  FILE* const report = o.json.text_stream();
+  std::fprintf(report, "shareprefill plan: %s\n", setup.dump().c_str());
+  std::fprintf(report, "%-6s %8s %10s %12s %10s %10s   kinds\n", "layer", "density", "plan_ms",
+               "attention_ms", "dense_ms", "rel_err");
 
   const int64_t n = src.n;
   const std::unique_ptr<sp::prefill_attention> attention = sp::make_planned_attention(planner);
@@ -205,21 +207,15 @@ void run_plan(plan_options o) {
     for (int k = 0; k < sp::head_kind_count; ++k) total.kinds[k] += r.kinds[k];
 
     nlohmann::json row = result_json(r);
-    if (o.json) {
-      row["layer"] = l;
-      std::printf("%s\n", row.dump().c_str());
-    } else {
-      print_row(std::to_string(l), row);
-    }
-    std::fflush(stdout);
+    print_row(report, std::to_string(l), row);
+    std::fflush(report);
+    row["layer"] = l;
+    json.write(row);
   }
   nlohmann::json t = result_json(total);
-  if (o.json) {
-    t.update(setup);
-    std::printf("%s\n", nlohmann::json{{"total", t}}.dump().c_str());
-  } else {
-    print_row("total", t);
-  }
+  print_row(report, "total", t);
+  t.update(setup);
+  json.write({{"total", t}});
 }
 
 void setup_plan(CLI::App& app) {
@@ -236,7 +232,7 @@ void setup_plan(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed of the synthetic generator");
   sub->add_option("--mode", o->mode, "dense | vslash | flexprefill | shareprefill");
   sub->add_option("--clusters", o->clusters, "Cluster map JSON (default for --synthetic: groups)");
-  sub->add_flag("--json", o->json, "JSON lines output");
+  sp::cli::add_json_option(sub, o->json, "one object per layer, then {\"total\": ...}");
   sp::cli::add_planner_options(sub, o->params);
   sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
   sub->callback([o] { run_plan(*o); });

@@ -51,19 +51,21 @@ nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode,
           {"layers", layers}};
 }
 
-void print_prefill_summary(const nlohmann::json& s, bool per_layer) {
-  std::printf("[%s] %lld tokens: prefill %.0f ms (%.0f tok/s), attention %.0f ms (planning %.0f ms), "
-              "density %.3f, kinds %s\n",
-              s.at("mode").get<std::string>().c_str(), (long long)s.at("n_tokens").get<int64_t>(),
-              s.at("prefill_ms").get<double>(), s.at("tokens_per_s").get<double>(),
-              s.at("attention_ms").get<double>(), s.at("plan_ms").get<double>(),
-              s.at("density").get<double>(), s.at("kinds").dump().c_str());
+void print_prefill_summary(FILE* out, const nlohmann::json& s, bool per_layer) {
+  std::fprintf(
+      out,
+      "[%s] %lld tokens: prefill %.0f ms (%.0f tok/s), attention %.0f ms (planning %.0f ms), "
+      "density %.3f, kinds %s\n",
+      s.at("mode").get<std::string>().c_str(), (long long)s.at("n_tokens").get<int64_t>(),
+      s.at("prefill_ms").get<double>(), s.at("tokens_per_s").get<double>(),
+      s.at("attention_ms").get<double>(), s.at("plan_ms").get<double>(),
+      s.at("density").get<double>(), s.at("kinds").dump().c_str());
   if (!per_layer) return;
-  std::printf("  %5s %8s %9s %12s  kinds\n", "layer", "density", "plan_ms", "attention_ms");
+  std::fprintf(out, "  %5s %8s %9s %12s  kinds\n", "layer", "density", "plan_ms", "attention_ms");
   for (const auto& l : s.at("layers"))
-    std::printf("  %5lld %8.3f %9.1f %12.1f  %s\n", (long long)l.at("layer").get<int64_t>(),
-                l.at("density").get<double>(), l.at("plan_ms").get<double>(),
-                l.at("attention_ms").get<double>(), l.at("kinds").dump().c_str());
+    std::fprintf(out, "  %5lld %8.3f %9.1f %12.1f  %s\n", (long long)l.at("layer").get<int64_t>(),
+                 l.at("density").get<double>(), l.at("plan_ms").get<double>(),
+                 l.at("attention_ms").get<double>(), l.at("kinds").dump().c_str());
 }
 
 double peak_rss_mib() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,7 +20,8 @@ std::function<void(int64_t, int64_t)> layer_progress(const std::string& label);
 // layer, density, plan_ms, attention_ms, kinds).
 nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode, int64_t n_tokens);
 
-void print_prefill_summary(const nlohmann::json& summary, bool per_layer);
+// Prints the summary as one line (and a per-layer table) to `out`.
+void print_prefill_summary(FILE* out, const nlohmann::json& summary, bool per_layer);
 
 // Peak resident set size of this process in MiB.
 double peak_rss_mib();
