@@ -15,7 +15,8 @@
 # and prints the per-round ratios and their medians.
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [profile] [compare]
 #        (default: the first four)
-# Needs .deps (CLI11, nlohmann-json, GoogleTest, PCRE2) carried from the development machine.
+# Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
+# development machine and carry [".deps"] (README, "GPU machine").
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
 mkdir -p "$OUT"
@@ -26,9 +27,10 @@ BIN=$BUILD/bin
 run() { echo "+ $*"; "$@"; }
 
 # Build only tracked files (plus .deps), so stray files in the copied tree cannot break the
-# build: the list comes from .deps/tracked-files.txt, written before the tree was sent
-# (`git ls-files > .deps/tracked-files.txt`; the copy's git metadata may be stale or missing),
-# or else from git here.
+# build: the list comes from .deps/tracked-files.txt, written by scripts/gpu-prepare.sh before
+# the tree was sent (the copy's git metadata may be stale or missing), or else from git here.
+[ -f "$ROOT/.deps/include/CLI/CLI.hpp" ] && [ -f "$ROOT/.deps/lib/libpcre2-8.a" ] ||
+  echo "warning: no .deps/ with CLI11 and PCRE2 (scripts/gpu-prepare.sh, then carry .deps)" >&2
 SRC=$ROOT
 LIST=
 [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
@@ -49,8 +51,7 @@ for step in $STEPS; do
     build)
       nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv
       run cmake -S "$SRC" -B "$BUILD" -G Ninja -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-        -DSP_BLAS=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" -DSP_CLI11_INCLUDE="$SRC/.deps/include" \
-        -DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a" \
+        -DSP_BLAS=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
       run cmake --build "$BUILD" -j16 --target test_cuda_attention shareprefill_cli \
         >"$OUT/build-full.log" 2>&1
