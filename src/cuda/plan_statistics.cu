@@ -1,13 +1,17 @@
 // Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
 // The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
-// products (wmma 16x16x16, bf16/f16 in, fp32 out), 64 keys at a time; a grid of (key range,
-// head) CTAs streams over K twice:
-//   pass 1: per row, the online max and sum of exp over the CTA's key range -> row_stats;
+// products (wmma 16x16x16, bf16/f16 in, fp32 out, scaled to base 2), 64 keys at a time, the
+// next 64 keys loading (cp.async, double buffer) while the current ones are scored; warp w owns
+// query rows 16w..16w+15 of the score tile, so the per-row work needs no block barrier. A grid
+// of (key range, head) CTAs streams over K twice:
+//   pass 1: per lane and row, an online max and sum of exp2 over the lane's columns, combined
+//           over the warp at the end -> row_stats;
 //   pass 2: the ranges' (max, sum) combined, probabilities recomputed and reduced at once into
-//           the vertical profile (column sums, each key owned by one CTA) and the slash profile
-//           (diagonal sums through a sliding window; the < 128 entries that run past the end of
-//           a range go to `spill` and are added by the next kernel, so every sum is formed in a
-//           fixed order and the result is deterministic).
+//           the vertical profile (per-warp column sums, added in warp order; each key owned by
+//           one CTA) and the slash profile (per-warp diagonal strips added in warp order into a
+//           sliding window; the < 128 entries that run past the end of a range go to `spill` and
+//           are added by the next kernel), so every sum is formed in a fixed order and the
+//           result is deterministic.
 // The bs x N probabilities never exist: only one 128 x 64 tile per CTA, in shared memory.
 // Then block sums (fp64, as the host), the gamma budgets through a CUB sort and prefix sum of
 // each profile, and the ranking of the block profiles for the top-k of step D.
@@ -21,17 +25,17 @@
 #include "cuda_check.h"
 #include "plan_common.cuh"
 #include "plan_layout.h"
+#include "ptx_sm80.cuh"
 
 namespace sp::cuda {
 namespace {
 
 constexpr int stats_threads = 256;  // 8 warps, 16 query rows each
-constexpr float neg_inf = -INFINITY;
 
 struct stats_args {
   qk_views x;
   plan_sizes s;
-  float scale;  // 1 / sqrt(D)
+  float scale_log2;  // log2(e) / sqrt(D): scores enter exp2 in base 2
   float* row_stats;
   float* tok;
   float* spill;
@@ -39,14 +43,20 @@ struct stats_args {
   int32_t layer;
 };
 
+constexpr int stats_warps = stats_threads / 32;  // warp w owns query rows 16w .. 16w + 15
+constexpr int strip_size = stats_chunk + 16;          // slash entries one warp's rows meet per chunk
+constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
+
 template <class T, int D>
 struct stats_smem {
   static constexpr int ldq = D + 8, ldk = D + 8, lds = stats_chunk + 4;
   T q[stats_rows * ldq];
-  T k[stats_chunk * ldk];
+  T k[2][stats_chunk * ldk];  // double buffer: chunk c + 1 loads while chunk c is scored
   float s[stats_rows * lds];
   float m[stats_rows], inv[stats_rows];
-  float window[2 * stats_chunk + stats_rows];
+  float colpart[stats_warps][stats_chunk];
+  float strips[stats_warps][strip_size];
+  float window[window_size];
 };
 
 template <class T, int D>
@@ -61,15 +71,25 @@ __device__ void load_rows(T* dst, int ld, const T* src, int64_t token_stride, in
   }
 }
 
-// Scores of the 128 (padded) query rows against keys [j0, j0 + 64) into sm.s (unscaled).
+// Starts the copy of keys [j0, j0 + 64) (zeros past N) into a K buffer.
 template <class T, int D>
-__device__ void score_chunk(stats_smem<T, D>& sm, const T* k_head, int64_t k_token_stride,
-                            int64_t j0, int64_t n) {
+__device__ void load_keys_async(T* dst, const T* k_head, int64_t token_stride, int64_t j0,
+                                int64_t n) {
+  constexpr int vec = 8, ld = D + 8;
+  for (int idx = threadIdx.x; idx < stats_chunk * (D / vec); idx += blockDim.x) {
+    const int row = idx / (D / vec), col = (idx % (D / vec)) * vec;
+    const bool valid = j0 + row < n;
+    cp_async_16(dst + row * ld + col, k_head + (valid ? (j0 + row) * token_stride + col : 0), valid);
+  }
+  cp_async_commit();
+}
+
+// Warp w's 16 query rows against the 64 keys of a K buffer, scaled to base 2, into its rows of
+// sm.s (no other warp reads them).
+template <class T, int D>
+__device__ void score_rows(stats_smem<T, D>& sm, const T* keys, float scale_log2) {
   using namespace nvcuda;
   using S = stats_smem<T, D>;
-  __syncthreads();  // the previous chunk's tiles are no longer read
-  load_rows<T, D>(sm.k, S::ldk, k_head, k_token_stride, j0, stats_chunk, n - j0);
-  __syncthreads();
   const int warp = threadIdx.x / 32;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[stats_chunk / 16];
   for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
@@ -78,128 +98,174 @@ __device__ void score_chunk(stats_smem<T, D>& sm, const T* k_head, int64_t k_tok
     wmma::load_matrix_sync(a, sm.q + warp * 16 * S::ldq + kk, S::ldq);
     for (int c = 0; c < stats_chunk / 16; ++c) {
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-      wmma::load_matrix_sync(b, sm.k + c * 16 * S::ldk + kk, S::ldk);
+      wmma::load_matrix_sync(b, keys + c * 16 * S::ldk + kk, S::ldk);
       wmma::mma_sync(acc[c], a, b, acc[c]);
     }
   }
-  for (int c = 0; c < stats_chunk / 16; ++c)
+  for (int c = 0; c < stats_chunk / 16; ++c) {
+    for (int e = 0; e < acc[c].num_elements; ++e) acc[c].x[e] *= scale_log2;
     wmma::store_matrix_sync(sm.s + warp * 16 * S::lds + c * 16, acc[c], S::lds,
                             wmma::mem_row_major);
-  __syncthreads();
+  }
+  __syncwarp();
 }
 
 template <class T, int D, int pass>
-__global__ void __launch_bounds__(stats_threads) last_block_stats_kernel(stats_args a) {
+__global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stats_args a) {
   using S = stats_smem<T, D>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
   S& sm = *reinterpret_cast<S*>(smem_raw);
   const int split = blockIdx.x, h = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const plan_sizes& s = a.s;
-  const int64_t n = s.n, rows = s.rows, q0 = n - rows;
+  const int64_t n = s.n, q0 = n - s.rows;
+  const int rows = static_cast<int>(s.rows);
   const int64_t ja = split * s.split_keys, jb = min(n, ja + s.split_keys);
+  const int chunks = static_cast<int>((jb - ja + stats_chunk - 1) / stats_chunk);
   const T* q_head = static_cast<const T*>(a.x.q) + h * a.x.q_head_stride;
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
+  load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
   load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows);
-  float* stats = a.row_stats + (static_cast<int64_t>(h) * s.splits + split) * stats_rows * 2;
+  float* my_s = sm.s + warp * 16 * S::lds;
+  const int row0 = warp * 16;  // first query row of this warp (absolute q0 + row)
 
-  if (pass == 1) {
-    // Two threads per row, 32 columns each; (m, l) online over the range.
-    const int row = threadIdx.x / 2, half = threadIdx.x % 2;
-    float m = neg_inf, l = 0.0f;
-    bool bad = false;
-    for (int64_t j0 = ja; j0 < jb; j0 += stats_chunk) {
-      score_chunk<T, D>(sm, k_head, a.x.k_token_stride, j0, n);
-      if (row >= rows) continue;
-      const float* sr = sm.s + row * S::lds + half * 32;
-      const int64_t last = min(q0 + row, n - 1);  // last valid key of this row
-      float cm = neg_inf;
-      for (int jj = 0; jj < 32; ++jj) {
-        const int64_t j = j0 + half * 32 + jj;
-        if (j > last) break;
-        const float v = sr[jj] * a.scale;
-        bad |= !isfinite(v);
-        cm = fmaxf(cm, v);
+  if (pass == 2) {
+    if (threadIdx.x < stats_rows) {
+      const int row = threadIdx.x;
+      const float* all = a.row_stats + static_cast<int64_t>(h) * s.splits * stats_rows * 2;
+      float m = -INFINITY;
+      for (int64_t r = 0; r < s.splits; ++r) m = fmaxf(m, all[(r * stats_rows + row) * 2]);
+      float l = 0.0f;
+      for (int64_t r = 0; r < s.splits; ++r) {
+        const float rm = all[(r * stats_rows + row) * 2];
+        if (rm != -INFINITY) l += all[(r * stats_rows + row) * 2 + 1] * exp2f(rm - m);
       }
-      if (cm == neg_inf) continue;
-      const float nm = fmaxf(m, cm);
-      float part = 0.0f;
-      for (int jj = 0; jj < 32; ++jj) {
-        const int64_t j = j0 + half * 32 + jj;
-        if (j > last) break;
-        part += expf(sr[jj] * a.scale - nm);
-      }
-      l = (m == neg_inf ? 0.0f : l * expf(m - nm)) + part;
-      m = nm;
+      const bool real = row < rows && l > 0.0f;
+      sm.m[row] = real ? m : 0.0f;
+      sm.inv[row] = real ? 1.0f / l : 0.0f;
     }
-    const float om = __shfl_xor_sync(0xffffffffu, m, 1), ol = __shfl_xor_sync(0xffffffffu, l, 1);
-    const float nm = fmaxf(m, om);
-    const float nl = nm == neg_inf ? 0.0f
-                                   : (m == neg_inf ? 0.0f : l * expf(m - nm)) +
-                                         (om == neg_inf ? 0.0f : ol * expf(om - nm));
-    if (half == 0) {
-      stats[row * 2] = nm;
-      stats[row * 2 + 1] = nl;
-    }
-    if (__syncthreads_or(bad) && threadIdx.x == 0)
-      record_error(a.error, plan_error_nonfinite_input, a.layer, h);
-    return;
+    for (int i = threadIdx.x; i < window_size; i += blockDim.x) sm.window[i] = 0.0f;
   }
 
-  // Pass 2: combine the ranges' (max, sum) per row.
-  if (threadIdx.x < stats_rows) {
-    const int row = threadIdx.x;
-    const float* all = a.row_stats + static_cast<int64_t>(h) * s.splits * stats_rows * 2;
-    float m = neg_inf;
-    for (int64_t r = 0; r < s.splits; ++r) m = fmaxf(m, all[(r * stats_rows + row) * 2]);
-    float l = 0.0f;
-    for (int64_t r = 0; r < s.splits; ++r) {
-      const float rm = all[(r * stats_rows + row) * 2];
-      if (rm != neg_inf) l += all[(r * stats_rows + row) * 2 + 1] * expf(rm - m);
-    }
-    const bool real = row < rows && l > 0.0f;
-    sm.m[row] = real ? m : 0.0f;
-    sm.inv[row] = real ? 1.0f / l : 0.0f;
-  }
-  for (int i = threadIdx.x; i < 2 * stats_chunk + stats_rows; i += blockDim.x) sm.window[i] = 0.0f;
+  // Pass 1: per lane and row, an online (max, sum) over the lane's columns lane and lane + 32.
+  float m[16], l[16];
+  for (int r = 0; r < 16; ++r) m[r] = -INFINITY, l[r] = 0.0f;
+  bool bad = false;
   const float inv_rows = 1.0f / static_cast<float>(rows);
   float* v_tok = a.tok + static_cast<int64_t>(h) * n;
   float* s_tok = a.tok + (s.heads + h) * n;
-  const int span = stats_chunk + static_cast<int>(rows) - 1;  // window entries a chunk touches
-  for (int64_t j0 = ja; j0 < jb; j0 += stats_chunk) {
-    score_chunk<T, D>(sm, k_head, a.x.k_token_stride, j0, n);
-    for (int idx = threadIdx.x; idx < stats_rows * stats_chunk; idx += blockDim.x) {
-      const int row = idx / stats_chunk, jj = idx % stats_chunk;
-      const int64_t j = j0 + jj;
-      float* e = sm.s + row * S::lds + jj;
-      *e = (row < rows && j < n && j <= q0 + row) ? expf(*e * a.scale - sm.m[row]) * sm.inv[row]
-                                                  : 0.0f;
+
+  for (int c = 0; c < chunks; ++c) {
+    const int64_t j0 = ja + static_cast<int64_t>(c) * stats_chunk;
+    cp_async_wait<0>();
+    // Chunk c's keys (and, at c = 0, Q and the pass-2 row constants) are visible, and every warp
+    // is done with chunk c - 1, whose buffer the next copy reuses.
+    __syncthreads();
+    if (c + 1 < chunks)
+      load_keys_async<T, D>(sm.k[(c + 1) & 1], k_head, a.x.k_token_stride, j0 + stats_chunk, n);
+    score_rows<T, D>(sm, sm.k[c & 1], a.scale_log2);
+    // Every key of the chunk valid for every row: no masking needed.
+    const bool full = j0 + stats_chunk - 1 <= q0 && j0 + stats_chunk <= n;
+    if (pass == 1) {
+      for (int r = 0; r < 16; ++r) {
+        const int row = row0 + r;
+        float x0 = my_s[r * S::lds + lane], x1 = my_s[r * S::lds + lane + 32];
+        bool valid0 = true, valid1 = true;
+        if (!full) {
+          const int64_t last = q0 + row;  // last valid key of this row
+          valid0 = row < rows && j0 + lane <= last;
+          valid1 = row < rows && j0 + lane + 32 <= last;
+        }
+        bad |= (valid0 && !isfinite(x0)) || (valid1 && !isfinite(x1));
+        if (!valid0) x0 = -INFINITY;
+        if (!valid1) x1 = -INFINITY;
+        const float nm = fmaxf(m[r], fmaxf(x0, x1));
+        if (nm == -INFINITY) continue;
+        l[r] = l[r] * exp2f(m[r] - nm) + exp2f(x0 - nm) + exp2f(x1 - nm);
+        m[r] = nm;
+      }
+      continue;
+    }
+
+    // Pass 2: probabilities in place, column sums of this warp's rows, slash strip.
+    float col0 = 0.0f, col1 = 0.0f;
+    for (int r = 0; r < 16; ++r) {
+      const int row = row0 + r;
+      float* sr = my_s + r * S::lds;
+      float p0 = exp2f(sr[lane] - sm.m[row]) * sm.inv[row];
+      float p1 = exp2f(sr[lane + 32] - sm.m[row]) * sm.inv[row];
+      if (!full) {
+        const int64_t last = q0 + row;
+        if (row >= rows || j0 + lane > last) p0 = 0.0f;
+        if (row >= rows || j0 + lane + 32 > last) p1 = 0.0f;
+      }
+      sr[lane] = p0;
+      sr[lane + 32] = p1;
+      col0 += p0;
+      col1 += p1;
+    }
+    sm.colpart[warp][lane] = col0;
+    sm.colpart[warp][lane + 32] = col1;
+    __syncwarp();
+    // Strip entry e of this warp: rows r = 0..15 at column e - 15 + r (distance is constant).
+    for (int e = lane; e < strip_size - 1; e += 32) {
+      float acc = 0.0f;
+      for (int r = 0; r < 16; ++r) {
+        const int col = e - 15 + r;
+        if (col >= 0 && col < stats_chunk) acc += my_s[r * S::lds + col];
+      }
+      sm.strips[warp][e] = acc;
     }
     __syncthreads();
     const int t = threadIdx.x;
     if (t < stats_chunk && j0 + t < n) {
       float sum = 0.0f;
-      for (int row = 0; row < rows; ++row) sum += sm.s[row * S::lds + t];
+      for (int w = 0; w < stats_warps; ++w) sum += sm.colpart[w][t];
       v_tok[j0 + t] = sum * inv_rows;
     }
-    // Slash: window entry d is distance index j0 + d; row i meets key column d - (rows-1-i).
+    // Window entry d = key column + (rows - 1 - query row); warp w's strip entry e has column
+    // e - 15 + r at row 16w + r, so d = e - 15 + rows - 1 - 16w.
     float acc = 0.0f;
-    if (t < span) {
+    if (t < window_size - 1) {
       acc = sm.window[t];
-      const int lo = max(0, static_cast<int>(rows) - 1 - t);
-      const int hi = min(static_cast<int>(rows) - 1, stats_chunk - 1 + static_cast<int>(rows) - 1 - t);
-      for (int row = lo; row <= hi; ++row)
-        acc += sm.s[row * S::lds + t - (static_cast<int>(rows) - 1 - row)];
+      for (int w = 0; w < stats_warps; ++w) {
+        const int e = t + 15 - (rows - 1) + 16 * w;
+        if (e >= 0 && e < strip_size - 1) acc += sm.strips[w][e];
+      }
     }
     __syncthreads();
     // Entries < 64 are complete; the rest shift down by 64 and the top of the window clears.
     if (t < stats_chunk) {
       if (j0 + t < n) s_tok[j0 + t] = acc * inv_rows;
-    } else if (t < stats_chunk + stats_rows - 1) {
+    } else if (t < window_size - 1) {
       sm.window[t - stats_chunk] = acc;
     }
-    if (t >= stats_rows - 1 && t < stats_chunk + stats_rows - 1) sm.window[t] = 0.0f;
-    __syncthreads();
+    if (t >= stats_rows - 1 && t < window_size - 1) sm.window[t] = 0.0f;
   }
+
+  if (pass == 1) {
+    float* stats = a.row_stats + (static_cast<int64_t>(h) * s.splits + split) * stats_rows * 2;
+    for (int r = 0; r < 16; ++r) {
+      float mr = m[r], lr = l[r];
+      for (int o = 16; o > 0; o >>= 1) {
+        const float om = __shfl_xor_sync(0xffffffffu, mr, o);
+        const float ol = __shfl_xor_sync(0xffffffffu, lr, o);
+        const float nm = fmaxf(mr, om);
+        lr = nm == -INFINITY ? 0.0f
+                             : (mr == -INFINITY ? 0.0f : lr * exp2f(mr - nm)) +
+                                   (om == -INFINITY ? 0.0f : ol * exp2f(om - nm));
+        mr = nm;
+      }
+      if (lane == 0) {
+        stats[(row0 + r) * 2] = mr;
+        stats[(row0 + r) * 2 + 1] = lr;
+      }
+    }
+    if (__syncthreads_or(bad) && threadIdx.x == 0)
+      record_error(a.error, plan_error_nonfinite_input, a.layer, h);
+    return;
+  }
+  __syncthreads();
   float* spill = a.spill + (static_cast<int64_t>(h) * s.splits + split) * stats_rows;
   if (threadIdx.x < stats_rows)
     spill[threadIdx.x] = threadIdx.x < rows - 1 ? sm.window[threadIdx.x] * inv_rows : 0.0f;
@@ -294,7 +360,8 @@ void launch_passes(const stats_args& a, cudaStream_t stream) {
 void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                        const plan_rules& r, cub_plan& c, cudaStream_t stream) {
   const char* fn = "device_planner::plan";
-  stats_args a{x, p.s, static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.s.dim))),
+  stats_args a{x, p.s,
+               static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(p.s.dim))),
                p.row_stats, p.tok, p.spill, st.error, r.layer};
   if (p.s.dim == 64) {
     if (x.half) launch_passes<__half, 64>(a, stream);
