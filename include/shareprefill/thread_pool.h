@@ -13,7 +13,10 @@ namespace sp {
 
 class thread_pool {
  public:
-  // threads <= 0 means std::thread::hardware_concurrency().
+  static constexpr int max_threads = 1024;
+
+  // threads == 0 means std::thread::hardware_concurrency(). Throws sp::error for a count outside
+  // [0, max_threads] or when a worker thread cannot be started (the started ones are joined).
   explicit thread_pool(int threads = 0);
   ~thread_pool();
   thread_pool(const thread_pool&) = delete;
@@ -27,6 +30,7 @@ class thread_pool {
 
  private:
   void worker_loop(int worker);
+  void stop_workers() noexcept;
   void run_items(int worker);
 
   std::vector<std::thread> workers_;

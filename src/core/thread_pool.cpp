@@ -2,21 +2,39 @@
 // coarse: a head's query block of attention, ~0.1-10 ms each).
 #include "shareprefill/thread_pool.h"
 
+#include <system_error>
+
+#include "shareprefill/error.h"
+
 namespace sp {
 
 thread_pool::thread_pool(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  check(threads >= 0 && threads <= max_threads, "thread_pool",
+        "thread count must be in [0, ", max_threads, "] (0 = one per core), got ", threads);
+  if (threads == 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
-  for (int w = 1; w < threads; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  workers_.reserve(static_cast<size_t>(threads - 1));
+  try {
+    for (int w = 1; w < threads; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  } catch (const std::system_error& e) {
+    // The workers started so far wait on wake_: stop and join them before the members go.
+    const size_t started = workers_.size();
+    stop_workers();
+    fail("thread_pool", "cannot start worker thread ", started + 1, " of ", threads - 1, ": ",
+         e.what());
+  }
 }
 
-thread_pool::~thread_pool() {
+thread_pool::~thread_pool() { stop_workers(); }
+
+void thread_pool::stop_workers() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void thread_pool::run_items(int worker) {
