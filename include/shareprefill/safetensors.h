@@ -24,6 +24,8 @@ struct safetensors_file {
 // Throws sp::error on I/O problems, a malformed header, unsupported dtypes or offsets that do
 // not match the shape.
 safetensors_file safetensors_load(const std::string& path);
+// The same from the file's bytes; `name` stands for the file in error messages.
+safetensors_file safetensors_from_bytes(std::vector<uint8_t> bytes, const std::string& name);
 
 // Writes tensors (any supported dtype, contiguous) to a new file; for tests and tools.
 void safetensors_save(const std::string& path,

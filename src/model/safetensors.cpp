@@ -4,8 +4,12 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <utility>
 
+#include "shareprefill/checked_math.h"
 #include "shareprefill/error.h"
+#include "shareprefill/file_bytes.h"
+#include "shareprefill/json_excerpt.h"
 
 namespace sp {
 namespace {
@@ -43,58 +47,62 @@ const tensor_view& safetensors_file::get(const std::string& name) const {
 }
 
 safetensors_file safetensors_load(const std::string& path) {
+  return safetensors_from_bytes(read_file_bytes(path, "safetensors_load"), path);
+}
+
+safetensors_file safetensors_from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
   const char* fn = "safetensors_load";
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  check(in.good(), fn, "cannot open '", path, "'");
-  const int64_t size = static_cast<int64_t>(in.tellg());
-  check(size >= 8, fn, path, ": file too small (", size, " bytes)");
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  check(size >= 8, fn, name, ": file too small (", size, " bytes)");
   safetensors_file f;
-  f.path = path;
-  f.bytes.resize(static_cast<size_t>(size));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(f.bytes.data()), size);
-  check(in.good(), fn, path, ": read failed");
+  f.path = name;
+  f.bytes = std::move(bytes);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f.bytes[static_cast<size_t>(i)];
-  check(header_len <= static_cast<uint64_t>(size - 8), fn, path, ": header length ", header_len,
+  check(header_len <= static_cast<uint64_t>(size - 8), fn, name, ": header length ", header_len,
         " exceeds the file size ", size);
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(f.bytes.begin() + 8, f.bytes.begin() + 8 + header_len);
+    header = nlohmann::json::parse(f.bytes.begin() + 8,
+                                   f.bytes.begin() + 8 + static_cast<int64_t>(header_len));
   } catch (const nlohmann::json::exception& e) {
-    fail(fn, path, ": header is not valid JSON: ", e.what());
+    fail(fn, name, ": header is not valid JSON: ", e.what());
   }
-  check(header.is_object(), fn, path, ": header must be a JSON object");
+  check(header.is_object(), fn, name, ": header must be a JSON object");
   const int64_t data_begin = 8 + static_cast<int64_t>(header_len);
-  for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
+  const int64_t data_size = size - data_begin;
+  for (const auto& [tensor, info] : header.items()) {
+    if (tensor == "__metadata__") continue;
     check(info.is_object() && info.contains("dtype") && info.contains("shape") &&
               info.contains("data_offsets"),
-          fn, path, ": tensor '", name, "' lacks dtype/shape/data_offsets");
+          fn, name, ": tensor '", tensor, "' lacks dtype/shape/data_offsets");
     dtype t;
     check(info["dtype"].is_string() && dtype_from_name(info["dtype"].get<std::string>(), t), fn,
-          path, ": tensor '", name, "': unsupported dtype ", info["dtype"].dump(),
+          name, ": tensor '", tensor, "': unsupported dtype ", json_excerpt(info["dtype"]),
           " (F32, BF16, F16)");
     const auto& shape = info["shape"];
     check(shape.is_array() && !shape.empty() && shape.size() <= static_cast<size_t>(max_rank), fn,
-          path, ": tensor '", name, "': shape ", shape.dump(), " must have rank 1..", max_rank);
-    int64_t numel = 1;
+          name, ": tensor '", tensor, "': shape ", json_excerpt(shape), " must have rank 1..",
+          max_rank);
     std::vector<int64_t> dims;
     for (const auto& s : shape) {
-      check(s.is_number_integer() && s.get<int64_t>() >= 0, fn, path, ": tensor '", name,
-            "': bad extent ", s.dump());
+      check(s.is_number_integer() && s.get<int64_t>() >= 0, fn, name, ": tensor '", tensor,
+            "': bad extent ", json_excerpt(s));
       dims.push_back(s.get<int64_t>());
-      numel *= dims.back();
     }
+    const int64_t bytes_needed = checked_product(
+        dims.data(), static_cast<int>(dims.size()), static_cast<int64_t>(dtype_size(t)), fn, name,
+        ": tensor '", tensor, "': byte size of shape ", json_excerpt(shape));
     const auto& off = info["data_offsets"];
     check(off.is_array() && off.size() == 2 && off[0].is_number_integer() &&
               off[1].is_number_integer(),
-          fn, path, ": tensor '", name, "': bad data_offsets ", off.dump());
+          fn, name, ": tensor '", tensor, "': bad data_offsets ", json_excerpt(off));
     const int64_t b = off[0].get<int64_t>(), e = off[1].get<int64_t>();
-    check(b >= 0 && e >= b && data_begin + e <= size, fn, path, ": tensor '", name,
-          "': data_offsets ", off.dump(), " outside the data section");
-    check(e - b == numel * static_cast<int64_t>(dtype_size(t)), fn, path, ": tensor '", name,
-          "': ", e - b, " bytes for shape ", shape.dump(), " of ", dtype_tag(t));
+    check(b >= 0 && e >= b && range_within(b, e - b, data_size), fn, name, ": tensor '", tensor,
+          "': data_offsets ", json_excerpt(off), " outside the data section of ", data_size,
+          " bytes");
+    check(e - b == bytes_needed, fn, name, ": tensor '", tensor, "': ", e - b, " bytes for shape ",
+          json_excerpt(shape), " of ", dtype_tag(t), " (needs ", bytes_needed, ")");
     void* data = f.bytes.data() + data_begin + b;
     tensor_view v;
     switch (dims.size()) {
@@ -111,7 +119,7 @@ safetensors_file safetensors_load(const std::string& path) {
         v = tensor_view::contiguous(data, t, {dims[0], dims[1], dims[2], dims[3]});
         break;
     }
-    f.tensors[name] = v;
+    f.tensors[tensor] = v;
   }
   return f;
 }
