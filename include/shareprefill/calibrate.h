@@ -165,7 +165,12 @@ std::vector<metric_report> observation_report(const std::vector<calibration_inpu
 
 // Little-endian binary: magic "SPCALIB1", count, then per input its label fields and tensors.
 void save_calibration_inputs(const std::string& path, const std::vector<calibration_input>& inputs);
+// Loading checks every count against the bytes left before sizing anything, and each input's
+// values (calibration_input::validate); a file with trailing bytes is refused.
 std::vector<calibration_input> load_calibration_inputs(const std::string& path);
+// The same from the file's bytes; `name` stands for the file in error messages.
+std::vector<calibration_input> calibration_inputs_from_bytes(const std::vector<uint8_t>& bytes,
+                                                             const std::string& name);
 
 // ---- the report (src/calibrate/report_writer.cpp) ----
 

@@ -18,6 +18,18 @@ calib_metric calib_metric_from_name(const std::string& name) {
   fail("calib_metric_from_name", "unknown metric '", name, "' (expected jaccard or js)");
 }
 
+namespace {
+
+// Index of the first value that is not a mass fraction in [0, 1], NaN included, or -1. The upper
+// bound leaves room for fp32 summation error.
+int64_t first_outside_unit_interval(const std::vector<float>& v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!(v[i] >= 0.0f && v[i] <= 1.001f)) return static_cast<int64_t>(i);
+  return -1;
+}
+
+}  // namespace
+
 std::string calibration_input::label() const { return str(text, "@", n_tokens); }
 
 void calibration_input::validate() const {
@@ -26,13 +38,22 @@ void calibration_input::validate() const {
         " x ", heads);
   check(block_size > 0 && n_tokens >= block_size, fn, label(), ": ", n_tokens,
         " tokens is shorter than one block of ", block_size);
-  check(n_blocks == (n_tokens + block_size - 1) / block_size, fn, label(), ": n_blocks ",
-        n_blocks, " does not match ", n_tokens, " tokens in blocks of ", block_size);
+  check(n_blocks == n_tokens / block_size + (n_tokens % block_size != 0 ? 1 : 0), fn, label(),
+        ": n_blocks ", n_blocks, " does not match ", n_tokens, " tokens in blocks of ", block_size);
   check(static_cast<int64_t>(block_attention.size()) == head_count() * n_blocks * n_blocks, fn,
         label(), ": block_attention has ", block_attention.size(), " values, expected ",
         head_count() * n_blocks * n_blocks);
   check(static_cast<int64_t>(vs_coverage.size()) == head_count(), fn, label(),
         ": vs_coverage has ", vs_coverage.size(), " values, expected ", head_count());
+  const int64_t bad_a = first_outside_unit_interval(block_attention);
+  if (bad_a >= 0)
+    fail(fn, label(), ": block_attention value ", block_attention[static_cast<size_t>(bad_a)],
+         " at flat index ", bad_a,
+         " is not an attention mass in [0, 1] (NaN, Inf or corrupt data)");
+  const int64_t bad_v = first_outside_unit_interval(vs_coverage);
+  if (bad_v >= 0)
+    fail(fn, label(), ": vs_coverage value ", vs_coverage[static_cast<size_t>(bad_v)], " of head ",
+         bad_v, " is not a fraction in [0, 1] (NaN, Inf or corrupt data)");
 }
 
 void calibration_settings::validate(int64_t head_count) const {
