@@ -166,6 +166,7 @@ class gguf_file {
  private:
   gguf_file() = default;
   void parse();
+  void check_data_ranges_disjoint() const;  // throws when two tensors share data bytes
   const gguf_kv& require(const std::string& key, const char* fn) const;
   void release() noexcept;
 

@@ -67,16 +67,23 @@ struct prefill_result {
   double plan_ms = 0.0;
 };
 
+// The longest prompt the model takes: its trained context, or factor x it under rope scaling
+// (positions past that would be extrapolated, not interpolated).
+int64_t llama_usable_context(const llama_config& c, const rope_scaling_options& rope);
+
 // A running sequence: the KV cache of one prompt and its continuation.
 class llama_session {
  public:
+  // max_tokens: the capacity (prompt and continuation). Nothing is allocated here: the KV cache
+  // grows with the tokens actually run, so a large capacity costs nothing by itself.
   llama_session(const llama_weights& weights, thread_pool& pool, int64_t max_tokens);
 
   // Runs the prompt through every layer, filling the KV cache. Throws on an empty prompt, a
-  // token id out of range, or a prompt longer than the cache / the trained context (the latter
-  // unless rope scaling is given).
+  // token id out of range, or a prompt longer than the session capacity or the usable context
+  // (llama_usable_context). The cache is sized for the prompt here, after those checks.
   prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options);
   // Appends one token and returns its next-token logits [vocab]; dense attention over the cache.
+  // Positions past llama_usable_context are allowed (callers decide whether to warn or refuse).
   std::vector<float> decode(int32_t token);
 
   int64_t length() const { return length_; }
@@ -88,6 +95,9 @@ class llama_session {
   int64_t max_tokens_ = 0;
   int64_t length_ = 0;
   rope_scaling_options rope_;
+  // Per layer [tokens, Hkv, D], with room reserved for reserve_tokens.
+  void resize_cache(int64_t tokens, int64_t reserve_tokens);
+
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer [max_tokens, Hkv, D]
 };
 

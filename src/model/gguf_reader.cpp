@@ -8,11 +8,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <utility>
+#include <vector>
 
+#include "shareprefill/checked_math.h"
 #include "shareprefill/error.h"
 #include "shareprefill/gguf.h"
 
@@ -195,23 +198,14 @@ void read_tensor_info(gguf_tensor_info& t, cursor& c, const std::string& file) {
          " supported)");
   }
   t.n_dims = static_cast<int>(n_dims);
-  bool has_zero = false;
   for (int d = 0; d < t.n_dims; ++d) {
     const uint64_t ne = c.read<uint64_t>(what + " dimension " + std::to_string(d));
     if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       fail(fn_name, file, ": ", what, " dimension ", d, " is ", ne, " (too large)");
     }
     t.ne[d] = static_cast<int64_t>(ne);
-    has_zero = has_zero || ne == 0;
   }
-  int64_t n_elements = has_zero ? 0 : 1;
-  for (int d = 0; d < t.n_dims && !has_zero; ++d) {
-    if (n_elements > std::numeric_limits<int64_t>::max() / t.ne[d]) {
-      fail(fn_name, file, ": ", what, " element count overflows int64");
-    }
-    n_elements *= t.ne[d];
-  }
-  t.n_elements = n_elements;
+  t.n_elements = checked_product(t.ne, t.n_dims, 1, fn_name, file, ": ", what, " element count");
   const uint32_t type = c.read<uint32_t>(what + " type");
   if (!ggml_type_is_known(type)) fail(fn_name, file, ": ", what, " has unknown type id ", type);
   t.type = static_cast<ggml_type>(type);
@@ -220,17 +214,9 @@ void read_tensor_info(gguf_tensor_info& t, cursor& c, const std::string& file) {
     fail(fn_name, file, ": ", what, " row length ", t.ne[0], " is not a multiple of the ",
          ggml_type_name(t.type), " block size ", block);
   }
-  t.n_bytes = 0;
-  if (n_elements > 0) {
-    const int64_t max = std::numeric_limits<int64_t>::max();
-    const int64_t blocks_per_row = t.ne[0] / block;
-    const int64_t block_bytes = ggml_block_bytes(t.type);
-    const int64_t rows = n_elements / t.ne[0];
-    if (blocks_per_row > max / block_bytes || rows > max / (blocks_per_row * block_bytes)) {
-      fail(fn_name, file, ": ", what, " byte size overflows int64");
-    }
-    t.n_bytes = rows * blocks_per_row * block_bytes;
-  }
+  // Bytes = (element count / block size) blocks of ggml_block_bytes each.
+  t.n_bytes = checked_mul(t.n_elements / block, ggml_block_bytes(t.type), fn_name, file, ": ",
+                          what, " byte size");
   t.offset = c.read<uint64_t>(what + " data offset");
 }
 
@@ -313,18 +299,43 @@ void gguf_file::parse() {
   const uint64_t data_start = (header_end + static_cast<uint64_t>(alignment_) - 1) /
                               static_cast<uint64_t>(alignment_) * static_cast<uint64_t>(alignment_);
   data_offset_ = static_cast<int64_t>(data_start);
-  const uint64_t data_size = data_start <= size_ ? size_ - data_start : 0;
+  const int64_t data_size =
+      data_start <= size_ ? static_cast<int64_t>(size_ - data_start) : int64_t{0};
   for (gguf_tensor_info& t : tensors_) {
     if (t.offset % static_cast<uint64_t>(alignment_) != 0) {
       fail(fn_name, file, ": tensor '", t.name, "' data offset ", t.offset,
            " is not a multiple of the alignment ", alignment_);
     }
-    const uint64_t bytes = static_cast<uint64_t>(t.n_bytes);
-    if (t.offset > data_size || bytes > data_size - t.offset) {
+    const bool offset_fits = t.offset <= static_cast<uint64_t>(data_size);
+    if (!offset_fits || !range_within(static_cast<int64_t>(t.offset), t.n_bytes, data_size)) {
       fail(fn_name, file, ": tensor '", t.name, "' data [", data_start + t.offset, ", ",
-           data_start + t.offset + bytes, ") lies past the end of the file (", size_, " bytes)");
+           data_start + t.offset + static_cast<uint64_t>(t.n_bytes),
+           ") lies past the end of the file (", size_, " bytes)");
     }
     t.data = base_ + data_start + t.offset;
+  }
+  check_data_ranges_disjoint();
+}
+
+void gguf_file::check_data_ranges_disjoint() const {
+  // Tensors in offset order; each non-empty one must end before the next non-empty one begins.
+  std::vector<const gguf_tensor_info*> order;
+  for (const gguf_tensor_info& t : tensors_)
+    if (t.n_bytes > 0) order.push_back(&t);
+  // Ties keep table order (the pointers are into one vector), so messages are deterministic.
+  std::sort(order.begin(), order.end(), [](const gguf_tensor_info* a, const gguf_tensor_info* b) {
+    return a->offset != b->offset ? a->offset < b->offset : a < b;
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const gguf_tensor_info& prev = *order[i - 1];
+    const gguf_tensor_info& next = *order[i];
+    // prev lies inside the file, so offset + n_bytes cannot overflow.
+    const uint64_t prev_end = prev.offset + static_cast<uint64_t>(prev.n_bytes);
+    if (next.offset < prev_end) {
+      fail(fn_name, path_, ": tensor '", next.name, "' data at offset ", next.offset,
+           " overlaps tensor '", prev.name, "' (data offsets [", prev.offset, ", ", prev_end,
+           ")): corrupt tensor table");
+    }
   }
 }
 

@@ -2,7 +2,9 @@
 // tensor the Llama forward pass reads exists with the implied shape (see llama_config.h).
 #include "shareprefill/llama_config.h"
 
+#include <cmath>
 #include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "shareprefill/dequantize.h"
@@ -43,6 +45,22 @@ void require_tensor(const gguf_file& f, const std::string& name,
   }
   check(dequantize_supported(t->type), fn_name, "tensor '", name, "' has type ",
         ggml_type_name(t->type), ", which cannot be dequantised");
+}
+
+// A tensor of block `layers` or later would be silently ignored: block_count is wrong.
+void check_no_block_beyond(const gguf_file& f, int64_t layers) {
+  for (const gguf_tensor_info& t : f.tensors()) {
+    if (t.name.compare(0, 4, "blk.") != 0) continue;
+    const size_t dot = t.name.find('.', 4);
+    const std::string index = t.name.substr(4, dot == std::string::npos ? dot : dot - 4);
+    if (index.empty() || index.size() > 9 ||
+        index.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    const int64_t block = std::stoll(index);
+    check(block < layers, fn_name, f.path(), ": tensor '", t.name, "' belongs to block ", block,
+          " but llama.block_count is ", layers,
+          ": the file's block count is wrong or it holds another model's tensors");
+  }
 }
 
 }  // namespace
@@ -90,11 +108,12 @@ llama_config read_llama_config(const gguf_file& f) {
   check(c.rms_eps > 0.0 && c.rms_eps < 1.0, fn_name, "rms epsilon ", c.rms_eps,
         " is outside (0, 1)");
   c.rope_theta = f.get_float_or("llama.rope.freq_base", 10000.0);
-  check(c.rope_theta > 0.0, fn_name, "rope.freq_base ", c.rope_theta, " is not positive");
+  check(std::isfinite(c.rope_theta) && c.rope_theta > 0.0, fn_name, "rope.freq_base ",
+        c.rope_theta, " is not a finite positive number");
   c.rope_scaling.type = f.get_string_or("llama.rope.scaling.type", "none");
   c.rope_scaling.factor = f.get_float_or("llama.rope.scaling.factor", 1.0);
-  check(c.rope_scaling.factor > 0.0, fn_name, "rope.scaling.factor ", c.rope_scaling.factor,
-        " is not positive");
+  check(std::isfinite(c.rope_scaling.factor) && c.rope_scaling.factor > 0.0, fn_name,
+        "rope.scaling.factor ", c.rope_scaling.factor, " is not a finite positive number");
   c.rope_scaling.original_context_length =
       f.get_int_or("llama.rope.scaling.original_context_length", 0);
 
@@ -125,6 +144,7 @@ llama_config read_llama_config(const gguf_file& f) {
     require_tensor(f, p + "ffn_up.weight", {c.dim, c.ffn_dim});
     require_tensor(f, p + "ffn_down.weight", {c.ffn_dim, c.dim});
   }
+  check_no_block_beyond(f, c.n_layers);
   return c;
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "cpu/tile_math.h"
 #include "rope.h"
@@ -53,18 +54,36 @@ void add_inplace(float* x, const float* y, int64_t n) {
 
 }  // namespace
 
+int64_t llama_usable_context(const llama_config& c, const rope_scaling_options& rope) {
+  if (rope.type == "none") return c.context_length;
+  const double scaled = std::floor(rope.factor * static_cast<double>(c.context_length));
+  return scaled >= 9.0e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(scaled);
+}
+
 llama_session::llama_session(const llama_weights& weights, thread_pool& pool, int64_t max_tokens)
     : w_(weights), pool_(pool), max_tokens_(max_tokens) {
-  const llama_config& c = w_.config;
   check(max_tokens > 0, "llama_session", "max_tokens must be positive, got ", max_tokens);
-  const size_t per_layer = static_cast<size_t>(max_tokens * c.n_kv_heads * c.head_dim);
+}
+
+void llama_session::resize_cache(int64_t tokens, int64_t reserve_tokens) {
+  const llama_config& c = w_.config;
+  const int64_t token_values = c.n_kv_heads * c.head_dim;
+  const size_t per_layer = static_cast<size_t>(tokens * token_values);
+  const size_t reserve = static_cast<size_t>(std::max(tokens, reserve_tokens) * token_values);
   // Allocation failure is the "prompt longer than memory allows" case: report it clearly.
   try {
-    k_cache_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per_layer));
-    v_cache_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per_layer));
+    k_cache_.resize(static_cast<size_t>(c.n_layers));
+    v_cache_.resize(static_cast<size_t>(c.n_layers));
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      for (std::vector<float>* cache : {&k_cache_[static_cast<size_t>(l)],
+                                        &v_cache_[static_cast<size_t>(l)]}) {
+        if (reserve > per_layer) cache->reserve(reserve);
+        cache->resize(per_layer);  // grows geometrically past the reserve
+      }
+    }
   } catch (const std::bad_alloc&) {
-    fail("llama_session", "cannot allocate the KV cache for ", max_tokens, " tokens (",
-         2.0 * double(per_layer) * 4 * double(c.n_layers) / 1e9, " GB)");
+    fail("llama_session", "cannot allocate the KV cache for ", std::max(tokens, reserve_tokens),
+         " tokens (", 2.0 * double(reserve) * 4 * double(c.n_layers) / 1e9, " GB)");
   }
 }
 
@@ -77,9 +96,16 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
   check(length_ == 0, fn, "the session already holds ", length_, " tokens; prefill starts a new one");
   check(n <= max_tokens_, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
         max_tokens_, " tokens");
+  // Everything below is sized by n: it is checked against the context first (a 1 MB prompt
+  // must not allocate a million-token cache before failing).
+  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type,
+                                          options.rope.factor, c.context_length);
   check(n <= c.context_length || options.rope.type != "none", fn, "prompt of ", n,
         " tokens exceeds the model's trained context of ", c.context_length,
         " tokens; pass a rope scaling (linear, ntk or yarn) to go beyond it");
+  check(n <= llama_usable_context(c, options.rope), fn, "prompt of ", n, " tokens exceeds ",
+        options.rope.factor, " x the trained context of ", c.context_length,
+        " tokens; raise the rope scaling factor");
   for (int64_t i = 0; i < n; ++i)
     check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
           fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
@@ -92,8 +118,10 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
 
   const auto t_start = clock_type::now();
   rope_ = options.rope;
-  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, rope_.type, rope_.factor,
-                                          c.context_length);
+  // Room for the continuation too, bounded by validated sizes (not by the capacity alone): the
+  // cache grows past this only as decode actually runs.
+  const int64_t room = std::min(llama_usable_context(c, options.rope), int64_t{1} << 40);
+  resize_cache(n, std::min(max_tokens_, 2 * room));
   std::unique_ptr<prefill_attention> dense;
   prefill_attention* attention = options.attention;
   if (attention == nullptr) {
@@ -165,6 +193,7 @@ std::vector<float> llama_session::decode(int32_t token) {
   check(length_ > 0, fn, "decode needs a prefill first");
   check(length_ < max_tokens_, fn, "the session is full (", max_tokens_, " tokens)");
   check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
+  resize_cache(length_ + 1, 0);
   const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
   const int64_t pos = length_, g = c.group_size();
   const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, rope_.type, rope_.factor,

@@ -4,6 +4,7 @@
 #include "shareprefill/error.h"
 #include "shareprefill/gguf.h"
 #include "shareprefill/llama_model.h"
+#include "shareprefill/tensor.h"
 
 namespace sp {
 
@@ -12,7 +13,19 @@ llama_weights llama_weights_load(const std::string& gguf_path, thread_pool& pool
   llama_weights w;
   w.config = read_llama_config(file);
   const llama_config& c = w.config;
-  auto load = [&](const std::string& name) { return dequantize_tensor(file.tensor(name)); };
+  // Corrupt scales or values (NaN/Inf) would surface layers later as a non-finite activation;
+  // one pass over the fp32 values names the tensor instead.
+  auto load = [&](const std::string& name) {
+    std::vector<float> values = dequantize_tensor(file.tensor(name));
+    const int64_t n = static_cast<int64_t>(values.size());
+    const int64_t bad =
+        find_non_finite(tensor_view::contiguous(values.data(), dtype::f32, {n}));
+    if (bad >= 0)
+      fail("llama_weights_load", gguf_path, ": tensor '", name, "' holds a non-finite value (",
+           values[static_cast<size_t>(bad)], ") at element ", bad,
+           " after dequantisation: corrupt weights or scales");
+    return values;
+  };
   w.token_embd = load("token_embd.weight");
   w.output_norm = load("output_norm.weight");
   if (!c.tied_embeddings) w.output = load("output.weight");

@@ -13,7 +13,10 @@ rope_table rope_make_table(int64_t rope_dim, double base, const std::string& typ
   const char* fn = "rope_make_table";
   check(rope_dim > 0 && rope_dim % 2 == 0, fn, "rope dimension must be even and positive, got ",
         rope_dim);
-  check(factor >= 1.0, fn, "rope scaling factor must be >= 1, got ", factor);
+  check(std::isfinite(factor) && factor >= 1.0, fn,
+        "rope scaling factor must be finite and >= 1, got ", factor);
+  check(std::isfinite(base) && base > 0.0, fn, "rope base must be finite and positive, got ",
+        base);
   rope_table t;
   const int64_t half = rope_dim / 2;
   double eff_base = base;

@@ -101,6 +101,26 @@ TEST(gguf_corrupt, tensor_data_out_of_range_or_misaligned) {
   EXPECT_ERROR_HAS(b.build(), "tensor 'q' data offset 8 is not a multiple of the alignment 32");
 }
 
+TEST(gguf_corrupt, overlapping_tensor_data_is_an_error) {
+  // w: 32 bytes at 0, q: 34 bytes at 32, z: 64 bytes at 96. q moved to 0 shares w's bytes;
+  // z moved to 64 runs into q's 34 bytes at 32..66.
+  gguf_builder b = base_builder();
+  b.add_f32_tensor("z", {16});
+  ASSERT_EQ(parse_error(b.build()), "no error");
+  b.tensors[1].has_offset = true;
+  b.tensors[1].offset = 0;
+  EXPECT_ERROR_HAS(b.build(),
+                   "tensor 'q' data at offset 0 overlaps tensor 'w' (data offsets [0, 32))");
+  b = base_builder();
+  b.add_f32_tensor("z", {16});
+  b.tensors[2].has_offset = true;
+  b.tensors[2].offset = 64;
+  std::vector<uint8_t> bytes = b.build();
+  bytes.resize(b.data_start + 128, 0);  // room for z at 64
+  EXPECT_ERROR_HAS(bytes,
+                   "tensor 'z' data at offset 64 overlaps tensor 'q' (data offsets [32, 66))");
+}
+
 TEST(gguf_corrupt, bad_tensor_infos) {
   gguf_builder b = base_builder();
   b.tensors[1].type = 99;

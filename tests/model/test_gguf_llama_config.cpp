@@ -1,9 +1,16 @@
 // read_llama_config on small in-memory Llama files (F32 tensors, dim 8, 2 layers, GQA 4/2):
 // the parsed hyperparameters and defaults, and one clear error per kind of problem
-// (architecture, missing key, indivisible heads, missing tensor, wrong shape, bad tensor type).
+// (architecture, missing key, indivisible heads, missing tensor, wrong shape, bad tensor type,
+// non-finite rope base, a block count that leaves tensors unused). The same tiny model written to
+// a file also checks the loader's non-finite weight check and the session's sizing (issue 18).
 // The real SmolLM2 configuration is checked in test_gguf_model.cpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -11,6 +18,8 @@
 #include "shareprefill/error.h"
 #include "shareprefill/gguf.h"
 #include "shareprefill/llama_config.h"
+#include "shareprefill/llama_model.h"
+#include "test_util.h"
 
 namespace {
 
@@ -144,7 +153,9 @@ TEST(llama_config, errors_name_the_problem) {
   EXPECT_CONFIG_ERROR(b, "tensor 'token_embd.weight' has shape [8, 10], expected [8, 11]");
   b = tiny_llama().builder();
   for (auto& t : b.tensors) {
-    if (t.name == "blk.0.attn_k.weight") t.ne = {8, 8};
+    if (t.name != "blk.0.attn_k.weight") continue;
+    t.ne = {8, 8};
+    t.data.resize(8 * 8 * sizeof(float));  // else its data would overlap the next tensor's
   }
   EXPECT_CONFIG_ERROR(b, "tensor 'blk.0.attn_k.weight' has shape [8, 8], expected [8, 4]");
   b = tiny_llama().builder();
@@ -155,6 +166,87 @@ TEST(llama_config, errors_name_the_problem) {
   b = tiny_llama().builder();
   b.add_string("llama.rope.freq_base", "fast");
   EXPECT_CONFIG_ERROR(b, "key 'llama.rope.freq_base' has type string, expected float32");
+}
+
+TEST(llama_config, non_finite_rope_values_are_errors) {
+  gguf_builder b = tiny_llama().builder();
+  b.add_f32("llama.rope.freq_base", std::numeric_limits<float>::infinity());
+  EXPECT_CONFIG_ERROR(b, "rope.freq_base inf is not a finite positive number");
+  b = tiny_llama().builder();
+  b.add_f32("llama.rope.freq_base", std::nanf(""));
+  EXPECT_CONFIG_ERROR(b, "rope.freq_base nan is not a finite positive number");
+  b = tiny_llama().builder();
+  b.add_f32("llama.rope.scaling.factor", std::numeric_limits<float>::infinity());
+  EXPECT_CONFIG_ERROR(b, "rope.scaling.factor inf is not a finite positive number");
+}
+
+TEST(llama_config, block_count_that_leaves_tensors_unused_is_an_error) {
+  tiny_llama m;
+  gguf_builder b = m.builder();
+  m.layers = 1;  // the key says one block, the file holds two
+  gguf_builder one = m.builder();
+  b.kv = one.kv;
+  b.n_kv = one.n_kv;
+  EXPECT_CONFIG_ERROR(b, "tensor 'blk.1.attn_norm.weight' belongs to block 1 but "
+                         "llama.block_count is 1");
+}
+
+// The tiny model written to a temporary file, for llama_weights_load.
+std::string write_model(gguf_builder b, const std::string& name) {
+  const std::vector<uint8_t> bytes = b.build();
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  return path;
+}
+
+TEST(llama_weights, non_finite_weight_is_named_at_load) {
+  gguf_builder b = tiny_llama().builder();
+  for (auto& t : b.tensors) {
+    if (t.name != "blk.1.attn_q.weight") continue;
+    const float nan = std::nanf("");
+    std::memcpy(&t.data[3 * sizeof(float)], &nan, sizeof(float));
+  }
+  const std::string path = write_model(b, "nan_weight.gguf");
+  sp::thread_pool pool(2);
+  const std::string err = sp::testing::error_of([&] { sp::llama_weights_load(path, pool); });
+  std::remove(path.c_str());
+  EXPECT_NE(err.find("[llama_weights_load] " + path +
+                     ": tensor 'blk.1.attn_q.weight' holds a non-finite value (nan) at element 3"),
+            std::string::npos)
+      << err;
+}
+
+TEST(llama_session, sizes_nothing_by_the_capacity_before_checking_the_prompt) {
+  const std::string path = write_model(tiny_llama().builder(), "tiny_session.gguf");
+  sp::thread_pool pool(2);
+  const sp::llama_weights w = sp::llama_weights_load(path, pool);
+  std::remove(path.c_str());
+  // A capacity of 2^50 tokens would be a 2^55-byte cache: nothing is allocated up front.
+  sp::llama_session huge(w, pool, int64_t{1} << 50);
+  // A prompt far past the 64-token context fails on the context, before any activation or
+  // cache is sized by it.
+  const std::vector<int32_t> long_prompt(1 << 20, 1);
+  EXPECT_NE(sp::testing::error_of([&] { huge.prefill(long_prompt, {}); })
+                .find("prompt of 1048576 tokens exceeds the model's trained context of 64"),
+            std::string::npos);
+  sp::prefill_options rope;
+  rope.rope = {"linear", 2.0};
+  EXPECT_NE(sp::testing::error_of([&] { huge.prefill(long_prompt, rope); })
+                .find("prompt of 1048576 tokens exceeds 2 x the trained context of 64"),
+            std::string::npos);
+  rope.rope = {"linear", std::numeric_limits<double>::infinity()};
+  EXPECT_NE(sp::testing::error_of([&] { huge.prefill({1, 2}, rope); })
+                .find("rope scaling factor must be finite and >= 1, got inf"),
+            std::string::npos);
+  // The cache grows with the tokens run: prefill then decode past the reserve still works.
+  const sp::prefill_result r = huge.prefill({1, 2, 3}, {});
+  EXPECT_EQ(r.logits.size(), 10u);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(huge.decode(1).size(), 10u);
+  EXPECT_EQ(huge.length(), 303);
+  EXPECT_EQ(sp::llama_usable_context(w.config, {"none", 4.0}), 64);
+  EXPECT_EQ(sp::llama_usable_context(w.config, {"yarn", 4.0}), 256);
 }
 
 }  // namespace
