@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #ifdef SP_HAVE_OPENBLAS
 #include <cblas.h>
@@ -65,15 +66,20 @@ void gemm_ab_accumulate(float* c, int64_t ldc, const float* a, int64_t lda, cons
 void exp_shifted_inplace(float* x, int64_t n, float shift) {
   // exp(t) = 2^i * exp(r), i = round(t / ln2), r = t - i*ln2 in [-ln2/2, ln2/2]; exp(r) by a
   // degree-6 Taylor polynomial (truncation error < 2e-8 relative). Written branch-free so the
-  // compiler vectorises it.
+  // compiler vectorises it. The polynomial and the exponent bits see t clamped to [-87, 88], so
+  // i stays in [-126, 127] for every input (NaN, +-Inf and huge values included: no undefined
+  // float-to-int conversion or shift); the selects at the end give 0 below -87, +Inf above 88
+  // and NaN for NaN.
   constexpr float log2e = 1.44269504088896341f;
   constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723212e-6f;
+  constexpr float lowest = -87.0f, highest = 88.0f;
+  constexpr float inf = std::numeric_limits<float>::infinity();
   for (int64_t idx = 0; idx < n; ++idx) {
-    float t = x[idx] - shift;
-    const float underflow = t < -87.0f ? 0.0f : 1.0f;
-    t = t < -87.0f ? -87.0f : t;
-    const float fi = std::nearbyint(t * log2e);
-    const float r = (t - fi * ln2_hi) - fi * ln2_lo;
+    const float t = x[idx] - shift;
+    float tc = t > lowest ? t : lowest;  // NaN -> lowest
+    tc = tc < highest ? tc : highest;
+    const float fi = std::nearbyint(tc * log2e);
+    const float r = (tc - fi * ln2_hi) - fi * ln2_lo;
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
@@ -84,7 +90,9 @@ void exp_shifted_inplace(float* x, int64_t n, float shift) {
     const int32_t bits = (static_cast<int32_t>(fi) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, 4);
-    x[idx] = p * scale * underflow;
+    float y = t < lowest ? 0.0f : p * scale;
+    y = t > highest ? inf : y;
+    x[idx] = t != t ? t : y;
   }
 }
 

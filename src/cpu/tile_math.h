@@ -39,7 +39,8 @@ void gemm_ab_accumulate(float* c, int64_t ldc, const float* a, int64_t lda, cons
                         int64_t ldb, int64_t m, int64_t n, int64_t k);
 
 // x[i] = exp(x[i] - shift) for i < n; |relative error| < 2e-7 for arguments in [-87, 0],
-// exactly 0 below -87 (including -inf).
+// exactly 0 below -87 (including -inf), +inf above 88, NaN for NaN (inf - inf
+// included).
 void exp_shifted_inplace(float* x, int64_t n, float shift);
 
 }  // namespace sp::tile_math
