@@ -57,6 +57,9 @@ struct cluster_map {
 // types, malformed pairs, unknown shared ids, duplicate heads) throw sp::error.
 cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source);
 cluster_map cluster_map_load(const std::string& path);
+// The same from the file's text (exactly one JSON document, nested at most 64 deep); `source`
+// names the origin in error messages.
+cluster_map cluster_map_from_text(const std::string& text, const std::string& source);
 
 // Writes our format ("format": "shareprefill.clusters/1").
 nlohmann::json cluster_map_to_json(const cluster_map& map);

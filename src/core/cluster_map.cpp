@@ -8,19 +8,25 @@
 #include <set>
 
 #include "shareprefill/error.h"
+#include "shareprefill/file_bytes.h"
+#include "shareprefill/json_excerpt.h"
 
 namespace sp {
 namespace {
 
 constexpr const char* format_name = "shareprefill.clusters/1";
+// Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
+// anything far deeper is hostile and would overflow the stack when copied or dumped.
+constexpr int max_nesting = 64;
 
 head_ref parse_pair(const nlohmann::json& p, const std::string& source, const std::string& key) {
   const char* fn = "cluster_map_from_json";
-  check(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer(), fn,
-        source, ": ", key, ": expected a [layer, head] pair of integers, got ", p.dump());
+  if (!(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer()))
+    fail(fn, source, ": ", key, ": expected a [layer, head] pair of integers, got ",
+         json_excerpt(p));
   const int64_t layer = p[0].get<int64_t>(), head = p[1].get<int64_t>();
-  check(layer >= 0 && layer < (int64_t{1} << 31) && head >= 0 && head < (int64_t{1} << 31), fn,
-        source, ": ", key, ": negative or too large index in ", p.dump());
+  if (!(layer >= 0 && layer < (int64_t{1} << 31) && head >= 0 && head < (int64_t{1} << 31)))
+    fail(fn, source, ": ", key, ": negative or too large index in ", json_excerpt(p));
   return head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(head)};
 }
 
@@ -28,28 +34,30 @@ std::string id_of(const nlohmann::json& v, const std::string& source, const std:
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
   fail("cluster_map_from_json", source, ": ", key, ": cluster id must be a string or integer, got ",
-       v.dump());
+       json_excerpt(v));
 }
 
 }  // namespace
 
 cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source) {
   const char* fn = "cluster_map_from_json";
+  check(json_nesting_depth(j, max_nesting) <= max_nesting, fn, source,
+        ": JSON nested more than ", max_nesting, " levels deep: not a cluster map");
   check(j.is_object(), fn, source, ": top level must be an object");
   cluster_map map;
   map.source = source;
   if (j.contains("format")) {
     check(j["format"] == format_name, fn, source, ": \"format\": expected \"", format_name,
-          "\", got ", j["format"].dump());
+          "\", got ", json_excerpt(j["format"]));
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
-    check(m.is_object(), fn, source, ": \"model\" must be an object, got ", m.dump());
+    check(m.is_object(), fn, source, ": \"model\" must be an object, got ", json_excerpt(m));
     cluster_model_info info;
     for (const char* key : {"layers", "heads"})
       check(m.contains(key) && m[key].is_number_integer() && m[key].get<int64_t>() > 0, fn, source,
             ": \"model.", key, "\" must be a positive integer, got ",
-            m.contains(key) ? m[key].dump() : "nothing");
+            m.contains(key) ? json_excerpt(m[key]) : "nothing");
     info.layers = m["layers"].get<int64_t>();
     info.heads = m["heads"].get<int64_t>();
     info.name = m.value("name", "");
@@ -65,7 +73,7 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   for (const auto& [id, members] : j["clusters"].items()) {
     const std::string key = "clusters." + id;
     check(members.is_array(), fn, source, ": ", key, ": expected a list of pairs, got ",
-          members.dump());
+          json_excerpt(members));
     check(!members.empty(), fn, source, ": ", key, ": cluster is empty");
     head_cluster c;
     c.id = id;
@@ -92,13 +100,13 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   if (j.contains("dense_layers")) {
     const auto& d = j["dense_layers"];
     check(d.is_array(), fn, source, ": \"dense_layers\" must be a list of layer indices, got ",
-          d.dump());
+          json_excerpt(d));
     for (const auto& v : d) {
       check(v.is_number_integer() && v.get<int64_t>() >= 0, fn, source,
-            ": dense_layers: expected a non-negative layer index, got ", v.dump());
+            ": dense_layers: expected a non-negative layer index, got ", json_excerpt(v));
       const int64_t layer = v.get<int64_t>();
       check(map.dense_layers.empty() || layer > map.dense_layers.back(), fn, source,
-            ": dense_layers: must be ascending without repeats, got ", d.dump());
+            ": dense_layers: must be ascending without repeats, got ", json_excerpt(d));
       map.dense_layers.push_back(layer);
     }
   }
@@ -123,15 +131,17 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
 }
 
 cluster_map cluster_map_load(const std::string& path) {
-  std::ifstream in(path);
-  check(in.good(), "cluster_map_load", "cannot open cluster map file '", path, "'");
+  return cluster_map_from_text(read_file_text(path, "cluster_map_load"), path);
+}
+
+cluster_map cluster_map_from_text(const std::string& text, const std::string& source) {
   nlohmann::json j;
   try {
-    in >> j;
+    j = nlohmann::json::parse(text);  // the whole text: trailing bytes are an error
   } catch (const nlohmann::json::exception& e) {
-    fail("cluster_map_load", path, ": not valid JSON: ", e.what());
+    fail("cluster_map_load", source, ": not valid JSON: ", e.what());
   }
-  return cluster_map_from_json(j, path);
+  return cluster_map_from_json(j, source);
 }
 
 void cluster_map::validate(int64_t layers, int64_t heads) const {
@@ -213,6 +223,7 @@ void cluster_map_save(const std::string& path, const cluster_map& map) {
   std::ofstream out(path);
   check(out.good(), "cluster_map_save", "cannot write cluster map file '", path, "'");
   out << cluster_map_to_json(map).dump(1) << "\n";
+  out.flush();
   check(out.good(), "cluster_map_save", "write to '", path, "' failed");
 }
 

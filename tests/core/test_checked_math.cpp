@@ -88,6 +88,9 @@ TEST(JsonExcerpt, DeepNestingDoesNotRecurse) {
   EXPECT_EQ(json_excerpt(nlohmann::json::parse("{\"a\": {\"b\": 1}}")), "{...}");
   EXPECT_EQ(json_excerpt(nlohmann::json::parse("[1, 2]")), "[1,2]");
   EXPECT_EQ(json_excerpt(std::string(200, 'x')).size(), 80u);
+  EXPECT_EQ(json_nesting_depth(deep, 64), 65);
+  EXPECT_EQ(json_nesting_depth(nlohmann::json::parse("[[1], [2, {\"a\": [3]}]]"), 64), 4);
+  EXPECT_EQ(json_nesting_depth(nlohmann::json(7), 64), 0);
 }
 
 TEST(ThreadPool, CountOutsideTheBoundIsAnError) {
