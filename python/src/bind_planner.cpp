@@ -25,11 +25,6 @@ constexpr int64_t layers_without_map = 65536;
 
 const char* const plan_fn = "shareprefill.Planner.plan_layer";
 
-// Python's Planner: the session is shared with the plans it made, so they can publish into it.
-struct planner_handle {
-  std::shared_ptr<planner_session> session;
-};
-
 std::shared_ptr<planner_session> make_session(
     std::optional<cluster_map_handle> map, const std::string& mode, std::optional<int64_t> layers,
     int64_t block_size, double gamma, double tau_sim, double tau_fb, double tau_qa,
@@ -82,6 +77,13 @@ nb::ndarray<nb::numpy, uint8_t> plan_block_mask(const py_plan& p) {
       owner);
 }
 
+template <class T>
+nb::ndarray<nb::numpy, T> copy_to_numpy(const std::vector<T>& values) {
+  auto* owned = new std::vector<T>(values);
+  nb::capsule owner(owned, [](void* v) noexcept { delete static_cast<std::vector<T>*>(v); });
+  return nb::ndarray<nb::numpy, T>(owned->data(), {owned->size()}, owner);
+}
+
 std::vector<std::string> plan_kinds(const py_plan& p) {
   const std::vector<sp::head_kind>& kinds = p.has_deferred ? p.deferred.kinds : p.plan.kinds;
   std::vector<std::string> names;
@@ -110,6 +112,25 @@ void bind_planner(nb::module_& m) {
           },
           nb::arg("n_tokens"), nb::arg("tiles"), nb::arg("block_size") = 128,
           "A plan from explicit per-head (query block, key block) tile lists.")
+      .def_static(
+          "from_csr",
+          [](int64_t n_tokens, int64_t heads, const nb::ndarray<nb::ro, const int64_t, nb::ndim<1>>& row_ptr,
+             const nb::ndarray<nb::ro, const int32_t, nb::ndim<1>>& col_idx, int64_t block_size) {
+            const auto* r = row_ptr.data();
+            const auto* c = col_idx.data();
+            sp::check(row_ptr.stride(0) == 1 && col_idx.stride(0) == 1, "shareprefill.Plan.from_csr",
+                      "row_ptr and col_idx must be contiguous");
+            py_plan p;
+            p.plan.mask = sp::block_mask::from_csr(
+                n_tokens, block_size, heads, std::vector<int64_t>(r, r + row_ptr.shape(0)),
+                std::vector<int32_t>(c, c + col_idx.shape(0)));
+            p.plan.kinds.assign(static_cast<size_t>(heads), sp::head_kind::dense);
+            return p;
+          },
+          nb::arg("n_tokens"), nb::arg("heads"), nb::arg("row_ptr"), nb::arg("col_idx"),
+          nb::arg("block_size") = 128,
+          "A plan from a CSR block mask (block_mask.h): row_ptr [heads * (nb + 1)] int64 "
+          "absolute offsets, col_idx [tiles] int32 ascending within a row (validated).")
       .def_static(
           "dense",
           [](int64_t n_tokens, int64_t heads, int64_t block_size) {
@@ -140,6 +161,15 @@ void bind_planner(nb::module_& m) {
                      return causal ? double(plan_tiles(p)) / double(causal) : 0.0;
                    },
                    "Visited tiles / causal tiles.")
+      .def("csr",
+           [](const py_plan& p) {
+             sp::check(!p.has_deferred, "shareprefill.Plan.csr",
+                       "a plan with deferred heads has two masks; run it through attention");
+             const sp::block_mask& m = p.plan.mask;
+             return std::make_pair(copy_to_numpy(m.row_ptr), copy_to_numpy(m.col_idx));
+           },
+           "(row_ptr int64 [heads * (n_blocks + 1)], col_idx int32 [tiles]): the CSR block mask "
+           "as NumPy copies, e.g. for torch.ops.shareprefill.attention_block_sparse.")
       .def("block_mask", &plan_block_mask,
            "The visited tiles as a uint8 NumPy array [heads, n_blocks, n_blocks] (a copy).")
       .def("__repr__", [](const py_plan& p) {
@@ -147,7 +177,7 @@ void bind_planner(nb::module_& m) {
                        ", heads=", p.plan.mask.heads, ", tiles=", plan_tiles(p), ")");
       });
 
-  nb::class_<planner_handle>(m, "Planner",
+  nb::class_<planner_handle>(m, "Planner", nb::dynamic_attr(),
                               "The SharePrefill planner with its per-prompt state. Call reset() "
                               "at each new prompt, then plan_layer() for layers in increasing "
                               "order, running each plan through shareprefill.attention before "
@@ -177,6 +207,8 @@ void bind_planner(nb::module_& m) {
            "Forgets the current prompt (pivots, patterns): call before each new prompt.")
       .def_prop_ro("mode", [](const planner_handle& h) { return sp::plan_mode_name(h.session->params.mode); })
       .def_prop_ro("layers", [](const planner_handle& h) { return h.session->layers; })
+      .def_prop_ro("prompt", [](const planner_handle& h) { return h.session->prompt; },
+                   "Counts reset() calls (a new prompt each).")
       .def_prop_ro("params",
                    [](const planner_handle& h) {
                      return python_from_json_text(h.session->params.to_json().dump());

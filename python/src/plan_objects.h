@@ -33,6 +33,11 @@ struct planner_session {
   const sp::planner& planner_for(int64_t heads);
 };
 
+// Python's Planner: the session is shared with the plans it made, so they can publish into it.
+struct planner_handle {
+  std::shared_ptr<planner_session> session;
+};
+
 struct py_plan {
   sp::layer_plan plan;
   std::shared_ptr<planner_session> session;  // null for plans built from explicit tiles

@@ -1,0 +1,137 @@
+"""PyTorch custom ops (torch.library) around the shareprefill kernels, so that torch.compile
+keeps them in one graph (fullgraph=True) instead of breaking at an opaque extension call.
+Imported on demand: `import shareprefill` itself never needs torch.
+
+    out, lse = torch.ops.shareprefill.attention(q, k, v)                      # dense causal
+    out, lse = torch.ops.shareprefill.attention_block_sparse(q, k, v, row_ptr, col_idx)
+
+q: [N, H, D], k and v: [N, Hkv, D]; out: [N, H, D] in q's dtype; lse: [H, N] float32 (natural
+log). On a CUDA device: bfloat16 or float16, D 64 or 128, heads contiguous within a token and
+16-byte aligned rows; the kernel runs asynchronously on the current stream. On the CPU: float32,
+float16 or bfloat16, C-contiguous (the CPU kernel computes in fp32; out is cast to q's dtype).
+row_ptr [H * (nb + 1)] int64 and col_idx [tiles] int32 (CPU tensors) are a block mask in the
+CSR form of block_mask.h (128-token blocks; Plan.csr() gives them).
+
+The stateful SharePrefill prefill (planner state carried from layer to layer) is
+CudaPrefill.layer(), called eagerly by shareprefill.hf.
+"""
+import torch
+
+from . import _core
+from ._core import Error
+
+BLOCK_SIZE = 128
+
+
+def _stream(x):
+    """The current CUDA stream of x's device as the integer handle the extension takes."""
+    return torch.cuda.current_stream(x.device).cuda_stream
+
+
+def _run(q, k, v, plan):
+    n, heads, dim = q.shape
+    if q.is_cuda:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty((heads, n), dtype=torch.float32, device=q.device)
+        _core.attention_cuda(out, lse, q.detach(), k.detach(), v.detach(), plan, _stream(q))
+        return out, lse
+    out = torch.empty((n, heads, dim), dtype=torch.float32)
+    lse = torch.empty((heads, n), dtype=torch.float32)
+    _core.attention_cpu(out, lse, q.detach(), k.detach(), v.detach(), plan)
+    return out.to(q.dtype), lse
+
+
+@torch.library.custom_op("shareprefill::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense causal attention (every causal tile)."""
+    return _run(q, k, v, None)
+
+
+@torch.library.custom_op("shareprefill::attention_block_sparse", mutates_args=())
+def attention_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           row_ptr: torch.Tensor, col_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention over the tiles of a CSR block mask (row_ptr, col_idx on the CPU)."""
+    if row_ptr.device.type != "cpu" or col_idx.device.type != "cpu":
+        raise Error("[shareprefill.attention_block_sparse] row_ptr and col_idx must be CPU tensors")
+    plan = _core.Plan.from_csr(q.shape[0], q.shape[1], row_ptr.to(torch.int64).numpy(),
+                               col_idx.to(torch.int32).numpy(), BLOCK_SIZE)
+    return _run(q, k, v, plan)
+
+
+def _fake(q, k, v, *mask):
+    n, heads, _ = q.shape
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            q.new_empty((heads, n), dtype=torch.float32))
+
+
+attention.register_fake(_fake)
+attention_block_sparse.register_fake(_fake)
+
+
+def attention_planned(q, k, v, plan, return_lse):
+    """shareprefill.attention() for CUDA tensors: dense (plan None) or a Plan, which runs on the
+    device (a Planner's plan is published into it, with one host synchronisation when the layer
+    has pivots)."""
+    out, lse = attention(q, k, v) if plan is None else _run(q, k, v, plan)
+    return (out, lse) if return_lse else out
+
+
+def attention_bhnd(q, k, v, plans, return_lse):
+    """shareprefill.attention_bhnd() for CUDA tensors: per batch entry, [H, N, D] to token-major
+    rows (a view when the memory already is), the kernel, and back to [B, H, N, D]."""
+    outs, lses = [], []
+    for b in range(q.shape[0]):
+        rows = [x[b].transpose(0, 1).contiguous() for x in (q, k, v)]
+        out, lse = attention_planned(*rows, None if plans is None else plans[b], True)
+        outs.append(out.transpose(0, 1))
+        lses.append(lse)
+    out, lse = torch.stack(outs), torch.stack(lses)
+    return (out, lse) if return_lse else out
+
+
+class CudaPrefill:
+    """The SharePrefill prefill on the GPU for one Planner: the device planner (built from the
+    Planner's mode, thresholds and cluster map at the first layer) with its per-prompt state and
+    workspace in torch-allocated device memory, so nothing waits for the device between layers.
+    layer() plans, attends and publishes one layer on the current stream; a new prompt starts
+    when the Planner was reset() or the layer index does not increase."""
+
+    def __init__(self, planner):
+        self.planner = planner
+        self.device_planner = None
+        self.workspace = None
+        self.state = None
+        self.prompt = None  # (planner prompt counter, n_tokens) of the state
+
+    def layer(self, layer, q, k, v):
+        n, heads, dim = q.shape
+        if self.device_planner is None:
+            self.device_planner = _core.DevicePlanner(self.planner, heads)
+        dp = self.device_planner
+        stream = _stream(q)
+        need = dp.workspace_bytes(n, heads, k.shape[1], dim)
+        if self.workspace is None or self.workspace.numel() < need or self.workspace.device != q.device:
+            self.workspace = torch.empty(need, dtype=torch.uint8, device=q.device)
+        prompt = (self.planner.prompt, n)
+        if prompt != self.prompt or layer <= dp.last_layer:
+            state_bytes = dp.state_bytes(n)
+            if self.state is None or self.state.numel() < state_bytes or self.state.device != q.device:
+                self.state = torch.empty(state_bytes, dtype=torch.uint8, device=q.device)
+            dp.begin_prompt(self.state, n, stream)
+            self.prompt = prompt
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        dp.prefill_layer(layer, out, q, k, v, self.workspace, stream)
+        return out
+
+    def check(self, x):
+        """Waits for the stream and raises the first error the device planner recorded."""
+        self.device_planner.check(_stream(x))
+
+
+def prefill_layer(planner, layer, q, k, v):
+    """One SharePrefill layer on the GPU for `planner` (its CudaPrefill is kept on it)."""
+    runner = getattr(planner, "_cuda_prefill", None)
+    if runner is None:
+        runner = CudaPrefill(planner)
+        planner._cuda_prefill = runner
+    return runner.layer(layer, q, k, v)
