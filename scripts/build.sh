@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/install-python-deps.sh  # nanobind, NumPy, pytest: the Python extension and its test
 if [ ! -f build/CMakeCache.txt ]; then
   cmake --preset default >/dev/null
 fi

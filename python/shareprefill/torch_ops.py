@@ -33,7 +33,8 @@ def _run(q, k, v, plan):
     if q.is_cuda:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = torch.empty((heads, n), dtype=torch.float32, device=q.device)
-        _core.attention_cuda(out, lse, q.detach(), k.detach(), v.detach(), plan, _stream(q))
+        with torch.cuda.device(q.device):  # the kernel launches on the current device
+            _core.attention_cuda(out, lse, q.detach(), k.detach(), v.detach(), plan, _stream(q))
         return out, lse
     out = torch.empty((n, heads, dim), dtype=torch.float32)
     lse = torch.empty((heads, n), dtype=torch.float32)
@@ -104,6 +105,10 @@ class CudaPrefill:
         self.prompt = None  # (planner prompt counter, n_tokens) of the state
 
     def layer(self, layer, q, k, v):
+        with torch.cuda.device(q.device):  # the device planner works on the current device
+            return self._layer(layer, q.detach(), k.detach(), v.detach())
+
+    def _layer(self, layer, q, k, v):
         n, heads, dim = q.shape
         if self.device_planner is None:
             self.device_planner = _core.DevicePlanner(self.planner, heads)

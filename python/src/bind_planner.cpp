@@ -165,8 +165,8 @@ void bind_planner(nb::module_& m) {
            [](const py_plan& p) {
              sp::check(!p.has_deferred, "shareprefill.Plan.csr",
                        "a plan with deferred heads has two masks; run it through attention");
-             const sp::block_mask& m = p.plan.mask;
-             return std::make_pair(copy_to_numpy(m.row_ptr), copy_to_numpy(m.col_idx));
+             const sp::block_mask& mask = p.plan.mask;
+             return std::make_pair(copy_to_numpy(mask.row_ptr), copy_to_numpy(mask.col_idx));
            },
            "(row_ptr int64 [heads * (n_blocks + 1)], col_idx int32 [tiles]): the CSR block mask "
            "as NumPy copies, e.g. for torch.ops.shareprefill.attention_block_sparse.")
@@ -226,7 +226,8 @@ void bind_planner(nb::module_& m) {
             const array_info ki = view_input(plan_fn, "k", k, 3);
             require_same_device(plan_fn, "q", qi, "k", ki);
             sp::check(qi.device == array_device::cpu, plan_fn,
-                      "q and k are on a CUDA device; this build plans on the CPU only");
+                      "q and k are on a CUDA device; Planner.plan_layer plans on the CPU (pass "
+                      "q.cpu(), k.cpu()); the GPU plans with shareprefill.torch_ops.CudaPrefill");
             require_contiguous(plan_fn, "q", qi);
             require_contiguous(plan_fn, "k", ki);
             py_plan p;
