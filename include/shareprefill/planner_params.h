@@ -22,7 +22,8 @@ plan_mode plan_mode_from_name(const std::string& name);  // throws on unknown na
 const char* head_kind_name(head_kind k);
 
 struct planner_params {
-  int64_t block_size = 128;   // bs, a power of two >= 16
+  static constexpr int64_t max_block_size = 4096;
+  int64_t block_size = 128;   // bs, a power of two in [16, max_block_size]
   double gamma = 0.95;        // pattern threshold
   double tau_sim = 0.5;       // JS-distance gate for sharing
   double tau_fb = 0.95;       // fallback gate on the pivot's vs_ratio

@@ -51,8 +51,9 @@ const char* head_kind_name(head_kind k) {
 
 void planner_params::validate() const {
   const char* fn = "planner_params::validate";
-  check(block_size >= 16 && (block_size & (block_size - 1)) == 0, fn,
-        "block_size must be a power of two >= 16, got ", block_size);
+  // The upper bound keeps the per-thread [block_size, block_size] score tile small (64 MB).
+  check(block_size >= 16 && block_size <= max_block_size && (block_size & (block_size - 1)) == 0,
+        fn, "block_size must be a power of two in [16, ", max_block_size, "], got ", block_size);
   const std::pair<const char*, double> thresholds[] = {
       {"gamma", gamma}, {"tau_sim", tau_sim}, {"tau_fb", tau_fb}, {"tau_qa", tau_qa}};
   for (const auto& [name, value] : thresholds)

@@ -72,11 +72,17 @@ void rope_rotate(float* x, int64_t pos, const std::vector<double>& inv_freq) {
 
 void synthetic_params::validate() const {
   const char* fn = "synthetic_params::validate";
-  check(n_tokens > 0, fn, "n_tokens must be positive, got ", n_tokens);
-  check(layers > 0, fn, "layers must be positive, got ", layers);
-  check(heads > 0 && kv_heads > 0 && heads % kv_heads == 0, fn, "heads ", heads,
-        " must be a positive multiple of kv_heads ", kv_heads);
-  check(dim >= 16 && dim % 2 == 0, fn, "dim must be even and >= 16, got ", dim);
+  // Upper bounds keep every buffer the generator sizes from these far from int64 overflow and
+  // within memory: one layer's q is n_tokens * heads * dim floats, at most 2^31.
+  check(n_tokens > 0 && n_tokens <= (int64_t{1} << 24), fn, "n_tokens must be in [1, 2^24], got ",
+        n_tokens);
+  check(layers > 0 && layers <= 4096, fn, "layers must be in [1, 4096], got ", layers);
+  check(heads > 0 && kv_heads > 0 && heads <= 4096 && heads % kv_heads == 0, fn, "heads ", heads,
+        " must be a multiple of kv_heads ", kv_heads, " in [1, 4096]");
+  check(dim >= 16 && dim <= 1024 && dim % 2 == 0, fn, "dim must be even and in [16, 1024], got ",
+        dim);
+  check(n_tokens * heads * dim <= (int64_t{1} << 31), fn, "n_tokens x heads x dim = ", n_tokens,
+        " x ", heads, " x ", dim, " exceeds 2^31 values per layer");
   check(groups >= 0, fn, "groups must be >= 0, got ", groups);
 }
 

@@ -62,7 +62,9 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
   attention_setup s;
   s.mode = mode;
   if (mode == "dense") {
-    // The spec is checked in every mode, dense included.
+    // The spec and the planner options are checked in every mode, dense included (--gamma 7 is
+    // an error even where it would be ignored).
+    o.params.validate();
     s.dense_layers = parse_layer_list(o.dense_layers, config.n_layers, "--dense-layers");
     s.attention = make_dense_attention(o.params.block_size);
     return s;

@@ -13,6 +13,7 @@
 
 #include "command.h"
 #include "cpu/tile_math.h"
+#include "option_checks.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 
@@ -177,12 +178,13 @@ void setup_bench(CLI::App& app) {
   sub->add_option("--densities", o->densities, "tile densities in (0, 1] (comma separated)")
       ->delimiter(',')
       ->capture_default_str();
-  sub->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
+  add_threads_option(sub, o->threads)->capture_default_str();
   sub->add_option("--repeats", o->repeats, "timed repetitions (minimum reported)")
       ->capture_default_str();
   sub->add_option("--sample-rows", o->sample_rows, "rows checked against the fp64 oracle")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
-  sub->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  add_seed_option(sub, o->seed, "random seed");
   add_json_option(sub, o->json, "one object per density");
   sub->callback([o, device] {
     check(o->repeats > 0, "bench attention", "--repeats must be positive, got ", o->repeats);

@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "command.h"
+#include "option_checks.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/prefill_layer.h"
@@ -334,9 +335,9 @@ void setup_bench_layer(CLI::App& bench) {
   sub->add_option("--kv-heads", o->kv_heads, "key/value heads (synthetic)")->capture_default_str();
   sub->add_option("--dim", o->dim, "head dimension (synthetic)")->capture_default_str();
   sub->add_option("--layers", o->layers, "consecutive layers")->capture_default_str();
-  sub->add_option("--seed", o->seed, "generator seed")->capture_default_str();
+  add_seed_option(sub, o->seed, "generator seed");
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
-  sub->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
+  add_threads_option(sub, o->threads)->capture_default_str();
   sub->callback([o] {
     check(!(o->synthetic && !o->inputs.empty()), "bench layer",
           "give at most one of --synthetic and --inputs");

@@ -19,6 +19,7 @@
 
 #include "command.h"
 #include "model_loading.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/error.h"
@@ -198,6 +199,9 @@ void run_calibrate(calibrate_options& o) {
   check(o.dense_pick >= 0, fn, "--dense-layers-pick must be >= 0, got ", o.dense_pick);
   check(o.dense_pick == 0 || !o.texts.empty(), fn,
         "--dense-layers-pick runs the model on the calibration texts: give --texts");
+  check(o.capture.empty() || o.texts.empty() || o.dense_pick > 0, fn,
+        "--texts and --capture both given: --capture clusters the saved inputs and the texts "
+        "would be ignored (with --capture, --texts only feeds --dense-layers-pick)");
   planner_params dense_params;
   dense_params.mode = plan_mode_from_name(o.dense_mode);
   check(o.dense_pick == 0 || dense_params.mode != plan_mode::dense, fn,
@@ -292,7 +296,7 @@ void setup_calibrate(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--allow-evaluation-texts", o->allow_evaluation,
                 "Allow texts of the evaluation split");
-  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
+  add_threads_option(sub, o->threads);
   sub->callback([o] {
     o->command_line = command_line_of(*o);
     run_calibrate(*o);

@@ -10,6 +10,7 @@
 #include "command.h"
 #include "json_output.h"
 #include "model_loading.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/model_cache.h"
@@ -35,6 +36,9 @@ struct agreement {
 
 agreement compare_logits(const std::vector<float>& dense, const std::vector<float>& sparse,
                          int64_t positions, int64_t vocab) {
+  check(positions >= 1 && static_cast<int64_t>(dense.size()) >= positions * vocab &&
+            static_cast<int64_t>(sparse.size()) >= positions * vocab,
+        "compare_logits", "need logits of at least one position, got ", positions);
   agreement a;
   for (int64_t p = 0; p < positions; ++p) {
     const float* d = dense.data() + p * vocab;
@@ -125,13 +129,16 @@ void setup_demo(CLI::App& app) {
   auto* sub = app.add_subcommand("demo", "Dense vs sparse prefill of a long passage, side by side");
   sub->add_option("--model", o->model, "GGUF model (default: the cached SmolLM2-135M-Instruct)");
   sub->add_option("--text", o->text, "Text file (default: Emma from the cached Austen corpus)");
-  sub->add_option("--tokens", o->tokens, "Prompt length in tokens")->capture_default_str();
+  sub->add_option("--tokens", o->tokens, "Prompt length in tokens")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
   sub->add_option("--compare-positions", o->compare_positions,
-                  "Last positions whose next-token distributions are compared")
+                  "Last positions whose next-token distributions are compared (>= 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
       ->capture_default_str();
   o->attention.mode = "shareprefill";
   add_attention_options(sub, o->attention);
-  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
+  add_threads_option(sub, o->threads);
   add_json_option(sub, o->json, "one object: both summaries, speedups and agreement");
   sub->callback([o] { run_demo(*o); });
 }

@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include "option_checks.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 
@@ -26,11 +27,13 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
   add_dense_layers_option(sub, o.attention.dense_layers);
   add_planner_options(sub, o.attention.params);
   sub->add_option("--gammas", o.gammas, "Comma-separated gamma values (default: --gamma)");
-  sub->add_option("--rope-scaling", o.rope.type, "none | linear | ntk | yarn")
-      ->capture_default_str();
-  sub->add_option("--rope-factor", o.rope.factor, "RoPE scaling factor")->capture_default_str();
-  sub->add_option("--threads", o.threads, "Worker threads (0 = all cores)");
+  add_rope_options(sub, o.rope.type, o.rope.factor);
+  add_threads_option(sub, o.threads);
   add_json_option(sub, o.json, "one object per result row");
+  sub->parse_complete_callback([&o, sub] {
+    if (eval_parse_modes(o.modes) == std::vector<std::string>{"dense"})
+      warn_ignored_in_dense(sub, "with --modes dense");
+  });
   sub->add_option("--png", o.png_dir, "Draw the figures into DIR");
 }
 
@@ -39,6 +42,9 @@ void check_eval_length(const eval_common_options& o, const llama_config& c, int6
   check(length <= c.context_length || o.rope.type != "none", fn, "length ", length,
         " exceeds the trained context of ", c.context_length,
         " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+  check(length <= llama_usable_context(c, o.rope), fn, "length ", length, " exceeds ",
+        o.rope.factor, " x the trained context of ", c.context_length,
+        " tokens: raise --rope-factor");
 }
 
 std::vector<double> eval_gammas(const eval_common_options& o) {

@@ -46,8 +46,16 @@ void run_needle(const needle_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
-  for (int64_t len : lengths)
+  const int64_t context = llama_usable_context(c, o.common.rope);
+  for (int64_t len : lengths) {
     check_eval_length(o.common, c, len, fn);
+    if (len > context - o.max_new)
+      std::fprintf(stderr,
+                   "shareprefill: warning: eval needle: %lld prompt tokens plus up to %lld answer "
+                   "tokens run past the model's context of %lld tokens (the answer is decoded at "
+                   "positions it was not trained on)\n",
+                   (long long)len, (long long)o.max_new, (long long)context);
+  }
   std::vector<int32_t> haystack = m.tok->encode(read_text_file(o.haystack), false);
   check(o.haystack_offset < static_cast<int64_t>(haystack.size()), fn, "--haystack-offset ",
         o.haystack_offset, " is beyond the haystack's ", haystack.size(), " tokens");
@@ -163,7 +171,9 @@ void setup_needle(CLI::App& app) {
   sub->add_option("--depths", o->depths, "Comma-separated depths in [0, 1]")->capture_default_str();
   sub->add_option("--per-cell", o->per_cell, "Needles per (length, depth) cell, rotating")
       ->capture_default_str();
-  sub->add_option("--max-new", o->max_new, "Greedy answer tokens at most")->capture_default_str();
+  sub->add_option("--max-new", o->max_new, "Greedy answer tokens at most")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
   sub->add_option("--haystack-offset", o->haystack_offset, "Skip this many haystack tokens")
       ->capture_default_str();
   sub->callback([o] { run_needle(*o); });

@@ -7,6 +7,7 @@
 #include "command.h"
 #include "json_output.h"
 #include "model_loading.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/sampling.h"
@@ -28,20 +29,31 @@ struct generate_options {
 
 void run_generate(const generate_options& o) {
   o.sampling.validate();
-  check(o.max_new >= 0, "generate", "--max-new must be >= 0, got ", o.max_new);
   thread_pool pool(o.threads);
   const std::string text = read_text_file(o.prompt_file);
   loaded_model m = load_model(o.model, pool);
   const llama_config& c = m.weights.config;
   const std::vector<int32_t> ids = m.tok->encode(text, /*add_bos=*/false);
   check(!ids.empty(), "generate", "the prompt '", o.prompt_file, "' encodes to no tokens");
+  // The prompt and the continuation must fit the (rope-scaled) context: decoding past it would
+  // run positions the model never saw. Compared without adding (max_new is at most 2^30).
+  const rope_scaling_options rope{o.rope_scaling, o.rope_factor};
+  const int64_t context = llama_usable_context(c, rope), prompt = static_cast<int64_t>(ids.size());
+  const std::string kind = o.rope_scaling == "none" ? "trained" : "rope-scaled";
+  const std::string or_rope =
+      o.rope_scaling == "none" ? " (or pass --rope-scaling with --rope-factor)" : "";
+  check(prompt <= context, "generate", "the prompt's ", prompt, " tokens exceed the model's ",
+        kind, " context of ", context, " tokens: shorten it", or_rope);
+  check(o.max_new <= context - prompt, "generate", "the prompt's ", prompt,
+        " tokens plus --max-new ", o.max_new, " exceed the model's ", kind, " context of ",
+        context, " tokens: use --max-new ", context - prompt, " or less", or_rope);
   attention_setup att = make_attention(o.attention, o.attention.mode, c, m.path);
 
-  llama_session session(m.weights, pool, static_cast<int64_t>(ids.size()) + o.max_new);
+  llama_session session(m.weights, pool, prompt + o.max_new);
   prefill_options po;
   po.attention = att.attention.get();
   po.on_layer = layer_progress("prefill [" + att.mode + "]");
-  po.rope = {o.rope_scaling, o.rope_factor};
+  po.rope = rope;
   const prefill_result r = session.prefill(ids, po);
 
   sampler pick(o.sampling);
@@ -80,17 +92,21 @@ void setup_generate(CLI::App& app) {
   sub->add_option("--model", o->model, "GGUF model (default: the cached SmolLM2-135M-Instruct)");
   sub->add_option("--prompt-file", o->prompt_file, "Prompt text file")->required();
   add_attention_options(sub, o->attention);
-  sub->add_option("--max-new", o->max_new, "Tokens to generate")->capture_default_str();
+  sub->add_option("--max-new", o->max_new,
+                  "Tokens to generate (the prompt and these must fit the context)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
   sub->add_option("--temperature", o->sampling.temperature, "0 = greedy")->capture_default_str();
   sub->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass")->capture_default_str();
-  sub->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
-  sub->add_option("--rope-scaling", o->rope_scaling, "none | linear | ntk | yarn")
-      ->capture_default_str();
-  sub->add_option("--rope-factor", o->rope_factor, "RoPE scaling factor")->capture_default_str();
-  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
+  add_seed_option(sub, o->sampling.seed, "Sampling seed");
+  add_rope_options(sub, o->rope_scaling, o->rope_factor);
+  add_threads_option(sub, o->threads);
   sub->add_flag("--per-layer", o->per_layer, "Print density and times per layer");
   add_json_option(sub, o->json, "one object: the prefill summary and the continuation");
-  sub->callback([o] { run_generate(*o); });
+  sub->callback([o, sub] {
+    if (o->attention.mode == "dense") warn_ignored_in_dense(sub, "with --mode dense");
+    run_generate(*o);
+  });
 }
 
 command_registration reg(setup_generate);

@@ -9,6 +9,7 @@
 #include "attention_options.h"
 #include "command.h"
 #include "model_loading.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
@@ -153,9 +154,10 @@ void setup_inspect(CLI::App& app) {
   sub->add_option("--head", o->head, "Query head")->required();
   sub->add_option("--png", o->png, "PNG file to write")->required();
   add_attention_options(sub, o->attention);
-  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
-  sub->callback([o] {
+  add_threads_option(sub, o->threads);
+  sub->callback([o, sub] {
     check(png_supported(), "inspect", "this build has no libpng (install libpng-dev, reconfigure)");
+    if (o->attention.mode == "dense") warn_ignored_in_dense(sub, "with --mode dense");
     run_inspect(*o);
   });
 }

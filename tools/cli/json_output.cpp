@@ -1,6 +1,9 @@
 // The --json [FILE] option and its JSON-lines writer.
 #include "json_output.h"
 
+#include <cerrno>
+#include <cstring>
+
 #include "shareprefill/error.h"
 
 namespace sp::cli {
@@ -21,8 +24,9 @@ json_lines::json_lines(const json_option& o) {
     return;
   }
   f_ = std::fopen(o.path.c_str(), "w");
-  check(f_ != nullptr, "--json", "cannot open '", o.path, "' for writing");
+  check(f_ != nullptr, "--json", "cannot open '", o.path, "' for writing: ", std::strerror(errno));
   own_ = true;
+  path_ = o.path;
 }
 
 json_lines::~json_lines() {
@@ -31,8 +35,11 @@ json_lines::~json_lines() {
 
 void json_lines::write(const nlohmann::json& row) {
   if (!f_) return;
-  std::fprintf(f_, "%s\n", row.dump().c_str());
-  std::fflush(f_);
+  // Each row is flushed and checked: a full disk or a closed pipe is an error, not lost output.
+  const bool written = std::fprintf(f_, "%s\n", row.dump().c_str()) >= 0;
+  if (!written || std::fflush(f_) != 0 || std::ferror(f_))
+    fail("--json", "writing to ", path_.empty() ? "standard output" : "'" + path_ + "'",
+         " failed: ", std::strerror(errno));
 }
 
 }  // namespace sp::cli

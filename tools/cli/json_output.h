@@ -33,11 +33,13 @@ class json_lines {
   json_lines(const json_lines&) = delete;
   json_lines& operator=(const json_lines&) = delete;
   bool enabled() const { return f_ != nullptr; }
+  // Throws sp::error when the row cannot be written and flushed (e.g. a full disk).
   void write(const nlohmann::json& row);
 
  private:
   FILE* f_ = nullptr;
   bool own_ = false;
+  std::string path_;  // "" for stdout
 };
 
 }  // namespace sp::cli

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "shareprefill/error.h"
+#include "shareprefill/file_bytes.h"
 #include "shareprefill/gguf.h"
 #include "shareprefill/model_cache.h"
 
@@ -28,11 +29,7 @@ loaded_model load_model(const std::string& path, thread_pool& pool) {
 }
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), "read_text_file", "cannot open '", path, "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  std::string text = ss.str();
+  std::string text = read_file_text(path, "read_text_file");  // refuses directories by name
   check(!text.empty(), "read_text_file", "'", path, "' is empty");
   return text;
 }

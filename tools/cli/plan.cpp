@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <optional>
+#include <utility>
 
 #include "attention_options.h"
 #include "command.h"
 #include "json_output.h"
+#include "option_checks.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/planner.h"
@@ -121,7 +124,9 @@ nlohmann::json result_json(const layer_result& r) {
           {"plan_ms", r.plan_ms},
           {"attention_ms", r.attention_ms},
           {"dense_attention_ms", r.dense_ms},
-          {"rel_err", r.ref2 > 0 ? std::sqrt(r.err2 / r.ref2) : 0.0},
+          {"rel_err", r.ref2 > 0   ? std::sqrt(r.err2 / r.ref2)
+                      : r.err2 > 0 ? std::numeric_limits<double>::infinity()
+                                   : 0.0},
           {"kinds", kinds}};
 }
 
@@ -191,6 +196,17 @@ void run_plan(plan_options o) {
         sp::tensor_view::contiguous(ref.data(), sp::dtype::f32, {n, src.heads, src.dim}), {},
         nullptr, in.q, in.k, in.v, dense, pool);
     r.dense_ms = ms_since(t0);
+    // Finite inputs can still overflow fp32 scores (|q| |k| near 1e38): a NaN output must not
+    // be reported as rel_err 0.
+    using named_view = std::pair<const char*, std::vector<float>*>;
+    for (const auto& [name, values] : {named_view{"planned", &out}, named_view{"dense", &ref}}) {
+      const auto view =
+          sp::tensor_view::contiguous(values->data(), sp::dtype::f32, {n, src.heads, src.dim});
+      const int64_t bad = sp::find_non_finite(view);
+      sp::check(bad < 0, "shareprefill plan", "layer ", l, ": the ", name,
+                " attention output is not finite at token ", bad / (src.heads * src.dim),
+                " (the scores overflow fp32: q and k values too large)");
+    }
     for (size_t i = 0; i < out.size(); ++i) {
       const double d = static_cast<double>(out[i]) - ref[i];
       r.err2 += d * d;
@@ -222,20 +238,29 @@ void setup_plan(CLI::App& app) {
   auto o = std::make_shared<plan_options>();
   auto* sub = app.add_subcommand(
       "plan", "Plan sparse attention layer by layer and measure density, time and error");
-  sub->add_flag("--synthetic", o->synthetic, "Generate structured synthetic Q/K/V");
-  sub->add_option("--inputs", o->inputs, "safetensors file with layer{L}.q/k/v [N, heads, dim]");
-  sub->add_option("--n", o->n, "Prompt length (synthetic)");
-  sub->add_option("--layers", o->layers, "Layers (synthetic)");
-  sub->add_option("--heads", o->heads, "Query heads (synthetic)");
-  sub->add_option("--kv-heads", o->kv_heads, "KV heads (synthetic)");
-  sub->add_option("--dim", o->dim, "Head dimension (synthetic)");
-  sub->add_option("--seed", o->seed, "Seed of the synthetic generator");
+  auto* synthetic =
+      sub->add_flag("--synthetic", o->synthetic, "Generate structured synthetic Q/K/V");
+  auto* inputs =
+      sub->add_option("--inputs", o->inputs, "safetensors file with layer{L}.q/k/v [N, heads, dim]")
+          ->excludes(synthetic);
+  // The synthetic generator's options mean nothing with --inputs: refused, not ignored.
+  for (CLI::Option* synthetic_only :
+       {sub->add_option("--n", o->n, "Prompt length (synthetic)"),
+        sub->add_option("--layers", o->layers, "Layers (synthetic)"),
+        sub->add_option("--heads", o->heads, "Query heads (synthetic)"),
+        sub->add_option("--kv-heads", o->kv_heads, "KV heads (synthetic)"),
+        sub->add_option("--dim", o->dim, "Head dimension (synthetic)"),
+        sp::cli::add_seed_option(sub, o->seed, "Seed of the synthetic generator")})
+    synthetic_only->excludes(inputs);
   sub->add_option("--mode", o->mode, "dense | vslash | flexprefill | shareprefill");
   sub->add_option("--clusters", o->clusters, "Cluster map JSON (default for --synthetic: groups)");
   sp::cli::add_json_option(sub, o->json, "one object per layer, then {\"total\": ...}");
   sp::cli::add_planner_options(sub, o->params);
-  sub->add_option("--threads", o->threads, "Worker threads (0 = all cores)");
-  sub->callback([o] { run_plan(*o); });
+  sp::cli::add_threads_option(sub, o->threads);
+  sub->callback([o, sub] {
+    if (o->mode == "dense") sp::cli::warn_ignored_in_dense(sub, "with --mode dense");
+    run_plan(*o);
+  });
 }
 
 sp::cli::command_registration reg(setup_plan);

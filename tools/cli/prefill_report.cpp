@@ -2,6 +2,7 @@
 #include "prefill_report.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
 
@@ -9,13 +10,37 @@
 
 namespace sp::cli {
 
+namespace {
+
+// True while a terminal progress line is on screen without its newline.
+bool progress_line_open = false;
+
+}  // namespace
+
 std::function<void(int64_t, int64_t)> layer_progress(const std::string& label) {
-  return [label](int64_t layer, int64_t layers) {
+  const bool terminal = isatty(STDERR_FILENO) == 1;
+  return [label, terminal](int64_t layer, int64_t layers) {
+    if (!terminal) {  // a log file: one complete line per layer
+      std::fprintf(stderr, "%s: layer %lld/%lld\n", label.c_str(), (long long)layer + 1,
+                   (long long)layers);
+      std::fflush(stderr);
+      return;
+    }
     std::fprintf(stderr, "\r%s: layer %lld/%lld", label.c_str(), (long long)layer + 1,
                  (long long)layers);
-    if (layer + 1 == layers) std::fprintf(stderr, "\r%*s\r", int(label.size()) + 24, "");
+    progress_line_open = true;
+    if (layer + 1 == layers) {
+      std::fprintf(stderr, "\r%*s\r", int(label.size()) + 24, "");
+      progress_line_open = false;
+    }
     std::fflush(stderr);
   };
+}
+
+void end_progress_line() {
+  if (!progress_line_open) return;
+  std::fputc('\n', stderr);
+  progress_line_open = false;
 }
 
 static nlohmann::json kinds_json(const std::array<int64_t, 6>& counts) {

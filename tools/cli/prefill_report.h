@@ -12,8 +12,13 @@
 
 namespace sp::cli {
 
-// "prefill [mode] layer k/L" progress on stderr (overwritten in place), cleared at the end.
+// "prefill [mode] layer k/L" progress on stderr: on a terminal one line overwritten in place
+// and cleared at the end; otherwise (a log file, a pipe) one complete line per layer.
 std::function<void(int64_t, int64_t)> layer_progress(const std::string& label);
+
+// Ends a terminal progress line left open (by an error mid-prefill) with a newline, so the next
+// message starts on its own line.
+void end_progress_line();
 
 // Summary of one prefill: keys n_tokens, mode, prefill_ms, attention_ms, plan_ms, density,
 // tokens_per_s, kinds (counts per head kind over all layers) and layers (per-layer rows with
