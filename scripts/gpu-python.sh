@@ -30,11 +30,12 @@ if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
     --target "$SITE" "$ROOT"/.whl/*.whl || { echo "installing .whl/ failed"; exit 1; }
 fi
 
-# Build from tracked files only (as gpu-bench.sh), so stray files in the copy cannot break it.
+# Build from tracked files only (as gpu-bench.sh), so stray files in the copy cannot break it:
+# .deps/tracked-files.txt, git's list (either may be stale on the copy) and the Python files.
 SRC=/tmp/sp-src-python
-LIST=
-[ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
-[ -z "$LIST" ] && LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
+LIST=$( (cd "$ROOT" && { cat .deps/tracked-files.txt 2>/dev/null; git ls-files 2>/dev/null;
+         find python tests/python pyproject.toml scripts/gpu_python_hf.py -type f \
+           ! -path '*__pycache__*'; }) | sort -u)
 mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
   xargs -d '\n' cp -p --parents -t "$SRC" && { [ -d .deps ] && cp -rp .deps "$SRC/"; true; })
