@@ -95,7 +95,9 @@ class CudaPrefill:
     Planner's mode, thresholds and cluster map at the first layer) with its per-prompt state and
     workspace in torch-allocated device memory, so nothing waits for the device between layers.
     layer() plans, attends and publishes one layer on the current stream; a new prompt starts
-    when the Planner was reset() or the layer index does not increase."""
+    when the Planner was reset() or the layer index does not increase. After the model's last
+    layer (Planner.layers - 1) it waits for the stream once and raises the first error the
+    device planner recorded (non-finite inputs, ...); check() does that at any point."""
 
     def __init__(self, planner):
         self.planner = planner
@@ -126,6 +128,8 @@ class CudaPrefill:
             self.prompt = prompt
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         dp.prefill_layer(layer, out, q, k, v, self.workspace, stream)
+        if layer == self.planner.layers - 1:
+            dp.check(stream)  # the prompt's one synchronisation: errors the device recorded
         return out
 
     def check(self, x):

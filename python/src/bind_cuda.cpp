@@ -52,6 +52,12 @@ device_problem device_problem_of(const char* fn, const output_array& out,
                    vi = view_input(fn, "v", v, 3), oi = view_output(fn, "out", out, 3);
   device_problem p{device_rows(fn, "out", oi), {}, device_rows(fn, "q", qi),
                    device_rows(fn, "k", ki), device_rows(fn, "v", vi), qi.device_id};
+  const char* dtypes[] = {"float32", "float16", "bfloat16"};  // indexed by sp::dtype
+  for (const auto& [name, a] : {std::pair<const char*, const array_info*>{"q", &qi},
+                                {"k", &ki}, {"v", &vi}, {"out", &oi}})
+    sp::check(a->view.type != sp::dtype::f32, fn, name, " has dtype ",
+              dtypes[static_cast<int>(a->view.type)],
+              "; the CUDA kernels take bfloat16 or float16");
   require_same_device(fn, "q", qi, "k", ki);
   require_same_device(fn, "q", qi, "v", vi);
   require_same_device(fn, "q", qi, "out", oi);
