@@ -8,6 +8,11 @@
 # printed last; logs and JSON lines go to $OUT.
 #
 # Usage: scripts/gpu-python.sh [MODEL.gguf]   (steps: STEPS="build test model", the default)
+# Two `run` calls fit the 10-minute limit and the model's two halves (the build stays in
+# /tmp/sp-src-python/build on the warm machine):
+#   1. carry [".deps", ".whl", ".carry-model-a"]:  STEPS="build test" scripts/gpu-python.sh
+#   2. carry [".deps", ".whl", ".carry-model-b"]:
+#        model=$(scripts/gpu-join-model.sh) && STEPS="build model" scripts/gpu-python.sh "$model"
 # Carry: .deps (scripts/gpu-prepare.sh: PCRE2, tracked-files.txt) and .whl, prepared here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0

@@ -250,14 +250,19 @@ def test_hf_backend_on_the_gpu():
         vocab_size=300, hidden_size=6 * 64, intermediate_size=512, num_hidden_layers=3,
         num_attention_heads=6, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
         attn_implementation="sdpa")
+    model32 = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
     model = transformers.LlamaForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
+    model.load_state_dict(model32.state_dict())
     ids = torch.randint(0, 300, (1, 1500), device=DEVICE)
     with torch.no_grad():
-        ref = model(ids).logits.float()
+        ref32 = model32(ids).logits
+        sdpa = model(ids).logits.float()
         backend = shareprefill.hf.enable(model, mode="dense")
         dense = model(ids).logits.float()
         assert backend.prefill_layers == 3
         shareprefill.hf.enable(model, mode="vslash", min_budget=256)
         sparse = model(ids).logits.float()
-    assert relative_error(dense, ref) < 2e-2  # bf16 model: SDPA vs our dense kernel
+    # FA3's rule on the logits: our dense bf16 model is as close to fp32 as SDPA's bf16 model.
+    ours_err, sdpa_err = (dense - ref32).abs().max().item(), (sdpa - ref32).abs().max().item()
+    assert ours_err <= 2 * sdpa_err + 1e-3, (ours_err, sdpa_err)
     assert torch.isfinite(sparse).all()
