@@ -25,8 +25,8 @@ sp::dtype project_dtype(const char* fn, const char* name, dl::dtype t) {
 template <class Array>
 array_info view_of(const char* fn, const char* name, const Array& a, int rank) {
   sp::check(a.is_valid(), fn, name, " is not an array");
-  sp::check(static_cast<int>(a.ndim()) == rank, fn, name, " must have ", rank,
-            " dimensions, got ", a.ndim());
+  sp::check(static_cast<int>(a.ndim()) == rank, fn, name, " must have ", rank, " dimensions, got ",
+            a.ndim());
   array_info info;
   const int device = a.device_type();
   if (device == nb::device::cuda::value) {
@@ -94,9 +94,9 @@ void require_contiguous(const char* fn, const char* name, const array_info& a) {
   if (a.view.is_contiguous()) return;
   std::ostringstream strides;
   for (int i = 0; i < a.view.rank; ++i) strides << (i ? ", " : "") << a.view.stride[i];
-  sp::fail(fn, name, " of shape ", shape_string(a.view), " has element strides (",
-           strides.str(), "); this call needs a C-contiguous array (numpy.ascontiguousarray(",
-           name, ") or ", name, ".contiguous())");
+  sp::fail(fn, name, " of shape ", shape_string(a.view), " has element strides (", strides.str(),
+           "); this call needs a C-contiguous array (numpy.ascontiguousarray(", name, ") or ", name,
+           ".contiguous())");
 }
 
 void require_f32(const char* fn, const char* name, const array_info& a) {
@@ -108,8 +108,7 @@ void require_f32(const char* fn, const char* name, const array_info& a) {
 void require_same_device(const char* fn, const char* name_a, const array_info& a,
                          const char* name_b, const array_info& b) {
   auto where = [](const array_info& x) {
-    return x.device == array_device::cpu ? std::string("cpu")
-                                         : sp::str("cuda:", x.device_id);
+    return x.device == array_device::cpu ? std::string("cpu") : sp::str("cuda:", x.device_id);
   };
   sp::check(a.device == b.device && (a.device == array_device::cpu || a.device_id == b.device_id),
             fn, name_a, " is on ", where(a), " but ", name_b, " is on ", where(b));

@@ -29,7 +29,9 @@ cpu_problem cpu_problem_of(const char* fn, const output_array& out,
   const array_info qi = view_input(fn, "q", q, 3), ki = view_input(fn, "k", k, 3),
                    vi = view_input(fn, "v", v, 3), oi = view_output(fn, "out", out, 3);
   for (const auto& [name, a] : {std::pair<const char*, const array_info*>{"q", &qi},
-                                {"k", &ki}, {"v", &vi}, {"out", &oi}}) {
+                                {"k", &ki},
+                                {"v", &vi},
+                                {"out", &oi}}) {
     sp::check(a->device == array_device::cpu, fn, name,
               " is on a CUDA device; the CPU kernels need CPU arrays");
     require_contiguous(fn, name, *a);
@@ -74,8 +76,7 @@ void attention_reference(const output_array& out, const std::optional<output_arr
   sp::check(!plan->has_deferred, fn, "plans with deferred heads are not supported here");
   const sp::block_mask& m = plan->plan.mask;
   sp::check(m.heads == p.q.shape[1] && m.n_tokens == p.q.shape[0], fn, "the plan is for ",
-            m.n_tokens, " tokens x ", m.heads, " heads, q has ", p.q.shape[0], " x ",
-            p.q.shape[1]);
+            m.n_tokens, " tokens x ", m.heads, " heads, q has ", p.q.shape[0], " x ", p.q.shape[1]);
   std::vector<uint8_t> token_mask;  // [H, N, N]
   for (int64_t h = 0; h < m.heads; ++h) {
     const std::vector<uint8_t> head = m.expand_to_token_mask(h);

@@ -5,7 +5,8 @@
 namespace sp_python {
 
 void bind_build_info(nb::module_& m) {
-  m.def("version", [] { return SP_VERSION; }, "The shareprefill version (CMake project version).");
+  m.def(
+      "version", [] { return SP_VERSION; }, "The shareprefill version (CMake project version).");
   m.def(
       "build_info",
       [] {

@@ -18,8 +18,8 @@ nb::object python_from_json_text(const std::string& text) {
 }
 
 void bind_cluster_map(nb::module_& m) {
-  nb::class_<cluster_map_handle>(m, "ClusterMap",
-                                 "A cluster map: clusters of (layer, head) pairs and the shared ones.")
+  nb::class_<cluster_map_handle>(
+      m, "ClusterMap", "A cluster map: clusters of (layer, head) pairs and the shared ones.")
       .def_static(
           "load",
           [](const std::string& path) {
@@ -56,18 +56,19 @@ void bind_cluster_map(nb::module_& m) {
                      d["head_dim"] = i.head_dim;
                      return d;
                    })
-      .def_prop_ro("clusters",
-                   [](const cluster_map_handle& h) {
-                     nb::dict d;
-                     for (const sp::head_cluster& c : h.map->clusters) {
-                       nb::list members;
-                       for (const sp::head_ref& r : c.members)
-                         members.append(nb::make_tuple(r.layer, r.head));
-                       d[c.id.c_str()] = members;
-                     }
-                     return d;
-                   },
-                   "{cluster id: [(layer, head), ...]} in file order")
+      .def_prop_ro(
+          "clusters",
+          [](const cluster_map_handle& h) {
+            nb::dict d;
+            for (const sp::head_cluster& c : h.map->clusters) {
+              nb::list members;
+              for (const sp::head_ref& r : c.members)
+                members.append(nb::make_tuple(r.layer, r.head));
+              d[c.id.c_str()] = members;
+            }
+            return d;
+          },
+          "{cluster id: [(layer, head), ...]} in file order")
       .def_prop_ro("shared_clusters",
                    [](const cluster_map_handle& h) {
                      std::vector<std::string> ids;
@@ -76,8 +77,9 @@ void bind_cluster_map(nb::module_& m) {
                      return ids;
                    })
       .def_prop_ro("dense_layers", [](const cluster_map_handle& h) { return h.map->dense_layers; })
-      .def_prop_ro("layers", [](const cluster_map_handle& h) { return h.layers(); },
-                   "Layers the map covers (its model block, else the largest layer index + 1).")
+      .def_prop_ro(
+          "layers", [](const cluster_map_handle& h) { return h.layers(); },
+          "Layers the map covers (its model block, else the largest layer index + 1).")
       .def(
           "validate",
           [](const cluster_map_handle& h, int64_t layers, int64_t heads) {

@@ -26,7 +26,9 @@
 namespace sp_python {
 namespace {
 
-void* stream_of(uintptr_t stream) { return reinterpret_cast<void*>(stream); }
+void* stream_of(uintptr_t stream) {
+  return reinterpret_cast<void*>(stream);
+}
 
 // A CUDA array in the kernel's row layout: heads contiguous within a token, unit dim stride.
 sp::tensor_view device_rows(const char* fn, const char* name, const array_info& a) {
@@ -34,8 +36,8 @@ sp::tensor_view device_rows(const char* fn, const char* name, const array_info& 
             " is a CPU array; the CUDA path needs every array on the same CUDA device");
   const sp::tensor_view& v = a.view;
   sp::check(v.stride[2] == 1 && (v.shape[1] == 1 || v.stride[1] == v.shape[2]), fn, name,
-            " of shape ", shape_string(v), " has element strides (", v.stride[0], ", ",
-            v.stride[1], ", ", v.stride[2], "); the CUDA kernels need heads contiguous within a ",
+            " of shape ", shape_string(v), " has element strides (", v.stride[0], ", ", v.stride[1],
+            ", ", v.stride[2], "); the CUDA kernels need heads contiguous within a ",
             "token (strides (*, ", v.shape[2], ", 1)): pass ", name, ".contiguous()");
   return v;
 }
@@ -50,11 +52,12 @@ device_problem device_problem_of(const char* fn, const output_array& out,
                                  const input_array& k, const input_array& v) {
   const array_info qi = view_input(fn, "q", q, 3), ki = view_input(fn, "k", k, 3),
                    vi = view_input(fn, "v", v, 3), oi = view_output(fn, "out", out, 3);
-  device_problem p{device_rows(fn, "out", oi), {}, device_rows(fn, "q", qi),
-                   device_rows(fn, "k", ki), device_rows(fn, "v", vi), qi.device_id};
+  device_problem p{device_rows(fn, "out", oi), {},
+                   device_rows(fn, "q", qi),   device_rows(fn, "k", ki),
+                   device_rows(fn, "v", vi),   qi.device_id};
   const char* dtypes[] = {"float32", "float16", "bfloat16"};  // indexed by sp::dtype
-  for (const auto& [name, a] : {std::pair<const char*, const array_info*>{"q", &qi},
-                                {"k", &ki}, {"v", &vi}, {"out", &oi}})
+  for (const auto& [name, a] :
+       {std::pair<const char*, const array_info*>{"q", &qi}, {"k", &ki}, {"v", &vi}, {"out", &oi}})
     sp::check(a->view.type != sp::dtype::f32, fn, name, " has dtype ",
               dtypes[static_cast<int>(a->view.type)],
               "; the CUDA kernels take bfloat16 or float16");
@@ -98,8 +101,8 @@ const sp::device_layer_plan& dense_plan(int64_t n, int64_t heads, int32_t device
 }
 
 void attention_cuda(const output_array& out, const std::optional<output_array>& lse,
-                    const input_array& q, const input_array& k, const input_array& v,
-                    py_plan* plan, uintptr_t stream_handle) {
+                    const input_array& q, const input_array& k, const input_array& v, py_plan* plan,
+                    uintptr_t stream_handle) {
   const char* fn = "shareprefill.attention";
   const device_problem p = device_problem_of(fn, out, lse, q, k, v);
   void* stream = stream_of(stream_handle);
@@ -123,7 +126,8 @@ void attention_cuda(const output_array& out, const std::optional<output_array>& 
   sp::device_buffer block_attention;
   sp::tensor_view a;
   if (!pivots.empty()) {
-    block_attention = sp::device_buffer(pivots.size() * static_cast<size_t>(nb * nb) * sizeof(float));
+    block_attention =
+        sp::device_buffer(pivots.size() * static_cast<size_t>(nb * nb) * sizeof(float));
     a = sp::tensor_view::contiguous(block_attention.data(), sp::dtype::f32,
                                     {static_cast<int64_t>(pivots.size()), nb, nb});
     a.on_device = true;

@@ -25,11 +25,13 @@ constexpr int64_t layers_without_map = 65536;
 
 const char* const plan_fn = "shareprefill.Planner.plan_layer";
 
-std::shared_ptr<planner_session> make_session(
-    std::optional<cluster_map_handle> map, const std::string& mode, std::optional<int64_t> layers,
-    int64_t block_size, double gamma, double tau_sim, double tau_fb, double tau_qa,
-    int64_t min_budget, int64_t max_budget, bool share_within_layer, bool pivot_is_medoid,
-    std::optional<std::vector<int64_t>> dense_layers) {
+std::shared_ptr<planner_session> make_session(std::optional<cluster_map_handle> map,
+                                              const std::string& mode,
+                                              std::optional<int64_t> layers, int64_t block_size,
+                                              double gamma, double tau_sim, double tau_fb,
+                                              double tau_qa, int64_t min_budget, int64_t max_budget,
+                                              bool share_within_layer, bool pivot_is_medoid,
+                                              std::optional<std::vector<int64_t>> dense_layers) {
   auto s = std::make_shared<planner_session>();
   sp::planner_params& p = s->params;
   p.mode = sp::plan_mode_from_name(mode);
@@ -47,8 +49,8 @@ std::shared_ptr<planner_session> make_session(
             "shareprefill mode needs a cluster map (Planner(ClusterMap.load(path)), or choose "
             "mode dense, vslash or flexprefill)");
   // The map's dense layers are the default, as in the CLI; an explicit list (even []) wins.
-  p.dense_layers = dense_layers ? *dense_layers
-                                : (s->map ? s->map->dense_layers : std::vector<int64_t>{});
+  p.dense_layers =
+      dense_layers ? *dense_layers : (s->map ? s->map->dense_layers : std::vector<int64_t>{});
   p.validate();
   s->layers = layers ? *layers : (map ? map->layers() : layers_without_map);
   sp::check(s->layers > 0, "shareprefill.Planner", "layers must be positive, got ", s->layers);
@@ -60,13 +62,12 @@ nb::ndarray<nb::numpy, uint8_t> plan_block_mask(const py_plan& p) {
   const int64_t nb_ = m.n_blocks, heads = m.heads;
   auto* dense = new uint8_t[static_cast<size_t>(heads * nb_ * nb_)]();  // [H, nb, nb]
   for (int64_t h = 0; h < heads; ++h) {
-    const sp::block_mask& mh = p.has_deferred &&
-                                       std::find(p.deferred.deferred_heads.begin(),
-                                                 p.deferred.deferred_heads.end(),
-                                                 static_cast<int32_t>(h)) !=
-                                           p.deferred.deferred_heads.end()
-                                   ? p.deferred.mask
-                                   : m;
+    const sp::block_mask& mh =
+        p.has_deferred &&
+                std::find(p.deferred.deferred_heads.begin(), p.deferred.deferred_heads.end(),
+                          static_cast<int32_t>(h)) != p.deferred.deferred_heads.end()
+            ? p.deferred.mask
+            : m;
     for (int64_t r = 0; r < nb_; ++r)
       for (int64_t i = mh.row_begin(h, r); i < mh.row_end(h, r); ++i)
         dense[(h * nb_ + r) * nb_ + mh.col_idx[static_cast<size_t>(i)]] = 1;
@@ -114,16 +115,17 @@ void bind_planner(nb::module_& m) {
           "A plan from explicit per-head (query block, key block) tile lists.")
       .def_static(
           "from_csr",
-          [](int64_t n_tokens, int64_t heads, const nb::ndarray<nb::ro, const int64_t, nb::ndim<1>>& row_ptr,
+          [](int64_t n_tokens, int64_t heads,
+             const nb::ndarray<nb::ro, const int64_t, nb::ndim<1>>& row_ptr,
              const nb::ndarray<nb::ro, const int32_t, nb::ndim<1>>& col_idx, int64_t block_size) {
             const auto* r = row_ptr.data();
             const auto* c = col_idx.data();
-            sp::check(row_ptr.stride(0) == 1 && col_idx.stride(0) == 1, "shareprefill.Plan.from_csr",
-                      "row_ptr and col_idx must be contiguous");
+            sp::check(row_ptr.stride(0) == 1 && col_idx.stride(0) == 1,
+                      "shareprefill.Plan.from_csr", "row_ptr and col_idx must be contiguous");
             py_plan p;
-            p.plan.mask = sp::block_mask::from_csr(
-                n_tokens, block_size, heads, std::vector<int64_t>(r, r + row_ptr.shape(0)),
-                std::vector<int32_t>(c, c + col_idx.shape(0)));
+            p.plan.mask = sp::block_mask::from_csr(n_tokens, block_size, heads,
+                                                   std::vector<int64_t>(r, r + row_ptr.shape(0)),
+                                                   std::vector<int32_t>(c, c + col_idx.shape(0)));
             p.plan.kinds.assign(static_cast<size_t>(heads), sp::head_kind::dense);
             return p;
           },
@@ -151,25 +153,27 @@ void bind_planner(nb::module_& m) {
                    "head waiting for a pivot of its own layer until the plan has run).")
       .def_prop_ro("pivot_heads", [](const py_plan& p) { return p.plan.pivot_heads; })
       .def_prop_ro("deferred_heads", [](const py_plan& p) { return p.plan.deferred_heads; })
-      .def_prop_ro("published", [](const py_plan& p) { return p.published; },
-                   "True once an attention call has published this layer into its planner.")
+      .def_prop_ro(
+          "published", [](const py_plan& p) { return p.published; },
+          "True once an attention call has published this layer into its planner.")
       .def_prop_ro("tiles", &plan_tiles, "Visited tiles over all heads.")
-      .def_prop_ro("density",
-                   [](const py_plan& p) {
-                     const int64_t causal =
-                         p.plan.mask.heads * sp::causal_tile_count(p.plan.mask.n_blocks);
-                     return causal ? double(plan_tiles(p)) / double(causal) : 0.0;
-                   },
-                   "Visited tiles / causal tiles.")
-      .def("csr",
-           [](const py_plan& p) {
-             sp::check(!p.has_deferred, "shareprefill.Plan.csr",
-                       "a plan with deferred heads has two masks; run it through attention");
-             const sp::block_mask& mask = p.plan.mask;
-             return std::make_pair(copy_to_numpy(mask.row_ptr), copy_to_numpy(mask.col_idx));
-           },
-           "(row_ptr int64 [heads * (n_blocks + 1)], col_idx int32 [tiles]): the CSR block mask "
-           "as NumPy copies, e.g. for torch.ops.shareprefill.attention_block_sparse.")
+      .def_prop_ro(
+          "density",
+          [](const py_plan& p) {
+            const int64_t causal = p.plan.mask.heads * sp::causal_tile_count(p.plan.mask.n_blocks);
+            return causal ? double(plan_tiles(p)) / double(causal) : 0.0;
+          },
+          "Visited tiles / causal tiles.")
+      .def(
+          "csr",
+          [](const py_plan& p) {
+            sp::check(!p.has_deferred, "shareprefill.Plan.csr",
+                      "a plan with deferred heads has two masks; run it through attention");
+            const sp::block_mask& mask = p.plan.mask;
+            return std::make_pair(copy_to_numpy(mask.row_ptr), copy_to_numpy(mask.col_idx));
+          },
+          "(row_ptr int64 [heads * (n_blocks + 1)], col_idx int32 [tiles]): the CSR block mask "
+          "as NumPy copies, e.g. for torch.ops.shareprefill.attention_block_sparse.")
       .def("block_mask", &plan_block_mask,
            "The visited tiles as a uint8 NumPy array [heads, n_blocks, n_blocks] (a copy).")
       .def("__repr__", [](const py_plan& p) {
@@ -178,37 +182,42 @@ void bind_planner(nb::module_& m) {
       });
 
   nb::class_<planner_handle>(m, "Planner", nb::dynamic_attr(),
-                              "The SharePrefill planner with its per-prompt state. Call reset() "
-                              "at each new prompt, then plan_layer() for layers in increasing "
-                              "order, running each plan through shareprefill.attention before "
-                              "planning the next layer.")
-      .def("__init__",
-           [](planner_handle* self, std::optional<cluster_map_handle> map,
-              const std::string& mode, std::optional<int64_t> layers, int64_t block_size,
-              double gamma, double tau_sim, double tau_fb, double tau_qa, int64_t min_budget,
-              int64_t max_budget, bool share_within_layer, bool pivot_is_medoid,
-              std::optional<std::vector<int64_t>> dense_layers) {
-             new (self) planner_handle{make_session(std::move(map), mode, layers, block_size,
-                                                    gamma, tau_sim, tau_fb, tau_qa, min_budget,
-                                                    max_budget, share_within_layer,
-                                                    pivot_is_medoid, std::move(dense_layers))};
-           },
-           nb::arg("cluster_map") = nb::none(), nb::arg("mode") = "shareprefill", nb::kw_only(),
-           nb::arg("layers") = nb::none(), nb::arg("block_size") = 128, nb::arg("gamma") = 0.95,
-           nb::arg("tau_sim") = 0.5, nb::arg("tau_fb") = 0.95, nb::arg("tau_qa") = 0.1,
-           nb::arg("min_budget") = 1024, nb::arg("max_budget") = 0,
-           nb::arg("share_within_layer") = false, nb::arg("pivot_is_medoid") = false,
-           nb::arg("dense_layers") = nb::none())
-      .def("reset",
-           [](planner_handle& h) {
-             h.session->state.reset();
-             ++h.session->prompt;
-           },
-           "Forgets the current prompt (pivots, patterns): call before each new prompt.")
-      .def_prop_ro("mode", [](const planner_handle& h) { return sp::plan_mode_name(h.session->params.mode); })
+                             "The SharePrefill planner with its per-prompt state. Call reset() "
+                             "at each new prompt, then plan_layer() for layers in increasing "
+                             "order, running each plan through shareprefill.attention before "
+                             "planning the next layer.")
+      .def(
+          "__init__",
+          [](planner_handle* self, std::optional<cluster_map_handle> map, const std::string& mode,
+             std::optional<int64_t> layers, int64_t block_size, double gamma, double tau_sim,
+             double tau_fb, double tau_qa, int64_t min_budget, int64_t max_budget,
+             bool share_within_layer, bool pivot_is_medoid,
+             std::optional<std::vector<int64_t>> dense_layers) {
+            new (self) planner_handle{make_session(std::move(map), mode, layers, block_size, gamma,
+                                                   tau_sim, tau_fb, tau_qa, min_budget, max_budget,
+                                                   share_within_layer, pivot_is_medoid,
+                                                   std::move(dense_layers))};
+          },
+          nb::arg("cluster_map") = nb::none(), nb::arg("mode") = "shareprefill", nb::kw_only(),
+          nb::arg("layers") = nb::none(), nb::arg("block_size") = 128, nb::arg("gamma") = 0.95,
+          nb::arg("tau_sim") = 0.5, nb::arg("tau_fb") = 0.95, nb::arg("tau_qa") = 0.1,
+          nb::arg("min_budget") = 1024, nb::arg("max_budget") = 0,
+          nb::arg("share_within_layer") = false, nb::arg("pivot_is_medoid") = false,
+          nb::arg("dense_layers") = nb::none())
+      .def(
+          "reset",
+          [](planner_handle& h) {
+            h.session->state.reset();
+            ++h.session->prompt;
+          },
+          "Forgets the current prompt (pivots, patterns): call before each new prompt.")
+      .def_prop_ro(
+          "mode",
+          [](const planner_handle& h) { return sp::plan_mode_name(h.session->params.mode); })
       .def_prop_ro("layers", [](const planner_handle& h) { return h.session->layers; })
-      .def_prop_ro("prompt", [](const planner_handle& h) { return h.session->prompt; },
-                   "Counts reset() calls (a new prompt each).")
+      .def_prop_ro(
+          "prompt", [](const planner_handle& h) { return h.session->prompt; },
+          "Counts reset() calls (a new prompt each).")
       .def_prop_ro("params",
                    [](const planner_handle& h) {
                      return python_from_json_text(h.session->params.to_json().dump());

@@ -66,8 +66,8 @@ void bind_synthetic(nb::module_& m) {
         return cluster_map_handle{std::make_shared<const sp::cluster_map>(sp::synthetic_cluster_map(
             params_of(n_tokens, layers, heads, kv_heads, dim, groups, seed)))};
       },
-      nb::arg("n_tokens"), nb::arg("layers"), nb::arg("heads"), nb::arg("kv_heads"),
-      nb::arg("dim"), nb::arg("groups") = 0, nb::arg("seed") = 1,
+      nb::arg("n_tokens"), nb::arg("layers"), nb::arg("heads"), nb::arg("kv_heads"), nb::arg("dim"),
+      nb::arg("groups") = 0, nb::arg("seed") = 1,
       "The synthetic head groups as a ClusterMap (every group shared).");
 }
 

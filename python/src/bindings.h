@@ -5,7 +5,6 @@
 
 #include <string>
 
-
 namespace sp_python {
 
 namespace nb = nanobind;

@@ -25,13 +25,14 @@ void run_deferred(const py_plan& p, const sp::tensor_view& out, const sp::tensor
                   const sp::tensor_view& q, const sp::tensor_view& k, const sp::tensor_view& v,
                   sp::thread_pool& pool) {
   const int64_t n = q.shape[0], heads = q.shape[1], d = q.shape[2];
-  std::vector<float> out2(static_cast<size_t>(n * heads * d));  // [N, H, D]
+  std::vector<float> out2(static_cast<size_t>(n * heads * d));                // [N, H, D]
   std::vector<float> lse2(lse.empty() ? 0 : static_cast<size_t>(heads * n));  // [H, N]
   const sp::tensor_view lse2_view =
       lse.empty() ? sp::tensor_view{}
                   : sp::tensor_view::contiguous(lse2.data(), sp::dtype::f32, {heads, n});
-  sp::attention_block_sparse(sp::tensor_view::contiguous(out2.data(), sp::dtype::f32, {n, heads, d}),
-                             lse2_view, nullptr, q, k, v, p.deferred.mask, pool);
+  sp::attention_block_sparse(
+      sp::tensor_view::contiguous(out2.data(), sp::dtype::f32, {n, heads, d}), lse2_view, nullptr,
+      q, k, v, p.deferred.mask, pool);
   float* o = out.as<float>();
   for (int32_t h : p.deferred.deferred_heads) {
     for (int64_t t = 0; t < n; ++t)
@@ -51,9 +52,11 @@ void run_plan_cpu(py_plan& p, const sp::tensor_view& out, const sp::tensor_view&
     return;
   }
   sp::check(p.session->prompt == p.prompt, "shareprefill.attention", "the plan of layer ",
-            p.plan.layer, " belongs to an earlier prompt: the planner was reset() after it was made");
+            p.plan.layer,
+            " belongs to an earlier prompt: the planner was reset() after it was made");
   const int64_t nb = p.plan.mask.n_blocks;
-  std::vector<float> block_attn(p.plan.pivot_heads.size() * static_cast<size_t>(nb * nb));  // [pivots, nb, nb]
+  std::vector<float> block_attn(p.plan.pivot_heads.size() *
+                                static_cast<size_t>(nb * nb));  // [pivots, nb, nb]
   const sp::block_attention_output ba{p.plan.pivot_heads, block_attn.data()};
   sp::attention_block_sparse(out, lse, p.plan.pivot_heads.empty() ? nullptr : &ba, q, k, v,
                              p.plan.mask, pool);
