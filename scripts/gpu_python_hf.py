@@ -4,6 +4,8 @@
 
   logits   golden prompt, dense mode vs sdpa in bf16, against the fp32 sdpa model: FA3's rule
            max|ours - fp32| <= 2 max|sdpa_bf16 - fp32| + atol (and top-1 agreement);
+  runner   the same prompt through the project's own CUDA runner (cuda_llama.h): ours as
+           close to it as HF's SDPA model is;
   golden   top-1 ids at the positions of tests/data/model_golden.json (HF fp32, CPU; information);
   greedy   the golden prompt continued greedily (32 tokens): sdpa, dense, shareprefill;
   ppl      perplexity of a text window (default 8192 tokens of --text) with sdpa, dense and
@@ -74,7 +76,21 @@ def logits_check(out, model, ref32, ids, cmap):
     record(out, "logits dense vs fp32", f"max|err| {ours_err:.4f} (sdpa bf16 {sdpa_err:.4f}), "
            f"top-1 = sdpa at {top1:.1%} of {ids.shape[1]} positions", "PASS" if ok else "FAIL",
            ours_err=ours_err, sdpa_err=sdpa_err, top1_agreement=top1)
-    return ours
+    return ours, sdpa
+
+
+def runner_check(out, model_path, ids, ours, sdpa):
+    """The project's own CUDA runner (cuda_llama.h, dense) on the same ids: our HF backend must
+    be as close to it as HF's SDPA model is (both bf16 models; bf16 tolerance by comparison)."""
+    positions = list(range(ids.shape[1]))
+    runner = torch.from_numpy(shareprefill._core.cuda_llama_logits(
+        os.path.abspath(model_path), ids[0].tolist(), positions)).to(ours.device)
+    ours_err = (ours[0] - runner).abs().max().item()
+    sdpa_err = (sdpa[0] - runner).abs().max().item()
+    top1 = (ours[0].argmax(-1) == runner.argmax(-1)).float().mean().item()
+    record(out, "logits vs C++ runner", f"max|ours - runner| {ours_err:.4f} (sdpa {sdpa_err:.4f}), "
+           f"top-1 agree {top1:.1%}", "PASS" if ours_err <= 2 * sdpa_err + 1e-2 else "FAIL",
+           ours_err=ours_err, sdpa_err=sdpa_err, top1_agreement=top1)
 
 
 def golden_check(out, ours, golden):
@@ -193,7 +209,7 @@ def main():
     ap.add_argument("--lengths", default="32768,131072")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--steps", default="logits,greedy,ppl,timing,callpath")
+    ap.add_argument("--steps", default="logits,runner,greedy,ppl,timing,callpath")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "hf.jsonl"))
     args = ap.parse_args()
     steps = set(args.steps.split(","))
@@ -220,10 +236,12 @@ def main():
 
     if "logits" in steps:
         ref32 = load(args.model, torch.float32, args.device)
-        ours = guarded("logits", logits_check, out, model, ref32, prompt, args.clusters)
-        if ours is not None:
-            golden_check(out, ours, golden)
+        logits = guarded("logits", logits_check, out, model, ref32, prompt, args.clusters)
         del ref32
+        if logits is not None:
+            golden_check(out, logits[0], golden)
+            if args.device == "cuda":
+                guarded("runner", runner_check, out, args.model, prompt, *logits)
     guarded("greedy", greedy_check, out, model, prompt, args.clusters, args.new_tokens)
     text_ids = None
     if args.text:

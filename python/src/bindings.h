@@ -15,6 +15,7 @@ void bind_planner(nb::module_& m);
 void bind_attention(nb::module_& m);
 void bind_synthetic(nb::module_& m);
 void bind_cuda(nb::module_& m);
+void bind_model(nb::module_& m);
 
 // A JSON text as the Python object json.loads makes of it.
 nb::object python_from_json_text(const std::string& text);

@@ -15,4 +15,5 @@ NB_MODULE(_core, m) {
   sp_python::bind_attention(m);
   sp_python::bind_synthetic(m);
   sp_python::bind_cuda(m);
+  sp_python::bind_model(m);
 }
