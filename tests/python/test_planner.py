@@ -263,8 +263,10 @@ def test_whole_prompt_matches_the_cpp_program(mode):
             "--layers", str(SYN["layers"]), "--heads", str(SYN["heads"]),
             "--kv-heads", str(SYN["kv_heads"]), "--dim", str(SYN["dim"]), "--seed", "1",
             "--min-budget", str(SHARING["min_budget"])]
-    rows = [json.loads(line) for line in subprocess.run(args, check=True, capture_output=True,
-                                                        text=True).stdout.splitlines()]
+    stdout = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    rows = {row["layer"]: row for row in rows if "layer" in row}
+    assert sorted(rows) == list(range(SYN["layers"])), stdout
     planner = sp.Planner(synthetic_map() if mode == "shareprefill" else None, mode, **SHARING)
     plans, outs = run_prompt(planner, SYN["layers"])
     for layer, (plan, out) in enumerate(zip(plans, outs)):
