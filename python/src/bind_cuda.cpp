@@ -74,10 +74,12 @@ device_problem device_problem_of(const char* fn, const output_array& out,
   return p;
 }
 
-// The last dense plan uploaded, reused while calls keep the same shape and device.
+// The last dense plan uploaded, reused while calls keep the same shape, device and stream (the
+// upload is ordered on its stream only).
 struct dense_plan_cache {
   int64_t n = 0, heads = 0;
   int32_t device_id = -1;
+  void* stream = nullptr;
   std::unique_ptr<sp::device_layer_plan> plan;
 };
 
@@ -89,13 +91,15 @@ std::mutex& dense_plan_mutex() {
 // Call with dense_plan_mutex() held.
 const sp::device_layer_plan& dense_plan(int64_t n, int64_t heads, int32_t device_id, void* stream) {
   static dense_plan_cache cache;
-  if (!cache.plan || cache.n != n || cache.heads != heads || cache.device_id != device_id) {
+  if (!cache.plan || cache.n != n || cache.heads != heads || cache.device_id != device_id ||
+      cache.stream != stream) {
     cache.plan.reset();
     cache.plan = std::make_unique<sp::device_layer_plan>(
         sp::block_mask::dense_causal(n, 128, heads), std::vector<int32_t>{}, stream);
     cache.n = n;
     cache.heads = heads;
     cache.device_id = device_id;
+    cache.stream = stream;
   }
   return *cache.plan;
 }
