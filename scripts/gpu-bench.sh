@@ -13,7 +13,7 @@
 # The compare step alternates our kernel (default configuration; full mask and density 0.05)
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
 # and prints the per-round ratios and their medians.
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [profile] [compare]
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
 # development machine and carry [".deps"] (README, "GPU machine").
@@ -46,6 +46,8 @@ if [ -n "$LIST" ]; then
   BIN=$BUILD/bin
 fi
 
+CUDA_TESTS=$(cd "$SRC/tests/cuda" && ls test_*.cpp | sed 's/\.cpp$//' | tr '\n' ' ')
+
 for step in $STEPS; do
   case $step in
     build)
@@ -53,14 +55,35 @@ for step in $STEPS; do
       run cmake -S "$SRC" -B "$BUILD" -G Ninja -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DSP_BLAS=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-      run cmake --build "$BUILD" -j16 --target test_cuda_attention shareprefill_cli \
+      run cmake --build "$BUILD" -j16 --target $CUDA_TESTS shareprefill_cli \
         >"$OUT/build-full.log" 2>&1
       grep -E "error|warning|FAILED|spill" "$OUT/build-full.log" | head -40
       [ -x "$BIN/test_cuda_attention" ] || { echo "build failed"; exit 1; }
       [ -x "$BIN/shareprefill" ] || { echo "shareprefill CLI failed to build"; tail -20 "$OUT/build-full.log"; }
       ;;
     test)
-      run "$BIN/test_cuda_attention" 2>&1 | tail -40
+      # Every GPU test (tests/cuda); the real-model test runs when $SP_CACHE holds the model
+      # (scripts/gpu-join-model.sh "$SP_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf").
+      for t in $CUDA_TESTS; do
+        run "$BIN/$t" >"$OUT/$t.log" 2>&1
+        echo "$t: rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
+        grep -E '^\[  FAILED  \]|Failure|skipped:|SKIP' "$OUT/$t.log" | head -8
+      done
+      ;;
+    layer)
+      # A whole SharePrefill layer (plan + attention) per mode against our dense kernel, on the
+      # structured generator, and cuDNN SDPA on the same shapes in the same run.
+      L=$OUT/layer.jsonl
+      : >"$L"
+      for n in 32768 131072; do for shape in "32 8 128" "9 3 64"; do
+        set -- $shape
+        run timeout 200 "$BIN/shareprefill" bench layer --device cuda --n $n --heads $1 \
+          --kv-heads $2 --dim $3 --layers ${LAYERS:-4} --repeats 2 2>"$OUT/layer-$n-$1.err" |
+          tee -a "$L" | grep -v '"layer":[0-9]' | cut -c1-400
+        tail -3 "$OUT/layer-$n-$1.err"
+      done; done
+      run python3 "$SRC/scripts/bench_sdpa.py" --shape 32768,32,8,128 --shape 131072,32,8,128 \
+        --shape 32768,9,3,64 --shape 131072,9,3,64 | tee "$OUT/layer-sdpa.jsonl"
       ;;
     sanitize)
       for tool in memcheck racecheck; do
