@@ -15,7 +15,10 @@ namespace sp {
 struct safetensors_file {
   std::string path;
   std::vector<uint8_t> bytes;                  // the whole file
-  std::map<std::string, tensor_view> tensors;  // views into bytes (contiguous)
+  std::map<std::string, tensor_view> tensors;  // views into bytes or realigned (contiguous)
+  // Copies of the tensors whose data in `bytes` is not aligned to their element size (the format
+  // does not require it: an unpadded header leaves every tensor misaligned).
+  std::vector<std::vector<uint8_t>> realigned;
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   const tensor_view& get(const std::string& name) const;  // throws naming the file and tensor

@@ -260,6 +260,7 @@ std::vector<std::string> write_calibration_report(const std::string& dir,
        << inputs[largest].label() << " of up to 6 members of the first 4 multi-member clusters, "
        << "one cluster per row.\n\n![](thumbnails.png)\n";
   }
+  md.flush();  // a full disk shows only when the buffer is written
   check(md.good(), fn, "write to '", md_path, "' failed");
   files.insert(files.begin(), md_path);
   return files;

@@ -2,6 +2,7 @@
 // `shareprefill plan --inputs` to load captured per-layer Q/K/V activations.
 #include "shareprefill/safetensors.h"
 
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -104,6 +105,13 @@ safetensors_file safetensors_from_bytes(std::vector<uint8_t> bytes, const std::s
     check(e - b == bytes_needed, fn, name, ": tensor '", tensor, "': ", e - b, " bytes for shape ",
           json_excerpt(shape), " of ", dtype_tag(t), " (needs ", bytes_needed, ")");
     void* data = f.bytes.data() + data_begin + b;
+    if (reinterpret_cast<uintptr_t>(data) % dtype_size(t) != 0) {
+      // Reading a float through a misaligned pointer is undefined behaviour: copy (heap memory
+      // is aligned for every dtype).
+      const uint8_t* first = static_cast<const uint8_t*>(data);
+      f.realigned.emplace_back(first, first + bytes_needed);
+      data = f.realigned.back().data();
+    }
     tensor_view v;
     switch (dims.size()) {
       case 1:
@@ -147,6 +155,7 @@ void safetensors_save(const std::string& path,
   for (const auto& [name, v] : tensors)
     out.write(static_cast<const char*>(v.data),
               static_cast<std::streamsize>(v.numel() * static_cast<int64_t>(dtype_size(v.type))));
+  out.flush();
   check(out.good(), fn, "write to '", path, "' failed");
 }
 

@@ -114,5 +114,11 @@ TEST(CaptureBad, TrailingBytesAndDirectories) {
             "[load_calibration_inputs] '" + dir + "' is a directory, not a file");
 }
 
+TEST(CaptureBad, SavingToAFullDeviceFails) {
+  EXPECT_NE(testing::error_of([] { save_calibration_inputs("/dev/full", {small_input()}); })
+                .find("write to '/dev/full' failed"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace sp

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -39,6 +40,24 @@ TEST(SafetensorsBad, ValidFileLoads) {
   ASSERT_TRUE(f.has("t"));
   EXPECT_EQ(f.get("t").numel(), 6);
   EXPECT_EQ(find_non_finite(f.get("t")), -1);
+}
+
+TEST(SafetensorsBad, MisalignedDataIsReadThroughAnAlignedCopy) {
+  // A header whose length is not a multiple of 4 misaligns the data (found by fuzz_safetensors:
+  // UBSan reported a misaligned float load in find_non_finite); an F16 tensor of 1 element puts
+  // the next F32 tensor at offset 2.
+  std::string header = R"({"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},)"
+                       R"( "b": {"dtype": "F32", "shape": [2], "data_offsets": [2, 10]}})";
+  while ((8 + header.size()) % 4 != 1) header += ' ';  // data at 1 mod 4: both misaligned
+  std::vector<uint8_t> bytes = safetensors_bytes(header, 10);
+  const float two[2] = {1.5f, -2.0f};
+  std::memcpy(&bytes[bytes.size() - 8], two, 8);
+  const safetensors_file f = safetensors_from_bytes(bytes, "x.st");
+  const tensor_view& b = f.get("b");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data) % alignof(float), 0u);
+  EXPECT_EQ(b.as<const float>()[0], 1.5f);
+  EXPECT_EQ(b.as<const float>()[1], -2.0f);
+  EXPECT_EQ(find_non_finite(f.get("a")), -1);
 }
 
 TEST(SafetensorsBad, OffsetsNearInt64MaxAreOutsideTheData) {
@@ -110,6 +129,14 @@ TEST(SafetensorsBad, TruncatedAndShortFiles) {
       std::string::npos);
   EXPECT_NE(load_error(R"({"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 4)
                 .find("outside the data section of 4 bytes"),
+            std::string::npos);
+}
+
+TEST(SafetensorsBad, SavingToAFullDeviceFails) {
+  std::vector<float> values(4096, 1.0f);
+  const tensor_view v = tensor_view::contiguous(values.data(), dtype::f32, {4096});
+  EXPECT_NE(testing::error_of([&] { safetensors_save("/dev/full", {{"t", v}}); })
+                .find("write to '/dev/full' failed"),
             std::string::npos);
 }
 
