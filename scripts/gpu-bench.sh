@@ -77,7 +77,7 @@ for step in $STEPS; do
       : >"$L"
       for n in 32768 131072; do for shape in "32 8 128" "9 3 64"; do
         set -- $shape
-        run timeout 200 "$BIN/shareprefill" bench layer --device cuda --n $n --heads $1 \
+        run timeout 200 "$BIN/shareprefill" bench layer --device cuda --json --n $n --heads $1 \
           --kv-heads $2 --dim $3 --layers ${LAYERS:-4} --repeats 2 2>"$OUT/layer-$n-$1.err" |
           tee -a "$L" | grep -v '"layer":[0-9]' | cut -c1-400
         tail -3 "$OUT/layer-$n-$1.err"

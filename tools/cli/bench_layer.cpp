@@ -1,8 +1,8 @@
 // `shareprefill bench layer`: whole SharePrefill layers (plan + attention + publish, through
 // prefill_layer) over L consecutive layers of the synthetic structured generator (--synthetic,
 // the default) or of captured activations (--inputs FILE: layer{L}.q/k/v [N, heads, dim], bf16
-// or f32), for every mode, on the CPU or the GPU. One JSON line per mode and layer plus one per
-// mode with the totals: mode, n, heads, kv_heads, dim, layers, plan_ms, attention_ms, total_ms,
+// or f32), for every mode, on the CPU or the GPU. A table, and with --json [FILE] one JSON line per mode
+// and layer plus one per mode with the totals: mode, n, heads, kv_heads, dim, layers, plan_ms, attention_ms, total_ms,
 // dense_ms (our kernel on every causal tile, same inputs, same run), density, rel_err (vs that
 // dense output, all heads and rows), kinds, peak_bytes (workspace + state + the layer's q, k, v
 // and out). Times: wall clock with a device synchronisation after each phase (so launch
@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "command.h"
+#include "json_output.h"
 #include "option_checks.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/error.h"
@@ -35,6 +36,7 @@ struct layer_bench_options {
   int64_t n = 32768, heads = 32, kv_heads = 8, dim = 128, layers = 4;
   uint64_t seed = 1;
   int repeats = 3, threads = 0;
+  json_option json;
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -271,6 +273,10 @@ void run(const layer_bench_options& o) {
   int64_t dense_peak = 0;
   run_mode(plan_mode::dense, dense_numbers, dense_peak, &dense_out);
   const std::string kernel = on_device ? cuda_kernel_name(cuda_attention_kernel()) : "cpu";
+  json_lines json(o.json);
+  FILE* text = o.json.text_stream();
+  std::fprintf(text, "%-13s %-6s %10s %12s %10s %10s %8s %9s  kinds\n", "mode", "layer", "plan ms",
+               "attention ms", "total ms", "dense ms", "density", "rel_err");
   for (const std::string& name : o.modes) {
     const plan_mode mode = plan_mode_from_name(name);
     std::vector<layer_numbers> numbers;
@@ -293,8 +299,10 @@ void run(const layer_bench_options& o) {
                                 {"total_ms", plan + attention}, {"dense_ms", dense},
                                 {"density", density}, {"rel_err", rel_err}, {"kinds", kj},
                                 {"peak_bytes", peak}};
-      std::printf("%s\n", j.dump().c_str());
-      std::fflush(stdout);
+      json.write(j);
+      std::fprintf(text, "%-13s %-6s %10.3f %12.3f %10.3f %10.3f %8.3f %9.5f  %s\n", name.c_str(),
+                   layer.c_str(), plan, attention, plan + attention, dense, density, rel_err,
+                   kj.dump().c_str());
     };
     for (int64_t l = 0; l < layers; ++l) {
       const layer_numbers& r = numbers[static_cast<size_t>(l)];
@@ -338,6 +346,7 @@ void setup_bench_layer(CLI::App& bench) {
   add_seed_option(sub, o->seed, "generator seed");
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();
+  add_json_option(sub, o->json, "one object per mode and layer, then the mode's \"total\"");
   sub->callback([o] {
     check(!(o->synthetic && !o->inputs.empty()), "bench layer",
           "give at most one of --synthetic and --inputs");
