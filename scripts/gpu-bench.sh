@@ -4,11 +4,12 @@
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
 # (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it); the hopper path with each grid
-# of GRIDS (SP_CUDA_HOPPER_GRID, default "dynamic"; e.g. GRIDS="dynamic per_item") and each
-# mainloop of MAINLOOPS (SP_CUDA_HOPPER_MAINLOOP, default "serial"; e.g. "serial overlap").
+# of GRIDS (SP_CUDA_HOPPER_GRID: "dynamic", the default, or "dynamic:<ctas>"; the per_item and
+# persistent grids and the overlap mainloop were removed, docs/CUDA.md). The test step runs
+# every tests/cuda test; the layer step times whole SharePrefill layers (bench layer) and cuDNN.
 # SANITIZE_FILTER overrides the gtest filter of the sanitizer step. The profile step runs Nsight
 # Compute (full set) on one hopper launch per case of PROFILE_CASES ("N H Hkv D density grid
-# mainloop", ';'-separated) and prints the headline metrics. JSON lines, reports and the log go
+# serial", ';'-separated) and prints the headline metrics. JSON lines, reports and the log go
 # to $OUT.
 # The compare step alternates our kernel (default configuration; full mask and density 0.05)
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
@@ -167,7 +168,7 @@ for n, h, hkv, d in shapes:
 PY
       ;;
     profile)
-      IFS=';' read -ra cases <<<"${PROFILE_CASES:-32768 32 8 128 1 per_item overlap}"
+      IFS=';' read -ra cases <<<"${PROFILE_CASES:-32768 32 8 128 1 dynamic serial}"
       for c in "${cases[@]}"; do
         read -r n h hkv d dens grid mainloop <<<"$c"
         name=ncu_${n}_${h}_${hkv}_${d}_${dens}_${grid}_${mainloop}
