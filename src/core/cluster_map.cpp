@@ -60,7 +60,16 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
             m.contains(key) ? json_excerpt(m[key]) : "nothing");
     info.layers = m["layers"].get<int64_t>();
     info.heads = m["heads"].get<int64_t>();
+    // Optional fields, type-checked here: json::value() throws its own type_error otherwise
+    // (found by fuzz_cluster_map: "kv_heads": [] ended in std::terminate).
+    check(!m.contains("name") || m["name"].is_string(), fn, source,
+          ": \"model.name\" must be a string, got ",
+          m.contains("name") ? json_excerpt(m["name"]) : "nothing");
     info.name = m.value("name", "");
+    for (const char* key : {"kv_heads", "head_dim"})
+      check(!m.contains(key) || (m[key].is_number_integer() && m[key].get<int64_t>() >= 0), fn,
+            source, ": \"model.", key, "\" must be a non-negative integer, got ",
+            m.contains(key) ? json_excerpt(m[key]) : "nothing");
     info.kv_heads = m.value("kv_heads", int64_t{0});
     info.head_dim = m.value("head_dim", int64_t{0});
     map.model = info;

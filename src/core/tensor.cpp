@@ -2,7 +2,9 @@
 #include "shareprefill/tensor.h"
 
 #include <cmath>
+#include <limits>
 
+#include "shareprefill/checked_math.h"
 #include "shareprefill/error.h"
 
 namespace sp {
@@ -63,6 +65,18 @@ float fp16_to_fp32(uint16_t h) {
   return f;
 }
 
+namespace {
+
+// a * b for extents (>= 0), saturating at INT64_MAX: products of extents fit for any tensor whose
+// data exists, but an empty view may declare other extents of any size (found by
+// fuzz_safetensors: shape [2^62, 4, 0] overflowed in numel()).
+int64_t saturating_mul(int64_t a, int64_t b) {
+  int64_t out = 0;
+  return mul_within_int64(a, b, out) ? out : std::numeric_limits<int64_t>::max();
+}
+
+}  // namespace
+
 tensor_view tensor_view::contiguous(void* data, dtype type, std::initializer_list<int64_t> shape) {
   check(shape.size() >= 1 && shape.size() <= static_cast<size_t>(max_rank),
         "tensor_view::contiguous", "rank ", shape.size(), " not in [1, ", max_rank, "]");
@@ -78,14 +92,16 @@ tensor_view tensor_view::contiguous(void* data, dtype type, std::initializer_lis
   int64_t st = 1;
   for (int d = t.rank - 1; d >= 0; --d) {
     t.stride[d] = st;
-    st *= t.shape[d];
+    st = saturating_mul(st, t.shape[d]);
   }
   return t;
 }
 
 int64_t tensor_view::numel() const {
+  for (int d = 0; d < rank; ++d)
+    if (shape[d] == 0) return 0;
   int64_t n = rank > 0 ? 1 : 0;
-  for (int d = 0; d < rank; ++d) n *= shape[d];
+  for (int d = 0; d < rank; ++d) n = saturating_mul(n, shape[d]);
   return n;
 }
 
@@ -93,7 +109,7 @@ bool tensor_view::is_contiguous() const {
   int64_t st = 1;
   for (int d = rank - 1; d >= 0; --d) {
     if (shape[d] != 1 && stride[d] != st) return false;
-    st *= shape[d];
+    st = saturating_mul(st, shape[d]);
   }
   return true;
 }

@@ -42,6 +42,23 @@ TEST(ClusterMapBad, DeepNestingIsAShortError) {
   EXPECT_NE(err.find("\"model\" must be an object, got [...]"), std::string::npos) << err;
 }
 
+TEST(ClusterMapBad, OptionalModelFieldsOfTheWrongType) {
+  // Found by fuzz_cluster_map: json::value() threw nlohmann's type_error (std::terminate in the
+  // fuzzer, "unexpected error" in the program) for a non-integer kv_heads.
+  const std::string prefix = R"({"model": {"layers": 1, "heads": 2, )";
+  const std::string suffix = R"(}, "clusters": {"a": [[0, 0], [0, 1]]}, "shared_clusters": []})";
+  EXPECT_NE(load_error(prefix + R"("kv_heads": [])" + suffix)
+                .find("m.json: \"model.kv_heads\" must be a non-negative integer, got []"),
+            std::string::npos)
+      << load_error(prefix + R"("kv_heads": [])" + suffix);
+  EXPECT_NE(load_error(prefix + R"("head_dim": "64")" + suffix).find("\"model.head_dim\""),
+            std::string::npos);
+  EXPECT_NE(load_error(prefix + R"("name": 7)" + suffix)
+                .find("\"model.name\" must be a string, got 7"),
+            std::string::npos);
+  EXPECT_EQ(load_error(prefix + R"("name": "m", "kv_heads": 1, "head_dim": 64)" + suffix), "");
+}
+
 TEST(ClusterMapBad, TrailingGarbageIsAnError) {
   const std::string err = load_error(good_map + "\n{\"clusters\": 1}");
   EXPECT_NE(err.find("[cluster_map_load] m.json: not valid JSON"), std::string::npos) << err;
