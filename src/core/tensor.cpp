@@ -126,6 +126,7 @@ float load_as_fp32(const tensor_view& t, int64_t i) {
 void convert_to_fp32(float* dst, const tensor_view& src) {
   check(src.is_contiguous(), "convert_to_fp32", "source view is not contiguous");
   const int64_t n = src.numel();
+  if (n == 0) return;  // an empty view may come with null pointers, which memcpy must not see
   if (src.type == dtype::f32) {
     std::memcpy(dst, src.data, static_cast<size_t>(n) * 4);
     return;
