@@ -9,6 +9,8 @@ bad shapes of issue 18, so each fuzzer starts next to the edges that matter.
                          overflows int64, a deeply nested header value, truncations
   cluster_map/           our format and the reference format, deep nesting, trailing garbage
   capture/               a valid capture, counts beyond the file, NaN masses, trailing bytes
+The finding_*.{st,json} files beside them are inputs the fuzzers found (each fixed, with a
+regression test); they are committed as they were found, not written here.
 """
 import json
 import os
