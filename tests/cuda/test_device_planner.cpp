@@ -65,17 +65,22 @@ struct layer_inputs {
   tensor_view qv, kv, vv;
 };
 
+// The structured generator's parameters for a case's shape and seed.
+synthetic_params synthetic_params_of(const planner_case& c) {
+  synthetic_params sp;
+  sp.n_tokens = c.n;
+  sp.layers = c.layers;
+  sp.heads = c.heads;
+  sp.kv_heads = c.kv_heads;
+  sp.dim = c.dim;
+  sp.seed = c.seed;
+  return sp;
+}
+
 layer_inputs make_inputs(const planner_case& c, int64_t layer) {
   std::vector<float> q, k, v;
   if (c.synthetic) {
-    synthetic_params sp;
-    sp.n_tokens = c.n;
-    sp.layers = c.layers;
-    sp.heads = c.heads;
-    sp.kv_heads = c.kv_heads;
-    sp.dim = c.dim;
-    sp.seed = c.seed;
-    synthetic_layer s = synthetic_generate_layer(sp, layer);
+    synthetic_layer s = synthetic_generate_layer(synthetic_params_of(c), layer);
     q = std::move(s.q);
     k = std::move(s.k);
     v = std::move(s.v);
@@ -96,16 +101,7 @@ layer_inputs make_inputs(const planner_case& c, int64_t layer) {
   return x;
 }
 
-cluster_map map_of(const planner_case& c) {
-  synthetic_params sp;
-  sp.n_tokens = c.n;
-  sp.layers = c.layers;
-  sp.heads = c.heads;
-  sp.kv_heads = c.kv_heads;
-  sp.dim = c.dim;
-  sp.seed = c.seed;
-  return synthetic_cluster_map(sp);
-}
+cluster_map map_of(const planner_case& c) { return synthetic_cluster_map(synthetic_params_of(c)); }
 
 planner_params params_of(const planner_case& c) {
   planner_params p;
