@@ -36,11 +36,16 @@ struct layer_plan_view {
   int64_t col_capacity = 0;   // entries col_idx can hold
   int64_t max_pivots = 0;     // slots of the block attention A: pivot_slot < max_pivots
   int64_t scratch_tiles = 0;  // tiles the pivot scratch must hold (attention_scratch_view)
+  // Chunked prefill: the queries are tokens [query_offset, n_tokens) of the prompt (keys are all
+  // n_tokens), a multiple of block_size; the schedule holds the work items of query blocks
+  // [query_offset / block_size, nb) only and the mask rows before them are never read.
+  int64_t query_offset = 0;
   bool on_device = false;
   uint8_t* kinds = nullptr;       // kinds: [H] sp::head_kind values (informational for the kernel)
   int64_t* row_ptr = nullptr;     // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
   int32_t* col_idx = nullptr;     // col_idx: [col_capacity], ascending, unique, causal in a row
-  int32_t* schedule = nullptr;    // schedule: [H * nb, 2] (head, query block), most tiles first
+  // schedule: [layer_plan_work_items, 2] (head, query block), most tiles first
+  int32_t* schedule = nullptr;
   int32_t* pivot_slot = nullptr;  // pivot_slot: [H] slot of the head's block attention A, or -1
   // scratch_offset: [H]; tile p (absolute into col_idx) of pivot head h uses scratch row
   // scratch_offset[h] + p; rows of all pivots' tiles lie in [0, scratch_tiles).
@@ -63,15 +68,19 @@ struct layer_plan_capacity {
   int64_t col_capacity = 0;   // tiles over all heads
   int64_t max_pivots = 0;     // heads that may produce block attention A
   int64_t scratch_tiles = 0;  // tiles of all pivot heads together
+  int64_t query_offset = 0;   // chunked prefill (layer_plan_view::query_offset)
 };
 
 // Every causal tile of every head, max_pivots dense pivot heads: enough for any plan of this
 // shape (a device planner's choice). Scratch: max_pivots * nb(nb+1)/2 tiles of 512 bytes.
 layer_plan_capacity layer_plan_capacity_worst_case(int64_t n_tokens, int64_t heads,
                                                    int64_t max_pivots, int64_t block_size = 128);
-// Exactly what layer_plan_fill needs for this mask and these pivot heads.
+// Exactly what layer_plan_fill needs for this mask and these pivot heads. query_offset: the
+// chunk's first query token (0: the whole prompt), a multiple of the mask's block size below
+// mask.n_tokens (the mask covers all n_tokens keys; its rows before the chunk are ignored).
 layer_plan_capacity layer_plan_capacity_of(const block_mask& mask,
-                                           const std::vector<int32_t>& pivot_heads);
+                                           const std::vector<int32_t>& pivot_heads,
+                                           int64_t query_offset = 0);
 
 // Bytes of the plan arrays (each 256-byte aligned within the workspace; the workspace itself
 // must be 256-byte aligned, as cudaMalloc's is) and of the kernel's scratch.
@@ -88,12 +97,16 @@ attention_scratch_view attention_scratch_carve(void* scratch, size_t bytes,
 // Host builder (plan.on_device == false): validates `mask` (its shape must match the plan's) and
 // copies its CSR, orders the work items by tile count (longest first, stable), and lays out the
 // pivot heads' slots (slot i = the i-th pivot head) and scratch rows. pivot_heads: ascending,
-// unique, < H. kinds: [H] sp::head_kind values, or empty (head_kind_unrecorded).
+// unique, < H. kinds: [H] sp::head_kind values, or empty (head_kind_unrecorded). A chunk plan
+// (plan.query_offset > 0) schedules the chunk's query blocks only.
 void layer_plan_fill(const layer_plan_view& plan, const block_mask& mask,
                      const std::vector<int32_t>& pivot_heads,
                      const std::vector<uint8_t>& kinds = {});
 
 // Tiles in use: row_ptr's last entry (host plans only).
 int64_t layer_plan_used_tiles(const layer_plan_view& plan);
+
+// Work items of the plan's schedule: heads * (nb - query_offset / block_size).
+int64_t layer_plan_work_items(const layer_plan_view& plan);
 
 }  // namespace sp

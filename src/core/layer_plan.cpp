@@ -34,6 +34,9 @@ void check_capacity(const char* fn, const layer_plan_capacity& c) {
         " (0 .. heads=", c.heads, ")");
   check(c.scratch_tiles >= 0 && c.scratch_tiles < (int64_t{1} << 40), fn,
         "scratch_tiles=", c.scratch_tiles);
+  check(c.query_offset >= 0 && c.query_offset < c.n_tokens && c.query_offset % c.block_size == 0,
+        fn, "query_offset=", c.query_offset, " (the chunk's first query: a multiple of block_size=",
+        c.block_size, " below n_tokens=", c.n_tokens, ")");
 }
 
 // Byte offsets of the plan's arrays in the workspace, in order; the last entry is the total.
@@ -78,9 +81,11 @@ layer_plan_capacity layer_plan_capacity_worst_case(int64_t n_tokens, int64_t hea
 }
 
 layer_plan_capacity layer_plan_capacity_of(const block_mask& mask,
-                                           const std::vector<int32_t>& pivot_heads) {
+                                           const std::vector<int32_t>& pivot_heads,
+                                           int64_t query_offset) {
   const char* fn = "layer_plan_capacity_of";
   layer_plan_capacity c;
+  c.query_offset = query_offset;
   c.n_tokens = mask.n_tokens;
   c.block_size = mask.block_size;
   c.heads = mask.heads;
@@ -122,6 +127,7 @@ layer_plan_view layer_plan_carve(void* workspace, size_t bytes, const layer_plan
   v.col_capacity = capacity.col_capacity;
   v.max_pivots = capacity.max_pivots;
   v.scratch_tiles = capacity.scratch_tiles;
+  v.query_offset = capacity.query_offset;
   v.on_device = on_device;
   v.row_ptr = reinterpret_cast<int64_t*>(base + l.row_ptr);
   v.scratch_offset = reinterpret_cast<int64_t*>(base + l.scratch_offset);
@@ -176,18 +182,20 @@ void layer_plan_fill(const layer_plan_view& plan, const block_mask& mask,
   for (int64_t h = 0; h < heads; ++h)
     plan.kinds[h] = kinds.empty() ? head_kind_unrecorded : kinds[static_cast<size_t>(h)];
 
-  // Longest rows first: a dense pivot row must not start last and form the tail.
-  std::vector<int64_t> order(static_cast<size_t>(heads * nb));
+  // Longest rows first: a dense pivot row must not start last and form the tail. A chunk plan
+  // schedules the query blocks [r0, nb) of every head.
+  const int64_t r0 = plan.query_offset / plan.block_size, rows = nb - r0;
+  std::vector<int64_t> order(static_cast<size_t>(heads * rows));
   std::iota(order.begin(), order.end(), int64_t{0});
   auto tiles_of = [&](int64_t item) {
-    const int64_t h = item / nb, r = item % nb;
+    const int64_t h = item / rows, r = r0 + item % rows;
     return mask.row_end(h, r) - mask.row_begin(h, r);
   };
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return tiles_of(a) > tiles_of(b); });
   for (size_t i = 0; i < order.size(); ++i) {
-    plan.schedule[2 * i] = static_cast<int32_t>(order[i] / nb);
-    plan.schedule[2 * i + 1] = static_cast<int32_t>(order[i] % nb);
+    plan.schedule[2 * i] = static_cast<int32_t>(order[i] / rows);
+    plan.schedule[2 * i + 1] = static_cast<int32_t>(r0 + order[i] % rows);
   }
 
   std::fill(plan.pivot_slot, plan.pivot_slot + heads, -1);
@@ -207,6 +215,10 @@ void layer_plan_fill(const layer_plan_view& plan, const block_mask& mask,
 int64_t layer_plan_used_tiles(const layer_plan_view& plan) {
   check(!plan.on_device, "layer_plan_used_tiles", "the plan is in device memory");
   return plan.row_ptr[plan.heads * (plan.n_blocks + 1) - 1];
+}
+
+int64_t layer_plan_work_items(const layer_plan_view& plan) {
+  return plan.heads * (plan.n_blocks - plan.query_offset / plan.block_size);
 }
 
 }  // namespace sp

@@ -5,7 +5,7 @@
 namespace sp {
 
 attention_shape attention_shape_of(const char* fn, const tensor_view& q, const tensor_view& k,
-                                   const tensor_view& v) {
+                                   const tensor_view& v, int64_t query_offset) {
   check(!q.empty() && !k.empty() && !v.empty(), fn, "q, k and v must all be given");
   check(!q.on_device && !k.on_device && !v.on_device, fn,
         "q, k and v must be host views (a device view goes to cuda_attention_block_sparse)");
@@ -19,8 +19,12 @@ attention_shape attention_shape_of(const char* fn, const tensor_view& q, const t
   s.dim = q.shape[2];
   s.kv_heads = k.shape[1];
   check(s.n > 0, fn, "sequence length N must be positive, got ", s.n);
-  check(k.shape[0] == s.n && v.shape[0] == s.n, fn, "k/v have ", k.shape[0], "/", v.shape[0],
-        " tokens but q has ", s.n);
+  check(query_offset >= 0, fn, "query_offset=", query_offset, " (must be >= 0)");
+  s.query_offset = query_offset;
+  check(k.shape[0] == s.n_keys() && v.shape[0] == s.n_keys(), fn, "k/v have ", k.shape[0], "/",
+        v.shape[0], " tokens but q has ", s.n,
+        query_offset > 0 ? str(" from query_offset ", query_offset, " (expected ", s.n_keys(), ")")
+                         : std::string());
   check(s.heads > 0 && s.kv_heads > 0, fn, "head counts must be positive (q ", s.heads, ", kv ",
         s.kv_heads, ")");
   check(s.heads % s.kv_heads == 0, fn, "query heads ", s.heads, " not divisible by kv heads ",
