@@ -8,11 +8,15 @@
 # printed last; logs and JSON lines go to $OUT.
 #
 # Usage: scripts/gpu-python.sh [MODEL.gguf]   (steps: STEPS="build test model", the default)
-# Two `run` calls fit the 10-minute limit and the model's two halves (the build stays in
-# /tmp/sp-src-python/build on the warm machine):
-#   1. carry [".deps", ".whl", ".carry-model-a"]:  STEPS="build test" scripts/gpu-python.sh
+# Two back-to-back `run` calls carry the model's two halves (the build stays in
+# /tmp/sp-src-python/build on the warm machine, the first half in /tmp/sp-model-parts):
+#   1. carry [".deps", ".whl", ".carry-model-a"]:
+#        scripts/gpu-join-model.sh --stage && STEPS="build test" scripts/gpu-python.sh
 #   2. carry [".deps", ".whl", ".carry-model-b"]:
 #        model=$(scripts/gpu-join-model.sh) && STEPS="build model" scripts/gpu-python.sh "$model"
+# Source: .whl/src.tar when present (`git archive -o .whl/src.tar HEAD` here: the committed
+# tree, so other people's uncommitted edits in a shared checkout cannot break the build), else
+# the tracked files of the copy as they are.
 # Carry: .deps (scripts/gpu-prepare.sh: PCRE2, tracked-files.txt) and .whl, prepared here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
@@ -42,8 +46,13 @@ LIST=$( (cd "$ROOT" && { cat .deps/tracked-files.txt 2>/dev/null; git ls-files 2
          find python tests/python pyproject.toml scripts/gpu_python_hf.py -type f \
            ! -path '*__pycache__*'; }) | sort -u)
 mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
-(cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
-  xargs -d '\n' cp -p --parents -t "$SRC" && { [ -d .deps ] && cp -rp .deps "$SRC/"; true; })
+if [ -f "$ROOT/.whl/src.tar" ]; then
+  tar -xf "$ROOT/.whl/src.tar" -C "$SRC" || { echo "extracting .whl/src.tar failed"; exit 1; }
+else
+  (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
+    xargs -d '\n' cp -p --parents -t "$SRC")
+fi
+[ -d "$ROOT/.deps" ] && cp -rp "$ROOT/.deps" "$SRC/"
 BUILD=$SRC/build
 export PYTHONPATH=$BUILD/python:$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

@@ -8,8 +8,8 @@
            close to it as HF's SDPA model is;
   golden   top-1 ids at the positions of tests/data/model_golden.json (HF fp32, CPU; information);
   greedy   the golden prompt continued greedily (32 tokens): sdpa, dense, shareprefill;
-  ppl      perplexity of a text window (default 8192 tokens of --text) with sdpa, dense and
-           shareprefill (the map's dense layers);
+  ppl      perplexity of text windows (default 8K, 32K and 128K tokens of --text) with sdpa,
+           dense and shareprefill (the map's dense layers), with the plan's tile density;
   timing   whole-model prefill (use_cache=False, logits_to_keep=1) of --lengths tokens of --text
            (repeated as needed), sdpa and shareprefill alternating, CUDA-event medians; plus the
            Python call path of one layer: host time to enqueue CudaPrefill.layer vs its GPU time.
@@ -22,6 +22,7 @@ gguf are importable and `shareprefill` is built with CUDA (scripts/gpu-python.sh
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -52,13 +53,19 @@ def load(path, dtype, device):
     return model.to(device).eval()
 
 
+_backends = {}  # mode -> Backend: one planner (and GPU workspace) per mode for the whole run
+
+
 def use(model, mode, cluster_map):
-    """Switches the model to SDPA (mode None) or to shareprefill in `mode`."""
+    """Switches the model to SDPA (mode None) or to shareprefill in `mode` (a new prompt)."""
     if mode is None:
         model.set_attn_implementation("sdpa")
         return None
-    return shareprefill.hf.enable(model, cluster_map=cluster_map if mode == "shareprefill" else None,
-                                  mode=mode)
+    if mode not in _backends:
+        _backends[mode] = shareprefill.hf.enable(
+            model, cluster_map=cluster_map if mode == "shareprefill" else None, mode=mode)
+        return _backends[mode]
+    return shareprefill.hf.attach(model, _backends[mode])
 
 
 def logits_check(out, model, ref32, ids, cmap):
@@ -66,12 +73,14 @@ def logits_check(out, model, ref32, ids, cmap):
         use(model, None, cmap)
         sdpa = model(ids).logits.float()
         backend = use(model, "dense", cmap)
+        layers_before = backend.prefill_layers
         ours = model(ids).logits.float()
+        layers = backend.prefill_layers - layers_before
         ref = ref32(ids).logits.float()
     ours_err = (ours - ref).abs().max().item()
     sdpa_err = (sdpa - ref).abs().max().item()
     atol = 1e-2  # logits are O(10); a bf16 ulp at 8 is 0.06, so this floor only matters near 0
-    ok = ours_err <= 2 * sdpa_err + atol and backend.prefill_layers == model.config.num_hidden_layers
+    ok = ours_err <= 2 * sdpa_err + atol and layers == model.config.num_hidden_layers
     top1 = (ours.argmax(-1) == sdpa.argmax(-1)).float().mean().item()
     record(out, "logits dense vs fp32", f"max|err| {ours_err:.4f} (sdpa bf16 {sdpa_err:.4f}), "
            f"top-1 = sdpa at {top1:.1%} of {ids.shape[1]} positions", "PASS" if ok else "FAIL",
@@ -99,71 +108,114 @@ def golden_check(out, ours, golden):
 
 
 def greedy_check(out, model, ids, cmap, new_tokens):
-    runs = {}
+    runs, ours = {}, {}
     for label, mode in (("sdpa", None), ("dense", "dense"), ("shareprefill", "shareprefill")):
-        use(model, mode, cmap)
+        backend = use(model, mode, cmap)
+        before = backend.prefill_layers if backend else 0
         with torch.no_grad():
             runs[label] = model.generate(ids, max_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:]
+        ours[label] = backend.prefill_layers - before if backend else 0
+    layers = model.config.num_hidden_layers
     for label in ("dense", "shareprefill"):
         same = torch.equal(runs[label], runs["sdpa"])
         diverge = next((i for i, (a, b) in enumerate(zip(runs[label], runs["sdpa"])) if a != b), None)
         verdict = "PASS" if same else ("FAIL" if label == "dense" else "info")
-        record(out, f"greedy {label}", "same as sdpa" if same else f"diverges at token {diverge}",
-               verdict, tokens=runs[label].tolist())
+        if ours[label] != layers:  # the prefill must have run on our path, not SDPA's
+            verdict = "FAIL"
+        record(out, f"greedy {label}", ("same as sdpa" if same else f"diverges at token {diverge}") +
+               f" ({ours[label]}/{layers} prefill layers ours)", verdict, tokens=runs[label].tolist())
 
 
-def perplexity(model, ids):
+def perplexity(model, ids, chunk=4096):
+    """exp(mean next-token NLL) over ids [1, N]; the vocabulary projection runs in chunks of
+    positions, so [N, vocab] logits never exist at once (128K x 49152 would be 25 GB in fp32)."""
+    n = ids.shape[1]
+    nll = 0.0
     with torch.no_grad():
-        return torch.exp(model(ids, labels=ids).loss.float()).item()
+        hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]  # [N, hidden]
+        for s in range(0, n - 1, chunk):
+            e = min(s + chunk, n - 1)
+            logits = model.lm_head(hidden[s:e]).float()
+            nll += torch.nn.functional.cross_entropy(logits, ids[0, s + 1:e + 1], reduction="sum").item()
+    return math.exp(nll / (n - 1))
+
+
+def traced(backend, fn):
+    """Runs fn() with the backend recording each layer's plan; returns (fn(), density over the
+    layers' causal tiles, head-kind counts)."""
+    backend.trace = []
+    try:
+        result = fn()
+    finally:
+        trace, backend.trace = backend.trace, None
+    density = statistics.fmean(t["density"] for t in trace) if trace else float("nan")
+    kinds = {}
+    for t in trace:
+        for kind in t["kinds"]:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return result, density, kinds
 
 
 def ppl_check(out, model, ids, cmap):
     ppl = {}
+    density, kinds = float("nan"), {}
     for label, mode in (("sdpa", None), ("dense", "dense"), ("shareprefill", "shareprefill")):
-        use(model, mode, cmap)
-        ppl[label] = perplexity(model, ids)
+        backend = use(model, mode, cmap)
+        if label == "shareprefill":
+            ppl[label], density, kinds = traced(backend, lambda: perplexity(model, ids))
+        else:
+            ppl[label] = perplexity(model, ids)
     delta = ppl["shareprefill"] / ppl["sdpa"] - 1
-    record(out, f"ppl {ids.shape[1]}", f"sdpa {ppl['sdpa']:.3f} dense {ppl['dense']:.3f} "
-           f"shareprefill {ppl['shareprefill']:.3f} ({delta:+.2%})",
-           "PASS" if abs(delta) < 0.01 else "FAIL", **ppl)
+    record(out, f"ppl {ids.shape[1] // 1024}K", f"sdpa {ppl['sdpa']:.3f} dense {ppl['dense']:.3f} "
+           f"shareprefill {ppl['shareprefill']:.3f} ({delta:+.2%}, density {density:.3f})",
+           "PASS" if abs(delta) < 0.01 else "FAIL", n=ids.shape[1], density=density, kinds=kinds,
+           **ppl)
 
 
 def timed(model, ids, device):
-    if device == "cpu":
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model(ids, use_cache=False, logits_to_keep=1)
-        return (time.perf_counter() - t0) * 1e3
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
+    """(milliseconds, last-position logits [vocab] float32) of one whole-model prefill."""
     with torch.no_grad():
-        model(ids, use_cache=False, logits_to_keep=1)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end)
+        if device == "cpu":
+            t0 = time.perf_counter()
+            logits = model(ids, use_cache=False, logits_to_keep=1).logits
+            return (time.perf_counter() - t0) * 1e3, logits[0, -1].float()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        logits = model(ids, use_cache=False, logits_to_keep=1).logits
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end), logits[0, -1].float()
 
 
 def timing_check(out, model, ids, cmap, rounds, device):
+    """sdpa and shareprefill alternating (a warm-up of each first), medians of `rounds`; the
+    last position's logits of both compared, and the plan's density from one traced run."""
     n = ids.shape[1]
     times = {"sdpa": [], "shareprefill": []}
-    for label, mode in (("sdpa", None), ("shareprefill", "shareprefill")):  # warm-up
-        use(model, mode, cmap)
-        timed(model, ids, device)
+    last = {}
     backend = None
-    for _ in range(rounds):
+    for r in range(rounds + 1):
         for label, mode in (("sdpa", None), ("shareprefill", "shareprefill")):
-            b = use(model, mode, cmap)
-            backend = b or backend
-            times[label].append(timed(model, ids, device))
+            backend = use(model, mode, cmap) or backend
+            ms, last[label] = timed(model, ids, device)
+            if r > 0:  # round 0 is the warm-up
+                times[label].append(ms)
     if device == "cuda":  # errors the device planner recorded, if any, surface here
         backend.planner._cuda_prefill.check(ids)
+    use(model, "shareprefill", cmap)
+    _, density, kinds = traced(backend, lambda: timed(model, ids, device))
+    diff = (last["shareprefill"] - last["sdpa"]).abs().max().item()
+    same_top1 = int(last["shareprefill"].argmax()) == int(last["sdpa"].argmax())
     sdpa, ours = statistics.median(times["sdpa"]), statistics.median(times["shareprefill"])
     target = {32768: 1.5, 131072: 3.0}.get(n)
     verdict = "info" if target is None else ("PASS" if sdpa / ours >= target else "FAIL")
     record(out, f"prefill {n // 1024}K", f"sdpa {sdpa:.1f} ms, shareprefill {ours:.1f} ms, "
-           f"{sdpa / ours:.2f}x" + (f" (target {target}x)" if target else ""), verdict,
-           n=n, sdpa_ms=times["sdpa"], shareprefill_ms=times["shareprefill"])
+           f"{sdpa / ours:.2f}x" + (f" (target {target}x)" if target else "") +
+           f"; density {density:.3f}, last logits max|diff| {diff:.3f}, top-1 "
+           f"{'same' if same_top1 else 'differs'}", verdict,
+           n=n, sdpa_ms=times["sdpa"], shareprefill_ms=times["shareprefill"], density=density,
+           kinds=kinds, last_logits_max_diff=diff, same_top1=same_top1)
 
 
 def call_path_check(out, model, ids, cmap):
@@ -205,7 +257,8 @@ def main():
     ap.add_argument("--prompt", default=os.path.join(ROOT, "data", "prompts", "golden_prompt.txt"))
     ap.add_argument("--golden", default=os.path.join(ROOT, "tests", "data", "model_golden.json"))
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--ppl-tokens", type=int, default=8192)
+    ap.add_argument("--ppl-tokens", default="8192,32768,131072",
+                    help="perplexity windows (the first N tokens of --text), comma-separated")
     ap.add_argument("--lengths", default="32768,131072")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -248,7 +301,11 @@ def main():
         text_ids = tokenizer(open(args.text, encoding="utf-8").read(), add_special_tokens=False,
                              return_tensors="pt")["input_ids"].to(args.device)
     if text_ids is not None:
-        guarded("ppl", ppl_check, out, model, text_ids[:, :args.ppl_tokens], args.clusters)
+        for n in [int(x) for x in args.ppl_tokens.split(",") if x]:
+            if n > text_ids.shape[1]:
+                record(out, f"ppl {n // 1024}K", f"skipped: the text has {text_ids.shape[1]} tokens", "info")
+                continue
+            guarded("ppl", ppl_check, out, model, text_ids[:, :n], args.clusters)
         for n in [int(x) for x in args.lengths.split(",") if x]:
             ids = text_ids.repeat(1, (n + text_ids.shape[1] - 1) // text_ids.shape[1])[:, :n]
             guarded("timing", timing_check, out, model, ids, args.clusters, args.rounds, args.device)

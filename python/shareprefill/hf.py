@@ -21,8 +21,6 @@ one-time warning (varlen batches are not implemented yet).
 import logging
 import math
 
-import torch
-
 from ._core import ClusterMap, Error, Planner
 
 NAME = "shareprefill"
@@ -42,6 +40,12 @@ class Backend:
         self.prefill_layers = 0  # layers run through our path (for tests and reports)
         self.fallback_layers = 0
         self.warned = set()
+        self.trace = None  # a list to record each planned layer's kinds and density into
+
+    def record(self, layer, plan):
+        """Appends layer, head kinds and tile density of `plan` to trace (when it is a list)."""
+        if self.trace is not None:
+            self.trace.append({"layer": layer, "kinds": plan.kinds, "density": plan.density})
 
     def reset(self):
         """Starts a new prompt (the planner forgets its pivots and patterns)."""
@@ -118,9 +122,13 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
     if q.is_cuda:
         from . import torch_ops
         out = torch_ops.prefill_layer(backend.planner, layer, q, k, v)
+        if backend.trace is not None:  # synchronous copies of the device plan
+            backend.record(layer, backend.planner._cuda_prefill.last_plan())
     else:
         from ._attention import attention
-        out = attention(q, k, v, plan=backend.planner.plan_layer(layer, q, k)).to(query.dtype)
+        plan = backend.planner.plan_layer(layer, q, k)
+        out = attention(q, k, v, plan=plan).to(query.dtype)
+        backend.record(layer, plan)
     backend.prefill_layers += 1
     return out.unsqueeze(0), None
 
@@ -155,12 +163,21 @@ def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, *
     config = model.config
     layers = getattr(config, "num_hidden_layers", None)
     planner = Planner(cluster_map, mode, layers=layers, **thresholds)
-    backend = Backend(planner, prefill_min_tokens)
+    return attach(model, Backend(planner, prefill_min_tokens))
+
+
+def attach(model, backend):
+    """Switches `model` to attn_implementation="shareprefill" with an existing Backend (one that
+    enable() returned, for this model or another of the same shape), keeping its planner and
+    its GPU workspace: switching back and forth with set_attn_implementation("sdpa") then
+    costs nothing. Returns the backend."""
+    register()
     attention_modules = [m for m in model.modules() if isinstance(getattr(m, "layer_idx", None), int)
                          and hasattr(m, "num_key_value_groups")]
     if not attention_modules:
         raise Error("[shareprefill.hf.enable] found no attention modules (modules with layer_idx "
                     "and num_key_value_groups) in the model")
+    backend.reset()
     for m in attention_modules:
         m.shareprefill_backend = backend
     model.set_attn_implementation(NAME)

@@ -132,6 +132,10 @@ class CudaPrefill:
             dp.check(stream)  # the prompt's one synchronisation: errors the device recorded
         return out
 
+    def last_plan(self):
+        """The last layer's device plan as a Plan (tiles and head kinds; synchronous copies)."""
+        return self.device_planner.last_plan()
+
     def check(self, x):
         """Waits for the stream and raises the first error the device planner recorded."""
         self.device_planner.check(_stream(x))

@@ -207,7 +207,14 @@ class device_prefill {
       names.push_back(sp::head_kind_name(kind));
     return names;
   }
-  sp::block_mask last_mask() const { return sp::device_planner::download_mask(last().plan); }
+  // The last layer's tiles and head kinds as a host plan (synchronous copies).
+  py_plan last_plan() const {
+    py_plan p;
+    p.plan.layer = state_.device.last_layer;
+    p.plan.mask = sp::device_planner::download_mask(last().plan);
+    p.plan.kinds = sp::device_planner::download_kinds(last().plan);
+    return p;
+  }
 
  private:
   static array_info bytes_of(const char* fn, const char* name, const output_array& a) {
@@ -270,14 +277,9 @@ void bind_cuda(nb::module_& m) {
       .def_prop_ro("last_layer", &device_prefill::last_layer)
       .def("last_kinds", &device_prefill::last_kinds,
            "Head kinds of the last planned layer (synchronous copy).")
-      .def(
-          "last_block_mask",
-          [](const device_prefill& d) {
-            py_plan p;
-            p.plan.mask = d.last_mask();
-            return p;
-          },
-          "The last layer's tiles as a Plan (synchronous copy; for inspection and tests).");
+      .def("last_plan", &device_prefill::last_plan,
+           "The last layer's tiles and head kinds as a Plan (synchronous copies; for inspection, "
+           "reports and tests).");
 }
 
 }  // namespace sp_python

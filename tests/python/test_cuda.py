@@ -204,6 +204,9 @@ def test_device_planner_agrees_with_the_host_planner():
         q, k, v = synthetic_bf16(layer)
         out = runner.layer(layer, q, k, v)
         kinds = runner.device_planner.last_kinds()
+        plan = runner.last_plan()
+        assert plan.kinds == kinds and plan.layer == layer and plan.n_tokens == SYN["n_tokens"]
+        assert 0 < plan.density <= 1
         qc, kc, vc = (x.float().cpu() for x in (q, k, v))
         cpu_plan = cpu_planner.plan_layer(layer, qc, kc)
         ref = sp.attention(qc, kc, vc, plan=cpu_plan)
@@ -260,9 +263,16 @@ def test_hf_backend_on_the_gpu():
         backend = shareprefill.hf.enable(model, mode="dense")
         dense = model(ids).logits.float()
         assert backend.prefill_layers == 3
-        shareprefill.hf.enable(model, mode="vslash", min_budget=256)
+        sparse_backend = shareprefill.hf.enable(model, mode="vslash", min_budget=256)
+        sparse_backend.trace = []
         sparse = model(ids).logits.float()
+        assert [t["layer"] for t in sparse_backend.trace] == [0, 1, 2]
+        assert all(0 < t["density"] <= 1 for t in sparse_backend.trace)
+        shareprefill.hf.attach(model, backend)  # back to the dense backend, planner kept
+        again = model(ids).logits.float()
+        assert backend.prefill_layers == 6
     # FA3's rule on the logits: our dense bf16 model is as close to fp32 as SDPA's bf16 model.
     ours_err, sdpa_err = (dense - ref32).abs().max().item(), (sdpa - ref32).abs().max().item()
     assert ours_err <= 2 * sdpa_err + 1e-3, (ours_err, sdpa_err)
+    assert (again - ref32).abs().max().item() <= 2 * sdpa_err + 1e-3
     assert torch.isfinite(sparse).all()
