@@ -21,6 +21,7 @@ gguf are importable and `shareprefill` is built with CUDA (scripts/gpu-python.sh
     python3 scripts/gpu_python_hf.py --model SmolLM2-135M-Instruct.Q4_1.gguf --text emma.txt
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -270,7 +271,8 @@ def main():
     out = open(args.out, "w")
     directory, name = os.path.split(os.path.abspath(args.model))
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    model = load(args.model, torch.bfloat16, args.device)
+    ref32 = load(args.model, torch.float32, args.device)  # the GGUF is dequantised once
+    model = copy.deepcopy(ref32).to(torch.bfloat16)
     prompt = tokenizer(open(args.prompt, encoding="utf-8").read(), add_special_tokens=False,
                        return_tensors="pt")["input_ids"].to(args.device)
     golden = json.load(open(args.golden))
@@ -288,13 +290,12 @@ def main():
             return None
 
     if "logits" in steps:
-        ref32 = load(args.model, torch.float32, args.device)
         logits = guarded("logits", logits_check, out, model, ref32, prompt, args.clusters)
-        del ref32
         if logits is not None:
             golden_check(out, logits[0], golden)
             if args.device == "cuda":
                 guarded("runner", runner_check, out, args.model, prompt, *logits)
+    del ref32
     guarded("greedy", greedy_check, out, model, prompt, args.clusters, args.new_tokens)
     text_ids = None
     if args.text:
