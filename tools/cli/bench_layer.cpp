@@ -8,6 +8,10 @@
 // and out). Times: wall clock with a device synchronisation after each phase (so launch
 // overheads count), the median over --repeats prompts after one untimed prompt, which also
 // gives rel_err and density.
+// --ranks R --simulate (issue 19, bench_layer_cp.h): after each layer's one-call attention in the
+// untimed prompt, the layer's plan split over R context-parallel ranks run one after another on
+// this device; one extra JSON line per mode and layer ("bench": "layer_cp"). Its table's "sim ms"
+// is the slowest simulated rank's kernel time on the GPU, all ranks together on the CPU.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,9 +21,11 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "bench_layer_cp.h"
 #include "command.h"
 #include "json_output.h"
 #include "option_checks.h"
+#include "shareprefill/context_parallel_device.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/prefill_layer.h"
@@ -37,6 +43,7 @@ struct layer_bench_options {
   uint64_t seed = 1;
   int repeats = 3, threads = 0;
   json_option json;
+  cp_bench_options cp;
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -169,6 +176,7 @@ struct layer_numbers {
   std::vector<double> plan_ms, attention_ms;  // per timed prompt
   double density = 0, rel_err = 0;
   int64_t kinds[head_kind_count] = {};
+  nlohmann::json cp;  // --simulate: the context-parallel row of the layer
 };
 
 double median(std::vector<double> x) {
@@ -246,6 +254,11 @@ void run(const layer_bench_options& o) {
             const block_mask mask = device_planner::download_mask(out.plan);
             r.density = mask.density();
             for (head_kind k : device_planner::download_kinds(out.plan)) ++r.kinds[static_cast<int>(k)];
+            if (o.cp.simulate) {
+              cp_layer_input ci{&mask, download_pivot_slots(out.plan), b.q, b.k, b.v, b.out,
+                                out.block_attention, in.kv_heads, in.dim, o.repeats, o.threads};
+              r.cp = cp_simulate_layer(o.cp, ci);
+            }
           }
         } else {
           const prefill_layer_result res =
@@ -256,6 +269,16 @@ void run(const layer_bench_options& o) {
             r.density = static_cast<double>(res.host.tiles()) /
                         static_cast<double>(in.heads * causal_tile_count(nb));
             for (head_kind k : res.host.kinds()) ++r.kinds[static_cast<int>(k)];
+            if (o.cp.simulate) {
+              check(!res.host.has_deferred, fn, "--simulate needs one attention pass per layer "
+                    "(share_within_layer is not supported)");
+              std::vector<int32_t> slots(static_cast<size_t>(in.heads), -1);
+              for (size_t i = 0; i < res.host.plan.pivot_heads.size(); ++i)
+                slots[static_cast<size_t>(res.host.plan.pivot_heads[i])] = static_cast<int32_t>(i);
+              cp_layer_input ci{&res.host.plan.mask, slots, b.q, b.k, b.v, b.out, {},
+                                in.kv_heads, in.dim, o.repeats, o.threads};
+              r.cp = cp_simulate_layer(o.cp, ci);
+            }
           }
         }
         if (prompt == 0 && outputs != nullptr) outputs->push_back(output_of(b));
@@ -323,6 +346,29 @@ void run(const layer_bench_options& o) {
     }
     emit("total", total_plan, total_attention, total_dense, tiles / static_cast<double>(layers),
          ref2 > 0 ? std::sqrt(err2 / ref2) : 0.0, kinds);
+    if (!o.cp.simulate) continue;
+    std::fprintf(text, "%-13s %-6s %6s %9s %9s %6s %12s %12s %10s %10s %6s\n", "cp mode", "layer",
+                 "ranks", "imb zz", "imb bal", "moved", "plan bytes", "comm bytes", "sim ms",
+                 "one call", "equal");
+    for (int64_t l = 0; l < layers; ++l) {
+      const layer_numbers& r = numbers[static_cast<size_t>(l)];
+      nlohmann::json j = r.cp;
+      const double one_call = median(r.attention_ms);
+      j["bench"] = "layer_cp", j["device"] = o.device, j["mode"] = name;
+      j["layer"] = std::to_string(l), j["n"] = in.n, j["heads"] = in.heads;
+      j["kv_heads"] = in.kv_heads, j["dim"] = in.dim, j["one_call_attention_ms"] = one_call;
+      if (j.contains("max_rank_ms") && j["max_rank_ms"].get<double>() > 0)
+        j["attention_speedup_model"] = one_call / j["max_rank_ms"].get<double>();
+      json.write(j);
+      std::fprintf(text, "%-13s %-6lld %6lld %9.4f %9.4f %6lld %12lld %12lld %10.3f %10.3f %6s\n",
+                   name.c_str(), static_cast<long long>(l), static_cast<long long>(o.cp.ranks),
+                   j["imbalance_zigzag"].get<double>(), j["imbalance_balanced"].get<double>(),
+                   static_cast<long long>(j["moved_blocks"].get<int64_t>()),
+                   static_cast<long long>(j["plan_bytes"].get<int64_t>()),
+                   static_cast<long long>(j["comm_bytes_balanced"]["max_total"].get<int64_t>()),
+                   j.value("max_rank_ms", j.value("all_ranks_ms", 0.0)), one_call,
+                   j["equal_bits"].get<bool>() ? "yes" : "no");
+    }
   }
 }
 
@@ -347,9 +393,23 @@ void setup_bench_layer(CLI::App& bench) {
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();
   add_json_option(sub, o->json, "one object per mode and layer, then the mode's \"total\"");
+  sub->add_option("--ranks", o->cp.ranks, "context-parallel ranks (issue 19)")->capture_default_str();
+  sub->add_flag("--simulate", o->cp.simulate,
+                "run the ranks one after another on this device (with --ranks)");
+  sub->add_option("--exchange", o->cp.exchange, "keys and values: all_gather or ring (--simulate)")
+      ->check(CLI::IsMember({"all_gather", "ring"}))->capture_default_str();
+  sub->add_option("--target-imbalance", o->cp.target_imbalance,
+                  "the balanced split stops at this max/mean work")->capture_default_str();
   sub->callback([o] {
     check(!(o->synthetic && !o->inputs.empty()), "bench layer",
           "give at most one of --synthetic and --inputs");
+    check(o->cp.ranks >= 1 && o->cp.ranks <= 64, "bench layer", "--ranks ", o->cp.ranks,
+          " (1 .. 64)");
+    check(o->cp.target_imbalance >= 1.0, "bench layer", "--target-imbalance ",
+          o->cp.target_imbalance, " (must be >= 1)");
+    check(o->cp.ranks == 1 || o->cp.simulate, "bench layer", "--ranks ", o->cp.ranks,
+          " without --simulate needs one process per GPU over NCCL: a build with SP_NCCL=ON "
+          "(not this one)");
     run(*o);
   });
 }
