@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_events.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/planned_layer.h"
 #include "shareprefill/planner.h"
@@ -32,6 +33,8 @@ struct prefill_layer_params {
   thread_pool* pool = nullptr;             // CPU tensors: worker threads
   const device_planner* device = nullptr;  // device tensors: the device planner
   cuda_attention_options attention;        // device tensors: kernel choice
+  cuda_event* planned = nullptr;           // device tensors: recorded on the stream between
+                                           // planning and attention (timing), when not null
 };
 
 // Per-prompt state of either device.

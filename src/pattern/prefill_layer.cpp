@@ -58,6 +58,7 @@ prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
   check(params.device != nullptr, fn, "device tensors need params.device (a device_planner)");
   const device_planner& dp = *params.device;
   r.device_plan = dp.plan(params.layer, q, k, state.device, workspace, workspace_bytes, stream);
+  if (params.planned != nullptr) params.planned->record(stream);
   cuda_attention_block_sparse(out, {}, r.device_plan.block_attention, q, k, v,
                               r.device_plan.plan, r.device_plan.scratch, params.attention, stream);
   dp.publish(params.layer, r.device_plan, state.device, stream);
