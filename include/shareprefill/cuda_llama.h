@@ -1,13 +1,17 @@
 // A Llama-family model on the GPU (issue 14): bf16 weights on the device (dequantised from the
 // GGUF at load, or uploaded from the CPU model's fp32 weights), and a session with a device KV
 // cache whose prefill and decode run one layer body (src/model/llama_forward_cuda.cpp) built
-// from the ops of cuda_model_ops.h. Prefill attention is our CUDA kernel with the dense causal
-// plan; decode attention is the split-K decode kernel over the cache. The residual stream stays
-// fp32; every other activation is bf16. Builds without CUDA throw from every entry point.
+// from the ops of cuda_model_ops.h. Prefill attention is prefill_layer (prefill_layer.h) with a
+// device planner: the caller's (vslash, flexprefill, shareprefill: the CPU runner's
+// planner_params and cluster map) or, when none is given, the session's dense one (our kernel
+// on every causal tile). Decode attention is the split-K decode kernel over the cache. The
+// residual stream stays fp32; every other activation is bf16. Builds without CUDA throw from
+// every entry point.
 //
 //   sp::cuda_llama_weights w = sp::cuda_llama_weights_load(path);
 //   sp::cuda_llama_session s(w, 8192);
-//   sp::prefill_result r = s.prefill(tokens, {});
+//   sp::device_planner dp(params, w.config.n_layers, w.config.n_heads, &clusters);  // or none
+//   sp::prefill_result r = s.prefill(tokens, {}, &dp);
 //   std::vector<float> next = s.decode(token);
 #pragma once
 
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/device_planner.h"
 #include "shareprefill/llama_config.h"
 #include "shareprefill/llama_model.h"
 
@@ -60,16 +65,31 @@ class cuda_llama_session {
   cuda_llama_session(const cuda_llama_session&) = delete;
   cuda_llama_session& operator=(const cuda_llama_session&) = delete;
 
-  // As llama_session::prefill, with dense attention (options.attention must be null until the
-  // device planner drives the sparse modes). options.on_hidden receives the residual stream
-  // downloaded to the host (a synchronisation per layer: for tests). The reports count every
-  // causal tile; attention_ms and plan_ms stay 0 (not timed separately yet).
-  prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options);
+  // As llama_session::prefill, with attention planned by `planner` (built for this model's
+  // layers and heads; null = dense) through prefill_layer; options.attention must be null (the
+  // strategies of prefill_attention.h are CPU code). The reports are filled from the device plan
+  // (kinds, visited tiles) by asynchronous copies; plan_ms (planning) and attention_ms (the
+  // kernel and the publish step) per layer come from CUDA events on the stream, read after the
+  // one synchronisation of the logits download, so timing adds no host wait. options.on_hidden
+  // receives the residual stream downloaded to the host (a synchronisation per layer: tests).
+  // Errors the device planner recorded are thrown after the last layer.
+  prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options,
+                         const device_planner* planner = nullptr);
+  // After a prefill of n tokens and before any decode: the log-probability of targets[i] given
+  // the prompt up to position first + i (the logits of that position), computed on the device in
+  // chunks (the [count, vocab] logits never exist at once). first + targets.size() <= n.
+  std::vector<float> token_logprobs(int64_t first, const std::vector<int32_t>& targets);
   // Appends one token and returns its next-token logits [vocab].
   std::vector<float> decode(int32_t token);
 
+  // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
+  void reset();
+
   int64_t length() const;
   int64_t capacity() const;
+  // Device memory this session holds now: activations, KV cache, logits and the prefill's planner
+  // workspace and state (the weights are counted by cuda_llama_weights::bytes).
+  int64_t device_bytes() const;
 
   struct impl;
 

@@ -1,6 +1,7 @@
 // Llama forward on the GPU: one layer body for prefill (n prompt tokens at position 0) and
-// decode (one token at the end of the cache); only the attention step differs (our block-sparse
-// kernel with the dense causal plan, or split-K decode attention over the cache). Intermediates,
+// decode (one token at the end of the cache); only the attention step differs (prefill_layer:
+// the device planner's plan and our block-sparse kernel, or split-K decode attention over the
+// cache). Intermediates,
 // named as in the body, live in buffers of max_tokens rows allocated with the session:
 //   x         residual stream           [n, dim] f32
 //   normed    attn_norm / ffn_norm out  [n, dim] bf16
@@ -10,14 +11,22 @@
 //   act       silu(gate) * up           [n, F] bf16
 // and the logits of the selected rows ([rows, vocab] f32, grown on demand).
 // The output projection and the down projection accumulate into x inside their GEMMs (fp32
-// output, beta = 1), which is the residual add. All work is on the default stream.
+// output, beta = 1), which is the residual add. All work is on the default stream. The prefill's
+// planner workspace and state (device_planner::workspace_bytes, state_bytes: the plan, the
+// pivots' block attention A, the per-prompt cluster state) are allocated by the first prefill
+// that needs them and reused; nothing of O(N^2) exists besides A.
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 
 #include "rope.h"
+#include "shareprefill/cuda_events.h"
 #include "shareprefill/cuda_llama.h"
 #include "shareprefill/cuda_model_ops.h"
+#include "shareprefill/cuda_token_logprob.h"
 #include "shareprefill/error.h"
+#include "shareprefill/prefill_layer.h"
 
 namespace sp {
 
@@ -28,6 +37,9 @@ struct cuda_llama_session::impl {
   cuda_gemm gemm;
   cuda_kv_cache cache;
   device_buffer x, normed, qkv, attn, gate_up, act, tokens, rows, decode_workspace, logits;
+  device_buffer plan_workspace, plan_state, logprobs;  // grown on demand, then reused
+  std::unique_ptr<device_planner> dense_planner;       // built by the first dense prefill
+  bool final_hidden = false;  // x holds the last prefill's final residual stream (no decode yet)
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
       : w(weights),
@@ -57,6 +69,9 @@ struct cuda_llama_session::impl {
     return static_cast<uint16_t*>(b.data()) + offset;
   }
   float* f32(const device_buffer& b) const { return static_cast<float*>(b.data()); }
+  static void ensure(device_buffer& b, size_t bytes) {
+    if (b.size() < bytes) b = device_buffer(bytes);
+  }
 
   // Attention of the n query rows in qkv at positions [pos, pos + n) over cache rows
   // [0, pos + n) of layer l, into attn.
@@ -112,8 +127,7 @@ struct cuda_llama_session::impl {
     const llama_config& c = w.config;
     const int64_t count = static_cast<int64_t>(positions.size());
     rows.upload(positions.data(), positions.size() * sizeof(int64_t));
-    const size_t logit_bytes = static_cast<size_t>(count * c.vocab_size) * sizeof(float);
-    if (logits.size() < logit_bytes) logits = device_buffer(logit_bytes);  // grows, then reused
+    ensure(logits, static_cast<size_t>(count * c.vocab_size) * sizeof(float));
     cuda_logits_of_rows(f32(logits), bf16(normed), f32(x), static_cast<const int64_t*>(rows.data()),
                         count, f32(w.output_norm), w.output_matrix(), c.vocab_size, c.dim,
                         c.rms_eps, gemm, nullptr);
@@ -147,16 +161,52 @@ cuda_llama_session::cuda_llama_session(const cuda_llama_weights& weights, int64_
 cuda_llama_session::~cuda_llama_session() = default;
 
 int64_t cuda_llama_session::length() const { return impl_->length; }
+void cuda_llama_session::reset() {
+  impl_->length = 0;
+  impl_->final_hidden = false;
+}
 int64_t cuda_llama_session::capacity() const { return impl_->max_tokens; }
 
+namespace {
+
+// What the host reads back about one layer's plan after the prompt: the kinds [H] and the row
+// offsets [H * (nb + 1)] of the CSR, copied asynchronously into one pinned region per layer.
+struct plan_readback {
+  int64_t heads = 0, nb = 0;
+  pinned_buffer memory;
+  size_t layer_bytes() const { return static_cast<size_t>(heads * (nb + 1)) * 8 + static_cast<size_t>(heads); }
+  plan_readback(int64_t layers, int64_t h, int64_t n_blocks)
+      : heads(h), nb(n_blocks), memory(static_cast<size_t>(layers) * layer_bytes()) {}
+  char* layer(int64_t l) const { return static_cast<char*>(memory.data()) + l * layer_bytes(); }
+  void enqueue(int64_t l, const layer_plan_view& plan) {
+    cuda_copy_to_host_async(layer(l), plan.row_ptr, static_cast<size_t>(heads * (nb + 1)) * 8, nullptr);
+    cuda_copy_to_host_async(layer(l) + heads * (nb + 1) * 8, plan.kinds, static_cast<size_t>(heads), nullptr);
+  }
+  // After the stream passed the copies: visited tiles and kind counts of layer l into rep.
+  void fill(int64_t l, layer_attention_report& rep) const {
+    std::vector<int64_t> row_ptr(static_cast<size_t>(heads * (nb + 1)));
+    std::memcpy(row_ptr.data(), layer(l), row_ptr.size() * 8);
+    const auto* kinds = reinterpret_cast<const uint8_t*>(layer(l) + heads * (nb + 1) * 8);
+    rep.tiles = 0;
+    for (int64_t h = 0; h < heads; ++h) {
+      rep.tiles += row_ptr[static_cast<size_t>(h * (nb + 1) + nb)] - row_ptr[static_cast<size_t>(h * (nb + 1))];
+      if (kinds[h] < head_kind_count) ++rep.kind_counts[kinds[h]];
+    }
+  }
+};
+
+}  // namespace
+
 prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
-                                           const prefill_options& options) {
+                                           const prefill_options& options,
+                                           const device_planner* planner) {
   const char* fn = "cuda_llama_session::prefill";
   impl& s = *impl_;
   const llama_config& c = s.w.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
-  check(options.attention == nullptr, fn, "the CUDA forward runs dense attention only (got the '",
-        options.attention != nullptr ? options.attention->name() : "", "' strategy)");
+  check(options.attention == nullptr, fn, "the CUDA forward plans attention with a device_planner; "
+        "got the CPU strategy '", options.attention != nullptr ? options.attention->name() : "",
+        "' in options.attention");
   check(n > 0, fn, "empty prompt: at least one token is needed");
   check(s.length == 0, fn, "the session already holds ", s.length, " tokens; prefill starts a new one");
   check(n <= s.max_tokens, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
@@ -173,25 +223,56 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   for (size_t i = 0; i < positions.size(); ++i)
     check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
           fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
+  if (planner == nullptr) {
+    if (!s.dense_planner) {
+      planner_params dense;
+      dense.mode = plan_mode::dense;
+      s.dense_planner = std::make_unique<device_planner>(dense, c.n_layers, H, nullptr);
+    }
+    planner = s.dense_planner.get();
+  }
+  check(planner->layers() == c.n_layers && planner->heads() == H, fn, "the device planner is for ",
+        planner->layers(), " layers x ", planner->heads(), " heads; the model has ", c.n_layers,
+        " x ", H);
+  check(planner->params().block_size == 128, fn, "the CUDA kernel needs block size 128, the "
+        "planner has ", planner->params().block_size);
+
+  // Planner memory (grow-only), before the clock starts.
+  prefill_layer_params lp;
+  lp.device = planner;
+  const layer_shape shape{n, H, Hkv, D};
+  s.ensure(s.plan_workspace, static_cast<size_t>(prefill_layer_workspace_bytes(shape, lp, true)));
+  s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n)));
+  const int64_t nb = (n + 127) / 128;
+  plan_readback readback(c.n_layers, H, nb);
+  std::vector<cuda_event> started(static_cast<size_t>(c.n_layers)),
+      planned(static_cast<size_t>(c.n_layers)), attended(static_cast<size_t>(c.n_layers));
 
   const auto t_start = std::chrono::steady_clock::now();
+  s.final_hidden = false;
   s.rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type, options.rope.factor,
                            c.context_length);
   s.tokens.upload(tokens.data(), tokens.size() * sizeof(int32_t));
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
                         n, c.dim, c.vocab_size, nullptr);
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads;
-  const device_layer_plan plan(block_mask::dense_causal(n, 128, H));
-  const impl::attention_step dense = [&](int64_t l, int64_t, int64_t rows) {
-    cuda_attention_block_sparse(s.view(s.attn.data(), rows, H, H * c.head_dim), tensor_view{},
-                                tensor_view{},
-                                s.view(s.qkv.data(), rows, H, s.qkv_width()),
-                                s.view(s.cache.k(l), rows, Hkv, s.cache.token_stride()),
-                                s.view(s.cache.v(l), rows, Hkv, s.cache.token_stride()),
-                                plan.plan(), plan.scratch(), {}, nullptr);
+  prefill_layer_state state;
+  prefill_layer_begin(state, lp, n, true, s.plan_state.data(),
+                      static_cast<int64_t>(s.plan_state.size()), nullptr);
+  const impl::attention_step planned_attention = [&](int64_t l, int64_t, int64_t rows) {
+    const size_t i = static_cast<size_t>(l);
+    lp.layer = l;
+    lp.planned = &planned[i];
+    started[i].record(nullptr);
+    const prefill_layer_result r = prefill_layer(
+        s.view(s.qkv.data(), rows, H, s.qkv_width()),
+        s.view(s.cache.k(l), rows, Hkv, s.cache.token_stride()),
+        s.view(s.cache.v(l), rows, Hkv, s.cache.token_stride()),
+        s.view(s.attn.data(), rows, H, H * D), state, lp, s.plan_workspace.data(),
+        static_cast<int64_t>(s.plan_workspace.size()), nullptr);
+    attended[i].record(nullptr);
+    readback.enqueue(l, r.device_plan.plan);
   };
-  prefill_result result;
-  const int64_t nb = (n + 127) / 128;
   std::vector<float> host_x;
   const auto report_hidden = [&](int64_t l) {
     if (!options.on_hidden) return;
@@ -201,20 +282,75 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   };
   for (int64_t l = 0; l < c.n_layers; ++l) {
     report_hidden(l);
-    s.layer_body(l, 0, n, dense);
-    layer_attention_report rep;
-    rep.layer = l;
-    rep.tiles = rep.causal_tiles = H * nb * (nb + 1) / 2;
-    result.layers.push_back(rep);
+    s.layer_body(l, 0, n, planned_attention);
     if (options.on_layer) options.on_layer(l, c.n_layers);
   }
   report_hidden(c.n_layers);
+  prefill_result result;
   result.logits = s.logits_of(positions);  // synchronises
+  device_plan_check(state.device, nullptr);
   s.length = n;
+  s.final_hidden = true;
   result.positions = std::move(positions);
   result.total_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const size_t i = static_cast<size_t>(l);
+    layer_attention_report rep;
+    rep.layer = l;
+    rep.causal_tiles = H * nb * (nb + 1) / 2;
+    readback.fill(l, rep);
+    rep.plan_ms = planned[i].elapsed_ms_since(started[i]);
+    rep.attention_ms = attended[i].elapsed_ms_since(planned[i]);
+    result.attention_ms += rep.plan_ms + rep.attention_ms;
+    result.plan_ms += rep.plan_ms;
+    result.layers.push_back(rep);
+  }
   return result;
+}
+
+std::vector<float> cuda_llama_session::token_logprobs(int64_t first,
+                                                      const std::vector<int32_t>& targets) {
+  const char* fn = "cuda_llama_session::token_logprobs";
+  impl& s = *impl_;
+  const llama_config& c = s.w.config;
+  const int64_t count = static_cast<int64_t>(targets.size());
+  check(s.final_hidden, fn, "needs a prefill and no decode since (the final residual stream)");
+  check(first >= 0 && count >= 0 && first + count <= s.length, fn, "positions [", first, ", ",
+        first + count, ") are not inside the prompt of ", s.length, " tokens");
+  for (int64_t i = 0; i < count; ++i)
+    check(targets[static_cast<size_t>(i)] >= 0 && targets[static_cast<size_t>(i)] < c.vocab_size,
+          fn, "target token id ", targets[static_cast<size_t>(i)], " outside the vocabulary");
+  constexpr int64_t chunk = 1024;  // [chunk, vocab] f32 logits at a time (200 MB for SmolLM2)
+  std::vector<float> out(static_cast<size_t>(count));
+  if (count == 0) return out;
+  std::vector<int64_t> rows(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) rows[static_cast<size_t>(i)] = first + i;
+  s.ensure(s.logits, static_cast<size_t>(std::min(count, chunk) * c.vocab_size) * sizeof(float));
+  s.ensure(s.logprobs, static_cast<size_t>(count) * sizeof(float));
+  device_buffer device_rows(rows.size() * sizeof(int64_t)), device_targets(targets.size() * sizeof(int32_t));
+  device_rows.upload(rows.data(), device_rows.size());
+  device_targets.upload(targets.data(), device_targets.size());
+  for (int64_t p0 = 0; p0 < count; p0 += chunk) {
+    const int64_t m = std::min(chunk, count - p0);
+    cuda_logits_of_rows(s.f32(s.logits), s.bf16(s.normed), s.f32(s.x),
+                        static_cast<const int64_t*>(device_rows.data()) + p0, m, s.f32(s.w.output_norm),
+                        s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps, s.gemm, nullptr);
+    cuda_token_logprob(s.f32(s.logprobs) + p0, s.f32(s.logits),
+                       static_cast<const int32_t*>(device_targets.data()) + p0, m, c.vocab_size,
+                       nullptr);
+  }
+  s.logprobs.download(out.data(), out.size() * sizeof(float));
+  return out;
+}
+
+int64_t cuda_llama_session::device_bytes() const {
+  const impl& s = *impl_;
+  size_t total = s.cache.bytes() + s.plan_workspace.size() + s.plan_state.size() + s.logprobs.size();
+  for (const device_buffer* b : {&s.x, &s.normed, &s.qkv, &s.attn, &s.gate_up, &s.act, &s.tokens,
+                                 &s.rows, &s.decode_workspace, &s.logits})
+    total += b->size();
+  return static_cast<int64_t>(total);
 }
 
 std::vector<float> cuda_llama_session::decode(int32_t token) {
@@ -224,6 +360,7 @@ std::vector<float> cuda_llama_session::decode(int32_t token) {
   check(s.length > 0, fn, "decode needs a prefill first");
   check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
   check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
+  s.final_hidden = false;
   s.tokens.upload(&token, sizeof(int32_t));
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
                         1, c.dim, c.vocab_size, nullptr);
