@@ -14,7 +14,9 @@
 # The compare step alternates our kernel (default configuration; full mask and density 0.05)
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
 # and prints the per-round ratios and their medians.
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [profile] [compare]
+# The prefill step times the real model end to end against HF transformers (issue 14; MODEL,
+# TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree.
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
 # development machine and carry [".deps"] (README, "GPU machine").
@@ -36,7 +38,15 @@ SRC=$ROOT
 LIST=
 [ -f "$ROOT/.deps/tracked-files.txt" ] && LIST=$(cat "$ROOT/.deps/tracked-files.txt")
 [ -z "$LIST" ] && LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
-if [ -n "$LIST" ]; then
+if [ -n "${SP_SRC_TAR:-}" ]; then
+  # A committed snapshot (`git archive -o DIR/src.tar HEAD` here, carried): builds exactly what
+  # was committed, whatever else the copied tree holds.
+  SRC=/tmp/sp-src
+  mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build-gpu -exec rm -rf {} +
+  tar -xf "$SP_SRC_TAR" -C "$SRC" && cp -rp "$ROOT/.deps" "$SRC/" || { echo "extracting $SP_SRC_TAR failed"; exit 1; }
+  BUILD=$SRC/build-gpu
+  BIN=$BUILD/bin
+elif [ -n "$LIST" ]; then
   SRC=/tmp/sp-src
   # Keep the build folder between invocations (`build` then `bench`); timestamps are preserved so
   # unchanged sources are not rebuilt.
@@ -85,6 +95,44 @@ for step in $STEPS; do
       done; done
       run python3 "$SRC/scripts/bench_sdpa.py" --shape 32768,32,8,128 --shape 131072,32,8,128 \
         --shape 32768,9,3,64 --shape 131072,9,3,64 | tee "$OUT/layer-sdpa.jsonl"
+      ;;
+    prefill)
+      # End-to-end prefill of the real model (issue 14): bench prefill per mode over the first
+      # 8K/32K/128K tokens of TEXT (YaRN x4/x16 beyond the trained 8K), then HF transformers
+      # (SDPA, bf16, the same GGUF) on the same tokens; ours/HF ratios last. Needs MODEL (the
+      # joined GGUF, scripts/gpu-join-model.sh), TEXT (Emma) and, for the HF loader, the gguf
+      # wheel in SP_WHEELS (installed into a private folder).
+      P=$OUT/prefill.jsonl H=$OUT/prefill-hf.jsonl
+      SITE=/tmp/sp-site-prefill
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" \
+        "${SP_WHEELS:-$ROOT/.whl}"/gguf-*.whl || echo "installing the gguf wheel failed"
+      run timeout 420 "$BIN/shareprefill" bench prefill --model "$MODEL" --text "$TEXT" \
+        --lengths ${PREFILL_N:-8192,32768,131072} --repeats ${REPEATS:-3} --decode 64 \
+        --save-tokens "$OUT/prefill-tokens.json" --json "$P" 2>"$OUT/prefill.err"
+      tail -3 "$OUT/prefill.err"
+      run env PYTHONPATH=$SITE PYTHONUNBUFFERED=1 timeout 300 python3 "$SRC/scripts/bench_prefill_hf.py" \
+        --model "$MODEL" --tokens "$OUT/prefill-tokens.json" --lengths ${PREFILL_N:-8192,32768,131072} \
+        --repeats ${REPEATS:-3} 2>"$OUT/prefill-hf.err" | tee "$H"
+      tail -3 "$OUT/prefill-hf.err"
+      python3 - "$P" "$H" <<'PY'
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+hf = {r["n"]: r for r in (json.loads(l) for l in open(sys.argv[2]) if l.startswith("{"))}
+dense = {r["n"]: r for r in ours if r.get("mode") == "dense"}
+print(f"{'mode':>13} {'n':>7} {'ttft_ms':>9} {'tok/s':>9} {'attn':>5} {'plan':>5} {'density':>7} {'peak_GiB':>8} {'ppl':>8} {'ppl/dense':>9} {'vs_HF':>6} {'vs_dense':>8}")
+for r in ours:
+    if r["bench"] == "decode":
+        print(f"{'decode':>13} {r['after_prompt']:>7} {r['ms_per_token']:>9.3f} {r['tokens_per_s']:>9.0f}  (ms/token, tok/s after the prompt)")
+        continue
+    h, d = hf.get(r["n"]), dense.get(r["n"])
+    ratio = r.get("ppl_ratio") or 1.0
+    print(f"{r['mode']:>13} {r['n']:>7} {r['ttft_ms']:>9.2f} {r['tokens_per_s']:>9.0f} {r['attention_share']:>5.2f} {r['plan_share']:>5.2f} "
+          f"{r['density']:>7.3f} {r['peak_bytes'] / 2**30:>8.2f} {r['ppl']:>8.3f} {ratio:>9.4f} "
+          f"{(h['ttft_ms'] / r['ttft_ms']) if h else float('nan'):>6.2f} {(d['ttft_ms'] / r['ttft_ms']) if d else float('nan'):>8.2f}")
+for n, h in sorted(hf.items()):
+    print(f"{'hf_sdpa':>13} {n:>7} {h['ttft_ms']:>9.2f} {h['tokens_per_s']:>9.0f} {'':>5} {'':>5} {'':>7} {h['peak_bytes'] / 2**30:>8.2f} {h['ppl']:>8.3f}")
+print("vs_HF = HF ttft / ours (>1: we are faster); vs_dense = our dense ttft / this mode's")
+PY
       ;;
     sanitize)
       for tool in memcheck racecheck; do

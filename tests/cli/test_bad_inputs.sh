@@ -61,6 +61,17 @@ expect_error "--texts and --capture both given" calibrate --texts a.txt --captur
 expect_error "n_tokens must be in [1, 2^24]" plan --synthetic --n 99999999999999999999
 expect_error "heads 100000000 must be a multiple" plan --synthetic --n 64 --layers 1 --heads 100000000
 
+# --device (issue 14): cpu or cuda; cuda without a usable GPU is refused before any work.
+expect_error "--device: tpu not in {cpu,cuda}" generate --prompt-file x --device tpu
+expect_error "--device: gpu not in {cpu,cuda}" eval ppl --texts x --device gpu
+expect_error "--device: cpu not in {cuda}" bench prefill --device cpu
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  for args in "generate --prompt-file x" "demo" "eval ppl --texts x" "bench prefill"; do
+    # shellcheck disable=SC2086
+    expect_error "[--device] cuda was requested but no usable CUDA GPU is present" $args --device cuda
+  done
+fi
+
 # --- dense mode ignores planner options: a warning, and the run goes on ------------------------
 cases=$((cases + 1))
 if ! timeout 120 "$bin" plan --synthetic --n 128 --layers 1 --heads 2 --kv-heads 1 --dim 16 \

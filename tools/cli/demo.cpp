@@ -2,12 +2,14 @@
 // first 8K tokens of Emma, an evaluation novel) densely and with sparse attention, prints both
 // summaries, the speedup of the attention part and of the whole prefill, and how well the
 // sparse next-token distributions agree with the dense ones (top-1 and top-5 over the last
-// positions).
+// positions). --device cuda runs both on the GPU; the report says where it ran.
 #include <algorithm>
 #include <cstdio>
 
 #include "attention_options.h"
 #include "command.h"
+#include "cuda_model.h"
+#include "device_option.h"
 #include "json_output.h"
 #include "model_loading.h"
 #include "option_checks.h"
@@ -20,7 +22,7 @@ namespace sp::cli {
 namespace {
 
 struct demo_options {
-  std::string model, text;
+  std::string model, text, device;
   int64_t tokens = 8192;
   int64_t compare_positions = 64;
   attention_options attention;
@@ -58,6 +60,7 @@ agreement compare_logits(const std::vector<float>& dense, const std::vector<floa
 
 void run_demo(demo_options o) {
   check(o.tokens > 0, "demo", "--tokens must be positive, got ", o.tokens);
+  const std::string device = resolve_device(o.device);
   thread_pool pool(o.threads);
   if (o.text.empty()) o.text = cache_dir() + "/corpora/austen/emma.txt";
   const std::string text = read_text_file(o.text);
@@ -78,15 +81,26 @@ void run_demo(demo_options o) {
   for (int64_t p = o.tokens - n_cmp; p < o.tokens; ++p) po.logit_positions.push_back(p);
 
   FILE* const report = o.json.text_stream();
+  std::unique_ptr<cuda_llama_weights> gpu_weights;
+  if (device == "cuda") gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
   std::vector<nlohmann::json> summaries;
   std::vector<std::vector<float>> logits;
   for (const std::string& mode : {std::string("dense"), o.attention.mode}) {
     attention_setup att = make_attention(o.attention, mode, c, m.path);
-    llama_session session(m.weights, pool, o.tokens);
-    po.attention = att.attention.get();
     po.on_layer = layer_progress("prefill [" + mode + "]");
-    prefill_result r = session.prefill(ids, po);
+    prefill_result r;
+    if (gpu_weights) {
+      const std::unique_ptr<device_planner> planner = make_device_planner(att, c);
+      cuda_llama_session session(*gpu_weights, o.tokens);
+      po.attention = nullptr;
+      r = session.prefill(ids, po, planner.get());
+    } else {
+      llama_session session(m.weights, pool, o.tokens);
+      po.attention = att.attention.get();
+      r = session.prefill(ids, po);
+    }
     nlohmann::json s = prefill_summary(r, mode, o.tokens);
+    s["device"] = device;
     s["clusters"] = att.cluster_source;
     if (att.plan) s["params"] = att.plan->params().to_json();
     print_prefill_summary(report, s, /*per_layer=*/false);
@@ -102,6 +116,7 @@ void run_demo(demo_options o) {
   const double attn_speedup = d.at("attention_ms").get<double>() / s.at("attention_ms").get<double>();
   const double prefill_speedup = d.at("prefill_ms").get<double>() / s.at("prefill_ms").get<double>();
   json_lines(o.json).write({{"text", o.text},
+                            {"device", device},
                             {"dense", d},
                             {"sparse", s},
                             {"attention_speedup", attn_speedup},
@@ -111,8 +126,9 @@ void run_demo(demo_options o) {
                             {"top5_agreement", a.top5},
                             {"last_top1_equal", a.last_top1},
                             {"peak_rss_mib", peak_rss_mib()}});
-  std::fprintf(report, "\n%s vs dense on %lld tokens of %s:\n", o.attention.mode.c_str(),
-               (long long)o.tokens, o.text.c_str());
+  std::fprintf(report, "\n%s vs dense on %lld tokens of %s, on the %s:\n",
+               o.attention.mode.c_str(), (long long)o.tokens, o.text.c_str(),
+               device == "cuda" ? "GPU (cuda)" : "CPU");
   std::fprintf(report, "  attention %.2fx faster, whole prefill %.2fx faster, density %.3f\n",
                attn_speedup, prefill_speedup, s.at("density").get<double>());
   std::fprintf(report, "  next token after the prompt: top-1 %s\n",
@@ -136,6 +152,7 @@ void setup_demo(CLI::App& app) {
                   "Last positions whose next-token distributions are compared (>= 1)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
       ->capture_default_str();
+  add_device_option(sub, o->device);
   o->attention.mode = "shareprefill";
   add_attention_options(sub, o->attention);
   add_threads_option(sub, o->threads);

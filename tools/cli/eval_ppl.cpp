@@ -1,11 +1,15 @@
 // `shareprefill eval ppl`: perplexity per attention mode over non-overlapping windows of one or
 // more text files, scoring the second half of each window, with tile density and prefill time.
 // Lengths above the model's trained context need --rope-scaling and are marked "extended".
+// --device cuda scores the windows on the GPU (cuda_llama_session: the device planner plans the
+// sparse modes; the scored positions' log-probabilities are computed on the device).
 #include <algorithm>
 #include <cstdio>
 #include <iomanip>
 #include <map>
 
+#include "cuda_model.h"
+#include "device_option.h"
 #include "eval_common.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
@@ -20,7 +24,23 @@ struct ppl_options {
   std::vector<std::string> texts;
   std::string lengths = "2048";
   int64_t windows = 2;
+  std::string device;
 };
+
+// One window scored on the GPU as score_window scores it on the CPU: the log-probabilities of
+// tokens [n/2, n) given their prefixes.
+window_score score_window_cuda(cuda_llama_session& session, const std::vector<int32_t>& tokens,
+                               const prefill_options& options, const device_planner* planner) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t first = ppl_logit_positions(n).front();
+  session.reset();
+  window_score s;
+  s.prefill = session.prefill(tokens, options, planner);
+  const std::vector<int32_t> targets(tokens.begin() + first + 1, tokens.end());
+  const std::vector<float> lp = session.token_logprobs(first, targets);
+  s.logprobs.assign(lp.begin(), lp.end());
+  return s;
+}
 
 struct text_tokens {
   std::string path;
@@ -51,6 +71,7 @@ std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_toke
 
 void run_ppl(const ppl_options& o) {
   const char* fn = "eval ppl";
+  const std::string device = resolve_device(o.device);
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
   // Dense first, so every sparse row has its delta.
   std::vector<std::string> modes = eval_parse_modes(o.common.modes);
@@ -66,6 +87,8 @@ void run_ppl(const ppl_options& o) {
   for (const std::string& path : o.texts)
     texts.push_back({path, m.tok->encode(read_text_file(path), false)});
 
+  std::unique_ptr<cuda_llama_weights> gpu_weights;
+  if (device == "cuda") gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
   json_lines out(o.common.json);
   FILE* const report = o.common.json.text_stream();
   bool said_dense_layers = false;
@@ -74,6 +97,8 @@ void run_ppl(const ppl_options& o) {
                "ppl", "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
     const auto windows = pick_windows(texts, len, o.windows);
+    std::unique_ptr<cuda_llama_session> gpu;
+    if (gpu_weights) gpu = std::make_unique<cuda_llama_session>(*gpu_weights, len);
     const bool extended = len > c.context_length;
     double dense_ppl = 0.0;
     for (const std::string& mode : modes) {
@@ -82,6 +107,7 @@ void run_ppl(const ppl_options& o) {
         attention_options ao = o.common.attention;
         if (mode != "dense") ao.params.gamma = gamma;
         attention_setup att = make_attention(ao, mode, c, m.path);
+        const std::unique_ptr<device_planner> planner = gpu ? make_device_planner(att, c) : nullptr;
         if (mode != "dense" && !said_dense_layers) {
           std::fprintf(report, "dense layers in the sparse modes: %s (density counts them)\n",
                        describe_dense_layers(att).c_str());
@@ -94,12 +120,13 @@ void run_ppl(const ppl_options& o) {
           const std::vector<int32_t> tokens(texts[file].ids.begin() + start,
                                             texts[file].ids.begin() + start + len);
           prefill_options po;
-          po.attention = att.attention.get();
+          po.attention = gpu ? nullptr : att.attention.get();
           po.rope = o.common.rope;
           po.on_layer =
               layer_progress("[" + mode + " " + std::to_string(len) + " window " +
                              std::to_string(w + 1) + "/" + std::to_string(windows.size()) + "]");
-          const window_score s = score_window(m.weights, pool, tokens, po);
+          const window_score s = gpu ? score_window_cuda(*gpu, tokens, po, planner.get())
+                                     : score_window(m.weights, pool, tokens, po);
           logprobs.insert(logprobs.end(), s.logprobs.begin(), s.logprobs.end());
           density += prefill_density(s.prefill) / double(windows.size());
           seconds += s.prefill.total_ms * 1e-3 / double(windows.size());
@@ -125,7 +152,7 @@ void run_ppl(const ppl_options& o) {
                               {"length", len},        {"ppl", ppl},
                               {"density", density},   {"prefill_s", seconds},
                               {"windows", sources},   {"scored_tokens", logprobs.size()},
-                              {"extended", extended},
+                              {"extended", extended},         {"device", device},
                               {"delta_vs_dense_pct", has_delta ? nlohmann::json(delta) : nlohmann::json(nullptr)}};
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
         row["dense_layers"] =
@@ -160,6 +187,7 @@ void setup_ppl(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--windows", o->windows, "Windows per length (over all files)")
       ->capture_default_str();
+  add_device_option(sub, o->device);
   sub->callback([o] { run_ppl(*o); });
 }
 

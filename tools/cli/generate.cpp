@@ -1,10 +1,13 @@
 // `shareprefill generate`: prefill a prompt file through the chosen attention mode, then decode a
-// continuation (dense attention), printing the text and a summary of the prefill.
+// continuation (dense attention), printing the text and a summary of the prefill. --device cuda
+// runs the forward on the GPU (the device planner plans the sparse modes).
 #include <chrono>
 #include <cstdio>
 
 #include "attention_options.h"
 #include "command.h"
+#include "cuda_model.h"
+#include "device_option.h"
 #include "json_output.h"
 #include "model_loading.h"
 #include "option_checks.h"
@@ -16,7 +19,7 @@ namespace sp::cli {
 namespace {
 
 struct generate_options {
-  std::string model, prompt_file;
+  std::string model, prompt_file, device;
   attention_options attention;
   int64_t max_new = 32;
   sampling_params sampling;
@@ -28,6 +31,7 @@ struct generate_options {
 };
 
 void run_generate(const generate_options& o) {
+  const std::string device = resolve_device(o.device);
   o.sampling.validate();
   thread_pool pool(o.threads);
   const std::string text = read_text_file(o.prompt_file);
@@ -49,12 +53,26 @@ void run_generate(const generate_options& o) {
         context, " tokens: use --max-new ", context - prompt, " or less", or_rope);
   attention_setup att = make_attention(o.attention, o.attention.mode, c, m.path);
 
-  llama_session session(m.weights, pool, prompt + o.max_new);
   prefill_options po;
-  po.attention = att.attention.get();
   po.on_layer = layer_progress("prefill [" + att.mode + "]");
   po.rope = rope;
-  const prefill_result r = session.prefill(ids, po);
+  // The session of the chosen device; decode(token) continues it.
+  std::unique_ptr<llama_session> cpu;
+  std::unique_ptr<cuda_llama_weights> gpu_weights;
+  std::unique_ptr<device_planner> gpu_planner;
+  std::unique_ptr<cuda_llama_session> gpu;
+  prefill_result r;
+  if (device == "cuda") {
+    gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
+    gpu_planner = make_device_planner(att, c);
+    gpu = std::make_unique<cuda_llama_session>(*gpu_weights, prompt + o.max_new);
+    r = gpu->prefill(ids, po, gpu_planner.get());
+  } else {
+    cpu = std::make_unique<llama_session>(m.weights, pool, prompt + o.max_new);
+    po.attention = att.attention.get();
+    r = cpu->prefill(ids, po);
+  }
+  const auto decode = [&](int32_t t) { return gpu ? gpu->decode(t) : cpu->decode(t); };
 
   sampler pick(o.sampling);
   std::vector<int32_t> out;
@@ -63,7 +81,7 @@ void run_generate(const generate_options& o) {
   while (static_cast<int64_t>(out.size()) < o.max_new) {
     out.push_back(next);
     if (next == m.tok->eos() || static_cast<int64_t>(out.size()) == o.max_new) break;
-    const std::vector<float> logits = session.decode(next);
+    const std::vector<float> logits = decode(next);
     next = pick.next(logits.data(), c.vocab_size);
   }
   const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -72,6 +90,7 @@ void run_generate(const generate_options& o) {
   nlohmann::json summary = prefill_summary(r, att.mode, static_cast<int64_t>(ids.size()));
   summary["clusters"] = att.cluster_source;
   summary["params"] = att.plan ? att.plan->params().to_json() : nlohmann::json(nullptr);
+  summary["device"] = device;
   summary["new_tokens"] = out.size();
   summary["decode_tokens_per_s"] = decode_tps;
   summary["peak_rss_mib"] = peak_rss_mib();
@@ -82,8 +101,8 @@ void run_generate(const generate_options& o) {
   print_prefill_summary(report, summary, o.per_layer);
   if (att.mode != "dense")
     std::fprintf(report, "dense layers: %s\n", describe_dense_layers(att).c_str());
-  std::fprintf(report, "decode: %zu tokens, %.1f tok/s (dense attention); peak RSS %.0f MiB\n",
-               out.size(), decode_tps, peak_rss_mib());
+  std::fprintf(report, "decode: %zu tokens, %.1f tok/s (dense attention) on %s; peak RSS %.0f MiB\n",
+               out.size(), decode_tps, device.c_str(), peak_rss_mib());
 }
 
 void setup_generate(CLI::App& app) {
@@ -91,6 +110,7 @@ void setup_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Prefill a prompt (dense or sparse) and continue it");
   sub->add_option("--model", o->model, "GGUF model (default: the cached SmolLM2-135M-Instruct)");
   sub->add_option("--prompt-file", o->prompt_file, "Prompt text file")->required();
+  add_device_option(sub, o->device);
   add_attention_options(sub, o->attention);
   sub->add_option("--max-new", o->max_new,
                   "Tokens to generate (the prompt and these must fit the context)")
