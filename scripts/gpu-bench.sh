@@ -15,7 +15,8 @@
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
 # and prints the per-round ratios and their medians.
 # The prefill step times the real model end to end against HF transformers (issue 14; MODEL,
-# TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree.
+# TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree
+# (in SP_SRC_DIR).
 # Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
@@ -40,8 +41,9 @@ LIST=
 [ -z "$LIST" ] && LIST=$(cd "$ROOT" && git ls-files 2>/dev/null)
 if [ -n "${SP_SRC_TAR:-}" ]; then
   # A committed snapshot (`git archive -o DIR/src.tar HEAD` here, carried): builds exactly what
-  # was committed, whatever else the copied tree holds.
-  SRC=/tmp/sp-src
+  # was committed, whatever else the copied tree holds; into SP_SRC_DIR (default /tmp/sp-src), so
+  # a warm machine's other builds are left alone.
+  SRC=${SP_SRC_DIR:-/tmp/sp-src}
   mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build-gpu -exec rm -rf {} +
   tar -xf "$SP_SRC_TAR" -C "$SRC" && cp -rp "$ROOT/.deps" "$SRC/" || { echo "extracting $SP_SRC_TAR failed"; exit 1; }
   BUILD=$SRC/build-gpu
