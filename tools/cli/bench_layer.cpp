@@ -12,6 +12,7 @@
 // untimed prompt, the layer's plan split over R context-parallel ranks run one after another on
 // this device; one extra JSON line per mode and layer ("bench": "layer_cp"). Its table's "sim ms"
 // is the slowest simulated rank's kernel time on the GPU, all ranks together on the CPU.
+// --ranks R alone: R processes, one per GPU, over NCCL (builds with SP_NCCL; cp_run_nccl).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +29,7 @@
 #include "shareprefill/context_parallel_device.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/error.h"
+#include "shareprefill/nccl_comm.h"
 #include "shareprefill/prefill_layer.h"
 #include "shareprefill/safetensors.h"
 #include "shareprefill/synthetic.h"
@@ -372,6 +374,31 @@ void run(const layer_bench_options& o) {
   }
 }
 
+// --ranks R without --simulate: the inputs made here, the ranks in their own processes (no CUDA
+// in this one before they start).
+void run_nccl(const layer_bench_options& o) {
+  const char* fn = "bench layer --ranks";
+  check(nccl_available(), fn, "--ranks ", o.cp.ranks,
+        " without --simulate needs one process per GPU over NCCL: a build with SP_NCCL=ON "
+        "(or add --simulate)");
+  check(o.device == "cuda", fn, "runs on GPUs only (--device cuda)");
+  check(o.modes.size() == 1, fn, "give one mode (--modes), got ", o.modes.size());
+  const inputs in = load_inputs(o);
+  cp_nccl_inputs ci;
+  ci.n = in.n, ci.heads = in.heads, ci.kv_heads = in.kv_heads, ci.dim = in.dim;
+  ci.mode = plan_mode_from_name(o.modes[0]);
+  check(ci.mode != plan_mode::shareprefill || in.has_map, fn,
+        "shareprefill mode with --inputs needs --clusters");
+  ci.map = in.has_map ? &in.map : nullptr;
+  for (const layer_data& d : in.layers) {
+    ci.q.push_back(&d.q);
+    ci.k.push_back(&d.k);
+    ci.v.push_back(&d.v);
+  }
+  const int failed = cp_run_nccl(o.cp, ci);
+  check(failed == 0, fn, failed, " of ", o.cp.ranks, " rank processes failed");
+}
+
 }  // namespace
 
 // Registered under `bench` by bench_attention.cpp's setup.
@@ -407,9 +434,10 @@ void setup_bench_layer(CLI::App& bench) {
           " (1 .. 64)");
     check(o->cp.target_imbalance >= 1.0, "bench layer", "--target-imbalance ",
           o->cp.target_imbalance, " (must be >= 1)");
-    check(o->cp.ranks == 1 || o->cp.simulate, "bench layer", "--ranks ", o->cp.ranks,
-          " without --simulate needs one process per GPU over NCCL: a build with SP_NCCL=ON "
-          "(not this one)");
+    if (o->cp.ranks > 1 && !o->cp.simulate) {
+      run_nccl(*o);
+      return;
+    }
     run(*o);
   });
 }

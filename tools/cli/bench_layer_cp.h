@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "shareprefill/block_mask.h"
+#include "shareprefill/cluster_map.h"
+#include "shareprefill/planner_params.h"
 #include "shareprefill/tensor.h"
 
 namespace sp::cli {
@@ -38,5 +40,22 @@ struct cp_layer_input {
 
 // Runs the simulation; returns the JSON fields of the layer's "layer_cp" row.
 nlohmann::json cp_simulate_layer(const cp_bench_options& o, const cp_layer_input& in);
+
+// --ranks R without --simulate (builds with SP_NCCL only): R processes, one per GPU, forked
+// after the inputs were made (no CUDA in the parent). Per layer: each rank holds the K/V rows of
+// its zigzag tokens and all-gathers K and V (nccl_comm::gather_segments); the rank owning the
+// last block plans (device planner) and broadcasts the plan's arrays; each rank runs its
+// balanced sub-plan; the pivots' A rows are gathered to the planning rank, which publishes,
+// and the output rows to every rank; the planning rank checks them against one kernel call on
+// the whole plan. Every rank prints one JSON line per layer ("bench": "layer_nccl") with its
+// phase times. Returns the number of rank processes that failed. Not yet run: no multi-GPU
+// machine was lent while it was written.
+struct cp_nccl_inputs {
+  int64_t n = 0, heads = 0, kv_heads = 0, dim = 0;
+  std::vector<const std::vector<uint16_t>*> q, k, v;  // per layer, bf16 bits [N, heads, dim]
+  const cluster_map* map = nullptr;                   // shareprefill mode
+  plan_mode mode = plan_mode::shareprefill;
+};
+int cp_run_nccl(const cp_bench_options& o, const cp_nccl_inputs& in);
 
 }  // namespace sp::cli
