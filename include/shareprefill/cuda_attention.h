@@ -19,6 +19,7 @@
 #include "shareprefill/block_mask.h"
 #include "shareprefill/layer_plan_view.h"
 #include "shareprefill/tensor.h"
+#include "shareprefill/varlen_plan.h"
 
 namespace sp {
 
@@ -67,8 +68,9 @@ void layer_plan_upload(const layer_plan_view& device_plan, const layer_plan_view
 class device_layer_plan {
  public:
   // pivot_heads: query heads that produce block attention A (ascending, unique, < heads).
+  // query_offset: a chunk's plan (layer_plan_view::query_offset; 0 = the whole prompt).
   explicit device_layer_plan(const block_mask& mask, const std::vector<int32_t>& pivot_heads = {},
-                             void* stream = nullptr);
+                             void* stream = nullptr, int64_t query_offset = 0);
 
   const layer_plan_view& plan() const { return plan_; }
   const attention_scratch_view& scratch() const { return scratch_; }
@@ -106,13 +108,16 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options = {});
 // Every view is a device view (on_device); heads are contiguous within a token and the
 // dimension stride is 1; token strides are multiples of 8 elements, bases 16-byte aligned (so K
 // and V may be strided views of one fused [N, 2 * Hkv * D] buffer).
-//   out: [N, H, D] bf16 or f16, the dtype of q, k and v
-//   lse: [H, N] f32 contiguous, natural-log LSE of the scaled scores; or empty
+//   out: [Nq, H, D] bf16 or f16, the dtype of q, k and v
+//   lse: [H, Nq] f32 contiguous, natural-log LSE of the scaled scores; or empty
 //   block_attention: [max_pivots, nb, nb] f32 contiguous; required iff plan.max_pivots > 0.
 //     Slot pivot_slot[h] of each pivot head h is fully overwritten (unvisited tiles 0); other
 //     slots are left as they are.
-//   q: [N, H, D]; k, v: [N, Hkv, D] (H % Hkv == 0; query head h reads KV head h / (H / Hkv));
-//     D = 64 or 128
+//   q: [Nq, H, D]; k, v: [N, Hkv, D] (H % Hkv == 0; query head h reads KV head h / (H / Hkv));
+//     D = 64 or 128; N = plan.n_tokens, Nq = N - plan.query_offset. Chunked prefill: a plan
+//     with query_offset = s (a multiple of 128) takes q = the tokens [s, N) of the prompt and
+//     k/v = all N tokens; the causal rule compares absolute positions, so its rows equal rows
+//     s.. of the one-shot call on the same tiles. Pivot A rows: the chunk's query blocks only.
 // plan and scratch: device views, block size 128; the scratch holds the plan's scratch_tiles.
 // The plan's arrays are not checked (the host builder validated them; a device planner must
 // produce the invariants of layer_plan_view.h). Asynchronous on `stream` (a cudaStream_t; null =
@@ -123,5 +128,42 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
                                  const layer_plan_view& plan, const attention_scratch_view& scratch,
                                  const cuda_attention_options& options = {},
                                  void* stream = nullptr);
+
+// A varlen batch's plan on the device (varlen_plan.h): built on the host from cu_seqlens and one
+// mask per sequence (block size 128; no pivot heads), uploaded with its kernel scratch (the work
+// counter). The arrays stay valid while the object lives.
+class device_varlen_plan {
+ public:
+  device_varlen_plan(const std::vector<int32_t>& cu_seqlens, const std::vector<block_mask>& masks,
+                     void* stream = nullptr);
+
+  int64_t sequences() const { return sequences_; }
+  int64_t total_tokens() const { return total_tokens_; }
+  int64_t heads() const { return heads_; }
+  int64_t work_items() const { return work_items_; }
+  // Device arrays: sequences [B], row_ptr, col_idx, schedule [work_items, 2], item_sequence
+  // [work_items], the work counter [1].
+  const varlen_sequence* sequence_info() const;
+  const int64_t* row_ptr() const;
+  const int32_t* col_idx() const;
+  const int32_t* schedule() const;
+  const int32_t* item_sequence() const;
+  unsigned long long* item_counter() const;
+
+ private:
+  int64_t sequences_ = 0, total_tokens_ = 0, heads_ = 0, work_items_ = 0;
+  int64_t offsets_[6] = {};  // byte offsets of the arrays above in buffer_
+  std::vector<std::byte> host_;  // the staging copy the upload reads
+  device_buffer buffer_;
+};
+
+// A varlen batch in one launch: q/out [total, H, D], k/v [total, Hkv, D] packed by the plan's
+// cu_seqlens (views as for cuda_attention_block_sparse), lse [H, total] f32 or empty. The work
+// items of all sequences run longest row first from one schedule; sequence b's rows equal those
+// of cuda_attention_block_sparse on its own rows and mask (the same per-item code).
+void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,
+                           const tensor_view& k, const tensor_view& v,
+                           const device_varlen_plan& plan,
+                           const cuda_attention_options& options = {}, void* stream = nullptr);
 
 }  // namespace sp

@@ -1,6 +1,6 @@
-// cuda_attention_block_sparse: validates the tensor views against the layer plan at the API
-// boundary, fills the kernel's POD parameters (attention_params.h, the internal counterpart of
-// FA3's Flash_fwd_params) and dispatches the runtime (kernel, dtype, head dim) to its compiled
+// cuda_attention_block_sparse and cuda_attention_varlen: validate the tensor views against the
+// plan at the API boundary, fill the kernel's POD parameters (attention_params.h, the counterpart of
+// FA3's Flash_fwd_params) and dispatch the runtime (kernel, dtype, head dim) to its compiled
 // instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Kernel choice (cuda_attention_options): the Hopper kernel (sm_90a) on compute capability 9.0
 // when the build has it, else the portable kernel; the Hopper grid is one CTA per SM unless the
@@ -72,13 +72,18 @@ float* f32_output_of(const char* fn, const char* name, const tensor_view& t,
 }
 
 void check_plan(const char* fn, const layer_plan_view& plan, const attention_scratch_view& scratch,
-                int64_t n, int64_t heads) {
+                int64_t n_q, int64_t heads) {
   check(plan.on_device && scratch.on_device, fn, "the plan and the scratch must be device views",
         " (on_device=", plan.on_device, ", ", scratch.on_device, ")");
   check(plan.block_size == cuda::mask_block, fn, "plan block_size=", plan.block_size,
         " (the CUDA kernel needs ", cuda::mask_block, ")");
-  check(n == plan.n_tokens && heads == plan.heads, fn, "plan is for n=", plan.n_tokens,
-        " heads=", plan.heads, ", q has n=", n, " heads=", heads);
+  check(plan.query_offset >= 0 && plan.query_offset < plan.n_tokens &&
+            plan.query_offset % cuda::mask_block == 0,
+        fn, "plan query_offset=", plan.query_offset, " (a multiple of ", cuda::mask_block,
+        " below n_tokens=", plan.n_tokens, ")");
+  check(n_q == plan.n_tokens - plan.query_offset && heads == plan.heads, fn, "plan is for n=",
+        plan.n_tokens, " query_offset=", plan.query_offset, " heads=", plan.heads, ", q has ",
+        n_q, " tokens (expected ", plan.n_tokens - plan.query_offset, ") and ", heads, " heads");
   check(plan.n_blocks == (plan.n_tokens + cuda::mask_block - 1) / cuda::mask_block &&
             plan.n_blocks < (int64_t{1} << 24) && heads < (int64_t{1} << 24),
         fn, "plan n_blocks=", plan.n_blocks, " for n_tokens=", plan.n_tokens, " heads=", heads);
@@ -106,6 +111,19 @@ int device_attribute(const char* fn, cudaDeviceAttr attribute) {
 bool device_is_hopper(const char* fn) {
   return device_attribute(fn, cudaDevAttrComputeCapabilityMajor) == 9 &&
          device_attribute(fn, cudaDevAttrComputeCapabilityMinor) == 0;
+}
+
+// The checks on q and k shared by both entry points; returns q's head dim.
+int64_t check_qk(const char* fn, const tensor_view& q, const tensor_view& k) {
+  check(!q.empty() && q.rank == 3 && !k.empty() && k.rank == 3, fn,
+        "q and k must be rank-3 views ([N, H, D] and [N, Hkv, D])");
+  const int64_t n = q.shape[0], heads = q.shape[1], dim = q.shape[2], kv_heads = k.shape[1];
+  check(q.type == dtype::bf16 || q.type == dtype::f16, fn, "q has dtype code ",
+        static_cast<int>(q.type), " (bf16 or f16 expected)");
+  check(dim == 64 || dim == 128, fn, "dim=", dim, " (64 or 128 supported)");
+  check(n > 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0, fn, "n=", n, " heads=", heads,
+        " kv_heads=", kv_heads, " (positive, heads divisible by kv_heads)");
+  return dim;
 }
 
 template <class T>
@@ -142,45 +160,64 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options) {
              : cuda_kernel::portable;
 }
 
+namespace {
+
+// Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select.
+void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_view& q,
+                    const cuda_attention_options& options, unsigned long long* item_counter,
+                    void* stream) {
+  const int64_t dim = q.shape[2];
+  const cuda_kernel kernel = cuda_attention_kernel(options);
+  check(options.ctas >= 0 && options.ctas < (int64_t{1} << 31), fn, "ctas=", options.ctas);
+  check(kernel != cuda_kernel::hopper || (p.n < (int64_t{1} << 31) && p.n_q < (int64_t{1} << 31)),
+        fn, "n=", p.n, " (the hopper kernel addresses tokens in int32)");
+  check(p.items < (int64_t{1} << 31), fn, p.items, " work items (at most 2^31 - 1)");
+  p.heads = static_cast<int32_t>(q.shape[1]);
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(dim)));
+  cuda::hopper_options hopper;
+  if (kernel == cuda_kernel::hopper)
+    hopper.ctas =
+        options.ctas > 0 ? options.ctas : device_attribute(fn, cudaDevAttrMultiProcessorCount);
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (q.type == dtype::bf16)
+    launch<__nv_bfloat16>(kernel, p, dim, p.items, hopper, item_counter, s);
+  else
+    launch<__half>(kernel, p, dim, p.items, hopper, item_counter, s);
+}
+
+}  // namespace
+
 void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
                                  const tensor_view& block_attention, const tensor_view& q,
                                  const tensor_view& k, const tensor_view& v,
                                  const layer_plan_view& plan, const attention_scratch_view& scratch,
                                  const cuda_attention_options& options, void* stream) {
   const char* fn = "cuda_attention_block_sparse";
-  check(!q.empty() && q.rank == 3 && !k.empty() && k.rank == 3, fn,
-        "q and k must be rank-3 views ([N, H, D] and [N, Hkv, D])");
-  const int64_t n = q.shape[0], heads = q.shape[1], dim = q.shape[2], kv_heads = k.shape[1];
-  check(q.type == dtype::bf16 || q.type == dtype::f16, fn, "q has dtype code ",
-        static_cast<int>(q.type), " (bf16 or f16 expected)");
-  check(dim == 64 || dim == 128, fn, "dim=", dim, " (64 or 128 supported)");
-  check(n > 0 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0, fn, "n=", n, " heads=", heads,
-        " kv_heads=", kv_heads, " (positive, heads divisible by kv_heads)");
+  const int64_t dim = check_qk(fn, q, k);
+  const int64_t n_q = q.shape[0], heads = q.shape[1], kv_heads = k.shape[1];
+  check_plan(fn, plan, scratch, n_q, heads);
+  const int64_t n = plan.n_tokens;
   cuda::attention_fwd_params p;
-  p.q_token_stride = token_stride_of(fn, "q", q, n, heads, dim, q.type);
+  p.q_token_stride = token_stride_of(fn, "q", q, n_q, heads, dim, q.type);
   p.k_token_stride = token_stride_of(fn, "k", k, n, kv_heads, dim, q.type);
   p.v_token_stride = token_stride_of(fn, "v", v, n, kv_heads, dim, q.type);
-  p.out_token_stride = token_stride_of(fn, "out", out, n, heads, dim, q.type);
-  check_plan(fn, plan, scratch, n, heads);
-  p.lse = f32_output_of(fn, "lse", lse, {heads, n});
+  p.out_token_stride = token_stride_of(fn, "out", out, n_q, heads, dim, q.type);
+  p.lse = f32_output_of(fn, "lse", lse, {heads, n_q});
   float* a = f32_output_of(fn, "block_attention", block_attention,
                            {plan.max_pivots, plan.n_blocks, plan.n_blocks});
   check((plan.max_pivots > 0) == (a != nullptr), fn, "block_attention is ",
         a != nullptr ? "set" : "empty", " but the plan has max_pivots=", plan.max_pivots);
-  const cuda_kernel kernel = cuda_attention_kernel(options);
-  check(options.ctas >= 0 && options.ctas < (int64_t{1} << 31), fn, "ctas=", options.ctas);
-  check(kernel != cuda_kernel::hopper || n < (int64_t{1} << 31), fn, "n=", n,
-        " (the hopper kernel addresses tokens in int32)");
 
   p.q = q.data;
   p.k = k.data;
   p.v = v.data;
   p.out = out.data;
   p.n = n;
-  p.heads = static_cast<int32_t>(heads);
+  p.n_q = n_q;
+  p.q_offset = plan.query_offset;
+  p.items = layer_plan_work_items(plan);
   p.group = static_cast<int32_t>(heads / kv_heads);
   p.n_blocks = static_cast<int32_t>(plan.n_blocks);
-  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(dim)));
   p.row_ptr = plan.row_ptr;
   p.col_idx = plan.col_idx;
   p.work_items = plan.schedule;
@@ -190,16 +227,39 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.tile_mass = scratch.tile_mass;
     p.block_attention = a;
   }
-  const int64_t work_items = heads * plan.n_blocks;
-  cuda::hopper_options hopper;
-  if (kernel == cuda_kernel::hopper)
-    hopper.ctas =
-        options.ctas > 0 ? options.ctas : device_attribute(fn, cudaDevAttrMultiProcessorCount);
-  const auto s = static_cast<cudaStream_t>(stream);
-  if (q.type == dtype::bf16)
-    launch<__nv_bfloat16>(kernel, p, dim, work_items, hopper, scratch.item_counter, s);
-  else
-    launch<__half>(kernel, p, dim, work_items, hopper, scratch.item_counter, s);
+  launch_checked(fn, p, q, options, scratch.item_counter, stream);
+}
+
+void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,
+                           const tensor_view& k, const tensor_view& v,
+                           const device_varlen_plan& plan, const cuda_attention_options& options,
+                           void* stream) {
+  const char* fn = "cuda_attention_varlen";
+  const int64_t dim = check_qk(fn, q, k);
+  const int64_t n = q.shape[0], heads = q.shape[1], kv_heads = k.shape[1];
+  check(n == plan.total_tokens() && heads == plan.heads(), fn, "q has ", n, " tokens and ", heads,
+        " heads, the plan's cu_seqlens end at ", plan.total_tokens(), " with ", plan.heads(),
+        " heads");
+  cuda::attention_fwd_params p;
+  p.q_token_stride = token_stride_of(fn, "q", q, n, heads, dim, q.type);
+  p.k_token_stride = token_stride_of(fn, "k", k, n, kv_heads, dim, q.type);
+  p.v_token_stride = token_stride_of(fn, "v", v, n, kv_heads, dim, q.type);
+  p.out_token_stride = token_stride_of(fn, "out", out, n, heads, dim, q.type);
+  p.lse = f32_output_of(fn, "lse", lse, {heads, n});
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = out.data;
+  p.n = n;
+  p.n_q = n;
+  p.items = plan.work_items();
+  p.group = static_cast<int32_t>(heads / kv_heads);
+  p.row_ptr = plan.row_ptr();
+  p.col_idx = plan.col_idx();
+  p.work_items = plan.schedule();
+  p.sequences = plan.sequence_info();
+  p.item_sequence = plan.item_sequence();
+  launch_checked(fn, p, q, options, plan.item_counter(), stream);
 }
 
 }  // namespace sp

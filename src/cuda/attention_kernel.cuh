@@ -46,24 +46,26 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
 
 // Starts the copy of rows [row0, row0 + ROWS) of a [N, *, D] tensor into a swizzled tile;
 // rows at or past n are zero-filled (so masked keys multiply zeros, never garbage).
+// Positions are absolute within the sequence; position t is row packed_row0 + t of g_base.
 template <class T, int D, int ROWS, int THREADS>
-__device__ __forceinline__ void load_rows_async(T* s_tile, const T* g_base, int64_t row0,
-                                                int64_t token_stride, int64_t n, int tid) {
+__device__ __forceinline__ void load_rows_async(T* s_tile, const T* g_base, int64_t packed_row0,
+                                                int64_t row0, int64_t token_stride, int64_t n,
+                                                int tid) {
   constexpr int chunks = D / 8;
 #pragma unroll
   for (int idx = tid; idx < ROWS * chunks; idx += THREADS) {
     const int row = idx / chunks, chunk = idx % chunks;
     const int64_t token = row0 + row;
     const bool valid = token < n;
-    cp_async_16(s_tile + swizzle<D>(row, chunk), g_base + (valid ? token : 0) * token_stride + chunk * 8,
-                valid);
+    cp_async_16(s_tile + swizzle<D>(row, chunk),
+                g_base + (packed_row0 + (valid ? token : row0)) * token_stride + chunk * 8, valid);
   }
 }
 
 template <class T, int D, int BN>
 __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& p, int head,
-                                                    int qblock, int tid, T* smem,
-                                                    float* s_lse2) {
+                                                    int qblock, const item_geometry& geo,
+                                                    int tid, T* smem, float* s_lse2) {
   using traits = attention_traits<T, D, BN>;
   constexpr int NT = BN / 8;  // 8-key n-tiles of S
   constexpr int DT = D / 8;   // 8-column n-tiles of O
@@ -73,21 +75,22 @@ __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& 
   T* s_k = s_q + traits::q_elems;               // [2, BN, D]
   T* s_v = s_k + 2 * traits::kv_elems;          // [2, BN, D]
 
-  const int64_t n = p.n;
+  const int64_t n = geo.n;
   const int64_t q0 = static_cast<int64_t>(qblock) * mask_block;
   const int kv_head = head / p.group;
   const T* g_q = static_cast<const T*>(p.q) + static_cast<int64_t>(head) * D;
   const T* g_k = static_cast<const T*>(p.k) + static_cast<int64_t>(kv_head) * D;
   const T* g_v = static_cast<const T*>(p.v) + static_cast<int64_t>(kv_head) * D;
-  const block_row<BN> row = block_row_of<BN>(p, head, qblock);
+  const block_row<BN> row = block_row_of<BN>(p, geo, qblock);
   const int subtiles = row.subtiles();
   const int pivot = p.pivot_slot != nullptr ? p.pivot_slot[head] : -1;
 
   if (subtiles > 0) {
-    load_rows_async<T, D, mask_block, traits::threads>(s_q, g_q, q0, p.q_token_stride, n, tid);
+    load_rows_async<T, D, mask_block, traits::threads>(s_q, g_q, geo.q_row0, q0, p.q_token_stride,
+                                                       n, tid);
     const int64_t k0 = row.key_begin(0);
-    load_rows_async<T, D, BN, traits::threads>(s_k, g_k, k0, p.k_token_stride, n, tid);
-    load_rows_async<T, D, BN, traits::threads>(s_v, g_v, k0, p.v_token_stride, n, tid);
+    load_rows_async<T, D, BN, traits::threads>(s_k, g_k, geo.k_row0, k0, p.k_token_stride, n, tid);
+    load_rows_async<T, D, BN, traits::threads>(s_v, g_v, geo.k_row0, k0, p.v_token_stride, n, tid);
     cp_async_commit();
   }
 
@@ -110,10 +113,10 @@ __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& 
     if (s + 1 < subtiles) {
       const int64_t k1 = row.key_begin(s + 1);
       const int buf = (s + 1) & 1;
-      load_rows_async<T, D, BN, traits::threads>(s_k + buf * traits::kv_elems, g_k, k1,
-                                                 p.k_token_stride, n, tid);
-      load_rows_async<T, D, BN, traits::threads>(s_v + buf * traits::kv_elems, g_v, k1,
-                                                 p.v_token_stride, n, tid);
+      load_rows_async<T, D, BN, traits::threads>(s_k + buf * traits::kv_elems, g_k, geo.k_row0,
+                                                 k1, p.k_token_stride, n, tid);
+      load_rows_async<T, D, BN, traits::threads>(s_v + buf * traits::kv_elems, g_v, geo.k_row0,
+                                                 k1, p.v_token_stride, n, tid);
     }
     cp_async_commit();
     const int64_t k0 = row.key_begin(s);
@@ -176,7 +179,8 @@ __device__ __forceinline__ void attention_fwd_block(const attention_fwd_params& 
     }
   }
 
-  store_output_rows<T, D>(p, head, thread_row, warp * 16, lane, o, softmax, pivot >= 0, s_lse2);
+  store_output_rows<T, D>(p, head, geo, thread_row, warp * 16, lane, o, softmax, pivot >= 0,
+                          s_lse2);
   if (pivot >= 0) {
     clear_block_attention_row(p, pivot, qblock, tid, traits::threads);
     __syncthreads();  // s_lse2, this CTA's scratch writes and the row's zeros are visible
@@ -191,7 +195,9 @@ __global__ void __launch_bounds__(attention_traits<T, D, BN>::threads,
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float s_lse2[mask_block];  // base-2 LSE of the CTA's rows, for the A epilogue
   const int item = blockIdx.x;
-  attention_fwd_block<T, D, BN>(p, p.work_items[2 * item], p.work_items[2 * item + 1], threadIdx.x,
+  const int head = p.work_items[2 * item];
+  attention_fwd_block<T, D, BN>(p, head, p.work_items[2 * item + 1],
+                                item_geometry_of(p, item, head), threadIdx.x,
                                 reinterpret_cast<T*>(smem_raw), s_lse2);
 }
 

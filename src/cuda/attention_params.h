@@ -6,16 +6,24 @@
 
 #include <cstdint>
 
+#include "shareprefill/varlen_plan.h"
+
 namespace sp::cuda {
 
+// Positions inside a sequence are absolute (the causal rule compares them); item_geometry
+// (block_iter.cuh) maps them to rows of the packed tensors: one sequence (sequences == null)
+// whose queries may start at q_offset (a chunk), or a varlen batch (one row range each).
 struct attention_fwd_params {
-  const void* q = nullptr;  // q: [N, H, D]; element (i, h, d) at i*q_token_stride + h*D + d
+  const void* q = nullptr;  // q: [Nq, H, D]; element (i, h, d) at i*q_token_stride + h*D + d
   const void* k = nullptr;  // k: [N, Hkv, D]; (j, kh, d) at j*k_token_stride + kh*D + d
   const void* v = nullptr;  // v: [N, Hkv, D]; like k with v_token_stride
-  void* out = nullptr;      // out: [N, H, D]; same dtype as q, out_token_stride
-  float* lse = nullptr;     // lse: [H, N] natural-log log-sum-exp, or null
+  void* out = nullptr;      // out: [Nq, H, D]; same dtype as q, out_token_stride
+  float* lse = nullptr;     // lse: [H, Nq] natural-log log-sum-exp, or null
   int64_t q_token_stride = 0, k_token_stride = 0, v_token_stride = 0, out_token_stride = 0;
-  int64_t n = 0;       // tokens
+  int64_t n = 0;       // rows of k and v (one sequence: its keys = its absolute end)
+  int64_t n_q = 0;     // rows of q and out (one sequence: n - q_offset)
+  int64_t q_offset = 0;  // one sequence: absolute position of q row 0 (a multiple of 128)
+  int64_t items = 0;     // work items of the schedule
   int32_t heads = 0;   // query heads H
   int32_t group = 1;   // H / Hkv: query head h reads KV head h / group
   int32_t n_blocks = 0;  // mask blocks of 128 tokens: ceil(N / 128)
@@ -24,8 +32,12 @@ struct attention_fwd_params {
   // The plan (read only).
   const int64_t* row_ptr = nullptr;    // row_ptr: [H * (n_blocks + 1)], absolute into col_idx
   const int32_t* col_idx = nullptr;    // col_idx: [col_capacity], ascending within a row
-  const int32_t* work_items = nullptr;  // work_items: [H * n_blocks, 2] (head, query block),
+  const int32_t* work_items = nullptr;  // work_items: [items, 2] (head, query block),
                                         // ordered by tile count, longest row first
+  // Varlen batches: the sequences and each work item's sequence (null for one sequence); a
+  // sequence's rows of head h start at row_ptr[sequences[b].row_ptr0 + h * (nb_b + 1)].
+  const varlen_sequence* sequences = nullptr;  // sequences: [B]
+  const int32_t* item_sequence = nullptr;      // item_sequence: [items]
 
   // Block attention of pivot heads (DESIGN.md 2F); all null when the plan has no pivot slots.
   const int32_t* pivot_slot = nullptr;  // pivot_slot: [H], index into block_attention or -1

@@ -27,11 +27,34 @@ struct block_row {
   }
 };
 
+// Where a work item's sequence lives in the packed tensors: absolute query position i is row
+// q_row0 + i of q and out (and column q_row0 + i of the lse), key j row k_row0 + j of k and v;
+// keys at or past n are masked. row_ptr0: index into row_ptr of the item's head's block 0.
+struct item_geometry {
+  int64_t q_row0 = 0, k_row0 = 0, n = 0, row_ptr0 = 0;
+};
+
+__device__ __forceinline__ item_geometry item_geometry_of(const attention_fwd_params& p,
+                                                          int64_t item, int head) {
+  item_geometry g;
+  if (p.sequences == nullptr) {
+    g.q_row0 = -p.q_offset;
+    g.n = p.n;
+    g.row_ptr0 = static_cast<int64_t>(head) * (p.n_blocks + 1);
+  } else {
+    const varlen_sequence s = p.sequences[p.item_sequence[item]];
+    g.q_row0 = g.k_row0 = s.token0;
+    g.n = s.n_tokens;
+    g.row_ptr0 = s.row_ptr0 + static_cast<int64_t>(head) * (s.n_blocks + 1);
+  }
+  return g;
+}
+
 template <int BN>
-__device__ __forceinline__ block_row<BN> block_row_of(const attention_fwd_params& p, int head,
-                                                      int row) {
+__device__ __forceinline__ block_row<BN> block_row_of(const attention_fwd_params& p,
+                                                      const item_geometry& g, int row) {
   block_row<BN> b;
-  const int64_t* rp = p.row_ptr + static_cast<int64_t>(head) * (p.n_blocks + 1) + row;
+  const int64_t* rp = p.row_ptr + g.row_ptr0 + row;
   b.col_idx = p.col_idx;
   b.tile_begin = rp[0];
   b.tiles = static_cast<int>(rp[1] - rp[0]);

@@ -31,18 +31,20 @@ __device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int lane) {
   }
 }
 
-// One warp's rows thread_row and thread_row + 8 (mma accumulator layout): O / row sum as T
-// (rows < N; the quad's column pairs are transposed so each lane stores 16 contiguous bytes, a
-// quarter of the store instructions of storing the pairs) and the natural-log LSE; with
-// keep_lse2 the base-2 LSE also goes to s_lse2[local_row0 + ...] (local_row0: the warp's first
-// row within the query block). o: [D / 8][4] output accumulators.
+// One warp's rows thread_row and thread_row + 8 (mma accumulator layout; absolute positions
+// of the sequence `geo`): O / row sum as T (rows < geo.n; the quad's column pairs are transposed
+// so each lane stores 16 contiguous bytes, a quarter of the store instructions of storing the
+// pairs) and the natural-log LSE; with keep_lse2 the base-2 LSE also goes to
+// s_lse2[local_row0 + ...] (local_row0: the warp's first row within the query block).
+// o: [D / 8][4] output accumulators.
 template <class T, int D>
 __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p, int head,
-                                                  int64_t thread_row, int local_row0, int lane,
+                                                  const item_geometry& geo, int64_t thread_row,
+                                                  int local_row0, int lane,
                                                   const float (&o)[D / 8][4],
                                                   const online_softmax& softmax, bool keep_lse2,
                                                   float* s_lse2) {
-  const int64_t n = p.n;
+  const int64_t n = geo.n;
   const float ln2 = 0.69314718055994531f;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -50,7 +52,8 @@ __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p,
     const float total = softmax.total(rr);
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
     const float lse2 = softmax.lse2(rr, total, p.scale_log2);
-    T* g_o = static_cast<T*>(p.out) + query * p.out_token_stride + static_cast<int64_t>(head) * D;
+    T* g_o = static_cast<T*>(p.out) + (geo.q_row0 + query) * p.out_token_stride +
+             static_cast<int64_t>(head) * D;
 #pragma unroll
     for (int group = 0; group < D / 32; ++group) {  // 8-column tiles 4 * group ... + 3
       uint32_t v[4];  // v[i]: this lane's column pair of tile 4 * group + i
@@ -66,7 +69,7 @@ __device__ __forceinline__ void store_output_rows(const attention_fwd_params& p,
     }
     if (query < n) {
       if (p.lse != nullptr && (lane & 3) == 0)
-        p.lse[static_cast<int64_t>(head) * n + query] = lse2 * ln2;
+        p.lse[static_cast<int64_t>(head) * p.n_q + geo.q_row0 + query] = lse2 * ln2;
     }
     if (keep_lse2 && (lane & 3) == 0) s_lse2[local_row0 + lane / 4 + 8 * rr] = lse2;
   }

@@ -24,7 +24,7 @@ void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
                "clearing the work-item counter (hopper)");
   }
   const int64_t kv_heads = p.heads / p.group;
-  hp.q_map = make_tensor_map(p.q, p.n, p.heads, D, p.q_token_stride, tr::block_m);
+  hp.q_map = make_tensor_map(p.q, p.n_q, p.heads, D, p.q_token_stride, tr::block_m);
   hp.k_map = make_tensor_map(p.k, p.n, kv_heads, D, p.k_token_stride, tr::block_n);
   hp.v_map = make_tensor_map(p.v, p.n, kv_heads, D, p.v_token_stride, tr::block_n);
   auto kernel = hopper_fwd_kernel<T, D>;

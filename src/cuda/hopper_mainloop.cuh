@@ -125,8 +125,8 @@ struct consumer_rows {
   __device__ __forceinline__ void epilogue(const attention_fwd_params& p, const hopper_item& it,
                                            const float (&o)[DT][4],
                                            const online_softmax& softmax, float* s_lse2) const {
-    store_output_rows<T, D>(p, it.head, thread_row, local_row0, lane, o, softmax, it.pivot >= 0,
-                            s_lse2);
+    store_output_rows<T, D>(p, it.head, it.geo, thread_row, local_row0, lane, o, softmax,
+                            it.pivot >= 0, s_lse2);
     if (it.pivot < 0) return;
     clear_block_attention_row(p, it.pivot, it.qblock, consumer * 128 + warp * 32 + lane,
                               tr::consumer_threads);
@@ -156,7 +156,7 @@ __device__ __forceinline__ void hopper_mainloop(
     wgmma_wait<0>();
     fence_registers(sc);
     cr.release_after_qk(bar, st, t);
-    cr.mask(sc, k0, p.n);
+    cr.mask(sc, k0, it.geo.n);
     softmax.update(sc, o, p.scale_log2);
     if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
     uint32_t pa[NT / 2][4];

@@ -23,7 +23,7 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
                                                unsigned char* s_k, unsigned char* s_v,
                                                hopper_item* s_item, const hopper_barriers& bar) {
   using tr = hopper_traits<T, D>;
-  item_source source(static_cast<int64_t>(hp.p.heads) * hp.p.n_blocks, ctas, cta, hp.next_item);
+  item_source source(hp.p.items, ctas, cta, hp.next_item);
   int64_t item = source.next();
   hopper_item it;
   if (item >= 0) it = hopper_item_of(hp.p, item);
@@ -49,13 +49,13 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
         tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full,
-                    c * 64, it.head, it.qblock * mask_block);
+                    c * 64, it.head, static_cast<int>(it.geo.q_row0) + it.qblock * mask_block);
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {
       const ring_slot<tr::stages> slot(g);
       const int st = slot.stage;
-      const int k0 = row.col_idx[row.tile_begin + t] * mask_block;
+      const int k0 = static_cast<int>(it.geo.k_row0) + row.col_idx[row.tile_begin + t] * mask_block;
       if (g >= tr::stages) mbarrier_wait(&bar.k_empty[st], slot.phase ^ 1u);
       mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
 #pragma unroll

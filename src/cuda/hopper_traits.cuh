@@ -52,6 +52,7 @@ struct ring_slot {
 struct hopper_item {
   int head = -1, qblock = 0;
   int pivot = -1;  // A slot of the head, or -1
+  item_geometry geo;  // its sequence's rows in the packed tensors
   block_row<mask_block> row;
 };
 
@@ -60,7 +61,8 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
   it.head = p.work_items[2 * item];
   it.qblock = p.work_items[2 * item + 1];
   it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
-  it.row = block_row_of<mask_block>(p, it.head, it.qblock);
+  it.geo = item_geometry_of(p, item, it.head);
+  it.row = block_row_of<mask_block>(p, it.geo, it.qblock);
   return it;
 }
 

@@ -29,10 +29,12 @@ void layer_plan_upload(const layer_plan_view& device_plan, const layer_plan_view
         "expected a device destination and a host source, got on_device=", device_plan.on_device,
         " and ", host_plan.on_device);
   check(device_plan.n_tokens == host_plan.n_tokens && device_plan.heads == host_plan.heads &&
-            device_plan.block_size == host_plan.block_size,
+            device_plan.block_size == host_plan.block_size &&
+            device_plan.query_offset == host_plan.query_offset,
         fn, "device plan is n_tokens=", device_plan.n_tokens, " heads=", device_plan.heads,
-        " block_size=", device_plan.block_size, ", host plan n_tokens=", host_plan.n_tokens,
-        " heads=", host_plan.heads, " block_size=", host_plan.block_size);
+        " block_size=", device_plan.block_size, " query_offset=", device_plan.query_offset,
+        ", host plan n_tokens=", host_plan.n_tokens, " heads=", host_plan.heads,
+        " block_size=", host_plan.block_size, " query_offset=", host_plan.query_offset);
   const int64_t tiles = layer_plan_used_tiles(host_plan);
   check(tiles <= device_plan.col_capacity, fn, "host plan uses ", tiles,
         " tiles, device col_capacity=", device_plan.col_capacity);
@@ -45,15 +47,17 @@ void layer_plan_upload(const layer_plan_view& device_plan, const layer_plan_view
   auto s = static_cast<cudaStream_t>(stream);
   copy_async(fn, device_plan.row_ptr, host_plan.row_ptr, h * (nb + 1), s, "row_ptr copy");
   copy_async(fn, device_plan.col_idx, host_plan.col_idx, tiles, s, "col_idx copy");
-  copy_async(fn, device_plan.schedule, host_plan.schedule, 2 * h * nb, s, "schedule copy");
+  copy_async(fn, device_plan.schedule, host_plan.schedule, 2 * layer_plan_work_items(host_plan), s,
+             "schedule copy");
   copy_async(fn, device_plan.pivot_slot, host_plan.pivot_slot, h, s, "pivot_slot copy");
   copy_async(fn, device_plan.scratch_offset, host_plan.scratch_offset, h, s, "scratch_offset copy");
   copy_async(fn, device_plan.kinds, host_plan.kinds, h, s, "kinds copy");
 }
 
 device_layer_plan::device_layer_plan(const block_mask& mask,
-                                     const std::vector<int32_t>& pivot_heads, void* stream) {
-  const layer_plan_capacity capacity = layer_plan_capacity_of(mask, pivot_heads);
+                                     const std::vector<int32_t>& pivot_heads, void* stream,
+                                     int64_t query_offset) {
+  const layer_plan_capacity capacity = layer_plan_capacity_of(mask, pivot_heads, query_offset);
   const int64_t plan_bytes = plan_workspace_bytes(capacity);
   // Host staging with the workspace's 256-byte alignment (std::vector's is only 16).
   host_.resize(static_cast<size_t>(plan_bytes + 256));

@@ -34,7 +34,8 @@ void layer_plan_upload(const layer_plan_view&, const layer_plan_view&, void*) {
   fail("layer_plan_upload", "built without CUDA");
 }
 
-device_layer_plan::device_layer_plan(const block_mask&, const std::vector<int32_t>&, void*) {
+device_layer_plan::device_layer_plan(const block_mask&, const std::vector<int32_t>&, void*,
+                                     int64_t) {
   fail("device_layer_plan", "built without CUDA");
 }
 
@@ -47,6 +48,23 @@ void cuda_attention_block_sparse(const tensor_view&, const tensor_view&, const t
                                  const layer_plan_view&, const attention_scratch_view&,
                                  const cuda_attention_options&, void*) {
   fail("cuda_attention_block_sparse", "built without CUDA");
+}
+
+device_varlen_plan::device_varlen_plan(const std::vector<int32_t>&, const std::vector<block_mask>&,
+                                       void*) {
+  fail("device_varlen_plan", "built without CUDA");
+}
+const varlen_sequence* device_varlen_plan::sequence_info() const { return nullptr; }
+const int64_t* device_varlen_plan::row_ptr() const { return nullptr; }
+const int32_t* device_varlen_plan::col_idx() const { return nullptr; }
+const int32_t* device_varlen_plan::schedule() const { return nullptr; }
+const int32_t* device_varlen_plan::item_sequence() const { return nullptr; }
+unsigned long long* device_varlen_plan::item_counter() const { return nullptr; }
+
+void cuda_attention_varlen(const tensor_view&, const tensor_view&, const tensor_view&,
+                           const tensor_view&, const tensor_view&, const device_varlen_plan&,
+                           const cuda_attention_options&, void*) {
+  fail("cuda_attention_varlen", "built without CUDA");
 }
 
 }  // namespace sp

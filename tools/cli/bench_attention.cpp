@@ -187,10 +187,17 @@ void setup_bench(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
   add_seed_option(sub, o->seed, "random seed");
+  sub->add_option("--seqlens", o->seqlens,
+                  "a varlen batch of these lengths (comma separated) vs one call each")
+      ->delimiter(',');
+  sub->add_option("--chunk", o->chunk, "chunked prefill in chunks of C tokens vs one call");
+  sub->add_flag("--split", o->split, "key halves merged by their LSE vs one call");
   add_json_option(sub, o->json, "one object per density");
   sub->callback([o, device] {
     check(o->repeats > 0, "bench attention", "--repeats must be positive, got ", o->repeats);
-    if (*device == "cuda")
+    if (!o->seqlens.empty() || o->chunk != 0 || o->split)
+      run_attention_serving_bench(*o, *device == "cuda");
+    else if (*device == "cuda")
       run_attention_bench_cuda(*o);
     else
       run_cpu(*o);

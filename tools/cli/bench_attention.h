@@ -21,6 +21,10 @@ struct attention_bench_options {
   uint64_t seed = 1;
   int repeats = 3;      // timed repetitions; the minimum is reported
   int64_t sample_rows = 64;  // query rows checked against the fp64 reference
+  // Serving shapes (bench_attention_serving.cpp), at most one per run:
+  std::vector<int64_t> seqlens;  // --seqlens: a varlen batch vs one call per sequence
+  int64_t chunk = 0;             // --chunk C: chunked prefill vs one call
+  bool split = false;            // --split: key halves merged by LSE vs one call
 };
 
 // Random block-causal mask with about `density` of the causal tiles per head; the diagonal tile
@@ -29,5 +33,7 @@ block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, doubl
                              uint64_t seed);
 
 void run_attention_bench_cuda(const attention_bench_options& options);
+// --seqlens / --chunk / --split on the CPU (cuda false) or the GPU.
+void run_attention_serving_bench(const attention_bench_options& options, bool cuda);
 
 }  // namespace sp::cli
