@@ -17,7 +17,9 @@
 # The prefill step times the real model end to end against HF transformers (issue 14; MODEL,
 # TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree
 # (in SP_SRC_DIR).
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [profile] [compare]
+# The cp step simulates context-parallel ranks on this one GPU (issue 19,
+# docs/CONTEXT_PARALLEL.md).
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [cp] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
 # development machine and carry [".deps"] (README, "GPU machine").
@@ -134,6 +136,38 @@ for r in ours:
 for n, h in sorted(hf.items()):
     print(f"{'hf_sdpa':>13} {n:>7} {h['ttft_ms']:>9.2f} {h['tokens_per_s']:>9.0f} {'':>5} {'':>5} {'':>7} {h['peak_bytes'] / 2**30:>8.2f} {h['ppl']:>8.3f}")
 print("vs_HF = HF ttft / ours (>1: we are faster); vs_dense = our dense ttft / this mode's")
+PY
+      ;;
+    cp)
+      # Context parallelism simulated on one GPU (issue 19): bench layer --simulate over 2, 4 and
+      # 8 ranks on the structured generator at 32/8/128: 128K tokens (2 layers, shareprefill and
+      # vslash) and 1M tokens (1 layer, vslash: no pivots, so the device planner's workspace
+      # fits) if it fits in memory and CP_1M_TIMEOUT seconds. Per mode, layer and rank count:
+      # imbalance (zigzag, balanced), each simulated rank's kernel time against the one call,
+      # plan and modelled communication bytes, and bit-equality with the one-call output.
+      C=$OUT/cp.jsonl
+      : >"$C"
+      for cfg in "131072 2 shareprefill,vslash ${CP_128K_TIMEOUT:-240}" \
+                 "1048576 1 vslash ${CP_1M_TIMEOUT:-300}"; do
+        set -- $cfg
+        run timeout "$4" "$BIN/shareprefill" bench layer --device cuda --json --n "$1" --heads 32 \
+          --kv-heads 8 --dim 128 --layers "$2" --repeats 1 --modes "$3" --ranks 2,4,8 --simulate \
+          2>"$OUT/cp-$1.err" >>"$C"
+        echo "n=$1: rc=$?"; grep -i "error" "$OUT/cp-$1.err" | tail -3
+      done
+      python3 - "$C" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+cp = [r for r in rows if r.get("bench") == "layer_cp"]
+print(f"{'mode':>13} {'n':>8} {'L':>2} {'R':>2} {'imb_zz':>7} {'imb_bal':>7} {'moved':>6} {'t_imb':>6} {'max_rank':>9} {'one_call':>9} {'speedup':>7} {'comm_MB':>8} {'plan_KB':>8} {'equal':>5} {'A_eq':>5}")
+for r in cp:
+    print(f"{r['mode']:>13} {r['n']:>8} {r['layer']:>2} {r['ranks']:>2} {r['imbalance_zigzag']:>7.4f} {r['imbalance_balanced']:>7.4f} "
+          f"{r['moved_blocks']:>6} {r.get('rank_time_imbalance', float('nan')):>6.3f} {r.get('max_rank_ms', float('nan')):>9.3f} "
+          f"{r['one_call_attention_ms']:>9.3f} {r.get('attention_speedup_model', float('nan')):>7.2f} "
+          f"{r['comm_bytes_balanced']['max_total'] / 2**20:>8.1f} {r['plan_bytes'] / 2**10:>8.1f} {str(r['equal_bits']):>5} "
+          f"{str(r.get('block_attention_equal_bits', '-')):>5}")
+print("t_imb = max/mean simulated rank kernel time; speedup = one-call attention ms / slowest rank (attention only,")
+print("no communication); comm_MB = bytes the busiest rank receives per layer (model: K/V all-gather, moved Q/O, plan, A rows)")
 PY
       ;;
     sanitize)

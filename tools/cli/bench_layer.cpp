@@ -46,6 +46,8 @@ struct layer_bench_options {
   int repeats = 3, threads = 0;
   json_option json;
   cp_bench_options cp;
+  std::vector<int64_t> ranks{1};  // --ranks: a list with --simulate, one value over NCCL
+  bool simulate_ranks_ok() const { return !ranks.empty() && (cp.simulate || ranks.size() == 1); }
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -178,8 +180,17 @@ struct layer_numbers {
   std::vector<double> plan_ms, attention_ms;  // per timed prompt
   double density = 0, rel_err = 0;
   int64_t kinds[head_kind_count] = {};
-  nlohmann::json cp;  // --simulate: the context-parallel row of the layer
+  std::vector<nlohmann::json> cp;  // --simulate: the context-parallel rows, one per rank count
 };
+
+// One simulation per rank count of --ranks.
+void simulate(const layer_bench_options& o, const cp_layer_input& in, std::vector<nlohmann::json>& rows) {
+  for (int64_t ranks : o.ranks) {
+    cp_bench_options c = o.cp;
+    c.ranks = ranks;
+    rows.push_back(cp_simulate_layer(c, in));
+  }
+}
 
 double median(std::vector<double> x) {
   std::sort(x.begin(), x.end());
@@ -259,7 +270,7 @@ void run(const layer_bench_options& o) {
             if (o.cp.simulate) {
               cp_layer_input ci{&mask, download_pivot_slots(out.plan), b.q, b.k, b.v, b.out,
                                 out.block_attention, in.kv_heads, in.dim, o.repeats, o.threads};
-              r.cp = cp_simulate_layer(o.cp, ci);
+              simulate(o, ci, r.cp);
             }
           }
         } else {
@@ -279,7 +290,7 @@ void run(const layer_bench_options& o) {
                 slots[static_cast<size_t>(res.host.plan.pivot_heads[i])] = static_cast<int32_t>(i);
               cp_layer_input ci{&res.host.plan.mask, slots, b.q, b.k, b.v, b.out, {},
                                 in.kv_heads, in.dim, o.repeats, o.threads};
-              r.cp = cp_simulate_layer(o.cp, ci);
+              simulate(o, ci, r.cp);
             }
           }
         }
@@ -352,25 +363,25 @@ void run(const layer_bench_options& o) {
     std::fprintf(text, "%-13s %-6s %6s %9s %9s %6s %12s %12s %10s %10s %6s\n", "cp mode", "layer",
                  "ranks", "imb zz", "imb bal", "moved", "plan bytes", "comm bytes", "sim ms",
                  "one call", "equal");
-    for (int64_t l = 0; l < layers; ++l) {
-      const layer_numbers& r = numbers[static_cast<size_t>(l)];
-      nlohmann::json j = r.cp;
-      const double one_call = median(r.attention_ms);
-      j["bench"] = "layer_cp", j["device"] = o.device, j["mode"] = name;
-      j["layer"] = std::to_string(l), j["n"] = in.n, j["heads"] = in.heads;
-      j["kv_heads"] = in.kv_heads, j["dim"] = in.dim, j["one_call_attention_ms"] = one_call;
-      if (j.contains("max_rank_ms") && j["max_rank_ms"].get<double>() > 0)
-        j["attention_speedup_model"] = one_call / j["max_rank_ms"].get<double>();
-      json.write(j);
-      std::fprintf(text, "%-13s %-6lld %6lld %9.4f %9.4f %6lld %12lld %12lld %10.3f %10.3f %6s\n",
-                   name.c_str(), static_cast<long long>(l), static_cast<long long>(o.cp.ranks),
-                   j["imbalance_zigzag"].get<double>(), j["imbalance_balanced"].get<double>(),
-                   static_cast<long long>(j["moved_blocks"].get<int64_t>()),
-                   static_cast<long long>(j["plan_bytes"].get<int64_t>()),
-                   static_cast<long long>(j["comm_bytes_balanced"]["max_total"].get<int64_t>()),
-                   j.value("max_rank_ms", j.value("all_ranks_ms", 0.0)), one_call,
-                   j["equal_bits"].get<bool>() ? "yes" : "no");
-    }
+    for (int64_t l = 0; l < layers; ++l)
+      for (nlohmann::json j : numbers[static_cast<size_t>(l)].cp) {
+        const double one_call = median(numbers[static_cast<size_t>(l)].attention_ms);
+        j["bench"] = "layer_cp", j["device"] = o.device, j["mode"] = name;
+        j["layer"] = std::to_string(l), j["n"] = in.n, j["heads"] = in.heads;
+        j["kv_heads"] = in.kv_heads, j["dim"] = in.dim, j["one_call_attention_ms"] = one_call;
+        if (j.contains("max_rank_ms") && j["max_rank_ms"].get<double>() > 0)
+          j["attention_speedup_model"] = one_call / j["max_rank_ms"].get<double>();
+        json.write(j);
+        std::fprintf(text, "%-13s %-6lld %6lld %9.4f %9.4f %6lld %12lld %12lld %10.3f %10.3f %6s\n",
+                     name.c_str(), static_cast<long long>(l),
+                     static_cast<long long>(j["ranks"].get<int64_t>()),
+                     j["imbalance_zigzag"].get<double>(), j["imbalance_balanced"].get<double>(),
+                     static_cast<long long>(j["moved_blocks"].get<int64_t>()),
+                     static_cast<long long>(j["plan_bytes"].get<int64_t>()),
+                     static_cast<long long>(j["comm_bytes_balanced"]["max_total"].get<int64_t>()),
+                     j.value("max_rank_ms", j.value("all_ranks_ms", 0.0)), one_call,
+                     j["equal_bits"].get<bool>() ? "yes" : "no");
+      }
   }
 }
 
@@ -420,7 +431,9 @@ void setup_bench_layer(CLI::App& bench) {
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();
   add_json_option(sub, o->json, "one object per mode and layer, then the mode's \"total\"");
-  sub->add_option("--ranks", o->cp.ranks, "context-parallel ranks (issue 19)")->capture_default_str();
+  sub->add_option("--ranks", o->ranks,
+                  "context-parallel ranks (issue 19); with --simulate a comma-separated list")
+      ->delimiter(',')->capture_default_str();
   sub->add_flag("--simulate", o->cp.simulate,
                 "run the ranks one after another on this device (with --ranks)");
   sub->add_option("--exchange", o->cp.exchange, "keys and values: all_gather or ring (--simulate)")
@@ -430,8 +443,10 @@ void setup_bench_layer(CLI::App& bench) {
   sub->callback([o] {
     check(!(o->synthetic && !o->inputs.empty()), "bench layer",
           "give at most one of --synthetic and --inputs");
-    check(o->cp.ranks >= 1 && o->cp.ranks <= 64, "bench layer", "--ranks ", o->cp.ranks,
-          " (1 .. 64)");
+    for (int64_t r : o->ranks)
+      check(r >= 1 && r <= 64, "bench layer", "--ranks ", r, " (1 .. 64)");
+    check(o->simulate_ranks_ok(), "bench layer", "--ranks takes one value without --simulate");
+    o->cp.ranks = o->ranks.front();
     check(o->cp.target_imbalance >= 1.0, "bench layer", "--target-imbalance ",
           o->cp.target_imbalance, " (must be >= 1)");
     if (o->cp.ranks > 1 && !o->cp.simulate) {
