@@ -127,3 +127,10 @@ def test_torch_cpu_tensors(rng):
     bq, bk, bv = (x.to(torch.bfloat16) for x in (tq.detach(), tk, tv))
     ref, _ = attention_numpy(*(x.float().numpy() for x in (bq, bk, bv)))
     np.testing.assert_allclose(sp.attention(bq, bk, bv).numpy(), ref, atol=ATOL)
+
+
+def test_build_info():
+    info = sp.build_info()
+    assert info["version"] == sp.version() == sp.__version__
+    # A CUDA build names the architectures its kernels were compiled for (e.g. "90a").
+    assert bool(info["cuda_architectures"]) == info["cuda"]
