@@ -1,0 +1,200 @@
+// `shareprefill eval heads` (issue 17): per-head accuracy of one sparse mode. A probe prefill on
+// the dense model's activations gives every head's relative attention error and its error after
+// the output projection (relative to the residual stream); with --ablate LAYERS each head of those
+// layers is then made sparse alone (every other head dense) and the perplexity change measured,
+// and the Spearman rank correlation of each measure with that change is printed.
+#include <algorithm>
+#include <cstdio>
+#include <iomanip>
+#include <map>
+
+#include "eval_common.h"
+#include "prefill_report.h"
+#include "shareprefill/error.h"
+#include "shareprefill/eval.h"
+#include "shareprefill/eval_heads.h"
+#include "shareprefill/layer_list.h"
+
+namespace sp::cli {
+namespace {
+
+struct heads_options {
+  eval_common_options common;
+  std::vector<std::string> texts;
+  int64_t length = 8192;
+  int64_t windows = 2;
+  std::string ablate;  // layer list; empty = probe only
+};
+
+struct head_measures {
+  head_kind kind = head_kind::dense;
+  double density = 0, rel_err = 0, out_err = 0;  // means over the windows
+};
+
+void run_heads(const heads_options& o) {
+  const char* fn = "eval heads";
+  check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
+  std::vector<std::string> modes = eval_parse_modes(o.common.modes);
+  modes.erase(std::remove(modes.begin(), modes.end(), "dense"), modes.end());
+  check(modes.size() == 1, fn, "--modes must name exactly one sparse mode, got '", o.common.modes,
+        "'");
+  thread_pool pool(o.common.threads);
+  loaded_model m = load_model(o.common.model, pool);
+  const llama_config& c = m.weights.config;
+  check_eval_length(o.common, c, o.length, fn);
+  const std::vector<int64_t> ablate_layers =
+      o.ablate.empty() ? std::vector<int64_t>{} : parse_layer_list(o.ablate, c.n_layers, "--ablate");
+
+  // Windows: round-robin over the files, non-overlapping from each file's start.
+  std::vector<std::vector<int32_t>> texts;
+  std::vector<std::vector<int64_t>> starts;
+  for (const std::string& path : o.texts) {
+    texts.push_back(m.tok->encode(read_text_file(path), false));
+    const int64_t n = static_cast<int64_t>(texts.back().size());
+    starts.push_back(n >= o.length ? ppl_window_starts(n, o.length, 0) : std::vector<int64_t>{});
+  }
+  std::vector<std::vector<int32_t>> windows;
+  nlohmann::json sources = nlohmann::json::array();
+  for (size_t i = 0; static_cast<int64_t>(windows.size()) < o.windows; ++i) {
+    bool any = false;
+    for (size_t f = 0; f < texts.size() && static_cast<int64_t>(windows.size()) < o.windows; ++f) {
+      if (i >= starts[f].size()) continue;
+      any = true;
+      const int64_t b = starts[f][i];
+      windows.emplace_back(texts[f].begin() + b, texts[f].begin() + b + o.length);
+      sources.push_back({{"file", o.texts[f]}, {"token_offset", b}});
+    }
+    if (!any) break;
+  }
+  check(!windows.empty(), fn, "no text file holds a window of ", o.length, " tokens");
+
+  attention_setup att = make_attention(o.common.attention, modes[0], c, m.path);
+  json_lines out(o.common.json);
+  FILE* const report = o.common.json.text_stream();
+  std::fprintf(report, "mode %s, gamma %.3f, %zu window(s) of %lld tokens, dense layers: %s\n",
+               modes[0].c_str(), o.common.attention.params.gamma, windows.size(),
+               (long long)o.length, describe_dense_layers(att).c_str());
+
+  // Probe: every head's measures on the dense activations, averaged over the windows.
+  std::vector<head_measures> meas(static_cast<size_t>(c.n_layers * c.n_heads));
+  for (size_t w = 0; w < windows.size(); ++w) {
+    head_error_probe probe(*att.plan, m.weights);
+    prefill_options po;
+    po.attention = &probe;
+    po.rope = o.common.rope;
+    po.on_hidden = [&probe](int64_t l, const float* x) { probe.observe_residual(l, x); };
+    po.on_layer = layer_progress("[probe window " + std::to_string(w + 1) + "]");
+    llama_session session(m.weights, pool, o.length);
+    session.prefill(windows[w], po);
+    for (const head_error_row& r : probe.rows()) {
+      head_measures& h = meas[static_cast<size_t>(r.layer * c.n_heads + r.head)];
+      const double k = 1.0 / double(windows.size());
+      h.kind = r.kind;
+      h.density += k * r.density;
+      h.rel_err += k * r.rel_err;
+      h.out_err += k * r.out_err;
+    }
+  }
+
+  dense_prefix_cache cache;
+  auto window_ppl = [&](prefill_attention* a, const std::string& label) {
+    std::vector<double> logprobs;
+    double density = 0.0;
+    for (size_t w = 0; w < windows.size(); ++w) {
+      prefill_options po;
+      cache.prompt_key = static_cast<int64_t>(w);
+      po.attention = a;
+      po.rope = o.common.rope;
+      po.on_layer = layer_progress("[" + label + " window " + std::to_string(w + 1) + "]");
+      const window_score s = score_window(m.weights, pool, windows[w], po);
+      logprobs.insert(logprobs.end(), s.logprobs.begin(), s.logprobs.end());
+      density += prefill_density(s.prefill) / double(windows.size());
+    }
+    return std::make_pair(perplexity_from_logprobs(logprobs), density);
+  };
+
+  std::map<std::pair<int64_t, int64_t>, double> ablation;  // (layer, head) -> ppl change %
+  double dense_ppl = 0.0;
+  if (!ablate_layers.empty()) {
+    head_subset_attention dense_all(*att.plan, {}, &cache);  // fills the cache
+    dense_ppl = window_ppl(&dense_all, "dense").first;
+    std::fprintf(report, "dense ppl %.4f\n", dense_ppl);
+    for (int64_t l : ablate_layers) {
+      std::vector<head_ref> all;
+      for (int64_t h = 0; h < c.n_heads; ++h) all.push_back({int32_t(l), int32_t(h)});
+      head_subset_attention layer_sparse(*att.plan, all, &cache);
+      const auto [lp, ld] = window_ppl(&layer_sparse, "layer " + std::to_string(l));
+      const double d = 100.0 * (lp / dense_ppl - 1.0);
+      std::fprintf(report, "layer %lld sparse alone: ppl %.4f (%+.3f%%), density %.4f\n",
+                   (long long)l, lp, d, ld);
+      out.write({{"eval", "heads"}, {"layer", l}, {"head", nullptr}, {"ppl", lp},
+                 {"delta_vs_dense_pct", d}, {"density", ld}, {"windows", sources}});
+      for (int64_t h = 0; h < c.n_heads; ++h) {
+        head_subset_attention one(*att.plan, {{int32_t(l), int32_t(h)}}, &cache);
+        const auto [p, dens] =
+            window_ppl(&one, "head " + std::to_string(l) + ":" + std::to_string(h));
+        ablation[{l, h}] = 100.0 * (p / dense_ppl - 1.0);
+      }
+    }
+  }
+
+  std::fprintf(report, "%5s %4s %-14s %8s %8s %8s %9s\n", "layer", "head", "kind", "density",
+               "rel_err", "out_err", "d_ppl%");
+  std::vector<double> xs_rel, xs_out, ys;
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const head_measures& hm = meas[static_cast<size_t>(l * c.n_heads + h)];
+      const auto it = ablation.find({l, h});
+      const bool ablated = it != ablation.end();
+      if (!ablate_layers.empty() && !ablated) {
+        out.write({{"eval", "heads"}, {"layer", l}, {"head", h}, {"kind", head_kind_name(hm.kind)},
+                   {"density", hm.density}, {"rel_err", hm.rel_err}, {"out_err", hm.out_err}});
+        continue;
+      }
+      std::fprintf(report, "%5lld %4lld %-14s %8.4f %8.4f %8.5f %9s\n", (long long)l,
+                   (long long)h, head_kind_name(hm.kind), hm.density, hm.rel_err, hm.out_err,
+                   ablated ? str(std::showpos, std::fixed, std::setprecision(3), it->second).c_str()
+                           : "-");
+      nlohmann::json row = {{"eval", "heads"},     {"layer", l},
+                            {"head", h},           {"kind", head_kind_name(hm.kind)},
+                            {"density", hm.density}, {"rel_err", hm.rel_err},
+                            {"out_err", hm.out_err}, {"windows", sources}};
+      row["delta_vs_dense_pct"] = ablated ? nlohmann::json(it->second) : nlohmann::json(nullptr);
+      out.write(row);
+      if (ablated) {
+        xs_rel.push_back(hm.rel_err);
+        xs_out.push_back(hm.out_err);
+        ys.push_back(it->second);
+      }
+    }
+  if (ys.size() >= 2) {
+    const double r_rel = spearman_rank_correlation(xs_rel, ys);
+    const double r_out = spearman_rank_correlation(xs_out, ys);
+    std::fprintf(report, "Spearman rank correlation with the ablation over %zu heads: rel_err %.3f, "
+                 "out_err %.3f\n", ys.size(), r_rel, r_out);
+    out.write({{"eval", "heads_correlation"}, {"heads", ys.size()}, {"spearman_rel_err", r_rel},
+               {"spearman_out_err", r_out}, {"dense_ppl", dense_ppl}});
+  }
+}
+
+void setup_heads(CLI::App& app) {
+  auto o = std::make_shared<heads_options>();
+  o->common.modes = "flexprefill";
+  o->common.attention.dense_layers = "none";
+  CLI::App* sub = eval_app(app)->add_subcommand(
+      "heads", "Per-head error measures of one sparse mode, and single-head ablation");
+  add_eval_common_options(sub, o->common);
+  sub->add_option("--texts", o->texts, "Comma-separated text files; windows are taken round-robin")
+      ->delimiter(',')
+      ->required();
+  sub->add_option("--length", o->length, "Window length in tokens")->capture_default_str();
+  sub->add_option("--windows", o->windows, "Windows (over all files)")->capture_default_str();
+  sub->add_option("--ablate", o->ablate,
+                  "Layers whose heads are made sparse one at a time (e.g. 18,23); default: probe only");
+  sub->callback([o] { run_heads(*o); });
+}
+
+command_registration reg(setup_heads);
+
+}  // namespace
+}  // namespace sp::cli
