@@ -47,7 +47,7 @@ struct layer_bench_options {
   json_option json;
   cp_bench_options cp;
   std::vector<int64_t> ranks{1};  // --ranks: a list with --simulate, one value over NCCL
-  bool simulate_ranks_ok() const { return !ranks.empty() && (cp.simulate || ranks.size() == 1); }
+  bool ranks_valid() const { return !ranks.empty() && (cp.simulate || ranks.size() == 1); }
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -184,7 +184,8 @@ struct layer_numbers {
 };
 
 // One simulation per rank count of --ranks.
-void simulate(const layer_bench_options& o, const cp_layer_input& in, std::vector<nlohmann::json>& rows) {
+void simulate_ranks(const layer_bench_options& o, const cp_layer_input& in,
+                    std::vector<nlohmann::json>& rows) {
   for (int64_t ranks : o.ranks) {
     cp_bench_options c = o.cp;
     c.ranks = ranks;
@@ -213,10 +214,10 @@ void run(const layer_bench_options& o) {
     if (on_device) cuda_synchronize();
   };
 
-  // Runs one mode over all layers: an untimed prompt (outputs, density, kinds), then `repeats`
-  // timed prompts.
+  // Runs one mode over all layers: an untimed prompt (outputs, density, kinds; with `simulate`
+  // the context-parallel rows), then `repeats` timed prompts.
   auto run_mode = [&](plan_mode mode, std::vector<layer_numbers>& numbers, int64_t& peak,
-                      std::vector<std::vector<float>>* outputs) {
+                      std::vector<std::vector<float>>* outputs, bool simulate) {
     planner_params params;
     params.mode = mode;
     const cluster_map* map = mode == plan_mode::shareprefill ? &in.map : nullptr;
@@ -267,10 +268,10 @@ void run(const layer_bench_options& o) {
             const block_mask mask = device_planner::download_mask(out.plan);
             r.density = mask.density();
             for (head_kind k : device_planner::download_kinds(out.plan)) ++r.kinds[static_cast<int>(k)];
-            if (o.cp.simulate) {
+            if (simulate) {
               cp_layer_input ci{&mask, download_pivot_slots(out.plan), b.q, b.k, b.v, b.out,
                                 out.block_attention, in.kv_heads, in.dim, o.repeats, o.threads};
-              simulate(o, ci, r.cp);
+              simulate_ranks(o, ci, r.cp);
             }
           }
         } else {
@@ -282,7 +283,7 @@ void run(const layer_bench_options& o) {
             r.density = static_cast<double>(res.host.tiles()) /
                         static_cast<double>(in.heads * causal_tile_count(nb));
             for (head_kind k : res.host.kinds()) ++r.kinds[static_cast<int>(k)];
-            if (o.cp.simulate) {
+            if (simulate) {
               check(!res.host.has_deferred, fn, "--simulate needs one attention pass per layer "
                     "(share_within_layer is not supported)");
               std::vector<int32_t> slots(static_cast<size_t>(in.heads), -1);
@@ -290,7 +291,7 @@ void run(const layer_bench_options& o) {
                 slots[static_cast<size_t>(res.host.plan.pivot_heads[i])] = static_cast<int32_t>(i);
               cp_layer_input ci{&res.host.plan.mask, slots, b.q, b.k, b.v, b.out, {},
                                 in.kv_heads, in.dim, o.repeats, o.threads};
-              simulate(o, ci, r.cp);
+              simulate_ranks(o, ci, r.cp);
             }
           }
         }
@@ -307,7 +308,7 @@ void run(const layer_bench_options& o) {
   std::vector<layer_numbers> dense_numbers;
   std::vector<std::vector<float>> dense_out;
   int64_t dense_peak = 0;
-  run_mode(plan_mode::dense, dense_numbers, dense_peak, &dense_out);
+  run_mode(plan_mode::dense, dense_numbers, dense_peak, &dense_out, false);  // the reference
   const std::string kernel = on_device ? cuda_kernel_name(cuda_attention_kernel()) : "cpu";
   json_lines json(o.json);
   FILE* text = o.json.text_stream();
@@ -318,7 +319,7 @@ void run(const layer_bench_options& o) {
     std::vector<layer_numbers> numbers;
     std::vector<std::vector<float>> outs;
     int64_t peak = 0;
-    run_mode(mode, numbers, peak, &outs);
+    run_mode(mode, numbers, peak, &outs, o.cp.simulate);
     double total_plan = 0, total_attention = 0, total_dense = 0, tiles = 0, err2 = 0, ref2 = 0;
     int64_t kinds[head_kind_count] = {};
     auto emit = [&](const std::string& layer, double plan, double attention, double dense,
@@ -445,7 +446,7 @@ void setup_bench_layer(CLI::App& bench) {
           "give at most one of --synthetic and --inputs");
     for (int64_t r : o->ranks)
       check(r >= 1 && r <= 64, "bench layer", "--ranks ", r, " (1 .. 64)");
-    check(o->simulate_ranks_ok(), "bench layer", "--ranks takes one value without --simulate");
+    check(o->ranks_valid(), "bench layer", "--ranks takes one value without --simulate");
     o->cp.ranks = o->ranks.front();
     check(o->cp.target_imbalance >= 1.0, "bench layer", "--target-imbalance ",
           o->cp.target_imbalance, " (must be >= 1)");
