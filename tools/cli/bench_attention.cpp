@@ -21,6 +21,7 @@ namespace sp::cli {
 
 void setup_bench_layer(CLI::App& bench);  // bench_layer.cpp
 void setup_bench_prefill(CLI::App& bench);  // bench_prefill.cpp
+void setup_bench_chunk_plan(CLI::App& bench);  // bench_chunk_plan.cpp
 
 block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, double density,
                              uint64_t seed) {
@@ -169,6 +170,7 @@ void setup_bench(CLI::App& app) {
   bench->require_subcommand(1);
   setup_bench_layer(*bench);  // bench_layer.cpp
   setup_bench_prefill(*bench);  // bench_prefill.cpp
+  setup_bench_chunk_plan(*bench);  // bench_chunk_plan.cpp
   auto* sub = bench->add_subcommand("attention", "Dense vs block-sparse attention timing");
   auto o = std::make_shared<attention_bench_options>();
   auto device = std::make_shared<std::string>("cpu");
