@@ -1,7 +1,8 @@
 // The cluster map (DESIGN.md section 3): the offline artifact that groups (layer, head) pairs of a
 // model into clusters and names the clusters that take part in pattern sharing. Two JSON formats
 // load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
-// per-cluster medoids and the layers calibration found best left dense) and the reference
+// per-cluster medoids and the layers calibration found best left dense; "/2" adds the heads
+// calibration found best left dense) and the reference
 // implementation's (only "clusters" and "shared_clusters"). Validation against a model shape
 // checks that every head appears exactly once, indices are in range, no cluster is empty, every
 // shared id names a cluster and the dense layers exist; errors name the file, the key and the
@@ -42,6 +43,9 @@ struct cluster_map {
   // Layers the sparse modes should run dense ("dense_layers", our format, optional): sorted,
   // unique; chosen by `shareprefill calibrate --dense-layers-pick` (record in calibration).
   std::vector<int64_t> dense_layers;
+  // Heads the sparse modes should run dense ("dense_heads", format 2 only, optional): ascending
+  // (layer, head), unique; chosen per head by calibration (issue 17; reasons in calibration).
+  std::vector<head_ref> dense_heads;
 
   // Throws sp::error unless the map covers a model of `layers` x `heads` exactly (and matches
   // the model block, when present).
@@ -61,7 +65,7 @@ cluster_map cluster_map_load(const std::string& path);
 // names the origin in error messages.
 cluster_map cluster_map_from_text(const std::string& text, const std::string& source);
 
-// Writes our format ("format": "shareprefill.clusters/1").
+// Writes our format: "shareprefill.clusters/1", or "/2" when the map has dense_heads.
 nlohmann::json cluster_map_to_json(const cluster_map& map);
 void cluster_map_save(const std::string& path, const cluster_map& map);
 

@@ -143,6 +143,7 @@ class planner {
   std::vector<uint8_t> shared_;       // [clusters]
   std::vector<head_ref> medoid_;      // [clusters] (pivot_is_medoid)
   std::vector<uint8_t> dense_layer_;  // [layers] 1 = listed in params.dense_layers
+  std::vector<uint8_t> dense_head_;   // [layers * heads] 1 = listed in params.dense_heads
 };
 
 }  // namespace sp

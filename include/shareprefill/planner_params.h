@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sp {
@@ -39,6 +40,11 @@ struct planner_params {
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;
+  // Heads computed densely whatever the mode (chosen per head by calibration, issue 17; the
+  // cluster map's "dense_heads"): (layer, head) pairs, sorted, no duplicates, in range of the
+  // planner's shape (checked when the planner is built). In shareprefill mode they may still
+  // become pivots, as heads of dense layers do.
+  std::vector<std::pair<int64_t, int64_t>> dense_heads;
 
   void validate() const;  // thresholds, block size, budgets, dense_layers sorted; throws sp::error
   nlohmann::json to_json() const;

@@ -114,7 +114,8 @@ dense_layers_resolution resolve_dense_layers(const std::string& spec, const clus
   }
   map->validate(layers, heads);
   r.layers = map->dense_layers;
-  r.from_map = !r.layers.empty();
+  for (const head_ref& h : map->dense_heads) r.heads.emplace_back(h.layer, h.head);
+  r.from_map = !r.layers.empty() || !r.heads.empty();
   return r;
 }
 

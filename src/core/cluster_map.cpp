@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <set>
+#include <utility>
 
 #include "shareprefill/error.h"
 #include "shareprefill/file_bytes.h"
@@ -14,7 +15,10 @@
 namespace sp {
 namespace {
 
+// Format 2 (issue 17) adds "dense_heads"; a map without them is written as format 1, so older
+// readers keep loading it.
 constexpr const char* format_name = "shareprefill.clusters/1";
+constexpr const char* format_name_2 = "shareprefill.clusters/2";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -46,9 +50,12 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   check(j.is_object(), fn, source, ": top level must be an object");
   cluster_map map;
   map.source = source;
+  int format = 1;
   if (j.contains("format")) {
-    check(j["format"] == format_name, fn, source, ": \"format\": expected \"", format_name,
-          "\", got ", json_excerpt(j["format"]));
+    check(j["format"] == format_name || j["format"] == format_name_2, fn, source,
+          ": \"format\": expected \"", format_name, "\" or \"", format_name_2, "\", got ",
+          json_excerpt(j["format"]));
+    if (j["format"] == format_name_2) format = 2;
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -120,6 +127,21 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
     }
   }
 
+  if (j.contains("dense_heads")) {
+    check(format == 2, fn, source, ": \"dense_heads\" needs \"format\": \"", format_name_2, "\"");
+    const auto& d = j["dense_heads"];
+    check(d.is_array(), fn, source, ": \"dense_heads\" must be a list of [layer, head] pairs, got ",
+          json_excerpt(d));
+    for (const auto& p : d) {
+      const head_ref r = parse_pair(p, source, "dense_heads");
+      check(map.dense_heads.empty() || std::make_pair(r.layer, r.head) >
+                                           std::make_pair(map.dense_heads.back().layer,
+                                                          map.dense_heads.back().head),
+            fn, source, ": dense_heads: must be ascending without repeats, got ", json_excerpt(d));
+      map.dense_heads.push_back(r);
+    }
+  }
+
   if (j.contains("medoids")) {
     check(j["medoids"].is_object(), fn, source, ": \"medoids\" must be an object id -> pair");
     for (const auto& [id, p] : j["medoids"].items()) {
@@ -183,6 +205,9 @@ void cluster_map::validate(int64_t layers, int64_t heads) const {
             "] is in no cluster (", layers, " layers x ", heads, " heads expected)");
   for (int64_t l : dense_layers)
     check(l < layers, fn, source, ": dense_layers: layer ", l, " out of range [0, ", layers, ")");
+  for (const head_ref& h : dense_heads)
+    check(h.layer < layers && h.head < heads, fn, source, ": dense_heads: [", h.layer, ", ",
+          h.head, "] out of range (", layers, " layers x ", heads, " heads)");
 }
 
 std::vector<int32_t> cluster_map::head_table(int64_t layers, int64_t heads) const {
@@ -202,7 +227,7 @@ bool cluster_map::any_medoid() const {
 
 nlohmann::json cluster_map_to_json(const cluster_map& map) {
   nlohmann::json j;
-  j["format"] = format_name;
+  j["format"] = map.dense_heads.empty() ? format_name : format_name_2;
   if (map.model) {
     j["model"] = {{"name", map.model->name},
                   {"layers", map.model->layers},
@@ -225,6 +250,11 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
   j["shared_clusters"] = shared;
   if (!medoids.empty()) j["medoids"] = medoids;
   if (!map.dense_layers.empty()) j["dense_layers"] = map.dense_layers;
+  if (!map.dense_heads.empty()) {
+    nlohmann::json d = nlohmann::json::array();
+    for (const head_ref& h : map.dense_heads) d.push_back({h.layer, h.head});
+    j["dense_heads"] = d;
+  }
   return j;
 }
 

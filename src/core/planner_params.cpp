@@ -65,6 +65,11 @@ void planner_params::validate() const {
     check(dense_layers[i] >= 0 && (i == 0 || dense_layers[i] > dense_layers[i - 1]), fn,
           "dense_layers must be sorted non-negative layers without duplicates, got ",
           dense_layers[i], " at position ", i);
+  for (size_t i = 0; i < dense_heads.size(); ++i)
+    check(dense_heads[i].first >= 0 && dense_heads[i].second >= 0 &&
+              (i == 0 || dense_heads[i] > dense_heads[i - 1]),
+          fn, "dense_heads must be sorted non-negative (layer, head) pairs without duplicates, got (",
+          dense_heads[i].first, ", ", dense_heads[i].second, ") at position ", i);
 }
 
 int64_t planner_params::min_blocks() const {
@@ -87,7 +92,8 @@ nlohmann::json planner_params::to_json() const {
           {"max_budget", max_budget > 0 ? nlohmann::json(max_budget) : nlohmann::json(nullptr)},
           {"share_within_layer", share_within_layer},
           {"pivot_is_medoid", pivot_is_medoid},
-          {"dense_layers", dense_layers}};
+          {"dense_layers", dense_layers},
+          {"dense_heads", dense_heads}};
 }
 
 }  // namespace sp

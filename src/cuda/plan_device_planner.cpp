@@ -89,6 +89,9 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         " (the device planner and kernel use ", cuda::plan_block, ")");
   check(!params.share_within_layer, fn,
         "share_within_layer is planned on the host only; use sp::planner");
+  check(params.dense_heads.empty(), fn,
+        "dense_heads (per-head dense choices of a format-2 cluster map) are planned on the host "
+        "only so far; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
         heads, " heads");
   check(params.mode != plan_mode::shareprefill || clusters != nullptr, fn,

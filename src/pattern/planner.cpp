@@ -44,6 +44,12 @@ planner::planner(const planner_params& params, int64_t layers, int64_t heads,
           " layers (0-", layers - 1, ")");
     dense_layer_[static_cast<size_t>(l)] = 1;
   }
+  dense_head_.assign(static_cast<size_t>(layers * heads), 0);
+  for (const auto& [l, h] : params_.dense_heads) {
+    check(l < layers && h < heads, fn, "dense head (", l, ", ", h,
+          ") is out of range: the model has ", layers, " layers x ", heads, " heads");
+    dense_head_[static_cast<size_t>(l * heads + h)] = 1;
+  }
   if (clusters == nullptr) return;
   cluster_of_ = clusters->head_table(layers, heads);
   for (const head_cluster& c : clusters->clusters) {
@@ -140,7 +146,8 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
     } else if (slot.has_pattern) {
       if (sharing_gate(params_, slot, st.v_blk.data(), st.s_blk.data(), nb))
         out.kinds[h] = head_kind::shared;
-    } else if (slot.pivot_layer == layer && params_.share_within_layer && !dense_layer) {
+    } else if (slot.pivot_layer == layer && params_.share_within_layer && !dense_layer &&
+               !dense_head_[static_cast<size_t>(layer * heads_ + h)]) {
       out.kinds[h] = head_kind::deferred;
       out.deferred_heads.push_back(static_cast<int32_t>(h));
       state.deferred.push_back(deferred_head{static_cast<int32_t>(h), c, st.v_blk, st.s_blk,
@@ -152,6 +159,10 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
   if (dense_layer)
     for (head_kind& kind : out.kinds)
       if (kind != head_kind::pivot) kind = head_kind::dense;
+  // So does a dense head (params.dense_heads).
+  for (int64_t h = 0; h < heads_; ++h)
+    if (dense_head_[static_cast<size_t>(layer * heads_ + h)] && out.kinds[h] != head_kind::pivot)
+      out.kinds[h] = head_kind::dense;
 
   // D + E: tiles per head.
   std::vector<float> q_pool;

@@ -42,6 +42,7 @@ std::string default_cluster_map_path(const std::string& model_path);
 struct attention_setup {
   std::string mode;
   std::vector<int64_t> dense_layers;  // layers run dense by the sparse modes
+  size_t dense_heads = 0;             // heads run dense by the sparse modes (the map's, format 2)
   std::string dense_layers_source;    // "--dense-layers", the cluster map's path, or ""
   std::string cluster_source;         // path of the cluster map the planner uses, "" for none
   std::unique_ptr<cluster_map> clusters;
@@ -57,7 +58,7 @@ struct attention_setup {
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path);
 
-// "18,23 (from PATH)", "none", ... for progress lines.
+// "18,23 (from PATH)", "none and 18 dense heads (from PATH)", "none", ... for progress lines.
 std::string describe_dense_layers(const attention_setup& s);
 
 }  // namespace sp::cli

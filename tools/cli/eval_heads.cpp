@@ -119,6 +119,7 @@ void run_heads(const heads_options& o) {
     head_subset_attention dense_all(*att.plan, {}, &cache);  // fills the cache
     dense_ppl = window_ppl(&dense_all, "dense").first;
     std::fprintf(report, "dense ppl %.4f\n", dense_ppl);
+    std::fflush(report);
     for (int64_t l : ablate_layers) {
       std::vector<head_ref> all;
       for (int64_t h = 0; h < c.n_heads; ++h) all.push_back({int32_t(l), int32_t(h)});
@@ -127,6 +128,7 @@ void run_heads(const heads_options& o) {
       const double d = 100.0 * (lp / dense_ppl - 1.0);
       std::fprintf(report, "layer %lld sparse alone: ppl %.4f (%+.3f%%), density %.4f\n",
                    (long long)l, lp, d, ld);
+      std::fflush(report);
       out.write({{"eval", "heads"}, {"layer", l}, {"head", nullptr}, {"ppl", lp},
                  {"delta_vs_dense_pct", d}, {"density", ld}, {"windows", sources}});
       for (int64_t h = 0; h < c.n_heads; ++h) {
@@ -134,6 +136,9 @@ void run_heads(const heads_options& o) {
         const auto [p, dens] =
             window_ppl(&one, "head " + std::to_string(l) + ":" + std::to_string(h));
         ablation[{l, h}] = 100.0 * (p / dense_ppl - 1.0);
+        std::fprintf(report, "head %lld:%lld sparse alone: ppl %.4f (%+.3f%%), density %.4f\n",
+                     (long long)l, (long long)h, p, ablation[{l, h}], dens);
+        std::fflush(report);
       }
     }
   }

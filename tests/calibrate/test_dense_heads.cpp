@@ -1,0 +1,162 @@
+// Per-head dense choices (issue 17): the cluster map's format 2 ("dense_heads") round-trips, the
+// shipped format-1 map still loads and is written back as format 1, bad dense_heads fail naming
+// the key; planner_params::dense_heads makes exactly the listed heads dense (their output equals
+// dense attention, the other heads keep their sparse output) and the resolution takes the map's
+// dense heads with its dense layers unless --dense-layers is given. Synthetic inputs: 2 layers,
+// N = 1000 (ragged: 7.8 blocks of 128), 4 heads, 2 KV heads, D = 32.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "shareprefill/cluster_map.h"
+#include "shareprefill/dense_layer_choice.h"
+#include "shareprefill/planner.h"
+#include "shareprefill/prefill_attention.h"
+#include "shareprefill/synthetic.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using sp::testing::error_of;
+
+nlohmann::json map_json(const char* format) {
+  return {{"format", format},
+          {"model", {{"name", "tiny"}, {"layers", 2}, {"heads", 2}}},
+          {"clusters", {{"1", {{0, 0}, {1, 1}}}, {"2", {{0, 1}, {1, 0}}}}},
+          {"shared_clusters", {"2"}}};
+}
+
+TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
+  nlohmann::json j = map_json("shareprefill.clusters/2");
+  j["dense_heads"] = {{0, 1}, {1, 0}};
+  const cluster_map m = cluster_map_from_json(j, "v2.json");
+  ASSERT_EQ(m.dense_heads.size(), 2u);
+  EXPECT_EQ(m.dense_heads[1].layer, 1);
+  EXPECT_NO_THROW(m.validate(2, 2));
+  const std::string path = ::testing::TempDir() + "/dense_heads_roundtrip.json";
+  cluster_map_save(path, m);
+  const cluster_map back = cluster_map_load(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(cluster_map_to_json(back), cluster_map_to_json(m));
+  EXPECT_EQ(cluster_map_to_json(back)["format"], "shareprefill.clusters/2");
+
+  // The shipped map is format 1 and is written back as format 1 (no dense heads).
+  const cluster_map shipped =
+      cluster_map_load(std::string(SP_SOURCE_DIR) + "/data/clusters/smollm2-135m-instruct.json");
+  EXPECT_TRUE(shipped.dense_heads.empty());
+  EXPECT_NO_THROW(shipped.validate(30, 9));
+  EXPECT_EQ(cluster_map_to_json(shipped)["format"], "shareprefill.clusters/1");
+
+  EXPECT_NE(error_of([&] { m.validate(1, 2); }).find("layer"), std::string::npos);
+  cluster_map small = m;
+  small.clusters = {{"1", {{0, 0}, {0, 1}, {1, 0}, {1, 1}}, false, std::nullopt}};
+  small.model.reset();
+  small.dense_heads = {{3, 0}};
+  EXPECT_NE(error_of([&] { small.validate(2, 2); }).find("dense_heads: [3, 0] out of range"),
+            std::string::npos);
+}
+
+TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
+  nlohmann::json v1 = map_json("shareprefill.clusters/1");
+  v1["dense_heads"] = {{0, 1}};
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v1, "old.json"); })
+                .find("old.json: \"dense_heads\" needs \"format\": \"shareprefill.clusters/2\""),
+            std::string::npos);
+  nlohmann::json unsorted = map_json("shareprefill.clusters/2");
+  unsorted["dense_heads"] = {{1, 0}, {0, 1}};
+  EXPECT_NE(error_of([&] { cluster_map_from_json(unsorted, "u.json"); })
+                .find("dense_heads: must be ascending without repeats"),
+            std::string::npos);
+  nlohmann::json notpair = map_json("shareprefill.clusters/2");
+  notpair["dense_heads"] = {{1}};
+  EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
+                .find("dense_heads: expected a [layer, head] pair"),
+            std::string::npos);
+  nlohmann::json v3 = map_json("shareprefill.clusters/3");
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v3, "v3.json"); }).find("\"format\": expected"),
+            std::string::npos);
+}
+
+TEST(DenseHeadsMap, ResolutionTakesTheMapsHeadsUnlessDenseLayersAreGiven) {
+  nlohmann::json j = map_json("shareprefill.clusters/2");
+  j["dense_heads"] = {{1, 1}};
+  const cluster_map m = cluster_map_from_json(j, "v2.json");
+  const dense_layers_resolution from_map = resolve_dense_layers("", &m, 2, 2);
+  EXPECT_TRUE(from_map.from_map);
+  EXPECT_TRUE(from_map.layers.empty());
+  EXPECT_EQ(from_map.heads, (std::vector<std::pair<int64_t, int64_t>>{{1, 1}}));
+  const dense_layers_resolution given = resolve_dense_layers("none", &m, 2, 2);
+  EXPECT_FALSE(given.from_map);
+  EXPECT_TRUE(given.heads.empty());
+}
+
+constexpr int64_t n_tok = 1000, n_heads = 4, n_kv = 2, n_dim = 32;
+
+std::vector<std::vector<float>> run(const planner* pl, std::vector<layer_attention_report>* reps) {
+  synthetic_params p;
+  p.n_tokens = n_tok;
+  p.layers = 2;
+  p.heads = n_heads;
+  p.kv_heads = n_kv;
+  p.dim = n_dim;
+  p.seed = 5;
+  thread_pool pool(2);
+  std::unique_ptr<prefill_attention> a = pl ? make_planned_attention(*pl) : make_dense_attention();
+  a->begin_prompt(n_tok);
+  std::vector<std::vector<float>> outs;
+  for (int64_t l = 0; l < 2; ++l) {
+    const synthetic_layer in = synthetic_generate_layer(p, l);
+    outs.emplace_back(static_cast<size_t>(n_tok * n_heads * n_dim));
+    const layer_attention_report r = a->attend(
+        l, tensor_view::contiguous(outs.back().data(), dtype::f32, {n_tok, n_heads, n_dim}),
+        tensor_view::contiguous(in.q.data(), dtype::f32, {n_tok, n_heads, n_dim}),
+        tensor_view::contiguous(in.k.data(), dtype::f32, {n_tok, n_kv, n_dim}),
+        tensor_view::contiguous(in.v.data(), dtype::f32, {n_tok, n_kv, n_dim}), pool);
+    if (reps) reps->push_back(r);
+  }
+  return outs;
+}
+
+double head_diff(const std::vector<float>& a, const std::vector<float>& b, int64_t h) {
+  double m = 0.0;
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t e = 0; e < n_dim; ++e) {
+      const size_t i = static_cast<size_t>((t * n_heads + h) * n_dim + e);
+      m = std::max(m, double(std::fabs(a[i] - b[i])));
+    }
+  return m;
+}
+
+TEST(DenseHeadsPlanner, ListedHeadsAreDenseTheOthersUnchanged) {
+  planner_params p;
+  p.mode = plan_mode::vslash;
+  p.min_budget = 128;
+  p.gamma = 0.8;
+  const planner sparse_pl(p, 2, n_heads, nullptr);
+  p.dense_heads = {{1, 0}, {1, 3}};
+  const planner mixed_pl(p, 2, n_heads, nullptr);
+  std::vector<layer_attention_report> sr, mr;
+  const auto sparse = run(&sparse_pl, &sr);
+  const auto mixed = run(&mixed_pl, &mr);
+  const auto dense = run(nullptr, nullptr);
+  EXPECT_EQ(sparse[0], mixed[0]);
+  EXPECT_EQ(sr[0].tiles, mr[0].tiles);
+  EXPECT_EQ(mr[1].kind_counts[static_cast<size_t>(head_kind::dense)], 2);
+  EXPECT_GT(mr[1].tiles, sr[1].tiles);
+  for (int64_t h = 0; h < n_heads; ++h) {
+    const bool listed = h == 0 || h == 3;
+    EXPECT_EQ(head_diff(mixed[1], listed ? dense[1] : sparse[1], h), 0.0) << "head " << h;
+    if (listed) EXPECT_GT(head_diff(sparse[1], dense[1], h), 0.0) << "head " << h << " was dense";
+  }
+  planner_params bad = p;
+  bad.dense_heads = {{1, 3}, {1, 0}};
+  EXPECT_NE(error_of([&] { bad.validate(); }).find("dense_heads must be sorted"), std::string::npos);
+  bad.dense_heads = {{1, 4}};
+  EXPECT_NE(error_of([&] { planner(bad, 2, n_heads, nullptr); }).find("dense head (1, 4) is out of range"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sp
