@@ -19,7 +19,8 @@
 # (in SP_SRC_DIR).
 # The cp step simulates context-parallel ranks on this one GPU (issue 19,
 # docs/CONTEXT_PARALLEL.md).
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [cp] [profile] [compare]
+# The python step builds the Python extension in the same build and runs scripts/gpu-python.sh.
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [python] [cp] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
 # development machine and carry [".deps"] (README, "GPU machine").
@@ -137,6 +138,13 @@ for n, h in sorted(hf.items()):
     print(f"{'hf_sdpa':>13} {n:>7} {h['ttft_ms']:>9.2f} {h['tokens_per_s']:>9.0f} {'':>5} {'':>5} {'':>7} {h['peak_bytes'] / 2**30:>8.2f} {h['ppl']:>8.3f}")
 print("vs_HF = HF ttft / ours (>1: we are faster); vs_dense = our dense ttft / this mode's")
 PY
+      ;;
+    python)
+      # The Python package (issue 15) on this build: the extension target only, pytest
+      # (CUDA ops against float64, torch.compile, the transformers backend) and, when MODEL is
+      # set, SmolLM2 through transformers with TEXT (scripts/gpu-python.sh; carry .whl).
+      SP_PY_SRC=$SRC SP_PY_BUILD=$BUILD STEPS="build test${MODEL:+ model}" TEXT=${TEXT:-} \
+        bash "$SRC/scripts/gpu-python.sh" ${MODEL:-}
       ;;
     cp)
       # Context parallelism simulated on one GPU (issue 19): bench layer --simulate over 2, 4 and

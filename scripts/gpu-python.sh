@@ -22,6 +22,9 @@
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
 #   cp ~/.cache/shareprefill/corpora/austen/emma.txt .whl/   # text for perplexity and timing
 # The model: scripts/gpu-split-model.sh here, then MODEL=$(scripts/gpu-join-model.sh) there.
+# Inside another build (gpu-bench.sh's python step): SP_PY_SRC=<its source> and
+# SP_PY_BUILD=<its build folder> reuse both; the build step then only turns SP_PYTHON on and
+# builds the extension target (the library objects are already there). TEXT overrides the text.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
 mkdir -p "$OUT"
@@ -41,19 +44,24 @@ fi
 
 # Build from tracked files only (as gpu-bench.sh), so stray files in the copy cannot break it:
 # .deps/tracked-files.txt, git's list (either may be stale on the copy) and the Python files.
-SRC=/tmp/sp-src-python
-LIST=$( (cd "$ROOT" && { cat .deps/tracked-files.txt 2>/dev/null; git ls-files 2>/dev/null;
-         find python tests/python pyproject.toml scripts/gpu_python_hf.py -type f \
-           ! -path '*__pycache__*'; }) | sort -u)
-mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
-if [ -f "$ROOT/.whl/src.tar" ]; then
-  tar -xf "$ROOT/.whl/src.tar" -C "$SRC" || { echo "extracting .whl/src.tar failed"; exit 1; }
+if [ -n "${SP_PY_SRC:-}" ]; then
+  SRC=$SP_PY_SRC
 else
-  (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
-    xargs -d '\n' cp -p --parents -t "$SRC")
+  SRC=/tmp/sp-src-python
+  LIST=$( (cd "$ROOT" && { cat .deps/tracked-files.txt 2>/dev/null; git ls-files 2>/dev/null;
+           find python tests/python pyproject.toml scripts/gpu_python_hf.py -type f \
+             ! -path '*__pycache__*'; }) | sort -u)
+  mkdir -p "$SRC" && find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+  if [ -f "$ROOT/.whl/src.tar" ]; then
+    tar -xf "$ROOT/.whl/src.tar" -C "$SRC" || { echo "extracting .whl/src.tar failed"; exit 1; }
+  else
+    (cd "$ROOT" && echo "$LIST" | while read -r f; do [ -e "$f" ] && echo "$f"; done |
+      xargs -d '\n' cp -p --parents -t "$SRC")
+  fi
+  [ -d "$ROOT/.deps" ] && cp -rp "$ROOT/.deps" "$SRC/"
 fi
-[ -d "$ROOT/.deps" ] && cp -rp "$ROOT/.deps" "$SRC/"
-BUILD=$SRC/build
+BUILD=${SP_PY_BUILD:-$SRC/build}
+TEXT=${TEXT:-$ROOT/.whl/emma.txt}
 export PYTHONPATH=$BUILD/python:$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
@@ -66,8 +74,10 @@ for step in $STEPS; do
       pcre=()
       [ -f "$SRC/.deps/lib/libpcre2-8.a" ] && pcre=(-DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a")
       t0=$(date +%s)
-      cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90a -DSP_BLAS=OFF -DSP_BUILD_TESTS=OFF -DSP_BUILD_TOOLS=OFF \
+      own=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a
+           -DSP_BLAS=OFF -DSP_BUILD_TESTS=OFF -DSP_BUILD_TOOLS=OFF)
+      [ -n "${SP_PY_BUILD:-}" ] && own=()  # another script's build: keep its settings
+      cmake -S "$SRC" -B "$BUILD" "${own[@]}" \
         -DSP_PYTHON=ON -DPython_EXECUTABLE="$(command -v python3)" \
         -DCMAKE_PREFIX_PATH="$SRC/.deps" "${pcre[@]}" >"$OUT/py-configure.log" 2>&1 ||
         { tail -30 "$OUT/py-configure.log"; note build FAIL "configure (py-configure.log)"; break; }
@@ -93,7 +103,7 @@ for step in $STEPS; do
         continue
       fi
       text=()
-      [ -f "$ROOT/.whl/emma.txt" ] && text=(--text "$ROOT/.whl/emma.txt")
+      [ -f "$TEXT" ] && text=(--text "$TEXT")
       OUT=$OUT python3 "$SRC/scripts/gpu_python_hf.py" --model "$MODEL" "${text[@]}" \
         --out "$OUT/hf.jsonl" 2>&1 | grep -v -E "Warning|warn\(" | tee "$OUT/hf.log" | tail -60
       if [ "${PIPESTATUS[0]}" -eq 0 ]; then note model ok "all checks passed (hf.log)"; else note model FAIL "see the table above (hf.log)"; fi
