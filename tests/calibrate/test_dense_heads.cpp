@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "shareprefill/calibrate_heads.h"
 #include "shareprefill/cluster_map.h"
 #include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/planner.h"
@@ -155,6 +156,30 @@ TEST(DenseHeadsPlanner, ListedHeadsAreDenseTheOthersUnchanged) {
   EXPECT_NE(error_of([&] { bad.validate(); }).find("dense_heads must be sorted"), std::string::npos);
   bad.dense_heads = {{1, 4}};
   EXPECT_NE(error_of([&] { planner(bad, 2, n_heads, nullptr); }).find("dense head (1, 4) is out of range"),
+            std::string::npos);
+}
+
+TEST(DenseHeadsPick, DescendingMeasureWithinTheBudget) {
+  // Costs 1 - density: [0,0] 0.8, [0,1] 0.3, [1,0] 0.5, [1,1] 0.1. Budget 0.9: [1,0] (largest
+  // measure, 0.5), [0,0] does not fit (0.8 > 0.4 left), [0,1] fits (0.3), [1,1] 0.1 fits exactly.
+  const std::vector<head_cost> heads = {{{0, 0}, 0.30, 0.1, 0.2},
+                                        {{0, 1}, 0.20, 0.2, 0.7},
+                                        {{1, 0}, 0.50, 0.3, 0.5},
+                                        {{1, 1}, 0.05, 0.4, 0.9}};
+  const dense_head_pick p = pick_dense_heads(heads, 0.9, "out_err");
+  ASSERT_EQ(p.heads.size(), 3u);
+  EXPECT_EQ(p.heads[0], (head_ref{0, 1}));
+  EXPECT_EQ(p.heads[1], (head_ref{1, 0}));
+  EXPECT_EQ(p.heads[2], (head_ref{1, 1}));
+  EXPECT_NEAR(p.spent, 0.9, 1e-12);
+  EXPECT_EQ(p.record["picked"][0]["rank"], 1);
+  EXPECT_EQ(p.record["best_left_out"][0]["layer"], 0);
+  EXPECT_EQ(p.record["best_left_out"][0]["reason"], "does not fit the budget left");
+  EXPECT_NEAR(dense_layers_cost(heads, {1}), 0.6, 1e-12);
+  EXPECT_TRUE(pick_dense_heads(heads, 0.0, "out_err").heads.empty());
+  EXPECT_NE(error_of([&] { pick_dense_heads(heads, -1.0, "m"); }).find("budget must be finite"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { pick_dense_heads({{{2, 3}, NAN, 0, 0.5}}, 1.0, "m"); }).find("head [2, 3]"),
             std::string::npos);
 }
 

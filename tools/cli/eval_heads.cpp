@@ -10,6 +10,7 @@
 
 #include "eval_common.h"
 #include "prefill_report.h"
+#include "shareprefill/calibrate_heads.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_heads.h"
@@ -24,6 +25,10 @@ struct heads_options {
   int64_t length = 8192;
   int64_t windows = 2;
   std::string ablate;  // layer list; empty = probe only
+  // Per-head dense choice: a budget equal to the cost of making these layers dense, and the
+  // cluster map to write with the picked heads (format 2).
+  std::string pick_like_layers;
+  std::string map_out;
 };
 
 struct head_measures {
@@ -34,6 +39,8 @@ struct head_measures {
 void run_heads(const heads_options& o) {
   const char* fn = "eval heads";
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
+  check(o.map_out.empty() == o.pick_like_layers.empty(), fn,
+        "--map-out and --pick-budget-layers go together");
   std::vector<std::string> modes = eval_parse_modes(o.common.modes);
   modes.erase(std::remove(modes.begin(), modes.end(), "dense"), modes.end());
   check(modes.size() == 1, fn, "--modes must name exactly one sparse mode, got '", o.common.modes,
@@ -97,6 +104,42 @@ void run_heads(const heads_options& o) {
   }
 
   dense_prefix_cache cache;
+  if (!o.map_out.empty()) {
+    std::vector<head_cost> costs;
+    for (int64_t l = 0; l < c.n_layers; ++l)
+      for (int64_t h = 0; h < c.n_heads; ++h) {
+        const head_measures& hm = meas[static_cast<size_t>(l * c.n_heads + h)];
+        costs.push_back({{int32_t(l), int32_t(h)}, hm.out_err, hm.rel_err, hm.density});
+      }
+    const std::vector<int64_t> like = parse_layer_list(o.pick_like_layers, c.n_layers,
+                                                       "--pick-budget-layers");
+    const dense_head_pick pick = pick_dense_heads(costs, dense_layers_cost(costs, like), "out_err");
+    const std::string map_path = o.common.attention.clusters.empty()
+                                     ? default_cluster_map_path(m.path)
+                                     : o.common.attention.clusters;
+    check(!map_path.empty(), fn, "--map-out needs a cluster map to start from: pass --clusters");
+    cluster_map map = cluster_map_load(map_path);
+    map.validate(c.n_layers, c.n_heads);
+    map.dense_layers.clear();
+    map.dense_heads = pick.heads;
+    nlohmann::json rec = pick.record;
+    rec["budget_from_layers"] = like;
+    rec["mode"] = modes[0];
+    rec["gamma"] = o.common.attention.params.gamma;
+    rec["length"] = o.length;
+    rec["windows"] = sources;
+    rec["started_from"] = map_path;
+    if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
+    map.calibration["dense_head_selection"] = rec;
+    cluster_map_save(o.map_out, map);
+    std::fprintf(report, "picked %zu dense heads (cost %.3f of budget %.3f = layers %s dense):",
+                 pick.heads.size(), pick.spent, pick.budget, format_layer_list(like).c_str());
+    for (const head_ref& h : pick.heads) std::fprintf(report, " %d:%d", h.layer, h.head);
+    std::fprintf(report, "\nwrote %s (format 2; reasons in calibration.dense_head_selection)\n",
+                 o.map_out.c_str());
+    std::fflush(report);
+  }
+
   auto window_ppl = [&](prefill_attention* a, const std::string& label) {
     std::vector<double> logprobs;
     double density = 0.0;
@@ -196,6 +239,13 @@ void setup_heads(CLI::App& app) {
   sub->add_option("--windows", o->windows, "Windows (over all files)")->capture_default_str();
   sub->add_option("--ablate", o->ablate,
                   "Layers whose heads are made sparse one at a time (e.g. 18,23); default: probe only");
+  sub->add_option("--pick-budget-layers", o->pick_like_layers,
+                  "With --map-out: pick dense heads by out_err within the density these layers "
+                  "would cost dense (e.g. 18,23)")
+      ->capture_default_str();
+  sub->add_option("--map-out", o->map_out,
+                  "Write the cluster map (--clusters or the shipped one) with the picked dense "
+                  "heads instead of its dense layers (format 2)");
   sub->callback([o] { run_heads(*o); });
 }
 

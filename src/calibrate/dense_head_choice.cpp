@@ -1,0 +1,62 @@
+// Per-head dense choice under a density budget (issue 17), ranked by an error measure taken on
+// calibration texts.
+#include <algorithm>
+#include <cmath>
+
+#include "shareprefill/calibrate_heads.h"
+#include "shareprefill/error.h"
+
+namespace sp {
+
+dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
+                                 const std::string& measure_name) {
+  const char* fn = "pick_dense_heads";
+  check(std::isfinite(budget) && budget >= 0.0, fn, "budget must be finite and >= 0, got ", budget);
+  for (const head_cost& h : heads)
+    check(std::isfinite(h.measure) && std::isfinite(h.density) && h.density >= 0.0 &&
+              h.density <= 1.0,
+          fn, "head [", h.head.layer, ", ", h.head.head, "]: measure ", h.measure, ", density ",
+          h.density, " (need finite values, density in [0, 1])");
+  std::sort(heads.begin(), heads.end(), [](const head_cost& a, const head_cost& b) {
+    if (a.measure != b.measure) return a.measure > b.measure;
+    if (a.head.layer != b.head.layer) return a.head.layer < b.head.layer;
+    return a.head.head < b.head.head;
+  });
+  dense_head_pick out;
+  out.budget = budget;
+  nlohmann::json picked = nlohmann::json::array(), left = nlohmann::json::array();
+  for (size_t rank = 0; rank < heads.size(); ++rank) {
+    const head_cost& h = heads[rank];
+    const double cost = 1.0 - h.density;
+    nlohmann::json row = {{"layer", h.head.layer},       {"head", h.head.head},
+                          {"rank", rank + 1},            {measure_name, h.measure},
+                          {"rel_err", h.rel_err},        {"density", h.density},
+                          {"cost", cost}};
+    if (out.spent + cost <= budget + 1e-12) {
+      out.spent += cost;
+      out.heads.push_back(h.head);
+      row["reason"] = "rank " + std::to_string(rank + 1) + " by " + measure_name + ", fits the budget";
+      picked.push_back(row);
+    } else if (left.size() < 5) {
+      row["reason"] = "does not fit the budget left";
+      left.push_back(row);
+    }
+  }
+  std::sort(out.heads.begin(), out.heads.end(), [](const head_ref& a, const head_ref& b) {
+    return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
+  });
+  out.record = {{"measure", measure_name}, {"budget", budget},   {"spent", out.spent},
+                {"rule", "descending measure; a head is taken when 1 - density fits the budget left"},
+                {"picked", picked},        {"best_left_out", left}};
+  return out;
+}
+
+double dense_layers_cost(const std::vector<head_cost>& heads, const std::vector<int64_t>& layers) {
+  double c = 0.0;
+  for (const head_cost& h : heads)
+    if (std::find(layers.begin(), layers.end(), int64_t{h.head.layer}) != layers.end())
+      c += 1.0 - h.density;
+  return c;
+}
+
+}  // namespace sp
