@@ -34,6 +34,11 @@ struct dense_head_pick {
 dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
                                  const std::string& measure_name);
 
+// The record of pick_dense_heads (with any fields the caller added) as a Markdown section: the
+// rule, the budget, one table row per picked head and per best head left out, each with its
+// reason.
+std::string dense_head_report_markdown(const nlohmann::json& record);
+
 // The budget that makes whole layers dense: sum of (1 - density) over every head of `layers`.
 double dense_layers_cost(const std::vector<head_cost>& heads, const std::vector<int64_t>& layers);
 

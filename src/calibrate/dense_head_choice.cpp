@@ -51,6 +51,28 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
   return out;
 }
 
+std::string dense_head_report_markdown(const nlohmann::json& record) {
+  check(record.is_object() && record.contains("picked") && record.contains("measure"),
+        "dense_head_report_markdown", "not a dense-head selection record");
+  const std::string measure = record["measure"].get<std::string>();
+  std::string md = "## Dense heads chosen per head (issue 17)\n\n";
+  md += "Rule: " + record.value("rule", std::string("")) + ". Budget " +
+        str(record.value("budget", 0.0)) + " head-densities";
+  if (record.contains("budget_from_layers"))
+    md += " (what layers " + record["budget_from_layers"].dump() + " cost dense)";
+  md += ", spent " + str(record.value("spent", 0.0)) + ".\n";
+  if (record.contains("windows")) md += "Windows: " + record["windows"].dump() + ".\n";
+  md += "\n| layer | head | rank | " + measure + " | rel_err | sparse density | cost | reason |\n";
+  md += "|---|---|---|---|---|---|---|---|\n";
+  for (const char* part : {"picked", "best_left_out"})
+    for (const auto& r : record.value(part, nlohmann::json::array()))
+      md += "| " + r["layer"].dump() + " | " + r["head"].dump() + " | " + r["rank"].dump() +
+            " | " + str(r[measure].get<double>()) + " | " + str(r["rel_err"].get<double>()) +
+            " | " + str(r["density"].get<double>()) + " | " + str(r["cost"].get<double>()) +
+            " | " + r["reason"].get<std::string>() + " |\n";
+  return md;
+}
+
 double dense_layers_cost(const std::vector<head_cost>& heads, const std::vector<int64_t>& layers) {
   double c = 0.0;
   for (const head_cost& h : heads)

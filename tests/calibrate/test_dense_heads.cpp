@@ -176,6 +176,11 @@ TEST(DenseHeadsPick, DescendingMeasureWithinTheBudget) {
   EXPECT_EQ(p.record["best_left_out"][0]["layer"], 0);
   EXPECT_EQ(p.record["best_left_out"][0]["reason"], "does not fit the budget left");
   EXPECT_NEAR(dense_layers_cost(heads, {1}), 0.6, 1e-12);
+  const std::string md = dense_head_report_markdown(p.record);
+  EXPECT_NE(md.find("| 1 | 0 | 1 | 0.5 | 0.3 | 0.5 | 0.5 | rank 1 by out_err, fits the budget |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("does not fit the budget left"), std::string::npos);
   EXPECT_TRUE(pick_dense_heads(heads, 0.0, "out_err").heads.empty());
   EXPECT_NE(error_of([&] { pick_dense_heads(heads, -1.0, "m"); }).find("budget must be finite"),
             std::string::npos);

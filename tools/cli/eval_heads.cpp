@@ -132,11 +132,17 @@ void run_heads(const heads_options& o) {
     if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
     map.calibration["dense_head_selection"] = rec;
     cluster_map_save(o.map_out, map);
+    const std::string md_path = o.map_out + ".md";
+    std::FILE* md = std::fopen(md_path.c_str(), "w");
+    check(md != nullptr, fn, "cannot write '", md_path, "'");
+    const std::string text = dense_head_report_markdown(rec);
+    const bool ok = std::fwrite(text.data(), 1, text.size(), md) == text.size();
+    check(std::fclose(md) == 0 && ok, fn, "write to '", md_path, "' failed");
     std::fprintf(report, "picked %zu dense heads (cost %.3f of budget %.3f = layers %s dense):",
                  pick.heads.size(), pick.spent, pick.budget, format_layer_list(like).c_str());
     for (const head_ref& h : pick.heads) std::fprintf(report, " %d:%d", h.layer, h.head);
-    std::fprintf(report, "\nwrote %s (format 2; reasons in calibration.dense_head_selection)\n",
-                 o.map_out.c_str());
+    std::fprintf(report, "\nwrote %s (format 2; reasons in calibration.dense_head_selection "
+                 "and %s)\n", o.map_out.c_str(), md_path.c_str());
     std::fflush(report);
   }
 
