@@ -152,7 +152,7 @@ class device_varlen_plan {
 
  private:
   int64_t sequences_ = 0, total_tokens_ = 0, heads_ = 0, work_items_ = 0;
-  int64_t offsets_[6] = {};  // byte offsets of the arrays above in buffer_
+  int64_t offsets_[6] = {};      // byte offsets of the arrays above in buffer_
   std::vector<std::byte> host_;  // the staging copy the upload reads
   device_buffer buffer_;
 };

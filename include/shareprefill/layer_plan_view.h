@@ -41,9 +41,9 @@ struct layer_plan_view {
   // [query_offset / block_size, nb) only and the mask rows before them are never read.
   int64_t query_offset = 0;
   bool on_device = false;
-  uint8_t* kinds = nullptr;       // kinds: [H] sp::head_kind values (informational for the kernel)
-  int64_t* row_ptr = nullptr;     // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
-  int32_t* col_idx = nullptr;     // col_idx: [col_capacity], ascending, unique, causal in a row
+  uint8_t* kinds = nullptr;    // kinds: [H] sp::head_kind values (informational for the kernel)
+  int64_t* row_ptr = nullptr;  // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
+  int32_t* col_idx = nullptr;  // col_idx: [col_capacity], ascending, unique, causal in a row
   // schedule: [layer_plan_work_items, 2] (head, query block), most tiles first
   int32_t* schedule = nullptr;
   int32_t* pivot_slot = nullptr;  // pivot_slot: [H] slot of the head's block attention A, or -1

@@ -23,8 +23,7 @@ struct varlen_sequence {
 
 // Throws sp::error naming fn unless cu_seqlens has B + 1 >= 2 entries, starts at 0, is strictly
 // ascending (no empty sequence) and ends at total_tokens (the rows of the packed tensors).
-void check_cu_seqlens(const char* fn, const std::vector<int32_t>& cu_seqlens,
-                      int64_t total_tokens);
+void check_cu_seqlens(const char* fn, const std::vector<int32_t>& cu_seqlens, int64_t total_tokens);
 
 // The host plan of a batch: the masks' CSR concatenated (row_ptr absolute into col_idx) and the
 // schedule over every (sequence, head, query block), most tiles first (stable: ties keep

@@ -35,8 +35,9 @@ void check_capacity(const char* fn, const layer_plan_capacity& c) {
   check(c.scratch_tiles >= 0 && c.scratch_tiles < (int64_t{1} << 40), fn,
         "scratch_tiles=", c.scratch_tiles);
   check(c.query_offset >= 0 && c.query_offset < c.n_tokens && c.query_offset % c.block_size == 0,
-        fn, "query_offset=", c.query_offset, " (the chunk's first query: a multiple of block_size=",
-        c.block_size, " below n_tokens=", c.n_tokens, ")");
+        fn, "query_offset=", c.query_offset,
+        " (the chunk's first query: a multiple of block_size=", c.block_size,
+        " below n_tokens=", c.n_tokens, ")");
 }
 
 // Byte offsets of the plan's arrays in the workspace, in order; the last entry is the total.

@@ -17,8 +17,8 @@ void check_cu_seqlens(const char* fn, const std::vector<int32_t>& cu_seqlens,
   for (size_t b = 1; b < cu_seqlens.size(); ++b) {
     check(cu_seqlens[b] >= cu_seqlens[b - 1], fn, "cu_seqlens is not ascending: cu_seqlens[", b,
           "] = ", cu_seqlens[b], " < cu_seqlens[", b - 1, "] = ", cu_seqlens[b - 1]);
-    check(cu_seqlens[b] > cu_seqlens[b - 1], fn, "sequence ", b - 1,
-          " is empty (cu_seqlens[", b - 1, "] = cu_seqlens[", b, "] = ", cu_seqlens[b], ")");
+    check(cu_seqlens[b] > cu_seqlens[b - 1], fn, "sequence ", b - 1, " is empty (cu_seqlens[",
+          b - 1, "] = cu_seqlens[", b, "] = ", cu_seqlens[b], ")");
   }
   check(cu_seqlens.back() == total_tokens, fn, "cu_seqlens ends at ", cu_seqlens.back(),
         " but the packed tensors have ", total_tokens, " tokens",
@@ -61,8 +61,8 @@ varlen_plan varlen_plan_build(const std::vector<int32_t>& cu_seqlens,
     plan.col_idx.insert(plan.col_idx.end(), m.col_idx.begin(), m.col_idx.end());
     for (int64_t h = 0; h < m.heads; ++h)
       for (int64_t r = 0; r < m.n_blocks; ++r)
-        items.push_back({static_cast<int32_t>(b), static_cast<int32_t>(h),
-                         static_cast<int32_t>(r), m.row_end(h, r) - m.row_begin(h, r)});
+        items.push_back({static_cast<int32_t>(b), static_cast<int32_t>(h), static_cast<int32_t>(r),
+                         m.row_end(h, r) - m.row_begin(h, r)});
   }
   std::stable_sort(items.begin(), items.end(),
                    [](const item& a, const item& b) { return a.tiles > b.tiles; });

@@ -1,6 +1,6 @@
 // cuda_attention_block_sparse and cuda_attention_varlen: validate the tensor views against the
-// plan at the API boundary, fill the kernel's POD parameters (attention_params.h, the counterpart of
-// FA3's Flash_fwd_params) and dispatch the runtime (kernel, dtype, head dim) to its compiled
+// plan at the API boundary, fill the kernel's POD parameters (attention_params.h, the counterpart
+// of FA3's Flash_fwd_params) and dispatch the runtime (kernel, dtype, head dim) to its compiled
 // instantiation. This is the one runtime -> compile-time switch of the CUDA attention.
 // Kernel choice (cuda_attention_options): the Hopper kernel (sm_90a) on compute capability 9.0
 // when the build has it, else the portable kernel; the Hopper grid is one CTA per SM unless the
@@ -81,9 +81,10 @@ void check_plan(const char* fn, const layer_plan_view& plan, const attention_scr
             plan.query_offset % cuda::mask_block == 0,
         fn, "plan query_offset=", plan.query_offset, " (a multiple of ", cuda::mask_block,
         " below n_tokens=", plan.n_tokens, ")");
-  check(n_q == plan.n_tokens - plan.query_offset && heads == plan.heads, fn, "plan is for n=",
-        plan.n_tokens, " query_offset=", plan.query_offset, " heads=", plan.heads, ", q has ",
-        n_q, " tokens (expected ", plan.n_tokens - plan.query_offset, ") and ", heads, " heads");
+  check(n_q == plan.n_tokens - plan.query_offset && heads == plan.heads, fn,
+        "plan is for n=", plan.n_tokens, " query_offset=", plan.query_offset, " heads=", plan.heads,
+        ", q has ", n_q, " tokens (expected ", plan.n_tokens - plan.query_offset, ") and ", heads,
+        " heads");
   check(plan.n_blocks == (plan.n_tokens + cuda::mask_block - 1) / cuda::mask_block &&
             plan.n_blocks < (int64_t{1} << 24) && heads < (int64_t{1} << 24),
         fn, "plan n_blocks=", plan.n_blocks, " for n_tokens=", plan.n_tokens, " heads=", heads);

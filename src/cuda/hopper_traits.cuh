@@ -51,7 +51,7 @@ struct ring_slot {
 // head = -1 ends the CTA's loop.
 struct hopper_item {
   int head = -1, qblock = 0;
-  int pivot = -1;  // A slot of the head, or -1
+  int pivot = -1;     // A slot of the head, or -1
   item_geometry geo;  // its sequence's rows in the packed tensors
   block_row<mask_block> row;
 };

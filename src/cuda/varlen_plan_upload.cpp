@@ -13,9 +13,18 @@ namespace sp {
 
 namespace {
 
-int64_t aligned(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+int64_t aligned(int64_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
 
-enum array_index { sequences_at, row_ptr_at, col_idx_at, schedule_at, item_sequence_at, counter_at };
+enum array_index {
+  sequences_at,
+  row_ptr_at,
+  col_idx_at,
+  schedule_at,
+  item_sequence_at,
+  counter_at
+};
 
 }  // namespace
 
@@ -28,13 +37,12 @@ device_varlen_plan::device_varlen_plan(const std::vector<int32_t>& cu_seqlens,
   total_tokens_ = plan.total_tokens;
   heads_ = plan.heads;
   work_items_ = plan.work_items();
-  const int64_t bytes[6] = {
-      sequences_ * static_cast<int64_t>(sizeof(varlen_sequence)),
-      static_cast<int64_t>(plan.row_ptr.size() * sizeof(int64_t)),
-      static_cast<int64_t>(plan.col_idx.size() * sizeof(int32_t)),
-      static_cast<int64_t>(plan.schedule.size() * sizeof(int32_t)),
-      static_cast<int64_t>(plan.item_sequence.size() * sizeof(int32_t)),
-      static_cast<int64_t>(sizeof(unsigned long long))};
+  const int64_t bytes[6] = {sequences_ * static_cast<int64_t>(sizeof(varlen_sequence)),
+                            static_cast<int64_t>(plan.row_ptr.size() * sizeof(int64_t)),
+                            static_cast<int64_t>(plan.col_idx.size() * sizeof(int32_t)),
+                            static_cast<int64_t>(plan.schedule.size() * sizeof(int32_t)),
+                            static_cast<int64_t>(plan.item_sequence.size() * sizeof(int32_t)),
+                            static_cast<int64_t>(sizeof(unsigned long long))};
   const void* sources[5] = {plan.sequences.data(), plan.row_ptr.data(), plan.col_idx.data(),
                             plan.schedule.data(), plan.item_sequence.data()};
   int64_t total = 0;
@@ -44,7 +52,8 @@ device_varlen_plan::device_varlen_plan(const std::vector<int32_t>& cu_seqlens,
   }
   host_.assign(static_cast<size_t>(total), std::byte{0});
   for (int i = 0; i < 5; ++i)
-    if (bytes[i] > 0) std::memcpy(host_.data() + offsets_[i], sources[i], static_cast<size_t>(bytes[i]));
+    if (bytes[i] > 0)
+      std::memcpy(host_.data() + offsets_[i], sources[i], static_cast<size_t>(bytes[i]));
   buffer_ = device_buffer(static_cast<size_t>(total));
   cuda::check_cuda(cudaMemcpyAsync(buffer_.data(), host_.data(), static_cast<size_t>(total),
                                    cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)),

@@ -74,7 +74,8 @@ void run_chunked(const chunk_case& c) {
                          full, pool);
   for (int64_t s = 0; s < c.n; s += c.chunk) {
     const int64_t end = std::min(c.n, s + c.chunk), rows = end - s;
-    const block_mask m = c.dense ? block_mask::dense_causal(end, bs, c.heads) : prefix_mask(full, end);
+    const block_mask m =
+        c.dense ? block_mask::dense_causal(end, bs, c.heads) : prefix_mask(full, end);
     const int64_t mb = m.n_blocks;
     std::vector<float> o(static_cast<size_t>(rows * c.heads * c.dim), -7.0f);
     std::vector<float> l(static_cast<size_t>(c.heads * rows), -7.0f);
@@ -120,9 +121,9 @@ TEST(AttentionChunked, RejectsBadOffsetsAndShapes) {
     return tensor_view::contiguous(p, dtype::f32, {rows, h, d});
   };
   auto run = [&](int64_t rows, int64_t offset) {
-    attention_block_sparse(tensor_view::contiguous(o.data(), dtype::f32, {rows, h, d}), {},
-                           nullptr, view(x.data(), rows), view(x.data(), n), view(x.data(), n),
-                           m, pool, offset);
+    attention_block_sparse(tensor_view::contiguous(o.data(), dtype::f32, {rows, h, d}), {}, nullptr,
+                           view(x.data(), rows), view(x.data(), n), view(x.data(), n), m, pool,
+                           offset);
   };
   EXPECT_NE(error_of([&] { run(200, 100); }).find("not a multiple of the block size"),
             std::string::npos);
@@ -163,7 +164,8 @@ TEST(AttentionVarlen, EqualsPerSequenceCallsBitwise) {
       b.kv(b.k, 0, b.total), b.kv(b.v, 0, b.total), b.cu, b.masks, pool);
   for (size_t s = 0; s + 1 < b.cu.size(); ++s) {
     const int64_t t0 = b.cu[s], n = b.cu[s + 1] - t0;
-    std::vector<float> o(static_cast<size_t>(n * b.heads * b.dim)), l(static_cast<size_t>(b.heads * n));
+    std::vector<float> o(static_cast<size_t>(n * b.heads * b.dim)),
+        l(static_cast<size_t>(b.heads * n));
     attention_block_sparse(tensor_view::contiguous(o.data(), dtype::f32, {n, b.heads, b.dim}),
                            tensor_view::contiguous(l.data(), dtype::f32, {b.heads, n}), nullptr,
                            b.qv(t0, n), b.kv(b.k, t0, n), b.kv(b.v, t0, n), b.masks[s], pool);

@@ -42,8 +42,7 @@ block_mask random_mask(int64_t n, int64_t heads, uint64_t seed, const std::vecto
   for (int64_t h = 0; h < heads; ++h)
     for (int32_t r = 0; r < nb; ++r)
       for (int32_t c = 0; c <= r; ++c)
-        if (c == r || rng() % 3 == 0 ||
-            std::find(dense.begin(), dense.end(), h) != dense.end())
+        if (c == r || rng() % 3 == 0 || std::find(dense.begin(), dense.end(), h) != dense.end())
           tiles[static_cast<size_t>(h)].emplace_back(r, c);
   return block_mask::from_tiles(n, bs, tiles);
 }
@@ -108,7 +107,8 @@ result run_plan(const problem& x, int64_t end, int64_t offset, const block_mask&
                 const std::vector<int32_t>& pivots, const kernel_config& k) {
   const int64_t rows = end - offset, nb = mask.n_blocks, np = static_cast<int64_t>(pivots.size());
   device_buffer dout(static_cast<size_t>(rows * x.heads * x.dim) * 2),
-      dlse(static_cast<size_t>(x.heads * rows) * 4), da(static_cast<size_t>(std::max<int64_t>(np * nb * nb, 1)) * 4);
+      dlse(static_cast<size_t>(x.heads * rows) * 4),
+      da(static_cast<size_t>(std::max<int64_t>(np * nb * nb, 1)) * 4);
   dout.fill_bytes(0xff);
   dlse.fill_bytes(0xff);
   da.fill_bytes(0xff);
@@ -156,8 +156,9 @@ void check_chunked(const chunk_case& c, const kernel_config& k) {
     const int64_t mb = m.n_blocks;
     for (size_t p = 0; p < c.pivots.size(); ++p)
       for (int64_t r = s / bs; r < mb; ++r)
-        EXPECT_EQ(std::memcmp(ch.a.data() + (p * mb + r) * mb, one.a.data() + (p * nb + r) * nb,
-                              mb * 4), 0)
+        EXPECT_EQ(
+            std::memcmp(ch.a.data() + (p * mb + r) * mb, one.a.data() + (p * nb + r) * nb, mb * 4),
+            0)
             << "A row " << r << " of pivot slot " << p << ", chunk at " << s;
     // Against the CPU chunk (fp32 on the same bf16 values): within bf16 output rounding.
     std::vector<float> o(static_cast<size_t>(rows * hd)), l(static_cast<size_t>(c.heads * rows));

@@ -83,15 +83,15 @@ class cpu_engine : public serving_engine {
                   keys = q_end - k_begin;
     const tensor_view ov = tensor_view::contiguous(out_[out].data() + q_begin * hd, dtype::f32,
                                                    {rows, o_.heads, o_.dim});
-    const tensor_view lv = with_lse ? tensor_view::contiguous(lse_[out].data(), dtype::f32,
-                                                              {o_.heads, rows})
-                                    : tensor_view{};
-    const tensor_view qv = tensor_view::contiguous(q_.data() + q_begin * hd, dtype::f32,
-                                                   {rows, o_.heads, o_.dim});
-    const tensor_view kv = tensor_view::contiguous(k_.data() + k_begin * kvd, dtype::f32,
-                                                   {keys, o_.kv_heads, o_.dim});
-    const tensor_view vv = tensor_view::contiguous(v_.data() + k_begin * kvd, dtype::f32,
-                                                   {keys, o_.kv_heads, o_.dim});
+    const tensor_view lv =
+        with_lse ? tensor_view::contiguous(lse_[out].data(), dtype::f32, {o_.heads, rows})
+                 : tensor_view{};
+    const tensor_view qv =
+        tensor_view::contiguous(q_.data() + q_begin * hd, dtype::f32, {rows, o_.heads, o_.dim});
+    const tensor_view kv =
+        tensor_view::contiguous(k_.data() + k_begin * kvd, dtype::f32, {keys, o_.kv_heads, o_.dim});
+    const tensor_view vv =
+        tensor_view::contiguous(v_.data() + k_begin * kvd, dtype::f32, {keys, o_.kv_heads, o_.dim});
     auto m = std::make_shared<block_mask>(mask);
     const int64_t offset = q_begin - k_begin;
     return [=] { attention_block_sparse(ov, lv, nullptr, qv, kv, vv, *m, pool_, offset); };
@@ -99,8 +99,8 @@ class cpu_engine : public serving_engine {
   launch_fn varlen(int out, const std::vector<int32_t>& cu,
                    const std::vector<block_mask>& masks) override {
     auto m = std::make_shared<std::vector<block_mask>>(masks);
-    const tensor_view ov = tensor_view::contiguous(out_[out].data(), dtype::f32,
-                                                   {total_, o_.heads, o_.dim});
+    const tensor_view ov =
+        tensor_view::contiguous(out_[out].data(), dtype::f32, {total_, o_.heads, o_.dim});
     return [=] {
       attention_block_sparse_varlen(ov, {}, view(q_, o_.heads), view(k_, o_.kv_heads),
                                     view(v_, o_.kv_heads), cu, *m, pool_);
@@ -117,9 +117,9 @@ class cpu_engine : public serving_engine {
     for (int i = 0; i < repeats; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       f();
-      best = std::min(best, std::chrono::duration<double, std::milli>(
-                                std::chrono::steady_clock::now() - t0)
-                                .count());
+      best = std::min(
+          best,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     return best;
   }
@@ -160,9 +160,8 @@ class cuda_engine : public serving_engine {
     const tensor_view qv = rows_of(q_, q_begin, rows, o_.heads);
     const tensor_view kv = rows_of(k_, k_begin, keys, o_.kv_heads);
     const tensor_view vv = rows_of(v_, k_begin, keys, o_.kv_heads);
-    return [=] {
-      cuda_attention_block_sparse(ov, lv, {}, qv, kv, vv, plan->plan(), plan->scratch());
-    };
+    return
+        [=] { cuda_attention_block_sparse(ov, lv, {}, qv, kv, vv, plan->plan(), plan->scratch()); };
   }
   launch_fn varlen(int out, const std::vector<int32_t>& cu,
                    const std::vector<block_mask>& masks) override {
@@ -199,8 +198,9 @@ class cuda_engine : public serving_engine {
     return b;
   }
   tensor_view rows_of(const device_buffer& b, int64_t t0, int64_t rows, int64_t heads) const {
-    tensor_view t = tensor_view::contiguous(static_cast<const uint16_t*>(b.data()) + t0 * heads * o_.dim,
-                                            dtype::bf16, {rows, heads, o_.dim});
+    tensor_view t =
+        tensor_view::contiguous(static_cast<const uint16_t*>(b.data()) + t0 * heads * o_.dim,
+                                dtype::bf16, {rows, heads, o_.dim});
     t.on_device = true;
     return t;
   }
@@ -304,9 +304,8 @@ void run_attention_serving_bench(const attention_bench_options& o, bool cuda) {
   std::fprintf(report, "%8s %9s %12s %12s %9s %10s %10s\n", "density", "measured", "reference_ms",
                "serving_ms", "ratio", "extra_ms", "rel_err");
   for (double density : o.densities) {
-    nlohmann::json row = {{"device", cuda ? "cuda" : "cpu"}, {"mode", mode},
-                          {"heads", o.heads},  {"kv_heads", o.kv_heads},
-                          {"dim", o.dim},      {"density", density}};
+    nlohmann::json row = {{"device", cuda ? "cuda" : "cpu"}, {"mode", mode}, {"heads", o.heads},
+                          {"kv_heads", o.kv_heads},          {"dim", o.dim}, {"density", density}};
     double ref_ms = 0.0, serving_ms = 0.0, extra_ms = 0.0, measured = 0.0;
     if (!o.seqlens.empty()) {  // slot 0: one call per sequence; slot 1: the batch
       std::vector<block_mask> masks;
@@ -319,7 +318,11 @@ void run_attention_serving_bench(const attention_bench_options& o, bool cuda) {
         causal += o.heads * causal_tile_count(masks.back().n_blocks);
       }
       measured = static_cast<double>(tiles) / static_cast<double>(causal);
-      ref_ms = e->time_ms([&] { for (auto& c : calls) c(); }, o.repeats);
+      ref_ms = e->time_ms(
+          [&] {
+            for (auto& c : calls) c();
+          },
+          o.repeats);
       serving_ms = e->time_ms(e->varlen(1, cu, masks), o.repeats);
       row["seqlens"] = o.seqlens;
       row["separate_ms"] = ref_ms;
@@ -334,7 +337,11 @@ void run_attention_serving_bench(const attention_bench_options& o, bool cuda) {
         const int64_t end = std::min(o.n, s + o.chunk);
         chunks.push_back(e->attention(1, 0, s, end, prefix_of(full, end), false));
       }
-      serving_ms = e->time_ms([&] { for (auto& c : chunks) c(); }, o.repeats);
+      serving_ms = e->time_ms(
+          [&] {
+            for (auto& c : chunks) c();
+          },
+          o.repeats);
       row["n"] = o.n;
       row["chunk"] = o.chunk;
       row["one_shot_ms"] = ref_ms;
@@ -347,7 +354,12 @@ void run_attention_serving_bench(const attention_bench_options& o, bool cuda) {
       ref_ms = e->time_ms(e->attention(0, 0, 0, o.n, full, true), o.repeats);
       const launch_fn a = e->attention(1, 0, 0, o.n, keys_in(full, 0, split), true);
       const launch_fn b = e->attention(2, 0, 0, o.n, keys_in(full, split, INT32_MAX), true);
-      const double halves_ms = e->time_ms([&] { a(); b(); }, o.repeats);
+      const double halves_ms = e->time_ms(
+          [&] {
+            a();
+            b();
+          },
+          o.repeats);
       const launch_fn m = e->merge(3, 1, 2);
       extra_ms = e->time_ms(m, o.repeats);
       serving_ms = halves_ms + extra_ms;

@@ -135,11 +135,16 @@ void run(const chunk_plan_options& o) {
         count_rows(m, c0 / 128, t_chunk, c_chunk);
       }
     }
-    const nlohmann::json row = {{"mode", mode_name},         {"n", n},
-                                {"chunk", o.chunk},          {"layers", s.layers},
-                                {"heads", s.heads},          {"kv_heads", s.kv_heads},
-                                {"dim", s.dim},              {"gamma", o.gamma},
-                                {"seed", s.seed},            {"rel_err_one_shot", e_one.rel()},
+    const nlohmann::json row = {{"mode", mode_name},
+                                {"n", n},
+                                {"chunk", o.chunk},
+                                {"layers", s.layers},
+                                {"heads", s.heads},
+                                {"kv_heads", s.kv_heads},
+                                {"dim", s.dim},
+                                {"gamma", o.gamma},
+                                {"seed", s.seed},
+                                {"rel_err_one_shot", e_one.rel()},
                                 {"rel_err_chunked", e_chunk.rel()},
                                 {"density_one_shot", t_one / c_one},
                                 {"density_chunked", t_chunk / c_chunk}};
