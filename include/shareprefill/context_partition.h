@@ -5,10 +5,12 @@
 //   zigzag:   the nb blocks in 2R contiguous chunks (sizes differing by at most one block); rank r
 //             takes chunks r and 2R-1-r. Balances the dense causal triangle; it is also the token
 //             ownership (who projects Q/K/V and runs the MLP of a token), uniform across layers.
-//   balanced: starts from zigzag and moves single blocks from the most to the least loaded rank
-//             while a move lowers the larger of the two loads, until max/mean work <= target or
-//             no move helps. Every moved block is a block whose queries and outputs travel
-//             between ranks (the ownership of its tokens stays zigzag), so it moves few blocks.
+//   balanced: starts from zigzag and moves a single block from the most to the least loaded
+//             rank (or, when no single block fits, swaps a heavier block of the first for a
+//             lighter one of the second) while that lowers the larger of the two loads, until
+//             max/mean work <= target or no step helps. Every moved block is a block whose
+//             queries and outputs travel between ranks (the ownership of its tokens stays
+//             zigzag), so it moves few blocks.
 // Imbalance = max rank work / mean rank work (1 = perfect; 1 for zero work).
 #pragma once
 

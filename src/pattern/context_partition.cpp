@@ -1,5 +1,5 @@
 // Query-block partitions for context parallelism (context_partition.h): zigzag chunks and the
-// sparsity-aware refinement that moves single blocks between the most and least loaded ranks.
+// sparsity-aware refinement that moves or swaps blocks between the most and least loaded ranks.
 #include "shareprefill/context_partition.h"
 
 #include <algorithm>
@@ -21,6 +21,17 @@ void check_inputs(const char* fn, const std::vector<int64_t>& row_work, int64_t 
 void sum_work(context_partition& p, const std::vector<int64_t>& row_work) {
   p.work.assign(static_cast<size_t>(p.ranks), 0);
   for (size_t b = 0; b < p.owner.size(); ++b) p.work[static_cast<size_t>(p.owner[b])] += row_work[b];
+}
+
+// Moves blocks[from][i] to rank `to`.
+void move_block(context_partition& p, std::vector<std::vector<int32_t>>& blocks,
+                const std::vector<int64_t>& row_work, size_t from, size_t i, size_t to) {
+  const int32_t b = blocks[from][i];
+  blocks[from].erase(blocks[from].begin() + static_cast<std::ptrdiff_t>(i));
+  blocks[to].push_back(b);
+  p.owner[static_cast<size_t>(b)] = static_cast<int32_t>(to);
+  p.work[from] -= row_work[static_cast<size_t>(b)];
+  p.work[to] += row_work[static_cast<size_t>(b)];
 }
 
 }  // namespace
@@ -91,8 +102,8 @@ context_partition context_partition_balanced(const std::vector<int64_t>& row_wor
   const int64_t nb = p.n_blocks();
   std::vector<std::vector<int32_t>> blocks(static_cast<size_t>(ranks));
   for (int64_t b = 0; b < nb; ++b) blocks[static_cast<size_t>(p.owner[static_cast<size_t>(b)])].push_back(static_cast<int32_t>(b));
-  // Each move of w from hi to lo with 0 < w < gap lowers the sum of squared loads by
-  // 2w(gap - w) > 0, so the loop ends; the cap only bounds pathological inputs.
+  // Each step shifts w from hi to lo with 0 < w < gap (one block, or a swap), which lowers the
+  // sum of squared loads by 2w(gap - w) > 0, so the loop ends; the cap only bounds the steps.
   for (int64_t moves = 0; moves < nb; ++moves) {
     if (p.imbalance() <= target_imbalance) break;
     const auto hi_it = std::max_element(p.work.begin(), p.work.end());
@@ -109,13 +120,36 @@ context_partition context_partition_balanced(const std::vector<int64_t>& row_wor
       const int64_t distance = std::llabs(2 * w - gap);
       if (best == blocks[hi].size() || distance < best_distance) best = i, best_distance = distance;
     }
-    if (best == blocks[hi].size()) break;
-    const int32_t b = blocks[hi][best];
-    blocks[hi].erase(blocks[hi].begin() + static_cast<std::ptrdiff_t>(best));
-    blocks[lo].push_back(b);
-    p.owner[static_cast<size_t>(b)] = static_cast<int32_t>(lo);
-    p.work[hi] -= row_work[static_cast<size_t>(b)];
-    p.work[lo] += row_work[static_cast<size_t>(b)];
+    if (best != blocks[hi].size()) {
+      move_block(p, blocks, row_work, hi, best, lo);
+      continue;
+    }
+    // No single block fits: exchange x of hi for a lighter y of lo, w_x - w_y in (0, gap)
+    // nearest gap/2 (the same strict decrease with w = w_x - w_y).
+    std::vector<std::pair<int64_t, size_t>> light;  // (work, index in blocks[lo]) ascending
+    for (size_t j = 0; j < blocks[lo].size(); ++j)
+      light.push_back({row_work[static_cast<size_t>(blocks[lo][j])], j});
+    std::sort(light.begin(), light.end());
+    size_t best_x = blocks[hi].size(), best_y = 0;
+    for (size_t i = 0; i < blocks[hi].size(); ++i) {
+      const int64_t wx = row_work[static_cast<size_t>(blocks[hi][i])];
+      // Candidates: the lightest y above wx - gap/2 and the heaviest below it.
+      const auto at = std::lower_bound(light.begin(), light.end(),
+                                       std::pair<int64_t, size_t>{wx - gap / 2, 0});
+      for (auto it : {at, at == light.begin() ? light.end() : at - 1}) {
+        if (it == light.end()) continue;
+        const int64_t w = wx - it->first;
+        if (w <= 0 || w >= gap) continue;
+        const int64_t distance = std::llabs(2 * w - gap);
+        if (best_x == blocks[hi].size() || distance < best_distance)
+          best_x = i, best_y = it->second, best_distance = distance;
+      }
+    }
+    if (best_x == blocks[hi].size()) break;
+    const int32_t y = blocks[lo][best_y];
+    move_block(p, blocks, row_work, hi, best_x, lo);
+    const auto y_at = std::find(blocks[lo].begin(), blocks[lo].end(), y);
+    move_block(p, blocks, row_work, lo, static_cast<size_t>(y_at - blocks[lo].begin()), hi);
   }
   return p;
 }

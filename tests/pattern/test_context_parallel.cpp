@@ -112,6 +112,16 @@ TEST(ContextPartition, BalancedStopsAtTheTargetAndMovesNothingWhenBalanced) {
   EXPECT_LE(tight.imbalance(), loose.imbalance());
 }
 
+TEST(ContextPartition, BalancedSwapsWhenNoSingleBlockFits) {
+  // zigzag: rank 0 = blocks 0 and 3 (5 + 3), rank 1 = blocks 1 and 2 (4 + 2); gap 2, no block of
+  // rank 0 is lighter than 2, but swapping 5 for 4 balances 7 / 7.
+  const std::vector<int64_t> work{5, 4, 2, 3};
+  const context_partition b = context_partition_balanced(work, 2, 1.0);
+  expect_valid(b, work);
+  EXPECT_EQ(b.work, (std::vector<int64_t>{7, 7}));
+  EXPECT_EQ(b.moved_blocks(context_partition_zigzag(work, 2)), 2);
+}
+
 TEST(ContextPartition, RowWorkOfAMask) {
   const block_mask m = block_mask::from_tiles(300, 128, {{{0, 0}, {2, 0}, {2, 2}}, {{1, 1}, {2, 1}}});
   EXPECT_EQ(context_row_work(m), (std::vector<int64_t>{1, 1, 3}));
