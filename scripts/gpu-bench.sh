@@ -16,7 +16,7 @@
 # and prints the per-round ratios and their medians.
 # The prefill step times the real model end to end against HF transformers (issue 14; MODEL,
 # TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree
-# (in SP_SRC_DIR).
+# (in SP_SRC_DIR); SP_BIN=DIR runs programs built elsewhere instead of $BUILD/bin.
 # The cp step simulates context-parallel ranks on this one GPU (issue 19,
 # docs/CONTEXT_PARALLEL.md).
 # The python step builds the Python extension in the same build and runs scripts/gpu-python.sh.
@@ -62,6 +62,8 @@ elif [ -n "$LIST" ]; then
   BIN=$BUILD/bin
 fi
 
+# SP_BIN: programs built elsewhere (the same sources for sm_90a), for the steps that only run.
+[ -n "${SP_BIN:-}" ] && BIN=$SP_BIN
 CUDA_TESTS=$(cd "$SRC/tests/cuda" && ls test_*.cpp | sed 's/\.cpp$//' | tr '\n' ' ')
 
 for step in $STEPS; do
