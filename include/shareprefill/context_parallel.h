@@ -48,10 +48,10 @@ std::vector<block_run> context_rank_runs(const context_partition& p, int64_t ran
 // block_attention != null throws. all_gather: equal bit for bit to one attention_block_sparse
 // call over `mask`; ring: within the merge's fp32 rounding of it.
 void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
-                                const block_attention_output* block_attention,
-                                const tensor_view& q, const tensor_view& k, const tensor_view& v,
-                                const block_mask& mask, const context_partition& p,
-                                context_kv_exchange exchange, thread_pool& pool);
+                                const block_attention_output* block_attention, const tensor_view& q,
+                                const tensor_view& k, const tensor_view& v, const block_mask& mask,
+                                const context_partition& p, context_kv_exchange exchange,
+                                thread_pool& pool);
 
 // Bytes of a plan in the layout of layer_plan_view.h, arrays sized to what is used (no
 // alignment padding): kinds [H] u8, row_ptr [H(nb+1)] i64, col_idx [tiles] i32, schedule [H nb 2]
@@ -74,8 +74,7 @@ struct context_comm {
 };
 // elem_bytes: bytes of a Q/K/V/O element (2 for bf16). pivots: heads producing A.
 context_comm context_comm_bytes(const block_mask& mask, int64_t kv_heads, int64_t dim,
-                                int64_t elem_bytes, int64_t pivots,
-                                const context_partition& tokens,
+                                int64_t elem_bytes, int64_t pivots, const context_partition& tokens,
                                 const context_partition& attention);
 
 }  // namespace sp

@@ -18,15 +18,16 @@ void cuda_copy_2d(void* dst, int64_t dst_pitch, const void* src, int64_t src_pit
   if (rows == 1 || (dst_pitch == width_bytes && src_pitch == width_bytes)) {
     // One contiguous range: cudaMemcpyAsync, which has no pitch limit (cudaMemcpy2DAsync
     // rejects pitches above the device's cudaDevAttrMaxPitch, which a 1M-token row range exceeds).
-    cuda::check_cuda(cudaMemcpyAsync(dst, src, static_cast<size_t>(width_bytes * rows),
-                                     cudaMemcpyDefault, s),
-                     fn, "cudaMemcpyAsync");
+    cuda::check_cuda(
+        cudaMemcpyAsync(dst, src, static_cast<size_t>(width_bytes * rows), cudaMemcpyDefault, s),
+        fn, "cudaMemcpyAsync");
     return;
   }
-  cuda::check_cuda(cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_pitch), src,
-                                     static_cast<size_t>(src_pitch), static_cast<size_t>(width_bytes),
-                                     static_cast<size_t>(rows), cudaMemcpyDefault, s),
-                   fn, "cudaMemcpy2DAsync");
+  cuda::check_cuda(
+      cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
+                        static_cast<size_t>(width_bytes), static_cast<size_t>(rows),
+                        cudaMemcpyDefault, s),
+      fn, "cudaMemcpy2DAsync");
 }
 
 }  // namespace sp

@@ -22,7 +22,9 @@ struct nccl_comm::impl {
   int ranks = 0, rank = 0;
 };
 
-bool nccl_available() { return true; }
+bool nccl_available() {
+  return true;
+}
 
 nccl_id nccl_make_id() {
   static_assert(sizeof(ncclUniqueId) == sizeof(nccl_id::bytes), "ncclUniqueId size");
@@ -52,15 +54,20 @@ nccl_comm::~nccl_comm() {
 nccl_comm::nccl_comm(nccl_comm&&) noexcept = default;
 nccl_comm& nccl_comm::operator=(nccl_comm&&) noexcept = default;
 
-int nccl_comm::ranks() const { return impl_->ranks; }
-int nccl_comm::rank() const { return impl_->rank; }
+int nccl_comm::ranks() const {
+  return impl_->ranks;
+}
+int nccl_comm::rank() const {
+  return impl_->rank;
+}
 
 void nccl_comm::gather_segments(void* buffer, const std::vector<byte_segment>& segments,
                                 void* stream) {
   const char* fn = "nccl_comm::gather_segments";
   for (const byte_segment& s : segments)
-    check(s.root >= 0 && s.root < impl_->ranks && s.offset >= 0 && s.bytes >= 0, fn, "segment root ",
-          s.root, " offset ", s.offset, " bytes ", s.bytes, " (", impl_->ranks, " ranks)");
+    check(s.root >= 0 && s.root < impl_->ranks && s.offset >= 0 && s.bytes >= 0, fn,
+          "segment root ", s.root, " offset ", s.offset, " bytes ", s.bytes, " (", impl_->ranks,
+          " ranks)");
   check_nccl(ncclGroupStart(), fn, "ncclGroupStart");
   for (const byte_segment& s : segments) {
     if (s.bytes == 0) continue;

@@ -7,9 +7,13 @@ namespace sp {
 
 struct nccl_comm::impl {};
 
-bool nccl_available() { return false; }
+bool nccl_available() {
+  return false;
+}
 
-nccl_id nccl_make_id() { fail("nccl_make_id", "built without NCCL (configure with -DSP_NCCL=ON)"); }
+nccl_id nccl_make_id() {
+  fail("nccl_make_id", "built without NCCL (configure with -DSP_NCCL=ON)");
+}
 
 nccl_comm::nccl_comm(const nccl_id&, int, int) {
   fail("nccl_comm", "built without NCCL (configure with -DSP_NCCL=ON)");
@@ -17,8 +21,12 @@ nccl_comm::nccl_comm(const nccl_id&, int, int) {
 nccl_comm::~nccl_comm() = default;
 nccl_comm::nccl_comm(nccl_comm&&) noexcept = default;
 nccl_comm& nccl_comm::operator=(nccl_comm&&) noexcept = default;
-int nccl_comm::ranks() const { return 0; }
-int nccl_comm::rank() const { return 0; }
+int nccl_comm::ranks() const {
+  return 0;
+}
+int nccl_comm::rank() const {
+  return 0;
+}
 void nccl_comm::gather_segments(void*, const std::vector<byte_segment>&, void*) {
   fail("nccl_comm::gather_segments", "built without NCCL");
 }

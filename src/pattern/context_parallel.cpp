@@ -27,8 +27,8 @@ block_mask block_mask_restrict(const block_mask& mask, const std::vector<uint8_t
   const char* fn = "block_mask_restrict";
   const size_t nb = static_cast<size_t>(mask.n_blocks);
   check(rows.size() == nb, fn, "rows has ", rows.size(), " entries, the mask ", nb, " blocks");
-  check(cols.empty() || cols.size() == nb, fn, "cols has ", cols.size(), " entries, the mask ",
-        nb, " blocks");
+  check(cols.empty() || cols.size() == nb, fn, "cols has ", cols.size(), " entries, the mask ", nb,
+        " blocks");
   block_mask out;
   out.n_tokens = mask.n_tokens, out.block_size = mask.block_size, out.n_blocks = mask.n_blocks;
   out.heads = mask.heads;
@@ -37,7 +37,8 @@ block_mask block_mask_restrict(const block_mask& mask, const std::vector<uint8_t
     out.row_ptr.push_back(static_cast<int64_t>(out.col_idx.size()));
     for (size_t r = 0; r < nb; ++r) {
       if (rows[r] != 0)
-        for (int64_t i = mask.row_begin(h, static_cast<int64_t>(r)); i < mask.row_end(h, static_cast<int64_t>(r)); ++i) {
+        for (int64_t i = mask.row_begin(h, static_cast<int64_t>(r));
+             i < mask.row_end(h, static_cast<int64_t>(r)); ++i) {
           const int32_t c = mask.col_idx[static_cast<size_t>(i)];
           if (cols.empty() || cols[static_cast<size_t>(c)] != 0) out.col_idx.push_back(c);
         }
@@ -52,8 +53,10 @@ std::vector<block_run> context_rank_runs(const context_partition& p, int64_t ran
   std::vector<block_run> runs;
   for (int64_t b = 0; b < p.n_blocks(); ++b) {
     if (p.owner[static_cast<size_t>(b)] != rank) continue;
-    if (!runs.empty() && runs.back().end == b) ++runs.back().end;
-    else runs.push_back({b, b + 1});
+    if (!runs.empty() && runs.back().end == b)
+      ++runs.back().end;
+    else
+      runs.push_back({b, b + 1});
   }
   return runs;
 }
@@ -85,10 +88,10 @@ void copy_rank_rows(const std::vector<block_run>& runs, int64_t n, int64_t bs, i
 }  // namespace
 
 void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
-                                const block_attention_output* block_attention,
-                                const tensor_view& q, const tensor_view& k, const tensor_view& v,
-                                const block_mask& mask, const context_partition& p,
-                                context_kv_exchange exchange, thread_pool& pool) {
+                                const block_attention_output* block_attention, const tensor_view& q,
+                                const tensor_view& k, const tensor_view& v, const block_mask& mask,
+                                const context_partition& p, context_kv_exchange exchange,
+                                thread_pool& pool) {
   const char* fn = "context_parallel_attention";
   const attention_shape s = attention_shape_of(fn, q, k, v);
   check(p.n_blocks() == mask.n_blocks && mask.n_tokens == s.n, fn, "the partition has ",
@@ -104,8 +107,10 @@ void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
         "the ring exchange cannot produce block attention (a pivot row needs all its keys)");
   const int64_t n = s.n, nb = mask.n_blocks, bs = mask.block_size;
   const int64_t out_elems = n * s.heads * s.dim;
-  std::vector<float> rank_out(static_cast<size_t>(out_elems)), rank_lse(static_cast<size_t>(s.heads * n));
-  const tensor_view o_view = tensor_view::contiguous(rank_out.data(), dtype::f32, {n, s.heads, s.dim});
+  std::vector<float> rank_out(static_cast<size_t>(out_elems)),
+      rank_lse(static_cast<size_t>(s.heads * n));
+  const tensor_view o_view =
+      tensor_view::contiguous(rank_out.data(), dtype::f32, {n, s.heads, s.dim});
   const tensor_view l_view = tensor_view::contiguous(rank_lse.data(), dtype::f32, {s.heads, n});
   std::vector<float> rank_a;
   block_attention_output rank_ba;
@@ -123,7 +128,8 @@ void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
       // Chunks in ring order r, r-1, ...: the first straight into the rank's result, each later
       // one into a partial that is merged in (aliasing the result is allowed).
       std::vector<float> part_out(static_cast<size_t>(out_elems)), part_lse(rank_lse.size());
-      const tensor_view po = tensor_view::contiguous(part_out.data(), dtype::f32, {n, s.heads, s.dim});
+      const tensor_view po =
+          tensor_view::contiguous(part_out.data(), dtype::f32, {n, s.heads, s.dim});
       const tensor_view pl = tensor_view::contiguous(part_lse.data(), dtype::f32, {s.heads, n});
       for (int64_t step = 0; step < p.ranks; ++step) {
         const int64_t chunk = (r - step + p.ranks) % p.ranks;
@@ -136,8 +142,8 @@ void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
         merge_attention_states(o_view, l_view, o_view, l_view, po, pl);
       }
     }
-    copy_rank_rows(context_rank_runs(p, r), n, bs, nb, out, rank_out.data(), lse,
-                   rank_lse.data(), block_attention, rank_a.data());
+    copy_rank_rows(context_rank_runs(p, r), n, bs, nb, out, rank_out.data(), lse, rank_lse.data(),
+                   block_attention, rank_a.data());
   }
 }
 
@@ -151,7 +157,8 @@ int64_t context_plan_bytes(const block_mask& mask, const std::vector<uint8_t>& r
     for (int64_t r = 0; r < nb; ++r) {
       if (rows[static_cast<size_t>(r)] == 0) continue;
       ++kept;
-      for (int64_t head = 0; head < h; ++head) tiles += mask.row_end(head, r) - mask.row_begin(head, r);
+      for (int64_t head = 0; head < h; ++head)
+        tiles += mask.row_end(head, r) - mask.row_begin(head, r);
     }
   }
   const int64_t per_head = 1 + 4 + 8;  // kinds, pivot_slot, scratch_offset
@@ -170,8 +177,7 @@ int64_t context_comm::max_total() const {
 }
 
 context_comm context_comm_bytes(const block_mask& mask, int64_t kv_heads, int64_t dim,
-                                int64_t elem_bytes, int64_t pivots,
-                                const context_partition& tokens,
+                                int64_t elem_bytes, int64_t pivots, const context_partition& tokens,
                                 const context_partition& attention) {
   const char* fn = "context_comm_bytes";
   check(tokens.ranks == attention.ranks && tokens.n_blocks() == mask.n_blocks &&
@@ -183,12 +189,14 @@ context_comm context_comm_bytes(const block_mask& mask, int64_t kv_heads, int64_
   const int64_t ranks = tokens.ranks, nb = mask.n_blocks, n = mask.n_tokens, bs = mask.block_size;
   auto tokens_of = [&](int64_t b) { return std::min((b + 1) * bs, n) - b * bs; };
   context_comm c;
-  for (auto* v : {&c.kv, &c.qo, &c.plan, &c.block_attention}) v->assign(static_cast<size_t>(ranks), 0);
+  for (auto* v : {&c.kv, &c.qo, &c.plan, &c.block_attention})
+    v->assign(static_cast<size_t>(ranks), 0);
   const int32_t planner_rank = tokens.owner.back();
   const int64_t plan = context_plan_bytes(mask);
   const int64_t q_row = mask.heads * dim * elem_bytes, kv_row = 2 * kv_heads * dim * elem_bytes;
   for (int64_t b = 0; b < nb; ++b) {
-    const int32_t t = tokens.owner[static_cast<size_t>(b)], a = attention.owner[static_cast<size_t>(b)];
+    const int32_t t = tokens.owner[static_cast<size_t>(b)],
+                  a = attention.owner[static_cast<size_t>(b)];
     for (int64_t r = 0; r < ranks; ++r)
       if (r != t) c.kv[static_cast<size_t>(r)] += tokens_of(b) * kv_row;
     if (a != t) {

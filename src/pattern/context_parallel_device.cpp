@@ -15,8 +15,8 @@ struct cuda_context_simulation::impl {
   context_kv_exchange exchange = context_kv_exchange::all_gather;
   int64_t n = 0, heads = 0, dim = 0, nb = 0, block_size = 128;
   dtype type = dtype::bf16;
-  std::vector<int32_t> pivot_heads;       // ascending; sub-plan slot i = pivot_heads[i]
-  std::vector<int32_t> pivot_slot;        // [H] the caller's slots
+  std::vector<int32_t> pivot_heads;                   // ascending; sub-plan slot i = pivot_heads[i]
+  std::vector<int32_t> pivot_slot;                    // [H] the caller's slots
   std::vector<std::vector<device_layer_plan>> plans;  // [rank][ring step] (all_gather: one)
   int64_t plan_bytes = 0;
   // The rank's results (shared by the ranks) and the ring's partial and fp32 accumulator.
@@ -78,7 +78,8 @@ cuda_context_simulation::cuda_context_simulation(const block_mask& mask,
   const size_t lse_bytes = static_cast<size_t>(s.heads * s.n * 4);
   s.out = device_buffer(out_bytes);
   s.lse = device_buffer(lse_bytes);
-  if (!s.pivot_heads.empty()) s.a = device_buffer(s.pivot_heads.size() * static_cast<size_t>(s.nb * s.nb * 4));
+  if (!s.pivot_heads.empty())
+    s.a = device_buffer(s.pivot_heads.size() * static_cast<size_t>(s.nb * s.nb * 4));
   if (exchange == context_kv_exchange::ring && partition.ranks > 1) {
     s.part_out = device_buffer(out_bytes);
     s.part_lse = device_buffer(lse_bytes);
@@ -94,8 +95,12 @@ cuda_context_simulation::cuda_context_simulation(cuda_context_simulation&&) noex
 cuda_context_simulation& cuda_context_simulation::operator=(cuda_context_simulation&&) noexcept =
     default;
 
-int64_t cuda_context_simulation::ranks() const { return impl_->partition.ranks; }
-int64_t cuda_context_simulation::plan_bytes_uploaded() const { return impl_->plan_bytes; }
+int64_t cuda_context_simulation::ranks() const {
+  return impl_->partition.ranks;
+}
+int64_t cuda_context_simulation::plan_bytes_uploaded() const {
+  return impl_->plan_bytes;
+}
 
 void cuda_context_simulation::run_rank(int64_t rank, const tensor_view& q, const tensor_view& k,
                                        const tensor_view& v, const cuda_attention_options& options,
@@ -156,13 +161,14 @@ void cuda_context_simulation::gather_rank(int64_t rank, const tensor_view& out,
              block_attention.is_contiguous() && block_attention.rank == 3 &&
              block_attention.shape[0] > max_slot && block_attention.shape[1] == s.nb &&
              block_attention.shape[2] == s.nb),
-        fn, "block_attention must be a contiguous device f32 [> ", max_slot, ", ", s.nb, ", ",
-        s.nb, "] view");
+        fn, "block_attention must be a contiguous device f32 [> ", max_slot, ", ", s.nb, ", ", s.nb,
+        "] view");
   const int64_t row = s.heads * s.dim * s.elem();
   for (const block_run& run : context_rank_runs(s.partition, rank)) {
     const int64_t t0 = run.begin * s.block_size, t1 = std::min(run.end * s.block_size, s.n);
-    cuda_copy_2d(static_cast<char*>(out.data) + t0 * row, row, static_cast<const char*>(s.out.data()) + t0 * row,
-                 row, (t1 - t0) * row, 1, stream);
+    cuda_copy_2d(static_cast<char*>(out.data) + t0 * row, row,
+                 static_cast<const char*>(s.out.data()) + t0 * row, row, (t1 - t0) * row, 1,
+                 stream);
     if (!lse.empty())
       cuda_copy_2d(static_cast<float*>(lse.data) + t0, s.n * 4,
                    static_cast<const float*>(s.lse.data()) + t0, s.n * 4, (t1 - t0) * 4, s.heads,
@@ -171,7 +177,8 @@ void cuda_context_simulation::gather_rank(int64_t rank, const tensor_view& out,
       const int64_t slot = s.pivot_slot[static_cast<size_t>(s.pivot_heads[i])];
       cuda_copy_2d(static_cast<float*>(block_attention.data) + (slot * s.nb + run.begin) * s.nb,
                    s.nb * 4,
-                   static_cast<const float*>(s.a.data()) + (static_cast<int64_t>(i) * s.nb + run.begin) * s.nb,
+                   static_cast<const float*>(s.a.data()) +
+                       (static_cast<int64_t>(i) * s.nb + run.begin) * s.nb,
                    s.nb * 4, s.nb * 4, run.end - run.begin, stream);
     }
   }

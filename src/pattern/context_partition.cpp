@@ -20,7 +20,8 @@ void check_inputs(const char* fn, const std::vector<int64_t>& row_work, int64_t 
 
 void sum_work(context_partition& p, const std::vector<int64_t>& row_work) {
   p.work.assign(static_cast<size_t>(p.ranks), 0);
-  for (size_t b = 0; b < p.owner.size(); ++b) p.work[static_cast<size_t>(p.owner[b])] += row_work[b];
+  for (size_t b = 0; b < p.owner.size(); ++b)
+    p.work[static_cast<size_t>(p.owner[b])] += row_work[b];
 }
 
 // Moves blocks[from][i] to rank `to`.
@@ -86,7 +87,8 @@ context_partition context_partition_zigzag(const std::vector<int64_t>& row_work,
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * nb / chunks, end = (c + 1) * nb / chunks;
     const int64_t rank = c < ranks ? c : chunks - 1 - c;
-    for (int64_t b = begin; b < end; ++b) p.owner[static_cast<size_t>(b)] = static_cast<int32_t>(rank);
+    for (int64_t b = begin; b < end; ++b)
+      p.owner[static_cast<size_t>(b)] = static_cast<int32_t>(rank);
   }
   sum_work(p, row_work);
   return p;
@@ -101,7 +103,8 @@ context_partition context_partition_balanced(const std::vector<int64_t>& row_wor
   context_partition p = context_partition_zigzag(row_work, ranks);
   const int64_t nb = p.n_blocks();
   std::vector<std::vector<int32_t>> blocks(static_cast<size_t>(ranks));
-  for (int64_t b = 0; b < nb; ++b) blocks[static_cast<size_t>(p.owner[static_cast<size_t>(b)])].push_back(static_cast<int32_t>(b));
+  for (int64_t b = 0; b < nb; ++b)
+    blocks[static_cast<size_t>(p.owner[static_cast<size_t>(b)])].push_back(static_cast<int32_t>(b));
   // Each step shifts w from hi to lo with 0 < w < gap (one block, or a swap), which lowers the
   // sum of squared loads by 2w(gap - w) > 0, so the loop ends; the cap only bounds the steps.
   for (int64_t moves = 0; moves < nb; ++moves) {
@@ -134,8 +137,8 @@ context_partition context_partition_balanced(const std::vector<int64_t>& row_wor
     for (size_t i = 0; i < blocks[hi].size(); ++i) {
       const int64_t wx = row_work[static_cast<size_t>(blocks[hi][i])];
       // Candidates: the lightest y above wx - gap/2 and the heaviest below it.
-      const auto at = std::lower_bound(light.begin(), light.end(),
-                                       std::pair<int64_t, size_t>{wx - gap / 2, 0});
+      const auto at =
+          std::lower_bound(light.begin(), light.end(), std::pair<int64_t, size_t>{wx - gap / 2, 0});
       for (auto it : {at, at == light.begin() ? light.end() : at - 1}) {
         if (it == light.end()) continue;
         const int64_t w = wx - it->first;

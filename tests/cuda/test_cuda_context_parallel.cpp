@@ -63,7 +63,8 @@ std::vector<T> download(const device_buffer& b) {
 struct outputs {
   device_buffer out, lse, a;
   outputs(const cp_case& c, int64_t nb, int64_t slots)
-      : out(static_cast<size_t>(c.n * c.heads * c.dim * 2)), lse(static_cast<size_t>(c.heads * c.n * 4)),
+      : out(static_cast<size_t>(c.n * c.heads * c.dim * 2)),
+        lse(static_cast<size_t>(c.heads * c.n * 4)),
         a(static_cast<size_t>(std::max<int64_t>(slots, 1) * nb * nb * 4)) {
     out.fill_bytes(0xff), lse.fill_bytes(0xff), a.fill_bytes(0xff);  // NaN until written
   }
@@ -89,8 +90,8 @@ TEST_P(CudaContextParallel, AllGatherRanksEqualOneCallBitForBit) {
   outputs one(c, nb, 1);
   cuda_attention_block_sparse(device_view(one.out, dtype::bf16, {c.n, c.heads, c.dim}),
                               device_view(one.lse, dtype::f32, {c.heads, c.n}),
-                              device_view(one.a, dtype::f32, {1, nb, nb}), qv, kv, vv,
-                              whole.plan(), whole.scratch());
+                              device_view(one.a, dtype::f32, {1, nb, nb}), qv, kv, vv, whole.plan(),
+                              whole.scratch());
   cuda_synchronize();
   const std::vector<int64_t> work = context_row_work(mask);
   for (int64_t ranks : {1, 2, 3, 4})
@@ -149,14 +150,16 @@ TEST_P(CudaContextParallel, RingRanksMergeToOneCall) {
     // different tile order: 1e-4 relative to |lse| <= log(N) + max score.
     double worst = 0;
     for (size_t i = 0; i < a.size(); ++i)
-      worst = std::max(worst, std::fabs(static_cast<double>(bf16_to_fp32(a[i])) - bf16_to_fp32(b[i])));
+      worst =
+          std::max(worst, std::fabs(static_cast<double>(bf16_to_fp32(a[i])) - bf16_to_fp32(b[i])));
     EXPECT_LE(worst, 0.008) << c.name() << " ranks " << ranks;
     for (size_t i = 0; i < la.size(); ++i) {
       if (std::isinf(lb[i])) {
         EXPECT_TRUE(std::isinf(la[i]) && la[i] < 0) << i;
         continue;
       }
-      ASSERT_NEAR(la[i], lb[i], 1e-4 * std::max(1.0f, std::fabs(lb[i]))) << c.name() << " row " << i;
+      ASSERT_NEAR(la[i], lb[i], 1e-4 * std::max(1.0f, std::fabs(lb[i])))
+          << c.name() << " row " << i;
     }
   }
 }
@@ -164,21 +167,26 @@ TEST_P(CudaContextParallel, RingRanksMergeToOneCall) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaContextParallel,
                          ::testing::Values(cp_case{1, 2, 1, 64}, cp_case{239, 4, 2, 128},
                                            cp_case{1023, 6, 3, 64}, cp_case{4224, 8, 2, 128}),
-                         [](const ::testing::TestParamInfo<cp_case>& shape) { return shape.param.name(); });
+                         [](const ::testing::TestParamInfo<cp_case>& shape) {
+                           return shape.param.name();
+                         });
 
 TEST(CudaContextParallelBad, RingWithPivotsAndBadViewsAreErrors) {
   const block_mask mask = block_mask::dense_causal(300, 128, 2);
   const context_partition p = context_partition_zigzag(context_row_work(mask), 2);
+  EXPECT_NE(
+      error_of([&] {
+        cuda_context_simulation(mask, {0, -1}, p, context_kv_exchange::ring, 128, dtype::bf16);
+      }).find("cannot produce block attention"),
+      std::string::npos);
   EXPECT_NE(error_of([&] {
-              cuda_context_simulation(mask, {0, -1}, p, context_kv_exchange::ring, 128, dtype::bf16);
-            }).find("cannot produce block attention"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] {
-              cuda_context_simulation(mask, {-1}, p, context_kv_exchange::all_gather, 128, dtype::bf16);
+              cuda_context_simulation(mask, {-1}, p, context_kv_exchange::all_gather, 128,
+                                      dtype::bf16);
             }).find("pivot_slot has 1 entries"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
-              cuda_context_simulation(mask, {-1, -1}, p, context_kv_exchange::all_gather, 96, dtype::bf16);
+              cuda_context_simulation(mask, {-1, -1}, p, context_kv_exchange::all_gather, 96,
+                                      dtype::bf16);
             }).find("dim=96"),
             std::string::npos);
 }

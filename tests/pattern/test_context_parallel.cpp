@@ -123,16 +123,26 @@ TEST(ContextPartition, BalancedSwapsWhenNoSingleBlockFits) {
 }
 
 TEST(ContextPartition, RowWorkOfAMask) {
-  const block_mask m = block_mask::from_tiles(300, 128, {{{0, 0}, {2, 0}, {2, 2}}, {{1, 1}, {2, 1}}});
+  const block_mask m =
+      block_mask::from_tiles(300, 128, {{{0, 0}, {2, 0}, {2, 2}}, {{1, 1}, {2, 1}}});
   EXPECT_EQ(context_row_work(m), (std::vector<int64_t>{1, 1, 3}));
   EXPECT_EQ(context_row_work(block_mask::dense_causal(300, 128, 2)), context_row_work_dense(3, 2));
 }
 
 TEST(ContextPartition, BadInputsNameTheProblem) {
-  EXPECT_NE(error_of([] { context_partition_zigzag({}, 2); }).find("row_work is empty"), std::string::npos);
-  EXPECT_NE(error_of([] { context_partition_zigzag({1, 2}, 0); }).find("ranks=0"), std::string::npos);
-  EXPECT_NE(error_of([] { context_partition_balanced({1, -2}, 2); }).find("row_work[1]=-2"), std::string::npos);
-  EXPECT_NE(error_of([] { context_partition_balanced({1, 2}, 2, 0.5); }).find("target_imbalance=0.5"),
+  EXPECT_NE(error_of([] { context_partition_zigzag({}, 2); }).find("row_work is empty"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              context_partition_zigzag({1, 2}, 0);
+            }).find("ranks=0"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              context_partition_balanced({1, -2}, 2);
+            }).find("row_work[1]=-2"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              context_partition_balanced({1, 2}, 2, 0.5);
+            }).find("target_imbalance=0.5"),
             std::string::npos);
   EXPECT_NE(error_of([] { context_row_work_dense(0, 1); }).find("n_blocks=0"), std::string::npos);
 }
@@ -144,7 +154,9 @@ TEST(ContextParallel, RestrictKeepsRowsAndColumns) {
   rows.validate();
   const block_mask both = block_mask_restrict(m, {0, 1, 0, 1}, {1, 0, 0, 1});
   EXPECT_EQ(both.tiles_of(0), (std::vector<tile>{{1, 0}, {3, 0}, {3, 3}}));
-  EXPECT_NE(error_of([&] { block_mask_restrict(m, {1, 1}); }).find("rows has 2 entries"),
+  EXPECT_NE(error_of([&] {
+              block_mask_restrict(m, {1, 1});
+            }).find("rows has 2 entries"),
             std::string::npos);
   const context_partition p = context_partition_zigzag(context_row_work(m), 2);
   const std::vector<block_run> runs = context_rank_runs(p, 1);
@@ -161,7 +173,8 @@ block_mask random_mask(int64_t n, int64_t heads, uint64_t seed) {
   for (int64_t h = 0; h < heads; ++h)
     for (int32_t r = 0; r < nb; ++r)
       for (int32_t c = 0; c <= r; ++c)
-        if (h == 1 || (r % 5 != 3 && (c == r || rng() % 3 == 0))) tiles[static_cast<size_t>(h)].push_back({r, c});
+        if (h == 1 || (r % 5 != 3 && (c == r || rng() % 3 == 0)))
+          tiles[static_cast<size_t>(h)].push_back({r, c});
   return block_mask::from_tiles(n, bs, tiles);
 }
 
@@ -170,8 +183,13 @@ struct problem {
   std::vector<float> q, k, v;
   tensor_view qv, kv, vv;
   problem(int64_t n_, int64_t h, int64_t hkv, int64_t d, uint64_t seed)
-      : n(n_), heads(h), kv_heads(hkv), dim(d), q(random_values(n_ * h * d, seed)),
-        k(random_values(n_ * hkv * d, seed + 1)), v(random_values(n_ * hkv * d, seed + 2)) {
+      : n(n_),
+        heads(h),
+        kv_heads(hkv),
+        dim(d),
+        q(random_values(n_ * h * d, seed)),
+        k(random_values(n_ * hkv * d, seed + 1)),
+        v(random_values(n_ * hkv * d, seed + 2)) {
     qv = tensor_view::contiguous(q.data(), dtype::f32, {n, h, d});
     kv = tensor_view::contiguous(k.data(), dtype::f32, {n, hkv, d});
     vv = tensor_view::contiguous(v.data(), dtype::f32, {n, hkv, d});
@@ -183,7 +201,8 @@ struct result {
   tensor_view ov, lv;
   block_attention_output ba;
   result(const problem& p, int64_t nb, const std::vector<int32_t>& pivots)
-      : out(static_cast<size_t>(p.n * p.heads * p.dim), 7.0f), lse(static_cast<size_t>(p.heads * p.n), 7.0f),
+      : out(static_cast<size_t>(p.n * p.heads * p.dim), 7.0f),
+        lse(static_cast<size_t>(p.heads * p.n), 7.0f),
         a(pivots.size() * static_cast<size_t>(nb * nb), 7.0f) {
     ov = tensor_view::contiguous(out.data(), dtype::f32, {p.n, p.heads, p.dim});
     lv = tensor_view::contiguous(lse.data(), dtype::f32, {p.heads, p.n});
@@ -234,11 +253,15 @@ TEST(ContextParallel, RingRanksMergeToOneCall) {
       // Each row is merged from at most `ranks` partials in fp32: a few float ulps of values of
       // magnitude <= 1 (|v| <= 1), so 1e-5 leaves an order of magnitude of room; the lse of empty
       // rows must stay -inf in both.
-      EXPECT_LE(testing::max_abs_diff(sim.out.data(), one.out.data(), static_cast<int64_t>(one.out.size())), 1e-5)
+      EXPECT_LE(testing::max_abs_diff(sim.out.data(), one.out.data(),
+                                      static_cast<int64_t>(one.out.size())),
+                1e-5)
           << "n " << n << " ranks " << ranks;
       for (size_t i = 0; i < one.lse.size(); ++i) {
-        if (std::isinf(one.lse[i])) EXPECT_TRUE(std::isinf(sim.lse[i]) && sim.lse[i] < 0) << i;
-        else EXPECT_NEAR(sim.lse[i], one.lse[i], 1e-5) << i;
+        if (std::isinf(one.lse[i]))
+          EXPECT_TRUE(std::isinf(sim.lse[i]) && sim.lse[i] < 0) << i;
+        else
+          EXPECT_NEAR(sim.lse[i], one.lse[i], 1e-5) << i;
       }
     }
   }

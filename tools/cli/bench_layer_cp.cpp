@@ -20,9 +20,9 @@ nlohmann::json comm_json(const context_comm& c) {
   auto max_of = [](const std::vector<int64_t>& v) { return *std::max_element(v.begin(), v.end()); };
   std::vector<int64_t> totals;
   for (size_t r = 0; r < c.kv.size(); ++r) totals.push_back(c.total(static_cast<int64_t>(r)));
-  return {{"kv", max_of(c.kv)}, {"qo", max_of(c.qo)}, {"plan", max_of(c.plan)},
-          {"block_attention", max_of(c.block_attention)}, {"max_total", c.max_total()},
-          {"per_rank_total", totals}};
+  return {{"kv", max_of(c.kv)},         {"qo", max_of(c.qo)},
+          {"plan", max_of(c.plan)},     {"block_attention", max_of(c.block_attention)},
+          {"max_total", c.max_total()}, {"per_rank_total", totals}};
 }
 
 // Element-wise comparison of two results of the same dtype: equal bits, differing elements and
@@ -80,21 +80,27 @@ nlohmann::json cp_simulate_layer(const cp_bench_options& o, const cp_layer_input
   for (int32_t s : in.pivot_slot) pivots += s >= 0;
   // Ring ranks cannot produce block attention: the simulation runs without it (pivots' A is
   // then not compared) and the A gather is still in the byte model (an all-gather pass needs it).
-  const std::vector<int32_t> sim_slots =
-      exchange == context_kv_exchange::ring ? std::vector<int32_t>(in.pivot_slot.size(), -1)
-                                            : in.pivot_slot;
+  const std::vector<int32_t> sim_slots = exchange == context_kv_exchange::ring
+                                             ? std::vector<int32_t>(in.pivot_slot.size(), -1)
+                                             : in.pivot_slot;
   const int64_t elem = in.q.type == dtype::f32 ? 4 : 2;
-  nlohmann::json j = {
-      {"ranks", o.ranks}, {"exchange", o.exchange}, {"target_imbalance", o.target_imbalance},
-      {"imbalance_zigzag", zigzag.imbalance()}, {"imbalance_balanced", balanced.imbalance()},
-      {"work_zigzag", zigzag.work}, {"work_balanced", balanced.work},
-      {"moved_blocks", balanced.moved_blocks(zigzag)}, {"n_blocks", nb}, {"pivots", pivots},
-      {"plan_bytes", context_plan_bytes(mask)}};
+  nlohmann::json j = {{"ranks", o.ranks},
+                      {"exchange", o.exchange},
+                      {"target_imbalance", o.target_imbalance},
+                      {"imbalance_zigzag", zigzag.imbalance()},
+                      {"imbalance_balanced", balanced.imbalance()},
+                      {"work_zigzag", zigzag.work},
+                      {"work_balanced", balanced.work},
+                      {"moved_blocks", balanced.moved_blocks(zigzag)},
+                      {"n_blocks", nb},
+                      {"pivots", pivots},
+                      {"plan_bytes", context_plan_bytes(mask)}};
   std::vector<int64_t> rank_plan;
   for (int64_t r = 0; r < o.ranks; ++r)
     rank_plan.push_back(context_plan_bytes(mask, context_rank_rows(balanced, r)));
   j["plan_rank_bytes"] = rank_plan;
-  j["comm_bytes_zigzag"] = comm_json(context_comm_bytes(mask, in.kv_heads, in.dim, 2, pivots, zigzag, zigzag));
+  j["comm_bytes_zigzag"] =
+      comm_json(context_comm_bytes(mask, in.kv_heads, in.dim, 2, pivots, zigzag, zigzag));
   j["comm_bytes_balanced"] =
       comm_json(context_comm_bytes(mask, in.kv_heads, in.dim, 2, pivots, zigzag, balanced));
 
@@ -119,7 +125,8 @@ nlohmann::json cp_simulate_layer(const cp_bench_options& o, const cp_layer_input
     }
     cuda_synchronize();
     const double most = *std::max_element(rank_ms.begin(), rank_ms.end());
-    const double mean = std::accumulate(rank_ms.begin(), rank_ms.end(), 0.0) / static_cast<double>(o.ranks);
+    const double mean =
+        std::accumulate(rank_ms.begin(), rank_ms.end(), 0.0) / static_cast<double>(o.ranks);
     j["rank_ms"] = rank_ms;
     j["max_rank_ms"] = most;
     j["rank_time_imbalance"] = mean > 0 ? most / mean : 1.0;
@@ -146,7 +153,8 @@ nlohmann::json cp_simulate_layer(const cp_bench_options& o, const cp_layer_input
                                {}, nullptr, in.q, in.k, in.v, mask, balanced, exchange, pool);
     j["all_ranks_ms"] =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    cmp = compare_values(out, std::vector<float>(in.out.as<const float>(), in.out.as<const float>() + out.size()));
+    cmp = compare_values(
+        out, std::vector<float>(in.out.as<const float>(), in.out.as<const float>() + out.size()));
   }
   j["equal_bits"] = cmp.equal_bits;
   j["differing"] = cmp.differing;

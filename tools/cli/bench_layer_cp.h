@@ -34,8 +34,8 @@ struct cp_layer_input {
   tensor_view out;                   // the one call's output (same device)
   tensor_view block_attention;       // device: the one call's A [slots, nb, nb]; host: empty
   int64_t kv_heads = 0, dim = 0;
-  int repeats = 1;                   // timed runs of each rank (device)
-  int threads = 0;                   // host: worker threads
+  int repeats = 1;  // timed runs of each rank (device)
+  int threads = 0;  // host: worker threads
 };
 
 // Runs the simulation; returns the JSON fields of the layer's "layer_cp" row.

@@ -53,8 +53,7 @@ std::vector<byte_segment> row_segments(const context_partition& p, int64_t n, in
 // Broadcasts the used part of a device plan from `root` into `plan` (every rank's own arrays).
 void broadcast_plan(nccl_comm& comm, const layer_plan_view& plan, int root, device_buffer& count) {
   const int64_t h = plan.heads, nb = plan.n_blocks;
-  if (comm.rank() == root)
-    cuda_copy_2d(count.data(), 8, plan.row_ptr + h * (nb + 1) - 1, 8, 8, 1);
+  if (comm.rank() == root) cuda_copy_2d(count.data(), 8, plan.row_ptr + h * (nb + 1) - 1, 8, 8, 1);
   comm.broadcast(count.data(), 8, root, nullptr);
   int64_t used = 0;
   count.download(&used, 8);  // the one host sync of the broadcast: col_idx's used length
@@ -114,18 +113,21 @@ void run_rank(const cp_bench_options& o, const cp_nccl_inputs& in, const nccl_id
         planned = dp.plan(l, qv, kv, state, ws.data(), static_cast<int64_t>(ws.size()), nullptr);
       });
     const layer_plan_view plan =
-        rank == planner ? planned->plan : layer_plan_carve(recv_plan.data(), recv_plan.size(), cap, true);
+        rank == planner ? planned->plan
+                        : layer_plan_carve(recv_plan.data(), recv_plan.size(), cap, true);
     const double bcast_ms = timed([&] { broadcast_plan(comm, plan, planner, count); });
     const block_mask mask = device_planner::download_mask(plan);
     const std::vector<int32_t> slots = download_pivot_slots(plan);
     const context_partition balanced =
         context_partition_balanced(context_row_work(mask), o.ranks, o.target_imbalance);
-    cuda_context_simulation sim(mask, slots, balanced, context_kv_exchange::all_gather, d, dtype::bf16);
+    cuda_context_simulation sim(mask, slots, balanced, context_kv_exchange::all_gather, d,
+                                dtype::bf16);
     const double attention_ms = timed([&] { sim.run_rank(rank, qv, kv, vv, {}, nullptr); });
     bool pivots = false;
     for (int32_t slot : slots) pivots = pivots || slot >= 0;
     void* a_base = rank == planner && pivots ? planned->block_attention.data : a.data();
-    const tensor_view a_view = pivots ? device_view(a_base, dtype::f32, {plan.max_pivots, nb, nb}) : tensor_view{};
+    const tensor_view a_view =
+        pivots ? device_view(a_base, dtype::f32, {plan.max_pivots, nb, nb}) : tensor_view{};
     sim.gather_rank(rank, device_view(out.data(), dtype::bf16, {n, h, d}), {}, a_view, nullptr);
     // The pivots' A rows [nb] f32 of each rank's query blocks, to the planning rank's A.
     std::vector<byte_segment> a_rows;
@@ -148,15 +150,16 @@ void run_rank(const cp_bench_options& o, const cp_nccl_inputs& in, const nccl_id
       ref.download(y.data(), ref.size());
       equal = x == y;
     }
-    std::printf("{\"bench\":\"layer_nccl\",\"rank\":%d,\"ranks\":%lld,\"layer\":%lld,\"n\":%lld,"
-                "\"heads\":%lld,\"kv_heads\":%lld,\"dim\":%lld,\"planner\":%d,\"kv_allgather_ms\":%.4f,"
-                "\"plan_ms\":%.4f,\"plan_broadcast_ms\":%.4f,\"attention_ms\":%.4f,"
-                "\"gather_ms\":%.4f,\"work\":%lld,\"imbalance\":%.5f,\"equal_bits\":%s}\n",
-                rank, static_cast<long long>(o.ranks), static_cast<long long>(l),
-                static_cast<long long>(n), static_cast<long long>(h), static_cast<long long>(hkv),
-                static_cast<long long>(d), planner, kv_ms, plan_ms, bcast_ms, attention_ms, gather_ms,
-                static_cast<long long>(balanced.work[static_cast<size_t>(rank)]), balanced.imbalance(),
-                rank == planner ? (equal ? "true" : "false") : "null");
+    std::printf(
+        "{\"bench\":\"layer_nccl\",\"rank\":%d,\"ranks\":%lld,\"layer\":%lld,\"n\":%lld,"
+        "\"heads\":%lld,\"kv_heads\":%lld,\"dim\":%lld,\"planner\":%d,\"kv_allgather_ms\":%.4f,"
+        "\"plan_ms\":%.4f,\"plan_broadcast_ms\":%.4f,\"attention_ms\":%.4f,"
+        "\"gather_ms\":%.4f,\"work\":%lld,\"imbalance\":%.5f,\"equal_bits\":%s}\n",
+        rank, static_cast<long long>(o.ranks), static_cast<long long>(l), static_cast<long long>(n),
+        static_cast<long long>(h), static_cast<long long>(hkv), static_cast<long long>(d), planner,
+        kv_ms, plan_ms, bcast_ms, attention_ms, gather_ms,
+        static_cast<long long>(balanced.work[static_cast<size_t>(rank)]), balanced.imbalance(),
+        rank == planner ? (equal ? "true" : "false") : "null");
     std::fflush(stdout);
     check(equal, fn, "rank ", rank, " layer ", l, ": the gathered output differs from one call");
   }
