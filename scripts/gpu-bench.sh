@@ -152,13 +152,15 @@ PY
       # Context parallelism simulated on one GPU (issue 19): bench layer --simulate over 2, 4 and
       # 8 ranks on the structured generator at 32/8/128: 128K tokens (2 layers, shareprefill and
       # vslash) and 1M tokens (1 layer, vslash: no pivots, so the device planner's workspace
-      # fits) if it fits in memory and CP_1M_TIMEOUT seconds. Per mode, layer and rank count:
+      # fits) if it fits in memory and CP_1M_TIMEOUT seconds (default 300; CP_1M=0 skips it;
+      # the 128K run stops at CP_128K_TIMEOUT, default 240). Per mode, layer and rank count:
       # imbalance (zigzag, balanced), each simulated rank's kernel time against the one call,
       # plan and modelled communication bytes, and bit-equality with the one-call output.
       C=$OUT/cp.jsonl
       : >"$C"
-      for cfg in "131072 2 shareprefill,vslash ${CP_128K_TIMEOUT:-240}" \
-                 "1048576 1 vslash ${CP_1M_TIMEOUT:-300}"; do
+      CFGS=("131072 2 shareprefill,vslash ${CP_128K_TIMEOUT:-240}")
+      [ "${CP_1M:-1}" = 0 ] || CFGS+=("1048576 1 vslash ${CP_1M_TIMEOUT:-300}")
+      for cfg in "${CFGS[@]}"; do
         set -- $cfg
         run timeout "$4" "$BIN/shareprefill" bench layer --device cuda --json --n "$1" --heads 32 \
           --kv-heads 8 --dim 128 --layers "$2" --repeats 1 --modes "$3" --ranks 2,4,8 --simulate \
