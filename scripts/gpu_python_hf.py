@@ -2,12 +2,12 @@
 """SmolLM2 through Hugging Face transformers with attn_implementation="shareprefill" against
 "sdpa" (issue 15, item 5): the GGUF dequantised into LlamaForCausalLM, then
 
-  logits   golden prompt, dense mode vs sdpa in bf16, against the fp32 sdpa model: FA3's rule
-           max|ours - fp32| <= 2 max|sdpa_bf16 - fp32| + atol (and top-1 agreement);
+  logits   golden prompt, dense mode vs sdpa in bf16: per layer FA3's rule against float64
+           attention on the same inputs; the logits against the fp32 model by mean error;
   runner   the same prompt through the project's own CUDA runner (cuda_llama.h): ours as
-           close to it as HF's SDPA model is;
+           close to it as HF's SDPA model is (mean error);
   golden   top-1 ids at the positions of tests/data/model_golden.json (HF fp32, CPU; information);
-  greedy   the golden prompt continued greedily (32 tokens): sdpa, dense, shareprefill;
+  greedy   the golden prompt continued greedily (32 tokens): fp32, sdpa, dense, shareprefill;
   ppl      perplexity of text windows (default 8K, 32K and 128K tokens of --text) with sdpa,
            dense and shareprefill (the map's dense layers), with the plan's tile density;
   timing   whole-model prefill (use_cache=False, logits_to_keep=1) of --lengths tokens of --text
@@ -40,6 +40,10 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 rows = []  # (check, value, verdict) for the summary
 
 
+def tokens(n):
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
 def record(out, check, value, verdict, **data):
     rows.append((check, value, verdict))
     out.write(json.dumps({"check": check, "value": value, "verdict": verdict, **data}) + "\n")
@@ -69,38 +73,92 @@ def use(model, mode, cluster_map):
     return shareprefill.hf.attach(model, _backends[mode])
 
 
+def attention64(query, key, value, scaling):
+    """float64 causal attention of transformers' [1, H, S, D] / [1, Hkv, S, D] inputs, returned
+    as [1, S, H, D] (the attention function's output layout)."""
+    group = query.shape[1] // key.shape[1]
+    k, v = (x.double().repeat_interleave(group, 1) for x in (key, value))
+    s = (query.double() @ k.transpose(-1, -2)) * scaling
+    n = s.shape[-1]
+    s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=s.device).tril(), float("-inf"))
+    return (s.softmax(-1) @ v).transpose(1, 2)
+
+
+class LayerProbe:
+    """Wraps the registered attention function: at every layer our output and SDPA's on the
+    same bf16 inputs are compared with float64 attention (FA3's rule per layer)."""
+
+    def __init__(self):
+        self.rows = []  # (layer, max|ours - fp64|, max|sdpa - fp64|)
+
+    def __enter__(self):
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        self.inner = shareprefill.hf.attention_forward
+
+        def probe(module, query, key, value, attention_mask, **kw):
+            out, _ = self.inner(module, query, key, value, attention_mask, **kw)
+            sdpa, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
+            ref = attention64(query, key, value, kw.get("scaling") or query.shape[-1] ** -0.5)
+            self.rows.append((module.layer_idx, (out.double() - ref).abs().max().item(),
+                              (sdpa.double() - ref).abs().max().item()))
+            return out, None
+        AttentionInterface.register(shareprefill.hf.NAME, probe)
+        return self
+
+    def __exit__(self, *exc):
+        from transformers import AttentionInterface
+        AttentionInterface.register(shareprefill.hf.NAME, self.inner)
+
+
+def logit_stats(x, ref):
+    e = (x - ref).abs()
+    return e.max().item(), e.mean().item(), (x.argmax(-1) == ref.argmax(-1)).float().mean().item()
+
+
 def logits_check(out, model, ref32, ids, cmap):
+    """Dense mode against fp32. Per layer, FA3's rule: max|ours - fp64| <= 2 max|sdpa - fp64|
+    + ATOL on the same inputs. For the whole model a max over 361 x 49152 logits is no criterion
+    (rounding differences in 30 bf16 layers grow chaotically at a few positions: HF's own eager
+    bf16 model is 2.5x further from fp32 than its SDPA model there, by max), so the logits are
+    judged by their mean error: mean|ours - fp32| <= 1.5 mean|sdpa - fp32|."""
+    atol = 2.0 ** -9  # half a bf16 ulp at 1.0, as tests/python/test_cuda.py
     with torch.no_grad():
         use(model, None, cmap)
         sdpa = model(ids).logits.float()
         backend = use(model, "dense", cmap)
         layers_before = backend.prefill_layers
-        ours = model(ids).logits.float()
+        with LayerProbe() as probe:
+            ours = model(ids).logits.float()
         layers = backend.prefill_layers - layers_before
         ref = ref32(ids).logits.float()
-    ours_err = (ours - ref).abs().max().item()
-    sdpa_err = (sdpa - ref).abs().max().item()
-    atol = 1e-2  # logits are O(10); a bf16 ulp at 8 is 0.06, so this floor only matters near 0
-    ok = ours_err <= 2 * sdpa_err + atol and layers == model.config.num_hidden_layers
-    top1 = (ours.argmax(-1) == sdpa.argmax(-1)).float().mean().item()
-    record(out, "logits dense vs fp32", f"max|err| {ours_err:.4f} (sdpa bf16 {sdpa_err:.4f}), "
-           f"top-1 = sdpa at {top1:.1%} of {ids.shape[1]} positions", "PASS" if ok else "FAIL",
-           ours_err=ours_err, sdpa_err=sdpa_err, top1_agreement=top1)
+    worst = max(probe.rows, key=lambda r: r[1] - 2 * r[2])
+    layer_ok = all(o <= 2 * t + atol for _, o, t in probe.rows) and len(probe.rows) == layers
+    record(out, "attention per layer", f"{len(probe.rows)} layers, max|ours - fp64| <= 2 max|sdpa - fp64| "
+           f"+ 2^-9 in each (tightest: layer {worst[0]}, {worst[1]:.4f} vs sdpa {worst[2]:.4f})",
+           "PASS" if layer_ok else "FAIL", rows=probe.rows)
+    o_max, o_mean, o_top1 = logit_stats(ours, ref)
+    s_max, s_mean, s_top1 = logit_stats(sdpa, ref)
+    ok = o_mean <= 1.5 * s_mean and layers == model.config.num_hidden_layers
+    record(out, "logits dense vs fp32", f"mean|err| {o_mean:.4f} (sdpa bf16 {s_mean:.4f}), max {o_max:.3f} "
+           f"(sdpa {s_max:.3f}), top-1 = fp32 at {o_top1:.1%} (sdpa {s_top1:.1%}) of {ids.shape[1]} "
+           "positions", "PASS" if ok else "FAIL", ours_max=o_max, sdpa_max=s_max, ours_mean=o_mean,
+           sdpa_mean=s_mean, ours_top1=o_top1, sdpa_top1=s_top1)
     return ours, sdpa
 
 
 def runner_check(out, model_path, ids, ours, sdpa):
     """The project's own CUDA runner (cuda_llama.h, dense) on the same ids: our HF backend must
-    be as close to it as HF's SDPA model is (both bf16 models; bf16 tolerance by comparison)."""
+    be as close to it as HF's SDPA model is (both bf16 models; by mean error, as above)."""
     positions = list(range(ids.shape[1]))
     runner = torch.from_numpy(shareprefill._core.cuda_llama_logits(
         os.path.abspath(model_path), ids[0].tolist(), positions)).to(ours.device)
-    ours_err = (ours[0] - runner).abs().max().item()
-    sdpa_err = (sdpa[0] - runner).abs().max().item()
-    top1 = (ours[0].argmax(-1) == runner.argmax(-1)).float().mean().item()
-    record(out, "logits vs C++ runner", f"max|ours - runner| {ours_err:.4f} (sdpa {sdpa_err:.4f}), "
-           f"top-1 agree {top1:.1%}", "PASS" if ours_err <= 2 * sdpa_err + 1e-2 else "FAIL",
-           ours_err=ours_err, sdpa_err=sdpa_err, top1_agreement=top1)
+    o_max, o_mean, o_top1 = logit_stats(ours[0], runner)
+    s_max, s_mean, s_top1 = logit_stats(sdpa[0], runner)
+    record(out, "logits vs C++ runner", f"mean|ours - runner| {o_mean:.4f} (sdpa {s_mean:.4f}), max "
+           f"{o_max:.3f} (sdpa {s_max:.3f}), top-1 agree {o_top1:.1%} (sdpa {s_top1:.1%})",
+           "PASS" if o_mean <= 1.5 * s_mean else "FAIL", ours_max=o_max, sdpa_max=s_max,
+           ours_mean=o_mean, sdpa_mean=s_mean, ours_top1=o_top1, sdpa_top1=s_top1)
 
 
 def golden_check(out, ours, golden):
@@ -108,7 +166,15 @@ def golden_check(out, ours, golden):
     record(out, "golden top-1", f"{sum(agree)}/{len(agree)} positions match HF fp32 (CPU)", "info")
 
 
-def greedy_check(out, model, ids, cmap, new_tokens):
+def greedy_check(out, model, ref32, ids, cmap, new_tokens):
+    """The golden prompt continued greedily by the fp32 model, the bf16 model with sdpa, and
+    with our dense and shareprefill prefill (decode on SDPA). Two bf16 models may part where
+    the top two logits lie within rounding, so a continuation passes when it equals sdpa's or
+    follows fp32's at least as far as sdpa's does."""
+    def agree(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    with torch.no_grad():
+        fp32 = ref32.generate(ids, max_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:]
     runs, ours = {}, {}
     for label, mode in (("sdpa", None), ("dense", "dense"), ("shareprefill", "shareprefill")):
         backend = use(model, mode, cmap)
@@ -117,14 +183,17 @@ def greedy_check(out, model, ids, cmap, new_tokens):
             runs[label] = model.generate(ids, max_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:]
         ours[label] = backend.prefill_layers - before if backend else 0
     layers = model.config.num_hidden_layers
+    sdpa_fp32 = agree(runs["sdpa"], fp32)
     for label in ("dense", "shareprefill"):
-        same = torch.equal(runs[label], runs["sdpa"])
-        diverge = next((i for i, (a, b) in enumerate(zip(runs[label], runs["sdpa"])) if a != b), None)
-        verdict = "PASS" if same else ("FAIL" if label == "dense" else "info")
+        same = agree(runs[label], runs["sdpa"])
+        follows = agree(runs[label], fp32)
+        ok = same == len(runs["sdpa"]) or follows >= sdpa_fp32
+        verdict = "PASS" if ok else ("FAIL" if label == "dense" else "info")
         if ours[label] != layers:  # the prefill must have run on our path, not SDPA's
             verdict = "FAIL"
-        record(out, f"greedy {label}", ("same as sdpa" if same else f"diverges at token {diverge}") +
-               f" ({ours[label]}/{layers} prefill layers ours)", verdict, tokens=runs[label].tolist())
+        record(out, f"greedy {label}", f"{same}/{new_tokens} tokens = sdpa, {follows} = fp32 (sdpa: "
+               f"{sdpa_fp32} = fp32); {ours[label]}/{layers} prefill layers ours", verdict,
+               tokens=runs[label].tolist(), sdpa=runs["sdpa"].tolist(), fp32=fp32.tolist())
 
 
 def perplexity(model, ids, chunk=4096):
@@ -167,7 +236,7 @@ def ppl_check(out, model, ids, cmap):
         else:
             ppl[label] = perplexity(model, ids)
     delta = ppl["shareprefill"] / ppl["sdpa"] - 1
-    record(out, f"ppl {ids.shape[1] // 1024}K", f"sdpa {ppl['sdpa']:.3f} dense {ppl['dense']:.3f} "
+    record(out, f"ppl {tokens(ids.shape[1])}", f"sdpa {ppl['sdpa']:.3f} dense {ppl['dense']:.3f} "
            f"shareprefill {ppl['shareprefill']:.3f} ({delta:+.2%}, density {density:.3f})",
            "PASS" if abs(delta) < 0.01 else "FAIL", n=ids.shape[1], density=density, kinds=kinds,
            **ppl)
@@ -211,7 +280,7 @@ def timing_check(out, model, ids, cmap, rounds, device):
     sdpa, ours = statistics.median(times["sdpa"]), statistics.median(times["shareprefill"])
     target = {32768: 1.5, 131072: 3.0}.get(n)
     verdict = "info" if target is None else ("PASS" if sdpa / ours >= target else "FAIL")
-    record(out, f"prefill {n // 1024}K", f"sdpa {sdpa:.1f} ms, shareprefill {ours:.1f} ms, "
+    record(out, f"prefill {tokens(n)}", f"sdpa {sdpa:.1f} ms, shareprefill {ours:.1f} ms, "
            f"{sdpa / ours:.2f}x" + (f" (target {target}x)" if target else "") +
            f"; density {density:.3f}, last logits max|diff| {diff:.3f}, top-1 "
            f"{'same' if same_top1 else 'differs'}", verdict,
@@ -295,8 +364,8 @@ def main():
             golden_check(out, logits[0], golden)
             if args.device == "cuda":
                 guarded("runner", runner_check, out, args.model, prompt, *logits)
+    guarded("greedy", greedy_check, out, model, ref32, prompt, args.clusters, args.new_tokens)
     del ref32
-    guarded("greedy", greedy_check, out, model, prompt, args.clusters, args.new_tokens)
     text_ids = None
     if args.text:
         text_ids = tokenizer(open(args.text, encoding="utf-8").read(), add_special_tokens=False,
@@ -304,7 +373,7 @@ def main():
     if text_ids is not None:
         for n in [int(x) for x in args.ppl_tokens.split(",") if x]:
             if n > text_ids.shape[1]:
-                record(out, f"ppl {n // 1024}K", f"skipped: the text has {text_ids.shape[1]} tokens", "info")
+                record(out, f"ppl {tokens(n)}", f"skipped: the text has {text_ids.shape[1]} tokens", "info")
                 continue
             guarded("ppl", ppl_check, out, model, text_ids[:, :n], args.clusters)
         for n in [int(x) for x in args.lengths.split(",") if x]:
