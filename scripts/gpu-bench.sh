@@ -107,9 +107,12 @@ for step in $STEPS; do
       # End-to-end prefill of the real model (issue 14): bench prefill per mode over the first
       # 8K/32K/128K tokens of TEXT (YaRN x4/x16 beyond the trained 8K), then HF transformers
       # (SDPA, bf16, the same GGUF) on the same tokens; ours/HF ratios last. Needs MODEL (the
-      # joined GGUF, scripts/gpu-join-model.sh), TEXT (Emma) and, for the HF loader, the gguf
-      # wheel in SP_WHEELS (installed into a private folder).
+      # joined GGUF, default gpu-join-model.sh's /tmp path), TEXT (Emma, default .whl/emma.txt)
+      # and, for the HF loader, the gguf wheel in SP_WHEELS (default .whl; installed privately).
       P=$OUT/prefill.jsonl H=$OUT/prefill-hf.jsonl
+      MODEL=${MODEL:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf} TEXT=${TEXT:-$ROOT/.whl/emma.txt}
+      [ -f "$MODEL" ] && [ -f "$TEXT" ] ||
+        { echo "prefill: MODEL ($MODEL) or TEXT ($TEXT) missing (scripts/gpu-join-model.sh; carry Emma)"; continue; }
       SITE=/tmp/sp-site-prefill
       python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" \
         "${SP_WHEELS:-$ROOT/.whl}"/gguf-*.whl || echo "installing the gguf wheel failed"
