@@ -28,7 +28,8 @@ struct dense_head_pick {
 };
 
 // Heads in descending `measure` (ties: lower layer, then head), each taken when its cost
-// 1 - density still fits the budget (a head that does not fit is skipped, later ones may fit).
+// 1 - density still fits the budget (a head that does not fit is skipped, later ones may fit);
+// heads whose measure is 0 (nothing to remove, e.g. pivots) are never taken.
 // Throws on a negative or non-finite budget, a measure or density that is not finite, or a
 // density outside [0, 1].
 dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,

@@ -27,6 +27,7 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
   nlohmann::json picked = nlohmann::json::array(), left = nlohmann::json::array();
   for (size_t rank = 0; rank < heads.size(); ++rank) {
     const head_cost& h = heads[rank];
+    if (h.measure <= 0.0) break;  // no error to remove (e.g. a pivot, dense already)
     const double cost = 1.0 - h.density;
     nlohmann::json row = {{"layer", h.head.layer},       {"head", h.head.head},
                           {"rank", rank + 1},            {measure_name, h.measure},

@@ -182,6 +182,8 @@ TEST(DenseHeadsPick, DescendingMeasureWithinTheBudget) {
       << md;
   EXPECT_NE(md.find("does not fit the budget left"), std::string::npos);
   EXPECT_TRUE(pick_dense_heads(heads, 0.0, "out_err").heads.empty());
+  EXPECT_TRUE(pick_dense_heads({{{0, 0}, 0.0, 0.0, 1.0}}, 1.0, "out_err").heads.empty())
+      << "a head without error (a pivot) is not picked even at cost 0";
   EXPECT_NE(error_of([&] { pick_dense_heads(heads, -1.0, "m"); }).find("budget must be finite"),
             std::string::npos);
   EXPECT_NE(error_of([&] { pick_dense_heads({{{2, 3}, NAN, 0, 0.5}}, 1.0, "m"); }).find("head [2, 3]"),

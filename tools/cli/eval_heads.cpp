@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iomanip>
 #include <map>
+#include <sstream>
 
 #include "eval_common.h"
 #include "prefill_report.h"
@@ -29,6 +30,9 @@ struct heads_options {
   // cluster map to write with the picked heads (format 2).
   std::string pick_like_layers;
   std::string map_out;
+  // Measures from earlier --json outputs of this command (averaged over the files) instead of a
+  // probe: the pick alone, for calibration sets combined from separate runs.
+  std::vector<std::string> measures;
 };
 
 struct head_measures {
@@ -41,6 +45,9 @@ void run_heads(const heads_options& o) {
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
   check(o.map_out.empty() == o.pick_like_layers.empty(), fn,
         "--map-out and --pick-budget-layers go together");
+  check(!o.texts.empty() || !o.measures.empty(), fn, "give --texts (probe) or --measures");
+  check(o.measures.empty() || (!o.map_out.empty() && o.ablate.empty()), fn,
+        "--measures only picks dense heads: it needs --map-out and no --ablate");
   std::vector<std::string> modes = eval_parse_modes(o.common.modes);
   modes.erase(std::remove(modes.begin(), modes.end(), "dense"), modes.end());
   check(modes.size() == 1, fn, "--modes must name exactly one sparse mode, got '", o.common.modes,
@@ -73,7 +80,8 @@ void run_heads(const heads_options& o) {
     }
     if (!any) break;
   }
-  check(!windows.empty(), fn, "no text file holds a window of ", o.length, " tokens");
+  check(!windows.empty() || o.texts.empty(), fn, "no text file holds a window of ", o.length,
+        " tokens");
 
   attention_setup att = make_attention(o.common.attention, modes[0], c, m.path);
   json_lines out(o.common.json);
@@ -84,7 +92,41 @@ void run_heads(const heads_options& o) {
 
   // Probe: every head's measures on the dense activations, averaged over the windows.
   std::vector<head_measures> meas(static_cast<size_t>(c.n_layers * c.n_heads));
-  for (size_t w = 0; w < windows.size(); ++w) {
+  if (!o.measures.empty()) {
+    sources = nlohmann::json::array();
+    for (const std::string& path : o.measures) {
+      std::vector<uint8_t> seen(meas.size(), 0);
+      std::istringstream lines(read_text_file(path));
+      for (std::string line; std::getline(lines, line);) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        nlohmann::json r;
+        try {
+          r = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          fail(fn, path, ": not JSON lines: ", e.what());
+        }
+        if (r.value("eval", "") != "heads" || !r.contains("head") || r["head"].is_null()) continue;
+        const int64_t l = r["layer"].get<int64_t>(), h = r["head"].get<int64_t>();
+        check(l >= 0 && l < c.n_layers && h >= 0 && h < c.n_heads, fn, path, ": head ", l, ":",
+              h, " is outside the model");
+        const size_t i = static_cast<size_t>(l * c.n_heads + h);
+        const double k = 1.0 / double(o.measures.size());
+        for (int kind = 0; kind < head_kind_count; ++kind)
+          if (r["kind"] == head_kind_name(static_cast<head_kind>(kind)))
+            meas[i].kind = static_cast<head_kind>(kind);
+        meas[i].density += k * r["density"].get<double>();
+        meas[i].rel_err += k * r["rel_err"].get<double>();
+        meas[i].out_err += k * r["out_err"].get<double>();
+        seen[i] = 1;
+        if (r.contains("windows"))
+          for (const auto& s : r["windows"])
+            if (std::find(sources.begin(), sources.end(), s) == sources.end()) sources.push_back(s);
+      }
+      check(std::all_of(seen.begin(), seen.end(), [](uint8_t x) { return x != 0; }), fn, path,
+            ": does not hold a row for every head (", c.n_layers, " x ", c.n_heads, ")");
+    }
+  }
+  for (size_t w = 0; o.measures.empty() && w < windows.size(); ++w) {
     head_error_probe probe(*att.plan, m.weights);
     prefill_options po;
     po.attention = &probe;
@@ -238,9 +280,14 @@ void setup_heads(CLI::App& app) {
   CLI::App* sub = eval_app(app)->add_subcommand(
       "heads", "Per-head error measures of one sparse mode, and single-head ablation");
   add_eval_common_options(sub, o->common);
-  sub->add_option("--texts", o->texts, "Comma-separated text files; windows are taken round-robin")
+  auto* texts =
+      sub->add_option("--texts", o->texts, "Comma-separated text files; windows are taken round-robin")
+          ->delimiter(',');
+  sub->add_option("--measures", o->measures,
+                  "Comma-separated --json outputs of earlier eval heads runs: pick from their "
+                  "per-head measures (averaged) instead of probing")
       ->delimiter(',')
-      ->required();
+      ->excludes(texts);
   sub->add_option("--length", o->length, "Window length in tokens")->capture_default_str();
   sub->add_option("--windows", o->windows, "Windows (over all files)")->capture_default_str();
   sub->add_option("--ablate", o->ablate,
