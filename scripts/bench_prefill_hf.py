@@ -12,7 +12,8 @@ host, after a synchronisation), the median reported; peak = torch.cuda.max_memor
 them. Then an untimed pass scores the window's second half (perplexity, the convention of
 `shareprefill eval ppl`): final hidden states, lm_head in chunks, log-softmax in fp32.
 Prints one JSON object per length: impl, n, ttft_ms, ttft_ms_all, tokens_per_s, peak_bytes, ppl,
-rope."""
+rope. --random-shape: no GGUF; a randomly initialised LlamaForCausalLM of SmolLM2-135M's shape
+(the counterpart of `bench prefill --random-weights`; speed only, no perplexity)."""
 import argparse
 import json
 import math
@@ -20,7 +21,7 @@ import os
 import time
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 
 def set_rope(model, n, context):
@@ -63,16 +64,28 @@ def score_second_half(model, ids):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True, help="the GGUF our bench loaded")
+    ap.add_argument("--model", help="the GGUF our bench loaded")
+    ap.add_argument("--random-shape", action="store_true",
+                    help="random weights of SmolLM2-135M's shape instead of --model")
     ap.add_argument("--tokens", required=True, help="JSON from bench prefill --save-tokens")
     ap.add_argument("--lengths", default="8192,32768,131072")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--context", type=int, default=8192, help="the model's trained context")
     args = ap.parse_args()
     tokens = json.load(open(args.tokens))["tokens"]
-    directory, name = os.path.split(os.path.abspath(args.model))
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
-                                                 attn_implementation="sdpa")
+    if args.random_shape:
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                             num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                             max_position_embeddings=args.context, rms_norm_eps=1e-5,
+                             tie_word_embeddings=True, attn_implementation="sdpa")
+        model = LlamaForCausalLM(config)
+    else:
+        if not args.model:
+            raise SystemExit("bench_prefill_hf.py: --model or --random-shape is needed")
+        directory, name = os.path.split(os.path.abspath(args.model))
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
+                                                     attn_implementation="sdpa")
     model = model.to(torch.bfloat16).cuda().eval()
     for n in (int(x) for x in args.lengths.split(",")):
         if n > len(tokens):
@@ -96,7 +109,7 @@ def main():
         times = sorted(prefill() for _ in range(args.repeats))
         peak = torch.cuda.max_memory_allocated()
         ms = times[len(times) // 2]
-        ppl = score_second_half(model, ids)
+        ppl = None if args.random_shape else score_second_half(model, ids)
         print(json.dumps({"impl": "hf_sdpa", "n": n, "ttft_ms": ms, "ttft_ms_all": times,
                           "tokens_per_s": n / (ms * 1e-3), "peak_bytes": peak, "ppl": ppl,
                           "rope": rope, "transformers": __import__("transformers").__version__,

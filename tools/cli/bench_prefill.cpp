@@ -10,11 +10,14 @@
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
 // dense prefill of each length: K greedy decode steps, one "decode" line with tokens_per_s.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
+// --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
+// dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <random>
 
 #include "attention_options.h"
 #include "command.h"
@@ -41,8 +44,59 @@ struct prefill_bench_options {
   int repeats = 3;
   int64_t decode = 64;
   int threads = 0;
+  bool random_weights = false;
   json_option json;
 };
+
+// SmolLM2-135M's shape (30 layers, 9/3 heads of 64, dim 576, FFN 1536, vocab 49152, tied).
+llama_config smollm2_135m_shape() {
+  llama_config c;
+  c.name = "random weights, SmolLM2-135M shape";
+  c.n_layers = 30;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  c.dim = 576;
+  c.ffn_dim = 1536;
+  c.vocab_size = 49152;
+  c.context_length = 8192;
+  c.rope_dim = 64;
+  c.rms_eps = 1e-5;
+  c.rope_theta = 100000.0;
+  c.tied_embeddings = true;
+  return c;
+}
+
+// Uniform weights scaled by sqrt(3 / fan-in) (activations keep their size), norms 1.
+llama_weights random_weights(const llama_config& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto fill = [&](int64_t count, int64_t fan_in) {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const float scale = std::sqrt(3.0f / float(fan_in));
+    std::vector<float> v(static_cast<size_t>(count));
+    for (float& x : v) x = scale * u(rng);
+    return v;
+  };
+  llama_weights w;
+  w.config = c;
+  const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+  w.token_embd = fill(c.vocab_size * c.dim, 3);
+  w.output_norm.assign(static_cast<size_t>(c.dim), 1.0f);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    llama_layer_weights L;
+    L.attn_norm.assign(static_cast<size_t>(c.dim), 1.0f);
+    L.ffn_norm.assign(static_cast<size_t>(c.dim), 1.0f);
+    L.wq = fill(qd * c.dim, c.dim);
+    L.wk = fill(kvd * c.dim, c.dim);
+    L.wv = fill(kvd * c.dim, c.dim);
+    L.wo = fill(c.dim * qd, qd);
+    L.w_gate = fill(c.ffn_dim * c.dim, c.dim);
+    L.w_up = fill(c.ffn_dim * c.dim, c.dim);
+    L.w_down = fill(c.dim * c.ffn_dim, c.ffn_dim);
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -63,23 +117,40 @@ void run_prefill_bench(prefill_bench_options o) {
   check(!o.lengths.empty() && !o.modes.empty(), fn, "--lengths and --modes must not be empty");
   for (const std::string& m : o.modes) plan_mode_from_name(m);  // names checked before the work
   std::sort(o.lengths.begin(), o.lengths.end());
-  thread_pool pool(o.threads);
-  if (o.text.empty()) o.text = cache_dir() + "/corpora/austen/emma.txt";
-  const std::string text = read_text_file(o.text);
-  loaded_model m = load_model(o.model, pool);
-  const llama_config& c = m.weights.config;
-  const std::vector<int32_t> all = m.tok->encode(text, /*add_bos=*/false);
-  const int64_t longest = o.lengths.back();
-  check(static_cast<int64_t>(all.size()) >= longest, fn, "'", o.text, "' has ", all.size(),
-        " tokens, fewer than the longest length ", longest);
   for (int64_t n : o.lengths) check(n >= 2, fn, "lengths must be >= 2, got ", n);
+  const int64_t longest = o.lengths.back();
+  thread_pool pool(o.threads);
+  // The model on the device and the longest window's tokens.
+  std::string model_path;
+  std::vector<int32_t> all;
+  std::unique_ptr<cuda_llama_weights> device_weights;
+  if (o.random_weights) {
+    for (const std::string& m : o.modes)
+      check(m == "dense", fn, "--random-weights measures dense speed only (got mode '", m, "')");
+    const llama_weights host = random_weights(smollm2_135m_shape(), 1);
+    device_weights = std::make_unique<cuda_llama_weights>(cuda_llama_weights_upload(host));
+    std::mt19937_64 rng(2);
+    all.resize(static_cast<size_t>(longest));
+    for (int32_t& t : all) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(host.config.vocab_size));
+    o.text = "(random token ids)";
+  } else {
+    if (o.text.empty()) o.text = cache_dir() + "/corpora/austen/emma.txt";
+    const std::string text = read_text_file(o.text);
+    loaded_model m = load_model(o.model, pool);
+    model_path = m.path;
+    all = m.tok->encode(text, /*add_bos=*/false);
+    check(static_cast<int64_t>(all.size()) >= longest, fn, "'", o.text, "' has ", all.size(),
+          " tokens, fewer than the longest length ", longest);
+    all.resize(static_cast<size_t>(longest));
+    device_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
+  }
+  const cuda_llama_weights& weights = *device_weights;
+  const llama_config& c = weights.config;
   if (!o.save_tokens.empty()) {
     std::ofstream f(o.save_tokens);
-    f << nlohmann::json{{"text", o.text},
-                        {"tokens", std::vector<int32_t>(all.begin(), all.begin() + longest)}};
+    f << nlohmann::json{{"text", o.text}, {"tokens", all}};
     check(f.good(), fn, "cannot write --save-tokens '", o.save_tokens, "'");
   }
-  const cuda_llama_weights weights = load_cuda_weights(m.path);
   json_lines out(o.json);
   FILE* const report = o.json.text_stream();
   std::fprintf(report, "%-13s %7s %9s %10s %7s %7s %8s %9s %9s %8s\n", "mode", "n", "ttft_ms",
@@ -92,14 +163,16 @@ void run_prefill_bench(prefill_bench_options o) {
     cuda_llama_session session(weights, n + o.decode);
     double dense_ppl = 0.0;
     for (const std::string& mode : o.modes) {
-      const attention_setup att = make_attention(o.attention, mode, c, m.path);
+      const attention_setup att = make_attention(o.attention, mode, c, model_path);
       const std::unique_ptr<device_planner> planner = make_device_planner(att, c);
       prefill_options po;
       po.rope = rope;
       session.reset();
       session.prefill(tokens, po, planner.get());  // warm-up, and the scored window
-      const std::vector<float> lp = session.token_logprobs(first, targets);
-      const double ppl = perplexity_from_logprobs(std::vector<double>(lp.begin(), lp.end()));
+      const std::vector<float> lp =
+          o.random_weights ? std::vector<float>{} : session.token_logprobs(first, targets);
+      const double ppl =
+          lp.empty() ? 0.0 : perplexity_from_logprobs(std::vector<double>(lp.begin(), lp.end()));
       if (mode == "dense") dense_ppl = ppl;
       std::vector<prefill_result> runs;
       std::vector<double> ttft;
@@ -120,7 +193,8 @@ void run_prefill_bench(prefill_bench_options o) {
           {"attention_share", res.attention_ms / mid}, {"plan_share", res.plan_ms / mid},
           {"density", prefill_density(res)}, {"peak_bytes", peak},
           {"device_used_bytes", static_cast<int64_t>(cuda_memory().used())},
-          {"ppl", ppl}, {"scored_tokens", targets.size()},
+          {"ppl", ppl > 0 ? nlohmann::json(ppl) : nlohmann::json(nullptr)},
+          {"scored_tokens", lp.size()}, {"weights", o.random_weights ? "random" : "model"},
           {"ppl_ratio", dense_ppl > 0 ? nlohmann::json(ppl / dense_ppl) : nlohmann::json(nullptr)},
           {"dense_layers", att.dense_layers}, {"clusters", att.cluster_source},
           {"summary", prefill_summary(res, mode, n)}};
@@ -173,6 +247,8 @@ void setup_bench_prefill(CLI::App& bench) {
   sub->add_option("--decode", o->decode, "Greedy decode steps after each dense prefill (0: none)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))->capture_default_str();
   sub->add_option("--save-tokens", o->save_tokens, "Write the longest window's token ids (JSON)");
+  sub->add_flag("--random-weights", o->random_weights,
+                "No model: random weights of SmolLM2-135M's shape, random ids, dense only");
   add_threads_option(sub, o->threads);
   add_json_option(sub, o->json, "one object per (length, mode), and one per decode run");
   sub->callback([o] { run_prefill_bench(*o); });
