@@ -22,6 +22,7 @@ gguf are importable and `shareprefill` is built with CUDA (scripts/gpu-python.sh
 """
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -390,6 +391,11 @@ def main():
         print(f"{check:<{width}}  {verdict:<5}  {value}")
     failed = sum(r[2] in ("FAIL", "ERROR") for r in rows)
     print(f"{len(rows) - failed} passed or info, {failed} failed")
+    out.close()
+    # Free the planners before the interpreter exits (else nanobind lists them as leaked).
+    del model
+    _backends.clear()
+    gc.collect()
     sys.exit(1 if failed else 0)
 
 
