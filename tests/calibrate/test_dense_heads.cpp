@@ -49,6 +49,13 @@ TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
   EXPECT_TRUE(shipped.dense_heads.empty());
   EXPECT_NO_THROW(shipped.validate(30, 9));
   EXPECT_EQ(cluster_map_to_json(shipped)["format"], "shareprefill.clusters/1");
+  // The per-head map calibration picked (issue 17) is format 2 and covers the same model.
+  const cluster_map per_head = cluster_map_load(
+      std::string(SP_SOURCE_DIR) + "/data/clusters/smollm2-135m-instruct-dense-heads.json");
+  EXPECT_NO_THROW(per_head.validate(30, 9));
+  EXPECT_FALSE(per_head.dense_heads.empty());
+  EXPECT_TRUE(per_head.dense_layers.empty());
+  EXPECT_TRUE(per_head.calibration.contains("dense_head_selection"));
 
   EXPECT_NE(error_of([&] { m.validate(1, 2); }).find("layer"), std::string::npos);
   cluster_map small = m;
