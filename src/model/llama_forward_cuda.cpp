@@ -174,7 +174,9 @@ namespace {
 struct plan_readback {
   int64_t heads = 0, nb = 0;
   pinned_buffer memory;
-  size_t layer_bytes() const { return static_cast<size_t>(heads * (nb + 1)) * 8 + static_cast<size_t>(heads); }
+  size_t layer_bytes() const {  // rounded up to 8 so that every layer's row_ptr is aligned
+    return (static_cast<size_t>(heads * (nb + 1)) * 8 + static_cast<size_t>(heads) + 7) / 8 * 8;
+  }
   plan_readback(int64_t layers, int64_t h, int64_t n_blocks)
       : heads(h), nb(n_blocks), memory(static_cast<size_t>(layers) * layer_bytes()) {}
   char* layer(int64_t l) const { return static_cast<char*>(memory.data()) + l * layer_bytes(); }
