@@ -71,7 +71,7 @@ for step in $STEPS; do
     build)
       nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv
       run cmake -S "$SRC" -B "$BUILD" -G Ninja -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-        -DSP_BLAS=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" \
+        -DSP_BLAS=OFF -DSP_PYTHON=OFF -DCMAKE_PREFIX_PATH="$SRC/.deps" \
         >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
       run cmake --build "$BUILD" -j16 --target $CUDA_TESTS shareprefill_cli \
         >"$OUT/build-full.log" 2>&1

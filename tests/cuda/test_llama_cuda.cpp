@@ -232,7 +232,9 @@ TEST(LlamaCuda, SparseModesMatchTheCpuPlannerRun) {
     SCOPED_TRACE(plan_mode_name(mode));
     planner_params p;
     p.mode = mode;
-    p.gamma = 0.9;
+    // Random weights spread attention almost evenly: gamma 0.9 kept 91-99% of the tiles on the
+    // H200 (2026-12-02), too dense to test anything; 0.5 leaves about half of them.
+    p.gamma = 0.5;
     p.min_budget = 256;
     p.dense_layers = {1};
     const planner host(p, c.n_layers, H, &map);
@@ -283,7 +285,7 @@ TEST(LlamaCuda, TokenLogprobsMatchTheLogitsOfThePrefill) {
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 10);
   prefill_options opt;
   opt.logit_positions = all_positions(n);
-  cuda_llama_session gpu(dw, n);
+  cuda_llama_session gpu(dw, n + 1);  // + 1: the decode step below
   const prefill_result r = gpu.prefill(prompt, opt);
   const std::vector<int32_t> targets(prompt.begin() + 100, prompt.end());
   const std::vector<float> lp = gpu.token_logprobs(99, targets);
