@@ -156,7 +156,9 @@ TEST(DenseHeadsPlanner, ListedHeadsAreDenseTheOthersUnchanged) {
   for (int64_t h = 0; h < n_heads; ++h) {
     const bool listed = h == 0 || h == 3;
     EXPECT_EQ(head_diff(mixed[1], listed ? dense[1] : sparse[1], h), 0.0) << "head " << h;
-    if (listed) EXPECT_GT(head_diff(sparse[1], dense[1], h), 0.0) << "head " << h << " was dense";
+    if (listed) {
+      EXPECT_GT(head_diff(sparse[1], dense[1], h), 0.0) << "head " << h << " was dense";
+    }
   }
   planner_params bad = p;
   bad.dense_heads = {{1, 3}, {1, 0}};

@@ -257,7 +257,9 @@ TEST(LlamaCuda, SparseModesMatchTheCpuPlannerRun) {
       EXPECT_EQ(heads, H) << "layer " << l;
       EXPECT_EQ(g.causal_tiles, H * nb * (nb + 1) / 2);
       EXPECT_LE(g.tiles, g.causal_tiles);
-      if (l == 1) EXPECT_EQ(g.tiles, g.causal_tiles) << "the dense layer";
+      if (l == 1) {
+        EXPECT_EQ(g.tiles, g.causal_tiles) << "the dense layer";
+      }
       EXPECT_NEAR(g.density(), r.density(), 0.1) << "layer " << l;
       same_tiles = same_tiles && g.tiles == r.tiles;
       tiles += g.tiles;
