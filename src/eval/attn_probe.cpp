@@ -8,21 +8,27 @@
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/planned_layer.h"
+#include "head_error_views.h"
 
 namespace sp {
 
-void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref,
-                          int64_t first_token) {
-  const char* fn = "head_relative_errors";
+void check_head_error_views(const char* fn, const tensor_view& out, const tensor_view& ref,
+                            int64_t first_token) {
   check(out.rank == 3 && ref.rank == 3 && out.type == dtype::f32 && ref.type == dtype::f32, fn,
         "out and ref must be f32 [N, H, D]");
   for (int i = 0; i < 3; ++i)
     check(out.shape[i] == ref.shape[i], fn, "shape mismatch in dimension ", i, ": ", out.shape[i],
           " vs ", ref.shape[i]);
   check(out.is_contiguous() && ref.is_contiguous(), fn, "out and ref must be contiguous");
-  const int64_t n = out.shape[0], heads = out.shape[1], d = out.shape[2];
+  const int64_t n = out.shape[0];
   check(first_token >= 0 && first_token < n, fn, "first_token ", first_token, " outside [0, ", n,
         ")");
+}
+
+void head_relative_errors(double* err, const tensor_view& out, const tensor_view& ref,
+                          int64_t first_token) {
+  check_head_error_views("head_relative_errors", out, ref, first_token);
+  const int64_t n = out.shape[0], heads = out.shape[1], d = out.shape[2];
   const float* o = out.as<float>();
   const float* r = ref.as<float>();
   for (int64_t h = 0; h < heads; ++h) {

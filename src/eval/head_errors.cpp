@@ -10,6 +10,7 @@
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_heads.h"
 #include "shareprefill/planned_layer.h"
+#include "head_error_views.h"
 
 namespace sp {
 namespace {
@@ -53,16 +54,9 @@ double spearman_rank_correlation(const std::vector<double>& x, const std::vector
 void head_output_errors(double* err, const tensor_view& out, const tensor_view& ref,
                         const float* wo, int64_t dim, int64_t first_token) {
   const char* fn = "head_output_errors";
-  check(out.rank == 3 && ref.rank == 3 && out.type == dtype::f32 && ref.type == dtype::f32, fn,
-        "out and ref must be f32 [N, H, D]");
-  for (int i = 0; i < 3; ++i)
-    check(out.shape[i] == ref.shape[i], fn, "shape mismatch in dimension ", i, ": ", out.shape[i],
-          " vs ", ref.shape[i]);
-  check(out.is_contiguous() && ref.is_contiguous(), fn, "out and ref must be contiguous");
+  check_head_error_views(fn, out, ref, first_token);
   check(wo != nullptr && dim > 0, fn, "wo must be a [dim, H*D] matrix with dim > 0, got dim ", dim);
   const int64_t n = out.shape[0], heads = out.shape[1], d = out.shape[2];
-  check(first_token >= 0 && first_token < n, fn, "first_token ", first_token, " outside [0, ", n,
-        ")");
   const float* o = out.as<float>();
   const float* r = ref.as<float>();
   // ||Wo_h x||^2 = x^T G_h x with G_h = Wo_h^T Wo_h ([D, D]), so the per-token cost is D^2.
