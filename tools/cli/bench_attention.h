@@ -2,7 +2,10 @@
 // the CPU and CUDA benchmarks both time.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include "json_output.h"
@@ -31,6 +34,22 @@ struct attention_bench_options {
 // and key block 0 of every row are always kept (they carry the local window and the sink).
 block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, double density,
                              uint64_t seed);
+
+// Random N(0,1) values of [n, heads, dim], each stored as convert(value) (bf16 bits, or fp32
+// rounded to bf16): a [min(n, 2048), heads, dim] pattern from `seed`, repeated over the tokens.
+template <class T, class Convert>
+std::vector<T> tiled_random_values(int64_t n, int64_t heads, int64_t dim, uint64_t seed,
+                                   Convert convert) {
+  const int64_t period = std::min<int64_t>(n, 2048), row = heads * dim;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<T> values(static_cast<size_t>(n * row));
+  for (int64_t i = 0; i < period * row; ++i) values[static_cast<size_t>(i)] = convert(normal(rng));
+  for (int64_t t = period; t < n; t += period)
+    std::memcpy(&values[static_cast<size_t>(t * row)], values.data(),
+                static_cast<size_t>(std::min(period, n - t) * row) * sizeof(T));
+  return values;
+}
 
 void run_attention_bench_cuda(const attention_bench_options& options);
 // --seqlens / --chunk / --split on the CPU (cuda false) or the GPU.

@@ -25,17 +25,9 @@ namespace sp::cli {
 
 namespace {
 
-// [n, heads, dim] bf16 values: a random [period, heads, dim] pattern repeated over the tokens.
+// [n, heads, dim] bf16 bits (tiled_random_values).
 std::vector<uint16_t> tiled_random_bf16(int64_t n, int64_t heads, int64_t dim, uint64_t seed) {
-  const int64_t period = std::min<int64_t>(n, 2048), row = heads * dim;
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<uint16_t> values(static_cast<size_t>(n * row));
-  for (int64_t i = 0; i < period * row; ++i) values[static_cast<size_t>(i)] = fp32_to_bf16(normal(rng));
-  for (int64_t t = period; t < n; t += period)
-    std::memcpy(&values[static_cast<size_t>(t * row)], values.data(),
-                static_cast<size_t>(std::min(period, n - t) * row) * 2);
-  return values;
+  return tiled_random_values<uint16_t>(n, heads, dim, seed, fp32_to_bf16);
 }
 
 // The benches' (and scripts/gpu-bench.sh's) environment variables mapped onto the typed options:

@@ -52,17 +52,10 @@ class serving_engine {
 
 constexpr int slots = 4;
 
-// Random N(0,1) bf16 values of [n, heads, dim]: a 2048-token pattern repeated.
+// [n, heads, dim] fp32 values rounded to bf16 (tiled_random_values, the same values as the
+// one-sequence CUDA bench's).
 std::vector<float> bf16_values(int64_t n, int64_t heads, int64_t dim, uint64_t seed) {
-  const int64_t period = std::min<int64_t>(n, 2048), row = heads * dim;
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n * row));
-  for (int64_t i = 0; i < period * row; ++i) x[static_cast<size_t>(i)] = round_to_bf16(normal(rng));
-  for (int64_t t = period; t < n; t += period)
-    std::memcpy(&x[static_cast<size_t>(t * row)], x.data(),
-                static_cast<size_t>(std::min(period, n - t) * row) * 4);
-  return x;
+  return tiled_random_values<float>(n, heads, dim, seed, round_to_bf16);
 }
 
 class cpu_engine : public serving_engine {
