@@ -160,4 +160,15 @@ inline std::vector<attention_case> attention_cases() {
   return cases;
 }
 
+// The tiles of `m` in the query blocks below the block of token `end` (exclusive), as a mask over
+// `end` tokens: the keys a chunk prefill of [.., end) sees, for comparing against one-shot rows.
+inline block_mask prefix_mask(const block_mask& m, int64_t end) {
+  const int32_t nb = static_cast<int32_t>((end + m.block_size - 1) / m.block_size);
+  std::vector<std::vector<tile>> tiles(static_cast<size_t>(m.heads));
+  for (int64_t h = 0; h < m.heads; ++h)
+    for (const tile& t : m.tiles_of(h))
+      if (t.first < nb) tiles[static_cast<size_t>(h)].push_back(t);
+  return block_mask::from_tiles(end, m.block_size, tiles);
+}
+
 }  // namespace sp::testing

@@ -12,11 +12,13 @@
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
+#include "attention_cases.h"
 #include "test_util.h"
 
 namespace sp {
 namespace {
 
+using testing::prefix_mask;
 using testing::error_of;
 using testing::random_values;
 
@@ -45,15 +47,6 @@ block_mask random_mask(int64_t n, int64_t heads, uint64_t seed, const std::vecto
         if (c == r || rng() % 3 == 0 || std::find(dense.begin(), dense.end(), h) != dense.end())
           tiles[static_cast<size_t>(h)].emplace_back(r, c);
   return block_mask::from_tiles(n, bs, tiles);
-}
-
-block_mask prefix_mask(const block_mask& m, int64_t end) {
-  const int32_t nb = static_cast<int32_t>((end + bs - 1) / bs);
-  std::vector<std::vector<tile>> tiles(static_cast<size_t>(m.heads));
-  for (int64_t h = 0; h < m.heads; ++h)
-    for (const tile& t : m.tiles_of(h))
-      if (t.first < nb) tiles[static_cast<size_t>(h)].push_back(t);
-  return block_mask::from_tiles(end, bs, tiles);
 }
 
 tensor_view dev(const void* data, dtype t, std::initializer_list<int64_t> shape) {
