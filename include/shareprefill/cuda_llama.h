@@ -71,7 +71,8 @@ class cuda_llama_session {
   // (kinds, visited tiles) by asynchronous copies; plan_ms (planning) and attention_ms (the
   // kernel and the publish step) per layer come from CUDA events on the stream, read after the
   // one synchronisation of the logits download, so timing adds no host wait. options.on_hidden
-  // receives the residual stream downloaded to the host (a synchronisation per layer: tests).
+  // receives the residual stream downloaded to the host and options.on_plan each layer's device
+  // plan as a block_mask (a synchronisation per layer each: tests).
   // Errors the device planner recorded are thrown after the last layer.
   prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options,
                          const device_planner* planner = nullptr);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "shareprefill/block_mask.h"
 #include "shareprefill/llama_config.h"
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/thread_pool.h"
@@ -55,6 +56,11 @@ struct prefill_options {
   // Called with the residual stream entering layer l (l = 0: the embeddings) and, with
   // l = layers, after the last layer (before the final norm): x is [N, dim]. May be empty.
   std::function<void(int64_t l, const float* x)> on_hidden;
+  // CUDA forward only (the CPU forward never calls it): called after layer l's attention with
+  // the tiles the device planner chose for it, every head's CSR as the CPU kernels take it
+  // (replay it on the CPU with make_replayed_attention). A device synchronisation per layer,
+  // for tests. May be empty.
+  std::function<void(int64_t l, const block_mask& plan)> on_plan;
   rope_scaling_options rope;
 };
 

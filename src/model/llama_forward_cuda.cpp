@@ -274,6 +274,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
         static_cast<int64_t>(s.plan_workspace.size()), nullptr);
     attended[i].record(nullptr);
     readback.enqueue(l, r.device_plan.plan);
+    if (options.on_plan) options.on_plan(l, device_planner::download_mask(r.device_plan.plan));
   };
   std::vector<float> host_x;
   const auto report_hidden = [&](int64_t l) {
