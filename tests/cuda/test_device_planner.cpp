@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cmath>
 #include <set>
@@ -445,64 +446,84 @@ TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
   }
 }
 
-// Planning time of a whole layer at 32K and 128K (32/8/128), random bf16 inputs (near-uniform
-// attention: most heads query-aware, the costly path), with SP_PLANNER_TIMING=1 only.
+// Planning time of a whole layer at 32K and 128K (32/8/128 and 9/3/64), random bf16 inputs
+// (near-uniform attention: most heads query-aware, the costly path), with SP_PLANNER_TIMING=1
+// only. SP_PLANNER_TIMING=profile32 / profile9: one prompt of 2 shareprefill layers at 32K,
+// 32/8/128 / 9/3/64 (for a per-kernel profiler).
 TEST_F(DevicePlanner, Timing) {
   const char* env = std::getenv("SP_PLANNER_TIMING");
-  if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "SP_PLANNER_TIMING=1 runs it";
-  for (int64_t n : {int64_t{32768}, int64_t{131072}}) {
-    for (plan_mode mode : {plan_mode::shareprefill, plan_mode::vslash}) {
-      const planner_case c = make_case(n, 32, 8, 128, 4, mode);
-      const cluster_map map = map_of(c);
-      device_run dev(c, map);
-      std::vector<uint16_t> host(static_cast<size_t>(n * c.heads * c.dim));
-      uint64_t state = 88172645463325252ull;
-      for (auto& x : host) {
-        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-        x = fp32_to_bf16(static_cast<float>(static_cast<int64_t>(state % 2001) - 1000) / 300.0f);
-      }
-      device_buffer dq(host.size() * 2), dk(host.size() / 4 * 2);
-      dq.upload(host.data(), dq.size());
-      dk.upload(host.data() + host.size() / 2, dk.size());
-      const tensor_view q = on_device(dq.data(), dtype::bf16, {n, c.heads, c.dim});
-      const tensor_view k = on_device(dk.data(), dtype::bf16, {n, c.kv_heads, c.dim});
-      cudaEvent_t e0, e1, e2;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      cudaEventCreate(&e2);
-      for (int prompt = 0; prompt < 3; ++prompt) {
-        dev.dp.begin_prompt(dev.state, dev.st.data(), static_cast<int64_t>(dev.st.size()), n,
-                            nullptr);
-        for (int64_t layer = 0; layer < c.layers; ++layer) {
-          cudaEventRecord(e0);
-          const device_plan_output out = dev.dp.plan(layer, q, k, dev.state, dev.ws.data(),
-                                                     static_cast<int64_t>(dev.ws.size()), nullptr);
-          cudaEventRecord(e1);
-          if (!out.block_attention.empty())
-            cudaMemsetAsync(out.block_attention.data, 0,
-                            static_cast<size_t>(out.block_attention.numel()) * 4);
-          dev.dp.publish(layer, out, dev.state, nullptr);
-          cudaEventRecord(e2);
-          cudaEventSynchronize(e2);
-          float plan_ms = 0, publish_ms = 0;
-          cudaEventElapsedTime(&plan_ms, e0, e1);
-          cudaEventElapsedTime(&publish_ms, e1, e2);
-          const std::vector<head_kind> kinds = device_planner::download_kinds(out.plan);
-          int64_t counts[head_kind_count] = {};
-          for (head_kind kd : kinds) ++counts[static_cast<int>(kd)];
-          std::printf("PLANNER_TIMING n=%lld mode=%s prompt=%d layer=%lld plan_ms=%.3f "
-                      "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld\n",
-                      static_cast<long long>(n), plan_mode_name(mode), prompt,
-                      static_cast<long long>(layer), plan_ms, publish_ms,
-                      static_cast<double>(dev.ws.size()) / (1 << 20),
-                      static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
-                      static_cast<long long>(counts[2]), static_cast<long long>(counts[3]),
-                      static_cast<long long>(counts[4]));
+  const std::string how = env == nullptr ? "" : env;
+  const bool profile = how == "profile32" || how == "profile9";
+  if (how != "1" && !profile) GTEST_SKIP() << "SP_PLANNER_TIMING=1 runs it";
+  using shape_t = std::array<int64_t, 3>;
+  std::vector<int64_t> lengths{32768, 131072};
+  std::vector<shape_t> shapes{{32, 8, 128}, {9, 3, 64}};
+  std::vector<plan_mode> modes{plan_mode::shareprefill, plan_mode::vslash};
+  if (profile) {
+    lengths = {32768};
+    shapes = {how == "profile32" ? shape_t{32, 8, 128} : shape_t{9, 3, 64}};
+    modes = {plan_mode::shareprefill};
+  }
+  const int prompts = profile ? 1 : 3;
+  for (int64_t n : lengths) {
+    for (const shape_t& shape : shapes) {
+      for (plan_mode mode : modes) {
+        const planner_case c =
+            make_case(n, shape[0], shape[1], shape[2], profile ? 2 : 4, mode);
+        const cluster_map map = map_of(c);
+        device_run dev(c, map);
+        std::vector<uint16_t> host(static_cast<size_t>(n * c.heads * c.dim));
+        uint64_t state = 88172645463325252ull;
+        for (auto& x : host) {
+          state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+          x = fp32_to_bf16(static_cast<float>(static_cast<int64_t>(state % 2001) - 1000) / 300.0f);
         }
+        const size_t k_elems = static_cast<size_t>(n * c.kv_heads * c.dim);
+        device_buffer dq(host.size() * 2), dk(k_elems * 2);
+        dq.upload(host.data(), dq.size());
+        dk.upload(host.data() + host.size() - k_elems, dk.size());
+        const tensor_view q = on_device(dq.data(), dtype::bf16, {n, c.heads, c.dim});
+        const tensor_view k = on_device(dk.data(), dtype::bf16, {n, c.kv_heads, c.dim});
+        cudaEvent_t e0, e1, e2;
+        cudaEventCreate(&e0);
+        cudaEventCreate(&e1);
+        cudaEventCreate(&e2);
+        for (int prompt = 0; prompt < prompts; ++prompt) {
+          dev.dp.begin_prompt(dev.state, dev.st.data(), static_cast<int64_t>(dev.st.size()), n,
+                              nullptr);
+          for (int64_t layer = 0; layer < c.layers; ++layer) {
+            cudaEventRecord(e0);
+            const device_plan_output out = dev.dp.plan(layer, q, k, dev.state, dev.ws.data(),
+                                                       static_cast<int64_t>(dev.ws.size()), nullptr);
+            cudaEventRecord(e1);
+            if (!out.block_attention.empty())
+              cudaMemsetAsync(out.block_attention.data, 0,
+                              static_cast<size_t>(out.block_attention.numel()) * 4);
+            dev.dp.publish(layer, out, dev.state, nullptr);
+            cudaEventRecord(e2);
+            cudaEventSynchronize(e2);
+            float plan_ms = 0, publish_ms = 0;
+            cudaEventElapsedTime(&plan_ms, e0, e1);
+            cudaEventElapsedTime(&publish_ms, e1, e2);
+            const std::vector<head_kind> kinds = device_planner::download_kinds(out.plan);
+            int64_t counts[head_kind_count] = {};
+            for (head_kind kd : kinds) ++counts[static_cast<int>(kd)];
+            std::printf("PLANNER_TIMING n=%lld shape=%lld/%lld/%lld mode=%s prompt=%d layer=%lld plan_ms=%.3f "
+                        "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld\n",
+                        static_cast<long long>(n), static_cast<long long>(c.heads),
+                        static_cast<long long>(c.kv_heads), static_cast<long long>(c.dim),
+                        plan_mode_name(mode), prompt,
+                        static_cast<long long>(layer), plan_ms, publish_ms,
+                        static_cast<double>(dev.ws.size()) / (1 << 20),
+                        static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
+                        static_cast<long long>(counts[2]), static_cast<long long>(counts[3]),
+                        static_cast<long long>(counts[4]));
+          }
+        }
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        cudaEventDestroy(e2);
       }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      cudaEventDestroy(e2);
     }
   }
 }
