@@ -4,7 +4,8 @@
 // from the ops of cuda_model_ops.h. Prefill attention is prefill_layer (prefill_layer.h) with a
 // device planner: the caller's (vslash, flexprefill, shareprefill: the CPU runner's
 // planner_params and cluster map) or, when none is given, the session's dense one (our kernel
-// on every causal tile). Decode attention is the split-K decode kernel over the cache. The
+// on every causal tile). Decode attention is the split-K decode kernel over the cache, and a
+// decode step is replayed from a captured CUDA graph (llama_forward_cuda.cpp says how). The
 // residual stream stays fp32; every other activation is bf16. Builds without CUDA throw from
 // every entry point.
 //
@@ -80,8 +81,16 @@ class cuda_llama_session {
   // the prompt up to position first + i (the logits of that position), computed on the device in
   // chunks (the [count, vocab] logits never exist at once). first + targets.size() <= n.
   std::vector<float> token_logprobs(int64_t first, const std::vector<int32_t>& targets);
-  // Appends one token and returns its next-token logits [vocab].
+  // Appends one token and returns its next-token logits [vocab]. The step runs as a CUDA graph
+  // captured once per cache-length bucket (powers of two from 256, and the capacity) and
+  // replayed; its one synchronisation is the logits download.
   std::vector<float> decode(int32_t token);
+  // As decode, but takes the argmax of the logits on the device and downloads only that id
+  // (greedy generation; the first index on ties, as sp::argmax).
+  int32_t decode_greedy(int32_t token);
+  // Graphs on (the default) or off: off, each decode step launches its kernels one by one (the
+  // same kernels with the same grids, so the logits are bit for bit those of the graph).
+  void set_decode_graphs(bool on);
 
   // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
   void reset();

@@ -93,6 +93,9 @@ struct cuda_rope_params {
   const float* inv_freq = nullptr;  // inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq)
   int64_t pairs = 0;                // at most cuda_rope_max_pairs
   float attention_factor = 1.0f;
+  // [1] int64 on the device added to first_pos when the kernel runs (a captured decode step's
+  // position), or null. The caller keeps first_pos_device + first_pos >= 0.
+  const int64_t* first_pos_device = nullptr;
 };
 constexpr int64_t cuda_rope_max_pairs = 128;
 void cuda_rope_apply(const cuda_rope_params& params, void* stream);
@@ -130,6 +133,12 @@ class cuda_kv_cache {
   // k, v: [n, kv_heads, head_dim] bf16 at token strides k_token_stride, v_token_stride.
   void append(int64_t layer, int64_t pos, const uint16_t* k, int64_t k_token_stride,
               const uint16_t* v, int64_t v_token_stride, int64_t n, void* stream);
+  // The same with the position read from device memory when the kernel runs (pos_device: [1]
+  // int64), for a captured decode step. The caller checks the value it stores there: tokens
+  // that would land outside [0, capacity) are not written.
+  void append_at(int64_t layer, const int64_t* pos_device, const uint16_t* k,
+                 int64_t k_token_stride, const uint16_t* v, int64_t v_token_stride, int64_t n,
+                 void* stream);
 
  private:
   int64_t layers_ = 0, capacity_ = 0, kv_heads_ = 0, head_dim_ = 0;
@@ -139,10 +148,15 @@ class cuda_kv_cache {
 
 // One query row per head over `len` cached tokens (the newest token included), scores scaled by
 // 1/sqrt(D), GQA native (query head h reads KV head h / (heads / kv_heads)). The keys are split
-// into chunks, one block per (KV head, chunk) serving all query heads of the group; the chunks'
-// partial outputs merge by their log-sum-exp in fp32.
+// into chunks of cuda_decode_chunk(len, kv_heads) keys, one block per (KV head, chunk) serving
+// all query heads of the group; the chunks' partial outputs merge by their log-sum-exp in fp32.
+// With len_device set, the length is read from device memory when the kernels run (a captured
+// decode step replayed at growing lengths): `len` is then the largest length the launch serves
+// (it sizes the grid and the chunk; blocks past the run-time length exit at once), and the
+// device value is clamped to [1, len].
 struct cuda_decode_params {
   int64_t len = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
+  const int64_t* len_device = nullptr;  // len_device: [1] int64 on the device, or null
   const uint16_t* q = nullptr;  // q: [heads, head_dim] bf16
   const uint16_t* k = nullptr;  // k: [len, kv_heads, head_dim] bf16, token stride kv_token_stride
   const uint16_t* v = nullptr;  // v: like k
@@ -152,11 +166,16 @@ struct cuda_decode_params {
   void* workspace = nullptr;  // device scratch of cuda_decode_workspace_bytes(len, ...) bytes
   size_t workspace_bytes = 0;
 };
-// Scratch the decode of any length <= max_len needs.
+// Scratch the decode of any length <= max_len needs (also with len_device and len <= max_len).
 size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
                                    int64_t head_dim);
 // Keys per chunk for a decode over len tokens (exposed for tests and benchmarks).
 int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads);
 void cuda_decode_attention(const cuda_decode_params& params, void* stream);
+
+// out[0] = the index of the largest of x[0..n) (the first one on ties; NaNs are skipped), for a
+// greedy decode that downloads one int instead of the logits. out: [1] int32 on the device;
+// x: [n] f32 on the device.
+void cuda_argmax(int32_t* out, const float* x, int64_t n, void* stream);
 
 }  // namespace sp

@@ -1,12 +1,16 @@
 // Decode attention: one query row per head over the KV cache, split-K. Kernel 1 runs one block
-// per (key chunk, KV head) for all g = heads / kv_heads query heads of the group, so each K and V
+// per (key chunk, KV head) for all G = heads / kv_heads query heads of the group, so each K and V
 // row is read once (native GQA). A row of D bf16 is D/8 16-byte vectors held by D/8 adjacent
 // lanes, so a warp reads 32/(D/8) whole rows per instruction (coalesced); dot products reduce
-// over those lanes by shuffles. Scores (base 2, pre-scaled by log2(e)/sqrt(D)) of the chunk sit
-// in shared memory; one warp per head takes max and sum; the P @ V pass reuses the lane layout,
-// reduces over lanes and warps, and writes the chunk's normalised output and base-2 LSE. Kernel
-// 2 merges the chunks by their LSE in fp32 (FlashAttention's split-KV combine; with a single
-// chunk kernel 1 writes the result directly).
+// over those lanes by shuffles. Each thread issues `unroll` row loads before it uses any of them,
+// and the chunk count targets ~4 blocks per SM, so enough bytes are in flight to run at memory
+// bandwidth (one load at a time per thread reached about a quarter of it). Scores (base 2,
+// pre-scaled by log2(e)/sqrt(D)) of the chunk sit in shared memory; one warp per head takes max
+// and sum; the P @ V pass reuses the lane layout, reduces over lanes and warps, and writes the
+// chunk's normalised output and base-2 LSE. Kernel 2 merges the chunks by their LSE in fp32
+// (FlashAttention's split-KV combine; with a single chunk kernel 1 writes the result directly).
+// The length may come from device memory (a captured decode step): the grid is then sized for
+// the largest length and blocks past the run-time length exit at once.
 #include <algorithm>
 #include <cmath>
 
@@ -19,10 +23,13 @@ namespace {
 
 constexpr int decode_threads = 128;
 constexpr int decode_warps = decode_threads / 32;
+constexpr int unroll = 4;             // row loads in flight per thread
 constexpr int max_group = 8;          // query heads per KV head
 constexpr int64_t max_chunk = 1024;   // keys per block
-constexpr int64_t min_chunk = 32;
-constexpr int64_t target_blocks = 256;  // ~2 blocks per SM of an H100/H200
+constexpr int64_t min_chunk = 64;
+constexpr int64_t chunk_multiple = 64;
+constexpr int64_t target_blocks = 512;  // ~4 blocks per SM of an H100/H200 (132 SMs)
+constexpr int merge_threads = 256;
 constexpr float log2e = 1.4426950408889634f;
 constexpr float ln2 = 0.6931471805599453f;
 
@@ -30,14 +37,20 @@ struct decode_kernel_params {
   const uint16_t* q;  // q: [heads, D]
   const uint16_t* k;  // k: [len, kv_heads, D], token stride kv_stride
   const uint16_t* v;
-  int64_t kv_stride, len, chunk;
-  int heads, kv_heads, group;
+  int64_t kv_stride, len, chunk;  // len: the length, or the largest one when len_device is set
+  const int64_t* len_device;      // [1] the run-time length, or null
+  int heads, kv_heads;
   float scale_log2;   // log2(e) / sqrt(D)
   float* part_o;      // part_o: [splits, heads, D] chunk outputs, normalised
   float* part_lse;    // part_lse: [splits, heads] base-2 LSE of each chunk
-  uint16_t* out;      // out: [heads, D], written here when there is one chunk
+  uint16_t* out;      // out: [heads, D], written here when the grid has one chunk
   float* lse;         // lse: [heads] natural log, or null
 };
+
+__device__ __forceinline__ int64_t run_length(const decode_kernel_params& p) {
+  if (p.len_device == nullptr) return p.len;
+  return max(int64_t{1}, min(p.len, *p.len_device));
+}
 
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -48,66 +61,74 @@ __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const decode_kernel_params p) {
+// Dynamic shared memory: the (G, chunk) scores, later the (warps, G, D) partial sums.
+template <int D, int G>
+__global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
+    decode_chunk_kernel(const decode_kernel_params p) {
   constexpr int row_lanes = D / 8;               // lanes holding one row
-  constexpr int rows_per_warp = 32 / row_lanes;  // rows a warp reads per step
-  constexpr int rows_per_step = rows_per_warp * decode_warps;
-  __shared__ float s_scores[max_group * max_chunk];  // (group, chunk); later (warps, group, D)
-  __shared__ float s_max[max_group], s_sum[max_group];
+  constexpr int rows_per_warp = 32 / row_lanes;  // rows a warp reads per load
+  constexpr int rows_per_pass = rows_per_warp * decode_warps;
+  constexpr int rows_per_step = rows_per_pass * unroll;
+  extern __shared__ float s_scores[];
+  __shared__ float s_max[G], s_sum[G];
 
+  const int64_t len = run_length(p);
   const int split = blockIdx.x, kv_head = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int vec = lane % row_lanes, row_in_warp = lane / row_lanes;
   const int64_t begin = split * p.chunk;
-  const int64_t count = min(p.chunk, p.len - begin);
-  const int group = p.group, head0 = kv_head * group;
+  if (begin >= len) return;
+  const int count = static_cast<int>(min(p.chunk, len - begin));
+  const int chunk = static_cast<int>(p.chunk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int vec = lane % row_lanes, first_row = warp * rows_per_warp + lane / row_lanes;
+  const int head0 = kv_head * G;
+  const uint4* k = reinterpret_cast<const uint4*>(p.k + begin * p.kv_stride + kv_head * D) + vec;
+  const uint4* v = reinterpret_cast<const uint4*>(p.v + begin * p.kv_stride + kv_head * D) + vec;
+  const int64_t row_stride = p.kv_stride / 8;  // in 16-byte vectors
 
   // This lane's 8 dimensions of every query head of the group, pre-scaled.
-  float q[max_group][8];
+  float q[G][8];
 #pragma unroll
-  for (int h = 0; h < max_group; ++h) {
-    if (h < group) {
-      unpack8(reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec], q[h]);
+  for (int h = 0; h < G; ++h) {
+    unpack8(reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec], q[h]);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[h][e] *= p.scale_log2;
-    }
+    for (int e = 0; e < 8; ++e) q[h][e] *= p.scale_log2;
   }
 
-  // Scores of the chunk.
-  for (int64_t r0 = 0; r0 < count; r0 += rows_per_step) {
-    const int64_t r = r0 + warp * rows_per_warp + row_in_warp;
-    float dot[max_group];
-    float kf[8] = {};
-    if (r < count)
-      unpack8(reinterpret_cast<const uint4*>(p.k + (begin + r) * p.kv_stride + kv_head * D)[vec], kf);
+  // Scores of the chunk: `unroll` rows loaded, then used.
+  for (int r0 = 0; r0 < count; r0 += rows_per_step) {
+    uint4 raw[unroll];
 #pragma unroll
-    for (int h = 0; h < max_group; ++h) {
-      dot[h] = 0.0f;
-      if (h < group) {
+    for (int u = 0; u < unroll; ++u) {
+      const int r = r0 + u * rows_per_pass + first_row;
+      raw[u] = r < count ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-        for (int e = 0; e < 8; ++e) dot[h] += q[h][e] * kf[e];
+    for (int u = 0; u < unroll; ++u) {
+      const int r = r0 + u * rows_per_pass + first_row;
+      float kf[8];
+      unpack8(raw[u], kf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot += q[h][e] * kf[e];
 #pragma unroll
         for (int offset = row_lanes / 2; offset > 0; offset >>= 1)
-          dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], offset);
+          dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        if (r < count && vec == 0) s_scores[h * chunk + r] = dot;
       }
-    }
-    if (r < count && vec == 0) {
-#pragma unroll
-      for (int h = 0; h < max_group; ++h)
-        if (h < group) s_scores[h * max_chunk + r] = dot[h];
     }
   }
   __syncthreads();
 
   // Softmax statistics per head (one warp per head), scores turned into exp2(s - max).
-  for (int h = warp; h < group; h += decode_warps) {
-    float* s = s_scores + h * max_chunk;
+  for (int h = warp; h < G; h += decode_warps) {
+    float* s = s_scores + h * chunk;
     float m = -INFINITY;
-    for (int64_t j = lane; j < count; j += 32) m = fmaxf(m, s[j]);
+    for (int j = lane; j < count; j += 32) m = fmaxf(m, s[j]);
     m = warp_max(m);
     float l = 0.0f;
-    for (int64_t j = lane; j < count; j += 32) {
+    for (int j = lane; j < count; j += 32) {
       const float e = exp2f(s[j] - m);
       s[j] = e;
       l += e;
@@ -121,20 +142,27 @@ __global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const deco
   __syncthreads();
 
   // P @ V over this thread's rows and 8 dimensions.
-  float acc[max_group][8];
+  float acc[G][8];
 #pragma unroll
-  for (int h = 0; h < max_group; ++h)
+  for (int h = 0; h < G; ++h)
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
-  for (int64_t r0 = 0; r0 < count; r0 += rows_per_step) {
-    const int64_t r = r0 + warp * rows_per_warp + row_in_warp;
-    if (r >= count) continue;
-    float vf[8];
-    unpack8(reinterpret_cast<const uint4*>(p.v + (begin + r) * p.kv_stride + kv_head * D)[vec], vf);
+  for (int r0 = 0; r0 < count; r0 += rows_per_step) {
+    uint4 raw[unroll];
 #pragma unroll
-    for (int h = 0; h < max_group; ++h) {
-      if (h < group) {
-        const float pr = s_scores[h * max_chunk + r];
+    for (int u = 0; u < unroll; ++u) {
+      const int r = r0 + u * rows_per_pass + first_row;
+      raw[u] = r < count ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < unroll; ++u) {
+      const int r = r0 + u * rows_per_pass + first_row;
+      if (r >= count) continue;
+      float vf[8];
+      unpack8(raw[u], vf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        const float pr = s_scores[h * chunk + r];
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] += pr * vf[e];
       }
@@ -142,28 +170,27 @@ __global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const deco
   }
   // Sum over the rows of a warp (lanes with equal vec), then over warps in shared memory.
 #pragma unroll
-  for (int h = 0; h < max_group; ++h)
+  for (int h = 0; h < G; ++h)
 #pragma unroll
     for (int e = 0; e < 8; ++e)
 #pragma unroll
       for (int offset = 16; offset >= row_lanes; offset >>= 1)
         acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], offset);
   __syncthreads();  // the scores are no longer read: reuse their memory
-  float* s_acc = s_scores;  // (warps, group, D)
-  if (row_in_warp == 0) {
+  float* s_acc = s_scores;  // (warps, G, D)
+  if (lane < row_lanes) {
 #pragma unroll
-    for (int h = 0; h < max_group; ++h)
-      if (h < group)
+    for (int h = 0; h < G; ++h)
 #pragma unroll
-        for (int e = 0; e < 8; ++e) s_acc[(warp * group + h) * D + vec * 8 + e] = acc[h][e];
+      for (int e = 0; e < 8; ++e) s_acc[(warp * G + h) * D + vec * 8 + e] = acc[h][e];
   }
   __syncthreads();
   const bool single = gridDim.x == 1;
-  for (int i = threadIdx.x; i < group * D; i += decode_threads) {
+  for (int i = threadIdx.x; i < G * D; i += decode_threads) {
     const int h = i / D, d = i % D;
     float o = 0.0f;
 #pragma unroll
-    for (int w = 0; w < decode_warps; ++w) o += s_acc[(w * group + h) * D + d];
+    for (int w = 0; w < decode_warps; ++w) o += s_acc[(w * G + h) * D + d];
     o /= s_sum[h];
     const int head = head0 + h;
     if (single) {
@@ -172,7 +199,7 @@ __global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const deco
       p.part_o[(static_cast<int64_t>(split) * p.heads + head) * D + d] = o;
     }
   }
-  if (threadIdx.x < group) {
+  if (threadIdx.x < G) {
     const int h = threadIdx.x;
     const float lse2 = s_max[h] + log2f(s_sum[h]);
     if (single) {
@@ -183,25 +210,70 @@ __global__ void __launch_bounds__(decode_threads) decode_chunk_kernel(const deco
   }
 }
 
-// One block per head, one thread per dimension: out = sum_s w_s o_s / sum_s w_s with
-// w_s = exp2(lse_s - max lse).
-__global__ void decode_merge_kernel(const decode_kernel_params p, int splits, int dim) {
-  const int head = blockIdx.x, d = threadIdx.x;
+// One block per head: out = sum_s w_s o_s / sum_s w_s with w_s = exp2(lse_s - max lse) over the
+// chunks of the run-time length. The block's threads form merge_threads / D groups of D (one
+// thread per dimension), each group summing every groups-th chunk; shared memory adds the groups.
+template <int D>
+__global__ void __launch_bounds__(merge_threads) decode_merge_kernel(const decode_kernel_params p) {
+  constexpr int groups = merge_threads / D;
+  __shared__ float s_red[merge_threads / 32];
+  __shared__ float s_o[groups][D], s_w[groups];
+  const int64_t len = run_length(p);
+  const int splits = static_cast<int>((len + p.chunk - 1) / p.chunk);
+  const int head = blockIdx.x, d = threadIdx.x % D, g = threadIdx.x / D;
+  const float* lse = p.part_lse + head;  // chunk s at lse[s * heads]
   float m = -INFINITY;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, p.part_lse[static_cast<int64_t>(s) * p.heads + head]);
+  for (int s = threadIdx.x; s < splits; s += merge_threads) m = fmaxf(m, lse[static_cast<int64_t>(s) * p.heads]);
+  m = warp_max(m);
+  if (threadIdx.x % 32 == 0) s_red[threadIdx.x / 32] = m;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < merge_threads / 32; ++w) m = fmaxf(m, s_red[w]);
   float weight_sum = 0.0f, o = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float w = exp2f(p.part_lse[static_cast<int64_t>(s) * p.heads + head] - m);
+#pragma unroll 4
+  for (int s = g; s < splits; s += groups) {
+    const float w = exp2f(lse[static_cast<int64_t>(s) * p.heads] - m);
     weight_sum += w;
-    o += w * p.part_o[(static_cast<int64_t>(s) * p.heads + head) * dim + d];
+    o += w * p.part_o[(static_cast<int64_t>(s) * p.heads + head) * D + d];
   }
-  p.out[head * dim + d] = float_to_bf16_bits(o / weight_sum);
+  s_o[g][d] = o;
+  if (d == 0) s_w[g] = weight_sum;
+  __syncthreads();
+  if (g != 0) return;
+  weight_sum = 0.0f;
+  o = 0.0f;
+#pragma unroll
+  for (int i = 0; i < groups; ++i) {
+    weight_sum += s_w[i];
+    o += s_o[i][d];
+  }
+  p.out[head * D + d] = float_to_bf16_bits(o / weight_sum);
   if (d == 0 && p.lse != nullptr) p.lse[head] = (m + log2f(weight_sum)) * ln2;
 }
 
 int64_t splits_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+template <int D, int G>
+void launch_chunks(const decode_kernel_params& p, dim3 grid, cudaStream_t s) {
+  const size_t smem = sizeof(float) * static_cast<size_t>(std::max<int64_t>(G * p.chunk, decode_warps * G * D));
+  decode_chunk_kernel<D, G><<<grid, decode_threads, smem, s>>>(p);
+}
+
+template <int D>
+void launch_chunks_of_group(int group, const decode_kernel_params& p, dim3 grid, cudaStream_t s) {
+  switch (group) {
+    case 1: return launch_chunks<D, 1>(p, grid, s);
+    case 2: return launch_chunks<D, 2>(p, grid, s);
+    case 3: return launch_chunks<D, 3>(p, grid, s);
+    case 4: return launch_chunks<D, 4>(p, grid, s);
+    case 5: return launch_chunks<D, 5>(p, grid, s);
+    case 6: return launch_chunks<D, 6>(p, grid, s);
+    case 7: return launch_chunks<D, 7>(p, grid, s);
+    default: return launch_chunks<D, 8>(p, grid, s);
+  }
+}
 
 }  // namespace
 }  // namespace cuda
@@ -210,7 +282,7 @@ int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads) {
   check(len > 0 && kv_heads > 0, "cuda_decode_chunk", "len=", len, " kv_heads=", kv_heads);
   const int64_t splits_target = (cuda::target_blocks + kv_heads - 1) / kv_heads;
   int64_t chunk = (len + splits_target - 1) / splits_target;
-  chunk = (chunk + 31) / 32 * 32;
+  chunk = (chunk + cuda::chunk_multiple - 1) / cuda::chunk_multiple * cuda::chunk_multiple;
   return std::min(cuda::max_chunk, std::max(cuda::min_chunk, chunk));
 }
 
@@ -241,6 +313,7 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
         "q, k and v must be 16-byte aligned");
   const int64_t chunk = cuda_decode_chunk(a.len, a.kv_heads);
   const int64_t splits = cuda::splits_of(a.len, chunk);
+  check(splits <= 0x7fffffff, fn, "len=", a.len, " needs ", splits, " chunks (grid limit)");
   const size_t o_bytes = cuda::align256(static_cast<size_t>(splits * a.heads * a.head_dim) * sizeof(float));
   const size_t need = splits > 1 ? o_bytes + static_cast<size_t>(splits * a.heads) * sizeof(float) : 0;
   check(need == 0 || (a.workspace != nullptr && a.workspace_bytes >= need &&
@@ -254,9 +327,9 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   p.kv_stride = a.kv_token_stride;
   p.len = a.len;
   p.chunk = chunk;
+  p.len_device = a.len_device;
   p.heads = static_cast<int>(a.heads);
   p.kv_heads = static_cast<int>(a.kv_heads);
-  p.group = static_cast<int>(a.heads / a.kv_heads);
   p.scale_log2 = cuda::log2e / std::sqrt(static_cast<float>(a.head_dim));
   p.part_o = static_cast<float*>(a.workspace);
   p.part_lse = splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(a.workspace) + o_bytes) : nullptr;
@@ -264,14 +337,17 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   p.lse = a.lse;
   const cudaStream_t s = cuda::as_stream(stream);
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
+  const int group = static_cast<int>(a.heads / a.kv_heads);
   if (a.head_dim == 64)
-    cuda::decode_chunk_kernel<64><<<grid, cuda::decode_threads, 0, s>>>(p);
+    cuda::launch_chunks_of_group<64>(group, p, grid, s);
   else
-    cuda::decode_chunk_kernel<128><<<grid, cuda::decode_threads, 0, s>>>(p);
+    cuda::launch_chunks_of_group<128>(group, p, grid, s);
   cuda::check_launch(fn);
   if (splits > 1) {
-    cuda::decode_merge_kernel<<<static_cast<unsigned>(a.heads), static_cast<unsigned>(a.head_dim), 0, s>>>(
-        p, static_cast<int>(splits), static_cast<int>(a.head_dim));
+    if (a.head_dim == 64)
+      cuda::decode_merge_kernel<64><<<static_cast<unsigned>(a.heads), cuda::merge_threads, 0, s>>>(p);
+    else
+      cuda::decode_merge_kernel<128><<<static_cast<unsigned>(a.heads), cuda::merge_threads, 0, s>>>(p);
     cuda::check_launch(fn);
   }
 }

@@ -3,7 +3,8 @@
 // does, so positions of 128K tokens keep full angle precision), round them to fp32 and scale
 // them by the attention factor; then all threads rotate the pairs of every q and k head.
 // inv_freq travels in the kernel parameters (at most 128 pairs), so the launch reads no table
-// from memory and needs no upload.
+// from memory and needs no upload. A device-memory position offset (first_pos_device) lets one
+// captured launch serve every decode step.
 #include "model_common.cuh"
 #include "shareprefill/cuda_model_ops.h"
 
@@ -17,6 +18,7 @@ struct rope_kernel_params {
   uint16_t* q;  // q: [n, heads, head_dim], token stride q_token_stride
   uint16_t* k;  // k: [n, kv_heads, head_dim], token stride k_token_stride, or null
   int64_t q_token_stride, k_token_stride, heads, kv_heads, head_dim, first_pos;
+  const int64_t* first_pos_device;  // [1] added to first_pos, or null
   int pairs;
   float attention_factor;
   float inv_freq[cuda_rope_max_pairs];
@@ -32,7 +34,8 @@ __global__ void __launch_bounds__(rope_threads) rope_kernel(const rope_kernel_pa
   __shared__ float s_cos[cuda_rope_max_pairs], s_sin[cuda_rope_max_pairs];
   const int64_t token = blockIdx.x;
   if (threadIdx.x < p.pairs) {
-    const double angle = static_cast<double>(p.first_pos + token) *
+    const int64_t first = p.first_pos + (p.first_pos_device != nullptr ? *p.first_pos_device : 0);
+    const double angle = static_cast<double>(first + token) *
                          static_cast<double>(p.inv_freq[threadIdx.x]);
     double s, c;
     sincos(angle, &s, &c);
@@ -80,6 +83,7 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
   p.kv_heads = a.kv_heads;
   p.head_dim = a.head_dim;
   p.first_pos = a.first_pos;
+  p.first_pos_device = a.first_pos_device;
   p.pairs = static_cast<int>(a.pairs);
   p.attention_factor = a.attention_factor;
   for (int64_t i = 0; i < a.pairs; ++i) p.inv_freq[i] = a.inv_freq[i];

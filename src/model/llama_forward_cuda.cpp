@@ -11,7 +11,14 @@
 //   act       silu(gate) * up           [n, F] bf16
 // and the logits of the selected rows ([rows, vocab] f32, grown on demand).
 // The output projection and the down projection accumulate into x inside their GEMMs (fp32
-// output, beta = 1), which is the residual add. All work is on the default stream. The prefill's
+// output, beta = 1), which is the residual add. Prefill works on the default stream. A decode
+// step works on the session's own stream (cuda_stream: ordered with the default stream) and reads
+// what changes per token (token id, position, cache length, the logits row) from one small
+// device struct that one asynchronous copy fills; so the step's ~330 launches are captured once
+// per length bucket (a power of two, or the capacity) into a CUDA graph and replayed per token.
+// The bucket fixes the split-K grid of the decode attention (sized for the bucket's largest
+// length, blocks past the run-time length exit at once). The graphs hold the RoPE table as
+// kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
 // planner workspace and state (device_planner::workspace_bytes, state_bytes: the plan, the
 // pivots' block attention A, the per-prompt cluster state) are allocated by the first prefill
 // that needs them and reused; nothing of O(N^2) exists besides A.
@@ -19,9 +26,11 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <map>
 
 #include "rope.h"
 #include "shareprefill/cuda_events.h"
+#include "shareprefill/cuda_graph.h"
 #include "shareprefill/cuda_llama.h"
 #include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/cuda_token_logprob.h"
@@ -29,6 +38,21 @@
 #include "shareprefill/prefill_layer.h"
 
 namespace sp {
+
+namespace {
+
+// What a decode step reads from device memory (filled by one copy per token).
+struct decode_step_args {
+  int64_t pos = 0;  // position of the new token (KV append, RoPE)
+  int64_t len = 0;  // cache length the attention reads, pos + 1
+  int64_t row = 0;  // the residual row whose logits are taken (always 0)
+  int32_t token = 0;
+  int32_t greedy = 0;  // written back by decode_greedy's argmax
+};
+
+constexpr int64_t min_decode_bucket = 256;
+
+}  // namespace
 
 struct cuda_llama_session::impl {
   const cuda_llama_weights& w;
@@ -40,6 +64,13 @@ struct cuda_llama_session::impl {
   device_buffer plan_workspace, plan_state, logprobs;  // grown on demand, then reused
   std::unique_ptr<device_planner> dense_planner;       // built by the first dense prefill
   bool final_hidden = false;  // x holds the last prefill's final residual stream (no decode yet)
+  // Decode: its stream, the per-step arguments (pinned host copy and device copy), its logits
+  // [vocab] f32 (device and pinned host), and the captured step per length bucket.
+  cuda_stream decode_stream;
+  pinned_buffer step_host, logits_host;
+  device_buffer step_device, decode_logits;
+  std::map<int64_t, cuda_graph> graphs;
+  bool use_graphs = true;
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
       : w(weights),
@@ -60,6 +91,10 @@ struct cuda_llama_session::impl {
     rows = rows_of(1, sizeof(int64_t));
     decode_workspace = device_buffer(
         cuda_decode_workspace_bytes(capacity, c.n_heads, c.n_kv_heads, c.head_dim));
+    step_host = pinned_buffer(sizeof(decode_step_args));
+    step_device = device_buffer(sizeof(decode_step_args));
+    logits_host = pinned_buffer(static_cast<size_t>(c.vocab_size) * sizeof(float));
+    decode_logits = device_buffer(static_cast<size_t>(c.vocab_size) * sizeof(float));
   }
 
   int64_t qkv_width() const {
@@ -77,22 +112,25 @@ struct cuda_llama_session::impl {
   // [0, pos + n) of layer l, into attn.
   using attention_step = std::function<void(int64_t l, int64_t pos, int64_t n)>;
 
-  // One transformer block for n tokens at positions [pos, pos + n).
-  void layer_body(int64_t l, int64_t pos, int64_t n, const attention_step& attention) {
+  // One transformer block for n tokens at positions [pos, pos + n) on `stream`; with pos_device
+  // ([1] int64 on the device) the position is read from there when the kernels run (pos is 0).
+  void layer_body(int64_t l, int64_t pos, const int64_t* pos_device, int64_t n, void* stream,
+                  const attention_step& attention) {
     const llama_config& c = w.config;
     const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
     const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
     // attn_norm
     cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.attn_norm), nullptr, n, dim,
-                  c.rms_eps, nullptr);
+                  c.rms_eps, stream);
     // qkv
     gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
-                nullptr);
+                stream);
     // q_rope, k_rope
     cuda_rope_params r;
     r.n = n;
     r.head_dim = D;
     r.first_pos = pos;
+    r.first_pos_device = pos_device;
     r.q = bf16(qkv);
     r.q_token_stride = qkv_width();
     r.heads = H;
@@ -102,24 +140,28 @@ struct cuda_llama_session::impl {
     r.inv_freq = rope.inv_freq.data();
     r.pairs = static_cast<int64_t>(rope.inv_freq.size());
     r.attention_factor = rope.attention_factor;
-    cuda_rope_apply(r, nullptr);
+    cuda_rope_apply(r, stream);
     // kv_cache
-    cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(), n,
-                 nullptr);
+    if (pos_device != nullptr)
+      cache.append_at(l, pos_device, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D),
+                      qkv_width(), n, stream);
+    else
+      cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(),
+                   n, stream);
     // attn_out
     attention(l, pos, n);
     // attn_residual: x += attn @ wo^T
-    gemm.linear(x.data(), dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, nullptr);
+    gemm.linear(x.data(), dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, stream);
     // ffn_norm
     cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.ffn_norm), nullptr, n, dim, c.rms_eps,
-                  nullptr);
+                  stream);
     // ffn_gate_up
     gemm.linear(gate_up.data(), dtype::bf16, bf16(normed), bf16(L.w_gate_up), n, 2 * F, dim, false,
-                nullptr);
+                stream);
     // ffn_act
-    cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, nullptr);
+    cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, stream);
     // ffn_residual: x += act @ w_down^T
-    gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, nullptr);
+    gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, stream);
   }
 
   // Logits of the given residual rows, [rows, vocab] on the host.
@@ -253,8 +295,11 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
 
   const auto t_start = std::chrono::steady_clock::now();
   s.final_hidden = false;
-  s.rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type, options.rope.factor,
-                           c.context_length);
+  rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type,
+                                    options.rope.factor, c.context_length);
+  if (rope.inv_freq != s.rope.inv_freq || rope.attention_factor != s.rope.attention_factor)
+    s.graphs.clear();  // they hold the old table in their RoPE launches
+  s.rope = std::move(rope);
   s.tokens.upload(tokens.data(), tokens.size() * sizeof(int32_t));
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
                         n, c.dim, c.vocab_size, nullptr);
@@ -285,7 +330,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   };
   for (int64_t l = 0; l < c.n_layers; ++l) {
     report_hidden(l);
-    s.layer_body(l, 0, n, planned_attention);
+    s.layer_body(l, 0, nullptr, n, nullptr, planned_attention);
     if (options.on_layer) options.on_layer(l, c.n_layers);
   }
   report_hidden(c.n_layers);
@@ -351,25 +396,25 @@ int64_t cuda_llama_session::device_bytes() const {
   const impl& s = *impl_;
   size_t total = s.cache.bytes() + s.plan_workspace.size() + s.plan_state.size() + s.logprobs.size();
   for (const device_buffer* b : {&s.x, &s.normed, &s.qkv, &s.attn, &s.gate_up, &s.act, &s.tokens,
-                                 &s.rows, &s.decode_workspace, &s.logits})
+                                 &s.rows, &s.decode_workspace, &s.logits, &s.step_device,
+                                 &s.decode_logits})
     total += b->size();
   return static_cast<int64_t>(total);
 }
 
-std::vector<float> cuda_llama_session::decode(int32_t token) {
-  const char* fn = "cuda_llama_session::decode";
-  impl& s = *impl_;
+namespace {
+
+// The launches of one decode step on the session's stream, reading step_device; the decode
+// attention's grid is sized for caches of up to `bucket` tokens.
+void enqueue_decode_step(cuda_llama_session::impl& s, int64_t bucket) {
   const llama_config& c = s.w.config;
-  check(s.length > 0, fn, "decode needs a prefill first");
-  check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
-  check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
-  s.final_hidden = false;
-  s.tokens.upload(&token, sizeof(int32_t));
-  cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
-                        1, c.dim, c.vocab_size, nullptr);
-  const impl::attention_step decode_step = [&](int64_t l, int64_t pos, int64_t) {
+  void* const st = s.decode_stream.get();
+  const auto* args = static_cast<const decode_step_args*>(s.step_device.data());
+  cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), &args->token, 1, c.dim, c.vocab_size, st);
+  const cuda_llama_session::impl::attention_step decode_attention = [&](int64_t l, int64_t, int64_t) {
     cuda_decode_params p;
-    p.len = pos + 1;
+    p.len = bucket;
+    p.len_device = &args->len;
     p.heads = c.n_heads;
     p.kv_heads = c.n_kv_heads;
     p.head_dim = c.head_dim;
@@ -380,11 +425,67 @@ std::vector<float> cuda_llama_session::decode(int32_t token) {
     p.out = s.bf16(s.attn);
     p.workspace = s.decode_workspace.data();
     p.workspace_bytes = s.decode_workspace.size();
-    cuda_decode_attention(p, nullptr);
+    cuda_decode_attention(p, st);
   };
-  for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, s.length, 1, decode_step);
+  for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, 0, &args->pos, 1, st, decode_attention);
+  cuda_logits_of_rows(s.f32(s.decode_logits), s.bf16(s.normed), s.f32(s.x), &args->row, 1,
+                      s.f32(s.w.output_norm), s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps,
+                      s.gemm, st);
+}
+
+// Checks the token, uploads the step's arguments and enqueues the step (the bucket's graph, or
+// the launches themselves when graphs are off); the logits land in decode_logits.
+void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn) {
+  const llama_config& c = s.w.config;
+  check(s.length > 0, fn, "decode needs a prefill first");
+  check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
+  check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
+  s.final_hidden = false;
+  auto* args = static_cast<decode_step_args*>(s.step_host.data());
+  *args = decode_step_args{};
+  args->pos = s.length;
+  args->len = s.length + 1;
+  args->token = token;
+  void* const st = s.decode_stream.get();
+  cuda_copy_to_device_async(s.step_device.data(), args, sizeof(decode_step_args), st);
+  int64_t bucket = min_decode_bucket;
+  while (bucket < args->len) bucket *= 2;
+  bucket = std::min(bucket, s.max_tokens);
+  if (!s.use_graphs) {
+    enqueue_decode_step(s, bucket);
+    return;
+  }
+  cuda_graph& g = s.graphs[bucket];
+  if (g.empty()) g = cuda_graph::capture(st, [&] { enqueue_decode_step(s, bucket); });
+  g.launch(st);
+}
+
+}  // namespace
+
+void cuda_llama_session::set_decode_graphs(bool on) { impl_->use_graphs = on; }
+
+std::vector<float> cuda_llama_session::decode(int32_t token) {
+  impl& s = *impl_;
+  const size_t vocab = static_cast<size_t>(s.w.config.vocab_size);
+  run_decode_step(s, token, "cuda_llama_session::decode");
+  cuda_copy_to_host_async(s.logits_host.data(), s.decode_logits.data(), vocab * sizeof(float),
+                          s.decode_stream.get());
+  s.decode_stream.synchronize();
   ++s.length;
-  return s.logits_of({0});
+  const float* logits = static_cast<const float*>(s.logits_host.data());
+  return std::vector<float>(logits, logits + vocab);
+}
+
+int32_t cuda_llama_session::decode_greedy(int32_t token) {
+  impl& s = *impl_;
+  run_decode_step(s, token, "cuda_llama_session::decode_greedy");
+  auto* device_args = static_cast<decode_step_args*>(s.step_device.data());
+  auto* host_args = static_cast<decode_step_args*>(s.step_host.data());
+  cuda_argmax(&device_args->greedy, s.f32(s.decode_logits), s.w.config.vocab_size, s.decode_stream.get());
+  cuda_copy_to_host_async(&host_args->greedy, &device_args->greedy, sizeof(int32_t), s.decode_stream.get());
+  s.decode_stream.synchronize();
+  ++s.length;
+  return host_args->greedy;
 }
 
 }  // namespace sp

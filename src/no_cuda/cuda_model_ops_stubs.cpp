@@ -57,6 +57,10 @@ void cuda_kv_cache::append(int64_t, int64_t, const uint16_t*, int64_t, const uin
                            int64_t, void*) {
   fail("cuda_kv_cache::append", "built without CUDA");
 }
+void cuda_kv_cache::append_at(int64_t, const int64_t*, const uint16_t*, int64_t, const uint16_t*,
+                              int64_t, int64_t, void*) {
+  fail("cuda_kv_cache::append_at", "built without CUDA");
+}
 
 size_t cuda_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t) {
   fail("cuda_decode_workspace_bytes", "built without CUDA");
@@ -65,5 +69,6 @@ int64_t cuda_decode_chunk(int64_t, int64_t) { fail("cuda_decode_chunk", "built w
 void cuda_decode_attention(const cuda_decode_params&, void*) {
   fail("cuda_decode_attention", "built without CUDA");
 }
+void cuda_argmax(int32_t*, const float*, int64_t, void*) { fail("cuda_argmax", "built without CUDA"); }
 
 }  // namespace sp

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,7 @@
 #include "shareprefill/eval.h"
 #include "shareprefill/planner.h"
 #include "shareprefill/replayed_attention.h"
+#include "shareprefill/sampling.h"
 #include "test_util.h"
 
 namespace sp {
@@ -171,6 +173,44 @@ TEST(LlamaCuda, RandomModelPrefillAndDecodeMatchTheCpuForward) {
     EXPECT_EQ(dec.top1_equal, dec.rows) << "decode step " << i;
   }
   EXPECT_EQ(gpu.length(), n + steps);
+}
+
+// A decode step replayed from captured graphs gives the eager launches' logits bit for bit (the
+// same kernels and grids), over steps that cross a length bucket (lengths 251..262: buckets 256
+// and the capacity 300) and after a second prefill with another RoPE scaling (the graphs hold
+// the RoPE table, so they are captured again); decode_greedy returns the argmax of those logits.
+TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const llama_weights w = random_llama(11);
+  const cuda_llama_weights dw = cuda_llama_weights_upload(w);
+  const int64_t n = 250, capacity = 300, steps = 12, vocab = w.config.vocab_size;
+  const std::vector<int32_t> prompt = random_tokens(n, vocab, 12);
+  cuda_llama_session graphed(dw, capacity), eager(dw, capacity), greedy(dw, capacity);
+  eager.set_decode_graphs(false);
+  for (const std::string rope : {"none", "yarn"}) {
+    prefill_options opt;
+    opt.rope.type = rope;
+    opt.rope.factor = rope == "none" ? 1.0 : 2.0;
+    graphed.reset();
+    eager.reset();
+    greedy.reset();
+    const prefill_result first = graphed.prefill(prompt, opt);
+    eager.prefill(prompt, opt);
+    greedy.prefill(prompt, opt);
+    int32_t token = argmax(first.logits.data(), vocab);
+    for (int64_t i = 0; i < steps; ++i) {
+      const std::vector<float> g = graphed.decode(token), e = eager.decode(token);
+      ASSERT_EQ(g.size(), e.size());
+      EXPECT_EQ(std::memcmp(g.data(), e.data(), g.size() * sizeof(float)), 0)
+          << "rope " << rope << ", step " << i << ": max |diff| "
+          << testing::max_abs_diff(g.data(), e.data(), vocab);
+      const int32_t next = argmax(e.data(), vocab);
+      EXPECT_EQ(greedy.decode_greedy(token), next) << "rope " << rope << ", step " << i;
+      token = next;
+    }
+    EXPECT_EQ(graphed.length(), n + steps);
+    EXPECT_EQ(greedy.length(), n + steps);
+  }
 }
 
 // One shared cluster per head index across the layers: every head of index h can share the

@@ -461,6 +461,12 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
     p.inv_freq = table.inv_freq.data();
     p.pairs = static_cast<int64_t>(table.inv_freq.size());
     p.attention_factor = table.attention_factor;
+    // From position 5 on, all but 5 of the offset comes from device memory (a decode graph's way).
+    const device_array<int64_t> device_pos = upload(std::vector<int64_t>{std::max<int64_t>(c.first_pos - 5, 0)});
+    if (c.first_pos >= 5) {
+      p.first_pos = 5;
+      p.first_pos_device = device_pos.data();
+    }
     cuda_rope_apply(p, nullptr);
     const std::vector<uint16_t> got = fetch(dfused, "qkv");
     int64_t bad = 0;
@@ -530,9 +536,41 @@ TEST(ModelOpsKvCache, AppendsAtOffsetsExactly) {
             std::string::npos);
 }
 
+// append_at: the position from device memory; a position that would overflow writes nothing.
+TEST(ModelOpsKvCache, AppendsAtADevicePosition) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const int64_t capacity = 300, hkv = 3, D = 64, row = hkv * D, n = 3;
+  cuda_kv_cache cache(2, capacity, hkv, D);
+  const std::vector<uint16_t> zero(static_cast<size_t>(capacity * row), 0);
+  ASSERT_EQ(cudaMemcpy(cache.k(1), zero.data(), zero.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(cache.v(1), zero.data(), zero.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  const std::vector<uint16_t> src = to_bf16(random_values(n * 2 * row, 5, 0.5f, 1.0f));  // no zeros
+  const device_array<uint16_t> dsrc = upload(src);
+  std::vector<uint16_t> expect_k = zero, expect_v = zero;
+  for (const int64_t pos : {int64_t{0}, int64_t{131}, capacity - n, capacity - n + 1, int64_t{-1}}) {
+    const device_array<int64_t> dpos = upload(std::vector<int64_t>{pos});
+    cache.append_at(1, dpos.data(), dsrc.data(), 2 * row, dsrc.data() + row, 2 * row, n, nullptr);
+    cuda_synchronize();
+    if (pos < 0 || pos > capacity - n) continue;  // nothing written
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t e = 0; e < row; ++e) {
+        expect_k[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * 2 * row + e)];
+        expect_v[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * 2 * row + row + e)];
+      }
+  }
+  std::vector<uint16_t> k(zero.size()), v(zero.size());
+  ASSERT_EQ(cudaMemcpy(k.data(), cache.k(1), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(v.data(), cache.v(1), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_TRUE(k == expect_k);
+  EXPECT_TRUE(v == expect_v);
+}
+
 struct decode_case {
   int64_t len, heads, kv_heads, dim;
   bool fused_kv;  // K and V as the column halves of one [len, 2 Hkv D] buffer, else cache rows
+  // > 0: the grid is sized for grid_len tokens and len is read from device memory (a captured
+  // decode step's launch); 0: len on the host.
+  int64_t grid_len = 0;
 };
 
 TEST(ModelOpsDecode, MatchesFp64Reference) {
@@ -544,10 +582,17 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
   }
   cases.push_back({1000, 8, 8, 64, true});     // group 1
   cases.push_back({4224, 16, 2, 128, false});  // group 8
-  cases.push_back({40000, 9, 3, 64, false});   // chunks clamped to 1024 keys
+  cases.push_back({200000, 9, 3, 64, false});  // chunks clamped to 1024 keys
+  // Run-time lengths under a grid sized for a larger one: one chunk, ragged last chunks, all.
+  for (const int64_t len : {1, 63, 65, 1000, 4223, 4224})
+    cases.push_back({len, 9, 3, 64, false, 4224});
+  cases.push_back({129, 32, 8, 128, true, 40000});
+  cases.push_back({40000, 9, 3, 64, false, 131072});
   for (const decode_case& c : cases) {
+    const int64_t grid_len = c.grid_len > 0 ? c.grid_len : c.len;
     SCOPED_TRACE(str("decode(len=", c.len, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
-                     ",fused_kv=", c.fused_kv, ",chunk=", cuda_decode_chunk(c.len, c.kv_heads), ")"));
+                     ",fused_kv=", c.fused_kv, ",grid_len=", grid_len, ",chunk=",
+                     cuda_decode_chunk(grid_len, c.kv_heads), ")"));
     const int64_t D = c.dim, g = c.heads / c.kv_heads, row = c.kv_heads * D;
     const auto seed = static_cast<uint64_t>(c.len * 13 + c.heads + D);
     // Peaked scores: |q| up to 3 so that the softmax is far from uniform.
@@ -569,12 +614,14 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     }
     const device_array<uint16_t> dq = upload(to_bf16(q)), dk = upload(kbuf);
     const device_array<uint16_t> dv = c.fused_kv ? device_array<uint16_t>{} : upload(vbuf);
-    const size_t ws_bytes = cuda_decode_workspace_bytes(c.len, c.heads, c.kv_heads, D);
+    const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D);
+    const device_array<int64_t> dlen = upload(std::vector<int64_t>{c.len});
     const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
     const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
     const device_array<float> dlse = poisoned<float>(static_cast<size_t>(c.heads));
     cuda_decode_params p;
-    p.len = c.len;
+    p.len = grid_len;
+    p.len_device = c.grid_len > 0 ? dlen.data() : nullptr;
     p.heads = c.heads;
     p.kv_heads = c.kv_heads;
     p.head_dim = D;
@@ -625,6 +672,30 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
       }
     }
     EXPECT_EQ(bad, 0);
+  }
+}
+
+// ---- Greedy argmax ---------------------------------------------------------------------------
+
+TEST(ModelOpsArgmax, FindsTheFirstLargest) {
+  SP_SKIP_WITHOUT_DEVICE();
+  for (const int64_t n : {1, 31, 1025, 49152, 151937}) {
+    SCOPED_TRACE(str("argmax(n=", n, ")"));
+    std::vector<float> x = random_values(n, static_cast<uint64_t>(n), -30.0f, 30.0f);
+    const auto run = [&] {
+      const device_array<float> dx = upload(x);
+      const device_array<int32_t> dout = poisoned<int32_t>(1);
+      cuda_argmax(dout.data(), dx.data(), n, nullptr);
+      return static_cast<int64_t>(fetch(dout, "out")[0]);
+    };
+    EXPECT_EQ(run(), std::max_element(x.begin(), x.end()) - x.begin());
+    if (n < 31) continue;
+    // The maximum at two places: the first one wins.
+    x[static_cast<size_t>(n - 2)] = x[17] = 100.0f;
+    EXPECT_EQ(run(), 17);
+    // A NaN is skipped.
+    x[3] = NAN;
+    EXPECT_EQ(run(), 17);
   }
 }
 

@@ -8,7 +8,13 @@
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
-// dense prefill of each length: K greedy decode steps, one "decode" line with tokens_per_s.
+// dense prefill of each length, one "decode" line: K greedy decode steps three ways, each after
+// its own prefill (the first step untimed: it captures the step's CUDA graph): tokens_per_s
+// (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public API),
+// greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded) and
+// eager_tokens_per_s (graphs off: the kernels launched one by one); and attention_ms, the split-K
+// decode attention alone over every layer's cache of that length (random bytes, CUDA events,
+// median of 20), with the bandwidth it reached on the K and V bytes.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -27,7 +33,9 @@
 #include "model_loading.h"
 #include "option_checks.h"
 #include "prefill_report.h"
+#include "shareprefill/cuda_attention.h"
 #include "shareprefill/cuda_events.h"
+#include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/model_cache.h"
@@ -96,6 +104,33 @@ llama_weights random_weights(const llama_config& c, uint64_t seed) {
     w.layers.push_back(std::move(L));
   }
   return w;
+}
+
+// The decode attention of one step over a cache of len tokens in every layer (fresh buffers of
+// bytes 0x3c: the time depends on the shape only): median ms of 20 after 3 warm-ups.
+double decode_attention_ms(const llama_config& c, int64_t len) {
+  const int64_t row = c.n_kv_heads * c.head_dim;
+  device_buffer k(static_cast<size_t>(c.n_layers * len * row) * 2), v(k.size());
+  device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
+  device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
+  for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
+  return cuda_time_ms([&] {
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      cuda_decode_params p;
+      p.len = len;
+      p.heads = c.n_heads;
+      p.kv_heads = c.n_kv_heads;
+      p.head_dim = c.head_dim;
+      p.q = static_cast<const uint16_t*>(q.data());
+      p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
+      p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
+      p.kv_token_stride = row;
+      p.out = static_cast<uint16_t*>(out.data());
+      p.workspace = ws.data();
+      p.workspace_bytes = ws.size();
+      cuda_decode_attention(p, nullptr);
+    }
+  }, 3, 20);
 }
 
 double median(std::vector<double> v) {
@@ -206,21 +241,38 @@ void run_prefill_bench(prefill_bench_options o) {
                    dense_ppl > 0 ? str(ppl / dense_ppl).substr(0, 6).c_str() : "-");
       std::fflush(report);
       if (mode != "dense" || o.decode == 0) continue;
-      // Greedy decode after the dense prefill: the first step's logits come from the prefill.
-      std::vector<float> logits = res.logits;
-      int32_t next = argmax(logits.data(), c.vocab_size);
-      logits = session.decode(next);  // warm-up step (not timed)
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 1; i < o.decode; ++i) {
-        next = argmax(logits.data(), c.vocab_size);
-        logits = session.decode(next);
-      }
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double tps = double(o.decode - 1) / s;
+      // Greedy decode after the dense prefill, three ways (the header says which); each after
+      // its own prefill, its first step untimed. The first token comes from the prefill.
+      const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
+      const auto decode_rate = [&](const char* how) {
+        session.reset();
+        session.prefill(tokens, po, planner.get());
+        session.set_decode_graphs(std::string(how) != "eager");
+        const bool greedy = std::string(how) == "greedy";
+        const auto step = [&](int32_t t) {
+          return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
+        };
+        int32_t next = step(first_token);
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 1; i < o.decode; ++i) next = step(next);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        session.set_decode_graphs(true);
+        return double(o.decode - 1) / s;
+      };
+      const double tps = decode_rate("graph"), greedy_tps = decode_rate("greedy"),
+                   eager_tps = decode_rate("eager");
+      const double attn_ms = decode_attention_ms(c, n);
+      const double kv_bytes = 2.0 * double(c.n_layers * n * c.n_kv_heads * c.head_dim) * 2.0;
       out.write({{"bench", "decode"}, {"device", "cuda"}, {"after_prompt", n},
-                 {"steps", o.decode - 1}, {"tokens_per_s", tps}, {"ms_per_token", 1e3 / tps}});
-      std::fprintf(report, "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token)\n",
-                   "decode", (long long)n, tps, 1e3 / tps);
+                 {"steps", o.decode - 1}, {"tokens_per_s", tps}, {"ms_per_token", 1e3 / tps},
+                 {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
+                 {"attention_ms", attn_ms}, {"attention_gb_per_s", kv_bytes / (attn_ms * 1e6)}});
+      std::fprintf(report,
+                   "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token); greedy on "
+                   "the device %.0f tok/s; no graph %.0f tok/s; attention alone %.3f ms/token "
+                   "(%.0f GB/s)\n",
+                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps, attn_ms,
+                   kv_bytes / (attn_ms * 1e6));
     }
   }
 }
