@@ -41,6 +41,7 @@ __global__ void block_mean_kernel(float* out, const T* src, int64_t token_stride
   if (kinds != nullptr && kinds[x] != only) return;
   const int64_t t0 = b * plan_block, t1 = min(n, t0 + plan_block);
   double acc = 0.0;
+#pragma unroll 8
   for (int64_t t = t0; t < t1; ++t) acc += to_float(src[t * token_stride + x * head_stride + d]);
   const double inv = 1.0 / static_cast<double>(t1 - t0);
   out[(b * x_count + x) * dim + d] = static_cast<float>(acc * inv);
@@ -53,6 +54,7 @@ __global__ void last_rows_mean_kernel(float* out, const T* q, int64_t token_stri
   const int64_t h = blockIdx.x, d = threadIdx.x;
   const double scale = 1.0 / (sqrt(static_cast<double>(dim)) * static_cast<double>(rows));
   double acc = 0.0;
+#pragma unroll 8
   for (int64_t t = n - rows; t < n; ++t) acc += to_float(q[t * token_stride + h * head_stride + d]);
   out[h * dim + d] = static_cast<float>(acc * scale);
 }
@@ -70,6 +72,7 @@ __global__ void query_aware_test_kernel(plan_pointers p, plan_rules r, double* l
   for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
     const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
     double dot = 0.0;
+#pragma unroll 8
     for (int64_t d = 0; d < dim; ++d) dot += static_cast<double>(qm[d]) * kc[d];
     lg[c] = dot;
     mx = fmax(mx, dot);

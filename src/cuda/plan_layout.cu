@@ -37,10 +37,12 @@ plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t d
   s.rows = std::min<int64_t>(stats_rows, n);
   s.words = (s.nb + 31) / 32;
   s.tri = s.nb * (s.nb + 1) / 2;
-  // Key ranges: enough CTAs to fill the device, each range at least two chunks (>= 128 keys,
-  // so a range's slash spill of < 128 entries lands in the next range only).
+  // Key ranges: as many CTAs as the device holds at once (target_ctas) and no more, so the
+  // statistics run in one wave (32 heads x 9 ranges = 288 CTAs on 264 slots took two waves,
+  // twice the time of one); each range at least two chunks (>= 128 keys, so a range's slash
+  // spill of < 128 entries lands in the next range only).
   const int64_t chunks = (n + stats_chunk - 1) / stats_chunk;
-  const int64_t want = std::max<int64_t>(1, (target_ctas + heads - 1) / heads);
+  const int64_t want = std::max<int64_t>(1, target_ctas / heads);
   int64_t per = std::max<int64_t>(2, (chunks + want - 1) / want);
   s.split_keys = per * stats_chunk;
   s.splits = (n + s.split_keys - 1) / s.split_keys;

@@ -160,6 +160,13 @@ void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t ite
 void cub_row_ptr_scan(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_schedule(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 
+// rank[s, i] = position of entry i of row s of keys [segs, nb] in the row's descending order,
+// ties to the lower index (plan_rank.cu: one thread block per row). Launches nothing and
+// returns false when nb > rank_block_max (then use cub_sort_blk and a scatter).
+constexpr int64_t rank_block_max = 4096;
+bool launch_rank_rows(const float* keys, int32_t* rank, int64_t segs, int64_t nb,
+                      cudaStream_t stream);
+
 // ---- Launchers ----
 struct plan_rules {
   int32_t layer = 0, mode = 0;  // plan_mode

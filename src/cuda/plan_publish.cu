@@ -127,12 +127,28 @@ __global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r
   const uint32_t* vs = st.vs_bits + cs * nb * words;
   double covered = 0.0, total = 0.0;
   bool bad = false;
-  for (int64_t e = threadIdx.x; e < nb * nb; e += blockDim.x) {
-    const float v = a[e];
-    bad |= !(isfinite(v) && v >= 0.0f);
-    total += v;
-    const int64_t row = e / nb, c = e % nb;
-    if (c <= row && (vs[row * words + c / 32] >> (c % 32)) & 1u) covered += v;
+  // Thread t adds entries t, t + blockDim, ... in that order; the loads of `unroll` of them are
+  // issued before the adds (one block per pivot: latency, not bandwidth, bounds this loop).
+  // nb * nb < 2^31 (make_workspace_layout), so 32-bit index math.
+  constexpr int unroll = 16;
+  const int32_t nb32 = static_cast<int32_t>(nb), all = nb32 * nb32;
+  for (int32_t e0 = threadIdx.x; e0 < all; e0 += unroll * blockDim.x) {
+    float v[unroll];
+    bool in[unroll];
+#pragma unroll
+    for (int u = 0; u < unroll; ++u) {
+      const int32_t e = e0 + u * static_cast<int32_t>(blockDim.x);
+      const int32_t row = e / nb32, c = e - row * nb32;
+      v[u] = e < all ? a[e] : 0.0f;
+      in[u] = e < all && c <= row && (vs[row * words + c / 32] >> (c % 32)) & 1u;
+    }
+#pragma unroll
+    for (int u = 0; u < unroll; ++u) {
+      if (e0 + u * static_cast<int32_t>(blockDim.x) >= all) break;
+      bad |= !(isfinite(v[u]) && v[u] >= 0.0f);
+      total += v[u];
+      if (in[u]) covered += v[u];
+    }
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0)
     record_error(st.error, plan_error_bad_block_attention, r.layer, head);

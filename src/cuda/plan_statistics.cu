@@ -14,7 +14,8 @@
 //           result is deterministic.
 // The bs x N probabilities never exist: only one 128 x 64 tile per CTA, in shared memory.
 // Then block sums (fp64, as the host), the gamma budgets through a CUB sort and prefix sum of
-// each profile, and the ranking of the block profiles for the top-k of step D.
+// each profile, and the ranking of the block profiles for the top-k of step D (plan_rank.cu; a
+// CUB segmented sort past nb = 4096).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -181,7 +182,10 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
         if (!valid1) x1 = -INFINITY;
         const float nm = fmaxf(m[r], fmaxf(x0, x1));
         if (nm == -INFINITY) continue;
-        l[r] = l[r] * exp2f(m[r] - nm) + exp2f(x0 - nm) + exp2f(x1 - nm);
+        // exp2f(0) is exactly 1: skip it while the max stands (most chunks), same sums.
+        float rescale = 1.0f;
+        if (nm != m[r]) rescale = exp2f(m[r] - nm);
+        l[r] = l[r] * rescale + exp2f(x0 - nm) + exp2f(x1 - nm);
         m[r] = nm;
       }
       continue;
@@ -281,24 +285,27 @@ __global__ void add_spill_kernel(plan_sizes s, float* tok, const float* spill) {
 
 // Block sums of the 2H profiles (fp64, in token order as the host), the ranking keys (forced
 // index at +inf: key block 0 for v, the main diagonal chunk nb-1 for s) and segment offsets.
-// grid (2H).
+// One block column per thread: grid (ceil(nb / sums_threads), 2H).
+constexpr int sums_threads = 64;
 __global__ void block_sums_kernel(plan_pointers p) {
   const plan_sizes& s = p.s;
-  const int64_t seg = blockIdx.x, nb = s.nb;
-  const float* x = p.tok + seg * s.n;
-  const int64_t forced = seg < s.heads ? 0 : nb - 1;
-  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
-    double sum = 0.0;
-    for (int64_t i = c * plan_block; i < min(s.n, (c + 1) * plan_block); ++i) sum += x[i];
-    const float v = static_cast<float>(sum);
-    p.blk[seg * nb + c] = v;
-    p.blk_keys[seg * nb + c] = c == forced ? INFINITY : v;
-    p.blk_idx[seg * nb + c] = static_cast<int32_t>(c);
-  }
-  if (threadIdx.x == 0) {
+  const int64_t seg = blockIdx.y, nb = s.nb;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
     p.blk_offsets[seg] = static_cast<int32_t>(seg * nb);
     if (seg == 2 * s.heads - 1) p.blk_offsets[seg + 1] = static_cast<int32_t>((seg + 1) * nb);
   }
+  if (c >= nb) return;
+  const float* x = p.tok + seg * s.n + c * plan_block;
+  const int64_t len = min(s.n - c * plan_block, static_cast<int64_t>(plan_block));
+  double sum = 0.0;
+#pragma unroll 8
+  for (int64_t i = 0; i < len; ++i) sum += x[i];
+  const float v = static_cast<float>(sum);
+  const int64_t forced = seg < s.heads ? 0 : nb - 1;
+  p.blk[seg * nb + c] = v;
+  p.blk_keys[seg * nb + c] = c == forced ? INFINITY : v;
+  p.blk_idx[seg * nb + c] = static_cast<int32_t>(c);
 }
 
 // Sort keys of the token profiles: (row << 32) | ~bits(value). Profiles are >= 0, so the bit
@@ -375,15 +382,18 @@ void launch_statistics(const plan_pointers& p, const state_pointers& st, const q
   if (p.s.splits > 1)
     add_spill_kernel<<<dim3(static_cast<unsigned>(p.s.splits - 1), heads), stats_rows, 0, stream>>>(
         p.s, p.tok, p.spill);
-  block_sums_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
+                      sums_threads, 0, stream>>>(p);
   const int64_t items = 2 * p.s.heads * p.s.n;
   tok_keys_kernel<<<static_cast<unsigned>(std::min<int64_t>((items + 255) / 256, 8192)), 256, 0,
                     stream>>>(p);
   cub_sort_tok(c, p, stream);
   cub_tok_prefix(c, p, stream);
   budgets_kernel<<<2 * heads, 32, 0, stream>>>(p, r);
-  cub_sort_blk(c, p, stream);
-  rank_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  if (!launch_rank_rows(p.blk_keys, p.rank, 2 * p.s.heads, p.s.nb, stream)) {
+    cub_sort_blk(c, p, stream);
+    rank_kernel<<<2 * heads, 256, 0, stream>>>(p);
+  }
   check_cuda(cudaGetLastError(), fn, "launching the budget kernels");
 }
 

@@ -446,6 +446,16 @@ TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
   }
 }
 
+// FNV-1a of `count` values at device address `at` (for comparing builds bit for bit).
+template <class T>
+uint64_t device_hash(const T* at, int64_t count, uint64_t h = 1469598103934665603ull) {
+  std::vector<T> v(static_cast<size_t>(count));
+  if (count > 0) cudaMemcpy(v.data(), at, v.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  const auto* b = reinterpret_cast<const unsigned char*>(v.data());
+  for (size_t i = 0; i < v.size() * sizeof(T); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
 // Planning time of a whole layer at 32K and 128K (32/8/128 and 9/3/64), random bf16 inputs
 // (near-uniform attention: most heads query-aware, the costly path), with SP_PLANNER_TIMING=1
 // only. SP_PLANNER_TIMING=profile32 / profile9: one prompt of 2 shareprefill layers at 32K,
@@ -506,10 +516,25 @@ TEST_F(DevicePlanner, Timing) {
             cudaEventElapsedTime(&plan_ms, e0, e1);
             cudaEventElapsedTime(&publish_ms, e1, e2);
             const std::vector<head_kind> kinds = device_planner::download_kinds(out.plan);
+            // Plan (kinds, CSR, schedule) and profile (v_blk, s_blk, budgets) hashes: equal across
+            // builds iff the results are bitwise equal.
+            const int64_t nb = out.plan.n_blocks, items = c.heads * nb;
+            int64_t tiles = 0;
+            cudaMemcpy(&tiles, out.plan.row_ptr + items + c.heads - 1, 8, cudaMemcpyDeviceToHost);
+            uint64_t plan_hash = device_hash(out.plan.kinds, c.heads);
+            plan_hash = device_hash(out.plan.row_ptr, items + c.heads, plan_hash);
+            plan_hash = device_hash(out.plan.col_idx, tiles, plan_hash);
+            plan_hash = device_hash(out.plan.schedule, 2 * items, plan_hash);
+            uint64_t profile_hash = 0;
+            if (!out.all_dense) {
+              profile_hash = device_hash(out.v_blk, 2 * items);
+              profile_hash = device_hash(out.budgets, 2 * c.heads, profile_hash);
+            }
             int64_t counts[head_kind_count] = {};
             for (head_kind kd : kinds) ++counts[static_cast<int>(kd)];
             std::printf("PLANNER_TIMING n=%lld shape=%lld/%lld/%lld mode=%s prompt=%d layer=%lld plan_ms=%.3f "
-                        "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld\n",
+                        "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld "
+                        "plan_hash=%016llx profile_hash=%016llx\n",
                         static_cast<long long>(n), static_cast<long long>(c.heads),
                         static_cast<long long>(c.kv_heads), static_cast<long long>(c.dim),
                         plan_mode_name(mode), prompt,
@@ -517,7 +542,9 @@ TEST_F(DevicePlanner, Timing) {
                         static_cast<double>(dev.ws.size()) / (1 << 20),
                         static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
                         static_cast<long long>(counts[2]), static_cast<long long>(counts[3]),
-                        static_cast<long long>(counts[4]));
+                        static_cast<long long>(counts[4]),
+                        static_cast<unsigned long long>(plan_hash),
+                        static_cast<unsigned long long>(profile_hash));
           }
         }
         cudaEventDestroy(e0);
