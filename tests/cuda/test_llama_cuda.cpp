@@ -213,18 +213,22 @@ TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
   }
 }
 
-// One shared cluster per head index across the layers: every head of index h can share the
-// pattern of the first pivot among them.
-cluster_map per_head_index_clusters(int64_t layers, int64_t heads) {
+// One shared cluster per head index over layers [first, layers): every head of index h there can
+// share the pattern of the first pivot among them; the heads of earlier layers in one cluster
+// that is not shared.
+cluster_map per_head_index_clusters(int64_t first, int64_t layers, int64_t heads) {
   cluster_map map;
+  head_cluster rest;
+  rest.id = "unshared";
   for (int64_t h = 0; h < heads; ++h) {
     head_cluster c;
     c.id = std::to_string(h);
     c.shared = true;
     for (int64_t l = 0; l < layers; ++l)
-      c.members.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h)});
+      (l < first ? rest : c).members.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h)});
     map.clusters.push_back(c);
   }
+  if (!rest.members.empty()) map.clusters.push_back(rest);
   return map;
 }
 
@@ -248,14 +252,19 @@ TEST(LlamaCuda, DensePrefillReportsEveryCausalTile) {
   EXPECT_GT(gpu.device_bytes(), 0);
 }
 
-// Each sparse mode with the device planner (random weights, gamma 0.5, layer 1 listed dense).
-// Against the CPU runner with the host planner on the same parameters and cluster map: per-layer
-// kinds cover every head, the dense layer visits every causal tile, densities agree (the planners
-// may differ where a value sits within rounding of a threshold, DESIGN.md section 8, so their
-// tiles and logits may differ). Against the CPU runner replaying the device planner's own tiles
-// (prefill_options::on_plan, make_replayed_attention) on the fp32 and the bf16-rounded weights:
-// the logits agree within 4 e_w, e_w measured on that plan as in the dense test, and top-1
-// agrees on every row whose reference lead exceeds 8 e_w.
+// Each sparse mode with the device planner (random weights, gamma 0.5, layer 1 listed dense),
+// chosen so that every head kind is planned on the device: vslash (vertical-slash heads),
+// flexprefill (random weights make every head query-aware at the default tau_qa) and
+// shareprefill with no head query-aware (tau_qa 1e-9) and clusters over layers 1-2, so that layer
+// 1's heads are pivots (dense) and layer 2's follow their published patterns (shared; measured
+// with the host planner on the CPU, 2026-12-02). Against the CPU runner with the host planner on
+// the same parameters and cluster map: per-layer kinds cover every head, the dense layer visits
+// every causal tile, densities agree (the planners may differ where a value sits within rounding
+// of a threshold, DESIGN.md section 8, so their tiles and logits may differ). Against the CPU
+// runner replaying the device planner's own tiles (prefill_options::on_plan,
+// make_replayed_attention) on the fp32 and the bf16-rounded weights: the logits agree within
+// 4 e_w, e_w measured on that plan as in the dense test, and top-1 agrees on every row whose
+// reference lead exceeds 8 e_w.
 TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
   SP_SKIP_WITHOUT_DEVICE();
   thread_pool pool(2);
@@ -267,13 +276,21 @@ TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
   prefill_options opt;
   for (int64_t p = n - 64; p < n; ++p) opt.logit_positions.push_back(p);
   const int64_t rows = static_cast<int64_t>(opt.logit_positions.size());
-  const cluster_map map = per_head_index_clusters(c.n_layers, H);
+  const cluster_map map = per_head_index_clusters(1, c.n_layers, H);
   const cuda_llama_weights dw = cuda_llama_weights_upload(w);
   cuda_llama_session gpu(dw, n);
-  for (plan_mode mode : {plan_mode::vslash, plan_mode::flexprefill, plan_mode::shareprefill}) {
+  const struct {
+    plan_mode mode;
+    int64_t layer;   // a layer where the device planner must plan
+    head_kind kind;  // at least one head of this kind
+  } cases[] = {{plan_mode::vslash, 0, head_kind::vertical_slash},
+               {plan_mode::flexprefill, 0, head_kind::query_aware},
+               {plan_mode::shareprefill, 2, head_kind::shared}};
+  for (const auto& [mode, kind_layer, kind] : cases) {
     SCOPED_TRACE(plan_mode_name(mode));
     planner_params p;
     p.mode = mode;
+    if (mode == plan_mode::shareprefill) p.tau_qa = 1e-9;
     // Random weights spread attention almost evenly: gamma 0.9 kept 91-99% of the tiles on the
     // H200 (2026-12-02), too dense to test anything; 0.5 leaves about half of them.
     p.gamma = 0.5;
@@ -317,6 +334,8 @@ TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
       host_tiles += r.tiles;
     }
     EXPECT_LT(double(tiles) / double(causal), 0.9) << "the case must be sparse to test anything";
+    EXPECT_GT(got.layers[static_cast<size_t>(kind_layer)].kind_counts[static_cast<size_t>(kind)], 0)
+        << "no " << head_kind_name(kind) << " head in layer " << kind_layer;
 
     const std::unique_ptr<prefill_attention> replay = make_replayed_attention(device_plans);
     cpu_opt.attention = replay.get();
