@@ -96,6 +96,15 @@ struct cuda_rope_params {
   // [1] int64 on the device added to first_pos when the kernel runs (a captured decode step's
   // position), or null. The caller keeps first_pos_device + first_pos >= 0.
   const int64_t* first_pos_device = nullptr;
+  // The KV append fused into this launch (a decode step's: one launch fewer per layer), or null:
+  // each token's rotated k and its v are copied to row (its position) of one cache layer, unless
+  // that position lies outside [0, cache_capacity). cache_k, cache_v: [cache_capacity, kv_heads,
+  // head_dim] bf16 (cuda_kv_cache::k(l), v(l)); v: [n, kv_heads, head_dim] bf16 at token stride
+  // v_token_stride. Needs k, head_dim and the strides in whole 16-byte vectors, 16-byte aligned.
+  uint16_t* cache_k = nullptr;
+  uint16_t* cache_v = nullptr;
+  const uint16_t* v = nullptr;
+  int64_t v_token_stride = 0, cache_capacity = 0;
 };
 constexpr int64_t cuda_rope_max_pairs = 128;
 void cuda_rope_apply(const cuda_rope_params& params, void* stream);
@@ -133,12 +142,6 @@ class cuda_kv_cache {
   // k, v: [n, kv_heads, head_dim] bf16 at token strides k_token_stride, v_token_stride.
   void append(int64_t layer, int64_t pos, const uint16_t* k, int64_t k_token_stride,
               const uint16_t* v, int64_t v_token_stride, int64_t n, void* stream);
-  // The same with the position read from device memory when the kernel runs (pos_device: [1]
-  // int64), for a captured decode step. The caller checks the value it stores there: tokens
-  // that would land outside [0, capacity) are not written.
-  void append_at(int64_t layer, const int64_t* pos_device, const uint16_t* k,
-                 int64_t k_token_stride, const uint16_t* v, int64_t v_token_stride, int64_t n,
-                 void* stream);
 
  private:
   int64_t layers_ = 0, capacity_ = 0, kv_heads_ = 0, head_dim_ = 0;

@@ -2,13 +2,16 @@
 // per (key chunk, KV head) for all G = heads / kv_heads query heads of the group, so each K and V
 // row is read once (native GQA). A row of D bf16 is D/8 16-byte vectors held by D/8 adjacent
 // lanes, so a warp reads 32/(D/8) whole rows per instruction (coalesced); dot products reduce
-// over those lanes by shuffles. Each thread issues `unroll` row loads before it uses any of them,
-// and the chunk count targets ~4 blocks per SM, so enough bytes are in flight to run at memory
-// bandwidth (one load at a time per thread reached about a quarter of it). Scores (base 2,
-// pre-scaled by log2(e)/sqrt(D)) of the chunk sit in shared memory; one warp per head takes max
-// and sum; the P @ V pass reuses the lane layout, reduces over lanes and warps, and writes the
-// chunk's normalised output and base-2 LSE. Kernel 2 merges the chunks by their LSE in fp32
-// (FlashAttention's split-KV combine; with a single chunk kernel 1 writes the result directly).
+// over those lanes by shuffles. One pass: each thread loads the K and the V vectors of `unroll`
+// rows before it uses any of them (2 * unroll loads in flight), and keeps an online softmax
+// (running max, sum and output, base 2, scores pre-scaled by log2(e)/sqrt(D)) over its rows; the
+// row groups of a warp and then the warps merge by their LSE. So a block waits for memory once
+// per `unroll` rows, with no barrier in the loop, and the chunk count targets ~4 blocks per SM:
+// enough bytes in flight to approach memory bandwidth (the two-pass kernel before, one load at a
+// time, reached about a quarter of it). The block writes its chunk's normalised output and
+// base-2 LSE. Kernel 2 merges the chunks by their LSE in fp32 (FlashAttention's split-KV combine;
+// with a single chunk kernel 1 writes the result directly), 1024 threads per head so that the
+// loads of many chunks are in flight at once.
 // The length may come from device memory (a captured decode step): the grid is then sized for
 // the largest length and blocks past the run-time length exit at once.
 #include <algorithm>
@@ -25,11 +28,11 @@ constexpr int decode_threads = 128;
 constexpr int decode_warps = decode_threads / 32;
 constexpr int unroll = 4;             // row loads in flight per thread
 constexpr int max_group = 8;          // query heads per KV head
-constexpr int64_t max_chunk = 1024;   // keys per block
+constexpr int64_t max_chunk = 1024;   // keys per block (past ~175K keys the chunk count grows)
 constexpr int64_t min_chunk = 64;
 constexpr int64_t chunk_multiple = 64;
 constexpr int64_t target_blocks = 512;  // ~4 blocks per SM of an H100/H200 (132 SMs)
-constexpr int merge_threads = 256;
+constexpr int merge_threads = 1024;
 constexpr float log2e = 1.4426950408889634f;
 constexpr float ln2 = 0.6931471805599453f;
 
@@ -61,7 +64,17 @@ __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   }
 }
 
-// Dynamic shared memory: the (G, chunk) scores, later the (warps, G, D) partial sums.
+// Folds the running softmax state (m, l, acc) of another set of rows into this one (base 2).
+__device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[8], float om, float ol,
+                                            const float (&oacc)[8]) {
+  const float mx = fmaxf(m, om);
+  const float a = mx == -INFINITY ? 0.0f : exp2f(m - mx), b = mx == -INFINITY ? 0.0f : exp2f(om - mx);
+  m = mx;
+  l = l * a + ol * b;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc[e] = acc[e] * a + oacc[e] * b;
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
     decode_chunk_kernel(const decode_kernel_params p) {
@@ -69,15 +82,14 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
   constexpr int rows_per_warp = 32 / row_lanes;  // rows a warp reads per load
   constexpr int rows_per_pass = rows_per_warp * decode_warps;
   constexpr int rows_per_step = rows_per_pass * unroll;
-  extern __shared__ float s_scores[];
-  __shared__ float s_max[G], s_sum[G];
+  __shared__ float s_acc[decode_warps][G][D];
+  __shared__ float s_m[decode_warps][G], s_l[decode_warps][G];
 
   const int64_t len = run_length(p);
   const int split = blockIdx.x, kv_head = blockIdx.y;
   const int64_t begin = split * p.chunk;
   if (begin >= len) return;
   const int count = static_cast<int>(min(p.chunk, len - begin));
-  const int chunk = static_cast<int>(p.chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int vec = lane % row_lanes, first_row = warp * rows_per_warp + lane / row_lanes;
   const int head0 = kv_head * G;
@@ -94,19 +106,30 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
     for (int e = 0; e < 8; ++e) q[h][e] *= p.scale_log2;
   }
 
-  // Scores of the chunk: `unroll` rows loaded, then used.
+  // Online softmax over this thread's rows (the lanes of a row hold equal m and l).
+  float m[G], l[G], acc[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  }
   for (int r0 = 0; r0 < count; r0 += rows_per_step) {
-    uint4 raw[unroll];
+    uint4 kraw[unroll], vraw[unroll];
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
       const int r = r0 + u * rows_per_pass + first_row;
-      raw[u] = r < count ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
+      const bool valid = r < count;
+      kraw[u] = valid ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
+      vraw[u] = valid ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
     }
+    float s[unroll][G];  // every lane takes part in the shuffles, rows past count too
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      const int r = r0 + u * rows_per_pass + first_row;
+      const bool valid = r0 + u * rows_per_pass + first_row < count;
       float kf[8];
-      unpack8(raw[u], kf);
+      unpack8(kraw[u], kf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         float dot = 0.0f;
@@ -115,97 +138,86 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
 #pragma unroll
         for (int offset = row_lanes / 2; offset > 0; offset >>= 1)
           dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-        if (r < count && vec == 0) s_scores[h * chunk + r] = dot;
+        s[u][h] = valid ? dot : -INFINITY;
       }
     }
-  }
-  __syncthreads();
-
-  // Softmax statistics per head (one warp per head), scores turned into exp2(s - max).
-  for (int h = warp; h < G; h += decode_warps) {
-    float* s = s_scores + h * chunk;
-    float m = -INFINITY;
-    for (int j = lane; j < count; j += 32) m = fmaxf(m, s[j]);
-    m = warp_max(m);
-    float l = 0.0f;
-    for (int j = lane; j < count; j += 32) {
-      const float e = exp2f(s[j] - m);
-      s[j] = e;
-      l += e;
-    }
-    l = warp_sum(l);
-    if (lane == 0) {
-      s_max[h] = m;
-      s_sum[h] = l;
-    }
-  }
-  __syncthreads();
-
-  // P @ V over this thread's rows and 8 dimensions.
-  float acc[G][8];
+    if (r0 + first_row >= count) continue;  // no row of this thread in this step
 #pragma unroll
-  for (int h = 0; h < G; ++h)
+    for (int h = 0; h < G; ++h) {  // s[0][h] is finite: the new max is
+      float mx = m[h];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
-  for (int r0 = 0; r0 < count; r0 += rows_per_step) {
-    uint4 raw[unroll];
+      for (int u = 0; u < unroll; ++u) mx = fmaxf(mx, s[u][h]);
+      const float scale = exp2f(m[h] - mx);  // 0 while m[h] = -inf
+      m[h] = mx;
+      l[h] *= scale;
 #pragma unroll
-    for (int u = 0; u < unroll; ++u) {
-      const int r = r0 + u * rows_per_pass + first_row;
-      raw[u] = r < count ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
+      for (int e = 0; e < 8; ++e) acc[h][e] *= scale;
     }
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      const int r = r0 + u * rows_per_pass + first_row;
-      if (r >= count) continue;
       float vf[8];
-      unpack8(raw[u], vf);
+      unpack8(vraw[u], vf);  // zeros past count, where the weight is 0 too
 #pragma unroll
       for (int h = 0; h < G; ++h) {
-        const float pr = s_scores[h * chunk + r];
+        const float pr = exp2f(s[u][h] - m[h]);
+        l[h] += pr;
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] += pr * vf[e];
       }
     }
   }
-  // Sum over the rows of a warp (lanes with equal vec), then over warps in shared memory.
+  // Merge the row groups of a warp (lanes with equal vec), then the warps in shared memory.
 #pragma unroll
-  for (int h = 0; h < G; ++h)
+  for (int offset = 16; offset >= row_lanes; offset >>= 1) {
 #pragma unroll
-    for (int e = 0; e < 8; ++e)
+    for (int h = 0; h < G; ++h) {
+      float oacc[8];
 #pragma unroll
-      for (int offset = 16; offset >= row_lanes; offset >>= 1)
-        acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], offset);
-  __syncthreads();  // the scores are no longer read: reuse their memory
-  float* s_acc = s_scores;  // (warps, G, D)
+      for (int e = 0; e < 8; ++e) oacc[e] = __shfl_xor_sync(0xffffffffu, acc[h][e], offset);
+      const float om = __shfl_xor_sync(0xffffffffu, m[h], offset);
+      const float ol = __shfl_xor_sync(0xffffffffu, l[h], offset);
+      merge_state(m[h], l[h], acc[h], om, ol, oacc);
+    }
+  }
   if (lane < row_lanes) {
 #pragma unroll
-    for (int h = 0; h < G; ++h)
+    for (int h = 0; h < G; ++h) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) s_acc[(warp * G + h) * D + vec * 8 + e] = acc[h][e];
+      for (int e = 0; e < 8; ++e) s_acc[warp][h][vec * 8 + e] = acc[h][e];
+      if (lane == 0) {
+        s_m[warp][h] = m[h];
+        s_l[warp][h] = l[h];
+      }
+    }
   }
   __syncthreads();
   const bool single = gridDim.x == 1;
   for (int i = threadIdx.x; i < G * D; i += decode_threads) {
     const int h = i / D, d = i % D;
-    float o = 0.0f;
+    float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < decode_warps; ++w) o += s_acc[(w * G + h) * D + d];
-    o /= s_sum[h];
+    for (int w = 0; w < decode_warps; ++w) mx = fmaxf(mx, s_m[w][h]);  // finite: row 0 is in warp 0
+    float o = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < decode_warps; ++w) {
+      const float f = exp2f(s_m[w][h] - mx);  // 0 for a warp without rows
+      o += s_acc[w][h][d] * f;
+      sum += s_l[w][h] * f;
+    }
+    o /= sum;
     const int head = head0 + h;
     if (single) {
       p.out[head * D + d] = float_to_bf16_bits(o);
     } else {
       p.part_o[(static_cast<int64_t>(split) * p.heads + head) * D + d] = o;
     }
-  }
-  if (threadIdx.x < G) {
-    const int h = threadIdx.x;
-    const float lse2 = s_max[h] + log2f(s_sum[h]);
-    if (single) {
-      if (p.lse != nullptr) p.lse[head0 + h] = lse2 * ln2;
-    } else {
-      p.part_lse[static_cast<int64_t>(split) * p.heads + head0 + h] = lse2;
+    if (d == 0) {
+      const float lse2 = mx + log2f(sum);
+      if (single) {
+        if (p.lse != nullptr) p.lse[head] = lse2 * ln2;
+      } else {
+        p.part_lse[static_cast<int64_t>(split) * p.heads + head] = lse2;
+      }
     }
   }
 }
@@ -257,8 +269,7 @@ size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 template <int D, int G>
 void launch_chunks(const decode_kernel_params& p, dim3 grid, cudaStream_t s) {
-  const size_t smem = sizeof(float) * static_cast<size_t>(std::max<int64_t>(G * p.chunk, decode_warps * G * D));
-  decode_chunk_kernel<D, G><<<grid, decode_threads, smem, s>>>(p);
+  decode_chunk_kernel<D, G><<<grid, decode_threads, 0, s>>>(p);
 }
 
 template <int D>

@@ -140,12 +140,16 @@ struct cuda_llama_session::impl {
     r.inv_freq = rope.inv_freq.data();
     r.pairs = static_cast<int64_t>(rope.inv_freq.size());
     r.attention_factor = rope.attention_factor;
+    if (pos_device != nullptr) {  // kv_cache fused into the RoPE launch (one launch fewer)
+      r.cache_k = cache.k(l);
+      r.cache_v = cache.v(l);
+      r.v = bf16(qkv, (H + Hkv) * D);
+      r.v_token_stride = qkv_width();
+      r.cache_capacity = cache.capacity();
+    }
     cuda_rope_apply(r, stream);
     // kv_cache
-    if (pos_device != nullptr)
-      cache.append_at(l, pos_device, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D),
-                      qkv_width(), n, stream);
-    else
+    if (pos_device == nullptr)
       cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(),
                    n, stream);
     // attn_out

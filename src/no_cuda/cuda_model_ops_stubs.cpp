@@ -57,10 +57,6 @@ void cuda_kv_cache::append(int64_t, int64_t, const uint16_t*, int64_t, const uin
                            int64_t, void*) {
   fail("cuda_kv_cache::append", "built without CUDA");
 }
-void cuda_kv_cache::append_at(int64_t, const int64_t*, const uint16_t*, int64_t, const uint16_t*,
-                              int64_t, int64_t, void*) {
-  fail("cuda_kv_cache::append_at", "built without CUDA");
-}
 
 size_t cuda_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t) {
   fail("cuda_decode_workspace_bytes", "built without CUDA");

@@ -467,8 +467,34 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
       p.first_pos = 5;
       p.first_pos_device = device_pos.data();
     }
+    // The fused KV append on the cases at small positions, into a cache one row short of the
+    // last token (which must then not be copied).
+    const bool fused_append = c.first_pos >= 5 && c.first_pos < 100;
+    const int64_t capacity = c.first_pos + c.n - 1, row = c.kv_heads * D;
+    const device_array<uint16_t> cache_k = poisoned<uint16_t>(static_cast<size_t>(fused_append ? capacity * row : 0));
+    const device_array<uint16_t> cache_v = poisoned<uint16_t>(cache_k.count);
+    if (fused_append) {
+      p.cache_k = cache_k.data();
+      p.cache_v = cache_v.data();
+      p.v = dfused.data() + (c.heads + c.kv_heads) * D;
+      p.v_token_stride = stride;
+      p.cache_capacity = capacity;
+    }
     cuda_rope_apply(p, nullptr);
     const std::vector<uint16_t> got = fetch(dfused, "qkv");
+    if (fused_append) {  // rows [first_pos, capacity): the token's rotated k and its v; before: poison
+      const std::vector<uint16_t> ck = fetch(cache_k, "cache_k"), cv = fetch(cache_v, "cache_v");
+      int64_t wrong = 0;
+      for (int64_t t = 0; t < capacity; ++t)
+        for (int64_t e = 0; e < row; ++e) {
+          const size_t at = static_cast<size_t>(t * row + e);
+          const int64_t i = t - c.first_pos;  // the token, when t >= first_pos
+          const size_t src = static_cast<size_t>(i * stride + c.heads * D + e);
+          wrong += i < 0 ? (ck[at] != 0xffff) + (cv[at] != 0xffff)
+                         : (ck[at] != got[src]) + (cv[at] != got[src + static_cast<size_t>(row)]);
+        }
+      EXPECT_EQ(wrong, 0) << "fused KV append";
+    }
     int64_t bad = 0;
     for (int64_t i = 0; i < c.n; ++i)
       for (int64_t col = 0; col < stride; ++col) {
@@ -534,35 +560,6 @@ TEST(ModelOpsKvCache, AppendsAtOffsetsExactly) {
   EXPECT_NE(error_of([&] { cache.append(1, pos, zeros.data(), row, zeros.data(), row, 301, nullptr); })
                 .find("exceed the capacity of 4300"),
             std::string::npos);
-}
-
-// append_at: the position from device memory; a position that would overflow writes nothing.
-TEST(ModelOpsKvCache, AppendsAtADevicePosition) {
-  SP_SKIP_WITHOUT_DEVICE();
-  const int64_t capacity = 300, hkv = 3, D = 64, row = hkv * D, n = 3;
-  cuda_kv_cache cache(2, capacity, hkv, D);
-  const std::vector<uint16_t> zero(static_cast<size_t>(capacity * row), 0);
-  ASSERT_EQ(cudaMemcpy(cache.k(1), zero.data(), zero.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(cache.v(1), zero.data(), zero.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  const std::vector<uint16_t> src = to_bf16(random_values(n * 2 * row, 5, 0.5f, 1.0f));  // no zeros
-  const device_array<uint16_t> dsrc = upload(src);
-  std::vector<uint16_t> expect_k = zero, expect_v = zero;
-  for (const int64_t pos : {int64_t{0}, int64_t{131}, capacity - n, capacity - n + 1, int64_t{-1}}) {
-    const device_array<int64_t> dpos = upload(std::vector<int64_t>{pos});
-    cache.append_at(1, dpos.data(), dsrc.data(), 2 * row, dsrc.data() + row, 2 * row, n, nullptr);
-    cuda_synchronize();
-    if (pos < 0 || pos > capacity - n) continue;  // nothing written
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t e = 0; e < row; ++e) {
-        expect_k[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * 2 * row + e)];
-        expect_v[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * 2 * row + row + e)];
-      }
-  }
-  std::vector<uint16_t> k(zero.size()), v(zero.size());
-  ASSERT_EQ(cudaMemcpy(k.data(), cache.k(1), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(v.data(), cache.v(1), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_TRUE(k == expect_k);
-  EXPECT_TRUE(v == expect_v);
 }
 
 struct decode_case {

@@ -12,9 +12,10 @@
 // its own prefill (the first step untimed: it captures the step's CUDA graph): tokens_per_s
 // (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public API),
 // greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded) and
-// eager_tokens_per_s (graphs off: the kernels launched one by one); and attention_ms, the split-K
-// decode attention alone over every layer's cache of that length (random bytes, CUDA events,
-// median of 20), with the bandwidth it reached on the K and V bytes.
+// eager_tokens_per_s (graphs off: the kernels launched one by one); and two parts of the step,
+// each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20): attention_ms,
+// the split-K decode attention over every layer's cache of that length, with the bandwidth it
+// reached on the K and V bytes, and gemm_ms, the m = 1 GEMMs of every layer and the output head.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -23,7 +24,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <random>
+#include <tuple>
 
 #include "attention_options.h"
 #include "command.h"
@@ -35,6 +38,7 @@
 #include "prefill_report.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/cuda_events.h"
+#include "shareprefill/cuda_graph.h"
 #include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
@@ -106,31 +110,71 @@ llama_weights random_weights(const llama_config& c, uint64_t seed) {
   return w;
 }
 
-// The decode attention of one step over a cache of len tokens in every layer (fresh buffers of
-// bytes 0x3c: the time depends on the shape only): median ms of 20 after 3 warm-ups.
-double decode_attention_ms(const llama_config& c, int64_t len) {
-  const int64_t row = c.n_kv_heads * c.head_dim;
-  device_buffer k(static_cast<size_t>(c.n_layers * len * row) * 2), v(k.size());
-  device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
-  device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
-  for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
-  return cuda_time_ms([&] {
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-      cuda_decode_params p;
-      p.len = len;
-      p.heads = c.n_heads;
-      p.kv_heads = c.n_kv_heads;
-      p.head_dim = c.head_dim;
-      p.q = static_cast<const uint16_t*>(q.data());
-      p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
-      p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
-      p.kv_token_stride = row;
-      p.out = static_cast<uint16_t*>(out.data());
-      p.workspace = ws.data();
-      p.workspace_bytes = ws.size();
-      cuda_decode_attention(p, nullptr);
-    }
-  }, 3, 20);
+// Median ms of 20 replays (after 3) of the graph of what `enqueue` launches on a stream.
+double graph_ms(const std::function<void(void*)>& enqueue) {
+  cuda_stream stream;
+  const cuda_graph g = cuda_graph::capture(stream.get(), [&] { enqueue(stream.get()); });
+  stream.synchronize();
+  return cuda_time_ms([&] { g.launch(nullptr); }, 3, 20);
+}
+
+// Parts of one decode step, each in a graph of its own over fresh buffers (bytes 0x3c: the time
+// depends on the shapes only): the split-K decode attention over a cache of len tokens in every
+// layer, and the m = 1 GEMMs (four per layer and the output head).
+struct decode_parts {
+  double attention_ms = 0.0, gemm_ms = 0.0;
+};
+
+decode_parts decode_parts_ms(const llama_config& c, int64_t len) {
+  decode_parts r;
+  const int64_t row = c.n_kv_heads * c.head_dim, L = c.n_layers;
+  {
+    device_buffer k(static_cast<size_t>(L * len * row) * 2), v(k.size());
+    device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
+    device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
+    for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
+    r.attention_ms = graph_ms([&](void* stream) {
+      for (int64_t l = 0; l < L; ++l) {
+        cuda_decode_params p;
+        p.len = len;
+        p.heads = c.n_heads;
+        p.kv_heads = c.n_kv_heads;
+        p.head_dim = c.head_dim;
+        p.q = static_cast<const uint16_t*>(q.data());
+        p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
+        p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
+        p.kv_token_stride = row;
+        p.out = static_cast<uint16_t*>(out.data());
+        p.workspace = ws.data();
+        p.workspace_bytes = ws.size();
+        cuda_decode_attention(p, stream);
+      }
+    });
+  }
+  // (n, k, f32 output accumulated) of the layer's GEMMs, as the forward runs them.
+  const int64_t qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, hd = c.n_heads * c.head_dim;
+  const std::vector<std::tuple<int64_t, int64_t, bool>> shapes = {
+      {qkv, c.dim, false}, {c.dim, hd, true}, {2 * c.ffn_dim, c.dim, false}, {c.dim, c.ffn_dim, true}};
+  std::vector<device_buffer> weights;
+  for (const auto& [n, k, acc] : shapes) weights.emplace_back(static_cast<size_t>(L * n * k) * 2);
+  device_buffer head(static_cast<size_t>(c.vocab_size * c.dim) * 2);
+  device_buffer x(static_cast<size_t>(std::max(c.ffn_dim, hd) * 2) * 2);
+  device_buffer y(static_cast<size_t>(c.vocab_size) * 4);
+  for (device_buffer& b : weights) b.fill_bytes(0x3c);
+  for (device_buffer* b : {&head, &x}) b->fill_bytes(0x3c);
+  cuda_gemm gemm;
+  r.gemm_ms = graph_ms([&](void* stream) {
+    const auto* in = static_cast<const uint16_t*>(x.data());
+    for (int64_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        const auto [n, k, acc] = shapes[i];
+        gemm.linear(y.data(), acc ? dtype::f32 : dtype::bf16, in,
+                    static_cast<const uint16_t*>(weights[i].data()) + l * n * k, 1, n, k, acc, stream);
+      }
+    gemm.linear(y.data(), dtype::f32, in, static_cast<const uint16_t*>(head.data()), 1,
+                c.vocab_size, c.dim, false, stream);
+  });
+  return r;
 }
 
 double median(std::vector<double> v) {
@@ -261,18 +305,20 @@ void run_prefill_bench(prefill_bench_options o) {
       };
       const double tps = decode_rate("graph"), greedy_tps = decode_rate("greedy"),
                    eager_tps = decode_rate("eager");
-      const double attn_ms = decode_attention_ms(c, n);
+      const decode_parts parts = decode_parts_ms(c, n);
       const double kv_bytes = 2.0 * double(c.n_layers * n * c.n_kv_heads * c.head_dim) * 2.0;
       out.write({{"bench", "decode"}, {"device", "cuda"}, {"after_prompt", n},
                  {"steps", o.decode - 1}, {"tokens_per_s", tps}, {"ms_per_token", 1e3 / tps},
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
-                 {"attention_ms", attn_ms}, {"attention_gb_per_s", kv_bytes / (attn_ms * 1e6)}});
+                 {"attention_ms", parts.attention_ms},
+                 {"attention_gb_per_s", kv_bytes / (parts.attention_ms * 1e6)},
+                 {"gemm_ms", parts.gemm_ms}});
       std::fprintf(report,
                    "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token); greedy on "
-                   "the device %.0f tok/s; no graph %.0f tok/s; attention alone %.3f ms/token "
-                   "(%.0f GB/s)\n",
-                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps, attn_ms,
-                   kv_bytes / (attn_ms * 1e6));
+                   "the device %.0f tok/s; no graph %.0f tok/s; in graphs of their own: attention "
+                   "%.3f ms/token (%.0f GB/s), GEMMs %.3f ms/token\n",
+                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps,
+                   parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms);
     }
   }
 }
