@@ -145,10 +145,10 @@ print("vs_HF = HF ttft / ours (>1: we are faster); vs_dense = our dense ttft / t
 PY
       ;;
     python)
-      # The Python package (issue 15) on this build: the extension target only, pytest
+      # The Python package (issue 15) from this source in its own build: the extension, pytest
       # (CUDA ops against float64, torch.compile, the transformers backend) and, when MODEL is
       # set, SmolLM2 through transformers with TEXT (scripts/gpu-python.sh; carry .whl).
-      SP_PY_SRC=$SRC SP_PY_BUILD=$BUILD STEPS="build test${MODEL:+ model}" TEXT=${TEXT:-} \
+      SP_PY_SRC=$SRC STEPS="build test${MODEL:+ model}" TEXT=${TEXT:-} \
         bash "$SRC/scripts/gpu-python.sh" ${MODEL:-}
       ;;
     cp)

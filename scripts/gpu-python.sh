@@ -22,9 +22,9 @@
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
 #   cp ~/.cache/shareprefill/corpora/austen/emma.txt .whl/   # text for perplexity and timing
 # The model: scripts/gpu-split-model.sh here, then MODEL=$(scripts/gpu-join-model.sh) there.
-# Inside another build (gpu-bench.sh's python step): SP_PY_SRC=<its source> and
-# SP_PY_BUILD=<its build folder> reuse both; the build step then only turns SP_PYTHON on and
-# builds the extension target (the library objects are already there). TEXT overrides the text.
+# Inside gpu-bench.sh (its python step): SP_PY_SRC=<its source> reuses the source; the
+# extension still gets its own build folder (<source>/build-python), since it needs the system
+# g++ (below). TEXT overrides the text.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
 mkdir -p "$OUT"
@@ -60,7 +60,8 @@ else
   fi
   [ -d "$ROOT/.deps" ] && cp -rp "$ROOT/.deps" "$SRC/"
 fi
-BUILD=${SP_PY_BUILD:-$SRC/build}
+BUILD=${SP_PY_SRC:+$SRC/build-python}
+BUILD=${BUILD:-$SRC/build}
 TEXT=${TEXT:-$ROOT/.whl/emma.txt}
 export PYTHONPATH=$BUILD/python:$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -74,14 +75,17 @@ for step in $STEPS; do
       pcre=()
       [ -f "$SRC/.deps/lib/libpcre2-8.a" ] && pcre=(-DSP_PCRE2_INCLUDE="$SRC/.deps/include" -DSP_PCRE2_LIB="$SRC/.deps/lib/libpcre2-8.a")
       t0=$(date +%s)
+      # The machine's default C++ compiler (CXX=/opt/gcc/bin/g++) has only the static
+      # libstdc++, whose private copy crashed the module (python/CMakeLists.txt): the system g++.
+      cxx=${SP_PY_CXX:-/usr/bin/g++}
       own=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a
            -DSP_BLAS=OFF -DSP_BUILD_TESTS=OFF -DSP_BUILD_TOOLS=OFF)
-      [ -n "${SP_PY_BUILD:-}" ] && own=()  # another script's build: keep its settings
+      [ -x "$cxx" ] && own+=(-DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CUDA_HOST_COMPILER="$cxx")
       cmake -S "$SRC" -B "$BUILD" "${own[@]}" \
         -DSP_PYTHON=ON -DPython_EXECUTABLE="$(command -v python3)" \
         -DCMAKE_PREFIX_PATH="$SRC/.deps" "${pcre[@]}" >"$OUT/py-configure.log" 2>&1 ||
         { tail -30 "$OUT/py-configure.log"; note build FAIL "configure (py-configure.log)"; break; }
-      grep "Python extension" "$OUT/py-configure.log"
+      grep -A2 "Python extension" "$OUT/py-configure.log"
       if cmake --build "$BUILD" -j16 --target shareprefill_python >"$OUT/py-build.log" 2>&1; then
         note build ok "sm_90a extension in $(( $(date +%s) - t0 )) s"
       else
