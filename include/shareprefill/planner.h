@@ -139,9 +139,11 @@ class planner {
  private:
   planner_params params_;
   int64_t layers_, heads_;
-  std::vector<int32_t> cluster_of_;   // [layers * heads], -1 without a map
-  std::vector<uint8_t> shared_;       // [clusters]
-  std::vector<head_ref> medoid_;      // [clusters] (pivot_is_medoid)
+  std::vector<int32_t> cluster_of_;  // [layers * heads], -1 without a map
+  std::vector<uint8_t> shared_;      // [clusters]
+  std::vector<head_ref> medoid_;     // [clusters] (pivot_is_medoid)
+  // [clusters] layer * heads + head of the pivot chosen by pivot_prefers_dense; -1 = none.
+  std::vector<int64_t> dense_pivot_;
   std::vector<uint8_t> dense_layer_;  // [layers] 1 = listed in params.dense_layers
   std::vector<uint8_t> dense_head_;   // [layers * heads] 1 = listed in params.dense_heads
 };

@@ -37,6 +37,12 @@ struct planner_params {
   // medoid the only head that can become its pivot.
   bool share_within_layer = false;
   bool pivot_is_medoid = false;
+  // Issue 17 (off by default; host planner only): in a shared cluster with a member that runs
+  // dense anyway (dense_heads or dense_layers), the first such member (ascending layer, head) is
+  // the only head that can become the pivot, query-aware or not, so the pivot costs no density;
+  // members before it plan as if the cluster were not shared. Other clusters keep the default
+  // rule. Excludes pivot_is_medoid.
+  bool pivot_prefers_dense = false;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

@@ -61,6 +61,8 @@ void planner_params::validate() const {
   check(min_budget >= 1, fn, "min_budget must be >= 1 token, got ", min_budget);
   check(max_budget == 0 || max_budget >= min_budget, fn, "max_budget (", max_budget,
         " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
+  check(!(pivot_is_medoid && pivot_prefers_dense), fn,
+        "pivot_is_medoid and pivot_prefers_dense name different pivots; set at most one");
   for (size_t i = 0; i < dense_layers.size(); ++i)
     check(dense_layers[i] >= 0 && (i == 0 || dense_layers[i] > dense_layers[i - 1]), fn,
           "dense_layers must be sorted non-negative layers without duplicates, got ",
@@ -92,6 +94,7 @@ nlohmann::json planner_params::to_json() const {
           {"max_budget", max_budget > 0 ? nlohmann::json(max_budget) : nlohmann::json(nullptr)},
           {"share_within_layer", share_within_layer},
           {"pivot_is_medoid", pivot_is_medoid},
+          {"pivot_prefers_dense", pivot_prefers_dense},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads}};
 }

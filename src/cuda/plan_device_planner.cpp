@@ -89,6 +89,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         " (the device planner and kernel use ", cuda::plan_block, ")");
   check(!params.share_within_layer, fn,
         "share_within_layer is planned on the host only; use sp::planner");
+  check(!params.pivot_prefers_dense, fn,
+        "pivot_prefers_dense is planned on the host only; use sp::planner");
   check(params.dense_heads.empty(), fn,
         "dense_heads (per-head dense choices of a format-2 cluster map) are planned on the host "
         "only so far; use sp::planner");

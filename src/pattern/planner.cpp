@@ -58,6 +58,15 @@ planner::planner(const planner_params& params, int64_t layers, int64_t heads,
           ": pivot_is_medoid needs a medoid for every shared cluster; cluster \"", c.id,
           "\" has none");
     medoid_.push_back(c.medoid ? *c.medoid : head_ref{-1, -1});
+    int64_t first_dense = -1;
+    for (const head_ref& m : c.members) {
+      const int64_t at = m.layer * heads + m.head;
+      const bool dense =
+          dense_layer_[static_cast<size_t>(m.layer)] || dense_head_[static_cast<size_t>(at)];
+      if (params_.pivot_prefers_dense && c.shared && dense && (first_dense < 0 || at < first_dense))
+        first_dense = at;
+    }
+    dense_pivot_.push_back(first_dense);
   }
 }
 
@@ -125,14 +134,19 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
   // C: pivots and sharing, ascending heads.
   for (int64_t h = 0; h < heads_; ++h) {
     out.kinds[h] = query_aware[h] ? head_kind::query_aware : head_kind::vertical_slash;
-    if (params_.mode != plan_mode::shareprefill || query_aware[h]) continue;
+    if (params_.mode != plan_mode::shareprefill) continue;
     const int32_t c = cluster_of_[static_cast<size_t>(layer * heads_ + h)];
     if (!shared_[c]) continue;
+    // A dense pivot (pivot_prefers_dense) runs every tile anyway: being query-aware costs nothing.
+    const bool dense_pivot = dense_pivot_[c] == layer * heads_ + h;
+    if (query_aware[h] && !dense_pivot) continue;
     cluster_slot& slot = state.clusters[c];
     const head_statistics& st = stats[h];
     if (!slot.has_pivot) {
       const bool eligible =
-          !params_.pivot_is_medoid || (medoid_[c].layer == layer && medoid_[c].head == h);
+          dense_pivot_[c] >= 0
+              ? dense_pivot
+              : !params_.pivot_is_medoid || (medoid_[c].layer == layer && medoid_[c].head == h);
       if (!eligible) continue;
       slot.has_pivot = true;
       slot.pivot_layer = static_cast<int32_t>(layer);

@@ -220,6 +220,54 @@ TEST(PlannerState, PivotIsMedoidOption) {
             std::string::npos);
 }
 
+// pivot_prefers_dense: a shared cluster's first member that runs dense anyway is its pivot.
+TEST(PlannerState, PivotPrefersDenseHeadsAndLayers) {
+  const cluster_map m = test_map();
+  planner_params p = open_params();
+  p.dense_heads = {{0, 1}};  // cluster "a"; cluster "b" has no dense member
+  p.pivot_prefers_dense = true;
+  runner r(p, &m);
+  const layer_plan p0 = r.run(0, inputs().l0);
+  EXPECT_EQ(p0.kinds,
+            (std::vector<hk>{hk::vertical_slash, hk::pivot, hk::pivot, hk::vertical_slash}));
+  EXPECT_EQ(p0.pivot_heads, (std::vector<int32_t>{1, 2}));
+  EXPECT_LT(p0.mask.head_tiles(0), causal_tile_count(n_blocks));  // head 0 is no longer a pivot
+  EXPECT_EQ(p0.mask.head_tiles(1), causal_tile_count(n_blocks));
+  EXPECT_EQ(r.state.clusters[0].pivot_head, 1);
+  const layer_plan p1 = r.run(1, inputs().l0);
+  EXPECT_EQ(p1.kinds, (std::vector<hk>{hk::shared, hk::shared, hk::shared, hk::vertical_slash}));
+  // Without the option head 0 is the pivot and head 1 dense: two dense heads instead of one.
+  planner_params off = p;
+  off.pivot_prefers_dense = false;
+  runner r_off(off, &m);
+  const layer_plan q0 = r_off.run(0, inputs().l0);
+  EXPECT_EQ(q0.pivot_heads, (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(q0.kinds[1], hk::dense);
+  EXPECT_GT(q0.mask.total_tiles(), p0.mask.total_tiles());
+
+  // A dense layer's heads count as dense: layer 1 holds both clusters' pivots, layer 0 none.
+  planner_params later = open_params();
+  later.dense_layers = {1};
+  later.pivot_prefers_dense = true;
+  runner r_later(later, &m);
+  const layer_plan l0 = r_later.run(0, inputs().l0);
+  EXPECT_TRUE(l0.pivot_heads.empty());
+  EXPECT_EQ(l0.kind_count(hk::vertical_slash), n_heads);
+  EXPECT_EQ(r_later.run(1, inputs().l0).pivot_heads, (std::vector<int32_t>{0, 2}));
+
+  // A dense pivot may be query-aware (it runs every tile anyway); other query-aware heads never
+  // pivot, so cluster "b" has none.
+  p.tau_qa = 1.0;
+  runner r_qa(p, &m);
+  const layer_plan a0 = r_qa.run(0, inputs().l0);
+  EXPECT_EQ(a0.pivot_heads, (std::vector<int32_t>{1}));
+  EXPECT_EQ(a0.kind_count(hk::query_aware), n_heads - 1);
+
+  // It names another pivot than pivot_is_medoid: setting both is an error.
+  p.pivot_is_medoid = true;
+  EXPECT_NE(testing::error_of([&] { p.validate(); }).find("set at most one"), std::string::npos);
+}
+
 TEST(PlannerState, ResetBetweenPromptsAndOrderChecks) {
   const cluster_map m = test_map();
   runner r(open_params(), &m);

@@ -25,6 +25,9 @@ void add_planner_options(CLI::App* sub, planner_params& p) {
                 "Share a pivot's pattern inside its own layer (pivots run first)");
   sub->add_flag("--pivot-medoid", p.pivot_is_medoid,
                 "Use each shared cluster's offline medoid as its pivot");
+  sub->add_flag("--pivot-dense", p.pivot_prefers_dense,
+                "Make the first member of a shared cluster that runs dense anyway (dense heads "
+                "or layers) its pivot (host planner only)");
 }
 
 void add_dense_layers_option(CLI::App* sub, std::string& spec) {
