@@ -43,6 +43,10 @@ struct planner_params {
   // members before it plan as if the cluster were not shared. Other clusters keep the default
   // rule. Excludes pivot_is_medoid.
   bool pivot_prefers_dense = false;
+  // Issue 17 (1 = the reference; host planner only): the vertical and slash profiles average the
+  // last estimation_blocks query blocks instead of the last one (budgets, vertical-slash tiles,
+  // the query-aware test's v_blk and the sharing gates all read them).
+  int64_t estimation_blocks = 1;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

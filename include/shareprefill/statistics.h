@@ -15,9 +15,9 @@
 
 namespace sp {
 
-// Statistics of one query head from its last query block.
+// Statistics of one query head from its last query block (or last estimation_blocks blocks).
 struct head_statistics {
-  int64_t rows = 0;             // min(block_size, N): query rows used
+  int64_t rows = 0;             // min(estimation_blocks * block_size, N): query rows used
   std::vector<float> v_tok;     // [N] mean over rows of P[:, j]
   std::vector<float> s_tok;     // [N] s_tok[t] = (1/rows) * sum of P at query-key distance N-1-t
   std::vector<float> v_blk;     // [nb] v_blk[c] = sum of v_tok over key block c
@@ -32,6 +32,9 @@ struct budget_rule {
   double gamma = 0.95;
   int64_t min_blocks = 8;  // minB = ceil(min_budget / bs)
   int64_t max_blocks = 0;  // maxB; <= 0 means nb
+  // Query blocks the profiles average over, counted from the end: the last
+  // min(estimation_blocks * block_size, N) query rows (1 = section 2A's last block).
+  int64_t estimation_blocks = 1;
 };
 
 // 1 + the number of largest entries of x whose running sum (descending order, fp64) stays

@@ -61,6 +61,8 @@ void planner_params::validate() const {
   check(min_budget >= 1, fn, "min_budget must be >= 1 token, got ", min_budget);
   check(max_budget == 0 || max_budget >= min_budget, fn, "max_budget (", max_budget,
         " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
+  check(estimation_blocks >= 1 && estimation_blocks <= 4096, fn,
+        "estimation_blocks must be in [1, 4096], got ", estimation_blocks);
   check(!(pivot_is_medoid && pivot_prefers_dense), fn,
         "pivot_is_medoid and pivot_prefers_dense name different pivots; set at most one");
   for (size_t i = 0; i < dense_layers.size(); ++i)
@@ -70,7 +72,8 @@ void planner_params::validate() const {
   for (size_t i = 0; i < dense_heads.size(); ++i)
     check(dense_heads[i].first >= 0 && dense_heads[i].second >= 0 &&
               (i == 0 || dense_heads[i] > dense_heads[i - 1]),
-          fn, "dense_heads must be sorted non-negative (layer, head) pairs without duplicates, got (",
+          fn,
+          "dense_heads must be sorted non-negative (layer, head) pairs without duplicates, got (",
           dense_heads[i].first, ", ", dense_heads[i].second, ") at position ", i);
 }
 
@@ -95,6 +98,7 @@ nlohmann::json planner_params::to_json() const {
           {"share_within_layer", share_within_layer},
           {"pivot_is_medoid", pivot_is_medoid},
           {"pivot_prefers_dense", pivot_prefers_dense},
+          {"estimation_blocks", estimation_blocks},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads}};
 }

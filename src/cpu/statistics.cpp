@@ -1,9 +1,9 @@
 // Last-block statistics of section 2A on the CPU. Per query head (heads in parallel): the last
-// rows = min(bs, N) queries, scaled by 1/sqrt(D), are scored against all keys in chunks; pass 1
-// keeps the running row max and sum (online softmax), pass 2 recomputes the scores (sgemm
-// through tile_math, as the attention kernel) and accumulates the normalised probabilities into
-// the vertical and slash profiles. Only one head's chunk of scores per worker exists at a time,
-// so memory is O(H * N) for the profiles.
+// rows = min(bs, N) queries (min(estimation_blocks * bs, N) with that option), scaled by 1/sqrt(D),
+// are scored against all keys in chunks; pass 1 keeps the running row max and sum (online softmax),
+// pass 2 recomputes the scores (sgemm through tile_math, as the attention kernel) and accumulates
+// the normalised probabilities into the vertical and slash profiles. Only one head's chunk of
+// scores per worker exists at a time, so memory is O(H * N) for the profiles.
 #include "shareprefill/statistics.h"
 
 #include <algorithm>
@@ -104,9 +104,11 @@ std::vector<head_statistics> last_block_statistics(const tensor_view& q, const t
         "block_size must be a power of two >= 16, got ", rule.block_size);
   check(rule.gamma > 0.0 && rule.gamma <= 1.0, fn, "gamma must be in (0, 1], got ", rule.gamma);
   check(rule.min_blocks >= 1, fn, "min_blocks must be >= 1, got ", rule.min_blocks);
+  check(rule.estimation_blocks >= 1 && rule.estimation_blocks <= 4096, fn,
+        "estimation_blocks must be in [1, 4096], got ", rule.estimation_blocks);
 
   const int64_t group = heads / kv_heads;
-  const int64_t rows = std::min(rule.block_size, n);
+  const int64_t rows = std::min(rule.estimation_blocks * rule.block_size, n);
   const int64_t n_blocks = (n + rule.block_size - 1) / rule.block_size;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
 

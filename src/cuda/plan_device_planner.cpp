@@ -91,6 +91,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "share_within_layer is planned on the host only; use sp::planner");
   check(!params.pivot_prefers_dense, fn,
         "pivot_prefers_dense is planned on the host only; use sp::planner");
+  check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
+        ": the device planner estimates from the last query block only; use sp::planner");
   check(params.dense_heads.empty(), fn,
         "dense_heads (per-head dense choices of a format-2 cluster map) are planned on the host "
         "only so far; use sp::planner");

@@ -112,7 +112,8 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
     return out;
   }
 
-  const budget_rule rule{bs, params_.gamma, min_b, params_.max_blocks(nb)};
+  const budget_rule rule{bs, params_.gamma, min_b, params_.max_blocks(nb),
+                         params_.estimation_blocks};
   const std::vector<head_statistics> stats = last_block_statistics(q, k, rule, pool);
   const int64_t group = heads_ / kv_heads;
 

@@ -10,11 +10,12 @@
 namespace sp {
 namespace {
 
-// Direct computation of v_tok and s_tok for one head, fp64, materialising P.
+// Direct computation of v_tok and s_tok for one head over its last min(last_rows, N) queries,
+// fp64, materialising P.
 void direct_profiles(std::vector<double>& v, std::vector<double>& s, const std::vector<float>& q,
                      const std::vector<float>& k, int64_t n, int64_t heads, int64_t kv_heads,
-                     int64_t dim, int64_t h, int64_t bs) {
-  const int64_t rows = std::min(bs, n), q0 = n - rows, kh = h / (heads / kv_heads);
+                     int64_t dim, int64_t h, int64_t last_rows) {
+  const int64_t rows = std::min(last_rows, n), q0 = n - rows, kh = h / (heads / kv_heads);
   v.assign(static_cast<size_t>(n), 0.0);
   s.assign(static_cast<size_t>(n), 0.0);
   for (int64_t i = q0; i < n; ++i) {
@@ -38,6 +39,7 @@ void direct_profiles(std::vector<double>& v, std::vector<double>& s, const std::
 struct stats_case {
   int64_t n, heads, kv_heads, dim;
   dtype type;
+  int64_t estimation_blocks = 1;
 };
 
 class StatisticsVsDirect : public ::testing::TestWithParam<stats_case> {};
@@ -63,15 +65,16 @@ TEST_P(StatisticsVsDirect, ProfilesBudgetsAndBlockSums) {
   const auto qv = tensor_view::contiguous(qd, c.type, {c.n, c.heads, c.dim});
   const auto kv = tensor_view::contiguous(kd, c.type, {c.n, c.kv_heads, c.dim});
   thread_pool pool(2);
-  const budget_rule rule{bs, 0.9, 1, 0};
+  const budget_rule rule{bs, 0.9, 1, 0, c.estimation_blocks};
+  const int64_t rows = std::min(c.estimation_blocks * bs, c.n);
   const auto stats = last_block_statistics(qv, kv, rule, pool);
   ASSERT_EQ(static_cast<int64_t>(stats.size()), c.heads);
   const int64_t nb = (c.n + bs - 1) / bs;
   for (int64_t h = 0; h < c.heads; ++h) {
     std::vector<double> v, s;
-    direct_profiles(v, s, q, k, c.n, c.heads, c.kv_heads, c.dim, h, bs);
+    direct_profiles(v, s, q, k, c.n, c.heads, c.kv_heads, c.dim, h, rows);
     const head_statistics& st = stats[h];
-    EXPECT_EQ(st.rows, std::min(bs, c.n));
+    EXPECT_EQ(st.rows, rows);
     double v_sum = 0.0, s_sum = 0.0;
     for (int64_t j = 0; j < c.n; ++j) {
       // fp32 scores (|score| <= ~60 here) and fp32 exp: relative error ~1e-5 per probability.
@@ -102,7 +105,11 @@ INSTANTIATE_TEST_SUITE_P(Ragged, StatisticsVsDirect,
                                            stats_case{128, 3, 3, 64, dtype::bf16},
                                            stats_case{129, 4, 1, 64, dtype::f16},
                                            stats_case{1000, 4, 1, 128, dtype::f32},
-                                           stats_case{1000, 6, 2, 64, dtype::bf16}));
+                                           stats_case{1000, 6, 2, 64, dtype::bf16},
+                                           // several estimation blocks (issue 17)
+                                           stats_case{200, 3, 1, 64, dtype::f32, 2},
+                                           stats_case{257, 4, 2, 64, dtype::f32, 2},
+                                           stats_case{1000, 6, 2, 64, dtype::bf16, 3}));
 
 TEST(BudgetRules, CoverCountIsOnePlusEntriesWithRunningSumAtMostGamma) {
   // Sorted: 0.5, 0.25, 0.125, 0.125 -> running sums 0.5, 0.75, 0.875, 1.0 (exact in binary).
@@ -161,6 +168,11 @@ TEST(Statistics, BadInputsThrow) {
   const auto k1 = tensor_view::contiguous(k.data(), dtype::f32, {4, 1, 16});
   budget_rule bad{100, 0.9, 1, 0};
   EXPECT_NE(testing::error_of([&] { last_block_statistics(qv, k1, bad, pool); }).find("100"),
+            std::string::npos);
+  const budget_rule no_rows{128, 0.9, 1, 0, 0};
+  EXPECT_NE(testing::error_of([&] {
+              last_block_statistics(qv, k1, no_rows, pool);
+            }).find("estimation_blocks must be in [1, 4096], got 0"),
             std::string::npos);
 }
 

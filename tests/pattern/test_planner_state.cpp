@@ -332,6 +332,35 @@ TEST(PlannerModes, BaselinesAndShortPrompts) {
   }
 }
 
+// estimation_blocks: the vertical-slash tiles come from the statistics of the last E blocks.
+TEST(PlannerModes, EstimationBlocksFeedTheVerticalSlashTiles) {
+  thread_pool pool(2);
+  const auto q = tensor_view::contiguous(inputs().l0.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
+  const auto k = tensor_view::contiguous(inputs().l0.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
+  planner_params p;
+  p.mode = plan_mode::vslash;
+  p.min_budget = 128;
+  std::vector<block_mask> masks;
+  for (int64_t e : {1, 3}) {
+    p.estimation_blocks = e;
+    const planner pl(p, 1, n_heads, nullptr);
+    plan_state s;
+    const layer_plan lp = pl.plan(0, q, k, s, pool);
+    const auto st = last_block_statistics(q, k, {128, p.gamma, 1, 0, e}, pool);
+    EXPECT_EQ(st[0].rows, 128 * e);
+    for (int64_t h = 0; h < n_heads; ++h)
+      EXPECT_EQ(as_set(lp.mask.tiles_of(h)),
+                as_set(vertical_slash_tiles(st[h].v_blk.data(), st[h].s_blk.data(), n_blocks,
+                                            st[h].vertical_blocks, st[h].slash_blocks)))
+          << "estimation_blocks " << e << " head " << h;
+    masks.push_back(lp.mask);
+  }
+  EXPECT_NE(masks[0].col_idx, masks[1].col_idx);  // otherwise the option is not exercised
+  p.estimation_blocks = 0;
+  EXPECT_NE(testing::error_of([&] { p.validate(); }).find("estimation_blocks must be in [1, 4096]"),
+            std::string::npos);
+}
+
 TEST(PlannerModes, BadConstruction) {
   planner_params p;
   EXPECT_NE(testing::error_of([&] { planner(p, 2, n_heads, nullptr); }).find("cluster map"),

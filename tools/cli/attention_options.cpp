@@ -28,6 +28,10 @@ void add_planner_options(CLI::App* sub, planner_params& p) {
   sub->add_flag("--pivot-dense", p.pivot_prefers_dense,
                 "Make the first member of a shared cluster that runs dense anyway (dense heads "
                 "or layers) its pivot (host planner only)");
+  sub->add_option("--estimation-blocks", p.estimation_blocks,
+                  "Query blocks (from the end) the vertical/slash statistics average over (host "
+                  "planner only)")
+      ->capture_default_str();
 }
 
 void add_dense_layers_option(CLI::App* sub, std::string& spec) {

@@ -57,7 +57,8 @@ std::vector<std::string> sparse_only_options_given(const CLI::App* sub) {
   static const char* const names[] = {
       "--gamma",      "--tau-sim",      "--tau-fb",       "--tau-qa",
       "--min-budget", "--max-budget",   "--clusters",     "--pivot-medoid",
-      "--gammas",     "--dense-layers", "--share-within-layer", "--pivot-dense"};
+      "--gammas",     "--dense-layers", "--share-within-layer", "--pivot-dense",
+      "--estimation-blocks"};
   std::vector<std::string> given;
   for (const char* name : names) {
     const CLI::Option* opt = sub->get_option_no_throw(name);
