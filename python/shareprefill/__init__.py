@@ -10,15 +10,17 @@ The C++ planner and kernels through DLPack arrays, without copies:
     out = sp.attention(q, k, v, plan=plan)                     # [N, H, D] float32
 
 NumPy arrays and PyTorch CPU tensors run on the CPU kernels; PyTorch CUDA tensors run on the
-CUDA kernels (shareprefill.torch_ops, imported on demand). shareprefill.hf plugs the planner
-and kernels into Hugging Face transformers models. Importing this package needs only NumPy.
+CUDA kernels (shareprefill.torch_ops, imported on demand). attention_varlen runs a batch of
+prompts of different lengths packed along the token axis (cu_seqlens) in one call.
+shareprefill.hf plugs the planner and kernels into Hugging Face transformers models. Importing this package needs only NumPy.
 """
 from ._core import ClusterMap, Error, Plan, Planner, build_info, version
 from ._attention import attention, attention_bhnd, attention_reference
+from ._varlen import attention_varlen
 
 __version__ = version()
 
 __all__ = [
     "ClusterMap", "Error", "Plan", "Planner", "attention", "attention_bhnd",
-    "attention_reference", "build_info", "version",
+    "attention_reference", "attention_varlen", "build_info", "version",
 ]

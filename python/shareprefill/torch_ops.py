@@ -12,13 +12,25 @@ float16 or bfloat16, C-contiguous (the CPU kernel computes in fp32; out is cast 
 row_ptr [H * (nb + 1)] int64 and col_idx [tiles] int32 (CPU tensors) are a block mask in the
 CSR form of block_mask.h (128-token blocks; Plan.csr() gives them).
 
+Varlen batches (prompts packed along the token axis, sequence b the rows cu_seqlens[b] to
+cu_seqlens[b + 1]; cu_seqlens a CPU int32/int64 tensor [B + 1]):
+
+    out, lse = torch.ops.shareprefill.attention_varlen(q, k, v, cu_seqlens)     # dense causal
+    out, lse = torch.ops.shareprefill.attention_varlen_block_sparse(q, k, v, cu_seqlens,
+                                                                    row_ptr, col_idx)
+
+q: [total, H, D], k and v: [total, Hkv, D]; lse: [H, total]. The block-sparse form takes the
+sequences' CSR masks concatenated: row_ptr [sum_b H * (nb_b + 1)] int64, offsets absolute into
+col_idx [all tiles] int32 (varlen_plan.h's layout).
+
 The stateful SharePrefill prefill (planner state carried from layer to layer) is
 CudaPrefill.layer(), called eagerly by shareprefill.hf.
 """
 import torch
 
 from . import _core
-from ._core import Error
+from ._core import Error, Plan
+from ._varlen import cu_seqlens_list
 
 BLOCK_SIZE = 128
 
@@ -67,6 +79,77 @@ def _fake(q, k, v, *mask):
 
 attention.register_fake(_fake)
 attention_block_sparse.register_fake(_fake)
+
+
+def _run_varlen(q, k, v, cu, plans):
+    """The varlen kernel: cu a list of ints, plans None or one kernel-ready Plan per sequence."""
+    total, heads, dim = q.shape
+    if q.is_cuda:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty((heads, total), dtype=torch.float32, device=q.device)
+        with torch.cuda.device(q.device):
+            _core.attention_varlen_cuda(out, lse, q.detach(), k.detach(), v.detach(), cu, plans,
+                                        _stream(q))
+        return out, lse
+    out = torch.empty((total, heads, dim), dtype=torch.float32)
+    lse = torch.empty((heads, total), dtype=torch.float32)
+    _core.attention_varlen_cpu(out, lse, q.detach(), k.detach(), v.detach(), cu, plans)
+    return out.to(q.dtype), lse
+
+
+@torch.library.custom_op("shareprefill::attention_varlen", mutates_args=())
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense causal attention of a varlen batch (every causal tile of every sequence)."""
+    return _run_varlen(q, k, v, cu_seqlens_list("shareprefill.attention_varlen", cu_seqlens), None)
+
+
+def varlen_plans_from_csr(cu, heads, row_ptr, col_idx, block_size=BLOCK_SIZE):
+    """One Plan per sequence from the concatenated CSR of a varlen batch (module docstring)."""
+    fn = "shareprefill.attention_varlen_block_sparse"
+    row_ptr = row_ptr.to(torch.int64).numpy()
+    col_idx = col_idx.to(torch.int32).numpy()
+    plans, at = [], 0
+    for b in range(len(cu) - 1):
+        n = cu[b + 1] - cu[b]
+        rows = heads * ((n + block_size - 1) // block_size + 1)
+        if at + rows > row_ptr.size:
+            raise Error(f"[{fn}] row_ptr has {row_ptr.size} entries; sequence {b} needs entries "
+                        f"{at} to {at + rows}")
+        rp = row_ptr[at:at + rows]
+        if not 0 <= rp[0] <= rp[-1] <= col_idx.size:
+            raise Error(f"[{fn}] sequence {b}'s row_ptr spans col_idx[{rp[0]}:{rp[-1]}], "
+                        f"col_idx has {col_idx.size} entries")
+        plans.append(Plan.from_csr(n, heads, rp - rp[0], col_idx[rp[0]:rp[-1]], block_size))
+        at += rows
+    if at != row_ptr.size:
+        raise Error(f"[{fn}] row_ptr has {row_ptr.size} entries, the sequences need {at}")
+    return plans
+
+
+@torch.library.custom_op("shareprefill::attention_varlen_block_sparse", mutates_args=())
+def attention_varlen_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                  cu_seqlens: torch.Tensor, row_ptr: torch.Tensor,
+                                  col_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A varlen batch over the concatenated CSR masks of its sequences (CPU row_ptr, col_idx)."""
+    fn = "shareprefill.attention_varlen_block_sparse"
+    if row_ptr.device.type != "cpu" or col_idx.device.type != "cpu":
+        raise Error(f"[{fn}] row_ptr and col_idx must be CPU tensors")
+    cu = cu_seqlens_list(fn, cu_seqlens)
+    _core.check_cu_seqlens(cu, q.shape[0])
+    return _run_varlen(q, k, v, cu, varlen_plans_from_csr(cu, q.shape[1], row_ptr, col_idx))
+
+
+attention_varlen.register_fake(_fake)
+attention_varlen_block_sparse.register_fake(_fake)
+
+
+def attention_varlen_planned(q, k, v, cu, plans):
+    """shareprefill.attention_varlen() for CUDA tensors: (out, lse), dense through the custom op
+    (plans None) or one kernel-ready Plan per sequence."""
+    if plans is None:
+        return attention_varlen(q, k, v, torch.tensor(cu, dtype=torch.int64))
+    return _run_varlen(q, k, v, cu, plans)
 
 
 def attention_planned(q, k, v, plan, return_lse):

@@ -11,42 +11,12 @@
 #include "bindings.h"
 #include "cpu_runtime.h"
 #include "plan_objects.h"
+#include "problems.h"
 #include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 
 namespace sp_python {
 namespace {
-
-struct cpu_problem {
-  sp::tensor_view out, lse, q, k, v;
-};
-
-// The checks the Python-facing messages need (device, dtype, strides); shapes are checked by the
-// C++ kernels with their own messages.
-cpu_problem cpu_problem_of(const char* fn, const output_array& out,
-                           const std::optional<output_array>& lse, const input_array& q,
-                           const input_array& k, const input_array& v) {
-  const array_info qi = view_input(fn, "q", q, 3), ki = view_input(fn, "k", k, 3),
-                   vi = view_input(fn, "v", v, 3), oi = view_output(fn, "out", out, 3);
-  for (const auto& [name, a] : {std::pair<const char*, const array_info*>{"q", &qi},
-                                {"k", &ki},
-                                {"v", &vi},
-                                {"out", &oi}}) {
-    sp::check(a->device == array_device::cpu, fn, name,
-              " is on a CUDA device; the CPU kernels need CPU arrays");
-    require_contiguous(fn, name, *a);
-  }
-  require_f32(fn, "out", oi);
-  cpu_problem p{oi.view, {}, qi.view, ki.view, vi.view};
-  if (lse) {
-    const array_info li = view_output(fn, "lse", *lse, 2);
-    sp::check(li.device == array_device::cpu, fn, "lse is on a CUDA device");
-    require_contiguous(fn, "lse", li);
-    require_f32(fn, "lse", li);
-    p.lse = li.view;
-  }
-  return p;
-}
 
 void attention_cpu(const output_array& out, const std::optional<output_array>& lse,
                    const input_array& q, const input_array& k, const input_array& v,

@@ -120,7 +120,9 @@ void bind_planner(nb::module_& m) {
              const nb::ndarray<nb::ro, const int32_t, nb::ndim<1>>& col_idx, int64_t block_size) {
             const auto* r = row_ptr.data();
             const auto* c = col_idx.data();
-            sp::check(row_ptr.stride(0) == 1 && col_idx.stride(0) == 1,
+            // A length-0 or -1 array may export any stride (NumPy gives 0 for an empty one).
+            sp::check((row_ptr.shape(0) <= 1 || row_ptr.stride(0) == 1) &&
+                          (col_idx.shape(0) <= 1 || col_idx.stride(0) == 1),
                       "shareprefill.Plan.from_csr", "row_ptr and col_idx must be contiguous");
             py_plan p;
             p.plan.mask = sp::block_mask::from_csr(n_tokens, block_size, heads,
