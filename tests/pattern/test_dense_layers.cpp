@@ -10,6 +10,7 @@
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/synthetic.h"
+#include "synthetic_stack.h"
 #include "test_util.h"
 
 namespace sp {
@@ -29,18 +30,8 @@ cluster_map test_map() {
 }
 
 const std::vector<synthetic_layer>& layers() {
-  static const std::vector<synthetic_layer> in = [] {
-    synthetic_params p;
-    p.n_tokens = n_tok;
-    p.layers = n_layers;
-    p.heads = n_heads;
-    p.kv_heads = n_kv;
-    p.dim = n_dim;
-    p.seed = 11;
-    std::vector<synthetic_layer> out;
-    for (int64_t l = 0; l < n_layers; ++l) out.push_back(synthetic_generate_layer(p, l));
-    return out;
-  }();
+  static const std::vector<synthetic_layer> in =
+      testing::synthetic_stack(n_tok, n_layers, n_heads, n_kv, n_dim, 11);
   return in;
 }
 
