@@ -72,17 +72,21 @@ void run_generate(const generate_options& o) {
     po.attention = att.attention.get();
     r = cpu->prefill(ids, po);
   }
-  const auto decode = [&](int32_t t) { return gpu ? gpu->decode(t) : cpu->decode(t); };
-
   sampler pick(o.sampling);
+  // The next token after `t`: greedy on the GPU takes the argmax there and downloads one id
+  // (the same choice as the sampler's, first index on ties); otherwise the logits come back.
+  const auto next_after = [&](int32_t t) {
+    if (gpu && o.sampling.temperature == 0.0) return gpu->decode_greedy(t);
+    const std::vector<float> logits = gpu ? gpu->decode(t) : cpu->decode(t);
+    return pick.next(logits.data(), c.vocab_size);
+  };
   std::vector<int32_t> out;
   int32_t next = pick.next(r.logits.data(), c.vocab_size);
   const auto t0 = std::chrono::steady_clock::now();
   while (static_cast<int64_t>(out.size()) < o.max_new) {
     out.push_back(next);
     if (next == m.tok->eos() || static_cast<int64_t>(out.size()) == o.max_new) break;
-    const std::vector<float> logits = decode(next);
-    next = pick.next(logits.data(), c.vocab_size);
+    next = next_after(next);
   }
   const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double decode_tps = out.size() > 1 ? double(out.size() - 1) / decode_s : 0.0;
