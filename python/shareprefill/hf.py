@@ -10,16 +10,28 @@ causal prefill gets no mask at all) and switches the model to it. The attention 
 receives query [B, Hq, S, D], the un-repeated key/value [B, Hkv, S_kv, D], attention_mask and
 scaling, and returns (out [B, S, Hq, D] contiguous, None).
 
-It runs our path for a prefill: S == S_kv (no cached prefix), S >= prefill_min_tokens, batch 1,
-no mask (no padding), no dropout, no sliding window or soft-capping. Each layer is planned by
-the model's shareprefill.Planner (state keyed by module.layer_idx; a new prompt starts when a
-layer index does not increase, and reset() starts one explicitly) and computed by the
-block-sparse kernel: on the CPU for CPU tensors, on the GPU for CUDA tensors. Everything else,
-decode steps (S == 1) included, goes to PyTorch SDPA; a batch with padding does so with a
-one-time warning (varlen batches are not implemented yet).
+It runs our path for a prefill: S == S_kv (no cached prefix), S >= prefill_min_tokens, no
+dropout, no sliding window or soft-capping, and a mask that is at most key padding on causal
+attention (none, the 2D padding mask, or the 4D one sdpa_mask builds from it; left, right or
+any padding). A batch is unpadded into a varlen batch (the real tokens of each row packed,
+shareprefill.attention_varlen) and each row is planned by its own shareprefill.Planner (the
+planner state is per prompt; row 0 uses the model's planner, the others are made alike), keyed
+by module.layer_idx: a new prompt starts when a layer index does not increase or the row
+lengths change, and reset() starts one explicitly. The output has zeros at padded tokens.
+
+On the CPU the rows' plans go through one varlen call (rows whose plan still has to publish
+pivots, shareprefill mode's pivot layers, run one call each). On the GPU each row runs the
+device planner on its own rows (planning, attention and publishing are one fused step per
+prompt), except in dense mode, where a batch of several rows is one varlen launch.
+
+Everything else goes to PyTorch SDPA: decode steps (S == 1) and prefills after a cached prefix
+silently; masks that are more than key padding (packed sequences, custom 4D masks),
+sliding-window, soft-capped or non-causal attention and modules without layer_idx with a
+one-time warning each.
 """
 import logging
 import math
+import weakref
 
 from ._core import ClusterMap, Error, Planner
 
@@ -32,39 +44,71 @@ class Backend:
     a time) and the settings that choose between our prefill and SDPA. enable() creates it and
     stores it as `model.shareprefill`."""
 
-    def __init__(self, planner, prefill_min_tokens):
+    def __init__(self, planner, prefill_min_tokens, new_planner=None):
         self.planner = planner
+        self.planners = [planner]      # one per batch row; row 0's is `planner`
+        self.new_planner = new_planner  # makes the planners of rows 1, 2, ...
         self.prefill_min_tokens = prefill_min_tokens
         self.last_layer = None   # layer_idx planned last in this prompt
-        self.prompt_tokens = 0
+        self.prompt_tokens = ()  # the rows' lengths of this prompt
+        self.packing = None      # (weak reference to the mask or None, (B, S), device, Packing)
         self.prefill_layers = 0  # layers run through our path (for tests and reports)
         self.fallback_layers = 0
         self.warned = set()
         self.trace = None  # a list to record each planned layer's kinds and density into
 
-    def record(self, layer, plan):
-        """Appends layer, head kinds and tile density of `plan` to trace (when it is a list)."""
+    def record(self, layer, plan, row=0):
+        """Appends layer, batch row, head kinds and tile density of `plan` to trace (when it is
+        a list)."""
         if self.trace is not None:
-            self.trace.append({"layer": layer, "kinds": plan.kinds, "density": plan.density})
+            self.trace.append({"layer": layer, "row": row, "kinds": plan.kinds,
+                               "density": plan.density})
 
     def reset(self):
-        """Starts a new prompt (the planner forgets its pivots and patterns)."""
-        self.planner.reset()
+        """Starts a new prompt (the planners forget their pivots and patterns)."""
+        for planner in self.planners:
+            planner.reset()
         self.last_layer = None
-        self.prompt_tokens = 0
+        self.prompt_tokens = ()
+
+    def planners_for(self, rows):
+        """The planners of the first `rows` batch rows (made on first use)."""
+        while len(self.planners) < rows:
+            if self.new_planner is None:
+                raise Error("[shareprefill.hf] a batch of several prompts needs one planner per "
+                            "row: create the Backend with new_planner (enable() does)")
+            self.planners.append(self.new_planner())
+        return self.planners[:rows]
+
+    def packing_for(self, attention_mask, query):
+        """The Packing of this forward's batch (computed at its first layer, when the mask is
+        also checked), or None when the mask is more than key padding."""
+        from ._unpad import Packing, real_tokens
+        batch, _, tokens, _ = query.shape
+        key = (batch, tokens)
+        if self.packing is not None:
+            ref, shape, device, packing = self.packing
+            same_mask = ref() is attention_mask if ref is not None else attention_mask is None
+            if same_mask and shape == key and device == query.device:
+                return packing
+        real = real_tokens(attention_mask, batch, tokens, query.device)
+        packing = None if real is None else Packing(real)
+        ref = None if attention_mask is None else weakref.ref(attention_mask)
+        self.packing = (ref, key, query.device, packing)
+        return packing
 
     def warn_once(self, key, message):
         if key not in self.warned:
             self.warned.add(key)
             _log.warning("shareprefill: %s", message)
 
-    def begin_layer(self, layer, tokens):
-        """Resets the planner when `layer` starts a new prompt (a layer index that does not
-        increase, or another length)."""
-        if self.last_layer is not None and (layer <= self.last_layer or tokens != self.prompt_tokens):
+    def begin_layer(self, layer, lengths):
+        """Resets the planners when `layer` starts a new prompt (a layer index that does not
+        increase, or other row lengths)."""
+        if self.last_layer is not None and (layer <= self.last_layer or lengths != self.prompt_tokens):
             self.reset()
         self.last_layer = layer
-        self.prompt_tokens = tokens
+        self.prompt_tokens = lengths
 
 
 def _sdpa(module, query, key, value, attention_mask, **kwargs):
@@ -74,15 +118,11 @@ def _sdpa(module, query, key, value, attention_mask, **kwargs):
 
 def _fallback_reason(backend, module, query, key, attention_mask, dropout, kwargs):
     """Why this call goes to SDPA, or None when it is a prefill for our path."""
-    batch, _, tokens, _ = query.shape
+    tokens = query.shape[2]
     if tokens < max(2, backend.prefill_min_tokens):
         return "decode"
     if key.shape[2] != tokens:
         return "cached prefix"
-    if batch > 1 or attention_mask is not None:
-        backend.warn_once("batch", "batches with padding (or batch > 1) run on SDPA until "
-                          "varlen batches are implemented")
-        return "batch"
     if dropout:
         return "dropout"
     if kwargs.get("sliding_window") or kwargs.get("softcap") or not getattr(module, "is_causal", True):
@@ -95,12 +135,6 @@ def _fallback_reason(backend, module, query, key, attention_mask, dropout, kwarg
     return None
 
 
-def _rows(x):
-    """[1, H, S, D] -> contiguous [S, H, D] rows (a view when the memory is token-major, as
-    transformers' projections leave q, k and v)."""
-    return x[0].transpose(0, 1).contiguous()
-
-
 def attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                       is_causal=None, **kwargs):
     """The function registered as "shareprefill" (contract in the module docstring)."""
@@ -109,28 +143,56 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
         raise Error("[shareprefill.hf] this attention module was not prepared by "
                     "shareprefill.hf.enable(model, ...)")
     reason = _fallback_reason(backend, module, query, key, attention_mask, dropout, kwargs)
+    packing = None if reason is not None else backend.packing_for(attention_mask, query)
+    if reason is None and packing is None:
+        backend.warn_once("mask", "attention masks other than key padding on causal attention "
+                          "(packed sequences, custom 4D masks) run on SDPA")
+        reason = "mask"
     if reason is not None:
         backend.fallback_layers += 1
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout,
                      scaling=scaling, is_causal=is_causal, **kwargs)
-    tokens, dim = query.shape[2], query.shape[3]
-    q, k, v = _rows(query), _rows(key), _rows(value)
+    dim = query.shape[3]
+    q, k, v = packing.pack(query), packing.pack(key), packing.pack(value)
     if scaling is not None and not math.isclose(scaling, dim ** -0.5, rel_tol=1e-6):
         q = q * (scaling * math.sqrt(dim))  # our kernels scale by 1/sqrt(D)
     layer = module.layer_idx
-    backend.begin_layer(layer, tokens)
+    cu = packing.cu
+    backend.begin_layer(layer, tuple(e - s for s, e in zip(cu, cu[1:])))
+    out = _prefill(backend, layer, q, k, v, cu, packing.rows) if packing.rows else q
+    backend.prefill_layers += 1
+    return packing.unpack(out, query.dtype), None
+
+
+def _prefill(backend, layer, q, k, v, cu, rows):
+    """One layer of the packed batch (cu_seqlens `cu`, batch rows `rows`): [total, Hq, D]."""
+    planners = backend.planners_for(len(rows))
+    spans = [slice(s, e) for s, e in zip(cu, cu[1:])]
+    from ._varlen import attention_varlen
     if q.is_cuda:
         from . import torch_ops
-        out = torch_ops.prefill_layer(backend.planner, layer, q, k, v)
-        if backend.trace is not None:  # synchronous copies of the device plan
-            backend.record(layer, backend.planner._cuda_prefill.last_plan())
-    else:
-        from ._attention import attention
-        plan = backend.planner.plan_layer(layer, q, k)
-        out = attention(q, k, v, plan=plan).to(query.dtype)
-        backend.record(layer, plan)
-    backend.prefill_layers += 1
-    return out.unsqueeze(0), None
+        if backend.planner.mode == "dense" and len(rows) > 1:  # one launch, nothing to plan
+            for row in rows:
+                backend.record(layer, _DensePlan(q.shape[1]), row)
+            return attention_varlen(q, k, v, cu)
+        out = q.new_empty(q.shape)
+        for planner, span, row in zip(planners, spans, rows):
+            out[span] = torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span])
+            if backend.trace is not None:  # synchronous copies of the device plan
+                backend.record(layer, planner._cuda_prefill.last_plan(), row)
+        return out
+    plans = [planner.plan_layer(layer, q[span], k[span]) for planner, span in zip(planners, spans)]
+    for plan, row in zip(plans, rows):
+        backend.record(layer, plan, row)
+    return attention_varlen(q, k, v, cu, plans=plans)
+
+
+class _DensePlan:
+    """What trace records for a row of a dense varlen launch."""
+
+    def __init__(self, heads):
+        self.kinds = ["dense"] * heads
+        self.density = 1.0
 
 
 _registered = False
@@ -153,7 +215,8 @@ def register():
 def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, **thresholds):
     """Makes `model` prefill with SharePrefill: registers the backend, creates the model's
     Planner(cluster_map, mode, **thresholds) (cluster_map: a ClusterMap, a path, or None for
-    the modes dense, vslash and flexprefill) and sets attn_implementation="shareprefill".
+    the modes dense, vslash and flexprefill; batches get one more such Planner per row) and sets
+    attn_implementation="shareprefill".
     Prefills shorter than prefill_min_tokens go to SDPA. Returns the model's Backend (also
     model.shareprefill); Backend.reset() starts a new prompt explicitly."""
     register()
@@ -162,8 +225,10 @@ def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, *
         cluster_map = ClusterMap.load(os.fspath(cluster_map))
     config = model.config
     layers = getattr(config, "num_hidden_layers", None)
-    planner = Planner(cluster_map, mode, layers=layers, **thresholds)
-    return attach(model, Backend(planner, prefill_min_tokens))
+    def new_planner():
+        return Planner(cluster_map, mode, layers=layers, **thresholds)
+
+    return attach(model, Backend(new_planner(), prefill_min_tokens, new_planner))
 
 
 def attach(model, backend):

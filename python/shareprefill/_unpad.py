@@ -1,0 +1,61 @@
+"""A transformers batch as a varlen batch: which tokens of each row are real (from the 2D padding
+mask, or from the 4D boolean mask that sdpa_mask builds, checked to be exactly causal attention
+among those tokens), and the gathers between [B, H, S, D] and packed rows [total, H, D]."""
+import torch
+
+
+def real_tokens(attention_mask, batch, tokens, device):
+    """[B, S] bool, True at the real (not padded) tokens of each row, or None when the mask is
+    more than key padding on causal attention (packed sequences, sliding windows, a custom
+    mask), which the varlen kernels cannot express. attention_mask: None (no padding), [B, S]
+    (1 = real token) or [B or 1, 1 or H, S, S] (True or 0.0 = may attend)."""
+    if attention_mask is None:
+        return torch.ones((batch, tokens), dtype=torch.bool, device=device)
+    shape = tuple(attention_mask.shape)
+    if attention_mask.dim() == 2:
+        return attention_mask.bool() if shape == (batch, tokens) else None
+    if attention_mask.dim() != 4 or shape[0] not in (1, batch) or shape[2:] != (tokens, tokens):
+        return None
+    allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+    allowed = allowed.expand(batch, -1, -1, -1)
+    # The last query row sees every real key: it is real under left padding, and a padded row
+    # after the real ones under right padding.
+    real = allowed[:, 0, -1, :]
+    causal = torch.ones((tokens, tokens), dtype=torch.bool, device=allowed.device).tril()
+    expected = causal & real[:, None, None, :]
+    # Every query row is causal attention to the real keys, except that transformers may unmask
+    # a padded row that sees no key at all (left padding) entirely. Anything else (a packed
+    # sequence's block, a window) is more than padding.
+    rows_agree = (allowed == expected).all(dim=-1) | (allowed.all(dim=-1) & ~real[:, None, :])
+    return real if bool(rows_agree.all()) else None
+
+
+class Packing:
+    """The real tokens of a [B, S] batch packed row after row: cu_seqlens over the rows that
+    have any (rows of padding only are left out and come back as zeros), and the flat indices
+    (b * S + s) of the packed tokens."""
+
+    def __init__(self, real):
+        self.batch, self.tokens = real.shape
+        lengths = real.sum(dim=1).tolist()  # one host synchronisation per forward
+        self.rows = [b for b, n in enumerate(lengths) if n > 0]
+        self.cu = [0]
+        for b in self.rows:
+            self.cu.append(self.cu[-1] + lengths[b])
+        self.full = all(n == self.tokens for n in lengths)
+        self.index = None if self.full else real.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, x):
+        """[B, H, S, D] -> [total, H, D] contiguous (a view when nothing is padded and the
+        memory is token-major, as transformers' projections leave q, k and v)."""
+        rows = x.transpose(1, 2).reshape(self.batch * self.tokens, x.shape[1], x.shape[3])
+        return rows.contiguous() if self.full else rows.index_select(0, self.index)
+
+    def unpack(self, packed, dtype):
+        """[total, H, D] -> [B, S, H, D] contiguous in `dtype`, zeros at padded tokens."""
+        heads, dim = packed.shape[1], packed.shape[2]
+        if self.full:
+            return packed.to(dtype).reshape(self.batch, self.tokens, heads, dim)
+        out = packed.new_zeros((self.batch * self.tokens, heads, dim), dtype=dtype)
+        out.index_copy_(0, self.index, packed.to(dtype))
+        return out.reshape(self.batch, self.tokens, heads, dim)
