@@ -40,7 +40,10 @@ def set_rope(model, n, context):
         cfg.rope_scaling = yarn
     cfg.max_position_embeddings = max(n, context)
     rotary = type(model.model.rotary_emb)
-    model.model.rotary_emb = rotary(config=cfg, device=model.device)
+    try:
+        model.model.rotary_emb = rotary(config=cfg, device=model.device)
+    except TypeError:  # transformers >= 5.2x: no device argument
+        model.model.rotary_emb = rotary(config=cfg).to(model.device)
     return {"type": "yarn", "factor": factor}
 
 
