@@ -276,3 +276,163 @@ def test_hf_backend_on_the_gpu():
     assert ours_err <= 2 * sdpa_err + 1e-3, (ours_err, sdpa_err)
     assert (again - ref32).abs().max().item() <= 2 * sdpa_err + 1e-3
     assert torch.isfinite(sparse).all()
+
+
+# --- Varlen batches (shareprefill.attention_varlen) and padded batches in the HF backend ---
+
+def packed_qkv(lengths, heads, kv_heads, dim, seed=0):
+    cu = torch.tensor([0] + list(np.cumsum(lengths)), dtype=torch.int32)
+    return (*qkv(int(cu[-1]), heads, kv_heads, dim, seed=seed), cu)
+
+
+def per_sequence(q, k, v, cu, plans=None):
+    outs, lses = [], []
+    for b in range(len(cu) - 1):
+        s, e = int(cu[b]), int(cu[b + 1])
+        out, lse = sp.attention(q[s:e], k[s:e], v[s:e], return_lse=True,
+                                plan=None if plans is None else plans[b])
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs), torch.cat(lses, dim=1)
+
+
+VARLEN_SHAPES = [([1], 4, 4, 64), ([129, 1, 300], 6, 2, 64), ([128, 4224, 5, 1000], 32, 8, 128),
+                 ([700, 127], 9, 3, 64)]
+
+
+@pytest.mark.parametrize("lengths,heads,kv_heads,dim", VARLEN_SHAPES)
+def test_varlen_dense_equals_one_call_per_sequence(lengths, heads, kv_heads, dim):
+    """One launch gives each sequence the rows of its own call bit for bit (the same per-item
+    code) and attends within the sequence only (float64 reference of the first one)."""
+    q, k, v, cu = packed_qkv(lengths, heads, kv_heads, dim)
+    out, lse = sp.attention_varlen(q, k, v, cu, return_lse=True)
+    op_out, op_lse = torch.ops.shareprefill.attention_varlen(q, k, v, cu)
+    torch.cuda.synchronize()
+    ref_out, ref_lse = per_sequence(q, k, v, cu)
+    assert out.dtype == q.dtype
+    assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse)
+    assert torch.equal(op_out, ref_out) and torch.equal(op_lse, ref_lse)
+    n0 = lengths[0]
+    assert_within_fa3_rule(out[:n0], q[:n0], k[:n0], v[:n0])
+
+
+def test_varlen_plans_equal_one_call_per_sequence():
+    """Tile plans, None (dense) and host-planner plans (vslash; published after the launch),
+    one per sequence, against one attention() call each with the same plans."""
+    lengths = [1000, 300, 1500]
+    heads = 8
+    q, k, v, cu = packed_qkv(lengths, heads, 2, 64, seed=3)
+    rng = np.random.default_rng(3)
+    nb = (lengths[0] + 127) // 128
+    tiles = [sorted({(r, r) for r in range(nb)} | {(r, c) for r in range(nb) for c in range(r)
+                                                  if rng.random() < 0.4}) for _ in range(heads)]
+    planner = sp.Planner(mode="vslash", min_budget=256)
+    s = int(cu[2])
+    planned = planner.plan_layer(0, q[s:].cpu(), k[s:].cpu())
+    plans = [sp.Plan.from_tiles(lengths[0], tiles), None, planned]
+    out, lse = sp.attention_varlen(q, k, v, cu, plans=plans, return_lse=True)
+    torch.cuda.synchronize()
+    assert planned.published
+    ref_out, ref_lse = per_sequence(q, k, v, cu, plans)
+    assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse)
+    row_ptr = [torch.from_numpy(p.csr()[0]) for p in (plans[0], sp.Plan.dense(300, heads), planned)]
+    col_idx = [torch.from_numpy(p.csr()[1]) for p in (plans[0], sp.Plan.dense(300, heads), planned)]
+    bases = np.cumsum([0] + [c.numel() for c in col_idx[:-1]])
+    op_out, _ = torch.ops.shareprefill.attention_varlen_block_sparse(
+        q, k, v, cu, torch.cat([r + int(b) for r, b in zip(row_ptr, bases)]), torch.cat(col_idx))
+    torch.cuda.synchronize()
+    assert torch.equal(op_out, ref_out)
+
+
+def test_varlen_pivot_plans_run_apart():
+    """Host-planner plans with pivots (shareprefill mode) publish their block attention through
+    one attention() call each; the other sequences share the launch."""
+    syn = dict(layers=3, heads=8, kv_heads=2, dim=64)
+    cmap = sp._core.synthetic_cluster_map(n_tokens=1600, **syn)
+    lengths = [1600, 1100]
+    planners = [sp.Planner(cmap, "shareprefill", min_budget=256) for _ in lengths]
+    alone = [sp.Planner(cmap, "shareprefill", min_budget=256) for _ in lengths]
+    for layer in range(2):
+        seqs = [[torch.from_numpy(x) for x in sp._core.synthetic_layer(layer, n_tokens=n, **syn)]
+                for n in lengths]
+        plans = [p.plan_layer(layer, s[0], s[1]) for p, s in zip(planners, seqs)]
+        if layer == 0:
+            assert all(p.pivot_heads for p in plans)
+        q, k, v = (torch.cat([s[i] for s in seqs]).to(DEVICE, torch.bfloat16) for i in range(3))
+        cu = torch.tensor([0, lengths[0], sum(lengths)])
+        out = sp.attention_varlen(q, k, v, cu, plans=plans)
+        for b, (planner, s) in enumerate(zip(alone, seqs)):
+            plan = planner.plan_layer(layer, s[0], s[1])
+            assert np.array_equal(plan.block_mask(), plans[b].block_mask()), (layer, b)
+            lo, hi = int(cu[b]), int(cu[b + 1])
+            ref = sp.attention(q[lo:hi], k[lo:hi], v[lo:hi], plan=plan)
+            torch.cuda.synchronize()
+            assert torch.equal(out[lo:hi], ref), (layer, b)
+
+
+def test_varlen_errors():
+    q, k, v, cu = packed_qkv([200, 100], 4, 2, 64)
+    with pytest.raises(sp.Error, match=r"cu_seqlens is on cuda:0; it must be a CPU tensor"):
+        sp.attention_varlen(q, k, v, cu.to(DEVICE))
+    with pytest.raises(sp.Error, match=r"q has dtype float32; the CUDA kernels take bfloat16"):
+        sp.attention_varlen(q.float(), k, v, cu)
+    with pytest.raises(sp.Error, match=r"sequence 1 is empty"):
+        sp.attention_varlen(q, k, v, torch.tensor([0, 300, 300]))
+
+
+def test_torch_compile_fullgraph_varlen():
+    q, k, v, cu = packed_qkv([1000, 77, 300], 8, 2, 64)
+    proj = torch.nn.Linear(64, 64, dtype=torch.bfloat16, device=DEVICE)
+
+    def step(q, k, v, cu):
+        out, lse = torch.ops.shareprefill.attention_varlen(q, k, v, cu)
+        return proj(out) * 2, lse
+
+    with torch.no_grad():
+        eager = step(q, k, v, cu)
+        torch._dynamo.reset()
+        compiled = torch.compile(step, fullgraph=True)(q, k, v, cu)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(compiled[1], eager[1])
+
+
+def test_hf_padded_batch_on_the_gpu():
+    """A left-padded batch of three prompts: dense mode in one varlen launch is as close to the
+    fp32 model as SDPA's bf16 batch on the real tokens; vslash mode runs the device planner per
+    row and plans every row of every layer."""
+    transformers = pytest.importorskip("transformers")
+    import shareprefill.hf
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=300, hidden_size=6 * 64, intermediate_size=512, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
+        attn_implementation="sdpa")
+    model32 = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
+    model = transformers.LlamaForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
+    model.load_state_dict(model32.state_dict())
+    lengths = [1500, 700, 129]
+    tokens = max(lengths)
+    ids = torch.zeros((3, tokens), dtype=torch.long, device=DEVICE)
+    mask = torch.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        ids[b, tokens - n:] = torch.randint(0, 300, (n,), device=DEVICE)
+        mask[b, tokens - n:] = 1
+    kw = dict(attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+    real = lambda x: [x[b, tokens - n:] for b, n in enumerate(lengths)]  # noqa: E731
+    with torch.no_grad():
+        ref32 = real(model32(ids, **kw).logits)
+        sdpa = real(model(ids, **kw).logits.float())
+        backend = shareprefill.hf.enable(model, mode="dense")
+        dense = real(model(ids, **kw).logits.float())
+        assert backend.prefill_layers == 3 and backend.fallback_layers == 0
+        sparse_backend = shareprefill.hf.enable(model, mode="vslash", min_budget=256)
+        sparse_backend.trace = []
+        sparse = real(model(ids, **kw).logits.float())
+        assert sorted((t["layer"], t["row"]) for t in sparse_backend.trace) == [
+            (layer, row) for layer in range(3) for row in range(3)]
+        generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+    assert generated.shape == (3, tokens + 4)
+    for ours, theirs, exact in zip(dense, sdpa, ref32):
+        ours_err, sdpa_err = (ours - exact).abs().max().item(), (theirs - exact).abs().max().item()
+        assert ours_err <= 2 * sdpa_err + 1e-3, (ours_err, sdpa_err)
+    assert all(torch.isfinite(x).all() for x in sparse)
