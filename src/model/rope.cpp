@@ -21,17 +21,24 @@ rope_table rope_make_table(int64_t rope_dim, double base, const std::string& typ
   const int64_t half = rope_dim / 2;
   double eff_base = base;
   if (type == "ntk") eff_base = base * std::pow(factor, double(rope_dim) / double(rope_dim - 2));
+  // YaRN (Peng et al. 2023) as its reference code and Hugging Face transformers compute it: pairs
+  // that rotate more than beta_fast = 32 times over the trained context keep their frequency,
+  // pairs that rotate fewer than beta_slow = 1 time are interpolated (frequency / factor), with a
+  // ramp linear in the pair index between the two (bounds floored / ceiled), not in rotations.
+  const auto pair_of_rotations = [&](double rotations) {  // the pair index that turns that often
+    return double(rope_dim) * std::log(double(original_context) / (rotations * 2.0 * M_PI)) /
+           (2.0 * std::log(base));
+  };
+  const double yarn_low = std::max(std::floor(pair_of_rotations(32.0)), 0.0);
+  double yarn_high = std::min(std::ceil(pair_of_rotations(1.0)), double(rope_dim - 1));
+  if (yarn_high == yarn_low) yarn_high += 0.001;
   for (int64_t i = 0; i < half; ++i) {
     double theta = std::pow(eff_base, -2.0 * double(i) / double(rope_dim));
     if (type == "linear") {
       theta /= factor;
     } else if (type == "yarn") {
-      // YaRN (Peng et al. 2023): dimensions that rotate fewer than alpha=1 times over the
-      // original context are interpolated (theta/factor), those that rotate more than beta=32
-      // times are kept, with a linear ramp between.
-      const double rotations = double(original_context) * theta / (2.0 * M_PI);
-      const double ramp = std::clamp((rotations - 1.0) / (32.0 - 1.0), 0.0, 1.0);
-      theta = (1.0 - ramp) * theta / factor + ramp * theta;
+      const double interpolated = std::clamp((double(i) - yarn_low) / (yarn_high - yarn_low), 0.0, 1.0);
+      theta = interpolated * theta / factor + (1.0 - interpolated) * theta;
     } else {
       check(type == "none" || type == "ntk", fn, "unknown rope scaling '", type,
             "' (expected none, linear, ntk or yarn)");
