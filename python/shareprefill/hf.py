@@ -182,9 +182,10 @@ def _prefill(backend, layer, q, k, v, cu, rows):
                 backend.record(layer, planner._cuda_prefill.last_plan(), row)
         return out
     plans = [planner.plan_layer(layer, q[span], k[span]) for planner, span in zip(planners, spans)]
-    for plan, row in zip(plans, rows):
+    out = attention_varlen(q, k, v, cu, plans=plans)
+    for plan, row in zip(plans, rows):  # after the run: deferred heads have their final kinds
         backend.record(layer, plan, row)
-    return attention_varlen(q, k, v, cu, plans=plans)
+    return out
 
 
 class _DensePlan:
