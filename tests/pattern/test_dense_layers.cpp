@@ -29,10 +29,9 @@ cluster_map test_map() {
   return m;
 }
 
-const std::vector<synthetic_layer>& layers() {
-  static const std::vector<synthetic_layer> in =
-      testing::synthetic_stack(n_tok, n_layers, n_heads, n_kv, n_dim, 11);
-  return in;
+const testing::synthetic_stack& stack() {
+  static const testing::synthetic_stack s(n_tok, n_layers, n_heads, n_kv, n_dim, 11);
+  return s;
 }
 
 planner_params open_params(plan_mode mode) {
@@ -45,33 +44,11 @@ planner_params open_params(plan_mode mode) {
   return p;
 }
 
-struct prefill_run {
-  std::vector<layer_attention_report> reports;
-  std::vector<std::vector<float>> outputs;  // per layer [N, H, D]
-};
-
-prefill_run run_prefill(prefill_attention& attention) {
-  thread_pool pool(2);
-  prefill_run r;
-  attention.begin_prompt(n_tok);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const synthetic_layer& in = layers()[static_cast<size_t>(l)];
-    const auto q = tensor_view::contiguous(in.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
-    const auto k = tensor_view::contiguous(in.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
-    const auto v = tensor_view::contiguous(in.v.data(), dtype::f32, {n_tok, n_kv, n_dim});
-    r.outputs.emplace_back(static_cast<size_t>(n_tok * n_heads * n_dim), 0.0f);
-    const auto out =
-        tensor_view::contiguous(r.outputs.back().data(), dtype::f32, {n_tok, n_heads, n_dim});
-    r.reports.push_back(attention.attend(l, out, q, k, v, pool));
-  }
-  return r;
-}
-
-prefill_run run_planned(planner_params p, std::vector<int64_t> dense_layers) {
+testing::stack_run run_planned(planner_params p, std::vector<int64_t> dense_layers) {
   p.dense_layers = std::move(dense_layers);
   const cluster_map map = test_map();
   const planner pl(p, n_layers, n_heads, &map);
-  return run_prefill(*make_planned_attention(pl));
+  return stack().run(*make_planned_attention(pl));
 }
 
 int64_t kind_count(const layer_attention_report& r, head_kind k) {
@@ -82,9 +59,9 @@ class DenseLayers : public ::testing::TestWithParam<plan_mode> {};
 
 TEST_P(DenseLayers, ListedLayerIsDenseAndTheOthersAreUnchanged) {
   const planner_params p = open_params(GetParam());
-  const prefill_run sparse = run_planned(p, {});
-  const prefill_run mixed = run_planned(p, {1});
-  const prefill_run dense = run_prefill(*make_dense_attention());
+  const testing::stack_run sparse = run_planned(p, {});
+  const testing::stack_run mixed = run_planned(p, {1});
+  const testing::stack_run dense = stack().run(*make_dense_attention());
 
   const layer_attention_report& d = mixed.reports[1];
   EXPECT_EQ(d.density(), 1.0);
@@ -111,7 +88,7 @@ INSTANTIATE_TEST_SUITE_P(Modes, DenseLayers,
                          [](const auto& mode) { return std::string(plan_mode_name(mode.param)); });
 
 TEST(DenseLayersShare, PivotInADenseLayerStillPublishesItsPattern) {
-  const prefill_run mixed = run_planned(open_params(plan_mode::shareprefill), {1});
+  const testing::stack_run mixed = run_planned(open_params(plan_mode::shareprefill), {1});
   EXPECT_EQ(kind_count(mixed.reports[1], head_kind::pivot), 1);
   EXPECT_EQ(kind_count(mixed.reports[1], head_kind::dense), n_heads - 1);
   EXPECT_EQ(kind_count(mixed.reports[2], head_kind::shared), 2);
@@ -120,8 +97,8 @@ TEST(DenseLayersShare, PivotInADenseLayerStillPublishesItsPattern) {
 TEST(DenseLayersShare, WithinLayerSharingDefersNoHeadOfADenseLayer) {
   planner_params p = open_params(plan_mode::shareprefill);
   p.share_within_layer = true;
-  const prefill_run sparse = run_planned(p, {});
-  const prefill_run mixed = run_planned(p, {1});
+  const testing::stack_run sparse = run_planned(p, {});
+  const testing::stack_run mixed = run_planned(p, {1});
   EXPECT_EQ(kind_count(sparse.reports[1], head_kind::shared), 1);  // head 1 waits for head 0
   EXPECT_EQ(mixed.reports[1].density(), 1.0);
   EXPECT_EQ(kind_count(mixed.reports[1], head_kind::pivot), 1);

@@ -25,42 +25,12 @@ cluster_map test_map() {
   return m;
 }
 
-const std::vector<synthetic_layer>& layers() {
-  static const std::vector<synthetic_layer> in =
-      testing::synthetic_stack(n_tok, n_layers, n_heads, n_kv, n_dim, 23);
-  return in;
+const testing::synthetic_stack& stack() {
+  static const testing::synthetic_stack s(n_tok, n_layers, n_heads, n_kv, n_dim, 23);
+  return s;
 }
 
-struct layer_views {
-  tensor_view q, k, v;
-};
-layer_views views_of(int64_t l) {
-  const synthetic_layer& in = layers()[static_cast<size_t>(l)];
-  return {tensor_view::contiguous(in.q.data(), dtype::f32, {n_tok, n_heads, n_dim}),
-          tensor_view::contiguous(in.k.data(), dtype::f32, {n_tok, n_kv, n_dim}),
-          tensor_view::contiguous(in.v.data(), dtype::f32, {n_tok, n_kv, n_dim})};
-}
-tensor_view out_view(std::vector<float>& o) {
-  o.assign(static_cast<size_t>(n_tok * n_heads * n_dim), 0.0f);
-  return tensor_view::contiguous(o.data(), dtype::f32, {n_tok, n_heads, n_dim});
-}
-
-struct prefill_run {
-  std::vector<layer_attention_report> reports;
-  std::vector<std::vector<float>> outputs;  // per layer [N, H, D]
-};
-
-prefill_run run_prefill(prefill_attention& attention) {
-  thread_pool pool(2);
-  prefill_run r;
-  attention.begin_prompt(n_tok);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const layer_views in = views_of(l);
-    r.outputs.emplace_back();
-    r.reports.push_back(attention.attend(l, out_view(r.outputs.back()), in.q, in.k, in.v, pool));
-  }
-  return r;
-}
+testing::stack_run run_prefill(prefill_attention& attention) { return stack().run(attention); }
 
 // The tiles every head of a planned layer was computed with (planned_layer::mask_of per head).
 block_mask visited_mask(const planned_layer& p) {
@@ -76,9 +46,9 @@ std::vector<block_mask> planned_masks(const planner& pl, bool& any_deferred) {
   std::vector<block_mask> masks;
   any_deferred = false;
   for (int64_t l = 0; l < n_layers; ++l) {
-    const layer_views in = views_of(l);
     std::vector<float> o;
-    const planned_layer p = attend_planned_layer(pl, state, l, out_view(o), in.q, in.k, in.v, pool);
+    const planned_layer p = attend_planned_layer(pl, state, l, stack().out(o), stack().q(l),
+                                                 stack().k(l), stack().v(l), pool);
     any_deferred = any_deferred || p.has_deferred;
     masks.push_back(visited_mask(p));
   }
@@ -102,11 +72,11 @@ TEST_P(ReplayedAttention, ReplayingThePlannersMasksReproducesThePlannedRunBitwis
   p.tau_fb = 1.0;
   const cluster_map map = test_map();
   const planner pl(p, n_layers, n_heads, &map);
-  const prefill_run planned = run_prefill(*make_planned_attention(pl));
+  const testing::stack_run planned = run_prefill(*make_planned_attention(pl));
   bool any_deferred = false;
   std::vector<block_mask> masks = planned_masks(pl, any_deferred);
   EXPECT_EQ(any_deferred, p.share_within_layer) << "the case must exercise the second pass";
-  const prefill_run replayed = run_prefill(*make_replayed_attention(masks));
+  const testing::stack_run replayed = run_prefill(*make_replayed_attention(masks));
   for (int64_t l = 0; l < n_layers; ++l) {
     const size_t i = static_cast<size_t>(l);
     EXPECT_LT(masks[i].density(), 0.9) << "layer " << l << ": the case must be sparse";
@@ -137,9 +107,9 @@ TEST(ReplayedAttentionMasks, FewerTilesGiveAnotherOutput) {
     dense.push_back(block_mask::dense_causal(n_tok, 128, n_heads));
     diagonal.push_back(block_mask::from_tiles(n_tok, 128, diag));
   }
-  const prefill_run reference = run_prefill(*make_dense_attention());
-  const prefill_run full = run_prefill(*make_replayed_attention(dense));
-  const prefill_run sparse = run_prefill(*make_replayed_attention(diagonal));
+  const testing::stack_run reference = run_prefill(*make_dense_attention());
+  const testing::stack_run full = run_prefill(*make_replayed_attention(dense));
+  const testing::stack_run sparse = run_prefill(*make_replayed_attention(diagonal));
   for (size_t i = 0; i < static_cast<size_t>(n_layers); ++i) {
     EXPECT_EQ(full.outputs[i], reference.outputs[i]) << "layer " << i;
     EXPECT_NE(sparse.outputs[i], reference.outputs[i]) << "layer " << i;
