@@ -98,3 +98,19 @@ def foreign_device_array():
 def torch_or_skip():
     return pytest.importorskip("torch")
 
+
+def per_sequence(q, k, v, cu, plans=None):
+    """shareprefill.attention() on each sequence's rows alone (the reference of the varlen
+    tests): (out [total, H, D], lse [H, total]) in q's array library (NumPy or torch)."""
+    import shareprefill as sp
+    outs, lses = [], []
+    for b in range(len(cu) - 1):
+        s, e = int(cu[b]), int(cu[b + 1])
+        out, lse = sp.attention(q[s:e], k[s:e], v[s:e], plan=None if plans is None else plans[b],
+                                return_lse=True)
+        outs.append(out)
+        lses.append(lse)
+    if isinstance(q, np.ndarray):
+        return np.concatenate(outs), np.concatenate(lses, axis=1)
+    import torch
+    return torch.cat(outs), torch.cat(lses, dim=1)

@@ -14,7 +14,7 @@ if not (sp.build_info()["cuda"] and torch.cuda.is_available() and sp._core.cuda_
 import torch.nn.functional as F  # noqa: E402
 
 import shareprefill.torch_ops as ops  # noqa: E402
-from conftest import tile_token_mask  # noqa: E402
+from conftest import per_sequence, tile_token_mask  # noqa: E402
 
 DEVICE = "cuda"
 # Half a bf16 ulp at 1.0: the absolute floor of the FA3 rule below for outputs of magnitude ~1.
@@ -245,10 +245,8 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled[1], eager[1])
 
 
-def test_hf_backend_on_the_gpu():
-    transformers = pytest.importorskip("transformers")
-    import shareprefill.hf
-    torch.manual_seed(0)
+def tiny_llama(transformers):
+    """A random 3-layer Llama (6/2 heads, head_dim 64) on the GPU: (fp32, bf16 copy)."""
     config = transformers.LlamaConfig(
         vocab_size=300, hidden_size=6 * 64, intermediate_size=512, num_hidden_layers=3,
         num_attention_heads=6, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
@@ -256,6 +254,14 @@ def test_hf_backend_on_the_gpu():
     model32 = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
     model = transformers.LlamaForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
     model.load_state_dict(model32.state_dict())
+    return model32, model
+
+
+def test_hf_backend_on_the_gpu():
+    transformers = pytest.importorskip("transformers")
+    import shareprefill.hf
+    torch.manual_seed(0)
+    model32, model = tiny_llama(transformers)
     ids = torch.randint(0, 300, (1, 1500), device=DEVICE)
     with torch.no_grad():
         ref32 = model32(ids).logits
@@ -283,17 +289,6 @@ def test_hf_backend_on_the_gpu():
 def packed_qkv(lengths, heads, kv_heads, dim, seed=0):
     cu = torch.tensor([0] + list(np.cumsum(lengths)), dtype=torch.int32)
     return (*qkv(int(cu[-1]), heads, kv_heads, dim, seed=seed), cu)
-
-
-def per_sequence(q, k, v, cu, plans=None):
-    outs, lses = [], []
-    for b in range(len(cu) - 1):
-        s, e = int(cu[b]), int(cu[b + 1])
-        out, lse = sp.attention(q[s:e], k[s:e], v[s:e], return_lse=True,
-                                plan=None if plans is None else plans[b])
-        outs.append(out)
-        lses.append(lse)
-    return torch.cat(outs), torch.cat(lses, dim=1)
 
 
 VARLEN_SHAPES = [([1], 4, 4, 64), ([129, 1, 300], 6, 2, 64), ([128, 4224, 5, 1000], 32, 8, 128),
@@ -403,13 +398,7 @@ def test_hf_padded_batch_on_the_gpu():
     transformers = pytest.importorskip("transformers")
     import shareprefill.hf
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=300, hidden_size=6 * 64, intermediate_size=512, num_hidden_layers=3,
-        num_attention_heads=6, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
-        attn_implementation="sdpa")
-    model32 = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
-    model = transformers.LlamaForCausalLM(config).to(DEVICE, torch.bfloat16).eval()
-    model.load_state_dict(model32.state_dict())
+    model32, model = tiny_llama(transformers)
     lengths = [1500, 700, 129]
     tokens = max(lengths)
     ids = torch.zeros((3, tokens), dtype=torch.long, device=DEVICE)

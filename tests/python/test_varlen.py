@@ -8,7 +8,7 @@ import pytest
 
 import shareprefill as sp
 from shareprefill import _core
-from conftest import attention_numpy, random_qkv, tile_token_mask
+from conftest import attention_numpy, per_sequence, random_qkv, tile_token_mask
 
 ATOL = 1e-5  # fp32 accumulation over <= 1600 keys, as in test_attention.py
 
@@ -17,18 +17,6 @@ def packed(rng, lengths, heads, kv_heads, dim, dtype=np.float32):
     cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     q, k, v = random_qkv(rng, int(cu[-1]), heads, kv_heads, dim, dtype)
     return q, k, v, cu
-
-
-def per_sequence(q, k, v, cu, plans=None):
-    """attention() on each sequence's rows alone: out [total, H, D], lse [H, total]."""
-    outs, lses = [], []
-    for b in range(len(cu) - 1):
-        s, e = cu[b], cu[b + 1]
-        out, lse = sp.attention(q[s:e], k[s:e], v[s:e], plan=None if plans is None else plans[b],
-                                return_lse=True)
-        outs.append(out)
-        lses.append(lse)
-    return np.concatenate(outs), np.concatenate(lses, axis=1)
 
 
 SHAPES = [([1], 4, 4, 64), ([129, 1, 300], 6, 2, 32), ([128, 256, 5, 1000], 9, 3, 64),
