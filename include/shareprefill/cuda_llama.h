@@ -94,6 +94,11 @@ class cuda_llama_session {
 
   // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
   void reset();
+  // Forgets every token after the first `length` (0 < length <= length()), so the next decode
+  // continues from there: a branch (teacher forcing an answer, say) and back, without copying
+  // the session. The cache rows past `length` are overwritten by later steps; token_logprobs
+  // needs a new prefill.
+  void truncate(int64_t length);
 
   int64_t length() const;
   int64_t capacity() const;

@@ -211,6 +211,12 @@ void cuda_llama_session::reset() {
   impl_->length = 0;
   impl_->final_hidden = false;
 }
+void cuda_llama_session::truncate(int64_t length) {
+  check(length > 0 && length <= impl_->length, "cuda_llama_session::truncate", "length ", length,
+        " outside (0, ", impl_->length, "], the tokens the session holds");
+  impl_->length = length;
+  impl_->final_hidden = false;
+}
 int64_t cuda_llama_session::capacity() const { return impl_->max_tokens; }
 
 namespace {

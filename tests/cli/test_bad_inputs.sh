@@ -66,7 +66,8 @@ expect_error "--device: tpu not in {cpu,cuda}" generate --prompt-file x --device
 expect_error "--device: gpu not in {cpu,cuda}" eval ppl --texts x --device gpu
 expect_error "--device: cpu not in {cuda}" bench prefill --device cpu
 if ! nvidia-smi -L >/dev/null 2>&1; then
-  for args in "generate --prompt-file x" "demo" "eval ppl --texts x" "bench prefill"; do
+  for args in "generate --prompt-file x" "demo" "eval ppl --texts x" "bench prefill" \
+      "eval needle --haystack x --needles y"; do
     # shellcheck disable=SC2086
     expect_error "[--device] cuda was requested but no usable CUDA GPU is present" $args --device cuda
   done

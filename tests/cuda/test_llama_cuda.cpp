@@ -213,6 +213,33 @@ TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
   }
 }
 
+// truncate(n) after a branch of decode steps: the next steps continue from position n exactly as
+// if the branch had never run (the branch's cache rows are overwritten), bit for bit.
+TEST(LlamaCuda, TruncateDropsABranchOfDecodeSteps) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const llama_weights w = random_llama(13);
+  const cuda_llama_weights dw = cuda_llama_weights_upload(w);
+  const int64_t n = 200, vocab = w.config.vocab_size;
+  const std::vector<int32_t> prompt = random_tokens(n, vocab, 14);
+  cuda_llama_session branched(dw, n + 8), straight(dw, n + 8);
+  const prefill_result r = branched.prefill(prompt, {});
+  straight.prefill(prompt, {});
+  for (int32_t t : {3, 5, 7}) branched.decode(t);  // the branch
+  EXPECT_EQ(branched.length(), n + 3);
+  branched.truncate(n);
+  EXPECT_EQ(branched.length(), n);
+  int32_t token = argmax(r.logits.data(), vocab);
+  for (int i = 0; i < 4; ++i) {
+    const std::vector<float> a = branched.decode(token), b = straight.decode(token);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "step " << i;
+    token = argmax(b.data(), vocab);
+  }
+  EXPECT_NE(testing::error_of([&] { branched.truncate(0); }).find("outside (0, 204]"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { branched.truncate(n + 5); }).find("outside"),
+            std::string::npos);
+}
+
 // One shared cluster per head index over layers [first, layers): every head of index h there can
 // share the pattern of the first pivot among them; the heads of earlier layers in one cluster
 // that is not shared.

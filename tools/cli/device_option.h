@@ -1,6 +1,6 @@
-// --device cpu|cuda for the model subcommands (generate, demo, eval ppl, bench prefill): where
-// the forward runs. The default is cuda when this build has CUDA and a usable GPU is present,
-// else cpu; asking for cuda without one is refused before any work, naming why.
+// --device cpu|cuda for the model subcommands (generate, demo, eval ppl, eval needle, bench
+// prefill): where the forward runs. The default is cuda when this build has CUDA and a usable GPU
+// is present, else cpu; asking for cuda without one is refused before any work, naming why.
 #pragma once
 
 #include <string>

@@ -1,11 +1,14 @@
 // `shareprefill eval needle`: a needle sentence inserted at each depth of a haystack window of
 // each length, asked back through the chat template; per mode, the greedy answer (dense decode
 // after the mode's prefill) is checked for the expected string and the answer's teacher-forced
-// log-probability is measured.
+// log-probability is measured. --device cuda runs it on the GPU (cuda_llama_session with the
+// device planner; the teacher-forced branch is decoded and then truncated away).
 #include <algorithm>
 #include <cstdio>
 #include <map>
 
+#include "cuda_model.h"
+#include "device_option.h"
 #include "eval_common.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
@@ -24,6 +27,7 @@ struct needle_options {
   int64_t per_cell = 1;
   int64_t max_new = 24;
   int64_t haystack_offset = 0;
+  std::string device;
 };
 
 std::string short_number(double v) {
@@ -32,8 +36,84 @@ std::string short_number(double v) {
   return b;
 }
 
+// One prompt through one mode: the prefill, the answer's teacher-forced log-probability and the
+// greedy answer (dense decode after the prefill, at most max_new tokens, up to a stop token).
+struct needle_run {
+  prefill_result prefill;
+  double answer_logp = 0.0;
+  std::vector<int32_t> generated;
+};
+
+// The answer's log-probability given the prompt: its first token from the prefill's logits, the
+// others from decode(previous answer token) -> [vocab] logits.
+template <class Decode>
+double forced_answer_logp(const std::vector<float>& prefill_logits, int64_t vocab,
+                          const std::vector<int32_t>& answer, Decode&& decode) {
+  double logp = token_logprob(prefill_logits.data(), vocab, answer[0]);
+  for (size_t i = 1; i < answer.size(); ++i) {
+    const std::vector<float> lg = decode(answer[i - 1]);
+    logp += token_logprob(lg.data(), vocab, answer[i]);
+  }
+  return logp;
+}
+
+// Greedy tokens from `first` on: next_after(token) gives the token after it.
+template <class NextAfter>
+std::vector<int32_t> greedy_answer(int32_t first, const std::vector<int32_t>& stops,
+                                   int64_t max_new, NextAfter&& next_after) {
+  std::vector<int32_t> gen;
+  int32_t next = first;
+  while (std::find(stops.begin(), stops.end(), next) == stops.end() &&
+         static_cast<int64_t>(gen.size()) < max_new) {
+    gen.push_back(next);
+    if (static_cast<int64_t>(gen.size()) == max_new) break;
+    next = next_after(next);
+  }
+  return gen;
+}
+
+needle_run run_cpu(const llama_weights& weights, thread_pool& pool,
+                   const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer,
+                   prefill_options po, const attention_setup& att,
+                   const std::vector<int32_t>& stops, int64_t max_new) {
+  const int64_t vocab = weights.config.vocab_size;
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  llama_session session(weights, pool, n + std::max<int64_t>(max_new, int64_t(answer.size())));
+  po.attention = att.attention.get();
+  needle_run run;
+  run.prefill = session.prefill(prompt, po);
+  llama_session forced = session;  // teacher forcing on a copy, greedy on the original
+  run.answer_logp = forced_answer_logp(run.prefill.logits, vocab, answer,
+                                       [&](int32_t t) { return forced.decode(t); });
+  run.generated = greedy_answer(argmax(run.prefill.logits.data(), vocab), stops, max_new,
+                                [&](int32_t t) {
+                                  const std::vector<float> lg = session.decode(t);
+                                  return argmax(lg.data(), vocab);
+                                });
+  return run;
+}
+
+needle_run run_cuda(const cuda_llama_weights& weights, const std::vector<int32_t>& prompt,
+                    const std::vector<int32_t>& answer, const prefill_options& po,
+                    const attention_setup& att, const std::vector<int32_t>& stops,
+                    int64_t max_new) {
+  const llama_config& c = weights.config;
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  cuda_llama_session session(weights, n + std::max<int64_t>(max_new, int64_t(answer.size())));
+  const std::unique_ptr<device_planner> planner = make_device_planner(att, c);
+  needle_run run;
+  run.prefill = session.prefill(prompt, po, planner.get());
+  run.answer_logp = forced_answer_logp(run.prefill.logits, c.vocab_size, answer,
+                                       [&](int32_t t) { return session.decode(t); });
+  session.truncate(n);  // back to the prompt: the greedy answer continues from there
+  run.generated = greedy_answer(argmax(run.prefill.logits.data(), c.vocab_size), stops, max_new,
+                                [&](int32_t t) { return session.decode_greedy(t); });
+  return run;
+}
+
 void run_needle(const needle_options& o) {
   const char* fn = "eval needle";
+  const std::string device = resolve_device(o.device);
   check(o.per_cell > 0, fn, "--per-cell must be > 0, got ", o.per_cell);
   check(o.max_new > 0, fn, "--max-new must be > 0, got ", o.max_new);
   check(o.haystack_offset >= 0, fn, "--haystack-offset must be >= 0");
@@ -45,6 +125,8 @@ void run_needle(const needle_options& o) {
       parse_needles(read_text_file(o.needles_file), o.needles_file);
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
+  std::unique_ptr<cuda_llama_weights> gpu_weights;
+  if (device == "cuda") gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
   const llama_config& c = m.weights.config;
   const int64_t context = llama_usable_context(c, o.common.rope);
   for (int64_t len : lengths) {
@@ -82,31 +164,17 @@ void run_needle(const needle_options& o) {
             attention_options ao = o.common.attention;
             if (mode != "dense") ao.params.gamma = gamma;
             attention_setup att = make_attention(ao, mode, c, m.path);
-            const int64_t n = static_cast<int64_t>(p.tokens.size());
-            llama_session session(m.weights, pool,
-                                  n + std::max<int64_t>(o.max_new, int64_t(answer.size())));
             prefill_options po;
-            po.attention = att.attention.get();
             po.rope = o.common.rope;
             po.on_layer = layer_progress("[" + mode + " " + std::to_string(lengths[li]) + " @" +
                                          short_number(depths[di]) + "]");
-            const prefill_result r = session.prefill(p.tokens, po);
-            // Teacher forcing on a copy of the session, greedy decoding on the original.
-            llama_session forced = session;
-            double logp = token_logprob(r.logits.data(), c.vocab_size, answer[0]);
-            for (size_t i = 1; i < answer.size(); ++i) {
-              const std::vector<float> lg = forced.decode(answer[i - 1]);
-              logp += token_logprob(lg.data(), c.vocab_size, answer[i]);
-            }
-            std::vector<int32_t> gen;
-            int32_t next = argmax(r.logits.data(), c.vocab_size);
-            while (next != m.tok->eos() && next != im_end &&
-                   static_cast<int64_t>(gen.size()) < o.max_new) {
-              gen.push_back(next);
-              if (static_cast<int64_t>(gen.size()) == o.max_new) break;
-              const std::vector<float> lg = session.decode(next);
-              next = argmax(lg.data(), c.vocab_size);
-            }
+            const std::vector<int32_t> stops = {m.tok->eos(), im_end};
+            const needle_run run =
+                gpu_weights ? run_cuda(*gpu_weights, p.tokens, answer, po, att, stops, o.max_new)
+                            : run_cpu(m.weights, pool, p.tokens, answer, po, att, stops, o.max_new);
+            const prefill_result& r = run.prefill;
+            const double logp = run.answer_logp;
+            const std::vector<int32_t>& gen = run.generated;
             const std::string text = m.tok->decode(gen);
             const bool correct = answer_matches(text, item.answer);
             const double density = prefill_density(r);
@@ -129,6 +197,7 @@ void run_needle(const needle_options& o) {
                                   {"answer_tokens", answer.size()},
                                   {"density", density},
                                   {"prefill_s", r.total_ms * 1e-3},
+                                  {"device", device},
                                   {"generated", text}};
             row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
             row["dense_layers"] =
@@ -176,6 +245,7 @@ void setup_needle(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--haystack-offset", o->haystack_offset, "Skip this many haystack tokens")
       ->capture_default_str();
+  add_device_option(sub, o->device);
   sub->callback([o] { run_needle(*o); });
 }
 
