@@ -115,12 +115,18 @@ TEST_P(CudaMerge, MatchesTheCpuMerge) {
   }
 }
 
+// 16-bit types with dim / 8 dividing 32 (64, 128, 256, 16) take the 8-wide kernel; f32, dim 96
+// (12 vectors a row) and dim 24 take the one-warp-per-row kernel. Output and LSE alias a's.
 INSTANTIATE_TEST_SUITE_P(Ragged, CudaMerge,
                          ::testing::Values(merge_case{1, 1, 64, dtype::f32},
                                            merge_case{127, 3, 64, dtype::bf16},
                                            merge_case{129, 8, 128, dtype::f16},
                                            merge_case{1000, 4, 96, dtype::bf16},
-                                           merge_case{4224, 32, 128, dtype::f32}));
+                                           merge_case{4224, 32, 128, dtype::f32},
+                                           merge_case{65, 5, 256, dtype::bf16},
+                                           merge_case{301, 9, 16, dtype::f16},
+                                           merge_case{33, 2, 24, dtype::f16},
+                                           merge_case{4224, 32, 128, dtype::bf16}));
 
 TEST(CudaMerge, HostViewsAreRejected) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
