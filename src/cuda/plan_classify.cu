@@ -4,7 +4,7 @@
 // decisions in ascending head order by one thread (a handful of comparisons per head), which
 // also update the state exactly as the host planner does: first eligible non-query-aware head
 // of a shared cluster without a pivot becomes the pivot; a later layer's head shares when the
-// gates pass; dense layers keep their pivots and make every other head dense.
+// gates pass; dense layers keep their pivots and make every other head dense, as do dense heads.
 // Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -142,7 +142,8 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
         }
       }
     }
-    if (r.dense_layer && kind != kind_pivot) kind = kind_dense;
+    if ((r.dense_layer || r.dense_head[r.layer * heads + h] != 0) && kind != kind_pivot)
+      kind = kind_dense;
     p.kinds[h] = kind;
     p.seg_begin[h] = static_cast<int32_t>(h * p.s.tri);
     p.seg_end[h] = static_cast<int32_t>(h * p.s.tri + (kind == kind_query_aware ? p.s.tri : 0));

@@ -37,7 +37,7 @@ struct device_planner::impl {
   std::vector<uint8_t> dense_layer;      // [layers]
   int64_t max_pivots = 0;
   int64_t target_ctas = 0;
-  device_buffer slot_of_device, eligible_device;
+  device_buffer slot_of_device, eligible_device, dense_head_device;  // [layers * heads] each
 };
 
 namespace {
@@ -93,9 +93,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "pivot_prefers_dense is planned on the host only; use sp::planner");
   check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
         ": the device planner estimates from the last query block only; use sp::planner");
-  check(params.dense_heads.empty(), fn,
-        "dense_heads (per-head dense choices of a format-2 cluster map) are planned on the host "
-        "only so far; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
         heads, " heads");
   check(params.mode != plan_mode::shareprefill || clusters != nullptr, fn,
@@ -108,6 +105,13 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     check(l < layers, fn, "dense layer ", l, " is out of range: the model has ", layers,
           " layers (0-", layers - 1, ")");
     m.dense_layer[static_cast<size_t>(l)] = 1;
+  }
+  // Dense heads (a format-2 map's per-head choices): dense unless they become a pivot.
+  std::vector<uint8_t> dense_head(static_cast<size_t>(layers * heads), 0);
+  for (const auto& [l, h] : params.dense_heads) {
+    check(l < layers && h < heads, fn, "dense head (", l, ", ", h,
+          ") is out of range: the model has ", layers, " layers x ", heads, " heads");
+    dense_head[static_cast<size_t>(l * heads + h)] = 1;
   }
   m.slot_of.assign(static_cast<size_t>(layers * heads), -1);
   std::vector<uint8_t> eligible(static_cast<size_t>(layers * heads), 0);
@@ -144,6 +148,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
   m.slot_of_device.upload(m.slot_of.data(), m.slot_of_device.size());
   m.eligible_device = device_buffer(eligible.size());
   m.eligible_device.upload(eligible.data(), eligible.size());
+  m.dense_head_device = device_buffer(dense_head.size());
+  m.dense_head_device.upload(dense_head.data(), dense_head.size());
   int device = 0, sms = 0;
   cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
   cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
@@ -248,6 +254,7 @@ device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, con
   r.dense_layer = dense_layer;
   r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
+  r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
   cuda::qk_views x;
   x.q = q.data;
   x.k = k.data;

@@ -175,6 +175,7 @@ struct plan_rules {
   bool dense_layer = false;
   const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
+  const uint8_t* dense_head = nullptr;  // [layers * H] planned dense unless a pivot (device)
 };
 
 struct qk_views {

@@ -41,6 +41,7 @@ struct planner_case {
   bool synthetic = true;
   int64_t min_budget = 1024;
   std::vector<int64_t> dense_layers;
+  std::vector<std::pair<int64_t, int64_t>> dense_heads;  // (layer, head), sorted
   uint64_t seed = 7;
 };
 
@@ -57,7 +58,8 @@ planner_case make_case(int64_t n, int64_t heads, int64_t kv_heads, int64_t dim, 
 std::string name_of(const planner_case& c) {
   return str("n=", c.n, " h=", c.heads, " hkv=", c.kv_heads, " d=", c.dim, " L=", c.layers,
              " mode=", plan_mode_name(c.mode), c.synthetic ? " synthetic" : " random",
-             " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size());
+             " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size(),
+             " dense_heads=", c.dense_heads.size());
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -109,6 +111,7 @@ planner_params params_of(const planner_case& c) {
   p.mode = c.mode;
   p.min_budget = c.min_budget;
   p.dense_layers = c.dense_layers;
+  p.dense_heads = c.dense_heads;
   return p;
 }
 
@@ -332,6 +335,20 @@ TEST_F(DevicePlanner, Modes) {
 TEST_F(DevicePlanner, DenseLayers) {
   compare_case(make_case(4224, 8, 2, 64, 3, plan_mode::shareprefill, true, 1024, {0}));
   compare_case(make_case(4224, 8, 2, 64, 3, plan_mode::vslash, true, 1024, {1}));
+}
+
+// A format-2 map's dense heads: dense unless they become their cluster's pivot, as on the host.
+TEST_F(DevicePlanner, DenseHeads) {
+  planner_case c = make_case(4224, 8, 2, 64, 3);
+  c.dense_heads = {{0, 1}, {1, 0}, {1, 5}, {2, 2}, {2, 7}};
+  compare_case(c);
+  c.mode = plan_mode::vslash;
+  compare_case(c);
+  planner_params out_of_range = params_of(c);
+  out_of_range.dense_heads = {{3, 0}};
+  EXPECT_NE(error_of([&] { device_planner(out_of_range, c.layers, c.heads, nullptr); })
+                .find("dense head (3, 0) is out of range"),
+            std::string::npos);
 }
 
 TEST_F(DevicePlanner, RandomInputs) {
