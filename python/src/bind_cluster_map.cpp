@@ -78,6 +78,14 @@ void bind_cluster_map(nb::module_& m) {
                    })
       .def_prop_ro("dense_layers", [](const cluster_map_handle& h) { return h.map->dense_layers; })
       .def_prop_ro(
+          "dense_heads",
+          [](const cluster_map_handle& h) {
+            std::vector<std::pair<int32_t, int32_t>> heads;
+            for (const sp::head_ref& r : h.map->dense_heads) heads.emplace_back(r.layer, r.head);
+            return heads;
+          },
+          "[(layer, head), ...] the sparse modes run dense (format-2 maps; else empty)")
+      .def_prop_ro(
           "layers", [](const cluster_map_handle& h) { return h.layers(); },
           "Layers the map covers (its model block, else the largest layer index + 1).")
       .def(

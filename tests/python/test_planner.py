@@ -238,6 +238,25 @@ def test_cluster_map_load_the_shipped_map():
     assert sp.Planner(cmap, dense_layers=[]).params["dense_layers"] == []
 
 
+PER_HEAD_MAP = os.path.join(REPO, "data", "clusters", "smollm2-135m-instruct-dense-heads.json")
+
+
+def test_per_head_map_dense_heads_are_planned_dense():
+    """A format-2 map's dense heads are the planner's default, as in the CLI: those heads plan
+    dense (here layer 18's, in vslash mode: no pivots); an explicit dense_layers replaces them."""
+    cmap = sp.ClusterMap.load(PER_HEAD_MAP)
+    assert cmap.dense_layers == [] and (18, 7) in cmap.dense_heads
+    planner = sp.Planner(cmap, mode="vslash")
+    assert [tuple(x) for x in planner.params["dense_heads"]] == cmap.dense_heads
+    assert sp.Planner(cmap, mode="vslash", dense_layers=[]).params["dense_heads"] == []
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((2048, 9, 64)).astype(np.float32)
+    k = rng.standard_normal((2048, 3, 64)).astype(np.float32)
+    plan = planner.plan_layer(18, q, k)
+    dense = {h for (layer, h) in cmap.dense_heads if layer == 18}
+    assert dense and all((plan.kinds[h] == "dense") == (h in dense) for h in range(9))
+
+
 def test_cluster_map_errors_name_the_source(tmp_path):
     missing = str(tmp_path / "missing.json")
     with pytest.raises(sp.Error, match="missing.json"):
