@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# GPU machine: a session's two back-to-back calls in one script (what the third session of
+# 2026-12-02 ran by hand). Prepare here:
+#   git archive -o .whl/src.tar HEAD && scripts/gpu-prepare.sh && scripts/gpu-split-model.sh
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
+#   cp ~/.cache/shareprefill/corpora/austen/emma.txt .whl/
+# (.whl plus one model half must stay under the 64 MiB a call carries: ~4 MB + 47 MB.)
+# Call 1, carry [".deps", ".whl", ".carry-model-a"]: scripts/gpu-session.sh tests
+#   stages the model's first half, builds the project from .whl/src.tar (tests, tools) and the
+#   Python extension side by side, runs pytest and the CUDA test programs.
+# Call 2 at once (the machine stays warm 30 s), carry [".deps", ".whl", ".carry-model-b"]:
+#   scripts/gpu-session.sh model
+#   joins the model, runs the HF backend checks (scripts/gpu_python_hf.py), the golden and
+#   device-plan tests with the model, and decode after a 32K prefill.
+# Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
+set -uo pipefail
+OUT=${OUT:-/tmp/sp-gpu-out}
+export OUT
+mkdir -p "$OUT"
+SRC_DIR=/tmp/sp-session
+BIN=$SRC_DIR/build-gpu/bin
+case ${1:-} in
+  tests)
+    scripts/gpu-join-model.sh --stage >/dev/null 2>&1
+    (SP_SRC_TAR=$PWD/.whl/src.tar SP_SRC_DIR=$SRC_DIR OUT=/tmp/sp-gpu-build \
+       scripts/gpu-bench.sh build >"$OUT/build.log" 2>&1
+     echo "== project build"; grep -E "FAILED|error:" "$OUT/build.log" | head; tail -2 "$OUT/build.log") &
+    STEPS="build test" scripts/gpu-python.sh >"$OUT/python.log" 2>&1
+    echo "== python"; grep -E "[0-9]+ (passed|failed)" "$OUT/python.log" | tail -2
+    wait
+    for t in test_cuda_attention test_cuda_attention_serving test_cuda_merge_attention \
+             test_device_planner_kernels test_device_planner test_llama_cuda test_model_ops \
+             test_token_logprob test_cuda_context_parallel; do
+      [ -x "$BIN/$t" ] || { echo "== $t: not built"; continue; }
+      timeout 300 "$BIN/$t" >"/tmp/sp-$t.txt" 2>&1
+      echo "== $t rc=$? $(grep -E '^\[  (PASSED|FAILED)  \]' "/tmp/sp-$t.txt" | tr '\n' ' ')"
+      grep -E "^\[  FAILED  \] [A-Za-z]|Failure" "/tmp/sp-$t.txt" | head -6
+    done
+    ;;
+  model)
+    mkdir -p /tmp/spc
+    m=$(scripts/gpu-join-model.sh /tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf) || exit 1
+    timeout 420 env STEPS="build model" scripts/gpu-python.sh "$m" >"$OUT/hf.txt" 2>&1
+    echo "== HF backend rc=$?"; sed -n '/HF backend: summary/,$p' "$OUT/hf.txt" | head -20
+    SP_CACHE=/tmp/spc timeout 120 "$BIN/test_llama_cuda" --gtest_filter='*Golden*:*DevicePlan*' \
+      >"$OUT/golden.txt" 2>&1
+    echo "== golden and device-plan tests rc=$?"
+    grep -E "^\[  (PASSED|FAILED) |logit diff|mismatch" "$OUT/golden.txt" | head -8
+    timeout 120 "$BIN/shareprefill" bench prefill --device cuda --model "$m" --text .whl/emma.txt \
+      --lengths 32768 --modes dense --repeats 1 --decode 64 2>&1 | tail -3
+    ;;
+  *)
+    echo "usage: scripts/gpu-session.sh tests|model (see the header)" >&2
+    exit 2
+    ;;
+esac
