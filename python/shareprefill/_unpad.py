@@ -3,6 +3,8 @@ mask, or from the 4D boolean mask that sdpa_mask builds, checked to be exactly c
 among those tokens), and the gathers between [B, H, S, D] and packed rows [total, H, D]."""
 import torch
 
+CHECK_ELEMENTS = 1 << 24  # elements of each temporary of the 4D-mask check (a chunk of rows)
+
 
 def real_tokens(attention_mask, batch, tokens, device):
     """[B, S] bool, True at the real (not padded) tokens of each row, or None when the mask is
@@ -16,18 +18,29 @@ def real_tokens(attention_mask, batch, tokens, device):
         return attention_mask.bool() if shape == (batch, tokens) else None
     if attention_mask.dim() != 4 or shape[0] not in (1, batch) or shape[2:] != (tokens, tokens):
         return None
-    allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-    allowed = allowed.expand(batch, -1, -1, -1)
+
+    def allowed_rows(s, e):  # [B, 1 or H, e - s, S] bool: may query row i attend to key j
+        rows = attention_mask[:, :, s:e, :]
+        rows = rows if rows.dtype == torch.bool else rows == 0
+        return rows.expand(batch, -1, -1, -1)
+
     # The last query row sees every real key: it is real under left padding, and a padded row
     # after the real ones under right padding.
-    real = allowed[:, 0, -1, :]
-    causal = torch.ones((tokens, tokens), dtype=torch.bool, device=allowed.device).tril()
-    expected = causal & real[:, None, None, :]
+    real = allowed_rows(tokens - 1, tokens)[:, 0, 0, :]
     # Every query row is causal attention to the real keys, except that transformers may unmask
     # a padded row that sees no key at all (left padding) entirely. Anything else (a packed
-    # sequence's block, a window) is more than padding.
-    rows_agree = (allowed == expected).all(dim=-1) | (allowed.all(dim=-1) & ~real[:, None, :])
-    return real if bool(rows_agree.all()) else None
+    # sequence's block, a window) is more than padding. Checked in chunks of query rows, so the
+    # temporaries stay at B x chunk x S however long the prompt.
+    chunk = max(1, min(tokens, CHECK_ELEMENTS // max(1, batch * tokens)))
+    agree = torch.ones((), dtype=torch.bool, device=real.device)
+    for s in range(0, tokens, chunk):
+        e = min(s + chunk, tokens)
+        allowed = allowed_rows(s, e)
+        causal = torch.ones((e - s, tokens), dtype=torch.bool, device=allowed.device).tril(s)
+        expected = causal & real[:, None, None, :]
+        rows = (allowed == expected).all(dim=-1) | (allowed.all(dim=-1) & ~real[:, None, s:e])
+        agree &= rows.all()
+    return real if bool(agree) else None  # one host synchronisation
 
 
 class Packing:

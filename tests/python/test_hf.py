@@ -184,6 +184,28 @@ def test_real_tokens_of_masks():
     assert not back[0, 0].any() and torch.equal(back[2], x[2].transpose(0, 1))
 
 
+def test_real_tokens_checks_long_masks_in_chunks(monkeypatch):
+    """The 4D-mask check runs over chunks of query rows (here one row per chunk): the same
+    verdicts as in one piece, for left and right padding and for a block-diagonal mask."""
+    import shareprefill._unpad as unpad
+    tokens = 37
+    real = torch.zeros((2, tokens), dtype=torch.bool)
+    real[0, :] = True
+    real[1, tokens - 20:] = True  # left padding
+    causal = torch.ones((tokens, tokens), dtype=torch.bool).tril()
+    four_d = (causal & real[:, None, :])[:, None]
+    block = four_d.clone()
+    block[0, 0, 30:, :10] = False  # a packed second sequence: more than padding
+    right = torch.flip(real, dims=[1])
+    right_four_d = (causal & right[:, None, :])[:, None]
+    for elements in (unpad.CHECK_ELEMENTS, 2 * tokens):
+        monkeypatch.setattr(unpad, "CHECK_ELEMENTS", elements)
+        assert torch.equal(unpad.real_tokens(four_d, 2, tokens, "cpu"), real)
+        assert unpad.real_tokens(block, 2, tokens, "cpu") is None
+        # right padding: the last query row is a padded one that still sees every real key
+        assert torch.equal(unpad.real_tokens(right_four_d, 2, tokens, "cpu"), right)
+
+
 def test_module_without_enable_is_an_error():
     model = tiny_llama()
     shareprefill.hf.register()
