@@ -54,6 +54,9 @@ class pinned_buffer {
 // Enqueues a copy of `bytes` from device memory `src` to pinned host memory `dst` on `stream`;
 // the host may read dst once the stream has passed the copy (an event, or a synchronisation).
 void cuda_copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
+// The other way: from host memory `src` (pinned, for the copy to be asynchronous) to device
+// memory `dst`; src must stay unchanged until the stream has passed the copy.
+void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
 
 // The current device's memory: total and free bytes (cudaMemGetInfo; every process's and the
 // CUDA context's allocations count as used).

@@ -7,7 +7,6 @@
 //   g.launch(s.get());  s.synchronize();
 #pragma once
 
-#include <cstddef>
 #include <functional>
 
 namespace sp {
@@ -54,10 +53,5 @@ class cuda_graph {
  private:
   void* exec_ = nullptr;
 };
-
-// Enqueues a copy of `bytes` from host memory `src` (pinned, pinned_buffer, for the copy to be
-// asynchronous) to device memory `dst` on `stream`. src must stay unchanged until the stream has
-// passed the copy.
-void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
 
 }  // namespace sp

@@ -78,6 +78,14 @@ void cuda_copy_to_host_async(void* dst, const void* src, size_t bytes, void* str
              "cuda_copy_to_host_async", "cudaMemcpyAsync");
 }
 
+void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(dst != nullptr && src != nullptr, "cuda_copy_to_device_async", "null pointer");
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                             static_cast<cudaStream_t>(stream)),
+             "cuda_copy_to_device_async", "cudaMemcpyAsync");
+}
+
 cuda_memory_info cuda_memory() {
   cuda_memory_info m;
   check_cuda(cudaMemGetInfo(&m.free, &m.total), "cuda_memory", "cudaMemGetInfo");

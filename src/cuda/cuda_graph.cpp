@@ -83,10 +83,4 @@ void cuda_graph::launch(void* stream) const {
              "cuda_graph::launch", "cudaGraphLaunch");
 }
 
-void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
-                             static_cast<cudaStream_t>(stream)),
-             "cuda_copy_to_device_async", "cudaMemcpyAsync");
-}
-
 }  // namespace sp

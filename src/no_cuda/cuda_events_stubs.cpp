@@ -22,6 +22,9 @@ pinned_buffer& pinned_buffer::operator=(pinned_buffer&&) noexcept = default;
 void cuda_copy_to_host_async(void*, const void*, size_t, void*) {
   fail("cuda_copy_to_host_async", "built without CUDA");
 }
+void cuda_copy_to_device_async(void*, const void*, size_t, void*) {
+  fail("cuda_copy_to_device_async", "built without CUDA");
+}
 
 cuda_memory_info cuda_memory() { fail("cuda_memory", "built without CUDA"); }
 

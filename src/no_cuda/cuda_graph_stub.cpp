@@ -19,8 +19,4 @@ cuda_graph cuda_graph::capture(void*, const std::function<void()>&) {
 }
 void cuda_graph::launch(void*) const { fail("cuda_graph::launch", "built without CUDA"); }
 
-void cuda_copy_to_device_async(void*, const void*, size_t, void*) {
-  fail("cuda_copy_to_device_async", "built without CUDA");
-}
-
 }  // namespace sp
