@@ -24,22 +24,18 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <functional>
 #include <random>
-#include <tuple>
 
 #include "attention_options.h"
 #include "command.h"
 #include "cuda_model.h"
+#include "decode_parts.h"
 #include "device_option.h"
 #include "json_output.h"
 #include "model_loading.h"
 #include "option_checks.h"
 #include "prefill_report.h"
-#include "shareprefill/cuda_attention.h"
 #include "shareprefill/cuda_events.h"
-#include "shareprefill/cuda_graph.h"
-#include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/model_cache.h"
@@ -108,73 +104,6 @@ llama_weights random_weights(const llama_config& c, uint64_t seed) {
     w.layers.push_back(std::move(L));
   }
   return w;
-}
-
-// Median ms of 20 replays (after 3) of the graph of what `enqueue` launches on a stream.
-double graph_ms(const std::function<void(void*)>& enqueue) {
-  cuda_stream stream;
-  const cuda_graph g = cuda_graph::capture(stream.get(), [&] { enqueue(stream.get()); });
-  stream.synchronize();
-  return cuda_time_ms([&] { g.launch(nullptr); }, 3, 20);
-}
-
-// Parts of one decode step, each in a graph of its own over fresh buffers (bytes 0x3c: the time
-// depends on the shapes only): the split-K decode attention over a cache of len tokens in every
-// layer, and the m = 1 GEMMs (four per layer and the output head).
-struct decode_parts {
-  double attention_ms = 0.0, gemm_ms = 0.0;
-};
-
-decode_parts decode_parts_ms(const llama_config& c, int64_t len) {
-  decode_parts r;
-  const int64_t row = c.n_kv_heads * c.head_dim, L = c.n_layers;
-  {
-    device_buffer k(static_cast<size_t>(L * len * row) * 2), v(k.size());
-    device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
-    device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
-    for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
-    r.attention_ms = graph_ms([&](void* stream) {
-      for (int64_t l = 0; l < L; ++l) {
-        cuda_decode_params p;
-        p.len = len;
-        p.heads = c.n_heads;
-        p.kv_heads = c.n_kv_heads;
-        p.head_dim = c.head_dim;
-        p.q = static_cast<const uint16_t*>(q.data());
-        p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
-        p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
-        p.kv_token_stride = row;
-        p.out = static_cast<uint16_t*>(out.data());
-        p.workspace = ws.data();
-        p.workspace_bytes = ws.size();
-        cuda_decode_attention(p, stream);
-      }
-    });
-  }
-  // (n, k, f32 output accumulated) of the layer's GEMMs, as the forward runs them.
-  const int64_t qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, hd = c.n_heads * c.head_dim;
-  const std::vector<std::tuple<int64_t, int64_t, bool>> shapes = {
-      {qkv, c.dim, false}, {c.dim, hd, true}, {2 * c.ffn_dim, c.dim, false}, {c.dim, c.ffn_dim, true}};
-  std::vector<device_buffer> weights;
-  for (const auto& [n, k, acc] : shapes) weights.emplace_back(static_cast<size_t>(L * n * k) * 2);
-  device_buffer head(static_cast<size_t>(c.vocab_size * c.dim) * 2);
-  device_buffer x(static_cast<size_t>(std::max(c.ffn_dim, hd) * 2) * 2);
-  device_buffer y(static_cast<size_t>(c.vocab_size) * 4);
-  for (device_buffer& b : weights) b.fill_bytes(0x3c);
-  for (device_buffer* b : {&head, &x}) b->fill_bytes(0x3c);
-  cuda_gemm gemm;
-  r.gemm_ms = graph_ms([&](void* stream) {
-    const auto* in = static_cast<const uint16_t*>(x.data());
-    for (int64_t l = 0; l < L; ++l)
-      for (size_t i = 0; i < shapes.size(); ++i) {
-        const auto [n, k, acc] = shapes[i];
-        gemm.linear(y.data(), acc ? dtype::f32 : dtype::bf16, in,
-                    static_cast<const uint16_t*>(weights[i].data()) + l * n * k, 1, n, k, acc, stream);
-      }
-    gemm.linear(y.data(), dtype::f32, in, static_cast<const uint16_t*>(head.data()), 1,
-                c.vocab_size, c.dim, false, stream);
-  });
-  return r;
 }
 
 double median(std::vector<double> v) {
@@ -288,11 +217,12 @@ void run_prefill_bench(prefill_bench_options o) {
       // Greedy decode after the dense prefill, three ways (the header says which); each after
       // its own prefill, its first step untimed. The first token comes from the prefill.
       const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
-      const auto decode_rate = [&](const char* how) {
+      enum class decode_way { graph, greedy, eager };
+      const auto decode_rate = [&](decode_way way) {
         session.reset();
         session.prefill(tokens, po, planner.get());
-        session.set_decode_graphs(std::string(how) != "eager");
-        const bool greedy = std::string(how) == "greedy";
+        session.set_decode_graphs(way != decode_way::eager);
+        const bool greedy = way == decode_way::greedy;
         const auto step = [&](int32_t t) {
           return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
         };
@@ -303,8 +233,8 @@ void run_prefill_bench(prefill_bench_options o) {
         session.set_decode_graphs(true);
         return double(o.decode - 1) / s;
       };
-      const double tps = decode_rate("graph"), greedy_tps = decode_rate("greedy"),
-                   eager_tps = decode_rate("eager");
+      const double tps = decode_rate(decode_way::graph), greedy_tps = decode_rate(decode_way::greedy),
+                   eager_tps = decode_rate(decode_way::eager);
       const decode_parts parts = decode_parts_ms(c, n);
       const double kv_bytes = 2.0 * double(c.n_layers * n * c.n_kv_heads * c.head_dim) * 2.0;
       out.write({{"bench", "decode"}, {"device", "cuda"}, {"after_prompt", n},

@@ -1,0 +1,19 @@
+// Parts of one decode step of a model shape, timed apart for `bench prefill --decode`: each is
+// replayed in a CUDA graph of its own over fresh buffers (bytes 0x3c: the time depends on the
+// shapes only).
+#pragma once
+
+#include <cstdint>
+
+#include "shareprefill/llama_config.h"
+
+namespace sp::cli {
+
+struct decode_parts {
+  double attention_ms = 0.0;  // the split-K decode attention over a cache of len tokens, all layers
+  double gemm_ms = 0.0;       // the m = 1 GEMMs: four per layer and the output head
+};
+
+decode_parts decode_parts_ms(const llama_config& c, int64_t len);
+
+}  // namespace sp::cli
