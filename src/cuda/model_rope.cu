@@ -38,10 +38,11 @@ __device__ __forceinline__ void rotate_pair(uint16_t* v, float c, float s) {
 __global__ void __launch_bounds__(rope_threads) rope_kernel(const rope_kernel_params p) {
   __shared__ float s_cos[cuda_rope_max_pairs], s_sin[cuda_rope_max_pairs];
   const int64_t token = blockIdx.x;
+  // This token's position: the angle's multiplier and, with the fused append, its cache row.
+  const int64_t pos =
+      p.first_pos + token + (p.first_pos_device != nullptr ? *p.first_pos_device : 0);
   if (threadIdx.x < p.pairs) {
-    const int64_t first = p.first_pos + (p.first_pos_device != nullptr ? *p.first_pos_device : 0);
-    const double angle = static_cast<double>(first + token) *
-                         static_cast<double>(p.inv_freq[threadIdx.x]);
+    const double angle = static_cast<double>(pos) * static_cast<double>(p.inv_freq[threadIdx.x]);
     double s, c;
     sincos(angle, &s, &c);
     s_cos[threadIdx.x] = static_cast<float>(c) * p.attention_factor;
@@ -59,7 +60,6 @@ __global__ void __launch_bounds__(rope_threads) rope_kernel(const rope_kernel_pa
     rotate_pair(v + 2 * pair, s_cos[pair], s_sin[pair]);
   }
   if (p.cache_k == nullptr) return;
-  const int64_t pos = p.first_pos + token + (p.first_pos_device != nullptr ? *p.first_pos_device : 0);
   if (pos < 0 || pos >= p.cache_capacity) return;
   __syncthreads();  // the rotated k of this token is written
   const int64_t row_vectors = p.kv_heads * p.head_dim / 8;
