@@ -58,13 +58,15 @@ planner::planner(const planner_params& params, int64_t layers, int64_t heads,
           ": pivot_is_medoid needs a medoid for every shared cluster; cluster \"", c.id,
           "\" has none");
     medoid_.push_back(c.medoid ? *c.medoid : head_ref{-1, -1});
+    // pivot_prefers_dense: the first member (layer * heads + head) that runs dense anyway.
     int64_t first_dense = -1;
-    for (const head_ref& m : c.members) {
-      const int64_t at = m.layer * heads + m.head;
-      const bool dense =
-          dense_layer_[static_cast<size_t>(m.layer)] || dense_head_[static_cast<size_t>(at)];
-      if (params_.pivot_prefers_dense && c.shared && dense && (first_dense < 0 || at < first_dense))
-        first_dense = at;
+    if (params_.pivot_prefers_dense && c.shared) {
+      for (const head_ref& m : c.members) {
+        const int64_t at = m.layer * heads + m.head;
+        const bool dense =
+            dense_layer_[static_cast<size_t>(m.layer)] || dense_head_[static_cast<size_t>(at)];
+        if (dense && (first_dense < 0 || at < first_dense)) first_dense = at;
+      }
     }
     dense_pivot_.push_back(first_dense);
   }
