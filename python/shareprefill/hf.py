@@ -45,8 +45,7 @@ class Backend:
     stores it as `model.shareprefill`."""
 
     def __init__(self, planner, prefill_min_tokens, new_planner=None):
-        self.planner = planner
-        self.planners = [planner]      # one per batch row; row 0's is `planner`
+        self.planners = [planner]      # one per batch row
         self.new_planner = new_planner  # makes the planners of rows 1, 2, ...
         self.prefill_min_tokens = prefill_min_tokens
         self.last_layer = None   # layer_idx planned last in this prompt
@@ -56,6 +55,11 @@ class Backend:
         self.fallback_layers = 0
         self.warned = set()
         self.trace = None  # a list to record each planned layer's kinds and density into
+
+    @property
+    def planner(self):
+        """The planner of batch row 0 (the only one for batch 1)."""
+        return self.planners[0]
 
     def record(self, layer, plan, row=0):
         """Appends layer, batch row, head kinds and tile density of `plan` to trace (when it is
