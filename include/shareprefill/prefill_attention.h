@@ -41,6 +41,12 @@ class planner;
 // All causal tiles through the block-sparse kernel.
 std::unique_ptr<prefill_attention> make_dense_attention(int64_t block_size = 128);
 
+// One layer through the CPU block-sparse kernel on a given mask, reported with its tiles and
+// time (kind_counts left to the caller): what the fixed-mask strategies share.
+layer_attention_report attend_mask(int64_t layer, const block_mask& mask, const tensor_view& out,
+                                   const tensor_view& q, const tensor_view& k,
+                                   const tensor_view& v, thread_pool& pool);
+
 // Per layer: plan (DESIGN.md 2A-2E), block-sparse attention with the pivots' exact block
 // attention (2F), publish (2G), and with share_within_layer a second pass for the heads that
 // waited for a pivot of their own layer. The planner must outlive the returned object.

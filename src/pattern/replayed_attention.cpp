@@ -1,10 +1,8 @@
 // The replayed prefill strategy (replayed_attention.h): given masks, the CPU block-sparse kernel.
 #include "shareprefill/replayed_attention.h"
 
-#include <chrono>
 #include <utility>
 
-#include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 
 namespace sp {
@@ -37,15 +35,7 @@ class replayed_attention final : public prefill_attention {
     check(q.rank == 3 && q.shape[0] == mask.n_tokens && q.shape[1] == mask.heads, fn,
           "layer ", layer, "'s mask is for ", mask.n_tokens, " tokens x ", mask.heads,
           " heads; q does not have that shape");
-    const auto t0 = std::chrono::steady_clock::now();
-    attention_block_sparse(out, {}, nullptr, q, k, v, mask, pool);
-    layer_attention_report r;
-    r.layer = layer;
-    r.attention_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    r.tiles = mask.total_tiles();
-    r.causal_tiles = mask.heads * causal_tile_count(mask.n_blocks);
-    return r;
+    return attend_mask(layer, mask, out, q, k, v, pool);
   }
 
   const char* name() const override { return "replay"; }
