@@ -13,6 +13,9 @@
 #   scripts/gpu-session.sh model
 #   joins the model, runs the HF backend checks (scripts/gpu_python_hf.py), the golden and
 #   device-plan tests with the model, and decode after a 32K prefill.
+# Call 3 at once, same carry as call 2: scripts/gpu-session.sh bench
+#   the end-to-end prefill step (all modes and HF SDPA at 8K/32K/128K, YaRN beyond 8K), needle
+#   retrieval on the GPU at 8K/32K, and split-and-merge against one call at 32K.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -50,8 +53,22 @@ case ${1:-} in
     timeout 120 "$BIN/shareprefill" bench prefill --device cuda --model "$m" --text .whl/emma.txt \
       --lengths 32768 --modes dense --repeats 1 --decode 64 2>&1 | tail -3
     ;;
+  bench)
+    m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    echo "== prefill"
+    MODEL=$m TEXT=$PWD/.whl/emma.txt REPEATS=${REPEATS:-2} SP_BIN=$BIN SP_SRC_DIR=$SRC_DIR \
+      timeout 400 scripts/gpu-bench.sh prefill 2>&1 | tail -24
+    echo "== needle (cuda)"
+    timeout 90 "$BIN/shareprefill" eval needle --device cuda --model "$m" --haystack .whl/emma.txt \
+      --needles data/needles/default.jsonl --lengths 8192,32768 --rope-scaling yarn --rope-factor 4 \
+      2>&1 | tail -14
+    echo "== split-and-merge (32K, 32/8/128)"
+    timeout 60 "$BIN/shareprefill" bench attention --device cuda --n 32768 --heads 32 --kv-heads 8 \
+      --dim 128 --split 2>&1 | tail -4
+    ;;
   *)
-    echo "usage: scripts/gpu-session.sh tests|model (see the header)" >&2
+    echo "usage: scripts/gpu-session.sh tests|model|bench (see the header)" >&2
     exit 2
     ;;
 esac
