@@ -6,6 +6,8 @@
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
 #   cp ~/.cache/shareprefill/corpora/austen/emma.txt .whl/
 # (.whl plus one model half must stay under the 64 MiB a call carries: ~4 MB + 47 MB.)
+# (When the machine went cold between calls, `stage` with call 1's carry stages the first half
+# alone; `model` then builds what it needs itself.)
 # Call 1, carry [".deps", ".whl", ".carry-model-a"]: scripts/gpu-session.sh tests
 #   stages the model's first half, builds the project from .whl/src.tar (tests, tools) and the
 #   Python extension side by side, runs pytest and the CUDA test programs.
@@ -23,12 +25,20 @@ export OUT
 mkdir -p "$OUT"
 SRC_DIR=/tmp/sp-session
 BIN=$SRC_DIR/build-gpu/bin
+# The project's build from .whl/src.tar, in the background; a no-op when this machine has it.
+build_project() {
+  [ -x "$BIN/test_llama_cuda" ] && [ -x "$BIN/shareprefill" ] && return 0
+  (SP_SRC_TAR=$PWD/.whl/src.tar SP_SRC_DIR=$SRC_DIR OUT=/tmp/sp-gpu-build \
+     scripts/gpu-bench.sh build >"$OUT/build.log" 2>&1
+   echo "== project build"; grep -E "FAILED|error:" "$OUT/build.log" | head; tail -2 "$OUT/build.log") &
+}
 case ${1:-} in
+  stage)
+    scripts/gpu-join-model.sh --stage
+    ;;
   tests)
     scripts/gpu-join-model.sh --stage >/dev/null 2>&1
-    (SP_SRC_TAR=$PWD/.whl/src.tar SP_SRC_DIR=$SRC_DIR OUT=/tmp/sp-gpu-build \
-       scripts/gpu-bench.sh build >"$OUT/build.log" 2>&1
-     echo "== project build"; grep -E "FAILED|error:" "$OUT/build.log" | head; tail -2 "$OUT/build.log") &
+    build_project
     STEPS="build test" scripts/gpu-python.sh >"$OUT/python.log" 2>&1
     echo "== python"; grep -E "[0-9]+ (passed|failed)" "$OUT/python.log" | tail -2
     wait
@@ -44,8 +54,10 @@ case ${1:-} in
   model)
     mkdir -p /tmp/spc
     m=$(scripts/gpu-join-model.sh /tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf) || exit 1
+    build_project
     timeout 420 env STEPS="build model" scripts/gpu-python.sh "$m" >"$OUT/hf.txt" 2>&1
     echo "== HF backend rc=$?"; sed -n '/HF backend: summary/,$p' "$OUT/hf.txt" | head -20
+    wait
     SP_CACHE=/tmp/spc timeout 120 "$BIN/test_llama_cuda" --gtest_filter='*Golden*:*DevicePlan*' \
       >"$OUT/golden.txt" 2>&1
     echo "== golden and device-plan tests rc=$?"
