@@ -131,11 +131,12 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
 
 // A varlen batch's plan on the device (varlen_plan.h): built on the host from cu_seqlens and one
 // mask per sequence (block size 128; no pivot heads), uploaded with its kernel scratch (the work
-// counter). The arrays stay valid while the object lives.
+// counter); tie_band orders the schedule (varlen_plan_build). The arrays stay valid while the
+// object lives.
 class device_varlen_plan {
  public:
   device_varlen_plan(const std::vector<int32_t>& cu_seqlens, const std::vector<block_mask>& masks,
-                     void* stream = nullptr);
+                     void* stream = nullptr, int64_t tie_band = 1);
 
   int64_t sequences() const { return sequences_; }
   int64_t total_tokens() const { return total_tokens_; }

@@ -26,8 +26,11 @@ struct varlen_sequence {
 void check_cu_seqlens(const char* fn, const std::vector<int32_t>& cu_seqlens, int64_t total_tokens);
 
 // The host plan of a batch: the masks' CSR concatenated (row_ptr absolute into col_idx) and the
-// schedule over every (sequence, head, query block), most tiles first (stable: ties keep
-// sequence, head, block order).
+// schedule over every (sequence, head, query block), most tiles first. Items are ordered by
+// floor(tiles / tie_band) descending, then by sequence, then by tiles descending (stable: then
+// head, block order): tie_band = 1 is plain longest-first with ties in sequence order; a wider
+// band keeps one sequence's items of similar length together, so the items in flight share one
+// sequence's K/V in the cache instead of reading B of them.
 struct varlen_plan {
   int64_t heads = 0, block_size = 0, total_tokens = 0;
   std::vector<varlen_sequence> sequences;  // [B]
@@ -41,7 +44,8 @@ struct varlen_plan {
 // masks[b]: sequence b's mask (n_tokens = its length; same heads and block size for all).
 // Validates cu_seqlens (against its own last entry) and every mask; throws sp::error naming
 // varlen_plan_build and the offending sequence.
+// tie_band >= 1 (tiles).
 varlen_plan varlen_plan_build(const std::vector<int32_t>& cu_seqlens,
-                              const std::vector<block_mask>& masks);
+                              const std::vector<block_mask>& masks, int64_t tie_band = 1);
 
 }  // namespace sp

@@ -26,9 +26,10 @@ void check_cu_seqlens(const char* fn, const std::vector<int32_t>& cu_seqlens,
 }
 
 varlen_plan varlen_plan_build(const std::vector<int32_t>& cu_seqlens,
-                              const std::vector<block_mask>& masks) {
+                              const std::vector<block_mask>& masks, int64_t tie_band) {
   const char* fn = "varlen_plan_build";
   check(!cu_seqlens.empty(), fn, "cu_seqlens is empty");
+  check(tie_band >= 1, fn, "tie_band = ", tie_band, " (tiles, at least 1)");
   check_cu_seqlens(fn, cu_seqlens, cu_seqlens.back());
   const size_t batch = cu_seqlens.size() - 1;
   check(masks.size() == batch, fn, masks.size(), " masks for ", batch, " sequences");
@@ -64,8 +65,12 @@ varlen_plan varlen_plan_build(const std::vector<int32_t>& cu_seqlens,
         items.push_back({static_cast<int32_t>(b), static_cast<int32_t>(h), static_cast<int32_t>(r),
                          m.row_end(h, r) - m.row_begin(h, r)});
   }
-  std::stable_sort(items.begin(), items.end(),
-                   [](const item& a, const item& b) { return a.tiles > b.tiles; });
+  std::stable_sort(items.begin(), items.end(), [tie_band](const item& a, const item& b) {
+    const int64_t band_a = a.tiles / tie_band, band_b = b.tiles / tie_band;
+    if (band_a != band_b) return band_a > band_b;
+    if (a.seq != b.seq) return a.seq < b.seq;
+    return a.tiles > b.tiles;
+  });
   plan.schedule.reserve(2 * items.size());
   plan.item_sequence.reserve(items.size());
   for (const item& it : items) {

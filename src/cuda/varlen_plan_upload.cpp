@@ -29,9 +29,10 @@ enum array_index {
 }  // namespace
 
 device_varlen_plan::device_varlen_plan(const std::vector<int32_t>& cu_seqlens,
-                                       const std::vector<block_mask>& masks, void* stream) {
+                                       const std::vector<block_mask>& masks, void* stream,
+                                       int64_t tie_band) {
   const char* fn = "device_varlen_plan";
-  const varlen_plan plan = varlen_plan_build(cu_seqlens, masks);
+  const varlen_plan plan = varlen_plan_build(cu_seqlens, masks, tie_band);
   check(plan.block_size == 128, fn, "block_size=", plan.block_size, " (the CUDA kernel needs 128)");
   sequences_ = static_cast<int64_t>(plan.sequences.size());
   total_tokens_ = plan.total_tokens;

@@ -51,7 +51,7 @@ void cuda_attention_block_sparse(const tensor_view&, const tensor_view&, const t
 }
 
 device_varlen_plan::device_varlen_plan(const std::vector<int32_t>&, const std::vector<block_mask>&,
-                                       void*) {
+                                       void*, int64_t) {
   fail("device_varlen_plan", "built without CUDA");
 }
 const varlen_sequence* device_varlen_plan::sequence_info() const { return nullptr; }

@@ -6,7 +6,10 @@
 // cu_seqlens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <tuple>
+#include <vector>
 #include <random>
 
 #include "shareprefill/attention.h"
@@ -193,6 +196,35 @@ TEST(AttentionVarlen, PlanScheduleIsLongestFirstAndCoversEveryItem) {
   }
   for (const auto& v : seen)
     for (int count : v) EXPECT_EQ(count, 1);
+}
+
+TEST(AttentionVarlen, PlanScheduleBandsKeepASequenceTogether) {
+  const batch b({4224, 1000, 4224, 129});
+  const int64_t band = 8;
+  const varlen_plan plan = varlen_plan_build(b.cu, b.masks, band);
+  const varlen_plan plain = varlen_plan_build(b.cu, b.masks);
+  ASSERT_EQ(plan.work_items(), plain.work_items());
+  std::vector<std::tuple<int32_t, int32_t, int32_t>> banded, longest;
+  int64_t previous_band = INT64_MAX, previous_seq = -1, previous_tiles = INT64_MAX;
+  for (int64_t i = 0; i < plan.work_items(); ++i) {
+    const int32_t s = plan.item_sequence[static_cast<size_t>(i)];
+    const int32_t h = plan.schedule[2 * i], r = plan.schedule[2 * i + 1];
+    const block_mask& m = b.masks[static_cast<size_t>(s)];
+    const int64_t tiles = m.row_end(h, r) - m.row_begin(h, r), this_band = tiles / band;
+    ASSERT_LE(this_band, previous_band) << "item " << i;
+    if (this_band == previous_band) {
+      ASSERT_GE(s, previous_seq) << "item " << i << ": sequences within a band in order";
+      if (s == previous_seq) EXPECT_LE(tiles, previous_tiles) << "item " << i;
+    }
+    previous_band = this_band, previous_seq = s, previous_tiles = tiles;
+    banded.emplace_back(s, h, r);
+    longest.emplace_back(plain.item_sequence[static_cast<size_t>(i)], plain.schedule[2 * i],
+                         plain.schedule[2 * i + 1]);
+  }
+  std::sort(banded.begin(), banded.end());
+  std::sort(longest.begin(), longest.end());
+  EXPECT_EQ(banded, longest) << "the same items, reordered";
+  EXPECT_THROW(varlen_plan_build(b.cu, b.masks, 0), error);
 }
 
 TEST(AttentionVarlen, RejectsBadCuSeqlens) {

@@ -192,6 +192,11 @@ void setup_bench(CLI::App& app) {
   sub->add_option("--seqlens", o->seqlens,
                   "a varlen batch of these lengths (comma separated) vs one call each")
       ->delimiter(',');
+  sub->add_option("--tie-band", o->tie_band,
+                  "--seqlens: order the batch's work items in bands of this many tiles, a "
+                  "sequence's items together within a band (1 = longest first)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
   sub->add_option("--chunk", o->chunk, "chunked prefill in chunks of C tokens vs one call");
   sub->add_flag("--split", o->split, "key halves merged by their LSE vs one call");
   add_json_option(sub, o->json, "one object per density");

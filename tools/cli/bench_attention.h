@@ -26,6 +26,7 @@ struct attention_bench_options {
   int64_t sample_rows = 64;  // query rows checked against the fp64 reference
   // Serving shapes (bench_attention_serving.cpp), at most one per run:
   std::vector<int64_t> seqlens;  // --seqlens: a varlen batch vs one call per sequence
+  int64_t tie_band = 1;          // --tie-band: the batch schedule's band (varlen_plan_build)
   int64_t chunk = 0;             // --chunk C: chunked prefill vs one call
   bool split = false;            // --split: key halves merged by LSE vs one call
 };

@@ -158,7 +158,7 @@ class cuda_engine : public serving_engine {
   }
   launch_fn varlen(int out, const std::vector<int32_t>& cu,
                    const std::vector<block_mask>& masks) override {
-    auto plan = std::make_shared<device_varlen_plan>(cu, masks);
+    auto plan = std::make_shared<device_varlen_plan>(cu, masks, nullptr, o_.tie_band);
     const tensor_view ov = rows_of(out_[out], 0, total_, o_.heads);
     const tensor_view qv = rows_of(q_, 0, total_, o_.heads);
     const tensor_view kv = rows_of(k_, 0, total_, o_.kv_heads);
@@ -318,6 +318,7 @@ void run_attention_serving_bench(const attention_bench_options& o, bool cuda) {
           o.repeats);
       serving_ms = e->time_ms(e->varlen(1, cu, masks), o.repeats);
       row["seqlens"] = o.seqlens;
+      row["tie_band"] = o.tie_band;
       row["separate_ms"] = ref_ms;
       row["batched_ms"] = serving_ms;
       row["speedup"] = ref_ms / serving_ms;
