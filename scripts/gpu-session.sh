@@ -15,6 +15,8 @@
 #   scripts/gpu-session.sh model
 #   joins the model, runs the HF backend checks (scripts/gpu_python_hf.py), the golden and
 #   device-plan tests with the model, and decode after a 32K prefill.
+# `perf` (no model needed; after `tests` in call 1: `scripts/gpu-session.sh tests; scripts/gpu-session.sh perf`)
+#   times the device planner, whole layers, the varlen tie band and the context-parallel simulation.
 # Call 3 at once, same carry as call 2: scripts/gpu-session.sh bench
 #   the end-to-end prefill step (all modes and HF SDPA at 8K/32K/128K, YaRN beyond 8K), needle
 #   retrieval on the GPU at 8K/32K, and split-and-merge against one call at 32K.
@@ -65,6 +67,27 @@ case ${1:-} in
     timeout 120 "$BIN/shareprefill" bench prefill --device cuda --model "$m" --text .whl/emma.txt \
       --lengths 32768 --modes dense --repeats 1 --decode 64 2>&1 | tail -3
     ;;
+  perf)
+    # Without the model, after `tests` in the same call: the device planner's timing and whole
+    # layers against our dense (issue 13), the varlen schedule's tie band (issue 16), and the
+    # context-parallel simulation at 128K (issue 19).
+    build_project; wait
+    SP_PLANNER_TIMING=1 timeout 150 "$BIN/test_device_planner" --gtest_filter='*Timing*' \
+      >"$OUT/planner-timing.txt" 2>&1
+    echo "== planner timing rc=$?"; grep -E "PLANNER_TIMING.* prompt=2 layer=(1|2) " "$OUT/planner-timing.txt" |
+      sed 's/ kinds.*//' | head -16
+    for shape in "32 8 128" "9 3 64"; do
+      set -- $shape
+      timeout 90 "$BIN/shareprefill" bench layer --device cuda --n 32768 --heads $1 --kv-heads $2 \
+        --dim $3 --layers 2 --repeats 2 2>&1 | grep -vE '^\{' | tail -6
+    done
+    for band in 1 16; do
+      timeout 60 "$BIN/shareprefill" bench attention --device cuda --heads 32 --kv-heads 8 --dim 128 \
+        --densities 1,0.1 --seqlens 16384,16384,16384,16384,16384,16384,16384,16384 \
+        --tie-band $band 2>&1 | tail -2 | sed "s/^/band $band: /"
+    done
+    CP_1M=0 SP_BIN=$BIN timeout 250 scripts/gpu-bench.sh cp 2>&1 | tail -12
+    ;;
   bench)
     m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
@@ -72,15 +95,16 @@ case ${1:-} in
     MODEL=$m TEXT=$PWD/.whl/emma.txt REPEATS=${REPEATS:-2} SP_BIN=$BIN SP_SRC_DIR=$SRC_DIR \
       timeout 400 scripts/gpu-bench.sh prefill 2>&1 | tail -24
     echo "== needle (cuda)"
-    timeout 90 "$BIN/shareprefill" eval needle --device cuda --model "$m" --haystack .whl/emma.txt \
+    timeout 120 "$BIN/shareprefill" eval needle --device cuda --model "$m" --haystack .whl/emma.txt \
       --needles data/needles/default.jsonl --lengths 8192,32768 --rope-scaling yarn --rope-factor 4 \
-      2>&1 | tail -14
+      --json "$OUT/needle.jsonl" 2>"$OUT/needle.err" | tail -3
+    echo "needle rc=$?"; grep -vE "layer [0-9]+/" "$OUT/needle.err" | tail -45
     echo "== split-and-merge (32K, 32/8/128)"
     timeout 60 "$BIN/shareprefill" bench attention --device cuda --n 32768 --heads 32 --kv-heads 8 \
       --dim 128 --split 2>&1 | tail -4
     ;;
   *)
-    echo "usage: scripts/gpu-session.sh tests|model|bench (see the header)" >&2
+    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench (see the header)" >&2
     exit 2
     ;;
 esac
