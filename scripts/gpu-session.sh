@@ -16,10 +16,11 @@
 #   joins the model, runs the HF backend checks (scripts/gpu_python_hf.py), the golden and
 #   device-plan tests with the model, and decode after a 32K prefill.
 # `perf` (no model needed; after `tests` in call 1: `scripts/gpu-session.sh tests; scripts/gpu-session.sh perf`)
-#   times the device planner, whole layers, the varlen tie band and the context-parallel simulation.
+#   times the device planner, whole layers at 32K and the varlen tie band.
 # Call 3 at once, same carry as call 2: scripts/gpu-session.sh bench
 #   the end-to-end prefill step (all modes and HF SDPA at 8K/32K/128K, YaRN beyond 8K), needle
-#   retrieval on the GPU at 8K/32K, and split-and-merge against one call at 32K.
+#   retrieval on the GPU at 8K/32K, the context-parallel simulation at 128K, 8 layers of 128K
+#   against cuDNN, and split-and-merge against one call at 32K.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -69,8 +70,7 @@ case ${1:-} in
     ;;
   perf)
     # Without the model, after `tests` in the same call: the device planner's timing and whole
-    # layers against our dense (issue 13), the varlen schedule's tie band (issue 16), and the
-    # context-parallel simulation at 128K (issue 19).
+    # layers against our dense at 32K (issue 13) and the varlen schedule's tie band (issue 16).
     build_project; wait
     SP_PLANNER_TIMING=1 timeout 150 "$BIN/test_device_planner" --gtest_filter='*Timing*' \
       >"$OUT/planner-timing.txt" 2>&1
@@ -86,11 +86,11 @@ case ${1:-} in
         --densities 1,0.1 --seqlens 16384,16384,16384,16384,16384,16384,16384,16384 \
         --tie-band $band 2>&1 | tail -2 | sed "s/^/band $band: /"
     done
-    CP_1M=0 SP_BIN=$BIN timeout 250 scripts/gpu-bench.sh cp 2>&1 | tail -12
     ;;
   bench)
     m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    build_project; wait
     echo "== prefill"
     MODEL=$m TEXT=$PWD/.whl/emma.txt REPEATS=${REPEATS:-2} SP_BIN=$BIN SP_SRC_DIR=$SRC_DIR \
       timeout 400 scripts/gpu-bench.sh prefill 2>&1 | tail -24
@@ -99,6 +99,12 @@ case ${1:-} in
       --needles data/needles/default.jsonl --lengths 8192,32768 --rope-scaling yarn --rope-factor 4 \
       --json "$OUT/needle.jsonl" 2>"$OUT/needle.err" | tail -3
     echo "needle rc=$?"; grep -vE "layer [0-9]+/" "$OUT/needle.err" | tail -45
+    echo "== context-parallel simulation (128K, 32/8/128)"
+    CP_1M=0 SP_BIN=$BIN timeout 250 scripts/gpu-bench.sh cp 2>&1 | tail -12
+    echo "== 8 layers at 128K, 32/8/128, against cuDNN"
+    timeout 150 "$BIN/shareprefill" bench layer --device cuda --n 131072 --heads 32 --kv-heads 8 \
+      --dim 128 --layers 8 --repeats 1 --modes dense,vslash,shareprefill 2>&1 | grep -vE '^\{' | tail -6
+    timeout 60 python3 scripts/bench_sdpa.py --shape 131072,32,8,128 2>&1 | tail -2
     echo "== split-and-merge (32K, 32/8/128)"
     timeout 60 "$BIN/shareprefill" bench attention --device cuda --n 32768 --heads 32 --kv-heads 8 \
       --dim 128 --split 2>&1 | tail -4
