@@ -179,6 +179,11 @@ def _prefill(backend, layer, q, k, v, cu, rows):
             for row in rows:
                 backend.record(layer, _DensePlan(q.shape[1]), row)
             return attention_varlen(q, k, v, cu)
+        if len(rows) == 1:  # the whole batch: no copy into a batch output
+            out = torch_ops.prefill_layer(planners[0], layer, q, k, v)
+            if backend.trace is not None:
+                backend.record(layer, planners[0]._cuda_prefill.last_plan(), rows[0])
+            return out
         out = q.new_empty(q.shape)
         for planner, span, row in zip(planners, spans, rows):
             out[span] = torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span])
