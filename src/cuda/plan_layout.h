@@ -185,6 +185,11 @@ struct qk_views {
   bool half = false;  // f16 (else bf16)
 };
 
+// A, first part: the token profiles tok [2H, N] (vertical rows 0..H-1, slash rows H..2H-1) of
+// the last min(128, N) query rows, through row_stats [H, splits, 128, 2] and spill
+// [H, splits, 128]; a non-finite score ors plan_error_nonfinite_input into error[0].
+void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_stats, float* tok,
+                           float* spill, int32_t* error, int32_t layer, cudaStream_t stream);
 // A: statistics, block sums and budgets.
 void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                        const plan_rules& r, cub_plan& c, cudaStream_t stream);

@@ -1,24 +1,26 @@
 // Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
 // The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
-// products (wmma 16x16x16, bf16/f16 in, fp32 out, scaled to base 2), 64 keys at a time, the
-// next 64 keys loading (cp.async, double buffer) while the current ones are scored; warp w owns
-// query rows 16w..16w+15 of the score tile, so the per-row work needs no block barrier. A grid
-// of (key range, head) CTAs streams over K twice:
-//   pass 1: per lane and row, an online max and sum of exp2 over the lane's columns, combined
-//           over the warp at the end -> row_stats;
-//   pass 2: the ranges' (max, sum) combined, probabilities recomputed and reduced at once into
-//           the vertical profile (per-warp column sums, added in warp order; each key owned by
-//           one CTA) and the slash profile (per-warp diagonal strips added in warp order into a
-//           sliding window; the < 128 entries that run past the end of a range go to `spill` and
-//           are added by the next kernel), so every sum is formed in a fixed order and the
-//           result is deterministic.
-// The bs x N probabilities never exist: only one 128 x 64 tile per CTA, in shared memory.
+// products (mma.sync m16n8k16, bf16/f16 in, fp32 out, scaled to base 2), 64 keys at a time, the
+// next 64 keys loading (cp.async, double buffer) while the current ones are scored. Warp w owns
+// query rows 16w..16w+15 and keeps their Q fragments and scores in registers (lane l holds rows
+// 16w + l/4 and 16w + l/4 + 8, columns 8t + 2(l%4) + {0, 1} of the chunk, t = 0..7). A grid of
+// (key range, head) CTAs streams over K twice:
+//   pass 1: per lane and row, an online max and sum of exp2 over the lane's columns (in column
+//           order), combined over the 4 lanes of the row at the end -> row_stats; no shared
+//           memory but the K buffers, one block barrier per chunk (the buffer swap);
+//   pass 2: the ranges' (max, sum) combined, probabilities recomputed in registers and reduced
+//           into the vertical profile (per-warp column sums by a fixed butterfly over the rows,
+//           then added in warp order; each key owned by one CTA) and the slash profile (the
+//           warp's probabilities through its own shared tile into diagonal strips, added in warp
+//           order into a sliding window, double-buffered; the < 128 entries that run past the
+//           end of a range go to `spill` and are added by the next kernel), so every sum is
+//           formed in a fixed order and the result is deterministic. Two block barriers a chunk.
+// The bs x N probabilities never exist: only one 16 x 64 tile per warp, in pass 2.
 // Then block sums (fp64, as the host), the gamma budgets through a CUB sort and prefix sum of
 // each profile, and the ranking of the block profiles for the top-k of step D (plan_rank.cu; a
 // CUB segmented sort past nb = 4096).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include <algorithm>
 #include <cmath>
@@ -44,20 +46,21 @@ struct stats_args {
   int32_t layer;
 };
 
-constexpr int stats_warps = stats_threads / 32;  // warp w owns query rows 16w .. 16w + 15
-constexpr int strip_size = stats_chunk + 16;          // slash entries one warp's rows meet per chunk
+constexpr int stats_warps = stats_threads / 32;        // warp w owns query rows 16w .. 16w + 15
+constexpr int stats_tiles = stats_chunk / 8;           // n8 tiles of scores per chunk and warp
+constexpr int strip_size = stats_chunk + 16;           // slash entries one warp's rows meet per chunk
 constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
 
 template <class T, int D>
 struct stats_smem {
-  static constexpr int ldq = D + 8, ldk = D + 8, lds = stats_chunk + 4;
-  T q[stats_rows * ldq];
-  T k[2][stats_chunk * ldk];  // double buffer: chunk c + 1 loads while chunk c is scored
-  float s[stats_rows * lds];
-  float m[stats_rows], inv[stats_rows];
+  static constexpr int ldq = D + 8, ldk = D + 8, ldp = stats_chunk + 4;  // 16-byte row padding
+  T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
+  T k[2][stats_chunk * ldk];              // double buffer: chunk c + 1 loads while c is scored
+  float p[stats_warps][16 * ldp];         // pass 2: warp w's 16 x 64 probabilities
+  float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_warps][stats_chunk];
   float strips[stats_warps][strip_size];
-  float window[window_size];
+  float window[2][window_size];           // chunk c reads window[c & 1], writes the other
 };
 
 template <class T, int D>
@@ -85,30 +88,57 @@ __device__ void load_keys_async(T* dst, const T* k_head, int64_t token_stride, i
   cp_async_commit();
 }
 
-// Warp w's 16 query rows against the 64 keys of a K buffer, scaled to base 2, into its rows of
-// sm.s (no other warp reads them).
+// Warp w's 16 query rows (A fragments q_frag) against the 64 keys of a K buffer, scaled to base
+// 2: sc[t][0..1] row lane/4, sc[t][2..3] row lane/4 + 8, columns 8t + 2(lane%4) + {0, 1}.
 template <class T, int D>
-__device__ void score_rows(stats_smem<T, D>& sm, const T* keys, float scale_log2) {
-  using namespace nvcuda;
+__device__ __forceinline__ void score_rows(float (&sc)[stats_tiles][4],
+                                           const uint32_t (&q_frag)[D / 16][4], const T* keys,
+                                           float scale_log2) {
   using S = stats_smem<T, D>;
-  const int warp = threadIdx.x / 32;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[stats_chunk / 16];
-  for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
-  for (int kk = 0; kk < D; kk += 16) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-    wmma::load_matrix_sync(a, sm.q + warp * 16 * S::ldq + kk, S::ldq);
-    for (int c = 0; c < stats_chunk / 16; ++c) {
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-      wmma::load_matrix_sync(b, keys + c * 16 * S::ldk + kk, S::ldk);
-      wmma::mma_sync(acc[c], a, b, acc[c]);
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int t = 0; t < stats_tiles; ++t) sc[t][0] = sc[t][1] = sc[t][2] = sc[t][3] = 0.0f;
+#pragma unroll
+  for (int kq = 0; kq < D / 16; ++kq) {
+#pragma unroll
+    for (int nn = 0; nn < stats_tiles / 2; ++nn) {
+      // Matrices: keys 16nn + 0..7 at d 16kq + 0..7 / + 8..15, keys 16nn + 8..15 likewise.
+      uint32_t b[4];
+      ldmatrix_x4(b, keys + (nn * 16 + ((lane >> 4) << 3) + (lane & 7)) * S::ldk + kq * 16 +
+                         ((lane >> 3) & 1) * 8);
+      mma_16816<T>(sc[2 * nn], q_frag[kq], b[0], b[1]);
+      mma_16816<T>(sc[2 * nn + 1], q_frag[kq], b[2], b[3]);
     }
   }
-  for (int c = 0; c < stats_chunk / 16; ++c) {
-    for (int e = 0; e < acc[c].num_elements; ++e) acc[c].x[e] *= scale_log2;
-    wmma::store_matrix_sync(sm.s + warp * 16 * S::lds + c * 16, acc[c], S::lds,
-                            wmma::mem_row_major);
-  }
-  __syncwarp();
+#pragma unroll
+  for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) sc[t][e] *= scale_log2;
+}
+
+// Online (max, sum) of exp2 over one row's 16 values of this lane (x[t][b], in t then b order).
+__device__ __forceinline__ void online_row(float& m, float& l, const float (&sc)[stats_tiles][4],
+                                           int half) {
+  float mx = m;
+#pragma unroll
+  for (int t = 0; t < stats_tiles; ++t)
+    mx = fmaxf(mx, fmaxf(sc[t][2 * half], sc[t][2 * half + 1]));
+  if (mx == -INFINITY) return;
+  // exp2f(0) is exactly 1: skip it while the max stands (most chunks), same sums.
+  if (mx != m) l *= exp2f(m - mx);
+#pragma unroll
+  for (int t = 0; t < stats_tiles; ++t)
+    l += exp2f(sc[t][2 * half] - mx) + exp2f(sc[t][2 * half + 1] - mx);
+  m = mx;
+}
+
+// (m, l) of two disjoint column sets combined: the max of both, sums rescaled to it.
+__device__ __forceinline__ void combine_stats(float& m, float& l, float om, float ol) {
+  const float nm = fmaxf(m, om);
+  l = nm == -INFINITY ? 0.0f
+                      : (m == -INFINITY ? 0.0f : l * exp2f(m - nm)) +
+                            (om == -INFINITY ? 0.0f : ol * exp2f(om - nm));
+  m = nm;
 }
 
 template <class T, int D, int pass>
@@ -118,6 +148,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   S& sm = *reinterpret_cast<S*>(smem_raw);
   const int split = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, quad = lane % 4;  // fragment row and column pair of this lane
   const plan_sizes& s = a.s;
   const int64_t n = s.n, q0 = n - s.rows;
   const int rows = static_cast<int>(s.rows);
@@ -127,8 +158,8 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
   load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
   load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows);
-  float* my_s = sm.s + warp * 16 * S::lds;
-  const int row0 = warp * 16;  // first query row of this warp (absolute q0 + row)
+  const int row0 = warp * 16;                          // first query row of this warp
+  const int row_lo = row0 + g, row_hi = row_lo + 8;    // this lane's rows (absolute q0 + row)
 
   if (pass == 2) {
     if (threadIdx.x < stats_rows) {
@@ -145,134 +176,161 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
       sm.m[row] = real ? m : 0.0f;
       sm.inv[row] = real ? 1.0f / l : 0.0f;
     }
-    for (int i = threadIdx.x; i < window_size; i += blockDim.x) sm.window[i] = 0.0f;
+    for (int i = threadIdx.x; i < window_size; i += blockDim.x) sm.window[0][i] = 0.0f;
   }
 
-  // Pass 1: per lane and row, an online (max, sum) over the lane's columns lane and lane + 32.
-  float m[16], l[16];
-  for (int r = 0; r < 16; ++r) m[r] = -INFINITY, l[r] = 0.0f;
+  uint32_t q_frag[D / 16][4];
+  float m_lo = -INFINITY, l_lo = 0.0f, m_hi = -INFINITY, l_hi = 0.0f;  // pass 1
+  float pm_lo = 0.0f, pinv_lo = 0.0f, pm_hi = 0.0f, pinv_hi = 0.0f;    // pass 2 row constants
   bool bad = false;
   const float inv_rows = 1.0f / static_cast<float>(rows);
   float* v_tok = a.tok + static_cast<int64_t>(h) * n;
   float* s_tok = a.tok + (s.heads + h) * n;
+  float* my_p = sm.p[warp];
 
   for (int c = 0; c < chunks; ++c) {
     const int64_t j0 = ja + static_cast<int64_t>(c) * stats_chunk;
     cp_async_wait<0>();
     // Chunk c's keys (and, at c = 0, Q and the pass-2 row constants) are visible, and every warp
-    // is done with chunk c - 1, whose buffer the next copy reuses.
+    // is done with chunk c - 1 (its K buffer, p tile, strips and window read).
     __syncthreads();
+    if (c == 0) {
+#pragma unroll
+      for (int kq = 0; kq < D / 16; ++kq)
+        ldmatrix_x4(q_frag[kq], sm.q + (row0 + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
+      if (pass == 2) {
+        pm_lo = sm.m[row_lo], pinv_lo = sm.inv[row_lo];
+        pm_hi = sm.m[row_hi], pinv_hi = sm.inv[row_hi];
+      }
+    }
     if (c + 1 < chunks)
       load_keys_async<T, D>(sm.k[(c + 1) & 1], k_head, a.x.k_token_stride, j0 + stats_chunk, n);
-    score_rows<T, D>(sm, sm.k[c & 1], a.scale_log2);
-    // Every key of the chunk valid for every row: no masking needed.
+    float sc[stats_tiles][4];
+    score_rows<T, D>(sc, q_frag, sm.k[c & 1], a.scale_log2);
+    // Every key of the chunk valid for every row: no masking needed. Key j is valid for row r
+    // when r < rows and j <= q0 + r (so j < N).
     const bool full = j0 + stats_chunk - 1 <= q0 && j0 + stats_chunk <= n;
-    if (pass == 1) {
-      for (int r = 0; r < 16; ++r) {
-        const int row = row0 + r;
-        float x0 = my_s[r * S::lds + lane], x1 = my_s[r * S::lds + lane + 32];
-        bool valid0 = true, valid1 = true;
-        if (!full) {
-          const int64_t last = q0 + row;  // last valid key of this row
-          valid0 = row < rows && j0 + lane <= last;
-          valid1 = row < rows && j0 + lane + 32 <= last;
-        }
-        bad |= (valid0 && !isfinite(x0)) || (valid1 && !isfinite(x1));
-        if (!valid0) x0 = -INFINITY;
-        if (!valid1) x1 = -INFINITY;
-        const float nm = fmaxf(m[r], fmaxf(x0, x1));
-        if (nm == -INFINITY) continue;
-        // exp2f(0) is exactly 1: skip it while the max stands (most chunks), same sums.
-        float rescale = 1.0f;
-        if (nm != m[r]) rescale = exp2f(m[r] - nm);
-        l[r] = l[r] * rescale + exp2f(x0 - nm) + exp2f(x1 - nm);
-        m[r] = nm;
-      }
-      continue;
-    }
 
-    // Pass 2: probabilities in place, column sums of this warp's rows, slash strip.
-    float col0 = 0.0f, col1 = 0.0f;
-    for (int r = 0; r < 16; ++r) {
-      const int row = row0 + r;
-      float* sr = my_s + r * S::lds;
-      float p0 = exp2f(sr[lane] - sm.m[row]) * sm.inv[row];
-      float p1 = exp2f(sr[lane + 32] - sm.m[row]) * sm.inv[row];
+    if constexpr (pass == 1) {
       if (!full) {
-        const int64_t last = q0 + row;
-        if (row >= rows || j0 + lane > last) p0 = 0.0f;
-        if (row >= rows || j0 + lane + 32 > last) p1 = 0.0f;
+#pragma unroll
+        for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int row = e < 2 ? row_lo : row_hi;
+            const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
+            const bool valid = row < rows && key <= q0 + row;
+            bad |= valid && !isfinite(sc[t][e]);
+            if (!valid) sc[t][e] = -INFINITY;
+          }
+      } else {
+#pragma unroll
+        for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) bad |= !isfinite(sc[t][e]);
       }
-      sr[lane] = p0;
-      sr[lane + 32] = p1;
-      col0 += p0;
-      col1 += p1;
-    }
-    sm.colpart[warp][lane] = col0;
-    sm.colpart[warp][lane + 32] = col1;
-    __syncwarp();
-    // Strip entry e of this warp: rows r = 0..15 at column e - 15 + r (distance is constant).
-    for (int e = lane; e < strip_size - 1; e += 32) {
-      float acc = 0.0f;
-      for (int r = 0; r < 16; ++r) {
-        const int col = e - 15 + r;
-        if (col >= 0 && col < stats_chunk) acc += my_s[r * S::lds + col];
+      online_row(m_lo, l_lo, sc, 0);
+      online_row(m_hi, l_hi, sc, 1);
+    } else {
+      // Pass 2: probabilities in registers (zero where masked).
+#pragma unroll
+      for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool lo = e < 2;
+          float pv = exp2f(sc[t][e] - (lo ? pm_lo : pm_hi)) * (lo ? pinv_lo : pinv_hi);
+          if (!full) {
+            const int row = lo ? row_lo : row_hi;
+            const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
+            if (row >= rows || key > q0 + row) pv = 0.0f;
+          }
+          sc[t][e] = pv;
+        }
+      // The warp's tile for the diagonal strips.
+#pragma unroll
+      for (int t = 0; t < stats_tiles; ++t) {
+        *reinterpret_cast<float2*>(my_p + g * S::ldp + t * 8 + 2 * quad) =
+            make_float2(sc[t][0], sc[t][1]);
+        *reinterpret_cast<float2*>(my_p + (g + 8) * S::ldp + t * 8 + 2 * quad) =
+            make_float2(sc[t][2], sc[t][3]);
       }
-      sm.strips[warp][e] = acc;
-    }
-    __syncthreads();
-    const int t = threadIdx.x;
-    if (t < stats_chunk && j0 + t < n) {
-      float sum = 0.0f;
-      for (int w = 0; w < stats_warps; ++w) sum += sm.colpart[w][t];
-      v_tok[j0 + t] = sum * inv_rows;
-    }
-    // Window entry d = key column + (rows - 1 - query row); warp w's strip entry e has column
-    // e - 15 + r at row 16w + r, so d = e - 15 + rows - 1 - 16w.
-    float acc = 0.0f;
-    if (t < window_size - 1) {
-      acc = sm.window[t];
-      for (int w = 0; w < stats_warps; ++w) {
-        const int e = t + 15 - (rows - 1) + 16 * w;
-        if (e >= 0 && e < strip_size - 1) acc += sm.strips[w][e];
+      // Column sums of the warp's 16 rows: rows g and g + 8, then a butterfly over g (lanes
+      // xor 4, 8, 16); every lane ends with the same sums. Lane (g, quad) stores tile g's pair.
+      float2 mine = make_float2(0.0f, 0.0f);
+#pragma unroll
+      for (int t = 0; t < stats_tiles; ++t) {
+        float c0 = sc[t][0] + sc[t][2], c1 = sc[t][1] + sc[t][3];
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          c0 += __shfl_xor_sync(0xffffffffu, c0, o);
+          c1 += __shfl_xor_sync(0xffffffffu, c1, o);
+        }
+        if (t == g) mine = make_float2(c0, c1);
+      }
+      *reinterpret_cast<float2*>(&sm.colpart[warp][g * 8 + 2 * quad]) = mine;
+      __syncwarp();
+      // Strip entry e of this warp: rows r = 0..15 at column e - 15 + r (distance is constant).
+      for (int e = lane; e < strip_size - 1; e += 32) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int r = 0; r < 16; ++r) {
+          const int col = e - 15 + r;
+          if (col >= 0 && col < stats_chunk) acc += my_p[r * S::ldp + col];
+        }
+        sm.strips[warp][e] = acc;
+      }
+      __syncthreads();
+      const int t = threadIdx.x;
+      if (t < stats_chunk && j0 + t < n) {
+        float sum = 0.0f;
+        for (int w = 0; w < stats_warps; ++w) sum += sm.colpart[w][t];
+        v_tok[j0 + t] = sum * inv_rows;
+      }
+      // Window entry d = key column + (rows - 1 - query row); warp w's strip entry e has column
+      // e - 15 + r at row 16w + r, so d = e - 15 + rows - 1 - 16w.
+      const float* window = sm.window[c & 1];
+      float* next = sm.window[(c + 1) & 1];
+      if (t < window_size - 1) {
+        float acc = window[t];
+        for (int w = 0; w < stats_warps; ++w) {
+          const int e = t + 15 - (rows - 1) + 16 * w;
+          if (e >= 0 && e < strip_size - 1) acc += sm.strips[w][e];
+        }
+        // Entries < 64 are complete; the rest shift down by 64 and the top of the window clears.
+        if (t < stats_chunk) {
+          if (j0 + t < n) s_tok[j0 + t] = acc * inv_rows;
+        } else {
+          next[t - stats_chunk] = acc;
+        }
+        if (t >= stats_rows - 1) next[t] = 0.0f;
       }
     }
-    __syncthreads();
-    // Entries < 64 are complete; the rest shift down by 64 and the top of the window clears.
-    if (t < stats_chunk) {
-      if (j0 + t < n) s_tok[j0 + t] = acc * inv_rows;
-    } else if (t < window_size - 1) {
-      sm.window[t - stats_chunk] = acc;
-    }
-    if (t >= stats_rows - 1 && t < window_size - 1) sm.window[t] = 0.0f;
   }
 
-  if (pass == 1) {
+  if constexpr (pass == 1) {
     float* stats = a.row_stats + (static_cast<int64_t>(h) * s.splits + split) * stats_rows * 2;
-    for (int r = 0; r < 16; ++r) {
-      float mr = m[r], lr = l[r];
-      for (int o = 16; o > 0; o >>= 1) {
-        const float om = __shfl_xor_sync(0xffffffffu, mr, o);
-        const float ol = __shfl_xor_sync(0xffffffffu, lr, o);
-        const float nm = fmaxf(mr, om);
-        lr = nm == -INFINITY ? 0.0f
-                             : (mr == -INFINITY ? 0.0f : lr * exp2f(mr - nm)) +
-                                   (om == -INFINITY ? 0.0f : ol * exp2f(om - nm));
-        mr = nm;
-      }
-      if (lane == 0) {
-        stats[(row0 + r) * 2] = mr;
-        stats[(row0 + r) * 2 + 1] = lr;
-      }
+#pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+      combine_stats(m_lo, l_lo, __shfl_xor_sync(0xffffffffu, m_lo, o),
+                    __shfl_xor_sync(0xffffffffu, l_lo, o));
+      combine_stats(m_hi, l_hi, __shfl_xor_sync(0xffffffffu, m_hi, o),
+                    __shfl_xor_sync(0xffffffffu, l_hi, o));
+    }
+    if (quad == 0) {
+      stats[row_lo * 2] = m_lo;
+      stats[row_lo * 2 + 1] = l_lo;
+      stats[row_hi * 2] = m_hi;
+      stats[row_hi * 2 + 1] = l_hi;
     }
     if (__syncthreads_or(bad) && threadIdx.x == 0)
       record_error(a.error, plan_error_nonfinite_input, a.layer, h);
-    return;
+  } else {
+    __syncthreads();
+    const float* window = sm.window[chunks & 1];
+    float* spill = a.spill + (static_cast<int64_t>(h) * s.splits + split) * stats_rows;
+    if (threadIdx.x < stats_rows)
+      spill[threadIdx.x] = threadIdx.x < rows - 1 ? window[threadIdx.x] * inv_rows : 0.0f;
   }
-  __syncthreads();
-  float* spill = a.spill + (static_cast<int64_t>(h) * s.splits + split) * stats_rows;
-  if (threadIdx.x < stats_rows)
-    spill[threadIdx.x] = threadIdx.x < rows - 1 ? sm.window[threadIdx.x] * inv_rows : 0.0f;
 }
 
 // Adds each range's slash spill to the next range's entries. grid (splits - 1, H).
@@ -364,24 +422,28 @@ void launch_passes(const stats_args& a, cudaStream_t stream) {
 
 }  // namespace
 
-void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
-                       const plan_rules& r, cub_plan& c, cudaStream_t stream) {
-  const char* fn = "device_planner::plan";
-  stats_args a{x, p.s,
-               static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(p.s.dim))),
-               p.row_stats, p.tok, p.spill, st.error, r.layer};
-  if (p.s.dim == 64) {
+void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_stats, float* tok,
+                           float* spill, int32_t* error, int32_t layer, cudaStream_t stream) {
+  stats_args a{x, s, static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.dim))),
+               row_stats, tok, spill, error, layer};
+  if (s.dim == 64) {
     if (x.half) launch_passes<__half, 64>(a, stream);
     else launch_passes<__nv_bfloat16, 64>(a, stream);
   } else {
     if (x.half) launch_passes<__half, 128>(a, stream);
     else launch_passes<__nv_bfloat16, 128>(a, stream);
   }
-  check_cuda(cudaGetLastError(), fn, "launching the statistics kernels");
+  if (s.splits > 1)
+    add_spill_kernel<<<dim3(static_cast<unsigned>(s.splits - 1), static_cast<unsigned>(s.heads)),
+                       stats_rows, 0, stream>>>(s, tok, spill);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the statistics kernels");
+}
+
+void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                       const plan_rules& r, cub_plan& c, cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
+  launch_token_profiles(p.s, x, p.row_stats, p.tok, p.spill, st.error, r.layer, stream);
   const int heads = static_cast<int>(p.s.heads);
-  if (p.s.splits > 1)
-    add_spill_kernel<<<dim3(static_cast<unsigned>(p.s.splits - 1), heads), stats_rows, 0, stream>>>(
-        p.s, p.tok, p.spill);
   block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
                       sums_threads, 0, stream>>>(p);
   const int64_t items = 2 * p.s.heads * p.s.n;

@@ -1,4 +1,8 @@
 // Single kernels of the device planner against their CPU references, at ragged sizes:
+// launch_token_profiles (plan_statistics.cu), the vertical and slash token profiles of step A,
+// against last_block_statistics (the CPU oracle) on random bf16 q/k at ragged N, one and several
+// key ranges, D 64 and 128, GQA; bitwise equal across two runs (fixed summation order); a NaN
+// key flags plan_error_nonfinite_input with its head.
 // launch_rank_rows (plan_rank.cu), the ranking of the block profiles for step D's top-k: rank of
 // each entry in its row's descending order, ties to the lower index (std::stable_sort here).
 // Keys drawn from few levels so ties are common, with +inf (the forced entries) and zeros.
@@ -8,15 +12,121 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
 #include "cuda/plan_layout.h"
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/statistics.h"
+#include "shareprefill/tensor.h"
+#include "shareprefill/thread_pool.h"
 #include "test_util.h"
 
 namespace sp {
 namespace {
+
+struct profile_case {
+  int64_t n, heads, kv_heads, dim, target_ctas;  // target_ctas sets the key ranges per head
+};
+
+// The device's token profiles [2H, N] and error words for bf16 q [N, H, D], k [N, Hkv, D].
+struct device_profiles {
+  std::vector<float> tok;
+  std::vector<int32_t> error;
+};
+
+device_profiles run_token_profiles(const cuda::plan_sizes& s, const std::vector<uint16_t>& q,
+                                   const std::vector<uint16_t>& k) {
+  device_buffer dq(q.size() * 2), dk(k.size() * 2);
+  dq.upload(q.data(), dq.size());
+  dk.upload(k.data(), dk.size());
+  device_buffer row_stats(static_cast<size_t>(s.heads * s.splits * cuda::stats_rows * 2 * 4));
+  device_buffer spill(static_cast<size_t>(s.heads * s.splits * cuda::stats_rows * 4));
+  device_buffer tok(static_cast<size_t>(2 * s.heads * s.n * 4)), error(3 * 4);
+  tok.fill_bytes(0xff);  // NaN: every entry must be written
+  error.fill_bytes(0);
+  cuda::qk_views x;
+  x.q = dq.data();
+  x.k = dk.data();
+  x.q_token_stride = s.heads * s.dim;
+  x.q_head_stride = s.dim;
+  x.k_token_stride = s.kv_heads * s.dim;
+  x.k_head_stride = s.dim;
+  cuda::launch_token_profiles(s, x, static_cast<float*>(row_stats.data()),
+                              static_cast<float*>(tok.data()), static_cast<float*>(spill.data()),
+                              static_cast<int32_t*>(error.data()), 5, nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  device_profiles out{std::vector<float>(static_cast<size_t>(2 * s.heads * s.n)),
+                      std::vector<int32_t>(3)};
+  tok.download(out.tok.data(), tok.size());
+  error.download(out.error.data(), error.size());
+  return out;
+}
+
+std::vector<uint16_t> random_bf16(int64_t count, uint64_t seed) {
+  const std::vector<float> x = testing::random_values(count, seed, -3.0f, 3.0f);
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = fp32_to_bf16(x[i]);
+  return out;
+}
+
+TEST(DevicePlannerKernels, TokenProfilesMatchCpuStatistics) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  thread_pool pool;
+  const profile_case cases[] = {{1, 3, 1, 64, 264},       {77, 3, 1, 64, 264},
+                                {128, 4, 2, 128, 264},    {129, 3, 3, 64, 264},
+                                {200, 2, 1, 128, 1000},   {1000, 3, 1, 64, 6},
+                                {1000, 4, 1, 128, 1000},  {4097, 9, 3, 64, 261},
+                                {5000, 8, 2, 128, 16}};
+  for (const profile_case& c : cases) {
+    const cuda::plan_sizes s =
+        cuda::make_plan_sizes(c.n, c.heads, c.kv_heads, c.dim, 1, c.target_ctas);
+    SCOPED_TRACE(str("n=", c.n, " heads=", c.heads, "/", c.kv_heads, " dim=", c.dim,
+                     " splits=", s.splits));
+    const std::vector<uint16_t> q = random_bf16(c.n * c.heads * c.dim, 100 + c.n);
+    const std::vector<uint16_t> k = random_bf16(c.n * c.kv_heads * c.dim, 200 + c.n);
+    const device_profiles got = run_token_profiles(s, q, k);
+    EXPECT_EQ(got.error[0], 0);
+    budget_rule rule;
+    const std::vector<head_statistics> want = last_block_statistics(
+        tensor_view::contiguous(q.data(), dtype::bf16, {c.n, c.heads, c.dim}),
+        tensor_view::contiguous(k.data(), dtype::bf16, {c.n, c.kv_heads, c.dim}), rule, pool);
+    for (int64_t h = 0; h < c.heads; ++h) {
+      for (int which = 0; which < 2; ++which) {
+        const std::vector<float>& ref = which == 0 ? want[h].v_tok : want[h].s_tok;
+        const float* dev = got.tok.data() + (which * c.heads + h) * c.n;
+        double total = 0.0;
+        int64_t bad = 0;
+        for (int64_t j = 0; j < c.n; ++j) {
+          total += dev[j];
+          // fp32 tensor-core scores in another summation order than the host's sgemm.
+          if (!(std::fabs(dev[j] - ref[j]) <= 1e-3f * std::fabs(ref[j]) + 1e-7f) && bad++ < 3)
+            ADD_FAILURE() << (which ? "slash" : "vertical") << " head " << h << " token " << j
+                          << ": device " << dev[j] << ", host " << ref[j];
+        }
+        EXPECT_EQ(bad, 0) << (which ? "slash" : "vertical") << " head " << h;
+        EXPECT_NEAR(total, 1.0, 1e-4) << (which ? "slash" : "vertical") << " head " << h;
+      }
+    }
+    const device_profiles again = run_token_profiles(s, q, k);
+    EXPECT_EQ(0, std::memcmp(again.tok.data(), got.tok.data(), got.tok.size() * 4))
+        << "two runs differ: the summation order is not fixed";
+  }
+}
+
+TEST(DevicePlannerKernels, TokenProfilesFlagNonFiniteKeys) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t n = 700, heads = 4, kv_heads = 2, dim = 64;
+  const cuda::plan_sizes s = cuda::make_plan_sizes(n, heads, kv_heads, dim, 1, 16);
+  const std::vector<uint16_t> q = random_bf16(n * heads * dim, 1);
+  std::vector<uint16_t> k = random_bf16(n * kv_heads * dim, 2);
+  k[static_cast<size_t>((300 * kv_heads + 1) * dim + 7)] = fp32_to_bf16(std::nanf(""));
+  const device_profiles got = run_token_profiles(s, q, k);
+  EXPECT_EQ(got.error[0], static_cast<int32_t>(cuda::plan_error_nonfinite_input));
+  EXPECT_EQ(got.error[1], 5);                    // the layer passed
+  EXPECT_TRUE(got.error[2] == 2 || got.error[2] == 3) << got.error[2];  // a head of kv head 1
+}
 
 std::vector<int32_t> rank_reference(const std::vector<float>& keys, int64_t segs, int64_t nb) {
   std::vector<int32_t> rank(keys.size());
