@@ -193,6 +193,11 @@ void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_st
 // A: statistics, block sums and budgets.
 void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                        const plan_rules& r, cub_plan& c, cudaStream_t stream);
+// A's budgets from the token profiles tok [2H, N] without sorting (plan_budgets.cu): budgets
+// [H, 2] (nV, nS in blocks) by the cover count at r.gamma, clamped to r.min/max_blocks; counts
+// [2H] (optional, for the tests) receives the cover counts.
+void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, const plan_rules& r,
+                          int32_t* budgets, int32_t* counts, cudaStream_t stream);
 // B: pooled estimate and the query-aware test (flexprefill, shareprefill); clears qa otherwise.
 void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
                              cudaStream_t stream);

@@ -16,9 +16,9 @@
 //           end of a range go to `spill` and are added by the next kernel), so every sum is
 //           formed in a fixed order and the result is deterministic. Two block barriers a chunk.
 // The bs x N probabilities never exist: only one 16 x 64 tile per warp, in pass 2.
-// Then block sums (fp64, as the host), the gamma budgets through a CUB sort and prefix sum of
-// each profile, and the ranking of the block profiles for the top-k of step D (plan_rank.cu; a
-// CUB segmented sort past nb = 4096).
+// Then block sums (fp64, as the host), the gamma budgets by a radix select per profile
+// (plan_budgets.cu), and the ranking of the block profiles for the top-k of step D
+// (plan_rank.cu; a CUB segmented sort past nb = 4096).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -48,7 +48,7 @@ struct stats_args {
 
 constexpr int stats_warps = stats_threads / 32;        // warp w owns query rows 16w .. 16w + 15
 constexpr int stats_tiles = stats_chunk / 8;           // n8 tiles of scores per chunk and warp
-constexpr int strip_size = stats_chunk + 16;           // slash entries one warp's rows meet per chunk
+constexpr int strip_size = stats_chunk + 16;           // slash entries of a warp per chunk
 constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
 
 template <class T, int D>
@@ -366,38 +366,6 @@ __global__ void block_sums_kernel(plan_pointers p) {
   p.blk_idx[seg * nb + c] = static_cast<int32_t>(c);
 }
 
-// Sort keys of the token profiles: (row << 32) | ~bits(value). Profiles are >= 0, so the bit
-// pattern orders like the value and its complement sorts descending.
-__global__ void tok_keys_kernel(plan_pointers p) {
-  const int64_t items = 2 * p.s.heads * p.s.n;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < items;
-       i += stride) {
-    const uint32_t bits = __float_as_uint(p.tok[i]);
-    p.tok_keys[i] = (static_cast<uint64_t>(i / p.s.n) << 32) | static_cast<uint64_t>(~bits);
-  }
-}
-
-// nV, nS: 1 + the count of largest entries whose running sum stays <= gamma (the first index
-// whose inclusive prefix exceeds gamma), then count // bs + 1 clamped to [minB, maxB]. grid (2H).
-__global__ void budgets_kernel(plan_pointers p, plan_rules r) {
-  if (threadIdx.x != 0) return;
-  const int64_t seg = blockIdx.x, n = p.s.n;
-  const double* prefix = p.prefix + seg * n;
-  int64_t lo = 0, hi = n;  // first index with prefix > gamma
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (prefix[mid] > r.gamma) hi = mid;
-    else lo = mid + 1;
-  }
-  const int64_t count = lo + 1;
-  int64_t blocks = count / plan_block + 1;
-  blocks = max(blocks, static_cast<int64_t>(r.min_blocks));
-  blocks = min(blocks, static_cast<int64_t>(r.max_blocks));
-  const int64_t h = seg % p.s.heads, which = seg / p.s.heads;
-  p.budgets[h * 2 + which] = static_cast<int32_t>(blocks);
-}
-
 // rank[seg, idx] = position of idx in its profile's descending order. grid (2H).
 __global__ void rank_kernel(plan_pointers p) {
   const int64_t seg = blockIdx.x, nb = p.s.nb;
@@ -446,12 +414,7 @@ void launch_statistics(const plan_pointers& p, const state_pointers& st, const q
   const int heads = static_cast<int>(p.s.heads);
   block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
                       sums_threads, 0, stream>>>(p);
-  const int64_t items = 2 * p.s.heads * p.s.n;
-  tok_keys_kernel<<<static_cast<unsigned>(std::min<int64_t>((items + 255) / 256, 8192)), 256, 0,
-                    stream>>>(p);
-  cub_sort_tok(c, p, stream);
-  cub_tok_prefix(c, p, stream);
-  budgets_kernel<<<2 * heads, 32, 0, stream>>>(p, r);
+  launch_cover_budgets(p.tok, p.s.heads, p.s.n, r, p.budgets, nullptr, stream);
   if (!launch_rank_rows(p.blk_keys, p.rank, 2 * p.s.heads, p.s.nb, stream)) {
     cub_sort_blk(c, p, stream);
     rank_kernel<<<2 * heads, 256, 0, stream>>>(p);

@@ -3,6 +3,10 @@
 // against last_block_statistics (the CPU oracle) on random bf16 q/k at ragged N, one and several
 // key ranges, D 64 and 128, GQA; bitwise equal across two runs (fixed summation order); a NaN
 // key flags plan_error_nonfinite_input with its head.
+// launch_cover_budgets (plan_budgets.cu), the budgets of step A by a radix select: cover counts
+// equal to cover_count (std::sort + fp64 running sum) on normalised random profiles, profiles of
+// few levels (ties), uniform ones, zeros, a single spike and profiles that never reach gamma,
+// and the budgets equal to budget_blocks of those counts.
 // launch_rank_rows (plan_rank.cu), the ranking of the block profiles for step D's top-k: rank of
 // each entry in its row's descending order, ties to the lower index (std::stable_sort here).
 // Keys drawn from few levels so ties are common, with +inf (the forced entries) and zeros.
@@ -139,6 +143,72 @@ std::vector<int32_t> rank_reference(const std::vector<float>& keys, int64_t segs
     for (int64_t i = 0; i < nb; ++i) rank[static_cast<size_t>(s * nb + order[i])] = static_cast<int32_t>(i);
   }
   return rank;
+}
+
+// Profiles [rows, n] of several kinds, each normalised to sum 1 in fp64 (except kind 5: 0.5).
+std::vector<float> budget_profiles(int64_t rows, int64_t n, std::mt19937_64& rng) {
+  std::vector<float> tok(static_cast<size_t>(rows * n));
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* x = tok.data() + r * n;
+    const int kind = static_cast<int>(r % 6);
+    for (int64_t j = 0; j < n; ++j) {
+      switch (kind) {
+        case 0: x[j] = static_cast<float>(std::pow(u(rng), 8.0)); break;       // skewed
+        case 1: x[j] = static_cast<float>(1 + rng() % 5); break;               // few levels: ties
+        case 2: x[j] = 1.0f; break;                                            // uniform
+        case 3:  // zeros (not all)
+          x[j] = j > 0 && rng() % 3 == 0 ? 0.0f : static_cast<float>(u(rng) + 0.01);
+          break;
+        case 4: x[j] = j == n / 2 ? 1.0f : 0.0f; break;                        // one spike
+        default: x[j] = static_cast<float>(u(rng) + 0.01); break;
+      }
+    }
+    double total = 0.0;
+    for (int64_t j = 0; j < n; ++j) total += x[j];
+    const double target = kind == 5 ? 0.5 : 1.0;
+    for (int64_t j = 0; j < n; ++j) x[j] = static_cast<float>(x[j] / total * target);
+  }
+  return tok;
+}
+
+TEST(DevicePlannerKernels, CoverBudgetsMatchSortedRunningSum) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(13);
+  for (int64_t n : {1, 2, 127, 128, 1000, 4097, 32771}) {
+    for (int64_t heads : {1, 3, 6}) {
+      for (double gamma : {0.5, 0.9, 0.95}) {
+        SCOPED_TRACE(str("n=", n, " heads=", heads, " gamma=", gamma));
+        const std::vector<float> tok = budget_profiles(2 * heads, n, rng);
+        cuda::plan_rules r;
+        r.gamma = gamma;
+        r.min_blocks = 2;
+        const int64_t nb = (n + cuda::plan_block - 1) / cuda::plan_block;
+        r.max_blocks = static_cast<int32_t>(std::max<int64_t>(nb - 1, 1));
+        device_buffer dt(tok.size() * 4), db(static_cast<size_t>(2 * heads * 4)),
+            dc(static_cast<size_t>(2 * heads * 4));
+        dt.upload(tok.data(), dt.size());
+        cuda::launch_cover_budgets(static_cast<const float*>(dt.data()), heads, n, r,
+                                   static_cast<int32_t*>(db.data()),
+                                   static_cast<int32_t*>(dc.data()), nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::vector<int32_t> budgets(static_cast<size_t>(2 * heads)), counts(budgets.size());
+        db.download(budgets.data(), db.size());
+        dc.download(counts.data(), dc.size());
+        budget_rule rule;
+        rule.gamma = gamma;
+        rule.min_blocks = r.min_blocks;
+        rule.max_blocks = r.max_blocks;
+        for (int64_t row = 0; row < 2 * heads; ++row) {
+          const int64_t want = cover_count(tok.data() + row * n, n, gamma);
+          EXPECT_EQ(counts[static_cast<size_t>(row)], want) << "row " << row;
+          const int64_t h = row % heads, which = row / heads;
+          EXPECT_EQ(budgets[static_cast<size_t>(h * 2 + which)], budget_blocks(want, rule, nb))
+              << "row " << row;
+        }
+      }
+    }
+  }
 }
 
 TEST(DevicePlannerKernels, RankRowsMatchesStableSort) {

@@ -1,0 +1,166 @@
+// Step A's budgets on the device without sorting: the cover count of each token profile (1 + the
+// number of largest entries whose running sum stays <= gamma, ties in any order: equal values add
+// the same amounts) by a radix select over the float bits, one thread block per profile row.
+// Profiles are >= 0, so a value's bit pattern orders like the value. Four passes of 8, 8, 8, 7
+// bits, from the exponent down: each builds a histogram of count and summed weight per digit
+// over the entries that share the digits chosen so far, walks it from the largest digit and keeps
+// the digit where the running weight first exceeds gamma (what lies above it is counted and
+// summed). After the last pass the threshold value v* is exact; the count is the entries above it
+// plus the fewest copies of v* that push the sum past gamma. Stops early when the chosen digit
+// holds a single entry.
+// Weights are fixed point (value * 2^56, rounded, in 64-bit integers): integer atomics add in any
+// order to the same result, so the budgets are deterministic. The CPU rule sums the sorted values
+// in fp64 in order; the two can differ only where a prefix sum lies within ~1e-12 of gamma
+// (the CUB scan this replaces, with its own fp64 order, had the same kind of margin).
+#include <cmath>
+
+#include "cuda_check.h"
+#include "plan_layout.h"
+
+namespace sp::cuda {
+namespace {
+
+constexpr int select_threads = 1024;
+constexpr int select_bins = 256;   // 8-bit digits
+constexpr int select_copies = 8;   // histogram copies (warp % 8) against atomic contention
+constexpr double fixed_one = 72057594037927936.0;  // 2^56: the weight of the value 1
+
+// Sort key and fixed-point weight of a profile entry. Non-positive, NaN and values past 2 (not a
+// profile entry: they sum to 1) count as 0, the last entries of the order.
+__device__ __forceinline__ uint32_t select_key(float x) {
+  return x > 0.0f && x <= 2.0f ? __float_as_uint(x) : 0u;
+}
+__device__ __forceinline__ unsigned long long fixed_weight(uint32_t key) {
+  return key == 0u ? 0ull : __double2ull_rn(static_cast<double>(__uint_as_float(key)) * fixed_one);
+}
+
+struct select_smem {
+  unsigned long long sum[select_copies][select_bins];
+  unsigned int count[select_copies][select_bins];
+  unsigned long long bin_sum[select_bins];
+  unsigned int bin_count[select_bins];
+  uint32_t prefix;                // digits chosen so far
+  unsigned long long above_sum;   // weight of the entries above the chosen digits
+  long long above_count;          // their number
+  long long result;               // the cover count once known, else -1
+};
+
+// One block per profile row x [n] of tok [rows, n]; writes counts[row] (optional) and the budget
+// in blocks, budgets[(row % heads) * 2 + row / heads] = clamp(count / plan_block + 1).
+__global__ void __launch_bounds__(select_threads) cover_select_kernel(
+    const float* tok, int64_t heads, int64_t n, double gamma, int32_t min_blocks,
+    int32_t max_blocks, int32_t* counts, int32_t* budgets) {
+  __shared__ select_smem sm;
+  const int64_t row = blockIdx.x;
+  const float* x = tok + row * n;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, copy = warp % select_copies;
+  // prefix sum > gamma  <=>  weight sum > floor(gamma * 2^56) (weights are integers).
+  const unsigned long long limit = static_cast<unsigned long long>(floor(gamma * fixed_one));
+  if (tid == 0) {
+    sm.prefix = 0u;
+    sm.above_sum = 0ull;
+    sm.above_count = 0;
+    sm.result = -1;
+  }
+  // Passes over key bits [shift, shift + bits): the exponent first (bit 31, the sign, is 0), so
+  // the first histogram spreads over the exponents instead of two or three hot bins.
+  const int64_t rounds = (n + select_threads - 1) / select_threads;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = max(23 - 8 * pass, 0), bits = pass == 3 ? 7 : 8;  // 23 15 7 0 / 8 8 8 7
+    for (int i = tid; i < select_copies * select_bins; i += select_threads) {
+      (&sm.sum[0][0])[i] = 0ull;
+      (&sm.count[0][0])[i] = 0u;
+    }
+    __syncthreads();  // also: the previous pass's choice is visible
+    if (sm.result >= 0) break;
+    const uint32_t prefix = sm.prefix;
+    const uint32_t high = ~0u << (shift + bits);  // bits already chosen
+    for (int64_t round = 0; round < rounds; ++round) {
+      // Every lane takes part in every round (the warp-wide match below); -1: no entry.
+      const int64_t i = round * select_threads + tid;
+      const uint32_t key = i < n ? select_key(x[i]) : 0u;
+      int digit = -1;
+      if (i < n && ((key ^ prefix) & high) == 0u)
+        digit = static_cast<int>((key >> shift) & ((1u << bits) - 1u));
+      // Lanes with the same digit add once, through their lowest lane: the count, and the
+      // weight in three 22-bit pieces (32 lanes x 2^22 fits 32 bits; weights are < 2^58).
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      const unsigned long long w = digit < 0 ? 0ull : fixed_weight(key);
+      const unsigned piece_mask = (1u << 22) - 1u;
+      const unsigned p0 = __reduce_add_sync(peers, static_cast<unsigned>(w) & piece_mask);
+      const unsigned p1 = __reduce_add_sync(peers, static_cast<unsigned>(w >> 22) & piece_mask);
+      const unsigned p2 = __reduce_add_sync(peers, static_cast<unsigned>(w >> 44));
+      if (digit >= 0 && lane == __ffs(peers) - 1) {
+        atomicAdd(&sm.count[copy][digit], static_cast<unsigned>(__popc(peers)));
+        const unsigned long long sum = static_cast<unsigned long long>(p0) +
+                                       (static_cast<unsigned long long>(p1) << 22) +
+                                       (static_cast<unsigned long long>(p2) << 44);
+        if (sum != 0ull) atomicAdd(&sm.sum[copy][digit], sum);
+      }
+    }
+    __syncthreads();
+    if (tid < select_bins) {
+      unsigned long long s = 0ull;
+      unsigned int c = 0u;
+      for (int k = 0; k < select_copies; ++k) s += sm.sum[k][tid], c += sm.count[k][tid];
+      sm.bin_sum[tid] = s;
+      sm.bin_count[tid] = c;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l walks digits 255 - 8l down to 248 - 8l: the descending order, lanes in order.
+      const unsigned long long need = limit - sm.above_sum;  // above_sum <= limit by construction
+      unsigned long long local = 0ull;
+      for (int j = 0; j < 8; ++j) local += sm.bin_sum[select_bins - 1 - 8 * lane - j];
+      unsigned long long incl = local;
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned long long up = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += up;
+      }
+      const unsigned long long excl = incl - local;
+      if (lane == 31 && incl <= need) sm.result = n + 1;  // never exceeds gamma: all kept
+      if (excl <= need && incl > need) {                  // exactly one lane
+        unsigned long long run = excl;
+        long long above = 0;
+        for (int l = 0; l < lane; ++l)
+          for (int j = 0; j < 8; ++j) above += sm.bin_count[select_bins - 1 - 8 * l - j];
+        for (int j = 0; j < 8; ++j) {
+          const int digit = select_bins - 1 - 8 * lane - j;
+          if (run + sm.bin_sum[digit] > need) {
+            sm.prefix |= static_cast<uint32_t>(digit) << shift;
+            sm.above_sum += run;
+            sm.above_count += above;
+            if (sm.bin_count[digit] == 1u) sm.result = sm.above_count + 1;
+            break;
+          }
+          run += sm.bin_sum[digit];
+          above += sm.bin_count[digit];
+        }
+      }
+    }
+  }
+  __syncthreads();  // the last pass's choice is visible
+  if (tid != 0) return;
+  long long count = sm.result;
+  if (count < 0) {
+    // v* = prefix: the fewest copies m with above_sum + m * w* > limit (w* > 0: its bin crossed).
+    const unsigned long long w = fixed_weight(sm.prefix);
+    count = sm.above_count + static_cast<long long>((limit - sm.above_sum) / w) + 1;
+  }
+  if (counts) counts[row] = static_cast<int32_t>(count);
+  long long blocks = count / plan_block + 1;
+  blocks = max(blocks, static_cast<long long>(min_blocks));
+  blocks = min(blocks, static_cast<long long>(max_blocks));
+  budgets[(row % heads) * 2 + row / heads] = static_cast<int32_t>(blocks);
+}
+
+}  // namespace
+
+void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, const plan_rules& r,
+                          int32_t* budgets, int32_t* counts, cudaStream_t stream) {
+  cover_select_kernel<<<static_cast<unsigned>(2 * heads), select_threads, 0, stream>>>(
+      tok, heads, n, r.gamma, r.min_blocks, r.max_blocks, counts, budgets);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the budget select");
+}
+
+}  // namespace sp::cuda
