@@ -23,6 +23,7 @@ namespace {
 constexpr int select_threads = 1024;
 constexpr int select_bins = 256;   // 8-bit digits
 constexpr int select_copies = 8;   // histogram copies (warp % 8) against atomic contention
+constexpr int select_groups = 4;   // same-digit lane groups a warp adds at once per round
 constexpr double fixed_one = 72057594037927936.0;  // 2^56: the weight of the value 1
 
 // Sort key and fixed-point weight of a profile entry. Non-positive, NaN and values past 2 (not a
@@ -76,26 +77,40 @@ __global__ void __launch_bounds__(select_threads) cover_select_kernel(
     const uint32_t prefix = sm.prefix;
     const uint32_t high = ~0u << (shift + bits);  // bits already chosen
     for (int64_t round = 0; round < rounds; ++round) {
-      // Every lane takes part in every round (the warp-wide match below); -1: no entry.
+      // Every lane takes part in every round (the warp-wide reductions below); -1: no entry.
       const int64_t i = round * select_threads + tid;
       const uint32_t key = i < n ? select_key(x[i]) : 0u;
       int digit = -1;
       if (i < n && ((key ^ prefix) & high) == 0u)
         digit = static_cast<int>((key >> shift) & ((1u << bits) - 1u));
-      // Lanes with the same digit add once, through their lowest lane: the count, and the
-      // weight in three 22-bit pieces (32 lanes x 2^22 fits 32 bits; weights are < 2^58).
-      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      // Lanes with the same digit add once, through the group's lowest lane: the count and the
+      // weight in three 22-bit pieces (32 lanes x 2^22 fits 32 bits; weights are < 2^58). The
+      // groups are taken one at a time with full-warp reductions (`pending` is the same in every
+      // lane), at most select_groups of them; the lanes left add their own entry.
       const unsigned long long w = digit < 0 ? 0ull : fixed_weight(key);
-      const unsigned piece_mask = (1u << 22) - 1u;
-      const unsigned p0 = __reduce_add_sync(peers, static_cast<unsigned>(w) & piece_mask);
-      const unsigned p1 = __reduce_add_sync(peers, static_cast<unsigned>(w >> 22) & piece_mask);
-      const unsigned p2 = __reduce_add_sync(peers, static_cast<unsigned>(w >> 44));
-      if (digit >= 0 && lane == __ffs(peers) - 1) {
-        atomicAdd(&sm.count[copy][digit], static_cast<unsigned>(__popc(peers)));
-        const unsigned long long sum = static_cast<unsigned long long>(p0) +
-                                       (static_cast<unsigned long long>(p1) << 22) +
-                                       (static_cast<unsigned long long>(p2) << 44);
-        if (sum != 0ull) atomicAdd(&sm.sum[copy][digit], sum);
+      unsigned pending = __ballot_sync(0xffffffffu, digit >= 0);
+      for (int group = 0; group < select_groups && pending != 0u; ++group) {
+        const int leader = __ffs(pending) - 1;
+        const bool mine = digit == __shfl_sync(0xffffffffu, digit, leader);
+        const unsigned members = __ballot_sync(0xffffffffu, mine);
+        const unsigned long long wm = mine ? w : 0ull;
+        const unsigned piece = (1u << 22) - 1u;
+        const unsigned p0 = __reduce_add_sync(0xffffffffu, static_cast<unsigned>(wm) & piece);
+        const unsigned p1 = __reduce_add_sync(0xffffffffu, static_cast<unsigned>(wm >> 22) & piece);
+        const unsigned p2 = __reduce_add_sync(0xffffffffu, static_cast<unsigned>(wm >> 44));
+        if (lane == leader) {
+          atomicAdd(&sm.count[copy][digit], static_cast<unsigned>(__popc(members)));
+          const unsigned long long sum = static_cast<unsigned long long>(p0) +
+                                         (static_cast<unsigned long long>(p1) << 22) +
+                                         (static_cast<unsigned long long>(p2) << 44);
+          if (sum != 0ull) atomicAdd(&sm.sum[copy][digit], sum);
+        }
+        if (mine) digit = -1;
+        pending &= ~members;
+      }
+      if (digit >= 0) {
+        atomicAdd(&sm.count[copy][digit], 1u);
+        if (w != 0ull) atomicAdd(&sm.sum[copy][digit], w);
       }
     }
     __syncthreads();
