@@ -93,18 +93,6 @@ struct cuda_rope_params {
   const float* inv_freq = nullptr;  // inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq)
   int64_t pairs = 0;                // at most cuda_rope_max_pairs
   float attention_factor = 1.0f;
-  // [1] int64 on the device added to first_pos when the kernel runs (a captured decode step's
-  // position), or null. The caller keeps first_pos_device + first_pos >= 0.
-  const int64_t* first_pos_device = nullptr;
-  // The KV append fused into this launch (a decode step's: one launch fewer per layer), or null:
-  // each token's rotated k and its v are copied to row (its position) of one cache layer, unless
-  // that position lies outside [0, cache_capacity). cache_k, cache_v: [cache_capacity, kv_heads,
-  // head_dim] bf16 (cuda_kv_cache::k(l), v(l)); v: [n, kv_heads, head_dim] bf16 at token stride
-  // v_token_stride. Needs k, head_dim and the strides in whole 16-byte vectors, 16-byte aligned.
-  uint16_t* cache_k = nullptr;
-  uint16_t* cache_v = nullptr;
-  const uint16_t* v = nullptr;
-  int64_t v_token_stride = 0, cache_capacity = 0;
 };
 constexpr int64_t cuda_rope_max_pairs = 128;
 void cuda_rope_apply(const cuda_rope_params& params, void* stream);
@@ -152,11 +140,30 @@ class cuda_kv_cache {
 // One query row per head over `len` cached tokens (the newest token included), scores scaled by
 // 1/sqrt(D), GQA native (query head h reads KV head h / (heads / kv_heads)). The keys are split
 // into chunks of cuda_decode_chunk(len, kv_heads) keys, one block per (KV head, chunk) serving
-// all query heads of the group; the chunks' partial outputs merge by their log-sum-exp in fp32.
+// all query heads of the group; the chunks' partial outputs merge by their log-sum-exp in fp32,
+// in the same launch (the last chunk of a KV head to finish merges them).
 // With len_device set, the length is read from device memory when the kernels run (a captured
 // decode step replayed at growing lengths): `len` is then the largest length the launch serves
 // (it sizes the grid and the chunk; blocks past the run-time length exit at once), and the
 // device value is clamped to [1, len].
+// The workspace starts with cuda_decode_counter_bytes of counters (one per KV head, so at most
+// 64 KV heads) that must be zero before its first launch (zero the buffer once when it is
+// allocated); every launch leaves them zero again. One launch at a time per workspace.
+// A decode step's new token fused into the attention (one launch for RoPE, KV append and
+// attention): q is then its query before RoPE, and the launch rotates q and new_k by position
+// len - 1 as cuda_rope_apply does (the same bits), attends over k, v rows [0, len - 1) and the new
+// token, and writes the rotated key and new_v to row len - 1 of cache_k, cache_v (which are the
+// k, v of the launch, writable: row len - 1 of them is not read).
+struct cuda_decode_new_token {
+  const uint16_t* k = nullptr;  // k: [kv_heads, head_dim] bf16, before RoPE; null: not fused
+  const uint16_t* v = nullptr;  // v: [kv_heads, head_dim] bf16
+  uint16_t* cache_k = nullptr;  // cache_k, cache_v: the same memory as cuda_decode_params::k, v
+  uint16_t* cache_v = nullptr;
+  const float* inv_freq = nullptr;  // inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq)
+  int64_t pairs = 0;                // 1 .. head_dim / 2
+  float attention_factor = 1.0f;
+};
+
 struct cuda_decode_params {
   int64_t len = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
   const int64_t* len_device = nullptr;  // len_device: [1] int64 on the device, or null
@@ -168,7 +175,9 @@ struct cuda_decode_params {
   float* lse = nullptr;     // lse: [heads] natural-log LSE of the scaled scores, or null
   void* workspace = nullptr;  // device scratch of cuda_decode_workspace_bytes(len, ...) bytes
   size_t workspace_bytes = 0;
+  cuda_decode_new_token new_token;  // a decode step's RoPE and KV append fused in, or k null
 };
+constexpr size_t cuda_decode_counter_bytes = 256;  // the zeroed head of the decode workspace
 // Scratch the decode of any length <= max_len needs (also with len_device and len <= max_len).
 size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
                                    int64_t head_dim);

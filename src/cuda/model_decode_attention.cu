@@ -1,38 +1,42 @@
-// Decode attention: one query row per head over the KV cache, split-K. Kernel 1 runs one block
-// per (key chunk, KV head) for all G = heads / kv_heads query heads of the group, so each K and V
-// row is read once (native GQA). A row of D bf16 is D/8 16-byte vectors held by D/8 adjacent
-// lanes, so a warp reads 32/(D/8) whole rows per instruction (coalesced); dot products reduce
-// over those lanes by shuffles. One pass: each thread loads the K and the V vectors of `unroll`
-// rows before it uses any of them (2 * unroll loads in flight), and keeps an online softmax
-// (running max, sum and output, base 2, scores pre-scaled by log2(e)/sqrt(D)) over its rows; the
-// row groups of a warp and then the warps merge by their LSE. So a block waits for memory once
-// per `unroll` rows, with no barrier in the loop, and the chunk count targets ~4 blocks per SM:
-// enough bytes in flight to approach memory bandwidth (the two-pass kernel before, one load at a
-// time, reached about a quarter of it). The block writes its chunk's normalised output and
-// base-2 LSE. Kernel 2 merges the chunks by their LSE in fp32 (FlashAttention's split-KV combine;
-// with a single chunk kernel 1 writes the result directly), 1024 threads per head so that the
-// loads of many chunks are in flight at once.
+// Decode attention: one query row per head over the KV cache, split-K, one launch. One block per
+// (key chunk, KV head) for all G = heads / kv_heads query heads of the group, so each K and V row
+// is read once (native GQA). A row of D bf16 is D/8 16-byte vectors held by D/8 adjacent lanes,
+// so a warp reads 32/(D/8) whole rows per instruction (coalesced); dot products reduce over those
+// lanes by shuffles. One pass: each thread loads the K and the V vectors of `unroll` rows before
+// it uses any of them (2 * unroll 16-byte loads in flight), and keeps an online softmax (running
+// max, sum and output, base 2, scores pre-scaled by log2(e)/sqrt(D)) over its rows; the row
+// groups of a warp and then the warps merge by their LSE. 256 threads per block and ~2 blocks per
+// SM (132 SMs) keep ~8 MB of loads in flight with few chunks, so that the combine is cheap: each
+// block writes its chunk's normalised output and base-2 LSE, and the last block of a KV head to
+// finish (an atomic counter per KV head in the workspace, reset by that block) merges the chunks
+// of its G heads by their LSE in fp32 (FlashAttention's split-KV combine), so there is no second
+// launch. With a single chunk the block writes the result directly.
 // The length may come from device memory (a captured decode step): the grid is then sized for
-// the largest length and blocks past the run-time length exit at once.
+// the largest length and blocks past the run-time length exit at once (they do not count).
+// A decode step's new token can be fused in (cuda_decode_new_token): every block rotates q by
+// RoPE itself (cos and sin of position len - 1 in fp64, as the RoPE kernel), and the last chunk
+// takes row len - 1 from the token's rotated k and its v in registers and writes them to the
+// cache; so RoPE, KV append and attention are one launch.
 #include <algorithm>
 #include <cmath>
 
 #include "model_common.cuh"
+#include "model_rope.cuh"
 #include "shareprefill/cuda_model_ops.h"
 
 namespace sp {
 namespace cuda {
 namespace {
 
-constexpr int decode_threads = 128;
+constexpr int decode_threads = 256;
 constexpr int decode_warps = decode_threads / 32;
 constexpr int unroll = 4;             // row loads in flight per thread
-constexpr int max_group = 8;          // query heads per KV head
-constexpr int64_t max_chunk = 1024;   // keys per block (past ~175K keys the chunk count grows)
+constexpr int max_group = 8;          // query heads per KV head (<= decode_warps: one warp each)
+constexpr int64_t max_chunk = 4096;   // keys per block (past ~360K keys the chunk count grows)
 constexpr int64_t min_chunk = 64;
 constexpr int64_t chunk_multiple = 64;
-constexpr int64_t target_blocks = 512;  // ~4 blocks per SM of an H100/H200 (132 SMs)
-constexpr int merge_threads = 1024;
+constexpr int64_t target_blocks = 264;  // ~2 blocks of 256 threads per SM of an H100/H200 (132 SMs)
+constexpr int64_t max_kv_heads = static_cast<int64_t>(cuda_decode_counter_bytes / sizeof(unsigned));
 constexpr float log2e = 1.4426950408889634f;
 constexpr float ln2 = 0.6931471805599453f;
 
@@ -44,10 +48,19 @@ struct decode_kernel_params {
   const int64_t* len_device;      // [1] the run-time length, or null
   int heads, kv_heads;
   float scale_log2;   // log2(e) / sqrt(D)
+  unsigned* arrived;  // arrived: [kv_heads] chunks done per KV head, 0 between launches
   float* part_o;      // part_o: [splits, heads, D] chunk outputs, normalised
   float* part_lse;    // part_lse: [splits, heads] base-2 LSE of each chunk
-  uint16_t* out;      // out: [heads, D], written here when the grid has one chunk
+  uint16_t* out;      // out: [heads, D]
   float* lse;         // lse: [heads] natural log, or null
+  // The new token fused in (cuda_decode_new_token), or new_k null.
+  const uint16_t* new_k;  // new_k, new_v: [kv_heads, D], k before RoPE
+  const uint16_t* new_v;
+  uint16_t* cache_k;      // cache_k, cache_v: k, v made writable (row len - 1 receives the token)
+  uint16_t* cache_v;
+  int pairs;
+  float attention_factor;
+  float inv_freq[cuda_rope_max_pairs];
 };
 
 __device__ __forceinline__ int64_t run_length(const decode_kernel_params& p) {
@@ -75,8 +88,90 @@ __device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[8],
   for (int e = 0; e < 8; ++e) acc[e] = acc[e] * a + oacc[e] * b;
 }
 
+// The last block of a KV head: out = sum_s w_s o_s / sum_s w_s over the `splits` chunks, with
+// w_s = exp2(lse_s - max lse), for the G heads head0... The outputs form G * D / 4 float4 units;
+// the block's threads form `groups` sets of them, each set summing every groups-th chunk, and
+// shared memory adds the sets. Reads bypass L1 (__ldcg): other blocks wrote the partials.
 template <int D, int G>
-__global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
+__device__ __forceinline__ void merge_chunks(const decode_kernel_params& p, int head0, int splits) {
+  constexpr int vecs = D / 4;  // float4 units per head
+  constexpr int units = G * vecs;
+  constexpr int groups = units >= decode_threads ? 1 : decode_threads / units;
+  constexpr int items = groups == 1 ? units : groups * units;
+  __shared__ float4 s_o[items];
+  __shared__ float s_w[groups][G], s_max[G];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (warp < G) {  // G <= decode_warps
+    float m = -INFINITY;
+    for (int s = lane; s < splits; s += 32)
+      m = fmaxf(m, __ldcg(p.part_lse + static_cast<int64_t>(s) * p.heads + head0 + warp));
+    m = warp_max(m);
+    if (lane == 0) s_max[warp] = m;
+  }
+  __syncthreads();
+  const int64_t chunk_step = static_cast<int64_t>(p.heads) * vecs;  // float4 from chunk to chunk
+  for (int it = threadIdx.x; it < items; it += decode_threads) {
+    const int u = it % units, g = it / units, h = u / vecs, c = u % vecs;
+    const float m = s_max[h];
+    const float4* o4 = reinterpret_cast<const float4*>(p.part_o) + (head0 + h) * vecs + c;
+    const float* lse = p.part_lse + head0 + h;  // chunk s at lse[s * heads]
+    float w_sum = 0.0f;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+    for (int s = g; s < splits; s += groups) {
+      const float w = exp2f(__ldcg(lse + static_cast<int64_t>(s) * p.heads) - m);
+      const float4 o = __ldcg(o4 + s * chunk_step);
+      w_sum += w;
+      acc.x += w * o.x;
+      acc.y += w * o.y;
+      acc.z += w * o.z;
+      acc.w += w * o.w;
+    }
+    s_o[it] = acc;
+    if (c == 0) s_w[g][h] = w_sum;
+  }
+  __syncthreads();
+  for (int u = threadIdx.x; u < units; u += decode_threads) {
+    const int h = u / vecs, c = u % vecs;
+    float w_sum = 0.0f;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int g = 0; g < groups; ++g) {
+      w_sum += s_w[g][h];
+      const float4 x = s_o[g * units + u];
+      o.x += x.x;
+      o.y += x.y;
+      o.z += x.z;
+      o.w += x.w;
+    }
+    const int head = head0 + h;
+    uint16_t* out = p.out + head * D + c * 4;
+    out[0] = float_to_bf16_bits(o.x / w_sum);
+    out[1] = float_to_bf16_bits(o.y / w_sum);
+    out[2] = float_to_bf16_bits(o.z / w_sum);
+    out[3] = float_to_bf16_bits(o.w / w_sum);
+    if (c == 0 && p.lse != nullptr) p.lse[head] = (s_max[h] + log2f(w_sum)) * ln2;
+  }
+}
+
+// Rotates the pairs of 8 bf16 values (pairs first_pair ...) by the block's cos and sin (pairs
+// past `pairs` stay), with the RoPE kernel's arithmetic (the same bits).
+__device__ __forceinline__ uint4 rope8(const uint4& u, int first_pair, int pairs, const float* cs,
+                                       const float* sn) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  uint32_t r[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int pair = first_pair + i;
+    uint16_t a = static_cast<uint16_t>(w[i] & 0xffffu), b = static_cast<uint16_t>(w[i] >> 16);
+    if (pair < pairs) rope_rotate_bits(a, b, cs[pair], sn[pair]);
+    r[i] = static_cast<uint32_t>(a) | (static_cast<uint32_t>(b) << 16);
+  }
+  return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
     decode_chunk_kernel(const decode_kernel_params p) {
   constexpr int row_lanes = D / 8;               // lanes holding one row
   constexpr int rows_per_warp = 32 / row_lanes;  // rows a warp reads per load
@@ -96,12 +191,43 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
   const uint4* k = reinterpret_cast<const uint4*>(p.k + begin * p.kv_stride + kv_head * D) + vec;
   const uint4* v = reinterpret_cast<const uint4*>(p.v + begin * p.kv_stride + kv_head * D) + vec;
   const int64_t row_stride = p.kv_stride / 8;  // in 16-byte vectors
+  const bool fused = p.new_k != nullptr;
+  // With the new token fused in: cos and sin of its position (len - 1) as the RoPE kernel makes
+  // them (fp64 angle, rounded to fp32, times the attention factor), its rotated k and its v for
+  // this lane's vector (the last chunk reads them in place of cache row len - 1, which it writes).
+  __shared__ float s_cos[D / 2], s_sin[D / 2];
+  const bool last_chunk = begin + count == len;
+  // The loads first (q of the group's heads; the new token's k and v), then the fp64 cos and sin.
+  uint4 qraw[G];
+#pragma unroll
+  for (int h = 0; h < G; ++h) qraw[h] = reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec];
+  uint4 k_new = make_uint4(0, 0, 0, 0), v_new = k_new;
+  if (fused && last_chunk) {
+    k_new = reinterpret_cast<const uint4*>(p.new_k + kv_head * D)[vec];
+    v_new = reinterpret_cast<const uint4*>(p.new_v + kv_head * D)[vec];
+  }
+  if (fused) {
+    if (threadIdx.x < p.pairs)
+      rope_cos_sin(len - 1, p.inv_freq[threadIdx.x], p.attention_factor, s_cos[threadIdx.x],
+                   s_sin[threadIdx.x]);
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < G; ++h) qraw[h] = rope8(qraw[h], vec * 4, p.pairs, s_cos, s_sin);
+    if (last_chunk) {
+      k_new = rope8(k_new, vec * 4, p.pairs, s_cos, s_sin);
+      if (threadIdx.x < row_lanes) {  // lane vec of warp 0 writes vector vec of the cache row
+        reinterpret_cast<uint4*>(p.cache_k + (len - 1) * p.kv_stride + kv_head * D)[vec] = k_new;
+        reinterpret_cast<uint4*>(p.cache_v + (len - 1) * p.kv_stride + kv_head * D)[vec] = v_new;
+      }
+    }
+  }
+  const int new_row = last_chunk && fused ? count - 1 : -1;  // chunk row served from k_new, v_new
 
   // This lane's 8 dimensions of every query head of the group, pre-scaled.
   float q[G][8];
 #pragma unroll
   for (int h = 0; h < G; ++h) {
-    unpack8(reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec], q[h]);
+    unpack8(qraw[h], q[h]);
 #pragma unroll
     for (int e = 0; e < 8; ++e) q[h][e] *= p.scale_log2;
   }
@@ -121,8 +247,8 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
     for (int u = 0; u < unroll; ++u) {
       const int r = r0 + u * rows_per_pass + first_row;
       const bool valid = r < count;
-      kraw[u] = valid ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
-      vraw[u] = valid ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
+      kraw[u] = r == new_row ? k_new : valid ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
+      vraw[u] = r == new_row ? v_new : valid ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
     }
     float s[unroll][G];  // every lane takes part in the shuffles, rows past count too
 #pragma unroll
@@ -191,7 +317,8 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
     }
   }
   __syncthreads();
-  const bool single = gridDim.x == 1;
+  const int splits = static_cast<int>((len + p.chunk - 1) / p.chunk);  // at run time
+  const bool single = splits == 1;
   for (int i = threadIdx.x; i < G * D; i += decode_threads) {
     const int h = i / D, d = i % D;
     float mx = -INFINITY;
@@ -220,47 +347,19 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 4 : 2)
       }
     }
   }
-}
-
-// One block per head: out = sum_s w_s o_s / sum_s w_s with w_s = exp2(lse_s - max lse) over the
-// chunks of the run-time length. The block's threads form merge_threads / D groups of D (one
-// thread per dimension), each group summing every groups-th chunk; shared memory adds the groups.
-template <int D>
-__global__ void __launch_bounds__(merge_threads) decode_merge_kernel(const decode_kernel_params p) {
-  constexpr int groups = merge_threads / D;
-  __shared__ float s_red[merge_threads / 32];
-  __shared__ float s_o[groups][D], s_w[groups];
-  const int64_t len = run_length(p);
-  const int splits = static_cast<int>((len + p.chunk - 1) / p.chunk);
-  const int head = blockIdx.x, d = threadIdx.x % D, g = threadIdx.x / D;
-  const float* lse = p.part_lse + head;  // chunk s at lse[s * heads]
-  float m = -INFINITY;
-  for (int s = threadIdx.x; s < splits; s += merge_threads) m = fmaxf(m, lse[static_cast<int64_t>(s) * p.heads]);
-  m = warp_max(m);
-  if (threadIdx.x % 32 == 0) s_red[threadIdx.x / 32] = m;
+  if (single) return;
+  // Publish this chunk (fence, then count it); the block that counts the last chunk merges.
+  __shared__ bool s_last;
+  __threadfence();
   __syncthreads();
-#pragma unroll
-  for (int w = 0; w < merge_threads / 32; ++w) m = fmaxf(m, s_red[w]);
-  float weight_sum = 0.0f, o = 0.0f;
-#pragma unroll 4
-  for (int s = g; s < splits; s += groups) {
-    const float w = exp2f(lse[static_cast<int64_t>(s) * p.heads] - m);
-    weight_sum += w;
-    o += w * p.part_o[(static_cast<int64_t>(s) * p.heads + head) * D + d];
+  if (threadIdx.x == 0) {
+    s_last = atomicAdd(p.arrived + kv_head, 1u) == static_cast<unsigned>(splits - 1);
+    if (s_last) p.arrived[kv_head] = 0u;  // ready for the next launch (stream-ordered)
   }
-  s_o[g][d] = o;
-  if (d == 0) s_w[g] = weight_sum;
   __syncthreads();
-  if (g != 0) return;
-  weight_sum = 0.0f;
-  o = 0.0f;
-#pragma unroll
-  for (int i = 0; i < groups; ++i) {
-    weight_sum += s_w[i];
-    o += s_o[i][d];
-  }
-  p.out[head * D + d] = float_to_bf16_bits(o / weight_sum);
-  if (d == 0 && p.lse != nullptr) p.lse[head] = (m + log2f(weight_sum)) * ln2;
+  if (!s_last) return;
+  __threadfence();
+  merge_chunks<D, G>(p, head0, splits);
 }
 
 int64_t splits_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
@@ -304,7 +403,8 @@ size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_he
   // cuda_decode_chunk gives at most splits_target chunks, or len / max_chunk when clamped.
   const int64_t splits_target = (cuda::target_blocks + kv_heads - 1) / kv_heads;
   const int64_t splits = std::max(splits_target, cuda::splits_of(max_len, cuda::max_chunk));
-  return cuda::align256(static_cast<size_t>(splits * heads * head_dim) * sizeof(float)) +
+  return cuda_decode_counter_bytes +
+         cuda::align256(static_cast<size_t>(splits * heads * head_dim) * sizeof(float)) +
          static_cast<size_t>(splits * heads) * sizeof(float);
 }
 
@@ -314,6 +414,9 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   check(a.head_dim == 64 || a.head_dim == 128, fn, "head_dim=", a.head_dim, " (64 or 128)");
   check(a.len > 0 && a.heads > 0 && a.kv_heads > 0 && a.heads % a.kv_heads == 0, fn, "len=",
         a.len, " heads=", a.heads, " kv_heads=", a.kv_heads);
+  check(a.kv_heads <= cuda::max_kv_heads, fn, "kv_heads=", a.kv_heads, " (at most ",
+        cuda::max_kv_heads, ": one counter each in the workspace's first ",
+        cuda_decode_counter_bytes, " bytes)");
   check(a.heads / a.kv_heads <= cuda::max_group, fn, "GQA group of ", a.heads / a.kv_heads,
         " query heads per KV head (at most ", cuda::max_group, ")");
   check(a.kv_token_stride >= a.kv_heads * a.head_dim && a.kv_token_stride % 8 == 0, fn,
@@ -322,15 +425,24 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
         "null q, k, v or out");
   check(cuda::aligned_to(a.q, 16) && cuda::aligned_to(a.k, 16) && cuda::aligned_to(a.v, 16), fn,
         "q, k and v must be 16-byte aligned");
+  const cuda_decode_new_token& t = a.new_token;
+  if (t.k != nullptr)
+    check(t.v != nullptr && t.cache_k == a.k && t.cache_v == a.v && cuda::aligned_to(t.k, 16) &&
+              cuda::aligned_to(t.v, 16) && t.inv_freq != nullptr && t.pairs > 0 &&
+              2 * t.pairs <= a.head_dim,
+          fn, "the fused new token needs v, cache_k == k and cache_v == v, 16-byte aligned k and "
+          "v, inv_freq and 1 <= pairs <= head_dim / 2 (got pairs=", t.pairs, ")");
   const int64_t chunk = cuda_decode_chunk(a.len, a.kv_heads);
   const int64_t splits = cuda::splits_of(a.len, chunk);
   check(splits <= 0x7fffffff, fn, "len=", a.len, " needs ", splits, " chunks (grid limit)");
   const size_t o_bytes = cuda::align256(static_cast<size_t>(splits * a.heads * a.head_dim) * sizeof(float));
-  const size_t need = splits > 1 ? o_bytes + static_cast<size_t>(splits * a.heads) * sizeof(float) : 0;
+  const size_t need =
+      splits > 1 ? cuda_decode_counter_bytes + o_bytes + static_cast<size_t>(splits * a.heads) * sizeof(float) : 0;
   check(need == 0 || (a.workspace != nullptr && a.workspace_bytes >= need &&
                       cuda::aligned_to(a.workspace, 256)),
         fn, "workspace of ", a.workspace_bytes, " bytes at ", a.workspace, " for len=", a.len,
         " (needs ", need, " bytes, 256-byte aligned: cuda_decode_workspace_bytes)");
+  char* const ws = static_cast<char*>(a.workspace);
   cuda::decode_kernel_params p{};
   p.q = a.q;
   p.k = a.k;
@@ -342,10 +454,20 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   p.heads = static_cast<int>(a.heads);
   p.kv_heads = static_cast<int>(a.kv_heads);
   p.scale_log2 = cuda::log2e / std::sqrt(static_cast<float>(a.head_dim));
-  p.part_o = static_cast<float*>(a.workspace);
-  p.part_lse = splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(a.workspace) + o_bytes) : nullptr;
+  p.arrived = splits > 1 ? reinterpret_cast<unsigned*>(ws) : nullptr;
+  p.part_o = splits > 1 ? reinterpret_cast<float*>(ws + cuda_decode_counter_bytes) : nullptr;
+  p.part_lse = splits > 1 ? reinterpret_cast<float*>(ws + cuda_decode_counter_bytes + o_bytes) : nullptr;
   p.out = a.out;
   p.lse = a.lse;
+  p.new_k = t.k;
+  if (t.k != nullptr) {
+    p.new_v = t.v;
+    p.cache_k = t.cache_k;
+    p.cache_v = t.cache_v;
+    p.pairs = static_cast<int>(t.pairs);
+    p.attention_factor = t.attention_factor;
+    for (int64_t i = 0; i < t.pairs; ++i) p.inv_freq[i] = t.inv_freq[i];
+  }
   const cudaStream_t s = cuda::as_stream(stream);
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
   const int group = static_cast<int>(a.heads / a.kv_heads);
@@ -354,13 +476,6 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   else
     cuda::launch_chunks_of_group<128>(group, p, grid, s);
   cuda::check_launch(fn);
-  if (splits > 1) {
-    if (a.head_dim == 64)
-      cuda::decode_merge_kernel<64><<<static_cast<unsigned>(a.heads), cuda::merge_threads, 0, s>>>(p);
-    else
-      cuda::decode_merge_kernel<128><<<static_cast<unsigned>(a.heads), cuda::merge_threads, 0, s>>>(p);
-    cuda::check_launch(fn);
-  }
 }
 
 }  // namespace sp

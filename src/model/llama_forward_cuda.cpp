@@ -13,9 +13,10 @@
 // The output projection and the down projection accumulate into x inside their GEMMs (fp32
 // output, beta = 1), which is the residual add. Prefill works on the default stream. A decode
 // step works on the session's own stream (cuda_stream: ordered with the default stream) and reads
-// what changes per token (token id, position, cache length, the logits row) from one small
-// device struct that one asynchronous copy fills; so the step's ~330 launches are captured once
-// per length bucket (a power of two, or the capacity) into a CUDA graph and replayed per token.
+// what changes per token (token id, cache length, the logits row) from one small device struct
+// that one asynchronous copy fills; so the step's ~240 launches are captured once per length
+// bucket (a power of two, or the capacity) into a CUDA graph and replayed per token. Its
+// attention launch also does the new token's RoPE and KV append (cuda_decode_new_token).
 // The bucket fixes the split-K grid of the decode attention (sized for the bucket's largest
 // length, blocks past the run-time length exit at once). The graphs hold the RoPE table as
 // kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
@@ -43,8 +44,7 @@ namespace {
 
 // What a decode step reads from device memory (filled by one copy per token).
 struct decode_step_args {
-  int64_t pos = 0;  // position of the new token (KV append, RoPE)
-  int64_t len = 0;  // cache length the attention reads, pos + 1
+  int64_t len = 0;  // cache length the attention reads: the new token's position + 1
   int64_t row = 0;  // the residual row whose logits are taken (always 0)
   int32_t token = 0;
   int32_t greedy = 0;  // written back by decode_greedy's argmax
@@ -91,6 +91,7 @@ struct cuda_llama_session::impl {
     rows = rows_of(1, sizeof(int64_t));
     decode_workspace = device_buffer(
         cuda_decode_workspace_bytes(capacity, c.n_heads, c.n_kv_heads, c.head_dim));
+    decode_workspace.fill_bytes(0);  // the decode attention's counters start at zero
     step_host = pinned_buffer(sizeof(decode_step_args));
     step_device = device_buffer(sizeof(decode_step_args));
     logits_host = pinned_buffer(static_cast<size_t>(c.vocab_size) * sizeof(float));
@@ -112,9 +113,10 @@ struct cuda_llama_session::impl {
   // [0, pos + n) of layer l, into attn.
   using attention_step = std::function<void(int64_t l, int64_t pos, int64_t n)>;
 
-  // One transformer block for n tokens at positions [pos, pos + n) on `stream`; with pos_device
-  // ([1] int64 on the device) the position is read from there when the kernels run (pos is 0).
-  void layer_body(int64_t l, int64_t pos, const int64_t* pos_device, int64_t n, void* stream,
+  // One transformer block for n tokens at positions [pos, pos + n) on `stream`. In a decode step
+  // (decode_step: one token, its position read from device memory) the attention step also
+  // rotates q and k and appends k and v to the cache (cuda_decode_new_token: one launch).
+  void layer_body(int64_t l, int64_t pos, bool decode_step, int64_t n, void* stream,
                   const attention_step& attention) {
     const llama_config& c = w.config;
     const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
@@ -125,33 +127,26 @@ struct cuda_llama_session::impl {
     // qkv
     gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
                 stream);
-    // q_rope, k_rope
-    cuda_rope_params r;
-    r.n = n;
-    r.head_dim = D;
-    r.first_pos = pos;
-    r.first_pos_device = pos_device;
-    r.q = bf16(qkv);
-    r.q_token_stride = qkv_width();
-    r.heads = H;
-    r.k = bf16(qkv, H * D);
-    r.k_token_stride = qkv_width();
-    r.kv_heads = Hkv;
-    r.inv_freq = rope.inv_freq.data();
-    r.pairs = static_cast<int64_t>(rope.inv_freq.size());
-    r.attention_factor = rope.attention_factor;
-    if (pos_device != nullptr) {  // kv_cache fused into the RoPE launch (one launch fewer)
-      r.cache_k = cache.k(l);
-      r.cache_v = cache.v(l);
-      r.v = bf16(qkv, (H + Hkv) * D);
-      r.v_token_stride = qkv_width();
-      r.cache_capacity = cache.capacity();
-    }
-    cuda_rope_apply(r, stream);
-    // kv_cache
-    if (pos_device == nullptr)
+    if (!decode_step) {
+      // q_rope, k_rope
+      cuda_rope_params r;
+      r.n = n;
+      r.head_dim = D;
+      r.first_pos = pos;
+      r.q = bf16(qkv);
+      r.q_token_stride = qkv_width();
+      r.heads = H;
+      r.k = bf16(qkv, H * D);
+      r.k_token_stride = qkv_width();
+      r.kv_heads = Hkv;
+      r.inv_freq = rope.inv_freq.data();
+      r.pairs = static_cast<int64_t>(rope.inv_freq.size());
+      r.attention_factor = rope.attention_factor;
+      cuda_rope_apply(r, stream);
+      // kv_cache
       cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(),
                    n, stream);
+    }
     // attn_out
     attention(l, pos, n);
     // attn_residual: x += attn @ wo^T
@@ -308,7 +303,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type,
                                     options.rope.factor, c.context_length);
   if (rope.inv_freq != s.rope.inv_freq || rope.attention_factor != s.rope.attention_factor)
-    s.graphs.clear();  // they hold the old table in their RoPE launches
+    s.graphs.clear();  // they hold the old table in their attention launches
   s.rope = std::move(rope);
   s.tokens.upload(tokens.data(), tokens.size() * sizeof(int32_t));
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
@@ -340,7 +335,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   };
   for (int64_t l = 0; l < c.n_layers; ++l) {
     report_hidden(l);
-    s.layer_body(l, 0, nullptr, n, nullptr, planned_attention);
+    s.layer_body(l, 0, false, n, nullptr, planned_attention);
     if (options.on_layer) options.on_layer(l, c.n_layers);
   }
   report_hidden(c.n_layers);
@@ -435,9 +430,17 @@ void enqueue_decode_step(cuda_llama_session::impl& s, int64_t bucket) {
     p.out = s.bf16(s.attn);
     p.workspace = s.decode_workspace.data();
     p.workspace_bytes = s.decode_workspace.size();
+    // q_rope, k_rope, kv_cache of the new token, inside the attention launch
+    p.new_token.k = s.bf16(s.qkv, c.n_heads * c.head_dim);
+    p.new_token.v = s.bf16(s.qkv, (c.n_heads + c.n_kv_heads) * c.head_dim);
+    p.new_token.cache_k = s.cache.k(l);
+    p.new_token.cache_v = s.cache.v(l);
+    p.new_token.inv_freq = s.rope.inv_freq.data();
+    p.new_token.pairs = static_cast<int64_t>(s.rope.inv_freq.size());
+    p.new_token.attention_factor = s.rope.attention_factor;
     cuda_decode_attention(p, st);
   };
-  for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, 0, &args->pos, 1, st, decode_attention);
+  for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, 0, true, 1, st, decode_attention);
   cuda_logits_of_rows(s.f32(s.decode_logits), s.bf16(s.normed), s.f32(s.x), &args->row, 1,
                       s.f32(s.w.output_norm), s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps,
                       s.gemm, st);
@@ -453,7 +456,6 @@ void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn)
   s.final_hidden = false;
   auto* args = static_cast<decode_step_args*>(s.step_host.data());
   *args = decode_step_args{};
-  args->pos = s.length;
   args->len = s.length + 1;
   args->token = token;
   void* const st = s.decode_stream.get();

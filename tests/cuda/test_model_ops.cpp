@@ -461,40 +461,8 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
     p.inv_freq = table.inv_freq.data();
     p.pairs = static_cast<int64_t>(table.inv_freq.size());
     p.attention_factor = table.attention_factor;
-    // From position 5 on, all but 5 of the offset comes from device memory (a decode graph's way).
-    const device_array<int64_t> device_pos = upload(std::vector<int64_t>{std::max<int64_t>(c.first_pos - 5, 0)});
-    if (c.first_pos >= 5) {
-      p.first_pos = 5;
-      p.first_pos_device = device_pos.data();
-    }
-    // The fused KV append on the cases at small positions, into a cache one row short of the
-    // last token (which must then not be copied).
-    const bool fused_append = c.first_pos >= 5 && c.first_pos < 100;
-    const int64_t capacity = c.first_pos + c.n - 1, row = c.kv_heads * D;
-    const device_array<uint16_t> cache_k = poisoned<uint16_t>(static_cast<size_t>(fused_append ? capacity * row : 0));
-    const device_array<uint16_t> cache_v = poisoned<uint16_t>(cache_k.count);
-    if (fused_append) {
-      p.cache_k = cache_k.data();
-      p.cache_v = cache_v.data();
-      p.v = dfused.data() + (c.heads + c.kv_heads) * D;
-      p.v_token_stride = stride;
-      p.cache_capacity = capacity;
-    }
     cuda_rope_apply(p, nullptr);
     const std::vector<uint16_t> got = fetch(dfused, "qkv");
-    if (fused_append) {  // rows [first_pos, capacity): the token's rotated k and its v; before: poison
-      const std::vector<uint16_t> ck = fetch(cache_k, "cache_k"), cv = fetch(cache_v, "cache_v");
-      int64_t wrong = 0;
-      for (int64_t t = 0; t < capacity; ++t)
-        for (int64_t e = 0; e < row; ++e) {
-          const size_t at = static_cast<size_t>(t * row + e);
-          const int64_t i = t - c.first_pos;  // the token, when t >= first_pos
-          const size_t src = static_cast<size_t>(i * stride + c.heads * D + e);
-          wrong += i < 0 ? (ck[at] != 0xffff) + (cv[at] != 0xffff)
-                         : (ck[at] != got[src]) + (cv[at] != got[src + static_cast<size_t>(row)]);
-        }
-      EXPECT_EQ(wrong, 0) << "fused KV append";
-    }
     int64_t bad = 0;
     for (int64_t i = 0; i < c.n; ++i)
       for (int64_t col = 0; col < stride; ++col) {
@@ -579,7 +547,7 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
   }
   cases.push_back({1000, 8, 8, 64, true});     // group 1
   cases.push_back({4224, 16, 2, 128, false});  // group 8
-  cases.push_back({200000, 9, 3, 64, false});  // chunks clamped to 1024 keys
+  cases.push_back({400000, 9, 3, 64, false});  // chunks clamped to 4096 keys (98 of them)
   // Run-time lengths under a grid sized for a larger one: one chunk, ragged last chunks, all.
   for (const int64_t len : {1, 63, 65, 1000, 4223, 4224})
     cases.push_back({len, 9, 3, 64, false, 4224});
@@ -614,6 +582,8 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D);
     const device_array<int64_t> dlen = upload(std::vector<int64_t>{c.len});
     const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
+    // The chunk counters at the head of the workspace start at zero; the partials are poisoned.
+    ASSERT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
     const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
     const device_array<float> dlse = poisoned<float>(static_cast<size_t>(c.heads));
     cuda_decode_params p;
@@ -631,9 +601,22 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     p.workspace = ws.data();
     p.workspace_bytes = ws_bytes;
     cuda_decode_attention(p, nullptr);
-    const std::vector<float> out = from_bf16(fetch(dout, "out"));
+    const std::vector<uint16_t> out_bits = fetch(dout, "out");
+    const std::vector<float> out = from_bf16(out_bits);
     const std::vector<float> lse = fetch(dlse, "lse");
     fetch(ws, "workspace");
+    // The launch left its counters at zero: a second one over the same workspace (outputs
+    // poisoned again) merges its chunks too and gives the same bits.
+    std::vector<uint32_t> counters(cuda_decode_counter_bytes / 4, 1);
+    ASSERT_EQ(cudaMemcpy(counters.data(), ws.data(), cuda_decode_counter_bytes, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    EXPECT_EQ(counters, std::vector<uint32_t>(counters.size(), 0)) << "chunk counters after the launch";
+    ASSERT_EQ(cudaMemset(dout.data(), 0xff, static_cast<size_t>(c.heads * D) * 2), cudaSuccess);
+    ASSERT_EQ(cudaMemset(dlse.data(), 0xff, static_cast<size_t>(c.heads) * 4), cudaSuccess);
+    cuda_decode_attention(p, nullptr);
+    EXPECT_EQ(fetch(dout, "out (second launch)"), out_bits);
+    const std::vector<float> lse_again = fetch(dlse, "lse (second launch)");
+    EXPECT_EQ(std::memcmp(lse_again.data(), lse.data(), lse.size() * 4), 0) << "lse (second launch)";
     double max_abs_q = 0.0;
     for (float x : q) max_abs_q = std::max(max_abs_q, double(std::fabs(x)));
     // fp32 scores: each dot of D products is off by <= D u32 sum|q k| <= D u32 D max|q| (|k| <= 1),
@@ -669,6 +652,115 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
       }
     }
     EXPECT_EQ(bad, 0);
+  }
+}
+
+struct fused_token_case {
+  int64_t len, heads, kv_heads, dim, rope_dim;
+  const char* type;
+  double factor;
+  int64_t grid_len;  // > 0: the grid is sized for grid_len and len comes from device memory
+};
+
+// A decode step's new token fused into the attention (RoPE of q and k, KV append, attention in
+// one launch) against the three steps apart: cuda_rope_apply (tested against the CPU RoPE above)
+// of q and k at position len - 1, the rotated k and the v written to cache row len - 1, then the
+// plain decode attention (tested against fp64 above). Equal bits: output, LSE and the cache,
+// whose row len - 1 the fused launch must write and not read (it starts as NaN) and whose other
+// rows it must leave alone.
+TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const std::vector<fused_token_case> cases = {
+      {1, 9, 3, 64, 64, "none", 1.0, 0},           // the new token is the whole cache
+      {129, 9, 3, 64, 64, "linear", 4.0, 0},
+      {64, 8, 8, 64, 64, "none", 1.0, 0},          // group 1, one full chunk
+      {1000, 32, 8, 128, 128, "ntk", 4.0, 0},
+      {127, 12, 4, 128, 64, "yarn", 4.0, 0},       // partial rotary: dims 64.. not rotated
+      {4000, 16, 2, 128, 128, "none", 1.0, 0},     // group 8
+      {4224, 9, 3, 64, 64, "yarn", 16.0, 8192},    // run-time length under a larger grid
+      {33000, 9, 3, 64, 64, "none", 1.0, 65536},   // many chunks merged
+  };
+  for (const fused_token_case& c : cases) {
+    const int64_t grid_len = c.grid_len > 0 ? c.grid_len : c.len;
+    SCOPED_TRACE(str("fused(len=", c.len, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
+                     ",rope_dim=", c.rope_dim, ",", c.type, "x", c.factor, ",grid_len=", grid_len, ")"));
+    const rope_table table = rope_make_table(c.rope_dim, 100000.0, c.type, c.factor, 8192);
+    const int64_t D = c.dim, row = c.kv_heads * D, width = (c.heads + 2 * c.kv_heads) * D;
+    const int64_t capacity = c.len + 2;  // two rows past the new token, to be left alone
+    const auto seed = static_cast<uint64_t>(c.len * 7 + c.heads + D);
+    // The new token's q | k | v before RoPE (one fused projection row) and a random cache.
+    const std::vector<uint16_t> qkv = to_bf16(random_bf16_values(width, seed, -3.0f, 3.0f));
+    std::vector<uint16_t> cache_k = to_bf16(random_bf16_values(capacity * row, seed + 1));
+    std::vector<uint16_t> cache_v = to_bf16(random_bf16_values(capacity * row, seed + 2));
+    // Three steps apart: RoPE on a copy of the row, the append on the host, plain attention.
+    const device_array<uint16_t> rotated = upload(qkv);
+    cuda_rope_params r;
+    r.n = 1;
+    r.head_dim = D;
+    r.first_pos = c.len - 1;
+    r.q = rotated.data();
+    r.q_token_stride = width;
+    r.heads = c.heads;
+    r.k = rotated.data() + c.heads * D;
+    r.k_token_stride = width;
+    r.kv_heads = c.kv_heads;
+    r.inv_freq = table.inv_freq.data();
+    r.pairs = static_cast<int64_t>(table.inv_freq.size());
+    r.attention_factor = table.attention_factor;
+    cuda_rope_apply(r, nullptr);
+    const std::vector<uint16_t> rotated_row = fetch(rotated, "rotated q | k");
+    std::vector<uint16_t> expect_k = cache_k, expect_v = cache_v;
+    for (int64_t e = 0; e < row; ++e) {
+      expect_k[static_cast<size_t>((c.len - 1) * row + e)] = rotated_row[static_cast<size_t>(c.heads * D + e)];
+      expect_v[static_cast<size_t>((c.len - 1) * row + e)] = qkv[static_cast<size_t>((c.heads + c.kv_heads) * D + e)];
+    }
+    const device_array<int64_t> dlen = upload(std::vector<int64_t>{c.len});
+    const auto run = [&](const device_array<uint16_t>& q, const device_array<uint16_t>& k,
+                         const device_array<uint16_t>& v, const device_array<uint16_t>* fused_row) {
+      const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D);
+      const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
+      EXPECT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
+      const device_array<uint16_t> out = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
+      const device_array<float> lse = poisoned<float>(static_cast<size_t>(c.heads));
+      cuda_decode_params p;
+      p.len = grid_len;
+      p.len_device = c.grid_len > 0 ? dlen.data() : nullptr;
+      p.heads = c.heads;
+      p.kv_heads = c.kv_heads;
+      p.head_dim = D;
+      p.q = q.data();
+      p.k = k.data();
+      p.v = v.data();
+      p.kv_token_stride = row;
+      p.out = out.data();
+      p.lse = lse.data();
+      p.workspace = ws.data();
+      p.workspace_bytes = ws_bytes;
+      if (fused_row != nullptr) {
+        p.new_token.k = fused_row->data() + c.heads * D;
+        p.new_token.v = fused_row->data() + (c.heads + c.kv_heads) * D;
+        p.new_token.cache_k = k.data();
+        p.new_token.cache_v = v.data();
+        p.new_token.inv_freq = table.inv_freq.data();
+        p.new_token.pairs = static_cast<int64_t>(table.inv_freq.size());
+        p.new_token.attention_factor = table.attention_factor;
+      }
+      cuda_decode_attention(p, nullptr);
+      fetch(ws, "workspace");
+      return std::make_pair(fetch(out, "out"), fetch(lse, "lse"));
+    };
+    const device_array<uint16_t> ref_k = upload(expect_k), ref_v = upload(expect_v);
+    const auto [ref_out, ref_lse] = run(rotated, ref_k, ref_v, nullptr);
+    // Fused: q and k before RoPE, cache row len - 1 NaN (it must be written, not read).
+    for (int64_t e = 0; e < row; ++e)
+      cache_k[static_cast<size_t>((c.len - 1) * row + e)] = cache_v[static_cast<size_t>((c.len - 1) * row + e)] = 0xffff;
+    const device_array<uint16_t> row_in = upload(qkv), k = upload(cache_k), v = upload(cache_v);
+    const auto [out, lse] = run(row_in, k, v, &row_in);
+    EXPECT_EQ(out, ref_out) << "attention output";
+    EXPECT_EQ(std::memcmp(lse.data(), ref_lse.data(), lse.size() * 4), 0) << "lse";
+    EXPECT_EQ(fetch(k, "cache k"), expect_k) << "cache k";
+    EXPECT_EQ(fetch(v, "cache v"), expect_v) << "cache v";
+    EXPECT_EQ(fetch(row_in, "q | k | v"), qkv) << "the projection row is read only";
   }
 }
 
@@ -716,6 +808,16 @@ TEST(ModelOpsArguments, RejectBadValuesWithTheirNames) {
   d.heads = 48;
   EXPECT_NE(error_of([&] { cuda_decode_attention(d, nullptr); }).find("GQA group of 16"),
             std::string::npos);
+  d.heads = 65;
+  d.kv_heads = 65;
+  EXPECT_NE(error_of([&] { cuda_decode_attention(d, nullptr); }).find("kv_heads=65"), std::string::npos);
+  d.heads = 9;
+  d.kv_heads = 3;
+  d.k = d.v = d.q = d.out = fake;
+  d.kv_token_stride = 192;
+  d.new_token.k = fake;
+  d.new_token.v = fake;
+  EXPECT_NE(error_of([&] { cuda_decode_attention(d, nullptr); }).find("cache_k == k"), std::string::npos);
   cuda_rope_params r;
   r.n = 4;
   r.head_dim = 64;

@@ -33,6 +33,7 @@ decode_parts decode_parts_ms(const llama_config& c, int64_t len) {
     device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
     device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
     for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
+    ws.fill_bytes(0);  // the counters start at zero
     r.attention_ms = graph_ms([&](void* stream) {
       for (int64_t l = 0; l < L; ++l) {
         cuda_decode_params p;
