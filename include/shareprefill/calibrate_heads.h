@@ -1,6 +1,6 @@
-// Per-head dense choice (issue 17): which heads a sparse mode should compute densely, picked by
-// an error measure on calibration texts under a density budget, with the reasons recorded for
-// the cluster map's calibration block and calibrate's report.
+// Per-head dense choice and per-head settings (issue 17): which heads a sparse mode should compute
+// densely or with their own gamma, picked by an error measure on calibration texts under a
+// density budget, with the reasons recorded for the cluster map's calibration block and a report.
 #pragma once
 
 #include <cstdint>
@@ -42,5 +42,45 @@ std::string dense_head_report_markdown(const nlohmann::json& record);
 
 // The budget that makes whole layers dense: sum of (1 - density) over every head of `layers`.
 double dense_layers_cost(const std::vector<head_cost>& heads, const std::vector<int64_t>& layers);
+
+}  // namespace sp
+
+namespace sp {
+
+// Per-head settings (issue 17, format 3): each head plans with the base gamma, with one of
+// several higher gammas, or densely, whichever buys the most predicted loss per density.
+// One setting as a calibration probe measured it.
+struct head_setting {
+  double gamma = 0.0;    // the head's gamma; 0 = dense
+  double density = 0.0;  // the head's density under this setting, in [0, 1]
+  double measure = 0.0;  // its error measure there (out_err); dense: 0
+};
+
+struct head_settings {
+  head_ref head;
+  // settings[0] is the base (the planner's global gamma); the others are upgrades. Callers offer
+  // gamma upgrades only to heads that plan from their own budgets (vertical-slash,
+  // query-aware): a shared head's pattern is its pivot's, which a per-head gamma does not change.
+  std::vector<head_setting> settings;
+};
+
+struct head_settings_pick {
+  std::vector<head_ref> dense_heads;         // ascending (layer, head)
+  std::vector<head_threshold> head_gammas;   // ascending (layer, head)
+  double budget = 0.0, spent = 0.0;          // head-densities above every head's base density
+  nlohmann::json record;                     // rule, budget, every upgraded head with its steps
+};
+
+// Predicted loss of a head = measure^2 (the single-head ablations of layers 18 and 23 in
+// docs/RESULTS.md grow about with the square of out_err). For every head the upgrades on the
+// lower convex hull of (density, loss) from its base setting are steps, each worth its loss
+// removed per density added; steps are taken in descending worth while their density fits the
+// budget (a head's steps in order: once one does not fit, its later ones are skipped).
+// Throws on a negative or non-finite budget, a head without settings, or a non-finite measure or
+// a density outside [0, 1].
+head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, double budget);
+
+// The record of pick_head_settings (with any fields the caller added) as a Markdown section.
+std::string head_settings_report_markdown(const nlohmann::json& record);
 
 }  // namespace sp

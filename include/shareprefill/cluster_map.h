@@ -2,7 +2,7 @@
 // model into clusters and names the clusters that take part in pattern sharing. Two JSON formats
 // load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
 // per-cluster medoids and the layers calibration found best left dense; "/2" adds the heads
-// calibration found best left dense) and the reference
+// calibration found best left dense, "/3" the heads that plan with their own gamma) and the reference
 // implementation's (only "clusters" and "shared_clusters"). Validation against a model shape
 // checks that every head appears exactly once, indices are in range, no cluster is empty, every
 // shared id names a cluster and the dense layers exist; errors name the file, the key and the
@@ -30,6 +30,11 @@ struct head_cluster {
   std::optional<head_ref> medoid;  // offline medoid (our format, optional); a member
 };
 
+struct head_threshold {
+  head_ref head;
+  double gamma = 0.0;  // in (0, 1]
+};
+
 struct cluster_model_info {
   std::string name;
   int64_t layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
@@ -46,6 +51,9 @@ struct cluster_map {
   // Heads the sparse modes should run dense ("dense_heads", format 2 only, optional): ascending
   // (layer, head), unique; chosen per head by calibration (issue 17; reasons in calibration).
   std::vector<head_ref> dense_heads;
+  // Heads the sparse modes plan with their own gamma ("head_gammas", format 3 only, optional):
+  // ascending (layer, head), unique; chosen per head by calibration (issue 17).
+  std::vector<head_threshold> head_gammas;
 
   // Throws sp::error unless the map covers a model of `layers` x `heads` exactly (and matches
   // the model block, when present).
@@ -65,7 +73,8 @@ cluster_map cluster_map_load(const std::string& path);
 // names the origin in error messages.
 cluster_map cluster_map_from_text(const std::string& text, const std::string& source);
 
-// Writes our format: "shareprefill.clusters/1", or "/2" when the map has dense_heads.
+// Writes our format: "shareprefill.clusters/1", "/2" when the map has dense_heads, "/3" when it
+// has head_gammas.
 nlohmann::json cluster_map_to_json(const cluster_map& map);
 void cluster_map_save(const std::string& path, const cluster_map& map);
 

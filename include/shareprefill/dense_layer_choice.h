@@ -62,11 +62,12 @@ dense_layer_choice choose_dense_layers(
 
 // The layers a sparse mode runs dense: `spec` (a --dense-layers list, "none" = none) when it is
 // not blank, else the dense layers of `map` (validated against layers x heads) when a map is
-// given, else none. The map's dense heads (format 2) come with its dense layers, under the same
-// rule. from_map tells which.
+// given, else none. The map's dense heads (format 2) and per-head gammas (format 3) come with its
+// dense layers, under the same rule. from_map tells which.
 struct dense_layers_resolution {
   std::vector<int64_t> layers;
   std::vector<std::pair<int64_t, int64_t>> heads;  // (layer, head), ascending
+  std::vector<head_gamma> head_gammas;             // ascending (layer, head)
   bool from_map = false;
 };
 dense_layers_resolution resolve_dense_layers(const std::string& spec, const cluster_map* map,

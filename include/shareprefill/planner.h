@@ -146,6 +146,7 @@ class planner {
   std::vector<int64_t> dense_pivot_;
   std::vector<uint8_t> dense_layer_;  // [layers] 1 = listed in params.dense_layers
   std::vector<uint8_t> dense_head_;   // [layers * heads] 1 = listed in params.dense_heads
+  std::vector<double> head_gamma_;    // [layers * heads] params.gamma unless head_gammas names it
 };
 
 }  // namespace sp

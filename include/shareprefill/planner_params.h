@@ -12,6 +12,13 @@
 
 namespace sp {
 
+// A head's own pattern threshold (issue 17, the cluster map's "head_gammas", format 3).
+struct head_gamma {
+  int64_t layer = 0;
+  int64_t head = 0;
+  double gamma = 0.95;  // in (0, 1]
+};
+
 enum class plan_mode : uint8_t { dense, vslash, flexprefill, shareprefill };
 // deferred: share_within_layer only, a head whose plan waits for a pivot of its own layer; its
 // mask is empty in plan() and plan_deferred() replaces the kind with shared or vertical_slash.
@@ -55,6 +62,11 @@ struct planner_params {
   // planner's shape (checked when the planner is built). In shareprefill mode they may still
   // become pivots, as heads of dense layers do.
   std::vector<std::pair<int64_t, int64_t>> dense_heads;
+  // Heads that plan with their own gamma instead of `gamma` (chosen per head by calibration,
+  // issue 17): their vertical and slash budgets and their query-aware tiles. A pivot's published
+  // pattern, which its cluster's members share, keeps `gamma`. Sorted by (layer, head), no
+  // duplicates, in range of the planner's shape; host planner only.
+  std::vector<head_gamma> head_gammas;
 
   void validate() const;  // thresholds, block size, budgets, dense_layers sorted; throws sp::error
   nlohmann::json to_json() const;

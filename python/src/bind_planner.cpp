@@ -48,12 +48,15 @@ std::shared_ptr<planner_session> make_session(std::optional<cluster_map_handle> 
   sp::check(p.mode != sp::plan_mode::shareprefill || s->map, "shareprefill.Planner",
             "shareprefill mode needs a cluster map (Planner(ClusterMap.load(path)), or choose "
             "mode dense, vslash or flexprefill)");
-  // The map's dense layers and dense heads (a format-2 map) are the default, as in the CLI; an
-  // explicit list of dense layers (even []) replaces both.
+  // The map's dense layers, dense heads (format 2) and per-head gammas (format 3) are the
+  // default, as in the CLI; an explicit list of dense layers (even []) replaces them all.
   p.dense_layers =
       dense_layers ? *dense_layers : (s->map ? s->map->dense_layers : std::vector<int64_t>{});
   if (!dense_layers && s->map)
     for (const sp::head_ref& r : s->map->dense_heads) p.dense_heads.emplace_back(r.layer, r.head);
+  if (!dense_layers && s->map)
+    for (const sp::head_threshold& g : s->map->head_gammas)
+      p.head_gammas.push_back(sp::head_gamma{g.head.layer, g.head.head, g.gamma});
   p.validate();
   s->layers = layers ? *layers : (map ? map->layers() : layers_without_map);
   sp::check(s->layers > 0, "shareprefill.Planner", "layers must be positive, got ", s->layers);

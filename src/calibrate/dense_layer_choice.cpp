@@ -115,7 +115,9 @@ dense_layers_resolution resolve_dense_layers(const std::string& spec, const clus
   map->validate(layers, heads);
   r.layers = map->dense_layers;
   for (const head_ref& h : map->dense_heads) r.heads.emplace_back(h.layer, h.head);
-  r.from_map = !r.layers.empty() || !r.heads.empty();
+  for (const head_threshold& g : map->head_gammas)
+    r.head_gammas.push_back(head_gamma{g.head.layer, g.head.head, g.gamma});
+  r.from_map = !r.layers.empty() || !r.heads.empty() || !r.head_gammas.empty();
   return r;
 }
 

@@ -15,10 +15,11 @@
 namespace sp {
 namespace {
 
-// Format 2 (issue 17) adds "dense_heads"; a map without them is written as format 1, so older
-// readers keep loading it.
+// Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas"; a map is written in the lowest
+// format that holds it, so older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
+constexpr const char* format_name_3 = "shareprefill.clusters/3";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -52,10 +53,12 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   map.source = source;
   int format = 1;
   if (j.contains("format")) {
-    check(j["format"] == format_name || j["format"] == format_name_2, fn, source,
-          ": \"format\": expected \"", format_name, "\" or \"", format_name_2, "\", got ",
-          json_excerpt(j["format"]));
+    check(j["format"] == format_name || j["format"] == format_name_2 ||
+              j["format"] == format_name_3,
+          fn, source, ": \"format\": expected \"", format_name, "\", \"", format_name_2,
+          "\" or \"", format_name_3, "\", got ", json_excerpt(j["format"]));
     if (j["format"] == format_name_2) format = 2;
+    if (j["format"] == format_name_3) format = 3;
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -128,7 +131,8 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   }
 
   if (j.contains("dense_heads")) {
-    check(format == 2, fn, source, ": \"dense_heads\" needs \"format\": \"", format_name_2, "\"");
+    check(format >= 2, fn, source, ": \"dense_heads\" needs \"format\": \"", format_name_2,
+          "\" or later");
     const auto& d = j["dense_heads"];
     check(d.is_array(), fn, source, ": \"dense_heads\" must be a list of [layer, head] pairs, got ",
           json_excerpt(d));
@@ -139,6 +143,27 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
                                                           map.dense_heads.back().head),
             fn, source, ": dense_heads: must be ascending without repeats, got ", json_excerpt(d));
       map.dense_heads.push_back(r);
+    }
+  }
+
+  if (j.contains("head_gammas")) {
+    check(format >= 3, fn, source, ": \"head_gammas\" needs \"format\": \"", format_name_3, "\"");
+    const auto& d = j["head_gammas"];
+    check(d.is_array(), fn, source,
+          ": \"head_gammas\" must be a list of [layer, head, gamma] triples, got ", json_excerpt(d));
+    for (const auto& t : d) {
+      check(t.is_array() && t.size() == 3 && t[2].is_number(), fn, source,
+            ": head_gammas: expected a [layer, head, gamma] triple, got ", json_excerpt(t));
+      const head_ref r = parse_pair(nlohmann::json::array({t[0], t[1]}), source, "head_gammas");
+      const double gamma = t[2].get<double>();
+      check(gamma > 0.0 && gamma <= 1.0, fn, source, ": head_gammas: gamma must be in (0, 1], got ",
+            json_excerpt(t));
+      check(map.head_gammas.empty() ||
+                std::make_pair(r.layer, r.head) > std::make_pair(map.head_gammas.back().head.layer,
+                                                                 map.head_gammas.back().head.head),
+            fn, source, ": head_gammas: must be ascending in (layer, head) without repeats, got ",
+            json_excerpt(d));
+      map.head_gammas.push_back(head_threshold{r, gamma});
     }
   }
 
@@ -208,6 +233,10 @@ void cluster_map::validate(int64_t layers, int64_t heads) const {
   for (const head_ref& h : dense_heads)
     check(h.layer < layers && h.head < heads, fn, source, ": dense_heads: [", h.layer, ", ",
           h.head, "] out of range (", layers, " layers x ", heads, " heads)");
+  for (const head_threshold& g : head_gammas)
+    check(g.head.layer < layers && g.head.head < heads, fn, source, ": head_gammas: [",
+          g.head.layer, ", ", g.head.head, "] out of range (", layers, " layers x ", heads,
+          " heads)");
 }
 
 std::vector<int32_t> cluster_map::head_table(int64_t layers, int64_t heads) const {
@@ -227,7 +256,9 @@ bool cluster_map::any_medoid() const {
 
 nlohmann::json cluster_map_to_json(const cluster_map& map) {
   nlohmann::json j;
-  j["format"] = map.dense_heads.empty() ? format_name : format_name_2;
+  j["format"] = !map.head_gammas.empty()  ? format_name_3
+                : !map.dense_heads.empty() ? format_name_2
+                                           : format_name;
   if (map.model) {
     j["model"] = {{"name", map.model->name},
                   {"layers", map.model->layers},
@@ -254,6 +285,12 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
     nlohmann::json d = nlohmann::json::array();
     for (const head_ref& h : map.dense_heads) d.push_back({h.layer, h.head});
     j["dense_heads"] = d;
+  }
+  if (!map.head_gammas.empty()) {
+    nlohmann::json d = nlohmann::json::array();
+    for (const head_threshold& g : map.head_gammas)
+      d.push_back({g.head.layer, g.head.head, g.gamma});
+    j["head_gammas"] = d;
   }
   return j;
 }

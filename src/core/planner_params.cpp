@@ -8,6 +8,16 @@
 #include "shareprefill/error.h"
 
 namespace sp {
+namespace {
+
+// [[layer, head, gamma], ...], as the cluster map writes them.
+nlohmann::json head_gammas_record(const std::vector<head_gamma>& gammas) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const head_gamma& g : gammas) out.push_back({g.layer, g.head, g.gamma});
+  return out;
+}
+
+}  // namespace
 
 const char* plan_mode_name(plan_mode m) {
   switch (m) {
@@ -75,6 +85,16 @@ void planner_params::validate() const {
           fn,
           "dense_heads must be sorted non-negative (layer, head) pairs without duplicates, got (",
           dense_heads[i].first, ", ", dense_heads[i].second, ") at position ", i);
+  for (size_t i = 0; i < head_gammas.size(); ++i) {
+    const head_gamma& g = head_gammas[i];
+    check(g.layer >= 0 && g.head >= 0 &&
+              (i == 0 || std::make_pair(g.layer, g.head) >
+                             std::make_pair(head_gammas[i - 1].layer, head_gammas[i - 1].head)),
+          fn, "head_gammas must be sorted non-negative (layer, head) pairs without duplicates, got (",
+          g.layer, ", ", g.head, ") at position ", i);
+    check(g.gamma > 0.0 && g.gamma <= 1.0, fn, "head_gammas: gamma of head (", g.layer, ", ",
+          g.head, ") must be in (0, 1], got ", g.gamma);
+  }
 }
 
 int64_t planner_params::min_blocks() const {
@@ -100,7 +120,8 @@ nlohmann::json planner_params::to_json() const {
           {"pivot_prefers_dense", pivot_prefers_dense},
           {"estimation_blocks", estimation_blocks},
           {"dense_layers", dense_layers},
-          {"dense_heads", dense_heads}};
+          {"dense_heads", dense_heads},
+          {"head_gammas", head_gammas_record(head_gammas)}};
 }
 
 }  // namespace sp

@@ -91,6 +91,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "share_within_layer is planned on the host only; use sp::planner");
   check(!params.pivot_prefers_dense, fn,
         "pivot_prefers_dense is planned on the host only; use sp::planner");
+  check(params.head_gammas.empty(), fn, "head_gammas (", params.head_gammas.size(),
+        " heads with their own gamma) are planned on the host only; use sp::planner");
   check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
         ": the device planner estimates from the last query block only; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",

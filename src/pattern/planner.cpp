@@ -50,6 +50,12 @@ planner::planner(const planner_params& params, int64_t layers, int64_t heads,
           ") is out of range: the model has ", layers, " layers x ", heads, " heads");
     dense_head_[static_cast<size_t>(l * heads + h)] = 1;
   }
+  head_gamma_.assign(static_cast<size_t>(layers * heads), params_.gamma);
+  for (const head_gamma& g : params_.head_gammas) {
+    check(g.layer < layers && g.head < heads, fn, "head_gammas: head (", g.layer, ", ", g.head,
+          ") is out of range: the model has ", layers, " layers x ", heads, " heads");
+    head_gamma_[static_cast<size_t>(g.layer * heads + g.head)] = g.gamma;
+  }
   if (clusters == nullptr) return;
   cluster_of_ = clusters->head_table(layers, heads);
   for (const head_cluster& c : clusters->clusters) {
@@ -116,7 +122,15 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
 
   const budget_rule rule{bs, params_.gamma, min_b, params_.max_blocks(nb),
                          params_.estimation_blocks};
-  const std::vector<head_statistics> stats = last_block_statistics(q, k, rule, pool);
+  std::vector<head_statistics> stats = last_block_statistics(q, k, rule, pool);
+  // A head with its own gamma (head_gammas): its budgets from the same profiles.
+  const double* layer_gamma = head_gamma_.data() + layer * heads_;
+  for (int64_t h = 0; h < heads_; ++h) {
+    if (layer_gamma[h] == params_.gamma) continue;
+    head_statistics& st = stats[static_cast<size_t>(h)];
+    st.vertical_blocks = budget_blocks(cover_count(st.v_tok.data(), n, layer_gamma[h]), rule, nb);
+    st.slash_blocks = budget_blocks(cover_count(st.s_tok.data(), n, layer_gamma[h]), rule, nb);
+  }
   const int64_t group = heads_ / kv_heads;
 
   // B: query-aware test.
@@ -206,7 +220,7 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
         tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b, min_b),
                           query_aware_tiles(q_pool.data() + h * dim, heads_ * dim,
                                             k_pool.data() + (h / group) * dim, kv_heads * dim, nb,
-                                            dim, params_.gamma));
+                                            dim, layer_gamma[h]));
         break;
       case head_kind::vertical_slash:
         tiles[h] = vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, st.vertical_blocks,

@@ -82,8 +82,8 @@ TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
   EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
                 .find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
-  nlohmann::json v3 = map_json("shareprefill.clusters/3");
-  EXPECT_NE(error_of([&] { cluster_map_from_json(v3, "v3.json"); }).find("\"format\": expected"),
+  nlohmann::json v4 = map_json("shareprefill.clusters/4");
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v4, "v4.json"); }).find("\"format\": expected"),
             std::string::npos);
 }
 

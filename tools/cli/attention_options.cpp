@@ -92,10 +92,12 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
       resolve_dense_layers(o.dense_layers, map.get(), config.n_layers, config.n_heads);
   s.dense_layers = dense.layers;
   s.dense_heads = dense.heads.size();
+  s.head_gammas = dense.head_gammas.size();
   if (dense.from_map || !s.dense_layers.empty())
     s.dense_layers_source = dense.from_map ? map_path : "--dense-layers";
   params.dense_layers = s.dense_layers;
   params.dense_heads = dense.heads;
+  params.head_gammas = dense.head_gammas;
   params.validate();
   if (planner_map) {
     s.cluster_source = map_path;
@@ -107,9 +109,10 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
 }
 
 std::string describe_dense_layers(const attention_setup& s) {
-  if (s.dense_layers.empty() && s.dense_heads == 0) return "none";
+  if (s.dense_layers.empty() && s.dense_heads == 0 && s.head_gammas == 0) return "none";
   std::string text = s.dense_layers.empty() ? "none" : format_layer_list(s.dense_layers);
   if (s.dense_heads > 0) text += " and " + std::to_string(s.dense_heads) + " dense heads";
+  if (s.head_gammas > 0) text += ", " + std::to_string(s.head_gammas) + " heads with own gamma";
   return text + " (from " + s.dense_layers_source + ")";
 }
 

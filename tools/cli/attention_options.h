@@ -43,6 +43,7 @@ struct attention_setup {
   std::string mode;
   std::vector<int64_t> dense_layers;  // layers run dense by the sparse modes
   size_t dense_heads = 0;             // heads run dense by the sparse modes (the map's, format 2)
+  size_t head_gammas = 0;             // heads planned with their own gamma (the map's, format 3)
   std::string dense_layers_source;    // "--dense-layers", the cluster map's path, or ""
   std::string cluster_source;         // path of the cluster map the planner uses, "" for none
   std::unique_ptr<cluster_map> clusters;

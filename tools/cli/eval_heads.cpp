@@ -33,12 +33,78 @@ struct heads_options {
   // Measures from earlier --json outputs of this command (averaged over the files) instead of a
   // probe: the pick alone, for calibration sets combined from separate runs.
   std::vector<std::string> measures;
+  // GAMMA:FILE, probes of the same windows at a higher --gamma: with --map-out, each head is
+  // picked between the base gamma, these gammas and dense (format 3).
+  std::vector<std::string> upgrade_measures;
 };
 
 struct head_measures {
   head_kind kind = head_kind::dense;
   double density = 0, rel_err = 0, out_err = 0;  // means over the windows
 };
+
+// One --json output of an earlier probe: every head's row (all must be there).
+std::vector<head_measures> read_measures(const std::string& path, const llama_config& c,
+                                         nlohmann::json& sources) {
+  const char* fn = "eval heads";
+  std::vector<head_measures> meas(static_cast<size_t>(c.n_layers * c.n_heads));
+  std::vector<uint8_t> seen(meas.size(), 0);
+  std::istringstream lines(read_text_file(path));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json r;
+    try {
+      r = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(fn, path, ": not JSON lines: ", e.what());
+    }
+    if (r.value("eval", "") != "heads" || !r.contains("head") || r["head"].is_null()) continue;
+    const int64_t l = r["layer"].get<int64_t>(), h = r["head"].get<int64_t>();
+    check(l >= 0 && l < c.n_layers && h >= 0 && h < c.n_heads, fn, path, ": head ", l, ":", h,
+          " is outside the model");
+    const size_t i = static_cast<size_t>(l * c.n_heads + h);
+    for (int kind = 0; kind < head_kind_count; ++kind)
+      if (r["kind"] == head_kind_name(static_cast<head_kind>(kind)))
+        meas[i].kind = static_cast<head_kind>(kind);
+    meas[i].density = r["density"].get<double>();
+    meas[i].rel_err = r["rel_err"].get<double>();
+    meas[i].out_err = r["out_err"].get<double>();
+    seen[i] = 1;
+    if (r.contains("windows"))
+      for (const auto& s : r["windows"])
+        if (std::find(sources.begin(), sources.end(), s) == sources.end()) sources.push_back(s);
+  }
+  check(std::all_of(seen.begin(), seen.end(), [](uint8_t x) { return x != 0; }), fn, path,
+        ": does not hold a row for every head (", c.n_layers, " x ", c.n_heads, ")");
+  return meas;
+}
+
+bool plans_own_budget(head_kind k) {
+  return k == head_kind::vertical_slash || k == head_kind::query_aware;
+}
+
+// Per head: the base setting (the probe's gamma), each --upgrade-measures gamma where the head
+// plans from its own budgets in both probes, and dense.
+std::vector<head_settings> settings_of(const std::vector<head_measures>& base, double base_gamma,
+                                       const std::vector<std::pair<double, std::vector<head_measures>>>& upgrades,
+                                       int64_t heads) {
+  std::vector<head_settings> out;
+  for (size_t i = 0; i < base.size(); ++i) {
+    head_settings h;
+    h.head = {static_cast<int32_t>(int64_t(i) / heads), static_cast<int32_t>(int64_t(i) % heads)};
+    h.settings.push_back({base_gamma, base[i].density, base[i].out_err});
+    if (base[i].kind == head_kind::pivot || base[i].kind == head_kind::dense) {
+      out.push_back(h);  // dense already: nothing to upgrade
+      continue;
+    }
+    for (const auto& [gamma, m] : upgrades)
+      if (plans_own_budget(base[i].kind) && plans_own_budget(m[i].kind))
+        h.settings.push_back({gamma, m[i].density, m[i].out_err});
+    h.settings.push_back({0.0, 1.0, 0.0});
+    out.push_back(h);
+  }
+  return out;
+}
 
 void run_heads(const heads_options& o) {
   const char* fn = "eval heads";
@@ -48,6 +114,8 @@ void run_heads(const heads_options& o) {
   check(!o.texts.empty() || !o.measures.empty(), fn, "give --texts (probe) or --measures");
   check(o.measures.empty() || (!o.map_out.empty() && o.ablate.empty()), fn,
         "--measures only picks dense heads: it needs --map-out and no --ablate");
+  check(o.upgrade_measures.empty() || !o.map_out.empty(), fn,
+        "--upgrade-measures is for picking per-head settings: it needs --map-out");
   std::vector<std::string> modes = eval_parse_modes(o.common.modes);
   modes.erase(std::remove(modes.begin(), modes.end(), "dense"), modes.end());
   check(modes.size() == 1, fn, "--modes must name exactly one sparse mode, got '", o.common.modes,
@@ -95,35 +163,14 @@ void run_heads(const heads_options& o) {
   if (!o.measures.empty()) {
     sources = nlohmann::json::array();
     for (const std::string& path : o.measures) {
-      std::vector<uint8_t> seen(meas.size(), 0);
-      std::istringstream lines(read_text_file(path));
-      for (std::string line; std::getline(lines, line);) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json r;
-        try {
-          r = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          fail(fn, path, ": not JSON lines: ", e.what());
-        }
-        if (r.value("eval", "") != "heads" || !r.contains("head") || r["head"].is_null()) continue;
-        const int64_t l = r["layer"].get<int64_t>(), h = r["head"].get<int64_t>();
-        check(l >= 0 && l < c.n_layers && h >= 0 && h < c.n_heads, fn, path, ": head ", l, ":",
-              h, " is outside the model");
-        const size_t i = static_cast<size_t>(l * c.n_heads + h);
-        const double k = 1.0 / double(o.measures.size());
-        for (int kind = 0; kind < head_kind_count; ++kind)
-          if (r["kind"] == head_kind_name(static_cast<head_kind>(kind)))
-            meas[i].kind = static_cast<head_kind>(kind);
-        meas[i].density += k * r["density"].get<double>();
-        meas[i].rel_err += k * r["rel_err"].get<double>();
-        meas[i].out_err += k * r["out_err"].get<double>();
-        seen[i] = 1;
-        if (r.contains("windows"))
-          for (const auto& s : r["windows"])
-            if (std::find(sources.begin(), sources.end(), s) == sources.end()) sources.push_back(s);
+      const std::vector<head_measures> file = read_measures(path, c, sources);
+      const double k = 1.0 / double(o.measures.size());
+      for (size_t i = 0; i < meas.size(); ++i) {
+        meas[i].kind = file[i].kind;
+        meas[i].density += k * file[i].density;
+        meas[i].rel_err += k * file[i].rel_err;
+        meas[i].out_err += k * file[i].out_err;
       }
-      check(std::all_of(seen.begin(), seen.end(), [](uint8_t x) { return x != 0; }), fn, path,
-            ": does not hold a row for every head (", c.n_layers, " x ", c.n_heads, ")");
     }
   }
   for (size_t w = 0; o.measures.empty() && w < windows.size(); ++w) {
@@ -155,7 +202,7 @@ void run_heads(const heads_options& o) {
       }
     const std::vector<int64_t> like = parse_layer_list(o.pick_like_layers, c.n_layers,
                                                        "--pick-budget-layers");
-    const dense_head_pick pick = pick_dense_heads(costs, dense_layers_cost(costs, like), "out_err");
+    const double budget = dense_layers_cost(costs, like);
     const std::string map_path = o.common.attention.clusters.empty()
                                      ? default_cluster_map_path(m.path)
                                      : o.common.attention.clusters;
@@ -163,8 +210,44 @@ void run_heads(const heads_options& o) {
     cluster_map map = cluster_map_load(map_path);
     map.validate(c.n_layers, c.n_heads);
     map.dense_layers.clear();
-    map.dense_heads = pick.heads;
-    nlohmann::json rec = pick.record;
+    nlohmann::json rec;
+    std::string text, key;
+    if (o.upgrade_measures.empty()) {
+      const dense_head_pick pick = pick_dense_heads(costs, budget, "out_err");
+      map.dense_heads = pick.heads;
+      map.head_gammas.clear();
+      rec = pick.record;
+      key = "dense_head_selection";
+    } else {
+      std::vector<std::pair<double, std::vector<head_measures>>> upgrades;
+      nlohmann::json files = nlohmann::json::array();
+      for (const std::string& spec : o.upgrade_measures) {
+        const size_t colon = spec.find(':');
+        check(colon != std::string::npos && colon > 0, fn,
+              "--upgrade-measures: expected GAMMA:FILE, got '", spec, "'");
+        double gamma = 0.0;
+        try {
+          gamma = std::stod(spec.substr(0, colon));
+        } catch (const std::exception&) {
+          fail(fn, "--upgrade-measures: '", spec.substr(0, colon), "' is not a number");
+        }
+        check(gamma > o.common.attention.params.gamma && gamma <= 1.0, fn,
+              "--upgrade-measures: gamma ", gamma, " must be in (--gamma ",
+              o.common.attention.params.gamma, ", 1]");
+        nlohmann::json upgrade_sources = nlohmann::json::array();
+        upgrades.emplace_back(gamma, read_measures(spec.substr(colon + 1), c, upgrade_sources));
+        check(upgrade_sources == sources, fn, "--upgrade-measures: ", spec.substr(colon + 1),
+              " was probed on other windows than the base measures");
+        files.push_back({{"gamma", gamma}, {"measures", spec.substr(colon + 1)}});
+      }
+      const head_settings_pick pick = pick_head_settings(
+          settings_of(meas, o.common.attention.params.gamma, upgrades, c.n_heads), budget);
+      map.dense_heads = pick.dense_heads;
+      map.head_gammas = pick.head_gammas;
+      rec = pick.record;
+      rec["upgrades"] = files;
+      key = "head_settings_selection";
+    }
     rec["budget_from_layers"] = like;
     rec["mode"] = modes[0];
     rec["gamma"] = o.common.attention.params.gamma;
@@ -172,19 +255,23 @@ void run_heads(const heads_options& o) {
     rec["windows"] = sources;
     rec["started_from"] = map_path;
     if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
-    map.calibration["dense_head_selection"] = rec;
+    map.calibration[key] = rec;
     cluster_map_save(o.map_out, map);
     const std::string md_path = o.map_out + ".md";
     std::FILE* md = std::fopen(md_path.c_str(), "w");
     check(md != nullptr, fn, "cannot write '", md_path, "'");
-    const std::string text = dense_head_report_markdown(rec);
+    text = o.upgrade_measures.empty() ? dense_head_report_markdown(rec)
+                                      : head_settings_report_markdown(rec);
     const bool ok = std::fwrite(text.data(), 1, text.size(), md) == text.size();
     check(std::fclose(md) == 0 && ok, fn, "write to '", md_path, "' failed");
-    std::fprintf(report, "picked %zu dense heads (cost %.3f of budget %.3f = layers %s dense):",
-                 pick.heads.size(), pick.spent, pick.budget, format_layer_list(like).c_str());
-    for (const head_ref& h : pick.heads) std::fprintf(report, " %d:%d", h.layer, h.head);
-    std::fprintf(report, "\nwrote %s (format 2; reasons in calibration.dense_head_selection "
-                 "and %s)\n", o.map_out.c_str(), md_path.c_str());
+    std::fprintf(report, "picked %zu dense heads", map.dense_heads.size());
+    for (const head_ref& h : map.dense_heads) std::fprintf(report, " %d:%d", h.layer, h.head);
+    std::fprintf(report, " and %zu heads with their own gamma", map.head_gammas.size());
+    for (const head_threshold& g : map.head_gammas)
+      std::fprintf(report, " %d:%d@%g", g.head.layer, g.head.head, g.gamma);
+    std::fprintf(report, " (budget %.3f = layers %s dense)\nwrote %s (reasons in calibration.%s "
+                 "and %s)\n", budget, format_layer_list(like).c_str(), o.map_out.c_str(),
+                 key.c_str(), md_path.c_str());
     std::fflush(report);
   }
 
@@ -288,6 +375,11 @@ void setup_heads(CLI::App& app) {
                   "per-head measures (averaged) instead of probing")
       ->delimiter(',')
       ->excludes(texts);
+  sub->add_option("--upgrade-measures", o->upgrade_measures,
+                  "Comma-separated GAMMA:FILE, --json outputs of eval heads probes of the same "
+                  "windows at a higher --gamma: with --map-out, pick per head between --gamma, "
+                  "these gammas and dense (format 3; predicted loss out_err^2)")
+      ->delimiter(',');
   sub->add_option("--length", o->length, "Window length in tokens")->capture_default_str();
   sub->add_option("--windows", o->windows, "Windows (over all files)")->capture_default_str();
   sub->add_option("--ablate", o->ablate,
