@@ -6,6 +6,7 @@
 #     --implementation cp --platform manylinux_2_17_x86_64 -d .whl nanobind==2.12.0 gguf==0.19.0
 #   cp ~/.cache/shareprefill/corpora/austen/emma.txt .whl/
 # (.whl plus one model half must stay under the 64 MiB a call carries: ~4 MB + 47 MB.)
+# QUICK=1 builds the CLI alone and stops `bench` after the prefill and needle steps.
 # (When the machine went cold between calls, `stage` with call 1's carry stages the first half
 # alone; `model` then builds what it needs itself.)
 # Call 1, carry [".deps", ".whl", ".carry-model-a"]: scripts/gpu-session.sh tests
@@ -30,8 +31,8 @@ SRC_DIR=/tmp/sp-session
 BIN=$SRC_DIR/build-gpu/bin
 # The project's build from .whl/src.tar, in the background; a no-op when this machine has it.
 build_project() {
-  [ -x "$BIN/test_llama_cuda" ] && [ -x "$BIN/shareprefill" ] && return 0
-  (SP_SRC_TAR=$PWD/.whl/src.tar SP_SRC_DIR=$SRC_DIR OUT=/tmp/sp-gpu-build \
+  [ -x "$BIN/shareprefill" ] && { [ -n "${QUICK:-}" ] || [ -x "$BIN/test_llama_cuda" ]; } && return 0
+  (env ${QUICK:+BUILD_TARGETS=shareprefill_cli} SP_SRC_TAR=$PWD/.whl/src.tar SP_SRC_DIR=$SRC_DIR OUT=/tmp/sp-gpu-build \
      scripts/gpu-bench.sh build >"$OUT/build.log" 2>&1
    echo "== project build"; grep -E "FAILED|error:" "$OUT/build.log" | head; tail -2 "$OUT/build.log") &
 }
@@ -88,6 +89,7 @@ case ${1:-} in
     done
     ;;
   bench)
+    mkdir -p /tmp/spc
     m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
     build_project; wait
@@ -99,6 +101,7 @@ case ${1:-} in
       --needles data/needles/default.jsonl --lengths 8192,32768 --rope-scaling yarn --rope-factor 4 \
       --json "$OUT/needle.jsonl" 2>"$OUT/needle.err" | tail -3
     echo "needle rc=$?"; grep -vE "layer [0-9]+/" "$OUT/needle.err" | tail -45
+    [ -n "${QUICK:-}" ] && exit 0  # QUICK=1: the CLI alone is built, prefill and needle only
     echo "== context-parallel simulation (128K, 32/8/128)"
     CP_1M=0 SP_BIN=$BIN timeout 250 scripts/gpu-bench.sh cp 2>&1 | tail -12
     echo "== 8 layers at 128K, 32/8/128, against cuDNN"
