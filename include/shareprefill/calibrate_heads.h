@@ -47,8 +47,8 @@ double dense_layers_cost(const std::vector<head_cost>& heads, const std::vector<
 
 namespace sp {
 
-// Per-head settings (issue 17, format 3): each head plans with the base gamma, with one of
-// several higher gammas, or densely, whichever buys the most predicted loss per density.
+// Per-head settings (issue 17, format 3): each head plans with the global gamma, with a lower or
+// higher gamma of its own, or densely, whichever buys the most predicted loss per density.
 // One setting as a calibration probe measured it.
 struct head_setting {
   double gamma = 0.0;    // the head's gamma; 0 = dense
@@ -58,27 +58,33 @@ struct head_setting {
 
 struct head_settings {
   head_ref head;
-  // settings[0] is the base (the planner's global gamma); the others are upgrades. Callers offer
-  // gamma upgrades only to heads that plan from their own budgets (vertical-slash,
+  // Every setting the head can take (the global gamma's among them). Callers offer gammas other
+  // than the global one only to heads that plan from their own budgets (vertical-slash,
   // query-aware): a shared head's pattern is its pivot's, which a per-head gamma does not change.
   std::vector<head_setting> settings;
 };
 
 struct head_settings_pick {
   std::vector<head_ref> dense_heads;         // ascending (layer, head)
-  std::vector<head_threshold> head_gammas;   // ascending (layer, head)
-  double budget = 0.0, spent = 0.0;          // head-densities above every head's base density
-  nlohmann::json record;                     // rule, budget, every upgraded head with its steps
+  std::vector<head_threshold> head_gammas;   // ascending (layer, head); gammas != the global one
+  double budget = 0.0, spent = 0.0;          // head-densities above every head's sparsest setting
+  nlohmann::json record;                     // rule, budget, every step with its worth
 };
 
 // Predicted loss of a head = measure^2 (the single-head ablations of layers 18 and 23 in
-// docs/RESULTS.md grow about with the square of out_err). For every head the upgrades on the
-// lower convex hull of (density, loss) from its base setting are steps, each worth its loss
-// removed per density added; steps are taken in descending worth while their density fits the
-// budget (a head's steps in order: once one does not fit, its later ones are skipped).
-// Throws on a negative or non-finite budget, a head without settings, or a non-finite measure or
-// a density outside [0, 1].
-head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, double budget);
+// docs/RESULTS.md grow about with the square of out_err). Every head starts at its sparsest
+// setting (ties: the lower loss); its upgrades along the lower convex hull of (density, loss) from
+// there are steps, each worth its loss removed per density added; steps are taken in descending
+// worth while their density fits the budget (a head's steps in order: once one does not fit, its
+// later ones are skipped). The result lists the heads that end dense and those that end at a gamma
+// other than `global_gamma`. Throws on a negative or non-finite budget, a head without settings,
+// or a non-finite or negative measure, or a density or gamma outside [0, 1].
+head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, double budget,
+                                      double global_gamma);
+
+// The budget that brings the mean head density to `density` from every head's sparsest setting;
+// throws when that is below what the sparsest settings already cost or above 1.
+double head_settings_budget_for_density(const std::vector<head_settings>& heads, double density);
 
 // The record of pick_head_settings (with any fields the caller added) as a Markdown section.
 std::string head_settings_report_markdown(const nlohmann::json& record);

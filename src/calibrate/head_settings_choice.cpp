@@ -18,29 +18,43 @@ struct upgrade_step {
   double cost = 0.0, gain = 0.0, worth = 0.0;
 };
 
-// The head's steps along the lower convex hull of (density, loss) from its base: from the current
-// setting, the denser (or equally dense) setting that removes the most loss per density added.
-std::vector<upgrade_step> hull_steps(const head_settings& h, size_t index) {
-  std::vector<upgrade_step> steps;
+// The sparsest setting (ties: the lower loss, then the first).
+size_t start_of(const head_settings& h) {
   size_t at = 0;
-  for (;;) {
+  for (size_t j = 1; j < h.settings.size(); ++j) {
+    const head_setting &s = h.settings[j], &a = h.settings[at];
+    if (s.density < a.density || (s.density == a.density && s.measure < a.measure)) at = j;
+  }
+  return at;
+}
+
+// The head's steps along the lower convex hull of (density, loss) from its start: from the current
+// setting, the denser (or equally dense) setting that removes the most loss per density added.
+// The losses are computed once and stored, so a setting equal to the current one never looks
+// like a gain (with FMA contraction, m*m - m*m need not be 0); the loss falls at every step, so
+// a head takes at most settings - 1 steps.
+std::vector<upgrade_step> hull_steps(const head_settings& h, size_t index) {
+  std::vector<double> loss;
+  for (const head_setting& s : h.settings) loss.push_back(predicted_loss(s));
+  std::vector<upgrade_step> steps;
+  size_t at = start_of(h);
+  while (steps.size() + 1 < h.settings.size()) {
     const head_setting& cur = h.settings[at];
     size_t best = at;
     double best_worth = 0.0;
     for (size_t j = 0; j < h.settings.size(); ++j) {
       const head_setting& s = h.settings[j];
-      const double gain = predicted_loss(cur) - predicted_loss(s);
-      if (j == at || s.density < cur.density || gain <= 0.0) continue;
+      if (j == at || s.density < cur.density || !(loss[j] < loss[at])) continue;
       const double cost = s.density - cur.density;
-      const double worth = cost > 0.0 ? gain / cost : INFINITY;
+      const double worth = cost > 0.0 ? (loss[at] - loss[j]) / cost : INFINITY;
       if (best == at || worth > best_worth) best = j, best_worth = worth;
     }
-    if (best == at) return steps;
-    const head_setting& to = h.settings[best];
-    steps.push_back({index, at, best, static_cast<int>(steps.size()), to.density - cur.density,
-                     predicted_loss(cur) - predicted_loss(to), best_worth});
+    if (best == at) break;
+    steps.push_back({index, at, best, static_cast<int>(steps.size()),
+                     h.settings[best].density - cur.density, loss[at] - loss[best], best_worth});
     at = best;
   }
+  return steps;
 }
 
 nlohmann::json setting_json(const head_setting& s) {
@@ -49,14 +63,8 @@ nlohmann::json setting_json(const head_setting& s) {
           {"measure", s.measure}};
 }
 
-}  // namespace
-
-head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, double budget) {
-  const char* fn = "pick_head_settings";
-  check(std::isfinite(budget) && budget >= 0.0, fn, "budget must be finite and >= 0, got ", budget);
-  std::vector<upgrade_step> steps;
-  for (size_t i = 0; i < heads.size(); ++i) {
-    const head_settings& h = heads[i];
+void check_settings(const std::vector<head_settings>& heads, const char* fn) {
+  for (const head_settings& h : heads) {
     check(!h.settings.empty(), fn, "head [", h.head.layer, ", ", h.head.head, "] has no settings");
     for (const head_setting& s : h.settings)
       check(std::isfinite(s.measure) && s.measure >= 0.0 && std::isfinite(s.density) &&
@@ -64,7 +72,34 @@ head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, d
             fn, "head [", h.head.layer, ", ", h.head.head, "]: setting ", s.gamma, " has measure ",
             s.measure, ", density ", s.density, " (need a finite measure >= 0, density and gamma "
             "in [0, 1])");
-    const std::vector<upgrade_step> own = hull_steps(h, i);
+  }
+}
+
+}  // namespace
+
+double head_settings_budget_for_density(const std::vector<head_settings>& heads, double density) {
+  const char* fn = "head_settings_budget_for_density";
+  check_settings(heads, fn);
+  check(!heads.empty() && std::isfinite(density) && density <= 1.0, fn,
+        "target density must be <= 1 for at least one head, got ", density);
+  double start = 0.0;
+  for (const head_settings& h : heads) start += h.settings[start_of(h)].density;
+  const double budget = density * double(heads.size()) - start;
+  check(budget >= 0.0, fn, "target density ", density, " is below the sparsest settings' mean ",
+        start / double(heads.size()));
+  return budget;
+}
+
+head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, double budget,
+                                      double global_gamma) {
+  const char* fn = "pick_head_settings";
+  check(std::isfinite(budget) && budget >= 0.0, fn, "budget must be finite and >= 0, got ", budget);
+  check_settings(heads, fn);
+  std::vector<upgrade_step> steps;
+  std::vector<size_t> chosen(heads.size(), 0);
+  for (size_t i = 0; i < heads.size(); ++i) {
+    chosen[i] = start_of(heads[i]);
+    const std::vector<upgrade_step> own = hull_steps(heads[i], i);
     steps.insert(steps.end(), own.begin(), own.end());
   }
   // Descending worth; a head's steps have non-increasing worth, so order breaks the ties.
@@ -74,7 +109,6 @@ head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, d
   });
   head_settings_pick out;
   out.budget = budget;
-  std::vector<size_t> chosen(heads.size(), 0);
   std::vector<int> next_order(heads.size(), 0);
   std::vector<uint8_t> stopped(heads.size(), 0);
   nlohmann::json taken = nlohmann::json::array(), left = nlohmann::json::array();
@@ -100,11 +134,10 @@ head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, d
     }
   }
   for (size_t i = 0; i < heads.size(); ++i) {
-    if (chosen[i] == 0) continue;
     const head_setting& s = heads[i].settings[chosen[i]];
     if (s.gamma == 0.0)
       out.dense_heads.push_back(heads[i].head);
-    else
+    else if (s.gamma != global_gamma)
       out.head_gammas.push_back(head_threshold{heads[i].head, s.gamma});
   }
   const auto by_head = [](const head_ref& a, const head_ref& b) {
@@ -113,9 +146,11 @@ head_settings_pick pick_head_settings(const std::vector<head_settings>& heads, d
   std::sort(out.dense_heads.begin(), out.dense_heads.end(), by_head);
   std::sort(out.head_gammas.begin(), out.head_gammas.end(),
             [&](const head_threshold& a, const head_threshold& b) { return by_head(a.head, b.head); });
-  out.record = {{"rule", "predicted loss = measure^2; each head's upgrades along the lower convex "
-                         "hull of (density, loss) from its base setting, taken in descending loss "
-                         "removed per density added while the density fits the budget"},
+  out.record = {{"rule", "predicted loss = measure^2; every head starts at its sparsest setting, "
+                         "its upgrades along the lower convex hull of (density, loss) from there "
+                         "are taken in descending loss removed per density added while the "
+                         "density fits the budget"},
+                {"global_gamma", global_gamma},
                 {"budget", budget},
                 {"spent", out.spent},
                 {"steps_taken", taken},

@@ -176,7 +176,7 @@ TEST(HeadSettingsPick, ConvexHullStepsWithinTheBudget) {
       {{0, 1}, {{0.95, 0.2, 0.3}, {0.99, 0.9, 0.29}, {0.0, 1.0, 0.0}}},
       {{1, 0}, {{0.95, 1.0, 0.0}}}};
   // Budget 1.0: A -> 0.99 (0.2), B -> dense (0.8): 1.0; A -> dense (0.5) does not fit.
-  const head_settings_pick p = pick_head_settings(heads, 1.0);
+  const head_settings_pick p = pick_head_settings(heads, 1.0, 0.95);
   ASSERT_EQ(p.head_gammas.size(), 1u);
   EXPECT_EQ(p.head_gammas[0].head, (head_ref{0, 0}));
   EXPECT_EQ(p.head_gammas[0].gamma, 0.99);
@@ -188,23 +188,47 @@ TEST(HeadSettingsPick, ConvexHullStepsWithinTheBudget) {
   EXPECT_EQ(p.record["best_steps_left_out"][0]["to"]["setting"], "dense");
   // Budget 0.5: only A's first step fits after B's does not (0.8 > 0.3 left)... B is stopped,
   // A's second step (0.5) does not fit in the 0.3 left either.
-  const head_settings_pick q = pick_head_settings(heads, 0.5);
+  const head_settings_pick q = pick_head_settings(heads, 0.5, 0.95);
   EXPECT_EQ(q.head_gammas.size(), 1u);
   EXPECT_TRUE(q.dense_heads.empty());
   EXPECT_NEAR(q.spent, 0.2, 1e-12);
   // A large budget makes A and B dense (A's step to dense follows its step to 0.99).
-  const head_settings_pick all = pick_head_settings(heads, 10.0);
+  const head_settings_pick all = pick_head_settings(heads, 10.0, 0.95);
   EXPECT_TRUE(all.head_gammas.empty());
   EXPECT_EQ(all.dense_heads.size(), 2u);
   EXPECT_NEAR(all.spent, 1.5, 1e-12);
   const std::string md = head_settings_report_markdown(p.record);
   EXPECT_NE(md.find("| 0 | 0 | 0.95 (0.4) | 0.99 (0.1) | 0.2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("no: does not fit"), std::string::npos) << md;
-  EXPECT_NE(error_of([&] { pick_head_settings(heads, -1.0); }).find("budget must be finite"),
+  // A higher gamma that changes nothing (the budget was clamped at the minimum, so the probe
+  // measured the same plan) is no step; dense still is. Equal losses once looked like a gain
+  // under FMA contraction and the hull walk cycled between the two.
+  const double m = 0.1 + 1e-17 * 3;
+  const head_settings_pick same =
+      pick_head_settings({{{0, 0}, {{0.95, 0.3, m}, {0.98, 0.3, m}, {0.0, 1.0, 0.0}}}}, 1.0, 0.95);
+  EXPECT_TRUE(same.head_gammas.empty());
+  ASSERT_EQ(same.dense_heads.size(), 1u);
+  EXPECT_EQ(same.record["steps_taken"].size(), 1u);
+  // Downgrades: every head starts at its sparsest setting. Head D: 0.9 (0.1, 0.3: 0.09), global
+  // 0.95 (0.2, 0.2: 0.04), dense. Head E: 0.9 (0.4, 0.05: 0.0025), 0.95 (0.5, 0.04), dense.
+  // Start 0.5 head-densities: a mean of 0.25. D's step to 0.95 is worth 0.5, E's 0.0009 / 0.1.
+  const std::vector<head_settings> down = {
+      {{0, 0}, {{0.9, 0.1, 0.3}, {0.95, 0.2, 0.2}, {0.0, 1.0, 0.0}}},
+      {{0, 1}, {{0.9, 0.4, 0.05}, {0.95, 0.5, 0.04}, {0.0, 1.0, 0.0}}}};
+  EXPECT_NEAR(head_settings_budget_for_density(down, 0.3), 0.1, 1e-12);
+  const head_settings_pick d = pick_head_settings(down, 0.1, 0.95);
+  EXPECT_TRUE(d.dense_heads.empty());
+  ASSERT_EQ(d.head_gammas.size(), 1u) << "D at the global gamma is not listed, E stays at 0.9";
+  EXPECT_EQ(d.head_gammas[0].head, (head_ref{0, 1}));
+  EXPECT_EQ(d.head_gammas[0].gamma, 0.9);
+  EXPECT_NE(error_of([&] { head_settings_budget_for_density(down, 0.2); })
+                .find("below the sparsest settings' mean 0.25"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { pick_head_settings({{{2, 3}, {}}}, 1.0); }).find("head [2, 3] has no"),
+  EXPECT_NE(error_of([&] { pick_head_settings(heads, -1.0, 0.95); }).find("budget must be finite"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { pick_head_settings({{{2, 3}, {{0.9, 1.5, 0.1}}}}, 1.0); })
+  EXPECT_NE(error_of([&] { pick_head_settings({{{2, 3}, {}}}, 1.0, 0.95); }).find("head [2, 3] has no"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { pick_head_settings({{{2, 3}, {{0.9, 1.5, 0.1}}}}, 1.0, 0.95); })
                 .find("head [2, 3]"),
             std::string::npos);
 }

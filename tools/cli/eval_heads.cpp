@@ -33,9 +33,11 @@ struct heads_options {
   // Measures from earlier --json outputs of this command (averaged over the files) instead of a
   // probe: the pick alone, for calibration sets combined from separate runs.
   std::vector<std::string> measures;
-  // GAMMA:FILE, probes of the same windows at a higher --gamma: with --map-out, each head is
-  // picked between the base gamma, these gammas and dense (format 3).
+  // GAMMA:FILE, probes of the same windows at other gammas: with --map-out, each head is picked
+  // between the base gamma, these gammas and dense (format 3).
   std::vector<std::string> upgrade_measures;
+  // With --upgrade-measures: the budget that brings the probe's mean head density to this.
+  double pick_density = 0.0;
 };
 
 struct head_measures {
@@ -83,8 +85,8 @@ bool plans_own_budget(head_kind k) {
   return k == head_kind::vertical_slash || k == head_kind::query_aware;
 }
 
-// Per head: the base setting (the probe's gamma), each --upgrade-measures gamma where the head
-// plans from its own budgets in both probes, and dense.
+// Per head: the base setting (the probe's gamma), each --upgrade-measures gamma (lower or higher)
+// where the head plans from its own budgets in both probes, and dense.
 std::vector<head_settings> settings_of(const std::vector<head_measures>& base, double base_gamma,
                                        const std::vector<std::pair<double, std::vector<head_measures>>>& upgrades,
                                        int64_t heads) {
@@ -109,8 +111,12 @@ std::vector<head_settings> settings_of(const std::vector<head_measures>& base, d
 void run_heads(const heads_options& o) {
   const char* fn = "eval heads";
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
-  check(o.map_out.empty() == o.pick_like_layers.empty(), fn,
-        "--map-out and --pick-budget-layers go together");
+  check(o.map_out.empty() == (o.pick_like_layers.empty() && o.pick_density == 0.0), fn,
+        "--map-out goes with one of --pick-budget-layers and --pick-density");
+  check(o.pick_like_layers.empty() || o.pick_density == 0.0, fn,
+        "--pick-budget-layers and --pick-density are two budgets: give one");
+  check(o.pick_density == 0.0 || !o.upgrade_measures.empty(), fn,
+        "--pick-density picks per-head settings: it needs --upgrade-measures");
   check(!o.texts.empty() || !o.measures.empty(), fn, "give --texts (probe) or --measures");
   check(o.measures.empty() || (!o.map_out.empty() && o.ablate.empty()), fn,
         "--measures only picks dense heads: it needs --map-out and no --ablate");
@@ -200,9 +206,11 @@ void run_heads(const heads_options& o) {
         const head_measures& hm = meas[static_cast<size_t>(l * c.n_heads + h)];
         costs.push_back({{int32_t(l), int32_t(h)}, hm.out_err, hm.rel_err, hm.density});
       }
-    const std::vector<int64_t> like = parse_layer_list(o.pick_like_layers, c.n_layers,
-                                                       "--pick-budget-layers");
-    const double budget = dense_layers_cost(costs, like);
+    const std::vector<int64_t> like =
+        o.pick_like_layers.empty()
+            ? std::vector<int64_t>{}
+            : parse_layer_list(o.pick_like_layers, c.n_layers, "--pick-budget-layers");
+    double budget = dense_layers_cost(costs, like);
     const std::string map_path = o.common.attention.clusters.empty()
                                      ? default_cluster_map_path(m.path)
                                      : o.common.attention.clusters;
@@ -231,24 +239,30 @@ void run_heads(const heads_options& o) {
         } catch (const std::exception&) {
           fail(fn, "--upgrade-measures: '", spec.substr(0, colon), "' is not a number");
         }
-        check(gamma > o.common.attention.params.gamma && gamma <= 1.0, fn,
-              "--upgrade-measures: gamma ", gamma, " must be in (--gamma ",
-              o.common.attention.params.gamma, ", 1]");
+        check(gamma > 0.0 && gamma <= 1.0 && gamma != o.common.attention.params.gamma, fn,
+              "--upgrade-measures: gamma ", gamma, " must be in (0, 1] and differ from --gamma ",
+              o.common.attention.params.gamma);
         nlohmann::json upgrade_sources = nlohmann::json::array();
         upgrades.emplace_back(gamma, read_measures(spec.substr(colon + 1), c, upgrade_sources));
         check(upgrade_sources == sources, fn, "--upgrade-measures: ", spec.substr(colon + 1),
               " was probed on other windows than the base measures");
         files.push_back({{"gamma", gamma}, {"measures", spec.substr(colon + 1)}});
       }
-      const head_settings_pick pick = pick_head_settings(
-          settings_of(meas, o.common.attention.params.gamma, upgrades, c.n_heads), budget);
+      const std::vector<head_settings> settings =
+          settings_of(meas, o.common.attention.params.gamma, upgrades, c.n_heads);
+      if (o.pick_density > 0.0) budget = head_settings_budget_for_density(settings, o.pick_density);
+      const head_settings_pick pick =
+          pick_head_settings(settings, budget, o.common.attention.params.gamma);
       map.dense_heads = pick.dense_heads;
       map.head_gammas = pick.head_gammas;
       rec = pick.record;
       rec["upgrades"] = files;
       key = "head_settings_selection";
     }
-    rec["budget_from_layers"] = like;
+    if (o.pick_density > 0.0)
+      rec["budget_for_density"] = o.pick_density;
+    else
+      rec["budget_from_layers"] = like;
     rec["mode"] = modes[0];
     rec["gamma"] = o.common.attention.params.gamma;
     rec["length"] = o.length;
@@ -269,9 +283,8 @@ void run_heads(const heads_options& o) {
     std::fprintf(report, " and %zu heads with their own gamma", map.head_gammas.size());
     for (const head_threshold& g : map.head_gammas)
       std::fprintf(report, " %d:%d@%g", g.head.layer, g.head.head, g.gamma);
-    std::fprintf(report, " (budget %.3f = layers %s dense)\nwrote %s (reasons in calibration.%s "
-                 "and %s)\n", budget, format_layer_list(like).c_str(), o.map_out.c_str(),
-                 key.c_str(), md_path.c_str());
+    std::fprintf(report, " (budget %.3f head-densities)\nwrote %s (reasons in calibration.%s "
+                 "and %s)\n", budget, o.map_out.c_str(), key.c_str(), md_path.c_str());
     std::fflush(report);
   }
 
@@ -377,9 +390,13 @@ void setup_heads(CLI::App& app) {
       ->excludes(texts);
   sub->add_option("--upgrade-measures", o->upgrade_measures,
                   "Comma-separated GAMMA:FILE, --json outputs of eval heads probes of the same "
-                  "windows at a higher --gamma: with --map-out, pick per head between --gamma, "
+                  "windows at other gammas: with --map-out, pick per head between --gamma, "
                   "these gammas and dense (format 3; predicted loss out_err^2)")
       ->delimiter(',');
+  sub->add_option("--pick-density", o->pick_density,
+                  "With --upgrade-measures and --map-out: the budget that brings the probes' mean "
+                  "head density to this (instead of --pick-budget-layers)")
+      ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--length", o->length, "Window length in tokens")->capture_default_str();
   sub->add_option("--windows", o->windows, "Windows (over all files)")->capture_default_str();
   sub->add_option("--ablate", o->ablate,
