@@ -34,29 +34,9 @@ struct to_double {
   __host__ __device__ double operator()(float x) const { return static_cast<double>(x); }
 };
 
-struct key_to_double {  // the value of a (row << 32) | ~bits(value) key
-  __host__ __device__ double operator()(uint64_t key) const {
-    const uint32_t bits = ~static_cast<uint32_t>(key & 0xffffffffu);
-    float x;
-    memcpy(&x, &bits, 4);
-    return static_cast<double>(x);
-  }
-};
 
 }  // namespace
 
-// One device-wide radix sort over all rows (row id in the key's high bits): every SM works,
-// where a segmented sort would give each of the 2H long rows to one thread block.
-void cub_sort_tok(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
-  size_t need = c.temp ? c.bytes : 0;
-  const int items = static_cast<int>(2 * p.s.heads * p.s.n);
-  int row_bits = 1;
-  while ((int64_t{1} << row_bits) < 2 * p.s.heads) ++row_bits;
-  const cudaError_t e = cub::DeviceRadixSort::SortKeys(c.temp, need, p.tok_keys,
-                                                       p.tok_keys_sorted, items, 0,
-                                                       32 + row_bits, stream);
-  finish(c, need, e, "sorting the token profiles");
-}
 
 void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
   size_t need = c.temp ? c.bytes : 0;
@@ -99,17 +79,6 @@ void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t ite
   finish(c, need, e, "prefix sums");
 }
 
-void cub_tok_prefix(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
-  size_t need = c.temp ? c.bytes : 0;
-  const int64_t items = 2 * p.s.heads * p.s.n;
-  auto segment = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
-                                                 segment_of{p.s.n});
-  auto values = thrust::make_transform_iterator(p.tok_keys_sorted, key_to_double{});
-  const cudaError_t e = cub::DeviceScan::InclusiveSumByKey(c.temp, need, segment, values,
-                                                           p.prefix, static_cast<int>(items),
-                                                           ::cuda::std::equal_to<>(), stream);
-  finish(c, need, e, "prefix sums of the token profiles");
-}
 
 void cub_row_ptr_scan(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
   size_t need = c.temp ? c.bytes : 0;

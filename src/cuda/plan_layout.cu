@@ -50,7 +50,6 @@ plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t d
   s.col_capacity = heads * s.tri;
   s.scratch_tiles = max_pivots * s.tri;
   s.big = std::max(heads * s.tri, max_pivots * s.nb * s.nb);
-  s.prefix = std::max(s.big, 2 * heads * n);
   return s;
 }
 
@@ -71,8 +70,6 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.row_stats = c.take(4 * h * s.splits * stats_rows * 2);
   l.spill = c.take(4 * h * s.splits * stats_rows);
   l.tok = c.take(4 * 2 * h * s.n);
-  l.tok_keys = c.take(8 * 2 * h * s.n);
-  l.tok_keys_sorted = c.take(8 * 2 * h * s.n);
   l.blk = c.take(4 * 2 * items);
   l.blk_keys = c.take(4 * 2 * items);
   l.blk_keys_sorted = c.take(4 * 2 * items);
@@ -98,7 +95,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.big_vals = c.take(4 * s.big);
   l.big_keys_sorted = c.take(4 * s.big);
   l.big_vals_sorted = c.take(4 * s.big);
-  l.prefix = c.take(8 * s.prefix);
+  l.prefix = c.take(8 * s.big);
   const int64_t segs = std::max(h, s.max_pivots * nb);
   l.seg_begin = c.take(4 * segs);
   l.seg_end = c.take(4 * segs);
@@ -111,14 +108,12 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   plan_pointers none{};
   none.s = s;
   cub_plan q;
-  cub_sort_tok(q, none, nullptr);
   cub_sort_blk(q, none, nullptr);
   cub_sort_query_aware(q, none, nullptr);
   if (s.max_pivots > 0) {
     cub_sort_publish(q, none, nullptr, nullptr);
     cub_segment_prefix(q, nullptr, nullptr, s.max_pivots * nb * nb, nb, nullptr);
   }
-  cub_tok_prefix(q, none, nullptr);
   cub_segment_prefix(q, nullptr, nullptr, h * s.tri, s.tri, nullptr);
   cub_row_ptr_scan(q, none, nullptr);
   cub_sort_schedule(q, none, nullptr);
@@ -168,8 +163,6 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.row_stats = at<float>(b, l.row_stats);
   p.spill = at<float>(b, l.spill);
   p.tok = at<float>(b, l.tok);
-  p.tok_keys = at<uint64_t>(b, l.tok_keys);
-  p.tok_keys_sorted = at<uint64_t>(b, l.tok_keys_sorted);
   p.blk = at<float>(b, l.blk);
   p.blk_keys = at<float>(b, l.blk_keys);
   p.blk_keys_sorted = at<float>(b, l.blk_keys_sorted);

@@ -38,7 +38,6 @@ struct plan_sizes {
   int64_t max_pivots = 0;
   int64_t col_capacity = 0, scratch_tiles = 0;
   int64_t big = 0;        // entries of the shared big temporaries: max(H*tri, P*nb*nb)
-  int64_t prefix = 0;     // entries of the fp64 prefix buffer
 };
 
 // Byte offsets into the workspace (all 256-byte aligned): the plan (layer_plan_carve), the
@@ -47,7 +46,7 @@ struct workspace_layout {
   plan_sizes s;
   layer_plan_capacity capacity;  // worst case: every head dense, max_pivots pivots
   int64_t plan, plan_bytes, scratch, scratch_bytes, block_attention;
-  int64_t row_stats, spill, tok, tok_keys, tok_keys_sorted;
+  int64_t row_stats, spill, tok;
   int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
   int64_t sel_col, sel_chunk, bitmask, row_count;
@@ -86,9 +85,6 @@ struct plan_pointers {
   float* row_stats;         // [H, splits, 128, 2] (max, sum) of each row over a key range
   float* spill;             // [H, splits, 128] slash sums past the end of a key range
   float* tok;               // [2H, N]: v_tok rows then s_tok rows
-  uint64_t* tok_keys;       // [2H, N] (row << 32) | ~bits(value): ascending = by row, then
-                            // descending value (the values are >= 0)
-  uint64_t* tok_keys_sorted;
   float* blk;               // [2H, nb]: v_blk rows then s_blk rows
   float* blk_keys;          // [2H, nb] blk with the forced index at +inf
   float* blk_keys_sorted;
@@ -114,7 +110,7 @@ struct plan_pointers {
   int32_t* big_vals;        // [big] their flat lower-triangle index / publish column index
   float* big_keys_sorted;
   int32_t* big_vals_sorted;
-  double* prefix;           // [prefix] segmented inclusive prefix sums
+  double* prefix;           // [big] segmented inclusive prefix sums
   int32_t* seg_begin;       // [max(H, P*nb)]
   int32_t* seg_end;
   int32_t* sched_keys;      // [H*nb] tiles of each work item
@@ -147,13 +143,10 @@ struct cub_plan {
   void* temp = nullptr;
   size_t bytes = 0;
 };
-void cub_sort_tok(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
                       cudaStream_t stream);
-// Inclusive fp64 prefix sums of the sorted profile values within each row (prefix: [2H, N]).
-void cub_tok_prefix(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 // Inclusive fp64 prefix sums of `keys` within consecutive segments of seg_len entries.
 void cub_segment_prefix(cub_plan& c, double* out, const float* keys, int64_t items,
                         int64_t seg_len, cudaStream_t stream);
