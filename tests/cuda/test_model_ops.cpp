@@ -417,6 +417,26 @@ TEST(ModelOpsSwiglu, MatchesFp64ReferenceOnFusedRows) {
 
 // ---- RoPE --------------------------------------------------------------------------------------
 
+// RoPE launch parameters over n token rows of `qk` (stride elements apart), each [heads, D] q
+// then [kv_heads, D] k, positions from first_pos.
+cuda_rope_params rope_launch(int64_t n, int64_t D, int64_t first_pos, uint16_t* qk, int64_t stride,
+                             int64_t heads, int64_t kv_heads, const rope_table& table) {
+  cuda_rope_params p;
+  p.n = n;
+  p.head_dim = D;
+  p.first_pos = first_pos;
+  p.q = qk;
+  p.q_token_stride = stride;
+  p.heads = heads;
+  p.k = qk + heads * D;
+  p.k_token_stride = stride;
+  p.kv_heads = kv_heads;
+  p.inv_freq = table.inv_freq.data();
+  p.pairs = static_cast<int64_t>(table.inv_freq.size());
+  p.attention_factor = table.attention_factor;
+  return p;
+}
+
 struct rope_case {
   int64_t n, heads, kv_heads, head_dim, rope_dim, first_pos;
   const char* type;
@@ -448,20 +468,9 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
     rope_apply(q.data(), c.n, c.heads, D, c.first_pos, table);
     rope_apply(k.data(), c.n, c.kv_heads, D, c.first_pos, table);
     const device_array<uint16_t> dfused = upload(to_bf16(fused));
-    cuda_rope_params p;
-    p.n = c.n;
-    p.head_dim = D;
-    p.first_pos = c.first_pos;
-    p.q = dfused.data();
-    p.q_token_stride = stride;
-    p.heads = c.heads;
-    p.k = dfused.data() + c.heads * D;
-    p.k_token_stride = stride;
-    p.kv_heads = c.kv_heads;
-    p.inv_freq = table.inv_freq.data();
-    p.pairs = static_cast<int64_t>(table.inv_freq.size());
-    p.attention_factor = table.attention_factor;
-    cuda_rope_apply(p, nullptr);
+    cuda_rope_apply(rope_launch(c.n, D, c.first_pos, dfused.data(), stride, c.heads, c.kv_heads,
+                                table),
+                    nullptr);
     const std::vector<uint16_t> got = fetch(dfused, "qkv");
     int64_t bad = 0;
     for (int64_t i = 0; i < c.n; ++i)
@@ -530,6 +539,30 @@ TEST(ModelOpsKvCache, AppendsAtOffsetsExactly) {
             std::string::npos);
 }
 
+// The decode attention's launch parameters as both decode tests fill them: q [heads, D], k and v
+// rows kv_stride elements apart, the grid sized for grid_len (len_device: the run-time length on
+// the device, or null), out [heads, D], lse [heads], the workspace of ws_bytes.
+cuda_decode_params decode_launch(int64_t heads, int64_t kv_heads, int64_t D, int64_t grid_len,
+                                 const int64_t* len_device, const uint16_t* q, const uint16_t* k,
+                                 const uint16_t* v, int64_t kv_stride, uint16_t* out, float* lse,
+                                 void* ws, size_t ws_bytes) {
+  cuda_decode_params p;
+  p.len = grid_len;
+  p.len_device = len_device;
+  p.heads = heads;
+  p.kv_heads = kv_heads;
+  p.head_dim = D;
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  p.kv_token_stride = kv_stride;
+  p.out = out;
+  p.lse = lse;
+  p.workspace = ws;
+  p.workspace_bytes = ws_bytes;
+  return p;
+}
+
 struct decode_case {
   int64_t len, heads, kv_heads, dim;
   bool fused_kv;  // K and V as the column halves of one [len, 2 Hkv D] buffer, else cache rows
@@ -586,20 +619,10 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     ASSERT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
     const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
     const device_array<float> dlse = poisoned<float>(static_cast<size_t>(c.heads));
-    cuda_decode_params p;
-    p.len = grid_len;
-    p.len_device = c.grid_len > 0 ? dlen.data() : nullptr;
-    p.heads = c.heads;
-    p.kv_heads = c.kv_heads;
-    p.head_dim = D;
-    p.q = dq.data();
-    p.k = dk.data();
-    p.v = c.fused_kv ? dk.data() + row : dv.data();
-    p.kv_token_stride = stride;
-    p.out = dout.data();
-    p.lse = dlse.data();
-    p.workspace = ws.data();
-    p.workspace_bytes = ws_bytes;
+    const cuda_decode_params p = decode_launch(
+        c.heads, c.kv_heads, D, grid_len, c.grid_len > 0 ? dlen.data() : nullptr, dq.data(),
+        dk.data(), c.fused_kv ? dk.data() + row : dv.data(), stride, dout.data(), dlse.data(),
+        ws.data(), ws_bytes);
     cuda_decode_attention(p, nullptr);
     const std::vector<uint16_t> out_bits = fetch(dout, "out");
     const std::vector<float> out = from_bf16(out_bits);
@@ -694,20 +717,8 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
     std::vector<uint16_t> cache_v = to_bf16(random_bf16_values(capacity * row, seed + 2));
     // Three steps apart: RoPE on a copy of the row, the append on the host, plain attention.
     const device_array<uint16_t> rotated = upload(qkv);
-    cuda_rope_params r;
-    r.n = 1;
-    r.head_dim = D;
-    r.first_pos = c.len - 1;
-    r.q = rotated.data();
-    r.q_token_stride = width;
-    r.heads = c.heads;
-    r.k = rotated.data() + c.heads * D;
-    r.k_token_stride = width;
-    r.kv_heads = c.kv_heads;
-    r.inv_freq = table.inv_freq.data();
-    r.pairs = static_cast<int64_t>(table.inv_freq.size());
-    r.attention_factor = table.attention_factor;
-    cuda_rope_apply(r, nullptr);
+    cuda_rope_apply(
+        rope_launch(1, D, c.len - 1, rotated.data(), width, c.heads, c.kv_heads, table), nullptr);
     const std::vector<uint16_t> rotated_row = fetch(rotated, "rotated q | k");
     std::vector<uint16_t> expect_k = cache_k, expect_v = cache_v;
     for (int64_t e = 0; e < row; ++e) {
@@ -722,20 +733,10 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
       EXPECT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
       const device_array<uint16_t> out = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
       const device_array<float> lse = poisoned<float>(static_cast<size_t>(c.heads));
-      cuda_decode_params p;
-      p.len = grid_len;
-      p.len_device = c.grid_len > 0 ? dlen.data() : nullptr;
-      p.heads = c.heads;
-      p.kv_heads = c.kv_heads;
-      p.head_dim = D;
-      p.q = q.data();
-      p.k = k.data();
-      p.v = v.data();
-      p.kv_token_stride = row;
-      p.out = out.data();
-      p.lse = lse.data();
-      p.workspace = ws.data();
-      p.workspace_bytes = ws_bytes;
+      cuda_decode_params p =
+          decode_launch(c.heads, c.kv_heads, D, grid_len, c.grid_len > 0 ? dlen.data() : nullptr,
+                        q.data(), k.data(), v.data(), row, out.data(), lse.data(), ws.data(),
+                        ws_bytes);
       if (fused_row != nullptr) {
         p.new_token.k = fused_row->data() + c.heads * D;
         p.new_token.v = fused_row->data() + (c.heads + c.kv_heads) * D;
