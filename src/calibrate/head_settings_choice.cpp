@@ -166,7 +166,10 @@ std::string head_settings_report_markdown(const nlohmann::json& record) {
                    str(record.value("budget", 0.0)) + " head-densities";
   if (record.contains("budget_from_layers"))
     md += " (what layers " + record["budget_from_layers"].dump() + " cost dense)";
+  if (record.contains("budget_for_density"))
+    md += " (mean head density " + record["budget_for_density"].dump() + " on the probe)";
   md += ", spent " + str(record.value("spent", 0.0)) + ".\n";
+  if (record.contains("upgrades")) md += "Other settings probed: " + record["upgrades"].dump() + ".\n";
   if (record.contains("windows")) md += "Windows: " + record["windows"].dump() + ".\n";
   md += "\n| layer | head | from | to | density added | loss removed | worth | taken |\n";
   md += "|---|---|---|---|---|---|---|---|\n";

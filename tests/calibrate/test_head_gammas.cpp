@@ -1,6 +1,6 @@
 // Per-head gammas (issue 17, the cluster map's format 3): "head_gammas" round-trips and comes with
 // the map's dense heads in the resolution, bad entries fail naming the key, format 1 and 2 maps
-// still load; planner_params::head_gammas changes exactly the listed heads' plans (a higher gamma
+// still load, the shipped format-3 map loads; planner_params::head_gammas changes exactly the listed heads' plans (a higher gamma
 // gives them more tiles and less error against dense, the other heads are bit-identical); the
 // per-head settings pick follows the convex hull of (density, out_err^2) under the budget.
 // Synthetic inputs: 2 layers, N = 1000 (ragged: 7.8 blocks of 128), 4 heads, 2 KV heads, D = 32.
@@ -61,6 +61,18 @@ TEST(HeadGammasMap, FormatThreeRoundTripsAndResolves) {
   wide.head_gammas = {{{0, 2}, 0.99}};
   EXPECT_NE(error_of([&] { wide.validate(2, 2); }).find("head_gammas: [0, 2] out of range"),
             std::string::npos);
+}
+
+TEST(HeadGammasMap, TheShippedPerHeadSettingsMapLoads) {
+  const cluster_map m = cluster_map_load(
+      std::string(SP_SOURCE_DIR) + "/data/clusters/smollm2-135m-instruct-head-settings.json");
+  EXPECT_NO_THROW(m.validate(30, 9));
+  EXPECT_FALSE(m.head_gammas.empty());
+  EXPECT_FALSE(m.dense_heads.empty());
+  EXPECT_TRUE(m.dense_layers.empty());
+  EXPECT_TRUE(m.calibration.contains("head_settings_selection"));
+  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/3");
+  for (const head_threshold& g : m.head_gammas) EXPECT_NE(g.gamma, 0.95);
 }
 
 TEST(HeadGammasMap, BadHeadGammasNameTheKey) {
