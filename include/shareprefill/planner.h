@@ -94,6 +94,25 @@ struct deferred_head {
 bool sharing_gate(const planner_params& params, const cluster_slot& pivot, const float* v_blk,
                   const float* s_blk, int64_t n_blocks);
 
+// ---- Chunked prefill with a carried sharing state (issue 16; docs/PLANNER.md) ----
+
+// The sharing gate across chunks: the pivot's profiles ([m] blocks, from an earlier chunk) and
+// the candidate's ([n_blocks]) compared over their common range, min(m, n_blocks) blocks:
+// vertical by key block (index c in both), slash by block-diagonal offset o (index m-1-o in the
+// pivot's, n_blocks-1-o in the candidate's); each restricted profile is renormalised to sum 1
+// (an all-zero one stays zero) before the JS distance; tau_sim and tau_fb as in sharing_gate.
+// sharing_gate calls it when the lengths differ. v_blk, s_blk: [n_blocks].
+bool carried_sharing_gate(const planner_params& params, const cluster_slot& pivot,
+                          const float* v_blk, const float* s_blk, int64_t n_blocks);
+
+// The extension of a pivot pattern to new query block rows [new_begin, new_end): from its rows
+// [row_begin, row_end), a diagonal offset o recurs when its tile (r, r-o) is in at least half of
+// the rows r with r-o >= 0; a key block c recurs when, among the tiles not on a recurring offset,
+// (r, c) is in at least half of the rows r >= c. The extension is every causal (r, c) of the new
+// rows with c a recurring column or r-c a recurring offset. Sorted, no duplicates.
+std::vector<tile> extend_pivot_pattern(const std::vector<tile>& pattern, int64_t row_begin,
+                                       int64_t row_end, int64_t new_begin, int64_t new_end);
+
 struct plan_state {
   int64_t n_tokens = 0;     // 0 until the first plan() of the prompt
   int64_t last_layer = -1;  // last planned layer
@@ -102,6 +121,7 @@ struct plan_state {
   std::vector<cluster_slot> clusters;  // one per cluster of the map
   std::vector<deferred_head> deferred;
   std::vector<head_kind> layer_kinds;  // kinds of the last planned layer
+  int64_t chunk_start = 0;             // first query token of the current chunk (begin_chunk)
   void reset() { *this = plan_state(); }
 };
 
@@ -131,6 +151,16 @@ class planner {
   // share_within_layer: after publish(), the plan for the heads deferred by plan() (all other
   // heads get empty masks).
   layer_plan plan_deferred(int64_t layer, plan_state& state) const;
+
+  // Chunked prefill: the next chunk of the same prompt, whose keys now end at n_tokens (its
+  // queries are [previous n_tokens, n_tokens)); its layers are planned from 0 again. Each
+  // cluster keeps its pivot (layer, head): at its layer the pivot is the pivot again (dense over
+  // the chunk's rows; publish() replaces its pattern and profiles), and until then the members
+  // share its pattern extended to the chunk's rows (extend_pivot_pattern) through
+  // carried_sharing_gate. A fresh state may start with it (chunk start 0). Throws unless
+  // n_tokens exceeds the state's, the chunk start is a multiple of the block size, and the
+  // previous chunk is complete (every layer planned, published, plan_deferred done).
+  void begin_chunk(plan_state& state, int64_t n_tokens) const;
 
   const planner_params& params() const { return params_; }
   int64_t layers() const { return layers_; }

@@ -24,6 +24,8 @@ std::vector<tile> merged(std::vector<tile> a, const std::vector<tile>& b) {
 
 bool sharing_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
                   const float* s_blk, int64_t n_blocks) {
+  if (static_cast<int64_t>(slot.pivot_v_blk.size()) != n_blocks)  // carried from a chunk
+    return carried_sharing_gate(p, slot, v_blk, s_blk, n_blocks);
   return js_distance(slot.pivot_v_blk.data(), v_blk, n_blocks) < p.tau_sim &&
          js_distance(slot.pivot_s_blk.data(), s_blk, n_blocks) < p.tau_sim &&
          slot.pivot_vs_ratio < p.tau_fb;
@@ -156,14 +158,17 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
     if (!shared_[c]) continue;
     // A dense pivot (pivot_prefers_dense) runs every tile anyway: being query-aware costs nothing.
     const bool dense_pivot = dense_pivot_[c] == layer * heads_ + h;
-    if (query_aware[h] && !dense_pivot) continue;
     cluster_slot& slot = state.clusters[c];
+    // The pivot of an earlier chunk (begin_chunk) is the pivot again, query-aware or not.
+    const bool carried_pivot = slot.pivot_layer == layer && slot.pivot_head == h;
+    if (query_aware[h] && !dense_pivot && !carried_pivot) continue;
     const head_statistics& st = stats[h];
-    if (!slot.has_pivot) {
+    if (!slot.has_pivot || carried_pivot) {
       const bool eligible =
-          dense_pivot_[c] >= 0
-              ? dense_pivot
-              : !params_.pivot_is_medoid || (medoid_[c].layer == layer && medoid_[c].head == h);
+          carried_pivot ||
+          (dense_pivot_[c] >= 0
+               ? dense_pivot
+               : !params_.pivot_is_medoid || (medoid_[c].layer == layer && medoid_[c].head == h));
       if (!eligible) continue;
       slot.has_pivot = true;
       slot.pivot_layer = static_cast<int32_t>(layer);

@@ -1,13 +1,16 @@
 // `shareprefill bench chunk-plan` (issue 16 item 3): planning a chunked prefill against planning
 // the whole prompt, on the synthetic structured generator, CPU. For each mode, every layer of
-// the prompt is planned and run twice:
+// the prompt is planned and run three times:
 //   one-shot: planner::plan on the N tokens, attention_block_sparse, publish (DESIGN.md 2);
 //   chunked:  per chunk [s, e), per layer: planner::plan on the keys [0, e) with the chunk's
 //             queries in place (the statistics come from the chunk's own last block; rows before
 //             the chunk are zeros the kernel never reads), attention of the chunk's queries with
 //             query_offset s, publish of the chunk's rows of the pivots' block attention. The
 //             sharing state is per chunk: pivots are chosen and their patterns shared within the
-//             chunk, across its layers (docs/PLANNER.md, "Chunked prefill").
+//             chunk, across its layers (docs/PLANNER.md, "Chunked prefill");
+//   carried:  the same chunks with one plan_state for the prompt, moved to each next chunk by
+//             planner::begin_chunk: pivots keep their identity, and layers before a pivot's
+//             layer share its pattern extended from the previous chunk.
 // Reported per mode: relative error of the attention output against dense (Frobenius over all
 // layers and rows) and the tile density (visited / causal tiles of the rows each computes).
 #include <algorithm>
@@ -108,17 +111,17 @@ void run(const chunk_plan_options& o) {
   FILE* const report = o.json.text_stream();
   std::fprintf(report,
                "bench chunk-plan (cpu, synthetic): n=%lld layers=%lld heads=%lld/%lld dim=%lld "
-               "chunk=%lld\n%-13s %12s %12s %12s %12s\n",
+               "chunk=%lld\n%-13s %12s %12s %12s %12s %12s %12s\n",
                (long long)n, (long long)s.layers, (long long)s.heads, (long long)s.kv_heads,
                (long long)s.dim, (long long)o.chunk, "mode", "err_oneshot", "err_chunked",
-               "dens_oneshot", "dens_chunked");
+               "err_carried", "dens_oneshot", "dens_chunked", "dens_carried");
   for (const std::string& mode_name : o.modes) {
     planner_params params;
     params.mode = plan_mode_from_name(mode_name);
     params.gamma = o.gamma;
     const planner pl(params, s.layers, s.heads, &clusters);
-    error_sum e_one, e_chunk;
-    double t_one = 0, c_one = 0, t_chunk = 0, c_chunk = 0;
+    error_sum e_one, e_chunk, e_carry;
+    double t_one = 0, c_one = 0, t_chunk = 0, c_chunk = 0, t_carry = 0, c_carry = 0;
     std::vector<float> out;
     plan_state state;
     for (int64_t l = 0; l < s.layers; ++l) {
@@ -135,6 +138,16 @@ void run(const chunk_plan_options& o) {
         count_rows(m, c0 / 128, t_chunk, c_chunk);
       }
     }
+    plan_state carried;  // the prompt's sharing state, carried from chunk to chunk
+    for (int64_t c0 = 0; c0 < n; c0 += o.chunk) {
+      const int64_t c1 = std::min(n, c0 + o.chunk);
+      pl.begin_chunk(carried, c1);
+      for (int64_t l = 0; l < s.layers; ++l) {
+        const block_mask m = plan_and_run(pl, s, layers[l], l, c0, c1, carried, pool, out);
+        e_carry.add(out.data(), dense[l].data() + c0 * hd, (c1 - c0) * hd);
+        count_rows(m, c0 / 128, t_carry, c_carry);
+      }
+    }
     const nlohmann::json row = {{"mode", mode_name},
                                 {"n", n},
                                 {"chunk", o.chunk},
@@ -147,10 +160,13 @@ void run(const chunk_plan_options& o) {
                                 {"rel_err_one_shot", e_one.rel()},
                                 {"rel_err_chunked", e_chunk.rel()},
                                 {"density_one_shot", t_one / c_one},
-                                {"density_chunked", t_chunk / c_chunk}};
+                                {"rel_err_carried", e_carry.rel()},
+                                {"density_chunked", t_chunk / c_chunk},
+                                {"density_carried", t_carry / c_carry}};
     json.write(row);
-    std::fprintf(report, "%-13s %12.3e %12.3e %12.4f %12.4f\n", mode_name.c_str(), e_one.rel(),
-                 e_chunk.rel(), t_one / c_one, t_chunk / c_chunk);
+    std::fprintf(report, "%-13s %12.3e %12.3e %12.3e %12.4f %12.4f %12.4f\n", mode_name.c_str(),
+                 e_one.rel(), e_chunk.rel(), e_carry.rel(), t_one / c_one, t_chunk / c_chunk,
+                 t_carry / c_carry);
     std::fflush(report);
   }
 }
