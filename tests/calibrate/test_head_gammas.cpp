@@ -16,6 +16,7 @@
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/synthetic.h"
+#include "synthetic_two_layers.h"
 #include "test_util.h"
 
 namespace sp {
@@ -102,31 +103,12 @@ TEST(HeadGammasMap, BadHeadGammasNameTheKey) {
   EXPECT_EQ(cluster_map_from_json(v3, "v3.json").dense_heads.size(), 1u);
 }
 
-constexpr int64_t n_tok = 1000, n_heads = 4, n_kv = 2, n_dim = 32;
+using test::n_dim;
+using test::n_heads;
+using test::n_tok;
 
 std::vector<std::vector<float>> run(const planner* pl, std::vector<layer_attention_report>* reps) {
-  synthetic_params p;
-  p.n_tokens = n_tok;
-  p.layers = 2;
-  p.heads = n_heads;
-  p.kv_heads = n_kv;
-  p.dim = n_dim;
-  p.seed = 11;
-  thread_pool pool(2);
-  std::unique_ptr<prefill_attention> a = pl ? make_planned_attention(*pl) : make_dense_attention();
-  a->begin_prompt(n_tok);
-  std::vector<std::vector<float>> outs;
-  for (int64_t l = 0; l < 2; ++l) {
-    const synthetic_layer in = synthetic_generate_layer(p, l);
-    outs.emplace_back(static_cast<size_t>(n_tok * n_heads * n_dim));
-    const layer_attention_report r = a->attend(
-        l, tensor_view::contiguous(outs.back().data(), dtype::f32, {n_tok, n_heads, n_dim}),
-        tensor_view::contiguous(in.q.data(), dtype::f32, {n_tok, n_heads, n_dim}),
-        tensor_view::contiguous(in.k.data(), dtype::f32, {n_tok, n_kv, n_dim}),
-        tensor_view::contiguous(in.v.data(), dtype::f32, {n_tok, n_kv, n_dim}), pool);
-    if (reps) reps->push_back(r);
-  }
-  return outs;
+  return test::run_two_layers(pl, 11, reps);
 }
 
 double head_error(const std::vector<float>& a, const std::vector<float>& b, int64_t h) {
