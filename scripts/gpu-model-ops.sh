@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU machine: builds and runs the tests of the model's device ops (issue 14) for sm_90a.
-#   ops    compiles only what tests/cuda/test_model_ops.cpp needs (src/cuda/model_*.cu,
+#   ops    compiles only what tests/cuda/test_model_{ops,decode}.cpp need (src/cuda/model_*.cu,
 #          gemm_cublaslt.cpp, device_memory.cpp and the CPU oracles rope/dequantize) with nvcc
 #          and g++ directly: seconds, where the whole sp_cuda (attention and planner kernels)
 #          takes minutes; then runs it.
@@ -35,7 +35,7 @@ for step in $STEPS; do
       done
       for f in src/cuda/gemm_cublaslt.cpp src/cuda/device_memory.cpp src/model/rope.cpp \
                src/model/dequantize.cpp src/model/gguf_types.cpp src/core/tensor.cpp \
-               tests/cuda/test_model_ops.cpp; do
+               tests/cuda/test_model_ops.cpp tests/cuda/test_model_decode.cpp; do
         o=$B/$(basename "$f").o
         objs+=("$o")
         g++ $CXXFLAGS -c "$f" -o "$o" >"$o.log" 2>&1 &

@@ -47,7 +47,7 @@ case ${1:-} in
     echo "== python"; grep -E "[0-9]+ (passed|failed)" "$OUT/python.log" | tail -2
     wait
     for t in test_cuda_attention test_cuda_attention_serving test_cuda_merge_attention \
-             test_device_planner_kernels test_device_planner test_llama_cuda test_model_ops \
+             test_device_planner_kernels test_device_planner test_llama_cuda test_model_ops test_model_decode \
              test_token_logprob test_cuda_context_parallel; do
       [ -x "$BIN/$t" ] || { echo "== $t: not built"; continue; }
       timeout 300 "$BIN/$t" >"/tmp/sp-$t.txt" 2>&1
