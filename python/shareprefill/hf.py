@@ -174,22 +174,19 @@ def _prefill(backend, layer, q, k, v, cu, rows):
     spans = [slice(s, e) for s, e in zip(cu, cu[1:])]
     from ._varlen import attention_varlen
     if q.is_cuda:
+        import torch
+
         from . import torch_ops
         if backend.planner.mode == "dense" and len(rows) > 1:  # one launch, nothing to plan
             for row in rows:
                 backend.record(layer, _DensePlan(q.shape[1]), row)
             return attention_varlen(q, k, v, cu)
-        if len(rows) == 1:  # the whole batch: no copy into a batch output
-            out = torch_ops.prefill_layer(planners[0], layer, q, k, v)
-            if backend.trace is not None:
-                backend.record(layer, planners[0]._cuda_prefill.last_plan(), rows[0])
-            return out
-        out = q.new_empty(q.shape)
+        outs = []
         for planner, span, row in zip(planners, spans, rows):
-            out[span] = torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span])
+            outs.append(torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span]))
             if backend.trace is not None:  # synchronous copies of the device plan
                 backend.record(layer, planner._cuda_prefill.last_plan(), row)
-        return out
+        return outs[0] if len(outs) == 1 else torch.cat(outs)  # one row: no copy
     plans = [planner.plan_layer(layer, q[span], k[span]) for planner, span in zip(planners, spans)]
     out = attention_varlen(q, k, v, cu, plans=plans)
     for plan, row in zip(plans, rows):  # after the run: deferred heads have their final kinds
