@@ -22,6 +22,7 @@
 #   the end-to-end prefill step (all modes and HF SDPA at 8K/32K/128K, YaRN beyond 8K), needle
 #   retrieval on the GPU at 8K/32K, the context-parallel simulation at 128K, 8 layers of 128K
 #   against cuDNN, and split-and-merge against one call at 32K.
+# `accuracy` (model and .cache/accuracy-texts carried): scripts/gpu-accuracy.sh's curves.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -47,7 +48,7 @@ case ${1:-} in
     echo "== python"; grep -E "[0-9]+ (passed|failed)" "$OUT/python.log" | tail -2
     wait
     for t in test_cuda_attention test_cuda_attention_serving test_cuda_merge_attention \
-             test_device_planner_kernels test_device_planner test_llama_cuda test_model_ops test_model_decode \
+             test_device_planner_kernels test_device_planner test_device_planner_chunks test_llama_cuda test_model_ops test_model_decode \
              test_token_logprob test_cuda_context_parallel; do
       [ -x "$BIN/$t" ] || { echo "== $t: not built"; continue; }
       timeout 300 "$BIN/$t" >"/tmp/sp-$t.txt" 2>&1
@@ -112,8 +113,18 @@ case ${1:-} in
     timeout 60 "$BIN/shareprefill" bench attention --device cuda --n 32768 --heads 32 --kv-heads 8 \
       --dim 128 --split 2>&1 | tail -4
     ;;
+  accuracy)
+    # Issue 17's density-matched perplexity curves on the GPU (scripts/gpu-accuracy.sh); carry
+    # .cache/accuracy-texts as well (2.4 MB). After `model` in the same call, or alone.
+    mkdir -p /tmp/spc
+    m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    build_project; wait
+    BIN=$BIN OUT=$OUT/accuracy timeout 500 scripts/gpu-accuracy.sh "$m" 2>&1 |
+      grep -vE "^\s*$" | cut -c1-160 | tail -120
+    ;;
   *)
-    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench (see the header)" >&2
+    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy (see the header)" >&2
     exit 2
     ;;
 esac
