@@ -77,6 +77,7 @@ struct device_plan_state {
   bool awaiting_publish = false;  // the last layer may have pivots: publish() before plan()
   bool published = false;         // publish() ran for the last layer
   int64_t layer_max_pivots = 0;  // of the last planned layer
+  int64_t query_offset = 0;      // chunk start of the layers planned with this state
 };
 
 // The state of one shared cluster, copied to the host (for tests and inspection).
@@ -115,6 +116,21 @@ class device_planner {
   device_plan_output plan(int64_t layer, const tensor_view& q, const tensor_view& k,
                          device_plan_state& state, void* workspace, int64_t workspace_bytes,
                          void* stream) const;
+
+  // Chunked prefill (issue 16; docs/PLANNER.md "Chunked prefill"): plans `layer` for the
+  // queries [s, e) of a prompt over the keys [0, e), s = query_offset (a multiple of 128 below
+  // e): q [e - s, H, D] holds the chunk's queries only, k [e, Hkv, D] the keys so far. Same rules
+  // as the host planner given the keys [0, e) and the chunk's queries with zeros before them
+  // (bench chunk-plan): statistics from the chunk's own last block (queries e-128 .. e-1; tokens
+  // before s count as zero queries), budgets, the query-aware test and the query-aware tiles on
+  // the chunk's block means, pivots dense with their A for the chunk's rows (the rows before it
+  // are cleared to 0 here, as on the host). The plan's query_offset is s; its schedule holds the
+  // chunk's query blocks only (the CSR rows before the chunk are never read by the kernel). The
+  // state is begun for e tokens (begin_prompt(state, ..., e, ...): a fresh sharing state per
+  // chunk); every layer planned with it must use the same s.
+  device_plan_output plan_chunk(int64_t layer, int64_t query_offset, const tensor_view& q,
+                                const tensor_view& k, device_plan_state& state, void* workspace,
+                                int64_t workspace_bytes, void* stream) const;
 
   // After the layer's attention filled plan.block_attention: each pivot's section-2G pattern,
   // its vs_ratio, has_pattern, into the state.

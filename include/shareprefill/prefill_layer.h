@@ -13,6 +13,13 @@
 //   std::vector<...> or device_buffer ws(sp::prefill_layer_workspace_bytes(shape, p, on_device));
 //   sp::prefill_layer_begin(state, p, n_tokens, on_device, state_memory, bytes, stream);
 //   for each layer L: p.layer = L; sp::prefill_layer(q, k, v, out, state, p, ws, bytes, stream);
+//
+// Chunked prefill (issue 16, docs/PLANNER.md "Chunked prefill"): per chunk [s, e) of a prompt,
+// prefill_layer_begin(state, p, e, ...) (a fresh sharing state per chunk), p.query_offset = s,
+// then every layer with q = the chunk's tokens [e - s, H, D], k/v = the tokens [0, e) and out
+// [e - s, H, D]. CPU: the host planner on the keys [0, e) with zeros before the chunk's queries
+// (bench chunk-plan's way), the CPU kernel with the query offset, publish of the chunk's rows of
+// A. CUDA: device_planner::plan_chunk, the kernel on the chunk plan, publish.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +39,7 @@ struct prefill_layer_params {
   const planner* host = nullptr;           // CPU tensors: the host planner
   thread_pool* pool = nullptr;             // CPU tensors: worker threads
   const device_planner* device = nullptr;  // device tensors: the device planner
+  int64_t query_offset = 0;                // chunked prefill: the chunk's first token s
   cuda_attention_options attention;        // device tensors: kernel choice
   cuda_event* planned = nullptr;           // device tensors: recorded on the stream between
                                            // planning and attention (timing), when not null
@@ -40,11 +48,13 @@ struct prefill_layer_params {
 // Per-prompt state of either device.
 struct prefill_layer_state {
   bool on_device = false;
+  int64_t n_tokens = 0;       // of the prompt, or the chunk end e (prefill_layer_begin)
+  int64_t query_offset = -1;  // the chunk start of the layers run so far (-1: none yet)
   plan_state host;            // CPU
   device_plan_state device;   // CUDA (memory: device_planner::state_bytes)
 };
 
-// What one layer did. CPU: the plan(s) and the wall-clock times. CUDA: views into the workspace
+// What one layer did. CPU: the plan(s) and the wall-clock times (a chunk: its plan, no times). CUDA: views into the workspace
 // (kinds, CSR) valid until the next layer planned on the same workspace (no times: the work is
 // asynchronous; time it with events on the stream).
 struct prefill_layer_result {
@@ -64,8 +74,10 @@ void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params&
                          int64_t n_tokens, bool on_device, void* state_memory, int64_t bytes,
                          void* stream);
 
-// q: [N, H, D]; k, v: [N, Hkv, D]; out: [N, H, D] (CPU: f32; CUDA: the dtype of q). All views
-// on the same device. Advances `state` by one layer (params.layer, increasing within a prompt).
+// q: [N - s, H, D]; k, v: [N, Hkv, D]; out: [N - s, H, D] (CPU: f32; CUDA: the dtype of q);
+// N = the state's n_tokens, s = params.query_offset (0: the whole prompt; a chunk's start, a
+// multiple of 128, the same for every layer of the state). All views on the same device.
+// Advances `state` by one layer (params.layer, increasing within a prompt or chunk).
 prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
                                    const tensor_view& v, const tensor_view& out,
                                    prefill_layer_state& state, const prefill_layer_params& params,

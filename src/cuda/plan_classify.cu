@@ -32,30 +32,35 @@ __device__ __forceinline__ float to_float(__half v) {
 }
 
 // out[b, x, d] = mean over the real tokens of block b of src[t, x, d]; skips heads whose kind
-// is not `only` when kinds is given. grid (nb, X), block D threads.
+// is not `only` when kinds is given. src's row 0 is token `first` (a chunk's queries); tokens
+// before it count as zeros. grid (nb, X), block D threads.
 template <class T>
 __global__ void block_mean_kernel(float* out, const T* src, int64_t token_stride,
                                   int64_t head_stride, int64_t n, int64_t x_count, int64_t dim,
-                                  const uint8_t* kinds, uint8_t only) {
+                                  const uint8_t* kinds, uint8_t only, int64_t first) {
   const int64_t b = blockIdx.x, x = blockIdx.y, d = threadIdx.x;
   if (kinds != nullptr && kinds[x] != only) return;
   const int64_t t0 = b * plan_block, t1 = min(n, t0 + plan_block);
-  double acc = 0.0;
+  double acc = 0.0;  // adding the zeros before `first` would not change it
 #pragma unroll 8
-  for (int64_t t = t0; t < t1; ++t) acc += to_float(src[t * token_stride + x * head_stride + d]);
+  for (int64_t t = max(t0, first); t < t1; ++t)
+    acc += to_float(src[(t - first) * token_stride + x * head_stride + d]);
   const double inv = 1.0 / static_cast<double>(t1 - t0);
   out[(b * x_count + x) * dim + d] = static_cast<float>(acc * inv);
 }
 
-// q_mean[h, d] = mean of the last rows, scaled by 1/sqrt(D). grid (H), block D.
+// q_mean[h, d] = mean of the last rows, scaled by 1/sqrt(D); q's row 0 is token `first` (a
+// chunk's queries), tokens before it count as zeros. grid (H), block D.
 template <class T>
 __global__ void last_rows_mean_kernel(float* out, const T* q, int64_t token_stride,
-                                      int64_t head_stride, int64_t n, int64_t rows, int64_t dim) {
+                                      int64_t head_stride, int64_t n, int64_t rows, int64_t dim,
+                                      int64_t first) {
   const int64_t h = blockIdx.x, d = threadIdx.x;
   const double scale = 1.0 / (sqrt(static_cast<double>(dim)) * static_cast<double>(rows));
   double acc = 0.0;
 #pragma unroll 8
-  for (int64_t t = n - rows; t < n; ++t) acc += to_float(q[t * token_stride + h * head_stride + d]);
+  for (int64_t t = max(n - rows, first); t < n; ++t)
+    acc += to_float(q[(t - first) * token_stride + h * head_stride + d]);
   out[h * dim + d] = static_cast<float>(acc * scale);
 }
 
@@ -177,9 +182,10 @@ void launch_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream
   const unsigned nb = static_cast<unsigned>(s.nb), dim = static_cast<unsigned>(s.dim);
   block_mean_kernel<T><<<dim3(nb, static_cast<unsigned>(s.kv_heads)), dim, 0, stream>>>(
       p.k_pool, static_cast<const T*>(x.k), x.k_token_stride, x.k_head_stride, s.n, s.kv_heads,
-      s.dim, nullptr, 0);
+      s.dim, nullptr, 0, 0);
   last_rows_mean_kernel<T><<<static_cast<unsigned>(s.heads), dim, 0, stream>>>(
-      p.q_mean, static_cast<const T*>(x.q), x.q_token_stride, x.q_head_stride, s.n, s.rows, s.dim);
+      p.q_mean, static_cast<const T*>(x.q), x.q_token_stride, x.q_head_stride, s.n, s.rows, s.dim,
+      x.q_first);
 }
 
 }  // namespace
@@ -221,7 +227,7 @@ void launch_query_pool(const plan_pointers& p, const qk_views& x, cudaStream_t s
   block_mean_kernel<T><<<dim3(static_cast<unsigned>(s.nb), static_cast<unsigned>(s.heads)),
                          static_cast<unsigned>(s.dim), 0, stream>>>(
       p.q_pool, static_cast<const T*>(x.q), x.q_token_stride, x.q_head_stride, s.n, s.heads,
-      s.dim, p.kinds, kind_query_aware);
+      s.dim, p.kinds, kind_query_aware, x.q_first);
 }
 
 void launch_query_block_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream) {

@@ -213,17 +213,32 @@ void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_
 device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, const tensor_view& k,
                                        device_plan_state& state, void* workspace,
                                        int64_t workspace_bytes, void* stream) const {
-  const char* fn = "device_planner::plan";
+  return plan_chunk(layer, 0, q, k, state, workspace, workspace_bytes, stream);
+}
+
+device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offset,
+                                             const tensor_view& q, const tensor_view& k,
+                                             device_plan_state& state, void* workspace,
+                                             int64_t workspace_bytes, void* stream) const {
+  const char* fn = query_offset == 0 ? "device_planner::plan" : "device_planner::plan_chunk";
   const impl& m = *impl_;
   check(layer >= 0 && layer < m.layers, fn, "layer ", layer, " not in [0, ", m.layers, ")");
   check(state.memory != nullptr, fn, "the state is not bound: call begin_prompt() first");
   check(q.rank == 3 && k.rank == 3, fn, "q and k must be [N, heads, dim], got ranks ", q.rank,
         " and ", k.rank);
-  const layer_shape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2]};
+  check(query_offset >= 0 && query_offset % cuda::plan_block == 0, fn, "chunk start ",
+        query_offset, " must be a multiple of the block size ", cuda::plan_block);
+  check(q.shape[0] > 0, fn, "q must hold at least one token");
+  // The chunk [s, e) of the prompt: q holds its e - s queries, k the e keys.
+  const layer_shape shape{query_offset + q.shape[0], q.shape[1], k.shape[1], q.shape[2]};
   const cuda::plan_sizes sizes = sizes_of(m, shape, fn);
-  check(shape.n_tokens == state.n_tokens, fn, "the state belongs to a prompt of ",
-        state.n_tokens, " tokens, got ", shape.n_tokens, "; begin_prompt() a new one");
-  check_view(fn, "q", q, shape.n_tokens, shape.heads, shape.dim);
+  check(shape.n_tokens == state.n_tokens, fn, "the state belongs to a prompt (or chunk end) of ",
+        state.n_tokens, " tokens, got ", shape.n_tokens, " (chunk start ", query_offset, " + ",
+        q.shape[0], " queries); begin_prompt() a new one");
+  check(state.last_layer < 0 || query_offset == state.query_offset, fn,
+        "the state's layers were planned for the chunk starting at ", state.query_offset,
+        ", got ", query_offset, "; begin_prompt() a new state for each chunk");
+  check_view(fn, "q", q, q.shape[0], shape.heads, shape.dim);
   check_view(fn, "k", k, shape.n_tokens, shape.kv_heads, shape.dim);
   check(q.type == k.type, fn, "q is ", dtype_name(q.type), " but k is ", dtype_name(k.type));
   check(layer > state.last_layer, fn, "layers must be planned in increasing order: layer ", layer,
@@ -257,6 +272,7 @@ device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, con
   r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
   r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
+  r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;
   x.k = k.data;
@@ -265,6 +281,7 @@ device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, con
   x.k_token_stride = k.stride[0];
   x.k_head_stride = k.stride[1];
   x.half = q.type == dtype::f16;
+  x.q_first = query_offset;
   cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
 
   if (all_dense) {
@@ -278,7 +295,14 @@ device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, con
   cuda::check_cuda(cudaMemsetAsync(p.item_counter, 0, sizeof(unsigned long long), st), fn,
                    "clearing the work counter");
 
+  // The kernel writes a pivot's A for the chunk's rows only: the rows before it are 0 for
+  // publish, as on the host.
+  if (query_offset > 0 && sizes.max_pivots > 0)
+    cuda::check_cuda(cudaMemset2DAsync(p.block_attention, 4 * sizes.nb * sizes.nb, 0,
+                                       4 * r.first_query_block * sizes.nb, sizes.max_pivots, st),
+                     fn, "clearing the block attention before the chunk");
   state.last_layer = layer;
+  state.query_offset = query_offset;
   state.published = false;
   state.awaiting_publish = !all_dense && pp.mode == plan_mode::shareprefill && m.max_pivots > 0;
   state.layer_max_pivots = m.max_pivots;
@@ -289,6 +313,7 @@ device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, con
   out.dim = shape.dim;
   out.workspace = workspace;
   out.plan = p.plan;
+  out.plan.query_offset = query_offset;
   out.scratch = p.scratch;
   if (sizes.max_pivots > 0) {
     out.block_attention = tensor_view::contiguous(p.block_attention, dtype::f32,

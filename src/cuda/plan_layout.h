@@ -169,13 +169,18 @@ struct plan_rules {
   const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
   const uint8_t* dense_head = nullptr;  // [layers * H] planned dense unless a pivot (device)
+  // Chunked prefill: query blocks before this one are not the chunk's (no work items).
+  int32_t first_query_block = 0;
 };
 
 struct qk_views {
-  const void* q = nullptr;  // q: [N, H, D]
+  const void* q = nullptr;  // q: [N - q_first, H, D]
   const void* k = nullptr;  // k: [N, Hkv, D]
   int64_t q_token_stride = 0, q_head_stride = 0, k_token_stride = 0, k_head_stride = 0;
   bool half = false;  // f16 (else bf16)
+  // Chunked prefill: q holds the tokens [q_first, N) only (q row 0 is token q_first); the
+  // planner reads the tokens before q_first as zero queries (the host planner's padding).
+  int64_t q_first = 0;
 };
 
 // A, first part: the token profiles tok [2H, N] (vertical rows 0..H-1, slash rows H..2H-1) of

@@ -63,14 +63,18 @@ struct stats_smem {
   float window[2][window_size];           // chunk c reads window[c & 1], writes the other
 };
 
+// Rows first .. first + rows - 1 of the prompt into dst; rows past `valid` and tokens before
+// src_first (src's row 0 is token src_first: a chunk's queries) are zeros.
 template <class T, int D>
 __device__ void load_rows(T* dst, int ld, const T* src, int64_t token_stride, int64_t first,
-                          int rows, int64_t valid) {
+                          int rows, int64_t valid, int64_t src_first) {
   constexpr int vec = 8;  // 16 bytes
   for (int idx = threadIdx.x; idx < rows * (D / vec); idx += blockDim.x) {
     const int row = idx / (D / vec), col = (idx % (D / vec)) * vec;
+    const int64_t token = first + row;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < valid) v = *reinterpret_cast<const uint4*>(src + (first + row) * token_stride + col);
+    if (row < valid && token >= src_first)
+      v = *reinterpret_cast<const uint4*>(src + (token - src_first) * token_stride + col);
     *reinterpret_cast<uint4*>(dst + row * ld + col) = v;
   }
 }
@@ -157,7 +161,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   const T* q_head = static_cast<const T*>(a.x.q) + h * a.x.q_head_stride;
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
   load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
-  load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows);
+  load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows, a.x.q_first);
   const int row0 = warp * 16;                          // first query row of this warp
   const int row_lo = row0 + g, row_hi = row_lo + 8;    // this lane's rows (absolute q0 + row)
 

@@ -10,8 +10,9 @@
 //   the cluster's published pattern for shared heads, every causal tile for pivots and dense
 //     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
 // then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (CUB radix
-// sort of the work items by tile count, descending and stable), and the pivots' scratch offsets
-// (a pivot has exactly nb(nb+1)/2 tiles, so slot * that is its scratch start).
+// sort of the work items by tile count, descending and stable; a chunk's rows first), and the
+// pivots' scratch offsets (a pivot has exactly nb(nb+1)/2 tiles, so slot * that is its scratch
+// start).
 #include <cmath>
 
 #include "cuda_check.h"
@@ -128,7 +129,9 @@ __global__ void rows_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   if (lane == 0) {
     p.row_count[h * (nb + 1) + row] = count;
     if (row == nb - 1) p.row_count[h * (nb + 1) + nb] = 0;
-    p.sched_keys[h * nb + row] = static_cast<int32_t>(count);
+    // A chunk's rows only: the rows before it sort last (key 0; every causal row has a tile,
+    // its diagonal) and fall outside the chunk's heads * (nb - first_query_block) work items.
+    p.sched_keys[h * nb + row] = row < r.first_query_block ? 0 : static_cast<int32_t>(count);
     p.sched_vals[h * nb + row] = static_cast<int32_t>(h * nb + row);
   }
 }

@@ -1,8 +1,12 @@
 // prefill_layer: one planned attention layer on the device of its tensors. The CPU path is
-// attend_planned_layer (host planner, CPU kernel, publish); the CUDA path chains the device
-// planner, the CUDA kernel on the plan in the workspace, and the device publish on one stream.
+// attend_planned_layer (host planner, CPU kernel, publish), or for a chunk the host planner on
+// the zero-padded queries; the CUDA path chains the device planner, the CUDA kernel on the plan
+// in the workspace, and the device publish on one stream.
 #include "shareprefill/prefill_layer.h"
 
+#include <vector>
+
+#include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/planned_layer.h"
 
@@ -19,6 +23,30 @@ void check_same_device(const char* fn, const tensor_view& q, const tensor_view& 
           on_device ? "device" : "host");
 }
 
+// A chunk on the CPU: the host planner on the keys [0, e) with the chunk's queries in place and
+// zeros before them (bench chunk-plan), the kernel with the query offset, publish of the
+// chunk's rows of the pivots' A (the rows before it stay 0).
+layer_plan attend_chunk_on_host(const planner& pl, plan_state& state, int64_t layer,
+                                int64_t query_offset, const tensor_view& out,
+                                const tensor_view& q, const tensor_view& k, const tensor_view& v,
+                                thread_pool& pool) {
+  const int64_t n = k.shape[0], heads = q.shape[1], dim = q.shape[2];
+  check(q.is_contiguous(), "prefill_layer", "a chunk's q must be contiguous on the CPU");
+  std::vector<float> padded(static_cast<size_t>(n * heads * dim), 0.0f);
+  convert_to_fp32(padded.data() + query_offset * heads * dim, q);
+  layer_plan p = pl.plan(
+      layer, tensor_view::contiguous(padded.data(), dtype::f32, {n, heads, dim}), k, state, pool);
+  check(p.deferred_heads.empty(), "prefill_layer",
+        "share_within_layer is not supported for chunks");
+  const int64_t nb = p.mask.n_blocks;
+  std::vector<float> a(p.pivot_heads.size() * static_cast<size_t>(nb * nb), 0.0f);
+  const block_attention_output ba{p.pivot_heads, a.data()};
+  attention_block_sparse(out, {}, p.pivot_heads.empty() ? nullptr : &ba, q, k, v, p.mask, pool,
+                         query_offset);
+  pl.publish(layer, p.pivot_heads, a.data(), state);
+  return p;
+}
+
 }  // namespace
 
 int64_t prefill_layer_workspace_bytes(const layer_shape& shape, const prefill_layer_params& params,
@@ -33,7 +61,10 @@ void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params&
                          int64_t n_tokens, bool on_device, void* state_memory, int64_t bytes,
                          void* stream) {
   const char* fn = "prefill_layer_begin";
+  check(n_tokens > 0, fn, "N must be positive, got ", n_tokens);
   state.on_device = on_device;
+  state.n_tokens = n_tokens;
+  state.query_offset = -1;
   state.host.reset();
   state.device = device_plan_state{};
   if (!on_device) return;
@@ -47,17 +78,37 @@ prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
                                    void* workspace, int64_t workspace_bytes, void* stream) {
   const char* fn = "prefill_layer";
   check_same_device(fn, q, k, v, out, state.on_device);
+  const int64_t s = params.query_offset;
+  check(state.n_tokens > 0, fn, "the state is not begun: call prefill_layer_begin() first");
+  check(s >= 0 && s % 128 == 0 && s < state.n_tokens, fn, "chunk start ", s,
+        " must be a multiple of the block size 128 below the ", state.n_tokens, " tokens");
+  check(q.rank == 3 && k.rank == 3, fn, "q and k must be [tokens, heads, dim], got ranks ",
+        q.rank, " and ", k.rank);
+  check(k.shape[0] == state.n_tokens, fn, "k has ", k.shape[0],
+        " tokens, the state was begun for ", state.n_tokens, " (the prompt, or the chunk end)");
+  check(q.shape[0] == state.n_tokens - s, fn, "q has ", q.shape[0], " tokens, the chunk [", s,
+        ", ", state.n_tokens, ") has ", state.n_tokens - s);
+  check(state.query_offset < 0 || state.query_offset == s, fn,
+        "the state ran the chunk starting at ", state.query_offset, ", got ", s,
+        "; prefill_layer_begin() a new state for each chunk");
   prefill_layer_result r;
   if (!state.on_device) {
     check(params.host != nullptr && params.pool != nullptr, fn,
           "host tensors need params.host (a planner) and params.pool");
-    r.host = attend_planned_layer(*params.host, state.host, params.layer, out, q, k, v,
-                                  *params.pool);
+    if (s == 0)
+      r.host = attend_planned_layer(*params.host, state.host, params.layer, out, q, k, v,
+                                    *params.pool);
+    else
+      r.host.plan = attend_chunk_on_host(*params.host, state.host, params.layer, s, out, q, k, v,
+                                         *params.pool);
+    state.query_offset = s;
     return r;
   }
   check(params.device != nullptr, fn, "device tensors need params.device (a device_planner)");
   const device_planner& dp = *params.device;
-  r.device_plan = dp.plan(params.layer, q, k, state.device, workspace, workspace_bytes, stream);
+  r.device_plan =
+      dp.plan_chunk(params.layer, s, q, k, state.device, workspace, workspace_bytes, stream);
+  state.query_offset = s;
   if (params.planned != nullptr) params.planned->record(stream);
   cuda_attention_block_sparse(out, {}, r.device_plan.block_attention, q, k, v,
                               r.device_plan.plan, r.device_plan.scratch, params.attention, stream);
