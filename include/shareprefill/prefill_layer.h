@@ -54,9 +54,9 @@ struct prefill_layer_state {
   device_plan_state device;   // CUDA (memory: device_planner::state_bytes)
 };
 
-// What one layer did. CPU: the plan(s) and the wall-clock times (a chunk: its plan, no times). CUDA: views into the workspace
-// (kinds, CSR) valid until the next layer planned on the same workspace (no times: the work is
-// asynchronous; time it with events on the stream).
+// What one layer did. CPU: the plan(s) and the wall-clock times (a chunk: its plan, no times).
+// CUDA: views into the workspace (kinds, CSR) valid until the next layer planned on the same
+// workspace (no times: the work is asynchronous; time it with events on the stream).
 struct prefill_layer_result {
   planned_layer host;              // CPU
   device_plan_output device_plan;  // CUDA

@@ -1,0 +1,360 @@
+// Chunked prefill on the device planner (device_planner::plan_chunk, issue 16 item 2) against
+// the host planner, the oracle, called as bench chunk-plan calls it: per chunk [s, e) a fresh
+// sharing state, planner::plan on the keys [0, e) with the chunk's queries in place and zeros
+// before them, publish of the pivots' exact A over the chunk's rows (rows before s are 0).
+// Ragged prompts (N = 3000, 5000, chunks of 1024 / 2048, a last chunk shorter than a block),
+// GQA 4/3, D 128/64, every sparse mode. Compared on the chunk's rows: head kinds, tiles (equal,
+// or the attention mass that moves within 1% where ties round differently, as
+// test_device_planner.cpp does), the schedule (the chunk's query blocks only, longest first),
+// and the state after publish. The device's A rows before the chunk are left as junk by this
+// test (the workspace is filled with 0x3f bytes and only the chunk's rows are uploaded), so
+// publish agrees with the host only if plan_chunk clears them.
+// Also: a dense-plan chunked run through prefill_layer equals the one-shot run bit for bit on
+// the chunk's rows; a shareprefill chunked run matches the CPU's prefill_layer chunks; bad chunk
+// starts, q/k length mismatches and a state reused for another chunk give clear errors.
+// Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "device_planner_test_util.h"
+#include "shareprefill/prefill_layer.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+using namespace sp::testing;
+
+// A prompt's inputs of every layer on the device (full N; chunks are views into them).
+struct device_layer {
+  layer_inputs x;
+  device_buffer q, k, v;
+};
+
+std::vector<device_layer> upload_layers(const planner_case& c) {
+  std::vector<device_layer> out;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    device_layer d{make_inputs(c, l), {}, {}, {}};
+    d.q = device_buffer(d.x.q.size() * 2);
+    d.k = device_buffer(d.x.k.size() * 2);
+    d.v = device_buffer(d.x.v.size() * 2);
+    d.q.upload(d.x.q.data(), d.q.size());
+    d.k.upload(d.x.k.data(), d.k.size());
+    d.v.upload(d.x.v.data(), d.v.size());
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+// Tokens [t0, t1) of a [N, heads, dim] bf16 tensor at `base` (host or device memory).
+tensor_view rows_of(const void* base, int64_t t0, int64_t t1, int64_t heads, int64_t dim,
+                    bool device) {
+  const auto* p = static_cast<const uint16_t*>(base) + t0 * heads * dim;
+  tensor_view t = tensor_view::contiguous(p, dtype::bf16, {t1 - t0, heads, dim});
+  t.on_device = device;
+  return t;
+}
+
+// Tiles of rows [first_row, nb) of one head.
+std::vector<tile> chunk_tiles(const block_mask& m, int64_t h, int64_t first_row) {
+  std::vector<tile> out;
+  for (const tile& t : m.tiles_of(h))
+    if (t.first >= first_row) out.push_back(t);
+  return out;
+}
+
+// Plans every chunk of a case on both planners, comparing as the header says.
+void compare_chunks(const planner_case& c, int64_t chunk) {
+  SCOPED_TRACE(str(name_of(c), " chunk=", chunk));
+  const cluster_map map = map_of(c);
+  const planner_params params = params_of(c);
+  const cluster_map* clusters = c.mode == plan_mode::shareprefill ? &map : nullptr;
+  const planner host(params, c.layers, c.heads, clusters);
+  const device_planner dp(params, c.layers, c.heads, clusters);
+  const std::vector<device_layer> layers = upload_layers(c);
+  device_buffer ws(static_cast<size_t>(dp.workspace_bytes({c.n, c.heads, c.kv_heads, c.dim})));
+  device_buffer st(static_cast<size_t>(dp.state_bytes(c.n)));
+  ws.fill_bytes(0x3f);  // junk (0.747f) where nothing writes
+  thread_pool pool;
+  int64_t moved_heads = 0;
+  for (int64_t s = 0; s < c.n; s += chunk) {
+    const int64_t e = std::min(c.n, s + chunk), nb = (e + 127) / 128, first_row = s / 128;
+    SCOPED_TRACE(str("chunk [", s, ", ", e, ")"));
+    plan_state host_state;
+    device_plan_state state;
+    dp.begin_prompt(state, st.data(), static_cast<int64_t>(st.size()), e, nullptr);
+    for (int64_t layer = 0; layer < c.layers; ++layer) {
+      SCOPED_TRACE(str("layer ", layer));
+      const device_layer& d = layers[static_cast<size_t>(layer)];
+      std::vector<uint16_t> q_pad(static_cast<size_t>(e * c.heads * c.dim), 0);
+      std::copy(d.x.q.begin() + s * c.heads * c.dim, d.x.q.begin() + e * c.heads * c.dim,
+                q_pad.begin() + s * c.heads * c.dim);
+      const tensor_view k_host = rows_of(d.x.k.data(), 0, e, c.kv_heads, c.dim, false);
+      const tensor_view v_host = rows_of(d.x.v.data(), 0, e, c.kv_heads, c.dim, false);
+      const layer_plan hp = host.plan(layer, rows_of(q_pad.data(), 0, e, c.heads, c.dim, false),
+                                      k_host, host_state, pool);
+      const device_plan_output dpo =
+          dp.plan_chunk(layer, s, rows_of(d.q.data(), s, e, c.heads, c.dim, true),
+                        rows_of(d.k.data(), 0, e, c.kv_heads, c.dim, true), state, ws.data(),
+                        static_cast<int64_t>(ws.size()), nullptr);
+      ASSERT_NO_THROW(device_plan_check(state, nullptr));
+      ASSERT_EQ(dpo.plan.query_offset, s);
+      const std::vector<head_kind> kinds = device_planner::download_kinds(dpo.plan);
+      const block_mask dmask = device_planner::download_mask(dpo.plan);
+      ASSERT_EQ(dmask.n_blocks, nb);
+
+      // Kinds: equal, or a decision within rounding of its threshold (then stop the case).
+      for (int64_t h = 0; h < c.heads; ++h) {
+        if (kinds[h] == hp.kinds[h]) continue;
+        const auto qa = download(ws, dpo.qa_distance, c.heads);
+        const auto gate = download(ws, dpo.gate_distance, 2 * c.heads);
+        const bool edge = std::abs(qa[h] - params.tau_qa) < 1e-4 ||
+                          std::abs(gate[2 * h] - params.tau_sim) < 1e-4 ||
+                          std::abs(gate[2 * h + 1] - params.tau_sim) < 1e-4;
+        ASSERT_TRUE(edge) << "head " << h << ": device kind " << head_kind_name(kinds[h])
+                          << ", host " << head_kind_name(hp.kinds[h]) << " (qa distance " << qa[h]
+                          << ", gate distances " << gate[2 * h] << ", " << gate[2 * h + 1] << ")";
+        GTEST_LOG_(INFO) << "borderline decision at head " << h << "; the case stops here";
+        return;
+      }
+
+      // Tiles of the chunk's rows: equal, or at most 1% of the rows' mass moved.
+      const tensor_view q_chunk = rows_of(d.x.q.data(), s, e, c.heads, c.dim, false);
+      std::vector<int32_t> differing;
+      for (int64_t h = 0; h < c.heads; ++h)
+        if (chunk_tiles(dmask, h, first_row) != chunk_tiles(hp.mask, h, first_row))
+          differing.push_back(static_cast<int32_t>(h));
+      if (!differing.empty()) {
+        const std::vector<float> a =
+            exact_block_attention(q_chunk, k_host, v_host, differing, pool, s);
+        for (size_t i = 0; i < differing.size(); ++i) {
+          const int32_t h = differing[i];
+          const std::vector<float> ah(a.begin() + i * nb * nb, a.begin() + (i + 1) * nb * nb);
+          const double dm = kept_mass(ah, nb, dmask.tiles_of(h), first_row);
+          const double hm = kept_mass(ah, nb, hp.mask.tiles_of(h), first_row);
+          EXPECT_NEAR(dm, hm, 0.01) << "head " << h << " (" << head_kind_name(kinds[h])
+                                    << "): tiles differ, kept mass device " << dm << " host " << hm;
+          ++moved_heads;
+        }
+      }
+
+      // Schedule: the chunk's work items only, each once, longest first.
+      const int64_t items = c.heads * (nb - first_row);
+      ASSERT_EQ(layer_plan_work_items(dpo.plan), items);
+      const auto schedule = download(ws, dpo.plan.schedule, 2 * items);
+      int64_t previous = INT64_MAX;
+      std::set<int64_t> seen;
+      for (int64_t i = 0; i < items; ++i) {
+        const int32_t h = schedule[2 * i], r = schedule[2 * i + 1];
+        ASSERT_TRUE(h >= 0 && h < c.heads && r >= first_row && r < nb) << "item " << i;
+        const int64_t t = dmask.row_end(h, r) - dmask.row_begin(h, r);
+        ASSERT_LE(t, previous) << "schedule item " << i << " is longer than the one before";
+        previous = t;
+        seen.insert(h * nb + r);
+      }
+      EXPECT_EQ(static_cast<int64_t>(seen.size()), items) << "schedule items repeat";
+
+      // Publish the same exact A: all of it on the host, the chunk's rows on the device.
+      const std::vector<float> a =
+          exact_block_attention(q_chunk, k_host, v_host, hp.pivot_heads, pool, s);
+      host.publish(layer, hp.pivot_heads, a.data(), host_state);
+      const size_t base = static_cast<size_t>(static_cast<const char*>(dpo.block_attention.data) -
+                                              static_cast<const char*>(ws.data()));
+      for (size_t i = 0; i < hp.pivot_heads.size(); ++i) {
+        const size_t from = (i * nb + first_row) * nb;
+        ws.upload(a.data() + from, (nb - first_row) * nb * sizeof(float), base + 4 * from);
+      }
+      dp.publish(layer, dpo, state, nullptr);
+      ASSERT_NO_THROW(device_plan_check(state, nullptr));
+      if (c.mode == plan_mode::shareprefill && !host_state.clusters.empty())
+        expect_same_state(dp.download_state(state), host_state, nb, moved_heads);
+    }
+  }
+  GTEST_LOG_(INFO) << name_of(c) << " chunk=" << chunk
+                   << ": heads with different tiles (mass-checked): " << moved_heads;
+}
+
+class DevicePlannerChunks : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_F(DevicePlannerChunks, ShareprefillRagged) {
+  compare_chunks(make_case(3000, 8, 2, 128, 3, plan_mode::shareprefill, true, 512), 1024);
+  compare_chunks(make_case(5000, 9, 3, 64, 3, plan_mode::shareprefill, true, 512), 2048);
+  compare_chunks(make_case(5000, 8, 2, 128, 3), 1024);  // minB 1024: early chunks dense
+  compare_chunks(make_case(4160, 6, 2, 64, 2, plan_mode::shareprefill, true, 256),
+                 2048);  // 64 rows
+}
+
+TEST_F(DevicePlannerChunks, Modes) {
+  for (plan_mode m : {plan_mode::vslash, plan_mode::flexprefill})
+    compare_chunks(make_case(3000, 8, 2, 64, 2, m, true, 512), 1024);
+  compare_chunks(make_case(3000, 8, 2, 64, 2, plan_mode::shareprefill, false, 512), 1024);
+}
+
+// Runs a prompt through prefill_layer on the GPU, one-shot (chunk = 0) or in chunks with a
+// fresh state per chunk; returns every layer's output [N, H, D] as bf16 bits.
+std::vector<std::vector<uint16_t>> run_prefill(const planner_case& c, const device_planner& dp,
+                                               const std::vector<device_layer>& layers,
+                                               int64_t chunk) {
+  prefill_layer_params p;
+  p.device = &dp;
+  device_buffer ws(static_cast<size_t>(
+      prefill_layer_workspace_bytes({c.n, c.heads, c.kv_heads, c.dim}, p, true)));
+  device_buffer st(static_cast<size_t>(dp.state_bytes(c.n)));
+  ws.fill_bytes(0x3f);
+  std::vector<device_buffer> out;
+  for (int64_t l = 0; l < c.layers; ++l) out.emplace_back(layers[0].x.q.size() * 2);
+  const int64_t step = chunk > 0 ? chunk : c.n;
+  for (int64_t s = 0; s < c.n; s += step) {
+    const int64_t e = std::min(c.n, s + step);
+    prefill_layer_state state;
+    prefill_layer_begin(state, p, e, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
+    p.query_offset = s;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      const device_layer& d = layers[static_cast<size_t>(l)];
+      p.layer = l;
+      prefill_layer(rows_of(d.q.data(), s, e, c.heads, c.dim, true),
+                    rows_of(d.k.data(), 0, e, c.kv_heads, c.dim, true),
+                    rows_of(d.v.data(), 0, e, c.kv_heads, c.dim, true),
+                    rows_of(out[static_cast<size_t>(l)].data(), s, e, c.heads, c.dim, true), state,
+                    p, ws.data(), static_cast<int64_t>(ws.size()), nullptr);
+    }
+    device_plan_check(state.device, nullptr);
+  }
+  std::vector<std::vector<uint16_t>> result;
+  for (const device_buffer& o : out) {
+    result.emplace_back(o.size() / 2);
+    o.download(result.back().data(), o.size());
+  }
+  return result;
+}
+
+TEST_F(DevicePlannerChunks, DenseChunksEqualOneShotBitwise) {
+  for (const auto& [n, chunk] : {std::pair<int64_t, int64_t>{3000, 1024}, {5000, 2048}}) {
+    const planner_case c = make_case(n, 8, 2, 128, 2, plan_mode::dense);
+    SCOPED_TRACE(str(name_of(c), " chunk=", chunk));
+    const device_planner dp(params_of(c), c.layers, c.heads, nullptr);
+    const std::vector<device_layer> layers = upload_layers(c);
+    const auto one_shot = run_prefill(c, dp, layers, 0);
+    const auto chunked = run_prefill(c, dp, layers, chunk);
+    for (int64_t l = 0; l < c.layers; ++l)
+      EXPECT_EQ(std::memcmp(one_shot[l].data(), chunked[l].data(), one_shot[l].size() * 2), 0)
+          << "layer " << l << ": the chunked output differs from the one-shot output";
+  }
+}
+
+// The GPU's chunks against the CPU's prefill_layer chunks (the host planner on the padded
+// queries, the CPU kernel): equal kinds, output within bf16 rounding.
+TEST_F(DevicePlannerChunks, PrefillLayerChunksMatchCpu) {
+  const planner_case c = make_case(3000, 8, 2, 128, 3, plan_mode::shareprefill, true, 512);
+  const int64_t chunk = 1024;
+  const cluster_map map = map_of(c);
+  const planner host(params_of(c), c.layers, c.heads, &map);
+  const device_planner dp(params_of(c), c.layers, c.heads, &map);
+  const std::vector<device_layer> layers = upload_layers(c);
+  const auto gpu = run_prefill(c, dp, layers, chunk);
+  thread_pool pool;
+  prefill_layer_params hp;
+  hp.host = &host;
+  hp.pool = &pool;
+  std::vector<float> out(static_cast<size_t>(c.n * c.heads * c.dim));
+  std::vector<double> err(static_cast<size_t>(c.layers)), ref(static_cast<size_t>(c.layers));
+  for (int64_t s = 0; s < c.n; s += chunk) {
+    const int64_t e = std::min(c.n, s + chunk);
+    prefill_layer_state state;
+    prefill_layer_begin(state, hp, e, false, nullptr, 0, nullptr);
+    hp.query_offset = s;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      const device_layer& d = layers[static_cast<size_t>(l)];
+      hp.layer = l;
+      float* o = out.data() + s * c.heads * c.dim;
+      prefill_layer(rows_of(d.x.q.data(), s, e, c.heads, c.dim, false),
+                    rows_of(d.x.k.data(), 0, e, c.kv_heads, c.dim, false),
+                    rows_of(d.x.v.data(), 0, e, c.kv_heads, c.dim, false),
+                    tensor_view::contiguous(o, dtype::f32, {e - s, c.heads, c.dim}), state, hp,
+                    nullptr, 0, nullptr);
+      for (int64_t i = 0; i < (e - s) * c.heads * c.dim; ++i) {
+        const double g = bf16_to_fp32(gpu[l][static_cast<size_t>(s * c.heads * c.dim + i)]);
+        err[l] += (g - o[i]) * (g - o[i]);
+        ref[l] += static_cast<double>(o[i]) * o[i];
+      }
+    }
+  }
+  for (int64_t l = 0; l < c.layers; ++l)
+    EXPECT_LT(std::sqrt(err[l] / ref[l]), 1e-2) << "layer " << l << ": GPU chunks vs CPU chunks";
+}
+
+TEST_F(DevicePlannerChunks, Errors) {
+  const planner_case c = make_case(3000, 4, 2, 64, 2, plan_mode::shareprefill, true, 256);
+  const cluster_map map = map_of(c);
+  const device_planner dp(params_of(c), c.layers, c.heads, &map);
+  const std::vector<device_layer> layers = upload_layers(c);
+  const device_layer& d = layers[0];
+  prefill_layer_params p;
+  p.device = &dp;
+  device_buffer ws(static_cast<size_t>(
+      prefill_layer_workspace_bytes({c.n, c.heads, c.kv_heads, c.dim}, p, true)));
+  device_buffer st(static_cast<size_t>(dp.state_bytes(c.n))), out(d.x.q.size() * 2);
+  const int64_t bytes = static_cast<int64_t>(ws.size());
+  auto q = [&](int64_t t0, int64_t t1) {
+    return rows_of(d.q.data(), t0, t1, c.heads, c.dim, true);
+  };
+  auto kv = [&](const device_buffer& b, int64_t t1) {
+    return rows_of(b.data(), 0, t1, c.kv_heads, c.dim, true);
+  };
+  auto o = [&](int64_t t0, int64_t t1) {
+    return rows_of(out.data(), t0, t1, c.heads, c.dim, true);
+  };
+  prefill_layer_state state;
+  prefill_layer_begin(state, p, 2048, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
+  auto run = [&](int64_t layer, int64_t s, int64_t q0, int64_t q1, int64_t keys) {
+    p.layer = layer;
+    p.query_offset = s;
+    return error_of([&] {
+      prefill_layer(q(q0, q1), kv(d.k, keys), kv(d.v, keys), o(q0, q1), state, p, ws.data(), bytes,
+                    nullptr);
+    });
+  };
+  EXPECT_NE(run(0, 1000, 1000, 2048, 2048).find("multiple of the block size"), std::string::npos);
+  EXPECT_NE(run(0, 1024, 1000, 2048, 2048).find("q has 1048 tokens"), std::string::npos);
+  EXPECT_NE(run(0, 1024, 1024, 2048, 3000).find("k has 3000 tokens"), std::string::npos);
+  EXPECT_EQ(run(0, 1024, 1024, 2048, 2048), "");
+  EXPECT_NE(run(1, 0, 0, 2048, 2048).find("chunk starting at 1024"), std::string::npos);
+  EXPECT_EQ(run(1, 1024, 1024, 2048, 2048), "");
+  device_plan_check(state.device, nullptr);
+
+  // The device planner directly: the same rules.
+  device_plan_state ds;
+  dp.begin_prompt(ds, st.data(), static_cast<int64_t>(st.size()), 2048, nullptr);
+  EXPECT_NE(error_of([&] {
+              dp.plan_chunk(0, 64, q(64, 2048), kv(d.k, 2048), ds, ws.data(), bytes, nullptr);
+            }).find("multiple of the block size"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              dp.plan_chunk(0, 1024, q(1024, 2048), kv(d.k, 2000), ds, ws.data(), bytes, nullptr);
+            }).find("k has shape"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              dp.plan_chunk(0, 0, q(1024, 2048), kv(d.k, 1024), ds, ws.data(), bytes, nullptr);
+            }).find("the state belongs to a prompt"),
+            std::string::npos);
+  const device_plan_output first =
+      dp.plan_chunk(0, 1024, q(1024, 2048), kv(d.k, 2048), ds, ws.data(), bytes, nullptr);
+  dp.publish(0, first, ds, nullptr);
+  EXPECT_NE(error_of([&] {
+              dp.plan_chunk(1, 1152, q(1152, 2048), kv(d.k, 2048), ds, ws.data(), bytes, nullptr);
+            }).find("chunk starting at 1024"),
+            std::string::npos);
+  device_plan_check(ds, nullptr);
+}
+
+}  // namespace
+}  // namespace sp
