@@ -46,6 +46,11 @@ plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t d
   int64_t per = std::max<int64_t>(2, (chunks + want - 1) / want);
   s.split_keys = per * stats_chunk;
   s.splits = (n + s.split_keys - 1) / s.split_keys;
+  // Budget select: 2H rows split so the grid fills target_ctas (2 blocks per SM), each part at
+  // least select_min_part entries (fewer rounds than that cost more in the row's merge).
+  constexpr int64_t select_min_part = 4096;
+  const int64_t by_ctas = std::max<int64_t>(1, target_ctas / (2 * heads));
+  s.select_parts = std::min(by_ctas, std::max<int64_t>(1, n / select_min_part));
   s.max_pivots = max_pivots;
   s.col_capacity = heads * s.tri;
   s.scratch_tiles = max_pivots * s.tri;
@@ -70,6 +75,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.row_stats = c.take(4 * h * s.splits * stats_rows * 2);
   l.spill = c.take(4 * h * s.splits * stats_rows);
   l.tok = c.take(4 * 2 * h * s.n);
+  l.select = c.take(cover_select_scratch_bytes(2 * h));
   l.blk = c.take(4 * 2 * items);
   l.blk_keys = c.take(4 * 2 * items);
   l.blk_keys_sorted = c.take(4 * 2 * items);
@@ -163,6 +169,7 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.row_stats = at<float>(b, l.row_stats);
   p.spill = at<float>(b, l.spill);
   p.tok = at<float>(b, l.tok);
+  p.select = at<void>(b, l.select);
   p.blk = at<float>(b, l.blk);
   p.blk_keys = at<float>(b, l.blk_keys);
   p.blk_keys_sorted = at<float>(b, l.blk_keys_sorted);

@@ -35,6 +35,7 @@ struct plan_sizes {
   int64_t tri = 0;        // nb(nb+1)/2: causal tiles of one head
   int64_t splits = 1;     // key ranges of the statistics kernel per head
   int64_t split_keys = 0; // keys per range (multiple of stats_chunk, >= 128)
+  int64_t select_parts = 1; // thread blocks per profile row of the budget select
   int64_t max_pivots = 0;
   int64_t col_capacity = 0, scratch_tiles = 0;
   int64_t big = 0;        // entries of the shared big temporaries: max(H*tri, P*nb*nb)
@@ -46,7 +47,7 @@ struct workspace_layout {
   plan_sizes s;
   layer_plan_capacity capacity;  // worst case: every head dense, max_pivots pivots
   int64_t plan, plan_bytes, scratch, scratch_bytes, block_attention;
-  int64_t row_stats, spill, tok;
+  int64_t row_stats, spill, tok, select;
   int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
   int64_t sel_col, sel_chunk, bitmask, row_count;
@@ -85,6 +86,7 @@ struct plan_pointers {
   float* row_stats;         // [H, splits, 128, 2] (max, sum) of each row over a key range
   float* spill;             // [H, splits, 128] slash sums past the end of a key range
   float* tok;               // [2H, N]: v_tok rows then s_tok rows
+  void* select;             // [2H] rows of the budget select (cover_select_scratch_bytes)
   float* blk;               // [2H, nb]: v_blk rows then s_blk rows
   float* blk_keys;          // [2H, nb] blk with the forced index at +inf
   float* blk_keys_sorted;
@@ -193,9 +195,13 @@ void launch_statistics(const plan_pointers& p, const state_pointers& st, const q
                        const plan_rules& r, cub_plan& c, cudaStream_t stream);
 // A's budgets from the token profiles tok [2H, N] without sorting (plan_budgets.cu): budgets
 // [H, 2] (nV, nS in blocks) by the cover count at r.gamma, clamped to r.min/max_blocks; counts
-// [2H] (optional, for the tests) receives the cover counts.
-void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, const plan_rules& r,
-                          int32_t* budgets, int32_t* counts, cudaStream_t stream);
+// [2H] (optional, for the tests) receives the cover counts. Each row is split over `parts`
+// thread blocks (1..65535; same results for any parts); scratch: cover_select_scratch_bytes(2H)
+// bytes, cleared on the stream first.
+int64_t cover_select_scratch_bytes(int64_t rows);
+void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t parts,
+                          const plan_rules& r, void* scratch, int32_t* budgets, int32_t* counts,
+                          cudaStream_t stream);
 // B: pooled estimate and the query-aware test (flexprefill, shareprefill); clears qa otherwise.
 void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
                              cudaStream_t stream);

@@ -418,7 +418,8 @@ void launch_statistics(const plan_pointers& p, const state_pointers& st, const q
   const int heads = static_cast<int>(p.s.heads);
   block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
                       sums_threads, 0, stream>>>(p);
-  launch_cover_budgets(p.tok, p.s.heads, p.s.n, r, p.budgets, nullptr, stream);
+  launch_cover_budgets(p.tok, p.s.heads, p.s.n, p.s.select_parts, r, p.select, p.budgets, nullptr,
+                       stream);
   if (!launch_rank_rows(p.blk_keys, p.rank, 2 * p.s.heads, p.s.nb, stream)) {
     cub_sort_blk(c, p, stream);
     rank_kernel<<<2 * heads, 256, 0, stream>>>(p);

@@ -6,7 +6,8 @@
 // launch_cover_budgets (plan_budgets.cu), the budgets of step A by a radix select: cover counts
 // equal to cover_count (std::sort + fp64 running sum) on normalised random profiles, profiles of
 // few levels (ties), uniform ones, zeros, a single spike and profiles that never reach gamma,
-// and the budgets equal to budget_blocks of those counts.
+// and the budgets equal to budget_blocks of those counts, with each row in 1, 3, 7 and 64
+// thread blocks (the scratch reused across calls).
 // launch_rank_rows (plan_rank.cu), the ranking of the block profiles for step D's top-k: rank of
 // each entry in its row's descending order, ties to the lower index (std::stable_sort here).
 // Keys drawn from few levels so ties are common, with +inf (the forced entries) and zeros.
@@ -178,33 +179,37 @@ TEST(DevicePlannerKernels, CoverBudgetsMatchSortedRunningSum) {
   for (int64_t n : {1, 2, 127, 128, 1000, 4097, 32771}) {
     for (int64_t heads : {1, 3, 6}) {
       for (double gamma : {0.5, 0.9, 0.95}) {
-        SCOPED_TRACE(str("n=", n, " heads=", heads, " gamma=", gamma));
         const std::vector<float> tok = budget_profiles(2 * heads, n, rng);
         cuda::plan_rules r;
         r.gamma = gamma;
         r.min_blocks = 2;
         const int64_t nb = (n + cuda::plan_block - 1) / cuda::plan_block;
         r.max_blocks = static_cast<int32_t>(std::max<int64_t>(nb - 1, 1));
-        device_buffer dt(tok.size() * 4), db(static_cast<size_t>(2 * heads * 4)),
-            dc(static_cast<size_t>(2 * heads * 4));
-        dt.upload(tok.data(), dt.size());
-        cuda::launch_cover_budgets(static_cast<const float*>(dt.data()), heads, n, r,
-                                   static_cast<int32_t*>(db.data()),
-                                   static_cast<int32_t*>(dc.data()), nullptr);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        std::vector<int32_t> budgets(static_cast<size_t>(2 * heads)), counts(budgets.size());
-        db.download(budgets.data(), db.size());
-        dc.download(counts.data(), dc.size());
         budget_rule rule;
         rule.gamma = gamma;
         rule.min_blocks = r.min_blocks;
         rule.max_blocks = r.max_blocks;
-        for (int64_t row = 0; row < 2 * heads; ++row) {
-          const int64_t want = cover_count(tok.data() + row * n, n, gamma);
-          EXPECT_EQ(counts[static_cast<size_t>(row)], want) << "row " << row;
-          const int64_t h = row % heads, which = row / heads;
-          EXPECT_EQ(budgets[static_cast<size_t>(h * 2 + which)], budget_blocks(want, rule, nb))
-              << "row " << row;
+        device_buffer dt(tok.size() * 4), db(static_cast<size_t>(2 * heads * 4)),
+            dc(static_cast<size_t>(2 * heads * 4)),
+            ds(static_cast<size_t>(cuda::cover_select_scratch_bytes(2 * heads)));
+        dt.upload(tok.data(), dt.size());
+        // One block per row, several (ragged ranges), more blocks than entries (empty parts).
+        for (int64_t parts : {1, 3, 7, 64}) {
+          SCOPED_TRACE(str("n=", n, " heads=", heads, " gamma=", gamma, " parts=", parts));
+          cuda::launch_cover_budgets(static_cast<const float*>(dt.data()), heads, n, parts, r,
+                                     ds.data(), static_cast<int32_t*>(db.data()),
+                                     static_cast<int32_t*>(dc.data()), nullptr);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          std::vector<int32_t> budgets(static_cast<size_t>(2 * heads)), counts(budgets.size());
+          db.download(budgets.data(), db.size());
+          dc.download(counts.data(), dc.size());
+          for (int64_t row = 0; row < 2 * heads; ++row) {
+            const int64_t want = cover_count(tok.data() + row * n, n, gamma);
+            EXPECT_EQ(counts[static_cast<size_t>(row)], want) << "row " << row;
+            const int64_t h = row % heads, which = row / heads;
+            EXPECT_EQ(budgets[static_cast<size_t>(h * 2 + which)], budget_blocks(want, rule, nb))
+                << "row " << row;
+          }
         }
       }
     }
