@@ -13,6 +13,8 @@
 // this device; one extra JSON line per mode and layer ("bench": "layer_cp"). Its table's "sim ms"
 // is the slowest simulated rank's kernel time on the GPU, all ranks together on the CPU.
 // --ranks R alone: R processes, one per GPU, over NCCL (builds with SP_NCCL; cp_run_nccl).
+// --chunk C (issue 16, bench_layer_chunk.h): every mode one-shot against a chunked prefill in
+// chunks of C tokens, one JSON row per mode ("bench": "layer_chunk") instead of the above.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "bench_layer_chunk.h"
 #include "bench_layer_cp.h"
 #include "command.h"
 #include "json_output.h"
@@ -42,6 +45,7 @@ struct layer_bench_options {
   bool synthetic = false;
   std::vector<std::string> modes{"dense", "vslash", "flexprefill", "shareprefill"};
   int64_t n = 32768, heads = 32, kv_heads = 8, dim = 128, layers = 4;
+  int64_t chunk = 0;  // --chunk: one-shot vs chunked prefill (0: off)
   uint64_t seed = 1;
   int repeats = 3, threads = 0;
   json_option json;
@@ -213,6 +217,20 @@ void run(const layer_bench_options& o) {
   auto sync = [&] {
     if (on_device) cuda_synchronize();
   };
+  const std::string kernel = on_device ? cuda_kernel_name(cuda_attention_kernel()) : "cpu";
+  if (o.chunk > 0) {
+    chunk_bench_input ci;
+    ci.n = in.n, ci.heads = in.heads, ci.kv_heads = in.kv_heads, ci.dim = in.dim;
+    ci.chunk = o.chunk, ci.on_device = on_device, ci.repeats = o.repeats, ci.pool = &pool;
+    ci.map = in.has_map ? &in.map : nullptr;
+    ci.device = o.device, ci.kernel = kernel;
+    ci.inputs = o.inputs.empty() ? "synthetic" : o.inputs;
+    for (const auto& b : buffers)
+      ci.layers.push_back({b->q, b->k, b->v, b->out, on_device ? &b->dout : nullptr});
+    json_lines json(o.json);
+    run_chunk_bench(ci, o.modes, json, o.json.text_stream());
+    return;
+  }
 
   // Runs one mode over all layers: an untimed prompt (outputs, density, kinds; with `simulate`
   // the context-parallel rows), then `repeats` timed prompts.
@@ -309,7 +327,6 @@ void run(const layer_bench_options& o) {
   std::vector<std::vector<float>> dense_out;
   int64_t dense_peak = 0;
   run_mode(plan_mode::dense, dense_numbers, dense_peak, &dense_out, false);  // the reference
-  const std::string kernel = on_device ? cuda_kernel_name(cuda_attention_kernel()) : "cpu";
   json_lines json(o.json);
   FILE* text = o.json.text_stream();
   std::fprintf(text, "%-13s %-6s %10s %12s %10s %10s %8s %9s  kinds\n", "mode", "layer", "plan ms",
@@ -428,6 +445,10 @@ void setup_bench_layer(CLI::App& bench) {
   sub->add_option("--kv-heads", o->kv_heads, "key/value heads (synthetic)")->capture_default_str();
   sub->add_option("--dim", o->dim, "head dimension (synthetic)")->capture_default_str();
   sub->add_option("--layers", o->layers, "consecutive layers")->capture_default_str();
+  sub->add_option("--chunk", o->chunk,
+                  "chunked prefill in chunks of this many tokens (a multiple of 128) against "
+                  "one-shot, per mode (0: off)")
+      ->capture_default_str();
   add_seed_option(sub, o->seed, "generator seed");
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();
@@ -447,6 +468,10 @@ void setup_bench_layer(CLI::App& bench) {
     for (int64_t r : o->ranks)
       check(r >= 1 && r <= 64, "bench layer", "--ranks ", r, " (1 .. 64)");
     check(o->ranks_valid(), "bench layer", "--ranks takes one value without --simulate");
+    check(o->chunk == 0 || (o->ranks == std::vector<int64_t>{1} && !o->cp.simulate),
+          "bench layer", "--chunk runs on one device: give no --ranks / --simulate");
+    check(o->chunk >= 0 && o->chunk % 128 == 0, "bench layer", "--chunk ", o->chunk,
+          " (a multiple of the block size 128; 0: off)");
     o->cp.ranks = o->ranks.front();
     check(o->cp.target_imbalance >= 1.0, "bench layer", "--target-imbalance ",
           o->cp.target_imbalance, " (must be >= 1)");
