@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/llama_config.h"
 #include "shareprefill/llama_model.h"
@@ -91,6 +92,14 @@ class cuda_llama_session {
   // Graphs on (the default) or off: off, each decode step launches its kernels one by one (the
   // same kernels with the same grids, so the logits are bit for bit those of the graph).
   void set_decode_graphs(bool on);
+  // The decode step's m = 1 GEMMs (QKV, O, gate|up, down, output head): on (the default), each
+  // shape's cuBLASLt algorithm is chosen by timing (cuda_gemm::tune, ~0.1-1 s once per session)
+  // before the next decode step is captured or launched; off, cuBLASLt's heuristic choice.
+  // Switching drops the captured graphs (they hold the algorithms).
+  void set_decode_gemm_tuning(bool on);
+  // What the tuning measured, one entry per distinct GEMM shape and alignment (empty before the
+  // first tuned decode step, and after tuning is switched off).
+  std::vector<gemm_tuning> decode_gemm_tuning() const;
 
   // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
   void reset();

@@ -35,6 +35,20 @@ void cuda_dequantize_to_bf16(uint16_t* dst, const void* src, ggml_type type, int
 
 // ---- Matrix products ---------------------------------------------------------------------------
 
+// What cuda_gemm::tune measured for one shape: the time of one call (us, in a CUDA graph of
+// back-to-back calls, each reading its own copy of w from memory) under cuBLASLt's heuristic
+// choice and under the fastest candidate, which later calls of the shape use.
+struct gemm_tuning {
+  int64_t m = 0, n = 0, k = 0;
+  bool y_f32 = false, accumulate = false;
+  int candidates = 0;     // algorithms timed (both orientations; the heuristic's first included)
+  int chosen = 0;         // index of the fastest among them (0: the heuristic's own)
+  bool swapped = false;   // chosen in the m = 1 orientation y = x @ w with x the A operand
+  int algo_id = 0;        // cuBLASLt's CUBLASLT_ALGO_CONFIG_ID of the chosen algorithm
+  int split_k = 0;        // its CUBLASLT_ALGO_CONFIG_SPLITK_NUM (0 or 1: no split)
+  double heuristic_us = 0.0, chosen_us = 0.0;
+};
+
 // A cuBLASLt handle, its workspace (allocated once) and a cache of the algorithm chosen for each
 // shape, so repeated calls make no heuristic query and no allocation. One object per stream at a
 // time (the workspace is shared by its calls).
@@ -51,6 +65,20 @@ class cuda_gemm {
   void linear(void* y, dtype y_type, const uint16_t* x, const uint16_t* w, int64_t m, int64_t n,
               int64_t k, bool accumulate, void* stream);
 
+  // Chooses the algorithm of linear()'s shape (m, n, k, y_type, accumulate, and the alignments
+  // of y, x and w: only the pointers' alignment is used, nothing is read or written there) by
+  // timing: cuBLASLt's heuristic offers up to `candidates` algorithms (for m = 1 also in the
+  // swapped orientation), each is timed in a CUDA graph of back-to-back calls on buffers of this
+  // object (copies of w over twice the L2 cache), and later linear() calls of the shape use the
+  // fastest. Synchronises the device; not during a stream capture. Once per shape and process:
+  // later calls, of this object or another (another session), take the first one's choice and
+  // report, so that every object computes the same bits. Different algorithms may sum the k products in another order
+  // (split-K), so results may differ from the heuristic's by fp32 rounding (and one bf16 rounding).
+  gemm_tuning tune(const void* y, dtype y_type, const uint16_t* x, const uint16_t* w, int64_t m,
+                   int64_t n, int64_t k, bool accumulate, int candidates = 16);
+  // Back to the heuristic's algorithm for every tuned shape.
+  void forget_tuning();
+
   struct impl;
 
  private:
@@ -62,6 +90,8 @@ class cuda_gemm {
 // y[i] = x[r_i] / sqrt(mean(x[r_i]^2) + eps) * weight, fp32 math, r_i = rows[i] (rows: [count]
 // int64 on the device, each < the rows of x) or r_i = i when rows is null.
 // y: [count, dim] bf16; x: [*, dim] x_type (f32 or bf16); weight: [dim] f32.
+// dim <= cuda_rms_norm_max_dim.
+constexpr int64_t cuda_rms_norm_max_dim = 16384;
 void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight,
                    const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream);
 

@@ -1,15 +1,16 @@
 // RMSNorm of selected rows to bf16: one block per output row sums the squares of its input row
 // in fp32 (per-thread partial sums, then warp and block reductions), scales by
 // 1 / sqrt(mean + eps) and the weight, as llama_forward's CPU rms_norm does (which sums in fp64:
-// the difference is fp32 rounding of a sum of `dim` positive terms, ~1e-7 relative).
+// the difference is fp32 rounding of a sum of `dim` positive terms, ~1e-7 relative). Each thread
+// keeps its `items` values and weights in registers (loaded once; the weights before the row
+// index, which they do not depend on) and every warp finishes the block sum itself, so a row
+// costs one barrier and no second read of x (a decode step runs 61 of these on one row each).
 #include "model_common.cuh"
 #include "shareprefill/cuda_model_ops.h"
 
 namespace sp {
 namespace cuda {
 namespace {
-
-constexpr int norm_threads = 256;
 
 template <class T>
 __device__ __forceinline__ float load_value(const T* p, int64_t i) {
@@ -20,36 +21,74 @@ __device__ __forceinline__ float load_value(const T* p, int64_t i) {
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(norm_threads)
+// Element e = threadIdx.x + i * threads of the row for i < items; dim <= threads * items.
+template <class T, int threads, int items>
+__global__ void __launch_bounds__(threads)
     rms_norm_kernel(uint16_t* __restrict__ y,        // y: [count, dim] bf16
                     const T* __restrict__ x,         // x: [*, dim] f32 or bf16 bits
                     const float* __restrict__ weight,  // weight: [dim]
                     const int64_t* __restrict__ rows,  // rows: [count] or null
                     int64_t dim, float eps) {
-  __shared__ float s_warp[norm_threads / 32];
-  __shared__ float s_inv;
+  __shared__ float s_warp[threads / 32];
+  float wv[items], xv[items];
+#pragma unroll
+  for (int i = 0; i < items; ++i) {
+    const int64_t e = threadIdx.x + static_cast<int64_t>(i) * threads;
+    wv[i] = e < dim ? weight[e] : 0.0f;
+  }
   const int64_t out_row = blockIdx.x;
   const int64_t in_row = rows != nullptr ? rows[out_row] : out_row;
   const T* xr = x + in_row * dim;
   float ss = 0.0f;
-  for (int64_t e = threadIdx.x; e < dim; e += norm_threads) {
-    const float v = load_value(xr, e);
-    ss += v * v;
+#pragma unroll
+  for (int i = 0; i < items; ++i) {
+    const int64_t e = threadIdx.x + static_cast<int64_t>(i) * threads;
+    xv[i] = e < dim ? load_value(xr, e) : 0.0f;
+    ss += xv[i] * xv[i];
   }
   ss = warp_sum(ss);
   if (threadIdx.x % 32 == 0) s_warp[threadIdx.x / 32] = ss;
   __syncthreads();
-  if (threadIdx.x < 32) {
-    float total = threadIdx.x < norm_threads / 32 ? s_warp[threadIdx.x] : 0.0f;
-    total = warp_sum(total);
-    if (threadIdx.x == 0) s_inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
-  }
-  __syncthreads();
-  const float inv = s_inv;
+  const int lane = threadIdx.x % 32;
+  float total = 0.0f;
+  for (int j = lane; j < threads / 32; j += 32) total += s_warp[j];
+  total = warp_sum(total);
+  const float inv = 1.0f / sqrtf(total / static_cast<float>(dim) + eps);
   uint16_t* yr = y + out_row * dim;
-  for (int64_t e = threadIdx.x; e < dim; e += norm_threads)
-    yr[e] = float_to_bf16_bits(load_value(xr, e) * inv * weight[e]);
+#pragma unroll
+  for (int i = 0; i < items; ++i) {
+    const int64_t e = threadIdx.x + static_cast<int64_t>(i) * threads;
+    if (e < dim) yr[e] = float_to_bf16_bits(xv[i] * inv * wv[i]);
+  }
+}
+
+template <class T, int threads>
+void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, uint16_t* y, const void* x,
+                     const float* weight, const int64_t* rows, float eps) {
+  const auto* xt = static_cast<const T*>(x);
+  const int64_t per_thread = (dim + threads - 1) / threads;
+  if (per_thread <= 1) {
+    rms_norm_kernel<T, threads, 1><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+  } else if (per_thread <= 2) {
+    rms_norm_kernel<T, threads, 2><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+  } else if (per_thread <= 4) {
+    rms_norm_kernel<T, threads, 4><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+  } else if (per_thread <= 8) {
+    rms_norm_kernel<T, threads, 8><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+  } else {
+    rms_norm_kernel<T, threads, 16><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+  }
+}
+
+// 256 threads up to dim 2048 (8 values each), 1024 threads up to cuda_rms_norm_max_dim.
+template <class T>
+void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, uint16_t* y, const void* x,
+                     const float* weight, const int64_t* rows, float eps) {
+  if (dim <= 256 * 8) {
+    launch_rms_norm<T, 256>(blocks, dim, s, y, x, weight, rows, eps);
+  } else {
+    launch_rms_norm<T, 1024>(blocks, dim, s, y, x, weight, rows, eps);
+  }
 }
 
 }  // namespace
@@ -61,6 +100,7 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   check(x_type == dtype::f32 || x_type == dtype::bf16, fn, "input dtype ", dtype_name(x_type),
         " (f32 or bf16 expected)");
   check(count >= 0 && dim > 0, fn, "count=", count, " dim=", dim);
+  check(dim <= cuda_rms_norm_max_dim, fn, "dim=", dim, " exceeds ", cuda_rms_norm_max_dim);
   check(eps > 0.0, fn, "eps must be positive, got ", eps);
   if (count == 0) return;
   check(count <= 0x7fffffff, fn, "count=", count, " exceeds the grid limit");
@@ -68,11 +108,9 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   const cudaStream_t s = cuda::as_stream(stream);
   const unsigned blocks = static_cast<unsigned>(count);
   if (x_type == dtype::f32) {
-    cuda::rms_norm_kernel<float><<<blocks, cuda::norm_threads, 0, s>>>(
-        y, static_cast<const float*>(x), weight, rows, dim, static_cast<float>(eps));
+    cuda::launch_rms_norm<float>(blocks, dim, s, y, x, weight, rows, static_cast<float>(eps));
   } else {
-    cuda::rms_norm_kernel<uint16_t><<<blocks, cuda::norm_threads, 0, s>>>(
-        y, static_cast<const uint16_t*>(x), weight, rows, dim, static_cast<float>(eps));
+    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, y, x, weight, rows, static_cast<float>(eps));
   }
   cuda::check_launch(fn);
 }

@@ -17,7 +17,8 @@
 // that one asynchronous copy fills; so the step's ~240 launches are captured once per length
 // bucket (a power of two, or the capacity) into a CUDA graph and replayed per token. Its
 // attention launch also does the new token's RoPE and KV append (cuda_decode_new_token).
-// The bucket fixes the split-K grid of the decode attention (sized for the bucket's largest
+// Before the first step, each GEMM shape's cuBLASLt algorithm is chosen by timing (set_decode_
+// gemm_tuning). The bucket fixes the split-K grid of the decode attention (sized for the bucket's largest
 // length, blocks past the run-time length exit at once). The graphs hold the RoPE table as
 // kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
 // planner workspace and state (device_planner::workspace_bytes, state_bytes: the plan, the
@@ -71,6 +72,8 @@ struct cuda_llama_session::impl {
   device_buffer step_device, decode_logits;
   std::map<int64_t, cuda_graph> graphs;
   bool use_graphs = true;
+  bool tune_gemms = true;                  // decode's GEMM algorithms chosen by timing
+  std::vector<gemm_tuning> gemm_tunings;   // filled by the first tuned decode step
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
       : w(weights),
@@ -446,6 +449,35 @@ void enqueue_decode_step(cuda_llama_session::impl& s, int64_t bucket) {
                       s.gemm, st);
 }
 
+// Times cuBLASLt's candidate algorithms for each GEMM of a decode step (the pointers fix the
+// alignment part of the shape; every layer's are offered, each distinct shape is timed once) and
+// keeps the reports of the distinct shapes.
+void tune_decode_gemms(cuda_llama_session::impl& s) {
+  const llama_config& c = s.w.config;
+  const int64_t hd = c.n_heads * c.head_dim;
+  std::vector<gemm_tuning> all;
+  for (const cuda_llama_layer& L : s.w.layers) {
+    all.push_back(s.gemm.tune(s.qkv.data(), dtype::bf16, s.bf16(s.normed), s.bf16(L.wqkv), 1,
+                              s.qkv_width(), c.dim, false));
+    all.push_back(s.gemm.tune(s.x.data(), dtype::f32, s.bf16(s.attn), s.bf16(L.wo), 1, c.dim, hd,
+                              true));
+    all.push_back(s.gemm.tune(s.gate_up.data(), dtype::bf16, s.bf16(s.normed), s.bf16(L.w_gate_up),
+                              1, 2 * c.ffn_dim, c.dim, false));
+    all.push_back(s.gemm.tune(s.x.data(), dtype::f32, s.bf16(s.act), s.bf16(L.w_down), 1, c.dim,
+                              c.ffn_dim, true));
+  }
+  all.push_back(s.gemm.tune(s.decode_logits.data(), dtype::f32, s.bf16(s.normed),
+                            s.w.output_matrix(), 1, c.vocab_size, c.dim, false));
+  s.gemm_tunings.clear();
+  for (const gemm_tuning& t : all) {
+    const bool seen = std::any_of(s.gemm_tunings.begin(), s.gemm_tunings.end(), [&](const gemm_tuning& u) {
+      return u.n == t.n && u.k == t.k && u.accumulate == t.accumulate &&
+             u.heuristic_us == t.heuristic_us && u.chosen_us == t.chosen_us;
+    });
+    if (!seen) s.gemm_tunings.push_back(t);
+  }
+}
+
 // Checks the token, uploads the step's arguments and enqueues the step (the bucket's graph, or
 // the launches themselves when graphs are off); the logits land in decode_logits.
 void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn) {
@@ -454,6 +486,10 @@ void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn)
   check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
   check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
   s.final_hidden = false;
+  if (s.tune_gemms && s.gemm_tunings.empty()) {
+    tune_decode_gemms(s);
+    s.graphs.clear();  // captured with the heuristic's algorithms
+  }
   auto* args = static_cast<decode_step_args*>(s.step_host.data());
   *args = decode_step_args{};
   args->len = s.length + 1;
@@ -475,6 +511,19 @@ void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn)
 }  // namespace
 
 void cuda_llama_session::set_decode_graphs(bool on) { impl_->use_graphs = on; }
+
+void cuda_llama_session::set_decode_gemm_tuning(bool on) {
+  impl& s = *impl_;
+  if (on == s.tune_gemms) return;
+  s.tune_gemms = on;
+  s.gemm.forget_tuning();
+  s.gemm_tunings.clear();
+  s.graphs.clear();
+}
+
+std::vector<gemm_tuning> cuda_llama_session::decode_gemm_tuning() const {
+  return impl_->gemm_tunings;
+}
 
 std::vector<float> cuda_llama_session::decode(int32_t token) {
   impl& s = *impl_;

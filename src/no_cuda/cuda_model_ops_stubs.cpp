@@ -19,6 +19,11 @@ void cuda_gemm::linear(void*, dtype, const uint16_t*, const uint16_t*, int64_t, 
                        bool, void*) {
   fail("cuda_gemm::linear", "built without CUDA");
 }
+gemm_tuning cuda_gemm::tune(const void*, dtype, const uint16_t*, const uint16_t*, int64_t, int64_t,
+                            int64_t, bool, int) {
+  fail("cuda_gemm::tune", "built without CUDA");
+}
+void cuda_gemm::forget_tuning() { fail("cuda_gemm::forget_tuning", "built without CUDA"); }
 
 void cuda_rms_norm(uint16_t*, const void*, dtype, const float*, const int64_t*, int64_t, int64_t,
                    double, void*) {

@@ -106,6 +106,73 @@ struct gemm_case {
   bool accumulate;
 };
 
+// One GEMM case's random inputs (x, w bf16 values; y0 the f32 output accumulated into), its fp64
+// reference and the tolerance of each output: fp32 accumulation of k products (any order, split
+// or not) is within k u32 sum|x w|; the add of y0 one more rounding; a bf16 output rounds once
+// more (u_bf16 of the value).
+struct gemm_data {
+  std::vector<float> x, w, y0;
+  std::vector<double> ref, tol;
+  device_array<uint16_t> dx, dw;
+
+  explicit gemm_data(const gemm_case& c) {
+    const auto seed = static_cast<uint64_t>(c.m * 7 + c.n * 3 + c.k);
+    x = random_bf16_values(c.m * c.k, seed);
+    w = random_bf16_values(c.n * c.k, seed + 1, -0.2f, 0.2f);
+    y0 = random_values(c.m * c.n, seed + 2);
+    dx = upload(to_bf16(x));
+    dw = upload(to_bf16(w));
+    ref.assign(static_cast<size_t>(c.m * c.n), 0.0);
+    tol = ref;
+    // Rows checked: all up to 1000, else every 13th and the last (tol < 0: not checked).
+    for (int64_t i = 0; i < c.m; ++i)
+      for (int64_t j = 0; j < c.n; ++j) {
+        const size_t o = static_cast<size_t>(i * c.n + j);
+        if (c.m > 1000 && i % 13 != 0 && i != c.m - 1) {
+          tol[o] = -1.0;
+          continue;
+        }
+        double r = 0.0, mag = 0.0;
+        for (int64_t e = 0; e < c.k; ++e) {
+          const double p = double(x[static_cast<size_t>(i * c.k + e)]) * w[static_cast<size_t>(j * c.k + e)];
+          r += p;
+          mag += std::fabs(p);
+        }
+        const double y_mag = c.accumulate ? std::fabs(y0[o]) : 0.0;
+        if (c.accumulate) r += y0[o];
+        const double acc = double(c.k) * fp32_u * mag + 2 * fp32_u * (y_mag + std::fabs(r));
+        ref[o] = r;
+        tol[o] = acc + (c.y_type == dtype::bf16 ? bf16_u * (std::fabs(r) + acc) : 0.0);
+      }
+  }
+
+  // y of one linear() call of `gemm` (y = y0 first when accumulating), as f32 values.
+  std::vector<float> run(cuda_gemm& gemm, const gemm_case& c) const {
+    if (c.y_type == dtype::f32) {
+      device_array<float> dy = c.accumulate ? upload(y0) : poisoned<float>(y0.size());
+      gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, c.accumulate, nullptr);
+      return fetch(dy, "y");
+    }
+    const device_array<uint16_t> dy = poisoned<uint16_t>(y0.size());
+    gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, false, nullptr);
+    return from_bf16(fetch(dy, "y"));
+  }
+};
+
+// Outputs of `got` farther than `slack` x the tolerance from the reference (the first 5 reported).
+int64_t gemm_errors(const gemm_data& d, const std::vector<float>& got, const gemm_case& c,
+                    double slack = 1.0) {
+  int64_t bad = 0;
+  for (size_t o = 0; o < got.size(); ++o) {
+    if (d.tol[o] < 0) continue;
+    if (!within(got[o], d.ref[o], slack * d.tol[o]) && bad++ < 5)
+      ADD_FAILURE() << "y[" << o / static_cast<size_t>(c.n) << "," << o % static_cast<size_t>(c.n)
+                    << "] = " << got[o] << ", reference " << d.ref[o] << " (tolerance "
+                    << slack * d.tol[o] << ")";
+  }
+  return bad;
+}
+
 TEST(ModelOpsGemm, MatchesFp64Reference) {
   SP_SKIP_WITHOUT_DEVICE();
   std::vector<gemm_case> cases;
@@ -120,48 +187,59 @@ TEST(ModelOpsGemm, MatchesFp64Reference) {
   for (const gemm_case& c : cases) {
     SCOPED_TRACE(str("gemm(m=", c.m, ",n=", c.n, ",k=", c.k, ",y=", dtype_name(c.y_type),
                      ",accumulate=", c.accumulate, ")"));
-    const auto seed = static_cast<uint64_t>(c.m * 7 + c.n * 3 + c.k);
-    const std::vector<float> x = random_bf16_values(c.m * c.k, seed);
-    const std::vector<float> w = random_bf16_values(c.n * c.k, seed + 1, -0.2f, 0.2f);
-    const std::vector<float> y0 = random_values(c.m * c.n, seed + 2);
-    const device_array<uint16_t> dx = upload(to_bf16(x)), dw = upload(to_bf16(w));
-    std::vector<float> got(static_cast<size_t>(c.m * c.n));
-    if (c.y_type == dtype::f32) {
-      device_array<float> dy = c.accumulate ? upload(y0) : poisoned<float>(got.size());
-      gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, c.accumulate, nullptr);
-      got = fetch(dy, "y");
-    } else {
-      const device_array<uint16_t> dy = poisoned<uint16_t>(got.size());
-      gemm.linear(dy.data(), c.y_type, dx.data(), dw.data(), c.m, c.n, c.k, false, nullptr);
-      got = from_bf16(fetch(dy, "y"));
-    }
-    // Rows checked: all up to 1000, else every 13th and the last.
-    int64_t bad = 0;
-    for (int64_t i = 0; i < c.m; ++i) {
-      if (c.m > 1000 && i % 13 != 0 && i != c.m - 1) continue;
-      for (int64_t j = 0; j < c.n; ++j) {
-        double ref = 0.0, mag = 0.0;
-        for (int64_t e = 0; e < c.k; ++e) {
-          const double p = double(x[static_cast<size_t>(i * c.k + e)]) * w[static_cast<size_t>(j * c.k + e)];
-          ref += p;
-          mag += std::fabs(p);
-        }
-        double y_mag = 0.0;
-        if (c.accumulate) {
-          ref += y0[static_cast<size_t>(i * c.n + j)];
-          y_mag = std::fabs(y0[static_cast<size_t>(i * c.n + j)]);
-        }
-        // fp32 accumulation of k products (any order, split or not): <= k u32 sum|x w|; the add
-        // of y0 one more rounding; a bf16 output rounds once more (u_bf16 of the value).
-        const double acc = double(c.k) * fp32_u * mag + 2 * fp32_u * (y_mag + std::fabs(ref));
-        const double tol = acc + (c.y_type == dtype::bf16 ? bf16_u * (std::fabs(ref) + acc) : 0.0);
-        const double v = got[static_cast<size_t>(i * c.n + j)];
-        if (!within(v, ref, tol) && bad++ < 5)
-          ADD_FAILURE() << "y[" << i << "," << j << "] = " << v << ", reference " << ref
-                        << " (tolerance " << tol << ")";
-      }
-    }
-    EXPECT_EQ(bad, 0);
+    const gemm_data d(c);
+    EXPECT_EQ(gemm_errors(d, d.run(gemm, c), c), 0);
+  }
+}
+
+// cuda_gemm::tune on the decode step's shapes (m = 1: both orientations offered) and two others:
+// the timed algorithm is within the fp64 bound above, so it differs from the heuristic's by at
+// most twice that bound (another algorithm may sum the k products in another order or split them);
+// a second object takes the first one's choice (the same bits, as two sessions need); and
+// forget_tuning gives the heuristic's bits back.
+TEST(ModelOpsGemm, TunedAlgorithmMatchesTheHeuristicOne) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const std::vector<gemm_case> cases = {
+      {1, 960, 576, dtype::bf16, false},    // QKV of SmolLM2-135M
+      {1, 576, 576, dtype::f32, true},      // O projection into the residual (beta = 1)
+      {1, 3072, 576, dtype::bf16, false},   // gate|up
+      {1, 576, 1536, dtype::f32, true},     // down into the residual
+      {1, 49152, 576, dtype::f32, false},   // output head
+      {1, 1000, 72, dtype::bf16, false},    // ragged n, small k
+      {129, 3072, 576, dtype::bf16, false}, // m > 1: one orientation only
+  };
+  for (const gemm_case& c : cases) {
+    SCOPED_TRACE(str("gemm(m=", c.m, ",n=", c.n, ",k=", c.k, ",y=", dtype_name(c.y_type),
+                     ",accumulate=", c.accumulate, ")"));
+    const gemm_data d(c);
+    cuda_gemm heuristic, tuned, second;
+    const std::vector<float> by_heuristic = d.run(heuristic, c);
+    const device_array<float> y_for_alignment = poisoned<float>(d.y0.size());
+    const gemm_tuning t = tuned.tune(y_for_alignment.data(), c.y_type, d.dx.data(), d.dw.data(),
+                                     c.m, c.n, c.k, c.accumulate);
+    EXPECT_GE(t.candidates, 1);
+    EXPECT_TRUE(t.chosen >= 0 && t.chosen < t.candidates) << t.chosen << " of " << t.candidates;
+    EXPECT_TRUE(c.m == 1 || !t.swapped);
+    EXPECT_GT(t.heuristic_us, 0.0);
+    EXPECT_GT(t.chosen_us, 0.0);
+    EXPECT_LE(t.chosen_us, t.heuristic_us);
+    const std::vector<float> by_tuned = d.run(tuned, c);
+    EXPECT_EQ(gemm_errors(d, by_tuned, c), 0);
+    int64_t apart = 0;
+    for (size_t o = 0; o < by_tuned.size(); ++o)
+      if (d.tol[o] >= 0 && !within(by_tuned[o], by_heuristic[o], 2 * d.tol[o]) && apart++ < 5)
+        ADD_FAILURE() << "y[" << o << "]: tuned " << by_tuned[o] << ", heuristic " << by_heuristic[o];
+    EXPECT_EQ(apart, 0);
+    const gemm_tuning again = second.tune(y_for_alignment.data(), c.y_type, d.dx.data(),
+                                          d.dw.data(), c.m, c.n, c.k, c.accumulate);
+    EXPECT_EQ(again.algo_id, t.algo_id);
+    EXPECT_EQ(again.swapped, t.swapped);
+    EXPECT_EQ(again.chosen_us, t.chosen_us);  // the first one's report, not a new timing
+    const std::vector<float> by_second = d.run(second, c);
+    EXPECT_EQ(0, std::memcmp(by_second.data(), by_tuned.data(), by_tuned.size() * sizeof(float)));
+    tuned.forget_tuning();
+    const std::vector<float> forgotten = d.run(tuned, c);
+    EXPECT_EQ(0, std::memcmp(forgotten.data(), by_heuristic.data(), by_heuristic.size() * sizeof(float)));
   }
 }
 
@@ -172,8 +250,10 @@ TEST(ModelOpsRmsNorm, MatchesFp64Reference) {
   const double eps = 1e-5;
   for (const dtype x_type : {dtype::f32, dtype::bf16})
     for (const int64_t rows : {1, 127, 129, 1000, 4224})
-      for (const int64_t dim : {64, 576, 1000})
+      // 256 threads with 1, 4 and 4 values each; 1024 threads with 4 and 16 (the last ragged)
+      for (const int64_t dim : {64, 576, 1000, 2049, 16383})
         for (const bool gather : {false, true}) {
+          if (dim > 2048 && rows > 129) continue;  // the wide rows: a few are enough
           SCOPED_TRACE(str("rms_norm(x=", dtype_name(x_type), ",rows=", rows, ",dim=", dim,
                            ",gather=", gather, ")"));
           const auto seed = static_cast<uint64_t>(rows * 31 + dim);
@@ -220,6 +300,11 @@ TEST(ModelOpsRmsNorm, MatchesFp64Reference) {
           }
           EXPECT_EQ(bad, 0);
         }
+  const device_array<uint16_t> y = poisoned<uint16_t>(16);
+  const device_array<float> x = upload(std::vector<float>(16, 1.0f));
+  EXPECT_THROW(cuda_rms_norm(y.data(), x.data(), dtype::f32, x.data(), nullptr, 1,
+                             cuda_rms_norm_max_dim + 1, eps, nullptr),
+               error);
 }
 
 TEST(ModelOpsLogits, SelectedRowsMatchFp64Reference) {

@@ -8,14 +8,17 @@
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
-// dense prefill of each length, one "decode" line: K greedy decode steps three ways, each after
-// its own prefill (the first step untimed: it captures the step's CUDA graph): tokens_per_s
-// (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public API),
-// greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded) and
-// eager_tokens_per_s (graphs off: the kernels launched one by one); and two parts of the step,
-// each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20): attention_ms,
-// the split-K decode attention over every layer's cache of that length, with the bandwidth it
-// reached on the K and V bytes, and gemm_ms, the m = 1 GEMMs of every layer and the output head.
+// dense prefill of each length, one "decode" line: K greedy decode steps four ways, each after
+// its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph):
+// tokens_per_s (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public
+// API), greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded),
+// eager_tokens_per_s (graphs off: the kernels launched one by one) and heuristic_gemm_tokens_per_s
+// (as tokens_per_s with cuBLASLt's heuristic GEMM algorithms instead of the timed ones); the
+// tuning per GEMM shape (gemm_tuning: heuristic_us vs chosen_us, cuda_gemm::tune); and parts of
+// the step, each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20):
+// attention_ms, the split-K decode attention over every layer's cache of that length, with the
+// bandwidth it reached on the K and V bytes, and gemm_ms / gemm_tuned_ms, the m = 1 GEMMs of every
+// layer and the output head with the heuristic's and with the timed algorithms.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -217,11 +220,12 @@ void run_prefill_bench(prefill_bench_options o) {
       // Greedy decode after the dense prefill, three ways (the header says which); each after
       // its own prefill, its first step untimed. The first token comes from the prefill.
       const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
-      enum class decode_way { graph, greedy, eager };
+      enum class decode_way { graph, greedy, eager, heuristic_gemms };
       const auto decode_rate = [&](decode_way way) {
         session.reset();
         session.prefill(tokens, po, planner.get());
         session.set_decode_graphs(way != decode_way::eager);
+        session.set_decode_gemm_tuning(way != decode_way::heuristic_gemms);
         const bool greedy = way == decode_way::greedy;
         const auto step = [&](int32_t t) {
           return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
@@ -233,22 +237,45 @@ void run_prefill_bench(prefill_bench_options o) {
         session.set_decode_graphs(true);
         return double(o.decode - 1) / s;
       };
-      const double tps = decode_rate(decode_way::graph), greedy_tps = decode_rate(decode_way::greedy),
-                   eager_tps = decode_rate(decode_way::eager);
+      const double tps = decode_rate(decode_way::graph);
+      const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();
+      const double greedy_tps = decode_rate(decode_way::greedy),
+                   eager_tps = decode_rate(decode_way::eager),
+                   heuristic_tps = decode_rate(decode_way::heuristic_gemms);
+      session.set_decode_gemm_tuning(true);
       const decode_parts parts = decode_parts_ms(c, n);
+      nlohmann::json tuning_rows = nlohmann::json::array();
+      for (const gemm_tuning& t : tuning)
+        tuning_rows.push_back({{"m", t.m}, {"n", t.n}, {"k", t.k}, {"y", t.y_f32 ? "f32" : "bf16"},
+                               {"accumulate", t.accumulate}, {"heuristic_us", t.heuristic_us},
+                               {"chosen_us", t.chosen_us}, {"candidates", t.candidates},
+                               {"chosen", t.chosen}, {"swapped", t.swapped},
+                               {"algo_id", t.algo_id}, {"split_k", t.split_k}});
       const double kv_bytes = 2.0 * double(c.n_layers * n * c.n_kv_heads * c.head_dim) * 2.0;
       out.write({{"bench", "decode"}, {"device", "cuda"}, {"after_prompt", n},
                  {"steps", o.decode - 1}, {"tokens_per_s", tps}, {"ms_per_token", 1e3 / tps},
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
+                 {"heuristic_gemm_tokens_per_s", heuristic_tps},
                  {"attention_ms", parts.attention_ms},
                  {"attention_gb_per_s", kv_bytes / (parts.attention_ms * 1e6)},
-                 {"gemm_ms", parts.gemm_ms}});
+                 {"gemm_ms", parts.gemm_ms}, {"gemm_tuned_ms", parts.gemm_tuned_ms},
+                 {"gemm_tuning", tuning_rows}});
       std::fprintf(report,
                    "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token); greedy on "
-                   "the device %.0f tok/s; no graph %.0f tok/s; in graphs of their own: attention "
-                   "%.3f ms/token (%.0f GB/s), GEMMs %.3f ms/token\n",
-                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps,
-                   parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms);
+                   "the device %.0f tok/s; no graph %.0f tok/s; heuristic GEMMs %.0f tok/s; in "
+                   "graphs of their own: attention %.3f ms/token (%.0f GB/s), GEMMs %.3f ms/token "
+                   "(heuristic) / %.3f (timed)\n",
+                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps, heuristic_tps,
+                   parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
+                   parts.gemm_tuned_ms);
+      for (const gemm_tuning& t : tuning)
+        std::fprintf(report,
+                     "%-13s %7s   gemm m=%lld n=%lld k=%lld %s%s: heuristic %.2f us, chosen %.2f us "
+                     "(candidate %d of %d%s, algo %d, split-k %d)\n",
+                     "", "", (long long)t.m, (long long)t.n, (long long)t.k, t.y_f32 ? "f32" : "bf16",
+                     t.accumulate ? " beta=1" : "", t.heuristic_us, t.chosen_us, t.chosen,
+                     t.candidates, t.swapped ? ", swapped" : "", t.algo_id, t.split_k);
+      std::fflush(report);
     }
   }
 }

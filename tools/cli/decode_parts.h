@@ -11,7 +11,8 @@ namespace sp::cli {
 
 struct decode_parts {
   double attention_ms = 0.0;  // the split-K decode attention over a cache of len tokens, all layers
-  double gemm_ms = 0.0;       // the m = 1 GEMMs: four per layer and the output head
+  double gemm_ms = 0.0;       // the m = 1 GEMMs: four per layer and the output head (heuristic)
+  double gemm_tuned_ms = 0.0; // the same with the algorithms cuda_gemm::tune chose
 };
 
 decode_parts decode_parts_ms(const llama_config& c, int64_t len);
