@@ -9,8 +9,9 @@
 //           order), combined over the 4 lanes of the row at the end -> row_stats; no shared
 //           memory but the K buffers, one block barrier per chunk (the buffer swap);
 //   pass 2: the ranges' (max, sum) combined, probabilities recomputed in registers and reduced
-//           into the vertical profile (per-warp column sums by a fixed butterfly over the rows,
-//           then added in warp order; each key owned by one CTA) and the slash profile (the
+//           into the vertical profile (per-warp column sums by a fixed tree over the rows,
+//           formed by recursive halving across the lanes, then added in warp order; each key
+//           owned by one CTA) and the slash profile (the
 //           warp's probabilities through its own shared tile into diagonal strips, added in warp
 //           order into a sliding window, double-buffered; the < 128 entries that run past the
 //           end of a range go to `spill` and are added by the next kernel), so every sum is
@@ -53,7 +54,9 @@ constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk 
 
 template <class T, int D>
 struct stats_smem {
-  static constexpr int ldq = D + 8, ldk = D + 8, ldp = stats_chunk + 4;  // 16-byte row padding
+  // 16-byte row padding; p rows 8 floats apart in the banks, so a half-warp's float2 stores of
+  // rows g..g+3 (the fragment layout) hit 32 distinct banks.
+  static constexpr int ldq = D + 8, ldk = D + 8, ldp = stats_chunk + 8;
   T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
   T k[2][stats_chunk * ldk];              // double buffer: chunk c + 1 loads while c is scored
   float p[stats_warps][16 * ldp];         // pass 2: warp w's 16 x 64 probabilities
@@ -134,6 +137,46 @@ __device__ __forceinline__ void online_row(float& m, float& l, const float (&sc)
   for (int t = 0; t < stats_tiles; ++t)
     l += exp2f(sc[t][2 * half] - mx) + exp2f(sc[t][2 * half + 1] - mx);
   m = mx;
+}
+
+// Column sums of a warp's 16 rows (registers sc as score_rows leaves them): rows g and g + 8 of
+// each lane added, then the 8 values of g added as the tree ((0+1)+(2+3))+((4+5)+(6+7)) over g
+// (xor 4, 8, 16). Recursive halving: at each level a lane keeps the half of its tiles whose next
+// bit equals its own bit of g and sends the other half to its partner (8 + 4 + 2 shuffles), so
+// lane (g, quad) ends with tile g's pair, columns 8g + 2 quad + {0, 1}, with the bits of a full
+// butterfly (x + y == y + x in IEEE arithmetic).
+__device__ __forceinline__ float2 warp_column_sums(const float (&sc)[stats_tiles][4], int g) {
+  static_assert(stats_tiles == 8, "three halving levels over the 8 lanes of a column");
+  float v[8][2];
+#pragma unroll
+  for (int t = 0; t < 8; ++t) v[t][0] = sc[t][0] + sc[t][2], v[t][1] = sc[t][1] + sc[t][3];
+  const bool b0 = g & 1, b1 = (g >> 1) & 1, b2 = (g >> 2) & 1;
+  float a[4][2];  // tiles 2i + b0
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float keep = b0 ? v[2 * i + 1][j] : v[2 * i][j];
+      const float give = b0 ? v[2 * i][j] : v[2 * i + 1][j];
+      a[i][j] = keep + __shfl_xor_sync(0xffffffffu, give, 4);
+    }
+  float b[2][2];  // tiles 4k + 2 b1 + b0
+#pragma unroll
+  for (int k = 0; k < 2; ++k)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float keep = b1 ? a[2 * k + 1][j] : a[2 * k][j];
+      const float give = b1 ? a[2 * k][j] : a[2 * k + 1][j];
+      b[k][j] = keep + __shfl_xor_sync(0xffffffffu, give, 8);
+    }
+  float c[2];  // tile g
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const float keep = b2 ? b[1][j] : b[0][j];
+    const float give = b2 ? b[0][j] : b[1][j];
+    c[j] = keep + __shfl_xor_sync(0xffffffffu, give, 16);
+  }
+  return make_float2(c[0], c[1]);
 }
 
 // (m, l) of two disjoint column sets combined: the max of both, sums rescaled to it.
@@ -258,19 +301,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
         *reinterpret_cast<float2*>(my_p + (g + 8) * S::ldp + t * 8 + 2 * quad) =
             make_float2(sc[t][2], sc[t][3]);
       }
-      // Column sums of the warp's 16 rows: rows g and g + 8, then a butterfly over g (lanes
-      // xor 4, 8, 16); every lane ends with the same sums. Lane (g, quad) stores tile g's pair.
-      float2 mine = make_float2(0.0f, 0.0f);
-#pragma unroll
-      for (int t = 0; t < stats_tiles; ++t) {
-        float c0 = sc[t][0] + sc[t][2], c1 = sc[t][1] + sc[t][3];
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-          c0 += __shfl_xor_sync(0xffffffffu, c0, o);
-          c1 += __shfl_xor_sync(0xffffffffu, c1, o);
-        }
-        if (t == g) mine = make_float2(c0, c1);
-      }
+      const float2 mine = warp_column_sums(sc, g);
       *reinterpret_cast<float2*>(&sm.colpart[warp][g * 8 + 2 * quad]) = mine;
       __syncwarp();
       // Strip entry e of this warp: rows r = 0..15 at column e - 15 + r (distance is constant).
