@@ -14,7 +14,8 @@
 // The length may come from device memory (a captured decode step): the grid is then sized for
 // the largest length and blocks past the run-time length exit at once (they do not count).
 // A decode step's new token can be fused in (cuda_decode_new_token): every block rotates q by
-// RoPE itself (cos and sin of position len - 1 in fp64, as the RoPE kernel), and the last chunk
+// RoPE itself (cos and sin of position len - 1 in fp64, as the RoPE kernel, computed while the
+// block's first K and V loads are in flight), and the last chunk
 // takes row len - 1 from the token's rotated k and its v in registers and writes them to the
 // cache; so RoPE, KV append and attention are one launch.
 #include <algorithm>
@@ -98,6 +99,7 @@ __device__ __forceinline__ void merge_chunks(const decode_kernel_params& p, int 
   constexpr int units = G * vecs;
   constexpr int groups = units >= decode_threads ? 1 : decode_threads / units;
   constexpr int items = groups == 1 ? units : groups * units;
+  constexpr int merge_unroll = G <= 3 ? 8 : 4;  // 8 would spill registers for G >= 4
   __shared__ float4 s_o[items];
   __shared__ float s_w[groups][G], s_max[G];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -117,8 +119,8 @@ __device__ __forceinline__ void merge_chunks(const decode_kernel_params& p, int 
     const float* lse = p.part_lse + head0 + h;  // chunk s at lse[s * heads]
     float w_sum = 0.0f;
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-    for (int s = g; s < splits; s += groups) {
+#pragma unroll merge_unroll
+    for (int s = g; s < splits; s += groups) {  // merge_unroll chunks' loads in flight
       const float w = exp2f(__ldcg(lse + static_cast<int64_t>(s) * p.heads) - m);
       const float4 o = __ldcg(o4 + s * chunk_step);
       w_sum += w;
@@ -197,7 +199,23 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
   // this lane's vector (the last chunk reads them in place of cache row len - 1, which it writes).
   __shared__ float s_cos[D / 2], s_sin[D / 2];
   const bool last_chunk = begin + count == len;
-  // The loads first (q of the group's heads; the new token's k and v), then the fp64 cos and sin.
+  const int new_row = last_chunk && fused ? count - 1 : -1;  // chunk row served from k_new, v_new
+  // The K and V rows of one step of the loop below (zeros past count and for the new row).
+  uint4 kraw[unroll], vraw[unroll];
+  const auto load_step = [&](int r0) {
+#pragma unroll
+    for (int u = 0; u < unroll; ++u) {
+      const int r = r0 + u * rows_per_pass + first_row;
+      const bool valid = r < count && r != new_row;
+      kraw[u] = valid ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
+      vraw[u] = valid ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // The first step's K and V are loaded before RoPE when G <= 3 (for G >= 4 holding them across
+  // it spills registers under the 2 blocks per SM of __launch_bounds__).
+  constexpr bool prefetch = G <= 3;
+  // The loads first (q of the group's heads; the new token's k and v; the first step's K and V
+  // rows, which do not wait for RoPE, when prefetched), then the fp64 cos and sin.
   uint4 qraw[G];
 #pragma unroll
   for (int h = 0; h < G; ++h) qraw[h] = reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec];
@@ -206,6 +224,7 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
     k_new = reinterpret_cast<const uint4*>(p.new_k + kv_head * D)[vec];
     v_new = reinterpret_cast<const uint4*>(p.new_v + kv_head * D)[vec];
   }
+  if (prefetch) load_step(0);
   if (fused) {
     if (threadIdx.x < p.pairs)
       rope_cos_sin(len - 1, p.inv_freq[threadIdx.x], p.attention_factor, s_cos[threadIdx.x],
@@ -221,7 +240,6 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
       }
     }
   }
-  const int new_row = last_chunk && fused ? count - 1 : -1;  // chunk row served from k_new, v_new
 
   // This lane's 8 dimensions of every query head of the group, pre-scaled.
   float q[G][8];
@@ -242,14 +260,13 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
   }
   for (int r0 = 0; r0 < count; r0 += rows_per_step) {
-    uint4 kraw[unroll], vraw[unroll];
+    if (r0 > 0 || !prefetch) load_step(r0);
 #pragma unroll
-    for (int u = 0; u < unroll; ++u) {
-      const int r = r0 + u * rows_per_pass + first_row;
-      const bool valid = r < count;
-      kraw[u] = r == new_row ? k_new : valid ? __ldcs(k + r * row_stride) : make_uint4(0, 0, 0, 0);
-      vraw[u] = r == new_row ? v_new : valid ? __ldcs(v + r * row_stride) : make_uint4(0, 0, 0, 0);
-    }
+    for (int u = 0; u < unroll; ++u)
+      if (r0 + u * rows_per_pass + first_row == new_row) {
+        kraw[u] = k_new;
+        vraw[u] = v_new;
+      }
     float s[unroll][G];  // every lane takes part in the shuffles, rows past count too
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
