@@ -162,6 +162,14 @@ constexpr int64_t rank_block_max = 4096;
 bool launch_rank_rows(const float* keys, int32_t* rank, int64_t segs, int64_t nb,
                       cudaStream_t stream);
 
+// schedule [H*nb, 2] = (h, row) of the work items h*nb + row in descending order of keys
+// [H*nb] (tile counts, <= nb), ties in item order (plan_schedule.cu: one thread block). Launches
+// nothing and returns false when H*nb > schedule_block_max (then use cub_sort_schedule and
+// the scatter).
+constexpr int64_t schedule_block_max = 8192;
+bool launch_schedule_sort(const int32_t* keys, int32_t* schedule, int64_t heads, int64_t nb,
+                          cudaStream_t stream);
+
 // ---- Launchers ----
 struct plan_rules {
   int32_t layer = 0, mode = 0;  // plan_mode

@@ -9,8 +9,9 @@
 //     fp64) stays <= gamma * nb;
 //   the cluster's published pattern for shared heads, every causal tile for pivots and dense
 //     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
-// then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (CUB radix
-// sort of the work items by tile count, descending and stable; a chunk's rows first), and the
+// then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (radix sort
+// of the work items by tile count, descending and stable, in one block up to
+// schedule_block_max items (plan_schedule.cu), else CUB's device sort; a chunk's rows first), the
 // pivots' scratch offsets (a pivot has exactly nb(nb+1)/2 tiles, so slot * that is its scratch
 // start).
 #include <cmath>
@@ -205,9 +206,11 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
   rows_kernel<<<row_grid, 256, 0, stream>>>(p, st, r);
   cub_row_ptr_scan(c, p, stream);
   fill_kernel<<<row_grid, 256, 0, stream>>>(p);
-  cub_sort_schedule(c, p, stream);
-  const int64_t items = s.heads * s.nb;
-  schedule_kernel<<<static_cast<unsigned>((items + 255) / 256), 256, 0, stream>>>(p);
+  if (!launch_schedule_sort(p.sched_keys, p.schedule, s.heads, s.nb, stream)) {
+    cub_sort_schedule(c, p, stream);
+    const int64_t items = s.heads * s.nb;
+    schedule_kernel<<<static_cast<unsigned>((items + 255) / 256), 256, 0, stream>>>(p);
+  }
   scratch_offsets_kernel<<<static_cast<unsigned>((s.heads + 255) / 256), 256, 0, stream>>>(p);
   check_cuda(cudaGetLastError(), fn, "launching the tile kernels");
 }

@@ -11,6 +11,9 @@
 // launch_rank_rows (plan_rank.cu), the ranking of the block profiles for step D's top-k: rank of
 // each entry in its row's descending order, ties to the lower index (std::stable_sort here).
 // Keys drawn from few levels so ties are common, with +inf (the forced entries) and zeros.
+// launch_schedule_sort (plan_schedule.cu), the work schedule in one block: (h, row) of the
+// items in descending tile count, ties in item order (std::stable_sort here), at ragged sizes up
+// to schedule_block_max items.
 // Skips without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -238,6 +241,44 @@ TEST(DevicePlannerKernels, RankRowsMatchesStableSort) {
   }
   // Longer rows are left to the CUB path: nothing is launched.
   EXPECT_FALSE(cuda::launch_rank_rows(nullptr, nullptr, 2, cuda::rank_block_max + 1, nullptr));
+}
+
+TEST(DevicePlannerKernels, ScheduleSortMatchesStableSort) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(17);
+  for (int64_t nb : {1, 3, 64, 255, 256, 257, 1024}) {
+    for (int64_t heads : {1, 5, 8, 32}) {
+      const int64_t items = heads * nb;
+      if (items > cuda::schedule_block_max) continue;
+      SCOPED_TRACE(str("nb=", nb, " heads=", heads));
+      // Tile counts 0..nb, from few levels so ties are common, nb itself included.
+      std::uniform_int_distribution<int64_t> level(0, std::min<int64_t>(nb, 6));
+      std::vector<int32_t> keys(static_cast<size_t>(items));
+      for (int32_t& k : keys) k = static_cast<int32_t>(level(rng) * nb / std::min<int64_t>(nb, 6));
+      keys[0] = static_cast<int32_t>(nb);
+      std::vector<int32_t> order(keys.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        return keys[static_cast<size_t>(a)] > keys[static_cast<size_t>(b)];
+      });
+      std::vector<int32_t> want(2 * keys.size());
+      for (size_t i = 0; i < order.size(); ++i) {
+        want[2 * i] = static_cast<int32_t>(order[i] / nb);
+        want[2 * i + 1] = static_cast<int32_t>(order[i] % nb);
+      }
+      device_buffer dk(keys.size() * 4), ds(want.size() * 4);
+      dk.upload(keys.data(), dk.size());
+      ASSERT_TRUE(cuda::launch_schedule_sort(static_cast<const int32_t*>(dk.data()),
+                                             static_cast<int32_t*>(ds.data()), heads, nb, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<int32_t> got(want.size());
+      ds.download(got.data(), ds.size());
+      EXPECT_EQ(got, want);
+    }
+  }
+  // Larger plans are left to the CUB path: nothing is launched.
+  EXPECT_FALSE(cuda::launch_schedule_sort(nullptr, nullptr, 1, cuda::schedule_block_max + 1,
+                                          nullptr));
 }
 
 }  // namespace
