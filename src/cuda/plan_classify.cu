@@ -5,7 +5,9 @@
 // also update the state exactly as the host planner does: first eligible non-query-aware head
 // of a shared cluster without a pivot becomes the pivot; a later layer's head shares when the
 // gates pass; dense layers keep their pivots and make every other head dense, as do dense heads.
-// Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means).
+// Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means);
+// the means read their tokens through a shared tile filled by cp.async (one wait for memory per
+// block), the estimate's dot products read k_pool 16 bytes at a time.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -14,9 +16,12 @@
 #include "cuda_check.h"
 #include "plan_common.cuh"
 #include "plan_layout.h"
+#include "ptx_sm80.cuh"
 
 namespace sp::cuda {
 namespace {
+
+constexpr int max_mean_dim = 128;  // head dims of the planner: 64, 128
 
 template <class T>
 __device__ __forceinline__ float to_float(T v) {
@@ -31,6 +36,28 @@ __device__ __forceinline__ float to_float(__half v) {
   return __half2float(v);
 }
 
+// Sum over tokens [ta, tb) (tb - ta <= plan_block) of column d = threadIdx.x < dim of src (row 0
+// is token `first`, token rows token_stride apart), added in token order as the host does. The
+// tokens' rows first go into a shared tile by cp.async, all at once (16 bytes a copy), so the
+// block waits for memory once instead of once per few tokens; blockDim.x == dim.
+template <class T>
+__device__ double column_sum(T (&tile)[plan_block * max_mean_dim], const T* src,
+                             int64_t token_stride, int64_t ta, int64_t tb, int64_t first,
+                             int dim) {
+  constexpr int vec = 8;  // 16 bytes
+  const int rows = static_cast<int>(tb - ta), per_row = dim / vec;
+  for (int idx = threadIdx.x; idx < rows * per_row; idx += blockDim.x) {
+    const int r = idx / per_row, c = (idx % per_row) * vec;
+    cp_async_16(tile + r * dim + c, src + (ta + r - first) * token_stride + c, true);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  double acc = 0.0;
+  for (int r = 0; r < rows; ++r) acc += to_float(tile[r * dim + threadIdx.x]);
+  return acc;
+}
+
 // out[b, x, d] = mean over the real tokens of block b of src[t, x, d]; skips heads whose kind
 // is not `only` when kinds is given. src's row 0 is token `first` (a chunk's queries); tokens
 // before it count as zeros. grid (nb, X), block D threads.
@@ -41,10 +68,10 @@ __global__ void block_mean_kernel(float* out, const T* src, int64_t token_stride
   const int64_t b = blockIdx.x, x = blockIdx.y, d = threadIdx.x;
   if (kinds != nullptr && kinds[x] != only) return;
   const int64_t t0 = b * plan_block, t1 = min(n, t0 + plan_block);
-  double acc = 0.0;  // adding the zeros before `first` would not change it
-#pragma unroll 8
-  for (int64_t t = max(t0, first); t < t1; ++t)
-    acc += to_float(src[(t - first) * token_stride + x * head_stride + d]);
+  __shared__ __align__(16) T tile[plan_block * max_mean_dim];
+  // Adding the zeros before `first` would not change the sum.
+  const double acc = column_sum(tile, src + x * head_stride, token_stride, max(t0, first), t1,
+                                first, static_cast<int>(dim));
   const double inv = 1.0 / static_cast<double>(t1 - t0);
   out[(b * x_count + x) * dim + d] = static_cast<float>(acc * inv);
 }
@@ -57,10 +84,9 @@ __global__ void last_rows_mean_kernel(float* out, const T* q, int64_t token_stri
                                       int64_t first) {
   const int64_t h = blockIdx.x, d = threadIdx.x;
   const double scale = 1.0 / (sqrt(static_cast<double>(dim)) * static_cast<double>(rows));
-  double acc = 0.0;
-#pragma unroll 8
-  for (int64_t t = max(n - rows, first); t < n; ++t)
-    acc += to_float(q[(t - first) * token_stride + h * head_stride + d]);
+  __shared__ __align__(16) T tile[plan_block * max_mean_dim];
+  const double acc = column_sum(tile, q + h * head_stride, token_stride, max(n - rows, first), n,
+                                first, static_cast<int>(dim));
   out[h * dim + d] = static_cast<float>(acc * scale);
 }
 
@@ -76,9 +102,14 @@ __global__ void query_aware_test_kernel(plan_pointers p, plan_rules r, double* l
   double mx = -HUGE_VAL;
   for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
     const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
-    double dot = 0.0;
-#pragma unroll 8
-    for (int64_t d = 0; d < dim; ++d) dot += static_cast<double>(qm[d]) * kc[d];
+    double dot = 0.0;  // in d order; 16-byte loads (dim % 4 == 0, rows 16-byte aligned)
+    for (int64_t d = 0; d < dim; d += 4) {
+      const float4 k4 = *reinterpret_cast<const float4*>(kc + d);
+      dot += static_cast<double>(qm[d]) * k4.x;
+      dot += static_cast<double>(qm[d + 1]) * k4.y;
+      dot += static_cast<double>(qm[d + 2]) * k4.z;
+      dot += static_cast<double>(qm[d + 3]) * k4.w;
+    }
     lg[c] = dot;
     mx = fmax(mx, dot);
   }

@@ -130,7 +130,7 @@ __global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r
   // Thread t adds entries t, t + blockDim, ... in that order; the loads of `unroll` of them are
   // issued before the adds (one block per pivot: latency, not bandwidth, bounds this loop).
   // nb * nb < 2^31 (make_workspace_layout), so 32-bit index math.
-  constexpr int unroll = 16;
+  constexpr int unroll = 64;
   const int32_t nb32 = static_cast<int32_t>(nb), all = nb32 * nb32;
   for (int32_t e0 = threadIdx.x; e0 < all; e0 += unroll * blockDim.x) {
     float v[unroll];
