@@ -100,6 +100,10 @@ class cuda_llama_session {
   // What the tuning measured, one entry per distinct GEMM shape and alignment (empty before the
   // first tuned decode step, and after tuning is switched off).
   std::vector<gemm_tuning> decode_gemm_tuning() const;
+  // Off (the default) or on: the decode step's own kernels (RMSNorms, SwiGLU, attention) launched
+  // with Programmatic Dependent Launch, so each one's launch overlaps the tail of the GEMM before
+  // it (cuda_model_ops.h, programmatic_launch); the same results. Switching drops the graphs.
+  void set_decode_programmatic_launch(bool on);
 
   // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
   void reset();

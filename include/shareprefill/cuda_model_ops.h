@@ -8,6 +8,9 @@
 // sequence of them can be captured in a CUDA graph. Inputs are validated at the call; a bad value
 // throws sp::error naming the function and the value. bf16 values are stored as uint16_t bits.
 // Builds without CUDA (SP_CUDA=OFF) throw "[fn] built without CUDA" from every function.
+// programmatic_launch (the kernels of a decode step): launched with Programmatic Dependent Launch,
+// the kernel may start while the stream's previous kernel finishes (its launch overlaps that
+// kernel's tail; it waits for it on the device before reading its outputs). Same results.
 #pragma once
 
 #include <cstddef>
@@ -93,7 +96,8 @@ class cuda_gemm {
 // dim <= cuda_rms_norm_max_dim.
 constexpr int64_t cuda_rms_norm_max_dim = 16384;
 void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight,
-                   const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream);
+                   const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream,
+                   bool programmatic_launch = false);
 
 // x[i] = table[tokens[i]] in fp32. Token ids must lie in [0, vocab) (the caller validates them
 // on the host); a row of an id outside is written as zeros rather than read out of bounds.
@@ -108,7 +112,8 @@ void cuda_residual_add(float* x, const void* y, dtype y_type, int64_t count, voi
 // out: [n, ffn] at row stride out_stride; gate, up: [n, ffn] at row stride in_stride (e.g. the
 // two halves of one fused [n, 2 * ffn] GEMM output). All bf16.
 void cuda_swiglu(uint16_t* out, int64_t out_stride, const uint16_t* gate, const uint16_t* up,
-                 int64_t in_stride, int64_t n, int64_t ffn, void* stream);
+                 int64_t in_stride, int64_t n, int64_t ffn, void* stream,
+                 bool programmatic_launch = false);
 
 // Rotary embedding in place, adjacent pairs (x[2p], x[2p+1]) rotated by angle pos * inv_freq[p]
 // for p < pairs (the first 2 * pairs entries of each head vector), cos and sin multiplied by
@@ -134,7 +139,8 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream);
 // device; norm_weight: [dim] f32; output: [vocab, dim] bf16; normed: [count, dim] bf16 scratch.
 void cuda_logits_of_rows(float* logits, uint16_t* normed, const float* x, const int64_t* rows,
                          int64_t count, const float* norm_weight, const uint16_t* output,
-                         int64_t vocab, int64_t dim, double eps, cuda_gemm& gemm, void* stream);
+                         int64_t vocab, int64_t dim, double eps, cuda_gemm& gemm, void* stream,
+                         bool programmatic_launch = false);
 
 // ---- KV cache and decode attention -------------------------------------------------------------
 
@@ -206,6 +212,9 @@ struct cuda_decode_params {
   void* workspace = nullptr;  // device scratch of cuda_decode_workspace_bytes(len, ...) bytes
   size_t workspace_bytes = 0;
   cuda_decode_new_token new_token;  // a decode step's RoPE and KV append fused in, or k null
+  // Programmatic Dependent Launch (see the top of this file); before its wait the kernel reads
+  // only len_device and the cache rows other than len - 1, which no kernel of the step writes.
+  bool programmatic_launch = false;
 };
 constexpr size_t cuda_decode_counter_bytes = 256;  // the zeroed head of the decode workspace
 // Scratch the decode of any length <= max_len needs (also with len_device and len <= max_len).

@@ -41,6 +41,34 @@ inline unsigned grid_for(int64_t count, int threads) {
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
+// Programmatic Dependent Launch (sm_90): a kernel launched by launch_kernel with programmatic
+// set may start while the stream's previous kernel is finishing, so its launch and its prologue
+// overlap that kernel's tail (inside a captured graph too). Before reading anything the previous
+// kernel writes (and before writing anything), it calls wait_for_predecessor(), which returns at
+// once when the launch was not programmatic.
+__device__ __forceinline__ void wait_for_predecessor() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaGridDependencySynchronize();
+#endif
+}
+
+template <class... Params, class... Args>
+void launch_kernel(const char* fn, void (*kernel)(Params...), dim3 grid, dim3 block,
+                   cudaStream_t stream, bool programmatic, Args... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = programmatic ? 1 : 0;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...), fn,
+             "cudaLaunchKernelEx");
+}
+
 // After a launch: turns a launch-configuration error into sp::error naming `fn`.
 inline void check_launch(const char* fn) { check_cuda(cudaGetLastError(), fn, "kernel launch"); }
 

@@ -13,6 +13,8 @@
 // launch. With a single chunk the block writes the result directly.
 // The length may come from device memory (a captured decode step): the grid is then sized for
 // the largest length and blocks past the run-time length exit at once (they do not count).
+// With a programmatic launch a block issues its first K and V loads (group <= 3) before it waits
+// for the previous kernel (whose q and new token it reads).
 // A decode step's new token can be fused in (cuda_decode_new_token): every block rotates q by
 // RoPE itself (cos and sin of position len - 1 in fp64, as the RoPE kernel, computed while the
 // block's first K and V loads are in flight), and the last chunk
@@ -214,8 +216,11 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
   // The first step's K and V are loaded before RoPE when G <= 3 (for G >= 4 holding them across
   // it spills registers under the 2 blocks per SM of __launch_bounds__).
   constexpr bool prefetch = G <= 3;
-  // The loads first (q of the group's heads; the new token's k and v; the first step's K and V
-  // rows, which do not wait for RoPE, when prefetched), then the fp64 cos and sin.
+  // The loads first (the first step's K and V rows when prefetched, which wait neither for RoPE
+  // nor for the previous kernel; q of the group's heads and the new token's k and v, which come
+  // from the previous kernel), then the fp64 cos and sin.
+  if (prefetch) load_step(0);
+  wait_for_predecessor();
   uint4 qraw[G];
 #pragma unroll
   for (int h = 0; h < G; ++h) qraw[h] = reinterpret_cast<const uint4*>(p.q + (head0 + h) * D)[vec];
@@ -224,7 +229,6 @@ __global__ void __launch_bounds__(decode_threads, G <= 4 ? 2 : 1)
     k_new = reinterpret_cast<const uint4*>(p.new_k + kv_head * D)[vec];
     v_new = reinterpret_cast<const uint4*>(p.new_v + kv_head * D)[vec];
   }
-  if (prefetch) load_step(0);
   if (fused) {
     if (threadIdx.x < p.pairs)
       rope_cos_sin(len - 1, p.inv_freq[threadIdx.x], p.attention_factor, s_cos[threadIdx.x],
@@ -384,21 +388,23 @@ int64_t splits_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 template <int D, int G>
-void launch_chunks(const decode_kernel_params& p, dim3 grid, cudaStream_t s) {
-  decode_chunk_kernel<D, G><<<grid, decode_threads, 0, s>>>(p);
+void launch_chunks(const decode_kernel_params& p, dim3 grid, cudaStream_t s, bool programmatic) {
+  launch_kernel("cuda_decode_attention", decode_chunk_kernel<D, G>, grid, decode_threads, s,
+                programmatic, p);
 }
 
 template <int D>
-void launch_chunks_of_group(int group, const decode_kernel_params& p, dim3 grid, cudaStream_t s) {
+void launch_chunks_of_group(int group, const decode_kernel_params& p, dim3 grid, cudaStream_t s,
+                            bool programmatic) {
   switch (group) {
-    case 1: return launch_chunks<D, 1>(p, grid, s);
-    case 2: return launch_chunks<D, 2>(p, grid, s);
-    case 3: return launch_chunks<D, 3>(p, grid, s);
-    case 4: return launch_chunks<D, 4>(p, grid, s);
-    case 5: return launch_chunks<D, 5>(p, grid, s);
-    case 6: return launch_chunks<D, 6>(p, grid, s);
-    case 7: return launch_chunks<D, 7>(p, grid, s);
-    default: return launch_chunks<D, 8>(p, grid, s);
+    case 1: return launch_chunks<D, 1>(p, grid, s, programmatic);
+    case 2: return launch_chunks<D, 2>(p, grid, s, programmatic);
+    case 3: return launch_chunks<D, 3>(p, grid, s, programmatic);
+    case 4: return launch_chunks<D, 4>(p, grid, s, programmatic);
+    case 5: return launch_chunks<D, 5>(p, grid, s, programmatic);
+    case 6: return launch_chunks<D, 6>(p, grid, s, programmatic);
+    case 7: return launch_chunks<D, 7>(p, grid, s, programmatic);
+    default: return launch_chunks<D, 8>(p, grid, s, programmatic);
   }
 }
 
@@ -489,9 +495,9 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
   const int group = static_cast<int>(a.heads / a.kv_heads);
   if (a.head_dim == 64)
-    cuda::launch_chunks_of_group<64>(group, p, grid, s);
+    cuda::launch_chunks_of_group<64>(group, p, grid, s, a.programmatic_launch);
   else
-    cuda::launch_chunks_of_group<128>(group, p, grid, s);
+    cuda::launch_chunks_of_group<128>(group, p, grid, s, a.programmatic_launch);
   cuda::check_launch(fn);
 }
 

@@ -41,6 +41,7 @@ __global__ void swiglu_kernel(uint16_t* __restrict__ out,        // out: [n, ffn
                               const uint16_t* __restrict__ gate,  // gate: [n, ffn], row stride in_stride
                               const uint16_t* __restrict__ up,    // up: [n, ffn], row stride in_stride
                               int64_t out_stride, int64_t in_stride, int64_t n, int64_t ffn) {
+  wait_for_predecessor();  // gate and up come from the previous kernel
   const int64_t total = n * ffn, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
@@ -84,16 +85,17 @@ void cuda_residual_add(float* x, const void* y, dtype y_type, int64_t count, voi
 }
 
 void cuda_swiglu(uint16_t* out, int64_t out_stride, const uint16_t* gate, const uint16_t* up,
-                 int64_t in_stride, int64_t n, int64_t ffn, void* stream) {
+                 int64_t in_stride, int64_t n, int64_t ffn, void* stream,
+                 bool programmatic_launch) {
   const char* fn = "cuda_swiglu";
   check(n >= 0 && ffn > 0, fn, "n=", n, " ffn=", ffn);
   check(out_stride >= ffn && in_stride >= ffn, fn, "row strides (out ", out_stride, ", in ",
         in_stride, ") must be at least ffn=", ffn);
   if (n == 0) return;
   check(out != nullptr && gate != nullptr && up != nullptr, fn, "null pointer");
-  cuda::swiglu_kernel<<<cuda::grid_for(n * ffn, cuda::threads), cuda::threads, 0,
-                        cuda::as_stream(stream)>>>(out, gate, up, out_stride, in_stride, n, ffn);
-  cuda::check_launch(fn);
+  cuda::launch_kernel(fn, cuda::swiglu_kernel, cuda::grid_for(n * ffn, cuda::threads),
+                      cuda::threads, cuda::as_stream(stream), programmatic_launch, out, gate, up,
+                      out_stride, in_stride, n, ffn);
 }
 
 }  // namespace sp

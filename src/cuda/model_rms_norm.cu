@@ -36,6 +36,7 @@ __global__ void __launch_bounds__(threads)
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * threads;
     wv[i] = e < dim ? weight[e] : 0.0f;
   }
+  wait_for_predecessor();  // x (and rows) come from the previous kernel
   const int64_t out_row = blockIdx.x;
   const int64_t in_row = rows != nullptr ? rows[out_row] : out_row;
   const T* xr = x + in_row * dim;
@@ -63,31 +64,35 @@ __global__ void __launch_bounds__(threads)
 }
 
 template <class T, int threads>
-void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, uint16_t* y, const void* x,
-                     const float* weight, const int64_t* rows, float eps) {
+void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, bool programmatic, uint16_t* y,
+                     const void* x, const float* weight, const int64_t* rows, float eps) {
   const auto* xt = static_cast<const T*>(x);
   const int64_t per_thread = (dim + threads - 1) / threads;
+  const auto launch = [&](auto kernel) {
+    launch_kernel("cuda_rms_norm", kernel, blocks, threads, s, programmatic, y, xt, weight, rows,
+                  dim, eps);
+  };
   if (per_thread <= 1) {
-    rms_norm_kernel<T, threads, 1><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+    launch(rms_norm_kernel<T, threads, 1>);
   } else if (per_thread <= 2) {
-    rms_norm_kernel<T, threads, 2><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+    launch(rms_norm_kernel<T, threads, 2>);
   } else if (per_thread <= 4) {
-    rms_norm_kernel<T, threads, 4><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+    launch(rms_norm_kernel<T, threads, 4>);
   } else if (per_thread <= 8) {
-    rms_norm_kernel<T, threads, 8><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+    launch(rms_norm_kernel<T, threads, 8>);
   } else {
-    rms_norm_kernel<T, threads, 16><<<blocks, threads, 0, s>>>(y, xt, weight, rows, dim, eps);
+    launch(rms_norm_kernel<T, threads, 16>);
   }
 }
 
 // 256 threads up to dim 2048 (8 values each), 1024 threads up to cuda_rms_norm_max_dim.
 template <class T>
-void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, uint16_t* y, const void* x,
-                     const float* weight, const int64_t* rows, float eps) {
+void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, bool programmatic, uint16_t* y,
+                     const void* x, const float* weight, const int64_t* rows, float eps) {
   if (dim <= 256 * 8) {
-    launch_rms_norm<T, 256>(blocks, dim, s, y, x, weight, rows, eps);
+    launch_rms_norm<T, 256>(blocks, dim, s, programmatic, y, x, weight, rows, eps);
   } else {
-    launch_rms_norm<T, 1024>(blocks, dim, s, y, x, weight, rows, eps);
+    launch_rms_norm<T, 1024>(blocks, dim, s, programmatic, y, x, weight, rows, eps);
   }
 }
 
@@ -95,7 +100,8 @@ void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, uint16_t* y, 
 }  // namespace cuda
 
 void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight,
-                   const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream) {
+                   const int64_t* rows, int64_t count, int64_t dim, double eps, void* stream,
+                   bool programmatic_launch) {
   const char* fn = "cuda_rms_norm";
   check(x_type == dtype::f32 || x_type == dtype::bf16, fn, "input dtype ", dtype_name(x_type),
         " (f32 or bf16 expected)");
@@ -108,20 +114,24 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   const cudaStream_t s = cuda::as_stream(stream);
   const unsigned blocks = static_cast<unsigned>(count);
   if (x_type == dtype::f32) {
-    cuda::launch_rms_norm<float>(blocks, dim, s, y, x, weight, rows, static_cast<float>(eps));
+    cuda::launch_rms_norm<float>(blocks, dim, s, programmatic_launch, y, x, weight, rows,
+                                 static_cast<float>(eps));
   } else {
-    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, y, x, weight, rows, static_cast<float>(eps));
+    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, programmatic_launch, y, x, weight, rows,
+                                    static_cast<float>(eps));
   }
   cuda::check_launch(fn);
 }
 
 void cuda_logits_of_rows(float* logits, uint16_t* normed, const float* x, const int64_t* rows,
                          int64_t count, const float* norm_weight, const uint16_t* output,
-                         int64_t vocab, int64_t dim, double eps, cuda_gemm& gemm, void* stream) {
+                         int64_t vocab, int64_t dim, double eps, cuda_gemm& gemm, void* stream,
+                         bool programmatic_launch) {
   const char* fn = "cuda_logits_of_rows";
   check(count > 0 && vocab > 0 && dim > 0, fn, "count=", count, " vocab=", vocab, " dim=", dim);
   check(rows != nullptr, fn, "rows must be given (device int64 indices of the selected rows)");
-  cuda_rms_norm(normed, x, dtype::f32, norm_weight, rows, count, dim, eps, stream);
+  cuda_rms_norm(normed, x, dtype::f32, norm_weight, rows, count, dim, eps, stream,
+                programmatic_launch);
   gemm.linear(logits, dtype::f32, normed, output, count, vocab, dim, false, stream);
 }
 

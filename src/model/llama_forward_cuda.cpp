@@ -17,9 +17,11 @@
 // that one asynchronous copy fills; so the step's ~240 launches are captured once per length
 // bucket (a power of two, or the capacity) into a CUDA graph and replayed per token. Its
 // attention launch also does the new token's RoPE and KV append (cuda_decode_new_token).
-// Before the first step, each GEMM shape's cuBLASLt algorithm is chosen by timing (set_decode_
-// gemm_tuning). The bucket fixes the split-K grid of the decode attention (sized for the bucket's largest
-// length, blocks past the run-time length exit at once). The graphs hold the RoPE table as
+// Before the first step, each GEMM shape's cuBLASLt algorithm is chosen by timing
+// (set_decode_gemm_tuning); set_decode_programmatic_launch launches the step's own kernels
+// (norms, SwiGLU, attention) with Programmatic Dependent Launch. The bucket fixes the split-K
+// grid of the decode attention (sized for the bucket's largest length, blocks past the run-time
+// length exit at once). The graphs hold the RoPE table as
 // kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
 // planner workspace and state (device_planner::workspace_bytes, state_bytes: the plan, the
 // pivots' block attention A, the per-prompt cluster state) are allocated by the first prefill
@@ -73,6 +75,7 @@ struct cuda_llama_session::impl {
   std::map<int64_t, cuda_graph> graphs;
   bool use_graphs = true;
   bool tune_gemms = true;                  // decode's GEMM algorithms chosen by timing
+  bool programmatic = false;               // decode's own kernels by Programmatic Dependent Launch
   std::vector<gemm_tuning> gemm_tunings;   // filled by the first tuned decode step
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
@@ -124,9 +127,10 @@ struct cuda_llama_session::impl {
     const llama_config& c = w.config;
     const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
     const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
+    const bool overlap = decode_step && programmatic;  // prefill launches as before
     // attn_norm
     cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.attn_norm), nullptr, n, dim,
-                  c.rms_eps, stream);
+                  c.rms_eps, stream, overlap);
     // qkv
     gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
                 stream);
@@ -156,12 +160,12 @@ struct cuda_llama_session::impl {
     gemm.linear(x.data(), dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, stream);
     // ffn_norm
     cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.ffn_norm), nullptr, n, dim, c.rms_eps,
-                  stream);
+                  stream, overlap);
     // ffn_gate_up
     gemm.linear(gate_up.data(), dtype::bf16, bf16(normed), bf16(L.w_gate_up), n, 2 * F, dim, false,
                 stream);
     // ffn_act
-    cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, stream);
+    cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, stream, overlap);
     // ffn_residual: x += act @ w_down^T
     gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, stream);
   }
@@ -441,12 +445,13 @@ void enqueue_decode_step(cuda_llama_session::impl& s, int64_t bucket) {
     p.new_token.inv_freq = s.rope.inv_freq.data();
     p.new_token.pairs = static_cast<int64_t>(s.rope.inv_freq.size());
     p.new_token.attention_factor = s.rope.attention_factor;
+    p.programmatic_launch = s.programmatic;
     cuda_decode_attention(p, st);
   };
   for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, 0, true, 1, st, decode_attention);
   cuda_logits_of_rows(s.f32(s.decode_logits), s.bf16(s.normed), s.f32(s.x), &args->row, 1,
                       s.f32(s.w.output_norm), s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps,
-                      s.gemm, st);
+                      s.gemm, st, s.programmatic);
 }
 
 // Times cuBLASLt's candidate algorithms for each GEMM of a decode step (the pointers fix the
@@ -519,6 +524,12 @@ void cuda_llama_session::set_decode_gemm_tuning(bool on) {
   s.gemm.forget_tuning();
   s.gemm_tunings.clear();
   s.graphs.clear();
+}
+
+void cuda_llama_session::set_decode_programmatic_launch(bool on) {
+  if (on == impl_->programmatic) return;
+  impl_->programmatic = on;
+  impl_->graphs.clear();
 }
 
 std::vector<gemm_tuning> cuda_llama_session::decode_gemm_tuning() const {

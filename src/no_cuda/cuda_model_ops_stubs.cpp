@@ -26,7 +26,7 @@ gemm_tuning cuda_gemm::tune(const void*, dtype, const uint16_t*, const uint16_t*
 void cuda_gemm::forget_tuning() { fail("cuda_gemm::forget_tuning", "built without CUDA"); }
 
 void cuda_rms_norm(uint16_t*, const void*, dtype, const float*, const int64_t*, int64_t, int64_t,
-                   double, void*) {
+                   double, void*, bool) {
   fail("cuda_rms_norm", "built without CUDA");
 }
 
@@ -40,14 +40,15 @@ void cuda_residual_add(float*, const void*, dtype, int64_t, void*) {
 }
 
 void cuda_swiglu(uint16_t*, int64_t, const uint16_t*, const uint16_t*, int64_t, int64_t, int64_t,
-                 void*) {
+                 void*, bool) {
   fail("cuda_swiglu", "built without CUDA");
 }
 
 void cuda_rope_apply(const cuda_rope_params&, void*) { fail("cuda_rope_apply", "built without CUDA"); }
 
 void cuda_logits_of_rows(float*, uint16_t*, const float*, const int64_t*, int64_t, const float*,
-                         const uint16_t*, int64_t, int64_t, double, cuda_gemm&, void*) {
+                         const uint16_t*, int64_t, int64_t, double, cuda_gemm&, void*,
+                         bool) {
   fail("cuda_logits_of_rows", "built without CUDA");
 }
 

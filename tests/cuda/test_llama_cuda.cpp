@@ -178,15 +178,19 @@ TEST(LlamaCuda, RandomModelPrefillAndDecodeMatchTheCpuForward) {
 // A decode step replayed from captured graphs gives the eager launches' logits bit for bit (the
 // same kernels and grids), over steps that cross a length bucket (lengths 251..262: buckets 256
 // and the capacity 300) and after a second prefill with another RoPE scaling (the graphs hold
-// the RoPE table, so they are captured again); decode_greedy returns the argmax of those logits.
+// the RoPE table, so they are captured again); decode_greedy returns the argmax of those logits;
+// graphs whose own kernels use Programmatic Dependent Launch give the same bits too. Every
+// session takes the process's one GEMM tuning (cuda_gemm::tune), so their algorithms agree.
 TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
   SP_SKIP_WITHOUT_DEVICE();
   const llama_weights w = random_llama(11);
   const cuda_llama_weights dw = cuda_llama_weights_upload(w);
   const int64_t n = 250, capacity = 300, steps = 12, vocab = w.config.vocab_size;
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 12);
-  cuda_llama_session graphed(dw, capacity), eager(dw, capacity), greedy(dw, capacity);
+  cuda_llama_session graphed(dw, capacity), eager(dw, capacity), greedy(dw, capacity),
+      overlapped(dw, capacity);
   eager.set_decode_graphs(false);
+  overlapped.set_decode_programmatic_launch(true);
   for (const std::string rope : {"none", "yarn"}) {
     prefill_options opt;
     opt.rope.type = rope;
@@ -194,9 +198,11 @@ TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
     graphed.reset();
     eager.reset();
     greedy.reset();
+    overlapped.reset();
     const prefill_result first = graphed.prefill(prompt, opt);
     eager.prefill(prompt, opt);
     greedy.prefill(prompt, opt);
+    overlapped.prefill(prompt, opt);
     int32_t token = argmax(first.logits.data(), vocab);
     for (int64_t i = 0; i < steps; ++i) {
       const std::vector<float> g = graphed.decode(token), e = eager.decode(token);
@@ -204,6 +210,9 @@ TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
       EXPECT_EQ(std::memcmp(g.data(), e.data(), g.size() * sizeof(float)), 0)
           << "rope " << rope << ", step " << i << ": max |diff| "
           << testing::max_abs_diff(g.data(), e.data(), vocab);
+      const std::vector<float> o = overlapped.decode(token);
+      EXPECT_EQ(std::memcmp(o.data(), e.data(), o.size() * sizeof(float)), 0)
+          << "programmatic launch, rope " << rope << ", step " << i;
       const int32_t next = argmax(e.data(), vocab);
       EXPECT_EQ(greedy.decode_greedy(token), next) << "rope " << rope << ", step " << i;
       token = next;

@@ -210,7 +210,8 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
     }
     const device_array<int64_t> dlen = upload(std::vector<int64_t>{c.len});
     const auto run = [&](const device_array<uint16_t>& q, const device_array<uint16_t>& k,
-                         const device_array<uint16_t>& v, const device_array<uint16_t>* fused_row) {
+                         const device_array<uint16_t>& v, const device_array<uint16_t>* fused_row,
+                         bool programmatic = false) {
       const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D);
       const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
       EXPECT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
@@ -229,6 +230,7 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
         p.new_token.pairs = static_cast<int64_t>(table.inv_freq.size());
         p.new_token.attention_factor = table.attention_factor;
       }
+      p.programmatic_launch = programmatic;
       cuda_decode_attention(p, nullptr);
       fetch(ws, "workspace");
       return std::make_pair(fetch(out, "out"), fetch(lse, "lse"));
@@ -245,6 +247,12 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
     EXPECT_EQ(fetch(k, "cache k"), expect_k) << "cache k";
     EXPECT_EQ(fetch(v, "cache v"), expect_v) << "cache v";
     EXPECT_EQ(fetch(row_in, "q | k | v"), qkv) << "the projection row is read only";
+    // Programmatic Dependent Launch (after the launch above on the stream): the same bits.
+    const device_array<uint16_t> k2 = upload(cache_k), v2 = upload(cache_v);
+    const auto [out2, lse2] = run(row_in, k2, v2, &row_in, true);
+    EXPECT_EQ(out2, ref_out) << "attention output, programmatic launch";
+    EXPECT_EQ(std::memcmp(lse2.data(), ref_lse.data(), lse2.size() * 4), 0) << "lse, programmatic";
+    EXPECT_EQ(fetch(k2, "cache k"), expect_k) << "cache k, programmatic launch";
   }
 }
 

@@ -17,6 +17,7 @@
 
 #include "model/rope.h"
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_graph.h"
 #include "shareprefill/cuda_model_ops.h"
 #include "shareprefill/dequantize.h"
 #include "model_ops_test_util.h"
@@ -432,6 +433,46 @@ TEST(ModelOpsSwiglu, MatchesFp64ReferenceOnFusedRows) {
       }
       EXPECT_EQ(bad, 0);
     }
+}
+
+// Programmatic Dependent Launch (programmatic_launch): the RMSNorm and the SwiGLU read an input
+// that the kernel before them on the stream writes (a bf16 copy of 4224 rows over a poisoned
+// buffer), so they must wait for it; their bits equal those of a plain launch on the finished
+// input.
+TEST(ModelOpsProgrammaticLaunch, WaitsForThePreviousKernelAndGivesTheSameBits) {
+  SP_SKIP_WITHOUT_DEVICE();
+  const int64_t rows = 4224, dim = 576, ffn = 1536;
+  cuda_stream stream;
+  // [count] bf16 values written by a kernel on the stream into a poisoned buffer.
+  const auto produced = [&](const device_array<uint16_t>& source, size_t count) {
+    device_array<uint16_t> out = poisoned<uint16_t>(count);
+    cuda_dequantize_to_bf16(out.data(), source.data(), ggml_type::bf16, static_cast<int64_t>(count),
+                            stream.get());
+    return out;
+  };
+  const device_array<uint16_t> x_source = upload(to_bf16(random_bf16_values(rows * dim, 5, -4.0f, 4.0f)));
+  const device_array<float> weight = upload(random_values(dim, 6, 0.5f, 1.5f));
+  const device_array<uint16_t> gu_source = upload(to_bf16(random_bf16_values(rows * 2 * ffn, 7, -8.0f, 8.0f)));
+  for (const bool programmatic : {false, true}) {
+    SCOPED_TRACE(programmatic ? "programmatic" : "plain");
+    const device_array<uint16_t> x = produced(x_source, static_cast<size_t>(rows * dim));
+    const device_array<uint16_t> y = poisoned<uint16_t>(static_cast<size_t>(rows * dim));
+    cuda_rms_norm(y.data(), x.data(), dtype::bf16, weight.data(), nullptr, rows, dim, 1e-5,
+                  stream.get(), programmatic);
+    const device_array<uint16_t> gu = produced(gu_source, static_cast<size_t>(rows * 2 * ffn));
+    const device_array<uint16_t> act = poisoned<uint16_t>(static_cast<size_t>(rows * ffn));
+    cuda_swiglu(act.data(), ffn, gu.data(), gu.data() + ffn, 2 * ffn, rows, ffn, stream.get(),
+                programmatic);
+    stream.synchronize();
+    // The plain launches on the finished inputs, on the default stream.
+    const device_array<uint16_t> y_ref = poisoned<uint16_t>(static_cast<size_t>(rows * dim));
+    cuda_rms_norm(y_ref.data(), x.data(), dtype::bf16, weight.data(), nullptr, rows, dim, 1e-5,
+                  nullptr);
+    const device_array<uint16_t> act_ref = poisoned<uint16_t>(static_cast<size_t>(rows * ffn));
+    cuda_swiglu(act_ref.data(), ffn, gu.data(), gu.data() + ffn, 2 * ffn, rows, ffn, nullptr);
+    EXPECT_EQ(fetch(y, "rms_norm"), fetch(y_ref, "rms_norm reference"));
+    EXPECT_EQ(fetch(act, "swiglu"), fetch(act_ref, "swiglu reference"));
+  }
 }
 
 // ---- RoPE --------------------------------------------------------------------------------------

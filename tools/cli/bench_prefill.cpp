@@ -8,12 +8,14 @@
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
-// dense prefill of each length, one "decode" line: K greedy decode steps four ways, each after
+// dense prefill of each length, one "decode" line: K greedy decode steps five ways, each after
 // its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph):
 // tokens_per_s (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public
 // API), greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded),
-// eager_tokens_per_s (graphs off: the kernels launched one by one) and heuristic_gemm_tokens_per_s
-// (as tokens_per_s with cuBLASLt's heuristic GEMM algorithms instead of the timed ones); the
+// eager_tokens_per_s (graphs off: the kernels launched one by one), heuristic_gemm_tokens_per_s
+// (as tokens_per_s with cuBLASLt's heuristic GEMM algorithms instead of the timed ones) and
+// programmatic_tokens_per_s (as tokens_per_s with the step's own kernels launched by
+// Programmatic Dependent Launch, set_decode_programmatic_launch); the
 // tuning per GEMM shape (gemm_tuning: heuristic_us vs chosen_us, cuda_gemm::tune); and parts of
 // the step, each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20):
 // attention_ms, the split-K decode attention over every layer's cache of that length, with the
@@ -220,12 +222,13 @@ void run_prefill_bench(prefill_bench_options o) {
       // Greedy decode after the dense prefill, three ways (the header says which); each after
       // its own prefill, its first step untimed. The first token comes from the prefill.
       const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
-      enum class decode_way { graph, greedy, eager, heuristic_gemms };
+      enum class decode_way { graph, greedy, eager, heuristic_gemms, programmatic };
       const auto decode_rate = [&](decode_way way) {
         session.reset();
         session.prefill(tokens, po, planner.get());
         session.set_decode_graphs(way != decode_way::eager);
         session.set_decode_gemm_tuning(way != decode_way::heuristic_gemms);
+        session.set_decode_programmatic_launch(way == decode_way::programmatic);
         const bool greedy = way == decode_way::greedy;
         const auto step = [&](int32_t t) {
           return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
@@ -235,13 +238,15 @@ void run_prefill_bench(prefill_bench_options o) {
         for (int64_t i = 1; i < o.decode; ++i) next = step(next);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         session.set_decode_graphs(true);
+        session.set_decode_programmatic_launch(false);
         return double(o.decode - 1) / s;
       };
       const double tps = decode_rate(decode_way::graph);
       const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();
       const double greedy_tps = decode_rate(decode_way::greedy),
                    eager_tps = decode_rate(decode_way::eager),
-                   heuristic_tps = decode_rate(decode_way::heuristic_gemms);
+                   heuristic_tps = decode_rate(decode_way::heuristic_gemms),
+                   programmatic_tps = decode_rate(decode_way::programmatic);
       session.set_decode_gemm_tuning(true);
       const decode_parts parts = decode_parts_ms(c, n);
       nlohmann::json tuning_rows = nlohmann::json::array();
@@ -256,16 +261,18 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"steps", o.decode - 1}, {"tokens_per_s", tps}, {"ms_per_token", 1e3 / tps},
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
                  {"heuristic_gemm_tokens_per_s", heuristic_tps},
+                 {"programmatic_tokens_per_s", programmatic_tps},
                  {"attention_ms", parts.attention_ms},
                  {"attention_gb_per_s", kv_bytes / (parts.attention_ms * 1e6)},
                  {"gemm_ms", parts.gemm_ms}, {"gemm_tuned_ms", parts.gemm_tuned_ms},
                  {"gemm_tuning", tuning_rows}});
       std::fprintf(report,
                    "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token); greedy on "
-                   "the device %.0f tok/s; no graph %.0f tok/s; heuristic GEMMs %.0f tok/s; in "
-                   "graphs of their own: attention %.3f ms/token (%.0f GB/s), GEMMs %.3f ms/token "
-                   "(heuristic) / %.3f (timed)\n",
+                   "the device %.0f tok/s; no graph %.0f tok/s; heuristic GEMMs %.0f tok/s; "
+                   "programmatic launch %.0f tok/s; in graphs of their own: attention %.3f "
+                   "ms/token (%.0f GB/s), GEMMs %.3f ms/token (heuristic) / %.3f (timed)\n",
                    "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps, heuristic_tps,
+                   programmatic_tps,
                    parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
                    parts.gemm_tuned_ms);
       for (const gemm_tuning& t : tuning)
