@@ -269,11 +269,17 @@ gemm_tuning cuda_gemm::tune(const void* y, dtype y_type, const uint16_t* x, cons
   add(heuristic.swapped, heuristic.algo);
   for (const bool swapped : {false, true}) {
     if (swapped && m != 1) break;
-    owned_plans query;
-    query.list.emplace_back();
-    s.make_layouts(query.list.back(), key, swapped);
-    for (const cublasLtMatmulAlgo_t& algo : s.candidates(query.list.back(), key, candidates))
-      add(swapped, algo);
+    std::vector<cublasLtMatmulAlgo_t> algos;
+    try {
+      owned_plans query;
+      query.list.emplace_back();
+      s.make_layouts(query.list.back(), key, swapped);
+      algos = s.candidates(query.list.back(), key, candidates);
+    } catch (const error&) {
+      if (!swapped) throw;
+      continue;  // cuBLASLt refuses the swapped layouts: the usual orientation's candidates only
+    }
+    for (const cublasLtMatmulAlgo_t& algo : algos) add(swapped, algo);
   }
 
   // Timing buffers of the caller's alignment or better (cudaMalloc: 256 bytes): copies of w
