@@ -1,22 +1,25 @@
 // Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
 // The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
 // products (mma.sync m16n8k16, bf16/f16 in, fp32 out, scaled to base 2), 64 keys at a time, the
-// next 64 keys loading (cp.async, double buffer) while the current ones are scored. Warp w owns
-// query rows 16w..16w+15 and keeps their Q fragments and scores in registers (lane l holds rows
-// 16w + l/4 and 16w + l/4 + 8, columns 8t + 2(l%4) + {0, 1} of the chunk, t = 0..7). A grid of
-// (key range, head) CTAs streams over K twice:
+// next 64 keys loading (cp.async, double buffer) while the current ones are scored. The rows
+// form 8 groups of 16 (group G: rows 16G..16G+15); warp w owns groups 2w and 2w + 1 and keeps
+// their Q fragments and scores in registers (in group G, lane l holds rows 16G + l/4 and
+// 16G + l/4 + 8, columns 8t + 2(l%4) + {0, 1} of the chunk, t = 0..7), so each K fragment a warp
+// loads from shared memory serves two MMAs (4 warps load the chunk where 8 did, half the shared
+// memory traffic of the K reads). A grid of (key range, head) CTAs streams over K twice:
 //   pass 1: per lane and row, an online max and sum of exp2 over the lane's columns (in column
 //           order), combined over the 4 lanes of the row at the end -> row_stats; no shared
 //           memory but the K buffers, one block barrier per chunk (the buffer swap);
 //   pass 2: the ranges' (max, sum) combined, probabilities recomputed in registers and reduced
-//           into the vertical profile (per-warp column sums by a fixed tree over the rows,
-//           formed by recursive halving across the lanes, then added in warp order; each key
-//           owned by one CTA) and the slash profile (the
-//           warp's probabilities through its own shared tile into diagonal strips, added in warp
-//           order into a sliding window, double-buffered; the < 128 entries that run past the
-//           end of a range go to `spill` and are added by the next kernel), so every sum is
-//           formed in a fixed order and the result is deterministic. Two block barriers a chunk.
-// The bs x N probabilities never exist: only one 16 x 64 tile per warp, in pass 2.
+//           into the vertical profile (per-group column sums by a fixed tree over the rows,
+//           formed by recursive halving across the lanes, then added in group order; each key
+//           owned by one CTA) and the slash profile (each group's probabilities through its own
+//           shared tile into diagonal strips, added in group order into a sliding window,
+//           double-buffered; the < 128 entries that run past the end of a range go to `spill`
+//           and are added by the next kernel), so every sum is formed in a fixed order and the
+//           result is deterministic. Two block barriers a chunk.
+// Every sum has the order it had with one warp per group (8 warps of 16 rows): same results.
+// The bs x N probabilities never exist: only one 16 x 64 tile per group, in pass 2.
 // Then block sums (fp64, as the host), the gamma budgets by a radix select per profile
 // (plan_budgets.cu), and the ranking of the block profiles for the top-k of step D
 // (plan_rank.cu; a CUB segmented sort past nb = 4096).
@@ -34,7 +37,7 @@
 namespace sp::cuda {
 namespace {
 
-constexpr int stats_threads = 256;  // 8 warps, 16 query rows each
+constexpr int stats_threads = 128;  // 4 warps, 32 query rows (two groups of 16) each
 
 struct stats_args {
   qk_views x;
@@ -47,7 +50,9 @@ struct stats_args {
   int32_t layer;
 };
 
-constexpr int stats_warps = stats_threads / 32;        // warp w owns query rows 16w .. 16w + 15
+constexpr int stats_groups = stats_rows / 16;         // 16-row groups; warp w owns 2w, 2w + 1
+constexpr int group_tiles = 2;                         // groups (m16 tiles) per warp
+static_assert(stats_threads / 32 * group_tiles == stats_groups, "every group has one warp");
 constexpr int stats_tiles = stats_chunk / 8;           // n8 tiles of scores per chunk and warp
 constexpr int strip_size = stats_chunk + 16;           // slash entries of a warp per chunk
 constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
@@ -59,10 +64,10 @@ struct stats_smem {
   static constexpr int ldq = D + 8, ldk = D + 8, ldp = stats_chunk + 8;
   T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
   T k[2][stats_chunk * ldk];              // double buffer: chunk c + 1 loads while c is scored
-  float p[stats_warps][16 * ldp];         // pass 2: warp w's 16 x 64 probabilities
+  float p[stats_groups][16 * ldp];        // pass 2: group G's 16 x 64 probabilities
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
-  float colpart[stats_warps][stats_chunk];
-  float strips[stats_warps][strip_size];
+  float colpart[stats_groups][stats_chunk];
+  float strips[stats_groups][strip_size];
   float window[2][window_size];           // chunk c reads window[c & 1], writes the other
 };
 
@@ -95,16 +100,21 @@ __device__ void load_keys_async(T* dst, const T* k_head, int64_t token_stride, i
   cp_async_commit();
 }
 
-// Warp w's 16 query rows (A fragments q_frag) against the 64 keys of a K buffer, scaled to base
-// 2: sc[t][0..1] row lane/4, sc[t][2..3] row lane/4 + 8, columns 8t + 2(lane%4) + {0, 1}.
+// The warp's two groups of 16 query rows (A fragments q_frag[m]) against the 64 keys of a K
+// buffer, scaled to base 2: sc[m][t][0..1] row lane/4 of group m, sc[m][t][2..3] row lane/4 + 8,
+// columns 8t + 2(lane%4) + {0, 1}. Each B fragment feeds both groups; every accumulator still
+// adds d in 16-wide steps in ascending order.
 template <class T, int D>
-__device__ __forceinline__ void score_rows(float (&sc)[stats_tiles][4],
-                                           const uint32_t (&q_frag)[D / 16][4], const T* keys,
-                                           float scale_log2) {
+__device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles][4],
+                                           const uint32_t (&q_frag)[group_tiles][D / 16][4],
+                                           const T* keys, float scale_log2) {
   using S = stats_smem<T, D>;
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int t = 0; t < stats_tiles; ++t) sc[t][0] = sc[t][1] = sc[t][2] = sc[t][3] = 0.0f;
+  for (int m = 0; m < group_tiles; ++m)
+#pragma unroll
+    for (int t = 0; t < stats_tiles; ++t)
+      sc[m][t][0] = sc[m][t][1] = sc[m][t][2] = sc[m][t][3] = 0.0f;
 #pragma unroll
   for (int kq = 0; kq < D / 16; ++kq) {
 #pragma unroll
@@ -113,14 +123,19 @@ __device__ __forceinline__ void score_rows(float (&sc)[stats_tiles][4],
       uint32_t b[4];
       ldmatrix_x4(b, keys + (nn * 16 + ((lane >> 4) << 3) + (lane & 7)) * S::ldk + kq * 16 +
                          ((lane >> 3) & 1) * 8);
-      mma_16816<T>(sc[2 * nn], q_frag[kq], b[0], b[1]);
-      mma_16816<T>(sc[2 * nn + 1], q_frag[kq], b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < group_tiles; ++m) {
+        mma_16816<T>(sc[m][2 * nn], q_frag[m][kq], b[0], b[1]);
+        mma_16816<T>(sc[m][2 * nn + 1], q_frag[m][kq], b[2], b[3]);
+      }
     }
   }
 #pragma unroll
-  for (int t = 0; t < stats_tiles; ++t)
+  for (int m = 0; m < group_tiles; ++m)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) sc[t][e] *= scale_log2;
+    for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sc[m][t][e] *= scale_log2;
 }
 
 // Online (max, sum) of exp2 over one row's 16 values of this lane (x[t][b], in t then b order).
@@ -139,7 +154,7 @@ __device__ __forceinline__ void online_row(float& m, float& l, const float (&sc)
   m = mx;
 }
 
-// Column sums of a warp's 16 rows (registers sc as score_rows leaves them): rows g and g + 8 of
+// Column sums of a group's 16 rows (registers sc[m] as score_rows leaves them): rows g and g + 8 of
 // each lane added, then the 8 values of g added as the tree ((0+1)+(2+3))+((4+5)+(6+7)) over g
 // (xor 4, 8, 16). Recursive halving: at each level a lane keeps the half of its tiles whose next
 // bit equals its own bit of g and sends the other half to its partner (8 + 4 + 2 shuffles), so
@@ -205,8 +220,14 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
   load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
   load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows, a.x.q_first);
-  const int row0 = warp * 16;                          // first query row of this warp
-  const int row_lo = row0 + g, row_hi = row_lo + 8;    // this lane's rows (absolute q0 + row)
+  // Group m of this warp is group 2 warp + m, rows 16 (2 warp + m) + 0..15; this lane's rows in
+  // it are row_lo[m] and row_hi[m] = row_lo[m] + 8 (absolute q0 + row).
+  int row_lo[group_tiles], row_hi[group_tiles];
+#pragma unroll
+  for (int m = 0; m < group_tiles; ++m) {
+    row_lo[m] = (group_tiles * warp + m) * 16 + g;
+    row_hi[m] = row_lo[m] + 8;
+  }
 
   if (pass == 2) {
     if (threadIdx.x < stats_rows) {
@@ -226,108 +247,122 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
     for (int i = threadIdx.x; i < window_size; i += blockDim.x) sm.window[0][i] = 0.0f;
   }
 
-  uint32_t q_frag[D / 16][4];
-  float m_lo = -INFINITY, l_lo = 0.0f, m_hi = -INFINITY, l_hi = 0.0f;  // pass 1
-  float pm_lo = 0.0f, pinv_lo = 0.0f, pm_hi = 0.0f, pinv_hi = 0.0f;    // pass 2 row constants
+  uint32_t q_frag[group_tiles][D / 16][4];
+  float m_lo[group_tiles], l_lo[group_tiles], m_hi[group_tiles], l_hi[group_tiles];  // pass 1
+#pragma unroll
+  for (int m = 0; m < group_tiles; ++m) {
+    m_lo[m] = m_hi[m] = -INFINITY;
+    l_lo[m] = l_hi[m] = 0.0f;
+  }
   bool bad = false;
   const float inv_rows = 1.0f / static_cast<float>(rows);
   float* v_tok = a.tok + static_cast<int64_t>(h) * n;
   float* s_tok = a.tok + (s.heads + h) * n;
-  float* my_p = sm.p[warp];
 
   for (int c = 0; c < chunks; ++c) {
     const int64_t j0 = ja + static_cast<int64_t>(c) * stats_chunk;
     cp_async_wait<0>();
     // Chunk c's keys (and, at c = 0, Q and the pass-2 row constants) are visible, and every warp
-    // is done with chunk c - 1 (its K buffer, p tile, strips and window read).
+    // is done with chunk c - 1 (its K buffer, p tiles, strips and window read).
     __syncthreads();
     if (c == 0) {
 #pragma unroll
-      for (int kq = 0; kq < D / 16; ++kq)
-        ldmatrix_x4(q_frag[kq], sm.q + (row0 + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
-      if (pass == 2) {
-        pm_lo = sm.m[row_lo], pinv_lo = sm.inv[row_lo];
-        pm_hi = sm.m[row_hi], pinv_hi = sm.inv[row_hi];
+      for (int m = 0; m < group_tiles; ++m) {
+        const int first_row = (group_tiles * warp + m) * 16;
+#pragma unroll
+        for (int kq = 0; kq < D / 16; ++kq)
+          ldmatrix_x4(q_frag[m][kq],
+                      sm.q + (first_row + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
       }
     }
     if (c + 1 < chunks)
       load_keys_async<T, D>(sm.k[(c + 1) & 1], k_head, a.x.k_token_stride, j0 + stats_chunk, n);
-    float sc[stats_tiles][4];
+    float sc[group_tiles][stats_tiles][4];
     score_rows<T, D>(sc, q_frag, sm.k[c & 1], a.scale_log2);
     // Every key of the chunk valid for every row: no masking needed. Key j is valid for row r
     // when r < rows and j <= q0 + r (so j < N).
     const bool full = j0 + stats_chunk - 1 <= q0 && j0 + stats_chunk <= n;
 
     if constexpr (pass == 1) {
-      if (!full) {
+#pragma unroll
+      for (int m = 0; m < group_tiles; ++m) {
+        if (!full) {
+#pragma unroll
+          for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int row = e < 2 ? row_lo[m] : row_hi[m];
+              const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
+              const bool valid = row < rows && key <= q0 + row;
+              bad |= valid && !isfinite(sc[m][t][e]);
+              if (!valid) sc[m][t][e] = -INFINITY;
+            }
+        } else {
+#pragma unroll
+          for (int t = 0; t < stats_tiles; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) bad |= !isfinite(sc[m][t][e]);
+        }
+        online_row(m_lo[m], l_lo[m], sc[m], 0);
+        online_row(m_hi[m], l_hi[m], sc[m], 1);
+      }
+    } else {
+#pragma unroll
+      for (int m = 0; m < group_tiles; ++m) {
+        const int group = group_tiles * warp + m;
+        // Pass 2: probabilities in registers (zero where masked). The row constants come from
+        // shared memory each chunk (registers are short with two groups' scores live).
+        const float pm_lo = sm.m[row_lo[m]], pinv_lo = sm.inv[row_lo[m]];
+        const float pm_hi = sm.m[row_hi[m]], pinv_hi = sm.inv[row_hi[m]];
 #pragma unroll
         for (int t = 0; t < stats_tiles; ++t)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int row = e < 2 ? row_lo : row_hi;
-            const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
-            const bool valid = row < rows && key <= q0 + row;
-            bad |= valid && !isfinite(sc[t][e]);
-            if (!valid) sc[t][e] = -INFINITY;
+            const bool lo = e < 2;
+            float pv = exp2f(sc[m][t][e] - (lo ? pm_lo : pm_hi)) * (lo ? pinv_lo : pinv_hi);
+            if (!full) {
+              const int row = lo ? row_lo[m] : row_hi[m];
+              const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
+              if (row >= rows || key > q0 + row) pv = 0.0f;
+            }
+            sc[m][t][e] = pv;
           }
-      } else {
+        // The group's tile for the diagonal strips.
+        float* my_p = sm.p[group];
 #pragma unroll
-        for (int t = 0; t < stats_tiles; ++t)
+        for (int t = 0; t < stats_tiles; ++t) {
+          *reinterpret_cast<float2*>(my_p + g * S::ldp + t * 8 + 2 * quad) =
+              make_float2(sc[m][t][0], sc[m][t][1]);
+          *reinterpret_cast<float2*>(my_p + (g + 8) * S::ldp + t * 8 + 2 * quad) =
+              make_float2(sc[m][t][2], sc[m][t][3]);
+        }
+        const float2 mine = warp_column_sums(sc[m], g);
+        *reinterpret_cast<float2*>(&sm.colpart[group][g * 8 + 2 * quad]) = mine;
+        __syncwarp();
+        // Strip entry e of this group: rows r = 0..15 at column e - 15 + r (distance constant).
+        for (int e = lane; e < strip_size - 1; e += 32) {
+          float acc = 0.0f;
 #pragma unroll
-          for (int e = 0; e < 4; ++e) bad |= !isfinite(sc[t][e]);
-      }
-      online_row(m_lo, l_lo, sc, 0);
-      online_row(m_hi, l_hi, sc, 1);
-    } else {
-      // Pass 2: probabilities in registers (zero where masked).
-#pragma unroll
-      for (int t = 0; t < stats_tiles; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const bool lo = e < 2;
-          float pv = exp2f(sc[t][e] - (lo ? pm_lo : pm_hi)) * (lo ? pinv_lo : pinv_hi);
-          if (!full) {
-            const int row = lo ? row_lo : row_hi;
-            const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
-            if (row >= rows || key > q0 + row) pv = 0.0f;
+          for (int r = 0; r < 16; ++r) {
+            const int col = e - 15 + r;
+            if (col >= 0 && col < stats_chunk) acc += my_p[r * S::ldp + col];
           }
-          sc[t][e] = pv;
+          sm.strips[group][e] = acc;
         }
-      // The warp's tile for the diagonal strips.
-#pragma unroll
-      for (int t = 0; t < stats_tiles; ++t) {
-        *reinterpret_cast<float2*>(my_p + g * S::ldp + t * 8 + 2 * quad) =
-            make_float2(sc[t][0], sc[t][1]);
-        *reinterpret_cast<float2*>(my_p + (g + 8) * S::ldp + t * 8 + 2 * quad) =
-            make_float2(sc[t][2], sc[t][3]);
-      }
-      const float2 mine = warp_column_sums(sc, g);
-      *reinterpret_cast<float2*>(&sm.colpart[warp][g * 8 + 2 * quad]) = mine;
-      __syncwarp();
-      // Strip entry e of this warp: rows r = 0..15 at column e - 15 + r (distance is constant).
-      for (int e = lane; e < strip_size - 1; e += 32) {
-        float acc = 0.0f;
-#pragma unroll
-        for (int r = 0; r < 16; ++r) {
-          const int col = e - 15 + r;
-          if (col >= 0 && col < stats_chunk) acc += my_p[r * S::ldp + col];
-        }
-        sm.strips[warp][e] = acc;
       }
       __syncthreads();
-      const int t = threadIdx.x;
-      if (t < stats_chunk && j0 + t < n) {
-        float sum = 0.0f;
-        for (int w = 0; w < stats_warps; ++w) sum += sm.colpart[w][t];
-        v_tok[j0 + t] = sum * inv_rows;
-      }
-      // Window entry d = key column + (rows - 1 - query row); warp w's strip entry e has column
-      // e - 15 + r at row 16w + r, so d = e - 15 + rows - 1 - 16w.
+      // Window entry d = key column + (rows - 1 - query row); group G's strip entry e has column
+      // e - 15 + r at row 16G + r, so d = e - 15 + rows - 1 - 16G.
       const float* window = sm.window[c & 1];
       float* next = sm.window[(c + 1) & 1];
-      if (t < window_size - 1) {
+      for (int t = threadIdx.x; t < window_size - 1; t += blockDim.x) {
+        if (t < stats_chunk && j0 + t < n) {
+          float sum = 0.0f;
+          for (int w = 0; w < stats_groups; ++w) sum += sm.colpart[w][t];
+          v_tok[j0 + t] = sum * inv_rows;
+        }
         float acc = window[t];
-        for (int w = 0; w < stats_warps; ++w) {
+        for (int w = 0; w < stats_groups; ++w) {
           const int e = t + 15 - (rows - 1) + 16 * w;
           if (e >= 0 && e < strip_size - 1) acc += sm.strips[w][e];
         }
@@ -345,17 +380,20 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   if constexpr (pass == 1) {
     float* stats = a.row_stats + (static_cast<int64_t>(h) * s.splits + split) * stats_rows * 2;
 #pragma unroll
-    for (int o = 1; o < 4; o <<= 1) {
-      combine_stats(m_lo, l_lo, __shfl_xor_sync(0xffffffffu, m_lo, o),
-                    __shfl_xor_sync(0xffffffffu, l_lo, o));
-      combine_stats(m_hi, l_hi, __shfl_xor_sync(0xffffffffu, m_hi, o),
-                    __shfl_xor_sync(0xffffffffu, l_hi, o));
-    }
-    if (quad == 0) {
-      stats[row_lo * 2] = m_lo;
-      stats[row_lo * 2 + 1] = l_lo;
-      stats[row_hi * 2] = m_hi;
-      stats[row_hi * 2 + 1] = l_hi;
+    for (int m = 0; m < group_tiles; ++m) {
+#pragma unroll
+      for (int o = 1; o < 4; o <<= 1) {
+        combine_stats(m_lo[m], l_lo[m], __shfl_xor_sync(0xffffffffu, m_lo[m], o),
+                      __shfl_xor_sync(0xffffffffu, l_lo[m], o));
+        combine_stats(m_hi[m], l_hi[m], __shfl_xor_sync(0xffffffffu, m_hi[m], o),
+                      __shfl_xor_sync(0xffffffffu, l_hi[m], o));
+      }
+      if (quad == 0) {
+        stats[row_lo[m] * 2] = m_lo[m];
+        stats[row_lo[m] * 2 + 1] = l_lo[m];
+        stats[row_hi[m] * 2] = m_hi[m];
+        stats[row_hi[m] * 2 + 1] = l_hi[m];
+      }
     }
     if (__syncthreads_or(bad) && threadIdx.x == 0)
       record_error(a.error, plan_error_nonfinite_input, a.layer, h);
@@ -363,8 +401,8 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
     __syncthreads();
     const float* window = sm.window[chunks & 1];
     float* spill = a.spill + (static_cast<int64_t>(h) * s.splits + split) * stats_rows;
-    if (threadIdx.x < stats_rows)
-      spill[threadIdx.x] = threadIdx.x < rows - 1 ? window[threadIdx.x] * inv_rows : 0.0f;
+    for (int i = threadIdx.x; i < stats_rows; i += blockDim.x)
+      spill[i] = i < rows - 1 ? window[i] * inv_rows : 0.0f;
   }
 }
 
