@@ -1,10 +1,11 @@
 // Steps B and C of DESIGN.md section 2 on the device (classify): block means of K, the mean of
 // the last query rows, the pooled estimate and its JS distance to the vertical block profile
 // (the query-aware test), the sharing gates against the per-prompt state, and the per-head
-// decisions in ascending head order by one thread (a handful of comparisons per head), which
-// also update the state exactly as the host planner does: first eligible non-query-aware head
-// of a shared cluster without a pivot becomes the pivot; a later layer's head shares when the
-// gates pass; dense layers keep their pivots and make every other head dense, as do dense heads.
+// decisions in ascending head order by one thread (a handful of comparisons per head, on inputs
+// all threads first gathered into shared memory), which also update the state exactly as the
+// host planner does: first eligible non-query-aware head of a shared cluster without a pivot
+// becomes the pivot; a later layer's head shares when the gates pass; dense layers keep their
+// pivots and make every other head dense, as do dense heads.
 // Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means);
 // the means read their tokens through a shared tile filled by cp.async (one wait for memory per
 // block), the estimate's dot products read k_pool 16 bytes at a time.
@@ -149,42 +150,80 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   }
 }
 
-// The per-head decisions, heads ascending (one thread): kinds, pivot slots, the state's pivots,
-// and the query-aware sort segments. grid (1), block 32.
+// The per-head decisions, heads ascending: kinds, pivot slots, the state's pivots, and the
+// query-aware sort segments. The inputs of every head are read at once (one thread a head), the
+// decisions are taken by one thread in head order from shared memory (a head becomes its
+// cluster's pivot when the slot had none before the layer and no earlier head of the layer took
+// it), and the results are written by all threads. grid (1), classify_threads, dynamic shared
+// memory classify_smem_bytes(H, slots).
+constexpr int classify_threads = 256;
+struct head_decision {
+  int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware)
+  int32_t pivot_slot;   // this layer's pivot number or -1
+  uint8_t qa, eligible, slot_had_pivot, gate_passes, dense, kind;
+};
+size_t classify_smem_bytes(int64_t heads, int64_t slots) {
+  return static_cast<size_t>(heads) * sizeof(head_decision) + static_cast<size_t>(slots);
+}
+
 __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r) {
-  if (threadIdx.x != 0) return;
+  extern __shared__ head_decision decision[];  // [H], then taken [slots]
   const int64_t heads = p.s.heads;
-  int32_t pivots = 0;
-  for (int64_t h = 0; h < heads; ++h) {
-    const bool qa = p.qa[h] != 0;
-    uint8_t kind = qa ? kind_query_aware : kind_vertical_slash;
-    p.pivot_slot[h] = -1;
-    if (r.mode == mode_shareprefill && !qa) {
-      const int64_t at = r.layer * heads + h;
-      const int32_t slot = r.slot_of[at];
-      if (slot >= 0) {
-        if (st.has_pivot[slot] == 0) {
-          if (r.eligible[at] != 0) {
-            st.has_pivot[slot] = 1;
-            st.pivot_layer[slot] = r.layer;
-            st.pivot_head[slot] = static_cast<int32_t>(h);
+  uint8_t* taken = reinterpret_cast<uint8_t*>(decision + heads);  // slot's pivot is this layer's
+  for (int64_t i = threadIdx.x; i < st.slots; i += blockDim.x) taken[i] = 0;
+  for (int64_t h = threadIdx.x; h < heads; h += blockDim.x) {
+    head_decision d{};
+    d.qa = p.qa[h] != 0;
+    d.slot = -1;
+    const int64_t at = r.layer * heads + h;
+    if (r.mode == mode_shareprefill && !d.qa) {
+      d.slot = r.slot_of[at];
+      if (d.slot >= 0) {
+        d.slot_had_pivot = st.has_pivot[d.slot] != 0;
+        d.eligible = r.eligible[at] != 0;
+        d.gate_passes = st.has_pattern[d.slot] != 0 && p.gate_ok[h] != 0;
+      }
+    }
+    d.dense = r.dense_layer || r.dense_head[at] != 0;
+    decision[h] = d;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t count = 0;
+    for (int64_t h = 0; h < heads; ++h) {
+      head_decision& d = decision[h];
+      uint8_t kind = d.qa ? kind_query_aware : kind_vertical_slash;
+      d.pivot_slot = -1;
+      if (d.slot >= 0) {
+        if (!d.slot_had_pivot && !taken[d.slot]) {
+          if (d.eligible) {
             kind = kind_pivot;
-            p.pivot_slot[h] = pivots;
-            p.slot_head[pivots] = static_cast<int32_t>(h);
-            ++pivots;
+            taken[d.slot] = 1;
+            d.pivot_slot = count;
+            p.slot_head[count++] = static_cast<int32_t>(h);
           }
-        } else if (st.has_pattern[slot] != 0 && p.gate_ok[h] != 0) {
+        } else if (d.gate_passes) {
           kind = kind_shared;
         }
       }
+      if (d.dense && kind != kind_pivot) kind = kind_dense;
+      d.kind = kind;
     }
-    if ((r.dense_layer || r.dense_head[r.layer * heads + h] != 0) && kind != kind_pivot)
-      kind = kind_dense;
-    p.kinds[h] = kind;
-    p.seg_begin[h] = static_cast<int32_t>(h * p.s.tri);
-    p.seg_end[h] = static_cast<int32_t>(h * p.s.tri + (kind == kind_query_aware ? p.s.tri : 0));
+    *p.pivot_count = count;
   }
-  *p.pivot_count = pivots;
+  __syncthreads();
+  for (int64_t h = threadIdx.x; h < heads; h += blockDim.x) {
+    const head_decision& d = decision[h];
+    p.kinds[h] = d.kind;
+    p.pivot_slot[h] = d.pivot_slot;
+    p.seg_begin[h] = static_cast<int32_t>(h * p.s.tri);
+    p.seg_end[h] = static_cast<int32_t>(h * p.s.tri + (d.kind == kind_query_aware ? p.s.tri : 0));
+    if (d.kind == kind_pivot) {
+      st.has_pivot[d.slot] = 1;
+      st.pivot_layer[d.slot] = r.layer;
+      st.pivot_head[d.slot] = static_cast<int32_t>(h);
+    }
+  }
 }
 
 // A new pivot's block profiles into its cluster's slot. grid (H), 256.
@@ -241,7 +280,8 @@ void launch_classify(const plan_pointers& p, const state_pointers& st, const pla
                      cudaStream_t stream) {
   const unsigned heads = static_cast<unsigned>(p.s.heads);
   sharing_gates_kernel<<<heads, 256, 0, stream>>>(p, st, r);
-  classify_kernel<<<1, 32, 0, stream>>>(p, st, r);
+  classify_kernel<<<1, classify_threads, classify_smem_bytes(p.s.heads, st.slots), stream>>>(
+      p, st, r);
   pivot_profiles_kernel<<<heads, 256, 0, stream>>>(p, st, r);
   check_cuda(cudaGetLastError(), "device_planner::plan", "launching the classification");
 }
