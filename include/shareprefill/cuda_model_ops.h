@@ -212,14 +212,19 @@ struct cuda_decode_params {
   void* workspace = nullptr;  // device scratch of cuda_decode_workspace_bytes(len, ...) bytes
   size_t workspace_bytes = 0;
   cuda_decode_new_token new_token;  // a decode step's RoPE and KV append fused in, or k null
+  // Keys per block: 0 (the default) = cuda_decode_chunk(len, kv_heads); else 1 ..
+  // cuda_decode_max_chunk (benchmarks compare chunk sizes; the workspace must be sized for it).
+  int64_t chunk = 0;
   // Programmatic Dependent Launch (see the top of this file); before its wait the kernel reads
   // only len_device and the cache rows other than len - 1, which no kernel of the step writes.
   bool programmatic_launch = false;
 };
 constexpr size_t cuda_decode_counter_bytes = 256;  // the zeroed head of the decode workspace
-// Scratch the decode of any length <= max_len needs (also with len_device and len <= max_len).
+constexpr int64_t cuda_decode_max_chunk = int64_t{1} << 20;
+// Scratch the decode of any length <= max_len needs (also with len_device and len <= max_len),
+// with the automatic chunk and, when chunk > 0, with cuda_decode_params::chunk = chunk too.
 size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
-                                   int64_t head_dim);
+                                   int64_t head_dim, int64_t chunk = 0);
 // Keys per chunk for a decode over len tokens (exposed for tests and benchmarks).
 int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads);
 void cuda_decode_attention(const cuda_decode_params& params, void* stream);

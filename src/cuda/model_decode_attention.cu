@@ -420,12 +420,15 @@ int64_t cuda_decode_chunk(int64_t len, int64_t kv_heads) {
 }
 
 size_t cuda_decode_workspace_bytes(int64_t max_len, int64_t heads, int64_t kv_heads,
-                                   int64_t head_dim) {
+                                   int64_t head_dim, int64_t chunk) {
   check(max_len > 0 && heads > 0 && kv_heads > 0 && head_dim > 0, "cuda_decode_workspace_bytes",
         "max_len=", max_len, " heads=", heads, " kv_heads=", kv_heads, " head_dim=", head_dim);
+  check(chunk >= 0 && chunk <= cuda_decode_max_chunk, "cuda_decode_workspace_bytes", "chunk=",
+        chunk, " outside [0, ", cuda_decode_max_chunk, "]");
   // cuda_decode_chunk gives at most splits_target chunks, or len / max_chunk when clamped.
   const int64_t splits_target = (cuda::target_blocks + kv_heads - 1) / kv_heads;
-  const int64_t splits = std::max(splits_target, cuda::splits_of(max_len, cuda::max_chunk));
+  int64_t splits = std::max(splits_target, cuda::splits_of(max_len, cuda::max_chunk));
+  if (chunk > 0) splits = std::max(splits, cuda::splits_of(max_len, chunk));
   return cuda_decode_counter_bytes +
          cuda::align256(static_cast<size_t>(splits * heads * head_dim) * sizeof(float)) +
          static_cast<size_t>(splits * heads) * sizeof(float);
@@ -455,7 +458,9 @@ void cuda_decode_attention(const cuda_decode_params& params, void* stream) {
               2 * t.pairs <= a.head_dim,
           fn, "the fused new token needs v, cache_k == k and cache_v == v, 16-byte aligned k and "
           "v, inv_freq and 1 <= pairs <= head_dim / 2 (got pairs=", t.pairs, ")");
-  const int64_t chunk = cuda_decode_chunk(a.len, a.kv_heads);
+  check(a.chunk >= 0 && a.chunk <= cuda_decode_max_chunk, fn, "chunk=", a.chunk, " outside [0, ",
+        cuda_decode_max_chunk, "]");
+  const int64_t chunk = a.chunk > 0 ? a.chunk : cuda_decode_chunk(a.len, a.kv_heads);
   const int64_t splits = cuda::splits_of(a.len, chunk);
   check(splits <= 0x7fffffff, fn, "len=", a.len, " needs ", splits, " chunks (grid limit)");
   const size_t o_bytes = cuda::align256(static_cast<size_t>(splits * a.heads * a.head_dim) * sizeof(float));

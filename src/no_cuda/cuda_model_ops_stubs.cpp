@@ -64,7 +64,7 @@ void cuda_kv_cache::append(int64_t, int64_t, const uint16_t*, int64_t, const uin
   fail("cuda_kv_cache::append", "built without CUDA");
 }
 
-size_t cuda_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t) {
+size_t cuda_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t, int64_t) {
   fail("cuda_decode_workspace_bytes", "built without CUDA");
 }
 int64_t cuda_decode_chunk(int64_t, int64_t) { fail("cuda_decode_chunk", "built without CUDA"); }

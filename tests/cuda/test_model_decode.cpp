@@ -52,6 +52,7 @@ struct decode_case {
   // > 0: the grid is sized for grid_len tokens and len is read from device memory (a captured
   // decode step's launch); 0: len on the host.
   int64_t grid_len = 0;
+  int64_t chunk = 0;  // keys per block; 0: automatic (cuda_decode_chunk)
 };
 
 TEST(ModelOpsDecode, MatchesFp64Reference) {
@@ -69,11 +70,17 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     cases.push_back({len, 9, 3, 64, false, 4224});
   cases.push_back({129, 32, 8, 128, true, 40000});
   cases.push_back({40000, 9, 3, 64, false, 131072});
+  // Chunk sizes chosen by the caller (bench prefill compares them): multiples of 64, a ragged
+  // one, one chunk for everything, and under a larger grid.
+  cases.push_back({4224, 9, 3, 64, false, 0, 256});
+  cases.push_back({4224, 32, 8, 128, true, 0, 1000});
+  cases.push_back({1000, 9, 3, 64, false, 0, 4096});
+  cases.push_back({1000, 9, 3, 64, false, 4224, 512});
   for (const decode_case& c : cases) {
     const int64_t grid_len = c.grid_len > 0 ? c.grid_len : c.len;
     SCOPED_TRACE(str("decode(len=", c.len, ",h=", c.heads, ",hkv=", c.kv_heads, ",d=", c.dim,
                      ",fused_kv=", c.fused_kv, ",grid_len=", grid_len, ",chunk=",
-                     cuda_decode_chunk(grid_len, c.kv_heads), ")"));
+                     c.chunk > 0 ? c.chunk : cuda_decode_chunk(grid_len, c.kv_heads), ")"));
     const int64_t D = c.dim, g = c.heads / c.kv_heads, row = c.kv_heads * D;
     const auto seed = static_cast<uint64_t>(c.len * 13 + c.heads + D);
     // Peaked scores: |q| up to 3 so that the softmax is far from uniform.
@@ -95,17 +102,18 @@ TEST(ModelOpsDecode, MatchesFp64Reference) {
     }
     const device_array<uint16_t> dq = upload(to_bf16(q)), dk = upload(kbuf);
     const device_array<uint16_t> dv = c.fused_kv ? device_array<uint16_t>{} : upload(vbuf);
-    const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D);
+    const size_t ws_bytes = cuda_decode_workspace_bytes(grid_len, c.heads, c.kv_heads, D, c.chunk);
     const device_array<int64_t> dlen = upload(std::vector<int64_t>{c.len});
     const device_array<uint8_t> ws = poisoned<uint8_t>(ws_bytes);
     // The chunk counters at the head of the workspace start at zero; the partials are poisoned.
     ASSERT_EQ(cudaMemset(ws.data(), 0, cuda_decode_counter_bytes), cudaSuccess);
     const device_array<uint16_t> dout = poisoned<uint16_t>(static_cast<size_t>(c.heads * D));
     const device_array<float> dlse = poisoned<float>(static_cast<size_t>(c.heads));
-    const cuda_decode_params p = decode_launch(
+    cuda_decode_params p = decode_launch(
         c.heads, c.kv_heads, D, grid_len, c.grid_len > 0 ? dlen.data() : nullptr, dq.data(),
         dk.data(), c.fused_kv ? dk.data() + row : dv.data(), stride, dout.data(), dlse.data(),
         ws.data(), ws_bytes);
+    p.chunk = c.chunk;
     cuda_decode_attention(p, nullptr);
     const std::vector<uint16_t> out_bits = fetch(dout, "out");
     const std::vector<float> out = from_bf16(out_bits);

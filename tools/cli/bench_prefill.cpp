@@ -19,8 +19,9 @@
 // tuning per GEMM shape (gemm_tuning: heuristic_us vs chosen_us, cuda_gemm::tune); and parts of
 // the step, each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20):
 // attention_ms, the split-K decode attention over every layer's cache of that length, with the
-// bandwidth it reached on the K and V bytes, and gemm_ms / gemm_tuned_ms, the m = 1 GEMMs of every
-// layer and the output head with the heuristic's and with the timed algorithms.
+// bandwidth it reached on the K and V bytes (attention_ms_by_chunk: the same with fixed keys per
+// chunk beside the automatic size), and gemm_ms / gemm_tuned_ms, the m = 1 GEMMs of every layer
+// and the output head with the heuristic's and with the timed algorithms.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -249,6 +250,13 @@ void run_prefill_bench(prefill_bench_options o) {
                    programmatic_tps = decode_rate(decode_way::programmatic);
       session.set_decode_gemm_tuning(true);
       const decode_parts parts = decode_parts_ms(c, n);
+      nlohmann::json chunk_rows = nlohmann::json::array();
+      std::string chunk_text;
+      for (const auto& [chunk, ms] : parts.attention_by_chunk) {
+        chunk_rows.push_back({{"chunk", chunk}, {"ms", ms}});
+        chunk_text += str(chunk_text.empty() ? "" : ", ", chunk,
+                          chunk_rows.size() == 1 ? " (automatic) " : " ", ms);
+      }
       nlohmann::json tuning_rows = nlohmann::json::array();
       for (const gemm_tuning& t : tuning)
         tuning_rows.push_back({{"m", t.m}, {"n", t.n}, {"k", t.k}, {"y", t.y_f32 ? "f32" : "bf16"},
@@ -264,6 +272,7 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"programmatic_tokens_per_s", programmatic_tps},
                  {"attention_ms", parts.attention_ms},
                  {"attention_gb_per_s", kv_bytes / (parts.attention_ms * 1e6)},
+                 {"attention_ms_by_chunk", chunk_rows},
                  {"gemm_ms", parts.gemm_ms}, {"gemm_tuned_ms", parts.gemm_tuned_ms},
                  {"gemm_tuning", tuning_rows}});
       std::fprintf(report,
@@ -275,6 +284,8 @@ void run_prefill_bench(prefill_bench_options o) {
                    programmatic_tps,
                    parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
                    parts.gemm_tuned_ms);
+      std::fprintf(report, "%-13s %7s   attention ms/token by keys per chunk: %s\n", "", "",
+                   chunk_text.c_str());
       for (const gemm_tuning& t : tuning)
         std::fprintf(report,
                      "%-13s %7s   gemm m=%lld n=%lld k=%lld %s%s: heuristic %.2f us, chosen %.2f us "

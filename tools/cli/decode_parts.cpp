@@ -29,28 +29,39 @@ decode_parts decode_parts_ms(const llama_config& c, int64_t len) {
   decode_parts r;
   const int64_t row = c.n_kv_heads * c.head_dim, L = c.n_layers;
   {
+    // Chunk sizes compared: the automatic one first, then fixed ones (smaller than it need more
+    // workspace, which ws is sized for).
+    const int64_t automatic = cuda_decode_chunk(len, c.n_kv_heads);
+    std::vector<int64_t> chunks = {automatic};
+    for (const int64_t ch : {64, 128, 256, 512, 1024, 2048, 4096})
+      if (ch != automatic && ch < 2 * len) chunks.push_back(ch);
     device_buffer k(static_cast<size_t>(L * len * row) * 2), v(k.size());
     device_buffer q(static_cast<size_t>(c.n_heads * c.head_dim) * 2), out(q.size());
-    device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim));
+    device_buffer ws(cuda_decode_workspace_bytes(len, c.n_heads, c.n_kv_heads, c.head_dim, 64));
     for (device_buffer* b : {&k, &v, &q}) b->fill_bytes(0x3c);
     ws.fill_bytes(0);  // the counters start at zero
-    r.attention_ms = graph_ms([&](void* stream) {
-      for (int64_t l = 0; l < L; ++l) {
-        cuda_decode_params p;
-        p.len = len;
-        p.heads = c.n_heads;
-        p.kv_heads = c.n_kv_heads;
-        p.head_dim = c.head_dim;
-        p.q = static_cast<const uint16_t*>(q.data());
-        p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
-        p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
-        p.kv_token_stride = row;
-        p.out = static_cast<uint16_t*>(out.data());
-        p.workspace = ws.data();
-        p.workspace_bytes = ws.size();
-        cuda_decode_attention(p, stream);
-      }
-    });
+    for (const int64_t chunk : chunks) {
+      const double ms = graph_ms([&](void* stream) {
+        for (int64_t l = 0; l < L; ++l) {
+          cuda_decode_params p;
+          p.chunk = chunk;
+          p.len = len;
+          p.heads = c.n_heads;
+          p.kv_heads = c.n_kv_heads;
+          p.head_dim = c.head_dim;
+          p.q = static_cast<const uint16_t*>(q.data());
+          p.k = static_cast<const uint16_t*>(k.data()) + l * len * row;
+          p.v = static_cast<const uint16_t*>(v.data()) + l * len * row;
+          p.kv_token_stride = row;
+          p.out = static_cast<uint16_t*>(out.data());
+          p.workspace = ws.data();
+          p.workspace_bytes = ws.size();
+          cuda_decode_attention(p, stream);
+        }
+      });
+      r.attention_by_chunk.emplace_back(chunk, ms);
+    }
+    r.attention_ms = r.attention_by_chunk.front().second;
   }
   // (n, k, f32 output accumulated) of the layer's GEMMs, as the forward runs them.
   const int64_t qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, hd = c.n_heads * c.head_dim;
