@@ -13,6 +13,7 @@
 
 #include "model/rope.h"
 #include "model_ops_test_util.h"
+#include "shareprefill/cuda_graph.h"
 #include "shareprefill/cuda_model_ops.h"
 #include "test_util.h"
 
@@ -239,7 +240,8 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
         p.new_token.attention_factor = table.attention_factor;
       }
       p.programmatic_launch = programmatic;
-      cuda_decode_attention(p, nullptr);
+      cuda_stream stream;  // a programmatic launch goes on a stream of its own, as in a session
+      cuda_decode_attention(p, programmatic ? stream.get() : nullptr);
       fetch(ws, "workspace");
       return std::make_pair(fetch(out, "out"), fetch(lse, "lse"));
     };
@@ -255,7 +257,7 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
     EXPECT_EQ(fetch(k, "cache k"), expect_k) << "cache k";
     EXPECT_EQ(fetch(v, "cache v"), expect_v) << "cache v";
     EXPECT_EQ(fetch(row_in, "q | k | v"), qkv) << "the projection row is read only";
-    // Programmatic Dependent Launch (after the launch above on the stream): the same bits.
+    // Programmatic Dependent Launch: the same bits.
     const device_array<uint16_t> k2 = upload(cache_k), v2 = upload(cache_v);
     const auto [out2, lse2] = run(row_in, k2, v2, &row_in, true);
     EXPECT_EQ(out2, ref_out) << "attention output, programmatic launch";
