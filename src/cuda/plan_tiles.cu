@@ -137,31 +137,47 @@ __global__ void rows_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   }
 }
 
-// One warp per row: the row's columns, ascending, at row_ptr. grid (ceil(nb/8), H), 256.
-__global__ void fill_kernel(plan_pointers p) {
+// One warp per row: the row's columns, ascending, at row_ptr. grid (ceil(nb/8), H), 256. The
+// row's words go 32 at a time (a piece); their popcounts' exclusive prefix and the words sit in
+// shared memory, and lane l writes the piece's outputs l, l + 32, ... (coalesced stores): the
+// word holding output i is the last one whose prefix is <= i (a binary search), the column its
+// (i - prefix + 1)-th set bit (__fns).
+constexpr int fill_threads = 256;
+__global__ void __launch_bounds__(fill_threads) fill_kernel(plan_pointers p) {
+  __shared__ uint32_t piece_bits[fill_threads / 32][32];
+  __shared__ int32_t piece_start[fill_threads / 32][32];
   const plan_sizes& s = p.s;
   const int64_t h = blockIdx.y, nb = s.nb, words = s.words;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= nb) return;
   const uint32_t* bits = p.bitmask + (h * nb + row) * words;
+  uint32_t* bits_sm = piece_bits[warp];
+  int32_t* start_sm = piece_start[warp];
   int64_t base = p.row_ptr[h * (nb + 1) + row];
   for (int64_t w0 = 0; w0 < words; w0 += 32) {
-    uint32_t b = w0 + lane < words ? bits[w0 + lane] : 0u;
+    const uint32_t b = w0 + lane < words ? bits[w0 + lane] : 0u;
     const int pc = __popc(b);
-    int excl = pc;
+    int incl = pc;
     for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, excl, o);
-      if (lane >= o) excl += v;
+      const int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
     }
-    const int total = __shfl_sync(0xffffffffu, excl, 31);
-    excl -= pc;
-    int64_t at = base + excl;
-    while (b != 0u) {
-      const int bit = __ffs(b) - 1;
-      p.col_idx[at++] = static_cast<int32_t>(32 * (w0 + lane) + bit);
-      b &= b - 1u;
+    const int total = __shfl_sync(0xffffffffu, incl, 31);
+    bits_sm[lane] = b;
+    start_sm[lane] = incl - pc;
+    __syncwarp();
+    for (int i = lane; i < total; i += 32) {
+      int lo = 0, hi = 31;  // the last word j with start_sm[j] <= i (it holds a set bit)
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (start_sm[mid] <= i) lo = mid;
+        else hi = mid - 1;
+      }
+      const int bit = static_cast<int>(__fns(bits_sm[lo], 0, i - start_sm[lo] + 1));
+      p.col_idx[base + i] = static_cast<int32_t>(32 * (w0 + lo) + bit);
     }
+    __syncwarp();  // the piece's shared words are read before the next piece's go in
     base += total;
   }
 }
@@ -205,7 +221,7 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
   const dim3 row_grid(static_cast<unsigned>((s.nb + 7) / 8), heads);
   rows_kernel<<<row_grid, 256, 0, stream>>>(p, st, r);
   cub_row_ptr_scan(c, p, stream);
-  fill_kernel<<<row_grid, 256, 0, stream>>>(p);
+  fill_kernel<<<row_grid, fill_threads, 0, stream>>>(p);
   if (!launch_schedule_sort(p.sched_keys, p.schedule, s.heads, s.nb, stream)) {
     cub_sort_schedule(c, p, stream);
     const int64_t items = s.heads * s.nb;
