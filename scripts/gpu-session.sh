@@ -49,7 +49,7 @@ case ${1:-} in
     echo "== python"; grep -E "[0-9]+ (passed|failed)" "$OUT/python.log" | tail -2
     wait
     for t in test_cuda_attention test_cuda_attention_serving test_cuda_merge_attention \
-             test_device_planner_kernels test_device_planner test_device_planner_chunks test_llama_cuda test_model_ops test_model_decode \
+             test_device_planner_kernels test_device_planner test_device_planner_chunks test_llama_cuda test_model_ops test_model_decode test_model_gemv \
              test_token_logprob test_cuda_context_parallel; do
       [ -x "$BIN/$t" ] || { echo "== $t: not built"; continue; }
       timeout 300 "$BIN/$t" >"/tmp/sp-$t.txt" 2>&1
@@ -69,7 +69,7 @@ case ${1:-} in
     echo "== golden and device-plan tests rc=$?"
     grep -E "^\[  (PASSED|FAILED) |logit diff|mismatch" "$OUT/golden.txt" | head -8
     timeout 120 "$BIN/shareprefill" bench prefill --device cuda --model "$m" --text .whl/emma.txt \
-      --lengths 32768 --modes dense --repeats 1 --decode 64 2>&1 | tail -3
+      --lengths 32768 --modes dense --repeats 1 --decode 64 2>&1 | grep -E "^(mode|dense|decode) "
     ;;
   perf)
     # Without the model, after `tests` in the same call: the device planner's timing and whole
