@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The serving-shape benches of `shareprefill` on the CPU at small sizes (issue 16): a varlen
 # batch and a chunked prefill must reproduce the separate / one-shot output bit for bit
-# (rel_err 0), a split-and-merge within 1e-6 (fp32); `bench chunk-plan` must report every mode
-# with finite errors and densities in (0, 1]; bad options exit non-zero naming the problem.
+# (rel_err 0), a split-and-merge within 1e-6 (fp32); `bench chunk-plan` and `bench layer --chunk`
+# must report every mode with finite errors and densities in (0, 1]; bad options exit non-zero
+# naming the problem.
 # Usage: tests/cli/test_bench_serving.sh path/to/shareprefill   (CTest, label quick).
 set -u
 bin=${1:?usage: test_bench_serving.sh SHAREPREFILL_BINARY}
@@ -44,6 +45,12 @@ run_rows split 'r["rel_err"] < 1e-6 and r["merge_ms"] >= 0' bench attention "${s
 run_rows chunk_plan 'all(math.isfinite(r[k]) for k in ("rel_err_one_shot", "rel_err_chunked")) and 0 < r["density_chunked"] <= 1' \
   bench chunk-plan --n 2304 --chunk 1152 --layers 2 --heads 4 --kv-heads 2 --dim 32 --threads 2
 [ "$(wc -l <"$work/chunk_plan.jsonl")" = 3 ] || { echo "FAIL: chunk-plan rows"; failures=$((failures + 1)); }
+# bench layer --chunk: whole layers planned and run chunk by chunk through prefill_layer; dense
+# chunks equal the one-shot layer bit for bit, the sparse rows carry finite errors and densities.
+run_rows layer_chunk 'r["bench"] == "layer_chunk" and (r["mode"] != "dense" or r["rel_err_chunked"] == 0) and all(math.isfinite(r[k]) for k in ("rel_err_one_shot", "rel_err_chunked", "time_ratio")) and 0 < r["density_chunked"] <= 1' \
+  bench layer --device cpu --n 4096 --heads 4 --kv-heads 2 --dim 32 --layers 2 --chunk 1024 \
+  --modes dense,vslash,shareprefill --threads 2 --repeats 1
+[ "$(grep -c layer_chunk "$work/layer_chunk.jsonl")" = 3 ] || { echo "FAIL: layer --chunk rows"; failures=$((failures + 1)); }
 
 expect_error() {  # expect_error SUBSTRING ARGS...
   local want=$1
@@ -60,6 +67,7 @@ expect_error "a positive multiple of the block size 128" bench attention "${shap
 expect_error "--seqlens: length 0" bench attention "${shape[@]}" --seqlens 5,0
 expect_error "are exclusive" bench attention "${shape[@]}" --split --chunk 128
 expect_error "--chunk 1000 (a positive multiple" bench chunk-plan --chunk 1000
+expect_error "--chunk 1000 (a multiple of the block size 128" bench layer --device cpu --n 4096 --chunk 1000
 
 [ $failures -eq 0 ] && echo "bench serving: all cases passed" || echo "bench serving: $failures failed"
 exit $((failures > 0))
