@@ -11,6 +11,7 @@
 // plus the fewest copies of v* that push the sum past gamma. Stops early when the chosen digit
 // holds a single entry. A pass's blocks add their histograms into the row's in global memory;
 // the last block of the row to finish (an arrival counter) walks it and chooses the digit.
+// Each row's limit is its head's gamma (per-head gammas, issue 17; the global gamma otherwise).
 // Weights are fixed point (value * 2^56, rounded, in 64-bit integers): integer atomics add in any
 // order to the same result, so the budgets are deterministic and do not depend on `parts`. The
 // CPU rule sums the sorted values in fp64 in order; the two can differ only where a prefix sum
@@ -68,7 +69,8 @@ struct select_smem {
 struct select_args {
   const float* tok;               // [rows, n] profiles
   int64_t heads, n, part_len;     // entries [part * part_len, (part + 1) * part_len) per block
-  double gamma;
+  double gamma;                   // of every row where head_gamma is null
+  const double* head_gamma;       // [heads] the gamma of each head's two rows, or null
   int32_t min_blocks, max_blocks;
   cover_select_row* rows;         // [2H]
   int32_t* counts;                // [2H] or null
@@ -90,8 +92,10 @@ __global__ void __launch_bounds__(select_threads, 2) cover_select_pass_kernel(se
   const int64_t begin = min(a.n, blockIdx.x * a.part_len), end = min(a.n, begin + a.part_len);
   const float* x = a.tok + row * a.n;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, copy = warp % select_copies;
-  // prefix sum > gamma  <=>  weight sum > floor(gamma * 2^56) (weights are integers).
-  const unsigned long long limit = static_cast<unsigned long long>(floor(a.gamma * fixed_one));
+  // prefix sum > gamma  <=>  weight sum > floor(gamma * 2^56) (weights are integers); gamma is
+  // the row's head's (rows h and heads + h are head h's vertical and slash profiles).
+  const double gamma = a.head_gamma != nullptr ? a.head_gamma[row % a.heads] : a.gamma;
+  const unsigned long long limit = static_cast<unsigned long long>(floor(gamma * fixed_one));
   const int shift = max(23 - 8 * pass, 0), bits = pass == 3 ? 7 : 8;
   for (int i = tid; i < select_copies * select_bins; i += select_threads) {
     (&sm.sum[0][0])[i] = 0ull;
@@ -234,8 +238,8 @@ void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t pa
   check_cuda(cudaMemsetAsync(scratch, 0, static_cast<size_t>(cover_select_scratch_bytes(rows)),
                              stream),
              fn, "clearing the budget select");
-  select_args a{tok, heads, n, (n + parts - 1) / parts, r.gamma, r.min_blocks, r.max_blocks,
-                static_cast<cover_select_row*>(scratch), counts, budgets};
+  select_args a{tok, heads, n, (n + parts - 1) / parts, r.gamma, r.head_gamma, r.min_blocks,
+                r.max_blocks, static_cast<cover_select_row*>(scratch), counts, budgets};
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(rows));
   for (int pass = 0; pass < 4; ++pass)
     cover_select_pass_kernel<<<grid, select_threads, 0, stream>>>(a, pass);

@@ -38,6 +38,7 @@ struct device_planner::impl {
   int64_t max_pivots = 0;
   int64_t target_ctas = 0;
   device_buffer slot_of_device, eligible_device, dense_head_device;  // [layers * heads] each
+  device_buffer head_gamma_device;  // [layers * heads] double: gamma, or the head's own
 };
 
 namespace {
@@ -91,8 +92,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "share_within_layer is planned on the host only; use sp::planner");
   check(!params.pivot_prefers_dense, fn,
         "pivot_prefers_dense is planned on the host only; use sp::planner");
-  check(params.head_gammas.empty(), fn, "head_gammas (", params.head_gammas.size(),
-        " heads with their own gamma) are planned on the host only; use sp::planner");
   check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
         ": the device planner estimates from the last query block only; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
@@ -114,6 +113,13 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     check(l < layers && h < heads, fn, "dense head (", l, ", ", h,
           ") is out of range: the model has ", layers, " layers x ", heads, " heads");
     dense_head[static_cast<size_t>(l * heads + h)] = 1;
+  }
+  // Per-head gammas (issue 17): budgets and query-aware tiles; publish keeps params.gamma.
+  std::vector<double> gamma_of(static_cast<size_t>(layers * heads), params.gamma);
+  for (const head_gamma& g : params.head_gammas) {
+    check(g.layer < layers && g.head < heads, fn, "head_gammas: head (", g.layer, ", ", g.head,
+          ") is out of range: the model has ", layers, " layers x ", heads, " heads");
+    gamma_of[static_cast<size_t>(g.layer * heads + g.head)] = g.gamma;
   }
   m.slot_of.assign(static_cast<size_t>(layers * heads), -1);
   std::vector<uint8_t> eligible(static_cast<size_t>(layers * heads), 0);
@@ -152,6 +158,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
   m.eligible_device.upload(eligible.data(), eligible.size());
   m.dense_head_device = device_buffer(dense_head.size());
   m.dense_head_device.upload(dense_head.data(), dense_head.size());
+  m.head_gamma_device = device_buffer(gamma_of.size() * sizeof(double));
+  m.head_gamma_device.upload(gamma_of.data(), m.head_gamma_device.size());
   int device = 0, sms = 0;
   cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
   cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
@@ -265,6 +273,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.min_blocks = static_cast<int32_t>(pp.min_blocks());
   r.max_blocks = static_cast<int32_t>(pp.max_blocks(sizes.nb));
   r.gamma = pp.gamma;
+  r.head_gamma = static_cast<const double*>(m.head_gamma_device.data()) + layer * m.heads;
   r.tau_sim = pp.tau_sim;
   r.tau_fb = pp.tau_fb;
   r.tau_qa = pp.tau_qa;
@@ -350,7 +359,7 @@ void device_planner::publish(int64_t layer, const device_plan_output& out,
   cuda::plan_rules r;
   r.layer = static_cast<int32_t>(layer);
   r.mode = static_cast<int32_t>(m.params.mode);
-  r.gamma = m.params.gamma;
+  r.gamma = m.params.gamma;  // a pivot's pattern keeps the global gamma (no head_gamma here)
   r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
   cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};

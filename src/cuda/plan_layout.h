@@ -175,6 +175,10 @@ struct plan_rules {
   int32_t layer = 0, mode = 0;  // plan_mode
   int32_t min_blocks = 1, max_blocks = 1;
   double gamma = 0.95, tau_sim = 0.5, tau_fb = 0.95, tau_qa = 0.1;
+  // head_gamma: [H] the planned layer's gamma per head (device; the global gamma where a head
+  // has none): budgets (A) and query-aware tiles (E). Null: `gamma` for every head. Publish (G)
+  // uses `gamma` only (a pivot's pattern keeps the global gamma, as on the host).
+  const double* head_gamma = nullptr;
   bool dense_layer = false;
   const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
@@ -202,10 +206,11 @@ void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_st
 void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                        const plan_rules& r, cub_plan& c, cudaStream_t stream);
 // A's budgets from the token profiles tok [2H, N] without sorting (plan_budgets.cu): budgets
-// [H, 2] (nV, nS in blocks) by the cover count at r.gamma, clamped to r.min/max_blocks; counts
-// [2H] (optional, for the tests) receives the cover counts. Each row is split over `parts`
-// thread blocks (1..65535; same results for any parts); scratch: cover_select_scratch_bytes(2H)
-// bytes, cleared on the stream first.
+// [H, 2] (nV, nS in blocks) by the cover count at the row's head's gamma (r.head_gamma[h], or
+// r.gamma where null), clamped to r.min/max_blocks; counts [2H] (optional, for the tests)
+// receives the cover counts. Each row is split over `parts` thread blocks (1..65535; same
+// results for any parts); scratch: cover_select_scratch_bytes(2H) bytes, cleared on the stream
+// first.
 int64_t cover_select_scratch_bytes(int64_t rows);
 void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t parts,
                           const plan_rules& r, void* scratch, int32_t* budgets, int32_t* counts,

@@ -1,6 +1,7 @@
 // Step G of DESIGN.md section 2 on the device: after the layer's attention wrote the pivots'
 // exact block attention A [max_pivots, nb, nb], each pivot's pattern (per row r the fewest key
-// blocks, largest A first, whose mass reaches gamma, positive entries only, plus tile (0, 0))
+// blocks, largest A first, whose mass reaches gamma, positive entries only, plus tile (0, 0);
+// the global gamma, also for a pivot with its own: the pattern is its cluster's, as on the host)
 // and its vs_ratio (the share of A on the pivot's own vertical-slash tiles, each valid tile
 // once) go into its cluster's slot, which then has a pattern. A row is ranked by a CUB block
 // radix sort (stable: ties to the lower column, as the host) and a CUB block scan (fp64) in one

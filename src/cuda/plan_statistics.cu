@@ -20,9 +20,9 @@
 //           result is deterministic. Two block barriers a chunk.
 // Every sum has the order it had with one warp per group (8 warps of 16 rows): same results.
 // The bs x N probabilities never exist: only one 16 x 64 tile per group, in pass 2.
-// Then block sums (fp64, as the host), the gamma budgets by a radix select per profile
-// (plan_budgets.cu), and the ranking of the block profiles for the top-k of step D
-// (plan_rank.cu; a CUB segmented sort past nb = 4096).
+// Then block sums (fp64, as the host), the gamma budgets (each head's own gamma) by a radix
+// select per profile (plan_budgets.cu), and the ranking of the block profiles for the top-k of
+// step D (plan_rank.cu; a CUB segmented sort past nb = 4096).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -6,7 +6,7 @@
 //     and shared heads, the adaptive nV, nS otherwise;
 //   query-aware tiles: block scores of pooled Q and K, softmax per row (fp64), the largest
 //     entries of the lower triangle (CUB segmented sort) while their running sum (CUB prefix,
-//     fp64) stays <= gamma * nb;
+//     fp64) stays <= gamma * nb, gamma the head's own (per-head gammas) or the global one;
 //   the cluster's published pattern for shared heads, every causal tile for pivots and dense
 //     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
 // then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (radix sort
@@ -82,12 +82,14 @@ __global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double*
   }
 }
 
-// Marks the kept query-aware tiles (inclusive prefix <= gamma * nb). grid (ceil(tri/256), H).
+// Marks the kept query-aware tiles (inclusive prefix <= gamma * nb, the head's gamma). grid
+// (ceil(tri/256), H).
 __global__ void query_aware_mark_kernel(plan_pointers p, plan_rules r) {
   const plan_sizes& s = p.s;
   const int64_t h = blockIdx.y, e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p.kinds[h] != kind_query_aware || e >= s.tri) return;
-  if (!(p.prefix[h * s.tri + e] <= r.gamma * static_cast<double>(s.nb))) return;
+  const double gamma = r.head_gamma != nullptr ? r.head_gamma[h] : r.gamma;
+  if (!(p.prefix[h * s.tri + e] <= gamma * static_cast<double>(s.nb))) return;
   const int64_t idx = p.big_vals_sorted[h * s.tri + e];
   const int64_t row = tri_row(idx), c = idx - tri_start(row);
   atomicOr(p.bitmask + (h * s.nb + row) * s.words + c / 32, 1u << (c % 32));

@@ -28,6 +28,7 @@ struct planner_case {
   int64_t min_budget = 1024;
   std::vector<int64_t> dense_layers;
   std::vector<std::pair<int64_t, int64_t>> dense_heads;  // (layer, head), sorted
+  std::vector<head_gamma> head_gammas;                    // sorted by (layer, head)
   uint64_t seed = 7;
 };
 
@@ -46,7 +47,7 @@ inline std::string name_of(const planner_case& c) {
   return str("n=", c.n, " h=", c.heads, " hkv=", c.kv_heads, " d=", c.dim, " L=", c.layers,
              " mode=", plan_mode_name(c.mode), c.synthetic ? " synthetic" : " random",
              " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size(),
-             " dense_heads=", c.dense_heads.size());
+             " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size());
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -99,7 +100,16 @@ inline planner_params params_of(const planner_case& c) {
   p.min_budget = c.min_budget;
   p.dense_layers = c.dense_layers;
   p.dense_heads = c.dense_heads;
+  p.head_gammas = c.head_gammas;
   return p;
+}
+
+// The gamma head (layer, head) plans its budgets and query-aware tiles with: its own
+// (head_gammas) or the global one.
+inline double gamma_of(const planner_params& p, int64_t layer, int64_t head) {
+  for (const head_gamma& g : p.head_gammas)
+    if (g.layer == layer && g.head == head) return g.gamma;
+  return p.gamma;
 }
 
 // Exact block attention [heads.size(), nb, nb] of the listed heads over the queries [s, n) of

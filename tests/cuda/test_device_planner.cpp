@@ -11,6 +11,8 @@
 // and the test bounds the attention mass that moves (computed from the head's exact block
 // attention) by 1% of the rows' mass, instead of asking for equal sets. Budgets may differ by
 // one block for the same reason (a cover count at gamma within rounding).
+// Per-head gammas (a format-3 map's head_gammas): the budgets are compared with the cover count
+// at each head's own gamma; the rest as above (the host planner applies them).
 // Also: bad shapes, a too-small workspace and NaN in k give clear errors. Skips without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -82,13 +84,16 @@ void compare_case(const planner_case& c) {
       const auto s_blk = download(dev.ws, dpo.s_blk, c.heads * nb);
       const auto budgets = download(dev.ws, dpo.budgets, c.heads * 2);
       for (int64_t h = 0; h < c.heads; ++h) {
+        const double gamma = gamma_of(params, layer, h);
+        const int64_t want_v = budget_blocks(cover_count(stats[h].v_tok.data(), c.n, gamma), rule, nb);
+        const int64_t want_s = budget_blocks(cover_count(stats[h].s_tok.data(), c.n, gamma), rule, nb);
         for (int64_t b = 0; b < nb; ++b) {
           const float hv = stats[h].v_blk[b], hs = stats[h].s_blk[b];
           ASSERT_NEAR(v_blk[h * nb + b], hv, 2e-6 + 2e-4 * hv) << "v_blk head " << h << " block " << b;
           ASSERT_NEAR(s_blk[h * nb + b], hs, 2e-6 + 2e-4 * hs) << "s_blk head " << h << " block " << b;
         }
-        ASSERT_LE(std::abs(budgets[2 * h] - stats[h].vertical_blocks), 1) << "nV head " << h;
-        ASSERT_LE(std::abs(budgets[2 * h + 1] - stats[h].slash_blocks), 1) << "nS head " << h;
+        ASSERT_LE(std::abs(budgets[2 * h] - want_v), 1) << "nV head " << h << " gamma " << gamma;
+        ASSERT_LE(std::abs(budgets[2 * h + 1] - want_s), 1) << "nS head " << h << " gamma " << gamma;
       }
     } else {
       EXPECT_TRUE(std::all_of(kinds.begin(), kinds.end(), [](head_kind k) { return k == head_kind::dense; }));
@@ -207,6 +212,88 @@ TEST_F(DevicePlanner, DenseHeads) {
   out_of_range.dense_heads = {{3, 0}};
   EXPECT_NE(error_of([&] { device_planner(out_of_range, c.layers, c.heads, nullptr); })
                 .find("dense head (3, 0) is out of range"),
+            std::string::npos);
+}
+
+// Heads at 0.9 and 0.98 around the global 0.95 ((layer + head) % 3 == 0 and 1), the rest at 0.95.
+std::vector<head_gamma> mixed_gammas(const planner_case& c) {
+  std::vector<head_gamma> out;
+  for (int64_t l = 0; l < c.layers; ++l)
+    for (int64_t h = 0; h < c.heads; ++h)
+      if ((l + h) % 3 < 2) out.push_back({l, h, (l + h) % 3 == 0 ? 0.9 : 0.98});
+  return out;
+}
+
+// Per head kind, the largest share of a head's attention mass (exact A, per row) that the host
+// planner's tiles move between the case with its head_gammas and without. Above compare_case's
+// 1% tolerance: a device planner that ignored those gammas would fail the comparison.
+std::array<double, head_kind_count> mass_moved_by_gammas(const planner_case& c) {
+  const cluster_map map = map_of(c);
+  const planner_params with = params_of(c);
+  planner_params without = with;
+  without.head_gammas.clear();
+  const cluster_map* m = c.mode == plan_mode::shareprefill ? &map : nullptr;
+  const planner a(with, c.layers, c.heads, m), b(without, c.layers, c.heads, m);
+  plan_state sa, sb;
+  thread_pool pool;
+  std::array<double, head_kind_count> moved{};
+  for (int64_t layer = 0; layer < c.layers; ++layer) {
+    const layer_inputs x = make_inputs(c, layer);
+    const layer_plan pa = a.plan(layer, x.qv, x.kv, sa, pool);
+    const layer_plan pb = b.plan(layer, x.qv, x.kv, sb, pool);
+    const int64_t nb = pa.mask.n_blocks;
+    for (int64_t h = 0; h < c.heads; ++h) {
+      if (pa.kinds[h] != pb.kinds[h] || pa.mask.tiles_of(h) == pb.mask.tiles_of(h)) continue;
+      const std::vector<float> ah =
+          exact_block_attention(x.qv, x.kv, x.vv, {static_cast<int32_t>(h)}, pool);
+      double& most = moved[static_cast<size_t>(pa.kinds[h])];
+      most = std::max(most, std::abs(kept_mass(ah, nb, pa.mask.tiles_of(h)) -
+                                     kept_mass(ah, nb, pb.mask.tiles_of(h))));
+    }
+    a.publish(layer, pa.pivot_heads,
+              exact_block_attention(x.qv, x.kv, x.vv, pa.pivot_heads, pool).data(), sa);
+    b.publish(layer, pb.pivot_heads,
+              exact_block_attention(x.qv, x.kv, x.vv, pb.pivot_heads, pool).data(), sb);
+  }
+  return moved;
+}
+
+// Per-head gammas (issue 17, a format-3 map's head_gammas): budgets (vertical-slash heads and
+// pivots' own tiles) and query-aware tiles at the head's gamma, a pivot's published pattern at
+// the global one, as on the host. Each main case first checks on the host that the gammas move
+// more than the tolerance for the head kinds it is meant to cover.
+TEST_F(DevicePlanner, HeadGammas) {
+  const auto vs = head_kind::vertical_slash, qa = head_kind::query_aware;
+  const std::vector<std::pair<planner_case, std::vector<head_kind>>> cases{
+      {make_case(4224, 8, 2, 128, 3), {vs}},                                      // GQA 4, pivots
+      {make_case(1000, 6, 2, 64, 3, plan_mode::shareprefill, true, 128), {vs}},   // GQA 3, small minB
+      {make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false), {qa}},       // query-aware
+      {make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256), {vs, qa}},
+      {make_case(4224, 8, 2, 64, 2, plan_mode::vslash), {vs}}};
+  for (auto [c, kinds] : cases) {
+    c.head_gammas = mixed_gammas(c);
+    const std::array<double, head_kind_count> moved = mass_moved_by_gammas(c);
+    for (head_kind k : kinds)
+      ASSERT_GT(moved[static_cast<size_t>(k)], 0.01)
+          << name_of(c) << ": the head gammas move no " << head_kind_name(k)
+          << " head's tiles by more than the tolerance; the case would not test them";
+    compare_case(c);
+  }
+  for (int64_t n : {127, 129, 1000}) {
+    planner_case c = make_case(n, 4, 2, 64, 2, plan_mode::shareprefill, true, 128);
+    c.head_gammas = mixed_gammas(c);
+    compare_case(c);
+  }
+  // With dense heads (a map with both, as the settings maps): dense stays dense.
+  planner_case c = make_case(4224, 8, 2, 64, 3);
+  c.dense_heads = {{0, 1}, {1, 0}, {1, 5}, {2, 2}, {2, 7}};
+  c.head_gammas = mixed_gammas(c);
+  compare_case(c);
+  planner_params out_of_range = params_of(c);
+  out_of_range.mode = plan_mode::vslash;  // no cluster map needed
+  out_of_range.head_gammas = {{0, 8, 0.9}};
+  EXPECT_NE(error_of([&] { device_planner(out_of_range, c.layers, c.heads, nullptr); })
+                .find("head_gammas: head (0, 8) is out of range"),
             std::string::npos);
 }
 
