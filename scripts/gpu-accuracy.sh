@@ -2,8 +2,9 @@
 # Issue 17 on the GPU: perplexity against density of shareprefill (medoid pivots), vslash and
 # flexprefill with the per-head map, each mode over a sweep of its global gamma so the curves can
 # be compared at equal density; the 8 evaluation windows at 8K, 4 windows at 32K (YaRN x4) and
-# 6 windows of the held-out KJV text at 8K. The device planner plans (--device cuda); per-head
-# gammas (a format-3 map) are host-only, so the map here is the format-2 per-head map.
+# 6 windows of the held-out KJV text at 8K. The device planner plans (--device cuda); the map
+# here is the format-2 per-head map (the format-3 settings map is one of the sweep's choices,
+# scripts/gpu_threshold_sweep.py).
 # Usage: scripts/gpu-accuracy.sh MODEL.gguf
 #   BIN   programs built from this tree (default build-gpu/bin)
 #   TEXTS prideprejudice.txt, emma.txt, persuasion.txt and kjv-heldout.txt (default

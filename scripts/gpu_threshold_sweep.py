@@ -2,9 +2,8 @@
 """Issue 17 on the GPU: the planner's thresholds chosen on calibration texts, then evaluated.
 
 Stage 1 (calibration texts only): for each mode, a coordinate search over the options the
-device planner takes (cluster map, tau_sim, tau_qa, min_budget, medoid pivots, sharing
-within the pivot's layer; the ones that mode reads), first at 8K (6 windows, target density 0.44)
-from the defaults, then at 32K with YaRN x4 (3 windows, target 0.30) from the 8K choice. Each
+device planner takes (cluster map, tau_sim, tau_qa, min_budget, medoid pivots; the ones that
+mode reads), first at 8K (6 windows, target density 0.44) from the defaults, then at 32K with YaRN x4 (3 windows, target 0.30) from the 8K choice. Each
 candidate is one `eval ppl --device cuda` over the calibration windows at 8 gammas; its score is
 the perplexity change vs dense at the target density, linear between the two measured points
 around it. A candidate whose curve does not reach the target is not taken (no extrapolation).
@@ -33,8 +32,7 @@ YARN = ["--rope-scaling", "yarn", "--rope-factor", "4"]
 SEARCH = {
     "shareprefill": [("--clusters", MAP, [SETTINGS_MAP]), ("--tau-sim", 0.5, [0.1, 0.2]),
                      ("--tau-qa", 0.1, [0.05, 0.2]),
-                     ("--min-budget", 1024, [512, 1536, 2048]), ("--pivot-medoid", True, [False]),
-                     ("--share-within-layer", False, [True])],
+                     ("--min-budget", 1024, [512, 1536, 2048]), ("--pivot-medoid", True, [False])],
     "flexprefill": [("--tau-qa", 0.1, [0.05, 0.2]), ("--min-budget", 1024, [512, 1536, 2048])],
     "vslash": [("--min-budget", 1024, [512, 1536, 2048])],
 }

@@ -65,7 +65,7 @@ struct planner_params {
   // Heads that plan with their own gamma instead of `gamma` (chosen per head by calibration,
   // issue 17): their vertical and slash budgets and their query-aware tiles. A pivot's published
   // pattern, which its cluster's members share, keeps `gamma`. Sorted by (layer, head), no
-  // duplicates, in range of the planner's shape; host planner only.
+  // duplicates, in range of the planner's shape; both the host and the device planner.
   std::vector<head_gamma> head_gammas;
 
   void validate() const;  // thresholds, block size, budgets, dense_layers sorted; throws sp::error
