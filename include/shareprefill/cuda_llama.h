@@ -104,6 +104,15 @@ class cuda_llama_session {
   // with Programmatic Dependent Launch, so each one's launch overlaps the tail of the GEMM before
   // it (cuda_model_ops.h, programmatic_launch); the same results. Switching drops the graphs.
   void set_decode_programmatic_launch(bool on);
+  // Off (the default) or on: the decode step's products as the fused GEMVs of cuda_model_ops.h
+  // (cuda_rms_norm_gemv, cuda_gemv_residual, cuda_swiglu_gemv_residual) instead of RMSNorm /
+  // SwiGLU launches and cuBLASLt GEMMs: per layer 5 launches instead of 8, and the output head's
+  // norm and product in one. The same arithmetic up to the order of the fp32 sums. A model whose
+  // shapes the GEMVs do not take (cuda_gemv_k_multiple, cuda_gemv_max_swiglu_k) keeps the
+  // cuBLASLt path. Switching drops the graphs; prefill is unchanged.
+  void set_decode_fused_gemv(bool on);
+  // Whether decode steps run the fused GEMVs now (asked for, and the model's shapes fit).
+  bool decode_fused_gemv() const;
 
   // Forgets the sequence (the next prefill starts a new one); keeps every allocation.
   void reset();

@@ -88,6 +88,35 @@ class cuda_gemm {
   std::unique_ptr<impl> impl_;
 };
 
+// ---- Decode GEMVs (m = 1) ----------------------------------------------------------------------
+
+// A decode step's matrix-vector products with the operation before them fused in, one launch
+// where the cuBLASLt path needs two (src/cuda/model_gemv.cu): one warp per output row reads the
+// row in 16-byte loads, fp32 accumulation, warp-shuffle sum. w: [n, k] bf16 row-major (a weight
+// matrix as cuda_gemm::linear reads it: row = output feature). Any n >= 1; k must be a multiple
+// of cuda_gemv_k_multiple (a row is whole 16-byte vectors); w and the input vectors 16-byte
+// aligned. The results differ from rms_norm / swiglu + linear only by the order of the fp32 sums
+// (and where a reordered sum moves a value across a bf16 rounding boundary).
+constexpr int64_t cuda_gemv_k_multiple = 8;
+constexpr int64_t cuda_gemv_max_swiglu_k = 24576;  // the activation in 48 KiB of shared memory
+
+// y[r] = w[r, :] . a with a = bf16(x / sqrt(mean(x^2) + eps) * norm_weight) rounded as
+// cuda_rms_norm rounds it (every block recomputes the norm of x: no separate norm launch).
+// y: [n] y_type (bf16 or f32), must not overlap x; x: [k] f32; norm_weight: [k] f32.
+void cuda_rms_norm_gemv(void* y, dtype y_type, const float* x, const float* norm_weight,
+                        const uint16_t* w, int64_t n, int64_t k, double eps, void* stream,
+                        bool programmatic_launch = false);
+
+// x[r] += w[r, :] . a with a = bf16(silu(gate) * up) rounded as cuda_swiglu rounds it (every
+// block recomputes a). x: [n] f32; gate, up: [k] bf16; k <= cuda_gemv_max_swiglu_k.
+void cuda_swiglu_gemv_residual(float* x, const uint16_t* gate, const uint16_t* up,
+                               const uint16_t* w, int64_t n, int64_t k, void* stream,
+                               bool programmatic_launch = false);
+
+// x[r] += w[r, :] . a. x: [n] f32; a: [k] bf16.
+void cuda_gemv_residual(float* x, const uint16_t* a, const uint16_t* w, int64_t n, int64_t k,
+                        void* stream, bool programmatic_launch = false);
+
 // ---- Per-token operations ------------------------------------------------------------------------
 
 // y[i] = x[r_i] / sqrt(mean(x[r_i]^2) + eps) * weight, fp32 math, r_i = rows[i] (rows: [count]

@@ -19,7 +19,10 @@
 // attention launch also does the new token's RoPE and KV append (cuda_decode_new_token).
 // Before the first step, each GEMM shape's cuBLASLt algorithm is chosen by timing
 // (set_decode_gemm_tuning); set_decode_programmatic_launch launches the step's own kernels
-// (norms, SwiGLU, attention) with Programmatic Dependent Launch. The bucket fixes the split-K
+// (norms, SwiGLU, attention) with Programmatic Dependent Launch. With set_decode_fused_gemv a
+// decode step runs its products as the GEMVs of cuda_model_ops.h instead, each with the norm or
+// SwiGLU before it fused in: per layer norm+qkv, attention, wo+residual, norm+gate|up,
+// SwiGLU+down+residual (5 launches instead of 8), and the output head as norm+GEMV. The bucket fixes the split-K
 // grid of the decode attention (sized for the bucket's largest length, blocks past the run-time
 // length exit at once). The graphs hold the RoPE table as
 // kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
@@ -76,6 +79,7 @@ struct cuda_llama_session::impl {
   bool use_graphs = true;
   bool tune_gemms = true;                  // decode's GEMM algorithms chosen by timing
   bool programmatic = false;               // decode's own kernels by Programmatic Dependent Launch
+  bool fused_gemv = false;                 // decode's products as fused GEMVs (set_decode_fused_gemv)
   std::vector<gemm_tuning> gemm_tunings;   // filled by the first tuned decode step
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
@@ -104,6 +108,15 @@ struct cuda_llama_session::impl {
     decode_logits = device_buffer(static_cast<size_t>(c.vocab_size) * sizeof(float));
   }
 
+  // The decode step runs the fused GEMVs: asked for, and the model's shapes are ones they take
+  // (every k a multiple of cuda_gemv_k_multiple, the FFN within cuda_gemv_max_swiglu_k).
+  bool decode_gemvs() const {
+    const llama_config& c = w.config;
+    return fused_gemv && c.dim % cuda_gemv_k_multiple == 0 &&
+           (c.n_heads * c.head_dim) % cuda_gemv_k_multiple == 0 &&
+           c.ffn_dim % cuda_gemv_k_multiple == 0 && c.ffn_dim <= cuda_gemv_max_swiglu_k;
+  }
+
   int64_t qkv_width() const {
     return (w.config.n_heads + 2 * w.config.n_kv_heads) * w.config.head_dim;
   }
@@ -128,6 +141,10 @@ struct cuda_llama_session::impl {
     const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
     const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
     const bool overlap = decode_step && programmatic;  // prefill launches as before
+    if (decode_step && decode_gemvs()) {
+      fused_decode_layer(l, attention, stream, overlap);
+      return;
+    }
     // attn_norm
     cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.attn_norm), nullptr, n, dim,
                   c.rms_eps, stream, overlap);
@@ -168,6 +185,27 @@ struct cuda_llama_session::impl {
     cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, stream, overlap);
     // ffn_residual: x += act @ w_down^T
     gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, stream);
+  }
+
+  // layer_body of a decode step (one token, row 0) with the fused GEMVs: 5 launches.
+  void fused_decode_layer(int64_t l, const attention_step& attention, void* stream, bool overlap) {
+    const llama_config& c = w.config;
+    const cuda_llama_layer& L = w.layers[static_cast<size_t>(l)];
+    const int64_t dim = c.dim, F = c.ffn_dim;
+    // attn_norm, qkv
+    cuda_rms_norm_gemv(qkv.data(), dtype::bf16, f32(x), f32(L.attn_norm), bf16(L.wqkv),
+                       qkv_width(), dim, c.rms_eps, stream, overlap);
+    // attn_out (q_rope, k_rope, kv_cache inside)
+    attention(l, 0, 1);
+    // attn_residual: x += attn @ wo^T
+    cuda_gemv_residual(f32(x), bf16(attn), bf16(L.wo), dim, c.n_heads * c.head_dim, stream,
+                       overlap);
+    // ffn_norm, ffn_gate_up
+    cuda_rms_norm_gemv(gate_up.data(), dtype::bf16, f32(x), f32(L.ffn_norm), bf16(L.w_gate_up),
+                       2 * F, dim, c.rms_eps, stream, overlap);
+    // ffn_act, ffn_residual: x += swiglu(gate, up) @ w_down^T
+    cuda_swiglu_gemv_residual(f32(x), bf16(gate_up), bf16(gate_up, F), bf16(L.w_down), dim, F,
+                              stream, overlap);
   }
 
   // Logits of the given residual rows, [rows, vocab] on the host.
@@ -449,6 +487,11 @@ void enqueue_decode_step(cuda_llama_session::impl& s, int64_t bucket) {
     cuda_decode_attention(p, st);
   };
   for (int64_t l = 0; l < c.n_layers; ++l) s.layer_body(l, 0, true, 1, st, decode_attention);
+  if (s.decode_gemvs()) {  // output_norm and the head in one launch; the step's row is 0
+    cuda_rms_norm_gemv(s.decode_logits.data(), dtype::f32, s.f32(s.x), s.f32(s.w.output_norm),
+                       s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps, st, s.programmatic);
+    return;
+  }
   cuda_logits_of_rows(s.f32(s.decode_logits), s.bf16(s.normed), s.f32(s.x), &args->row, 1,
                       s.f32(s.w.output_norm), s.w.output_matrix(), c.vocab_size, c.dim, c.rms_eps,
                       s.gemm, st, s.programmatic);
@@ -491,7 +534,7 @@ void run_decode_step(cuda_llama_session::impl& s, int32_t token, const char* fn)
   check(s.length < s.max_tokens, fn, "the session is full (", s.max_tokens, " tokens)");
   check(token >= 0 && token < c.vocab_size, fn, "token id ", token, " outside the vocabulary");
   s.final_hidden = false;
-  if (s.tune_gemms && s.gemm_tunings.empty()) {
+  if (s.tune_gemms && s.gemm_tunings.empty() && !s.decode_gemvs()) {
     tune_decode_gemms(s);
     s.graphs.clear();  // captured with the heuristic's algorithms
   }
@@ -531,6 +574,14 @@ void cuda_llama_session::set_decode_programmatic_launch(bool on) {
   impl_->programmatic = on;
   impl_->graphs.clear();
 }
+
+void cuda_llama_session::set_decode_fused_gemv(bool on) {
+  if (on == impl_->fused_gemv) return;
+  impl_->fused_gemv = on;
+  impl_->graphs.clear();
+}
+
+bool cuda_llama_session::decode_fused_gemv() const { return impl_->decode_gemvs(); }
 
 std::vector<gemm_tuning> cuda_llama_session::decode_gemm_tuning() const {
   return impl_->gemm_tunings;

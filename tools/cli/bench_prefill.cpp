@@ -8,14 +8,18 @@
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
-// dense prefill of each length, one "decode" line: K greedy decode steps five ways, each after
+// dense prefill of each length, one "decode" line: K greedy decode steps eight ways, each after
 // its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph):
 // tokens_per_s (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public
 // API), greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded),
 // eager_tokens_per_s (graphs off: the kernels launched one by one), heuristic_gemm_tokens_per_s
 // (as tokens_per_s with cuBLASLt's heuristic GEMM algorithms instead of the timed ones) and
 // programmatic_tokens_per_s (as tokens_per_s with the step's own kernels launched by
-// Programmatic Dependent Launch, set_decode_programmatic_launch); the
+// Programmatic Dependent Launch, set_decode_programmatic_launch), all with the session's default
+// products; then side by side, as tokens_per_s with the products chosen: fused_gemv_tokens_per_s
+// (the fused GEMVs, set_decode_fused_gemv), cublaslt_gemm_tokens_per_s (RMSNorm / SwiGLU launches
+// and the timed cuBLASLt GEMMs) and fused_gemv_programmatic_tokens_per_s (the fused GEMVs with
+// Programmatic Dependent Launch: their weight loads start before the wait); the
 // tuning per GEMM shape (gemm_tuning: heuristic_us vs chosen_us, cuda_gemm::tune); and parts of
 // the step, each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20):
 // attention_ms, the split-K decode attention over every layer's cache of that length, with the
@@ -220,16 +224,21 @@ void run_prefill_bench(prefill_bench_options o) {
                    dense_ppl > 0 ? str(ppl / dense_ppl).substr(0, 6).c_str() : "-");
       std::fflush(report);
       if (mode != "dense" || o.decode == 0) continue;
-      // Greedy decode after the dense prefill, three ways (the header says which); each after
+      // Greedy decode after the dense prefill, several ways (the header says which); each after
       // its own prefill, its first step untimed. The first token comes from the prefill.
       const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
-      enum class decode_way { graph, greedy, eager, heuristic_gemms, programmatic };
+      enum class decode_way { graph, greedy, eager, heuristic_gemms, programmatic, fused_gemv,
+                              cublaslt_gemms, fused_gemv_programmatic };
+      const bool default_fused = session.decode_fused_gemv();
       const auto decode_rate = [&](decode_way way) {
         session.reset();
         session.prefill(tokens, po, planner.get());
         session.set_decode_graphs(way != decode_way::eager);
         session.set_decode_gemm_tuning(way != decode_way::heuristic_gemms);
-        session.set_decode_programmatic_launch(way == decode_way::programmatic);
+        session.set_decode_programmatic_launch(way == decode_way::programmatic ||
+                                               way == decode_way::fused_gemv_programmatic);
+        const bool fused = way == decode_way::fused_gemv || way == decode_way::fused_gemv_programmatic;
+        session.set_decode_fused_gemv(fused || (default_fused && way != decode_way::cublaslt_gemms));
         const bool greedy = way == decode_way::greedy;
         const auto step = [&](int32_t t) {
           return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
@@ -240,14 +249,18 @@ void run_prefill_bench(prefill_bench_options o) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         session.set_decode_graphs(true);
         session.set_decode_programmatic_launch(false);
+        session.set_decode_fused_gemv(default_fused);
         return double(o.decode - 1) / s;
       };
       const double tps = decode_rate(decode_way::graph);
-      const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();
       const double greedy_tps = decode_rate(decode_way::greedy),
                    eager_tps = decode_rate(decode_way::eager),
                    heuristic_tps = decode_rate(decode_way::heuristic_gemms),
-                   programmatic_tps = decode_rate(decode_way::programmatic);
+                   programmatic_tps = decode_rate(decode_way::programmatic),
+                   fused_tps = decode_rate(decode_way::fused_gemv),
+                   cublaslt_tps = decode_rate(decode_way::cublaslt_gemms),
+                   fused_programmatic_tps = decode_rate(decode_way::fused_gemv_programmatic);
+      const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();  // the cuBLASLt way's
       session.set_decode_gemm_tuning(true);
       const decode_parts parts = decode_parts_ms(c, n);
       nlohmann::json chunk_rows = nlohmann::json::array();
@@ -270,6 +283,9 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
                  {"heuristic_gemm_tokens_per_s", heuristic_tps},
                  {"programmatic_tokens_per_s", programmatic_tps},
+                 {"default_fused_gemv", default_fused}, {"fused_gemv_tokens_per_s", fused_tps},
+                 {"cublaslt_gemm_tokens_per_s", cublaslt_tps},
+                 {"fused_gemv_programmatic_tokens_per_s", fused_programmatic_tps},
                  {"attention_ms", parts.attention_ms},
                  {"attention_gb_per_s", kv_bytes / (parts.attention_ms * 1e6)},
                  {"attention_ms_by_chunk", chunk_rows},
@@ -284,6 +300,12 @@ void run_prefill_bench(prefill_bench_options o) {
                    programmatic_tps,
                    parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
                    parts.gemm_tuned_ms);
+      std::fprintf(report,
+                   "%-13s %7s   products: fused GEMVs %.0f tok/s (%.3f ms/token), cuBLASLt GEMMs "
+                   "%.0f tok/s (%.3f ms/token), fused GEMVs + programmatic launch %.0f tok/s; the "
+                   "rates above with %s\n",
+                   "", "", fused_tps, 1e3 / fused_tps, cublaslt_tps, 1e3 / cublaslt_tps,
+                   fused_programmatic_tps, default_fused ? "the fused GEMVs" : "cuBLASLt GEMMs");
       std::fprintf(report, "%-13s %7s   attention ms/token by keys per chunk: %s\n", "", "",
                    chunk_text.c_str());
       for (const gemm_tuning& t : tuning)
