@@ -1,10 +1,12 @@
 // The decode step's matrix-vector products (m = 1) with what precedes them fused in (issue 14):
-// RMSNorm + GEMV, SwiGLU + GEMV + residual, GEMV + residual. One warp per output row: lane j
-// reads the row's 16-byte vectors j, j + 32, ... (VPL of them per chunk of 32 * VPL vectors, all
-// in flight before any arithmetic; the first chunk's loads are issued before the kernel waits for
-// its predecessor or computes its input), multiplies them by the input vector in fp32 and the
-// warp sums by shuffles. The input vector is recomputed by every block from what the previous
-// kernels left (no separate norm or SwiGLU launch):
+// RMSNorm + GEMV, SwiGLU + GEMV + residual, GEMV + residual. One warp per R consecutive output
+// rows (R = 1, 2 or 4: more rows per warp for larger n, so that the grid still fills the GPU
+// while the input vector's cost is shared by more rows): lane j reads each row's 16-byte vectors
+// j, j + 32, ... (VPL of them per chunk of 32 * VPL vectors, all R * VPL in flight before any
+// arithmetic; the first chunk's loads are issued before the kernel waits for its predecessor or
+// computes its input), multiplies them by the input vector in fp32 and the warp sums by
+// shuffles. The input vector is recomputed by every block from what the previous kernels left
+// (no separate norm or SwiGLU launch):
 //   rms_norm_input  each warp sums the squares of x itself (dim floats from L1/L2: no barrier),
 //                   then a = bf16(x * inv * weight) at its lanes' positions, as cuda_rms_norm
 //   swiglu_input    the block writes a = bf16(silu(gate) * up) (as cuda_swiglu) to shared memory
@@ -19,7 +21,7 @@ namespace sp {
 namespace cuda {
 namespace {
 
-constexpr int gemv_warps = 4;  // rows per block
+constexpr int gemv_warps = 4;  // warps per block
 constexpr int gemv_threads = gemv_warps * 32;
 
 // 8 bf16 of a 16-byte vector (low half of each word first) to fp32.
@@ -37,14 +39,18 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
          (static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16);
 }
 
-// Vectors base + lane + 32 i (i < VPL) of a weight row, zeros past kv or for an inactive warp.
-template <int VPL>
-__device__ __forceinline__ void load_chunk(uint4 (&w)[VPL], const uint4* row, int64_t base,
-                                           int lane, int64_t kv, bool active) {
+// Vectors base + lane + 32 i (i < VPL) of weight rows row0 .. row0 + R - 1 (w: [n, kv] vectors),
+// zeros past kv or past the last row.
+template <int VPL, int R>
+__device__ __forceinline__ void load_chunk(uint4 (&wv)[R][VPL], const uint4* w, int64_t row0,
+                                           int64_t n, int64_t base, int lane, int64_t kv) {
 #pragma unroll
-  for (int i = 0; i < VPL; ++i) {
-    const int64_t v = base + lane + 32 * i;
-    w[i] = active && v < kv ? __ldcs(row + v) : make_uint4(0, 0, 0, 0);
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int i = 0; i < VPL; ++i) {
+      const int64_t v = base + lane + 32 * i;
+      wv[r][i] = row0 + r < n && v < kv ? __ldcs(w + (row0 + r) * kv + v) : make_uint4(0, 0, 0, 0);
+    }
   }
 }
 
@@ -128,48 +134,55 @@ struct residual_output {
   __device__ __forceinline__ void store(int64_t row, float sum) const { x[row] += sum; }
 };
 
-// out[row] = w[row, :] . a for row = blockIdx.x * gemv_warps + warp; k = 8 kv.
-template <int VPL, class Input, class Output>
+// out[row] = w[row, :] . a for the R rows from row0 = (blockIdx.x * gemv_warps + warp) * R;
+// k = 8 kv.
+template <int VPL, int R, class Input, class Output>
 __global__ void __launch_bounds__(gemv_threads)
     gemv_kernel(const uint16_t* __restrict__ w,  // w: [n, k] bf16 row-major, 16-byte aligned
                 int64_t n, int64_t kv, Input in, Output out) {
   extern __shared__ uint4 shared[];  // swiglu_input's activation [kv]; unused by the others
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * gemv_warps + threadIdx.x / 32;
-  const bool active = row < n;
-  const uint4* w_row = reinterpret_cast<const uint4*>(w) + (active ? row : 0) * kv;
-  uint4 wv[VPL];
-  load_chunk(wv, w_row, 0, lane, kv, active);
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * gemv_warps + threadIdx.x / 32) * R;
+  const uint4* w4 = reinterpret_cast<const uint4*>(w);
+  uint4 wv[R][VPL];
+  load_chunk(wv, w4, row0, n, 0, lane, kv);
   wait_for_predecessor();  // the input and out come from the previous kernels
   in.prepare(shared, lane, kv);  // every thread of the block (it may hold a barrier)
-  if (!active) return;
-  float sum = 0.0f;
+  if (row0 >= n) return;
+  float sum[R] = {};
   for (int64_t base = 0;;) {
 #pragma unroll
     for (int i = 0; i < VPL; ++i) {
       const int64_t v = base + lane + 32 * i;
       if (v < kv) {
-        float a[8], b[8];
+        float a[8];
         in.vector(shared, v, a);
-        unpack8(wv[i], b);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) sum = fmaf(b[j], a[j], sum);
+        for (int r = 0; r < R; ++r) {
+          float b[8];
+          unpack8(wv[r][i], b);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) sum[r] = fmaf(b[j], a[j], sum[r]);
+        }
       }
     }
     base += 32 * VPL;
     if (base >= kv) break;
-    load_chunk(wv, w_row, base, lane, kv, true);
+    load_chunk(wv, w4, row0, n, base, lane, kv);
   }
-  sum = warp_sum(sum);
-  if (lane == 0) out.store(row, sum);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float total = warp_sum(sum[r]);
+    if (lane == 0 && row0 + r < n) out.store(row0 + r, total);
+  }
 }
 
 // Vectors per lane per chunk: the fewest of 1, 2, 3, 4, 6, 8 that cover a row of kv vectors in
 // one chunk, else 8 (longer rows loop over chunks).
-template <class Input, class Output>
+template <int R, class Input, class Output>
 void launch_gemv(const char* fn, const uint16_t* w, int64_t n, int64_t kv, size_t shared_bytes,
                  cudaStream_t stream, bool programmatic, Input in, Output out) {
-  const unsigned blocks = static_cast<unsigned>((n + gemv_warps - 1) / gemv_warps);
+  const unsigned blocks = static_cast<unsigned>((n + gemv_warps * R - 1) / (gemv_warps * R));
   const int64_t per_lane = (kv + 31) / 32;
   const auto launch = [&](auto kernel) {
     cudaLaunchConfig_t config{};
@@ -185,18 +198,31 @@ void launch_gemv(const char* fn, const uint16_t* w, int64_t n, int64_t kv, size_
     check_cuda(cudaLaunchKernelEx(&config, kernel, w, n, kv, in, out), fn, "cudaLaunchKernelEx");
   };
   if (per_lane <= 1) {
-    launch(gemv_kernel<1, Input, Output>);
+    launch(gemv_kernel<1, R, Input, Output>);
   } else if (per_lane <= 2) {
-    launch(gemv_kernel<2, Input, Output>);
+    launch(gemv_kernel<2, R, Input, Output>);
   } else if (per_lane <= 3) {
-    launch(gemv_kernel<3, Input, Output>);
+    launch(gemv_kernel<3, R, Input, Output>);
   } else if (per_lane <= 4) {
-    launch(gemv_kernel<4, Input, Output>);
+    launch(gemv_kernel<4, R, Input, Output>);
   } else if (per_lane <= 6) {
-    launch(gemv_kernel<6, Input, Output>);
+    launch(gemv_kernel<6, R, Input, Output>);
   } else {
-    launch(gemv_kernel<8, Input, Output>);
+    launch(gemv_kernel<8, R, Input, Output>);
   }
+}
+
+// Rows per warp: 1 below 2048 rows, 2 below 8192, else 4, so that the grid (n / (4 R) blocks)
+// stays above ~250 blocks: every SM of an H200 (132) busy.
+template <class Input, class Output>
+void launch_gemv(const char* fn, const uint16_t* w, int64_t n, int64_t kv, size_t shared_bytes,
+                 cudaStream_t stream, bool programmatic, Input in, Output out) {
+  if (n < 2048)
+    launch_gemv<1>(fn, w, n, kv, shared_bytes, stream, programmatic, in, out);
+  else if (n < 8192)
+    launch_gemv<2>(fn, w, n, kv, shared_bytes, stream, programmatic, in, out);
+  else
+    launch_gemv<4>(fn, w, n, kv, shared_bytes, stream, programmatic, in, out);
 }
 
 // The checks every GEMV shares: sizes, k a whole number of vectors, 16-byte aligned operands.

@@ -1,6 +1,7 @@
 // The decode GEMVs (cuda_rms_norm_gemv, cuda_swiglu_gemv_residual, cuda_gemv_residual) against a
-// CPU reference in fp64 at ragged sizes (n not a multiple of the 4 rows of a block, k not a
-// multiple of the 256 values a warp reads at once, k past one chunk of 8 vectors per lane), their
+// CPU reference in fp64 at ragged sizes (n not a multiple of a block's rows, 4 R for R = 1, 2, 4
+// rows per warp; k not a multiple of the 256 values a warp reads at once; k past one chunk of 8
+// vectors per lane), their
 // argument checks, Programmatic Dependent Launch giving the same bits, and a whole decode step of
 // cuda_llama_session with the fused GEMVs against the cuBLASLt path and the CPU forward.
 //
@@ -103,14 +104,15 @@ struct gemv_case {
   int64_t n, k;
 };
 
-// Rows not a multiple of the block's 4, k of 1 .. 513 vectors (VPL 1, 2, 3, 6 and 8 with 1, 2
-// and 3 chunks), the model's shapes (SmolLM2: qkv 960 x 576, gate|up 3072 x 576, down 576 x 1536,
-// wo 576 x 576, head 49152 x 576).
-const std::vector<gemv_case> norm_cases = {{1, 8},     {5, 72},     {963, 576},  {960, 576},
-                                           {3072, 576}, {37, 2056}, {501, 4104}, {49152, 576},
-                                           {6, 1544}};
-const std::vector<gemv_case> residual_cases = {{1, 8},     {576, 576}, {577, 584}, {576, 1536},
-                                               {33, 776},  {3, 2056},  {64, 4104}, {7, 24576}};
+// Rows not a multiple of a block's (4 below 2048 rows, 8 below 8192, else 16), k of 1 .. 513
+// vectors (VPL 1, 2, 3, 6 and 8 with 1, 2 and 3 chunks), the model's shapes (SmolLM2: qkv
+// 960 x 576, gate|up 3072 x 576, down 576 x 1536, wo 576 x 576, head 49152 x 576).
+const std::vector<gemv_case> norm_cases = {
+    {1, 8},      {5, 72},   {963, 576}, {960, 576},  {3072, 576},  {2051, 584},
+    {37, 2056},  {501, 4104}, {6, 1544}, {49152, 576}, {8197, 72}, {8195, 2056}};
+const std::vector<gemv_case> residual_cases = {
+    {1, 8},    {576, 576}, {577, 584},  {576, 1536},  {33, 776},  {3, 2056},
+    {64, 4104}, {7, 24576}, {2049, 1544}, {8193, 776}};
 
 std::vector<uint16_t> random_weights(int64_t n, int64_t k, uint64_t seed) {
   return to_bf16(random_bf16_values(n * k, seed, -1.0f, 1.0f));
