@@ -98,7 +98,8 @@ class cuda_llama_session {
   // Switching drops the captured graphs (they hold the algorithms).
   void set_decode_gemm_tuning(bool on);
   // What the tuning measured, one entry per distinct GEMM shape and alignment (empty before the
-  // first tuned decode step, and after tuning is switched off).
+  // first tuned decode step, after tuning is switched off, and while the steps run the fused
+  // GEMVs of set_decode_fused_gemv, which use no GEMM).
   std::vector<gemm_tuning> decode_gemm_tuning() const;
   // Off (the default) or on: the decode step's own kernels (RMSNorms, SwiGLU, attention) launched
   // with Programmatic Dependent Launch, so each one's launch overlaps the tail of the GEMM before

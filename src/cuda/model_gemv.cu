@@ -4,9 +4,10 @@
 // while the input vector's cost is shared by more rows): lane j reads each row's 16-byte vectors
 // j, j + 32, ... (VPL of them per chunk of 32 * VPL vectors, all R * VPL in flight before any
 // arithmetic; the first chunk's loads are issued before the kernel waits for its predecessor or
-// computes its input), multiplies them by the input vector in fp32 and the warp sums by
-// shuffles. The input vector is recomputed by every block from what the previous kernels left
-// (no separate norm or SwiGLU launch):
+// computes its input; once its predecessor is done it lets the next kernel start, which with
+// Programmatic Dependent Launch overlaps that kernel's weight loads with this one), multiplies
+// them by the input vector in fp32 and the warp sums by shuffles. The input vector is recomputed by
+// every block from what the previous kernels left (no separate norm or SwiGLU launch):
 //   rms_norm_input  each warp sums the squares of x itself (dim floats from L1/L2: no barrier),
 //                   then a = bf16(x * inv * weight) at its lanes' positions, as cuda_rms_norm
 //   swiglu_input    the block writes a = bf16(silu(gate) * up) (as cuda_swiglu) to shared memory
@@ -37,6 +38,16 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
          (static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16);
+}
+
+// Lets the stream's next kernel, when it is launched by Programmatic Dependent Launch, start now
+// rather than when this grid's blocks exit: its blocks issue their own independent loads (the
+// next weights) while this kernel works, then wait for this kernel's completion before reading
+// what it writes. A scheduling hint; no effect on a launch without the attribute.
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaTriggerProgrammaticLaunchCompletion();
+#endif
 }
 
 // Vectors base + lane + 32 i (i < VPL) of weight rows row0 .. row0 + R - 1 (w: [n, kv] vectors),
@@ -98,8 +109,8 @@ struct swiglu_input {
       float s[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) s[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-      act[v] = make_uint4(pack2(s[0], s[1]), pack2(s[2], s[3]), pack2(s[4], s[5]),
-                          pack2(s[6], s[7]));
+      act[v] =
+          make_uint4(pack2(s[0], s[1]), pack2(s[2], s[3]), pack2(s[4], s[5]), pack2(s[6], s[7]));
     }
     __syncthreads();
   }
@@ -146,7 +157,8 @@ __global__ void __launch_bounds__(gemv_threads)
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
   uint4 wv[R][VPL];
   load_chunk(wv, w4, row0, n, 0, lane, kv);
-  wait_for_predecessor();  // the input and out come from the previous kernels
+  wait_for_predecessor();        // the input and out come from the previous kernels
+  allow_dependents();            // after the wait: at most this kernel and the next one overlap
   in.prepare(shared, lane, kv);  // every thread of the block (it may hold a barrier)
   if (row0 >= n) return;
   float sum[R] = {};
@@ -229,8 +241,8 @@ void launch_gemv(const char* fn, const uint16_t* w, int64_t n, int64_t kv, size_
 void check_gemv(const char* fn, const void* out, const uint16_t* w, int64_t n, int64_t k,
                 std::initializer_list<const void*> vectors) {
   check(n > 0 && k > 0, fn, "n=", n, " k=", k, " (both must be positive)");
-  check(k % cuda_gemv_k_multiple == 0, fn, "k=", k, " must be a multiple of ",
-        cuda_gemv_k_multiple, " (each row read in whole 16-byte vectors)");
+  check(k % cuda_gemv_k_multiple == 0, fn, "k=", k, " must be a multiple of ", cuda_gemv_k_multiple,
+        " (each row read in whole 16-byte vectors)");
   check((n + gemv_warps - 1) / gemv_warps <= 0x7fffffff, fn, "n=", n, " exceeds the grid limit");
   check(out != nullptr && w != nullptr, fn, "null pointer");
   check(aligned_to(w, 16), fn, "w must be 16-byte aligned");

@@ -22,9 +22,9 @@
 // (norms, SwiGLU, attention) with Programmatic Dependent Launch. With set_decode_fused_gemv a
 // decode step runs its products as the GEMVs of cuda_model_ops.h instead, each with the norm or
 // SwiGLU before it fused in: per layer norm+qkv, attention, wo+residual, norm+gate|up,
-// SwiGLU+down+residual (5 launches instead of 8), and the output head as norm+GEMV. The bucket fixes the split-K
-// grid of the decode attention (sized for the bucket's largest length, blocks past the run-time
-// length exit at once). The graphs hold the RoPE table as
+// SwiGLU+down+residual (5 launches instead of 8), and the output head as norm+GEMV (nothing is
+// tuned then). The bucket fixes the split-K grid of the decode attention (sized for the bucket's
+// largest length, blocks past the run-time length exit at once). The graphs hold the RoPE table as
 // kernel parameters: a prefill with another RoPE scaling drops them. The prefill's
 // planner workspace and state (device_planner::workspace_bytes, state_bytes: the plan, the
 // pivots' block attention A, the per-prompt cluster state) are allocated by the first prefill

@@ -5,8 +5,8 @@
 
 namespace sp {
 
-void cuda_rms_norm_gemv(void*, dtype, const float*, const float*, const uint16_t*, int64_t,
-                        int64_t, double, void*, bool) {
+void cuda_rms_norm_gemv(void*, dtype, const float*, const float*, const uint16_t*, int64_t, int64_t,
+                        double, void*, bool) {
   fail("cuda_rms_norm_gemv", "built without CUDA");
 }
 

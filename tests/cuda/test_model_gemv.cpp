@@ -81,10 +81,12 @@ rounded_input exact_input(const std::vector<float>& a) {
 }
 
 struct reference {
-  std::vector<double> y, tol;  // [n]: w . a in fp64, and the allowed |device - y| before output rounding
+  std::vector<double> y,
+      tol;  // [n]: w . a in fp64, and the allowed |device - y| before output rounding
 };
 
-reference gemv_reference(const std::vector<float>& w, int64_t n, int64_t k, const rounded_input& in) {
+reference gemv_reference(const std::vector<float>& w, int64_t n, int64_t k,
+                         const rounded_input& in) {
   reference r;
   for (int64_t row = 0; row < n; ++row) {
     const float* wr = w.data() + row * k;
@@ -107,12 +109,12 @@ struct gemv_case {
 // Rows not a multiple of a block's (4 below 2048 rows, 8 below 8192, else 16), k of 1 .. 513
 // vectors (VPL 1, 2, 3, 6 and 8 with 1, 2 and 3 chunks), the model's shapes (SmolLM2: qkv
 // 960 x 576, gate|up 3072 x 576, down 576 x 1536, wo 576 x 576, head 49152 x 576).
-const std::vector<gemv_case> norm_cases = {
-    {1, 8},      {5, 72},   {963, 576}, {960, 576},  {3072, 576},  {2051, 584},
-    {37, 2056},  {501, 4104}, {6, 1544}, {49152, 576}, {8197, 72}, {8195, 2056}};
-const std::vector<gemv_case> residual_cases = {
-    {1, 8},    {576, 576}, {577, 584},  {576, 1536},  {33, 776},  {3, 2056},
-    {64, 4104}, {7, 24576}, {2049, 1544}, {8193, 776}};
+const std::vector<gemv_case> norm_cases = {{1, 8},      {5, 72},      {963, 576}, {960, 576},
+                                           {3072, 576}, {2051, 584},  {37, 2056}, {501, 4104},
+                                           {6, 1544},   {49152, 576}, {8197, 72}, {8195, 2056}};
+const std::vector<gemv_case> residual_cases = {{1, 8},       {576, 576}, {577, 584}, {576, 1536},
+                                               {33, 776},    {3, 2056},  {64, 4104}, {7, 24576},
+                                               {2049, 1544}, {8193, 776}};
 
 std::vector<uint16_t> random_weights(int64_t n, int64_t k, uint64_t seed) {
   return to_bf16(random_bf16_values(n * k, seed, -1.0f, 1.0f));
@@ -133,17 +135,20 @@ TEST(ModelGemv, RmsNormGemvMatchesFp64Reference) {
       std::vector<float> got;
       if (y_type == dtype::bf16) {
         const auto y = poisoned<uint16_t>(size_t(c.n));
-        cuda_rms_norm_gemv(y.data(), y_type, dx.data(), dg.data(), dw.data(), c.n, c.k, eps, nullptr);
+        cuda_rms_norm_gemv(y.data(), y_type, dx.data(), dg.data(), dw.data(), c.n, c.k, eps,
+                           nullptr);
         got = from_bf16(fetch(y, "y"));
       } else {
         const auto y = poisoned<float>(size_t(c.n));
-        cuda_rms_norm_gemv(y.data(), y_type, dx.data(), dg.data(), dw.data(), c.n, c.k, eps, nullptr);
+        cuda_rms_norm_gemv(y.data(), y_type, dx.data(), dg.data(), dw.data(), c.n, c.k, eps,
+                           nullptr);
         got = fetch(y, "y");
       }
       const double out_u = y_type == dtype::bf16 ? bf16_u : 2 * fp32_u;
       int64_t bad = 0;
       for (int64_t r = 0; r < c.n; ++r) {
-        const double tol = ref.tol[size_t(r)] + out_u * (std::fabs(ref.y[size_t(r)]) + ref.tol[size_t(r)]);
+        const double tol =
+            ref.tol[size_t(r)] + out_u * (std::fabs(ref.y[size_t(r)]) + ref.tol[size_t(r)]);
         if (!within(got[size_t(r)], ref.y[size_t(r)], tol) && bad++ < 3)
           ADD_FAILURE() << "n=" << c.n << " k=" << c.k << " " << dtype_name(y_type) << " row " << r
                         << ": got " << got[size_t(r)] << ", reference " << ref.y[size_t(r)]
@@ -160,7 +165,8 @@ void expect_residual(const std::vector<float>& got, const std::vector<float>& x0
   int64_t bad = 0;
   for (size_t r = 0; r < x0.size(); ++r) {
     const double want = double(x0[r]) + ref.y[r];
-    const double tol = ref.tol[r] + 2 * fp32_u * (std::fabs(x0[r]) + std::fabs(ref.y[r]) + ref.tol[r]);
+    const double tol =
+        ref.tol[r] + 2 * fp32_u * (std::fabs(x0[r]) + std::fabs(ref.y[r]) + ref.tol[r]);
     if (!within(got[r], want, tol) && bad++ < 3)
       ADD_FAILURE() << what << " row " << r << ": got " << got[r] << ", reference " << want
                     << " +- " << tol;
@@ -184,7 +190,8 @@ TEST(ModelGemv, SwigluGemvResidualMatchesFp64Reference) {
     const auto dgu = upload(to_bf16(gate_up));
     const auto x = upload(x0);
     cuda_swiglu_gemv_residual(x.data(), dgu.data(), dgu.data() + c.k, dw.data(), c.n, c.k, nullptr);
-    expect_residual(fetch(x, "x"), x0, ref, "swiglu n=" + std::to_string(c.n) + " k=" + std::to_string(c.k));
+    expect_residual(fetch(x, "x"), x0, ref,
+                    "swiglu n=" + std::to_string(c.n) + " k=" + std::to_string(c.k));
   }
 }
 
@@ -200,7 +207,8 @@ TEST(ModelGemv, GemvResidualMatchesFp64Reference) {
     const auto da = upload(to_bf16(a));
     const auto x = upload(x0);
     cuda_gemv_residual(x.data(), da.data(), dw.data(), c.n, c.k, nullptr);
-    expect_residual(fetch(x, "x"), x0, ref, "plain n=" + std::to_string(c.n) + " k=" + std::to_string(c.k));
+    expect_residual(fetch(x, "x"), x0, ref,
+                    "plain n=" + std::to_string(c.n) + " k=" + std::to_string(c.k));
   }
 }
 
@@ -225,10 +233,10 @@ TEST(ModelGemv, ProgrammaticLaunchGivesTheSameBits) {
     cuda_gemv_residual(x.data(), a.data(), dw.data(), n, k, s);
     cuda_gemv_residual(x.data(), a.data(), dw.data(), n, k, s, programmatic);
     cuda_swiglu_gemv_residual(x.data(), a.data(), a.data() + k, dw.data(), n, k, s, programmatic);
-    cuda_rms_norm_gemv(y.data(), dtype::bf16, x.data(), norm_weight.data(), dw.data(), n, k, 1e-5, s,
-                       programmatic);
-    cuda_rms_norm_gemv(y2.data(), dtype::f32, x.data(), norm_weight.data(), dw.data(), n, k, 1e-5, s,
-                       programmatic);
+    cuda_rms_norm_gemv(y.data(), dtype::bf16, x.data(), norm_weight.data(), dw.data(), n, k, 1e-5,
+                       s, programmatic);
+    cuda_rms_norm_gemv(y2.data(), dtype::f32, x.data(), norm_weight.data(), dw.data(), n, k, 1e-5,
+                       s, programmatic);
     stream.synchronize();
     std::vector<float> out = fetch(x, "x");
     for (const float v : from_bf16(fetch(y, "y"))) out.push_back(v);
@@ -237,7 +245,8 @@ TEST(ModelGemv, ProgrammaticLaunchGivesTheSameBits) {
   };
   const std::vector<float> plain = run(false), overlapped = run(true), again = run(false);
   EXPECT_EQ(std::memcmp(plain.data(), overlapped.data(), plain.size() * sizeof(float)), 0)
-      << "max |diff| " << testing::max_abs_diff(plain.data(), overlapped.data(), int64_t(plain.size()));
+      << "max |diff| "
+      << testing::max_abs_diff(plain.data(), overlapped.data(), int64_t(plain.size()));
   EXPECT_EQ(std::memcmp(plain.data(), again.data(), plain.size() * sizeof(float)), 0);
 }
 
@@ -249,30 +258,38 @@ TEST(ModelGemv, RejectsShapesAndPointersItCannotTake) {
   const auto error = [](auto&& f) { return testing::error_of(f); };
   EXPECT_NE(error([&] { cuda_gemv_residual(x, y, w, 4, 12, nullptr); }).find("multiple of 8"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_gemv_residual(x, y, w + 1, 4, 16, nullptr); }).find("w must be 16-byte aligned"),
+  EXPECT_NE(error([&] {
+              cuda_gemv_residual(x, y, w + 1, 4, 16, nullptr);
+            }).find("w must be 16-byte aligned"),
             std::string::npos);
   EXPECT_NE(error([&] { cuda_gemv_residual(x, y + 4, w, 4, 16, nullptr); }).find("16-byte aligned"),
             std::string::npos);
   EXPECT_NE(error([&] { cuda_gemv_residual(x, y, w, 0, 16, nullptr); }).find("n=0"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_swiglu_gemv_residual(x, y, y + 8, w, 4, 24584, nullptr); })
-                .find("exceeds 24576"),
+  EXPECT_NE(error([&] {
+              cuda_swiglu_gemv_residual(x, y, y + 8, w, 4, 24584, nullptr);
+            }).find("exceeds 24576"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_rms_norm_gemv(x + 8, dtype::f32, x, x, w, 16, 64, 1e-5, nullptr); })
-                .find("y overlaps x"),
+  EXPECT_NE(error([&] {
+              cuda_rms_norm_gemv(x + 8, dtype::f32, x, x, w, 16, 64, 1e-5, nullptr);
+            }).find("y overlaps x"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_rms_norm_gemv(y, dtype::f16, x, x, w, 16, 64, 1e-5, nullptr); })
-                .find("bf16 or f32"),
+  EXPECT_NE(error([&] {
+              cuda_rms_norm_gemv(y, dtype::f16, x, x, w, 16, 64, 1e-5, nullptr);
+            }).find("bf16 or f32"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_rms_norm_gemv(y, dtype::bf16, x, x, w, 16, 64, 0.0, nullptr); })
-                .find("eps must be positive"),
+  EXPECT_NE(error([&] {
+              cuda_rms_norm_gemv(y, dtype::bf16, x, x, w, 16, 64, 0.0, nullptr);
+            }).find("eps must be positive"),
             std::string::npos);
-  EXPECT_NE(error([&] { cuda_rms_norm_gemv(y, dtype::bf16, nullptr, x, w, 16, 64, 1e-5, nullptr); })
-                .find("null pointer"),
+  EXPECT_NE(error([&] {
+              cuda_rms_norm_gemv(y, dtype::bf16, nullptr, x, w, 16, 64, 1e-5, nullptr);
+            }).find("null pointer"),
             std::string::npos);
 }
 
-// ---- A whole decode step -------------------------------------------------------------------------
+// ---- A whole decode step
+// -------------------------------------------------------------------------
 
 // A small random Llama as test_llama_cuda.cpp's (GQA 3, three layers), with an FFN of 776
 // (97 vectors: ragged against a warp's 32 lanes) and a vocabulary of 504.
@@ -315,7 +332,8 @@ llama_weights random_llama(uint64_t seed) {
 
 llama_weights rounded_to_bf16(const llama_weights& w) {
   llama_weights r = w;
-  for (auto* m : {&r.token_embd, &r.output}) for (float& v : *m) v = round_to_bf16(v);
+  for (auto* m : {&r.token_embd, &r.output})
+    for (float& v : *m) v = round_to_bf16(v);
   for (auto& L : r.layers)
     for (auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
       for (float& v : *m) v = round_to_bf16(v);
@@ -365,8 +383,10 @@ TEST(ModelGemv, FusedDecodeStepMatchesTheCublasLtPathAndTheCpuForward) {
     ASSERT_GT(e_w, 0.0) << "bf16 rounding of the weights must move the logits";
     const double gpu_diff = max_diff(f, b);
     largest_gpu_diff = std::max(largest_gpu_diff, gpu_diff);
-    std::printf("decode step %lld: fused vs cuBLASLt %.3g, fused vs CPU %.3g, cuBLASLt vs CPU %.3g, "
-                "e_w %.3g\n", static_cast<long long>(i), gpu_diff, max_diff(f, r), max_diff(b, r), e_w);
+    std::printf(
+        "decode step %lld: fused vs cuBLASLt %.3g, fused vs CPU %.3g, cuBLASLt vs CPU %.3g, "
+        "e_w %.3g\n",
+        static_cast<long long>(i), gpu_diff, max_diff(f, r), max_diff(b, r), e_w);
     EXPECT_LE(gpu_diff, e_w) << "step " << i;
     EXPECT_LE(max_diff(f, r), 4 * e_w) << "step " << i;
     EXPECT_LE(max_diff(b, r), 4 * e_w) << "step " << i;

@@ -237,8 +237,10 @@ void run_prefill_bench(prefill_bench_options o) {
         session.set_decode_gemm_tuning(way != decode_way::heuristic_gemms);
         session.set_decode_programmatic_launch(way == decode_way::programmatic ||
                                                way == decode_way::fused_gemv_programmatic);
-        const bool fused = way == decode_way::fused_gemv || way == decode_way::fused_gemv_programmatic;
-        session.set_decode_fused_gemv(fused || (default_fused && way != decode_way::cublaslt_gemms));
+        const bool fused =
+            way == decode_way::fused_gemv || way == decode_way::fused_gemv_programmatic ||
+            (default_fused && way != decode_way::cublaslt_gemms);
+        session.set_decode_fused_gemv(fused);
         const bool greedy = way == decode_way::greedy;
         const auto step = [&](int32_t t) {
           return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
