@@ -28,6 +28,11 @@ device_plan_output device_planner::plan(int64_t, const tensor_view&, const tenso
                                         device_plan_state&, void*, int64_t, void*) const {
   fail("device_planner::plan", "built without CUDA");
 }
+device_plan_output device_planner::plan_chunk(int64_t, int64_t, const tensor_view&,
+                                              const tensor_view&, device_plan_state&, void*,
+                                              int64_t, void*) const {
+  fail("device_planner::plan_chunk", "built without CUDA");
+}
 void device_planner::publish(int64_t, const device_plan_output&, device_plan_state&, void*) const {
   fail("device_planner::publish", "built without CUDA");
 }
