@@ -101,16 +101,21 @@ class cuda_llama_session {
   // first tuned decode step, after tuning is switched off, and while the steps run the fused
   // GEMVs of set_decode_fused_gemv, which use no GEMM).
   std::vector<gemm_tuning> decode_gemm_tuning() const;
-  // Off (the default) or on: the decode step's own kernels (RMSNorms, SwiGLU, attention) launched
-  // with Programmatic Dependent Launch, so each one's launch overlaps the tail of the GEMM before
-  // it (cuda_model_ops.h, programmatic_launch); the same results. Switching drops the graphs.
+  // On (the default) or off: the decode step's own kernels (the fused GEMVs, or RMSNorms and
+  // SwiGLU; the attention) launched with Programmatic Dependent Launch, so each one's launch and
+  // first loads overlap the tail of the kernel before it (cuda_model_ops.h, programmatic_launch);
+  // the same results. Measured on the H200 after a 32K prompt (docs/PERF.md): with the fused
+  // GEMVs 1107 tok/s against 974 without; with the cuBLASLt path 750 against 780 (slower: a
+  // model whose shapes the GEMVs do not take may want it off). Switching drops the graphs.
   void set_decode_programmatic_launch(bool on);
-  // Off (the default) or on: the decode step's products as the fused GEMVs of cuda_model_ops.h
+  bool decode_programmatic_launch() const;
+  // On (the default) or off: the decode step's products as the fused GEMVs of cuda_model_ops.h
   // (cuda_rms_norm_gemv, cuda_gemv_residual, cuda_swiglu_gemv_residual) instead of RMSNorm /
   // SwiGLU launches and cuBLASLt GEMMs: per layer 5 launches instead of 8, and the output head's
-  // norm and product in one. The same arithmetic up to the order of the fp32 sums. A model whose
-  // shapes the GEMVs do not take (cuda_gemv_k_multiple, cuda_gemv_max_swiglu_k) keeps the
-  // cuBLASLt path. Switching drops the graphs; prefill is unchanged.
+  // norm and product in one (H200, 32K: 974 tok/s against 770). The same arithmetic up to the
+  // order of the fp32 sums. A model whose shapes the GEMVs do not take (cuda_gemv_k_multiple,
+  // cuda_gemv_max_swiglu_k) keeps the cuBLASLt path. Switching drops the graphs; prefill is
+  // unchanged.
   void set_decode_fused_gemv(bool on);
   // Whether decode steps run the fused GEMVs now (asked for, and the model's shapes fit).
   bool decode_fused_gemv() const;

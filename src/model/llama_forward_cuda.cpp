@@ -78,8 +78,8 @@ struct cuda_llama_session::impl {
   std::map<int64_t, cuda_graph> graphs;
   bool use_graphs = true;
   bool tune_gemms = true;                  // decode's GEMM algorithms chosen by timing
-  bool programmatic = false;               // decode's own kernels by Programmatic Dependent Launch
-  bool fused_gemv = false;                 // decode's products as fused GEMVs (set_decode_fused_gemv)
+  bool programmatic = true;                // decode's own kernels by Programmatic Dependent Launch
+  bool fused_gemv = true;                  // decode's products as fused GEMVs (set_decode_fused_gemv)
   std::vector<gemm_tuning> gemm_tunings;   // filled by the first tuned decode step
 
   impl(const cuda_llama_weights& weights, int64_t capacity)
@@ -582,6 +582,8 @@ void cuda_llama_session::set_decode_fused_gemv(bool on) {
 }
 
 bool cuda_llama_session::decode_fused_gemv() const { return impl_->decode_gemvs(); }
+
+bool cuda_llama_session::decode_programmatic_launch() const { return impl_->programmatic; }
 
 std::vector<gemm_tuning> cuda_llama_session::decode_gemm_tuning() const {
   return impl_->gemm_tunings;

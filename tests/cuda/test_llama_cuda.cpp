@@ -189,8 +189,13 @@ TEST(LlamaCuda, DecodeGraphMatchesEagerLaunchesBitForBit) {
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 12);
   cuda_llama_session graphed(dw, capacity), eager(dw, capacity), greedy(dw, capacity),
       overlapped(dw, capacity);
+  // The cuBLASLt path (the fused GEMVs' graphs: test_model_gemv), programmatic launch only in
+  // `overlapped` (both are on by default).
+  for (cuda_llama_session* s : {&graphed, &eager, &greedy, &overlapped}) {
+    s->set_decode_fused_gemv(false);
+    s->set_decode_programmatic_launch(s == &overlapped);
+  }
   eager.set_decode_graphs(false);
-  overlapped.set_decode_programmatic_launch(true);
   for (const std::string rope : {"none", "yarn"}) {
     prefill_options opt;
     opt.rope.type = rope;

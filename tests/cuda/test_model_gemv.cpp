@@ -368,6 +368,7 @@ TEST(ModelGemv, FusedDecodeStepMatchesTheCublasLtPathAndTheCpuForward) {
   const cuda_llama_weights dw = cuda_llama_weights_upload(w);
   cuda_llama_session fused(dw, n + steps), cublas(dw, n + steps);
   fused.set_decode_fused_gemv(true);
+  cublas.set_decode_fused_gemv(false);
   EXPECT_TRUE(fused.decode_fused_gemv());
   EXPECT_FALSE(cublas.decode_fused_gemv());
   const double prefill_e_w =
@@ -416,11 +417,12 @@ TEST(ModelGemv, FusedDecodeGraphMatchesEagerLaunchesBitForBit) {
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 42);
   cuda_llama_session graphed(dw, capacity), eager(dw, capacity), greedy(dw, capacity),
       overlapped(dw, capacity), toggled(dw, capacity), toggled_eager(dw, capacity);
-  for (cuda_llama_session* s : {&graphed, &eager, &greedy, &overlapped, &toggled, &toggled_eager})
+  for (cuda_llama_session* s : {&graphed, &eager, &greedy, &overlapped, &toggled, &toggled_eager}) {
     s->set_decode_fused_gemv(true);
+    s->set_decode_programmatic_launch(s == &overlapped);  // on by default
+  }
   eager.set_decode_graphs(false);
   toggled_eager.set_decode_graphs(false);
-  overlapped.set_decode_programmatic_launch(true);
   const prefill_result first = graphed.prefill(prompt, {});
   for (cuda_llama_session* s : {&eager, &greedy, &overlapped, &toggled, &toggled_eager})
     s->prefill(prompt, {});

@@ -9,17 +9,16 @@
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length). With --decode K, after the
 // dense prefill of each length, one "decode" line: K greedy decode steps eight ways, each after
-// its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph):
-// tokens_per_s (decode(): the graph, the [vocab] logits downloaded, argmax on the host: the public
-// API), greedy_tokens_per_s (decode_greedy(): argmax on the device, one id downloaded),
-// eager_tokens_per_s (graphs off: the kernels launched one by one), heuristic_gemm_tokens_per_s
-// (as tokens_per_s with cuBLASLt's heuristic GEMM algorithms instead of the timed ones) and
-// programmatic_tokens_per_s (as tokens_per_s with the step's own kernels launched by
-// Programmatic Dependent Launch, set_decode_programmatic_launch), all with the session's default
-// products; then side by side, as tokens_per_s with the products chosen: fused_gemv_tokens_per_s
-// (the fused GEMVs, set_decode_fused_gemv), cublaslt_gemm_tokens_per_s (RMSNorm / SwiGLU launches
-// and the timed cuBLASLt GEMMs) and fused_gemv_programmatic_tokens_per_s (the fused GEMVs with
-// Programmatic Dependent Launch: their weight loads start before the wait); the
+// its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph).
+// With the session's defaults (the fused GEMVs and Programmatic Dependent Launch, where the
+// model's shapes take the GEMVs): tokens_per_s (decode(): the graph, the [vocab] logits
+// downloaded, argmax on the host: the public API), greedy_tokens_per_s (decode_greedy(): argmax
+// on the device, one id downloaded), eager_tokens_per_s (graphs off: the kernels launched one by
+// one). With the products and launches chosen, as tokens_per_s: fused_gemv_tokens_per_s and
+// fused_gemv_programmatic_tokens_per_s (the fused GEMVs of set_decode_fused_gemv, without and
+// with set_decode_programmatic_launch), cublaslt_gemm_tokens_per_s and programmatic_tokens_per_s
+// (RMSNorm / SwiGLU launches and the timed cuBLASLt GEMMs, without and with programmatic
+// launch), heuristic_gemm_tokens_per_s (the same with cuBLASLt's heuristic algorithms); the
 // tuning per GEMM shape (gemm_tuning: heuristic_us vs chosen_us, cuda_gemm::tune); and parts of
 // the step, each replayed in a graph of its own (decode_parts_ms; CUDA events, median of 20):
 // attention_ms, the split-K decode attention over every layer's cache of that length, with the
@@ -227,41 +226,43 @@ void run_prefill_bench(prefill_bench_options o) {
       // Greedy decode after the dense prefill, several ways (the header says which); each after
       // its own prefill, its first step untimed. The first token comes from the prefill.
       const int32_t first_token = argmax(res.logits.data(), c.vocab_size);
-      enum class decode_way { graph, greedy, eager, heuristic_gemms, programmatic, fused_gemv,
-                              cublaslt_gemms, fused_gemv_programmatic };
-      const bool default_fused = session.decode_fused_gemv();
+      // Each way's products and launches: the session's defaults (graph, greedy, eager), or
+      // chosen (fused GEMVs or cuBLASLt, with or without programmatic launch).
+      struct decode_way {
+        bool graphs = true, greedy = false, tuned = true;
+        int fused = -1, programmatic = -1;  // -1: the session's default
+      };
+      const bool default_fused = session.decode_fused_gemv(),
+                 default_programmatic = session.decode_programmatic_launch();
       const auto decode_rate = [&](decode_way way) {
         session.reset();
         session.prefill(tokens, po, planner.get());
-        session.set_decode_graphs(way != decode_way::eager);
-        session.set_decode_gemm_tuning(way != decode_way::heuristic_gemms);
-        session.set_decode_programmatic_launch(way == decode_way::programmatic ||
-                                               way == decode_way::fused_gemv_programmatic);
-        const bool fused =
-            way == decode_way::fused_gemv || way == decode_way::fused_gemv_programmatic ||
-            (default_fused && way != decode_way::cublaslt_gemms);
-        session.set_decode_fused_gemv(fused);
-        const bool greedy = way == decode_way::greedy;
+        session.set_decode_graphs(way.graphs);
+        session.set_decode_gemm_tuning(way.tuned);
+        session.set_decode_programmatic_launch(way.programmatic < 0 ? default_programmatic
+                                                                    : way.programmatic == 1);
+        session.set_decode_fused_gemv(way.fused < 0 ? default_fused : way.fused == 1);
         const auto step = [&](int32_t t) {
-          return greedy ? session.decode_greedy(t) : argmax(session.decode(t).data(), c.vocab_size);
+          return way.greedy ? session.decode_greedy(t)
+                            : argmax(session.decode(t).data(), c.vocab_size);
         };
         int32_t next = step(first_token);
         const auto t0 = std::chrono::steady_clock::now();
         for (int64_t i = 1; i < o.decode; ++i) next = step(next);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         session.set_decode_graphs(true);
-        session.set_decode_programmatic_launch(false);
+        session.set_decode_gemm_tuning(true);
+        session.set_decode_programmatic_launch(default_programmatic);
         session.set_decode_fused_gemv(default_fused);
         return double(o.decode - 1) / s;
       };
-      const double tps = decode_rate(decode_way::graph);
-      const double greedy_tps = decode_rate(decode_way::greedy),
-                   eager_tps = decode_rate(decode_way::eager),
-                   heuristic_tps = decode_rate(decode_way::heuristic_gemms),
-                   programmatic_tps = decode_rate(decode_way::programmatic),
-                   fused_tps = decode_rate(decode_way::fused_gemv),
-                   cublaslt_tps = decode_rate(decode_way::cublaslt_gemms),
-                   fused_programmatic_tps = decode_rate(decode_way::fused_gemv_programmatic);
+      const double tps = decode_rate({}), greedy_tps = decode_rate({true, true}),
+                   eager_tps = decode_rate({false}),
+                   fused_tps = decode_rate({true, false, true, 1, 0}),
+                   fused_programmatic_tps = decode_rate({true, false, true, 1, 1}),
+                   cublaslt_tps = decode_rate({true, false, true, 0, 0}),
+                   heuristic_tps = decode_rate({true, false, false, 0, 0}),
+                   programmatic_tps = decode_rate({true, false, true, 0, 1});
       const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();  // the cuBLASLt way's
       session.set_decode_gemm_tuning(true);
       const decode_parts parts = decode_parts_ms(c, n);
@@ -285,7 +286,9 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
                  {"heuristic_gemm_tokens_per_s", heuristic_tps},
                  {"programmatic_tokens_per_s", programmatic_tps},
-                 {"default_fused_gemv", default_fused}, {"fused_gemv_tokens_per_s", fused_tps},
+                 {"default_fused_gemv", default_fused},
+                 {"default_programmatic_launch", default_programmatic},
+                 {"fused_gemv_tokens_per_s", fused_tps},
                  {"cublaslt_gemm_tokens_per_s", cublaslt_tps},
                  {"fused_gemv_programmatic_tokens_per_s", fused_programmatic_tps},
                  {"attention_ms", parts.attention_ms},
@@ -294,20 +297,21 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"gemm_ms", parts.gemm_ms}, {"gemm_tuned_ms", parts.gemm_tuned_ms},
                  {"gemm_tuning", tuning_rows}});
       std::fprintf(report,
-                   "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token); greedy on "
-                   "the device %.0f tok/s; no graph %.0f tok/s; heuristic GEMMs %.0f tok/s; "
-                   "programmatic launch %.0f tok/s; in graphs of their own: attention %.3f "
-                   "ms/token (%.0f GB/s), GEMMs %.3f ms/token (heuristic) / %.3f (timed)\n",
-                   "decode", (long long)n, tps, 1e3 / tps, greedy_tps, eager_tps, heuristic_tps,
-                   programmatic_tps,
+                   "%-13s %7lld   decode after the prompt: %.0f tok/s (%.3f ms/token; %s%s); greedy "
+                   "on the device %.0f tok/s; no graph %.0f tok/s; in graphs of their own: "
+                   "attention %.3f ms/token (%.0f GB/s), cuBLASLt GEMMs %.3f ms/token (heuristic) / "
+                   "%.3f (timed)\n",
+                   "decode", (long long)n, tps, 1e3 / tps,
+                   default_fused ? "fused GEMVs" : "cuBLASLt GEMMs",
+                   default_programmatic ? " + programmatic launch" : "", greedy_tps, eager_tps,
                    parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
                    parts.gemm_tuned_ms);
       std::fprintf(report,
-                   "%-13s %7s   products: fused GEMVs %.0f tok/s (%.3f ms/token), cuBLASLt GEMMs "
-                   "%.0f tok/s (%.3f ms/token), fused GEMVs + programmatic launch %.0f tok/s; the "
-                   "rates above with %s\n",
-                   "", "", fused_tps, 1e3 / fused_tps, cublaslt_tps, 1e3 / cublaslt_tps,
-                   fused_programmatic_tps, default_fused ? "the fused GEMVs" : "cuBLASLt GEMMs");
+                   "%-13s %7s   products: fused GEMVs %.0f tok/s (%.3f ms/token), + programmatic "
+                   "launch %.0f; cuBLASLt GEMMs (timed) %.0f tok/s (%.3f ms/token), + programmatic "
+                   "launch %.0f, heuristic algorithms %.0f\n",
+                   "", "", fused_tps, 1e3 / fused_tps, fused_programmatic_tps, cublaslt_tps,
+                   1e3 / cublaslt_tps, programmatic_tps, heuristic_tps);
       std::fprintf(report, "%-13s %7s   attention ms/token by keys per chunk: %s\n", "", "",
                    chunk_text.c_str());
       for (const gemm_tuning& t : tuning)
