@@ -52,13 +52,15 @@ __device__ __forceinline__ void wait_for_predecessor() {
 #endif
 }
 
+// `kernel` with `shared_bytes` of dynamic shared memory, programmatic or not.
 template <class... Params, class... Args>
-void launch_kernel(const char* fn, void (*kernel)(Params...), dim3 grid, dim3 block,
-                   cudaStream_t stream, bool programmatic, Args... args) {
+void launch_kernel_smem(const char* fn, void (*kernel)(Params...), dim3 grid, dim3 block,
+                        size_t shared_bytes, cudaStream_t stream, bool programmatic,
+                        Args... args) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
-  config.dynamicSmemBytes = 0;
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -67,6 +69,12 @@ void launch_kernel(const char* fn, void (*kernel)(Params...), dim3 grid, dim3 bl
   config.numAttrs = 1;
   check_cuda(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...), fn,
              "cudaLaunchKernelEx");
+}
+
+template <class... Params, class... Args>
+void launch_kernel(const char* fn, void (*kernel)(Params...), dim3 grid, dim3 block,
+                   cudaStream_t stream, bool programmatic, Args... args) {
+  launch_kernel_smem(fn, kernel, grid, block, 0, stream, programmatic, args...);
 }
 
 // After a launch: turns a launch-configuration error into sp::error naming `fn`.

@@ -197,17 +197,8 @@ void launch_gemv(const char* fn, const uint16_t* w, int64_t n, int64_t kv, size_
   const unsigned blocks = static_cast<unsigned>((n + gemv_warps * R - 1) / (gemv_warps * R));
   const int64_t per_lane = (kv + 31) / 32;
   const auto launch = [&](auto kernel) {
-    cudaLaunchConfig_t config{};
-    config.gridDim = blocks;
-    config.blockDim = gemv_threads;
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = stream;
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = programmatic ? 1 : 0;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    check_cuda(cudaLaunchKernelEx(&config, kernel, w, n, kv, in, out), fn, "cudaLaunchKernelEx");
+    launch_kernel_smem(fn, kernel, blocks, gemv_threads, shared_bytes, stream, programmatic, w, n,
+                       kv, in, out);
   };
   if (per_lane <= 1) {
     launch(gemv_kernel<1, R, Input, Output>);

@@ -17,10 +17,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <nlohmann/json.hpp>
 
 #include "model/model_fixture.h"
+#include "random_llama.h"
 #include "shareprefill/cuda_llama.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/eval.h"
@@ -32,73 +32,12 @@
 namespace sp {
 namespace {
 
-using testing::random_values;
+using testing::random_llama;
+using testing::random_tokens;
+using testing::rounded_to_bf16;
 
 #define SP_SKIP_WITHOUT_DEVICE() \
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
-
-std::vector<float> scaled_random(int64_t n, uint64_t seed, float scale) {
-  return random_values(n, seed, -scale, scale);
-}
-
-// Weights of a small Llama: uniform entries scaled by 1/sqrt(fan-in) so activations keep their
-// size through the layers; embeddings tied to the output.
-llama_weights random_llama(uint64_t seed) {
-  llama_weights w;
-  llama_config& c = w.config;
-  c.name = "random";
-  c.n_layers = 3;
-  c.n_heads = 6;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.dim = 384;
-  c.ffn_dim = 768;
-  c.vocab_size = 512;
-  c.context_length = 4096;
-  c.rope_dim = 64;
-  c.rms_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tied_embeddings = true;
-  const int64_t dim = c.dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-  const auto fan = [](int64_t in) { return std::sqrt(3.0f / float(in)); };
-  w.token_embd = scaled_random(c.vocab_size * dim, seed, 1.0f);
-  w.output_norm = random_values(dim, seed + 1, 0.8f, 1.2f);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const uint64_t s = seed + 100 * static_cast<uint64_t>(l + 1);
-    llama_layer_weights L;
-    L.attn_norm = random_values(dim, s, 0.8f, 1.2f);
-    L.ffn_norm = random_values(dim, s + 1, 0.8f, 1.2f);
-    L.wq = scaled_random(qd * dim, s + 2, 2 * fan(dim));  // larger q: peaked attention
-    L.wk = scaled_random(kvd * dim, s + 3, fan(dim));
-    L.wv = scaled_random(kvd * dim, s + 4, fan(dim));
-    L.wo = scaled_random(dim * qd, s + 5, fan(qd));
-    L.w_gate = scaled_random(c.ffn_dim * dim, s + 6, fan(dim));
-    L.w_up = scaled_random(c.ffn_dim * dim, s + 7, fan(dim));
-    L.w_down = scaled_random(dim * c.ffn_dim, s + 8, fan(c.ffn_dim));
-    w.layers.push_back(std::move(L));
-  }
-  return w;
-}
-
-void round_all(std::vector<float>& v) {
-  for (float& x : v) x = round_to_bf16(x);
-}
-
-llama_weights rounded_to_bf16(const llama_weights& w) {
-  llama_weights r = w;
-  round_all(r.token_embd);
-  round_all(r.output);
-  for (auto& L : r.layers)
-    for (auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) round_all(*m);
-  return r;
-}
-
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
 
 std::vector<int64_t> all_positions(int64_t n) {
   std::vector<int64_t> p(static_cast<size_t>(n));

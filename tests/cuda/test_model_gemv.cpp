@@ -19,11 +19,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "model_ops_test_util.h"
+#include "random_llama.h"
 #include "shareprefill/cuda_graph.h"
 #include "shareprefill/cuda_llama.h"
 #include "shareprefill/cuda_model_ops.h"
@@ -291,61 +291,11 @@ TEST(ModelGemv, RejectsShapesAndPointersItCannotTake) {
 // ---- A whole decode step
 // -------------------------------------------------------------------------
 
-// A small random Llama as test_llama_cuda.cpp's (GQA 3, three layers), with an FFN of 776
-// (97 vectors: ragged against a warp's 32 lanes) and a vocabulary of 504.
-llama_weights random_llama(uint64_t seed) {
-  llama_weights w;
-  llama_config& c = w.config;
-  c.name = "random";
-  c.n_layers = 3;
-  c.n_heads = 6;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.dim = 384;
-  c.ffn_dim = 776;
-  c.vocab_size = 504;
-  c.context_length = 4096;
-  c.rope_dim = 64;
-  c.rms_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tied_embeddings = true;
-  const int64_t dim = c.dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-  const auto fan = [](int64_t in) { return std::sqrt(3.0f / float(in)); };
-  w.token_embd = random_values(c.vocab_size * dim, seed, -1.0f, 1.0f);
-  w.output_norm = random_values(dim, seed + 1, 0.8f, 1.2f);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const uint64_t s = seed + 100 * static_cast<uint64_t>(l + 1);
-    llama_layer_weights L;
-    L.attn_norm = random_values(dim, s, 0.8f, 1.2f);
-    L.ffn_norm = random_values(dim, s + 1, 0.8f, 1.2f);
-    L.wq = random_values(qd * dim, s + 2, -2 * fan(dim), 2 * fan(dim));  // peaked attention
-    L.wk = random_values(kvd * dim, s + 3, -fan(dim), fan(dim));
-    L.wv = random_values(kvd * dim, s + 4, -fan(dim), fan(dim));
-    L.wo = random_values(dim * qd, s + 5, -fan(qd), fan(qd));
-    L.w_gate = random_values(c.ffn_dim * dim, s + 6, -fan(dim), fan(dim));
-    L.w_up = random_values(c.ffn_dim * dim, s + 7, -fan(dim), fan(dim));
-    L.w_down = random_values(dim * c.ffn_dim, s + 8, -fan(c.ffn_dim), fan(c.ffn_dim));
-    w.layers.push_back(std::move(L));
-  }
-  return w;
-}
-
-llama_weights rounded_to_bf16(const llama_weights& w) {
-  llama_weights r = w;
-  for (auto* m : {&r.token_embd, &r.output})
-    for (float& v : *m) v = round_to_bf16(v);
-  for (auto& L : r.layers)
-    for (auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
-      for (float& v : *m) v = round_to_bf16(v);
-  return r;
-}
-
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& v : t) v = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
+// The random Llama of test_llama_cuda.cpp with an FFN of 776 (97 vectors: ragged against a
+// warp's 32 lanes) and a vocabulary of 504.
+llama_weights ragged_llama(uint64_t seed) { return testing::random_llama(seed, 776, 504); }
+using testing::random_tokens;
+using testing::rounded_to_bf16;
 
 double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return testing::max_abs_diff(a.data(), b.data(), static_cast<int64_t>(a.size()));
@@ -360,7 +310,7 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
 TEST(ModelGemv, FusedDecodeStepMatchesTheCublasLtPathAndTheCpuForward) {
   SP_SKIP_WITHOUT_DEVICE();
   thread_pool pool(2);
-  const llama_weights w = random_llama(31), w16 = rounded_to_bf16(w);
+  const llama_weights w = ragged_llama(31), w16 = rounded_to_bf16(w);
   const int64_t n = 250, steps = 6, vocab = w.config.vocab_size;
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 32);
   const std::vector<int32_t> next = random_tokens(steps, vocab, 33);
@@ -411,7 +361,7 @@ TEST(ModelGemv, FusedDecodeStepMatchesTheCublasLtPathAndTheCpuForward) {
 // gives the bits of an eager one switched alike (a stale graph would run the other path).
 TEST(ModelGemv, FusedDecodeGraphMatchesEagerLaunchesBitForBit) {
   SP_SKIP_WITHOUT_DEVICE();
-  const llama_weights w = random_llama(41);
+  const llama_weights w = ragged_llama(41);
   const cuda_llama_weights dw = cuda_llama_weights_upload(w);
   const int64_t n = 250, capacity = 300, steps = 12, vocab = w.config.vocab_size;
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 42);
