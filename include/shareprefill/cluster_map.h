@@ -2,11 +2,11 @@
 // model into clusters and names the clusters that take part in pattern sharing. Two JSON formats
 // load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
 // per-cluster medoids and the layers calibration found best left dense; "/2" adds the heads
-// calibration found best left dense, "/3" the heads that plan with their own gamma) and the reference
-// implementation's (only "clusters" and "shared_clusters"). Validation against a model shape
-// checks that every head appears exactly once, indices are in range, no cluster is empty, every
-// shared id names a cluster and the dense layers exist; errors name the file, the key and the
-// bad value.
+// calibration found best left dense, "/3" the heads that plan with their own gamma, "/4" the
+// planner thresholds per prompt length) and the reference implementation's (only "clusters" and
+// "shared_clusters"). Validation against a model shape checks that every head appears exactly once,
+// indices are in range, no cluster is empty, every shared id names a cluster and the dense layers
+// exist; errors name the file, the key and the bad value.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "shareprefill/length_thresholds.h"
 
 namespace sp {
 
@@ -54,6 +56,10 @@ struct cluster_map {
   // Heads the sparse modes plan with their own gamma ("head_gammas", format 3 only, optional):
   // ascending (layer, head), unique; chosen per head by calibration (issue 17).
   std::vector<head_threshold> head_gammas;
+  // Planner thresholds per prompt length ("thresholds", format 4 only, optional): ascending
+  // from_tokens, the first from 0; chosen by calibration at some lengths (issue 17). Empty: the
+  // planner parameters apply at every length.
+  std::vector<length_thresholds> thresholds;
 
   // Throws sp::error unless the map covers a model of `layers` x `heads` exactly (and matches
   // the model block, when present).
@@ -73,8 +79,8 @@ cluster_map cluster_map_load(const std::string& path);
 // names the origin in error messages.
 cluster_map cluster_map_from_text(const std::string& text, const std::string& source);
 
-// Writes our format: "shareprefill.clusters/1", "/2" when the map has dense_heads, "/3" when it
-// has head_gammas.
+// Writes our format in the lowest version that holds the map: "shareprefill.clusters/1", "/2"
+// when the map has dense_heads, "/3" when it has head_gammas, "/4" when it has thresholds.
 nlohmann::json cluster_map_to_json(const cluster_map& map);
 void cluster_map_save(const std::string& path, const cluster_map& map);
 

@@ -1,5 +1,5 @@
 // Cluster map load/validate/save (DESIGN.md section 3). The reader accepts our versioned format
-// and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
+// (1-4) and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
 // checks happen while parsing, shape checks in validate(). Every message starts with the
 // function name and names the file, the JSON key and the offending value.
 #include "shareprefill/cluster_map.h"
@@ -15,11 +15,12 @@
 namespace sp {
 namespace {
 
-// Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas"; a map is written in the lowest
-// format that holds it, so older readers keep loading what they can.
+// Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds"; a map is
+// written in the lowest format that holds it, so older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
 constexpr const char* format_name_3 = "shareprefill.clusters/3";
+constexpr const char* format_name_4 = "shareprefill.clusters/4";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -42,6 +43,41 @@ std::string id_of(const nlohmann::json& v, const std::string& source, const std:
        json_excerpt(v));
 }
 
+// One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
+// (in (0, 1], as planner_params::validate) and "min_budget" (integer >= 1)}.
+length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source) {
+  const char* fn = "cluster_map_from_json";
+  check(e.is_object(), fn, source, ": thresholds: expected an object, got ", json_excerpt(e));
+  for (const auto& [key, value] : e.items())
+    check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget", fn,
+          source, ": thresholds: unknown key \"", key,
+          "\" (expected from_tokens, tau_sim, tau_qa, min_budget) in ", json_excerpt(e));
+  check(e.contains("from_tokens") && e["from_tokens"].is_number_integer() &&
+            e["from_tokens"].get<int64_t>() >= 0,
+        fn, source, ": thresholds: \"from_tokens\" must be a non-negative integer in ",
+        json_excerpt(e));
+  length_thresholds t;
+  t.from_tokens = e["from_tokens"].get<int64_t>();
+  for (const char* key : {"tau_sim", "tau_qa"}) {
+    if (!e.contains(key)) continue;
+    const nlohmann::json& v = e[key];
+    check(v.is_number() && v.get<double>() > 0.0 && v.get<double>() <= 1.0, fn, source,
+          ": thresholds: \"", key, "\" must be a number in (0, 1], got ", json_excerpt(v), " in ",
+          json_excerpt(e));
+    (std::string(key) == "tau_sim" ? t.tau_sim : t.tau_qa) = v.get<double>();
+  }
+  if (e.contains("min_budget")) {
+    const nlohmann::json& v = e["min_budget"];
+    check(v.is_number_integer() && v.get<int64_t>() >= 1, fn, source,
+          ": thresholds: \"min_budget\" must be an integer >= 1 (tokens), got ", json_excerpt(v),
+          " in ", json_excerpt(e));
+    t.min_budget = v.get<int64_t>();
+  }
+  check(t.tau_sim || t.tau_qa || t.min_budget, fn, source,
+        ": thresholds: an entry must set tau_sim, tau_qa or min_budget, got ", json_excerpt(e));
+  return t;
+}
+
 }  // namespace
 
 cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source) {
@@ -53,12 +89,12 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   map.source = source;
   int format = 1;
   if (j.contains("format")) {
-    check(j["format"] == format_name || j["format"] == format_name_2 ||
-              j["format"] == format_name_3,
-          fn, source, ": \"format\": expected \"", format_name, "\", \"", format_name_2,
-          "\" or \"", format_name_3, "\", got ", json_excerpt(j["format"]));
-    if (j["format"] == format_name_2) format = 2;
-    if (j["format"] == format_name_3) format = 3;
+    const char* const names[] = {format_name, format_name_2, format_name_3, format_name_4};
+    for (int f = 1; f <= 4; ++f)
+      if (j["format"] == names[f - 1]) format = f;
+    check(j["format"] == names[format - 1], fn, source, ": \"format\": expected \"", format_name,
+          "\", \"", format_name_2, "\", \"", format_name_3, "\" or \"", format_name_4, "\", got ",
+          json_excerpt(j["format"]));
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -147,7 +183,8 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   }
 
   if (j.contains("head_gammas")) {
-    check(format >= 3, fn, source, ": \"head_gammas\" needs \"format\": \"", format_name_3, "\"");
+    check(format >= 3, fn, source, ": \"head_gammas\" needs \"format\": \"", format_name_3,
+          "\" or later");
     const auto& d = j["head_gammas"];
     check(d.is_array(), fn, source,
           ": \"head_gammas\" must be a list of [layer, head, gamma] triples, got ", json_excerpt(d));
@@ -164,6 +201,25 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
             fn, source, ": head_gammas: must be ascending in (layer, head) without repeats, got ",
             json_excerpt(d));
       map.head_gammas.push_back(head_threshold{r, gamma});
+    }
+  }
+
+  if (j.contains("thresholds")) {
+    check(format >= 4, fn, source, ": \"thresholds\" needs \"format\": \"", format_name_4, "\"");
+    const auto& d = j["thresholds"];
+    check(d.is_array() && !d.empty(), fn, source,
+          ": \"thresholds\" must be a non-empty list of {\"from_tokens\": ...} objects, got ",
+          json_excerpt(d));
+    for (const auto& e : d) {
+      const length_thresholds t = parse_thresholds(e, source);
+      if (map.thresholds.empty())
+        check(t.from_tokens == 0, fn, source,
+              ": thresholds: the first entry must have \"from_tokens\": 0, got ", t.from_tokens);
+      else
+        check(t.from_tokens > map.thresholds.back().from_tokens, fn, source,
+              ": thresholds: \"from_tokens\" must be strictly ascending, got ", t.from_tokens,
+              " after ", map.thresholds.back().from_tokens);
+      map.thresholds.push_back(t);
     }
   }
 
@@ -256,7 +312,8 @@ bool cluster_map::any_medoid() const {
 
 nlohmann::json cluster_map_to_json(const cluster_map& map) {
   nlohmann::json j;
-  j["format"] = !map.head_gammas.empty()  ? format_name_3
+  j["format"] = !map.thresholds.empty()    ? format_name_4
+                : !map.head_gammas.empty() ? format_name_3
                 : !map.dense_heads.empty() ? format_name_2
                                            : format_name;
   if (map.model) {
@@ -291,6 +348,17 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
     for (const head_threshold& g : map.head_gammas)
       d.push_back({g.head.layer, g.head.head, g.gamma});
     j["head_gammas"] = d;
+  }
+  if (!map.thresholds.empty()) {
+    nlohmann::json d = nlohmann::json::array();
+    for (const length_thresholds& t : map.thresholds) {
+      nlohmann::json e = {{"from_tokens", t.from_tokens}};
+      if (t.tau_sim) e["tau_sim"] = *t.tau_sim;
+      if (t.tau_qa) e["tau_qa"] = *t.tau_qa;
+      if (t.min_budget) e["min_budget"] = *t.min_budget;
+      d.push_back(e);
+    }
+    j["thresholds"] = d;
   }
   return j;
 }

@@ -83,8 +83,8 @@ TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
   EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
                 .find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
-  nlohmann::json v4 = map_json("shareprefill.clusters/4");
-  EXPECT_NE(error_of([&] { cluster_map_from_json(v4, "v4.json"); }).find("\"format\": expected"),
+  nlohmann::json v5 = map_json("shareprefill.clusters/5");
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v5, "v5.json"); }).find("\"format\": expected"),
             std::string::npos);
 }
 

@@ -9,16 +9,23 @@
 
 namespace sp::cli {
 
-void add_planner_options(CLI::App* sub, planner_params& p) {
+std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_params& p) {
+  const char* by_map = " (default: the cluster map's for the prompt length, if it has them)";
   sub->add_option("--gamma", p.gamma, "Pattern threshold gamma")->capture_default_str();
-  sub->add_option("--tau-sim", p.tau_sim, "Similarity (JS distance) threshold")
-      ->capture_default_str();
+  const CLI::Option* tau_sim =
+      sub->add_option("--tau-sim", p.tau_sim,
+                      std::string("Similarity (JS distance) threshold") + by_map)
+          ->capture_default_str();
   sub->add_option("--tau-fb", p.tau_fb, "Fallback threshold on the pivot's vs_ratio")
       ->capture_default_str();
-  sub->add_option("--tau-qa", p.tau_qa, "Query-aware threshold")->capture_default_str();
+  const CLI::Option* tau_qa =
+      sub->add_option("--tau-qa", p.tau_qa, std::string("Query-aware threshold") + by_map)
+          ->capture_default_str();
   sub->add_option("--block-size", p.block_size, "Block size (power of two >= 16)")
       ->capture_default_str();
-  sub->add_option("--min-budget", p.min_budget, "Minimum budget in tokens")->capture_default_str();
+  const CLI::Option* min_budget = sub->add_option("--min-budget", p.min_budget,
+                                                  std::string("Minimum budget in tokens") + by_map)
+                                      ->capture_default_str();
   sub->add_option("--max-budget", p.max_budget, "Maximum budget in tokens (0 = none)")
       ->capture_default_str();
   sub->add_flag("--share-within-layer", p.share_within_layer,
@@ -32,6 +39,13 @@ void add_planner_options(CLI::App* sub, planner_params& p) {
                   "Query blocks (from the end) the vertical/slash statistics average over (host "
                   "planner only)")
       ->capture_default_str();
+  return {tau_sim, tau_qa, min_budget};
+}
+
+bool thresholds_given(const attention_options& o) {
+  for (const CLI::Option* opt : o.threshold_options)
+    if (opt->count() > 0) return true;
+  return false;
 }
 
 void add_dense_layers_option(CLI::App* sub, std::string& spec) {
@@ -46,7 +60,7 @@ void add_attention_options(CLI::App* sub, attention_options& o) {
   sub->add_option("--clusters", o.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");
   add_dense_layers_option(sub, o.dense_layers);
-  add_planner_options(sub, o.params);
+  o.threshold_options = add_planner_options(sub, o.params);
 }
 
 std::string default_cluster_map_path(const std::string& model_path) {
@@ -65,7 +79,8 @@ std::string default_cluster_map_path(const std::string& model_path) {
 }
 
 attention_setup make_attention(const attention_options& o, const std::string& mode,
-                               const llama_config& config, const std::string& model_path) {
+                               const llama_config& config, const std::string& model_path,
+                               int64_t prompt_tokens) {
   attention_setup s;
   s.mode = mode;
   if (mode == "dense") {
@@ -98,6 +113,18 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
   params.dense_layers = s.dense_layers;
   params.dense_heads = dense.heads;
   params.head_gammas = dense.head_gammas;
+  if (map && !map->thresholds.empty()) {
+    s.thresholds_source = map_path;
+    const length_thresholds* t = thresholds_for_length(map->thresholds, prompt_tokens);
+    if (!thresholds_given(o) && t) {
+      params = with_thresholds(params, *t);
+      s.map_thresholds = *t;
+      check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
+            "--max-budget ", params.max_budget, " is below the min_budget ", params.min_budget,
+            " that ", map_path, " sets ", describe_thresholds(*t),
+            ": raise --max-budget or give --min-budget");
+    }
+  }
   params.validate();
   if (planner_map) {
     s.cluster_source = map_path;
@@ -109,11 +136,29 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
 }
 
 std::string describe_dense_layers(const attention_setup& s) {
-  if (s.dense_layers.empty() && s.dense_heads == 0 && s.head_gammas == 0) return "none";
   std::string text = s.dense_layers.empty() ? "none" : format_layer_list(s.dense_layers);
   if (s.dense_heads > 0) text += " and " + std::to_string(s.dense_heads) + " dense heads";
   if (s.head_gammas > 0) text += ", " + std::to_string(s.head_gammas) + " heads with own gamma";
-  return text + " (from " + s.dense_layers_source + ")";
+  if (!s.dense_layers.empty() || s.dense_heads > 0 || s.head_gammas > 0)
+    text += " (from " + s.dense_layers_source + ")";
+  if (s.map_thresholds)
+    text +=
+        "; thresholds from " + s.thresholds_source + " " + describe_thresholds(*s.map_thresholds);
+  else if (!s.thresholds_source.empty())
+    text += "; thresholds of " + s.thresholds_source +
+            " ignored (--tau-sim, --tau-qa or --min-budget given)";
+  return text;
+}
+
+nlohmann::json thresholds_record(const attention_setup& s) {
+  if (!s.plan) return nullptr;
+  const planner_params& p = s.plan->params();
+  return {{"tau_sim", p.tau_sim},
+          {"tau_qa", p.tau_qa},
+          {"min_budget", p.min_budget},
+          {"from_map", s.map_thresholds.has_value()},
+          {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
+                                           : nlohmann::json(nullptr)}};
 }
 
 }  // namespace sp::cli

@@ -10,6 +10,7 @@
 
 #include "command.h"
 #include "shareprefill/cluster_map.h"
+#include "shareprefill/length_thresholds.h"
 #include "shareprefill/llama_config.h"
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_attention.h"
@@ -17,15 +18,22 @@
 namespace sp::cli {
 
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
-// --share-within-layer and --pivot-medoid.
-void add_planner_options(CLI::App* sub, planner_params& params);
+// --share-within-layer and --pivot-medoid. Returns the options a cluster map's thresholds per
+// length stand in for (--tau-sim, --tau-qa, --min-budget), for attention_options.
+std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_params& params);
 
 struct attention_options {
   std::string mode = "dense";  // dense | vslash | flexprefill | shareprefill
   std::string clusters;        // cluster map JSON; empty = the model's shipped default
   std::string dense_layers;    // --dense-layers spec ("0-2,11-29", "none"); empty = the map's
   planner_params params;
+  // --tau-sim, --tau-qa and --min-budget as parsed: when the user gave any of them (count() > 0)
+  // they win for all three and the map's thresholds per length are ignored.
+  std::vector<const CLI::Option*> threshold_options;
 };
+
+// Whether the user gave --tau-sim, --tau-qa or --min-budget.
+bool thresholds_given(const attention_options& o);
 
 // Adds --dense-layers (layers that run dense attention in the sparse modes; default: those the
 // cluster map's calibration chose).
@@ -46,20 +54,33 @@ struct attention_setup {
   size_t head_gammas = 0;             // heads planned with their own gamma (the map's, format 3)
   std::string dense_layers_source;    // "--dense-layers", the cluster map's path, or ""
   std::string cluster_source;         // path of the cluster map the planner uses, "" for none
+  // The map's thresholds for the prompt length (format 4), when they apply; thresholds_source is
+  // the map's path when it has thresholds (applied, or ignored for the options given).
+  std::optional<length_thresholds> map_thresholds;
+  std::string thresholds_source;
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
 };
 
-// Builds the strategy for `mode` (overriding o.mode) on a model; shareprefill mode needs a
-// cluster map (o.clusters or the shipped default) and fails clearly without one. The
-// --dense-layers spec is checked against the model's layer count in every mode; without it a
-// sparse mode runs dense the layers listed in the cluster map (o.clusters or the shipped
-// default, validated against the model), if any.
+// Builds the strategy for `mode` (overriding o.mode) on a model, for prompts of `prompt_tokens`
+// tokens; shareprefill mode needs a cluster map (o.clusters or the shipped default) and fails
+// clearly without one. The --dense-layers spec is checked against the model's layer count in
+// every mode; without it a sparse mode runs dense the layers listed in the cluster map
+// (o.clusters or the shipped default, validated against the model), if any. A sparse mode that
+// loads a map with thresholds per length plans with the entry for `prompt_tokens`, unless the
+// user gave --tau-sim, --tau-qa or --min-budget.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
-                               const llama_config& config, const std::string& model_path);
+                               const llama_config& config, const std::string& model_path,
+                               int64_t prompt_tokens);
 
-// "18,23 (from PATH)", "none and 18 dense heads (from PATH)", "none", ... for progress lines.
+// "18,23 (from PATH)", "none and 18 dense heads (from PATH)", "none", ... for progress lines,
+// followed by "; thresholds from PATH for >= 16384 tokens: tau_sim 0.1, ..." when the map's
+// thresholds apply (or "; thresholds of PATH ignored (...)" when the options won).
 std::string describe_dense_layers(const attention_setup& s);
+
+// The thresholds the planner uses and where they came from, for JSON rows: {"tau_sim", "tau_qa",
+// "min_budget", "from_map", "from_tokens"}; null without a planner (dense).
+nlohmann::json thresholds_record(const attention_setup& s);
 
 }  // namespace sp::cli

@@ -180,7 +180,7 @@ void run_prefill_bench(prefill_bench_options o) {
     cuda_llama_session session(weights, n + o.decode);
     double dense_ppl = 0.0;
     for (const std::string& mode : o.modes) {
-      const attention_setup att = make_attention(o.attention, mode, c, model_path);
+      const attention_setup att = make_attention(o.attention, mode, c, model_path, n);
       const std::unique_ptr<device_planner> planner = make_device_planner(att, c);
       prefill_options po;
       po.rope = rope;
@@ -214,6 +214,7 @@ void run_prefill_bench(prefill_bench_options o) {
           {"scored_tokens", lp.size()}, {"weights", o.random_weights ? "random" : "model"},
           {"ppl_ratio", dense_ppl > 0 ? nlohmann::json(ppl / dense_ppl) : nlohmann::json(nullptr)},
           {"dense_layers", att.dense_layers}, {"clusters", att.cluster_source},
+          {"thresholds", thresholds_record(att)},
           {"summary", prefill_summary(res, mode, n)}};
       out.write(row);
       std::fprintf(report, "%-13s %7lld %9.2f %10.0f %6.1f%% %6.1f%% %8.3f %9.0f %9.4f %8s\n",
@@ -340,7 +341,7 @@ void setup_bench_prefill(CLI::App& bench) {
       ->delimiter(',')->check(CLI::Range(int64_t{2}, int64_t{1} << 24))->capture_default_str();
   sub->add_option("--modes", o->modes, "Attention modes (comma separated)")->delimiter(',')
       ->capture_default_str();
-  add_planner_options(sub, o->attention.params);
+  o->attention.threshold_options = add_planner_options(sub, o->attention.params);
   sub->add_option("--clusters", o->attention.clusters, "Cluster map (default: the model's shipped one)");
   add_dense_layers_option(sub, o->attention.dense_layers);
   sub->add_option("--repeats", o->repeats, "Timed prefills per mode (median reported)")

@@ -86,7 +86,7 @@ void run_demo(demo_options o) {
   std::vector<nlohmann::json> summaries;
   std::vector<std::vector<float>> logits;
   for (const std::string& mode : {std::string("dense"), o.attention.mode}) {
-    attention_setup att = make_attention(o.attention, mode, c, m.path);
+    attention_setup att = make_attention(o.attention, mode, c, m.path, o.tokens);
     po.on_layer = layer_progress("prefill [" + mode + "]");
     prefill_result r;
     if (gpu_weights) {

@@ -60,7 +60,7 @@ void run_attn(const attn_options& o) {
     for (double g : gammas) {
       attention_options ao = o.common.attention;
       ao.params.gamma = g;
-      setups.push_back(make_attention(ao, mode, c, m.path));
+      setups.push_back(make_attention(ao, mode, c, m.path, o.length));
       cands.push_back({mode, g, setups.back().plan.get()});
     }
   attention_probe probe(cands, bs);

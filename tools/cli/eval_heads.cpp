@@ -157,7 +157,7 @@ void run_heads(const heads_options& o) {
   check(!windows.empty() || o.texts.empty(), fn, "no text file holds a window of ", o.length,
         " tokens");
 
-  attention_setup att = make_attention(o.common.attention, modes[0], c, m.path);
+  attention_setup att = make_attention(o.common.attention, modes[0], c, m.path, o.length);
   json_lines out(o.common.json);
   FILE* const report = o.common.json.text_stream();
   std::fprintf(report, "mode %s, gamma %.3f, %zu window(s) of %lld tokens, dense layers: %s\n",

@@ -163,7 +163,8 @@ void run_needle(const needle_options& o) {
           for (double gamma : gs) {
             attention_options ao = o.common.attention;
             if (mode != "dense") ao.params.gamma = gamma;
-            attention_setup att = make_attention(ao, mode, c, m.path);
+            attention_setup att =
+                make_attention(ao, mode, c, m.path, static_cast<int64_t>(p.tokens.size()));
             prefill_options po;
             po.rope = o.common.rope;
             po.on_layer = layer_progress("[" + mode + " " + std::to_string(lengths[li]) + " @" +
@@ -202,6 +203,7 @@ void run_needle(const needle_options& o) {
             row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
             row["dense_layers"] =
                 mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
+            row["thresholds"] = thresholds_record(att);
             out.write(row);
             const std::string label =
                 mode == "dense" || gammas.size() == 1 ? mode : mode + "_g" + short_number(gamma);

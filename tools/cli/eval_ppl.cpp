@@ -91,7 +91,7 @@ void run_ppl(const ppl_options& o) {
   if (device == "cuda") gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
   json_lines out(o.common.json);
   FILE* const report = o.common.json.text_stream();
-  bool said_dense_layers = false;
+  std::string said_dense_layers;
   std::map<std::string, plot_series> curves;  // label -> ppl over length
   std::fprintf(report, "%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows",
                "ppl", "d_dense", "density", "prefill_s");
@@ -106,12 +106,13 @@ void run_ppl(const ppl_options& o) {
       for (double gamma : gs) {
         attention_options ao = o.common.attention;
         if (mode != "dense") ao.params.gamma = gamma;
-        attention_setup att = make_attention(ao, mode, c, m.path);
+        attention_setup att = make_attention(ao, mode, c, m.path, len);
         const std::unique_ptr<device_planner> planner = gpu ? make_device_planner(att, c) : nullptr;
-        if (mode != "dense" && !said_dense_layers) {
-          std::fprintf(report, "dense layers in the sparse modes: %s (density counts them)\n",
-                       describe_dense_layers(att).c_str());
-          said_dense_layers = true;
+        // Said again when it changes: the map's thresholds can differ per length.
+        if (mode != "dense" && describe_dense_layers(att) != said_dense_layers) {
+          said_dense_layers = describe_dense_layers(att);
+          std::fprintf(report, "dense layers in the sparse modes (density counts them): %s\n",
+                       said_dense_layers.c_str());
         }
         std::vector<double> logprobs;
         double density = 0.0, seconds = 0.0;
@@ -157,6 +158,7 @@ void run_ppl(const ppl_options& o) {
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
         row["dense_layers"] =
             mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
+        row["thresholds"] = thresholds_record(att);
         if (extended)
           row["rope"] = {{"type", o.common.rope.type}, {"factor", o.common.rope.factor}};
         out.write(row);

@@ -51,7 +51,7 @@ void run_generate(const generate_options& o) {
   check(o.max_new <= context - prompt, "generate", "the prompt's ", prompt,
         " tokens plus --max-new ", o.max_new, " exceed the model's ", kind, " context of ",
         context, " tokens: use --max-new ", context - prompt, " or less", or_rope);
-  attention_setup att = make_attention(o.attention, o.attention.mode, c, m.path);
+  attention_setup att = make_attention(o.attention, o.attention.mode, c, m.path, prompt);
 
   prefill_options po;
   po.on_layer = layer_progress("prefill [" + att.mode + "]");

@@ -103,7 +103,8 @@ void run_inspect(const inspect_options& o) {
                : "flexprefill";
   const std::vector<int32_t> ids = m.tok->encode(text, /*add_bos=*/false);
   check(!ids.empty(), fn, "the prompt '", o.prompt_file, "' encodes to no tokens");
-  attention_setup att = make_attention(o.attention, mode, c, m.path);
+  attention_setup att =
+      make_attention(o.attention, mode, c, m.path, static_cast<int64_t>(ids.size()));
   inspect_attention strategy(att.plan.get(), o.layer, o.head);
   llama_session session(m.weights, pool, static_cast<int64_t>(ids.size()));
   prefill_options po;

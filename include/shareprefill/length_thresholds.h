@@ -1,0 +1,35 @@
+// Planner thresholds per prompt length (issue 17): the cluster map's "thresholds" (format 4)
+// lists entries in ascending from_tokens, the first from 0; a prompt of n tokens takes the last
+// entry with from_tokens <= n. An entry sets only the thresholds it names; the others keep the
+// planner parameters' values.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shareprefill/planner_params.h"
+
+namespace sp {
+
+struct length_thresholds {
+  int64_t from_tokens = 0;            // applies to prompts of at least this many tokens
+  std::optional<double> tau_sim;      // in (0, 1]
+  std::optional<double> tau_qa;       // in (0, 1]
+  std::optional<int64_t> min_budget;  // tokens, >= 1
+};
+
+// The entry for a prompt of `n_tokens` tokens: the last one with from_tokens <= n_tokens, or
+// nullptr when `list` is empty. `list` must be ascending in from_tokens, starting at 0 (as the
+// cluster map reader checks); throws sp::error on n_tokens < 0.
+const length_thresholds* thresholds_for_length(const std::vector<length_thresholds>& list,
+                                               int64_t n_tokens);
+
+// `params` with the thresholds `t` names replaced (the others as they were).
+planner_params with_thresholds(planner_params params, const length_thresholds& t);
+
+// "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048", for progress lines.
+std::string describe_thresholds(const length_thresholds& t);
+
+}  // namespace sp

@@ -1,0 +1,37 @@
+// Planner thresholds per prompt length: the entry for a length, applying it, describing it.
+#include "shareprefill/length_thresholds.h"
+
+#include <sstream>
+
+#include "shareprefill/error.h"
+
+namespace sp {
+
+const length_thresholds* thresholds_for_length(const std::vector<length_thresholds>& list,
+                                               int64_t n_tokens) {
+  check(n_tokens >= 0, "thresholds_for_length", "prompt length must be >= 0 tokens, got ",
+        n_tokens);
+  const length_thresholds* found = nullptr;
+  for (const length_thresholds& t : list)
+    if (t.from_tokens <= n_tokens) found = &t;
+  return found;
+}
+
+planner_params with_thresholds(planner_params params, const length_thresholds& t) {
+  if (t.tau_sim) params.tau_sim = *t.tau_sim;
+  if (t.tau_qa) params.tau_qa = *t.tau_qa;
+  if (t.min_budget) params.min_budget = *t.min_budget;
+  return params;
+}
+
+std::string describe_thresholds(const length_thresholds& t) {
+  std::ostringstream out;
+  out << "for >= " << t.from_tokens << " tokens:";
+  const char* sep = " ";
+  if (t.tau_sim) out << sep << "tau_sim " << *t.tau_sim, sep = ", ";
+  if (t.tau_qa) out << sep << "tau_qa " << *t.tau_qa, sep = ", ";
+  if (t.min_budget) out << sep << "min_budget " << *t.min_budget;
+  return out.str();
+}
+
+}  // namespace sp

@@ -1,0 +1,134 @@
+// The cluster map's format 4 (issue 17): "thresholds" per prompt length round-trip, make the
+// writer pick format 4 (and only then), need the format-4 tag, and bad entries fail naming the
+// file, the key and the value; maps of formats 1-3 still load and keep their format; the shipped
+// settings map carries the second GPU sweep's choices at 8K and 32K.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "shareprefill/cluster_map.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+nlohmann::json map_json(const char* format) {
+  return {{"format", format},
+          {"model", {{"name", "tiny"}, {"layers", 2}, {"heads", 2}}},
+          {"clusters", {{"1", {{0, 0}, {1, 1}}}, {"2", {{0, 1}, {1, 0}}}}},
+          {"shared_clusters", {"2"}}};
+}
+
+const nlohmann::json two_lengths = {
+    {{"from_tokens", 0}, {"tau_sim", 0.5}, {"tau_qa", 0.2}, {"min_budget", 1024}},
+    {{"from_tokens", 16384}, {"tau_sim", 0.1}, {"min_budget", 2048}}};
+
+TEST(ClusterMapThresholds, FormatFourRoundTrips) {
+  nlohmann::json j = map_json("shareprefill.clusters/4");
+  j["thresholds"] = two_lengths;
+  const cluster_map m = cluster_map_from_json(j, "v4.json");
+  ASSERT_EQ(m.thresholds.size(), 2u);
+  EXPECT_EQ(m.thresholds[1].from_tokens, 16384);
+  EXPECT_EQ(m.thresholds[1].tau_sim, 0.1);
+  EXPECT_FALSE(m.thresholds[1].tau_qa.has_value());
+  EXPECT_EQ(m.thresholds[1].min_budget, 2048);
+  EXPECT_NO_THROW(m.validate(2, 2));
+  const std::string path = ::testing::TempDir() + "/cluster_map_thresholds.json";
+  cluster_map_save(path, m);
+  const cluster_map back = cluster_map_load(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(cluster_map_to_json(back), cluster_map_to_json(m));
+  EXPECT_EQ(cluster_map_to_json(back)["format"], "shareprefill.clusters/4");
+  EXPECT_EQ(cluster_map_to_json(back)["thresholds"], two_lengths);
+  // Without thresholds the lowest format that holds the map is written.
+  cluster_map plain = m;
+  plain.thresholds.clear();
+  EXPECT_EQ(cluster_map_to_json(plain)["format"], "shareprefill.clusters/1");
+  EXPECT_FALSE(cluster_map_to_json(plain).contains("thresholds"));
+  plain.head_gammas = {{{0, 1}, 0.99}};
+  EXPECT_EQ(cluster_map_to_json(plain)["format"], "shareprefill.clusters/3");
+}
+
+TEST(ClusterMapThresholds, OlderFormatsLoadUnchanged) {
+  for (const char* format : {"shareprefill.clusters/1", "shareprefill.clusters/2",
+                             "shareprefill.clusters/3", "shareprefill.clusters/4"}) {
+    const cluster_map m = cluster_map_from_json(map_json(format), format);
+    EXPECT_TRUE(m.thresholds.empty()) << format;
+    EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/1") << format;
+  }
+  nlohmann::json v3 = map_json("shareprefill.clusters/3");
+  v3.erase("model");  // written back with kv_heads and head_dim
+  v3["dense_heads"] = {{0, 0}};
+  v3["head_gammas"] = {{0, 1, 0.99}};
+  EXPECT_EQ(cluster_map_to_json(cluster_map_from_json(v3, "v3.json")), v3);
+  // Format-2 and -3 keys load under format 4.
+  nlohmann::json v4 = v3;
+  v4["format"] = "shareprefill.clusters/4";
+  v4["thresholds"] = two_lengths;
+  EXPECT_EQ(cluster_map_to_json(cluster_map_from_json(v4, "v4.json")), v4);
+}
+
+TEST(ClusterMapThresholds, TheShippedSettingsMapCarriesTheSweepsChoices) {
+  const cluster_map m = cluster_map_load(std::string(SP_SOURCE_DIR) +
+                                         "/data/clusters/smollm2-135m-instruct-head-settings.json");
+  EXPECT_NO_THROW(m.validate(30, 9));
+  ASSERT_EQ(m.thresholds.size(), 2u);
+  const length_thresholds* at_8k = thresholds_for_length(m.thresholds, 8192);
+  const length_thresholds* at_32k = thresholds_for_length(m.thresholds, 32768);
+  ASSERT_TRUE(at_8k && at_32k);
+  EXPECT_EQ(describe_thresholds(*at_8k),
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024");
+  EXPECT_EQ(describe_thresholds(*at_32k),
+            "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048");
+  EXPECT_TRUE(m.calibration.contains("thresholds_selection"));
+  // The default map stays format 1 without thresholds.
+  const cluster_map plain =
+      cluster_map_load(std::string(SP_SOURCE_DIR) + "/data/clusters/smollm2-135m-instruct.json");
+  EXPECT_TRUE(plain.thresholds.empty());
+}
+
+TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
+  nlohmann::json v3 = map_json("shareprefill.clusters/3");
+  v3["thresholds"] = two_lengths;
+  EXPECT_NE(testing::error_of([&] {
+              cluster_map_from_json(v3, "old.json");
+            }).find("old.json: \"thresholds\" needs \"format\": \"shareprefill.clusters/4\""),
+            std::string::npos);
+  const std::pair<nlohmann::json, const char*> bad[] = {
+      {nlohmann::json::array(), "\"thresholds\" must be a non-empty list"},
+      {{{"from_tokens", 0}}, "\"thresholds\" must be a non-empty list"},  // an object, not a list
+      {{7}, "thresholds: expected an object, got 7"},
+      {{{{"tau_sim", 0.5}}}, "\"from_tokens\" must be a non-negative integer"},
+      {{{{"from_tokens", -1}, {"tau_sim", 0.5}}}, "\"from_tokens\" must be a non-negative integer"},
+      {{{{"from_tokens", 0.5}, {"tau_sim", 0.5}}},
+       "\"from_tokens\" must be a non-negative integer"},
+      {{{{"from_tokens", 1024}, {"tau_sim", 0.5}}},
+       "the first entry must have \"from_tokens\": 0, got 1024"},
+      {{{{"from_tokens", 0}}}, "an entry must set tau_sim, tau_qa or min_budget"},
+      {{{{"from_tokens", 0}, {"tau-sim", 0.5}}}, "unknown key \"tau-sim\""},
+      {{{{"from_tokens", 0}, {"tau_sim", 0.0}}}, "\"tau_sim\" must be a number in (0, 1], got 0"},
+      {{{{"from_tokens", 0}, {"tau_qa", 1.5}}}, "\"tau_qa\" must be a number in (0, 1], got 1.5"},
+      {{{{"from_tokens", 0}, {"tau_qa", "0.2"}}}, "\"tau_qa\" must be a number in (0, 1]"},
+      {{{{"from_tokens", 0}, {"min_budget", 0}}}, "\"min_budget\" must be an integer >= 1"},
+      {{{{"from_tokens", 0}, {"min_budget", 1024.5}}}, "\"min_budget\" must be an integer >= 1"},
+      {{{{"from_tokens", 0}, {"tau_sim", 0.5}}, {{"from_tokens", 0}, {"tau_sim", 0.1}}},
+       "\"from_tokens\" must be strictly ascending, got 0 after 0"},
+      {{{{"from_tokens", 0}, {"tau_sim", 0.5}},
+        {{"from_tokens", 8192}, {"tau_sim", 0.1}},
+        {{"from_tokens", 4096}, {"tau_sim", 0.3}}},
+       "\"from_tokens\" must be strictly ascending, got 4096 after 8192"}};
+  for (const auto& [value, message] : bad) {
+    nlohmann::json j = map_json("shareprefill.clusters/4");
+    j["thresholds"] = value;
+    const std::string err = testing::error_of([&] { cluster_map_from_json(j, "t.json"); });
+    EXPECT_NE(err.find("t.json: "), std::string::npos) << err;
+    EXPECT_NE(err.find(message), std::string::npos) << value.dump() << " -> " << err;
+  }
+  nlohmann::json v5 = map_json("shareprefill.clusters/5");
+  EXPECT_NE(
+      testing::error_of([&] { cluster_map_from_json(v5, "v5.json"); }).find("\"format\": expected"),
+      std::string::npos);
+}
+
+}  // namespace
+}  // namespace sp

@@ -1,0 +1,55 @@
+// Planner thresholds per prompt length (issue 17, the cluster map's format 4): a prompt takes the
+// last entry whose from_tokens it reaches; an entry replaces only the thresholds it names.
+#include <gtest/gtest.h>
+
+#include "shareprefill/length_thresholds.h"
+#include "test_util.h"
+
+namespace sp {
+namespace {
+
+const std::vector<length_thresholds> two_lengths = {{0, 0.5, 0.2, 1024},
+                                                    {16384, 0.1, std::nullopt, 2048}};
+
+TEST(LengthThresholds, TheLastEntryReachedApplies) {
+  EXPECT_EQ(thresholds_for_length(two_lengths, 0), &two_lengths[0]);
+  EXPECT_EQ(thresholds_for_length(two_lengths, 8192), &two_lengths[0]);
+  EXPECT_EQ(thresholds_for_length(two_lengths, 16383), &two_lengths[0]);
+  EXPECT_EQ(thresholds_for_length(two_lengths, 16384), &two_lengths[1]);
+  EXPECT_EQ(thresholds_for_length(two_lengths, 131072), &two_lengths[1]);
+  EXPECT_EQ(thresholds_for_length({}, 8192), nullptr);
+  EXPECT_NE(testing::error_of([] {
+              thresholds_for_length(two_lengths, -1);
+            }).find("prompt length must be >= 0 tokens, got -1"),
+            std::string::npos);
+}
+
+TEST(LengthThresholds, AnEntryReplacesOnlyWhatItNames) {
+  planner_params p;
+  p.tau_sim = 0.7;
+  p.tau_qa = 0.3;
+  p.min_budget = 512;
+  p.gamma = 0.9;
+  const planner_params short_prompt = with_thresholds(p, two_lengths[0]);
+  EXPECT_EQ(short_prompt.tau_sim, 0.5);
+  EXPECT_EQ(short_prompt.tau_qa, 0.2);
+  EXPECT_EQ(short_prompt.min_budget, 1024);
+  const planner_params long_prompt = with_thresholds(p, two_lengths[1]);
+  EXPECT_EQ(long_prompt.tau_sim, 0.1);
+  EXPECT_EQ(long_prompt.tau_qa, 0.3);  // not named: kept
+  EXPECT_EQ(long_prompt.min_budget, 2048);
+  EXPECT_EQ(long_prompt.gamma, 0.9);
+  EXPECT_NO_THROW(long_prompt.validate());
+}
+
+TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {
+  EXPECT_EQ(describe_thresholds(two_lengths[1]),
+            "for >= 16384 tokens: tau_sim 0.1, min_budget 2048");
+  EXPECT_EQ(describe_thresholds(two_lengths[0]),
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024");
+  EXPECT_EQ(describe_thresholds({0, std::nullopt, 0.25, std::nullopt}),
+            "for >= 0 tokens: tau_qa 0.25");
+}
+
+}  // namespace
+}  // namespace sp
