@@ -18,6 +18,10 @@ shareprefill.attention_varlen) and each row is planned by its own shareprefill.P
 planner state is per prompt; row 0 uses the model's planner, the others are made alike), keyed
 by module.layer_idx: a new prompt starts when a layer index does not increase or the row
 lengths change, and reset() starts one explicitly. The output has zeros at padded tokens.
+A cluster map with planner thresholds per prompt length (format 4, ClusterMap.thresholds) gives
+each row's planner the entry for that row's length, as the CLI does (a row whose entry changes
+gets a new Planner at the start of a prompt), unless enable() is given tau_sim, tau_qa or
+min_budget: then those apply to every length.
 
 On the CPU the rows' plans go through one varlen call (rows whose plan still has to publish
 pivots, shareprefill mode's pivot layers, run one call each). On the GPU each row runs the
@@ -44,9 +48,12 @@ class Backend:
     a time) and the settings that choose between our prefill and SDPA. enable() creates it and
     stores it as `model.shareprefill`."""
 
-    def __init__(self, planner, prefill_min_tokens, new_planner=None):
+    def __init__(self, planner, prefill_min_tokens, new_planner=None, entry_for=None):
         self.planners = [planner]      # one per batch row
-        self.new_planner = new_planner  # makes the planners of rows 1, 2, ...
+        self.new_planner = new_planner  # new_planner(tokens): a planner for a row of that length
+        # entry_for(tokens): the map's thresholds for that length (None: no per-length entries)
+        self.entry_for = entry_for
+        self.entries = [entry_for(0) if entry_for else None]  # each row's planner's entry
         self.prefill_min_tokens = prefill_min_tokens
         self.last_layer = None   # layer_idx planned last in this prompt
         self.prompt_tokens = ()  # the rows' lengths of this prompt
@@ -76,13 +83,28 @@ class Backend:
         self.prompt_tokens = ()
 
     def planners_for(self, rows):
-        """The planners of the first `rows` batch rows (made on first use)."""
+        """The planners of the first `rows` batch rows (made on first use, for the rows' lengths
+        of this prompt)."""
         while len(self.planners) < rows:
             if self.new_planner is None:
                 raise Error("[shareprefill.hf] a batch of several prompts needs one planner per "
                             "row: create the Backend with new_planner (enable() does)")
-            self.planners.append(self.new_planner())
+            row = len(self.planners)
+            tokens = self.prompt_tokens[row] if row < len(self.prompt_tokens) else 0
+            self.planners.append(self.new_planner(tokens))
+            self.entries.append(self.entry_for(tokens) if self.entry_for else None)
         return self.planners[:rows]
+
+    def fit_to_lengths(self, lengths):
+        """At the start of a prompt: a new planner for each existing row whose length takes
+        other thresholds from the map than its planner has."""
+        if self.entry_for is None:
+            return
+        for row, tokens in enumerate(lengths[:len(self.planners)]):
+            entry = self.entry_for(tokens)
+            if entry != self.entries[row]:
+                self.planners[row] = self.new_planner(tokens)
+                self.entries[row] = entry
 
     def packing_for(self, attention_mask, query):
         """The Packing of this forward's batch (computed at its first layer, when the mask is
@@ -108,9 +130,13 @@ class Backend:
 
     def begin_layer(self, layer, lengths):
         """Resets the planners when `layer` starts a new prompt (a layer index that does not
-        increase, or other row lengths)."""
-        if self.last_layer is not None and (layer <= self.last_layer or lengths != self.prompt_tokens):
+        increase, or other row lengths) and fits them to the rows' lengths."""
+        new_prompt = (self.last_layer is None or layer <= self.last_layer
+                      or lengths != self.prompt_tokens)
+        if new_prompt and self.last_layer is not None:
             self.reset()
+        if new_prompt:
+            self.fit_to_lengths(lengths)
         self.last_layer = layer
         self.prompt_tokens = lengths
 
@@ -230,12 +256,36 @@ def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, *
     if isinstance(cluster_map, str) or hasattr(cluster_map, "__fspath__"):
         import os
         cluster_map = ClusterMap.load(os.fspath(cluster_map))
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", None)
-    def new_planner():
-        return Planner(cluster_map, mode, layers=layers, **thresholds)
+    layers = getattr(model.config, "num_hidden_layers", None)
+    new_planner, entry_for = planner_factory(cluster_map, mode, layers, thresholds)
+    return attach(model, Backend(new_planner(0), prefill_min_tokens, new_planner, entry_for))
 
-    return attach(model, Backend(new_planner(), prefill_min_tokens, new_planner))
+
+LENGTH_THRESHOLDS = ("tau_sim", "tau_qa", "min_budget")
+
+
+def planner_factory(cluster_map, mode, layers, thresholds):
+    """(new_planner(tokens), entry_for(tokens) or None) for enable(): Planner(cluster_map, mode,
+    layers=layers, **thresholds) with, when the map has thresholds per prompt length and
+    `thresholds` names none of tau_sim, tau_qa, min_budget, the map's entry for `tokens` (the
+    last one with from_tokens <= tokens) on top."""
+    entries = [] if cluster_map is None else list(cluster_map.thresholds)
+    if any(k in thresholds for k in LENGTH_THRESHOLDS):
+        entries = []
+
+    def entry_for(tokens):
+        found = None
+        for e in entries:
+            if e["from_tokens"] <= tokens:
+                found = e
+        return found
+
+    def new_planner(tokens=0):
+        entry = entry_for(tokens) or {}
+        settings = dict(thresholds, **{k: v for k, v in entry.items() if k != "from_tokens"})
+        return Planner(cluster_map, mode, layers=layers, **settings)
+
+    return new_planner, (entry_for if entries else None)
 
 
 def attach(model, backend):

@@ -86,6 +86,22 @@ void bind_cluster_map(nb::module_& m) {
           },
           "[(layer, head), ...] the sparse modes run dense (format-2 maps; else empty)")
       .def_prop_ro(
+          "thresholds",
+          [](const cluster_map_handle& h) {
+            nb::list entries;
+            for (const sp::length_thresholds& t : h.map->thresholds) {
+              nb::dict d;
+              d["from_tokens"] = t.from_tokens;
+              if (t.tau_sim) d["tau_sim"] = *t.tau_sim;
+              if (t.tau_qa) d["tau_qa"] = *t.tau_qa;
+              if (t.min_budget) d["min_budget"] = *t.min_budget;
+              entries.append(d);
+            }
+            return entries;
+          },
+          "[{from_tokens, tau_sim?, tau_qa?, min_budget?}, ...] planner thresholds by prompt "
+          "length, ascending (format-4 maps; else empty)")
+      .def_prop_ro(
           "layers", [](const cluster_map_handle& h) { return h.layers(); },
           "Layers the map covers (its model block, else the largest layer index + 1).")
       .def(

@@ -1,0 +1,64 @@
+"""Planner thresholds per prompt length (a format-4 cluster map) in the HF backend, without
+torch: the planner factory enable() uses and the Backend's planners per batch row."""
+import os
+
+import pytest
+
+import shareprefill as sp
+import shareprefill.hf as hf
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SETTINGS_MAP = os.path.join(REPO, "data", "clusters", "smollm2-135m-instruct-head-settings.json")
+
+
+def settings_map():
+    cmap = sp.ClusterMap.load(SETTINGS_MAP)
+    assert [e["from_tokens"] for e in cmap.thresholds] == [0, 16384]
+    return cmap
+
+
+def test_each_length_takes_the_maps_entry():
+    cmap = settings_map()
+    new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30, {"gamma": 0.9})
+    assert entry_for(8192)["from_tokens"] == 0 and entry_for(16383)["from_tokens"] == 0
+    assert entry_for(16384)["from_tokens"] == 16384 and entry_for(131072)["from_tokens"] == 16384
+    short, long = new_planner(8192).params, new_planner(32768).params
+    want = {e["from_tokens"]: e for e in cmap.thresholds}
+    for params, entry in ((short, want[0]), (long, want[16384])):
+        for key in ("tau_sim", "tau_qa", "min_budget"):
+            assert params[key] == pytest.approx(entry[key]), key
+        assert params["gamma"] == pytest.approx(0.9)  # the caller's other settings stay
+    assert long["tau_sim"] != short["tau_sim"]
+
+
+def test_explicit_thresholds_replace_the_maps_for_every_length():
+    new_planner, entry_for = hf.planner_factory(settings_map(), "shareprefill", 30,
+                                                {"min_budget": 512})
+    assert entry_for is None
+    for tokens in (8192, 32768):
+        params = new_planner(tokens).params
+        assert params["min_budget"] == 512 and params["tau_sim"] == pytest.approx(0.5)
+
+
+def test_maps_without_thresholds_plan_as_before():
+    cmap = sp.ClusterMap.load(os.path.join(REPO, "data", "clusters", "smollm2-135m-instruct.json"))
+    assert cmap.thresholds == []
+    new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30, {})
+    assert entry_for is None and new_planner(32768).params["min_budget"] == 1024
+
+
+def test_backend_refits_a_rows_planner_when_its_length_crosses_an_entry():
+    new_planner, entry_for = hf.planner_factory(settings_map(), "shareprefill", 30, {})
+    backend = hf.Backend(new_planner(0), 2, new_planner, entry_for)
+    backend.begin_layer(0, (8192,))
+    first = backend.planner
+    backend.begin_layer(1, (8192,))
+    backend.begin_layer(0, (8000,))  # a new prompt, same entry: the planner stays
+    assert backend.planner is first
+    backend.begin_layer(0, (32768, 8192))  # a new prompt of two rows
+    row0, row1 = backend.planners_for(2)
+    assert row0 is not first and row0.params["min_budget"] == 2048
+    assert row1.params["min_budget"] == 1024
+    backend.begin_layer(0, (1000, 20000))
+    row0, row1 = backend.planners_for(2)
+    assert row0.params["min_budget"] == 1024 and row1.params["min_budget"] == 2048
