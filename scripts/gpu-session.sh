@@ -23,7 +23,8 @@
 #   retrieval on the GPU at 8K/32K, the context-parallel simulation at 128K, 8 layers of 128K
 #   against cuDNN, and split-and-merge against one call at 32K.
 # `accuracy` (model and .cache/accuracy-texts carried): scripts/gpu-accuracy.sh's curves.
-# `sweep` (model and .cache/sweep-texts carried): scripts/gpu_threshold_sweep.py.
+# `sweep` (model and .cache/sweep-texts carried; scripts/gpu-sweep-texts.sh makes it here):
+#   scripts/gpu_threshold_sweep.py, its whole log in $OUT/sweep.log.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -126,13 +127,15 @@ case ${1:-} in
     ;;
   sweep)
     # Issue 17: thresholds chosen on calibration texts, then evaluated (scripts/gpu_threshold_sweep.py);
-    # carry .cache/sweep-texts (2.7 MB: the first 400 KB of each novel and the held-out KJV part).
+    # carry .cache (scripts/gpu-sweep-texts.sh: 2.7 MB, the first 400 KB of each novel and the
+    # held-out KJV part).
     mkdir -p /tmp/spc
     m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
     build_project; wait
     timeout ${SWEEP_S:-540} python3 scripts/gpu_threshold_sweep.py --bin "$BIN" --model "$m" \
-      --texts .cache/sweep-texts --out "$OUT/sweep" ${SWEEP_ARGS:-} 2>&1 | tail -70
+      --texts .cache/sweep-texts --out /tmp/sp-sweep ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep.log" |
+      tail -70
     ;;
   *)
     echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep (see the header)" >&2
