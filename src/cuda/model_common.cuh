@@ -21,6 +21,21 @@ __device__ __forceinline__ uint16_t float_to_bf16_bits(float x) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(x));
 }
 
+// The 8 bf16 of a 16-byte vector (low half of each word first) as fp32.
+__device__ __forceinline__ void unpack8(const uint4& v, float* f) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(words[i] << 16);
+    f[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+}
+
+// SwiGLU of one feature in fp32, silu(gate) * up: the value every SwiGLU kernel rounds to bf16.
+__device__ __forceinline__ float swiglu_value(float gate, float up) {
+  return gate / (1.0f + expf(-gate)) * up;
+}
+
 // Sum over the 32 lanes of a warp; every lane gets the result.
 __device__ __forceinline__ float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

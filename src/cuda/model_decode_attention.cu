@@ -71,15 +71,6 @@ __device__ __forceinline__ int64_t run_length(const decode_kernel_params& p) {
   return max(int64_t{1}, min(p.len, *p.len_device));
 }
 
-__device__ __forceinline__ void unpack8(const uint4& u, float* f) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 // Folds the running softmax state (m, l, acc) of another set of rows into this one (base 2).
 __device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[8], float om, float ol,
                                             const float (&oacc)[8]) {

@@ -48,7 +48,7 @@ __global__ void swiglu_kernel(uint16_t* __restrict__ out,        // out: [n, ffn
     const int64_t row = i / ffn, f = i % ffn;
     const float g = bf16_bits_to_float(gate[row * in_stride + f]);
     const float u = bf16_bits_to_float(up[row * in_stride + f]);
-    out[row * out_stride + f] = float_to_bf16_bits(g / (1.0f + expf(-g)) * u);
+    out[row * out_stride + f] = float_to_bf16_bits(swiglu_value(g, u));
   }
 }
 

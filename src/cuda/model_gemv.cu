@@ -25,16 +25,6 @@ namespace {
 constexpr int gemv_warps = 4;  // warps per block
 constexpr int gemv_threads = gemv_warps * 32;
 
-// 8 bf16 of a 16-byte vector (low half of each word first) to fp32.
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(words[i] << 16);
-    f[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-  }
-}
-
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
          (static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16);
@@ -108,7 +98,7 @@ struct swiglu_input {
       unpack8(u4[v], u);
       float s[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) s[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+      for (int i = 0; i < 8; ++i) s[i] = swiglu_value(g[i], u[i]);
       act[v] =
           make_uint4(pack2(s[0], s[1]), pack2(s[2], s[3]), pack2(s[4], s[5]), pack2(s[6], s[7]));
     }
