@@ -230,19 +230,19 @@ void run_prefill_bench(prefill_bench_options o) {
       // Each way's products and launches: the session's defaults (graph, greedy, eager), or
       // chosen (fused GEMVs or cuBLASLt, with or without programmatic launch).
       struct decode_way {
-        bool graphs = true, greedy = false, tuned = true;
-        int fused = -1, programmatic = -1;  // -1: the session's default
+        bool fused, programmatic, tuned = true, graphs = true, greedy = false;
       };
-      const bool default_fused = session.decode_fused_gemv(),
-                 default_programmatic = session.decode_programmatic_launch();
-      const auto decode_rate = [&](decode_way way) {
-        session.reset();
-        session.prefill(tokens, po, planner.get());
+      const decode_way defaults{session.decode_fused_gemv(), session.decode_programmatic_launch()};
+      const auto apply = [&](const decode_way& way) {
         session.set_decode_graphs(way.graphs);
         session.set_decode_gemm_tuning(way.tuned);
-        session.set_decode_programmatic_launch(way.programmatic < 0 ? default_programmatic
-                                                                    : way.programmatic == 1);
-        session.set_decode_fused_gemv(way.fused < 0 ? default_fused : way.fused == 1);
+        session.set_decode_programmatic_launch(way.programmatic);
+        session.set_decode_fused_gemv(way.fused);
+      };
+      const auto decode_rate = [&](const decode_way& way) {
+        session.reset();
+        session.prefill(tokens, po, planner.get());
+        apply(way);
         const auto step = [&](int32_t t) {
           return way.greedy ? session.decode_greedy(t)
                             : argmax(session.decode(t).data(), c.vocab_size);
@@ -251,21 +251,19 @@ void run_prefill_bench(prefill_bench_options o) {
         const auto t0 = std::chrono::steady_clock::now();
         for (int64_t i = 1; i < o.decode; ++i) next = step(next);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        session.set_decode_graphs(true);
-        session.set_decode_gemm_tuning(true);
-        session.set_decode_programmatic_launch(default_programmatic);
-        session.set_decode_fused_gemv(default_fused);
         return double(o.decode - 1) / s;
       };
-      const double tps = decode_rate({}), greedy_tps = decode_rate({true, true}),
-                   eager_tps = decode_rate({false}),
-                   fused_tps = decode_rate({true, false, true, 1, 0}),
-                   fused_programmatic_tps = decode_rate({true, false, true, 1, 1}),
-                   cublaslt_tps = decode_rate({true, false, true, 0, 0}),
-                   heuristic_tps = decode_rate({true, false, false, 0, 0}),
-                   programmatic_tps = decode_rate({true, false, true, 0, 1});
-      const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();  // the cuBLASLt way's
-      session.set_decode_gemm_tuning(true);
+      decode_way greedy = defaults, eager = defaults;
+      greedy.greedy = true;
+      eager.graphs = false;
+      const double tps = decode_rate(defaults), greedy_tps = decode_rate(greedy),
+                   eager_tps = decode_rate(eager), fused_tps = decode_rate({true, false}),
+                   fused_programmatic_tps = decode_rate({true, true}),
+                   cublaslt_tps = decode_rate({false, false});
+      const std::vector<gemm_tuning> tuning = session.decode_gemm_tuning();  // that way's choice
+      const double heuristic_tps = decode_rate({false, false, false}),
+                   programmatic_tps = decode_rate({false, true});
+      apply(defaults);  // the session's settings as they were
       const decode_parts parts = decode_parts_ms(c, n);
       nlohmann::json chunk_rows = nlohmann::json::array();
       std::string chunk_text;
@@ -287,8 +285,8 @@ void run_prefill_bench(prefill_bench_options o) {
                  {"greedy_tokens_per_s", greedy_tps}, {"eager_tokens_per_s", eager_tps},
                  {"heuristic_gemm_tokens_per_s", heuristic_tps},
                  {"programmatic_tokens_per_s", programmatic_tps},
-                 {"default_fused_gemv", default_fused},
-                 {"default_programmatic_launch", default_programmatic},
+                 {"default_fused_gemv", defaults.fused},
+                 {"default_programmatic_launch", defaults.programmatic},
                  {"fused_gemv_tokens_per_s", fused_tps},
                  {"cublaslt_gemm_tokens_per_s", cublaslt_tps},
                  {"fused_gemv_programmatic_tokens_per_s", fused_programmatic_tps},
@@ -303,8 +301,8 @@ void run_prefill_bench(prefill_bench_options o) {
                    "attention %.3f ms/token (%.0f GB/s), cuBLASLt GEMMs %.3f ms/token (heuristic) / "
                    "%.3f (timed)\n",
                    "decode", (long long)n, tps, 1e3 / tps,
-                   default_fused ? "fused GEMVs" : "cuBLASLt GEMMs",
-                   default_programmatic ? " + programmatic launch" : "", greedy_tps, eager_tps,
+                   defaults.fused ? "fused GEMVs" : "cuBLASLt GEMMs",
+                   defaults.programmatic ? " + programmatic launch" : "", greedy_tps, eager_tps,
                    parts.attention_ms, kv_bytes / (parts.attention_ms * 1e6), parts.gemm_ms,
                    parts.gemm_tuned_ms);
       std::fprintf(report,
