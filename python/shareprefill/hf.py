@@ -51,9 +51,9 @@ class Backend:
     def __init__(self, planner, prefill_min_tokens, new_planner=None, entry_for=None):
         self.planners = [planner]      # one per batch row
         self.new_planner = new_planner  # new_planner(tokens): a planner for a row of that length
-        # entry_for(tokens): the map's thresholds for that length (None: no per-length entries)
+        # entry_for(tokens): the map's thresholds for that length (None: no per-length entries);
+        # a planner new_planner made carries its entry as `thresholds_entry`
         self.entry_for = entry_for
-        self.entries = [entry_for(0) if entry_for else None]  # each row's planner's entry
         self.prefill_min_tokens = prefill_min_tokens
         self.last_layer = None   # layer_idx planned last in this prompt
         self.prompt_tokens = ()  # the rows' lengths of this prompt
@@ -92,7 +92,6 @@ class Backend:
             row = len(self.planners)
             tokens = self.prompt_tokens[row] if row < len(self.prompt_tokens) else 0
             self.planners.append(self.new_planner(tokens))
-            self.entries.append(self.entry_for(tokens) if self.entry_for else None)
         return self.planners[:rows]
 
     def fit_to_lengths(self, lengths):
@@ -101,10 +100,8 @@ class Backend:
         if self.entry_for is None:
             return
         for row, tokens in enumerate(lengths[:len(self.planners)]):
-            entry = self.entry_for(tokens)
-            if entry != self.entries[row]:
+            if self.entry_for(tokens) != getattr(self.planners[row], "thresholds_entry", None):
                 self.planners[row] = self.new_planner(tokens)
-                self.entries[row] = entry
 
     def packing_for(self, attention_mask, query):
         """The Packing of this forward's batch (computed at its first layer, when the mask is
@@ -269,23 +266,18 @@ def planner_factory(cluster_map, mode, layers, thresholds):
     layers=layers, **thresholds) with, when the map has thresholds per prompt length and
     `thresholds` names none of tau_sim, tau_qa, min_budget, the map's entry for `tokens` (the
     last one with from_tokens <= tokens) on top."""
-    entries = [] if cluster_map is None else list(cluster_map.thresholds)
-    if any(k in thresholds for k in LENGTH_THRESHOLDS):
-        entries = []
-
-    def entry_for(tokens):
-        found = None
-        for e in entries:
-            if e["from_tokens"] <= tokens:
-                found = e
-        return found
+    by_length = (cluster_map is not None and cluster_map.thresholds
+                 and not any(k in thresholds for k in LENGTH_THRESHOLDS))
+    entry_for = cluster_map.thresholds_for if by_length else None
 
     def new_planner(tokens=0):
-        entry = entry_for(tokens) or {}
-        settings = dict(thresholds, **{k: v for k, v in entry.items() if k != "from_tokens"})
-        return Planner(cluster_map, mode, layers=layers, **settings)
+        entry = entry_for(tokens) if entry_for else None
+        settings = dict(thresholds, **{k: v for k, v in (entry or {}).items() if k != "from_tokens"})
+        planner = Planner(cluster_map, mode, layers=layers, **settings)
+        planner.thresholds_entry = entry
+        return planner
 
-    return new_planner, (entry_for if entries else None)
+    return new_planner, entry_for
 
 
 def attach(model, backend):

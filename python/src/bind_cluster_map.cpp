@@ -17,6 +17,20 @@ nb::object python_from_json_text(const std::string& text) {
   return nb::module_::import_("json").attr("loads")(nb::str(text.c_str(), text.size()));
 }
 
+namespace {
+
+// One "thresholds" entry as {from_tokens, and the thresholds it sets}.
+nb::dict thresholds_dict(const sp::length_thresholds& t) {
+  nb::dict d;
+  d["from_tokens"] = t.from_tokens;
+  if (t.tau_sim) d["tau_sim"] = *t.tau_sim;
+  if (t.tau_qa) d["tau_qa"] = *t.tau_qa;
+  if (t.min_budget) d["min_budget"] = *t.min_budget;
+  return d;
+}
+
+}  // namespace
+
 void bind_cluster_map(nb::module_& m) {
   nb::class_<cluster_map_handle>(
       m, "ClusterMap", "A cluster map: clusters of (layer, head) pairs and the shared ones.")
@@ -89,18 +103,20 @@ void bind_cluster_map(nb::module_& m) {
           "thresholds",
           [](const cluster_map_handle& h) {
             nb::list entries;
-            for (const sp::length_thresholds& t : h.map->thresholds) {
-              nb::dict d;
-              d["from_tokens"] = t.from_tokens;
-              if (t.tau_sim) d["tau_sim"] = *t.tau_sim;
-              if (t.tau_qa) d["tau_qa"] = *t.tau_qa;
-              if (t.min_budget) d["min_budget"] = *t.min_budget;
-              entries.append(d);
-            }
+            for (const sp::length_thresholds& t : h.map->thresholds) entries.append(thresholds_dict(t));
             return entries;
           },
           "[{from_tokens, tau_sim?, tau_qa?, min_budget?}, ...] planner thresholds by prompt "
           "length, ascending (format-4 maps; else empty)")
+      .def(
+          "thresholds_for",
+          [](const cluster_map_handle& h, int64_t tokens) -> nb::object {
+            const sp::length_thresholds* t = sp::thresholds_for_length(h.map->thresholds, tokens);
+            return t == nullptr ? nb::none() : nb::object(thresholds_dict(*t));
+          },
+          nb::arg("tokens"),
+          "The thresholds entry for a prompt of `tokens` tokens (the last with from_tokens <= "
+          "tokens), or None when the map has none.")
       .def_prop_ro(
           "layers", [](const cluster_map_handle& h) { return h.layers(); },
           "Layers the map covers (its model block, else the largest layer index + 1).")
