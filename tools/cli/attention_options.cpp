@@ -115,13 +115,13 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
   params.head_gammas = dense.head_gammas;
   if (map && !map->thresholds.empty()) {
     s.thresholds_source = map_path;
-    const length_thresholds* t = thresholds_for_length(map->thresholds, prompt_tokens);
-    if (!thresholds_given(o) && t) {
-      params = with_thresholds(params, *t);
-      s.map_thresholds = *t;
+    if (!thresholds_given(o)) {  // the list starts at 0 tokens: every length has an entry
+      const length_thresholds& t = *thresholds_for_length(map->thresholds, prompt_tokens);
+      params = with_thresholds(params, t);
+      s.map_thresholds = t;
       check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
             "--max-budget ", params.max_budget, " is below the min_budget ", params.min_budget,
-            " that ", map_path, " sets ", describe_thresholds(*t),
+            " that ", map_path, " sets ", describe_thresholds(t),
             ": raise --max-budget or give --min-budget");
     }
   }
