@@ -1,7 +1,7 @@
-// Planner thresholds per prompt length (issue 17): the cluster map's "thresholds" (format 4)
-// lists entries in ascending from_tokens, the first from 0; a prompt of n tokens takes the last
-// entry with from_tokens <= n. An entry sets only the thresholds it names; the others keep the
-// planner parameters' values.
+// Planner settings per prompt length (issue 17): the cluster map's "thresholds" (format 4; format
+// 5 adds pivot_is_medoid) lists entries in ascending from_tokens, the first from 0; a prompt of n
+// tokens takes the last entry with from_tokens <= n. An entry sets only the settings it names;
+// the others keep the planner parameters' values.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,7 @@ struct length_thresholds {
   std::optional<double> tau_sim;      // in (0, 1]
   std::optional<double> tau_qa;       // in (0, 1]
   std::optional<int64_t> min_budget;  // tokens, >= 1
+  std::optional<bool> pivot_is_medoid;  // each shared cluster's medoid as its pivot (format 5)
 };
 
 // The entry for a prompt of `n_tokens` tokens: the last one with from_tokens <= n_tokens, or
@@ -29,7 +30,8 @@ const length_thresholds* thresholds_for_length(const std::vector<length_threshol
 // `params` with the thresholds `t` names replaced (the others as they were).
 planner_params with_thresholds(planner_params params, const length_thresholds& t);
 
-// "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048", for progress lines.
+// "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048, medoid pivots", for progress
+// lines.
 std::string describe_thresholds(const length_thresholds& t);
 
 }  // namespace sp

@@ -18,10 +18,10 @@ shareprefill.attention_varlen) and each row is planned by its own shareprefill.P
 planner state is per prompt; row 0 uses the model's planner, the others are made alike), keyed
 by module.layer_idx: a new prompt starts when a layer index does not increase or the row
 lengths change, and reset() starts one explicitly. The output has zeros at padded tokens.
-A cluster map with planner thresholds per prompt length (format 4, ClusterMap.thresholds) gives
-each row's planner the entry for that row's length, as the CLI does (a row whose entry changes
-gets a new Planner at the start of a prompt), unless enable() is given tau_sim, tau_qa or
-min_budget: then those apply to every length.
+A cluster map with planner settings per prompt length (formats 4 and 5, ClusterMap.thresholds)
+gives each row's planner the entry for that row's length, as the CLI does (a row whose entry
+changes gets a new Planner at the start of a prompt), unless enable() is given tau_sim, tau_qa,
+min_budget, pivot_is_medoid or pivot_prefers_dense: then those apply to every length.
 
 On the CPU the rows' plans go through one varlen call (rows whose plan still has to publish
 pivots, shareprefill mode's pivot layers, run one call each). On the GPU each row runs the
@@ -258,14 +258,14 @@ def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, *
     return attach(model, Backend(new_planner(0), prefill_min_tokens, new_planner, entry_for))
 
 
-LENGTH_THRESHOLDS = ("tau_sim", "tau_qa", "min_budget")
+LENGTH_THRESHOLDS = ("tau_sim", "tau_qa", "min_budget", "pivot_is_medoid", "pivot_prefers_dense")
 
 
 def planner_factory(cluster_map, mode, layers, thresholds):
     """(new_planner(tokens), entry_for(tokens) or None) for enable(): Planner(cluster_map, mode,
-    layers=layers, **thresholds) with, when the map has thresholds per prompt length and
-    `thresholds` names none of tau_sim, tau_qa, min_budget, the map's entry for `tokens` (the
-    last one with from_tokens <= tokens) on top."""
+    layers=layers, **thresholds) with, when the map has settings per prompt length and
+    `thresholds` names none of LENGTH_THRESHOLDS, the map's entry for `tokens` (the last one
+    with from_tokens <= tokens) on top."""
     by_length = (cluster_map is not None and cluster_map.thresholds
                  and not any(k in thresholds for k in LENGTH_THRESHOLDS))
     entry_for = cluster_map.thresholds_for if by_length else None

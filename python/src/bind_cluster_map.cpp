@@ -19,13 +19,14 @@ nb::object python_from_json_text(const std::string& text) {
 
 namespace {
 
-// One "thresholds" entry as {from_tokens, and the thresholds it sets}.
+// One "thresholds" entry as {from_tokens, and the settings it makes} (keys named as Planner's).
 nb::dict thresholds_dict(const sp::length_thresholds& t) {
   nb::dict d;
   d["from_tokens"] = t.from_tokens;
   if (t.tau_sim) d["tau_sim"] = *t.tau_sim;
   if (t.tau_qa) d["tau_qa"] = *t.tau_qa;
   if (t.min_budget) d["min_budget"] = *t.min_budget;
+  if (t.pivot_is_medoid) d["pivot_is_medoid"] = *t.pivot_is_medoid;
   return d;
 }
 
@@ -106,8 +107,8 @@ void bind_cluster_map(nb::module_& m) {
             for (const sp::length_thresholds& t : h.map->thresholds) entries.append(thresholds_dict(t));
             return entries;
           },
-          "[{from_tokens, tau_sim?, tau_qa?, min_budget?}, ...] planner thresholds by prompt "
-          "length, ascending (format-4 maps; else empty)")
+          "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?}, ...] planner "
+          "settings by prompt length, ascending (format-4 and -5 maps; else empty)")
       .def(
           "thresholds_for",
           [](const cluster_map_handle& h, int64_t tokens) -> nb::object {

@@ -1,9 +1,10 @@
 // Cluster map load/validate/save (DESIGN.md section 3). The reader accepts our versioned format
-// (1-4) and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
+// (1-5) and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
 // checks happen while parsing, shape checks in validate(). Every message starts with the
 // function name and names the file, the JSON key and the offending value.
 #include "shareprefill/cluster_map.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <utility>
@@ -15,12 +16,14 @@
 namespace sp {
 namespace {
 
-// Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds"; a map is
-// written in the lowest format that holds it, so older readers keep loading what they can.
+// Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds", format 5
+// "pivot_is_medoid" in a thresholds entry; a map is written in the lowest format that holds it,
+// so older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
 constexpr const char* format_name_3 = "shareprefill.clusters/3";
 constexpr const char* format_name_4 = "shareprefill.clusters/4";
+constexpr const char* format_name_5 = "shareprefill.clusters/5";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -44,14 +47,18 @@ std::string id_of(const nlohmann::json& v, const std::string& source, const std:
 }
 
 // One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
-// (in (0, 1], as planner_params::validate) and "min_budget" (integer >= 1)}.
-length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source) {
+// (in (0, 1], as planner_params::validate), "min_budget" (integer >= 1) and, from format 5,
+// "pivot_is_medoid" (bool)}.
+length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source,
+                                   int format) {
   const char* fn = "cluster_map_from_json";
   check(e.is_object(), fn, source, ": thresholds: expected an object, got ", json_excerpt(e));
   for (const auto& [key, value] : e.items())
-    check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget", fn,
-          source, ": thresholds: unknown key \"", key,
-          "\" (expected from_tokens, tau_sim, tau_qa, min_budget) in ", json_excerpt(e));
+    check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget" ||
+              key == "pivot_is_medoid",
+          fn, source, ": thresholds: unknown key \"", key,
+          "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid) in ",
+          json_excerpt(e));
   check(e.contains("from_tokens") && e["from_tokens"].is_number_integer() &&
             e["from_tokens"].get<int64_t>() >= 0,
         fn, source, ": thresholds: \"from_tokens\" must be a non-negative integer in ",
@@ -73,8 +80,17 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
           " in ", json_excerpt(e));
     t.min_budget = v.get<int64_t>();
   }
-  check(t.tau_sim || t.tau_qa || t.min_budget, fn, source,
-        ": thresholds: an entry must set tau_sim, tau_qa or min_budget, got ", json_excerpt(e));
+  if (e.contains("pivot_is_medoid")) {
+    const nlohmann::json& v = e["pivot_is_medoid"];
+    check(format >= 5, fn, source, ": thresholds: \"pivot_is_medoid\" needs \"format\": \"",
+          format_name_5, "\"");
+    check(v.is_boolean(), fn, source, ": thresholds: \"pivot_is_medoid\" must be true or false, got ",
+          json_excerpt(v), " in ", json_excerpt(e));
+    t.pivot_is_medoid = v.get<bool>();
+  }
+  check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid, fn, source,
+        ": thresholds: an entry must set tau_sim, tau_qa, min_budget or pivot_is_medoid, got ",
+        json_excerpt(e));
   return t;
 }
 
@@ -89,12 +105,13 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   map.source = source;
   int format = 1;
   if (j.contains("format")) {
-    const char* const names[] = {format_name, format_name_2, format_name_3, format_name_4};
-    for (int f = 1; f <= 4; ++f)
+    const char* const names[] = {format_name, format_name_2, format_name_3, format_name_4,
+                                 format_name_5};
+    for (int f = 1; f <= 5; ++f)
       if (j["format"] == names[f - 1]) format = f;
     check(j["format"] == names[format - 1], fn, source, ": \"format\": expected \"", format_name,
-          "\", \"", format_name_2, "\", \"", format_name_3, "\" or \"", format_name_4, "\", got ",
-          json_excerpt(j["format"]));
+          "\", \"", format_name_2, "\", \"", format_name_3, "\", \"", format_name_4, "\" or \"",
+          format_name_5, "\", got ", json_excerpt(j["format"]));
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -211,7 +228,7 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
           ": \"thresholds\" must be a non-empty list of {\"from_tokens\": ...} objects, got ",
           json_excerpt(d));
     for (const auto& e : d) {
-      const length_thresholds t = parse_thresholds(e, source);
+      const length_thresholds t = parse_thresholds(e, source, format);
       if (map.thresholds.empty())
         check(t.from_tokens == 0, fn, source,
               ": thresholds: the first entry must have \"from_tokens\": 0, got ", t.from_tokens);
@@ -312,7 +329,11 @@ bool cluster_map::any_medoid() const {
 
 nlohmann::json cluster_map_to_json(const cluster_map& map) {
   nlohmann::json j;
-  j["format"] = !map.thresholds.empty()    ? format_name_4
+  const bool medoid_entries =
+      std::any_of(map.thresholds.begin(), map.thresholds.end(),
+                  [](const length_thresholds& t) { return t.pivot_is_medoid.has_value(); });
+  j["format"] = medoid_entries              ? format_name_5
+                : !map.thresholds.empty()    ? format_name_4
                 : !map.head_gammas.empty() ? format_name_3
                 : !map.dense_heads.empty() ? format_name_2
                                            : format_name;
@@ -356,6 +377,7 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
       if (t.tau_sim) e["tau_sim"] = *t.tau_sim;
       if (t.tau_qa) e["tau_qa"] = *t.tau_qa;
       if (t.min_budget) e["min_budget"] = *t.min_budget;
+      if (t.pivot_is_medoid) e["pivot_is_medoid"] = *t.pivot_is_medoid;
       d.push_back(e);
     }
     j["thresholds"] = d;

@@ -21,6 +21,7 @@ planner_params with_thresholds(planner_params params, const length_thresholds& t
   if (t.tau_sim) params.tau_sim = *t.tau_sim;
   if (t.tau_qa) params.tau_qa = *t.tau_qa;
   if (t.min_budget) params.min_budget = *t.min_budget;
+  if (t.pivot_is_medoid) params.pivot_is_medoid = *t.pivot_is_medoid;
   return params;
 }
 
@@ -30,7 +31,8 @@ std::string describe_thresholds(const length_thresholds& t) {
   const char* sep = " ";
   if (t.tau_sim) out << sep << "tau_sim " << *t.tau_sim, sep = ", ";
   if (t.tau_qa) out << sep << "tau_qa " << *t.tau_qa, sep = ", ";
-  if (t.min_budget) out << sep << "min_budget " << *t.min_budget;
+  if (t.min_budget) out << sep << "min_budget " << *t.min_budget, sep = ", ";
+  if (t.pivot_is_medoid) out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots");
   return out.str();
 }
 

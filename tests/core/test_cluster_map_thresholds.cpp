@@ -1,7 +1,8 @@
 // The cluster map's format 4 (issue 17): "thresholds" per prompt length round-trip, make the
 // writer pick format 4 (and only then), need the format-4 tag, and bad entries fail naming the
-// file, the key and the value; maps of formats 1-3 still load and keep their format; the shipped
-// settings map carries the second GPU sweep's choices at 8K and 32K.
+// file, the key and the value; format 5 adds "pivot_is_medoid" to an entry (and only format 5
+// may); maps of formats 1-3 still load and keep their format; the shipped settings map carries
+// the second GPU sweep's choices at 8K and 32K.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -49,6 +50,37 @@ TEST(ClusterMapThresholds, FormatFourRoundTrips) {
   EXPECT_EQ(cluster_map_to_json(plain)["format"], "shareprefill.clusters/3");
 }
 
+TEST(ClusterMapThresholds, FormatFiveCarriesMedoidPivots) {
+  nlohmann::json j = map_json("shareprefill.clusters/5");
+  j["medoids"] = {{"2", {0, 1}}};
+  j["thresholds"] = two_lengths;
+  j["thresholds"][1]["pivot_is_medoid"] = true;
+  const cluster_map m = cluster_map_from_json(j, "v5.json");
+  EXPECT_FALSE(m.thresholds[0].pivot_is_medoid.has_value());
+  EXPECT_EQ(m.thresholds[1].pivot_is_medoid, true);
+  const nlohmann::json back = cluster_map_to_json(m);
+  EXPECT_EQ(back["format"], "shareprefill.clusters/5");
+  EXPECT_EQ(back["thresholds"], j["thresholds"]);
+  // Without the key the map is written as format 4 again.
+  cluster_map v4 = m;
+  v4.thresholds[1].pivot_is_medoid.reset();
+  EXPECT_EQ(cluster_map_to_json(v4)["format"], "shareprefill.clusters/4");
+  // The key needs format 5 and a boolean.
+  nlohmann::json old = j;
+  old["format"] = "shareprefill.clusters/4";
+  EXPECT_NE(testing::error_of([&] { cluster_map_from_json(old, "old.json"); })
+                .find("old.json: thresholds: \"pivot_is_medoid\" needs \"format\": "
+                      "\"shareprefill.clusters/5\""),
+            std::string::npos);
+  j["thresholds"][1]["pivot_is_medoid"] = 1;
+  EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v5.json"); })
+                .find("\"pivot_is_medoid\" must be true or false, got 1"),
+            std::string::npos);
+  // An entry may set nothing but the pivot rule.
+  j["thresholds"] = {{{"from_tokens", 0}, {"pivot_is_medoid", false}}};
+  EXPECT_EQ(cluster_map_from_json(j, "v5.json").thresholds[0].pivot_is_medoid, false);
+}
+
 TEST(ClusterMapThresholds, OlderFormatsLoadUnchanged) {
   for (const char* format : {"shareprefill.clusters/1", "shareprefill.clusters/2",
                              "shareprefill.clusters/3", "shareprefill.clusters/4"}) {
@@ -77,9 +109,9 @@ TEST(ClusterMapThresholds, TheShippedSettingsMapCarriesTheSweepsChoices) {
   const length_thresholds* at_32k = thresholds_for_length(m.thresholds, 32768);
   ASSERT_TRUE(at_8k && at_32k);
   EXPECT_EQ(describe_thresholds(*at_8k),
-            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024");
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots");
   EXPECT_EQ(describe_thresholds(*at_32k),
-            "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048");
+            "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048, medoid pivots");
   EXPECT_TRUE(m.calibration.contains("thresholds_selection"));
   // The default map stays format 1 without thresholds.
   const cluster_map plain =
@@ -104,7 +136,7 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
        "\"from_tokens\" must be a non-negative integer"},
       {{{{"from_tokens", 1024}, {"tau_sim", 0.5}}},
        "the first entry must have \"from_tokens\": 0, got 1024"},
-      {{{{"from_tokens", 0}}}, "an entry must set tau_sim, tau_qa or min_budget"},
+      {{{{"from_tokens", 0}}}, "an entry must set tau_sim, tau_qa, min_budget or pivot_is_medoid"},
       {{{{"from_tokens", 0}, {"tau-sim", 0.5}}}, "unknown key \"tau-sim\""},
       {{{{"from_tokens", 0}, {"tau_sim", 0.0}}}, "\"tau_sim\" must be a number in (0, 1], got 0"},
       {{{{"from_tokens", 0}, {"tau_qa", 1.5}}}, "\"tau_qa\" must be a number in (0, 1], got 1.5"},
@@ -124,9 +156,9 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
     EXPECT_NE(err.find("t.json: "), std::string::npos) << err;
     EXPECT_NE(err.find(message), std::string::npos) << value.dump() << " -> " << err;
   }
-  nlohmann::json v5 = map_json("shareprefill.clusters/5");
+  nlohmann::json v6 = map_json("shareprefill.clusters/6");
   EXPECT_NE(
-      testing::error_of([&] { cluster_map_from_json(v5, "v5.json"); }).find("\"format\": expected"),
+      testing::error_of([&] { cluster_map_from_json(v6, "v6.json"); }).find("\"format\": expected"),
       std::string::npos);
 }
 

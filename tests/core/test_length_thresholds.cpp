@@ -8,8 +8,8 @@
 namespace sp {
 namespace {
 
-const std::vector<length_thresholds> two_lengths = {{0, 0.5, 0.2, 1024},
-                                                    {16384, 0.1, std::nullopt, 2048}};
+const std::vector<length_thresholds> two_lengths = {{0, 0.5, 0.2, 1024, std::nullopt},
+                                                    {16384, 0.1, std::nullopt, 2048, std::nullopt}};
 
 TEST(LengthThresholds, TheLastEntryReachedApplies) {
   EXPECT_EQ(thresholds_for_length(two_lengths, 0), &two_lengths[0]);
@@ -39,7 +39,14 @@ TEST(LengthThresholds, AnEntryReplacesOnlyWhatItNames) {
   EXPECT_EQ(long_prompt.tau_qa, 0.3);  // not named: kept
   EXPECT_EQ(long_prompt.min_budget, 2048);
   EXPECT_EQ(long_prompt.gamma, 0.9);
+  EXPECT_FALSE(long_prompt.pivot_is_medoid);
   EXPECT_NO_THROW(long_prompt.validate());
+  length_thresholds medoid = two_lengths[1];
+  medoid.pivot_is_medoid = true;
+  EXPECT_TRUE(with_thresholds(p, medoid).pivot_is_medoid);
+  p.pivot_is_medoid = true;
+  medoid.pivot_is_medoid = false;
+  EXPECT_FALSE(with_thresholds(p, medoid).pivot_is_medoid);
 }
 
 TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {
@@ -47,8 +54,10 @@ TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {
             "for >= 16384 tokens: tau_sim 0.1, min_budget 2048");
   EXPECT_EQ(describe_thresholds(two_lengths[0]),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024");
-  EXPECT_EQ(describe_thresholds({0, std::nullopt, 0.25, std::nullopt}),
+  EXPECT_EQ(describe_thresholds({0, std::nullopt, 0.25, std::nullopt, std::nullopt}),
             "for >= 0 tokens: tau_qa 0.25");
+  EXPECT_EQ(describe_thresholds({4096, std::nullopt, std::nullopt, 2048, true}),
+            "for >= 4096 tokens: min_budget 2048, medoid pivots");
 }
 
 }  // namespace

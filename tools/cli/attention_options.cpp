@@ -30,16 +30,18 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
       ->capture_default_str();
   sub->add_flag("--share-within-layer", p.share_within_layer,
                 "Share a pivot's pattern inside its own layer (pivots run first)");
-  sub->add_flag("--pivot-medoid", p.pivot_is_medoid,
-                "Use each shared cluster's offline medoid as its pivot");
-  sub->add_flag("--pivot-dense", p.pivot_prefers_dense,
-                "Make the first member of a shared cluster that runs dense anyway (dense heads "
-                "or layers) its pivot (host planner only)");
+  const CLI::Option* pivot_medoid =
+      sub->add_flag("--pivot-medoid", p.pivot_is_medoid,
+                    std::string("Use each shared cluster's offline medoid as its pivot") + by_map);
+  const CLI::Option* pivot_dense =
+      sub->add_flag("--pivot-dense", p.pivot_prefers_dense,
+                    "Make the first member of a shared cluster that runs dense anyway (dense heads "
+                    "or layers) its pivot (host planner only)");
   sub->add_option("--estimation-blocks", p.estimation_blocks,
                   "Query blocks (from the end) the vertical/slash statistics average over (host "
                   "planner only)")
       ->capture_default_str();
-  return {tau_sim, tau_qa, min_budget};
+  return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
 bool thresholds_given(const attention_options& o) {
@@ -146,7 +148,8 @@ std::string describe_dense_layers(const attention_setup& s) {
         "; thresholds from " + s.thresholds_source + " " + describe_thresholds(*s.map_thresholds);
   else if (!s.thresholds_source.empty())
     text += "; thresholds of " + s.thresholds_source +
-            " ignored (--tau-sim, --tau-qa or --min-budget given)";
+            " ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense "
+            "given)";
   return text;
 }
 
@@ -156,6 +159,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
   return {{"tau_sim", p.tau_sim},
           {"tau_qa", p.tau_qa},
           {"min_budget", p.min_budget},
+          {"pivot_is_medoid", p.pivot_is_medoid},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)}};

@@ -18,8 +18,9 @@
 namespace sp::cli {
 
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
-// --share-within-layer and --pivot-medoid. Returns the options a cluster map's thresholds per
-// length stand in for (--tau-sim, --tau-qa, --min-budget), for attention_options.
+// --share-within-layer, --pivot-medoid, --pivot-dense and --estimation-blocks. Returns the
+// options a cluster map's settings per length stand in for (--tau-sim, --tau-qa, --min-budget,
+// --pivot-medoid, and --pivot-dense, which excludes medoid pivots), for attention_options.
 std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_params& params);
 
 struct attention_options {
@@ -27,12 +28,12 @@ struct attention_options {
   std::string clusters;        // cluster map JSON; empty = the model's shipped default
   std::string dense_layers;    // --dense-layers spec ("0-2,11-29", "none"); empty = the map's
   planner_params params;
-  // --tau-sim, --tau-qa and --min-budget as parsed: when the user gave any of them (count() > 0)
-  // they win for all three and the map's thresholds per length are ignored.
+  // --tau-sim, --tau-qa, --min-budget, --pivot-medoid and --pivot-dense as parsed: when the user
+  // gave any of them (count() > 0) they win and the map's settings per length are ignored.
   std::vector<const CLI::Option*> threshold_options;
 };
 
-// Whether the user gave --tau-sim, --tau-qa or --min-budget.
+// Whether the user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense.
 bool thresholds_given(const attention_options& o);
 
 // Adds --dense-layers (layers that run dense attention in the sparse modes; default: those the
@@ -68,8 +69,8 @@ struct attention_setup {
 // clearly without one. The --dense-layers spec is checked against the model's layer count in
 // every mode; without it a sparse mode runs dense the layers listed in the cluster map
 // (o.clusters or the shipped default, validated against the model), if any. A sparse mode that
-// loads a map with thresholds per length plans with the entry for `prompt_tokens`, unless the
-// user gave --tau-sim, --tau-qa or --min-budget.
+// loads a map with settings per length plans with the entry for `prompt_tokens`, unless the
+// user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path,
                                int64_t prompt_tokens);
