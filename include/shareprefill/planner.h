@@ -26,6 +26,7 @@
 
 #include "shareprefill/block_mask.h"
 #include "shareprefill/cluster_map.h"
+#include "shareprefill/pattern_extension.h"
 #include "shareprefill/planner_params.h"
 #include "shareprefill/tensor.h"
 #include "shareprefill/thread_pool.h"
@@ -105,13 +106,7 @@ bool sharing_gate(const planner_params& params, const cluster_slot& pivot, const
 bool carried_sharing_gate(const planner_params& params, const cluster_slot& pivot,
                           const float* v_blk, const float* s_blk, int64_t n_blocks);
 
-// The extension of a pivot pattern to new query block rows [new_begin, new_end): from its rows
-// [row_begin, row_end), a diagonal offset o recurs when its tile (r, r-o) is in at least half of
-// the rows r with r-o >= 0; a key block c recurs when, among the tiles not on a recurring offset,
-// (r, c) is in at least half of the rows r >= c. The extension is every causal (r, c) of the new
-// rows with c a recurring column or r-c a recurring offset. Sorted, no duplicates.
-std::vector<tile> extend_pivot_pattern(const std::vector<tile>& pattern, int64_t row_begin,
-                                       int64_t row_end, int64_t new_begin, int64_t new_end);
+// extend_pivot_pattern: shareprefill/pattern_extension.h (sp_core, shared with the device).
 
 struct plan_state {
   int64_t n_tokens = 0;     // 0 until the first plan() of the prompt
