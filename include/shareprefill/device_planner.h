@@ -80,13 +80,14 @@ struct device_plan_state {
   bool published = false;         // publish() ran for the last layer
   int64_t layer_max_pivots = 0;  // of the last planned layer
   int64_t query_offset = 0;      // chunk start of the layers planned with this state
+  bool carried = false;          // moved to its chunk by begin_chunk (query_offset fixed)
 };
 
 // The state of one shared cluster, copied to the host (for tests and inspection).
 struct device_cluster_slot {
   bool has_pivot = false, has_pattern = false;
   int32_t pivot_layer = -1, pivot_head = -1;
-  std::vector<float> pivot_v_blk, pivot_s_blk;  // [nb]
+  std::vector<float> pivot_v_blk, pivot_s_blk;  // [m]: the nb of the chunk that planned the pivot
   std::vector<tile> pivot_vs_tiles, pivot_pattern;
   double pivot_vs_ratio = 0.0;
 };
@@ -129,10 +130,27 @@ class device_planner {
   // are cleared to 0 here, as on the host). The plan's query_offset is s; its schedule holds the
   // chunk's query blocks only (the CSR rows before the chunk are never read by the kernel). The
   // state is begun for e tokens (begin_prompt(state, ..., e, ...): a fresh sharing state per
-  // chunk); every layer planned with it must use the same s.
+  // chunk) or moved to the chunk by begin_chunk(state, e, ...) (a carried sharing state, then s
+  // must be the previous chunk's end); every layer planned with it must use the same s.
   device_plan_output plan_chunk(int64_t layer, int64_t query_offset, const tensor_view& q,
                                 const tensor_view& k, device_plan_state& state, void* workspace,
                                 int64_t workspace_bytes, void* stream) const;
+
+  // Chunked prefill with a carried sharing state (docs/PLANNER.md "Chunked prefill", the host's
+  // planner::begin_chunk): moves `state` from its chunk [s, e) to the next one [e, n_tokens),
+  // whose layers are then planned from 0 with plan_chunk(layer, e, ...). Each cluster keeps its
+  // pivot (layer, head): at its layer the pivot is the pivot again (dense over the chunk's rows,
+  // query-aware or not; its profiles replaced when planned, its pattern and vs_ratio when
+  // published); before that the members share its pattern extended to the chunk's rows
+  // (extend_pivot_pattern, on the host) through the carried gate (profiles of different lengths
+  // compared over their common range). Start a prompt with begin_prompt(state, memory, bytes,
+  // first chunk end, ...) where bytes >= state_bytes(prompt length), plan the first chunk at
+  // s = 0, then begin_chunk for each next one. Throws unless n_tokens exceeds the state's, the
+  // chunk start (the state's tokens) is a multiple of 128, publish() followed the last layer,
+  // every layer of the previous chunk was planned, and the memory holds state_bytes(n_tokens).
+  // Synchronous: waits for `stream` (the previous chunk's work), re-lays the state out for the
+  // new length on the host and uploads it (one host round trip per chunk; none per layer).
+  void begin_chunk(device_plan_state& state, int64_t n_tokens, void* stream) const;
 
   // After the layer's attention filled plan.block_attention: each pivot's section-2G pattern,
   // its vs_ratio, has_pattern, into the state.

@@ -20,6 +20,10 @@
 // [e - s, H, D]. CPU: the host planner on the keys [0, e) with zeros before the chunk's queries
 // (bench chunk-plan's way), the CPU kernel with the query offset, publish of the chunk's rows of
 // A. CUDA: device_planner::plan_chunk, the kernel on the chunk plan, publish.
+// With a carried sharing state instead: prefill_layer_begin(state, p, e0, ..., memory for the
+// whole prompt) and the first chunk at query_offset 0, then per next chunk
+// prefill_layer_begin_chunk(state, p, e, stream) and query_offset = the previous chunk's end
+// (planner::begin_chunk / device_planner::begin_chunk: pivots kept, patterns extended).
 #pragma once
 
 #include <cstdint>
@@ -49,7 +53,9 @@ struct prefill_layer_params {
 struct prefill_layer_state {
   bool on_device = false;
   int64_t n_tokens = 0;       // of the prompt, or the chunk end e (prefill_layer_begin)
-  int64_t query_offset = -1;  // the chunk start of the layers run so far (-1: none yet)
+  int64_t query_offset = -1;  // the chunk start of the layers run so far (-1: none yet), or
+                              // of the chunk prefill_layer_begin_chunk moved the state to
+  bool carried = false;       // moved by prefill_layer_begin_chunk
   plan_state host;            // CPU
   device_plan_state device;   // CUDA (memory: device_planner::state_bytes)
 };
@@ -73,6 +79,14 @@ int64_t prefill_layer_workspace_bytes(const layer_shape& shape, const prefill_la
 void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params& params,
                          int64_t n_tokens, bool on_device, void* state_memory, int64_t bytes,
                          void* stream);
+
+// Chunked prefill with a carried sharing state: moves the state from its chunk [s, e) (every
+// layer run) to the next one [e, n_tokens), whose layers run with params.query_offset = e.
+// CPU: planner::begin_chunk; CUDA: device_planner::begin_chunk (waits for `stream` once; the
+// state memory must hold state_bytes(n_tokens), so bind memory for the whole prompt in
+// prefill_layer_begin). Their errors for a bad chunk end or an unfinished chunk.
+void prefill_layer_begin_chunk(prefill_layer_state& state, const prefill_layer_params& params,
+                               int64_t n_tokens, void* stream);
 
 // q: [N - s, H, D]; k, v: [N, Hkv, D]; out: [N - s, H, D] (CPU: f32; CUDA: the dtype of q);
 // N = the state's n_tokens, s = params.query_offset (0: the whole prompt; a chunk's start, a

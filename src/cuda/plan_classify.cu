@@ -5,7 +5,9 @@
 // all threads first gathered into shared memory), which also update the state exactly as the
 // host planner does: first eligible non-query-aware head of a shared cluster without a pivot
 // becomes the pivot; a later layer's head shares when the gates pass; dense layers keep their
-// pivots and make every other head dense, as do dense heads.
+// pivots and make every other head dense, as do dense heads. With a state carried from an
+// earlier chunk (device_planner::begin_chunk) a cluster's pivot is the pivot again at its layer
+// and the gates compare profiles of different lengths over their common range, as on the host.
 // Means and the estimate are fp64 in the host's order (bitwise equal inputs give equal means);
 // the means read their tokens through a shared tile filled by cp.async (one wait for memory per
 // block), the estimate's dot products read k_pool 16 bytes at a time.
@@ -127,11 +129,15 @@ __global__ void query_aware_test_kernel(plan_pointers p, plan_rules r, double* l
   }
 }
 
-// Section 2C gates for heads whose shared cluster has a published pattern. grid (H), 256.
+// Section 2C gates for heads whose shared cluster has a published pattern. The pivot's profiles
+// are the state's, except for heads after a pivot carried into this layer (begin_chunk), which
+// the host gates against the profiles the pivot just took from this chunk: its rows of blk.
+// Profiles of another length (carried from an earlier chunk) are compared over their common
+// range, renormalised (the host's carried_sharing_gate). grid (H), 256.
 __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   __shared__ double scratch[32];
-  const int64_t h = blockIdx.x, nb = p.s.nb;
-  const int32_t slot = r.slot_of[r.layer * p.s.heads + h];
+  const int64_t h = blockIdx.x, nb = p.s.nb, heads = p.s.heads;
+  const int32_t slot = r.slot_of[r.layer * heads + h];
   const bool applies = r.mode == mode_shareprefill && slot >= 0 && st.has_pattern[slot] != 0;
   if (!applies) {
     if (threadIdx.x == 0) {
@@ -140,9 +146,31 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
     }
     return;
   }
-  const double js_v = block_js_distance(st.pivot_v_blk + slot * nb, p.blk + h * nb, nb, scratch);
-  const double js_s =
-      block_js_distance(st.pivot_s_blk + slot * nb, p.blk + (p.s.heads + h) * nb, nb, scratch);
+  const float* pivot_v = st.pivot_v_blk + slot * nb;
+  const float* pivot_s = st.pivot_s_blk + slot * nb;
+  int64_t m = st.profile_blocks[slot];
+  if (st.has_pivot[slot] != 0 && st.pivot_layer[slot] == r.layer && st.pivot_head[slot] < h) {
+    const int64_t ph = st.pivot_head[slot];
+    pivot_v = p.blk + ph * nb;
+    pivot_s = p.blk + (heads + ph) * nb;
+    m = nb;
+  }
+  const float* v = p.blk + h * nb;
+  const float* s = p.blk + (heads + h) * nb;
+  double js_v = 0.0, js_s = 0.0;
+  if (m == nb) {
+    js_v = block_js_distance(pivot_v, v, nb, scratch);
+    js_s = block_js_distance(pivot_s, s, nb, scratch);
+  } else {  // key blocks [0, common); slash offsets [0, common): the last `common` chunks
+    const int64_t common = min(m, nb);
+    const float* pivot_s_end = pivot_s + m - common;
+    const float* s_end = s + nb - common;
+    js_v = block_js_distance(pivot_v, v, common, scratch, block_sum(pivot_v, common, scratch),
+                             block_sum(v, common, scratch));
+    js_s = block_js_distance(pivot_s_end, s_end, common, scratch,
+                             block_sum(pivot_s_end, common, scratch),
+                             block_sum(s_end, common, scratch));
+  }
   if (threadIdx.x == 0) {
     p.gate_ok[h] = js_v < r.tau_sim && js_s < r.tau_sim && st.vs_ratio[slot] < r.tau_fb;
     p.gate_dist[2 * h] = static_cast<float>(js_v);
@@ -154,13 +182,15 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
 // query-aware sort segments. The inputs of every head are read at once (one thread a head), the
 // decisions are taken by one thread in head order from shared memory (a head becomes its
 // cluster's pivot when the slot had none before the layer and no earlier head of the layer took
-// it), and the results are written by all threads. grid (1), classify_threads, dynamic shared
+// it, or when it is the slot's pivot carried from an earlier chunk), and the results are written by all threads. grid (1), classify_threads, dynamic shared
 // memory classify_smem_bytes(H, slots).
 constexpr int classify_threads = 256;
 struct head_decision {
-  int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware)
+  int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware unless carried)
   int32_t pivot_slot;   // this layer's pivot number or -1
-  uint8_t qa, eligible, slot_had_pivot, gate_passes, dense, kind;
+  // carried: the slot's pivot from an earlier chunk (begin_chunk) is this head: the pivot again,
+  // query-aware or not, eligible or not (the host's carried_pivot).
+  uint8_t qa, eligible, slot_had_pivot, gate_passes, dense, carried, kind;
 };
 size_t classify_smem_bytes(int64_t heads, int64_t slots) {
   return static_cast<size_t>(heads) * sizeof(head_decision) + static_cast<size_t>(slots);
@@ -176,13 +206,14 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
     d.qa = p.qa[h] != 0;
     d.slot = -1;
     const int64_t at = r.layer * heads + h;
-    if (r.mode == mode_shareprefill && !d.qa) {
-      d.slot = r.slot_of[at];
-      if (d.slot >= 0) {
-        d.slot_had_pivot = st.has_pivot[d.slot] != 0;
-        d.eligible = r.eligible[at] != 0;
-        d.gate_passes = st.has_pattern[d.slot] != 0 && p.gate_ok[h] != 0;
-      }
+    const int32_t slot = r.mode == mode_shareprefill ? r.slot_of[at] : -1;
+    d.carried = slot >= 0 && st.has_pivot[slot] != 0 && st.pivot_layer[slot] == r.layer &&
+                st.pivot_head[slot] == h;
+    if (slot >= 0 && (!d.qa || d.carried)) {
+      d.slot = slot;
+      d.slot_had_pivot = st.has_pivot[slot] != 0;
+      d.eligible = r.eligible[at] != 0;
+      d.gate_passes = st.has_pattern[slot] != 0 && p.gate_ok[h] != 0;
     }
     d.dense = r.dense_layer || r.dense_head[at] != 0;
     decision[h] = d;
@@ -195,14 +226,13 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
       uint8_t kind = d.qa ? kind_query_aware : kind_vertical_slash;
       d.pivot_slot = -1;
       if (d.slot >= 0) {
-        if (!d.slot_had_pivot && !taken[d.slot]) {
-          if (d.eligible) {
-            kind = kind_pivot;
-            taken[d.slot] = 1;
-            d.pivot_slot = count;
-            p.slot_head[count++] = static_cast<int32_t>(h);
-          }
-        } else if (d.gate_passes) {
+        const bool free = !d.slot_had_pivot && !taken[d.slot];
+        if (d.carried || (free && d.eligible)) {
+          kind = kind_pivot;
+          taken[d.slot] = 1;
+          d.pivot_slot = count;
+          p.slot_head[count++] = static_cast<int32_t>(h);
+        } else if (!free && d.gate_passes) {
           kind = kind_shared;
         }
       }
@@ -226,11 +256,12 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
   }
 }
 
-// A new pivot's block profiles into its cluster's slot. grid (H), 256.
+// A new (or carried) pivot's block profiles into its cluster's slot. grid (H), 256.
 __global__ void pivot_profiles_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   const int64_t h = blockIdx.x, nb = p.s.nb;
   if (p.kinds[h] != kind_pivot) return;
   const int32_t slot = r.slot_of[r.layer * p.s.heads + h];
+  if (threadIdx.x == 0) st.profile_blocks[slot] = static_cast<int32_t>(nb);
   for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) {
     st.pivot_v_blk[slot * nb + c] = p.blk[h * nb + c];
     st.pivot_s_blk[slot * nb + c] = p.blk[(p.s.heads + h) * nb + c];

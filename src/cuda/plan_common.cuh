@@ -57,13 +57,29 @@ __device__ __forceinline__ uint32_t causal_word(int64_t w, int64_t r) {
   return (2u << (r - first)) - 1u;
 }
 
+// Sum of x[0 .. n) in fp64 by one block; every thread gets the result. scratch: [32] shared
+// doubles.
+__device__ __forceinline__ double block_sum(const float* x, int64_t n, double* scratch) {
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+  return block_reduce<false>(acc, scratch);
+}
+
+// x / sum rounded to float, as the host renormalises a profile (carried_sharing_gate); x as
+// given where sum is not positive (an all-zero profile stays zero, and sum 0 means "as given").
+__device__ __forceinline__ double renormalised(float x, double sum) {
+  return sum > 0.0 ? static_cast<double>(static_cast<float>(static_cast<double>(x) / sum)) : x;
+}
+
 // JS distance (natural log, 0 ln 0 = 0) of p and q over n entries, by one block; every thread
-// gets the result. scratch: [32] shared doubles.
+// gets the result. With p_sum (q_sum) > 0 the entries of p (q) are renormalised by it first
+// (renormalised() above). scratch: [32] shared doubles.
 __device__ __forceinline__ double block_js_distance(const float* p, const float* q, int64_t n,
-                                                    double* scratch) {
+                                                    double* scratch, double p_sum = 0.0,
+                                                    double q_sum = 0.0) {
   double kl_p = 0.0, kl_q = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const double a = p[i], b = q[i], m = 0.5 * (a + b);
+    const double a = renormalised(p[i], p_sum), b = renormalised(q[i], q_sum), m = 0.5 * (a + b);
     if (a > 0.0) kl_p += a * log(a / m);
     if (b > 0.0) kl_q += b * log(b / m);
   }

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "cuda_check.h"
+#include "plan_chunk_carry.h"
 #include "plan_layout.h"
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/device_planner.h"
@@ -50,15 +51,6 @@ void copy_to_host(std::vector<T>& out, const void* src, int64_t count, const cha
     cuda::check_cuda(cudaMemcpy(out.data(), src, static_cast<size_t>(count) * sizeof(T),
                                 cudaMemcpyDeviceToHost),
                      fn, "cudaMemcpy to the host");
-}
-
-std::vector<tile> tiles_of_bits(const uint32_t* bits, int64_t nb, int64_t words) {
-  std::vector<tile> t;
-  for (int64_t r = 0; r < nb; ++r)
-    for (int64_t c = 0; c <= r; ++c)
-      if ((bits[r * words + c / 32] >> (c % 32)) & 1u)
-        t.emplace_back(static_cast<int32_t>(r), static_cast<int32_t>(c));
-  return t;
 }
 
 void check_view(const char* fn, const char* name, const tensor_view& x, int64_t n, int64_t heads,
@@ -218,6 +210,36 @@ void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_
                    fn, "clearing the state");
 }
 
+void device_planner::begin_chunk(device_plan_state& state, int64_t n_tokens, void* stream) const {
+  const char* fn = "device_planner::begin_chunk";
+  const impl& m = *impl_;
+  const int64_t bs = cuda::plan_block, start = state.n_tokens;
+  check(state.memory != nullptr, fn,
+        "the state is not bound: begin_prompt() the first chunk (its memory sized by "
+        "state_bytes() of the whole prompt)");
+  check(n_tokens > start, fn, "the chunk's keys must end past the state's ", start,
+        " tokens, got ", n_tokens);
+  check(start % bs == 0, fn, "the chunk would start at token ", start,
+        ", not a multiple of the block size ", bs);
+  check(!state.awaiting_publish, fn, "publish() was not called after layer ", state.last_layer,
+        " of the previous chunk");
+  check(state.last_layer == m.layers - 1, fn, "the previous chunk (tokens ", state.query_offset,
+        "-", start, ") was planned up to layer ", state.last_layer, " of ", m.layers);
+  const int64_t need = state_bytes(n_tokens);
+  check(state.bytes >= need, fn, "state memory of ", state.bytes, " bytes is too small for a chunk "
+        "ending at ", n_tokens, ": ", need, " needed; size it with state_bytes() of the whole "
+        "prompt");
+  cuda::carry_state(state.memory, m.slots, state.query_offset, start, n_tokens,
+                    static_cast<cudaStream_t>(stream));
+  state.n_tokens = n_tokens;
+  state.query_offset = start;
+  state.carried = true;
+  state.last_layer = -1;
+  state.awaiting_publish = false;
+  state.published = false;
+  state.layer_max_pivots = 0;
+}
+
 device_plan_output device_planner::plan(int64_t layer, const tensor_view& q, const tensor_view& k,
                                        device_plan_state& state, void* workspace,
                                        int64_t workspace_bytes, void* stream) const {
@@ -243,9 +265,12 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   check(shape.n_tokens == state.n_tokens, fn, "the state belongs to a prompt (or chunk end) of ",
         state.n_tokens, " tokens, got ", shape.n_tokens, " (chunk start ", query_offset, " + ",
         q.shape[0], " queries); begin_prompt() a new one");
+  check(!state.carried || query_offset == state.query_offset, fn,
+        "the state was moved by begin_chunk() to the chunk starting at ", state.query_offset,
+        ", got ", query_offset);
   check(state.last_layer < 0 || query_offset == state.query_offset, fn,
         "the state's layers were planned for the chunk starting at ", state.query_offset,
-        ", got ", query_offset, "; begin_prompt() a new state for each chunk");
+        ", got ", query_offset, "; begin_prompt() a new state for each chunk, or begin_chunk()");
   check_view(fn, "q", q, q.shape[0], shape.heads, shape.dim);
   check_view(fn, "k", k, shape.n_tokens, shape.kv_heads, shape.dim);
   check(q.type == k.type, fn, "q is ", dtype_name(q.type), " but k is ", dtype_name(k.type));
@@ -394,16 +419,17 @@ std::vector<device_cluster_slot> device_planner::download_state(
       d.pivot_layer = d.pivot_head = -1;
       continue;
     }
-    d.pivot_v_blk.resize(static_cast<size_t>(l.nb));
-    d.pivot_s_blk.resize(static_cast<size_t>(l.nb));
-    std::memcpy(d.pivot_v_blk.data(), at(l.pivot_v_blk) + 4 * s * l.nb, 4 * l.nb);
-    std::memcpy(d.pivot_s_blk.data(), at(l.pivot_s_blk) + 4 * s * l.nb, 4 * l.nb);
+    const int64_t blocks = i32(l.profile_blocks);  // < nb: carried from an earlier chunk
+    d.pivot_v_blk.resize(static_cast<size_t>(blocks));
+    d.pivot_s_blk.resize(static_cast<size_t>(blocks));
+    std::memcpy(d.pivot_v_blk.data(), at(l.pivot_v_blk) + 4 * s * l.nb, 4 * blocks);
+    std::memcpy(d.pivot_s_blk.data(), at(l.pivot_s_blk) + 4 * s * l.nb, 4 * blocks);
     std::vector<uint32_t> bits(static_cast<size_t>(l.nb * l.words));
     std::memcpy(bits.data(), at(l.vs_bits) + 4 * s * l.nb * l.words, 4 * bits.size());
-    d.pivot_vs_tiles = tiles_of_bits(bits.data(), l.nb, l.words);
+    d.pivot_vs_tiles = cuda::tiles_of_bits(bits.data(), l.nb, l.words);
     if (d.has_pattern) {
       std::memcpy(bits.data(), at(l.pattern_bits) + 4 * s * l.nb * l.words, 4 * bits.size());
-      d.pivot_pattern = tiles_of_bits(bits.data(), l.nb, l.words);
+      d.pivot_pattern = cuda::tiles_of_bits(bits.data(), l.nb, l.words);
     }
   }
   return out;

@@ -142,6 +142,7 @@ state_layout make_state_layout(int64_t slots, int64_t n) {
   l.pivot_head = c.take(4 * sl);
   l.has_pattern = c.take(4 * sl);
   l.vs_ratio = c.take(8 * sl);
+  l.profile_blocks = c.take(4 * sl);
   l.pivot_v_blk = c.take(4 * sl * l.nb);
   l.pivot_s_blk = c.take(4 * sl * l.nb);
   l.vs_bits = c.take(4 * sl * l.nb * l.words);
@@ -218,6 +219,7 @@ state_pointers bind_state(const state_layout& l, void* b) {
   s.pivot_head = at<int32_t>(b, l.pivot_head);
   s.has_pattern = at<int32_t>(b, l.has_pattern);
   s.vs_ratio = at<double>(b, l.vs_ratio);
+  s.profile_blocks = at<int32_t>(b, l.profile_blocks);
   s.pivot_v_blk = at<float>(b, l.pivot_v_blk);
   s.pivot_s_blk = at<float>(b, l.pivot_s_blk);
   s.vs_bits = at<uint32_t>(b, l.vs_bits);

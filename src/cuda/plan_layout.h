@@ -59,7 +59,7 @@ struct workspace_layout {
 
 struct state_layout {
   int64_t slots = 0, nb = 0, words = 0;
-  int64_t error, has_pivot, pivot_layer, pivot_head, has_pattern, vs_ratio;
+  int64_t error, has_pivot, pivot_layer, pivot_head, has_pattern, vs_ratio, profile_blocks;
   int64_t pivot_v_blk, pivot_s_blk, vs_bits, pattern_bits;
   int64_t total;
 };
@@ -131,7 +131,10 @@ struct state_pointers {
   int32_t* pivot_head;
   int32_t* has_pattern;
   double* vs_ratio;
-  float* pivot_v_blk;       // [slots, nb]
+  // [slots] blocks of the pivot's profiles (its chunk's nb; < nb when carried from an earlier
+  // chunk by device_planner::begin_chunk, then the gates compare over the common range).
+  int32_t* profile_blocks;
+  float* pivot_v_blk;       // [slots, nb] (the first profile_blocks[slot] entries are valid)
   float* pivot_s_blk;
   uint32_t* vs_bits;        // [slots, nb, words] the pivot's own vertical-slash tiles
   uint32_t* pattern_bits;   // [slots, nb, words] the published pattern

@@ -24,6 +24,9 @@ int64_t device_planner::max_pivots() const { fail("device_planner::max_pivots", 
 void device_planner::begin_prompt(device_plan_state&, void*, int64_t, int64_t, void*) const {
   fail("device_planner::begin_prompt", "built without CUDA");
 }
+void device_planner::begin_chunk(device_plan_state&, int64_t, void*) const {
+  fail("device_planner::begin_chunk", "built without CUDA");
+}
 device_plan_output device_planner::plan(int64_t, const tensor_view&, const tensor_view&,
                                         device_plan_state&, void*, int64_t, void*) const {
   fail("device_planner::plan", "built without CUDA");

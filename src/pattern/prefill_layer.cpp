@@ -65,11 +65,28 @@ void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params&
   state.on_device = on_device;
   state.n_tokens = n_tokens;
   state.query_offset = -1;
+  state.carried = false;
   state.host.reset();
   state.device = device_plan_state{};
   if (!on_device) return;
   check(params.device != nullptr, fn, "device tensors need params.device (a device_planner)");
   params.device->begin_prompt(state.device, state_memory, bytes, n_tokens, stream);
+}
+
+void prefill_layer_begin_chunk(prefill_layer_state& state, const prefill_layer_params& params,
+                               int64_t n_tokens, void* stream) {
+  const char* fn = "prefill_layer_begin_chunk";
+  check(state.n_tokens > 0, fn, "the state is not begun: prefill_layer_begin() the first chunk");
+  if (state.on_device) {
+    check(params.device != nullptr, fn, "device tensors need params.device (a device_planner)");
+    params.device->begin_chunk(state.device, n_tokens, stream);
+  } else {
+    check(params.host != nullptr, fn, "host tensors need params.host (a planner)");
+    params.host->begin_chunk(state.host, n_tokens);
+  }
+  state.query_offset = state.n_tokens;
+  state.n_tokens = n_tokens;
+  state.carried = true;
 }
 
 prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
@@ -89,8 +106,10 @@ prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
   check(q.shape[0] == state.n_tokens - s, fn, "q has ", q.shape[0], " tokens, the chunk [", s,
         ", ", state.n_tokens, ") has ", state.n_tokens - s);
   check(state.query_offset < 0 || state.query_offset == s, fn,
-        "the state ran the chunk starting at ", state.query_offset, ", got ", s,
-        "; prefill_layer_begin() a new state for each chunk");
+        state.carried ? "the state was moved to the chunk starting at "
+                      : "the state ran the chunk starting at ",
+        state.query_offset, ", got ", s,
+        state.carried ? "" : "; prefill_layer_begin() a new state for each chunk");
   prefill_layer_result r;
   if (!state.on_device) {
     check(params.host != nullptr && params.pool != nullptr, fn,

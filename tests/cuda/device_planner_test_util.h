@@ -159,11 +159,12 @@ inline tensor_view on_device(const void* data, dtype type, std::initializer_list
   return t;
 }
 
-// The device state's clusters against the host state's (pivot identity, profiles to rounding,
-// patterns and vs_ratio); counts the pivots whose vertical-slash tiles differ (ties, bounded by
-// the caller's mass checks) in moved_heads.
+// The device state's clusters against the host state's (pivot identity, profiles to rounding
+// and of the same length (a chunk's nb; shorter when carried from an earlier chunk), patterns
+// and vs_ratio); counts the pivots whose vertical-slash tiles differ (ties, bounded by the
+// caller's mass checks) in moved_heads.
 inline void expect_same_state(const std::vector<device_cluster_slot>& ds,
-                              const plan_state& host_state, int64_t nb, int64_t& moved_heads) {
+                              const plan_state& host_state, int64_t& moved_heads) {
   ASSERT_EQ(ds.size(), host_state.clusters.size());
   for (size_t i = 0; i < ds.size(); ++i) {
     SCOPED_TRACE(str("cluster ", i));
@@ -174,7 +175,9 @@ inline void expect_same_state(const std::vector<device_cluster_slot>& ds,
     EXPECT_EQ(d.pivot_layer, hs.pivot_layer);
     EXPECT_EQ(d.pivot_head, hs.pivot_head);
     EXPECT_EQ(d.has_pattern, hs.has_pattern);
-    for (int64_t b = 0; b < nb; ++b) {
+    ASSERT_EQ(d.pivot_v_blk.size(), hs.pivot_v_blk.size());
+    ASSERT_EQ(d.pivot_s_blk.size(), hs.pivot_s_blk.size());
+    for (size_t b = 0; b < hs.pivot_v_blk.size(); ++b) {
       EXPECT_NEAR(d.pivot_v_blk[b], hs.pivot_v_blk[b], 2e-6 + 2e-4 * hs.pivot_v_blk[b]);
       EXPECT_NEAR(d.pivot_s_blk[b], hs.pivot_s_blk[b], 2e-6 + 2e-4 * hs.pivot_s_blk[b]);
     }

@@ -168,7 +168,7 @@ void compare_case(const planner_case& c) {
 
     // The carried state.
     if (c.mode != plan_mode::shareprefill || host_state.clusters.empty()) continue;
-    expect_same_state(dev.dp.download_state(dev.state), host_state, nb, moved_heads);
+    expect_same_state(dev.dp.download_state(dev.state), host_state, moved_heads);
   }
   GTEST_LOG_(INFO) << name_of(c) << ": heads with different tiles (mass-checked): " << moved_heads;
 }

@@ -9,9 +9,15 @@
 // and the state after publish. The device's A rows before the chunk are left as junk by this
 // test (the workspace is filled with 0x3f bytes and only the chunk's rows are uploaded), so
 // publish agrees with the host only if plan_chunk clears them.
+// With a carried sharing state (device_planner::begin_chunk against planner::begin_chunk, 2-4
+// chunks, shareprefill with the synthetic cluster map): the same comparisons with one state per
+// prompt, plus the state right after each begin_chunk (pivots kept, profiles of the earlier
+// chunk's length, patterns extended to the new rows); the cases must contain heads that share
+// only through the carried state (at or before their cluster's pivot layer) and carried pivots.
 // Also: a dense-plan chunked run through prefill_layer equals the one-shot run bit for bit on
-// the chunk's rows; a shareprefill chunked run matches the CPU's prefill_layer chunks; bad chunk
-// starts, q/k length mismatches and a state reused for another chunk give clear errors.
+// the chunk's rows; a shareprefill chunked run matches the CPU's prefill_layer chunks (fresh and
+// carried); bad chunk starts, q/k length mismatches, a state reused for another chunk and bad
+// begin_chunk calls give clear errors.
 // Skips without a GPU.
 #include <gtest/gtest.h>
 
@@ -22,6 +28,7 @@
 
 #include "device_planner_test_util.h"
 #include "shareprefill/prefill_layer.h"
+#include "shareprefill/statistics.h"
 #include "test_util.h"
 
 namespace sp {
@@ -77,9 +84,58 @@ int64_t chunk_workspace_bytes(const device_planner& dp, const planner_case& c, i
   return bytes;
 }
 
-// Plans every chunk of a case on both planners, comparing as the header says.
-void compare_chunks(const planner_case& c, int64_t chunk) {
-  SCOPED_TRACE(str(name_of(c), " chunk=", chunk));
+// What a carried run exercised (host kinds): heads of chunks after the first that share at or
+// before their cluster's pivot layer (possible only through the carried pattern), pivots
+// planned again in a later chunk, and gates against profiles of an earlier chunk (checked by
+// expect_gate_distances).
+struct carry_counts {
+  int64_t carried_shares = 0, carried_pivots = 0, carried_gates = 0;
+};
+
+// The device's gate distances (gate_dist [H, 2], -1 where no gate applied) against the host's
+// sharing_gate, which decides by max(JSd v, JSd s) < tau_sim once vs_ratio passes: with the
+// host's profiles of each head (last_block_statistics of the padded queries) and its cluster's
+// slot as the host planner saw it at that head (`before` the layer; `after` for heads after a
+// pivot re-planned in this layer, which took the chunk's profiles), the gate must pass at
+// tau_sim = max + 1e-4 and fail at max - 1e-4. Counts the gates whose pivot profiles were of
+// another length (carried_sharing_gate) in *carried_gates.
+void expect_gate_distances(const std::vector<float>& gate, const tensor_view& q_padded,
+                           const tensor_view& k, const planner_params& params,
+                           const std::vector<int32_t>& cluster_of, int64_t layer,
+                           const std::vector<cluster_slot>& before,
+                           const std::vector<cluster_slot>& after, thread_pool& pool,
+                           int64_t* carried_gates) {
+  const int64_t heads = q_padded.shape[1], nb = (q_padded.shape[0] + 127) / 128;
+  const budget_rule rule{128, params.gamma, params.min_blocks(), params.max_blocks(nb)};
+  const std::vector<head_statistics> stats = last_block_statistics(q_padded, k, rule, pool);
+  for (int64_t h = 0; h < heads; ++h) {
+    if (gate[2 * h] < 0.0f) continue;
+    const int32_t c = cluster_of[layer * heads + h];
+    const bool replanned = before[c].pivot_layer == layer && before[c].pivot_head < h;
+    cluster_slot slot = replanned ? after[c] : before[c];
+    slot.pivot_vs_ratio = 0.0;  // the distances alone
+    const double d = std::max(gate[2 * h], gate[2 * h + 1]);
+    planner_params p = params;
+    p.tau_fb = 1.0;
+    p.tau_sim = d + 1e-4;
+    const head_statistics& st = stats[static_cast<size_t>(h)];
+    EXPECT_TRUE(sharing_gate(p, slot, st.v_blk.data(), st.s_blk.data(), nb))
+        << "head " << h << ": the host's distances exceed the device's max " << d;
+    p.tau_sim = d - 1e-4;
+    if (p.tau_sim > 0.0) {
+      EXPECT_FALSE(sharing_gate(p, slot, st.v_blk.data(), st.s_blk.data(), nb))
+          << "head " << h << ": the host's distances are below the device's max " << d;
+    }
+    *carried_gates += static_cast<int64_t>(slot.pivot_v_blk.size()) != nb;
+  }
+}
+
+// Plans every chunk of a case on both planners, comparing as the header says; `carried`: one
+// sharing state for the prompt, moved by begin_chunk (else a fresh one per chunk), what it
+// exercised added to *counts.
+void compare_chunks(const planner_case& c, int64_t chunk, bool carried = false,
+                    carry_counts* counts = nullptr) {
+  SCOPED_TRACE(str(name_of(c), " chunk=", chunk, carried ? " carried" : " fresh"));
   const cluster_map map = map_of(c);
   const planner_params params = params_of(c);
   const cluster_map* clusters = c.mode == plan_mode::shareprefill ? &map : nullptr;
@@ -91,12 +147,26 @@ void compare_chunks(const planner_case& c, int64_t chunk) {
   ws.fill_bytes(0x3f);  // junk (0.747f) where nothing writes
   thread_pool pool;
   int64_t moved_heads = 0;
+  carry_counts local;
+  carry_counts& n = counts != nullptr ? *counts : local;
+  const std::vector<int32_t> cluster_of =
+      clusters != nullptr ? map.head_table(c.layers, c.heads) : std::vector<int32_t>{};
+  plan_state host_state;
+  device_plan_state state;
   for (int64_t s = 0; s < c.n; s += chunk) {
     const int64_t e = std::min(c.n, s + chunk), nb = (e + 127) / 128, first_row = s / 128;
     SCOPED_TRACE(str("chunk [", s, ", ", e, ")"));
-    plan_state host_state;
-    device_plan_state state;
-    dp.begin_prompt(state, st.data(), static_cast<int64_t>(st.size()), e, nullptr);
+    if (carried && s > 0) {
+      host.begin_chunk(host_state, e);
+      dp.begin_chunk(state, e, nullptr);
+      if (clusters != nullptr) {
+        SCOPED_TRACE("after begin_chunk");
+        expect_same_state(dp.download_state(state), host_state, moved_heads);
+      }
+    } else {
+      host_state.reset();
+      dp.begin_prompt(state, st.data(), static_cast<int64_t>(st.size()), e, nullptr);
+    }
     for (int64_t layer = 0; layer < c.layers; ++layer) {
       SCOPED_TRACE(str("layer ", layer));
       const device_layer& d = layers[static_cast<size_t>(layer)];
@@ -105,8 +175,9 @@ void compare_chunks(const planner_case& c, int64_t chunk) {
                 q_pad.begin() + s * c.heads * c.dim);
       const tensor_view k_host = rows_of(d.x.k.data(), 0, e, c.kv_heads, c.dim, false);
       const tensor_view v_host = rows_of(d.x.v.data(), 0, e, c.kv_heads, c.dim, false);
-      const layer_plan hp = host.plan(layer, rows_of(q_pad.data(), 0, e, c.heads, c.dim, false),
-                                      k_host, host_state, pool);
+      const std::vector<cluster_slot> slots_before = host_state.clusters;
+      const tensor_view q_padded = rows_of(q_pad.data(), 0, e, c.heads, c.dim, false);
+      const layer_plan hp = host.plan(layer, q_padded, k_host, host_state, pool);
       const device_plan_output dpo =
           dp.plan_chunk(layer, s, rows_of(d.q.data(), s, e, c.heads, c.dim, true),
                         rows_of(d.k.data(), 0, e, c.kv_heads, c.dim, true), state, ws.data(),
@@ -130,6 +201,15 @@ void compare_chunks(const planner_case& c, int64_t chunk) {
                           << ", gate distances " << gate[2 * h] << ", " << gate[2 * h + 1] << ")";
         GTEST_LOG_(INFO) << "borderline decision at head " << h << "; the case stops here";
         return;
+      }
+      if (clusters != nullptr && !dpo.all_dense)
+        expect_gate_distances(download(ws, dpo.gate_distance, 2 * c.heads), q_padded, k_host,
+                              params, cluster_of, layer, slots_before, host_state.clusters, pool,
+                              &n.carried_gates);
+      for (int64_t h = 0; h < c.heads && carried && s > 0 && clusters != nullptr; ++h) {
+        const cluster_slot& slot = host_state.clusters[cluster_of[layer * c.heads + h]];
+        n.carried_shares += hp.kinds[h] == head_kind::shared && slot.pivot_layer >= layer;
+        n.carried_pivots += hp.kinds[h] == head_kind::pivot;
       }
 
       // Tiles of the chunk's rows: equal, or at most 1% of the rows' mass moved.
@@ -181,11 +261,13 @@ void compare_chunks(const planner_case& c, int64_t chunk) {
       dp.publish(layer, dpo, state, nullptr);
       ASSERT_NO_THROW(device_plan_check(state, nullptr));
       if (c.mode == plan_mode::shareprefill && !host_state.clusters.empty())
-        expect_same_state(dp.download_state(state), host_state, nb, moved_heads);
+        expect_same_state(dp.download_state(state), host_state, moved_heads);
     }
   }
-  GTEST_LOG_(INFO) << name_of(c) << " chunk=" << chunk
-                   << ": heads with different tiles (mass-checked): " << moved_heads;
+  GTEST_LOG_(INFO) << name_of(c) << " chunk=" << chunk << (carried ? " carried" : " fresh")
+                   << ": heads with different tiles (mass-checked): " << moved_heads
+                   << "; so far carried shares " << n.carried_shares << ", carried pivots "
+                   << n.carried_pivots << ", carried gates " << n.carried_gates;
 }
 
 class DevicePlannerChunks : public ::testing::Test {
@@ -203,6 +285,21 @@ TEST_F(DevicePlannerChunks, ShareprefillRagged) {
                  2048);  // 64 rows
 }
 
+TEST_F(DevicePlannerChunks, ShareprefillCarried) {
+  std::vector<std::pair<planner_case, int64_t>> cases = {
+      {make_case(4096, 8, 2, 128, 3, plan_mode::shareprefill, true, 512), 1024},  // 4 chunks
+      {make_case(5000, 9, 3, 64, 3, plan_mode::shareprefill, true, 512), 2048},   // ragged
+      {make_case(3000, 8, 2, 128, 4, plan_mode::shareprefill, true, 256), 1024},
+      {make_case(4096, 8, 2, 64, 3, plan_mode::shareprefill, false, 512), 1024},  // random
+      {make_case(4096, 8, 2, 128, 3, plan_mode::shareprefill, true, 512, {1}), 2048}};
+  cases.back().first.dense_heads = {{0, 3}, {2, 5}};
+  carry_counts total;
+  for (const auto& [c, chunk] : cases) compare_chunks(c, chunk, true, &total);
+  EXPECT_GT(total.carried_shares, 0) << "no head shared through a carried pattern";
+  EXPECT_GT(total.carried_pivots, 0) << "no pivot was planned again in a later chunk";
+  EXPECT_GT(total.carried_gates, 0) << "no gate compared profiles of different lengths";
+}
+
 TEST_F(DevicePlannerChunks, Modes) {
   for (plan_mode m : {plan_mode::vslash, plan_mode::flexprefill})
     compare_chunks(make_case(3000, 8, 2, 64, 2, m, true, 512), 1024);
@@ -210,10 +307,11 @@ TEST_F(DevicePlannerChunks, Modes) {
 }
 
 // Runs a prompt through prefill_layer on the GPU, one-shot (chunk = 0) or in chunks with a
-// fresh state per chunk; returns every layer's output [N, H, D] as bf16 bits.
+// fresh state per chunk (or one carried state); returns every layer's output [N, H, D] as bf16
+// bits.
 std::vector<std::vector<uint16_t>> run_prefill(const planner_case& c, const device_planner& dp,
                                                const std::vector<device_layer>& layers,
-                                               int64_t chunk) {
+                                               int64_t chunk, bool carried = false) {
   prefill_layer_params p;
   p.device = &dp;
   device_buffer ws(static_cast<size_t>(chunk_workspace_bytes(dp, c, chunk > 0 ? chunk : c.n)));
@@ -222,10 +320,13 @@ std::vector<std::vector<uint16_t>> run_prefill(const planner_case& c, const devi
   std::vector<device_buffer> out;
   for (int64_t l = 0; l < c.layers; ++l) out.emplace_back(layers[0].x.q.size() * 2);
   const int64_t step = chunk > 0 ? chunk : c.n;
+  prefill_layer_state state;
   for (int64_t s = 0; s < c.n; s += step) {
     const int64_t e = std::min(c.n, s + step);
-    prefill_layer_state state;
-    prefill_layer_begin(state, p, e, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
+    if (carried && s > 0)
+      prefill_layer_begin_chunk(state, p, e, nullptr);
+    else
+      prefill_layer_begin(state, p, e, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
     p.query_offset = s;
     for (int64_t l = 0; l < c.layers; ++l) {
       const device_layer& d = layers[static_cast<size_t>(l)];
@@ -261,25 +362,30 @@ TEST_F(DevicePlannerChunks, DenseChunksEqualOneShotBitwise) {
 }
 
 // The GPU's chunks against the CPU's prefill_layer chunks (the host planner on the padded
-// queries, the CPU kernel): equal kinds, output within bf16 rounding.
-TEST_F(DevicePlannerChunks, PrefillLayerChunksMatchCpu) {
+// queries, the CPU kernel), fresh states per chunk or one carried state: output within bf16
+// rounding.
+void expect_prefill_chunks_match_cpu(bool carried) {
+  SCOPED_TRACE(carried ? "carried" : "fresh");
   const planner_case c = make_case(3000, 8, 2, 128, 3, plan_mode::shareprefill, true, 512);
   const int64_t chunk = 1024;
   const cluster_map map = map_of(c);
   const planner host(params_of(c), c.layers, c.heads, &map);
   const device_planner dp(params_of(c), c.layers, c.heads, &map);
   const std::vector<device_layer> layers = upload_layers(c);
-  const auto gpu = run_prefill(c, dp, layers, chunk);
+  const auto gpu = run_prefill(c, dp, layers, chunk, carried);
   thread_pool pool;
   prefill_layer_params hp;
   hp.host = &host;
   hp.pool = &pool;
   std::vector<float> out(static_cast<size_t>(c.n * c.heads * c.dim));
   std::vector<double> err(static_cast<size_t>(c.layers)), ref(static_cast<size_t>(c.layers));
+  prefill_layer_state state;
   for (int64_t s = 0; s < c.n; s += chunk) {
     const int64_t e = std::min(c.n, s + chunk);
-    prefill_layer_state state;
-    prefill_layer_begin(state, hp, e, false, nullptr, 0, nullptr);
+    if (carried && s > 0)
+      prefill_layer_begin_chunk(state, hp, e, nullptr);
+    else
+      prefill_layer_begin(state, hp, e, false, nullptr, 0, nullptr);
     hp.query_offset = s;
     for (int64_t l = 0; l < c.layers; ++l) {
       const device_layer& d = layers[static_cast<size_t>(l)];
@@ -299,6 +405,11 @@ TEST_F(DevicePlannerChunks, PrefillLayerChunksMatchCpu) {
   }
   for (int64_t l = 0; l < c.layers; ++l)
     EXPECT_LT(std::sqrt(err[l] / ref[l]), 1e-2) << "layer " << l << ": GPU chunks vs CPU chunks";
+}
+
+TEST_F(DevicePlannerChunks, PrefillLayerChunksMatchCpu) {
+  expect_prefill_chunks_match_cpu(false);
+  expect_prefill_chunks_match_cpu(true);
 }
 
 TEST_F(DevicePlannerChunks, Errors) {
@@ -362,6 +473,100 @@ TEST_F(DevicePlannerChunks, Errors) {
             }).find("chunk starting at 1024"),
             std::string::npos);
   device_plan_check(ds, nullptr);
+}
+
+// begin_chunk's preconditions, on the device planner and through prefill_layer.
+TEST_F(DevicePlannerChunks, CarriedErrors) {
+  const planner_case c = make_case(3000, 4, 2, 64, 2, plan_mode::shareprefill, true, 256);
+  const cluster_map map = map_of(c);
+  const device_planner dp(params_of(c), c.layers, c.heads, &map);
+  const std::vector<device_layer> layers = upload_layers(c);
+  device_buffer ws(static_cast<size_t>(chunk_workspace_bytes(dp, c, 1024)));
+  device_buffer st(static_cast<size_t>(dp.state_bytes(c.n)));
+  device_buffer small(static_cast<size_t>(dp.state_bytes(2048)));
+  const int64_t bytes = static_cast<int64_t>(ws.size());
+  ws.fill_bytes(0);  // the pivots' A: zeros (valid for publish; no attention runs here)
+  auto q = [&](int64_t l, int64_t t0, int64_t t1) {
+    return rows_of(layers[static_cast<size_t>(l)].q.data(), t0, t1, c.heads, c.dim, true);
+  };
+  auto k = [&](int64_t l, int64_t t1) {
+    return rows_of(layers[static_cast<size_t>(l)].k.data(), 0, t1, c.kv_heads, c.dim, true);
+  };
+  // Plans layers [from, to) of the chunk [s, e), publishing all but the last; returns the last.
+  auto plan_layers = [&](device_plan_state& ds, int64_t from, int64_t to, int64_t s, int64_t e) {
+    device_plan_output o;
+    for (int64_t l = from; l < to; ++l) {
+      if (l > from) dp.publish(l - 1, o, ds, nullptr);
+      o = dp.plan_chunk(l, s, q(l, s, e), k(l, e), ds, ws.data(), bytes, nullptr);
+    }
+    return o;
+  };
+  auto begin_error = [&](device_plan_state& ds, int64_t e) {
+    return error_of([&] { dp.begin_chunk(ds, e, nullptr); });
+  };
+  device_plan_state ds;
+  EXPECT_NE(begin_error(ds, 2048).find("the state is not bound"), std::string::npos);
+  dp.begin_prompt(ds, st.data(), static_cast<int64_t>(st.size()), 1024, nullptr);
+  dp.publish(0, plan_layers(ds, 0, 1, 0, 1024), ds, nullptr);
+  EXPECT_NE(begin_error(ds, 2048).find("planned up to layer 0 of 2"), std::string::npos);
+  const device_plan_output last = plan_layers(ds, 1, 2, 0, 1024);
+  EXPECT_NE(begin_error(ds, 2048).find("publish() was not called after layer 1"),
+            std::string::npos);
+  dp.publish(1, last, ds, nullptr);
+  EXPECT_NE(begin_error(ds, 1024).find("must end past the state's 1024 tokens"),
+            std::string::npos);
+  EXPECT_EQ(begin_error(ds, 2048), "");
+  EXPECT_NE(error_of([&] {
+              dp.plan_chunk(0, 1152, q(0, 1152, 2048), k(0, 2048), ds, ws.data(), bytes,
+                            nullptr);
+            }).find("moved by begin_chunk() to the chunk starting at 1024"),
+            std::string::npos);
+  EXPECT_EQ(error_of([&] {
+              dp.plan_chunk(0, 1024, q(0, 1024, 2048), k(0, 2048), ds, ws.data(), bytes, nullptr);
+            }),
+            "");
+  device_plan_check(ds, nullptr);
+
+  // A chunk start that is not a multiple of the block size; memory for the first chunk only.
+  device_plan_state ragged;
+  dp.begin_prompt(ragged, st.data(), static_cast<int64_t>(st.size()), 2000, nullptr);
+  dp.publish(1, plan_layers(ragged, 0, 2, 0, 2000), ragged, nullptr);
+  EXPECT_NE(begin_error(ragged, 3000).find("not a multiple of the block size"),
+            std::string::npos);
+  device_plan_state tight;
+  dp.begin_prompt(tight, small.data(), static_cast<int64_t>(small.size()), 2048, nullptr);
+  dp.publish(1, plan_layers(tight, 0, 2, 0, 2048), tight, nullptr);
+  EXPECT_NE(begin_error(tight, 3000).find("too small for a chunk ending at 3000"),
+            std::string::npos);
+
+  // Through prefill_layer: a state never begun, and the chunk start begin_chunk fixed.
+  prefill_layer_params p;
+  p.device = &dp;
+  prefill_layer_state state;
+  EXPECT_NE(error_of([&] { prefill_layer_begin_chunk(state, p, 2048, nullptr); })
+                .find("the state is not begun"),
+            std::string::npos);
+  device_buffer out(layers[0].x.q.size() * 2);
+  prefill_layer_begin(state, p, 1024, true, st.data(), static_cast<int64_t>(st.size()), nullptr);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    p.layer = l;
+    prefill_layer(q(l, 0, 1024), k(l, 1024),
+                  rows_of(layers[static_cast<size_t>(l)].v.data(), 0, 1024, c.kv_heads, c.dim,
+                          true),
+                  rows_of(out.data(), 0, 1024, c.heads, c.dim, true), state, p, ws.data(), bytes,
+                  nullptr);
+  }
+  prefill_layer_begin_chunk(state, p, 2048, nullptr);
+  p.layer = 0;
+  p.query_offset = 0;
+  EXPECT_NE(error_of([&] {
+              prefill_layer(q(0, 0, 2048), k(0, 2048),
+                            rows_of(layers[0].v.data(), 0, 2048, c.kv_heads, c.dim, true),
+                            rows_of(out.data(), 0, 2048, c.heads, c.dim, true), state, p,
+                            ws.data(), bytes, nullptr);
+            }).find("the state was moved to the chunk starting at 1024"),
+            std::string::npos);
+  device_plan_check(state.device, nullptr);
 }
 
 }  // namespace
