@@ -51,6 +51,11 @@ run_rows layer_chunk 'r["bench"] == "layer_chunk" and (r["mode"] != "dense" or r
   bench layer --device cpu --n 4096 --heads 4 --kv-heads 2 --dim 32 --layers 2 --chunk 1024 \
   --modes dense,vslash,shareprefill --threads 2 --repeats 1
 [ "$(grep -c layer_chunk "$work/layer_chunk.jsonl")" = 3 ] || { echo "FAIL: layer --chunk rows"; failures=$((failures + 1)); }
+# --chunk-state carried: one sharing state through the chunks; the rows say which.
+run_rows layer_chunk_carried 'r["chunk_state"] == "carried" and all(math.isfinite(r[k]) for k in ("rel_err_one_shot", "rel_err_chunked")) and 0 < r["density_chunked"] <= 1' \
+  bench layer --device cpu --n 4096 --heads 4 --kv-heads 2 --dim 32 --layers 2 --chunk 1024 \
+  --modes shareprefill --chunk-state carried --threads 2 --repeats 1
+check_rows "$work/layer_chunk.jsonl" 'r["chunk_state"] == "fresh"' || failures=$((failures + 1))
 
 expect_error() {  # expect_error SUBSTRING ARGS...
   local want=$1
@@ -68,6 +73,7 @@ expect_error "--seqlens: length 0" bench attention "${shape[@]}" --seqlens 5,0
 expect_error "are exclusive" bench attention "${shape[@]}" --split --chunk 128
 expect_error "--chunk 1000 (a positive multiple" bench chunk-plan --chunk 1000
 expect_error "--chunk 1000 (a multiple of the block size 128" bench layer --device cpu --n 4096 --chunk 1000
+expect_error "--chunk-state: kept not in {fresh,carried}" bench layer --device cpu --n 4096 --chunk 1024 --chunk-state kept
 
 [ $failures -eq 0 ] && echo "bench serving: all cases passed" || echo "bench serving: $failures failed"
 exit $((failures > 0))

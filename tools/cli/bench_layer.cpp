@@ -14,7 +14,9 @@
 // is the slowest simulated rank's kernel time on the GPU, all ranks together on the CPU.
 // --ranks R alone: R processes, one per GPU, over NCCL (builds with SP_NCCL; cp_run_nccl).
 // --chunk C (issue 16, bench_layer_chunk.h): every mode one-shot against a chunked prefill in
-// chunks of C tokens, one JSON row per mode ("bench": "layer_chunk") instead of the above.
+// chunks of C tokens, one JSON row per mode ("bench": "layer_chunk") instead of the above;
+// --chunk-state carried carries one sharing state through the chunks (default fresh: a new one
+// per chunk), on either device.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -46,6 +48,7 @@ struct layer_bench_options {
   std::vector<std::string> modes{"dense", "vslash", "flexprefill", "shareprefill"};
   int64_t n = 32768, heads = 32, kv_heads = 8, dim = 128, layers = 4;
   int64_t chunk = 0;  // --chunk: one-shot vs chunked prefill (0: off)
+  std::string chunk_state = "fresh";  // --chunk-state: fresh or carried
   uint64_t seed = 1;
   int repeats = 3, threads = 0;
   json_option json;
@@ -222,6 +225,7 @@ void run(const layer_bench_options& o) {
     chunk_bench_input ci;
     ci.n = in.n, ci.heads = in.heads, ci.kv_heads = in.kv_heads, ci.dim = in.dim;
     ci.chunk = o.chunk, ci.on_device = on_device, ci.repeats = o.repeats, ci.pool = &pool;
+    ci.carried = o.chunk_state == "carried";
     ci.map = in.has_map ? &in.map : nullptr;
     ci.device = o.device, ci.kernel = kernel;
     ci.inputs = o.inputs.empty() ? "synthetic" : o.inputs;
@@ -449,6 +453,10 @@ void setup_bench_layer(CLI::App& bench) {
                   "chunked prefill in chunks of this many tokens (a multiple of 128) against "
                   "one-shot, per mode (0: off)")
       ->capture_default_str();
+  sub->add_option("--chunk-state", o->chunk_state,
+                  "with --chunk: a fresh sharing state per chunk, or one carried through the "
+                  "prompt (pivots kept, patterns extended to each next chunk)")
+      ->check(CLI::IsMember({"fresh", "carried"}))->capture_default_str();
   add_seed_option(sub, o->seed, "generator seed");
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();

@@ -102,10 +102,13 @@ mode_run run_mode(const chunk_bench_input& in, plan_mode mode, int64_t chunk,
   for (int prompt = 0; prompt <= in.repeats; ++prompt) {
     if (in.on_device) cuda_synchronize();
     const auto t0 = clock_type::now();
+    prefill_layer_state state;
     for (int64_t s = 0; s < in.n; s += chunk) {
       const int64_t e = std::min(in.n, s + chunk);
-      prefill_layer_state state;
-      prefill_layer_begin(state, p, e, in.on_device, st.data(), st_bytes, nullptr);
+      if (s > 0 && in.carried)
+        prefill_layer_begin_chunk(state, p, e, nullptr);
+      else  // the state memory holds the whole prompt, as begin_chunk needs
+        prefill_layer_begin(state, p, e, in.on_device, st.data(), st_bytes, nullptr);
       p.query_offset = s;
       for (int64_t l = 0; l < layers; ++l) {
         const chunk_layer_views& x = in.layers[static_cast<size_t>(l)];
@@ -118,7 +121,8 @@ mode_run run_mode(const chunk_bench_input& in, plan_mode mode, int64_t chunk,
               in.on_device ? device_planner::download_mask(r.device_plan.plan) : r.host.plan.mask,
               s / 128);
       }
-      // The state memory is cleared for the next chunk: its errors are read first (a sync).
+      // Fresh: the state memory is cleared for the next chunk, so its errors are read first (a
+      // sync). Carried: the errors stay, and begin_chunk waits for the device anyway.
       if (in.on_device) device_plan_check(state.device, nullptr);
     }
     if (in.on_device) cuda_synchronize();
@@ -169,6 +173,7 @@ void run_chunk_bench(const chunk_bench_input& in, const std::vector<std::string>
                           {"mode", name},
                           {"n", in.n},
                           {"chunk", in.chunk},
+                          {"chunk_state", in.carried ? "carried" : "fresh"},
                           {"heads", in.heads},
                           {"kv_heads", in.kv_heads},
                           {"dim", in.dim},

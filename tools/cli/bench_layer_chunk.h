@@ -6,7 +6,10 @@
 // total_ms of both (wall clock of a whole prompt, all layers, one device synchronisation per
 // chunk; median over --repeats prompts after one untimed prompt), their ratio, rel_err vs dense
 // of both (all layers and rows), their ratio, and the density of both (visited / causal tiles of
-// the rows each run computes).
+// the rows each run computes). With carried = true (--chunk-state carried) the chunked run
+// carries one sharing state through the prompt instead (prefill_layer_begin_chunk: pivots kept
+// from chunk to chunk, their patterns extended to the next chunk's rows), on the CPU and the
+// GPU alike; the rows say which ("chunk_state": "fresh" or "carried").
 #pragma once
 
 #include <cstdint>
@@ -32,6 +35,7 @@ struct chunk_layer_views {
 struct chunk_bench_input {
   int64_t n = 0, heads = 0, kv_heads = 0, dim = 0;
   int64_t chunk = 0;  // tokens per chunk, a multiple of 128
+  bool carried = false;  // one sharing state through the chunks (else a fresh one per chunk)
   bool on_device = false;
   int repeats = 1;
   thread_pool* pool = nullptr;       // CPU
