@@ -481,7 +481,8 @@ TEST_F(DevicePlannerChunks, CarriedErrors) {
   const cluster_map map = map_of(c);
   const device_planner dp(params_of(c), c.layers, c.heads, &map);
   const std::vector<device_layer> layers = upload_layers(c);
-  device_buffer ws(static_cast<size_t>(chunk_workspace_bytes(dp, c, 1024)));
+  device_buffer ws(static_cast<size_t>(std::max(
+      chunk_workspace_bytes(dp, c, 1024), dp.workspace_bytes({2000, c.heads, c.kv_heads, c.dim}))));
   device_buffer st(static_cast<size_t>(dp.state_bytes(c.n)));
   device_buffer small(static_cast<size_t>(dp.state_bytes(2048)));
   const int64_t bytes = static_cast<int64_t>(ws.size());
