@@ -83,8 +83,8 @@ TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
   EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
                 .find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
-  nlohmann::json v5 = map_json("shareprefill.clusters/5");
-  EXPECT_NE(error_of([&] { cluster_map_from_json(v5, "v5.json"); }).find("\"format\": expected"),
+  nlohmann::json v6 = map_json("shareprefill.clusters/6");
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v6, "v6.json"); }).find("\"format\": expected"),
             std::string::npos);
 }
 

@@ -72,7 +72,8 @@ TEST(HeadGammasMap, TheShippedPerHeadSettingsMapLoads) {
   EXPECT_FALSE(m.dense_heads.empty());
   EXPECT_TRUE(m.dense_layers.empty());
   EXPECT_TRUE(m.calibration.contains("head_settings_selection"));
-  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/4");  // with thresholds
+  // with thresholds that set pivot_is_medoid
+  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/5");
   for (const head_threshold& g : m.head_gammas) EXPECT_NE(g.gamma, 0.95);
 }
 
