@@ -1,6 +1,7 @@
 // Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
 // The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
-// products (mma.sync m16n8k16, bf16/f16 in, fp32 out, scaled to base 2), 64 keys at a time, the
+// products (mma.sync m16n8k16, bf16/f16 in, fp32 out; the base-2 scaling fused into the FMA that
+// feeds ex2.approx, as in the attention kernel's softmax), 64 keys at a time, the
 // next 64 keys loading (cp.async, double buffer) while the current ones are scored. The rows
 // form 8 groups of 16 (group G: rows 16G..16G+15); warp w owns groups 2w and 2w + 1 and keeps
 // their Q fragments and scores in registers (in group G, lane l holds rows 16G + l/4 and
@@ -32,6 +33,7 @@
 #include "cuda_check.h"
 #include "plan_common.cuh"
 #include "plan_layout.h"
+#include "online_softmax.cuh"
 #include "ptx_sm80.cuh"
 
 namespace sp::cuda {
@@ -101,13 +103,13 @@ __device__ void load_keys_async(T* dst, const T* k_head, int64_t token_stride, i
 }
 
 // The warp's two groups of 16 query rows (A fragments q_frag[m]) against the 64 keys of a K
-// buffer, scaled to base 2: sc[m][t][0..1] row lane/4 of group m, sc[m][t][2..3] row lane/4 + 8,
+// buffer, raw (not yet scaled to base 2): sc[m][t][0..1] row lane/4 of group m, sc[m][t][2..3] row lane/4 + 8,
 // columns 8t + 2(lane%4) + {0, 1}. Each B fragment feeds both groups; every accumulator still
 // adds d in 16-wide steps in ascending order.
 template <class T, int D>
 __device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles][4],
                                            const uint32_t (&q_frag)[group_tiles][D / 16][4],
-                                           const T* keys, float scale_log2) {
+                                           const T* keys) {
   using S = stats_smem<T, D>;
   const int lane = threadIdx.x % 32;
 #pragma unroll
@@ -130,27 +132,25 @@ __device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles]
       }
     }
   }
-#pragma unroll
-  for (int m = 0; m < group_tiles; ++m)
-#pragma unroll
-    for (int t = 0; t < stats_tiles; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sc[m][t][e] *= scale_log2;
 }
 
-// Online (max, sum) of exp2 over one row's 16 values of this lane (x[t][b], in t then b order).
+// Online (max, sum) of exp2 over one row's 16 raw scores of this lane (x[t][b], in t then b
+// order), in base-2 units: m = max score * scale_log2 (scaling is monotone, so the max of the
+// scaled scores), terms exp2(score * scale_log2 - m) with the scaling fused into the FMA.
 __device__ __forceinline__ void online_row(float& m, float& l, const float (&sc)[stats_tiles][4],
-                                           int half) {
-  float mx = m;
+                                           int half, float scale_log2) {
+  float raw = -INFINITY;
 #pragma unroll
   for (int t = 0; t < stats_tiles; ++t)
-    mx = fmaxf(mx, fmaxf(sc[t][2 * half], sc[t][2 * half + 1]));
-  if (mx == -INFINITY) return;
-  // exp2f(0) is exactly 1: skip it while the max stands (most chunks), same sums.
-  if (mx != m) l *= exp2f(m - mx);
+    raw = fmaxf(raw, fmaxf(sc[t][2 * half], sc[t][2 * half + 1]));
+  if (raw == -INFINITY) return;
+  const float mx = fmaxf(m, raw * scale_log2);
+  // exp2(0) is exactly 1: skip it while the max stands (most chunks), same sums.
+  if (mx != m) l *= exp2_approx(m - mx);
 #pragma unroll
   for (int t = 0; t < stats_tiles; ++t)
-    l += exp2f(sc[t][2 * half] - mx) + exp2f(sc[t][2 * half + 1] - mx);
+    l += exp2_approx(fmaf(sc[t][2 * half], scale_log2, -mx)) +
+         exp2_approx(fmaf(sc[t][2 * half + 1], scale_log2, -mx));
   m = mx;
 }
 
@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
     if (c + 1 < chunks)
       load_keys_async<T, D>(sm.k[(c + 1) & 1], k_head, a.x.k_token_stride, j0 + stats_chunk, n);
     float sc[group_tiles][stats_tiles][4];
-    score_rows<T, D>(sc, q_frag, sm.k[c & 1], a.scale_log2);
+    score_rows<T, D>(sc, q_frag, sm.k[c & 1]);
     // Every key of the chunk valid for every row: no masking needed. Key j is valid for row r
     // when r < rows and j <= q0 + r (so j < N).
     const bool full = j0 + stats_chunk - 1 <= q0 && j0 + stats_chunk <= n;
@@ -303,8 +303,8 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
 #pragma unroll
             for (int e = 0; e < 4; ++e) bad |= !isfinite(sc[m][t][e]);
         }
-        online_row(m_lo[m], l_lo[m], sc[m], 0);
-        online_row(m_hi[m], l_hi[m], sc[m], 1);
+        online_row(m_lo[m], l_lo[m], sc[m], 0, a.scale_log2);
+        online_row(m_hi[m], l_hi[m], sc[m], 1, a.scale_log2);
       }
     } else {
 #pragma unroll
@@ -319,7 +319,8 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const bool lo = e < 2;
-            float pv = exp2f(sc[m][t][e] - (lo ? pm_lo : pm_hi)) * (lo ? pinv_lo : pinv_hi);
+            float pv = exp2_approx(fmaf(sc[m][t][e], a.scale_log2, -(lo ? pm_lo : pm_hi))) *
+                       (lo ? pinv_lo : pinv_hi);
             if (!full) {
               const int row = lo ? row_lo[m] : row_hi[m];
               const int64_t key = j0 + t * 8 + 2 * quad + (e & 1);
