@@ -111,7 +111,7 @@ TEST(ClusterMapThresholds, TheShippedSettingsMapCarriesTheSweepsChoices) {
   EXPECT_EQ(describe_thresholds(*at_8k),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots");
   EXPECT_EQ(describe_thresholds(*at_32k),
-            "for >= 16384 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048, medoid pivots");
+            "for >= 24576 tokens: tau_sim 0.1, tau_qa 0.2, min_budget 2048, medoid pivots");
   EXPECT_TRUE(m.calibration.contains("thresholds_selection"));
   // The default map stays format 1 without thresholds.
   const cluster_map plain =

@@ -13,18 +13,18 @@ SETTINGS_MAP = os.path.join(REPO, "data", "clusters", "smollm2-135m-instruct-hea
 
 def settings_map():
     cmap = sp.ClusterMap.load(SETTINGS_MAP)
-    assert [e["from_tokens"] for e in cmap.thresholds] == [0, 16384]
+    assert [e["from_tokens"] for e in cmap.thresholds] == [0, 24576]
     return cmap
 
 
 def test_each_length_takes_the_maps_entry():
     cmap = settings_map()
     new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30, {"gamma": 0.9})
-    assert entry_for(8192)["from_tokens"] == 0 and entry_for(16383)["from_tokens"] == 0
-    assert entry_for(16384)["from_tokens"] == 16384 and entry_for(131072)["from_tokens"] == 16384
+    assert entry_for(8192)["from_tokens"] == 0 and entry_for(24575)["from_tokens"] == 0
+    assert entry_for(24576)["from_tokens"] == 24576 and entry_for(131072)["from_tokens"] == 24576
     short, long = new_planner(8192).params, new_planner(32768).params
     want = {e["from_tokens"]: e for e in cmap.thresholds}
-    for params, entry in ((short, want[0]), (long, want[16384])):
+    for params, entry in ((short, want[0]), (long, want[24576])):
         for key in ("tau_sim", "tau_qa", "min_budget"):
             assert params[key] == pytest.approx(entry[key]), key
         assert params["gamma"] == pytest.approx(0.9)  # the caller's other settings stay
@@ -59,6 +59,6 @@ def test_backend_refits_a_rows_planner_when_its_length_crosses_an_entry():
     row0, row1 = backend.planners_for(2)
     assert row0 is not first and row0.params["min_budget"] == 2048
     assert row1.params["min_budget"] == 1024
-    backend.begin_layer(0, (1000, 20000))
+    backend.begin_layer(0, (1000, 30000))
     row0, row1 = backend.planners_for(2)
     assert row0.params["min_budget"] == 1024 and row1.params["min_budget"] == 2048
