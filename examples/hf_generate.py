@@ -49,7 +49,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=8192, help="prompt tokens taken from the file")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--mode", default="shareprefill", help="dense | vslash | flexprefill | shareprefill")
-    ap.add_argument("--clusters", default=os.path.join(REPO, "data", "clusters", "smollm2-135m-instruct.json"),
+    ap.add_argument("--clusters", default=os.path.join(REPO, "data", "clusters",
+                                                     "smollm2-135m-instruct-head-settings.json"),
                     help="cluster map for --mode shareprefill")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
