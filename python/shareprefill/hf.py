@@ -1,7 +1,8 @@
 """Hugging Face transformers backend: `attn_implementation="shareprefill"`.
 
     import shareprefill.hf
-    shareprefill.hf.enable(model, cluster_map="data/clusters/smollm2-135m-instruct-head-settings.json")
+    shareprefill.hf.enable(model,
+                           cluster_map="data/clusters/smollm2-135m-instruct-head-settings.json")
     model.generate(**inputs)   # prefill: SharePrefill planner + block-sparse kernel; decode: SDPA
 
 enable() registers an attention function and its mask function under the name "shareprefill"

@@ -84,8 +84,9 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
     const nlohmann::json& v = e["pivot_is_medoid"];
     check(format >= 5, fn, source, ": thresholds: \"pivot_is_medoid\" needs \"format\": \"",
           format_name_5, "\"");
-    check(v.is_boolean(), fn, source, ": thresholds: \"pivot_is_medoid\" must be true or false, got ",
-          json_excerpt(v), " in ", json_excerpt(e));
+    check(v.is_boolean(), fn, source,
+          ": thresholds: \"pivot_is_medoid\" must be true or false, got ", json_excerpt(v), " in ",
+          json_excerpt(e));
     t.pivot_is_medoid = v.get<bool>();
   }
   check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid, fn, source,

@@ -32,7 +32,8 @@ std::string describe_thresholds(const length_thresholds& t) {
   if (t.tau_sim) out << sep << "tau_sim " << *t.tau_sim, sep = ", ";
   if (t.tau_qa) out << sep << "tau_qa " << *t.tau_qa, sep = ", ";
   if (t.min_budget) out << sep << "min_budget " << *t.min_budget, sep = ", ";
-  if (t.pivot_is_medoid) out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots");
+  if (t.pivot_is_medoid)
+    out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots");
   return out.str();
 }
 
