@@ -333,8 +333,8 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
   const bool medoid_entries =
       std::any_of(map.thresholds.begin(), map.thresholds.end(),
                   [](const length_thresholds& t) { return t.pivot_is_medoid.has_value(); });
-  j["format"] = medoid_entries              ? format_name_5
-                : !map.thresholds.empty()    ? format_name_4
+  j["format"] = medoid_entries             ? format_name_5
+                : !map.thresholds.empty()  ? format_name_4
                 : !map.head_gammas.empty() ? format_name_3
                 : !map.dense_heads.empty() ? format_name_2
                                            : format_name;
