@@ -25,7 +25,7 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 # of the next step).
 table() {
   python3 - "$1" "${2:-}" <<'PY'
-import csv, sys, collections
+import csv, re, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 head, rows = rows[0], rows[1:]
 name_i, metric_i, value_i = head.index("Kernel Name"), head.index("Metric Name"), head.index("Metric Value")
@@ -37,7 +37,10 @@ if sys.argv[2] == "step":
     rows = rows[att[0] - 2:att[30] - 2]
 agg = collections.OrderedDict()
 for r in rows:
-    name = r[name_i].split("(")[0].split("<")[0][-60:]
+    # The function's own name: the identifier before its template arguments and parameter list
+    # ("void sp::cuda::(anonymous namespace)::fill_kernel<16>(...)" -> "fill_kernel").
+    m = re.search(r"(\w+)(<[^(]*>)?\(", r[name_i])
+    name = (m.group(1) if m else r[name_i])[-60:]
     calls, total = agg.get(name, (0, 0.0))
     agg[name] = (calls + 1, total + float(r[value_i].replace(",", "")) / 1000.0)
 total = sum(t for _, t in agg.values())
