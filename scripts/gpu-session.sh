@@ -25,6 +25,8 @@
 # `accuracy` (model and .cache/accuracy-texts carried): scripts/gpu-accuracy.sh's curves.
 # `sweep` (model and .cache/sweep-texts carried; scripts/gpu-sweep-texts.sh makes it here):
 #   scripts/gpu_threshold_sweep.py, its whole log in $OUT/sweep.log.
+# `maps` (model and .cache/sweep-texts carried): issue 17's 32K target (<= +1% at density
+#   <= 0.25) for both shipped maps and the baselines on the evaluation novels; $OUT/maps.txt.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -136,6 +138,33 @@ case ${1:-} in
     timeout ${SWEEP_S:-540} python3 scripts/gpu_threshold_sweep.py --bin "$BIN" --model "$m" \
       --texts .cache/sweep-texts --out /tmp/sp-sweep ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep.log" |
       tail -70
+    ;;
+  maps)
+    # Issue 17 at 32K (YaRN x4), evaluation novels, 4 windows: the first shipped map (format 1,
+    # 1024-token minimum budget) and the settings map (the default) down to density 0.25, and
+    # flexprefill / vslash with the sweep's choices at the same densities.
+    mkdir -p /tmp/spc
+    m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    build_project; wait
+    T=.cache/sweep-texts
+    ev() {
+      timeout 120 "$BIN/shareprefill" eval ppl --device cuda --model "$m" --lengths 32768 \
+        --windows 4 --rope-scaling yarn --rope-factor 4 \
+        --texts $T/prideprejudice.txt,$T/emma.txt,$T/persuasion.txt "$@" 2>&1 |
+        grep -E "^(dense|vslash|flexprefill|shareprefill)|thresholds"
+    }
+    {
+      echo "== first map"; ev --modes dense,shareprefill --gammas 0.84,0.85,0.86,0.87,0.88 \
+        --clusters data/clusters/smollm2-135m-instruct.json
+      echo "== settings map"; ev --modes shareprefill --gammas 0.80,0.83,0.85
+      # the sweep's 32K choices for the baselines (docs/RESULTS.md, "The second sweep")
+      D=data/clusters/smollm2-135m-instruct-dense-heads.json
+      echo "== flexprefill"; ev --modes flexprefill --gammas 0.80,0.83,0.86 --clusters $D \
+        --tau-qa 0.2 --min-budget 2048
+      echo "== vslash"; ev --modes vslash --gammas 0.80,0.83,0.86 --clusters $D --min-budget 2048
+    } >"$OUT/maps.txt"
+    cut -c1-120 "$OUT/maps.txt"
     ;;
   *)
     echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep (see the header)" >&2

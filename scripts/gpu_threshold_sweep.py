@@ -24,7 +24,7 @@ import sys
 import time
 
 MAP = "data/clusters/smollm2-135m-instruct-dense-heads.json"
-SETTINGS_MAP = "data/clusters/smollm2-135m-instruct-head-settings.json"  # format 3: per-head gammas
+SETTINGS_MAP = "data/clusters/smollm2-135m-instruct-head-settings.json"  # per-head gammas
 YARN = ["--rope-scaling", "yarn", "--rope-factor", "4"]
 # Thresholds per mode: (option, default, alternatives). A flag is (option, False, [True]).
 # tau_sim 0.3-0.9 and tau_fb 0.9-0.99 changed nothing on the GPU (2026-12-03: every shared head
