@@ -1,5 +1,6 @@
 // The device planner's state moved from chunk to chunk (plan_chunk_carry.h): one download, the
-// host's rule (extend_pivot_pattern, sp_core) on the published patterns, one upload, per chunk.
+// host's rule (extend_pivot_pattern_bits, sp_core) on the published patterns' bitsets, one
+// upload, per chunk.
 #include "plan_chunk_carry.h"
 
 #include <algorithm>
@@ -57,12 +58,10 @@ void carry_state(void* memory, int64_t slots, int64_t old_start, int64_t old_n, 
     std::vector<uint32_t> bits(static_cast<size_t>(old_nb * old_w));
     std::memcpy(bits.data(), old_bytes.data() + from.pattern_bits + 4 * s * old_nb * old_w,
                 4 * bits.size());
-    const std::vector<tile> extended = extend_pivot_pattern(
-        tiles_of_bits(bits.data(), old_nb, old_w), old_r0, old_r1, new_r0, new_nb);
-    std::vector<uint32_t> out(static_cast<size_t>(new_nb * new_w), 0u);
-    for (const tile& t : extended) out[t.first * new_w + t.second / 32] |= 1u << (t.second % 32);
-    std::memcpy(new_bytes.data() + to.pattern_bits + 4 * s * new_nb * new_w, out.data(),
-                4 * out.size());
+    const std::vector<uint32_t> extended =
+        extend_pivot_pattern_bits(bits.data(), old_w, old_r0, old_r1, new_r0, new_nb, new_w);
+    std::memcpy(new_bytes.data() + to.pattern_bits + 4 * s * new_nb * new_w, extended.data(),
+                4 * extended.size());
   }
   check_cuda(cudaMemcpyAsync(memory, new_bytes.data(), new_bytes.size(), cudaMemcpyHostToDevice,
                              stream),

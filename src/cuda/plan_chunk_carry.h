@@ -19,9 +19,9 @@ std::vector<tile> tiles_of_bits(const uint32_t* bits, int64_t nb, int64_t words)
 // [old_start, old_n) to the next chunk [old_n, new_n), in place, re-laid out by
 // make_state_layout(slots, new_n) (the caller checked that the memory holds it): the error
 // record, the pivots, their vs_ratio, profiles (which keep their length, profile_blocks) and own
-// vertical-slash tiles as they are; each published pattern replaced by extend_pivot_pattern of
-// its rows [old_start/128, old_n/128) to the new rows [old_n/128, ceil(new_n/128)). Waits for
-// `stream` once (the download), then uploads on it.
+// vertical-slash tiles as they are; each published pattern replaced by
+// extend_pivot_pattern_bits of its rows [old_start/128, old_n/128) to the new rows
+// [old_n/128, ceil(new_n/128)). Waits for `stream` twice: for the download and the upload.
 void carry_state(void* memory, int64_t slots, int64_t old_start, int64_t old_n, int64_t new_n,
                  cudaStream_t stream);
 
