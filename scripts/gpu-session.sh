@@ -17,7 +17,8 @@
 #   joins the model, runs the HF backend checks (scripts/gpu_python_hf.py), the golden and
 #   device-plan tests with the model, and decode after a 32K prefill.
 # `perf` (no model needed; after `tests` in call 1: `scripts/gpu-session.sh tests; scripts/gpu-session.sh perf`)
-#   times the device planner, whole layers at 32K and the varlen tie band.
+#   times the device planner, whole layers at 32K, the varlen tie band and chunked 128K with a
+#   fresh and a carried sharing state.
 # Call 3 at once, same carry as call 2: scripts/gpu-session.sh bench
 #   the end-to-end prefill step (all modes and HF SDPA at 8K/32K/128K, YaRN beyond 8K), needle
 #   retrieval on the GPU at 8K/32K, the context-parallel simulation at 128K, 8 layers of 128K
@@ -91,6 +92,17 @@ case ${1:-} in
       timeout 60 "$BIN/shareprefill" bench attention --device cuda --heads 32 --kv-heads 8 --dim 128 \
         --densities 1,0.1 --seqlens 16384,16384,16384,16384,16384,16384,16384,16384 \
         --tie-band $band 2>&1 | tail -2 | sed "s/^/band $band: /"
+    done
+    # Chunked prefill of 128K in 16K chunks with a fresh and a carried sharing state (issue 16).
+    for state in fresh carried; do
+      timeout 150 "$BIN/shareprefill" bench layer --device cuda --n 131072 --heads 32 --kv-heads 8 \
+        --dim 128 --layers 4 --chunk 16384 --modes shareprefill --chunk-state $state --json 2>&1 |
+        grep chunk_state | python3 -c "
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print(r['chunk_state'], 'chunked/one-shot %.3f' % r['time_ratio'], 'err ratio %.3f' % r['err_ratio'],
+          'density %.3f / %.3f' % (r['density_one_shot'], r['density_chunked']))"
     done
     ;;
   bench)
