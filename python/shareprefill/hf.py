@@ -22,7 +22,7 @@ lengths change, and reset() starts one explicitly. The output has zeros at padde
 A cluster map with planner settings per prompt length (formats 4 and 5, ClusterMap.thresholds)
 gives each row's planner the entry for that row's length, as the CLI does (a row whose entry
 changes gets a new Planner at the start of a prompt), unless enable() is given tau_sim, tau_qa,
-min_budget, pivot_is_medoid or pivot_prefers_dense: then those apply to every length.
+min_budget or pivot_is_medoid: then those apply to every length.
 
 On the CPU the rows' plans go through one varlen call (rows whose plan still has to publish
 pivots, shareprefill mode's pivot layers, run one call each). On the GPU each row runs the
@@ -259,7 +259,7 @@ def enable(model, cluster_map=None, mode="shareprefill", prefill_min_tokens=2, *
     return attach(model, Backend(new_planner(0), prefill_min_tokens, new_planner, entry_for))
 
 
-LENGTH_THRESHOLDS = ("tau_sim", "tau_qa", "min_budget", "pivot_is_medoid", "pivot_prefers_dense")
+LENGTH_THRESHOLDS = ("tau_sim", "tau_qa", "min_budget", "pivot_is_medoid")
 
 
 def planner_factory(cluster_map, mode, layers, thresholds):

@@ -31,6 +31,18 @@ def test_each_length_takes_the_maps_entry():
     assert long["tau_sim"] != short["tau_sim"]
 
 
+def test_the_maps_entries_set_medoid_pivots():
+    new_planner, _ = hf.planner_factory(settings_map(), "shareprefill", 30, {})
+    assert new_planner(8192).params["pivot_is_medoid"]
+    assert new_planner(32768).params["pivot_is_medoid"]
+    # Naming the pivot rule makes the map's entries give way, thresholds included.
+    new_planner, entry_for = hf.planner_factory(settings_map(), "shareprefill", 30,
+                                                {"pivot_is_medoid": False})
+    assert entry_for is None
+    params = new_planner(32768).params
+    assert not params["pivot_is_medoid"] and params["min_budget"] == 1024
+
+
 def test_explicit_thresholds_replace_the_maps_for_every_length():
     new_planner, entry_for = hf.planner_factory(settings_map(), "shareprefill", 30,
                                                 {"min_budget": 512})
