@@ -39,6 +39,8 @@ struct block_mask {
   int64_t row_end(int64_t head, int64_t r) const { return row_ptr[head * (n_blocks + 1) + r + 1]; }
   int64_t head_tiles(int64_t head) const { return row_begin(head, n_blocks) - row_begin(head, 0); }
   int64_t total_tiles() const { return static_cast<int64_t>(col_idx.size()); }
+  // Tiles of all heads in block rows [first_row, n_blocks) (a chunk's rows).
+  int64_t tiles_from_row(int64_t first_row) const;
   bool contains(int64_t head, int32_t r, int32_t c) const;
   std::vector<tile> tiles_of(int64_t head) const;
 

@@ -54,7 +54,8 @@ struct prefill_options {
   // Called after each layer with (layer, layers) for progress output; may be empty.
   std::function<void(int64_t, int64_t)> on_layer;
   // Called with the residual stream entering layer l (l = 0: the embeddings) and, with
-  // l = layers, after the last layer (before the final norm): x is [N, dim]. May be empty.
+  // l = layers, after the last layer (before the final norm): x is [N, dim]. May be empty. In a
+  // chunked prefill (chunk below) only the call with l = layers is made.
   std::function<void(int64_t l, const float* x)> on_hidden;
   // CUDA forward only (the CPU forward never calls it): called after layer l's attention with
   // the tiles the device planner chose for it, every head's CSR as the CPU kernels take it
@@ -62,12 +63,17 @@ struct prefill_options {
   // for tests. May be empty.
   std::function<void(int64_t l, const block_mask& plan)> on_plan;
   rope_scaling_options rope;
+  // CPU forward: > 0 prefills the prompt in chunks of this many tokens (a multiple of 128), each
+  // chunk's queries over the keys so far (issue 16), the attention strategy moved from chunk to
+  // chunk with a fresh sharing state or, with chunk_carried, the carried one (begin_chunk).
+  int64_t chunk = 0;
+  bool chunk_carried = false;
 };
 
 struct prefill_result {
   std::vector<float> logits;  // [positions, vocab] for the requested positions
   std::vector<int64_t> positions;
-  std::vector<layer_attention_report> layers;
+  std::vector<layer_attention_report> layers;  // per layer (per chunk and layer when chunked)
   double total_ms = 0.0;
   double attention_ms = 0.0;  // planning + attention kernels, summed over layers
   double plan_ms = 0.0;

@@ -27,9 +27,16 @@ struct layer_attention_report {
 class prefill_attention {
  public:
   virtual ~prefill_attention() = default;
-  // Resets per-prompt state (planner pivots, patterns) before the first layer of a prompt.
+  // Resets per-prompt state (planner pivots, patterns) before the first layer of a prompt (or of
+  // its first chunk, n_tokens = that chunk's end).
   virtual void begin_prompt(int64_t n_tokens) = 0;
-  // out: [N, H, D] f32; q: [N, H, D]; k, v: [N, Hkv, D] (RoPE applied, f32, contiguous).
+  // Chunked prefill (issue 16): the prompt's next chunk, keys up to n_tokens; `carried` keeps the
+  // planner's sharing state from the previous chunk (planner::begin_chunk), otherwise a fresh
+  // one. Strategies that cannot run chunks throw (the default).
+  virtual void begin_chunk(int64_t n_tokens, bool carried);
+  // out: [Nq, H, D] f32; q: [Nq, H, D]; k, v: [N, Hkv, D] (RoPE applied, f32, contiguous). Nq = N
+  // for a whole prompt; a chunk's queries are the last Nq of the N tokens (N - Nq a multiple of
+  // the block size), and the report counts that chunk's rows only.
   virtual layer_attention_report attend(int64_t layer, const tensor_view& out,
                                         const tensor_view& q, const tensor_view& k,
                                         const tensor_view& v, thread_pool& pool) = 0;
@@ -41,8 +48,9 @@ class planner;
 // All causal tiles through the block-sparse kernel.
 std::unique_ptr<prefill_attention> make_dense_attention(int64_t block_size = 128);
 
-// One layer through the CPU block-sparse kernel on a given mask, reported with its tiles and
-// time (kind_counts left to the caller): what the fixed-mask strategies share.
+// One layer through the CPU block-sparse kernel on a given mask (over k's N tokens; q holds the
+// last q.shape[0] of them), reported with its tiles and time for the rows computed (kind_counts
+// left to the caller): what the fixed-mask strategies share.
 layer_attention_report attend_mask(int64_t layer, const block_mask& mask, const tensor_view& out,
                                    const tensor_view& q, const tensor_view& k,
                                    const tensor_view& v, thread_pool& pool);

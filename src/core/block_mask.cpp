@@ -125,6 +125,14 @@ std::vector<tile> block_mask::tiles_of(int64_t head) const {
   return out;
 }
 
+int64_t block_mask::tiles_from_row(int64_t first_row) const {
+  check(first_row >= 0 && first_row <= n_blocks, "block_mask::tiles_from_row", "row ", first_row,
+        " outside [0, ", n_blocks, "]");
+  int64_t tiles = 0;
+  for (int64_t h = 0; h < heads; ++h) tiles += row_begin(h, n_blocks) - row_begin(h, first_row);
+  return tiles;
+}
+
 double block_mask::head_density(int64_t head) const {
   return static_cast<double>(head_tiles(head)) / static_cast<double>(causal_tile_count(n_blocks));
 }

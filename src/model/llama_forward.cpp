@@ -110,6 +110,12 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
     check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
           fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
           " is outside the vocabulary [0, ", c.vocab_size, ")");
+  check(options.chunk >= 0, fn, "chunk of ", options.chunk, " tokens must be >= 0 (0: none)");
+  const int64_t chunk = options.chunk > 0 ? std::min(options.chunk, n) : n;
+  check(chunk == n || chunk % 128 == 0, fn, "chunk of ", chunk,
+        " tokens must be a multiple of the block size 128");
+  check(options.chunk == 0 || !options.chunk_carried || options.attention != nullptr, fn,
+        "chunk_carried needs a planned attention strategy");
   std::vector<int64_t> positions = options.logit_positions;
   if (positions.empty()) positions.push_back(n - 1);
   for (size_t i = 0; i < positions.size(); ++i)
@@ -128,12 +134,12 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
     dense = make_dense_attention();
     attention = dense.get();
   }
-  attention->begin_prompt(n);
-
   const int64_t dim = c.dim, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.ffn_dim;
-  std::vector<float> x(static_cast<size_t>(n * dim)), h(x.size()), tmp(x.size());
-  std::vector<float> q(static_cast<size_t>(n * H * D)), attn(q.size());
-  std::vector<float> gate(static_cast<size_t>(n * F)), up(gate.size());
+  std::vector<float> x(static_cast<size_t>(n * dim));  // [n, dim] the residual stream
+  // Per chunk of m <= chunk tokens (the whole prompt unless chunked).
+  std::vector<float> h(static_cast<size_t>(chunk * dim)), tmp(h.size());
+  std::vector<float> q(static_cast<size_t>(chunk * H * D)), attn(q.size());
+  std::vector<float> gate(static_cast<size_t>(chunk * F)), up(gate.size());
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(&x[static_cast<size_t>(i * dim)],
                 &w_.token_embd[static_cast<size_t>(tokens[static_cast<size_t>(i)]) * dim],
@@ -141,34 +147,43 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
 
   prefill_result result;
   const tile_math::blas_thread_scope all_blas_threads(pool_.size());
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    if (options.on_hidden) options.on_hidden(l, x.data());
-    const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
-    float* k = k_cache_[static_cast<size_t>(l)].data();  // [max_tokens, Hkv, D]
-    float* v = v_cache_[static_cast<size_t>(l)].data();
-    rms_norm(h.data(), x.data(), L.attn_norm, n, dim, c.rms_eps, pool_);
-    linear(q.data(), h.data(), L.wq, n, dim, H * D);
-    linear(k, h.data(), L.wk, n, dim, Hkv * D);
-    linear(v, h.data(), L.wv, n, dim, Hkv * D);
-    rope_apply(q.data(), n, H, D, 0, rope);
-    rope_apply(k, n, Hkv, D, 0, rope);
-    const layer_attention_report rep = attention->attend(
-        l, tensor_view::contiguous(attn.data(), dtype::f32, {n, H, D}),
-        tensor_view::contiguous(q.data(), dtype::f32, {n, H, D}),
-        tensor_view::contiguous(k, dtype::f32, {n, Hkv, D}),
-        tensor_view::contiguous(v, dtype::f32, {n, Hkv, D}), pool_);
-    result.attention_ms += rep.attention_ms + rep.plan_ms;
-    result.plan_ms += rep.plan_ms;
-    result.layers.push_back(rep);
-    linear(tmp.data(), attn.data(), L.wo, n, H * D, dim);
-    add_inplace(x.data(), tmp.data(), n * dim);
-    rms_norm(h.data(), x.data(), L.ffn_norm, n, dim, c.rms_eps, pool_);
-    linear(gate.data(), h.data(), L.w_gate, n, dim, F);
-    linear(up.data(), h.data(), L.w_up, n, dim, F);
-    swiglu(gate.data(), up.data(), n, F, pool_);
-    linear(tmp.data(), gate.data(), L.w_down, n, F, dim);
-    add_inplace(x.data(), tmp.data(), n * dim);
-    if (options.on_layer) options.on_layer(l, c.n_layers);
+  for (int64_t s = 0; s < n; s += chunk) {
+    // Tokens [s, e) attend to the keys [0, e): the cache so far and the chunk.
+    const int64_t e = std::min(n, s + chunk), m = e - s;
+    if (s == 0)
+      attention->begin_prompt(e);
+    else
+      attention->begin_chunk(e, options.chunk_carried);
+    float* xs = x.data() + s * dim;  // [m, dim]
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      if (options.on_hidden && chunk == n) options.on_hidden(l, x.data());
+      const llama_layer_weights& L = w_.layers[static_cast<size_t>(l)];
+      float* k = k_cache_[static_cast<size_t>(l)].data();  // [max_tokens, Hkv, D]
+      float* v = v_cache_[static_cast<size_t>(l)].data();
+      rms_norm(h.data(), xs, L.attn_norm, m, dim, c.rms_eps, pool_);
+      linear(q.data(), h.data(), L.wq, m, dim, H * D);
+      linear(k + s * Hkv * D, h.data(), L.wk, m, dim, Hkv * D);
+      linear(v + s * Hkv * D, h.data(), L.wv, m, dim, Hkv * D);
+      rope_apply(q.data(), m, H, D, s, rope);
+      rope_apply(k + s * Hkv * D, m, Hkv, D, s, rope);
+      const layer_attention_report rep = attention->attend(
+          l, tensor_view::contiguous(attn.data(), dtype::f32, {m, H, D}),
+          tensor_view::contiguous(q.data(), dtype::f32, {m, H, D}),
+          tensor_view::contiguous(k, dtype::f32, {e, Hkv, D}),
+          tensor_view::contiguous(v, dtype::f32, {e, Hkv, D}), pool_);
+      result.attention_ms += rep.attention_ms + rep.plan_ms;
+      result.plan_ms += rep.plan_ms;
+      result.layers.push_back(rep);
+      linear(tmp.data(), attn.data(), L.wo, m, H * D, dim);
+      add_inplace(xs, tmp.data(), m * dim);
+      rms_norm(h.data(), xs, L.ffn_norm, m, dim, c.rms_eps, pool_);
+      linear(gate.data(), h.data(), L.w_gate, m, dim, F);
+      linear(up.data(), h.data(), L.w_up, m, dim, F);
+      swiglu(gate.data(), up.data(), m, F, pool_);
+      linear(tmp.data(), gate.data(), L.w_down, m, F, dim);
+      add_inplace(xs, tmp.data(), m * dim);
+      if (options.on_layer) options.on_layer(l, c.n_layers);
+    }
   }
   if (options.on_hidden) options.on_hidden(c.n_layers, x.data());
   length_ = n;

@@ -1,13 +1,16 @@
 // Planned attention for one layer (attend_planned_layer) and the planned prefill strategy built
 // on it: the SharePrefill planner (or one of its baselines) chooses each head's tiles, the CPU
 // block-sparse kernel computes them, and the pivots' exact block attention is published back
-// into the per-prompt state.
+// into the per-prompt state. The strategy runs each layer through prefill_layer (the host path:
+// attend_planned_layer for a whole prompt, the chunk rule for a later chunk), so a prompt can
+// also be prefilled in chunks with a fresh or a carried sharing state.
 #include <algorithm>
 #include <chrono>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/planned_layer.h"
 #include "shareprefill/prefill_attention.h"
+#include "shareprefill/prefill_layer.h"
 
 namespace sp {
 namespace {
@@ -79,18 +82,31 @@ class planned_attention final : public prefill_attention {
  public:
   explicit planned_attention(const planner& pl) : planner_(pl) {}
 
-  void begin_prompt(int64_t) override { state_.reset(); }
+  void begin_prompt(int64_t n_tokens) override {
+    prefill_layer_begin(state_, params(0, 0, nullptr), n_tokens, false, nullptr, 0, nullptr);
+  }
+
+  void begin_chunk(int64_t n_tokens, bool carried) override {
+    if (carried)
+      prefill_layer_begin_chunk(state_, params(0, 0, nullptr), n_tokens, nullptr);
+    else  // a fresh sharing state for the chunk ending at n_tokens
+      prefill_layer_begin(state_, params(0, 0, nullptr), n_tokens, false, nullptr, 0, nullptr);
+  }
 
   layer_attention_report attend(int64_t layer, const tensor_view& out, const tensor_view& q,
                                 const tensor_view& k, const tensor_view& v,
                                 thread_pool& pool) override {
-    const planned_layer p = attend_planned_layer(planner_, state_, layer, out, q, k, v, pool);
+    const int64_t s = k.shape[0] - q.shape[0];
+    const planned_layer p =
+        prefill_layer(q, k, v, out, state_, params(layer, s, &pool), nullptr, 0, nullptr).host;
+    const int64_t first_row = s / p.plan.mask.block_size;
     layer_attention_report r;
     r.layer = layer;
     r.plan_ms = p.plan_ms;
     r.attention_ms = p.attention_ms;
-    r.tiles = p.tiles();
-    r.causal_tiles = q.shape[1] * causal_tile_count(p.plan.mask.n_blocks);
+    r.tiles = s == 0 ? p.tiles() : p.plan.mask.tiles_from_row(first_row);
+    r.causal_tiles =
+        q.shape[1] * (causal_tile_count(p.plan.mask.n_blocks) - causal_tile_count(first_row));
     for (head_kind kind : p.kinds()) ++r.kind_counts[static_cast<size_t>(kind)];
     return r;
   }
@@ -98,8 +114,17 @@ class planned_attention final : public prefill_attention {
   const char* name() const override { return plan_mode_name(planner_.params().mode); }
 
  private:
+  prefill_layer_params params(int64_t layer, int64_t query_offset, thread_pool* pool) const {
+    prefill_layer_params p;
+    p.layer = layer;
+    p.host = &planner_;
+    p.pool = pool;
+    p.query_offset = query_offset;
+    return p;
+  }
+
   const planner& planner_;
-  plan_state state_;
+  prefill_layer_state state_;
 };
 
 }  // namespace

@@ -89,6 +89,38 @@ TEST(LlamaForward, DecodeContinuesThePrefillExactly) {
   EXPECT_LT(testing::max_abs_diff(decoded.data(), full.logits.data(), w.config.vocab_size), 2e-3);
 }
 
+TEST(LlamaForward, ChunkedPrefillMatchesTheWholePrompt) {
+  SP_SKIP_WITHOUT_MODEL();
+  const nlohmann::json g = load_golden();
+  thread_pool pool(2);
+  const llama_weights& w = testing::default_model_weights(pool);
+  auto ids = g.at("token_ids").get<std::vector<int32_t>>();
+  ASSERT_GE(ids.size(), 300u);
+  ids.resize(300);  // chunks of 128: [0, 128), [128, 256), [256, 300)
+  prefill_options opt;
+  opt.logit_positions = {100, 200, 299};
+  llama_session whole(w, pool, 301), chunked(w, pool, 301);
+  const prefill_result a = whole.prefill(ids, opt);
+  opt.chunk = 128;
+  const prefill_result b = chunked.prefill(ids, opt);
+  // Dense attention over the same keys; only the row batches of the GEMMs differ: fp32 noise.
+  EXPECT_LT(testing::max_abs_diff(a.logits.data(), b.logits.data(), a.logits.size()), 2e-3);
+  EXPECT_EQ(b.layers.size(), 3 * static_cast<size_t>(w.config.n_layers));  // per chunk and layer
+  // The cache holds the whole prompt: decode continues both alike.
+  const std::vector<float> da = whole.decode(ids[0]), db = chunked.decode(ids[0]);
+  EXPECT_LT(testing::max_abs_diff(da.data(), db.data(), da.size()), 2e-3);
+  llama_session bad(w, pool, 300);
+  opt.chunk = 100;
+  EXPECT_NE(testing::error_of([&] { bad.prefill(ids, opt); })
+                .find("chunk of 100 tokens must be a multiple of the block size 128"),
+            std::string::npos);
+  opt.chunk = 128;
+  opt.chunk_carried = true;  // the dense strategy has no sharing state to carry
+  EXPECT_NE(testing::error_of([&] { bad.prefill(ids, opt); })
+                .find("chunk_carried needs a planned attention strategy"),
+            std::string::npos);
+}
+
 TEST(LlamaForward, RejectsBadPrompts) {
   SP_SKIP_WITHOUT_MODEL();
   thread_pool pool(2);

@@ -3,6 +3,8 @@
 // Lengths above the model's trained context need --rope-scaling and are marked "extended".
 // --device cuda scores the windows on the GPU (cuda_llama_session: the device planner plans the
 // sparse modes; the scored positions' log-probabilities are computed on the device).
+// --chunk C (CPU) prefills each window in chunks of C tokens, each chunk's queries over the keys
+// so far, with a fresh or (--chunk-state carried) a carried sharing state (issue 16).
 #include <algorithm>
 #include <cstdio>
 #include <iomanip>
@@ -25,6 +27,8 @@ struct ppl_options {
   std::string lengths = "2048";
   int64_t windows = 2;
   std::string device;
+  int64_t chunk = 0;                  // --chunk: tokens per prefill chunk (0: whole windows)
+  std::string chunk_state = "fresh";  // --chunk-state: fresh or carried
 };
 
 // One window scored on the GPU as score_window scores it on the CPU: the log-probabilities of
@@ -73,6 +77,10 @@ void run_ppl(const ppl_options& o) {
   const char* fn = "eval ppl";
   const std::string device = resolve_device(o.device);
   check(o.windows > 0, fn, "--windows must be > 0, got ", o.windows);
+  check(o.chunk >= 0 && o.chunk % 128 == 0, fn, "--chunk must be a multiple of 128 (0: whole ",
+        "windows), got ", o.chunk);
+  check(o.chunk == 0 || device == "cpu", fn,
+        "--chunk runs on the CPU (the CUDA forward prefills whole windows): add --device cpu");
   // Dense first, so every sparse row has its delta.
   std::vector<std::string> modes = eval_parse_modes(o.common.modes);
   std::stable_partition(modes.begin(), modes.end(), [](const std::string& m) { return m == "dense"; });
@@ -93,6 +101,9 @@ void run_ppl(const ppl_options& o) {
   FILE* const report = o.common.json.text_stream();
   std::string said_dense_layers;
   std::map<std::string, plot_series> curves;  // label -> ppl over length
+  if (o.chunk > 0)
+    std::fprintf(report, "prefill in chunks of %lld tokens, %s sharing state per chunk\n",
+                 static_cast<long long>(o.chunk), o.chunk_state == "carried" ? "a carried" : "a fresh");
   std::fprintf(report, "%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows",
                "ppl", "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
@@ -123,6 +134,8 @@ void run_ppl(const ppl_options& o) {
           prefill_options po;
           po.attention = gpu ? nullptr : att.attention.get();
           po.rope = o.common.rope;
+          po.chunk = o.chunk;
+          po.chunk_carried = o.chunk_state == "carried";
           po.on_layer =
               layer_progress("[" + mode + " " + std::to_string(len) + " window " +
                              std::to_string(w + 1) + "/" + std::to_string(windows.size()) + "]");
@@ -159,6 +172,8 @@ void run_ppl(const ppl_options& o) {
         row["dense_layers"] =
             mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
         row["thresholds"] = thresholds_record(att);
+        row["chunk"] = o.chunk;
+        if (o.chunk > 0) row["chunk_state"] = o.chunk_state;
         if (extended)
           row["rope"] = {{"type", o.common.rope.type}, {"factor", o.common.rope.factor}};
         out.write(row);
@@ -190,6 +205,15 @@ void setup_ppl(CLI::App& app) {
   sub->add_option("--windows", o->windows, "Windows per length (over all files)")
       ->capture_default_str();
   add_device_option(sub, o->device);
+  sub->add_option("--chunk", o->chunk,
+                  "CPU: prefill each window in chunks of this many tokens (a multiple of 128; 0: "
+                  "whole windows), each chunk's queries over the keys so far")
+      ->capture_default_str();
+  sub->add_option("--chunk-state", o->chunk_state,
+                  "with --chunk: a fresh sharing state per chunk, or one carried through the "
+                  "window (pivots kept, patterns extended)")
+      ->check(CLI::IsMember({"fresh", "carried"}))
+      ->capture_default_str();
   sub->callback([o] { run_ppl(*o); });
 }
 
