@@ -64,6 +64,9 @@ expect_error "heads 100000000 must be a multiple" plan --synthetic --n 64 --laye
 # --device (issue 14): cpu or cuda; cuda without a usable GPU is refused before any work.
 expect_error "--device: tpu not in {cpu,cuda}" generate --prompt-file x --device tpu
 expect_error "--device: gpu not in {cpu,cuda}" eval ppl --texts x --device gpu
+expect_error "--chunk must be a multiple of 128 (0: whole windows), got 100" eval ppl --texts x \
+  --device cpu --chunk 100
+expect_error "--chunk-state: cached not in {fresh,carried}" eval ppl --texts x --chunk-state cached
 expect_error "--device: cpu not in {cuda}" bench prefill --device cpu
 if ! nvidia-smi -L >/dev/null 2>&1; then
   for args in "generate --prompt-file x" "demo" "eval ppl --texts x" "bench prefill" \

@@ -103,7 +103,8 @@ void run_ppl(const ppl_options& o) {
   std::map<std::string, plot_series> curves;  // label -> ppl over length
   if (o.chunk > 0)
     std::fprintf(report, "prefill in chunks of %lld tokens, %s sharing state per chunk\n",
-                 static_cast<long long>(o.chunk), o.chunk_state == "carried" ? "a carried" : "a fresh");
+                 static_cast<long long>(o.chunk),
+                 o.chunk_state == "carried" ? "a carried" : "a fresh");
   std::fprintf(report, "%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows",
                "ppl", "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
