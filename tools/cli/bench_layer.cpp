@@ -453,10 +453,7 @@ void setup_bench_layer(CLI::App& bench) {
                   "chunked prefill in chunks of this many tokens (a multiple of 128) against "
                   "one-shot, per mode (0: off)")
       ->capture_default_str();
-  sub->add_option("--chunk-state", o->chunk_state,
-                  "with --chunk: a fresh sharing state per chunk, or one carried through the "
-                  "prompt (pivots kept, patterns extended to each next chunk)")
-      ->check(CLI::IsMember({"fresh", "carried"}))->capture_default_str();
+  add_chunk_state_option(sub, o->chunk_state);
   add_seed_option(sub, o->seed, "generator seed");
   sub->add_option("--repeats", o->repeats, "timed prompts (median reported)")->capture_default_str();
   add_threads_option(sub, o->threads)->capture_default_str();

@@ -13,6 +13,7 @@
 #include "cuda_model.h"
 #include "device_option.h"
 #include "eval_common.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
@@ -210,11 +211,7 @@ void setup_ppl(CLI::App& app) {
                   "CPU: prefill each window in chunks of this many tokens (a multiple of 128; 0: "
                   "whole windows), each chunk's queries over the keys so far")
       ->capture_default_str();
-  sub->add_option("--chunk-state", o->chunk_state,
-                  "with --chunk: a fresh sharing state per chunk, or one carried through the "
-                  "window (pivots kept, patterns extended)")
-      ->check(CLI::IsMember({"fresh", "carried"}))
-      ->capture_default_str();
+  add_chunk_state_option(sub, o->chunk_state);
   sub->callback([o] { run_ppl(*o); });
 }
 

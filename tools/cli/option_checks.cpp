@@ -31,6 +31,15 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads) {
       ->check(CLI::Range(0, thread_pool::max_threads));
 }
 
+CLI::Option* add_chunk_state_option(CLI::App* sub, std::string& state) {
+  return sub
+      ->add_option("--chunk-state", state,
+                   "with --chunk: a fresh sharing state per chunk, or one carried through the "
+                   "prompt (pivots kept, patterns extended to each next chunk)")
+      ->check(CLI::IsMember({"fresh", "carried"}))
+      ->capture_default_str();
+}
+
 CLI::Option* add_seed_option(CLI::App* sub, uint64_t& seed, const std::string& help) {
   const CLI::Validator digits_only(
       [](std::string& input) -> std::string {

@@ -21,6 +21,10 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads);
 // saturate larger values).
 CLI::Option* add_seed_option(CLI::App* sub, uint64_t& seed, const std::string& help);
 
+// Adds --chunk-state: fresh (a new sharing state per chunk) or carried (one carried through the
+// prompt), for the chunked prefills of bench layer and eval ppl.
+CLI::Option* add_chunk_state_option(CLI::App* sub, std::string& state);
+
 // Adds --rope-scaling and --rope-factor (finite, in [1, 1024]).
 void add_rope_options(CLI::App* sub, std::string& type, double& factor);
 
