@@ -25,9 +25,14 @@ struct planned_layer {
   int64_t tiles() const;  // visited tiles over both passes
 };
 
-// out: [N, H, D] f32; q: [N, H, D]; k, v: [N, Hkv, D]. Advances `state` by one layer.
+// out: [N - s, H, D] f32; q: [N - s, H, D]; k, v: [N, Hkv, D], s = query_offset. Advances
+// `state` by one layer. s = 0: the whole prompt. s > 0 (a multiple of the block size): a chunk's
+// queries over the keys so far, planned on the queries with zeros before the chunk (bench
+// chunk-plan's rule), the kernel from row s, the chunk's rows of the pivots' A published (the
+// rows before it stay 0); share_within_layer is refused there (q must be contiguous).
 planned_layer attend_planned_layer(const planner& pl, plan_state& state, int64_t layer,
                                    const tensor_view& out, const tensor_view& q,
-                                   const tensor_view& k, const tensor_view& v, thread_pool& pool);
+                                   const tensor_view& k, const tensor_view& v, thread_pool& pool,
+                                   int64_t query_offset = 0);
 
 }  // namespace sp

@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "shareprefill/attention.h"
+#include "shareprefill/error.h"
 #include "shareprefill/planned_layer.h"
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/prefill_layer.h"
@@ -41,18 +42,31 @@ int64_t planned_layer::tiles() const {
 
 planned_layer attend_planned_layer(const planner& pl, plan_state& state, int64_t layer,
                                    const tensor_view& out, const tensor_view& q,
-                                   const tensor_view& k, const tensor_view& v, thread_pool& pool) {
+                                   const tensor_view& k, const tensor_view& v, thread_pool& pool,
+                                   int64_t query_offset) {
+  const char* fn = "attend_planned_layer";
   planned_layer r;
+  const int64_t n = q.shape[0], heads = q.shape[1], d = q.shape[2];
   auto t0 = clock_type::now();
-  r.plan = pl.plan(layer, q, k, state, pool);
+  if (query_offset == 0) {
+    r.plan = pl.plan(layer, q, k, state, pool);
+  } else {
+    check(q.is_contiguous(), fn, "a chunk's q must be contiguous on the CPU");
+    const int64_t keys = k.shape[0];
+    std::vector<float> padded(static_cast<size_t>(keys * heads * d), 0.0f);  // [keys, H, D]
+    convert_to_fp32(padded.data() + query_offset * heads * d, q);
+    r.plan = pl.plan(layer, tensor_view::contiguous(padded.data(), dtype::f32, {keys, heads, d}),
+                     k, state, pool);
+    check(r.plan.deferred_heads.empty(), fn, "share_within_layer is not supported for chunks");
+  }
   r.plan_ms += ms_since(t0);
-  const int64_t nb = r.plan.mask.n_blocks, n = q.shape[0], heads = q.shape[1], d = q.shape[2];
+  const int64_t nb = r.plan.mask.n_blocks;
   std::vector<float> block_attn(r.plan.pivot_heads.size() * static_cast<size_t>(nb * nb));  // [pivots, nb, nb]
   const block_attention_output ba{r.plan.pivot_heads, block_attn.data()};
 
   t0 = clock_type::now();
   attention_block_sparse(out, {}, r.plan.pivot_heads.empty() ? nullptr : &ba, q, k, v,
-                         r.plan.mask, pool);
+                         r.plan.mask, pool, query_offset);
   r.attention_ms += ms_since(t0);
 
   t0 = clock_type::now();

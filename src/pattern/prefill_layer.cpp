@@ -1,23 +1,14 @@
 // prefill_layer: one planned attention layer on the device of its tensors. The CPU path is
-// attend_planned_layer (host planner, CPU kernel, publish), or for a chunk the host planner on
-// the zero-padded queries; the CUDA path chains the device planner, the CUDA kernel on the plan
-// in the workspace, and the device publish on one stream.
+// attend_planned_layer (host planner, CPU kernel, publish; a chunk through its query offset);
+// the CUDA path chains the device planner, the CUDA kernel on the plan in the workspace, and the
+// device publish on one stream.
 #include "shareprefill/prefill_layer.h"
 
-#include <chrono>
-#include <vector>
-
-#include "shareprefill/attention.h"
 #include "shareprefill/error.h"
 #include "shareprefill/planned_layer.h"
 
 namespace sp {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-double ms_since(clock_type::time_point t0) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
 
 void check_same_device(const char* fn, const tensor_view& q, const tensor_view& k,
                        const tensor_view& v, const tensor_view& out, bool on_device) {
@@ -27,38 +18,6 @@ void check_same_device(const char* fn, const tensor_view& q, const tensor_view& 
     check(views[i]->on_device == on_device, fn, names[i], " is a ",
           views[i]->on_device ? "device" : "host", " view but the prompt runs on the ",
           on_device ? "device" : "host");
-}
-
-// A chunk on the CPU: the host planner on the keys [0, e) with the chunk's queries in place and
-// zeros before them (bench chunk-plan), the kernel with the query offset, publish of the
-// chunk's rows of the pivots' A (the rows before it stay 0); timed as attend_planned_layer is.
-planned_layer attend_chunk_on_host(const planner& pl, plan_state& state, int64_t layer,
-                                   int64_t query_offset, const tensor_view& out,
-                                   const tensor_view& q, const tensor_view& k,
-                                   const tensor_view& v, thread_pool& pool) {
-  const int64_t n = k.shape[0], heads = q.shape[1], dim = q.shape[2];
-  check(q.is_contiguous(), "prefill_layer", "a chunk's q must be contiguous on the CPU");
-  planned_layer r;
-  auto t0 = clock_type::now();
-  std::vector<float> padded(static_cast<size_t>(n * heads * dim), 0.0f);
-  convert_to_fp32(padded.data() + query_offset * heads * dim, q);
-  r.plan = pl.plan(
-      layer, tensor_view::contiguous(padded.data(), dtype::f32, {n, heads, dim}), k, state, pool);
-  check(r.plan.deferred_heads.empty(), "prefill_layer",
-        "share_within_layer is not supported for chunks");
-  r.plan_ms += ms_since(t0);
-  const layer_plan& p = r.plan;
-  const int64_t nb = p.mask.n_blocks;
-  std::vector<float> a(p.pivot_heads.size() * static_cast<size_t>(nb * nb), 0.0f);
-  const block_attention_output ba{p.pivot_heads, a.data()};
-  t0 = clock_type::now();
-  attention_block_sparse(out, {}, p.pivot_heads.empty() ? nullptr : &ba, q, k, v, p.mask, pool,
-                         query_offset);
-  r.attention_ms += ms_since(t0);
-  t0 = clock_type::now();
-  pl.publish(layer, p.pivot_heads, a.data(), state);
-  r.plan_ms += ms_since(t0);
-  return r;
 }
 
 }  // namespace
@@ -128,12 +87,8 @@ prefill_layer_result prefill_layer(const tensor_view& q, const tensor_view& k,
   if (!state.on_device) {
     check(params.host != nullptr && params.pool != nullptr, fn,
           "host tensors need params.host (a planner) and params.pool");
-    if (s == 0)
-      r.host = attend_planned_layer(*params.host, state.host, params.layer, out, q, k, v,
-                                    *params.pool);
-    else
-      r.host = attend_chunk_on_host(*params.host, state.host, params.layer, s, out, q, k, v,
-                                    *params.pool);
+    r.host = attend_planned_layer(*params.host, state.host, params.layer, out, q, k, v,
+                                  *params.pool, s);
     state.query_offset = s;
     return r;
   }
