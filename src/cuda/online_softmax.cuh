@@ -7,13 +7,9 @@
 
 #include <cmath>
 
-namespace sp::cuda {
+#include "ptx_sm80.cuh"
 
-__device__ __forceinline__ float exp2_approx(float x) {  // ex2.approx(-inf) = +0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
+namespace sp::cuda {
 
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));

@@ -33,7 +33,6 @@
 #include "cuda_check.h"
 #include "plan_common.cuh"
 #include "plan_layout.h"
-#include "online_softmax.cuh"
 #include "ptx_sm80.cuh"
 
 namespace sp::cuda {

@@ -1,6 +1,6 @@
 // Thin wrappers over the sm_80 instructions the portable attention kernel is built from:
-// cp.async (global -> shared, 16 bytes, zero-fill), ldmatrix (shared -> mma fragments) and
-// mma.sync m16n8k16 with fp32 accumulation. Hand-written PTX rather than CUTLASS/CuTe: the
+// cp.async (global -> shared, 16 bytes, zero-fill), ldmatrix (shared -> mma fragments),
+// mma.sync m16n8k16 with fp32 accumulation, and ex2.approx (the softmaxes' exponential). Hand-written PTX rather than CUTLASS/CuTe: the
 // kernel needs four instructions, and the GPU machine has no CUTLASS checkout to build against.
 #pragma once
 
@@ -10,6 +10,13 @@
 #include <cstdint>
 
 namespace sp::cuda {
+
+// 2^x by the special-function unit (ex2.approx.ftz: ~2 ulp, ex2.approx(-inf) = +0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
