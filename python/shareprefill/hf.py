@@ -273,7 +273,8 @@ def planner_factory(cluster_map, mode, layers, thresholds):
 
     def new_planner(tokens=0):
         entry = entry_for(tokens) if entry_for else None
-        settings = dict(thresholds, **{k: v for k, v in (entry or {}).items() if k != "from_tokens"})
+        from_map = {k: v for k, v in (entry or {}).items() if k != "from_tokens"}
+        settings = dict(thresholds, **from_map)
         planner = Planner(cluster_map, mode, layers=layers, **settings)
         planner.thresholds_entry = entry
         return planner

@@ -1,5 +1,6 @@
-// The dense prefill attention strategy: every causal tile through the block-sparse kernel; and
-// attend_mask, the one-mask layer that it and the replayed strategy run.
+// The dense prefill attention strategy: every causal tile through the block-sparse kernel;
+// attend_mask, the one-mask layer that it and the replayed strategy run; and the default
+// prefill_attention::begin_chunk (strategies that cannot run chunks refuse).
 #include <chrono>
 
 #include "shareprefill/attention.h"

@@ -55,7 +55,7 @@ struct attention_setup {
   size_t head_gammas = 0;             // heads planned with their own gamma (the map's, format 3)
   std::string dense_layers_source;    // "--dense-layers", the cluster map's path, or ""
   std::string cluster_source;         // path of the cluster map the planner uses, "" for none
-  // The map's thresholds for the prompt length (format 4), when they apply; thresholds_source is
+  // The map's settings for the prompt length (formats 4, 5), when they apply; thresholds_source is
   // the map's path when it has thresholds (applied, or ignored for the options given).
   std::optional<length_thresholds> map_thresholds;
   std::string thresholds_source;
@@ -76,12 +76,12 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
                                int64_t prompt_tokens);
 
 // "18,23 (from PATH)", "none and 18 dense heads (from PATH)", "none", ... for progress lines,
-// followed by "; thresholds from PATH for >= 16384 tokens: tau_sim 0.1, ..." when the map's
+// followed by "; thresholds from PATH for >= 24576 tokens: tau_sim 0.1, ..." when the map's
 // thresholds apply (or "; thresholds of PATH ignored (...)" when the options won).
 std::string describe_dense_layers(const attention_setup& s);
 
-// The thresholds the planner uses and where they came from, for JSON rows: {"tau_sim", "tau_qa",
-// "min_budget", "from_map", "from_tokens"}; null without a planner (dense).
+// The settings the planner uses and where they came from, for JSON rows: {"tau_sim", "tau_qa",
+// "min_budget", "pivot_is_medoid", "from_map", "from_tokens"}; null without a planner (dense).
 nlohmann::json thresholds_record(const attention_setup& s);
 
 }  // namespace sp::cli
