@@ -75,7 +75,11 @@ class cuda_llama_session {
   // one synchronisation of the logits download, so timing adds no host wait. options.on_hidden
   // receives the residual stream downloaded to the host and options.on_plan each layer's device
   // plan as a block_mask (a synchronisation per layer each: tests).
-  // Errors the device planner recorded are thrown after the last layer.
+  // options.chunk prefills in chunks (chunk_carried without a planner: fresh, dense plans share
+  // nothing): the reports are per chunk and layer, each counting the rows its chunk computed,
+  // and options.on_plan gets each chunk's plan (the kernel runs its rows from the chunk's first
+  // block on only); options.on_hidden is called once, after the last layer.
+  // Errors the device planner recorded are thrown after the last layer (or chunk).
   prefill_result prefill(const std::vector<int32_t>& tokens, const prefill_options& options,
                          const device_planner* planner = nullptr);
   // After a prefill of n tokens and before any decode: the log-probability of targets[i] given

@@ -63,9 +63,10 @@ struct prefill_options {
   // for tests. May be empty.
   std::function<void(int64_t l, const block_mask& plan)> on_plan;
   rope_scaling_options rope;
-  // CPU forward: > 0 prefills the prompt in chunks of this many tokens (a multiple of 128), each
-  // chunk's queries over the keys so far (issue 16), the attention strategy moved from chunk to
-  // chunk with a fresh sharing state or, with chunk_carried, the carried one (begin_chunk).
+  // > 0 prefills the prompt in chunks of this many tokens (a multiple of 128), each chunk's
+  // queries over the keys so far (issue 16), the planner moved from chunk to chunk with a fresh
+  // sharing state or, with chunk_carried, the carried one (CPU: the attention strategy's
+  // begin_chunk; CUDA: prefill_layer_begin_chunk). Both forwards.
   int64_t chunk = 0;
   bool chunk_carried = false;
 };

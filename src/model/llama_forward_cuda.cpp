@@ -132,9 +132,11 @@ struct cuda_llama_session::impl {
   // [0, pos + n) of layer l, into attn.
   using attention_step = std::function<void(int64_t l, int64_t pos, int64_t n)>;
 
-  // One transformer block for n tokens at positions [pos, pos + n) on `stream`. In a decode step
-  // (decode_step: one token, its position read from device memory) the attention step also
-  // rotates q and k and appends k and v to the cache (cuda_decode_new_token: one launch).
+  // One transformer block for n tokens at positions [pos, pos + n) on `stream`: residual rows
+  // [pos, pos + n) of x (a prefill chunk's; decode passes pos 0, its row), the other
+  // intermediates from row 0. In a decode step (decode_step: one token, its position read from
+  // device memory) the attention step also rotates q and k and appends k and v to the cache
+  // (cuda_decode_new_token: one launch).
   void layer_body(int64_t l, int64_t pos, bool decode_step, int64_t n, void* stream,
                   const attention_step& attention) {
     const llama_config& c = w.config;
@@ -145,8 +147,9 @@ struct cuda_llama_session::impl {
       fused_decode_layer(l, attention, stream, overlap);
       return;
     }
+    float* xs = f32(x) + pos * dim;  // [n, dim] this step's residual rows
     // attn_norm
-    cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.attn_norm), nullptr, n, dim,
+    cuda_rms_norm(bf16(normed), xs, dtype::f32, f32(L.attn_norm), nullptr, n, dim,
                   c.rms_eps, stream, overlap);
     // qkv
     gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
@@ -174,9 +177,9 @@ struct cuda_llama_session::impl {
     // attn_out
     attention(l, pos, n);
     // attn_residual: x += attn @ wo^T
-    gemm.linear(x.data(), dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, stream);
+    gemm.linear(xs, dtype::f32, bf16(attn), bf16(L.wo), n, dim, H * D, true, stream);
     // ffn_norm
-    cuda_rms_norm(bf16(normed), x.data(), dtype::f32, f32(L.ffn_norm), nullptr, n, dim, c.rms_eps,
+    cuda_rms_norm(bf16(normed), xs, dtype::f32, f32(L.ffn_norm), nullptr, n, dim, c.rms_eps,
                   stream, overlap);
     // ffn_gate_up
     gemm.linear(gate_up.data(), dtype::bf16, bf16(normed), bf16(L.w_gate_up), n, 2 * F, dim, false,
@@ -184,7 +187,7 @@ struct cuda_llama_session::impl {
     // ffn_act
     cuda_swiglu(bf16(act), F, bf16(gate_up), bf16(gate_up, F), 2 * F, n, F, stream, overlap);
     // ffn_residual: x += act @ w_down^T
-    gemm.linear(x.data(), dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, stream);
+    gemm.linear(xs, dtype::f32, bf16(act), bf16(L.w_down), n, dim, F, true, stream);
   }
 
   // layer_body of a decode step (one token, row 0) with the fused GEMVs: 5 launches.
@@ -261,29 +264,42 @@ int64_t cuda_llama_session::capacity() const { return impl_->max_tokens; }
 
 namespace {
 
-// What the host reads back about one layer's plan after the prompt: the kinds [H] and the row
-// offsets [H * (nb + 1)] of the CSR, copied asynchronously into one pinned region per layer.
+// What the host reads back about each planned layer (one slot per layer, and per chunk of a
+// chunked prefill): the kinds [H] and the row offsets [H * (nb + 1)] of its CSR, copied
+// asynchronously into one pinned region per slot (nb of the longest plan; a chunk's plan covers
+// its end's blocks, of which it computes the rows from its first query block on).
 struct plan_readback {
-  int64_t heads = 0, nb = 0;
+  int64_t heads = 0, max_nb = 0;
+  std::vector<int64_t> nb, first_row;  // per slot: the plan's blocks and first computed row
   pinned_buffer memory;
-  size_t layer_bytes() const {  // rounded up to 8 so that every layer's row_ptr is aligned
-    return (static_cast<size_t>(heads * (nb + 1)) * 8 + static_cast<size_t>(heads) + 7) / 8 * 8;
+  size_t slot_bytes() const {  // rounded up to 8 so that every slot's row_ptr is aligned
+    return (static_cast<size_t>(heads * (max_nb + 1)) * 8 + static_cast<size_t>(heads) + 7) / 8 * 8;
   }
-  plan_readback(int64_t layers, int64_t h, int64_t n_blocks)
-      : heads(h), nb(n_blocks), memory(static_cast<size_t>(layers) * layer_bytes()) {}
-  char* layer(int64_t l) const { return static_cast<char*>(memory.data()) + l * layer_bytes(); }
-  void enqueue(int64_t l, const layer_plan_view& plan) {
-    cuda_copy_to_host_async(layer(l), plan.row_ptr, static_cast<size_t>(heads * (nb + 1)) * 8, nullptr);
-    cuda_copy_to_host_async(layer(l) + heads * (nb + 1) * 8, plan.kinds, static_cast<size_t>(heads), nullptr);
+  plan_readback(int64_t slots, int64_t h, int64_t n_blocks)
+      : heads(h), max_nb(n_blocks), nb(static_cast<size_t>(slots)),
+        first_row(static_cast<size_t>(slots)),
+        memory(static_cast<size_t>(slots) * slot_bytes()) {}
+  char* slot(int64_t i) const { return static_cast<char*>(memory.data()) + i * slot_bytes(); }
+  char* kinds_of(int64_t i) const { return slot(i) + heads * (max_nb + 1) * 8; }
+  void enqueue(int64_t i, const layer_plan_view& plan) {
+    nb[static_cast<size_t>(i)] = plan.n_blocks;
+    first_row[static_cast<size_t>(i)] = plan.query_offset / plan.block_size;
+    cuda_copy_to_host_async(slot(i), plan.row_ptr,
+                            static_cast<size_t>(heads * (plan.n_blocks + 1)) * 8, nullptr);
+    cuda_copy_to_host_async(kinds_of(i), plan.kinds, static_cast<size_t>(heads), nullptr);
   }
-  // After the stream passed the copies: visited tiles and kind counts of layer l into rep.
-  void fill(int64_t l, layer_attention_report& rep) const {
-    std::vector<int64_t> row_ptr(static_cast<size_t>(heads * (nb + 1)));
-    std::memcpy(row_ptr.data(), layer(l), row_ptr.size() * 8);
-    const auto* kinds = reinterpret_cast<const uint8_t*>(layer(l) + heads * (nb + 1) * 8);
+  // After the stream passed the copies: causal and visited tiles of the rows slot i computed,
+  // and its kind counts, into rep.
+  void fill(int64_t i, layer_attention_report& rep) const {
+    const int64_t n_blocks = nb[static_cast<size_t>(i)], r0 = first_row[static_cast<size_t>(i)];
+    std::vector<int64_t> row_ptr(static_cast<size_t>(heads * (n_blocks + 1)));
+    std::memcpy(row_ptr.data(), slot(i), row_ptr.size() * 8);
+    const auto* kinds = reinterpret_cast<const uint8_t*>(kinds_of(i));
+    rep.causal_tiles = heads * (n_blocks * (n_blocks + 1) - r0 * (r0 + 1)) / 2;
     rep.tiles = 0;
     for (int64_t h = 0; h < heads; ++h) {
-      rep.tiles += row_ptr[static_cast<size_t>(h * (nb + 1) + nb)] - row_ptr[static_cast<size_t>(h * (nb + 1))];
+      const int64_t* row = row_ptr.data() + h * (n_blocks + 1);
+      rep.tiles += row[n_blocks] - row[r0];
       if (kinds[h] < head_kind_count) ++rep.kind_counts[kinds[h]];
     }
   }
@@ -312,12 +328,17 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
     check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
           fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
           " is outside the vocabulary [0, ", c.vocab_size, ")");
+  check(options.chunk >= 0, fn, "chunk of ", options.chunk, " tokens must be >= 0 (0: none)");
+  const int64_t chunk = options.chunk > 0 ? std::min(options.chunk, n) : n;
+  check(chunk == n || chunk % 128 == 0, fn, "chunk of ", chunk,
+        " tokens must be a multiple of the block size 128");
   std::vector<int64_t> positions = options.logit_positions;
   if (positions.empty()) positions.push_back(n - 1);
   for (size_t i = 0; i < positions.size(); ++i)
     check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
           fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
+  const bool carried = options.chunk_carried && planner != nullptr;  // dense plans share nothing
   if (planner == nullptr) {
     if (!s.dense_planner) {
       planner_params dense;
@@ -332,16 +353,22 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   check(planner->params().block_size == 128, fn, "the CUDA kernel needs block size 128, the "
         "planner has ", planner->params().block_size);
 
-  // Planner memory (grow-only), before the clock starts.
+  // Planner memory (grow-only), before the clock starts: the most any chunk's plan needs (a
+  // chunk's plan covers the keys up to its end), and the state of the whole prompt.
   prefill_layer_params lp;
   lp.device = planner;
-  const layer_shape shape{n, H, Hkv, D};
-  s.ensure(s.plan_workspace, static_cast<size_t>(prefill_layer_workspace_bytes(shape, lp, true)));
+  int64_t workspace = 0;
+  for (int64_t end = std::min(n, chunk);; end = std::min(n, end + chunk)) {
+    workspace = std::max(workspace, prefill_layer_workspace_bytes({end, H, Hkv, D}, lp, true));
+    if (end == n) break;
+  }
+  s.ensure(s.plan_workspace, static_cast<size_t>(workspace));
   s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n)));
-  const int64_t nb = (n + 127) / 128;
-  plan_readback readback(c.n_layers, H, nb);
-  std::vector<cuda_event> started(static_cast<size_t>(c.n_layers)),
-      planned(static_cast<size_t>(c.n_layers)), attended(static_cast<size_t>(c.n_layers));
+  const int64_t nb = (n + 127) / 128, chunks = (n + chunk - 1) / chunk;
+  const int64_t slots = chunks * c.n_layers;  // slot (chunk index) * layers + layer
+  plan_readback readback(slots, H, nb);
+  std::vector<cuda_event> started(static_cast<size_t>(slots)), planned(static_cast<size_t>(slots)),
+      attended(static_cast<size_t>(slots));
 
   const auto t_start = std::chrono::steady_clock::now();
   s.final_hidden = false;
@@ -354,21 +381,22 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
                         n, c.dim, c.vocab_size, nullptr);
   prefill_layer_state state;
-  prefill_layer_begin(state, lp, n, true, s.plan_state.data(),
-                      static_cast<int64_t>(s.plan_state.size()), nullptr);
-  const impl::attention_step planned_attention = [&](int64_t l, int64_t, int64_t rows) {
-    const size_t i = static_cast<size_t>(l);
+  int64_t slot = 0;
+  // Chunk [pos, pos + rows) of layer l: its queries over the cache rows [0, pos + rows).
+  const impl::attention_step planned_attention = [&](int64_t l, int64_t pos, int64_t rows) {
+    const size_t i = static_cast<size_t>(slot);
     lp.layer = l;
+    lp.query_offset = pos;
     lp.planned = &planned[i];
     started[i].record(nullptr);
     const prefill_layer_result r = prefill_layer(
         s.view(s.qkv.data(), rows, H, s.qkv_width()),
-        s.view(s.cache.k(l), rows, Hkv, s.cache.token_stride()),
-        s.view(s.cache.v(l), rows, Hkv, s.cache.token_stride()),
+        s.view(s.cache.k(l), pos + rows, Hkv, s.cache.token_stride()),
+        s.view(s.cache.v(l), pos + rows, Hkv, s.cache.token_stride()),
         s.view(s.attn.data(), rows, H, H * D), state, lp, s.plan_workspace.data(),
         static_cast<int64_t>(s.plan_workspace.size()), nullptr);
     attended[i].record(nullptr);
-    readback.enqueue(l, r.device_plan.plan);
+    readback.enqueue(slot, r.device_plan.plan);
     if (options.on_plan) options.on_plan(l, device_planner::download_mask(r.device_plan.plan));
   };
   std::vector<float> host_x;
@@ -378,10 +406,21 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
     s.x.download(host_x.data(), host_x.size() * sizeof(float));
     options.on_hidden(l, host_x.data());
   };
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    report_hidden(l);
-    s.layer_body(l, 0, false, n, nullptr, planned_attention);
-    if (options.on_layer) options.on_layer(l, c.n_layers);
+  for (int64_t pos = 0; pos < n; pos += chunk) {
+    const int64_t end = std::min(n, pos + chunk);
+    if (pos > 0 && carried) {
+      prefill_layer_begin_chunk(state, lp, end, nullptr);
+    } else {
+      // A fresh state clears the state memory: the previous chunk's device errors first.
+      if (pos > 0) device_plan_check(state.device, nullptr);
+      prefill_layer_begin(state, lp, end, true, s.plan_state.data(),
+                          static_cast<int64_t>(s.plan_state.size()), nullptr);
+    }
+    for (int64_t l = 0; l < c.n_layers; ++l, ++slot) {
+      if (chunk == n) report_hidden(l);
+      s.layer_body(l, pos, false, end - pos, nullptr, planned_attention);
+      if (options.on_layer) options.on_layer(l, c.n_layers);
+    }
   }
   report_hidden(c.n_layers);
   prefill_result result;
@@ -392,14 +431,13 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   result.positions = std::move(positions);
   result.total_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const size_t i = static_cast<size_t>(l);
+  for (int64_t i = 0; i < slots; ++i) {
     layer_attention_report rep;
-    rep.layer = l;
-    rep.causal_tiles = H * nb * (nb + 1) / 2;
-    readback.fill(l, rep);
-    rep.plan_ms = planned[i].elapsed_ms_since(started[i]);
-    rep.attention_ms = attended[i].elapsed_ms_since(planned[i]);
+    rep.layer = i % c.n_layers;
+    readback.fill(i, rep);
+    const size_t k = static_cast<size_t>(i);
+    rep.plan_ms = planned[k].elapsed_ms_since(started[k]);
+    rep.attention_ms = attended[k].elapsed_ms_since(planned[k]);
     result.attention_ms += rep.plan_ms + rep.attention_ms;
     result.plan_ms += rep.plan_ms;
     result.layers.push_back(rep);

@@ -344,6 +344,108 @@ TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
   }
 }
 
+// Chunked prefill (prefill_options::chunk, issue 16). Dense: 300 tokens in chunks of 128 (the
+// last one ragged) against the CPU forward within the whole prefill's bound (4 e_w), every
+// chunk-layer report counting its chunk's causal tiles. Sparse: shareprefill as in the test above
+// (layer 1 dense, layers 1-2 clustered), 1536 tokens in chunks of 512 with a fresh and with a
+// carried sharing state, against the CPU runner chunked the same way with the host planner: per
+// chunk and layer the same causal tiles, the dense layer complete, densities within 0.1 (the
+// planners may differ at a threshold), finite logits (the two planners' tiles may differ, so
+// their logits are compared in print only). A chunk that is not a multiple of 128 is refused.
+TEST(LlamaCuda, ChunkedPrefillMatchesTheCpuChunks) {
+  SP_SKIP_WITHOUT_DEVICE();
+  thread_pool pool(2);
+  const llama_weights w = random_llama(7);
+  const llama_config& c = w.config;
+  const int64_t H = c.n_heads, vocab = c.vocab_size;
+  const cuda_llama_weights dw = cuda_llama_weights_upload(w);
+  {
+    SCOPED_TRACE("dense, 300 tokens in chunks of 128");
+    const llama_weights w16 = rounded_to_bf16(w);
+    const int64_t n = 300;
+    const std::vector<int32_t> prompt = random_tokens(n, vocab, 8);
+    prefill_options opt;
+    opt.logit_positions = all_positions(n);
+    llama_session cpu(w, pool, n), cpu16(w16, pool, n);
+    const prefill_result ref = cpu.prefill(prompt, opt);
+    const double e_w = compare(cpu16.prefill(prompt, opt).logits, ref.logits, vocab).max_diff;
+    opt.chunk = 128;
+    cuda_llama_session gpu(dw, n);
+    const prefill_result got = gpu.prefill(prompt, opt);
+    const logit_comparison cmp = compare(got.logits, ref.logits, vocab, 8 * e_w);
+    std::printf("dense chunked: max |logit diff| %.4g vs the CPU forward, e_w %.4g\n", cmp.max_diff,
+                e_w);
+    EXPECT_LE(cmp.max_diff, 4 * e_w);
+    EXPECT_EQ(cmp.top1_equal, cmp.rows);
+    ASSERT_EQ(static_cast<int64_t>(got.layers.size()), 3 * c.n_layers);
+    const int64_t causal[] = {H * 1, H * 2, H * 3};  // rows 0, 1, 2 of the three chunks
+    for (size_t i = 0; i < got.layers.size(); ++i) {
+      EXPECT_EQ(got.layers[i].layer, static_cast<int64_t>(i) % c.n_layers);
+      EXPECT_EQ(got.layers[i].causal_tiles, causal[i / static_cast<size_t>(c.n_layers)]) << i;
+      EXPECT_EQ(got.layers[i].tiles, got.layers[i].causal_tiles) << i;
+    }
+    // token_logprobs reads the final residual rows of every chunk
+    const std::vector<int32_t> targets(prompt.begin() + 1, prompt.end());
+    const std::vector<float> lp = gpu.token_logprobs(0, targets);
+    for (size_t i = 0; i < lp.size(); ++i)
+      ASSERT_NEAR(lp[i], token_logprob(&got.logits[i * static_cast<size_t>(vocab)], vocab, targets[i]),
+                  1e-4) << "position " << i;
+  }
+  const int64_t n = 1536, chunk = 512, nb = 12;
+  const std::vector<int32_t> prompt = random_tokens(n, vocab, 21);
+  const cluster_map map = per_head_index_clusters(1, c.n_layers, H);
+  planner_params p;
+  p.mode = plan_mode::shareprefill;
+  p.tau_qa = 1e-9;
+  p.gamma = 0.5;
+  p.min_budget = 256;
+  p.dense_layers = {1};
+  cuda_llama_session gpu(dw, n);
+  for (const bool carried : {false, true}) {
+    SCOPED_TRACE(carried ? "shareprefill, carried state" : "shareprefill, fresh state");
+    prefill_options opt;
+    opt.chunk = chunk;
+    opt.chunk_carried = carried;
+    const device_planner dp(p, c.n_layers, H, &map);
+    gpu.reset();
+    const prefill_result got = gpu.prefill(prompt, opt, &dp);
+    const planner host(p, c.n_layers, H, &map);
+    const std::unique_ptr<prefill_attention> planned = make_planned_attention(host);
+    llama_session cpu(w, pool, n);
+    opt.attention = planned.get();
+    const prefill_result ref = cpu.prefill(prompt, opt);
+    ASSERT_EQ(got.layers.size(), ref.layers.size());
+    ASSERT_EQ(static_cast<int64_t>(got.layers.size()), (n / chunk) * c.n_layers);
+    int64_t tiles = 0, causal = 0, host_tiles = 0;
+    for (size_t i = 0; i < got.layers.size(); ++i) {
+      const layer_attention_report& g = got.layers[i];
+      const int64_t r0 = static_cast<int64_t>(i / static_cast<size_t>(c.n_layers)) * (chunk / 128);
+      const int64_t r1 = r0 + chunk / 128;
+      EXPECT_EQ(g.causal_tiles, H * (r1 * (r1 + 1) - r0 * (r0 + 1)) / 2) << i;
+      EXPECT_EQ(g.causal_tiles, ref.layers[i].causal_tiles) << i;
+      if (g.layer == 1) {
+        EXPECT_EQ(g.tiles, g.causal_tiles) << "the dense layer, report " << i;
+      }
+      EXPECT_NEAR(g.density(), ref.layers[i].density(), 0.1) << "report " << i;
+      tiles += g.tiles;
+      causal += g.causal_tiles;
+      host_tiles += ref.layers[i].tiles;
+    }
+    EXPECT_EQ(causal, c.n_layers * H * nb * (nb + 1) / 2);
+    EXPECT_LT(double(tiles) / double(causal), 0.9) << "the case must be sparse to test anything";
+    for (float v : got.logits) ASSERT_TRUE(std::isfinite(v));
+    std::printf("shareprefill chunked (%s): density gpu %.3f, host planner %.3f; max |logit diff| "
+                "between the two runs %.4g\n", carried ? "carried" : "fresh",
+                double(tiles) / double(causal), double(host_tiles) / double(causal),
+                compare(got.logits, ref.logits, vocab).max_diff);
+  }
+  prefill_options bad;
+  bad.chunk = 100;
+  gpu.reset();
+  EXPECT_NE(testing::error_of([&] { gpu.prefill(prompt, bad); }).find("multiple of the block size"),
+            std::string::npos);
+}
+
 TEST(LlamaCuda, TokenLogprobsMatchTheLogitsOfThePrefill) {
   SP_SKIP_WITHOUT_DEVICE();
   const llama_weights w = random_llama(9);
