@@ -9,7 +9,8 @@
 // the digit where the running weight first exceeds gamma (what lies above it is counted and
 // summed). After the last pass the threshold value v* is exact; the count is the entries above it
 // plus the fewest copies of v* that push the sum past gamma. Stops early when the chosen digit
-// holds a single entry. A pass's blocks add their histograms into the row's in global memory;
+// holds a single entry or, when only the budgets are asked for (counts null), when every count
+// the digit allows gives the same budget. A pass's blocks add their histograms into the row's in global memory;
 // the last block of the row to finish (an arrival counter) walks it and chooses the digit.
 // Each row's limit is its head's gamma (per-head gammas, issue 17; the global gamma otherwise).
 // Weights are fixed point (value * 2^56, rounded, in 64-bit integers): integer atomics add in any
@@ -47,7 +48,8 @@ __device__ __forceinline__ unsigned long long fixed_weight(uint32_t key) {
 struct cover_select_row {
   unsigned long long above_sum;   // weight of the entries above the chosen digits
   long long above_count;          // their number
-  long long result;               // the cover count once known, else 0 (counts are >= 1)
+  long long result;               // the cover count once known (counts null: one with the
+                                  // count's budget), else 0 (counts are >= 1)
   uint32_t prefix;                // digits chosen so far
   uint32_t arrived;               // blocks of the row done with the current pass
   unsigned long long bin_sum[select_bins];
@@ -76,6 +78,13 @@ struct select_args {
   int32_t* counts;                // [2H] or null
   int32_t* budgets;               // [H, 2]
 };
+
+// The budget in blocks of a cover count: count / plan_block + 1 within [min_blocks, max_blocks].
+__device__ __forceinline__ int32_t budget_blocks(long long count, const select_args& a) {
+  const long long blocks = count / plan_block + 1;
+  return static_cast<int32_t>(min(max(blocks, static_cast<long long>(a.min_blocks)),
+                                  static_cast<long long>(a.max_blocks)));
+}
 
 // Pass `pass` (0..3, key bits [shift, shift + bits) = 23 15 7 0 / 8 8 8 7: the exponent first,
 // bit 31, the sign, is 0, so the first histogram spreads over the exponents instead of two or
@@ -195,7 +204,12 @@ __global__ void __launch_bounds__(select_threads, 2) cover_select_pass_kernel(se
           sm.prefix |= static_cast<uint32_t>(digit) << shift;
           sm.above_sum += run;
           sm.above_count += above;
-          if (sm.bin_count[digit] == 1u) sm.result = sm.above_count + 1;
+          // The count lies in [above + 1, above + the digit's entries]: known when the digit
+          // holds one entry, and the budget is when both ends give the same (the counts
+          // themselves are not asked for).
+          const long long lo = sm.above_count + 1, hi = sm.above_count + sm.bin_count[digit];
+          if (lo == hi || (a.counts == nullptr && budget_blocks(lo, a) == budget_blocks(hi, a)))
+            sm.result = lo;
           break;
         }
         run += sm.bin_sum[digit];
@@ -217,10 +231,7 @@ __global__ void __launch_bounds__(select_threads, 2) cover_select_pass_kernel(se
   }
   g.result = count;
   if (a.counts) a.counts[row] = static_cast<int32_t>(count);
-  long long blocks = count / plan_block + 1;
-  blocks = max(blocks, static_cast<long long>(a.min_blocks));
-  blocks = min(blocks, static_cast<long long>(a.max_blocks));
-  a.budgets[(row % a.heads) * 2 + row / a.heads] = static_cast<int32_t>(blocks);
+  a.budgets[(row % a.heads) * 2 + row / a.heads] = budget_blocks(count, a);
 }
 
 }  // namespace
