@@ -52,6 +52,10 @@ plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t d
   const int64_t by_ctas = std::max<int64_t>(1, target_ctas / (2 * heads));
   s.select_parts = std::min(by_ctas, std::max<int64_t>(1, n / select_min_part));
   s.max_pivots = max_pivots;
+  // vs_ratio: each pivot's nb x nb block attention summed by parts of vs_part_entries (one block
+  // per pivot took ~57 us at 32K, latency-bound with a few pivots on 132 SMs).
+  constexpr int64_t vs_part_entries = 4096, vs_max_parts = 128;
+  s.vs_parts = std::min(vs_max_parts, std::max<int64_t>(1, s.nb * s.nb / vs_part_entries));
   s.col_capacity = heads * s.tri;
   s.scratch_tiles = max_pivots * s.tri;
   s.big = std::max(heads * s.tri, max_pivots * s.nb * s.nb);
@@ -105,6 +109,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   const int64_t segs = std::max(h, s.max_pivots * nb);
   l.seg_begin = c.take(4 * segs);
   l.seg_end = c.take(4 * segs);
+  l.vs_partial = c.take(8 * 2 * s.max_pivots * s.vs_parts);
   l.sched_keys = c.take(4 * items);
   l.sched_keys_sorted = c.take(4 * items);
   l.sched_vals = c.take(4 * items);
@@ -199,6 +204,7 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.prefix = at<double>(b, l.prefix);
   p.seg_begin = at<int32_t>(b, l.seg_begin);
   p.seg_end = at<int32_t>(b, l.seg_end);
+  p.vs_partial = at<double>(b, l.vs_partial);
   p.sched_keys = at<int32_t>(b, l.sched_keys);
   p.sched_keys_sorted = at<int32_t>(b, l.sched_keys_sorted);
   p.sched_vals = at<int32_t>(b, l.sched_vals);

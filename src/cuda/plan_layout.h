@@ -37,6 +37,7 @@ struct plan_sizes {
   int64_t split_keys = 0; // keys per range (multiple of stats_chunk, >= 128)
   int64_t select_parts = 1; // thread blocks per profile row of the budget select
   int64_t max_pivots = 0;
+  int64_t vs_parts = 1;     // thread blocks per pivot of the vs_ratio sums
   int64_t col_capacity = 0, scratch_tiles = 0;
   int64_t big = 0;        // entries of the shared big temporaries: max(H*tri, P*nb*nb)
 };
@@ -52,6 +53,7 @@ struct workspace_layout {
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
   int64_t sel_col, sel_chunk, bitmask, row_count;
   int64_t big_keys, big_vals, big_keys_sorted, big_vals_sorted, prefix, seg_begin, seg_end;
+  int64_t vs_partial;
   int64_t sched_keys, sched_keys_sorted, sched_vals, sched_vals_sorted;
   int64_t cub_temp, cub_temp_bytes;
   int64_t total;
@@ -115,6 +117,7 @@ struct plan_pointers {
   double* prefix;           // [big] segmented inclusive prefix sums
   int32_t* seg_begin;       // [max(H, P*nb)]
   int32_t* seg_end;
+  double* vs_partial;       // [max_pivots, vs_parts, 2] (covered, total) of each part of A
   int32_t* sched_keys;      // [H*nb] tiles of each work item
   int32_t* sched_keys_sorted;
   int32_t* sched_vals;      // [H*nb] work item index h*nb + r

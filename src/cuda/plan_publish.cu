@@ -117,35 +117,40 @@ __global__ void __launch_bounds__(pattern_threads) pattern_rows_kernel(plan_poin
   for (int64_t w = threadIdx.x; w < words; w += pattern_threads) out[w] = row_bits[w];
 }
 
-// vs_ratio, has_pattern, and the validity of A (finite, >= 0). grid (max_pivots), 256.
-__global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+// vs_ratio's sums over part blockIdx.x of the pivot's A (entries [part * len, (part + 1) * len)
+// of the nb x nb matrix), and the validity of A (finite, >= 0). grid (vs_parts, max_pivots), 256.
+constexpr int vs_threads = 256;
+__global__ void __launch_bounds__(vs_threads) vs_partial_kernel(plan_pointers p, state_pointers st,
+                                                                plan_rules r) {
   __shared__ double scratch[32];
-  const int64_t nb = p.s.nb, words = p.s.words, slot = blockIdx.x;
+  const int64_t nb = p.s.nb, words = p.s.words, slot = blockIdx.y;
   if (slot >= *p.pivot_count) return;
   const int32_t head = p.slot_head[slot];
   const int64_t cs = r.slot_of[r.layer * p.s.heads + head];
   const float* a = p.block_attention + slot * nb * nb;
   const uint32_t* vs = st.vs_bits + cs * nb * words;
+  // nb * nb < 2^31 (make_workspace_layout), so 32-bit index math.
+  const int32_t nb32 = static_cast<int32_t>(nb), all = nb32 * nb32;
+  const int32_t len = (all + static_cast<int32_t>(gridDim.x) - 1) / static_cast<int32_t>(gridDim.x);
+  const int32_t begin = min(all, static_cast<int32_t>(blockIdx.x) * len), end = min(all, begin + len);
   double covered = 0.0, total = 0.0;
   bool bad = false;
-  // Thread t adds entries t, t + blockDim, ... in that order; the loads of `unroll` of them are
-  // issued before the adds (one block per pivot: latency, not bandwidth, bounds this loop).
-  // nb * nb < 2^31 (make_workspace_layout), so 32-bit index math.
-  constexpr int unroll = 64;
-  const int32_t nb32 = static_cast<int32_t>(nb), all = nb32 * nb32;
-  for (int32_t e0 = threadIdx.x; e0 < all; e0 += unroll * blockDim.x) {
+  // Thread t adds entries begin + t, + blockDim, ... in that order; the loads of `unroll` of them
+  // are issued before the adds.
+  constexpr int unroll = 16;
+  for (int32_t e0 = begin + threadIdx.x; e0 < end; e0 += unroll * vs_threads) {
     float v[unroll];
     bool in[unroll];
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      const int32_t e = e0 + u * static_cast<int32_t>(blockDim.x);
+      const int32_t e = e0 + u * vs_threads;
       const int32_t row = e / nb32, c = e - row * nb32;
-      v[u] = e < all ? a[e] : 0.0f;
-      in[u] = e < all && c <= row && (vs[row * words + c / 32] >> (c % 32)) & 1u;
+      v[u] = e < end ? a[e] : 0.0f;
+      in[u] = e < end && c <= row && (vs[row * words + c / 32] >> (c % 32)) & 1u;
     }
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      if (e0 + u * static_cast<int32_t>(blockDim.x) >= all) break;
+      if (e0 + u * vs_threads >= end) break;
       bad |= !(isfinite(v[u]) && v[u] >= 0.0f);
       total += v[u];
       if (in[u]) covered += v[u];
@@ -156,9 +161,33 @@ __global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r
   covered = block_reduce<false>(covered, scratch);
   total = block_reduce<false>(total, scratch);
   if (threadIdx.x == 0) {
-    st.vs_ratio[cs] = total > 0.0 ? covered / total : 0.0;
-    st.has_pattern[cs] = 1;
+    double* out = p.vs_partial + (slot * gridDim.x + blockIdx.x) * 2;
+    out[0] = covered;
+    out[1] = total;
   }
+}
+
+// vs_ratio (the parts' sums added in part order: deterministic) and has_pattern of each pivot's
+// cluster slot. One thread per pivot.
+__global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  const int64_t slot = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (slot >= *p.pivot_count) return;
+  const int64_t cs = r.slot_of[r.layer * p.s.heads + p.slot_head[slot]];
+  double covered = 0.0, total = 0.0;
+  for (int64_t part = 0; part < p.s.vs_parts; ++part) {
+    covered += p.vs_partial[(slot * p.s.vs_parts + part) * 2];
+    total += p.vs_partial[(slot * p.s.vs_parts + part) * 2 + 1];
+  }
+  st.vs_ratio[cs] = total > 0.0 ? covered / total : 0.0;
+  st.has_pattern[cs] = 1;
+}
+
+void launch_vs_ratio(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                     cudaStream_t stream) {
+  const plan_sizes& s = p.s;
+  vs_partial_kernel<<<dim3(static_cast<unsigned>(s.vs_parts), static_cast<unsigned>(s.max_pivots)),
+                      vs_threads, 0, stream>>>(p, st, r);
+  vs_ratio_kernel<<<static_cast<unsigned>((s.max_pivots + 127) / 128), 128, 0, stream>>>(p, st, r);
 }
 
 }  // namespace
@@ -172,7 +201,7 @@ void launch_publish(const plan_pointers& p, const state_pointers& st, const plan
     if (s.nb <= pattern_threads * 4) pattern_rows_kernel<4><<<rows, pattern_threads, 0, stream>>>(p, st, r);
     else if (s.nb <= pattern_threads * 8) pattern_rows_kernel<8><<<rows, pattern_threads, 0, stream>>>(p, st, r);
     else pattern_rows_kernel<16><<<rows, pattern_threads, 0, stream>>>(p, st, r);
-    vs_ratio_kernel<<<static_cast<unsigned>(s.max_pivots), 256, 0, stream>>>(p, st, r);
+    launch_vs_ratio(p, st, r, stream);
     check_cuda(cudaGetLastError(), "device_planner::publish", "launching the publish kernels");
     return;
   }
@@ -183,7 +212,7 @@ void launch_publish(const plan_pointers& p, const state_pointers& st, const plan
   cub_segment_prefix(c, p.prefix, p.big_keys_sorted, items, s.nb, stream);
   pattern_kernel<<<dim3(static_cast<unsigned>((s.nb + 7) / 8), static_cast<unsigned>(s.max_pivots)),
                    256, 0, stream>>>(p, st, r);
-  vs_ratio_kernel<<<static_cast<unsigned>(s.max_pivots), 256, 0, stream>>>(p, st, r);
+  launch_vs_ratio(p, st, r, stream);
   check_cuda(cudaGetLastError(), "device_planner::publish", "launching the publish kernels");
 }
 
