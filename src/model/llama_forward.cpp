@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "cpu/tile_math.h"
+#include "prefill_checks.h"
 #include "rope.h"
 #include "shareprefill/error.h"
 #include "shareprefill/llama_model.h"
@@ -92,35 +93,13 @@ prefill_result llama_session::prefill(const std::vector<int32_t>& tokens,
   const char* fn = "llama_session::prefill";
   const llama_config& c = w_.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
-  check(n > 0, fn, "empty prompt: at least one token is needed");
-  check(length_ == 0, fn, "the session already holds ", length_, " tokens; prefill starts a new one");
-  check(n <= max_tokens_, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
-        max_tokens_, " tokens");
   // Everything below is sized by n: it is checked against the context first (a 1 MB prompt
   // must not allocate a million-token cache before failing).
-  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type,
-                                          options.rope.factor, c.context_length);
-  check(n <= c.context_length || options.rope.type != "none", fn, "prompt of ", n,
-        " tokens exceeds the model's trained context of ", c.context_length,
-        " tokens; pass a rope scaling (linear, ntk or yarn) to go beyond it");
-  check(n <= llama_usable_context(c, options.rope), fn, "prompt of ", n, " tokens exceeds ",
-        options.rope.factor, " x the trained context of ", c.context_length,
-        " tokens; raise the rope scaling factor");
-  for (int64_t i = 0; i < n; ++i)
-    check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
-          fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
-          " is outside the vocabulary [0, ", c.vocab_size, ")");
-  check(options.chunk >= 0, fn, "chunk of ", options.chunk, " tokens must be >= 0 (0: none)");
-  const int64_t chunk = options.chunk > 0 ? std::min(options.chunk, n) : n;
-  check(chunk == n || chunk % 128 == 0, fn, "chunk of ", chunk,
-        " tokens must be a multiple of the block size 128");
+  auto [chunk, positions] = check_prefill(fn, c, tokens, options, length_, max_tokens_);
   check(options.chunk == 0 || !options.chunk_carried || options.attention != nullptr, fn,
         "chunk_carried needs a planned attention strategy");
-  std::vector<int64_t> positions = options.logit_positions;
-  if (positions.empty()) positions.push_back(n - 1);
-  for (size_t i = 0; i < positions.size(); ++i)
-    check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
-          fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
+  const rope_table rope = rope_make_table(c.rope_dim, c.rope_theta, options.rope.type,
+                                          options.rope.factor, c.context_length);
 
   const auto t_start = clock_type::now();
   rope_ = options.rope;

@@ -35,6 +35,7 @@
 #include <functional>
 #include <map>
 
+#include "prefill_checks.h"
 #include "rope.h"
 #include "shareprefill/cuda_events.h"
 #include "shareprefill/cuda_graph.h"
@@ -317,26 +318,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   check(options.attention == nullptr, fn, "the CUDA forward plans attention with a device_planner; "
         "got the CPU strategy '", options.attention != nullptr ? options.attention->name() : "",
         "' in options.attention");
-  check(n > 0, fn, "empty prompt: at least one token is needed");
-  check(s.length == 0, fn, "the session already holds ", s.length, " tokens; prefill starts a new one");
-  check(n <= s.max_tokens, fn, "prompt of ", n, " tokens exceeds the session capacity of ",
-        s.max_tokens, " tokens");
-  check(n <= c.context_length || options.rope.type != "none", fn, "prompt of ", n,
-        " tokens exceeds the model's trained context of ", c.context_length,
-        " tokens; pass a rope scaling (linear, ntk or yarn) to go beyond it");
-  for (int64_t i = 0; i < n; ++i)
-    check(tokens[static_cast<size_t>(i)] >= 0 && tokens[static_cast<size_t>(i)] < c.vocab_size,
-          fn, "token id ", tokens[static_cast<size_t>(i)], " at position ", i,
-          " is outside the vocabulary [0, ", c.vocab_size, ")");
-  check(options.chunk >= 0, fn, "chunk of ", options.chunk, " tokens must be >= 0 (0: none)");
-  const int64_t chunk = options.chunk > 0 ? std::min(options.chunk, n) : n;
-  check(chunk == n || chunk % 128 == 0, fn, "chunk of ", chunk,
-        " tokens must be a multiple of the block size 128");
-  std::vector<int64_t> positions = options.logit_positions;
-  if (positions.empty()) positions.push_back(n - 1);
-  for (size_t i = 0; i < positions.size(); ++i)
-    check(positions[i] >= 0 && positions[i] < n && (i == 0 || positions[i - 1] < positions[i]),
-          fn, "logit positions must be ascending and inside the prompt (got ", positions[i], ")");
+  auto [chunk, positions] = check_prefill(fn, c, tokens, options, s.length, s.max_tokens);
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
   const bool carried = options.chunk_carried && planner != nullptr;  // dense plans share nothing
   if (planner == nullptr) {
