@@ -1,6 +1,8 @@
 """A transformers batch as a varlen batch: which tokens of each row are real (from the 2D padding
 mask, or from the 4D boolean mask that sdpa_mask builds, checked to be exactly causal attention
-among those tokens), and the gathers between [B, H, S, D] and packed rows [total, H, D]."""
+among those tokens), and the gathers between [B, H, S, D] and packed rows [total, H, D]. For a
+prefill after a cached prefix (a chunk): the cache length before the queries, read from a mask
+checked to be exactly causal attention over the cache and the chunk."""
 import torch
 
 CHECK_ELEMENTS = 1 << 24  # elements of each temporary of the 4D-mask check (a chunk of rows)
@@ -41,6 +43,41 @@ def real_tokens(attention_mask, batch, tokens, device):
         rows = (allowed == expected).all(dim=-1) | (allowed.all(dim=-1) & ~real[:, None, s:e])
         agree &= rows.all()
     return real if bool(agree) else None  # one host synchronisation
+
+
+def causal_offset(attention_mask, batch, tokens, keys):
+    """The number o of cached tokens before the `tokens` queries when attention_mask is exactly
+    causal attention of the queries at positions o .. o + tokens - 1 over the keys 0 .. o +
+    tokens - 1 (of `keys`; later keys masked, a static cache's empty slots), the same for every
+    batch row; None for any other mask (padding, packed sequences, windows). What transformers
+    5.17's sdpa_mask gives a prefill after a cached prefix: a 4D bool mask [B, 1, S, S_kv] (a
+    DynamicCache: o = S_kv - S); None only for an empty cache (a static cache's first prefill:
+    SDPA's is_causal aligns the queries with key 0), so None is o = 0."""
+    if attention_mask is None:
+        return 0
+    shape = tuple(attention_mask.shape)
+    if attention_mask.dim() != 4 or shape[0] not in (1, batch) or shape[2:] != (tokens, keys):
+        return None
+    if attention_mask.stride(0) == 0:  # sdpa_mask expands one row over the batch
+        attention_mask = attention_mask[:1]
+
+    def allowed_rows(s, e):  # [B or 1, 1 or H, e - s, keys] bool
+        rows = attention_mask[:, :, s:e, :]
+        return rows if rows.dtype == torch.bool else rows == 0
+
+    offset = int(allowed_rows(0, 1)[0, 0, 0].sum()) - 1  # keys the first query sees, less itself
+    if offset < 0 or offset + tokens > keys:
+        return None
+    elements = attention_mask.shape[0] * attention_mask.shape[1] * keys
+    chunk = max(1, min(tokens, CHECK_ELEMENTS // max(1, elements)))
+    columns = torch.arange(keys, device=attention_mask.device)
+    agree = torch.ones((), dtype=torch.bool, device=attention_mask.device)
+    for s in range(0, tokens, chunk):
+        e = min(s + chunk, tokens)
+        positions = torch.arange(s + offset, e + offset, device=attention_mask.device)
+        expected = columns[None, :] <= positions[:, None]  # [e - s, keys]
+        agree &= (allowed_rows(s, e) == expected).all()
+    return offset if bool(agree) else None  # one more host synchronisation
 
 
 class Packing:

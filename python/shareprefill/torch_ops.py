@@ -29,6 +29,7 @@ CudaPrefill.layer(), called eagerly by shareprefill.hf.
 import torch
 
 from . import _core
+from ._chunks import CARRY, RUN, ChunkCursor
 from ._core import Error, Plan
 from ._varlen import cu_seqlens_list
 
@@ -180,40 +181,59 @@ class CudaPrefill:
     layer() plans, attends and publishes one layer on the current stream; a new prompt starts
     when the Planner was reset() or the layer index does not increase. After the model's last
     layer (Planner.layers - 1) it waits for the stream once and raises the first error the
-    device planner recorded (non-finite inputs, ...); check() does that at any point."""
+    device planner recorded (non-finite inputs, ...); check() does that at any point.
+
+    Chunked prefill: q may be the last rows of k (a chunk, the queries [N - n, N) over the keys
+    [0, N), N - n a multiple of 128). Each chunk gets a fresh sharing state, or with
+    carried=True the state moves on from the previous chunk when that chunk ended at N - n and
+    ran every layer (DevicePlanner.begin_chunk; one wait for the stream per chunk)."""
 
     def __init__(self, planner):
         self.planner = planner
         self.device_planner = None
         self.workspace = None
         self.state = None
-        self.prompt = None  # (planner prompt counter, n_tokens) of the state
+        self.cursor = ChunkCursor()  # the chunk of the state
 
-    def layer(self, layer, q, k, v):
+    def layer(self, layer, q, k, v, carried=False):
         with torch.cuda.device(q.device):  # the device planner works on the current device
-            return self._layer(layer, q.detach(), k.detach(), v.detach())
+            return self._layer(layer, q.detach(), k.detach(), v.detach(), carried)
 
-    def _layer(self, layer, q, k, v):
+    def _layer(self, layer, q, k, v, carried):
         n, heads, dim = q.shape
+        end = k.shape[0]
         if self.device_planner is None:
             self.device_planner = _core.DevicePlanner(self.planner, heads)
         dp = self.device_planner
         stream = _stream(q)
-        need = dp.workspace_bytes(n, heads, k.shape[1], dim)
+        need = dp.workspace_bytes(end, heads, k.shape[1], dim)
         if self.workspace is None or self.workspace.numel() < need or self.workspace.device != q.device:
             self.workspace = torch.empty(need, dtype=torch.uint8, device=q.device)
-        prompt = (self.planner.prompt, n)
-        if prompt != self.prompt or layer <= dp.last_layer:
-            state_bytes = dp.state_bytes(n)
-            if self.state is None or self.state.numel() < state_bytes or self.state.device != q.device:
-                self.state = torch.empty(state_bytes, dtype=torch.uint8, device=q.device)
-            dp.begin_prompt(self.state, n, stream)
-            self.prompt = prompt
+        step = self.cursor.next(self.planner.prompt, end - n, end, layer, self.planner.layers,
+                                carried)
+        if step != RUN:
+            self._begin(step, end, q.device, stream)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         dp.prefill_layer(layer, out, q, k, v, self.workspace, stream)
         if layer == self.planner.layers - 1:
-            dp.check(stream)  # the prompt's one synchronisation: errors the device recorded
+            dp.check(stream)  # the chunk's one synchronisation: errors the device recorded
         return out
+
+    def _begin(self, step, end, device, stream):
+        """Binds the state for the chunk whose keys end at `end`: a fresh one (FRESH), or the
+        carried one moved on (CARRY; first copied into larger memory when the longer prompt
+        needs more, stream-ordered before begin_chunk reads it)."""
+        dp = self.device_planner
+        need = dp.state_bytes(end)
+        old = self.state if self.state is not None and self.state.device == device else None
+        if old is None or old.numel() < need:
+            self.state = torch.empty(need, dtype=torch.uint8, device=device)
+            if step == CARRY and old is not None:
+                self.state[:old.numel()].copy_(old)
+        if step == CARRY and old is not None:
+            dp.begin_chunk(self.state, end, stream)
+        else:
+            dp.begin_prompt(self.state, end, stream)
 
     def last_plan(self):
         """The last layer's device plan as a Plan (tiles and head kinds; synchronous copies)."""
@@ -224,10 +244,11 @@ class CudaPrefill:
         self.device_planner.check(_stream(x))
 
 
-def prefill_layer(planner, layer, q, k, v):
-    """One SharePrefill layer on the GPU for `planner` (its CudaPrefill is kept on it)."""
+def prefill_layer(planner, layer, q, k, v, carried=False):
+    """One SharePrefill layer on the GPU for `planner` (its CudaPrefill is kept on it); q may be
+    a chunk, the last rows of k (CudaPrefill)."""
     runner = getattr(planner, "_cuda_prefill", None)
     if runner is None:
         runner = CudaPrefill(planner)
         planner._cuda_prefill = runner
-    return runner.layer(layer, q, k, v)
+    return runner.layer(layer, q, k, v, carried)

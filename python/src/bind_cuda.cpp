@@ -136,6 +136,24 @@ class device_prefill {
     has_result_ = false;
   }
 
+  // Chunked prefill with a carried sharing state: moves the state from its finished chunk to the
+  // one whose keys end at n_tokens (sp::prefill_layer_begin_chunk; waits for `stream`). memory
+  // holds the state: the bound memory, or a larger array the caller copied it into (the state
+  // of the longer prompt needs state_bytes(n_tokens)), which is bound from now on.
+  void begin_chunk(const output_array& memory, int64_t n_tokens, uintptr_t stream) {
+    const char* fn = "shareprefill.DevicePlanner.begin_chunk";
+    const array_info m = bytes_of(fn, "state", memory);
+    sp::check(state_.on_device && state_.device.memory != nullptr, fn,
+              "no prompt was begun: begin_prompt() the first chunk");
+    sp::check(reinterpret_cast<uintptr_t>(m.view.data) % 256 == 0, fn,
+              "state memory must be 256-byte aligned");
+    nb::gil_scoped_release release;
+    state_.device.memory = m.view.data;
+    state_.device.bytes = m.view.shape[0];
+    sp::prefill_layer_begin_chunk(state_, params_, n_tokens, stream_of(stream));
+    has_result_ = false;
+  }
+
   void prefill_layer(int64_t layer, const output_array& out, const input_array& q,
                      const input_array& k, const input_array& v, const output_array& workspace,
                      uintptr_t stream) {
@@ -145,6 +163,7 @@ class device_prefill {
     require_same_device(fn, "q", view_input(fn, "q", q, 3), "workspace", ws);
     nb::gil_scoped_release release;
     params_.layer = layer;
+    params_.query_offset = p.k.shape[0] - p.q.shape[0];  // a chunk: q is the last rows of k's
     result_ = sp::prefill_layer(p.q, p.k, p.v, p.out, state_, params_, ws.view.data,
                                 ws.view.shape[0], stream_of(stream));
     has_result_ = true;
@@ -224,11 +243,21 @@ void bind_cuda(nb::module_& m) {
            nb::arg("heads"), nb::arg("kv_heads"), nb::arg("dim"))
       .def("state_bytes", &device_prefill::state_bytes, nb::arg("n_tokens"))
       .def("begin_prompt", &device_prefill::begin_prompt, nb::arg("state"), nb::arg("n_tokens"),
-           nb::arg("stream"), "Starts a prompt; state: uint8 CUDA array of state_bytes(n_tokens).")
+           nb::arg("stream"),
+           "Starts a prompt, or a chunk with a fresh sharing state (n_tokens: the chunk's keys "
+           "end); state: uint8 CUDA array of state_bytes(n_tokens).")
+      .def("begin_chunk", &device_prefill::begin_chunk, nb::arg("state"), nb::arg("n_tokens"),
+           nb::arg("stream"),
+           "Carried sharing state: moves the state from its finished chunk to the chunk whose "
+           "keys end at n_tokens (pivots kept, patterns extended; waits for `stream`). state: "
+           "uint8 CUDA array of state_bytes(n_tokens) holding the state (the bound one, or a "
+           "larger copy of it, bound from then on).")
       .def("prefill_layer", &device_prefill::prefill_layer, nb::arg("layer"), nb::arg("out"),
            nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("workspace"), nb::arg("stream"),
-           "One layer: out [N, H, D] (q's dtype) from q [N, H, D], k and v [N, Hkv, D]; "
-           "workspace: uint8 CUDA array of workspace_bytes(...). Asynchronous on `stream`.")
+           "One layer: out [n, H, D] (q's dtype) from q [n, H, D], k and v [N, Hkv, D] with N "
+           "the state's tokens (begin_prompt or begin_chunk); n < N: a chunk, the queries "
+           "N - n .. N - 1 (N - n a multiple of 128). workspace: uint8 CUDA array of "
+           "workspace_bytes(N, ...). Asynchronous on `stream`.")
       .def("check", &device_prefill::check, nb::arg("stream"),
            "Waits for `stream`; raises the first error the device planner recorded.")
       .def_prop_ro("last_layer", &device_prefill::last_layer)

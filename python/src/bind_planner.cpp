@@ -14,7 +14,9 @@
 #include "cluster_map_handle.h"
 #include "cpu_runtime.h"
 #include "plan_objects.h"
+#include "problems.h"
 #include "shareprefill/error.h"
+#include "shareprefill/planned_layer.h"
 
 namespace sp_python {
 namespace {
@@ -96,6 +98,51 @@ std::vector<std::string> plan_kinds(const py_plan& p) {
   std::vector<std::string> names;
   for (sp::head_kind k : kinds) names.push_back(sp::head_kind_name(k));
   return names;
+}
+
+// Planner.prefill_layer: plan, attention and publish of one layer on the CPU, the queries being
+// the prompt's tokens or a chunk's (the last q rows of the k rows so far).
+py_plan prefill_layer_cpu(planner_handle& h, int64_t layer, const output_array& out,
+                          const input_array& q, const input_array& k, const input_array& v) {
+  const char* fn = "shareprefill.Planner.prefill_layer";
+  const cpu_problem p = cpu_problem_of(fn, out, std::nullopt, q, k, v);
+  planner_session& s = *h.session;
+  const int64_t start = p.k.shape[0] - p.q.shape[0], bs = s.params.block_size;
+  sp::check(start >= 0 && start % bs == 0, fn, "q has ", p.q.shape[0], " tokens and k ",
+            p.k.shape[0], ": the chunk would start at token ", start,
+            ", not a non-negative multiple of the block size ", bs);
+  // A carried state (begin_chunk(n, carried=True)) knows its chunk; a fresh one (chunk_start 0)
+  // takes any start.
+  sp::check(s.state.chunk_start == 0 || s.state.chunk_start == start, fn,
+            "the state was moved to the chunk starting at token ", s.state.chunk_start,
+            ", q starts at ", start);
+  py_plan r;
+  {
+    nb::gil_scoped_release release;
+    cpu_pool_lease lease;
+    const sp::planner& pl = s.planner_for(p.q.shape[1]);
+    sp::planned_layer done =
+        sp::attend_planned_layer(pl, s.state, layer, p.out, p.q, p.k, p.v, lease.pool(), start);
+    r.plan = std::move(done.plan);
+    r.has_deferred = done.has_deferred;
+    r.deferred = std::move(done.deferred);
+  }
+  r.published = true;
+  return r;
+}
+
+// Planner.begin_chunk: the state for a chunk whose keys end at n_tokens (a fresh state takes its
+// length from the chunk's first layer, as sp::prefill_layer_begin does on the host).
+void begin_chunk_cpu(planner_handle& h, int64_t n_tokens, bool carried) {
+  const char* fn = "shareprefill.Planner.begin_chunk";
+  planner_session& s = *h.session;
+  if (!carried) {
+    s.state.reset();  // a fresh sharing state; the prompt goes on (prompt counter unchanged)
+    return;
+  }
+  sp::check(s.planner != nullptr, fn,
+            "a carried state needs a finished first chunk: no layer was planned yet");
+  s.planner->begin_chunk(s.state, n_tokens);
 }
 
 int64_t plan_tiles(const py_plan& p) {
@@ -260,7 +307,19 @@ void bind_planner(nb::module_& m) {
           },
           nb::arg("layer"), nb::arg("q"), nb::arg("k"),
           "Plans one layer. q: [N, H, D], k: [N, Hkv, D] (float32, float16 or bfloat16, "
-          "C-contiguous).");
+          "C-contiguous).")
+      .def("prefill_layer", &prefill_layer_cpu, nb::arg("layer"), nb::arg("out"), nb::arg("q"),
+           nb::arg("k"), nb::arg("v"),
+           "Plans, attends and publishes one layer on the CPU (sp::attend_planned_layer): out "
+           "[n, H, D] float32 from q [n, H, D] over k and v [N, Hkv, D], all C-contiguous CPU "
+           "arrays. n < N: a chunk of a prompt, the queries N - n .. N - 1 (a multiple of the "
+           "block size) over the keys so far. Returns the layer's Plan (already published).")
+      .def("begin_chunk", &begin_chunk_cpu, nb::arg("n_tokens"), nb::arg("carried"),
+           "Prepares the state for the chunk whose keys end at n_tokens: carried=False clears it "
+           "(a fresh sharing state per chunk, sized by its first layer; the prompt counter "
+           "unchanged), carried=True moves "
+           "it on from the finished previous chunk (sp::planner::begin_chunk: pivots kept, their "
+           "patterns extended; its errors for an unfinished chunk or a bad end).");
 }
 
 }  // namespace sp_python
