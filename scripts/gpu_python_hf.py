@@ -43,6 +43,13 @@ import shareprefill.torch_ops
 from bench_prefill_hf import set_rope  # scripts/: YaRN beyond the trained context
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def default_clusters():
+    """The SmolLM2 entry's cluster map in data/models.json: the CLI's default map."""
+    with open(os.path.join(ROOT, "data", "models.json")) as f:
+        models = json.load(f)["models"]
+    return os.path.join(ROOT, models["smollm2-135m-instruct-q4_1"]["clusters"])
 rows = []  # (check, value, verdict) for the summary
 
 
@@ -370,7 +377,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--text", help="a long UTF-8 text for ppl and timing (e.g. Emma)")
-    ap.add_argument("--clusters", default=os.path.join(ROOT, "data", "clusters", "smollm2-135m-instruct.json"))
+    ap.add_argument("--clusters", default=default_clusters(),
+                    help="cluster map of shareprefill mode (default: the CLI's, data/models.json)")
     ap.add_argument("--prompt", default=os.path.join(ROOT, "data", "prompts", "golden_prompt.txt"))
     ap.add_argument("--golden", default=os.path.join(ROOT, "tests", "data", "model_golden.json"))
     ap.add_argument("--device", default="cuda")
