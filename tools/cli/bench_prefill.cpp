@@ -25,6 +25,8 @@
 // bandwidth it reached on the K and V bytes (attention_ms_by_chunk: the same with fixed keys per
 // chunk beside the automatic size), and gemm_ms / gemm_tuned_ms, the m = 1 GEMMs of every layer
 // and the output head with the heuristic's and with the timed algorithms.
+// --chunk C prefills every window in chunks of C tokens (a multiple of 128; --chunk-state fresh or
+// carried, as `eval ppl --chunk`), the timed prefills and the scored one alike; the rows say so.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -60,6 +62,8 @@ struct prefill_bench_options {
   attention_options attention;
   int repeats = 3;
   int64_t decode = 64;
+  int64_t chunk = 0;                  // --chunk: tokens per prefill chunk (0: whole prompts)
+  std::string chunk_state = "fresh";  // --chunk-state
   int threads = 0;
   bool random_weights = false;
   json_option json;
@@ -135,6 +139,8 @@ void run_prefill_bench(prefill_bench_options o) {
   for (const std::string& m : o.modes) plan_mode_from_name(m);  // names checked before the work
   std::sort(o.lengths.begin(), o.lengths.end());
   for (int64_t n : o.lengths) check(n >= 2, fn, "lengths must be >= 2, got ", n);
+  check(o.chunk >= 0 && o.chunk % 128 == 0, fn, "--chunk must be a multiple of 128 (0: whole ",
+        "prompts), got ", o.chunk);
   const int64_t longest = o.lengths.back();
   thread_pool pool(o.threads);
   // The model on the device and the longest window's tokens.
@@ -170,6 +176,9 @@ void run_prefill_bench(prefill_bench_options o) {
   }
   json_lines out(o.json);
   FILE* const report = o.json.text_stream();
+  if (o.chunk > 0)
+    std::fprintf(report, "prefill in chunks of %lld tokens, %s sharing state per chunk\n",
+                 static_cast<long long>(o.chunk), o.chunk_state == "carried" ? "a carried" : "a fresh");
   std::fprintf(report, "%-13s %7s %9s %10s %7s %7s %8s %9s %9s %8s\n", "mode", "n", "ttft_ms",
                "tok/s", "attn%", "plan%", "density", "peak_MiB", "ppl", "ppl/dense");
   for (int64_t n : o.lengths) {
@@ -184,6 +193,8 @@ void run_prefill_bench(prefill_bench_options o) {
       const std::unique_ptr<device_planner> planner = make_device_planner(att, c);
       prefill_options po;
       po.rope = rope;
+      po.chunk = o.chunk;
+      po.chunk_carried = o.chunk_state == "carried";
       session.reset();
       session.prefill(tokens, po, planner.get());  // warm-up, and the scored window
       const std::vector<float> lp =
@@ -205,6 +216,7 @@ void run_prefill_bench(prefill_bench_options o) {
       nlohmann::json row = {
           {"bench", "prefill"}, {"device", "cuda"}, {"mode", mode}, {"n", n},
           {"rope", {{"type", rope.type}, {"factor", rope.factor}}},
+          {"chunk", o.chunk}, {"chunk_state", o.chunk > 0 ? nlohmann::json(o.chunk_state) : nlohmann::json(nullptr)},
           {"ttft_ms", mid}, {"ttft_ms_all", ttft}, {"tokens_per_s", double(n) / (mid * 1e-3)},
           {"attention_ms", res.attention_ms}, {"plan_ms", res.plan_ms},
           {"attention_share", res.attention_ms / mid}, {"plan_share", res.plan_ms / mid},
@@ -346,6 +358,10 @@ void setup_bench_prefill(CLI::App& bench) {
       ->check(CLI::Range(1, 100))->capture_default_str();
   sub->add_option("--decode", o->decode, "Greedy decode steps after each dense prefill (0: none)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))->capture_default_str();
+  sub->add_option("--chunk", o->chunk,
+                  "prefill in chunks of this many tokens (a multiple of 128; 0: whole prompts)")
+      ->capture_default_str();
+  add_chunk_state_option(sub, o->chunk_state);
   sub->add_option("--save-tokens", o->save_tokens, "Write the longest window's token ids (JSON)");
   sub->add_flag("--random-weights", o->random_weights,
                 "No model: random weights of SmolLM2-135M's shape, random ids, dense only");
