@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -137,6 +138,39 @@ std::unique_ptr<prefill_attention> make_capture_attention(calibration_input* dst
                                                           int64_t block_size = 128,
                                                           double gamma = 0.95,
                                                           int64_t min_budget = 1024);
+
+// ---- capture on the GPU (src/calibrate/capture_attention_cuda.cpp) ----
+
+// The same capture for the CUDA forward (cuda_llama.h): hook() goes into
+// prefill_options::on_attention_inputs of a cuda_llama_session prefill (not chunked; the
+// session's own dense attention still produces the activations). Per layer, our CUDA kernel runs
+// the dense causal plan with every head a pivot: its A is the same as the CPU kernel's (per tile,
+// the mean over the query block's valid rows of their probability mass in the key block, so rows
+// sum to 1 over c <= r), downloaded into *dst. vs_coverage is computed on the CPU, as
+// make_capture_attention does, from the layer's last block_size query rows and all its keys,
+// downloaded in bf16 (the GPU forward's precision). Layer 0 starts a new prompt; the block size
+// is 128 (the kernel's). One synchronisation per layer; builds without CUDA throw at layer 0.
+class cuda_capture {
+ public:
+  using hook_type =
+      std::function<void(int64_t l, const tensor_view& q, const tensor_view& k,
+                         const tensor_view& v)>;
+  cuda_capture(calibration_input* dst, int64_t layers, thread_pool& pool, double gamma = 0.95,
+               int64_t min_budget = 1024);
+  ~cuda_capture();
+  cuda_capture(const cuda_capture&) = delete;
+  cuda_capture& operator=(const cuda_capture&) = delete;
+
+  // Captures layer l from device views: q [N, H, D], k and v [N, Hkv, D], bf16, heads
+  // contiguous in a token (token strides as the forward's: multiples of 8 elements).
+  void capture_layer(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v);
+  // capture_layer as a prefill_options::on_attention_inputs hook (this object must outlive it).
+  hook_type hook();
+
+ private:
+  struct state;
+  std::unique_ptr<state> s_;
+};
 
 // ---- the paper's two observations (src/calibrate/report_statistics.cpp) ----
 

@@ -74,7 +74,9 @@ class cuda_llama_session {
   // kernel and the publish step) per layer come from CUDA events on the stream, read after the
   // one synchronisation of the logits download, so timing adds no host wait. options.on_hidden
   // receives the residual stream downloaded to the host and options.on_plan each layer's device
-  // plan as a block_mask (a synchronisation per layer each: tests).
+  // plan as a block_mask (a synchronisation per layer each: tests). options.on_attention_inputs
+  // gets each layer's device q, k and v before its attention (the GPU calibration capture);
+  // refused with options.chunk > 0.
   // options.chunk prefills in chunks (chunk_carried without a planner: fresh, dense plans share
   // nothing): the reports are per chunk and layer, each counting the rows its chunk computed,
   // and options.on_plan gets each chunk's plan (the kernel runs its rows from the chunk's first

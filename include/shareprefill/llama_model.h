@@ -62,6 +62,15 @@ struct prefill_options {
   // (replay it on the CPU with make_replayed_attention). A device synchronisation per layer,
   // for tests. May be empty.
   std::function<void(int64_t l, const block_mask& plan)> on_plan;
+  // CUDA forward only (the CPU forward never calls it), a hook for tests and tools (the GPU
+  // calibration capture, calibrate.h): called in layer l before its attention with device views
+  // (bf16, heads contiguous in a token, token-strided: not contiguous) of the prompt's rotated
+  // queries q [N, H, D] and the layer's cached keys and values k, v [N, Hkv, D]. The views are
+  // valid during the call; the forward's work on them is enqueued on the default stream, so work
+  // the hook enqueues there sees them complete; any other synchronisation is the hook's business.
+  // Refused with chunk > 0 (a chunk's q is not the prompt's). May be empty.
+  std::function<void(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v)>
+      on_attention_inputs;
   rope_scaling_options rope;
   // > 0 prefills the prompt in chunks of this many tokens (a multiple of 128), each chunk's
   // queries over the keys so far (issue 16), the planner moved from chunk to chunk with a fresh

@@ -319,6 +319,9 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
         "got the CPU strategy '", options.attention != nullptr ? options.attention->name() : "",
         "' in options.attention");
   auto [chunk, positions] = check_prefill(fn, c, tokens, options, s.length, s.max_tokens);
+  check(!options.on_attention_inputs || options.chunk == 0, fn, "options.on_attention_inputs "
+        "takes the whole prompt's q, k and v and is not defined for a chunked prefill (chunk ",
+        options.chunk, "); prefill in one piece");
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
   const bool carried = options.chunk_carried && planner != nullptr;  // dense plans share nothing
   if (planner == nullptr) {
@@ -370,12 +373,13 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
     lp.layer = l;
     lp.query_offset = pos;
     lp.planned = &planned[i];
+    const tensor_view q = s.view(s.qkv.data(), rows, H, s.qkv_width());
+    const tensor_view k = s.view(s.cache.k(l), pos + rows, Hkv, s.cache.token_stride());
+    const tensor_view v = s.view(s.cache.v(l), pos + rows, Hkv, s.cache.token_stride());
+    if (options.on_attention_inputs) options.on_attention_inputs(l, q, k, v);  // not chunked
     started[i].record(nullptr);
     const prefill_layer_result r = prefill_layer(
-        s.view(s.qkv.data(), rows, H, s.qkv_width()),
-        s.view(s.cache.k(l), pos + rows, Hkv, s.cache.token_stride()),
-        s.view(s.cache.v(l), pos + rows, Hkv, s.cache.token_stride()),
-        s.view(s.attn.data(), rows, H, H * D), state, lp, s.plan_workspace.data(),
+        q, k, v, s.view(s.attn.data(), rows, H, H * D), state, lp, s.plan_workspace.data(),
         static_cast<int64_t>(s.plan_workspace.size()), nullptr);
     attended[i].record(nullptr);
     readback.enqueue(slot, r.device_plan.plan);

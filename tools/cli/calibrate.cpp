@@ -5,7 +5,9 @@
 // and reuse the captured tensors so clustering settings can be explored without the model.
 // --dense-layers-pick K then chooses the layers the sparse modes should leave dense by a
 // single-layer perplexity ablation on the texts (shareprefill/dense_layer_choice.h) and stores
-// them in the map.
+// them in the map. --device cuda (the default when a GPU is usable) captures on the GPU: the CUDA
+// forward with the weights on the device, cuda_capture on each layer's q, k, v; the ablation runs
+// on the CPU either way.
 #include "shareprefill/calibrate.h"
 
 #include <chrono>
@@ -18,6 +20,8 @@
 #include <thread>
 
 #include "command.h"
+#include "cuda_model.h"
+#include "device_option.h"
 #include "model_loading.h"
 #include "option_checks.h"
 #include "prefill_report.h"
@@ -35,6 +39,8 @@ struct calibrate_options {
   calibration_settings settings;
   int64_t dense_pick = 0;  // --dense-layers-pick: 0 = no ablation
   std::string dense_candidates, dense_mode = "shareprefill";
+  std::string device;  // --device as given ("" = the default); resolved in run_calibrate
+  std::string capture_device;  // where the capture runs: "cpu" or "cuda" ("" = no capture)
   double dense_min_gain = 0.1;
   bool allow_evaluation = false;
   int threads = 0;
@@ -93,9 +99,12 @@ std::vector<std::string> read_calibration_texts(const calibrate_options& o) {
   return contents;
 }
 
+// Every text x length captured: on the CPU (the capture strategy in the CPU forward) or, with
+// gpu, on the GPU (cuda_capture on the CUDA forward's q, k, v).
 std::vector<calibration_input> capture_inputs(const calibrate_options& o,
                                               const std::vector<std::string>& contents,
-                                              const loaded_model& m, thread_pool& pool) {
+                                              const loaded_model& m,
+                                              const cuda_llama_weights* gpu, thread_pool& pool) {
   const char* fn = "calibrate";
   const int64_t bs = 128;
   for (int64_t len : o.lengths)
@@ -109,14 +118,22 @@ std::vector<calibration_input> capture_inputs(const calibrate_options& o,
       const std::vector<int32_t> ids = first_tokens(*m.tok, contents[t], len, o.texts[t]);
       std::fprintf(stderr, "calibrate: input %zu/%zu: %s, %lld tokens\n", inputs.size() + 1,
                    o.texts.size() * o.lengths.size(), in.text.c_str(), (long long)len);
-      auto capture = make_capture_attention(&in, c.n_layers, bs, o.settings.gamma);
-      llama_session session(m.weights, pool, len);
       prefill_options po;
-      po.attention = capture.get();
       po.on_layer = layer_progress(str("calibrate ", in.text, "@", len));
       const auto t0 = std::chrono::steady_clock::now();
-      session.prefill(ids, po);
-      std::fprintf(stderr, "calibrate: %s captured in %.1f s\n", in.label().c_str(),
+      if (gpu != nullptr) {
+        cuda_capture capture(&in, c.n_layers, pool, o.settings.gamma);
+        cuda_llama_session session(*gpu, len);
+        po.on_attention_inputs = capture.hook();
+        session.prefill(ids, po);
+      } else {
+        auto capture = make_capture_attention(&in, c.n_layers, bs, o.settings.gamma);
+        llama_session session(m.weights, pool, len);
+        po.attention = capture.get();
+        session.prefill(ids, po);
+      }
+      std::fprintf(stderr, "calibrate: %s captured on the %s in %.1f s\n", in.label().c_str(),
+                   gpu != nullptr ? "GPU (cuda)" : "CPU",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       inputs.push_back(std::move(in));
     }
@@ -140,7 +157,8 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
   const int64_t runs =
       static_cast<int64_t>(settings.layers_to_try(m.weights.config.n_layers).size()) + 1;
   std::fprintf(stderr,
-               "calibrate: dense-layer ablation, %s mode, %zu windows of %lld tokens, %lld runs\n",
+               "calibrate: dense-layer ablation on the CPU, %s mode, %zu windows of %lld tokens, "
+               "%lld runs\n",
                plan_mode_name(params.mode), windows.size(), (long long)length, (long long)runs);
   const auto t0 = std::chrono::steady_clock::now();
   const dense_layer_choice choice = choose_dense_layers(
@@ -176,6 +194,7 @@ std::string command_line_of(const calibrate_options& o) {
     for (size_t i = 0; i < o.lengths.size(); ++i) cmd << (i ? "," : "") << o.lengths[i];
   }
   if (!o.capture.empty()) cmd << " --capture " << o.capture;
+  if (!o.capture_device.empty()) cmd << " --device " << o.capture_device;
   cmd << " --metric " << o.metric << " --cut " << o.settings.cut;
   if (o.settings.clusters > 0) cmd << " --cluster-count " << o.settings.clusters;
   if (o.dense_pick > 0) {
@@ -206,6 +225,9 @@ void run_calibrate(calibrate_options& o) {
   dense_params.mode = plan_mode_from_name(o.dense_mode);
   check(o.dense_pick == 0 || dense_params.mode != plan_mode::dense, fn,
         "--dense-mode must be a sparse mode (vslash, flexprefill or shareprefill)");
+  // Where the capture runs, resolved (and a cuda request without a GPU refused) before any work.
+  if (o.capture.empty()) o.capture_device = resolve_device(o.device);
+  o.command_line = command_line_of(o);
   thread_pool pool(o.threads);
   const std::vector<std::string> contents = read_calibration_texts(o);
   // The model: to capture, to run the dense-layer ablation, or just for its name with --capture.
@@ -222,8 +244,16 @@ void run_calibrate(calibrate_options& o) {
     const llama_config& c = m->weights.config;
     info = {c.name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
   }
-  std::vector<calibration_input> inputs = o.capture.empty() ? capture_inputs(o, contents, *m, pool)
-                                                            : load_calibration_inputs(o.capture);
+  std::unique_ptr<cuda_llama_weights> gpu;
+  if (o.capture_device == "cuda")
+    gpu = std::make_unique<cuda_llama_weights>(load_cuda_weights(m->path));
+  if (!o.capture_device.empty())
+    std::fprintf(stderr, "calibrate: capturing on the %s (--device %s)\n",
+                 gpu ? "GPU" : "CPU", o.capture_device.c_str());
+  std::vector<calibration_input> inputs = o.capture.empty()
+                                              ? capture_inputs(o, contents, *m, gpu.get(), pool)
+                                              : load_calibration_inputs(o.capture);
+  gpu.reset();  // the device memory is not needed past the capture
   if (!m) info = {"", inputs[0].layers, inputs[0].heads, 0, 0};
   if (!o.save_capture.empty()) save_calibration_inputs(o.save_capture, inputs);
 
@@ -240,6 +270,7 @@ void run_calibrate(calibrate_options& o) {
   r.map.calibration["shared_rule"] =
       "size >= 2, mean pairwise distance <= cut on every input, mean vs coverage < tau_fb";
   r.map.calibration["command"] = o.command_line;
+  if (!o.capture_device.empty()) r.map.calibration["capture_device"] = o.capture_device;
   cluster_map_save(o.out, r.map);
 
   int64_t shared = 0, shared_heads = 0;
@@ -285,7 +316,8 @@ void setup_calibrate(CLI::App& app) {
   sub->add_option("--capture", o->capture, "Cluster a saved capture instead of running the model");
   sub->add_option("--dense-layers-pick", o->dense_pick,
                   "Choose up to K layers for the sparse modes to run dense, by single-layer "
-                  "perplexity ablation on the texts (1 + layers model runs; 0 = skip)")
+                  "perplexity ablation on the texts (1 + layers model runs, on the CPU whatever "
+                  "--device says; 0 = skip)")
       ->capture_default_str();
   sub->add_option("--dense-candidates", o->dense_candidates,
                   "Layers the ablation tries, e.g. 11-29 (default: every layer)");
@@ -296,11 +328,9 @@ void setup_calibrate(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--allow-evaluation-texts", o->allow_evaluation,
                 "Allow texts of the evaluation split");
+  add_device_option(sub, o->device);
   add_threads_option(sub, o->threads);
-  sub->callback([o] {
-    o->command_line = command_line_of(*o);
-    run_calibrate(*o);
-  });
+  sub->callback([o] { run_calibrate(*o); });
 }
 
 command_registration reg(setup_calibrate);

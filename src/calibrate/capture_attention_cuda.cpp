@@ -1,0 +1,119 @@
+// The calibration capture on the GPU (calibrate.h, cuda_capture): per layer, from the CUDA
+// forward's q, k, v, every head's block attention A by our kernel (a dense causal plan, every
+// head a pivot; the output is scratch, the forward computes its own) and each head's vs coverage
+// from last-block statistics on the CPU (capture_layer.h, shared with the CPU capture). Order per
+// layer: q's last rows and k to the host (waits for the forward's RoPE and cache append), the
+// kernel launched, the statistics on the CPU while it runs, then A downloaded.
+#include <algorithm>
+
+#include "capture_layer.h"
+#include "shareprefill/calibrate.h"
+#include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_copy.h"
+#include "shareprefill/error.h"
+
+namespace sp {
+
+namespace {
+
+constexpr int64_t block_size = 128;  // the CUDA kernel's
+
+// A device view [n, heads, d] of bf16 rows with heads contiguous in a token, as the kernel and
+// the downloads below take it.
+void check_device_rows(const char* fn, const char* name, const tensor_view& t) {
+  check(t.on_device && t.type == dtype::bf16 && t.rank == 3, fn, name,
+        " must be a rank-3 bf16 device view ([N, heads, D])");
+  check(t.stride[2] == 1 && t.stride[1] == t.shape[2] && t.stride[0] >= t.shape[1] * t.shape[2],
+        fn, name, " must have its heads contiguous within a token (strides ", t.stride[0], ", ",
+        t.stride[1], ", ", t.stride[2], ")");
+}
+
+// Rows [first, first + rows) of a device view into the same rows of a contiguous host buffer.
+void download_rows(uint16_t* host, const tensor_view& t, int64_t first, int64_t rows) {
+  const int64_t width = t.shape[1] * t.shape[2];  // elements of a token
+  cuda_copy_2d(host + first * width, width * 2, t.as<const uint16_t>() + first * t.stride[0],
+               t.stride[0] * 2, width * 2, rows);
+}
+
+}  // namespace
+
+struct cuda_capture::state {
+  state(calibration_input* d, int64_t l, thread_pool& p, double g, int64_t m)
+      : dst(d), layers(l), pool(p), gamma(g), min_budget(m) {}
+  calibration_input* dst;
+  int64_t layers;
+  thread_pool& pool;
+  double gamma;
+  int64_t min_budget;
+  int64_t n = 0, heads = 0;                 // the prompt shape the device memory is for
+  std::unique_ptr<device_layer_plan> plan;  // dense causal, every head a pivot
+  device_buffer out;                        // [N, H, D] bf16, discarded
+  device_buffer a;                          // [H, nb, nb] f32
+  std::vector<uint16_t> q_host;             // [N, H, D] bf16, only the last block's rows set
+  std::vector<uint16_t> k_host;             // [N, Hkv, D] bf16
+};
+
+cuda_capture::cuda_capture(calibration_input* dst, int64_t layers, thread_pool& pool, double gamma,
+                           int64_t min_budget)
+    : s_(std::make_unique<state>(dst, layers, pool, gamma, min_budget)) {
+  capture::check_settings("cuda_capture", dst, layers, block_size, gamma);
+  dst->block_size = block_size;
+}
+
+cuda_capture::~cuda_capture() = default;
+
+void cuda_capture::capture_layer(int64_t l, const tensor_view& q, const tensor_view& k,
+                                 const tensor_view& v) {
+  const char* fn = "cuda_capture";
+  state& s = *s_;
+  check_device_rows(fn, "q", q);
+  check_device_rows(fn, "k", k);
+  check_device_rows(fn, "v", v);
+  const int64_t n = q.shape[0], heads = q.shape[1], kv_heads = k.shape[1], dim = q.shape[2];
+  check(k.shape[0] == n && v.shape[0] == n, fn, "q has ", n, " tokens, k ", k.shape[0], ", v ",
+        v.shape[0], " (the whole prompt, not a chunk)");
+  if (l == 0) {
+    capture::begin_prompt(fn, *s.dst, s.layers, n);
+    if (n != s.n || heads != s.heads) {
+      std::vector<int32_t> pivots(static_cast<size_t>(heads));
+      for (int32_t h = 0; h < heads; ++h) pivots[static_cast<size_t>(h)] = h;
+      s.plan = std::make_unique<device_layer_plan>(
+          block_mask::dense_causal(n, block_size, heads), pivots);
+      s.out = device_buffer(static_cast<size_t>(n * heads * dim) * 2);
+      s.a = device_buffer(static_cast<size_t>(heads * s.dst->n_blocks * s.dst->n_blocks) *
+                          sizeof(float));
+      s.n = n;
+      s.heads = heads;
+    }
+  }
+  check(s.plan != nullptr, fn, "layer ", l, " came before layer 0 of a prompt");
+  float* a_host = capture::layer_attention(fn, *s.dst, l, n, heads);
+  const int64_t nb = s.dst->n_blocks;
+
+  // The statistics read q's last min(block_size, N) rows (estimation_blocks = 1) and all of k.
+  const int64_t rows = std::min(block_size, n);
+  s.q_host.resize(static_cast<size_t>(n * heads * dim));
+  s.k_host.resize(static_cast<size_t>(n * kv_heads * dim));
+  download_rows(s.q_host.data(), q, n - rows, rows);
+  download_rows(s.k_host.data(), k, 0, n);
+
+  tensor_view out = tensor_view::contiguous(s.out.data(), dtype::bf16, {n, heads, dim});
+  tensor_view a = tensor_view::contiguous(s.a.data(), dtype::f32, {heads, nb, nb});
+  out.on_device = a.on_device = true;
+  cuda_attention_block_sparse(out, {}, a, q, k, v, s.plan->plan(), s.plan->scratch());
+
+  const std::vector<head_statistics> stats = capture::statistics(
+      tensor_view::contiguous(s.q_host.data(), dtype::bf16, {n, heads, dim}),
+      tensor_view::contiguous(s.k_host.data(), dtype::bf16, {n, kv_heads, dim}), block_size,
+      s.gamma, s.min_budget, s.pool);
+  s.a.download(a_host, static_cast<size_t>(heads * nb * nb) * sizeof(float));  // synchronises
+  capture::store_coverage(*s.dst, l, stats);
+}
+
+cuda_capture::hook_type cuda_capture::hook() {
+  return [this](int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v) {
+    capture_layer(l, q, k, v);
+  };
+}
+
+}  // namespace sp
