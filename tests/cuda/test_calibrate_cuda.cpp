@@ -12,7 +12,8 @@
 //    test_llama_cuda: the CPU capture on the weights rounded to bf16 moves A by e_A from the fp32
 //    reference; the GPU also rounds its activations (the same order), so |A_gpu - A_ref| <=
 //    4 e_A + 1e-4 (the kernel's own, above), and vs_coverage within max(4 e_cov, 2 nb tol_A).
-//    The hook must leave the forward's logits bit for bit unchanged.
+//    The hook must leave the forward's logits bit for bit unchanged. The real model (when
+//    cached) on the golden prompt is held to the same bound.
 // The CPU halves run here without a device (they check that the comparisons can fail: coverage
 // below 1, e_A > 0); the GPU halves are skipped without one.
 #include <gtest/gtest.h>
@@ -20,7 +21,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "model/model_fixture.h"
 #include "random_llama.h"
 #include "shareprefill/calibrate.h"
 #include "shareprefill/cuda_attention.h"
@@ -65,7 +69,8 @@ void expect_normalised(const calibration_input& in, double tol) {
 }
 
 // q, k, v of one layer as the CUDA forward holds them: one fused bf16 row per token
-// [q (H D) | k (Hkv D) | v (Hkv D)], random, q scaled up for peaked attention.
+// [q (H D) | k (Hkv D) | v (Hkv D)], uniform, q in [-3, 3] and k, v in [-1, 1] (scores of
+// standard deviation ~1).
 struct fused_qkv {
   int64_t n, heads, kv_heads, dim;
   std::vector<uint16_t> rows;  // [n, (H + 2 Hkv) D]
@@ -172,8 +177,11 @@ TEST(CudaCapture, ModelHookMatchesTheCpuCapture) {
       po.attention = capture.get();
       cpu.prefill(prompt, po);
     }
-    ASSERT_GT(max_diff(refs16.back().block_attention, refs.back().block_attention), 0.0)
-        << "bf16 rounding of the weights must move A";
+    const double e_a = max_diff(refs16.back().block_attention, refs.back().block_attention);
+    std::printf("random model n %lld on the CPU: bf16 weights move A by e_A %.3g, coverage by "
+                "%.3g\n", static_cast<long long>(n), e_a,
+                max_diff(refs16.back().vs_coverage, refs.back().vs_coverage));
+    ASSERT_GT(e_a, 0.0) << "bf16 rounding of the weights must move A";
   }
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device (the CPU half ran)";
 
@@ -205,6 +213,62 @@ TEST(CudaCapture, ModelHookMatchesTheCpuCapture) {
     EXPECT_LE(a_diff, tol_a);
     EXPECT_LE(cov_diff, tol_cov);
   }
+}
+
+// The real model (the cached default GGUF, dequantised on the device as calibrate --device cuda
+// loads it) on the golden prompt (tests/data/model_golden.json, 361 tokens): the same bound as
+// the random model's. Printed besides: the js distances' largest change and the agreement (ARI)
+// of the clusterings at the default cut.
+TEST(CudaCapture, RealModelMatchesTheCpuCapture) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  SP_SKIP_WITHOUT_MODEL();
+  std::ifstream f(std::string(SP_SOURCE_DIR) + "/tests/data/model_golden.json");
+  ASSERT_TRUE(f.good());
+  const auto ids = nlohmann::json::parse(f).at("token_ids").get<std::vector<int32_t>>();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  thread_pool pool(4);
+  const llama_weights& w = testing::default_model_weights(pool);
+  const int64_t layers = w.config.n_layers;
+  calibration_input ref, ref16, got;
+  {
+    const llama_weights w16 = rounded_to_bf16(w);
+    for (auto [weights, dst] : {std::pair{&w, &ref}, std::pair{&w16, &ref16}}) {
+      auto capture = make_capture_attention(dst, layers);
+      llama_session cpu(*weights, pool, n);
+      prefill_options po;
+      po.attention = capture.get();
+      cpu.prefill(ids, po);
+    }
+  }
+  const cuda_llama_weights dw = cuda_llama_weights_load(default_model_path());
+  cuda_llama_session gpu(dw, n);
+  cuda_capture capture(&got, layers, pool);
+  prefill_options po;
+  po.on_attention_inputs = capture.hook();
+  gpu.prefill(ids, po);
+
+  expect_same_shape(got, ref);
+  expect_normalised(got, kernel_tol * static_cast<double>(got.n_blocks));
+  const double e_a = max_diff(ref16.block_attention, ref.block_attention);
+  const double e_cov = max_diff(ref16.vs_coverage, ref.vs_coverage);
+  const double tol_a = 4.0 * e_a + kernel_tol;
+  const double a_diff = max_diff(got.block_attention, ref.block_attention);
+  const double cov_diff = max_diff(got.vs_coverage, ref.vs_coverage);
+  EXPECT_LE(a_diff, tol_a) << "e_A = " << e_a;
+  EXPECT_LE(cov_diff, std::max(4.0 * e_cov, 2.0 * static_cast<double>(got.n_blocks) * tol_a));
+  const distance_matrix d_ref = js_distances(ref), d_got = js_distances(got);
+  double d_diff = 0.0;
+  for (size_t i = 0; i < d_ref.d.size(); ++i)
+    d_diff = std::max(d_diff, std::fabs(d_ref.d[i] - d_got.d[i]));
+  const int64_t heads = ref.head_count();
+  const double ari =
+      adjusted_rand_index(cut_at_distance(average_linkage(d_got), heads, 0.15),
+                          cut_at_distance(average_linkage(d_ref), heads, 0.15));
+  std::printf("real model, %lld tokens: max |A diff| %.3g (e_A %.3g), max |coverage diff| %.3g "
+              "(e_cov %.3g), max |js distance diff| %.3g, ARI of the clusterings at cut 0.15 %.3f\n",
+              static_cast<long long>(n), a_diff, e_a, cov_diff, e_cov, d_diff, ari);
+  RecordProperty("real_model_max_abs_a_diff", std::to_string(a_diff));
+  RecordProperty("real_model_cluster_ari", std::to_string(ari));
 }
 
 TEST(CudaCapture, HookIsRefusedInAChunkedPrefill) {
