@@ -31,6 +31,7 @@ struct dense_layer_settings {
   std::vector<int64_t> candidates;  // layers to try, ascending; empty = every layer
   int64_t count = 2;                // at most this many layers are chosen
   double min_gain_pct = 0.1;        // a chosen layer cuts perplexity by at least this
+  rope_scaling_options rope;        // of the windows' prefills (beyond the trained context)
   // The candidates, or every layer of a model of `layers` layers when none are listed.
   std::vector<int64_t> layers_to_try(int64_t layers) const;
 };

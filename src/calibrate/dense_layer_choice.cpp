@@ -16,7 +16,8 @@ namespace {
 // Perplexity over the windows with `dense` layers dense and the rest in params.mode.
 double windows_perplexity(const llama_weights& w, thread_pool& pool,
                           const std::vector<std::vector<int32_t>>& windows, planner_params params,
-                          const cluster_map* clusters, std::vector<int64_t> dense) {
+                          const cluster_map* clusters, const rope_scaling_options& rope,
+                          std::vector<int64_t> dense) {
   params.dense_layers = std::move(dense);
   params.validate();
   const planner pl(params, w.config.n_layers, w.config.n_heads, clusters);
@@ -25,6 +26,7 @@ double windows_perplexity(const llama_weights& w, thread_pool& pool,
   for (const auto& tokens : windows) {
     prefill_options po;
     po.attention = attention.get();
+    po.rope = rope;
     const window_score s = score_window(w, pool, tokens, po);
     logprobs.insert(logprobs.end(), s.logprobs.begin(), s.logprobs.end());
   }
@@ -90,13 +92,13 @@ dense_layer_choice choose_dense_layers(
     check(l >= 0 && l < layers, fn, "candidate layer ", l, " out of range [0, ", layers, ")");
   const int64_t total = static_cast<int64_t>(candidates.size()) + 1;
   dense_layer_choice out;
-  out.sparse_ppl = windows_perplexity(weights, pool, windows, params, clusters, {});
+  out.sparse_ppl = windows_perplexity(weights, pool, windows, params, clusters, settings.rope, {});
   if (progress) progress(1, total, "every layer sparse");
   for (size_t i = 0; i < candidates.size(); ++i) {
     const int64_t l = candidates[i];
     dense_layer_gain g;
     g.layer = l;
-    g.ppl = windows_perplexity(weights, pool, windows, params, clusters, {l});
+    g.ppl = windows_perplexity(weights, pool, windows, params, clusters, settings.rope, {l});
     g.gain_pct = 100.0 * (out.sparse_ppl - g.ppl) / out.sparse_ppl;
     out.gains.push_back(g);
     if (progress) progress(static_cast<int64_t>(i) + 2, total, str("layer ", l, " dense"));

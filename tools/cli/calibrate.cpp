@@ -36,6 +36,7 @@ struct calibrate_options {
   std::string model, out, report, metric = "js", save_capture, capture;
   std::vector<std::string> texts;
   std::vector<int64_t> lengths{8192};
+  rope_scaling_options rope;  // --rope-scaling, --rope-factor (lengths beyond the trained context)
   calibration_settings settings;
   int64_t dense_pick = 0;  // --dense-layers-pick: 0 = no ablation
   std::string dense_candidates, dense_mode = "shareprefill";
@@ -119,6 +120,7 @@ std::vector<calibration_input> capture_inputs(const calibrate_options& o,
       std::fprintf(stderr, "calibrate: input %zu/%zu: %s, %lld tokens\n", inputs.size() + 1,
                    o.texts.size() * o.lengths.size(), in.text.c_str(), (long long)len);
       prefill_options po;
+      po.rope = o.rope;
       po.on_layer = layer_progress(str("calibrate ", in.text, "@", len));
       const auto t0 = std::chrono::steady_clock::now();
       if (gpu != nullptr) {
@@ -154,6 +156,7 @@ void choose_map_dense_layers(const calibrate_options& o, const std::vector<std::
       parse_layer_list(o.dense_candidates, m.weights.config.n_layers, "--dense-candidates");
   settings.count = o.dense_pick;
   settings.min_gain_pct = o.dense_min_gain;
+  settings.rope = o.rope;
   const int64_t runs =
       static_cast<int64_t>(settings.layers_to_try(m.weights.config.n_layers).size()) + 1;
   std::fprintf(stderr,
@@ -192,6 +195,8 @@ std::string command_line_of(const calibrate_options& o) {
     for (size_t i = 0; i < o.texts.size(); ++i) cmd << (i ? "," : "") << o.texts[i];
     cmd << " --lengths ";
     for (size_t i = 0; i < o.lengths.size(); ++i) cmd << (i ? "," : "") << o.lengths[i];
+    if (o.rope.type != "none")
+      cmd << " --rope-scaling " << o.rope.type << " --rope-factor " << o.rope.factor;
   }
   if (!o.capture.empty()) cmd << " --capture " << o.capture;
   if (!o.capture_device.empty()) cmd << " --device " << o.capture_device;
@@ -234,11 +239,10 @@ void run_calibrate(calibrate_options& o) {
   std::unique_ptr<loaded_model> m;
   if (o.capture.empty() || o.dense_pick > 0 || !o.model.empty())
     m = std::make_unique<loaded_model>(load_model(o.model, pool));
-  // The model runs on the texts (capture, ablation): every length must fit its context.
+  // The model runs on the texts (capture, ablation): every length must fit its context, or
+  // the usable context under --rope-scaling.
   if (o.capture.empty() || o.dense_pick > 0)
-    for (int64_t len : o.lengths)
-      check(len <= m->weights.config.context_length, fn, "--lengths: ", len,
-            " exceeds the model's context ", m->weights.config.context_length);
+    for (int64_t len : o.lengths) check_rope_length(o.rope, m->weights.config, len, fn);
   cluster_model_info info;
   if (m) {
     const llama_config& c = m->weights.config;
@@ -328,6 +332,7 @@ void setup_calibrate(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--allow-evaluation-texts", o->allow_evaluation,
                 "Allow texts of the evaluation split");
+  add_rope_options(sub, o->rope.type, o->rope.factor);
   add_device_option(sub, o->device);
   add_threads_option(sub, o->threads);
   sub->callback([o] { run_calibrate(*o); });

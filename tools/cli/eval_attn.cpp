@@ -9,6 +9,7 @@
 #include <map>
 
 #include "eval_common.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
@@ -48,7 +49,7 @@ void run_attn(const attn_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
-  check_eval_length(o.common, c, o.length, fn);
+  check_rope_length(o.common.rope, c, o.length, fn);
   const std::vector<int32_t> ids = m.tok->encode(read_text_file(o.text), false);
   check(static_cast<int64_t>(ids.size()) >= o.offset + o.length, fn, "'", o.text, "' has ",
         ids.size(), " tokens, fewer than --offset ", o.offset, " + --length ", o.length);

@@ -37,16 +37,6 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
   sub->add_option("--png", o.png_dir, "Draw the figures into DIR");
 }
 
-void check_eval_length(const eval_common_options& o, const llama_config& c, int64_t length,
-                       const char* fn) {
-  check(length <= c.context_length || o.rope.type != "none", fn, "length ", length,
-        " exceeds the trained context of ", c.context_length,
-        " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
-  check(length <= llama_usable_context(c, o.rope), fn, "length ", length, " exceeds ",
-        o.rope.factor, " x the trained context of ", c.context_length,
-        " tokens: raise --rope-factor");
-}
-
 std::vector<double> eval_gammas(const eval_common_options& o) {
   if (o.gammas.empty()) return {o.attention.params.gamma};
   return eval_parse_numbers(o.gammas, 1e-6, 1.0, "gamma");

@@ -31,11 +31,6 @@ struct eval_common_options {
 
 void add_eval_common_options(CLI::App* sub, eval_common_options& o);
 
-// Throws unless a prompt of `length` tokens fits the model's trained context or RoPE scaling
-// is given.
-void check_eval_length(const eval_common_options& o, const llama_config& c, int64_t length,
-                       const char* fn);
-
 // The γ values to run: --gammas if given, else the single --gamma.
 std::vector<double> eval_gammas(const eval_common_options& o);
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "eval_common.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/calibrate_heads.h"
 #include "shareprefill/error.h"
@@ -129,7 +130,7 @@ void run_heads(const heads_options& o) {
   thread_pool pool(o.common.threads);
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
-  check_eval_length(o.common, c, o.length, fn);
+  check_rope_length(o.common.rope, c, o.length, fn);
   const std::vector<int64_t> ablate_layers =
       o.ablate.empty() ? std::vector<int64_t>{} : parse_layer_list(o.ablate, c.n_layers, "--ablate");
 

@@ -10,6 +10,7 @@
 #include "cuda_model.h"
 #include "device_option.h"
 #include "eval_common.h"
+#include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
@@ -130,7 +131,7 @@ void run_needle(const needle_options& o) {
   const llama_config& c = m.weights.config;
   const int64_t context = llama_usable_context(c, o.common.rope);
   for (int64_t len : lengths) {
-    check_eval_length(o.common, c, len, fn);
+    check_rope_length(o.common.rope, c, len, fn);
     if (len > context - o.max_new)
       std::fprintf(stderr,
                    "shareprefill: warning: eval needle: %lld prompt tokens plus up to %lld answer "

@@ -89,7 +89,7 @@ void run_ppl(const ppl_options& o) {
   loaded_model m = load_model(o.common.model, pool);
   const llama_config& c = m.weights.config;
   for (int64_t len : lengths)
-    check_eval_length(o.common, c, len, fn);
+    check_rope_length(o.common.rope, c, len, fn);
   std::vector<text_tokens> texts;
   for (const std::string& path : o.texts)
     texts.push_back({path, m.tok->encode(read_text_file(path), false)});

@@ -62,6 +62,15 @@ void add_rope_options(CLI::App* sub, std::string& type, double& factor) {
       ->capture_default_str();
 }
 
+void check_rope_length(const rope_scaling_options& rope, const llama_config& c, int64_t length,
+                       const char* fn) {
+  check(length <= c.context_length || rope.type != "none", fn, "length ", length,
+        " exceeds the trained context of ", c.context_length,
+        " tokens: pass --rope-scaling linear|ntk|yarn --rope-factor F");
+  check(length <= llama_usable_context(c, rope), fn, "length ", length, " exceeds ", rope.factor,
+        " x the trained context of ", c.context_length, " tokens: raise --rope-factor");
+}
+
 std::vector<std::string> sparse_only_options_given(const CLI::App* sub) {
   static const char* const names[] = {
       "--gamma",      "--tau-sim",      "--tau-fb",       "--tau-qa",

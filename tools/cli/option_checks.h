@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "command.h"
+#include "shareprefill/llama_model.h"
 
 namespace sp::cli {
 
@@ -27,6 +28,11 @@ CLI::Option* add_chunk_state_option(CLI::App* sub, std::string& state);
 
 // Adds --rope-scaling and --rope-factor (finite, in [1, 1024]).
 void add_rope_options(CLI::App* sub, std::string& type, double& factor);
+
+// Throws unless a prompt of `length` tokens fits the model's trained context, or the usable
+// context under the --rope-scaling / --rope-factor given (`rope`).
+void check_rope_length(const rope_scaling_options& rope, const llama_config& c, int64_t length,
+                       const char* fn);
 
 // The planner, cluster-map and dense-layer options given on the command line of `sub`
 // (--gamma, --clusters, ...): dense attention ignores them.
