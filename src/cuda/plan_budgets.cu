@@ -10,8 +10,9 @@
 // summed). After the last pass the threshold value v* is exact; the count is the entries above it
 // plus the fewest copies of v* that push the sum past gamma. Stops early when the chosen digit
 // holds a single entry or, when only the budgets are asked for (counts null), when every count
-// the digit allows gives the same budget. A pass's blocks add their histograms into the row's in global memory;
-// the last block of the row to finish (an arrival counter) walks it and chooses the digit.
+// the digit allows gives the same budget. A pass's blocks add their histograms into the row's
+// in global memory; the last block of the row to finish (an arrival counter) walks it and
+// chooses the digit.
 // Each row's limit is its head's gamma (per-head gammas, issue 17; the global gamma otherwise).
 // Weights are fixed point (value * 2^56, rounded, in 64-bit integers): integer atomics add in any
 // order to the same result, so the budgets are deterministic and do not depend on `parts`. The
