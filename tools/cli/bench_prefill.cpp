@@ -178,7 +178,8 @@ void run_prefill_bench(prefill_bench_options o) {
   FILE* const report = o.json.text_stream();
   if (o.chunk > 0)
     std::fprintf(report, "prefill in chunks of %lld tokens, %s sharing state per chunk\n",
-                 static_cast<long long>(o.chunk), o.chunk_state == "carried" ? "a carried" : "a fresh");
+                 static_cast<long long>(o.chunk),
+                 o.chunk_state == "carried" ? "a carried" : "a fresh");
   std::fprintf(report, "%-13s %7s %9s %10s %7s %7s %8s %9s %9s %8s\n", "mode", "n", "ttft_ms",
                "tok/s", "attn%", "plan%", "density", "peak_MiB", "ppl", "ppl/dense");
   for (int64_t n : o.lengths) {
@@ -216,7 +217,8 @@ void run_prefill_bench(prefill_bench_options o) {
       nlohmann::json row = {
           {"bench", "prefill"}, {"device", "cuda"}, {"mode", mode}, {"n", n},
           {"rope", {{"type", rope.type}, {"factor", rope.factor}}},
-          {"chunk", o.chunk}, {"chunk_state", o.chunk > 0 ? nlohmann::json(o.chunk_state) : nlohmann::json(nullptr)},
+          {"chunk", o.chunk},
+          {"chunk_state", o.chunk > 0 ? nlohmann::json(o.chunk_state) : nlohmann::json(nullptr)},
           {"ttft_ms", mid}, {"ttft_ms_all", ttft}, {"tokens_per_s", double(n) / (mid * 1e-3)},
           {"attention_ms", res.attention_ms}, {"plan_ms", res.plan_ms},
           {"attention_share", res.attention_ms / mid}, {"plan_share", res.plan_ms / mid},
