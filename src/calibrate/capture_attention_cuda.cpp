@@ -1,14 +1,15 @@
 // The calibration capture on the GPU (calibrate.h, cuda_capture): per layer, from the CUDA
-// forward's q, k, v, every head's block attention A by our kernel (a dense causal plan, every
-// head a pivot; the output is scratch, the forward computes its own) and each head's vs coverage
-// from last-block statistics on the CPU (capture_layer.h, shared with the CPU capture). Order per
-// layer: q's last rows and k to the host (waits for the forward's RoPE and cache append), the
-// kernel launched, the statistics on the CPU while it runs, then A downloaded.
+// forward's q, k, v, every head's block attention A by our kernel (cuda_dense_attention.h: a
+// dense causal plan, every head a pivot; the output is scratch, the forward computes its own) and
+// each head's vs coverage from last-block statistics on the CPU (capture_layer.h, shared with
+// the CPU capture). Order per layer: q's last rows and k to the host (waits for the forward's
+// RoPE and cache append), the kernel launched, the statistics on the CPU while it runs, then A
+// downloaded.
 #include <algorithm>
 
 #include "capture_layer.h"
 #include "shareprefill/calibrate.h"
-#include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_dense_attention.h"
 #include "shareprefill/cuda_copy.h"
 #include "shareprefill/error.h"
 
@@ -16,17 +17,7 @@ namespace sp {
 
 namespace {
 
-constexpr int64_t block_size = 128;  // the CUDA kernel's
-
-// A device view [n, heads, d] of bf16 rows with heads contiguous in a token, as the kernel and
-// the downloads below take it.
-void check_device_rows(const char* fn, const char* name, const tensor_view& t) {
-  check(t.on_device && t.type == dtype::bf16 && t.rank == 3, fn, name,
-        " must be a rank-3 bf16 device view ([N, heads, D])");
-  check(t.stride[2] == 1 && t.stride[1] == t.shape[2] && t.stride[0] >= t.shape[1] * t.shape[2],
-        fn, name, " must have its heads contiguous within a token (strides ", t.stride[0], ", ",
-        t.stride[1], ", ", t.stride[2], ")");
-}
+constexpr int64_t block_size = cuda_dense_attention::block_size;
 
 // Rows [first, first + rows) of a device view into the same rows of a contiguous host buffer.
 void download_rows(uint16_t* host, const tensor_view& t, int64_t first, int64_t rows) {
@@ -45,12 +36,10 @@ struct cuda_capture::state {
   thread_pool& pool;
   double gamma;
   int64_t min_budget;
-  int64_t n = 0, heads = 0;                 // the prompt shape the device memory is for
-  std::unique_ptr<device_layer_plan> plan;  // dense causal, every head a pivot
-  device_buffer out;                        // [N, H, D] bf16, discarded
-  device_buffer a;                          // [H, nb, nb] f32
-  std::vector<uint16_t> q_host;             // [N, H, D] bf16, only the last block's rows set
-  std::vector<uint16_t> k_host;             // [N, Hkv, D] bf16
+  bool begun = false;              // layer 0 of a prompt came
+  cuda_dense_attention dense;      // A of every head (its output is discarded)
+  std::vector<uint16_t> q_host;    // [N, H, D] bf16, only the last block's rows set
+  std::vector<uint16_t> k_host;    // [N, Hkv, D] bf16
 };
 
 cuda_capture::cuda_capture(calibration_input* dst, int64_t layers, thread_pool& pool, double gamma,
@@ -74,21 +63,10 @@ void cuda_capture::capture_layer(int64_t l, const tensor_view& q, const tensor_v
         v.shape[0], " (the whole prompt, not a chunk)");
   if (l == 0) {
     capture::begin_prompt(fn, *s.dst, s.layers, n);
-    if (n != s.n || heads != s.heads) {
-      std::vector<int32_t> pivots(static_cast<size_t>(heads));
-      for (int32_t h = 0; h < heads; ++h) pivots[static_cast<size_t>(h)] = h;
-      s.plan = std::make_unique<device_layer_plan>(
-          block_mask::dense_causal(n, block_size, heads), pivots);
-      s.out = device_buffer(static_cast<size_t>(n * heads * dim) * 2);
-      s.a = device_buffer(static_cast<size_t>(heads * s.dst->n_blocks * s.dst->n_blocks) *
-                          sizeof(float));
-      s.n = n;
-      s.heads = heads;
-    }
+    s.begun = true;
   }
-  check(s.plan != nullptr, fn, "layer ", l, " came before layer 0 of a prompt");
+  check(s.begun, fn, "layer ", l, " came before layer 0 of a prompt");
   float* a_host = capture::layer_attention(fn, *s.dst, l, n, heads);
-  const int64_t nb = s.dst->n_blocks;
 
   // The statistics read q's last min(block_size, N) rows (estimation_blocks = 1) and all of k.
   const int64_t rows = std::min(block_size, n);
@@ -97,16 +75,13 @@ void cuda_capture::capture_layer(int64_t l, const tensor_view& q, const tensor_v
   download_rows(s.q_host.data(), q, n - rows, rows);
   download_rows(s.k_host.data(), k, 0, n);
 
-  tensor_view out = tensor_view::contiguous(s.out.data(), dtype::bf16, {n, heads, dim});
-  tensor_view a = tensor_view::contiguous(s.a.data(), dtype::f32, {heads, nb, nb});
-  out.on_device = a.on_device = true;
-  cuda_attention_block_sparse(out, {}, a, q, k, v, s.plan->plan(), s.plan->scratch());
+  s.dense.run(q, k, v);
 
   const std::vector<head_statistics> stats = capture::statistics(
       tensor_view::contiguous(s.q_host.data(), dtype::bf16, {n, heads, dim}),
       tensor_view::contiguous(s.k_host.data(), dtype::bf16, {n, kv_heads, dim}), block_size,
       s.gamma, s.min_budget, s.pool);
-  s.a.download(a_host, static_cast<size_t>(heads * nb * nb) * sizeof(float));  // synchronises
+  s.dense.download_block_attention(a_host);  // synchronises
   capture::store_coverage(*s.dst, l, stats);
 }
 
