@@ -7,11 +7,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "shareprefill/block_mask.h"
+#include "shareprefill/device_planner.h"
 #include "shareprefill/llama_model.h"
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_attention.h"
@@ -113,7 +115,8 @@ double tile_recall(const float* a, const block_mask& mask, int64_t head);
 struct probe_candidate {
   std::string mode;  // vslash | flexprefill | shareprefill
   double gamma = 0.95;
-  const planner* plan = nullptr;  // must outlive the probe
+  const planner* plan = nullptr;           // attention_probe's (CPU); must outlive the probe
+  const device_planner* device = nullptr;  // cuda_attention_probe's (GPU); must outlive it
 };
 
 struct probe_row {
@@ -146,6 +149,40 @@ class attention_probe final : public prefill_attention {
   std::vector<plan_state> states_;
   std::vector<probe_row> rows_;
   std::vector<float> dense_attn_, cand_out_;
+};
+
+// The same probe on the GPU (issue 14), a hook for prefill_options::on_attention_inputs of a
+// cuda_llama_session prefill with no planner (dense: every layer sees the dense model's
+// activations; not chunked). Per layer, from the forward's device q, k, v: the dense output and
+// every head's block attention A by our kernel (cuda_dense_attention.h), then for each candidate
+// its device planner through prefill_layer with its own per-prompt state into a scratch output;
+// the outputs (bf16, compared in fp32 on the host), A and the candidate's tiles and kinds
+// downloaded, and the same probe_rows as attention_probe's (so rel_err includes the bf16
+// rounding of both outputs: about 2^-9 relative where the tiles are the same). Layer 0 starts a
+// prompt; the last layer checks the planners' device errors. Block size 128 (the kernel's).
+// Synchronises once per layer and candidate. Builds without CUDA throw at layer 0.
+class cuda_attention_probe {
+ public:
+  cuda_attention_probe(std::vector<probe_candidate> candidates, int64_t layers);
+  ~cuda_attention_probe();
+  cuda_attention_probe(const cuda_attention_probe&) = delete;
+  cuda_attention_probe& operator=(const cuda_attention_probe&) = delete;
+
+  // Probes layer l: q [N, H, D], k and v [N, Hkv, D] device bf16 views, heads contiguous in a
+  // token (the forward's).
+  void probe_layer(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v);
+  // probe_layer as an on_attention_inputs hook (this object must outlive it).
+  std::function<void(int64_t, const tensor_view&, const tensor_view&, const tensor_view&)> hook();
+
+  const std::vector<probe_candidate>& candidates() const { return candidates_; }
+  const std::vector<probe_row>& rows() const { return rows_; }
+
+ private:
+  struct state;
+  std::vector<probe_candidate> candidates_;
+  int64_t layers_;
+  std::vector<probe_row> rows_;
+  std::unique_ptr<state> s_;
 };
 
 // Linear interpolation of y at x over points sorted by x (clamped to the end points);

@@ -9,6 +9,7 @@
 #include "shareprefill/eval.h"
 #include "shareprefill/planned_layer.h"
 #include "head_error_views.h"
+#include "probe_rows.h"
 
 namespace sp {
 
@@ -58,6 +59,31 @@ double tile_recall(const float* a, const block_mask& mask, int64_t head) {
   return kept / double(n);
 }
 
+void append_probe_rows(std::vector<probe_row>& rows, size_t candidate, int64_t layer,
+                       const tensor_view& cand, const tensor_view& ref, const float* a,
+                       int64_t nb, const std::function<const block_mask&(int64_t)>& mask_of,
+                       const std::function<head_kind(int64_t)>& kind_of) {
+  const int64_t n = ref.shape[0], heads = ref.shape[1];
+  std::vector<double> err(static_cast<size_t>(heads)), err_half(err.size());
+  head_relative_errors(err.data(), cand, ref);
+  head_relative_errors(err_half.data(), cand, ref, n / 2);
+  for (int64_t h = 0; h < heads; ++h) {
+    const block_mask& m = mask_of(h);
+    check(m.n_blocks == nb && m.heads == heads, "append_probe_rows", "the candidate's mask has ",
+          m.heads, " heads x ", m.n_blocks, " blocks, the layer ", heads, " x ", nb);
+    probe_row row;
+    row.candidate = candidate;
+    row.layer = layer;
+    row.head = h;
+    row.kind = kind_of(h);
+    row.rel_err = err[static_cast<size_t>(h)];
+    row.rel_err_second_half = err_half[static_cast<size_t>(h)];
+    row.recall = tile_recall(a + h * nb * nb, m, h);
+    row.density = m.head_density(h);
+    rows.push_back(row);
+  }
+}
+
 attention_probe::attention_probe(std::vector<probe_candidate> candidates, int64_t block_size)
     : candidates_(std::move(candidates)), block_size_(block_size) {
   for (const probe_candidate& c : candidates_) {
@@ -86,25 +112,13 @@ layer_attention_report attention_probe::attend(int64_t layer, const tensor_view&
 
   cand_out_.resize(static_cast<size_t>(out.numel()));
   const tensor_view cand = tensor_view::contiguous(cand_out_.data(), dtype::f32, {n, heads, d});
-  std::vector<double> err(static_cast<size_t>(heads)), err_half(err.size());
   for (size_t ci = 0; ci < candidates_.size(); ++ci) {
     const planned_layer p =
         attend_planned_layer(*candidates_[ci].plan, states_[ci], layer, cand, q, k, v, pool);
-    head_relative_errors(err.data(), cand, out);
-    head_relative_errors(err_half.data(), cand, out, n / 2);
-    for (int64_t h = 0; h < heads; ++h) {
-      const block_mask& m = p.mask_of(static_cast<int32_t>(h));
-      probe_row row;
-      row.candidate = ci;
-      row.layer = layer;
-      row.head = h;
-      row.kind = p.kind_of(static_cast<int32_t>(h));
-      row.rel_err = err[static_cast<size_t>(h)];
-      row.rel_err_second_half = err_half[static_cast<size_t>(h)];
-      row.recall = tile_recall(dense_attn_.data() + h * nb * nb, m, h);
-      row.density = m.head_density(h);
-      rows_.push_back(row);
-    }
+    append_probe_rows(
+        rows_, ci, layer, cand, out, dense_attn_.data(), nb,
+        [&](int64_t h) -> const block_mask& { return p.mask_of(static_cast<int32_t>(h)); },
+        [&](int64_t h) { return p.kind_of(static_cast<int32_t>(h)); });
   }
   layer_attention_report r;
   r.layer = layer;

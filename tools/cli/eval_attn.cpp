@@ -3,11 +3,16 @@
 // same q, k, v; per layer and head: relative output error vs dense, recall of the dense attention
 // mass, tile density and head kind. Summaries per candidate and per layer, the error of the
 // baselines interpolated at shareprefill's density, and the figures.
+// --device cuda probes on the GPU (cuda_attention_probe: the CUDA forward prefills densely, each
+// layer's q, k, v go to our kernel densely and to every candidate's device planner); the rows,
+// summaries and figures below are the same code for both devices.
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <map>
 
+#include "cuda_model.h"
+#include "device_option.h"
 #include "eval_common.h"
 #include "option_checks.h"
 #include "prefill_report.h"
@@ -23,6 +28,7 @@ struct attn_options {
   std::string text;
   int64_t length = 2048;
   int64_t offset = 0;
+  std::string device;
 };
 
 struct candidate_summary {
@@ -39,6 +45,7 @@ std::string g_str(double g) {
 
 void run_attn(const attn_options& o) {
   const char* fn = "eval attn";
+  const std::string device = resolve_device(o.device);
   const int64_t bs = o.common.attention.params.block_size;
   check(o.length % bs == 0, fn, "--length ", o.length, " is not a multiple of the block size ", bs);
   check(o.offset >= 0, fn, "--offset must be >= 0, got ", o.offset);
@@ -55,23 +62,39 @@ void run_attn(const attn_options& o) {
         ids.size(), " tokens, fewer than --offset ", o.offset, " + --length ", o.length);
   const std::vector<int32_t> tokens(ids.begin() + o.offset, ids.begin() + o.offset + o.length);
 
+  const bool gpu = device == "cuda";
   std::vector<attention_setup> setups;
+  std::vector<std::unique_ptr<device_planner>> device_planners;
   std::vector<probe_candidate> cands;
   for (const std::string& mode : modes)
     for (double g : gammas) {
       attention_options ao = o.common.attention;
       ao.params.gamma = g;
       setups.push_back(make_attention(ao, mode, c, m.path, o.length));
-      cands.push_back({mode, g, setups.back().plan.get()});
+      if (gpu) device_planners.push_back(make_device_planner(setups.back(), c));
+      cands.push_back({mode, g, setups.back().plan.get(),
+                       gpu ? device_planners.back().get() : nullptr});
     }
-  attention_probe probe(cands, bs);
-  llama_session session(m.weights, pool, o.length);
   prefill_options po;
-  po.attention = &probe;
   po.rope = o.common.rope;
   po.on_layer = layer_progress("[probe " + std::to_string(cands.size()) + " candidates]");
-  const prefill_result r = session.prefill(tokens, po);
-  std::fprintf(stderr, "probe prefill: %.1f s\n", r.total_ms * 1e-3);
+  std::vector<probe_row> rows;
+  double prefill_ms = 0.0;
+  if (gpu) {
+    const cuda_llama_weights gw = load_cuda_weights(m.path);
+    cuda_llama_session session(gw, o.length);
+    cuda_attention_probe probe(cands, c.n_layers);
+    po.on_attention_inputs = probe.hook();
+    prefill_ms = session.prefill(tokens, po).total_ms;  // dense: the planner is null
+    rows = probe.rows();
+  } else {
+    attention_probe probe(cands, bs);
+    llama_session session(m.weights, pool, o.length);
+    po.attention = &probe;
+    prefill_ms = session.prefill(tokens, po).total_ms;
+    rows = probe.rows();
+  }
+  std::fprintf(stderr, "probe prefill (%s): %.1f s\n", device.c_str(), prefill_ms * 1e-3);
 
   json_lines out(o.common.json);
   FILE* const report = o.common.json.text_stream();
@@ -83,7 +106,7 @@ void run_attn(const attn_options& o) {
     s.layer_recall.assign(static_cast<size_t>(layers), 0.0);
   }
   const double per_model = 1.0 / double(layers * heads), per_layer = 1.0 / double(heads);
-  for (const probe_row& row : probe.rows()) {
+  for (const probe_row& row : rows) {
     candidate_summary& s = sum[row.candidate];
     s.err += row.rel_err * per_model;
     s.err_half += row.rel_err_second_half * per_model;
@@ -105,11 +128,13 @@ void run_attn(const attn_options& o) {
                {"rel_err_second_half", row.rel_err_second_half},
                {"recall", row.recall},
                {"density", row.density},
-               {"dense_layers", setups[row.candidate].dense_layers}});
+               {"dense_layers", setups[row.candidate].dense_layers},
+               {"device", device}});
   }
 
-  std::fprintf(report, "attention vs dense, %lld tokens of %s (offset %lld)\n", (long long)o.length,
-               o.text.c_str(), (long long)o.offset);
+  std::fprintf(report, "attention vs dense, %lld tokens of %s (offset %lld), on the %s\n",
+               (long long)o.length, o.text.c_str(), (long long)o.offset,
+               gpu ? "GPU (bf16)" : "CPU (f32)");
   std::fprintf(report, "%-13s %6s %10s %12s %8s %8s  kinds\n", "mode", "gamma", "rel_err",
                "err_2nd_half", "recall", "density");
   for (size_t i = 0; i < cands.size(); ++i) {
@@ -218,6 +243,7 @@ void setup_attn(CLI::App& app) {
   sub->add_option("--length", o->length, "Tokens (a multiple of the block size)")
       ->capture_default_str();
   sub->add_option("--offset", o->offset, "First token of the window")->capture_default_str();
+  add_device_option(sub, o->device);
   sub->callback([o] { run_attn(*o); });
 }
 
