@@ -1,13 +1,16 @@
 // A small random Llama for the CUDA forward tests (test_llama_cuda, test_model_gemv): GQA 3,
 // three layers, uniform entries scaled by 1/sqrt(fan-in) so activations keep their size through
 // the layers, the query weights twice that (peaked attention), embeddings tied to the output;
-// the same weights rounded to bf16 (the CPU side of e_w); random token ids.
+// the same weights rounded to bf16 (the CPU side of e_w); random token ids; a cluster map of its
+// shape.
 #pragma once
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "shareprefill/cluster_map.h"
 #include "shareprefill/llama_model.h"
 #include "shareprefill/tensor.h"
 #include "test_util.h"
@@ -69,6 +72,25 @@ inline std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t see
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
   return t;
+}
+
+// A cluster map of the random Llama's shape: one shared cluster per head index over layers
+// [first, layers) (every head of index h there can share the pattern of the first pivot among
+// them), the heads of the earlier layers in one cluster that is not shared.
+inline cluster_map per_head_index_clusters(int64_t first, int64_t layers, int64_t heads) {
+  cluster_map map;
+  head_cluster rest;
+  rest.id = "unshared";
+  for (int64_t h = 0; h < heads; ++h) {
+    head_cluster c;
+    c.id = std::to_string(h);
+    c.shared = true;
+    for (int64_t l = 0; l < layers; ++l)
+      (l < first ? rest : c).members.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h)});
+    map.clusters.push_back(c);
+  }
+  if (!rest.members.empty()) map.clusters.push_back(rest);
+  return map;
 }
 
 }  // namespace sp::testing

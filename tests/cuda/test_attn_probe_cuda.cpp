@@ -30,24 +30,6 @@ using testing::random_tokens;
 #define SP_SKIP_WITHOUT_DEVICE() \
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device"
 
-// One shared cluster per head index over the layers >= first (test_llama_cuda's map), the rest
-// unshared.
-cluster_map per_head_index_clusters(int64_t first, int64_t layers, int64_t heads) {
-  cluster_map map;
-  head_cluster rest;
-  rest.id = "unshared";
-  for (int64_t h = 0; h < heads; ++h) {
-    head_cluster c;
-    c.id = std::to_string(h);
-    c.shared = true;
-    for (int64_t l = 0; l < layers; ++l)
-      (l < first ? rest : c).members.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h)});
-    map.clusters.push_back(c);
-  }
-  if (!rest.members.empty()) map.clusters.push_back(rest);
-  return map;
-}
-
 planner_params sparse_params(plan_mode mode) {
   planner_params p;
   p.mode = mode;
@@ -78,7 +60,7 @@ const std::vector<int32_t>& prompt() {
 
 const cluster_map& clusters() {
   static const cluster_map map =
-      per_head_index_clusters(1, model().config.n_layers, model().config.n_heads);
+      testing::per_head_index_clusters(1, model().config.n_layers, model().config.n_heads);
   return map;
 }
 

@@ -193,25 +193,6 @@ TEST(LlamaCuda, TruncateDropsABranchOfDecodeSteps) {
             std::string::npos);
 }
 
-// One shared cluster per head index over layers [first, layers): every head of index h there can
-// share the pattern of the first pivot among them; the heads of earlier layers in one cluster
-// that is not shared.
-cluster_map per_head_index_clusters(int64_t first, int64_t layers, int64_t heads) {
-  cluster_map map;
-  head_cluster rest;
-  rest.id = "unshared";
-  for (int64_t h = 0; h < heads; ++h) {
-    head_cluster c;
-    c.id = std::to_string(h);
-    c.shared = true;
-    for (int64_t l = 0; l < layers; ++l)
-      (l < first ? rest : c).members.push_back({static_cast<int32_t>(l), static_cast<int32_t>(h)});
-    map.clusters.push_back(c);
-  }
-  if (!rest.members.empty()) map.clusters.push_back(rest);
-  return map;
-}
-
 TEST(LlamaCuda, DensePrefillReportsEveryCausalTile) {
   SP_SKIP_WITHOUT_DEVICE();
   const llama_weights w = random_llama(5);
@@ -256,7 +237,7 @@ TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
   prefill_options opt;
   for (int64_t p = n - 64; p < n; ++p) opt.logit_positions.push_back(p);
   const int64_t rows = static_cast<int64_t>(opt.logit_positions.size());
-  const cluster_map map = per_head_index_clusters(1, c.n_layers, H);
+  const cluster_map map = testing::per_head_index_clusters(1, c.n_layers, H);
   const cuda_llama_weights dw = cuda_llama_weights_upload(w);
   cuda_llama_session gpu(dw, n);
   const struct {
@@ -393,7 +374,7 @@ TEST(LlamaCuda, ChunkedPrefillMatchesTheCpuChunks) {
   }
   const int64_t n = 1536, chunk = 512, nb = 12;
   const std::vector<int32_t> prompt = random_tokens(n, vocab, 21);
-  const cluster_map map = per_head_index_clusters(1, c.n_layers, H);
+  const cluster_map map = testing::per_head_index_clusters(1, c.n_layers, H);
   planner_params p;
   p.mode = plan_mode::shareprefill;
   p.tau_qa = 1e-9;
