@@ -10,20 +10,23 @@
 #include <vector>
 
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/device_planner.h"
 #include "shareprefill/tensor.h"
 
 namespace sp {
 
-// Throws sp::error (naming fn and name) unless t is a rank-3 bf16 device view [N, heads, D] with
-// its heads contiguous within a token (token stride >= heads * D), as the forward's q, k, v are.
-void check_device_rows(const char* fn, const char* name, const tensor_view& t);
+// Throws sp::error (naming fn) unless q [N, H, D], k and v [N, Hkv, D] are rank-3 bf16 device
+// views of the same N tokens (the whole prompt, not a chunk) with their heads contiguous within a
+// token (token stride >= heads * D), as the CUDA forward's are; returns their shape.
+layer_shape check_prompt_views(const char* fn, const tensor_view& q, const tensor_view& k,
+                               const tensor_view& v);
 
 class cuda_dense_attention {
  public:
   static constexpr int64_t block_size = 128;
 
   // Enqueues on the default stream the dense causal attention of q [N, H, D], k and v
-  // [N, Hkv, D] (device bf16 views, checked by check_device_rows) into out() and every head's
+  // [N, Hkv, D] (device bf16 views, checked by check_prompt_views) into out() and every head's
   // block attention into block_attention(). The plan and buffers are made on the first call and
   // again when N, H or D change.
   void run(const tensor_view& q, const tensor_view& k, const tensor_view& v);

@@ -55,12 +55,9 @@ void cuda_capture::capture_layer(int64_t l, const tensor_view& q, const tensor_v
                                  const tensor_view& v) {
   const char* fn = "cuda_capture";
   state& s = *s_;
-  check_device_rows(fn, "q", q);
-  check_device_rows(fn, "k", k);
-  check_device_rows(fn, "v", v);
-  const int64_t n = q.shape[0], heads = q.shape[1], kv_heads = k.shape[1], dim = q.shape[2];
-  check(k.shape[0] == n && v.shape[0] == n, fn, "q has ", n, " tokens, k ", k.shape[0], ", v ",
-        v.shape[0], " (the whole prompt, not a chunk)");
+  const layer_shape shape = check_prompt_views(fn, q, k, v);
+  const int64_t n = shape.n_tokens, heads = shape.heads, kv_heads = shape.kv_heads,
+                dim = shape.dim;
   if (l == 0) {
     capture::begin_prompt(fn, *s.dst, s.layers, n);
     s.begun = true;

@@ -12,9 +12,18 @@
 
 namespace sp {
 
+namespace {
+
+bool same_shape(const layer_shape& a, const layer_shape& b) {
+  return a.n_tokens == b.n_tokens && a.heads == b.heads && a.kv_heads == b.kv_heads &&
+         a.dim == b.dim;
+}
+
+}  // namespace
+
 struct cuda_attention_probe::state {
   cuda_dense_attention dense;
-  int64_t n = 0, heads = 0, kv_heads = 0, dim = 0;  // the prompt shape the memory is for
+  layer_shape shape;                                 // the prompt shape the memory is for
   bool begun = false;                               // layer 0 of a prompt came
   std::vector<prefill_layer_params> params;         // [candidates]
   std::vector<prefill_layer_state> states;          // [candidates]
@@ -48,23 +57,21 @@ void cuda_attention_probe::probe_layer(int64_t l, const tensor_view& q, const te
                                        const tensor_view& v) {
   const char* fn = "cuda_attention_probe";
   state& s = *s_;
-  check_device_rows(fn, "q", q);
-  check_device_rows(fn, "k", k);
-  check_device_rows(fn, "v", v);
-  const int64_t n = q.shape[0], heads = q.shape[1], kv_heads = k.shape[1], dim = q.shape[2];
+  const layer_shape shape = check_prompt_views(fn, q, k, v);
+  const int64_t n = shape.n_tokens, heads = shape.heads, kv_heads = shape.kv_heads,
+                dim = shape.dim;
   check(l >= 0 && l < layers_, fn, "layer ", l, " outside [0, ", layers_, ")");
   if (l == 0) {
-    if (n != s.n || heads != s.heads || kv_heads != s.kv_heads || dim != s.dim) {
+    if (!same_shape(shape, s.shape)) {
       int64_t workspace = 0;
       s.state_memory.clear();
       for (const prefill_layer_params& p : s.params) {
-        workspace = std::max(workspace,
-                             prefill_layer_workspace_bytes({n, heads, kv_heads, dim}, p, true));
+        workspace = std::max(workspace, prefill_layer_workspace_bytes(shape, p, true));
         s.state_memory.emplace_back(static_cast<size_t>(p.device->state_bytes(n)));
       }
       s.workspace = device_buffer(static_cast<size_t>(workspace));
       s.cand_out = device_buffer(static_cast<size_t>(n * heads * dim) * 2);
-      s.n = n, s.heads = heads, s.kv_heads = kv_heads, s.dim = dim;
+      s.shape = shape;
     }
     s.states.assign(s.params.size(), prefill_layer_state());
     for (size_t ci = 0; ci < s.params.size(); ++ci)
@@ -74,9 +81,9 @@ void cuda_attention_probe::probe_layer(int64_t l, const tensor_view& q, const te
     s.begun = true;
   }
   check(s.begun, fn, "layer ", l, " came before layer 0 of a prompt");
-  check(n == s.n && heads == s.heads && kv_heads == s.kv_heads && dim == s.dim, fn, "layer ", l,
-        " has q [", n, ", ", heads, ", ", dim, "] and ", kv_heads, " kv heads; layer 0 had [",
-        s.n, ", ", s.heads, ", ", s.dim, "] and ", s.kv_heads);
+  check(same_shape(shape, s.shape), fn, "layer ", l, " has q [", n, ", ", heads, ", ", dim,
+        "] and ", kv_heads, " kv heads; layer 0 had [", s.shape.n_tokens, ", ", s.shape.heads,
+        ", ", s.shape.dim, "] and ", s.shape.kv_heads);
 
   s.dense.run(q, k, v);
   const int64_t nb = s.dense.n_blocks();

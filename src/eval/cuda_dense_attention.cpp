@@ -7,6 +7,8 @@
 
 namespace sp {
 
+namespace {
+
 void check_device_rows(const char* fn, const char* name, const tensor_view& t) {
   check(t.on_device && t.type == dtype::bf16 && t.rank == 3, fn, name,
         " must be a rank-3 bf16 device view ([N, heads, D])");
@@ -15,14 +17,22 @@ void check_device_rows(const char* fn, const char* name, const tensor_view& t) {
         t.stride[1], ", ", t.stride[2], ")");
 }
 
-void cuda_dense_attention::run(const tensor_view& q, const tensor_view& k, const tensor_view& v) {
-  const char* fn = "cuda_dense_attention";
+}  // namespace
+
+layer_shape check_prompt_views(const char* fn, const tensor_view& q, const tensor_view& k,
+                               const tensor_view& v) {
   check_device_rows(fn, "q", q);
   check_device_rows(fn, "k", k);
   check_device_rows(fn, "v", v);
-  const int64_t n = q.shape[0], heads = q.shape[1], dim = q.shape[2];
+  const int64_t n = q.shape[0];
   check(k.shape[0] == n && v.shape[0] == n, fn, "q has ", n, " tokens, k ", k.shape[0], ", v ",
         v.shape[0], " (the whole prompt, not a chunk)");
+  return {n, q.shape[1], k.shape[1], q.shape[2]};
+}
+
+void cuda_dense_attention::run(const tensor_view& q, const tensor_view& k, const tensor_view& v) {
+  const layer_shape shape = check_prompt_views("cuda_dense_attention", q, k, v);
+  const int64_t n = shape.n_tokens, heads = shape.heads, dim = shape.dim;
   if (n != n_ || heads != heads_ || dim != dim_) {
     std::vector<int32_t> pivots(static_cast<size_t>(heads));
     for (int32_t h = 0; h < heads; ++h) pivots[static_cast<size_t>(h)] = h;
