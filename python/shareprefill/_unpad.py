@@ -8,6 +8,13 @@ import torch
 CHECK_ELEMENTS = 1 << 24  # elements of each temporary of the 4D-mask check (a chunk of rows)
 
 
+def _allowed(attention_mask, s, e):
+    """Query rows [s, e) of a 4D mask [B or 1, 1 or H, S, S_kv] as bool: may the row attend to
+    the key (True, or 0.0 in an additive mask)."""
+    rows = attention_mask[:, :, s:e, :]
+    return rows if rows.dtype == torch.bool else rows == 0
+
+
 def real_tokens(attention_mask, batch, tokens, device):
     """[B, S] bool, True at the real (not padded) tokens of each row, or None when the mask is
     more than key padding on causal attention (packed sequences, sliding windows, a custom
@@ -22,9 +29,7 @@ def real_tokens(attention_mask, batch, tokens, device):
         return None
 
     def allowed_rows(s, e):  # [B, 1 or H, e - s, S] bool: may query row i attend to key j
-        rows = attention_mask[:, :, s:e, :]
-        rows = rows if rows.dtype == torch.bool else rows == 0
-        return rows.expand(batch, -1, -1, -1)
+        return _allowed(attention_mask, s, e).expand(batch, -1, -1, -1)
 
     # The last query row sees every real key: it is real under left padding, and a padded row
     # after the real ones under right padding.
@@ -61,11 +66,8 @@ def causal_offset(attention_mask, batch, tokens, keys):
     if attention_mask.stride(0) == 0:  # sdpa_mask expands one row over the batch
         attention_mask = attention_mask[:1]
 
-    def allowed_rows(s, e):  # [B or 1, 1 or H, e - s, keys] bool
-        rows = attention_mask[:, :, s:e, :]
-        return rows if rows.dtype == torch.bool else rows == 0
-
-    offset = int(allowed_rows(0, 1)[0, 0, 0].sum()) - 1  # keys the first query sees, less itself
+    # keys the first query sees, less itself
+    offset = int(_allowed(attention_mask, 0, 1)[0, 0, 0].sum()) - 1
     if offset < 0 or offset + tokens > keys:
         return None
     elements = attention_mask.shape[0] * attention_mask.shape[1] * keys
@@ -76,7 +78,7 @@ def causal_offset(attention_mask, batch, tokens, keys):
         e = min(s + chunk, tokens)
         positions = torch.arange(s + offset, e + offset, device=attention_mask.device)
         expected = columns[None, :] <= positions[:, None]  # [e - s, keys]
-        agree &= (allowed_rows(s, e) == expected).all()
+        agree &= (_allowed(attention_mask, s, e) == expected).all()
     return offset if bool(agree) else None  # one more host synchronisation
 
 
