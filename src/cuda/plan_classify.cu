@@ -247,8 +247,6 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
     const head_decision& d = decision[h];
     p.kinds[h] = d.kind;
     p.pivot_slot[h] = d.pivot_slot;
-    p.seg_begin[h] = static_cast<int32_t>(h * p.s.tri);
-    p.seg_end[h] = static_cast<int32_t>(h * p.s.tri + (d.kind == kind_query_aware ? p.s.tri : 0));
     if (d.kind == kind_pivot) {
       st.has_pivot[d.slot] = 1;
       st.pivot_layer[d.slot] = r.layer;

@@ -47,15 +47,6 @@ void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
   finish(c, need, e, "ranking the block profiles");
 }
 
-void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
-  size_t need = c.temp ? c.bytes : 0;
-  const int items = static_cast<int>(p.s.heads * p.s.tri), segs = static_cast<int>(p.s.heads);
-  const cudaError_t e = cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      c.temp, need, p.big_keys, p.big_keys_sorted, p.big_vals, p.big_vals_sorted, items, segs,
-      p.seg_begin, p.seg_end, 0, 32, stream);
-  finish(c, need, e, "sorting the query-aware block scores");
-}
-
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
                       cudaStream_t stream) {
   size_t need = c.temp ? c.bytes : 0;

@@ -106,9 +106,12 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.big_keys_sorted = c.take(4 * s.big);
   l.big_vals_sorted = c.take(4 * s.big);
   l.prefix = c.take(8 * s.big);
-  const int64_t segs = std::max(h, s.max_pivots * nb);
+  const int64_t segs = s.max_pivots * nb;
   l.seg_begin = c.take(4 * segs);
   l.seg_end = c.take(4 * segs);
+  l.qa_count = c.take(4 * h * qa_bins_max);
+  l.qa_sum = c.take(8 * h * qa_bins_max);
+  l.qa_cut = c.take(static_cast<int64_t>(sizeof(qa_cut_state)) * h);
   l.vs_partial = c.take(8 * 2 * s.max_pivots * s.vs_parts);
   l.sched_keys = c.take(4 * items);
   l.sched_keys_sorted = c.take(4 * items);
@@ -120,12 +123,11 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   none.s = s;
   cub_plan q;
   cub_sort_blk(q, none, nullptr);
-  cub_sort_query_aware(q, none, nullptr);
+  cub_scan_query_aware_ties(q, none);
   if (s.max_pivots > 0) {
     cub_sort_publish(q, none, nullptr, nullptr);
     cub_segment_prefix(q, nullptr, nullptr, s.max_pivots * nb * nb, nb, nullptr);
   }
-  cub_segment_prefix(q, nullptr, nullptr, h * s.tri, s.tri, nullptr);
   cub_row_ptr_scan(q, none, nullptr);
   cub_sort_schedule(q, none, nullptr);
   l.cub_temp_bytes = static_cast<int64_t>(q.bytes);
@@ -204,6 +206,10 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.prefix = at<double>(b, l.prefix);
   p.seg_begin = at<int32_t>(b, l.seg_begin);
   p.seg_end = at<int32_t>(b, l.seg_end);
+  p.qa_count = at<uint32_t>(b, l.qa_count);
+  p.qa_sum = at<unsigned long long>(b, l.qa_sum);
+  p.qa_cut = at<qa_cut_state>(b, l.qa_cut);
+  p.qa_equal_rank = p.big_vals_sorted;  // publish's, free while a layer plans
   p.vs_partial = at<double>(b, l.vs_partial);
   p.sched_keys = at<int32_t>(b, l.sched_keys);
   p.sched_keys_sorted = at<int32_t>(b, l.sched_keys_sorted);

@@ -28,6 +28,19 @@ constexpr int32_t mode_dense = 0, mode_vslash = 1, mode_flexprefill = 2, mode_sh
 constexpr uint32_t plan_error_nonfinite_input = 1u;
 constexpr uint32_t plan_error_bad_block_attention = 2u;
 
+// Step E's radix select (plan_qa_select.cu): per query-aware head, the cut being narrowed.
+constexpr int qa_bins_max = 2048;                 // bins of the widest digit
+constexpr int qa_histogram_threads = 512;
+constexpr int64_t qa_entries_per_part = 16384;    // entries of one histogram thread block
+constexpr int64_t qa_histogram_parts_max = 64;
+constexpr int32_t qa_cut_unused = 0, qa_cut_searching = 1, qa_cut_found = 2, qa_cut_keep_all = 3;
+struct qa_cut_state {
+  uint32_t prefix;                // the boundary value's bits fixed so far (all after the last pass)
+  int32_t state;                  // qa_cut_*: not a query-aware head, narrowing, found, keep all
+  unsigned long long remaining;   // budget left after the entries above the prefix (2^-44 units)
+  int64_t take_equal;             // entries equal to the boundary value kept, in index order
+};
+
 struct plan_sizes {
   int64_t n = 0, nb = 0, heads = 0, kv_heads = 0, dim = 0, group = 1;
   int64_t rows = 0;       // min(128, N)
@@ -53,6 +66,7 @@ struct workspace_layout {
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
   int64_t sel_col, sel_chunk, bitmask, row_count;
   int64_t big_keys, big_vals, big_keys_sorted, big_vals_sorted, prefix, seg_begin, seg_end;
+  int64_t qa_count, qa_sum, qa_cut;
   int64_t vs_partial;
   int64_t sched_keys, sched_keys_sorted, sched_vals, sched_vals_sorted;
   int64_t cub_temp, cub_temp_bytes;
@@ -115,8 +129,12 @@ struct plan_pointers {
   float* big_keys_sorted;
   int32_t* big_vals_sorted;
   double* prefix;           // [big] segmented inclusive prefix sums
-  int32_t* seg_begin;       // [max(H, P*nb)]
+  int32_t* seg_begin;       // [P*nb] publish's sort segments
   int32_t* seg_end;
+  uint32_t* qa_count;       // [H, qa_bins_max] step E's histogram: entries per bin
+  unsigned long long* qa_sum;  // [H, qa_bins_max] and their fixed-point sum
+  qa_cut_state* qa_cut;     // [H]
+  int32_t* qa_equal_rank;   // [H*tri] exclusive count of entries equal to the cut (= big_vals_sorted)
   double* vs_partial;       // [max_pivots, vs_parts, 2] (covered, total) of each part of A
   int32_t* sched_keys;      // [H*nb] tiles of each work item
   int32_t* sched_keys_sorted;
@@ -152,7 +170,6 @@ struct cub_plan {
   size_t bytes = 0;
 };
 void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
-void cub_sort_query_aware(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
                       cudaStream_t stream);
 // Inclusive fp64 prefix sums of `keys` within consecutive segments of seg_len entries.
@@ -231,6 +248,12 @@ void launch_classify(const plan_pointers& p, const state_pointers& st, const pla
 void launch_query_block_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream);
 // Every head dense (mode dense, short prompts, dense layers outside shareprefill).
 void launch_all_dense_kinds(const plan_pointers& p, cudaStream_t stream);
+// E's budget: the kept entries of big_keys [H, tri] (the query-aware heads' block scores) into
+// the bitmask, by a radix select instead of a sort (plan_qa_select.cu).
+void launch_query_aware_select(const plan_pointers& p, const plan_rules& r, cub_plan& c,
+                               cudaStream_t stream);
+// Its CUB temporary storage need (c.temp == nullptr).
+void cub_scan_query_aware_ties(cub_plan& c, const plan_pointers& p);
 // D, E, shared and dense tiles into bitmasks, then CSR, schedule and pivot scratch offsets.
 void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                   const plan_rules& r, bool all_dense, cub_plan& c, cudaStream_t stream);

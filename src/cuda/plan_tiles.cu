@@ -5,8 +5,8 @@
 //     the block profiles (forced sink column and main diagonal), budgets minB for query-aware
 //     and shared heads, the adaptive nV, nS otherwise;
 //   query-aware tiles: block scores of pooled Q and K, softmax per row (fp64), the largest
-//     entries of the lower triangle (CUB segmented sort) while their running sum (CUB prefix,
-//     fp64) stays <= gamma * nb, gamma the head's own (per-head gammas) or the global one;
+//     entries of the lower triangle while their running sum stays <= gamma * nb (a radix
+//     select, plan_qa_select.cu), gamma the head's own (per-head gammas) or the global one;
 //   the cluster's published pattern for shared heads, every causal tile for pivots and dense
 //     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
 // then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (radix sort
@@ -50,7 +50,7 @@ __global__ void selection_kernel(plan_pointers p, plan_rules r) {
 
 // Section 2E scores of one row r of a query-aware head: p = softmax over c <= r of
 // q_pool[r] . k_pool[c] / sqrt(D), the dot in fp32 in d order (as the host), the softmax in
-// fp64. Keys [h, tri] into big_keys, flat indices into big_vals. grid (nb, H), 128 threads.
+// fp64. Keys [h, tri] into big_keys. grid (nb, H), 128 threads.
 __global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double* logits) {
   __shared__ double scratch[32];
   __shared__ float qr[256];
@@ -76,23 +76,8 @@ __global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double*
   for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
     sum += (logits[base + c] = exp(logits[base + c] - mx));
   sum = block_reduce<false>(sum, scratch);
-  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x) {
+  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
     p.big_keys[base + c] = static_cast<float>(logits[base + c] / sum);
-    p.big_vals[base + c] = static_cast<int32_t>(tri_start(row) + c);
-  }
-}
-
-// Marks the kept query-aware tiles (inclusive prefix <= gamma * nb, the head's gamma). grid
-// (ceil(tri/256), H).
-__global__ void query_aware_mark_kernel(plan_pointers p, plan_rules r) {
-  const plan_sizes& s = p.s;
-  const int64_t h = blockIdx.y, e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (p.kinds[h] != kind_query_aware || e >= s.tri) return;
-  const double gamma = r.head_gamma != nullptr ? r.head_gamma[h] : r.gamma;
-  if (!(p.prefix[h * s.tri + e] <= gamma * static_cast<double>(s.nb))) return;
-  const int64_t idx = p.big_vals_sorted[h * s.tri + e];
-  const int64_t row = tri_row(idx), c = idx - tri_start(row);
-  atomicOr(p.bitmask + (h * s.nb + row) * s.words + c / 32, 1u << (c % 32));
 }
 
 // One warp per row: the head's tiles of row r, its popcount, its schedule key. grid
@@ -214,10 +199,7 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
     if (r.mode == mode_flexprefill || r.mode == mode_shareprefill) {
       launch_query_block_means(p, x, stream);
       query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p, r, p.prefix);
-      cub_sort_query_aware(c, p, stream);
-      cub_segment_prefix(c, p.prefix, p.big_keys_sorted, s.heads * s.tri, s.tri, stream);
-      query_aware_mark_kernel<<<dim3(static_cast<unsigned>((s.tri + 255) / 256), heads), 256, 0,
-                                stream>>>(p, r);
+      launch_query_aware_select(p, r, c, stream);
     }
   }
   const dim3 row_grid(static_cast<unsigned>((s.nb + 7) / 8), heads);

@@ -9,6 +9,11 @@
 // and the budgets equal to budget_blocks of those counts, with each row in 1, 3, 7 and 64
 // thread blocks (the scratch reused across calls), also when no counts are asked for (the
 // planner's call, which may stop once the budget is known).
+// launch_query_aware_select (plan_qa_select.cu), step E's budget by a radix select: the kept
+// entries of each query-aware head's lower triangle equal the host rule (std::stable_sort
+// descending, fp64 running sum <= gamma * nb) on random keys, keys of few levels (many ties at
+// the cut, kept in index order), one-hot rows and a budget larger than the total (all kept), at
+// the global and at per-head gammas; heads of other kinds get no bits.
 // launch_rank_rows (plan_rank.cu), the ranking of the block profiles for step D's top-k: rank of
 // each entry in its row's descending order, ties to the lower index (std::stable_sort here).
 // Keys drawn from few levels so ties are common, with +inf (the forced entries) and zeros.
@@ -221,6 +226,83 @@ TEST(DevicePlannerKernels, CoverBudgetsMatchSortedRunningSum) {
                 << "row " << row;
           }
         }
+      }
+    }
+  }
+}
+
+// The kept entries of one head's triangle by the host rule (query_aware_tiles' budget).
+std::vector<uint8_t> query_aware_kept(const float* keys, int64_t tri, double budget) {
+  std::vector<int64_t> order(static_cast<size_t>(tri));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] > keys[b]; });
+  std::vector<uint8_t> kept(static_cast<size_t>(tri), 0);
+  double running = 0.0;
+  for (const int64_t e : order) {
+    running += keys[e];
+    if (running > budget) break;
+    kept[static_cast<size_t>(e)] = 1;
+  }
+  return kept;
+}
+
+TEST(DevicePlannerKernels, QueryAwareSelectMatchesStableSort) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(19);
+  const std::vector<uint8_t> kinds = {cuda::kind_query_aware, cuda::kind_vertical_slash,
+                                      cuda::kind_query_aware, cuda::kind_query_aware,
+                                      cuda::kind_query_aware};
+  const int64_t heads = static_cast<int64_t>(kinds.size());
+  for (int64_t nb : {1, 2, 33, 200, 1100}) {
+    const cuda::plan_sizes s = cuda::make_plan_sizes(nb * cuda::plan_block, heads, 1, 64, 0, 132);
+    const cuda::workspace_layout layout = cuda::make_workspace_layout(s);
+    device_buffer ws(static_cast<size_t>(layout.total));
+    const cuda::plan_pointers p = cuda::bind_workspace(layout, ws.data());
+    // Keys per head: random (softmax-like rows), few levels (ties), one-hot rows, all tiny
+    // (the budget exceeds the total), random again.
+    std::vector<float> keys(static_cast<size_t>(heads * s.tri));
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    std::uniform_int_distribution<int> level(0, 6);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t e = 0; e < s.tri; ++e) {
+        float& k = keys[static_cast<size_t>(h * s.tri + e)];
+        const int64_t r = static_cast<int64_t>((std::sqrt(8.0 * e + 1) - 1) / 2);
+        switch (h) {
+          case 2: k = static_cast<float>(level(rng)) / 8.0f; break;
+          case 3: k = e == r * (r + 1) / 2 + r / 2 ? 1.0f : 0.0f; break;
+          case 4: k = 1e-6f; break;
+          default: k = static_cast<float>(std::exp(8.0 * u(rng)) / std::exp(8.0) / (r + 1)); break;
+        }
+      }
+    ASSERT_EQ(cudaMemcpy(p.big_keys, keys.data(), keys.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(p.kinds, kinds.data(), kinds.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    const std::vector<double> head_gammas = {0.6, 0.5, 0.95, 0.3, 0.9};
+    device_buffer dg(head_gammas.size() * 8);
+    dg.upload(head_gammas.data(), dg.size());
+    for (double gamma : {0.5, 0.9, 0.95, -1.0}) {  // -1: the per-head gammas
+      SCOPED_TRACE(str("nb=", nb, " gamma=", gamma));
+      cuda::plan_rules r;
+      r.gamma = gamma;
+      if (gamma < 0) r.head_gamma = static_cast<const double*>(dg.data());
+      ASSERT_EQ(cudaMemset(p.bitmask, 0, static_cast<size_t>(4 * heads * nb * s.words)), cudaSuccess);
+      cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
+      cuda::launch_query_aware_select(p, r, c, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint32_t> bits(static_cast<size_t>(heads * nb * s.words));
+      ASSERT_EQ(cudaMemcpy(bits.data(), p.bitmask, bits.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      for (int64_t h = 0; h < heads; ++h) {
+        const double g = gamma < 0 ? head_gammas[static_cast<size_t>(h)] : gamma;
+        const std::vector<uint8_t> want =
+            query_aware_kept(keys.data() + h * s.tri, s.tri, g * static_cast<double>(nb));
+        int64_t wrong = 0, kept = 0;
+        for (int64_t row = 0, e = 0; row < nb; ++row)
+          for (int64_t col = 0; col <= row; ++col, ++e) {
+            const bool got = (bits[static_cast<size_t>((h * nb + row) * s.words + col / 32)] >> (col % 32)) & 1u;
+            const bool expect = kinds[static_cast<size_t>(h)] == cuda::kind_query_aware && want[static_cast<size_t>(e)];
+            wrong += got != expect;
+            kept += got;
+          }
+        EXPECT_EQ(wrong, 0) << "head " << h << " (" << kept << " kept)";
       }
     }
   }
