@@ -21,6 +21,10 @@ struct layer_attention_report {
   std::array<int64_t, 6> kind_counts{};  // indexed by sp::head_kind
   double plan_ms = 0.0;
   double attention_ms = 0.0;
+  // [H, 2] JS distances of each head's vertical and slash block profiles to its cluster's pivot
+  // where a sharing gate applied, -1 elsewhere (the CUDA forward's shareprefill layers; empty
+  // otherwise).
+  std::vector<float> gate_distance;
   double density() const { return causal_tiles ? double(tiles) / double(causal_tiles) : 0.0; }
 };
 

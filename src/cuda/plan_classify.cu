@@ -178,13 +178,12 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   }
 }
 
-// The per-head decisions, heads ascending: kinds, pivot slots, the state's pivots, and the
-// query-aware sort segments. The inputs of every head are read at once (one thread a head), the
-// decisions are taken by one thread in head order from shared memory (a head becomes its
-// cluster's pivot when the slot had none before the layer and no earlier head of the layer took
-// it, or when it is the slot's pivot carried from an earlier chunk), and the results are
-// written by all threads. grid (1), classify_threads, dynamic shared
-// memory classify_smem_bytes(H, slots).
+// The per-head decisions, heads ascending: kinds, pivot slots and the state's pivots. The inputs
+// of every head are read at once (one thread a head), the decisions are taken by one thread in
+// head order from shared memory (a head becomes its cluster's pivot when the slot had none
+// before the layer and no earlier head of the layer took it, or when it is the slot's pivot
+// carried from an earlier chunk), and the results are written by all threads. grid (1),
+// classify_threads, dynamic shared memory classify_smem_bytes(H, slots).
 constexpr int classify_threads = 256;
 struct head_decision {
   int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware unless carried)

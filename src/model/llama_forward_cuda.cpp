@@ -266,31 +266,40 @@ int64_t cuda_llama_session::capacity() const { return impl_->max_tokens; }
 namespace {
 
 // What the host reads back about each planned layer (one slot per layer, and per chunk of a
-// chunked prefill): the kinds [H] and the row offsets [H * (nb + 1)] of its CSR, copied
-// asynchronously into one pinned region per slot (nb of the longest plan; a chunk's plan covers
-// its end's blocks, of which it computes the rows from its first query block on).
+// chunked prefill): the kinds [H], the row offsets [H * (nb + 1)] of its CSR and, where the layer
+// ran the sharing gates, their distances [H, 2], copied asynchronously into one pinned region per
+// slot (nb of the longest plan; a chunk's plan covers its end's blocks, of which it computes the
+// rows from its first query block on).
 struct plan_readback {
   int64_t heads = 0, max_nb = 0;
   std::vector<int64_t> nb, first_row;  // per slot: the plan's blocks and first computed row
+  std::vector<uint8_t> has_gates;      // per slot: gate distances were copied
   pinned_buffer memory;
+  size_t row_ptr_bytes() const { return static_cast<size_t>(heads * (max_nb + 1)) * 8; }
   size_t slot_bytes() const {  // rounded up to 8 so that every slot's row_ptr is aligned
-    return (static_cast<size_t>(heads * (max_nb + 1)) * 8 + static_cast<size_t>(heads) + 7) / 8 * 8;
+    return (row_ptr_bytes() + static_cast<size_t>(heads) * 9 + 7) / 8 * 8;
   }
   plan_readback(int64_t slots, int64_t h, int64_t n_blocks)
       : heads(h), max_nb(n_blocks), nb(static_cast<size_t>(slots)),
-        first_row(static_cast<size_t>(slots)),
+        first_row(static_cast<size_t>(slots)), has_gates(static_cast<size_t>(slots)),
         memory(static_cast<size_t>(slots) * slot_bytes()) {}
   char* slot(int64_t i) const { return static_cast<char*>(memory.data()) + i * slot_bytes(); }
-  char* kinds_of(int64_t i) const { return slot(i) + heads * (max_nb + 1) * 8; }
-  void enqueue(int64_t i, const layer_plan_view& plan) {
+  char* gates_of(int64_t i) const { return slot(i) + row_ptr_bytes(); }
+  char* kinds_of(int64_t i) const { return gates_of(i) + heads * 8; }
+  void enqueue(int64_t i, const device_plan_output& out) {
+    const layer_plan_view& plan = out.plan;
     nb[static_cast<size_t>(i)] = plan.n_blocks;
     first_row[static_cast<size_t>(i)] = plan.query_offset / plan.block_size;
     cuda_copy_to_host_async(slot(i), plan.row_ptr,
                             static_cast<size_t>(heads * (plan.n_blocks + 1)) * 8, nullptr);
     cuda_copy_to_host_async(kinds_of(i), plan.kinds, static_cast<size_t>(heads), nullptr);
+    has_gates[static_cast<size_t>(i)] = out.gate_distance != nullptr;
+    if (out.gate_distance != nullptr)
+      cuda_copy_to_host_async(gates_of(i), out.gate_distance, static_cast<size_t>(heads) * 8,
+                              nullptr);
   }
   // After the stream passed the copies: causal and visited tiles of the rows slot i computed,
-  // and its kind counts, into rep.
+  // its kind counts and gate distances, into rep.
   void fill(int64_t i, layer_attention_report& rep) const {
     const int64_t n_blocks = nb[static_cast<size_t>(i)], r0 = first_row[static_cast<size_t>(i)];
     std::vector<int64_t> row_ptr(static_cast<size_t>(heads * (n_blocks + 1)));
@@ -302,6 +311,10 @@ struct plan_readback {
       const int64_t* row = row_ptr.data() + h * (n_blocks + 1);
       rep.tiles += row[n_blocks] - row[r0];
       if (kinds[h] < head_kind_count) ++rep.kind_counts[kinds[h]];
+    }
+    if (has_gates[static_cast<size_t>(i)]) {
+      rep.gate_distance.resize(static_cast<size_t>(2 * heads));
+      std::memcpy(rep.gate_distance.data(), gates_of(i), rep.gate_distance.size() * 4);
     }
   }
 };
@@ -382,7 +395,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
         q, k, v, s.view(s.attn.data(), rows, H, H * D), state, lp, s.plan_workspace.data(),
         static_cast<int64_t>(s.plan_workspace.size()), nullptr);
     attended[i].record(nullptr);
-    readback.enqueue(slot, r.device_plan.plan);
+    readback.enqueue(slot, r.device_plan);
     if (options.on_plan) options.on_plan(l, device_planner::download_mask(r.device_plan.plan));
   };
   std::vector<float> host_x;

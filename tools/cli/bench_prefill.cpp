@@ -8,7 +8,7 @@
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
 // and the CUDA context), ppl, ppl_ratio (to dense at that length), layers (per layer, or chunk
-// and layer: plan_ms, attention_ms, density, head kind counts). With --decode K, after the
+// and layer: plan_ms, attention_ms, density, head kind counts, sharing gate distances). With --decode K, after the
 // dense prefill of each length, one "decode" line: K greedy decode steps eight ways, each after
 // its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph).
 // With the session's defaults (the fused GEMVs and Programmatic Dependent Launch, where the
@@ -120,13 +120,18 @@ llama_weights random_weights(const llama_config& c, uint64_t seed) {
   return w;
 }
 
-// Per layer (per chunk and layer when chunked): plan and attention ms, density, and the head
-// kinds (dense, pivot, shared, query-aware, vslash, ... in sp::head_kind order).
+// Per layer (per chunk and layer when chunked): plan and attention ms, density, the head kinds
+// (dense, pivot, shared, query-aware, vslash, ... in sp::head_kind order) and, in shareprefill
+// layers, the sharing gates' JS distances [H, 2] (-1 where no gate applied).
 nlohmann::json layer_rows(const prefill_result& res) {
   nlohmann::json rows = nlohmann::json::array();
-  for (const layer_attention_report& r : res.layers)
-    rows.push_back({{"layer", r.layer}, {"plan_ms", r.plan_ms}, {"attention_ms", r.attention_ms},
-                    {"density", r.density()}, {"kinds", r.kind_counts}});
+  for (const layer_attention_report& r : res.layers) {
+    nlohmann::json row = {{"layer", r.layer}, {"plan_ms", r.plan_ms},
+                          {"attention_ms", r.attention_ms}, {"density", r.density()},
+                          {"kinds", r.kind_counts}};
+    if (!r.gate_distance.empty()) row["gate_distance"] = r.gate_distance;
+    rows.push_back(std::move(row));
+  }
   return rows;
 }
 
