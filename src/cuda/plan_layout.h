@@ -41,6 +41,10 @@ struct qa_cut_state {
   int64_t take_equal;             // entries equal to the boundary value kept, in index order
 };
 
+// Publish ranks a pivot's row in one thread block up to this many blocks (plan_publish.cu); past
+// it, a CUB segmented sort and scan over the big temporaries.
+constexpr int64_t publish_block_rows_max = 4096;
+
 struct plan_sizes {
   int64_t n = 0, nb = 0, heads = 0, kv_heads = 0, dim = 0, group = 1;
   int64_t rows = 0;       // min(128, N)
@@ -52,7 +56,7 @@ struct plan_sizes {
   int64_t max_pivots = 0;
   int64_t vs_parts = 1;     // thread blocks per pivot of the vs_ratio sums
   int64_t col_capacity = 0, scratch_tiles = 0;
-  int64_t big = 0;        // entries of the shared big temporaries: max(H*tri, P*nb*nb)
+  int64_t big = 0;        // max(H*tri, P*nb*nb): step E's and publish's largest temporaries
 };
 
 // Byte offsets into the workspace (all 256-byte aligned): the plan (layer_plan_carve), the
@@ -124,12 +128,13 @@ struct plan_pointers {
   uint32_t* sel_chunk;      // [H, 2*words + 2] chosen slash chunks (zero padded)
   uint32_t* bitmask;        // [H, nb, words] tiles of each head, row-major bits
   int64_t* row_count;       // [H*(nb+1)] tiles per row, 0 at each head's end
-  float* big_keys;          // [big] query-aware block probabilities
-  int32_t* big_vals;        // [big] their flat lower-triangle index / publish column index
-  float* big_keys_sorted;
-  int32_t* big_vals_sorted;
-  double* prefix;           // [big] segmented inclusive prefix sums
-  int32_t* seg_begin;       // [P*nb] publish's sort segments
+  float* big_keys;          // [H*tri] query-aware block probabilities (step E)
+  // Publish's sort past publish_block_rows_max blocks ([P*nb*nb], else unused):
+  int32_t* big_vals;        // column indices (the sort's values)
+  float* big_keys_sorted;   // sorted block attention rows
+  double* prefix;           // their segmented inclusive prefix sums; step B's logits [H, nb]
+  int32_t* big_vals_sorted; // [max(H*tri, those)] publish's sorted columns; step E's tie ranks
+  int32_t* seg_begin;       // [P*nb] publish's sort segments (past publish_block_rows_max)
   int32_t* seg_end;
   uint32_t* qa_count;       // [H, qa_bins_max] step E's histogram: entries per bin
   unsigned long long* qa_sum;  // [H, qa_bins_max] and their fixed-point sum

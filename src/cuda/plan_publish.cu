@@ -197,7 +197,8 @@ void launch_publish(const plan_pointers& p, const state_pointers& st, const plan
   const plan_sizes& s = p.s;
   if (s.max_pivots == 0) return;
   const dim3 rows(static_cast<unsigned>(s.nb), static_cast<unsigned>(s.max_pivots));
-  if (s.nb <= pattern_threads * 16) {
+  static_assert(publish_block_rows_max == pattern_threads * 16, "the block path's longest row");
+  if (s.nb <= publish_block_rows_max) {
     if (s.nb <= pattern_threads * 4) pattern_rows_kernel<4><<<rows, pattern_threads, 0, stream>>>(p, st, r);
     else if (s.nb <= pattern_threads * 8) pattern_rows_kernel<8><<<rows, pattern_threads, 0, stream>>>(p, st, r);
     else pattern_rows_kernel<16><<<rows, pattern_threads, 0, stream>>>(p, st, r);

@@ -50,8 +50,10 @@ __global__ void selection_kernel(plan_pointers p, plan_rules r) {
 
 // Section 2E scores of one row r of a query-aware head: p = softmax over c <= r of
 // q_pool[r] . k_pool[c] / sqrt(D), the dot in fp32 in d order (as the host), the softmax in
-// fp64. Keys [h, tri] into big_keys. grid (nb, H), 128 threads.
-__global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double* logits) {
+// fp64. The row's dots wait in big_keys (a logit is the fp64 product of its fp32 dot and the
+// scale, so keeping the dot keeps the logit), then its probabilities replace them: keys [h, tri].
+// grid (nb, H), 128 threads.
+__global__ void query_aware_scores_kernel(plan_pointers p) {
   __shared__ double scratch[32];
   __shared__ float qr[256];
   const plan_sizes& s = p.s;
@@ -62,22 +64,22 @@ __global__ void query_aware_scores_kernel(plan_pointers p, plan_rules r, double*
   __syncthreads();
   const double scale = 1.0 / sqrt(static_cast<double>(dim));
   const int64_t base = h * s.tri + tri_start(row), kvh = h / s.group;
+  float* keys = p.big_keys + base;
   double mx = -HUGE_VAL;
   for (int64_t c = threadIdx.x; c <= row; c += blockDim.x) {
     const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
     float dot = 0.0f;
     for (int64_t d = 0; d < dim; ++d) dot = __fadd_rn(dot, __fmul_rn(qr[d], kc[d]));
-    const double v = static_cast<double>(dot) * scale;
-    logits[base + c] = v;
-    mx = fmax(mx, v);
+    keys[c] = dot;
+    mx = fmax(mx, static_cast<double>(dot) * scale);
   }
   mx = block_reduce<true>(mx, scratch);
   double sum = 0.0;
   for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
-    sum += (logits[base + c] = exp(logits[base + c] - mx));
+    sum += exp(static_cast<double>(keys[c]) * scale - mx);
   sum = block_reduce<false>(sum, scratch);
   for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
-    p.big_keys[base + c] = static_cast<float>(logits[base + c] / sum);
+    keys[c] = static_cast<float>(exp(static_cast<double>(keys[c]) * scale - mx) / sum);
 }
 
 // One warp per row: the head's tiles of row r, its popcount, its schedule key. grid
@@ -198,7 +200,7 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
     selection_kernel<<<heads, 256, 0, stream>>>(p, r);
     if (r.mode == mode_flexprefill || r.mode == mode_shareprefill) {
       launch_query_block_means(p, x, stream);
-      query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p, r, p.prefix);
+      query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p);
       launch_query_aware_select(p, r, c, stream);
     }
   }
