@@ -7,10 +7,11 @@
 // (CUDA-event times over ttft; attention includes planning), density (visited / causal tiles over
 // all layers and heads), peak_bytes (weights + the session's activations, KV cache and planner
 // memory), device_used_bytes (cudaMemGetInfo after the mode: every allocation of the process
-// and the CUDA context), ppl, ppl_ratio (to dense at that length), layers (per layer, or chunk
-// and layer: plan_ms, attention_ms, density, head kind counts, sharing gate distances). With --decode K, after the
-// dense prefill of each length, one "decode" line: K greedy decode steps eight ways, each after
-// its own prefill (the first step untimed: it tunes the GEMMs and captures the step's CUDA graph).
+// and the CUDA context), ppl, ppl_ratio (to dense at that length), summary (prefill_summary:
+// per layer, or chunk and layer, plan and attention ms, density, head kinds, sharing gates).
+// With --decode K, after the dense prefill of each length, one "decode" line: K greedy decode
+// steps eight ways, each after its own prefill (the first step untimed: it tunes the GEMMs and
+// captures the step's CUDA graph).
 // With the session's defaults (the fused GEMVs and Programmatic Dependent Launch, where the
 // model's shapes take the GEMVs): tokens_per_s (decode(): the graph, the [vocab] logits
 // downloaded, argmax on the host: the public API), greedy_tokens_per_s (decode_greedy(): argmax
@@ -118,21 +119,6 @@ llama_weights random_weights(const llama_config& c, uint64_t seed) {
     w.layers.push_back(std::move(L));
   }
   return w;
-}
-
-// Per layer (per chunk and layer when chunked): plan and attention ms, density, the head kinds
-// (dense, pivot, shared, query-aware, vslash, ... in sp::head_kind order) and, in shareprefill
-// layers, the sharing gates' JS distances [H, 2] (-1 where no gate applied).
-nlohmann::json layer_rows(const prefill_result& res) {
-  nlohmann::json rows = nlohmann::json::array();
-  for (const layer_attention_report& r : res.layers) {
-    nlohmann::json row = {{"layer", r.layer}, {"plan_ms", r.plan_ms},
-                          {"attention_ms", r.attention_ms}, {"density", r.density()},
-                          {"kinds", r.kind_counts}};
-    if (!r.gate_distance.empty()) row["gate_distance"] = r.gate_distance;
-    rows.push_back(std::move(row));
-  }
-  return rows;
 }
 
 double median(std::vector<double> v) {
@@ -245,7 +231,7 @@ void run_prefill_bench(prefill_bench_options o) {
           {"ppl_ratio", dense_ppl > 0 ? nlohmann::json(ppl / dense_ppl) : nlohmann::json(nullptr)},
           {"dense_layers", att.dense_layers}, {"clusters", att.cluster_source},
           {"thresholds", thresholds_record(att)},
-          {"summary", prefill_summary(res, mode, n)}, {"layers", layer_rows(res)}};
+          {"summary", prefill_summary(res, mode, n)}};
       out.write(row);
       std::fprintf(report, "%-13s %7lld %9.2f %10.0f %6.1f%% %6.1f%% %8.3f %9.0f %9.4f %8s\n",
                    mode.c_str(), (long long)n, mid, double(n) / (mid * 1e-3),

@@ -59,11 +59,13 @@ nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode,
     tiles += l.tiles;
     causal += l.causal_tiles;
     for (size_t i = 0; i < kinds.size(); ++i) kinds[i] += l.kind_counts[i];
-    layers.push_back({{"layer", l.layer},
-                      {"density", l.density()},
-                      {"plan_ms", l.plan_ms},
-                      {"attention_ms", l.attention_ms},
-                      {"kinds", kinds_json(l.kind_counts)}});
+    nlohmann::json layer = {{"layer", l.layer},
+                            {"density", l.density()},
+                            {"plan_ms", l.plan_ms},
+                            {"attention_ms", l.attention_ms},
+                            {"kinds", kinds_json(l.kind_counts)}};
+    if (!l.gate_distance.empty()) layer["gate_distance"] = l.gate_distance;
+    layers.push_back(std::move(layer));
   }
   return {{"mode", mode},
           {"n_tokens", n_tokens},
