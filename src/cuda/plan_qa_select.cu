@@ -57,7 +57,7 @@ __global__ void qa_histogram_kernel(plan_pointers p, int pass) {
   if (cut.state != qa_cut_searching) return;
   const int shift = qa_shift(pass), fixed_shift = shift + qa_width(pass);
   const uint32_t digit_mask = (1u << qa_width(pass)) - 1u;
-  const uint32_t want = fixed_shift >= 32 ? 0u : cut.prefix >> fixed_shift;
+  const uint32_t want = cut.prefix >> fixed_shift;  // pass 0: the sign bit, 0
   const int bins = 1 << qa_width(pass);
   for (int b = threadIdx.x; b < bins; b += blockDim.x) count[b] = 0, sum[b] = 0;
   __syncthreads();
@@ -67,7 +67,7 @@ __global__ void qa_histogram_kernel(plan_pointers p, int pass) {
   for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
     const float x = keys[e];
     const uint32_t u = __float_as_uint(x);
-    if (fixed_shift < 32 && (u >> fixed_shift) != want) continue;
+    if ((u >> fixed_shift) != want) continue;
     const uint32_t b = (u >> shift) & digit_mask;
     atomicAdd(&count[b], 1u);
     atomicAdd(&sum[b], fixed_point(x));
