@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "shareprefill/planner.h"
@@ -64,7 +65,8 @@ nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode,
                             {"plan_ms", l.plan_ms},
                             {"attention_ms", l.attention_ms},
                             {"kinds", kinds_json(l.kind_counts)}};
-    if (!l.gate_distance.empty()) layer["gate_distance"] = l.gate_distance;
+    if (std::any_of(l.gate_distance.begin(), l.gate_distance.end(), [](float d) { return d >= 0; }))
+      layer["gate_distance"] = l.gate_distance;  // some head met a published pattern
     layers.push_back(std::move(layer));
   }
   return {{"mode", mode},

@@ -22,8 +22,8 @@ void end_progress_line();
 
 // Summary of one prefill: keys n_tokens, mode, prefill_ms, attention_ms, plan_ms, density,
 // tokens_per_s, kinds (counts per head kind over all layers) and layers (per-layer rows with
-// layer, density, plan_ms, attention_ms, kinds and, where the layer reports them, the sharing
-// gates' distances gate_distance [H, 2]).
+// layer, density, plan_ms, attention_ms, kinds and, where some head of the layer met a
+// published pattern, the sharing gates' distances gate_distance [H, 2], -1 for the others).
 nlohmann::json prefill_summary(const prefill_result& r, const std::string& mode, int64_t n_tokens);
 
 // Prints the summary as one line (and a per-layer table) to `out`.
