@@ -16,6 +16,7 @@
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/synthetic.h"
 #include "synthetic_two_layers.h"
+#include "tiny_cluster_map.h"
 #include "test_util.h"
 
 namespace sp {
@@ -23,15 +24,8 @@ namespace {
 
 using sp::testing::error_of;
 
-nlohmann::json map_json(const char* format) {
-  return {{"format", format},
-          {"model", {{"name", "tiny"}, {"layers", 2}, {"heads", 2}}},
-          {"clusters", {{"1", {{0, 0}, {1, 1}}}, {"2", {{0, 1}, {1, 0}}}}},
-          {"shared_clusters", {"2"}}};
-}
-
 TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
-  nlohmann::json j = map_json("shareprefill.clusters/2");
+  nlohmann::json j = test::tiny_map_json("shareprefill.clusters/2");
   j["dense_heads"] = {{0, 1}, {1, 0}};
   const cluster_map m = cluster_map_from_json(j, "v2.json");
   ASSERT_EQ(m.dense_heads.size(), 2u);
@@ -68,28 +62,28 @@ TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
 }
 
 TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
-  nlohmann::json v1 = map_json("shareprefill.clusters/1");
+  nlohmann::json v1 = test::tiny_map_json("shareprefill.clusters/1");
   v1["dense_heads"] = {{0, 1}};
   EXPECT_NE(error_of([&] { cluster_map_from_json(v1, "old.json"); })
                 .find("old.json: \"dense_heads\" needs \"format\": \"shareprefill.clusters/2\""),
             std::string::npos);
-  nlohmann::json unsorted = map_json("shareprefill.clusters/2");
+  nlohmann::json unsorted = test::tiny_map_json("shareprefill.clusters/2");
   unsorted["dense_heads"] = {{1, 0}, {0, 1}};
   EXPECT_NE(error_of([&] { cluster_map_from_json(unsorted, "u.json"); })
                 .find("dense_heads: must be ascending without repeats"),
             std::string::npos);
-  nlohmann::json notpair = map_json("shareprefill.clusters/2");
+  nlohmann::json notpair = test::tiny_map_json("shareprefill.clusters/2");
   notpair["dense_heads"] = {{1}};
   EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
                 .find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
-  nlohmann::json v6 = map_json("shareprefill.clusters/6");
+  nlohmann::json v6 = test::tiny_map_json("shareprefill.clusters/6");
   EXPECT_NE(error_of([&] { cluster_map_from_json(v6, "v6.json"); }).find("\"format\": expected"),
             std::string::npos);
 }
 
 TEST(DenseHeadsMap, ResolutionTakesTheMapsHeadsUnlessDenseLayersAreGiven) {
-  nlohmann::json j = map_json("shareprefill.clusters/2");
+  nlohmann::json j = test::tiny_map_json("shareprefill.clusters/2");
   j["dense_heads"] = {{1, 1}};
   const cluster_map m = cluster_map_from_json(j, "v2.json");
   const dense_layers_resolution from_map = resolve_dense_layers("", &m, 2, 2);

@@ -17,6 +17,7 @@
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/synthetic.h"
 #include "synthetic_two_layers.h"
+#include "tiny_cluster_map.h"
 #include "test_util.h"
 
 namespace sp {
@@ -24,15 +25,8 @@ namespace {
 
 using sp::testing::error_of;
 
-nlohmann::json map_json(const char* format) {
-  return {{"format", format},
-          {"model", {{"name", "tiny"}, {"layers", 2}, {"heads", 2}}},
-          {"clusters", {{"1", {{0, 0}, {1, 1}}}, {"2", {{0, 1}, {1, 0}}}}},
-          {"shared_clusters", {"2"}}};
-}
-
 TEST(HeadGammasMap, FormatThreeRoundTripsAndResolves) {
-  nlohmann::json j = map_json("shareprefill.clusters/3");
+  nlohmann::json j = test::tiny_map_json("shareprefill.clusters/3");
   j["dense_heads"] = {{1, 1}};
   j["head_gammas"] = {{0, 1, 0.99}, {1, 0, 0.975}};
   const cluster_map m = cluster_map_from_json(j, "v3.json");
@@ -78,7 +72,7 @@ TEST(HeadGammasMap, TheShippedPerHeadSettingsMapLoads) {
 }
 
 TEST(HeadGammasMap, BadHeadGammasNameTheKey) {
-  nlohmann::json v2 = map_json("shareprefill.clusters/2");
+  nlohmann::json v2 = test::tiny_map_json("shareprefill.clusters/2");
   v2["head_gammas"] = {{0, 1, 0.99}};
   EXPECT_NE(error_of([&] { cluster_map_from_json(v2, "old.json"); })
                 .find("old.json: \"head_gammas\" needs \"format\": \"shareprefill.clusters/3\""),
@@ -92,14 +86,14 @@ TEST(HeadGammasMap, BadHeadGammasNameTheKey) {
       {{{1, 0, 0.99}, {0, 1, 0.99}}, "must be ascending in (layer, head) without repeats"},
       {{{0, 1, 0.99}, {0, 1, 0.98}}, "must be ascending in (layer, head) without repeats"}};
   for (const auto& [value, message] : bad) {
-    nlohmann::json j = map_json("shareprefill.clusters/3");
+    nlohmann::json j = test::tiny_map_json("shareprefill.clusters/3");
     j["head_gammas"] = value;
     EXPECT_NE(error_of([&] { cluster_map_from_json(j, "g.json"); }).find(message),
               std::string::npos)
         << value.dump();
   }
   // Format 2 maps (dense heads) load under format 3 too.
-  nlohmann::json v3 = map_json("shareprefill.clusters/3");
+  nlohmann::json v3 = test::tiny_map_json("shareprefill.clusters/3");
   v3["dense_heads"] = {{0, 0}};
   EXPECT_EQ(cluster_map_from_json(v3, "v3.json").dense_heads.size(), 1u);
 }
