@@ -22,8 +22,8 @@ struct layer_attention_report {
   double plan_ms = 0.0;
   double attention_ms = 0.0;
   // [H, 2] JS distances of each head's vertical and slash block profiles to its cluster's pivot
-  // where a sharing gate applied, -1 elsewhere (the CUDA forward's shareprefill layers; empty
-  // otherwise).
+  // where a sharing gate applied, -1 for the other heads (layers the CUDA forward planned with
+  // statistics; empty for the CPU forward and layers planned all dense).
   std::vector<float> gate_distance;
   double density() const { return causal_tiles ? double(tiles) / double(causal_tiles) : 0.0; }
 };
