@@ -225,7 +225,7 @@ TEST(LlamaCuda, DensePrefillReportsEveryCausalTile) {
 // runner replaying the device planner's own tiles (prefill_options::on_plan,
 // make_replayed_attention) on the fp32 and the bf16-rounded weights: the logits agree within
 // 4 e_w, e_w measured on that plan as in the dense test, and top-1 agrees on every row whose
-// reference lead exceeds 8 e_w.
+// reference lead exceeds 8 e_w. The reports' sharing-gate distances are checked as well.
 TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
   SP_SKIP_WITHOUT_DEVICE();
   thread_pool pool(2);
@@ -297,6 +297,24 @@ TEST(LlamaCuda, SparseModesMatchTheCpuRunOnTheDevicePlan) {
     EXPECT_LT(double(tiles) / double(causal), 0.9) << "the case must be sparse to test anything";
     EXPECT_GT(got.layers[static_cast<size_t>(kind_layer)].kind_counts[static_cast<size_t>(kind)], 0)
         << "no " << head_kind_name(kind) << " head in layer " << kind_layer;
+    // Gate distances: read back for every layer planned with statistics (all but vslash's and
+    // flexprefill's dense layer 1), -1 where no gate applied (every head outside shareprefill);
+    // a shared head passed both gates. The CPU forward reports none.
+    for (size_t l = 0; l < got.layers.size(); ++l) {
+      const std::vector<float>& gd = got.layers[l].gate_distance;
+      const bool all_dense = l == 1 && mode != plan_mode::shareprefill;
+      ASSERT_EQ(gd.size(), all_dense ? size_t{0} : static_cast<size_t>(2 * H)) << "layer " << l;
+      EXPECT_TRUE(host_run.layers[l].gate_distance.empty());
+      int64_t passing = 0;
+      for (size_t h = 0; h < gd.size() / 2; ++h) {
+        if (mode != plan_mode::shareprefill) {
+          EXPECT_EQ(gd[2 * h], -1.0f) << "layer " << l;
+        }
+        passing += gd[2 * h] >= 0 && gd[2 * h] < p.tau_sim && gd[2 * h + 1] < p.tau_sim;
+      }
+      EXPECT_GE(passing, got.layers[l].kind_counts[static_cast<size_t>(head_kind::shared)])
+          << "layer " << l << ": shared heads whose gate distances do not pass";
+    }
 
     const std::unique_ptr<prefill_attention> replay = make_replayed_attention(device_plans);
     cpu_opt.attention = replay.get();
