@@ -34,6 +34,17 @@ struct to_double {
   __host__ __device__ double operator()(float x) const { return static_cast<double>(x); }
 };
 
+// 1 where entry i of big_keys [H, tri] equals its head's query-aware cut (plan_qa_select.cu).
+struct equal_to_cut {
+  const float* keys;
+  const qa_cut_state* cut;
+  int64_t tri;
+  __device__ int32_t operator()(int64_t i) const {
+    const qa_cut_state c = cut[i / tri];
+    return c.state == qa_cut_found && __float_as_uint(keys[i]) == c.prefix ? 1 : 0;
+  }
+};
+
 
 }  // namespace
 
@@ -45,6 +56,16 @@ void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
       c.temp, need, p.blk_keys, p.blk_keys_sorted, p.blk_idx, p.blk_idx_sorted, items, segs,
       p.blk_offsets, p.blk_offsets + 1, 0, 32, stream);
   finish(c, need, e, "ranking the block profiles");
+}
+
+void cub_scan_query_aware_ties(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
+  size_t need = c.temp ? c.bytes : 0;
+  auto flags = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
+                                               equal_to_cut{p.big_keys, p.qa_cut, p.s.tri});
+  const cudaError_t e = cub::DeviceScan::ExclusiveSum(c.temp, need, flags, p.qa_equal_rank,
+                                                      static_cast<int>(p.s.heads * p.s.tri),
+                                                      stream);
+  finish(c, need, e, "ranking the query-aware entries equal to the cut");
 }
 
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,

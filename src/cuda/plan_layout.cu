@@ -124,7 +124,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   none.s = s;
   cub_plan q;
   cub_sort_blk(q, none, nullptr);
-  cub_scan_query_aware_ties(q, none);
+  cub_scan_query_aware_ties(q, none, nullptr);
   if (s.max_pivots > 0) {
     cub_sort_publish(q, none, nullptr, nullptr);
     cub_segment_prefix(q, nullptr, nullptr, s.max_pivots * nb * nb, nb, nullptr);

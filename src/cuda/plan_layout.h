@@ -175,6 +175,8 @@ struct cub_plan {
   size_t bytes = 0;
 };
 void cub_sort_blk(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
+// qa_equal_rank [H*tri] = exclusive count of the entries of big_keys equal to their head's cut.
+void cub_scan_query_aware_ties(cub_plan& c, const plan_pointers& p, cudaStream_t stream);
 void cub_sort_publish(cub_plan& c, const plan_pointers& p, const float* block_attention,
                       cudaStream_t stream);
 // Inclusive fp64 prefix sums of `keys` within consecutive segments of seg_len entries.
@@ -257,8 +259,6 @@ void launch_all_dense_kinds(const plan_pointers& p, cudaStream_t stream);
 // the bitmask, by a radix select instead of a sort (plan_qa_select.cu).
 void launch_query_aware_select(const plan_pointers& p, const plan_rules& r, cub_plan& c,
                                cudaStream_t stream);
-// Its CUB temporary storage need (c.temp == nullptr).
-void cub_scan_query_aware_ties(cub_plan& c, const plan_pointers& p);
 // D, E, shared and dense tiles into bitmasks, then CSR, schedule and pivot scratch offsets.
 void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
                   const plan_rules& r, bool all_dense, cub_plan& c, cudaStream_t stream);

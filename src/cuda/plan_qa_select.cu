@@ -6,14 +6,12 @@
 // patterns order as their values, so three histogram passes (bits 30..21, 20..10, 9..0) with
 // per-bin counts and sums narrow the boundary to one key value v: every entry above v is kept,
 // and of the entries equal to v the first m in index order, m = what the budget left after the
-// entries above v holds (an exclusive scan of the "equal to v" flags gives the order).
+// entries above v holds (an exclusive scan of the "equal to v" flags gives the order,
+// cub_scan_query_aware_ties in plan_cub.cu).
 // Sums are 64-bit fixed point in units of 2^-44 (entries <= 1, a head's total is nb): the same
 // bits on every run, within 1e-8 of the host's fp64 running sum. plan_budgets.cu selects step
 // A's budgets the same way; there a count is the result, here the kept set, ties included.
 #include <cub/block/block_scan.cuh>
-#include <cub/device/device_scan.cuh>
-#include <thrust/iterator/counting_iterator.h>
-#include <thrust/iterator/transform_iterator.h>
 
 #include "cuda_check.h"
 #include "plan_common.cuh"
@@ -124,31 +122,6 @@ __global__ void qa_boundary_kernel(plan_pointers p, int pass) {
   }
 }
 
-// 1 where entry i of big_keys [H, tri] equals its head's boundary value.
-struct equal_to_cut {
-  const float* keys;
-  const qa_cut_state* cut;
-  int64_t tri;
-  __device__ int32_t operator()(int64_t i) const {
-    const qa_cut_state c = cut[i / tri];
-    return c.state == qa_cut_found && __float_as_uint(keys[i]) == c.prefix ? 1 : 0;
-  }
-};
-
-void scan_equal_entries(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
-  size_t need = c.temp ? c.bytes : 0;
-  auto flags = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
-                                               equal_to_cut{p.big_keys, p.qa_cut, p.s.tri});
-  const cudaError_t e = cub::DeviceScan::ExclusiveSum(c.temp, need, flags, p.qa_equal_rank,
-                                                      static_cast<int>(p.s.heads * p.s.tri),
-                                                      stream);
-  if (c.temp == nullptr) {
-    c.bytes = std::max(c.bytes, need);
-    return;
-  }
-  check_cuda(e, "device_planner::plan", "ranking the query-aware entries equal to the cut");
-}
-
 // Marks the kept query-aware tiles in the bitmask. grid (ceil(tri / 256), H), 256 threads.
 __global__ void qa_mark_kernel(plan_pointers p) {
   const plan_sizes& s = p.s;
@@ -167,10 +140,6 @@ __global__ void qa_mark_kernel(plan_pointers p) {
 
 }  // namespace
 
-void cub_scan_query_aware_ties(cub_plan& c, const plan_pointers& p) {
-  scan_equal_entries(c, p, nullptr);
-}
-
 void launch_query_aware_select(const plan_pointers& p, const plan_rules& r, cub_plan& c,
                                cudaStream_t stream) {
   const char* fn = "device_planner::plan";
@@ -187,7 +156,7 @@ void launch_query_aware_select(const plan_pointers& p, const plan_rules& r, cub_
     qa_histogram_kernel<<<dim3(parts, heads), qa_histogram_threads, 0, stream>>>(p, pass);
     qa_boundary_kernel<<<heads, qa_boundary_threads, 0, stream>>>(p, pass);
   }
-  scan_equal_entries(c, p, stream);
+  cub_scan_query_aware_ties(c, p, stream);
   qa_mark_kernel<<<dim3(static_cast<unsigned>((s.tri + 255) / 256), heads), 256, 0, stream>>>(p);
   check_cuda(cudaGetLastError(), fn, "launching the query-aware select");
 }
