@@ -15,13 +15,13 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "shareprefill/block_mask.h"
 #include "shareprefill/cluster_map.h"
+#include "shareprefill/llama_model.h"
 #include "shareprefill/prefill_attention.h"
 
 namespace sp {
@@ -152,9 +152,6 @@ std::unique_ptr<prefill_attention> make_capture_attention(calibration_input* dst
 // is 128 (the kernel's). One synchronisation per layer; builds without CUDA throw at layer 0.
 class cuda_capture {
  public:
-  using hook_type =
-      std::function<void(int64_t l, const tensor_view& q, const tensor_view& k,
-                         const tensor_view& v)>;
   cuda_capture(calibration_input* dst, int64_t layers, thread_pool& pool, double gamma = 0.95,
                int64_t min_budget = 1024);
   ~cuda_capture();
@@ -165,7 +162,7 @@ class cuda_capture {
   // contiguous in a token (token strides as the forward's: multiples of 8 elements).
   void capture_layer(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v);
   // capture_layer as a prefill_options::on_attention_inputs hook (this object must outlive it).
-  hook_type hook();
+  prefill_options::attention_inputs_hook hook();
 
  private:
   struct state;

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -172,7 +171,7 @@ class cuda_attention_probe {
   // token (the forward's).
   void probe_layer(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v);
   // probe_layer as an on_attention_inputs hook (this object must outlive it).
-  std::function<void(int64_t, const tensor_view&, const tensor_view&, const tensor_view&)> hook();
+  prefill_options::attention_inputs_hook hook();
 
   const std::vector<probe_candidate>& candidates() const { return candidates_; }
   const std::vector<probe_row>& rows() const { return rows_; }

@@ -69,8 +69,9 @@ struct prefill_options {
   // valid during the call; the forward's work on them is enqueued on the default stream, so work
   // the hook enqueues there sees them complete; any other synchronisation is the hook's business.
   // Refused with chunk > 0 (a chunk's q is not the prompt's). May be empty.
-  std::function<void(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v)>
-      on_attention_inputs;
+  using attention_inputs_hook =
+      std::function<void(int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v)>;
+  attention_inputs_hook on_attention_inputs;
   rope_scaling_options rope;
   // > 0 prefills the prompt in chunks of this many tokens (a multiple of 128), each chunk's
   // queries over the keys so far (issue 16), the planner moved from chunk to chunk with a fresh

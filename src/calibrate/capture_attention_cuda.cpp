@@ -82,7 +82,7 @@ void cuda_capture::capture_layer(int64_t l, const tensor_view& q, const tensor_v
   capture::store_coverage(*s.dst, l, stats);
 }
 
-cuda_capture::hook_type cuda_capture::hook() {
+prefill_options::attention_inputs_hook cuda_capture::hook() {
   return [this](int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v) {
     capture_layer(l, q, k, v);
   };

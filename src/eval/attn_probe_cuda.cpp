@@ -114,8 +114,7 @@ void cuda_attention_probe::probe_layer(int64_t l, const tensor_view& q, const te
   }
 }
 
-std::function<void(int64_t, const tensor_view&, const tensor_view&, const tensor_view&)>
-cuda_attention_probe::hook() {
+prefill_options::attention_inputs_hook cuda_attention_probe::hook() {
   return [this](int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v) {
     probe_layer(l, q, k, v);
   };
