@@ -50,6 +50,8 @@ def default_clusters():
     with open(os.path.join(ROOT, "data", "models.json")) as f:
         models = json.load(f)["models"]
     return os.path.join(ROOT, models["smollm2-135m-instruct-q4_1"]["clusters"])
+
+
 rows = []  # (check, value, verdict) for the summary
 
 
