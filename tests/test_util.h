@@ -1,4 +1,4 @@
-// Shared test helpers: seeded random tensors and error comparisons.
+// Shared test helpers: seeded random tensors, error comparisons, per-test temporary paths.
 #pragma once
 
 #include <algorithm>
@@ -7,6 +7,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "shareprefill/error.h"
 
@@ -36,6 +39,15 @@ std::string error_of(F&& f) {
     return e.what();
   }
   return "";
+}
+
+// A file path under the test temporary directory that no other test process uses: ctest runs
+// every test case as its own process in parallel, so a fixed name races (one case removes the
+// file another has just written).
+inline std::string temp_path(const std::string& name) {
+  const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string test = t ? std::string(t->test_suite_name()) + "." + t->name() : "no_test";
+  return ::testing::TempDir() + "/" + test + "." + std::to_string(::getpid()) + "." + name;
 }
 
 }  // namespace sp::testing

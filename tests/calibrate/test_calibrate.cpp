@@ -187,7 +187,7 @@ TEST(Calibrate, ReportListsTheDenseLayerAblation) {
   const auto inputs = constructed_inputs();
   const calibration_settings s = settings_with_cut(0.6);
   calibration_result r = calibrate_from_inputs(inputs, s, tiny_model());
-  const std::string dir = ::testing::TempDir() + "/calibrate_report";
+  const std::string dir = testing::temp_path("calibrate_report");
   auto report_text = [&] {
     write_calibration_report(dir, r, inputs, observation_report(inputs, s), s, {});
     std::ifstream f(dir + "/report.md");
@@ -212,7 +212,7 @@ TEST(Calibrate, ReportListsTheDenseLayerAblation) {
 
 TEST(Calibrate, CaptureFileRoundTrip) {
   const auto inputs = constructed_inputs();
-  const std::string path = ::testing::TempDir() + "calib_capture_test.bin";
+  const std::string path = testing::temp_path("calib_capture_test.bin");
   save_calibration_inputs(path, inputs);
   const auto back = load_calibration_inputs(path);
   ASSERT_EQ(back.size(), 2u);

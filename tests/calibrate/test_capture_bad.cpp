@@ -32,7 +32,7 @@ calibration_input small_input() {
 }
 
 std::vector<uint8_t> capture_bytes(const std::vector<calibration_input>& inputs) {
-  const std::string path = ::testing::TempDir() + "capture_bad_test.bin";
+  const std::string path = testing::temp_path("capture_bad_test.bin");
   save_calibration_inputs(path, inputs);
   std::vector<uint8_t> bytes = read_file_bytes(path, "test");
   std::remove(path.c_str());

@@ -31,7 +31,7 @@ TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
   ASSERT_EQ(m.dense_heads.size(), 2u);
   EXPECT_EQ(m.dense_heads[1].layer, 1);
   EXPECT_NO_THROW(m.validate(2, 2));
-  const std::string path = ::testing::TempDir() + "/dense_heads_roundtrip.json";
+  const std::string path = testing::temp_path("dense_heads_roundtrip.json");
   cluster_map_save(path, m);
   const cluster_map back = cluster_map_load(path);
   std::remove(path.c_str());

@@ -34,7 +34,7 @@ TEST(HeadGammasMap, FormatThreeRoundTripsAndResolves) {
   EXPECT_EQ(m.head_gammas[1].head, (head_ref{1, 0}));
   EXPECT_EQ(m.head_gammas[1].gamma, 0.975);
   EXPECT_NO_THROW(m.validate(2, 2));
-  const std::string path = ::testing::TempDir() + "/head_gammas_roundtrip.json";
+  const std::string path = testing::temp_path("head_gammas_roundtrip.json");
   cluster_map_save(path, m);
   const cluster_map back = cluster_map_load(path);
   std::remove(path.c_str());

@@ -54,7 +54,7 @@ TEST(ClusterMap, OurFormatRoundTripsWithMedoids) {
   EXPECT_EQ(m.dense_layers, std::vector<int64_t>{1});
   ASSERT_TRUE(m.clusters[1].medoid.has_value());
   EXPECT_EQ(m.clusters[1].medoid->layer, 1);
-  const std::string path = ::testing::TempDir() + "/cluster_map_roundtrip.json";
+  const std::string path = testing::temp_path("cluster_map_roundtrip.json");
   cluster_map_save(path, m);
   const cluster_map back = cluster_map_load(path);
   std::remove(path.c_str());

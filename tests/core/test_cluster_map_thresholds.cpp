@@ -34,7 +34,7 @@ TEST(ClusterMapThresholds, FormatFourRoundTrips) {
   EXPECT_FALSE(m.thresholds[1].tau_qa.has_value());
   EXPECT_EQ(m.thresholds[1].min_budget, 2048);
   EXPECT_NO_THROW(m.validate(2, 2));
-  const std::string path = ::testing::TempDir() + "/cluster_map_thresholds.json";
+  const std::string path = testing::temp_path("cluster_map_thresholds.json");
   cluster_map_save(path, m);
   const cluster_map back = cluster_map_load(path);
   std::remove(path.c_str());

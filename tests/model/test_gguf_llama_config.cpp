@@ -194,7 +194,7 @@ TEST(llama_config, block_count_that_leaves_tensors_unused_is_an_error) {
 // The tiny model written to a temporary file, for llama_weights_load.
 std::string write_model(gguf_builder b, const std::string& name) {
   const std::vector<uint8_t> bytes = b.build();
-  const std::string path = ::testing::TempDir() + name;
+  const std::string path = sp::testing::temp_path(name);
   std::ofstream(path, std::ios::binary)
       .write(reinterpret_cast<const char*>(bytes.data()),
              static_cast<std::streamsize>(bytes.size()));

@@ -11,6 +11,7 @@
 #include "shareprefill/planner.h"
 #include "shareprefill/safetensors.h"
 #include "shareprefill/synthetic.h"
+#include "test_util.h"
 
 namespace sp {
 namespace {
@@ -92,7 +93,7 @@ TEST(Safetensors, RoundTripAndBadFiles) {
   const synthetic_layer in = synthetic_generate_layer(gen(), 0);
   std::vector<uint16_t> k16(in.k.size());
   for (size_t i = 0; i < k16.size(); ++i) k16[i] = fp32_to_bf16(in.k[i]);
-  const std::string path = ::testing::TempDir() + "/plan_inputs.safetensors";
+  const std::string path = testing::temp_path("plan_inputs.safetensors");
   safetensors_save(path,
                    {{"layer0.q", tensor_view::contiguous(in.q.data(), dtype::f32, {n, heads, dim})},
                     {"layer0.k", tensor_view::contiguous(k16.data(), dtype::bf16, {n, kv, dim})}});

@@ -38,7 +38,7 @@ TEST(PngImage, HeatmapAndRectangles) {
 }
 
 TEST(PngImage, SavePng) {
-  const std::string path = ::testing::TempDir() + "png_image_test.png";
+  const std::string path = testing::temp_path("png_image_test.png");
   rgb_image img(5, 4, {10, 20, 30});
   if (!png_supported()) {
     EXPECT_NE(testing::error_of([&] { save_png(path, img); }).find("no libpng"),
