@@ -11,16 +11,18 @@ The C++ planner and kernels through DLPack arrays, without copies:
 
 NumPy arrays and PyTorch CPU tensors run on the CPU kernels; PyTorch CUDA tensors run on the
 CUDA kernels (shareprefill.torch_ops, imported on demand). attention_varlen runs a batch of
-prompts of different lengths packed along the token axis (cu_seqlens) in one call.
+prompts of different lengths packed along the token axis (cu_seqlens) in one call;
+merge_attention_states combines results over disjoint key ranges by their log-sum-exp.
 shareprefill.hf plugs the planner and kernels into Hugging Face transformers models. Importing this package needs only NumPy.
 """
 from ._core import ClusterMap, Error, Plan, Planner, build_info, version
 from ._attention import attention, attention_bhnd, attention_reference
+from ._merge import merge_attention_states
 from ._varlen import attention_varlen
 
 __version__ = version()
 
 __all__ = [
     "ClusterMap", "Error", "Plan", "Planner", "attention", "attention_bhnd",
-    "attention_reference", "attention_varlen", "build_info", "version",
+    "attention_reference", "attention_varlen", "build_info", "merge_attention_states", "version",
 ]

@@ -23,6 +23,10 @@ q: [total, H, D], k and v: [total, Hkv, D]; lse: [H, total]. The block-sparse fo
 sequences' CSR masks concatenated: row_ptr [sum_b H * (nb_b + 1)] int64, offsets absolute into
 col_idx [all tiles] int32 (varlen_plan.h's layout).
 
+Partial results over disjoint key ranges (each with its lse) merge exactly:
+
+    o, lse = torch.ops.shareprefill.merge_attention_states(o_a, lse_a, o_b, lse_b)
+
 The stateful SharePrefill prefill (planner state carried from layer to layer) is
 CudaPrefill.layer(), called eagerly by shareprefill.hf.
 """
@@ -143,6 +147,32 @@ def attention_varlen_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
 
 attention_varlen.register_fake(_fake)
 attention_varlen_block_sparse.register_fake(_fake)
+
+
+@torch.library.custom_op("shareprefill::merge_attention_states", mutates_args=())
+def merge_attention_states(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
+                           lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two partial results over disjoint key ranges merged by their LSE (fp32 math): o in
+    o_a's dtype (contiguous), lse [H, N] float32."""
+    n, heads, dim = o_a.shape
+    if o_a.is_cuda:
+        o = torch.empty_like(o_a, memory_format=torch.contiguous_format)
+        lse = torch.empty((heads, n), dtype=torch.float32, device=o_a.device)
+        with torch.cuda.device(o_a.device):
+            _core.merge_attention_states(o, lse, o_a.detach(), lse_a.detach(), o_b.detach(),
+                                         lse_b.detach(), _stream(o_a))
+        return o, lse
+    o = torch.empty((n, heads, dim), dtype=torch.float32)
+    lse = torch.empty((heads, n), dtype=torch.float32)
+    _core.merge_attention_states(o, lse, o_a.detach(), lse_a.detach(), o_b.detach(),
+                                 lse_b.detach())
+    return o.to(o_a.dtype), lse
+
+
+@merge_attention_states.register_fake
+def _merge_fake(o_a, lse_a, o_b, lse_b):
+    return (torch.empty_like(o_a, memory_format=torch.contiguous_format),
+            lse_a.new_empty((o_a.shape[1], o_a.shape[0]), dtype=torch.float32))
 
 
 def attention_varlen_planned(q, k, v, cu, plans):

@@ -14,6 +14,7 @@ void bind_cluster_map(nb::module_& m);
 void bind_planner(nb::module_& m);
 void bind_attention(nb::module_& m);
 void bind_varlen(nb::module_& m);
+void bind_merge(nb::module_& m);
 void bind_synthetic(nb::module_& m);
 void bind_cuda(nb::module_& m);
 void bind_model(nb::module_& m);

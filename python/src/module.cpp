@@ -14,6 +14,7 @@ NB_MODULE(_core, m) {
   sp_python::bind_planner(m);
   sp_python::bind_attention(m);
   sp_python::bind_varlen(m);
+  sp_python::bind_merge(m);
   sp_python::bind_synthetic(m);
   sp_python::bind_cuda(m);
   sp_python::bind_model(m);

@@ -129,6 +129,30 @@ def test_outputs_in_place_and_strided_kv():
     assert (big[0] == 7).all() and (big[2] == 7).all()
 
 
+def test_merge_of_key_halves_equals_one_call():
+    """Attention over key blocks < 3 and >= 3 (rows before block 3 have no key in the second:
+    lse -inf) merged on the device: the one-call result within bf16's rounding of the halves;
+    the lse within fp32 rounding; the torch op gives the same."""
+    n, heads = 1000, 6
+    q, k, v = qkv(n, heads, 2, 128, seed=3)
+    nb = (n + 127) // 128
+    low = [[(r, c) for r in range(nb) for c in range(min(r + 1, 3))]] * heads
+    high = [[(r, c) for r in range(nb) for c in range(3, r + 1)]] * heads
+    o_a, lse_a = sp.attention(q, k, v, plan=sp.Plan.from_tiles(n, low), return_lse=True)
+    o_b, lse_b = sp.attention(q, k, v, plan=sp.Plan.from_tiles(n, high), return_lse=True)
+    assert torch.isneginf(lse_b[:, 0]).all()
+    o, lse = sp.merge_attention_states(o_a, lse_a, o_b, lse_b)
+    assert o.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    ref, ref_lse = sp.attention(q, k, v, return_lse=True)
+    torch.testing.assert_close(o.float(), ref.float(), rtol=0, atol=3 * ATOL)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-6, atol=1e-5)
+    o2, lse2 = torch.ops.shareprefill.merge_attention_states(o_a, lse_a, o_b, lse_b)
+    torch.testing.assert_close(o2, o, rtol=0, atol=0)
+    torch.testing.assert_close(lse2, lse, rtol=0, atol=0)
+    with pytest.raises(sp.Error, match="o_a is on cuda:0 but o_b is on cpu"):
+        sp.merge_attention_states(o_a, lse_a, o_b.cpu(), lse_b)
+
+
 def test_runs_on_the_current_stream():
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
