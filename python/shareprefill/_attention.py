@@ -18,6 +18,13 @@ def attention(q, k, v, plan=None, causal=True, return_lse=False):
     h // (H // Hkv)). float32, float16 or bfloat16. plan: a shareprefill.Plan (from
     Planner.plan_layer, Plan.from_tiles or Plan.dense) or None for every causal tile.
 
+    A chunk of a prompt: k and v may hold more tokens (Nk) than q (Nq); q is then the last Nq
+    of them (queries at positions Nk - Nq .. Nk - 1, the causal rule on absolute positions, as
+    FlashAttention aligns seqlen_q < seqlen_k), Nk - Nq a multiple of 128, and a plan covers
+    all Nk tokens; each row equals the same row of the call over the whole prompt. A plan that
+    still has to publish pivots into its Planner needs the whole prompt (Planner.prefill_layer
+    plans and runs chunks).
+
     On the CPU the inputs must be C-contiguous and the result is float32 [N, H, D] (plus the
     natural-log log-sum-exp [H, N] float32 with return_lse=True). On a CUDA device (PyTorch
     tensors, bfloat16 or float16, D 64 or 128) the result has q's dtype and the call is

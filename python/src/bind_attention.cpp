@@ -23,14 +23,17 @@ void attention_cpu(const output_array& out, const std::optional<output_array>& l
                    py_plan* plan) {
   const char* fn = "shareprefill.attention";
   const cpu_problem p = cpu_problem_of(fn, out, lse, q, k, v);
+  const int64_t offset = chunk_query_offset(fn, p.q, p.k, plan);
   nb::gil_scoped_release release;
   cpu_pool_lease lease;
-  if (plan) {
+  if (plan && offset == 0) {
     run_plan_cpu(*plan, p.out, p.lse, p.q, p.k, p.v, lease.pool());
     return;
   }
-  const sp::block_mask dense = sp::block_mask::dense_causal(p.q.shape[0], 128, p.q.shape[1]);
-  sp::attention_block_sparse(p.out, p.lse, nullptr, p.q, p.k, p.v, dense, lease.pool());
+  const sp::block_mask dense =
+      plan ? sp::block_mask{} : sp::block_mask::dense_causal(p.k.shape[0], 128, p.q.shape[1]);
+  sp::attention_block_sparse(p.out, p.lse, nullptr, p.q, p.k, p.v, plan ? plan->plan.mask : dense,
+                             lease.pool(), offset);
 }
 
 void attention_reference(const output_array& out, const std::optional<output_array>& lse,

@@ -31,10 +31,10 @@ void* stream_of(uintptr_t stream) {
   return reinterpret_cast<void*>(stream);
 }
 
-// The last dense plan uploaded, reused while calls keep the same shape, device and stream (the
-// upload is ordered on its stream only).
+// The last dense plan uploaded, reused while calls keep the same shape, query offset, device and
+// stream (the upload is ordered on its stream only).
 struct dense_plan_cache {
-  int64_t n = 0, heads = 0;
+  int64_t n = 0, heads = 0, query_offset = 0;
   int32_t device_id = -1;
   void* stream = nullptr;
   std::unique_ptr<sp::device_layer_plan> plan;
@@ -45,16 +45,19 @@ std::mutex& dense_plan_mutex() {
   return m;
 }
 
-// Call with dense_plan_mutex() held.
-const sp::device_layer_plan& dense_plan(int64_t n, int64_t heads, int32_t device_id, void* stream) {
+// Every causal tile of n keys (the queries: the last n - query_offset of them). Call with
+// dense_plan_mutex() held.
+const sp::device_layer_plan& dense_plan(int64_t n, int64_t heads, int64_t query_offset,
+                                        int32_t device_id, void* stream) {
   static dense_plan_cache cache;
-  if (!cache.plan || cache.n != n || cache.heads != heads || cache.device_id != device_id ||
-      cache.stream != stream) {
+  if (!cache.plan || cache.n != n || cache.heads != heads || cache.query_offset != query_offset ||
+      cache.device_id != device_id || cache.stream != stream) {
     cache.plan.reset();
     cache.plan = std::make_unique<sp::device_layer_plan>(
-        sp::block_mask::dense_causal(n, 128, heads), std::vector<int32_t>{}, stream);
+        sp::block_mask::dense_causal(n, 128, heads), std::vector<int32_t>{}, stream, query_offset);
     cache.n = n;
     cache.heads = heads;
+    cache.query_offset = query_offset;
     cache.device_id = device_id;
     cache.stream = stream;
   }
@@ -66,11 +69,13 @@ void attention_cuda(const output_array& out, const std::optional<output_array>& 
                     uintptr_t stream_handle) {
   const char* fn = "shareprefill.attention";
   const device_problem p = device_problem_of(fn, out, lse, q, k, v);
+  const int64_t offset = chunk_query_offset(fn, p.q, p.k, plan);
   void* stream = stream_of(stream_handle);
   nb::gil_scoped_release release;
   if (!plan) {
     const std::lock_guard<std::mutex> lock(dense_plan_mutex());
-    const sp::device_layer_plan& d = dense_plan(p.q.shape[0], p.q.shape[1], p.device_id, stream);
+    const sp::device_layer_plan& d =
+        dense_plan(p.k.shape[0], p.q.shape[1], offset, p.device_id, stream);
     sp::cuda_attention_block_sparse(p.out, p.lse, {}, p.q, p.k, p.v, d.plan(), d.scratch(), {},
                                     stream);
     return;
@@ -82,7 +87,7 @@ void attention_cuda(const output_array& out, const std::optional<output_array>& 
     sp::check(plan->session->prompt == plan->prompt, fn, "the plan of layer ", plan->plan.layer,
               " belongs to an earlier prompt: the planner was reset() after it was made");
   const std::vector<int32_t>& pivots = publish ? plan->plan.pivot_heads : std::vector<int32_t>{};
-  const sp::device_layer_plan d(plan->plan.mask, pivots, stream);
+  const sp::device_layer_plan d(plan->plan.mask, pivots, stream, offset);
   const int64_t nb = plan->plan.mask.n_blocks;
   sp::device_buffer block_attention;
   sp::tensor_view a;

@@ -69,4 +69,19 @@ void run_plan_cpu(py_plan& p, const sp::tensor_view& out, const sp::tensor_view&
   run_deferred(p, out, lse, q, k, v, pool);
 }
 
+int64_t chunk_query_offset(const char* fn, const sp::tensor_view& q, const sp::tensor_view& k,
+                           const py_plan* plan) {
+  const int64_t offset = k.shape[0] - q.shape[0];
+  sp::check(offset >= 0, fn, "k has ", k.shape[0], " tokens and q ", q.shape[0],
+            "; q holds the last tokens of the keys' prompt (a chunk), never more than k");
+  if (offset == 0 || plan == nullptr) return offset;
+  sp::check(!(plan->session && !plan->published) && !plan->has_deferred &&
+                plan->plan.deferred_heads.empty(),
+            fn, "the plan of layer ", plan->plan.layer,
+            " still has to publish its pivots, which needs every row of the prompt; q has ",
+            q.shape[0], " of ", k.shape[0], " tokens (Planner.prefill_layer plans and runs a "
+            "chunk)");
+  return offset;
+}
+
 }  // namespace sp_python

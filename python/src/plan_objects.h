@@ -54,4 +54,13 @@ void run_plan_cpu(py_plan& plan, const sp::tensor_view& out, const sp::tensor_vi
                   const sp::tensor_view& q, const sp::tensor_view& k, const sp::tensor_view& v,
                   sp::thread_pool& pool);
 
+// Chunked queries: q holds the last Nq of the Nk tokens that k holds (FlashAttention's
+// bottom-right causal alignment); returns Nk - Nq, the query offset (0 for a whole prompt).
+// Throws naming fn when k has fewer tokens than q, or when `plan` (may be null) still has to
+// publish pivots into its Planner or has deferred heads: those need every row of the prompt
+// (Planner.prefill_layer plans and runs a chunk). The kernels check the rest (the offset a
+// multiple of the block size, the plan's size equal to Nk).
+int64_t chunk_query_offset(const char* fn, const sp::tensor_view& q, const sp::tensor_view& k,
+                           const py_plan* plan);
+
 }  // namespace sp_python

@@ -153,6 +153,24 @@ def test_merge_of_key_halves_equals_one_call():
         sp.merge_attention_states(o_a, lse_a, o_b.cpu(), lse_b)
 
 
+def test_chunk_rows_equal_the_whole_prompt():
+    """q the last 1000 - 384 tokens of k and v: the rows of the whole-prompt call, dense and
+    under a plan (same tiles in the same order: bit for bit)."""
+    n, heads, offset = 1000, 6, 384
+    q, k, v = qkv(n, heads, 2, 64, seed=4)
+    whole, whole_lse = sp.attention(q, k, v, return_lse=True)
+    out, lse = sp.attention(q[offset:], k, v, return_lse=True)
+    torch.testing.assert_close(out, whole[offset:], rtol=0, atol=0)
+    torch.testing.assert_close(lse, whole_lse[:, offset:], rtol=0, atol=0)
+    nb = (n + 127) // 128
+    tiles = [sorted({(r, r) for r in range(nb)} | {(r, 0) for r in range(nb)}) for _ in range(heads)]
+    plan = sp.Plan.from_tiles(n, tiles)
+    torch.testing.assert_close(sp.attention(q[offset:], k, v, plan=plan),
+                               sp.attention(q, k, v, plan=plan)[offset:], rtol=0, atol=0)
+    with pytest.raises(sp.Error, match="multiple"):
+        sp.attention(q[100:], k, v)
+
+
 def test_runs_on_the_current_stream():
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):

@@ -42,7 +42,9 @@ def test_mismatched_shapes(rng):
     q, k, v = qkv(rng)
     with pytest.raises(sp.Error, match="query heads 4 not divisible by kv heads 3"):
         sp.attention(q, *random_qkv(rng, 130, 3, 3, 64)[1:])
-    with pytest.raises(sp.Error, match="k/v have 129/130 tokens but q has 130"):
+    with pytest.raises(sp.Error, match="k/v have 130/129 tokens but q has 130"):
+        sp.attention(q, k, v[:129])
+    with pytest.raises(sp.Error, match="k has 129 tokens and q 130; q holds the last tokens"):
         sp.attention(q, k[:129], v)
     with pytest.raises(sp.Error, match="head dims differ"):
         sp.attention(q, k[:, :, :32].copy(), v)
