@@ -14,6 +14,8 @@
 
 namespace sp {
 
+class thread_pool;
+
 // Validated shape of a merge: every o view [n, heads, dim] of f32/f16/bf16, every lse view
 // [heads, n] f32, all on the same device (host or CUDA as `on_device` says), the output's o
 // dtype free. fn names the caller for error messages.
@@ -25,10 +27,12 @@ merge_shape merge_shape_of(const char* fn, const tensor_view& o_out, const tenso
                            const tensor_view& o_b, const tensor_view& lse_b);
 
 // CPU merge (host views). o_out may alias o_a or o_b, lse_out may alias lse_a or lse_b (each
-// row is read fully before it is written).
+// row is read fully before it is written). With a pool, blocks of 64 rows run in parallel (the
+// same result: every row is merged on its own).
 void merge_attention_states(const tensor_view& o_out, const tensor_view& lse_out,
                             const tensor_view& o_a, const tensor_view& lse_a,
-                            const tensor_view& o_b, const tensor_view& lse_b);
+                            const tensor_view& o_b, const tensor_view& lse_b,
+                            thread_pool* pool = nullptr);
 
 // CUDA merge (device views), asynchronous on `stream` (a cudaStream_t; null = default stream).
 // Same aliasing rule. Builds without CUDA throw "[cuda_merge_attention_states] built without

@@ -9,6 +9,7 @@
 
 #include "arrays.h"
 #include "bindings.h"
+#include "cpu_runtime.h"
 #include "shareprefill/error.h"
 #include "shareprefill/merge_attention.h"
 
@@ -36,7 +37,8 @@ void merge_states(const output_array& o_out, const output_array& lse_out, const 
                                     reinterpret_cast<void*>(stream));
     return;
   }
-  sp::merge_attention_states(out.view, lse.view, a.view, la.view, b.view, lb.view);
+  cpu_pool_lease lease;
+  sp::merge_attention_states(out.view, lse.view, a.view, la.view, b.view, lb.view, &lease.pool());
 }
 
 }  // namespace

@@ -139,7 +139,7 @@ void context_parallel_attention(const tensor_view& out, const tensor_view& lse,
           continue;
         }
         attention_block_sparse(po, pl, nullptr, q, k, v, sub, pool);
-        merge_attention_states(o_view, l_view, o_view, l_view, po, pl);
+        merge_attention_states(o_view, l_view, o_view, l_view, po, pl, &pool);
       }
     }
     copy_rank_rows(context_rank_runs(p, r), n, bs, nb, out, rank_out.data(), lse, rank_lse.data(),

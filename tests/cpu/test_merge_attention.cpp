@@ -9,6 +9,7 @@
 
 #include "shareprefill/attention.h"
 #include "shareprefill/merge_attention.h"
+#include "shareprefill/thread_pool.h"
 #include "test_util.h"
 
 namespace sp {
@@ -65,8 +66,12 @@ TEST_P(MergeAttention, SplitKeysMergeToTheUnion) {
     };
     const partial a = oracle(c, q, k, v, in_a);
     const partial b = oracle(c, q, k, v, [&](int64_t i, int64_t j) { return j <= i && !in_a(i, j); });
-    partial merged(c.n, c.heads, c.dim);
+    partial merged(c.n, c.heads, c.dim), pooled(c.n, c.heads, c.dim);
     merge_attention_states(merged.ov, merged.lv, a.ov, a.lv, b.ov, b.lv);
+    thread_pool pool(3);  // blocks of 64 rows in parallel: the serial result, bit for bit
+    merge_attention_states(pooled.ov, pooled.lv, a.ov, a.lv, b.ov, b.lv, &pool);
+    ASSERT_EQ(pooled.o, merged.o);
+    ASSERT_EQ(pooled.lse, merged.lse);
     for (size_t x = 0; x < full.o.size(); ++x)
       ASSERT_NEAR(merged.o[x], full.o[x], 2e-6 * (1.0 + std::fabs(full.o[x])))
           << "split " << split_kind << " element " << x;
@@ -78,7 +83,8 @@ TEST_P(MergeAttention, SplitKeysMergeToTheUnion) {
 
 INSTANTIATE_TEST_SUITE_P(Ragged, MergeAttention,
                          ::testing::Values(merge_case{1, 1, 1, 8}, merge_case{127, 3, 1, 16},
-                                           merge_case{129, 4, 4, 64}, merge_case{200, 8, 2, 32}));
+                                           merge_case{129, 4, 4, 64}, merge_case{200, 8, 2, 32},
+                                           merge_case{300, 2, 1, 16}));
 
 TEST(MergeAttentionStates, RowsWithoutKeysGiveZeroAndMinusInf) {
   const float inf = std::numeric_limits<float>::infinity();

@@ -102,7 +102,7 @@ class cpu_engine : public serving_engine {
   launch_fn merge(int out, int a, int b) override {
     return [=] {
       merge_attention_states(view(out_[out], o_.heads), lse_view(out), view(out_[a], o_.heads),
-                             lse_view(a), view(out_[b], o_.heads), lse_view(b));
+                             lse_view(a), view(out_[b], o_.heads), lse_view(b), &pool_);
     };
   }
   double time_ms(const launch_fn& f, int repeats) override {
