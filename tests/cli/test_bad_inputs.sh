@@ -149,6 +149,8 @@ if [[ -f $model ]]; then
     generate --prompt-file "$work/prompt.txt" --max-new 9000 --threads 2
   head -c 1000000 /dev/zero | tr '\0' 'a' | sed 's/aaaaaaaaaa/a b c d e /g' >"$work/huge.txt"
   expect_error "tokens exceed the model's trained context of 8192 tokens: shorten it" generate --prompt-file "$work/huge.txt" --max-new 1 --threads 2
+  expect_error "has only 5 tokens, fewer than --tokens 64" inspect --prompt-file "$work/prompt.txt" \
+    --tokens 64 --layer 0 --head 0 --png "$work/x.png" --threads 2
   # Progress into a file: one complete line per layer, no carriage returns.
   cases=$((cases + 1))
   if ! timeout 300 "$bin" generate --prompt-file "$work/prompt.txt" --max-new 2 --threads 2 \

@@ -23,6 +23,7 @@ struct inspect_options {
   std::string model, prompt_file, png;
   attention_options attention;
   int64_t layer = 0, head = 0;
+  int64_t tokens = 0;  // the prompt's first tokens only; 0 = all of it
   int threads = 0;
 };
 
@@ -101,8 +102,13 @@ void run_inspect(const inspect_options& o) {
     mode = !o.attention.clusters.empty() || !default_cluster_map_path(m.path).empty()
                ? "shareprefill"
                : "flexprefill";
-  const std::vector<int32_t> ids = m.tok->encode(text, /*add_bos=*/false);
+  std::vector<int32_t> ids = m.tok->encode(text, /*add_bos=*/false);
   check(!ids.empty(), fn, "the prompt '", o.prompt_file, "' encodes to no tokens");
+  if (o.tokens > 0) {
+    check(static_cast<int64_t>(ids.size()) >= o.tokens, fn, "'", o.prompt_file, "' has only ",
+          ids.size(), " tokens, fewer than --tokens ", o.tokens);
+    ids.resize(static_cast<size_t>(o.tokens));
+  }
   attention_setup att =
       make_attention(o.attention, mode, c, m.path, static_cast<int64_t>(ids.size()));
   inspect_attention strategy(att.plan.get(), o.layer, o.head);
@@ -154,6 +160,9 @@ void setup_inspect(CLI::App& app) {
   sub->add_option("--layer", o->layer, "Layer")->required();
   sub->add_option("--head", o->head, "Query head")->required();
   sub->add_option("--png", o->png, "PNG file to write")->required();
+  sub->add_option("--tokens", o->tokens, "Use only the prompt's first N tokens (0 = all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
   add_attention_options(sub, o->attention);
   add_threads_option(sub, o->threads);
   sub->callback([o, sub] {
