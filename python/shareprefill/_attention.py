@@ -64,9 +64,10 @@ def _rows(x):
 
 def attention_bhnd(q, k, v, plans=None, causal=True, return_lse=False):
     """Batch-first attention(): q [B, H, N, D], k and v [B, Hkv, N, D] (the layout of
-    torch.nn.functional.scaled_dot_product_attention); returns [B, H, N, D] (and lse
-    [B, H, N]). plans: None (dense) or one Plan per batch entry. Each entry is transposed to
-    [N, H, D] rows first (no copy when its memory already is token-major)."""
+    torch.nn.functional.scaled_dot_product_attention; k and v may hold more tokens than q, a
+    chunk as in attention()); returns [B, H, N, D] (and lse [B, H, N]). plans: None (dense)
+    or one Plan per batch entry. Each entry is transposed to [N, H, D] rows first (no copy when
+    its memory already is token-major)."""
     fn = "shareprefill.attention_bhnd"
     _check_causal(fn, causal)
     batch, heads, n, dim = shape_of(fn, "q", q, 4)

@@ -82,3 +82,13 @@ def test_bad_chunks_are_named(rng):
     plan = sp.Planner(cmap, "shareprefill", min_budget=256).plan_layer(0, qs, ks)
     assert plan.pivot_heads
     assert "still has to publish its pivots" in error_of(qs[1024:], ks, vs, plan=plan)
+
+
+def test_batch_first_chunk(rng):
+    """attention_bhnd with k and v longer than q: each entry's rows of its whole-prompt call."""
+    batch, heads, kv_heads, n, dim = 2, 4, 2, 300, 64
+    q = rng.uniform(-1, 1, (batch, heads, n, dim)).astype(np.float32)
+    k = rng.uniform(-1, 1, (batch, kv_heads, n, dim)).astype(np.float32)
+    v = rng.uniform(-1, 1, (batch, kv_heads, n, dim)).astype(np.float32)
+    whole = sp.attention_bhnd(q, k, v)
+    np.testing.assert_array_equal(sp.attention_bhnd(q[:, :, 128:], k, v), whole[:, :, 128:])
