@@ -6,6 +6,7 @@
 #include <nanobind/ndarray.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "arrays.h"
 #include "bindings.h"
@@ -26,11 +27,12 @@ void merge_states(const output_array& o_out, const output_array& lse_out, const 
   const array_info la = view_input(fn, "lse_a", lse_a, 2);
   const array_info b = view_input(fn, "o_b", o_b, 3);
   const array_info lb = view_input(fn, "lse_b", lse_b, 2);
-  require_same_device(fn, "o_a", a, "lse_a", la);
-  require_same_device(fn, "o_a", a, "o_b", b);
-  require_same_device(fn, "o_a", a, "lse_b", lb);
-  require_same_device(fn, "o_a", a, "o_out", out);
-  require_same_device(fn, "o_a", a, "lse_out", lse);
+  for (const auto& [name, x] : {std::pair<const char*, const array_info*>{"lse_a", &la},
+                                {"o_b", &b},
+                                {"lse_b", &lb},
+                                {"o_out", &out},
+                                {"lse_out", &lse}})
+    require_same_device(fn, "o_a", a, name, *x);
   nb::gil_scoped_release release;
   if (a.device == array_device::cuda) {
     sp::cuda_merge_attention_states(out.view, lse.view, a.view, la.view, b.view, lb.view,

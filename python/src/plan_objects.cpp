@@ -75,12 +75,12 @@ int64_t chunk_query_offset(const char* fn, const sp::tensor_view& q, const sp::t
   sp::check(offset >= 0, fn, "k has ", k.shape[0], " tokens and q ", q.shape[0],
             "; q holds the last tokens of the keys' prompt (a chunk), never more than k");
   if (offset == 0 || plan == nullptr) return offset;
-  sp::check(!(plan->session && !plan->published) && !plan->has_deferred &&
-                plan->plan.deferred_heads.empty(),
-            fn, "the plan of layer ", plan->plan.layer,
-            " still has to publish its pivots, which needs every row of the prompt; q has ",
-            q.shape[0], " of ", k.shape[0], " tokens (Planner.prefill_layer plans and runs a "
-            "chunk)");
+  const char* why = plan->session && !plan->published ? " still has to publish its pivots"
+                    : !plan->plan.deferred_heads.empty() ? " has heads deferred to a second pass"
+                                                         : nullptr;
+  sp::check(why == nullptr, fn, "the plan of layer ", plan->plan.layer, why,
+            ", which needs every row of the prompt; q has ", q.shape[0], " of ", k.shape[0],
+            " tokens (Planner.prefill_layer plans and runs a chunk)");
   return offset;
 }
 

@@ -77,13 +77,12 @@ void merge_attention_states(const tensor_view& o_out, const tensor_view& lse_out
   };
   constexpr int64_t rows_per_item = 64;
   const int64_t items = (s.n + rows_per_item - 1) / rows_per_item;
-  if (pool == nullptr || pool->size() == 1 || items == 1) {
-    std::vector<float> row(static_cast<size_t>(s.dim));
-    merge_rows(0, s.n, row);
+  std::vector<std::vector<float>> rows(static_cast<size_t>(pool ? pool->size() : 1),
+                                       std::vector<float>(static_cast<size_t>(s.dim)));
+  if (rows.size() == 1 || items == 1) {
+    merge_rows(0, s.n, rows[0]);
     return;
   }
-  std::vector<std::vector<float>> rows(static_cast<size_t>(pool->size()),
-                                       std::vector<float>(static_cast<size_t>(s.dim)));
   pool->parallel_for(items, [&](int64_t item, int worker) {
     merge_rows(item * rows_per_item, std::min(s.n, (item + 1) * rows_per_item),
                rows[static_cast<size_t>(worker)]);

@@ -92,3 +92,15 @@ def test_batch_first_chunk(rng):
     v = rng.uniform(-1, 1, (batch, kv_heads, n, dim)).astype(np.float32)
     whole = sp.attention_bhnd(q, k, v)
     np.testing.assert_array_equal(sp.attention_bhnd(q[:, :, 128:], k, v), whole[:, :, 128:])
+
+
+def test_plan_with_deferred_heads_is_refused_for_a_chunk_even_once_published():
+    """share_within_layer: the deferred heads' tiles live in a second pass that needs the whole
+    prompt, so a chunk is refused before and after the plan published its pivots."""
+    syn = dict(SYN, layers=3)
+    q, k, v = _core.synthetic_layer(0, **syn)
+    plan = sp.Planner(_core.synthetic_cluster_map(**syn), share_within_layer=True).plan_layer(0, q, k)
+    assert plan.deferred_heads
+    assert "still has to publish its pivots" in error_of(q[1024:], k, v, plan=plan)
+    sp.attention(q, k, v, plan=plan)
+    assert "has heads deferred to a second pass" in error_of(q[1024:], k, v, plan=plan)
