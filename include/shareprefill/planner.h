@@ -38,6 +38,10 @@ namespace sp {
 // Jensen-Shannon distance with natural log: sqrt(JS divergence), 0 ln 0 = 0; inputs are used as
 // given (not renormalised). p, q: [n].
 double js_distance(const float* p, const float* q, int64_t n);
+// The sharing gates' distance: p and q pooled into `bins` contiguous bins first (bin b sums
+// entries [b*n/bins, (b+1)*n/bins)), so that the distance of the same attention compares at
+// every prompt length (planner_params::gate_bins); bins <= 0 or >= n: js_distance(p, q, n).
+double pooled_js_distance(const float* p, const float* q, int64_t n, int64_t bins);
 
 // Indices of the k largest x (ties: lower index first) with x[forced] treated as +inf, so the
 // forced index is always first. x: [n]; 1 <= k <= n.

@@ -54,6 +54,12 @@ struct planner_params {
   // last estimation_blocks query blocks instead of the last one (budgets, vertical-slash tiles,
   // the query-aware test's v_blk and the sharing gates all read them).
   int64_t estimation_blocks = 1;
+  // Beyond the reference (0 = off, the reference): the sharing gates compare the block profiles
+  // pooled into gate_bins contiguous bins (pooled_js_distance), so that tau_sim means the same
+  // at every prompt length; without it the distance of the same heads grows with the number of
+  // blocks (docs/RESULTS.md, "What the 32K entry of the settings map does") and no head shares
+  // past 24K tokens. 64 = the block profiles of 8K tokens, unchanged up to 8K. Both planners.
+  int64_t gate_bins = 0;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

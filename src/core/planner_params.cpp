@@ -73,6 +73,8 @@ void planner_params::validate() const {
         " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
   check(estimation_blocks >= 1 && estimation_blocks <= 4096, fn,
         "estimation_blocks must be in [1, 4096], got ", estimation_blocks);
+  check(gate_bins >= 0 && gate_bins <= 1 << 20, fn, "gate_bins must be in [0, 1048576], got ",
+        gate_bins);
   check(!(pivot_is_medoid && pivot_prefers_dense), fn,
         "pivot_is_medoid and pivot_prefers_dense name different pivots; set at most one");
   for (size_t i = 0; i < dense_layers.size(); ++i)
@@ -119,6 +121,7 @@ nlohmann::json planner_params::to_json() const {
           {"pivot_is_medoid", pivot_is_medoid},
           {"pivot_prefers_dense", pivot_prefers_dense},
           {"estimation_blocks", estimation_blocks},
+          {"gate_bins", gate_bins},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads},
           {"head_gammas", head_gammas_record(head_gammas)}};

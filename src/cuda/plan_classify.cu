@@ -159,17 +159,17 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   const float* s = p.blk + (heads + h) * nb;
   double js_v = 0.0, js_s = 0.0;
   if (m == nb) {
-    js_v = block_js_distance(pivot_v, v, nb, scratch);
-    js_s = block_js_distance(pivot_s, s, nb, scratch);
+    js_v = block_js_distance(pivot_v, v, nb, scratch, 0.0, 0.0, r.gate_bins);
+    js_s = block_js_distance(pivot_s, s, nb, scratch, 0.0, 0.0, r.gate_bins);
   } else {  // key blocks [0, common); slash offsets [0, common): the last `common` chunks
     const int64_t common = min(m, nb);
     const float* pivot_s_end = pivot_s + m - common;
     const float* s_end = s + nb - common;
     js_v = block_js_distance(pivot_v, v, common, scratch, block_sum(pivot_v, common, scratch),
-                             block_sum(v, common, scratch));
+                             block_sum(v, common, scratch), r.gate_bins);
     js_s = block_js_distance(pivot_s_end, s_end, common, scratch,
                              block_sum(pivot_s_end, common, scratch),
-                             block_sum(s_end, common, scratch));
+                             block_sum(s_end, common, scratch), r.gate_bins);
   }
   if (threadIdx.x == 0) {
     p.gate_ok[h] = js_v < r.tau_sim && js_s < r.tau_sim && st.vs_ratio[slot] < r.tau_fb;

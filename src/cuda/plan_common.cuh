@@ -73,15 +73,23 @@ __device__ __forceinline__ double renormalised(float x, double sum) {
 
 // JS distance (natural log, 0 ln 0 = 0) of p and q over n entries, by one block; every thread
 // gets the result. With p_sum (q_sum) > 0 the entries of p (q) are renormalised by it first
-// (renormalised() above). scratch: [32] shared doubles.
+// (renormalised() above). With 0 < bins < n, p and q are pooled into `bins` contiguous bins
+// first, bin b summing entries [b*n/bins, (b+1)*n/bins) in order (the host's pooled_js_distance).
+// scratch: [32] shared doubles.
 __device__ __forceinline__ double block_js_distance(const float* p, const float* q, int64_t n,
                                                     double* scratch, double p_sum = 0.0,
-                                                    double q_sum = 0.0) {
+                                                    double q_sum = 0.0, int64_t bins = 0) {
+  const int64_t n_bins = bins > 0 && bins < n ? bins : n;
   double kl_p = 0.0, kl_q = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const double a = renormalised(p[i], p_sum), b = renormalised(q[i], q_sum), m = 0.5 * (a + b);
+  for (int64_t b = threadIdx.x; b < n_bins; b += blockDim.x) {
+    double a = 0.0, c = 0.0;
+    for (int64_t i = b * n / n_bins; i < (b + 1) * n / n_bins; ++i) {
+      a += renormalised(p[i], p_sum);
+      c += renormalised(q[i], q_sum);
+    }
+    const double m = 0.5 * (a + c);
     if (a > 0.0) kl_p += a * log(a / m);
-    if (b > 0.0) kl_q += b * log(b / m);
+    if (c > 0.0) kl_q += c * log(c / m);
   }
   kl_p = block_reduce<false>(kl_p, scratch);
   kl_q = block_reduce<false>(kl_q, scratch);

@@ -34,8 +34,9 @@ bool carried_sharing_gate(const planner_params& p, const cluster_slot& slot, con
   const std::vector<float> cv = renormalised(v_blk, 0, common);
   const std::vector<float> ps = renormalised(slot.pivot_s_blk.data(), m - common, common);
   const std::vector<float> cs = renormalised(s_blk, n_blocks - common, common);
-  return js_distance(pv.data(), cv.data(), common) < p.tau_sim &&
-         js_distance(ps.data(), cs.data(), common) < p.tau_sim && slot.pivot_vs_ratio < p.tau_fb;
+  return pooled_js_distance(pv.data(), cv.data(), common, p.gate_bins) < p.tau_sim &&
+         pooled_js_distance(ps.data(), cs.data(), common, p.gate_bins) < p.tau_sim &&
+         slot.pivot_vs_ratio < p.tau_fb;
 }
 
 void planner::begin_chunk(plan_state& state, int64_t n_tokens) const {

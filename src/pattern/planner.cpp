@@ -26,8 +26,8 @@ bool sharing_gate(const planner_params& p, const cluster_slot& slot, const float
                   const float* s_blk, int64_t n_blocks) {
   if (static_cast<int64_t>(slot.pivot_v_blk.size()) != n_blocks)  // carried from a chunk
     return carried_sharing_gate(p, slot, v_blk, s_blk, n_blocks);
-  return js_distance(slot.pivot_v_blk.data(), v_blk, n_blocks) < p.tau_sim &&
-         js_distance(slot.pivot_s_blk.data(), s_blk, n_blocks) < p.tau_sim &&
+  return pooled_js_distance(slot.pivot_v_blk.data(), v_blk, n_blocks, p.gate_bins) < p.tau_sim &&
+         pooled_js_distance(slot.pivot_s_blk.data(), s_blk, n_blocks, p.gate_bins) < p.tau_sim &&
          slot.pivot_vs_ratio < p.tau_fb;
 }
 

@@ -29,6 +29,8 @@ struct planner_case {
   std::vector<int64_t> dense_layers;
   std::vector<std::pair<int64_t, int64_t>> dense_heads;  // (layer, head), sorted
   std::vector<head_gamma> head_gammas;                    // sorted by (layer, head)
+  double tau_sim = 0.5;
+  int64_t gate_bins = 0;  // planner_params::gate_bins
   uint64_t seed = 7;
 };
 
@@ -47,7 +49,8 @@ inline std::string name_of(const planner_case& c) {
   return str("n=", c.n, " h=", c.heads, " hkv=", c.kv_heads, " d=", c.dim, " L=", c.layers,
              " mode=", plan_mode_name(c.mode), c.synthetic ? " synthetic" : " random",
              " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size(),
-             " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size());
+             " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size(), " tau_sim=", c.tau_sim,
+             " gate_bins=", c.gate_bins);
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -101,6 +104,8 @@ inline planner_params params_of(const planner_case& c) {
   p.dense_layers = c.dense_layers;
   p.dense_heads = c.dense_heads;
   p.head_gammas = c.head_gammas;
+  p.tau_sim = c.tau_sim;
+  p.gate_bins = c.gate_bins;
   return p;
 }
 

@@ -297,6 +297,42 @@ TEST_F(DevicePlanner, HeadGammas) {
             std::string::npos);
 }
 
+// The number of heads the host planner shares over the case's layers.
+int64_t shared_heads_on_host(const planner_case& c) {
+  const cluster_map map = map_of(c);
+  const planner host(params_of(c), c.layers, c.heads, &map);
+  plan_state state;
+  thread_pool pool;
+  int64_t shared = 0;
+  for (int64_t layer = 0; layer < c.layers; ++layer) {
+    const layer_inputs x = make_inputs(c, layer);
+    const layer_plan p = host.plan(layer, x.qv, x.kv, state, pool);
+    shared += std::count(p.kinds.begin(), p.kinds.end(), head_kind::shared);
+    host.publish(layer, p.pivot_heads,
+                 exact_block_attention(x.qv, x.kv, x.vv, p.pivot_heads, pool).data(), state);
+  }
+  return shared;
+}
+
+// Sharing gates on profiles pooled to gate_bins bins: a tau_sim at which pooling changes which
+// heads share on the host (found first, so the case tests the pooling), then device against host.
+TEST_F(DevicePlanner, GateBins) {
+  planner_case c = make_case(8320, 6, 2, 64, 3);  // 65 blocks pooled to 8 bins
+  c.gate_bins = 8;
+  bool found = false;
+  for (double tau : {0.3, 0.2, 0.15, 0.1}) {
+    c.tau_sim = tau;
+    planner_case plain = c;
+    plain.gate_bins = 0;
+    if (shared_heads_on_host(c) != shared_heads_on_host(plain)) {
+      found = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(found) << name_of(c) << ": no tau_sim where the pooled gate shares other heads";
+  compare_case(c);
+}
+
 TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));

@@ -30,6 +30,56 @@ TEST(JsDistance, KnownValuesAndZeroEntries) {
   EXPECT_FALSE(std::isnan(js_distance(p, u, 2)));
 }
 
+TEST(PooledJsDistance, PoolsContiguousBinsAndFallsBackToPlain) {
+  const float p[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.0f}, q[] = {0.3f, 0.0f, 0.1f, 0.1f, 0.5f};
+  for (int64_t bins : {0, 5, 6}) EXPECT_EQ(pooled_js_distance(p, q, 5, bins), js_distance(p, q, 5));
+  // 2 bins of 5 entries: [0, 2) and [2, 5).
+  const float p2[] = {0.3f, 0.7f}, q2[] = {0.3f, 0.7f};  // equal once pooled
+  EXPECT_NEAR(pooled_js_distance(p, q, 5, 2), js_distance(p2, q2, 2), 1e-7);
+  const float p3[] = {0.1f, 0.5f, 0.4f}, q3[] = {0.3f, 0.1f, 0.6f};  // [0, 1) [1, 3) [3, 5)
+  EXPECT_NEAR(pooled_js_distance(p, q, 5, 3), js_distance(p3, q3, 3), 1e-7);
+}
+
+// The same block attention seen at 4x the blocks (each block's mass split unevenly over its 4
+// sub-blocks, differently for the pivot and the candidate): the plain distance grows with the
+// blocks, the distance pooled to the coarse length's bins stays, so gate_bins keeps a tau_sim
+// that passes at the coarse length passing at the fine one.
+TEST(PooledJsDistance, GateMeansTheSameAtFourTimesTheBlocks) {
+  const int64_t coarse = 16, fine = 4 * coarse;
+  std::vector<float> pc(coarse), qc(coarse), pf(fine), qf(fine);
+  const std::vector<float> noise_p = testing::random_values(fine, 11, 0.1f, 1.0f);
+  const std::vector<float> noise_q = testing::random_values(fine, 12, 0.1f, 1.0f);
+  double sp = 0.0, sq = 0.0;
+  for (int64_t c = 0; c < coarse; ++c) {
+    pc[c] = 1.0f / static_cast<float>(c + 1);
+    qc[c] = 1.0f / static_cast<float>(c + 1) + (c == 3 ? 0.2f : 0.0f);
+    sp += pc[c], sq += qc[c];
+  }
+  for (int64_t c = 0; c < coarse; ++c) {
+    pc[c] = static_cast<float>(pc[c] / sp), qc[c] = static_cast<float>(qc[c] / sq);
+    double wp = 0.0, wq = 0.0;
+    for (int64_t j = 0; j < 4; ++j) wp += noise_p[4 * c + j], wq += noise_q[4 * c + j];
+    for (int64_t j = 0; j < 4; ++j) {
+      pf[4 * c + j] = static_cast<float>(pc[c] * noise_p[4 * c + j] / wp);
+      qf[4 * c + j] = static_cast<float>(qc[c] * noise_q[4 * c + j] / wq);
+    }
+  }
+  const double d_coarse = js_distance(pc.data(), qc.data(), coarse);
+  const double d_fine = js_distance(pf.data(), qf.data(), fine);
+  ASSERT_GT(d_fine, 2.0 * d_coarse) << "the case must show the distance growing with the blocks";
+  EXPECT_NEAR(pooled_js_distance(pf.data(), qf.data(), fine, coarse), d_coarse, 1e-6);
+
+  planner_params params;
+  params.tau_sim = 0.5 * (d_coarse + d_fine);
+  cluster_slot pivot;
+  pivot.pivot_v_blk = pivot.pivot_s_blk = pf;
+  EXPECT_FALSE(sharing_gate(params, pivot, qf.data(), qf.data(), fine));
+  params.gate_bins = coarse;
+  EXPECT_TRUE(sharing_gate(params, pivot, qf.data(), qf.data(), fine));
+  params.tau_sim = 0.5 * d_coarse;
+  EXPECT_FALSE(sharing_gate(params, pivot, qf.data(), qf.data(), fine));
+}
+
 TEST(TopK, ForcedIndexFirstTiesToLowerIndex) {
   const float x[] = {0.0f, 5.0f, 3.0f, 5.0f, 1.0f};
   EXPECT_EQ(top_k_forced(x, 5, 1, 0), (std::vector<int32_t>{0}));

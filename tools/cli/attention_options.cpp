@@ -41,6 +41,10 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
                   "Query blocks (from the end) the vertical/slash statistics average over (host "
                   "planner only)")
       ->capture_default_str();
+  sub->add_option("--gate-bins", p.gate_bins,
+                  "Pool the block profiles into this many bins before the sharing gates' JS "
+                  "distance, so --tau-sim means the same at every length (0 = the paper's gate)")
+      ->capture_default_str();
   return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
@@ -160,6 +164,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"tau_qa", p.tau_qa},
           {"min_budget", p.min_budget},
           {"pivot_is_medoid", p.pivot_is_medoid},
+          {"gate_bins", p.gate_bins},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)}};
