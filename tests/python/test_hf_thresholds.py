@@ -74,3 +74,14 @@ def test_backend_refits_a_rows_planner_when_its_length_crosses_an_entry():
     backend.begin_layer(0, (1000, 30000))
     row0, row1 = backend.planners_for(2)
     assert row0.params["min_budget"] == 1024 and row1.params["min_budget"] == 2048
+
+
+def test_gate_bins_is_not_a_length_threshold():
+    # The pooled sharing gate rides along with the map's entries instead of replacing them.
+    new_planner, entry_for = hf.planner_factory(settings_map(), "shareprefill", 30,
+                                                {"gate_bins": 64})
+    assert entry_for is not None
+    assert new_planner(32768).params["gate_bins"] == 64
+    assert new_planner(32768).params["min_budget"] == 2048
+    with pytest.raises(sp.Error, match="gate_bins must be in"):
+        sp.Planner(mode="vslash", gate_bins=-1)
