@@ -19,9 +19,11 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cmath>
 #include <set>
+#include <thread>
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
@@ -455,9 +457,18 @@ uint64_t device_hash(const T* at, int64_t count, uint64_t h = 146959810393466560
   return h;
 }
 
+// Holds the stream in a host callback for *static_cast<int*>(us) microseconds.
+void CUDART_CB hold_stream(void* us) {
+  std::this_thread::sleep_for(std::chrono::microseconds(*static_cast<const int*>(us)));
+}
+
 // Planning time of a whole layer at 32K and 128K (32/8/128 and 9/3/64), random bf16 inputs
 // (on the H200 no head came out query-aware on these: layer 0 makes pivots, later layers share),
-// with SP_PLANNER_TIMING=1 only. SP_PLANNER_TIMING=profile32 / profile9: one prompt of 2 shareprefill layers at 32K,
+// with SP_PLANNER_TIMING=1 only. Prompts 0-2 launch the plan onto an idle GPU (launch=direct:
+// the events include the gaps while the host enqueues its ~45 launches); prompts 3-5 hold the
+// stream in a 3 ms host callback first, so the whole plan is queued before the GPU reaches it
+// (launch=queued: the plan's GPU time, as in the model pipeline, where a layer's plan queues
+// behind the previous layer's attention). SP_PLANNER_TIMING=profile32 / profile9: one prompt of 2 shareprefill layers at 32K,
 // 32/8/128 / 9/3/64 (for a per-kernel profiler).
 TEST_F(DevicePlanner, Timing) {
   const char* env = std::getenv("SP_PLANNER_TIMING");
@@ -473,7 +484,8 @@ TEST_F(DevicePlanner, Timing) {
     shapes = {how == "profile32" ? shape_t{32, 8, 128} : shape_t{9, 3, 64}};
     modes = {plan_mode::shareprefill};
   }
-  const int prompts = profile ? 1 : 3;
+  const int prompts = profile ? 1 : 6;
+  int hold_us = 3000;
   for (int64_t n : lengths) {
     for (const shape_t& shape : shapes) {
       for (plan_mode mode : modes) {
@@ -500,7 +512,11 @@ TEST_F(DevicePlanner, Timing) {
         for (int prompt = 0; prompt < prompts; ++prompt) {
           dev.dp.begin_prompt(dev.state, dev.st.data(), static_cast<int64_t>(dev.st.size()), n,
                               nullptr);
+          const bool queued = prompt >= 3;
           for (int64_t layer = 0; layer < c.layers; ++layer) {
+            if (queued) {
+              ASSERT_EQ(cudaLaunchHostFunc(nullptr, hold_stream, &hold_us), cudaSuccess);
+            }
             cudaEventRecord(e0);
             const device_plan_output out = dev.dp.plan(layer, q, k, dev.state, dev.ws.data(),
                                                        static_cast<int64_t>(dev.ws.size()), nullptr);
@@ -531,12 +547,12 @@ TEST_F(DevicePlanner, Timing) {
             }
             int64_t counts[head_kind_count] = {};
             for (head_kind kd : kinds) ++counts[static_cast<int>(kd)];
-            std::printf("PLANNER_TIMING n=%lld shape=%lld/%lld/%lld mode=%s prompt=%d layer=%lld plan_ms=%.3f "
+            std::printf("PLANNER_TIMING n=%lld shape=%lld/%lld/%lld mode=%s prompt=%d launch=%s layer=%lld plan_ms=%.3f "
                         "publish_ms=%.3f workspace_mb=%.1f kinds(d/p/s/qa/vs)=%lld/%lld/%lld/%lld/%lld "
                         "plan_hash=%016llx profile_hash=%016llx\n",
                         static_cast<long long>(n), static_cast<long long>(c.heads),
                         static_cast<long long>(c.kv_heads), static_cast<long long>(c.dim),
-                        plan_mode_name(mode), prompt,
+                        plan_mode_name(mode), prompt, queued ? "queued" : "direct",
                         static_cast<long long>(layer), plan_ms, publish_ms,
                         static_cast<double>(dev.ws.size()) / (1 << 20),
                         static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
