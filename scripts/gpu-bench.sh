@@ -3,13 +3,12 @@
 # cases, benchmark our CUDA attention at N = 32768 and 131072 for Llama-3-8B (32/8/128) and
 # SmolLM2 (9/3/64) shapes over densities 1, 0.5, 0.2, 0.1, 0.05, time cuDNN SDPA on the same
 # shapes in the same run, and print ours/cuDNN ratios last. Both kernel paths are benched
-# (SP_CUDA_KERNEL=hopper and =portable; PATHS="hopper" limits it); the hopper path with each grid
-# of GRIDS (SP_CUDA_HOPPER_GRID: "dynamic", the default, or "dynamic:<ctas>"; the per_item and
-# persistent grids and the overlap mainloop were removed, docs/CUDA.md). The test step runs
+# (`bench attention --kernel hopper` and `portable`; PATHS="hopper" limits it); the hopper path
+# with each CTA count of CTAS (`--ctas`, default "0": one CTA per SM). The test step runs
 # every tests/cuda test; the layer step times whole SharePrefill layers (bench layer) and cuDNN.
 # SANITIZE_FILTER overrides the gtest filter of the sanitizer step. The profile step runs Nsight
-# Compute (full set) on one hopper launch per case of PROFILE_CASES ("N H Hkv D density grid
-# serial", ';'-separated) and prints the headline metrics. JSON lines, reports and the log go
+# Compute (full set) on one hopper launch per case of PROFILE_CASES ("N H Hkv D density ctas",
+# ';'-separated; ctas 0 = one per SM) and prints the headline metrics. JSON lines, reports and the log go
 # to $OUT.
 # The compare step alternates our kernel (default configuration; full mask and density 0.05)
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
@@ -197,19 +196,17 @@ PY
       : >"$J"
       for variant in $(for p in ${PATHS:-hopper portable}; do
                          if [ "$p" = hopper ]; then
-                           for g in ${GRIDS:-dynamic}; do for m in ${MAINLOOPS:-serial}; do
-                             echo "hopper/$g/$m"; done; done
-                         else echo "$p/-/-"; fi; done); do
-        IFS=/ read -r path grid mainloop <<<"$variant"
+                           for c in ${CTAS:-0}; do echo "hopper/$c"; done
+                         else echo "$p/0"; fi; done); do
+        IFS=/ read -r path ctas <<<"$variant"
         for shape in "32 8 128" "9 3 64"; do
           set -- $shape
           for n in ${BENCH_N:-32768 131072}; do
             rows=2; [ "$n" = 131072 ] && rows=1
-            SP_CUDA_KERNEL=$path SP_CUDA_HOPPER_GRID=${grid/-/dynamic} \
-              SP_CUDA_HOPPER_MAINLOOP=${mainloop/-/serial} timeout 300 "$BIN/shareprefill" bench attention \
-              --device cuda --n $n --heads $1 --kv-heads $2 --dim $3 \
+            timeout 300 "$BIN/shareprefill" bench attention --device cuda --kernel $path --ctas $ctas \
+              --n $n --heads $1 --kv-heads $2 --dim $3 \
               --densities ${DENSITIES:-1,0.5,0.2,0.1,0.05} --repeats 5 --sample-rows $rows --json |
-              sed "s/^{/{\"grid\":\"$grid\",\"mainloop\":\"$mainloop\",/" | tee -a "$J"
+              sed "s/^{/{\"ctas\":$ctas,/" | tee -a "$J"
           done
         done
       done
@@ -219,11 +216,11 @@ PY
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 sdpa = {(r["n"], r["heads"], r["dim"]): r for r in (json.loads(l) for l in open(sys.argv[2]) if l.startswith("{"))}
-print(f"{'path':>8} {'grid':>10} {'loop':>7} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
+print(f"{'path':>8} {'ctas':>5} {'n':>7} {'H/Hkv/D':>9} {'dens':>5} {'meas':>6} {'ours_ms':>9} {'TF_eff':>7} {'TF_comp':>7} {'cudnn_ms':>9} {'ours/cudnn':>10} {'t/(d*full)':>10} {'pivotx':>6} {'rel_err':>8}")
 for r in ours:
     c = sdpa.get((r["n"], r["heads"], r["dim"]))
     cms = c["ms"] if c else float("nan")
-    print(f"{r.get('path', '?'):>8} {r.get('grid', '-'):>10} {r.get('mainloop', '-'):>7} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
+    print(f"{r.get('path', '?'):>8} {r.get('ctas', 0) or 'SMs':>5} {r['n']:>7} {r['heads']:>3}/{r['kv_heads']}/{r['dim']:<3} {r['density']:>5} {r['measured_density']:>6.3f} "
           f"{r['sparse_ms']:>9.3f} {r['tflops_effective']:>7.1f} {r['tflops_computed']:>7.1f} {cms:>9.3f} "
           f"{cms / r['sparse_ms']:>10.3f} {r['sparse_ms'] / (r['measured_density'] * r['dense_ms']):>10.3f} "
           f"{r['pivot_overhead']:>6.3f} {r['rel_err']:>8.1e}")
@@ -268,17 +265,17 @@ for n, h, hkv, d in shapes:
 PY
       ;;
     profile)
-      IFS=';' read -ra cases <<<"${PROFILE_CASES:-32768 32 8 128 1 dynamic serial}"
+      IFS=';' read -ra cases <<<"${PROFILE_CASES:-32768 32 8 128 1 0}"
       for c in "${cases[@]}"; do
-        read -r n h hkv d dens grid mainloop <<<"$c"
-        name=ncu_${n}_${h}_${hkv}_${d}_${dens}_${grid}_${mainloop}
+        read -r n h hkv d dens ctas <<<"$c"
+        name=ncu_${n}_${h}_${hkv}_${d}_${dens}_${ctas}
         # bench attention launches warm-up 2 + 1 timed run each on the full mask, then on the
         # all-pivot mask, then per density: skip to the density's own launch.
         skip=6; [ "$dens" = 1 ] && skip=0
-        SP_CUDA_KERNEL=hopper SP_CUDA_HOPPER_GRID=$grid SP_CUDA_HOPPER_MAINLOOP=$mainloop \
-          timeout 400 ncu --clock-control none --set full --import-source no \
+        timeout 400 ncu --clock-control none --set full --import-source no \
           --kernel-name regex:hopper_fwd --launch-skip $skip --launch-count 1 -f -o "$OUT/$name" \
-          "$BIN/shareprefill" bench attention --device cuda --n $n --heads $h --kv-heads $hkv \
+          "$BIN/shareprefill" bench attention --device cuda --kernel hopper --ctas $ctas \
+          --n $n --heads $h --kv-heads $hkv \
           --dim $d --densities $dens --repeats 1 --sample-rows 1 >"$OUT/$name.log" 2>&1
         echo "== $c (ncu rc $?)"
         ncu --import "$OUT/$name.ncu-rep" --page details --print-units base 2>&1 |

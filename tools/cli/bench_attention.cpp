@@ -199,6 +199,13 @@ void setup_bench(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--chunk", o->chunk, "chunked prefill in chunks of C tokens vs one call");
   sub->add_flag("--split", o->split, "key halves merged by their LSE vs one call");
+  sub->add_option("--kernel", o->kernel,
+                  "--device cuda: auto (hopper on sm_90a, else portable), portable or hopper")
+      ->check(CLI::IsMember({"auto", "portable", "hopper"}))
+      ->capture_default_str();
+  sub->add_option("--ctas", o->ctas, "--device cuda, hopper kernel: CTAs (0 = one per SM)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
+      ->capture_default_str();
   add_json_option(sub, o->json, "one object per density");
   sub->callback([o, device] {
     check(o->repeats > 0, "bench attention", "--repeats must be positive, got ", o->repeats);

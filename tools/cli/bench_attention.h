@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "json_output.h"
@@ -29,6 +30,9 @@ struct attention_bench_options {
   int64_t tie_band = 1;          // --tie-band: the batch schedule's band (varlen_plan_build)
   int64_t chunk = 0;             // --chunk C: chunked prefill vs one call
   bool split = false;            // --split: key halves merged by LSE vs one call
+  // --device cuda: the kernel (cuda_attention_options)
+  std::string kernel = "auto";  // --kernel auto | portable | hopper
+  int64_t ctas = 0;             // --ctas: the hopper kernel's grid; 0 = one CTA per SM
 };
 
 // Random block-causal mask with about `density` of the causal tiles per head; the diagonal tile

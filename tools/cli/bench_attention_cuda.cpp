@@ -3,13 +3,11 @@
 // of the requested densities, plus the full mask with every head a pivot (block attention A
 // fused in). Reports TFLOP/s both as causal-dense FLOPs 2*N^2*D*H / time (tflops_effective) and
 // as the FLOPs of the tiles actually computed (tflops_computed), a sampled error vs the fp64
-// oracle, and which kernel ran. The kernel options come from the environment
-// (cuda_options_from_env below). Inputs are random bf16, generated for 2048 tokens and tiled over
-// N (fast to build).
+// oracle, and which kernel ran (--kernel, --ctas). Inputs are random bf16, generated for 2048
+// tokens and tiled over N (fast to build).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -30,38 +28,13 @@ std::vector<uint16_t> tiled_random_bf16(int64_t n, int64_t heads, int64_t dim, u
   return tiled_random_values<uint16_t>(n, heads, dim, seed, fp32_to_bf16);
 }
 
-// The benches' (and scripts/gpu-bench.sh's) environment variables mapped onto the typed options:
-//   SP_CUDA_KERNEL = auto (default) | portable | hopper
-//   SP_CUDA_HOPPER_GRID = dynamic (default: one CTA per SM) | dynamic:<ctas>
-//   SP_CUDA_HOPPER_MAINLOOP = serial (the only mainloop; accepted so the scripts' defaults work)
-// The per_item and persistent grids and the overlap mainloop were removed (docs/CUDA.md): asking
-// for them is an error, not a silent fallback.
-cuda_attention_options cuda_options_from_env(const char* fn) {
-  auto env = [](const char* name, const char* fallback) {
-    const char* value = std::getenv(name);
-    return std::string(value != nullptr && *value != 0 ? value : fallback);
-  };
+// --kernel and --ctas as the kernel's options.
+cuda_attention_options cuda_options_of(const attention_bench_options& o) {
   cuda_attention_options options;
-  const std::string kernel = env("SP_CUDA_KERNEL", "auto");
-  check(kernel == "auto" || kernel == "portable" || kernel == "hopper", fn, "SP_CUDA_KERNEL=",
-        kernel, " (auto, portable or hopper expected)");
-  options.kernel = kernel == "portable" ? cuda_kernel::portable
-                   : kernel == "hopper" ? cuda_kernel::hopper
-                                        : cuda_kernel::automatic;
-  const std::string grid = env("SP_CUDA_HOPPER_GRID", "dynamic");
-  const std::string prefix = "dynamic:";
-  if (grid != "dynamic") {
-    char* end = nullptr;
-    const long long ctas = grid.compare(0, prefix.size(), prefix) == 0
-                               ? std::strtoll(grid.c_str() + prefix.size(), &end, 10)
-                               : 0;
-    check(ctas > 0 && end != nullptr && *end == 0, fn, "SP_CUDA_HOPPER_GRID=", grid,
-          " (dynamic or dynamic:<ctas> expected; per_item and persistent were removed)");
-    options.ctas = ctas;
-  }
-  const std::string mainloop = env("SP_CUDA_HOPPER_MAINLOOP", "serial");
-  check(mainloop == "serial", fn, "SP_CUDA_HOPPER_MAINLOOP=", mainloop,
-        " (serial is the only mainloop; overlap was removed)");
+  options.kernel = o.kernel == "portable" ? cuda_kernel::portable
+                   : o.kernel == "hopper" ? cuda_kernel::hopper
+                                          : cuda_kernel::automatic;
+  options.ctas = o.ctas;
   return options;
 }
 
@@ -95,7 +68,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
   const tensor_view doutv = device_view(dout.data(), {o.n, o.heads, o.dim}, dtype::bf16);
   const tensor_view dlsev = device_view(dlse.data(), {o.heads, o.n}, dtype::f32);
   const int warmup = 2;
-  const cuda_attention_options options = cuda_options_from_env(fn);
+  const cuda_attention_options options = cuda_options_of(o);
   const std::string path = cuda_kernel_name(cuda_attention_kernel(options));
 
   auto time_mask = [&](const device_layer_plan& plan, const tensor_view& block_attention) {
