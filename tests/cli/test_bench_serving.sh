@@ -73,6 +73,8 @@ expect_error "--seqlens: length 0" bench attention "${shape[@]}" --seqlens 5,0
 expect_error "are exclusive" bench attention "${shape[@]}" --split --chunk 128
 expect_error "--chunk 1000 (a positive multiple" bench chunk-plan --chunk 1000
 expect_error "--chunk 1000 (a multiple of the block size 128" bench layer --device cpu --n 4096 --chunk 1000
+expect_error "--kernel: wgmma not in {auto,portable,hopper}" bench attention "${shape[@]}" --kernel wgmma
+expect_error "--ctas: Value -1 not in range" bench attention "${shape[@]}" --ctas -1
 expect_error "--chunk-state: kept not in {fresh,carried}" bench layer --device cpu --n 4096 --chunk 1024 --chunk-state kept
 
 [ $failures -eq 0 ] && echo "bench serving: all cases passed" || echo "bench serving: $failures failed"
