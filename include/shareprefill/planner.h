@@ -72,6 +72,11 @@ double tile_coverage_ratio(const float* a, int64_t n_blocks, const std::vector<t
 
 std::vector<tile> causal_tiles(int64_t n_blocks);
 
+// The share of a head's last-block attention that a pattern covers in the last query block: the
+// sum of v_blk[c] over the pattern's tiles (n_blocks - 1, c) (planner_params::gate_coverage).
+// v_blk: [n_blocks] the head's key-block masses of its last query block (sum 1).
+double last_row_coverage(const std::vector<tile>& pattern, const float* v_blk, int64_t n_blocks);
+
 // ---- Planner state and output ----
 
 // Per shared cluster, for the current prompt.
@@ -95,9 +100,14 @@ struct deferred_head {
 };
 
 // The three sharing gates of section 2C: JSd(pivot v_blk, v_blk) < tau_sim, JSd(pivot s_blk,
-// s_blk) < tau_sim and the pivot's vs_ratio < tau_fb. v_blk, s_blk: [nb] of the candidate head.
+// s_blk) < tau_sim and the pivot's vs_ratio < tau_fb; with gate_coverage > 0 also
+// last_row_coverage(pivot pattern, v_blk) >= gate_coverage. v_blk, s_blk: [nb] of the candidate.
 bool sharing_gate(const planner_params& params, const cluster_slot& pivot, const float* v_blk,
                   const float* s_blk, int64_t n_blocks);
+// The fourth gate alone: true when gate_coverage is 0 (off) or the pivot's pattern covers
+// at least gate_coverage of v_blk in its row n_blocks - 1.
+bool coverage_gate(const planner_params& params, const cluster_slot& pivot, const float* v_blk,
+                   int64_t n_blocks);
 
 // ---- Chunked prefill with a carried sharing state (issue 16; docs/PLANNER.md) ----
 

@@ -60,6 +60,11 @@ struct planner_params {
   // blocks (docs/RESULTS.md, "What the 32K entry of the settings map does") and no head shares
   // past 24K tokens. 64 = the block profiles of 8K tokens, unchanged up to 8K. Both planners.
   int64_t gate_bins = 0;
+  // Beyond the reference (0 = off): a fourth sharing gate, on what sharing is for. The pivot's
+  // published pattern must cover at least gate_coverage of the candidate's own attention in the
+  // last query block, the one block where the planner knows that attention exactly (its key-block
+  // masses v_blk): last_row_coverage. Set tau_sim to 1 to gate on coverage alone. Both planners.
+  double gate_coverage = 0.0;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

@@ -73,6 +73,8 @@ void planner_params::validate() const {
         " tokens) must be 0 (none) or >= min_budget (", min_budget, ")");
   check(estimation_blocks >= 1 && estimation_blocks <= 4096, fn,
         "estimation_blocks must be in [1, 4096], got ", estimation_blocks);
+  check(gate_coverage >= 0.0 && gate_coverage <= 1.0, fn,
+        "gate_coverage must be in [0, 1] (0 = off), got ", gate_coverage);
   check(gate_bins >= 0 && gate_bins <= 1 << 20, fn, "gate_bins must be in [0, 1048576], got ",
         gate_bins);
   check(!(pivot_is_medoid && pivot_prefers_dense), fn,
@@ -122,6 +124,7 @@ nlohmann::json planner_params::to_json() const {
           {"pivot_prefers_dense", pivot_prefers_dense},
           {"estimation_blocks", estimation_blocks},
           {"gate_bins", gate_bins},
+          {"gate_coverage", gate_coverage},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads},
           {"head_gammas", head_gammas_record(head_gammas)}};

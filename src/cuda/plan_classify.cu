@@ -171,8 +171,16 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
                              block_sum(pivot_s_end, common, scratch),
                              block_sum(s_end, common, scratch), r.gate_bins);
   }
+  bool covered = true;
+  if (r.gate_coverage > 0.0) {  // the pattern's last row against the head's key-block masses
+    const uint32_t* last_row = st.pattern_bits + (slot * nb + nb - 1) * p.s.words;
+    double sum = 0.0;
+    for (int64_t c = threadIdx.x; c < nb; c += blockDim.x)
+      if ((last_row[c / 32] >> (c % 32)) & 1u) sum += v[c];
+    covered = block_reduce<false>(sum, scratch) >= r.gate_coverage;
+  }
   if (threadIdx.x == 0) {
-    p.gate_ok[h] = js_v < r.tau_sim && js_s < r.tau_sim && st.vs_ratio[slot] < r.tau_fb;
+    p.gate_ok[h] = js_v < r.tau_sim && js_s < r.tau_sim && st.vs_ratio[slot] < r.tau_fb && covered;
     p.gate_dist[2 * h] = static_cast<float>(js_v);
     p.gate_dist[2 * h + 1] = static_cast<float>(js_s);
   }

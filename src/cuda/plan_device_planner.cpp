@@ -301,6 +301,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.head_gamma = static_cast<const double*>(m.head_gamma_device.data()) + layer * m.heads;
   r.tau_sim = pp.tau_sim;
   r.gate_bins = pp.gate_bins;
+  r.gate_coverage = pp.gate_coverage;
   r.tau_fb = pp.tau_fb;
   r.tau_qa = pp.tau_qa;
   r.dense_layer = dense_layer;

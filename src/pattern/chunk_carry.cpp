@@ -36,7 +36,7 @@ bool carried_sharing_gate(const planner_params& p, const cluster_slot& slot, con
   const std::vector<float> cs = renormalised(s_blk, n_blocks - common, common);
   return pooled_js_distance(pv.data(), cv.data(), common, p.gate_bins) < p.tau_sim &&
          pooled_js_distance(ps.data(), cs.data(), common, p.gate_bins) < p.tau_sim &&
-         slot.pivot_vs_ratio < p.tau_fb;
+         slot.pivot_vs_ratio < p.tau_fb && coverage_gate(p, slot, v_blk, n_blocks);
 }
 
 void planner::begin_chunk(plan_state& state, int64_t n_tokens) const {

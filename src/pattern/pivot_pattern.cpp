@@ -45,4 +45,15 @@ double tile_coverage_ratio(const float* a, int64_t n_blocks, const std::vector<t
   return total > 0.0 ? covered / total : 0.0;
 }
 
+double last_row_coverage(const std::vector<tile>& pattern, const float* v_blk, int64_t n_blocks) {
+  std::vector<uint8_t> in_row(static_cast<size_t>(n_blocks), 0);
+  for (const tile& t : pattern)
+    if (t.first == n_blocks - 1 && t.second >= 0 && t.second < n_blocks)
+      in_row[static_cast<size_t>(t.second)] = 1;
+  double covered = 0.0;
+  for (int64_t c = 0; c < n_blocks; ++c)
+    if (in_row[static_cast<size_t>(c)]) covered += v_blk[c];
+  return covered;
+}
+
 }  // namespace sp

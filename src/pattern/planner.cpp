@@ -22,13 +22,19 @@ std::vector<tile> merged(std::vector<tile> a, const std::vector<tile>& b) {
 
 }  // namespace
 
+bool coverage_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
+                   int64_t n_blocks) {
+  return p.gate_coverage <= 0.0 ||
+         last_row_coverage(slot.pivot_pattern, v_blk, n_blocks) >= p.gate_coverage;
+}
+
 bool sharing_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
                   const float* s_blk, int64_t n_blocks) {
   if (static_cast<int64_t>(slot.pivot_v_blk.size()) != n_blocks)  // carried from a chunk
     return carried_sharing_gate(p, slot, v_blk, s_blk, n_blocks);
   return pooled_js_distance(slot.pivot_v_blk.data(), v_blk, n_blocks, p.gate_bins) < p.tau_sim &&
          pooled_js_distance(slot.pivot_s_blk.data(), s_blk, n_blocks, p.gate_bins) < p.tau_sim &&
-         slot.pivot_vs_ratio < p.tau_fb;
+         slot.pivot_vs_ratio < p.tau_fb && coverage_gate(p, slot, v_blk, n_blocks);
 }
 
 planner::planner(const planner_params& params, int64_t layers, int64_t heads,

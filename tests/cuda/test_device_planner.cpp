@@ -335,6 +335,25 @@ TEST_F(DevicePlanner, GateBins) {
   compare_case(c);
 }
 
+// The coverage gate (tau_sim 1: the JS gates open): a coverage at which it changes which heads
+// share on the host (found first, so the case tests it), then device against host.
+TEST_F(DevicePlanner, GateCoverage) {
+  planner_case c = make_case(8320, 6, 2, 64, 3);
+  c.tau_sim = 1.0;
+  bool found = false;
+  for (double coverage : {0.9, 0.95, 0.8, 0.98, 0.7}) {
+    c.gate_coverage = coverage;
+    planner_case open = c;
+    open.gate_coverage = 0.0;
+    if (shared_heads_on_host(c) != shared_heads_on_host(open)) {
+      found = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(found) << name_of(c) << ": no coverage where the gate changes which heads share";
+  compare_case(c);
+}
+
 TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));

@@ -80,6 +80,30 @@ TEST(PooledJsDistance, GateMeansTheSameAtFourTimesTheBlocks) {
   EXPECT_FALSE(sharing_gate(params, pivot, qf.data(), qf.data(), fine));
 }
 
+TEST(LastRowCoverage, SumsTheHeadsMassUnderThePatternsLastRow) {
+  // nb = 4: the pattern's last row holds key blocks 0 and 2 (and a duplicate of 0); rows above
+  // do not count.
+  const std::vector<tile> pattern{{0, 0}, {3, 0}, {3, 2}, {2, 1}, {3, 0}};
+  const float v[] = {0.5f, 0.25f, 0.125f, 0.125f};
+  EXPECT_DOUBLE_EQ(last_row_coverage(pattern, v, 4), 0.625);
+  EXPECT_DOUBLE_EQ(last_row_coverage({}, v, 4), 0.0);
+
+  planner_params params;
+  params.tau_sim = 1.0;  // the JS gates pass
+  cluster_slot pivot;
+  pivot.pivot_v_blk.assign(v, v + 4);
+  pivot.pivot_s_blk.assign(v, v + 4);
+  pivot.pivot_pattern = pattern;
+  EXPECT_TRUE(sharing_gate(params, pivot, v, v, 4));  // gate_coverage 0: off
+  params.gate_coverage = 0.6;
+  EXPECT_TRUE(sharing_gate(params, pivot, v, v, 4));
+  params.gate_coverage = 0.7;
+  EXPECT_FALSE(sharing_gate(params, pivot, v, v, 4));
+  params.gate_coverage = 1.5;
+  EXPECT_NE(testing::error_of([&] { params.validate(); }).find("gate_coverage must be in [0, 1]"),
+            std::string::npos);
+}
+
 TEST(TopK, ForcedIndexFirstTiesToLowerIndex) {
   const float x[] = {0.0f, 5.0f, 3.0f, 5.0f, 1.0f};
   EXPECT_EQ(top_k_forced(x, 5, 1, 0), (std::vector<int32_t>{0}));

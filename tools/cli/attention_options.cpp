@@ -45,6 +45,10 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
                   "Pool the block profiles into this many bins before the sharing gates' JS "
                   "distance, so --tau-sim means the same at every length (0 = the paper's gate)")
       ->capture_default_str();
+  sub->add_option("--gate-coverage", p.gate_coverage,
+                  "Share only where the pivot's pattern covers at least this much of the head's "
+                  "own last-block attention (0 = off; with --tau-sim 1 the only similarity gate)")
+      ->capture_default_str();
   return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
@@ -165,6 +169,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"min_budget", p.min_budget},
           {"pivot_is_medoid", p.pivot_is_medoid},
           {"gate_bins", p.gate_bins},
+          {"gate_coverage", p.gate_coverage},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)}};
