@@ -65,6 +65,10 @@ struct planner_params {
   // last query block, the one block where the planner knows that attention exactly (its key-block
   // masses v_blk): last_row_coverage. Set tau_sim to 1 to gate on coverage alone. Both planners.
   double gate_coverage = 0.0;
+  // Beyond the reference (off = the reference): a shared head keeps its own adaptive
+  // vertical-slash budgets (nV, nS of step A) instead of the minimum budget, so the pivot's
+  // pattern adds tiles to the head's own estimate rather than replacing most of it. Both planners.
+  bool shared_keeps_budget = false;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

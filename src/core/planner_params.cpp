@@ -125,6 +125,7 @@ nlohmann::json planner_params::to_json() const {
           {"estimation_blocks", estimation_blocks},
           {"gate_bins", gate_bins},
           {"gate_coverage", gate_coverage},
+          {"shared_keeps_budget", shared_keeps_budget},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads},
           {"head_gammas", head_gammas_record(head_gammas)}};

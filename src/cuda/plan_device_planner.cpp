@@ -302,6 +302,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.tau_sim = pp.tau_sim;
   r.gate_bins = pp.gate_bins;
   r.gate_coverage = pp.gate_coverage;
+  r.shared_keeps_budget = pp.shared_keeps_budget;
   r.tau_fb = pp.tau_fb;
   r.tau_qa = pp.tau_qa;
   r.dense_layer = dense_layer;

@@ -207,6 +207,7 @@ struct plan_rules {
   double gamma = 0.95, tau_sim = 0.5, tau_fb = 0.95, tau_qa = 0.1;
   int64_t gate_bins = 0;       // planner_params::gate_bins
   double gate_coverage = 0.0;  // planner_params::gate_coverage
+  bool shared_keeps_budget = false;  // planner_params::shared_keeps_budget
   // head_gamma: [H] the planned layer's gamma per head (device; the global gamma where a head
   // has none): budgets (A) and query-aware tiles (E). Null: `gamma` for every head. Publish (G)
   // uses `gamma` only (a pivot's pattern keeps the global gamma, as on the host).

@@ -29,7 +29,8 @@ __global__ void selection_kernel(plan_pointers p, plan_rules r) {
   const int64_t h = blockIdx.x, nb = s.nb, words = s.words;
   const uint8_t kind = p.kinds[h];
   if (kind == kind_dense) return;
-  const bool min_budget = kind == kind_query_aware || kind == kind_shared;
+  const bool min_budget =
+      kind == kind_query_aware || (kind == kind_shared && !r.shared_keeps_budget);
   const int32_t kv = min_budget ? r.min_blocks : p.budgets[2 * h];
   const int32_t ks = min_budget ? r.min_blocks : p.budgets[2 * h + 1];
   const int32_t* rank_v = p.rank + h * nb;

@@ -224,7 +224,11 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
         tiles[h] = causal_tiles(nb);
         break;
       case head_kind::shared:
-        tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b, min_b),
+        tiles[h] = merged(params_.shared_keeps_budget
+                              ? vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb,
+                                                     st.vertical_blocks, st.slash_blocks)
+                              : vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b,
+                                                     min_b),
                           state.clusters[c].pivot_pattern);
         break;
       case head_kind::query_aware:
@@ -293,7 +297,9 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
     out.deferred_heads.push_back(d.head);
     if (slot.has_pattern && sharing_gate(params_, slot, d.v_blk.data(), d.s_blk.data(), nb)) {
       out.kinds[d.head] = head_kind::shared;
-      tiles[d.head] = merged(vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, min_b, min_b),
+      const int64_t nv = params_.shared_keeps_budget ? d.vertical_blocks : min_b;
+      const int64_t ns = params_.shared_keeps_budget ? d.slash_blocks : min_b;
+      tiles[d.head] = merged(vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, nv, ns),
                              slot.pivot_pattern);
     } else {
       out.kinds[d.head] = head_kind::vertical_slash;

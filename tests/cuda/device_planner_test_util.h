@@ -32,6 +32,7 @@ struct planner_case {
   double tau_sim = 0.5;
   int64_t gate_bins = 0;  // planner_params::gate_bins
   double gate_coverage = 0.0;  // planner_params::gate_coverage
+  bool shared_keeps_budget = false;
   uint64_t seed = 7;
 };
 
@@ -51,7 +52,8 @@ inline std::string name_of(const planner_case& c) {
              " mode=", plan_mode_name(c.mode), c.synthetic ? " synthetic" : " random",
              " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size(),
              " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size(), " tau_sim=", c.tau_sim,
-             " gate_bins=", c.gate_bins, " gate_coverage=", c.gate_coverage);
+             " gate_bins=", c.gate_bins, " gate_coverage=", c.gate_coverage,
+             c.shared_keeps_budget ? " shared_keeps_budget" : "");
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -108,6 +110,7 @@ inline planner_params params_of(const planner_case& c) {
   p.tau_sim = c.tau_sim;
   p.gate_bins = c.gate_bins;
   p.gate_coverage = c.gate_coverage;
+  p.shared_keeps_budget = c.shared_keeps_budget;
   return p;
 }
 

@@ -354,6 +354,14 @@ TEST_F(DevicePlanner, GateCoverage) {
   compare_case(c);
 }
 
+// Shared heads with their own adaptive budgets (shared_keeps_budget), device against host.
+TEST_F(DevicePlanner, SharedKeepsBudget) {
+  planner_case c = make_case(8320, 6, 2, 64, 3);
+  c.shared_keeps_budget = true;
+  ASSERT_GT(shared_heads_on_host(c), 0) << name_of(c) << ": no head shares";
+  compare_case(c);
+}
+
 TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));

@@ -127,6 +127,30 @@ TEST(PlannerState, PivotsThenSharingOnlyInLaterLayersInsideTheClusterForSharedCl
                                        r.state.clusters[0].pivot_vs_tiles));
 }
 
+// shared_keeps_budget: a shared head's tiles are its pivot's pattern plus its own adaptive
+// vertical-slash tiles (nV, nS), not the minimum budget's.
+TEST(PlannerState, SharedKeepsBudgetAddsThePatternToTheHeadsOwnTiles) {
+  const cluster_map m = test_map();
+  planner_params params = open_params();
+  params.shared_keeps_budget = true;
+  runner r(params, &m);
+  r.run(0, inputs().l0);
+  const layer_plan p1 = r.run(1, inputs().l0);
+  ASSERT_EQ(p1.kinds, (std::vector<hk>{hk::shared, hk::shared, hk::shared, hk::vertical_slash}));
+  const auto st = r.stats(inputs().l0);
+  bool more_than_min = false;
+  for (int h : {0, 1, 2}) {
+    std::set<tile> want = as_set(r.state.clusters[h == 2 ? 1 : 0].pivot_pattern);
+    const std::set<tile> pattern_only = want;
+    for (const tile& t : vertical_slash_tiles(st[h].v_blk.data(), st[h].s_blk.data(), n_blocks,
+                                              st[h].vertical_blocks, st[h].slash_blocks))
+      want.insert(t);
+    EXPECT_EQ(as_set(p1.mask.tiles_of(h)), want) << "head " << h;
+    more_than_min |= st[h].vertical_blocks > 1 || st[h].slash_blocks > 1;
+  }
+  EXPECT_TRUE(more_than_min) << "the budgets equal minB: the case would not test the option";
+}
+
 TEST(PlannerState, QueryAwareHeadsNeverPivotNorShare) {
   const cluster_map m = test_map();
   planner_params p = open_params();

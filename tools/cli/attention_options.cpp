@@ -49,6 +49,9 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
                   "Share only where the pivot's pattern covers at least this much of the head's "
                   "own last-block attention (0 = off; with --tau-sim 1 the only similarity gate)")
       ->capture_default_str();
+  sub->add_flag("--shared-keeps-budget", p.shared_keeps_budget,
+                "A shared head keeps its own adaptive vertical-slash budgets (the pivot's "
+                "pattern is added to them) instead of the minimum budget");
   return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
@@ -170,6 +173,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"pivot_is_medoid", p.pivot_is_medoid},
           {"gate_bins", p.gate_bins},
           {"gate_coverage", p.gate_coverage},
+          {"shared_keeps_budget", p.shared_keeps_budget},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)}};
