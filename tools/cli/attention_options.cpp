@@ -43,7 +43,7 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
       ->capture_default_str();
   sub->add_option("--gate-bins", p.gate_bins,
                   "Pool the block profiles into this many bins before the sharing gates' JS "
-                  "distance, so --tau-sim means the same at every length (0 = the paper's gate)")
+                  "distance, one resolution at every length (0 = the paper's gate)")
       ->capture_default_str();
   sub->add_option("--gate-coverage", p.gate_coverage,
                   "Share only where the pivot's pattern covers at least this much of the head's "
