@@ -316,22 +316,29 @@ int64_t shared_heads_on_host(const planner_case& c) {
   return shared;
 }
 
+// The first of `values` at which set(case, value) makes the host planner share other heads than
+// without_option(case) does, applied to c; false if none does (the case would not test the option).
+template <class Set, class Without>
+bool set_where_sharing_changes(planner_case& c, std::initializer_list<double> values, Set set,
+                               Without without_option) {
+  for (double value : values) {
+    set(c, value);
+    planner_case without = c;
+    without_option(without);
+    if (shared_heads_on_host(c) != shared_heads_on_host(without)) return true;
+  }
+  return false;
+}
+
 // Sharing gates on profiles pooled to gate_bins bins: a tau_sim at which pooling changes which
 // heads share on the host (found first, so the case tests the pooling), then device against host.
 TEST_F(DevicePlanner, GateBins) {
   planner_case c = make_case(8320, 6, 2, 64, 3);  // 65 blocks pooled to 8 bins
   c.gate_bins = 8;
-  bool found = false;
-  for (double tau : {0.3, 0.2, 0.15, 0.1}) {
-    c.tau_sim = tau;
-    planner_case plain = c;
-    plain.gate_bins = 0;
-    if (shared_heads_on_host(c) != shared_heads_on_host(plain)) {
-      found = true;
-      break;
-    }
-  }
-  ASSERT_TRUE(found) << name_of(c) << ": no tau_sim where the pooled gate shares other heads";
+  ASSERT_TRUE(set_where_sharing_changes(
+      c, {0.3, 0.2, 0.15, 0.1}, [](planner_case& x, double v) { x.tau_sim = v; },
+      [](planner_case& x) { x.gate_bins = 0; }))
+      << name_of(c) << ": no tau_sim where the pooled gate shares other heads";
   compare_case(c);
 }
 
@@ -340,17 +347,10 @@ TEST_F(DevicePlanner, GateBins) {
 TEST_F(DevicePlanner, GateCoverage) {
   planner_case c = make_case(8320, 6, 2, 64, 3);
   c.tau_sim = 1.0;
-  bool found = false;
-  for (double coverage : {0.9, 0.95, 0.8, 0.98, 0.7}) {
-    c.gate_coverage = coverage;
-    planner_case open = c;
-    open.gate_coverage = 0.0;
-    if (shared_heads_on_host(c) != shared_heads_on_host(open)) {
-      found = true;
-      break;
-    }
-  }
-  ASSERT_TRUE(found) << name_of(c) << ": no coverage where the gate changes which heads share";
+  ASSERT_TRUE(set_where_sharing_changes(
+      c, {0.9, 0.95, 0.8, 0.98, 0.7}, [](planner_case& x, double v) { x.gate_coverage = v; },
+      [](planner_case& x) { x.gate_coverage = 0.0; }))
+      << name_of(c) << ": no coverage where the gate changes which heads share";
   compare_case(c);
 }
 
