@@ -174,6 +174,11 @@ class planner {
   const planner_params& params() const { return params_; }
   int64_t layers() const { return layers_; }
   int64_t heads() const { return heads_; }
+  // The cluster of head (layer, head) in the map the planner was built with (an index into
+  // plan_state::clusters); -1 without a map.
+  int32_t cluster_of(int64_t layer, int64_t head) const {
+    return cluster_of_.empty() ? -1 : cluster_of_[static_cast<size_t>(layer * heads_ + head)];
+  }
 
  private:
   planner_params params_;

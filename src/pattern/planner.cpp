@@ -217,20 +217,19 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
   std::vector<std::vector<tile>> tiles(static_cast<size_t>(heads_));
   pool.parallel_for(heads_, [&](int64_t h, int) {
     const head_statistics& st = stats[h];
-    const int32_t c = cluster_of_.empty() ? -1 : cluster_of_[layer * heads_ + h];
+    const int32_t c = cluster_of(layer, h);
     switch (out.kinds[h]) {
       case head_kind::pivot:
       case head_kind::dense:
         tiles[h] = causal_tiles(nb);
         break;
-      case head_kind::shared:
-        tiles[h] = merged(params_.shared_keeps_budget
-                              ? vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb,
-                                                     st.vertical_blocks, st.slash_blocks)
-                              : vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b,
-                                                     min_b),
+      case head_kind::shared: {
+        const int64_t nv = params_.shared_keeps_budget ? st.vertical_blocks : min_b;
+        const int64_t ns = params_.shared_keeps_budget ? st.slash_blocks : min_b;
+        tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, nv, ns),
                           state.clusters[c].pivot_pattern);
         break;
+      }
       case head_kind::query_aware:
         tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b, min_b),
                           query_aware_tiles(q_pool.data() + h * dim, heads_ * dim,

@@ -32,9 +32,8 @@ struct inspect_options {
 // attention and its planned tiles.
 class inspect_attention final : public prefill_attention {
  public:
-  // clusters: the planner's map (null without one), to name a shared head's pivot.
-  inspect_attention(const planner* pl, const cluster_map* clusters, int64_t layer, int64_t head)
-      : pl_(pl), clusters_(clusters), layer_(layer), head_(head) {}
+  inspect_attention(const planner* pl, int64_t layer, int64_t head)
+      : pl_(pl), layer_(layer), head_(head) {}
 
   void begin_prompt(int64_t) override { state_.reset(); }
 
@@ -69,9 +68,9 @@ class inspect_attention final : public prefill_attention {
     if (layer == layer_) {
       tiles_ = p.mask_of(static_cast<int32_t>(head_)).tiles_of(head_);
       kind_ = head_kind_name(p.kind_of(static_cast<int32_t>(head_)));
-      if (p.kind_of(static_cast<int32_t>(head_)) == head_kind::shared && clusters_) {
-        const int32_t c = clusters_->head_table(pl_->layers(), heads)[layer * heads + head_];
-        const cluster_slot& slot = state_.clusters[static_cast<size_t>(c)];
+      if (p.kind_of(static_cast<int32_t>(head_)) == head_kind::shared) {
+        const cluster_slot& slot =
+            state_.clusters[static_cast<size_t>(pl_->cluster_of(layer, head_))];
         kind_ += " (pivot " + std::to_string(slot.pivot_layer) + ":" +
                  std::to_string(slot.pivot_head) + ")";
       }
@@ -88,7 +87,6 @@ class inspect_attention final : public prefill_attention {
 
  private:
   const planner* pl_;
-  const cluster_map* clusters_;
   int64_t layer_, head_, nb_ = 0;
   plan_state state_;
   std::vector<float> exact_, scratch_;
@@ -120,7 +118,7 @@ void run_inspect(const inspect_options& o) {
   }
   attention_setup att =
       make_attention(o.attention, mode, c, m.path, static_cast<int64_t>(ids.size()));
-  inspect_attention strategy(att.plan.get(), att.clusters.get(), o.layer, o.head);
+  inspect_attention strategy(att.plan.get(), o.layer, o.head);
   llama_session session(m.weights, pool, static_cast<int64_t>(ids.size()));
   prefill_options po;
   po.attention = &strategy;
