@@ -1,13 +1,15 @@
 // Step A of DESIGN.md section 2 on the device: last-block statistics of every query head.
 // The last rows = min(128, N) queries of head h are scored against all N keys with tensor-core
-// products (mma.sync m16n8k16, bf16/f16 in, fp32 out; the base-2 scaling fused into the FMA that
-// feeds ex2.approx, as in the attention kernel's softmax), 64 keys at a time, the
-// next 64 keys loading (cp.async, double buffer) while the current ones are scored. The rows
-// form 8 groups of 16 (group G: rows 16G..16G+15); warp w owns groups 2w and 2w + 1 and keeps
-// their Q fragments and scores in registers (in group G, lane l holds rows 16G + l/4 and
-// 16G + l/4 + 8, columns 8t + 2(l%4) + {0, 1} of the chunk, t = 0..7), so each K fragment a warp
-// loads from shared memory serves two MMAs (4 warps load the chunk where 8 did, half the shared
-// memory traffic of the K reads). A grid of (key range, head) CTAs streams over K twice:
+// products (bf16/f16 in, fp32 out; the base-2 scaling fused into the FMA that feeds ex2.approx, as
+// in the attention kernel's softmax), 64 keys at a time, the next 64 keys loading (cp.async,
+// double buffer, 128-byte swizzled) while the current ones are scored. The rows form 8 groups of
+// 16 (group G: rows 16G..16G+15); warp w of the CTA's one warpgroup owns groups w and w + 4 and
+// keeps their Q fragments and scores in registers (in group G, lane l holds rows 16G + l/4 and
+// 16G + l/4 + 8, columns 8t + 2(l%4) + {0, 1} of the chunk, t = 0..7). On sm_90a the warpgroup
+// scores a chunk with two wgmma m64n64k16 per k-step (A = the Q fragments in registers, B = the
+// chunk in shared memory), elsewhere with mma.sync m16n8k16 (each K fragment a warp loads by
+// ldmatrix serving both its groups); the same fragments either way. A grid of (key range, head)
+// CTAs streams over K twice:
 //   pass 1: per lane and row, an online max and sum of exp2 over the lane's columns (in column
 //           order), combined over the 4 lanes of the row at the end -> row_stats; no shared
 //           memory but the K buffers, one block barrier per chunk (the buffer swap);
@@ -19,7 +21,8 @@
 //           double-buffered; the < 128 entries that run past the end of a range go to `spill`
 //           and are added by the next kernel), so every sum is formed in a fixed order and the
 //           result is deterministic. Two block barriers a chunk.
-// Every sum has the order it had with one warp per group (8 warps of 16 rows): same results.
+// Every sum has the order it had with one warp per group (8 warps of 16 rows): which warp holds a
+// group does not change a result.
 // The bs x N probabilities never exist: only one 16 x 64 tile per group, in pass 2.
 // Then block sums (fp64, as the host), the gamma budgets (each head's own gamma) by a radix
 // select per profile (plan_budgets.cu), and the ranking of the block profiles for the top-k of
@@ -34,6 +37,8 @@
 #include "plan_common.cuh"
 #include "plan_layout.h"
 #include "ptx_sm80.cuh"
+#include "ptx_sm90.cuh"
+#include "wgmma_sm90.cuh"
 
 namespace sp::cuda {
 namespace {
@@ -51,20 +56,35 @@ struct stats_args {
   int32_t layer;
 };
 
-constexpr int stats_groups = stats_rows / 16;         // 16-row groups; warp w owns 2w, 2w + 1
+constexpr int stats_warps = stats_threads / 32;
+constexpr int stats_groups = stats_rows / 16;         // 16-row groups; warp w owns w, w + 4
 constexpr int group_tiles = 2;                         // groups (m16 tiles) per warp
-static_assert(stats_threads / 32 * group_tiles == stats_groups, "every group has one warp");
+static_assert(stats_warps * group_tiles == stats_groups, "every group has one warp");
+static_assert(stats_threads == 128, "one warpgroup: wgmma's m64 tile is 4 warps x 16 rows");
+// Group of warp `warp`'s m-th tile: wgmma m64 tile m gives warp w rows 64m + 16w .. + 15.
+__host__ __device__ constexpr int group_of(int warp, int m) { return m * stats_warps + warp; }
 constexpr int stats_tiles = stats_chunk / 8;           // n8 tiles of scores per chunk and warp
 constexpr int strip_size = stats_chunk + 16;           // slash entries of a warp per chunk
 constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
+
+// A K buffer: [D / 64 column chunks][64 keys][64 elements], 128-byte swizzled (16-byte piece c
+// of a 128-byte row r stored at piece c ^ (r % 8)), the layout wgmma reads through a descriptor
+// and ldmatrix reads without bank conflicts. Byte offset of key row `row`, 16-byte piece `piece`
+// (elements 8 piece .. 8 piece + 7).
+constexpr int key_column_bytes = stats_chunk * 128;
+__device__ __forceinline__ int key_offset(int row, int piece) {
+  return (piece >> 3) * key_column_bytes + row * 128 + (((piece & 7) ^ (row & 7)) << 4);
+}
 
 template <class T, int D>
 struct stats_smem {
   // 16-byte row padding; p rows 8 floats apart in the banks, so a half-warp's float2 stores of
   // rows g..g+3 (the fragment layout) hit 32 distinct banks.
-  static constexpr int ldq = D + 8, ldk = D + 8, ldp = stats_chunk + 8;
+  static constexpr int ldq = D + 8, ldp = stats_chunk + 8;
+  static constexpr int k_bytes = D / 64 * key_column_bytes;
+  // Double buffer: chunk c + 1 loads while c is scored; 1024-byte aligned (swizzle atoms).
+  alignas(1024) unsigned char k[2][k_bytes];
   T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
-  T k[2][stats_chunk * ldk];              // double buffer: chunk c + 1 loads while c is scored
   float p[stats_groups][16 * ldp];        // pass 2: group G's 16 x 64 probabilities
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_groups][stats_chunk];
@@ -88,28 +108,45 @@ __device__ void load_rows(T* dst, int ld, const T* src, int64_t token_stride, in
   }
 }
 
-// Starts the copy of keys [j0, j0 + 64) (zeros past N) into a K buffer.
+// Starts the copy of keys [j0, j0 + 64) (zeros past N) into a K buffer (key_offset's layout).
 template <class T, int D>
-__device__ void load_keys_async(T* dst, const T* k_head, int64_t token_stride, int64_t j0,
-                                int64_t n) {
-  constexpr int vec = 8, ld = D + 8;
+__device__ void load_keys_async(unsigned char* dst, const T* k_head, int64_t token_stride,
+                                int64_t j0, int64_t n) {
+  constexpr int vec = 8;  // 16 bytes
   for (int idx = threadIdx.x; idx < stats_chunk * (D / vec); idx += blockDim.x) {
-    const int row = idx / (D / vec), col = (idx % (D / vec)) * vec;
+    const int row = idx / (D / vec), piece = idx % (D / vec);
     const bool valid = j0 + row < n;
-    cp_async_16(dst + row * ld + col, k_head + (valid ? (j0 + row) * token_stride + col : 0), valid);
+    cp_async_16(dst + key_offset(row, piece),
+                k_head + (valid ? (j0 + row) * token_stride + piece * vec : 0), valid);
   }
   cp_async_commit();
 }
 
-// The warp's two groups of 16 query rows (A fragments q_frag[m]) against the 64 keys of a K
-// buffer, raw (not yet scaled to base 2): sc[m][t][0..1] row lane/4 of group m, sc[m][t][2..3] row lane/4 + 8,
-// columns 8t + 2(lane%4) + {0, 1}. Each B fragment feeds both groups; every accumulator still
-// adds d in 16-wide steps in ascending order.
+// The warp's two groups of 16 query rows (A fragments q_frag[m], groups group_of(warp, m))
+// against the 64 keys of a K buffer, raw (not yet scaled to base 2): sc[m][t][0..1] row lane/4
+// of group m, sc[m][t][2..3] row lane/4 + 8, columns 8t + 2(lane%4) + {0, 1}. Every accumulator
+// adds d in 16-wide steps in ascending order. sm_90a: the whole warpgroup calls it together (two
+// wgmma m64n64k16 per k-step, waited for before it returns); elsewhere each K fragment a warp
+// loads feeds both its groups' mma.sync.
 template <class T, int D>
 __device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles][4],
                                            const uint32_t (&q_frag)[group_tiles][D / 16][4],
-                                           const T* keys) {
-  using S = stats_smem<T, D>;
+                                           const unsigned char* keys) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  wgmma_fence();
+#pragma unroll
+  for (int kq = 0; kq < D / 16; ++kq) {
+    const uint64_t desc =
+        smem_descriptor(keys + (kq / 4) * key_column_bytes + (kq % 4) * 32, 16, 1024);
+#pragma unroll
+    for (int m = 0; m < group_tiles; ++m)
+      wgmma_rs_m64n64k16<0>(wgmma_type<T>{}, sc[m], q_frag[m][kq], desc, kq > 0 ? 1 : 0);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#pragma unroll
+  for (int m = 0; m < group_tiles; ++m) fence_registers(sc[m]);
+#else
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < group_tiles; ++m)
@@ -122,8 +159,8 @@ __device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles]
     for (int nn = 0; nn < stats_tiles / 2; ++nn) {
       // Matrices: keys 16nn + 0..7 at d 16kq + 0..7 / + 8..15, keys 16nn + 8..15 likewise.
       uint32_t b[4];
-      ldmatrix_x4(b, keys + (nn * 16 + ((lane >> 4) << 3) + (lane & 7)) * S::ldk + kq * 16 +
-                         ((lane >> 3) & 1) * 8);
+      ldmatrix_x4(b, keys + key_offset(nn * 16 + ((lane >> 4) << 3) + (lane & 7),
+                                       2 * kq + ((lane >> 3) & 1)));
 #pragma unroll
       for (int m = 0; m < group_tiles; ++m) {
         mma_16816<T>(sc[m][2 * nn], q_frag[m][kq], b[0], b[1]);
@@ -131,6 +168,7 @@ __device__ __forceinline__ void score_rows(float (&sc)[group_tiles][stats_tiles]
       }
     }
   }
+#endif
 }
 
 // Online (max, sum) of exp2 over one row's 16 raw scores of this lane (x[t][b], in t then b
@@ -206,7 +244,8 @@ template <class T, int D, int pass>
 __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stats_args a) {
   using S = stats_smem<T, D>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  S& sm = *reinterpret_cast<S*>(smem_raw);
+  // The K buffers' swizzle atoms need 1024-byte alignment: the launch adds that much slack.
+  S& sm = *reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int split = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, quad = lane % 4;  // fragment row and column pair of this lane
@@ -219,12 +258,12 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
   load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
   load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows, a.x.q_first);
-  // Group m of this warp is group 2 warp + m, rows 16 (2 warp + m) + 0..15; this lane's rows in
-  // it are row_lo[m] and row_hi[m] = row_lo[m] + 8 (absolute q0 + row).
+  // Group m of this warp is group_of(warp, m), rows 16 group + 0..15; this lane's rows in it are
+  // row_lo[m] and row_hi[m] = row_lo[m] + 8 (absolute q0 + row).
   int row_lo[group_tiles], row_hi[group_tiles];
 #pragma unroll
   for (int m = 0; m < group_tiles; ++m) {
-    row_lo[m] = (group_tiles * warp + m) * 16 + g;
+    row_lo[m] = group_of(warp, m) * 16 + g;
     row_hi[m] = row_lo[m] + 8;
   }
 
@@ -261,13 +300,14 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   for (int c = 0; c < chunks; ++c) {
     const int64_t j0 = ja + static_cast<int64_t>(c) * stats_chunk;
     cp_async_wait<0>();
+    fence_proxy_async_shared();  // this thread's copies of chunk c, visible to wgmma
     // Chunk c's keys (and, at c = 0, Q and the pass-2 row constants) are visible, and every warp
     // is done with chunk c - 1 (its K buffer, p tiles, strips and window read).
     __syncthreads();
     if (c == 0) {
 #pragma unroll
       for (int m = 0; m < group_tiles; ++m) {
-        const int first_row = (group_tiles * warp + m) * 16;
+        const int first_row = group_of(warp, m) * 16;
 #pragma unroll
         for (int kq = 0; kq < D / 16; ++kq)
           ldmatrix_x4(q_frag[m][kq],
@@ -308,7 +348,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
     } else {
 #pragma unroll
       for (int m = 0; m < group_tiles; ++m) {
-        const int group = group_tiles * warp + m;
+        const int group = group_of(warp, m);
         // Pass 2: probabilities in registers (zero where masked). The row constants come from
         // shared memory each chunk (registers are short with two groups' scores live).
         const float pm_lo = sm.m[row_lo[m]], pinv_lo = sm.inv[row_lo[m]];
@@ -448,7 +488,7 @@ __global__ void rank_kernel(plan_pointers p) {
 
 template <class T, int D>
 void launch_passes(const stats_args& a, cudaStream_t stream) {
-  const size_t smem = sizeof(stats_smem<T, D>);
+  const size_t smem = sizeof(stats_smem<T, D>) + 1024;  // + alignment slack
   const dim3 grid(static_cast<unsigned>(a.s.splits), static_cast<unsigned>(a.s.heads));
   const char* fn = "device_planner::plan";
   check_cuda(cudaFuncSetAttribute(last_block_stats_kernel<T, D, 1>,
@@ -480,13 +520,19 @@ void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_st
   check_cuda(cudaGetLastError(), "device_planner::plan", "launching the statistics kernels");
 }
 
-void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
-                       const plan_rules& r, cub_plan& c, cudaStream_t stream) {
-  const char* fn = "device_planner::plan";
+void launch_profiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                     const plan_rules& r, cudaStream_t stream) {
   launch_token_profiles(p.s, x, p.row_stats, p.tok, p.spill, st.error, r.layer, stream);
   const int heads = static_cast<int>(p.s.heads);
   block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
                       sums_threads, 0, stream>>>(p);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the block sums");
+}
+
+void launch_budgets(const plan_pointers& p, const plan_rules& r, cub_plan& c,
+                    cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
+  const int heads = static_cast<int>(p.s.heads);
   launch_cover_budgets(p.tok, p.s.heads, p.s.n, p.s.select_parts, r, p.select, p.budgets, nullptr,
                        stream);
   if (!launch_rank_rows(p.blk_keys, p.rank, 2 * p.s.heads, p.s.nb, stream)) {

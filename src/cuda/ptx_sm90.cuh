@@ -71,6 +71,11 @@ template <int pending>
 __device__ __forceinline__ void wgmma_wait() {
   SP_SM90A_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(pending) : "memory");
 }
+// Makes this thread's generic-proxy writes to shared memory (st.shared, cp.async) visible to the
+// async proxy (wgmma operands) after the next barrier.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  SP_SM90A_ASM("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 // Keeps the compiler from moving reads/writes of accumulator registers across wgmma waits.
 template <int R, int C>
 __device__ __forceinline__ void fence_registers(float (&d)[R][C]) {

@@ -1,9 +1,10 @@
-// wgmma.mma_async wrappers (sm_90a) for the Hopper attention path: fp32 accumulators in
-// registers, B always from shared memory through a matrix descriptor. ss: A from shared memory
-// (K-major); rs: A from registers (four b16x2 registers per thread, the m16n8k16 A-fragment
-// layout per warp). `accumulate` = 0 overwrites d (scale-d). The accumulator d[j][0..3] of n8
-// column tile j holds, per warp of the warpgroup, rows lane/4 and lane/4 + 8 of its 16 rows and
-// columns 8j + 2*(lane%4) + {0,1}: the mma.sync C layout. Operand lists are spelled out because
+// wgmma.mma_async wrappers (sm_90a) for the Hopper attention path and the planner's statistics:
+// fp32 accumulators in registers, B always from shared memory through a matrix descriptor. ss: A
+// from shared memory (K-major); rs: A from registers (four b16x2 registers per thread, the
+// m16n8k16 A-fragment layout per warp); trans_b of the m64n64k16 rs form: 1 = B MN-major (V of
+// P V), 0 = B K-major (K of Q K^T). `accumulate` = 0 overwrites d (scale-d). The accumulator
+// d[j][0..3] of n8 column tile j holds, per warp of the warpgroup, rows lane/4 and lane/4 + 8 of
+// its 16 rows and columns 8j + 2*(lane%4) + {0,1}: the mma.sync C layout. Operand lists are spelled out because
 // inline PTX needs literal operand numbers (written by a short generator, not kept).
 #pragma once
 
@@ -21,27 +22,29 @@ struct wgmma_type<__nv_bfloat16> {};
 template <>
 struct wgmma_type<__half> {};
 
+template <int trans_b = 1>
 __device__ __forceinline__ void wgmma_rs_m64n64k16(wgmma_type<__nv_bfloat16>, float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(trans_b));
 #endif
 }
 
+template <int trans_b = 1>
 __device__ __forceinline__ void wgmma_rs_m64n64k16(wgmma_type<__half>, float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(trans_b));
 #endif
 }
 
