@@ -27,6 +27,7 @@
 
 #include "shareprefill/attention.h"
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/cuda_graph.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_layer.h"
@@ -365,6 +366,54 @@ TEST_F(DevicePlanner, SharedKeepsBudget) {
 TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));
+}
+
+// The plan (both of its streams) captured in a CUDA graph and replayed gives the plan of a
+// direct call: kinds, tiles, budgets and query-aware distances, bitwise (the same kernels on the
+// same inputs). Shareprefill mode on the synthetic generator: pivots, query-aware tests on the
+// side stream, budgets.
+TEST_F(DevicePlanner, PlanCapturedInAGraph) {
+  const planner_case c = make_case(4224, 8, 2, 64, 2);
+  const cluster_map map = map_of(c);
+  const layer_inputs x = make_inputs(c, 0);
+  device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
+  dq.upload(x.q.data(), dq.size());
+  dk.upload(x.k.data(), dk.size());
+  const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+  const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  const int64_t nb = (c.n + 127) / 128;
+  struct result {
+    std::vector<head_kind> kinds;
+    block_mask mask;
+    std::vector<int32_t> budgets;
+    std::vector<float> qa;
+  };
+  const auto plan_once = [&](bool captured) {
+    device_run dev(c, map);
+    cuda_stream stream;
+    device_plan_output out;
+    const auto enqueue = [&] {
+      out = dev.dp.plan(0, q, k, dev.state, dev.ws.data(), static_cast<int64_t>(dev.ws.size()),
+                        stream.get());
+    };
+    if (captured) cuda_graph::capture(stream.get(), enqueue).launch(stream.get());
+    else enqueue();
+    stream.synchronize();
+    device_plan_check(dev.state, stream.get());
+    return result{device_planner::download_kinds(out.plan), device_planner::download_mask(out.plan),
+                  download(dev.ws, out.budgets, 2 * c.heads), download(dev.ws, out.qa_distance, c.heads)};
+  };
+  const result direct = plan_once(false), replayed = plan_once(true);
+  EXPECT_EQ(replayed.kinds, direct.kinds);
+  ASSERT_EQ(replayed.mask.n_blocks, nb);
+  for (int64_t h = 0; h < c.heads; ++h)
+    EXPECT_EQ(replayed.mask.tiles_of(h), direct.mask.tiles_of(h)) << "head " << h;
+  EXPECT_EQ(replayed.budgets, direct.budgets);
+  for (int64_t h = 0; h < c.heads; ++h)
+    EXPECT_EQ(std::isnan(replayed.qa[h]) ? -1.0f : replayed.qa[h],
+              std::isnan(direct.qa[h]) ? -1.0f : direct.qa[h]) << "head " << h;
+  EXPECT_TRUE(std::count(direct.kinds.begin(), direct.kinds.end(), head_kind::pivot) > 0)
+      << "the case should plan a pivot";
 }
 
 TEST_F(DevicePlanner, Errors) {
