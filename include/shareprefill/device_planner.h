@@ -92,9 +92,6 @@ struct device_cluster_slot {
   double pivot_vs_ratio = 0.0;
 };
 
-// Plans run on the caller's stream plus a second stream of the planner's own (forked from and
-// joined back to the caller's by events within each plan, so plans stay capturable): use one
-// planner from one host thread at a time.
 class device_planner {
  public:
   // Same rules as sp::planner; clusters may be null except in shareprefill mode. Copies the

@@ -297,15 +297,8 @@ void launch_means(const plan_pointers& p, const qk_views& x, cudaStream_t stream
 
 }  // namespace
 
-void launch_query_aware_means(const plan_pointers& p, const qk_views& x, const plan_rules& r,
-                              cudaStream_t stream) {
-  if (r.mode != mode_flexprefill && r.mode != mode_shareprefill) return;
-  if (x.half) launch_means<__half>(p, x, stream);
-  else launch_means<__nv_bfloat16>(p, x, stream);
-  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the block means");
-}
-
-void launch_query_aware_test(const plan_pointers& p, const plan_rules& r, cudaStream_t stream) {
+void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
+                             cudaStream_t stream) {
   const char* fn = "device_planner::plan";
   const unsigned heads = static_cast<unsigned>(p.s.heads);
   if (r.mode != mode_flexprefill && r.mode != mode_shareprefill) {
@@ -314,6 +307,8 @@ void launch_query_aware_test(const plan_pointers& p, const plan_rules& r, cudaSt
                "clearing the query-aware distances");
     return;
   }
+  if (x.half) launch_means<__half>(p, x, stream);
+  else launch_means<__nv_bfloat16>(p, x, stream);
   query_aware_test_kernel<<<heads, 256, 0, stream>>>(p, r, p.prefix);
   check_cuda(cudaGetLastError(), fn, "launching the query-aware test");
 }

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <memory>
 #include <set>
 
 #include "cuda_check.h"
@@ -30,32 +29,6 @@ static_assert(static_cast<int32_t>(plan_mode::dense) == cuda::mode_dense &&
                   static_cast<int32_t>(plan_mode::shareprefill) == cuda::mode_shareprefill,
               "device plan modes");
 
-// The planner's second stream: step B's inputs (the block means of K, the mean of the last
-// queries) and the query-aware test run there beside the statistics and the budget select, which
-// do not touch what they read or write. `fork` starts it after the caller's earlier work,
-// `sums` hands it the block sums, `joined` returns it to the caller's stream before step C. Fork
-// and join by events keep the plan capturable in a CUDA graph. Non-blocking, so callers on the
-// legacy default stream overlap too.
-struct side_stream {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, sums = nullptr, joined = nullptr;
-  side_stream() {
-    const char* fn = "device_planner::device_planner";
-    cuda::check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), fn,
-                     "creating the planner's side stream");
-    for (cudaEvent_t* e : {&fork, &sums, &joined})
-      cuda::check_cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), fn,
-                       "creating the planner's events");
-  }
-  ~side_stream() {
-    for (cudaEvent_t e : {fork, sums, joined})
-      if (e != nullptr) cudaEventDestroy(e);
-    if (stream != nullptr) cudaStreamDestroy(stream);
-  }
-  side_stream(const side_stream&) = delete;
-  side_stream& operator=(const side_stream&) = delete;
-};
-
 struct device_planner::impl {
   planner_params params;
   int64_t layers = 0, heads = 0;
@@ -67,7 +40,6 @@ struct device_planner::impl {
   int64_t target_ctas = 0;
   device_buffer slot_of_device, eligible_device, dense_head_device;  // [layers * heads] each
   device_buffer head_gamma_device;  // [layers * heads] double: gamma, or the head's own
-  std::unique_ptr<side_stream> side;  // made last in the constructor, after the validation
 };
 
 namespace {
@@ -185,7 +157,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
   cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
                    "cudaDeviceGetAttribute");
   m.target_ctas = 2 * static_cast<int64_t>(sms);
-  m.side = std::make_unique<side_stream>();
 }
 
 device_planner::~device_planner() = default;
@@ -353,19 +324,8 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   if (all_dense) {
     cuda::launch_all_dense_kinds(p, st);
   } else {
-    // Steps A and B on two streams: B's means and test (side) beside A's statistics and budgets.
-    const side_stream& side = *m.side;
-    const auto step = [fn](cudaError_t e) { cuda::check_cuda(e, fn, "forking the side stream"); };
-    step(cudaEventRecord(side.fork, st));
-    step(cudaStreamWaitEvent(side.stream, side.fork, 0));
-    cuda::launch_query_aware_means(p, x, r, side.stream);
-    cuda::launch_profiles(p, sp_state, x, r, st);
-    step(cudaEventRecord(side.sums, st));
-    step(cudaStreamWaitEvent(side.stream, side.sums, 0));
-    cuda::launch_query_aware_test(p, r, side.stream);
-    step(cudaEventRecord(side.joined, side.stream));
-    cuda::launch_budgets(p, r, c, st);
-    step(cudaStreamWaitEvent(st, side.joined, 0));
+    cuda::launch_statistics(p, sp_state, x, r, c, st);
+    cuda::launch_query_aware_test(p, x, r, st);
     cuda::launch_classify(p, sp_state, r, st);
   }
   cuda::launch_tiles(p, sp_state, x, r, all_dense, c, st);

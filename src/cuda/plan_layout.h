@@ -235,12 +235,9 @@ struct qk_views {
 // [H, splits, 128]; a non-finite score ors plan_error_nonfinite_input into error[0].
 void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_stats, float* tok,
                            float* spill, int32_t* error, int32_t layer, cudaStream_t stream);
-// A: the token profiles and their block sums (blk, blk_keys, blk_idx, blk_offsets).
-void launch_profiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
-                     const plan_rules& r, cudaStream_t stream);
-// A, after launch_profiles: the budgets and the ranking of the block profiles for step D.
-void launch_budgets(const plan_pointers& p, const plan_rules& r, cub_plan& c,
-                    cudaStream_t stream);
+// A: statistics, block sums and budgets.
+void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                       const plan_rules& r, cub_plan& c, cudaStream_t stream);
 // A's budgets from the token profiles tok [2H, N] without sorting (plan_budgets.cu): budgets
 // [H, 2] (nV, nS in blocks) by the cover count at the row's head's gamma (r.head_gamma[h], or
 // r.gamma where null), clamped to r.min/max_blocks; counts [2H] (optional, for the tests)
@@ -251,13 +248,9 @@ int64_t cover_select_scratch_bytes(int64_t rows);
 void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t parts,
                           const plan_rules& r, void* scratch, int32_t* budgets, int32_t* counts,
                           cudaStream_t stream);
-// B's inputs (flexprefill, shareprefill; nothing otherwise): the block means of K (k_pool)
-// and the mean of the last queries (q_mean). They read q and k only.
-void launch_query_aware_means(const plan_pointers& p, const qk_views& x, const plan_rules& r,
-                              cudaStream_t stream);
-// B, after launch_query_aware_means and launch_profiles: pooled estimate and the query-aware test
-// (flexprefill, shareprefill: qa, qa_dist, through big_keys and prefix); clears qa otherwise.
-void launch_query_aware_test(const plan_pointers& p, const plan_rules& r, cudaStream_t stream);
+// B: pooled estimate and the query-aware test (flexprefill, shareprefill); clears qa otherwise.
+void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
+                             cudaStream_t stream);
 // C: sharing gates, classification, pivot slots and profiles.
 void launch_classify(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
                      cudaStream_t stream);

@@ -520,19 +520,13 @@ void launch_token_profiles(const plan_sizes& s, const qk_views& x, float* row_st
   check_cuda(cudaGetLastError(), "device_planner::plan", "launching the statistics kernels");
 }
 
-void launch_profiles(const plan_pointers& p, const state_pointers& st, const qk_views& x,
-                     const plan_rules& r, cudaStream_t stream) {
+void launch_statistics(const plan_pointers& p, const state_pointers& st, const qk_views& x,
+                       const plan_rules& r, cub_plan& c, cudaStream_t stream) {
+  const char* fn = "device_planner::plan";
   launch_token_profiles(p.s, x, p.row_stats, p.tok, p.spill, st.error, r.layer, stream);
   const int heads = static_cast<int>(p.s.heads);
   block_sums_kernel<<<dim3(static_cast<unsigned>((p.s.nb + sums_threads - 1) / sums_threads), 2 * heads),
                       sums_threads, 0, stream>>>(p);
-  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the block sums");
-}
-
-void launch_budgets(const plan_pointers& p, const plan_rules& r, cub_plan& c,
-                    cudaStream_t stream) {
-  const char* fn = "device_planner::plan";
-  const int heads = static_cast<int>(p.s.heads);
   launch_cover_budgets(p.tok, p.s.heads, p.s.n, p.s.select_parts, r, p.select, p.budgets, nullptr,
                        stream);
   if (!launch_rank_rows(p.blk_keys, p.rank, 2 * p.s.heads, p.s.nb, stream)) {

@@ -368,10 +368,9 @@ TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));
 }
 
-// The plan (both of its streams) captured in a CUDA graph and replayed gives the plan of a
-// direct call: kinds, tiles, budgets and query-aware distances, bitwise (the same kernels on the
-// same inputs). Shareprefill mode on the synthetic generator: pivots, query-aware tests on the
-// side stream, budgets.
+// The plan captured in a CUDA graph and replayed gives the plan of a direct call: kinds, tiles,
+// budgets and query-aware distances, bitwise (the same kernels on the same inputs).
+// Shareprefill mode on the synthetic generator: pivots, query-aware tests, budgets.
 TEST_F(DevicePlanner, PlanCapturedInAGraph) {
   const planner_case c = make_case(4224, 8, 2, 64, 2);
   const cluster_map map = map_of(c);
