@@ -53,6 +53,19 @@ struct device_run {
   }
 };
 
+// A layer's inputs on the device: q [N, H, D] and k [N, Hkv, D] as bf16 views.
+struct device_inputs {
+  device_buffer dq, dk;
+  tensor_view q, k;
+  device_inputs(const planner_case& c, const layer_inputs& x)
+      : dq(x.q.size() * 2), dk(x.k.size() * 2) {
+    dq.upload(x.q.data(), dq.size());
+    dk.upload(x.k.data(), dk.size());
+    q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  }
+};
+
 // Runs a case on both planners, layer after layer, comparing as the header says.
 void compare_case(const planner_case& c) {
   SCOPED_TRACE(name_of(c));
@@ -68,14 +81,10 @@ void compare_case(const planner_case& c) {
   for (int64_t layer = 0; layer < c.layers; ++layer) {
     SCOPED_TRACE(str("layer ", layer));
     const layer_inputs x = make_inputs(c, layer);
-    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
-    dq.upload(x.q.data(), dq.size());
-    dk.upload(x.k.data(), dk.size());
+    const device_inputs in(c, x);
     const layer_plan hp = host.plan(layer, x.qv, x.kv, host_state, pool);
-    const device_plan_output dpo =
-        dev.dp.plan(layer, on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim}),
-                    on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim}), dev.state,
-                    dev.ws.data(), static_cast<int64_t>(dev.ws.size()), nullptr);
+    const device_plan_output dpo = dev.dp.plan(layer, in.q, in.k, dev.state, dev.ws.data(),
+                                               static_cast<int64_t>(dev.ws.size()), nullptr);
     ASSERT_NO_THROW(device_plan_check(dev.state, nullptr));
     const std::vector<head_kind> kinds = device_planner::download_kinds(dpo.plan);
     const block_mask dmask = device_planner::download_mask(dpo.plan);
@@ -374,12 +383,7 @@ TEST_F(DevicePlanner, RandomInputs) {
 TEST_F(DevicePlanner, PlanCapturedInAGraph) {
   const planner_case c = make_case(4224, 8, 2, 64, 2);
   const cluster_map map = map_of(c);
-  const layer_inputs x = make_inputs(c, 0);
-  device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
-  dq.upload(x.q.data(), dq.size());
-  dk.upload(x.k.data(), dk.size());
-  const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
-  const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  const device_inputs in(c, make_inputs(c, 0));
   const int64_t nb = (c.n + 127) / 128;
   struct result {
     std::vector<head_kind> kinds;
@@ -392,8 +396,8 @@ TEST_F(DevicePlanner, PlanCapturedInAGraph) {
     cuda_stream stream;
     device_plan_output out;
     const auto enqueue = [&] {
-      out = dev.dp.plan(0, q, k, dev.state, dev.ws.data(), static_cast<int64_t>(dev.ws.size()),
-                        stream.get());
+      out = dev.dp.plan(0, in.q, in.k, dev.state, dev.ws.data(),
+                        static_cast<int64_t>(dev.ws.size()), stream.get());
     };
     if (captured) cuda_graph::capture(stream.get(), enqueue).launch(stream.get());
     else enqueue();
