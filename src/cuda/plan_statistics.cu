@@ -76,26 +76,16 @@ __device__ __forceinline__ int key_offset(int row, int piece) {
   return (piece >> 3) * key_column_bytes + row * 128 + (((piece & 7) ^ (row & 7)) << 4);
 }
 
-// Pass 2's probability tiles: each row holds the chunk's 64 columns between p_margin zeros on
-// either side, so a diagonal strip reads 16 entries without bounds checks.
-constexpr int p_margin = 16;
-
 template <class T, int D>
 struct stats_smem {
-  // 16-byte row padding; p rows 8 floats apart in the banks (104 = 8 mod 32), so a half-warp's
-  // float2 stores of rows g..g+3 (the fragment layout) hit 32 distinct banks.
-  static constexpr int ldq = D + 8, ldp = p_margin + stats_chunk + p_margin + 8;
+  // 16-byte row padding; p rows 8 floats apart in the banks, so a half-warp's float2 stores of
+  // rows g..g+3 (the fragment layout) hit 32 distinct banks.
+  static constexpr int ldq = D + 8, ldp = stats_chunk + 8;
   static constexpr int k_bytes = D / 64 * key_column_bytes;
-  static constexpr int q_bytes = stats_rows * ldq * static_cast<int>(sizeof(T));
-  static constexpr int p_bytes = stats_groups * 16 * ldp * static_cast<int>(sizeof(float));
   // Double buffer: chunk c + 1 loads while c is scored; 1024-byte aligned (swizzle atoms).
   alignas(1024) unsigned char k[2][k_bytes];
-  // Q [128 rows, D] (rows past `rows` zero) until the fragments are in registers (chunk 0), then
-  // pass 2's tiles [8 groups][16 rows][ldp] in the same bytes (both passes stay at two CTAs per
-  // SM).
-  alignas(16) unsigned char qp[q_bytes > p_bytes ? q_bytes : p_bytes];
-  __device__ T* q() { return reinterpret_cast<T*>(qp); }
-  __device__ float* p(int group) { return reinterpret_cast<float*>(qp) + group * 16 * ldp; }
+  T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
+  float p[stats_groups][16 * ldp];        // pass 2: group G's 16 x 64 probabilities
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_groups][stats_chunk];
   float strips[stats_groups][strip_size];
@@ -267,7 +257,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
   const T* q_head = static_cast<const T*>(a.x.q) + h * a.x.q_head_stride;
   const T* k_head = static_cast<const T*>(a.x.k) + (h / s.group) * a.x.k_head_stride;
   load_keys_async<T, D>(sm.k[0], k_head, a.x.k_token_stride, ja, n);
-  load_rows<T, D>(sm.q(), S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows, a.x.q_first);
+  load_rows<T, D>(sm.q, S::ldq, q_head, a.x.q_token_stride, q0, stats_rows, rows, a.x.q_first);
   // Group m of this warp is group_of(warp, m), rows 16 group + 0..15; this lane's rows in it are
   // row_lo[m] and row_hi[m] = row_lo[m] + 8 (absolute q0 + row).
   int row_lo[group_tiles], row_hi[group_tiles];
@@ -321,18 +311,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
 #pragma unroll
         for (int kq = 0; kq < D / 16; ++kq)
           ldmatrix_x4(q_frag[m][kq],
-                      sm.q() + (first_row + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
-      }
-      if constexpr (pass == 2) {
-        __syncthreads();  // every warp holds its Q fragments: the bytes become the p tiles
-#pragma unroll
-        for (int m = 0; m < group_tiles; ++m) {
-          float* tile = sm.p(group_of(warp, m));
-          for (int i = lane; i < 16 * 2 * p_margin; i += 32) {
-            const int r = i / (2 * p_margin), col = i % (2 * p_margin);
-            tile[r * S::ldp + (col < p_margin ? col : stats_chunk + col)] = 0.0f;
-          }
-        }
+                      sm.q + (first_row + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
       }
     }
     if (c + 1 < chunks)
@@ -389,7 +368,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
             sc[m][t][e] = pv;
           }
         // The group's tile for the diagonal strips.
-        float* my_p = sm.p(group) + p_margin;  // column 0 of row 0
+        float* my_p = sm.p[group];
 #pragma unroll
         for (int t = 0; t < stats_tiles; ++t) {
           *reinterpret_cast<float2*>(my_p + g * S::ldp + t * 8 + 2 * quad) =
@@ -400,12 +379,14 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
         const float2 mine = warp_column_sums(sc[m], g);
         *reinterpret_cast<float2*>(&sm.colpart[group][g * 8 + 2 * quad]) = mine;
         __syncwarp();
-        // Strip entry e of this group: rows r = 0..15 at column e - 15 + r (distance constant);
-        // columns outside the chunk read the zero margins (adding +0 changes no sum).
+        // Strip entry e of this group: rows r = 0..15 at column e - 15 + r (distance constant).
         for (int e = lane; e < strip_size - 1; e += 32) {
           float acc = 0.0f;
 #pragma unroll
-          for (int r = 0; r < 16; ++r) acc += my_p[r * S::ldp + e - 15 + r];
+          for (int r = 0; r < 16; ++r) {
+            const int col = e - 15 + r;
+            if (col >= 0 && col < stats_chunk) acc += my_p[r * S::ldp + col];
+          }
           sm.strips[group][e] = acc;
         }
       }
