@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU machine: where the device planner's time goes (issue 13). Runs test_device_planner's
 # Timing case (CUDA events per layer: 32K and 128K, 32/8/128 and 9/3/64, shareprefill and vslash)
-# and, when Nsight Compute works here, one prompt of 2 shareprefill layers per shape (32/8/128 at 32K, 9/3/64 at 128K) under
-# `ncu` (kernel durations only, clocks and caches left alone), then prints per shape the kernels
-# in launch order and a table per kernel name: launches, total us, share.
+# and, when Nsight Compute works here, one prompt of 2 shareprefill layers per shape (32/8/128 at
+# 32K, 9/3/64 at 128K) under `ncu` (kernel durations only, clocks and caches left alone), then
+# prints per shape the kernels in launch order and a table per kernel name: launches, total us,
+# share.
 # Usage: scripts/gpu-planner-profile.sh BIN_DIR [LABEL]   (BIN_DIR holds test_device_planner)
 # Logs and CSVs go to /tmp/sp-planner-LABEL; one file comes back: $OUT/planner-LABEL.txt (the
 # timing lines and every kernel launch with its duration).

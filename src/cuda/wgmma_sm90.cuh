@@ -4,8 +4,9 @@
 // m16n8k16 A-fragment layout per warp); trans_b of the m64n64k16 rs form: 1 = B MN-major (V of
 // P V), 0 = B K-major (K of Q K^T). `accumulate` = 0 overwrites d (scale-d). The accumulator
 // d[j][0..3] of n8 column tile j holds, per warp of the warpgroup, rows lane/4 and lane/4 + 8 of
-// its 16 rows and columns 8j + 2*(lane%4) + {0,1}: the mma.sync C layout. Operand lists are spelled out because
-// inline PTX needs literal operand numbers (written by a short generator, not kept).
+// its 16 rows and columns 8j + 2*(lane%4) + {0,1}: the mma.sync C layout. Operand lists are
+// spelled out because inline PTX needs literal operand numbers (written by a short generator, not
+// kept).
 #pragma once
 
 #include <cuda_bf16.h>
