@@ -13,7 +13,8 @@
 // one block for the same reason (a cover count at gamma within rounding).
 // Per-head gammas (a format-3 map's head_gammas): the budgets are compared with the cover count
 // at each head's own gamma; the rest as above (the host planner applies them).
-// Also: bad shapes, a too-small workspace and NaN in k give clear errors. Skips without a GPU.
+// Also: bad shapes, a too-small workspace and NaN in k give clear errors, and a plan captured in
+// a CUDA graph and replayed equals a direct one. Skips without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
