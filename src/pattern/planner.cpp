@@ -20,6 +20,17 @@ std::vector<tile> merged(std::vector<tile> a, const std::vector<tile>& b) {
   return a;
 }
 
+// A shared head's tiles: its own vertical-slash tiles (the minimum budget, or its own budgets
+// own_v, own_s with shared_keeps_budget) plus the pivot's published pattern.
+std::vector<tile> shared_tiles(const planner_params& p, const float* v_blk, const float* s_blk,
+                               int64_t nb, int64_t own_v, int64_t own_s,
+                               const std::vector<tile>& pattern) {
+  const int64_t min_b = p.min_blocks();
+  return merged(vertical_slash_tiles(v_blk, s_blk, nb, p.shared_keeps_budget ? own_v : min_b,
+                                     p.shared_keeps_budget ? own_s : min_b),
+                pattern);
+}
+
 }  // namespace
 
 bool coverage_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
@@ -223,13 +234,10 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
       case head_kind::dense:
         tiles[h] = causal_tiles(nb);
         break;
-      case head_kind::shared: {
-        const int64_t nv = params_.shared_keeps_budget ? st.vertical_blocks : min_b;
-        const int64_t ns = params_.shared_keeps_budget ? st.slash_blocks : min_b;
-        tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, nv, ns),
-                          state.clusters[c].pivot_pattern);
+      case head_kind::shared:
+        tiles[h] = shared_tiles(params_, st.v_blk.data(), st.s_blk.data(), nb, st.vertical_blocks,
+                                st.slash_blocks, state.clusters[c].pivot_pattern);
         break;
-      }
       case head_kind::query_aware:
         tiles[h] = merged(vertical_slash_tiles(st.v_blk.data(), st.s_blk.data(), nb, min_b, min_b),
                           query_aware_tiles(q_pool.data() + h * dim, heads_ * dim,
@@ -286,7 +294,6 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
   check(!state.deferred.empty(), fn, "layer ", layer, " has no deferred heads");
   const int64_t n = state.n_tokens, bs = params_.block_size;
   const int64_t nb = (n + bs - 1) / bs;
-  const int64_t min_b = params_.min_blocks();
   layer_plan out;
   out.layer = layer;
   out.kinds = state.layer_kinds;
@@ -296,10 +303,8 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
     out.deferred_heads.push_back(d.head);
     if (slot.has_pattern && sharing_gate(params_, slot, d.v_blk.data(), d.s_blk.data(), nb)) {
       out.kinds[d.head] = head_kind::shared;
-      const int64_t nv = params_.shared_keeps_budget ? d.vertical_blocks : min_b;
-      const int64_t ns = params_.shared_keeps_budget ? d.slash_blocks : min_b;
-      tiles[d.head] = merged(vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, nv, ns),
-                             slot.pivot_pattern);
+      tiles[d.head] = shared_tiles(params_, d.v_blk.data(), d.s_blk.data(), nb,
+                                   d.vertical_blocks, d.slash_blocks, slot.pivot_pattern);
     } else {
       out.kinds[d.head] = head_kind::vertical_slash;
       tiles[d.head] = vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, d.vertical_blocks,

@@ -425,11 +425,9 @@ TEST_F(DevicePlanner, Errors) {
   const cluster_map map = map_of(c);
   device_run dev(c, map);
   const layer_inputs x = make_inputs(c, 0);
-  device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2);
-  dq.upload(x.q.data(), dq.size());
-  dk.upload(x.k.data(), dk.size());
-  const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
-  const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  device_inputs in(c, x);
+  device_buffer &dq = in.dq, &dk = in.dk;
+  const tensor_view &q = in.q, &k = in.k;
   auto plan_with = [&](const tensor_view& qq, const tensor_view& kk, int64_t bytes) {
     return error_of([&] {
       dev.dp.plan(0, qq, kk, dev.state, dev.ws.data(), bytes, nullptr);
