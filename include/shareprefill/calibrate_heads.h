@@ -15,7 +15,7 @@ namespace sp {
 struct head_cost {
   head_ref head;
   double measure = 0.0;  // larger = the head's sparse attention hurts more (e.g. out_err)
-  double rel_err = 0.0;  // reported beside it
+  double rel_err = 0.0;  // reported beside it (left out of the record when not finite)
   double density = 0.0;  // the head's sparse density; making it dense costs 1 - density
 };
 

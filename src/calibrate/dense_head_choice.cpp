@@ -29,10 +29,9 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
     const head_cost& h = heads[rank];
     if (h.measure <= 0.0) break;  // no error to remove (e.g. a pivot, dense already)
     const double cost = 1.0 - h.density;
-    nlohmann::json row = {{"layer", h.head.layer},       {"head", h.head.head},
-                          {"rank", rank + 1},            {measure_name, h.measure},
-                          {"rel_err", h.rel_err},        {"density", h.density},
-                          {"cost", cost}};
+    nlohmann::json row = {{"layer", h.head.layer}, {"head", h.head.head}, {"rank", rank + 1},
+                          {measure_name, h.measure},   {"density", h.density}, {"cost", cost}};
+    if (std::isfinite(h.rel_err)) row["rel_err"] = h.rel_err;
     if (out.spent + cost <= budget + 1e-12) {
       out.spent += cost;
       out.heads.push_back(h.head);
@@ -68,7 +67,8 @@ std::string dense_head_report_markdown(const nlohmann::json& record) {
   for (const char* part : {"picked", "best_left_out"})
     for (const auto& r : record.value(part, nlohmann::json::array()))
       md += "| " + r["layer"].dump() + " | " + r["head"].dump() + " | " + r["rank"].dump() +
-            " | " + str(r[measure].get<double>()) + " | " + str(r["rel_err"].get<double>()) +
+            " | " + str(r[measure].get<double>()) + " | " +
+            (r.contains("rel_err") ? str(r["rel_err"].get<double>()) : std::string("-")) +
             " | " + str(r["density"].get<double>()) + " | " + str(r["cost"].get<double>()) +
             " | " + r["reason"].get<std::string>() + " |\n";
   return md;

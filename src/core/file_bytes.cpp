@@ -1,4 +1,5 @@
-// Whole-file reads through POSIX open/fstat/read, refusing anything but a regular file.
+// Whole-file reads through POSIX open/fstat/read, refusing anything but a regular file; whole-file
+// writes.
 #include "shareprefill/file_bytes.h"
 
 #include <fcntl.h>
@@ -7,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "shareprefill/error.h"
 
@@ -67,6 +69,14 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, const char* fn) {
 
 std::string read_file_text(const std::string& path, const char* fn) {
   return read_whole<std::string>(path, fn);
+}
+
+void write_file_text(const std::string& path, const std::string& text, const char* fn) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  check(out.good(), fn, "cannot write '", path, "'");
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  check(!out.fail(), fn, "writing '", path, "' failed");
 }
 
 }  // namespace sp

@@ -14,6 +14,7 @@
 #include "prefill_report.h"
 #include "shareprefill/calibrate_heads.h"
 #include "shareprefill/error.h"
+#include "shareprefill/file_bytes.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/eval_heads.h"
 #include "shareprefill/layer_list.h"
@@ -220,7 +221,7 @@ void run_heads(const heads_options& o) {
     map.validate(c.n_layers, c.n_heads);
     map.dense_layers.clear();
     nlohmann::json rec;
-    std::string text, key;
+    std::string key;
     if (o.upgrade_measures.empty()) {
       const dense_head_pick pick = pick_dense_heads(costs, budget, "out_err");
       map.dense_heads = pick.heads;
@@ -273,12 +274,10 @@ void run_heads(const heads_options& o) {
     map.calibration[key] = rec;
     cluster_map_save(o.map_out, map);
     const std::string md_path = o.map_out + ".md";
-    std::FILE* md = std::fopen(md_path.c_str(), "w");
-    check(md != nullptr, fn, "cannot write '", md_path, "'");
-    text = o.upgrade_measures.empty() ? dense_head_report_markdown(rec)
-                                      : head_settings_report_markdown(rec);
-    const bool ok = std::fwrite(text.data(), 1, text.size(), md) == text.size();
-    check(std::fclose(md) == 0 && ok, fn, "write to '", md_path, "' failed");
+    write_file_text(md_path,
+                    o.upgrade_measures.empty() ? dense_head_report_markdown(rec)
+                                               : head_settings_report_markdown(rec),
+                    fn);
     std::fprintf(report, "picked %zu dense heads", map.dense_heads.size());
     for (const head_ref& h : map.dense_heads) std::fprintf(report, " %d:%d", h.layer, h.head);
     std::fprintf(report, " and %zu heads with their own gamma", map.head_gammas.size());

@@ -13,6 +13,7 @@
 #include "cuda_model.h"
 #include "device_option.h"
 #include "eval_common.h"
+#include "eval_windows.h"
 #include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/error.h"
@@ -31,48 +32,6 @@ struct ppl_options {
   int64_t chunk = 0;                  // --chunk: tokens per prefill chunk (0: whole windows)
   std::string chunk_state = "fresh";  // --chunk-state: fresh or carried
 };
-
-// One window scored on the GPU as score_window scores it on the CPU: the log-probabilities of
-// tokens [n/2, n) given their prefixes.
-window_score score_window_cuda(cuda_llama_session& session, const std::vector<int32_t>& tokens,
-                               const prefill_options& options, const device_planner* planner) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t first = ppl_logit_positions(n).front();
-  session.reset();
-  window_score s;
-  s.prefill = session.prefill(tokens, options, planner);
-  const std::vector<int32_t> targets(tokens.begin() + first + 1, tokens.end());
-  const std::vector<float> lp = session.token_logprobs(first, targets);
-  s.logprobs.assign(lp.begin(), lp.end());
-  return s;
-}
-
-struct text_tokens {
-  std::string path;
-  std::vector<int32_t> ids;
-};
-
-// Up to `count` windows of `length`, taken round-robin from the files (file, start) in order.
-std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_tokens>& texts,
-                                                     int64_t length, int64_t count) {
-  std::vector<std::vector<int64_t>> per_file;
-  size_t most = 0;
-  for (const text_tokens& t : texts) {
-    const int64_t n = static_cast<int64_t>(t.ids.size());
-    per_file.push_back(n >= length ? ppl_window_starts(n, length, 0) : std::vector<int64_t>{});
-    most = std::max(most, per_file.back().size());
-  }
-  std::vector<std::pair<size_t, int64_t>> out;
-  for (size_t i = 0; i < most; ++i)
-    for (size_t f = 0; f < texts.size(); ++f)
-      if (i < per_file[f].size() && static_cast<int64_t>(out.size()) < count)
-        out.emplace_back(f, per_file[f][i]);
-  size_t longest = 0;
-  for (const text_tokens& t : texts) longest = std::max(longest, t.ids.size());
-  check(!out.empty(), "eval ppl", "no text file holds a window of ", length,
-        " tokens (the longest has ", longest, ")");
-  return out;
-}
 
 void run_ppl(const ppl_options& o) {
   const char* fn = "eval ppl";
@@ -107,7 +66,7 @@ void run_ppl(const ppl_options& o) {
   std::fprintf(report, "%-13s %6s %7s %8s %9s %9s %8s %11s\n", "mode", "gamma", "length", "windows",
                "ppl", "d_dense", "density", "prefill_s");
   for (int64_t len : lengths) {
-    const auto windows = pick_windows(texts, len, o.windows);
+    const auto windows = pick_windows(texts, len, o.windows, fn);
     std::unique_ptr<cuda_llama_session> gpu;
     if (gpu_weights) gpu = std::make_unique<cuda_llama_session>(*gpu_weights, len);
     const bool extended = len > c.context_length;
@@ -128,9 +87,7 @@ void run_ppl(const ppl_options& o) {
         std::vector<double> logprobs;
         double density = 0.0, seconds = 0.0;
         for (size_t w = 0; w < windows.size(); ++w) {
-          const auto& [file, start] = windows[w];
-          const std::vector<int32_t> tokens(texts[file].ids.begin() + start,
-                                            texts[file].ids.begin() + start + len);
+          const std::vector<int32_t> tokens = window_tokens(texts, windows[w], len);
           prefill_options po;
           po.attention = gpu ? nullptr : att.attention.get();
           po.rope = o.common.rope;
@@ -159,13 +116,10 @@ void run_ppl(const ppl_options& o) {
                      (long long)len, windows.size(), ppl, delta_text.c_str(), density, seconds,
                      mark.c_str());
         std::fflush(stdout);
-        nlohmann::json sources = nlohmann::json::array();
-        for (const auto& [file, start] : windows)
-          sources.push_back({{"file", texts[file].path}, {"token_offset", start}});
         nlohmann::json row = {{"eval", "ppl"},        {"mode", mode},
                               {"length", len},        {"ppl", ppl},
                               {"density", density},   {"prefill_s", seconds},
-                              {"windows", sources},   {"scored_tokens", logprobs.size()},
+                              {"windows", window_sources(texts, windows)},   {"scored_tokens", logprobs.size()},
                               {"extended", extended},         {"device", device},
                               {"delta_vs_dense_pct", has_delta ? nlohmann::json(delta) : nlohmann::json(nullptr)}};
         row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# `eval dense-gain` on the CPU at a small size (issue 17): every head of one layer made dense alone
+# on top of shareprefill with the settings map, the best picked into a map under a density
+# target; the written map must hold the picked heads as dense heads (and no longer as heads with
+# their own gamma), only heads with a positive measured gain, and the record of why. Bad option
+# combinations are refused by name before any work. Needs the default model and corpora; the
+# model cases are skipped when they are not cached.
+# Usage: tests/cli/test_dense_gain.sh path/to/shareprefill   (CTest, label quick)
+set -u
+bin=${1:?usage: test_dense_gain.sh SHAREPREFILL_BINARY}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${SP_CACHE:-$HOME/.cache/shareprefill}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# expect_error SUBSTRING ARGS...: non-zero exit (not a signal), SUBSTRING in stderr.
+expect_error() {
+  local want=$1
+  shift
+  timeout 120 "$bin" eval dense-gain "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  if [[ $rc -eq 0 || $rc -ge 124 ]] || ! grep -qF -- "$want" "$work/err"; then
+    fail "(rc $rc) eval dense-gain $* -- wanted: $want"
+    sed 's/^/    /' "$work/err" | tail -3
+  fi
+}
+expect_error "--windows must be >= 2" --texts x --windows 1
+expect_error "--pick-density and --map-out go together" --texts x --pick-density 0.5
+expect_error "--modes must name exactly one sparse mode" --texts x --modes vslash,shareprefill
+expect_error "--gammas: this command measures at one gamma" --texts x --gammas 0.9,0.95
+expect_error "leave out --dense-layers" --texts x --pick-density 0.5 --map-out m.json --dense-layers 3
+
+model=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
+texts=$cache/corpora/austen
+if [[ ! -f $model || ! -f $texts/mansfieldpark.txt ]]; then
+  echo "skipped the model cases: $model or the corpora not cached"
+  echo "$failures failures"
+  [[ $failures -eq 0 ]]
+  exit
+fi
+# The settings map with a 256-token minimum budget, so that 1024-token windows plan sparse.
+settings=$work/settings-256.json
+python3 - "$root/data/clusters/smollm2-135m-instruct-head-settings.json" "$settings" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for entry in m["thresholds"]:
+    entry["min_budget"] = 256
+json.dump(m, open(sys.argv[2], "w"))
+PY
+if ! timeout 600 "$bin" eval dense-gain --device cpu --threads 2 --texts \
+    "$texts/sensesensibility.txt,$texts/mansfieldpark.txt" --length 1024 --windows 2 --layers 9 \
+    --gamma 0.8 --clusters "$settings" --pick-density 0.9 --map-out "$work/map.json" \
+    --json "$work/rows.jsonl" >"$work/out" 2>"$work/err"; then
+  fail "eval dense-gain with a pick exited non-zero"
+  tail -5 "$work/err" | sed 's/^/    /'
+else
+  grep -q "split-half agreement: Spearman" "$work/out" || fail "no split-half agreement line"
+  grep -q "with them, on the same windows: ppl" "$work/out" || fail "no measured line for the picks"
+  python3 - "$work/map.json" "$work/rows.jsonl" "$settings" <<'PY' || failures=$((failures + 1))
+import json, sys
+new, rows, old = json.load(open(sys.argv[1])), [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3]))
+gains = {(r["layer"], r["head"]): r for r in rows if r["eval"] == "dense_gain"}
+assert len(gains) == 9 - sum(h[0] == 9 for h in old["dense_heads"]), f"candidates: {sorted(gains)}"
+rec = new["calibration"]["dense_gain_selection"]
+picked = [(p["layer"], p["head"]) for p in rec["picked"]]
+assert picked, "nothing picked although the density target leaves room"
+for h in picked:
+    assert gains[h]["gain_points"] > 0, f"picked {h} without a positive gain"
+    assert list(h) in new["dense_heads"], f"picked {h} missing from dense_heads"
+    assert all([g[0], g[1]] != list(h) for g in new.get("head_gammas", [])), f"{h} kept its own gamma"
+assert [h for h in old["dense_heads"] if h not in new["dense_heads"]] == [], "lost a dense head"
+assert len(new["dense_heads"]) == len(old["dense_heads"]) + len(picked)
+spent = sum(p["cost"] for p in rec["picked"])
+assert spent <= rec["budget"] + 1e-9, "the pick overspent its budget"
+best = max(gains, key=lambda h: gains[h]["gain_points"])
+assert best in picked, f"the best head {best} was not picked"
+print("map checks passed:", picked)
+PY
+fi
+echo "$failures failures"
+[[ $failures -eq 0 ]]
