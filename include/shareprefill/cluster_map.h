@@ -3,7 +3,8 @@
 // load: ours ("format": "shareprefill.clusters/1" with model and calibration blocks and optional
 // per-cluster medoids and the layers calibration found best left dense; "/2" adds the heads
 // calibration found best left dense, "/3" the heads that plan with their own gamma, "/4" the
-// planner thresholds per prompt length) and the reference implementation's (only "clusters" and
+// planner thresholds per prompt length, "/5" medoid pivots in them, "/6" dense heads per prompt
+// length) and the reference implementation's (only "clusters" and
 // "shared_clusters"). Validation against a model shape checks that every head appears exactly once,
 // indices are in range, no cluster is empty, every shared id names a cluster and the dense layers
 // exist; errors name the file, the key and the bad value.
@@ -56,7 +57,7 @@ struct cluster_map {
   // Heads the sparse modes plan with their own gamma ("head_gammas", format 3 only, optional):
   // ascending (layer, head), unique; chosen per head by calibration (issue 17).
   std::vector<head_threshold> head_gammas;
-  // Planner thresholds per prompt length ("thresholds", format 4 only, optional): ascending
+  // Planner thresholds per prompt length ("thresholds", format 4 on, optional): ascending
   // from_tokens, the first from 0; chosen by calibration at some lengths (issue 17). Empty: the
   // planner parameters apply at every length.
   std::vector<length_thresholds> thresholds;
@@ -80,7 +81,8 @@ cluster_map cluster_map_load(const std::string& path);
 cluster_map cluster_map_from_text(const std::string& text, const std::string& source);
 
 // Writes our format in the lowest version that holds the map: "shareprefill.clusters/1", "/2"
-// when the map has dense_heads, "/3" when it has head_gammas, "/4" when it has thresholds.
+// when the map has dense_heads, "/3" when it has head_gammas, "/4" when it has thresholds, "/5"
+// when an entry sets pivot_is_medoid, "/6" when an entry has dense_heads.
 nlohmann::json cluster_map_to_json(const cluster_map& map);
 void cluster_map_save(const std::string& path, const cluster_map& map);
 

@@ -19,8 +19,9 @@ each row packed, shareprefill.attention_varlen) and each row is planned by its o
 shareprefill.Planner (the planner state is per prompt; row 0 uses the model's planner, the
 others are made alike), keyed by module.layer_idx: a new prompt starts when a layer index does
 not increase or the row lengths change, and reset() starts one explicitly. The output has zeros
-at padded tokens. A cluster map with planner settings per prompt length (formats 4 and 5,
-ClusterMap.thresholds) gives each row's planner the entry for that row's length, as the CLI does
+at padded tokens. A cluster map with planner settings per prompt length (formats 4-6,
+ClusterMap.thresholds; format 6 entries add dense heads) gives each row's planner the entry for
+that row's length, as the CLI does
 (a row whose entry changes gets a new Planner at the start of a prompt), unless enable() is
 given tau_sim, tau_qa, min_budget or pivot_is_medoid: then those apply to every length.
 
@@ -388,6 +389,8 @@ def planner_factory(cluster_map, mode, layers, thresholds):
         entry = entry_for(tokens) if entry_for else None
         from_map = {k: v for k, v in (entry or {}).items() if k != "from_tokens"}
         settings = dict(thresholds, **from_map)
+        if "dense_heads" in thresholds and "dense_heads" in from_map:  # both: every one dense
+            settings["dense_heads"] = list(thresholds["dense_heads"]) + list(from_map["dense_heads"])
         planner = Planner(cluster_map, mode, layers=layers, **settings)
         planner.thresholds_entry = entry
         return planner

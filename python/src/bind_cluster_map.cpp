@@ -27,6 +27,7 @@ nb::dict thresholds_dict(const sp::length_thresholds& t) {
   if (t.tau_qa) d["tau_qa"] = *t.tau_qa;
   if (t.min_budget) d["min_budget"] = *t.min_budget;
   if (t.pivot_is_medoid) d["pivot_is_medoid"] = *t.pivot_is_medoid;
+  if (!t.dense_heads.empty()) d["dense_heads"] = t.dense_heads;  // [(layer, head), ...]
   return d;
 }
 
@@ -104,11 +105,13 @@ void bind_cluster_map(nb::module_& m) {
           "thresholds",
           [](const cluster_map_handle& h) {
             nb::list entries;
-            for (const sp::length_thresholds& t : h.map->thresholds) entries.append(thresholds_dict(t));
+            for (const sp::length_thresholds& t : h.map->thresholds)
+              entries.append(thresholds_dict(t));
             return entries;
           },
-          "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?}, ...] planner "
-          "settings by prompt length, ascending (format-4 and -5 maps; else empty)")
+          "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?, dense_heads?}, ...] "
+          "planner settings by prompt length, ascending (format 4-6 maps; else empty); "
+          "dense_heads: more heads to run dense at those lengths (format 6)")
       .def(
           "thresholds_for",
           [](const cluster_map_handle& h, int64_t tokens) -> nb::object {

@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "arrays.h"
@@ -16,6 +17,7 @@
 #include "plan_objects.h"
 #include "problems.h"
 #include "shareprefill/error.h"
+#include "shareprefill/length_thresholds.h"
 #include "shareprefill/planned_layer.h"
 
 namespace sp_python {
@@ -27,14 +29,12 @@ constexpr int64_t layers_without_map = 65536;
 
 const char* const plan_fn = "shareprefill.Planner.plan_layer";
 
-std::shared_ptr<planner_session> make_session(std::optional<cluster_map_handle> map,
-                                              const std::string& mode,
-                                              std::optional<int64_t> layers, int64_t block_size,
-                                              double gamma, double tau_sim, double tau_fb,
-                                              double tau_qa, int64_t min_budget, int64_t max_budget,
-                                              bool share_within_layer, bool pivot_is_medoid,
-                                              int64_t gate_bins,
-                                              std::optional<std::vector<int64_t>> dense_layers) {
+std::shared_ptr<planner_session> make_session(
+    std::optional<cluster_map_handle> map, const std::string& mode, std::optional<int64_t> layers,
+    int64_t block_size, double gamma, double tau_sim, double tau_fb, double tau_qa,
+    int64_t min_budget, int64_t max_budget, bool share_within_layer, bool pivot_is_medoid,
+    int64_t gate_bins, std::optional<std::vector<int64_t>> dense_layers,
+    std::vector<std::pair<int64_t, int64_t>> dense_heads) {
   auto s = std::make_shared<planner_session>();
   sp::planner_params& p = s->params;
   p.mode = sp::plan_mode_from_name(mode);
@@ -61,9 +61,19 @@ std::shared_ptr<planner_session> make_session(std::optional<cluster_map_handle> 
   if (!dense_layers && s->map)
     for (const sp::head_threshold& g : s->map->head_gammas)
       p.head_gammas.push_back(sp::head_gamma{g.head.layer, g.head.head, g.gamma});
+  // More dense heads (a thresholds entry's, format 6): on top of the map's, as the CLI adds them.
+  sp::length_thresholds more;
+  std::sort(dense_heads.begin(), dense_heads.end());
+  dense_heads.erase(std::unique(dense_heads.begin(), dense_heads.end()), dense_heads.end());
+  more.dense_heads = dense_heads;
+  p = sp::with_thresholds(p, more);
   p.validate();
   s->layers = layers ? *layers : (map ? map->layers() : layers_without_map);
   sp::check(s->layers > 0, "shareprefill.Planner", "layers must be positive, got ", s->layers);
+  for (const auto& [layer, head] : dense_heads)
+    sp::check(layer >= 0 && layer < s->layers && head >= 0, "shareprefill.Planner",
+              "dense_heads: (", layer, ", ", head, ") is outside the model's ", s->layers,
+              " layers");
   return s;
 }
 
@@ -249,18 +259,20 @@ void bind_planner(nb::module_& m) {
              std::optional<int64_t> layers, int64_t block_size, double gamma, double tau_sim,
              double tau_fb, double tau_qa, int64_t min_budget, int64_t max_budget,
              bool share_within_layer, bool pivot_is_medoid, int64_t gate_bins,
-             std::optional<std::vector<int64_t>> dense_layers) {
-            new (self) planner_handle{make_session(std::move(map), mode, layers, block_size, gamma,
-                                                   tau_sim, tau_fb, tau_qa, min_budget, max_budget,
-                                                   share_within_layer, pivot_is_medoid, gate_bins,
-                                                   std::move(dense_layers))};
+             std::optional<std::vector<int64_t>> dense_layers,
+             std::vector<std::pair<int64_t, int64_t>> dense_heads) {
+            new (self) planner_handle{
+                make_session(std::move(map), mode, layers, block_size, gamma, tau_sim, tau_fb,
+                             tau_qa, min_budget, max_budget, share_within_layer, pivot_is_medoid,
+                             gate_bins, std::move(dense_layers), std::move(dense_heads))};
           },
           nb::arg("cluster_map") = nb::none(), nb::arg("mode") = "shareprefill", nb::kw_only(),
           nb::arg("layers") = nb::none(), nb::arg("block_size") = 128, nb::arg("gamma") = 0.95,
           nb::arg("tau_sim") = 0.5, nb::arg("tau_fb") = 0.95, nb::arg("tau_qa") = 0.1,
           nb::arg("min_budget") = 1024, nb::arg("max_budget") = 0,
           nb::arg("share_within_layer") = false, nb::arg("pivot_is_medoid") = false,
-          nb::arg("gate_bins") = 0, nb::arg("dense_layers") = nb::none())
+          nb::arg("gate_bins") = 0, nb::arg("dense_layers") = nb::none(),
+          nb::arg("dense_heads") = std::vector<std::pair<int64_t, int64_t>>{})
       .def(
           "reset",
           [](planner_handle& h) {

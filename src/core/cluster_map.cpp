@@ -17,13 +17,14 @@ namespace sp {
 namespace {
 
 // Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds", format 5
-// "pivot_is_medoid" in a thresholds entry; a map is written in the lowest format that holds it,
-// so older readers keep loading what they can.
+// "pivot_is_medoid" in a thresholds entry, format 6 "dense_heads" in a thresholds entry; a map is
+// written in the lowest format that holds it, so older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
 constexpr const char* format_name_3 = "shareprefill.clusters/3";
 constexpr const char* format_name_4 = "shareprefill.clusters/4";
 constexpr const char* format_name_5 = "shareprefill.clusters/5";
+constexpr const char* format_name_6 = "shareprefill.clusters/6";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -47,17 +48,17 @@ std::string id_of(const nlohmann::json& v, const std::string& source, const std:
 }
 
 // One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
-// (in (0, 1], as planner_params::validate), "min_budget" (integer >= 1) and, from format 5,
-// "pivot_is_medoid" (bool)}.
-length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source,
-                                   int format) {
+// (in (0, 1], as planner_params::validate), "min_budget" (integer >= 1), from format 5
+// "pivot_is_medoid" (bool) and from format 6 "dense_heads" ([layer, head] pairs, ascending)}.
+length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source, int format) {
   const char* fn = "cluster_map_from_json";
   check(e.is_object(), fn, source, ": thresholds: expected an object, got ", json_excerpt(e));
   for (const auto& [key, value] : e.items())
     check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget" ||
-              key == "pivot_is_medoid",
+              key == "pivot_is_medoid" || key == "dense_heads",
           fn, source, ": thresholds: unknown key \"", key,
-          "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid) in ",
+          "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads) "
+          "in ",
           json_excerpt(e));
   check(e.contains("from_tokens") && e["from_tokens"].is_number_integer() &&
             e["from_tokens"].get<int64_t>() >= 0,
@@ -89,8 +90,25 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
           json_excerpt(e));
     t.pivot_is_medoid = v.get<bool>();
   }
-  check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid, fn, source,
-        ": thresholds: an entry must set tau_sim, tau_qa, min_budget or pivot_is_medoid, got ",
+  if (e.contains("dense_heads")) {
+    const nlohmann::json& v = e["dense_heads"];
+    check(format >= 6, fn, source, ": thresholds: \"dense_heads\" needs \"format\": \"",
+          format_name_6, "\"");
+    check(v.is_array() && !v.empty(), fn, source,
+          ": thresholds: \"dense_heads\" must be a non-empty list of [layer, head] pairs, got ",
+          json_excerpt(v));
+    for (const auto& p : v) {
+      const head_ref r = parse_pair(p, source, "thresholds: dense_heads");
+      const std::pair<int64_t, int64_t> h{r.layer, r.head};
+      check(t.dense_heads.empty() || h > t.dense_heads.back(), fn, source,
+            ": thresholds: dense_heads: must be ascending without repeats, got ", json_excerpt(v));
+      t.dense_heads.push_back(h);
+    }
+  }
+  check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid || !t.dense_heads.empty(), fn,
+        source,
+        ": thresholds: an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid or "
+        "dense_heads, got ",
         json_excerpt(e));
   return t;
 }
@@ -99,20 +117,20 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
 
 cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& source) {
   const char* fn = "cluster_map_from_json";
-  check(json_nesting_depth(j, max_nesting) <= max_nesting, fn, source,
-        ": JSON nested more than ", max_nesting, " levels deep: not a cluster map");
+  check(json_nesting_depth(j, max_nesting) <= max_nesting, fn, source, ": JSON nested more than ",
+        max_nesting, " levels deep: not a cluster map");
   check(j.is_object(), fn, source, ": top level must be an object");
   cluster_map map;
   map.source = source;
   int format = 1;
   if (j.contains("format")) {
-    const char* const names[] = {format_name, format_name_2, format_name_3, format_name_4,
-                                 format_name_5};
-    for (int f = 1; f <= 5; ++f)
+    const char* const names[] = {format_name,   format_name_2, format_name_3,
+                                 format_name_4, format_name_5, format_name_6};
+    for (int f = 1; f <= 6; ++f)
       if (j["format"] == names[f - 1]) format = f;
     check(j["format"] == names[format - 1], fn, source, ": \"format\": expected \"", format_name,
-          "\", \"", format_name_2, "\", \"", format_name_3, "\", \"", format_name_4, "\" or \"",
-          format_name_5, "\", got ", json_excerpt(j["format"]));
+          "\", \"", format_name_2, "\", \"", format_name_3, "\", \"", format_name_4, "\", \"",
+          format_name_5, "\" or \"", format_name_6, "\", got ", json_excerpt(j["format"]));
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -192,9 +210,9 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
           json_excerpt(d));
     for (const auto& p : d) {
       const head_ref r = parse_pair(p, source, "dense_heads");
-      check(map.dense_heads.empty() || std::make_pair(r.layer, r.head) >
-                                           std::make_pair(map.dense_heads.back().layer,
-                                                          map.dense_heads.back().head),
+      check(map.dense_heads.empty() ||
+                std::make_pair(r.layer, r.head) >
+                    std::make_pair(map.dense_heads.back().layer, map.dense_heads.back().head),
             fn, source, ": dense_heads: must be ascending without repeats, got ", json_excerpt(d));
       map.dense_heads.push_back(r);
     }
@@ -205,7 +223,8 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
           "\" or later");
     const auto& d = j["head_gammas"];
     check(d.is_array(), fn, source,
-          ": \"head_gammas\" must be a list of [layer, head, gamma] triples, got ", json_excerpt(d));
+          ": \"head_gammas\" must be a list of [layer, head, gamma] triples, got ",
+          json_excerpt(d));
     for (const auto& t : d) {
       check(t.is_array() && t.size() == 3 && t[2].is_number(), fn, source,
             ": head_gammas: expected a [layer, head, gamma] triple, got ", json_excerpt(t));
@@ -305,12 +324,17 @@ void cluster_map::validate(int64_t layers, int64_t heads) const {
   for (int64_t l : dense_layers)
     check(l < layers, fn, source, ": dense_layers: layer ", l, " out of range [0, ", layers, ")");
   for (const head_ref& h : dense_heads)
-    check(h.layer < layers && h.head < heads, fn, source, ": dense_heads: [", h.layer, ", ",
-          h.head, "] out of range (", layers, " layers x ", heads, " heads)");
+    check(h.layer < layers && h.head < heads, fn, source, ": dense_heads: [", h.layer, ", ", h.head,
+          "] out of range (", layers, " layers x ", heads, " heads)");
   for (const head_threshold& g : head_gammas)
     check(g.head.layer < layers && g.head.head < heads, fn, source, ": head_gammas: [",
           g.head.layer, ", ", g.head.head, "] out of range (", layers, " layers x ", heads,
           " heads)");
+  for (const length_thresholds& t : thresholds)
+    for (const auto& [layer, head] : t.dense_heads)
+      check(layer < layers && head < heads, fn, source, ": thresholds from ", t.from_tokens,
+            " tokens: dense_heads: [", layer, ", ", head, "] out of range (", layers, " layers x ",
+            heads, " heads)");
 }
 
 std::vector<int32_t> cluster_map::head_table(int64_t layers, int64_t heads) const {
@@ -333,7 +357,11 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
   const bool medoid_entries =
       std::any_of(map.thresholds.begin(), map.thresholds.end(),
                   [](const length_thresholds& t) { return t.pivot_is_medoid.has_value(); });
-  j["format"] = medoid_entries             ? format_name_5
+  const bool dense_head_entries =
+      std::any_of(map.thresholds.begin(), map.thresholds.end(),
+                  [](const length_thresholds& t) { return !t.dense_heads.empty(); });
+  j["format"] = dense_head_entries         ? format_name_6
+                : medoid_entries           ? format_name_5
                 : !map.thresholds.empty()  ? format_name_4
                 : !map.head_gammas.empty() ? format_name_3
                 : !map.dense_heads.empty() ? format_name_2
@@ -379,6 +407,11 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
       if (t.tau_qa) e["tau_qa"] = *t.tau_qa;
       if (t.min_budget) e["min_budget"] = *t.min_budget;
       if (t.pivot_is_medoid) e["pivot_is_medoid"] = *t.pivot_is_medoid;
+      if (!t.dense_heads.empty()) {
+        nlohmann::json heads = nlohmann::json::array();
+        for (const auto& [layer, head] : t.dense_heads) heads.push_back({layer, head});
+        e["dense_heads"] = heads;
+      }
       d.push_back(e);
     }
     j["thresholds"] = d;

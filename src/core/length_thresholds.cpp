@@ -1,6 +1,7 @@
 // Planner thresholds per prompt length: the entry for a length, applying it, describing it.
 #include "shareprefill/length_thresholds.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "shareprefill/error.h"
@@ -22,6 +23,16 @@ planner_params with_thresholds(planner_params params, const length_thresholds& t
   if (t.tau_qa) params.tau_qa = *t.tau_qa;
   if (t.min_budget) params.min_budget = *t.min_budget;
   if (t.pivot_is_medoid) params.pivot_is_medoid = *t.pivot_is_medoid;
+  for (const std::pair<int64_t, int64_t>& h : t.dense_heads) {
+    auto& d = params.dense_heads;
+    const auto at = std::lower_bound(d.begin(), d.end(), h);
+    if (at == d.end() || *at != h) d.insert(at, h);
+    auto& g = params.head_gammas;
+    g.erase(std::remove_if(
+                g.begin(), g.end(),
+                [&](const head_gamma& x) { return x.layer == h.first && x.head == h.second; }),
+            g.end());
+  }
   return params;
 }
 
@@ -33,7 +44,8 @@ std::string describe_thresholds(const length_thresholds& t) {
   if (t.tau_qa) out << sep << "tau_qa " << *t.tau_qa, sep = ", ";
   if (t.min_budget) out << sep << "min_budget " << *t.min_budget, sep = ", ";
   if (t.pivot_is_medoid)
-    out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots");
+    out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots"), sep = ", ";
+  if (!t.dense_heads.empty()) out << sep << t.dense_heads.size() << " more dense heads";
   return out.str();
 }
 

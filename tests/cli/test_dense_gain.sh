@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `eval dense-gain` on the CPU at a small size (issue 17): every head of one layer made dense alone
 # on top of shareprefill with the settings map, the best picked into a map under a density
-# target; the written map must hold the picked heads as dense heads (and no longer as heads with
-# their own gamma), only heads with a positive measured gain, and the record of why. Bad option
+# target; the written map (format 6) must hold the picked heads as dense heads of its settings
+# entry for the length, only heads with a positive measured gain, the rest of the map unchanged,
+# and the record of why. Bad option
 # combinations are refused by name before any work. Needs the default model and corpora; the
 # model cases are skipped when they are not cached.
 # Usage: tests/cli/test_dense_gain.sh path/to/shareprefill   (CTest, label quick)
@@ -61,7 +62,7 @@ if ! timeout 600 "$bin" eval dense-gain --device cpu --threads 2 --texts \
   tail -5 "$work/err" | sed 's/^/    /'
 else
   grep -q "split-half agreement: Spearman" "$work/out" || fail "no split-half agreement line"
-  grep -q "with them, on the same windows: ppl" "$work/out" || fail "no measured line for the picks"
+  grep -q "the written map on the same windows: ppl" "$work/out" || fail "no measured line for the picks"
   python3 - "$work/map.json" "$work/rows.jsonl" "$settings" <<'PY' || failures=$((failures + 1))
 import json, sys
 new, rows, old = json.load(open(sys.argv[1])), [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3]))
@@ -70,12 +71,14 @@ assert len(gains) == 9 - sum(h[0] == 9 for h in old["dense_heads"]), f"candidate
 rec = new["calibration"]["dense_gain_selection"]
 picked = [(p["layer"], p["head"]) for p in rec["picked"]]
 assert picked, "nothing picked although the density target leaves room"
+entry = new["thresholds"][0]  # the settings entry for 1024 tokens (from 0)
+assert rec["written_to"] == "thresholds entry from 0 tokens (dense_heads)", rec["written_to"]
 for h in picked:
     assert gains[h]["gain_points"] > 0, f"picked {h} without a positive gain"
-    assert list(h) in new["dense_heads"], f"picked {h} missing from dense_heads"
-    assert all([g[0], g[1]] != list(h) for g in new.get("head_gammas", [])), f"{h} kept its own gamma"
-assert [h for h in old["dense_heads"] if h not in new["dense_heads"]] == [], "lost a dense head"
-assert len(new["dense_heads"]) == len(old["dense_heads"]) + len(picked)
+    assert list(h) in entry["dense_heads"], f"picked {h} missing from the entry's dense_heads"
+assert len(entry["dense_heads"]) == len(picked)
+assert new["dense_heads"] == old["dense_heads"] and new["head_gammas"] == old["head_gammas"]
+assert new["format"] == "shareprefill.clusters/6"
 spent = sum(p["cost"] for p in rec["picked"])
 assert spent <= rec["budget"] + 1e-9, "the pick overspent its budget"
 best = max(gains, key=lambda h: gains[h]["gain_points"])

@@ -1,8 +1,8 @@
 // The cluster map's format 4 (issue 17): "thresholds" per prompt length round-trip, make the
 // writer pick format 4 (and only then), need the format-4 tag, and bad entries fail naming the
 // file, the key and the value; format 5 adds "pivot_is_medoid" to an entry (and only format 5
-// may); maps of formats 1-3 still load and keep their format; the shipped settings map carries
-// the second GPU sweep's choices at 8K and 32K.
+// may), format 6 "dense_heads" per entry; maps of formats 1-3 still load and keep their format; the
+// shipped settings map carries the second GPU sweep's choices at 8K and 32K.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -73,12 +73,60 @@ TEST(ClusterMapThresholds, FormatFiveCarriesMedoidPivots) {
                       "\"shareprefill.clusters/5\""),
             std::string::npos);
   j["thresholds"][1]["pivot_is_medoid"] = 1;
-  EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v5.json"); })
-                .find("\"pivot_is_medoid\" must be true or false, got 1"),
+  EXPECT_NE(testing::error_of([&] {
+              cluster_map_from_json(j, "v5.json");
+            }).find("\"pivot_is_medoid\" must be true or false, got 1"),
             std::string::npos);
   // An entry may set nothing but the pivot rule.
   j["thresholds"] = {{{"from_tokens", 0}, {"pivot_is_medoid", false}}};
   EXPECT_EQ(cluster_map_from_json(j, "v5.json").thresholds[0].pivot_is_medoid, false);
+}
+
+TEST(ClusterMapThresholds, FormatSixCarriesDenseHeadsPerLength) {
+  nlohmann::json j = map_json("shareprefill.clusters/6");
+  j["thresholds"] = two_lengths;
+  j["thresholds"][0]["dense_heads"] = {{0, 1}, {1, 0}};
+  const cluster_map m = cluster_map_from_json(j, "v6.json");
+  using heads = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(m.thresholds[0].dense_heads, (heads{{0, 1}, {1, 0}}));
+  EXPECT_TRUE(m.thresholds[1].dense_heads.empty());
+  EXPECT_NO_THROW(m.validate(2, 2));
+  const nlohmann::json back = cluster_map_to_json(m);
+  EXPECT_EQ(back["format"], "shareprefill.clusters/6");
+  EXPECT_EQ(back["thresholds"], j["thresholds"]);
+  // Without them the map is written as format 4 again; format 5 keys load under format 6.
+  cluster_map v4 = m;
+  v4.thresholds[0].dense_heads.clear();
+  EXPECT_EQ(cluster_map_to_json(v4)["format"], "shareprefill.clusters/4");
+  j["thresholds"][1]["pivot_is_medoid"] = true;
+  EXPECT_EQ(cluster_map_to_json(cluster_map_from_json(j, "v6.json"))["thresholds"],
+            j["thresholds"]);
+  // An entry may set nothing but dense heads.
+  j["thresholds"][1] = {{"from_tokens", 16384}, {"dense_heads", {{1, 1}}}};
+  EXPECT_EQ(cluster_map_from_json(j, "v6.json").thresholds[1].dense_heads, (heads{{1, 1}}));
+  // Validation against the model names the entry; the key needs format 6; pairs ascending.
+  j["thresholds"][1]["dense_heads"] = {{1, 2}};
+  EXPECT_NE(testing::error_of([&] {
+              cluster_map_from_json(j, "v6.json").validate(2, 2);
+            }).find("v6.json: thresholds from 16384 tokens: dense_heads: [1, 2] out of range"),
+            std::string::npos);
+  const std::pair<nlohmann::json, const char*> bad[] = {
+      {{{1, 1}, {0, 1}}, "dense_heads: must be ascending without repeats"},
+      {{{0, 1}, {0, 1}}, "dense_heads: must be ascending without repeats"},
+      {nlohmann::json::array(), "\"dense_heads\" must be a non-empty list of [layer, head] pairs"},
+      {{{0}}, "expected a [layer, head] pair of integers"},
+      {{{-1, 0}}, "negative or too large index"}};
+  for (const auto& [value, message] : bad) {
+    j["thresholds"][1]["dense_heads"] = value;
+    const std::string err = testing::error_of([&] { cluster_map_from_json(j, "v6.json"); });
+    EXPECT_NE(err.find(message), std::string::npos) << value.dump() << " -> " << err;
+  }
+  j["thresholds"][1]["dense_heads"] = {{1, 1}};
+  j["format"] = "shareprefill.clusters/5";
+  EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v5.json"); })
+                .find("v5.json: thresholds: \"dense_heads\" needs \"format\": "
+                      "\"shareprefill.clusters/6\""),
+            std::string::npos);
 }
 
 TEST(ClusterMapThresholds, OlderFormatsLoadUnchanged) {
@@ -136,7 +184,8 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
        "\"from_tokens\" must be a non-negative integer"},
       {{{{"from_tokens", 1024}, {"tau_sim", 0.5}}},
        "the first entry must have \"from_tokens\": 0, got 1024"},
-      {{{{"from_tokens", 0}}}, "an entry must set tau_sim, tau_qa, min_budget or pivot_is_medoid"},
+      {{{{"from_tokens", 0}}},
+       "an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid or dense_heads"},
       {{{{"from_tokens", 0}, {"tau-sim", 0.5}}}, "unknown key \"tau-sim\""},
       {{{{"from_tokens", 0}, {"tau_sim", 0.0}}}, "\"tau_sim\" must be a number in (0, 1], got 0"},
       {{{{"from_tokens", 0}, {"tau_qa", 1.5}}}, "\"tau_qa\" must be a number in (0, 1], got 1.5"},
@@ -156,9 +205,9 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
     EXPECT_NE(err.find("t.json: "), std::string::npos) << err;
     EXPECT_NE(err.find(message), std::string::npos) << value.dump() << " -> " << err;
   }
-  nlohmann::json v6 = map_json("shareprefill.clusters/6");
+  nlohmann::json v7 = map_json("shareprefill.clusters/7");
   EXPECT_NE(
-      testing::error_of([&] { cluster_map_from_json(v6, "v6.json"); }).find("\"format\": expected"),
+      testing::error_of([&] { cluster_map_from_json(v7, "v7.json"); }).find("\"format\": expected"),
       std::string::npos);
 }
 

@@ -49,6 +49,22 @@ TEST(LengthThresholds, AnEntryReplacesOnlyWhatItNames) {
   EXPECT_FALSE(with_thresholds(p, medoid).pivot_is_medoid);
 }
 
+TEST(LengthThresholds, AnEntrysDenseHeadsJoinTheParameters) {
+  planner_params p;
+  p.dense_heads = {{0, 1}, {3, 2}};
+  p.head_gammas = {{1, 4, 0.9}, {2, 0, 0.97}, {3, 2, 0.99}};
+  length_thresholds t;
+  t.dense_heads = {{1, 4}, {3, 2}, {5, 0}};
+  const planner_params q = with_thresholds(p, t);
+  using heads = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(q.dense_heads, (heads{{0, 1}, {1, 4}, {3, 2}, {5, 0}}));  // sorted, no repeat
+  ASSERT_EQ(q.head_gammas.size(), 1u);  // 1:4 and 3:2 run dense: no gamma of their own
+  EXPECT_EQ(q.head_gammas[0].layer, 2);
+  EXPECT_NO_THROW(q.validate());
+  EXPECT_EQ(q.tau_sim, p.tau_sim);
+  EXPECT_EQ(describe_thresholds(t), "for >= 0 tokens: 3 more dense heads");
+}
+
 TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {
   EXPECT_EQ(describe_thresholds(two_lengths[1]),
             "for >= 16384 tokens: tau_sim 0.1, min_budget 2048");

@@ -85,3 +85,24 @@ def test_gate_bins_is_not_a_length_threshold():
     assert new_planner(32768).params["min_budget"] == 2048
     with pytest.raises(sp.Error, match="gate_bins must be in"):
         sp.Planner(mode="vslash", gate_bins=-1)
+
+
+def test_an_entrys_dense_heads_run_dense_at_its_lengths(tmp_path):
+    """Format 6: a settings entry's dense heads join the map's own for prompts it covers, and a
+    Planner takes more dense heads by keyword."""
+    data = settings_map().to_json()
+    data["format"] = "shareprefill.clusters/6"
+    data["thresholds"][0]["dense_heads"] = [[10, 0], [28, 4]]
+    path = tmp_path / "v6.json"
+    path.write_text(__import__("json").dumps(data))
+    cmap = sp.ClusterMap.load(str(path))
+    assert cmap.thresholds_for(8192)["dense_heads"] == [(10, 0), (28, 4)]
+    assert "dense_heads" not in cmap.thresholds_for(32768)
+    new_planner, _ = hf.planner_factory(cmap, "shareprefill", 30, {})
+    own = [list(h) for h in cmap.dense_heads]
+    short, long = new_planner(8192).params, new_planner(32768).params
+    assert sorted(map(list, short["dense_heads"])) == sorted(own + [[10, 0], [28, 4]])
+    assert sorted(map(list, long["dense_heads"])) == sorted(own)
+    assert [10, 0] not in [g[:2] for g in map(list, short["head_gammas"])]
+    with pytest.raises(sp.Error):
+        sp.Planner(cmap, "shareprefill", layers=30, dense_heads=[(30, 0)])  # no layer 30

@@ -5,8 +5,9 @@
 // ranking needs many windows, which the GPU affords (--device cuda). Split-half agreement (the
 // rank correlation of the gains on the first and on the second half of the windows) says how
 // far the ranking is above the windows' noise. With --pick-density and --map-out, the heads with
-// the largest gains are added to the map's dense heads until the overall density reaches the
-// target, and the map so written is measured on the same windows.
+// the largest gains are added to the map's dense heads (to its settings entry for --length when
+// it has settings per length, format 6) until the overall density reaches the target, and the
+// map so written is loaded back and measured on the same windows.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -245,34 +246,51 @@ void run_dense_gain(const dense_gain_options& o) {
         "--map-out needs a cluster map to start from: pass --clusters");
   const std::string map_path =
       att.cluster_source.empty() ? att.dense_layers_source : att.cluster_source;
+  // Into the map's settings entry for this length when it has entries (a head's worth dense
+  // depends on the length: the 8K and 32K rankings differ), else into its dense heads.
   cluster_map map = cluster_map_load(map_path);
-  planner_params picked = base;
+  length_thresholds* entry = nullptr;
+  for (length_thresholds& t : map.thresholds)
+    if (t.from_tokens <= o.length) entry = &t;
   for (const head_ref& h : pick.heads) {
-    picked = with_dense_head(picked, h.layer, h.head);
+    if (entry) {
+      entry->dense_heads.emplace_back(h.layer, h.head);
+      continue;
+    }
     map.dense_heads.push_back(h);
     auto& g = map.head_gammas;
     g.erase(
         std::remove_if(g.begin(), g.end(), [&](const head_threshold& x) { return x.head == h; }),
         g.end());
   }
+  if (entry) std::sort(entry->dense_heads.begin(), entry->dense_heads.end());
   std::sort(map.dense_heads.begin(), map.dense_heads.end(),
             [](const head_ref& a, const head_ref& b) {
               return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
             });
-  const scored_run after = score(&picked);
   nlohmann::json rec = pick.record;
   rec["mode"] = modes[0];
   rec["gamma"] = base.gamma;
   rec["length"] = o.length;
   rec["windows"] = sources;
   rec["started_from"] = map_path;
+  rec["written_to"] = entry ? "thresholds entry from " + std::to_string(entry->from_tokens) +
+                                  " tokens (dense_heads)"
+                            : std::string("dense_heads");
   rec["budget_for_density"] = o.pick_density;
   rec["split_half_spearman"] = agreement;
+  if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
+  map.calibration["dense_gain_selection"] = rec;
+  cluster_map_save(o.map_out, map);
+  // The written map measured as a user gets it (loaded back, its entry for this length).
+  attention_options written = o.common.attention;
+  written.clusters = o.map_out;
+  const attention_setup att_written = make_attention(written, modes[0], c, m.path, o.length);
+  const scored_run after = score(&att_written.plan->params());
   rec["measured_with_picks"] = {
       {"dense_ppl", dense_ppl},
       {"before", {{"delta_vs_dense_pct", change(sparse, 0, w_all)}, {"density", sparse.density}}},
       {"after", {{"delta_vs_dense_pct", change(after, 0, w_all)}, {"density", after.density}}}};
-  if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
   map.calibration["dense_gain_selection"] = rec;
   cluster_map_save(o.map_out, map);
   write_file_text(o.map_out + ".md", dense_head_report_markdown(rec), fn);
@@ -280,10 +298,11 @@ void run_dense_gain(const dense_gain_options& o) {
   for (const head_ref& h : pick.heads) std::fprintf(report, " %d:%d", h.layer, h.head);
   std::fprintf(
       report,
-      "\nwith them, on the same windows: ppl %.4f (%+.3f%%), density %.4f (before: "
-      "%+.3f%% at %.4f)\nwrote %s (reasons in calibration.dense_gain_selection and %s.md)\n",
-      after.ppl(0, w_all), change(after, 0, w_all), after.density, change(sparse, 0, w_all),
-      sparse.density, o.map_out.c_str(), o.map_out.c_str());
+      "\nwritten to %s's %s\nthe written map on the same windows: ppl %.4f (%+.3f%%), density "
+      "%.4f (before: %+.3f%% at %.4f)\nreasons in calibration.dense_gain_selection and %s.md\n",
+      o.map_out.c_str(), rec["written_to"].get<std::string>().c_str(), after.ppl(0, w_all),
+      change(after, 0, w_all), after.density, change(sparse, 0, w_all), sparse.density,
+      o.map_out.c_str());
   out.write({{"eval", "dense_gain_pick"},
              {"heads", rec["picked"]},
              {"delta_vs_dense_pct", change(after, 0, w_all)},
