@@ -2,7 +2,7 @@
 
     import shareprefill.hf
     shareprefill.hf.enable(model,
-                           cluster_map="data/clusters/smollm2-135m-instruct-head-settings.json")
+                           cluster_map="data/clusters/smollm2-135m-instruct-dense-gain.json")
     model.generate(**inputs)   # prefill: SharePrefill planner + block-sparse kernel; decode: SDPA
 
 enable() registers an attention function and its mask function under the name "shareprefill"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The default cluster map's settings per prompt length reach the planner (issue 17, format 5):
-# `generate --mode shareprefill` with no planner option plans with the settings map's entry for
-# the prompt's length (medoid pivots included) and says so; any of --tau-sim, --tau-qa,
-# --min-budget, --pivot-medoid, --pivot-dense makes the map's entries give way; --clusters picks
-# another map (the first one, with its dense layers 18 and 23). Needs the default model; skipped
+# The default cluster map's settings per prompt length reach the planner (issue 17, formats 5 and
+# 6): `generate --mode shareprefill` with no planner option plans with the default map's entry
+# for the prompt's length (medoid pivots and the entry's dense heads included) and says so; any of
+# --tau-sim, --tau-qa, --min-budget, --pivot-medoid, --pivot-dense makes the map's entries give
+# way; --clusters picks another map (the settings map; the first one, with its dense layers 18 and
+# 23). Needs the default model; skipped
 # when it is not cached.
 # Usage: tests/cli/test_map_settings.sh path/to/shareprefill   (CTest, label quick)
 set -u
@@ -32,14 +33,17 @@ expect_line() {
   fi
 }
 
+default=$root/data/clusters/smollm2-135m-instruct-dense-gain.json
+expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 17 more dense heads"
 settings=$root/data/clusters/smollm2-135m-instruct-head-settings.json
-expect_line "7 dense heads, 102 heads with own gamma (from $settings); thresholds from $settings for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots"
+expect_line "7 dense heads, 102 heads with own gamma (from $settings); thresholds from $settings for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots" \
+  --clusters "$settings"
 for option in "--tau-sim 0.4" "--tau-qa 0.3" "--min-budget 512" "--pivot-medoid" "--pivot-dense"; do
   # shellcheck disable=SC2086
-  expect_line "thresholds of $settings ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense given)" $option
+  expect_line "thresholds of $default ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense given)" $option
 done
 expect_line "18,23 (from $root/data/clusters/smollm2-135m-instruct.json)" \
   --clusters "$root/data/clusters/smollm2-135m-instruct.json"
 
-echo "7 cases, $failures failures"
+echo "8 cases, $failures failures"
 [[ $failures -eq 0 ]]

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
 
 #include "shareprefill/cluster_map.h"
 #include "test_util.h"
@@ -165,6 +166,29 @@ TEST(ClusterMapThresholds, TheShippedSettingsMapCarriesTheSweepsChoices) {
   const cluster_map plain =
       cluster_map_load(std::string(SP_SOURCE_DIR) + "/data/clusters/smollm2-135m-instruct.json");
   EXPECT_TRUE(plain.thresholds.empty());
+}
+
+TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
+  const std::string root = SP_SOURCE_DIR;
+  const std::string path = root + "/data/clusters/smollm2-135m-instruct-dense-gain.json";
+  std::ifstream models(root + "/data/models.json");
+  const nlohmann::json j = nlohmann::json::parse(models);
+  EXPECT_EQ(j["models"]["smollm2-135m-instruct-q4_1"]["clusters"],
+            "data/clusters/smollm2-135m-instruct-dense-gain.json");
+  const cluster_map m = cluster_map_load(path);
+  EXPECT_NO_THROW(m.validate(30, 9));
+  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/6");
+  size_t shared = 0;
+  for (const auto& c : m.clusters) shared += c.shared ? 1 : 0;
+  EXPECT_EQ(shared, 4u);
+  ASSERT_EQ(m.thresholds.size(), 2u);
+  EXPECT_EQ(m.thresholds[0].dense_heads.size(), 17u);
+  EXPECT_TRUE(m.thresholds[1].dense_heads.empty());  // from 24,576 tokens: none added
+  EXPECT_EQ(describe_thresholds(m.thresholds[0]),
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 17 more "
+            "dense heads");
+  EXPECT_TRUE(m.calibration.contains("dense_gain_selection"));
+  EXPECT_TRUE(m.calibration.contains("shared_cluster_choice"));
 }
 
 TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
