@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `eval dense-gain` on the CPU at a small size (issue 17): every head of one layer made dense alone
 # on top of shareprefill with the settings map, the best picked into a map under a density
-# target; the written map (format 6) must hold the picked heads as dense heads of its settings
-# entry for the length, only heads with a positive measured gain, the rest of the map unchanged,
-# and the record of why. Bad option
+# target after each shared cluster was weighed for unsharing; the written map (format 6) must hold
+# the picked heads as dense heads of its settings entry for the length, only heads with a
+# positive measured gain, the clusters the rule unshared no longer shared, the rest unchanged, and
+# the record of why. Bad option
 # combinations are refused by name before any work. Needs the default model and corpora; the
 # model cases are skipped when they are not cached.
 # Usage: tests/cli/test_dense_gain.sh path/to/shareprefill   (CTest, label quick)
@@ -36,6 +37,9 @@ expect_error "--pick-density and --map-out go together" --texts x --pick-density
 expect_error "--modes must name exactly one sparse mode" --texts x --modes vslash,shareprefill
 expect_error "--gammas: this command measures at one gamma" --texts x --gammas 0.9,0.95
 expect_error "leave out --dense-layers" --texts x --pick-density 0.5 --map-out m.json --dense-layers 3
+expect_error "--unshare-clusters weighs unsharing against the pick" --texts x --unshare-clusters
+expect_error "--unshare-clusters needs --modes shareprefill" --texts x --modes vslash \
+  --unshare-clusters --pick-density 0.5 --map-out m.json
 
 model=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
 texts=$cache/corpora/austen
@@ -56,7 +60,7 @@ json.dump(m, open(sys.argv[2], "w"))
 PY
 if ! timeout 600 "$bin" eval dense-gain --device cpu --threads 2 --texts \
     "$texts/sensesensibility.txt,$texts/mansfieldpark.txt" --length 1024 --windows 2 --layers 9 \
-    --gamma 0.8 --clusters "$settings" --pick-density 0.9 --map-out "$work/map.json" \
+    --gamma 0.8 --clusters "$settings" --pick-density 0.9 --map-out "$work/map.json" --unshare-clusters \
     --json "$work/rows.jsonl" >"$work/out" 2>"$work/err"; then
   fail "eval dense-gain with a pick exited non-zero"
   tail -5 "$work/err" | sed 's/^/    /'
@@ -66,9 +70,20 @@ else
   python3 - "$work/map.json" "$work/rows.jsonl" "$settings" <<'PY' || failures=$((failures + 1))
 import json, sys
 new, rows, old = json.load(open(sys.argv[1])), [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3]))
-gains = {(r["layer"], r["head"]): r for r in rows if r["eval"] == "dense_gain"}
-assert len(gains) == 9 - sum(h[0] == 9 for h in old["dense_heads"]), f"candidates: {sorted(gains)}"
 rec = new["calibration"]["dense_gain_selection"]
+# Unsharing: every shared cluster measured; the dropped ones are those below the pick's rate, and
+# the map written without them; after a drop the heads are measured again (the later rows count).
+uns = rec["unsharing"]
+assert sorted(c["cluster"] for c in uns["clusters"]) == sorted(old["shared_clusters"])
+rate = uns["rate_points_per_density"]
+for c in uns["clusters"]:
+    want = c["density_saved"] > 0 and c["loss_points"] < rate * c["density_saved"]
+    assert c["unshared"] == want, c
+    assert (c["cluster"] in new["shared_clusters"]) == (not c["unshared"]), c
+head_rows = [r for r in rows if r["eval"] == "dense_gain"]
+candidates = 9 - sum(h[0] == 9 for h in old["dense_heads"])
+assert len(head_rows) == candidates * (2 if any(c["unshared"] for c in uns["clusters"]) else 1)
+gains = {(r["layer"], r["head"]): r for r in head_rows[-candidates:]}
 picked = [(p["layer"], p["head"]) for p in rec["picked"]]
 assert picked, "nothing picked although the density target leaves room"
 entry = new["thresholds"][0]  # the settings entry for 1024 tokens (from 0)
@@ -78,6 +93,7 @@ for h in picked:
     assert list(h) in entry["dense_heads"], f"picked {h} missing from the entry's dense_heads"
 assert len(entry["dense_heads"]) == len(picked)
 assert new["dense_heads"] == old["dense_heads"] and new["head_gammas"] == old["head_gammas"]
+assert new["clusters"] == old["clusters"]
 assert new["format"] == "shareprefill.clusters/6"
 spent = sum(p["cost"] for p in rec["picked"])
 assert spent <= rec["budget"] + 1e-9, "the pick overspent its budget"
