@@ -34,7 +34,7 @@ expect_line() {
 }
 
 default=$root/data/clusters/smollm2-135m-instruct-dense-gain.json
-expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 17 more dense heads"
+expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads"
 settings=$root/data/clusters/smollm2-135m-instruct-head-settings.json
 expect_line "7 dense heads, 102 heads with own gamma (from $settings); thresholds from $settings for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots" \
   --clusters "$settings"

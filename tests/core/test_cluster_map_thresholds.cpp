@@ -180,15 +180,25 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
   EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/6");
   size_t shared = 0;
   for (const auto& c : m.clusters) shared += c.shared ? 1 : 0;
-  EXPECT_EQ(shared, 4u);
+  EXPECT_EQ(shared, 5u);
   ASSERT_EQ(m.thresholds.size(), 2u);
-  EXPECT_EQ(m.thresholds[0].dense_heads.size(), 17u);
+  EXPECT_EQ(m.thresholds[0].dense_heads.size(), 13u);
   EXPECT_TRUE(m.thresholds[1].dense_heads.empty());  // from 24,576 tokens: none added
   EXPECT_EQ(describe_thresholds(m.thresholds[0]),
-            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 17 more "
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more "
             "dense heads");
-  EXPECT_TRUE(m.calibration.contains("dense_gain_selection"));
-  EXPECT_TRUE(m.calibration.contains("shared_cluster_choice"));
+  // Written by eval dense-gain --unshare-clusters: its record says which clusters went and why.
+  ASSERT_TRUE(m.calibration.contains("dense_gain_selection"));
+  const nlohmann::json& u = m.calibration["dense_gain_selection"]["unsharing"];
+  size_t unshared = 0;
+  for (const auto& c : u["clusters"]) {
+    const bool go = c["density_saved"].get<double>() > 0 &&
+                    c["loss_points"].get<double>() <
+                        u["rate_points_per_density"].get<double>() * c["density_saved"].get<double>();
+    EXPECT_EQ(c["unshared"].get<bool>(), go) << c.dump();
+    unshared += go ? 1 : 0;
+  }
+  EXPECT_EQ(unshared + shared, 10u);
 }
 
 TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {

@@ -94,6 +94,23 @@ double marginal_rate(const dense_head_pick& pick, const std::vector<head_gain>& 
   return rate;
 }
 
+// The unsharing record as a Markdown section: the rule, the rate, one row per shared cluster.
+std::string unsharing_markdown(const nlohmann::json& u) {
+  std::string md = "\n## Shared clusters weighed for unsharing\n\nRule: " +
+                   u["rule"].get<std::string>() + ". Rate " +
+                   str(u["rate_points_per_density"].get<double>()) + " points per density.\n\n";
+  md += "| cluster | loss (points) | density saved | decision |\n|---|---|---|---|\n";
+  for (const auto& c : u["clusters"])
+    md += "| " + c["cluster"].get<std::string>() + " | " + str(c["loss_points"].get<double>()) +
+          " | " + str(c["density_saved"].get<double>()) + " | " +
+          (c["unshared"].get<bool>() ? "unshared" : "kept") + " |\n";
+  if (u.contains("without_them"))
+    md += "\nWithout the unshared clusters, before the pick: " +
+          str(u["without_them"]["delta_vs_dense_pct"].get<double>()) + "% at density " +
+          str(u["without_them"]["density"].get<double>()) + ".\n";
+  return md;
+}
+
 void run_dense_gain(const dense_gain_options& o) {
   const char* fn = "eval dense-gain";
   const std::string device = resolve_device(o.device);
@@ -273,7 +290,10 @@ void run_dense_gain(const dense_gain_options& o) {
        {{"delta_vs_dense_pct", scorer.change(after, 0, w_all)}, {"density", after.density}}}};
   map.calibration["dense_gain_selection"] = rec;
   cluster_map_save(o.map_out, map);
-  write_file_text(o.map_out + ".md", dense_head_report_markdown(rec), fn);
+  write_file_text(o.map_out + ".md",
+                  dense_head_report_markdown(rec) +
+                      (o.unshare ? unsharing_markdown(unshare_record) : std::string()),
+                  fn);
   std::fprintf(report, "picked %zu dense heads:", pick.heads.size());
   for (const head_ref& h : pick.heads) std::fprintf(report, " %d:%d", h.layer, h.head);
   std::fprintf(
