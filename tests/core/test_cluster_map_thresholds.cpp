@@ -193,8 +193,8 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
   size_t unshared = 0;
   for (const auto& c : u["clusters"]) {
     const bool go = c["density_saved"].get<double>() > 0 &&
-                    c["loss_points"].get<double>() <
-                        u["rate_points_per_density"].get<double>() * c["density_saved"].get<double>();
+                    c["loss_points"].get<double>() < u["rate_points_per_density"].get<double>() *
+                                                         c["density_saved"].get<double>();
     EXPECT_EQ(c["unshared"].get<bool>(), go) << c.dump();
     unshared += go ? 1 : 0;
   }

@@ -96,9 +96,9 @@ double marginal_rate(const dense_head_pick& pick, const std::vector<head_gain>& 
 
 // The unsharing record as a Markdown section: the rule, the rate, one row per shared cluster.
 std::string unsharing_markdown(const nlohmann::json& u) {
-  std::string md = "\n## Shared clusters weighed for unsharing\n\nRule: " +
-                   u["rule"].get<std::string>() + ". Rate " +
-                   str(u["rate_points_per_density"].get<double>()) + " points per density.\n\n";
+  std::string md =
+      "\n## Shared clusters weighed for unsharing\n\nRule: " + u["rule"].get<std::string>() +
+      ". Rate " + str(u["rate_points_per_density"].get<double>()) + " points per density.\n\n";
   md += "| cluster | loss (points) | density saved | decision |\n|---|---|---|---|\n";
   for (const auto& c : u["clusters"])
     md += "| " + c["cluster"].get<std::string>() + " | " + str(c["loss_points"].get<double>()) +
