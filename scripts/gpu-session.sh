@@ -28,6 +28,8 @@
 #   scripts/gpu_threshold_sweep.py, its whole log in $OUT/sweep.log.
 # `maps` (model and .cache/sweep-texts carried): issue 17's 32K target (<= +1% at density
 #   <= 0.25) for both shipped maps and the baselines on the evaluation novels; $OUT/maps.txt.
+# `dense-gain` (model and .cache/sweep-texts carried): issue 17's default map made again by
+#   eval dense-gain --unshare-clusters and evaluated at 8K beside the shipped one.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -178,8 +180,36 @@ for line in sys.stdin:
     } >"$OUT/maps.txt"
     cut -c1-120 "$OUT/maps.txt"
     ;;
+  dense-gain)
+    # Issue 17, the default map's making (docs/CALIBRATION.md, "Dense heads by measured gain"):
+    # eval dense-gain --unshare-clusters from the settings map on 20 calibration windows of 8K
+    # (about 3 min), then the map it writes on the evaluation novels (8 windows) and the held-out
+    # KJV (6) at 8K against the shipped default; everything in $OUT/dense-gain.tgz.
+    mkdir -p /tmp/spc /tmp/sp-dense-gain
+    m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    QUICK=1 build_project; wait
+    T=.cache/sweep-texts R=/tmp/sp-dense-gain
+    trap 'tar czf "$OUT/dense-gain.tgz" -C $R .' EXIT
+    timeout 400 "$BIN/shareprefill" eval dense-gain --device cuda --model "$m" --length 8192 \
+      --windows 20 --texts $T/sensesensibility.txt,$T/mansfieldpark.txt,$T/northangerabbey.txt \
+      --clusters data/clusters/smollm2-135m-instruct-head-settings.json --pick-density 0.45 \
+      --unshare-clusters --map-out $R/map.json --json $R/gain.jsonl >$R/gain.txt 2>$R/gain.err
+    echo "== dense-gain rc=$?"
+    grep -E "^dense ppl|^cluster|^without|split-half|^picked|the written map" $R/gain.txt
+    for map in data/clusters/smollm2-135m-instruct-dense-gain.json $R/map.json; do
+      for set in "novels $T/prideprejudice.txt,$T/emma.txt,$T/persuasion.txt 8" \
+                 "kjv $T/kjv-heldout.txt 6"; do
+        read -r name texts w <<<"$set"
+        echo "== $name $map"
+        timeout 100 "$BIN/shareprefill" eval ppl --device cuda --model "$m" --lengths 8192 \
+          --windows "$w" --texts "$texts" --modes dense,shareprefill --gammas 0.93,0.94,0.95,0.96 \
+          --clusters "$map" 2>&1 | grep -E "^(dense|shareprefill) |error"
+      done
+    done
+    ;;
   *)
-    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep (see the header)" >&2
+    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep|maps|dense-gain (see the header)" >&2
     exit 2
     ;;
 esac

@@ -71,6 +71,8 @@ else
 import json, sys
 new, rows, old = json.load(open(sys.argv[1])), [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3]))
 rec = new["calibration"]["dense_gain_selection"]
+base = [r for r in rows if r["eval"] == "dense_gain_base"][0]
+assert base["thresholds"]["dense_heads"] == len(old["dense_heads"]), base["thresholds"]
 # Unsharing: every shared cluster measured; the dropped ones are those below the pick's rate, and
 # the map written without them; after a drop the heads are measured again (the later rows count).
 uns = rec["unsharing"]

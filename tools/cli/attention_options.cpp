@@ -176,7 +176,8 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"shared_keeps_budget", p.shared_keeps_budget},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
-                                           : nlohmann::json(nullptr)}};
+                                           : nlohmann::json(nullptr)},
+          {"dense_heads", p.dense_heads.size()}};  // the map's and its entry's (format 6)
 }
 
 }  // namespace sp::cli

@@ -81,7 +81,8 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
 std::string describe_dense_layers(const attention_setup& s);
 
 // The settings the planner uses and where they came from, for JSON rows: {"tau_sim", "tau_qa",
-// "min_budget", "pivot_is_medoid", "from_map", "from_tokens"}; null without a planner (dense).
+// "min_budget", "pivot_is_medoid", "from_map", "from_tokens", "dense_heads" (how many heads run
+// dense: the map's and its length entry's)}; null without a planner (dense).
 nlohmann::json thresholds_record(const attention_setup& s);
 
 }  // namespace sp::cli
