@@ -104,5 +104,34 @@ assert best in picked, f"the best head {best} was not picked"
 print("map checks passed:", picked)
 PY
 fi
+
+# A map without settings per length (the settings map's clusters, dense heads and gammas, format
+# 3): the picks join its dense heads and lose their own gammas. vslash, 2K windows (the default
+# 1024-token minimum budget leaves half the keys out).
+python3 - "$root/data/clusters/smollm2-135m-instruct-head-settings.json" "$work/v3.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+del m["thresholds"]
+m["format"] = "shareprefill.clusters/3"
+json.dump(m, open(sys.argv[2], "w"))
+PY
+if ! timeout 600 "$bin" eval dense-gain --device cpu --threads 2 --texts "$texts/mansfieldpark.txt" \
+    --length 2048 --windows 2 --layers 11 --modes vslash --clusters "$work/v3.json" \
+    --pick-density 0.95 --map-out "$work/map3.json" >"$work/out" 2>"$work/err"; then
+  fail "eval dense-gain on a format-3 map exited non-zero"
+  tail -5 "$work/err" | sed 's/^/    /'
+else
+  python3 - "$work/map3.json" "$work/v3.json" <<'PY' || failures=$((failures + 1))
+import json, sys
+new, old = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rec = new["calibration"]["dense_gain_selection"]
+assert rec["written_to"] == "dense_heads" and "thresholds" not in new, rec["written_to"]
+picked = [[p["layer"], p["head"]] for p in rec["picked"]]
+assert picked, "nothing picked"
+assert sorted(new["dense_heads"]) == sorted(old["dense_heads"] + picked), new["dense_heads"]
+assert new["head_gammas"] == [g for g in old["head_gammas"] if g[:2] not in picked]
+print("format-3 map checks passed:", picked)
+PY
+fi
 echo "$failures failures"
 [[ $failures -eq 0 ]]
