@@ -10,6 +10,7 @@
 #include "shareprefill/device_planner.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
+#include "shareprefill/length_thresholds.h"
 #include "shareprefill/planner.h"
 #include "shareprefill/prefill_attention.h"
 
@@ -84,16 +85,10 @@ measured_change compare_runs(const window_scorer& s, const scored_run& base,
   return m;
 }
 
-planner_params with_dense_head(planner_params params, int64_t layer, int64_t head) {
-  const std::pair<int64_t, int64_t> key{layer, head};
-  auto& d = params.dense_heads;
-  const auto at = std::lower_bound(d.begin(), d.end(), key);
-  if (at == d.end() || *at != key) d.insert(at, key);
-  auto& g = params.head_gammas;
-  g.erase(std::remove_if(g.begin(), g.end(),
-                         [&](const head_gamma& x) { return x.layer == layer && x.head == head; }),
-          g.end());
-  return params;
+planner_params with_dense_head(const planner_params& params, int64_t layer, int64_t head) {
+  length_thresholds one;  // a settings entry that only adds this dense head
+  one.dense_heads = {{layer, head}};
+  return with_thresholds(params, one);
 }
 
 namespace {

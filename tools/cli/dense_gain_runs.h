@@ -63,7 +63,7 @@ measured_change compare_runs(const window_scorer& s, const scored_run& base,
                              const scored_run& changed);
 
 // `params` with head (layer, head) dense: listed in dense_heads, dropped from head_gammas.
-planner_params with_dense_head(planner_params params, int64_t layer, int64_t head);
+planner_params with_dense_head(const planner_params& params, int64_t layer, int64_t head);
 
 struct head_gain {
   head_ref head;
