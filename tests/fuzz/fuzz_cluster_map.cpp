@@ -32,5 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (back.clusters[c].members != map.clusters[c].members ||
         back.clusters[c].shared != map.clusters[c].shared)
       std::abort();
+  // Everything else too (dense heads, gammas, settings per length with their dense heads).
+  if (sp::cluster_map_to_json(back) != sp::cluster_map_to_json(map)) std::abort();
   return 0;
 }

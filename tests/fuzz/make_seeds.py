@@ -7,7 +7,8 @@ bad shapes of issue 18, so each fuzzer starts next to the edges that matter.
                          a copy of tests/data/tiny.gguf
   safetensors/           valid F32/F16/BF16 files, offsets near 2^63, an element count that
                          overflows int64, a deeply nested header value, truncations
-  cluster_map/           our format and the reference format, deep nesting, trailing garbage
+  cluster_map/           our format (1 and 6) and the reference format, deep nesting, trailing
+                         garbage
   capture/               a valid capture, counts beyond the file, NaN masses, trailing bytes
 The finding_*.{st,json} files beside them are inputs the fuzzers found (each fixed, with a
 regression test); they are committed as they were found, not written here.
@@ -67,6 +68,12 @@ def cluster_map_seeds():
     write("cluster_map", "deep_model.json", '{"model": ' + "[" * 2000 + "]" * 2000 +
           ', "clusters": {}}')
     write("cluster_map", "trailing_garbage.json", json.dumps(ours) + "\n{}")
+    v6 = dict(ours, format="shareprefill.clusters/6", dense_heads=[[0, 1]],
+              head_gammas=[[1, 1, 0.9]],
+              thresholds=[{"from_tokens": 0, "tau_sim": 0.5, "min_budget": 1024,
+                           "pivot_is_medoid": True, "dense_heads": [[1, 0], [1, 1]]},
+                          {"from_tokens": 24576, "tau_qa": 0.2}])
+    write("cluster_map", "settings_v6.json", json.dumps(v6, indent=1))
 
 
 def capture(inputs, count=None, trailing=b""):
