@@ -62,9 +62,7 @@ std::shared_ptr<planner_session> make_session(
     for (const sp::head_threshold& g : s->map->head_gammas)
       p.head_gammas.push_back(sp::head_gamma{g.head.layer, g.head.head, g.gamma});
   // More dense heads (a thresholds entry's, format 6): on top of the map's, as the CLI adds them.
-  sp::length_thresholds more;
-  std::sort(dense_heads.begin(), dense_heads.end());
-  dense_heads.erase(std::unique(dense_heads.begin(), dense_heads.end()), dense_heads.end());
+  sp::length_thresholds more;  // with_thresholds takes them in any order, repeats included
   more.dense_heads = dense_heads;
   p = sp::with_thresholds(p, more);
   p.validate();

@@ -77,7 +77,7 @@ dense_head_pick pick_by_gain(const std::vector<head_gain>& gains, double budget_
   for (const head_gain& g : gains)
     costs.push_back(
         {g.head, g.change.gain, NAN, std::clamp(1.0 - g.change.cost * head_count, 0.0, 1.0)});
-  return pick_dense_heads(costs, std::max(0.0, budget_density) * head_count, "gain_points");
+  return pick_dense_heads(costs, budget_density * head_count, "gain_points");
 }
 
 // Perplexity per density of the pick's last (cheapest-rate) head: what density buys in heads.
@@ -141,20 +141,16 @@ void run_dense_gain(const dense_gain_options& o) {
   const std::vector<int64_t> layers =
       o.layers.empty() ? parse_layer_list("0-" + std::to_string(c.n_layers - 1), c.n_layers)
                        : parse_layer_list(o.layers, c.n_layers, "--layers");
-  std::vector<text_tokens> texts;
-  for (const std::string& path : o.texts)
-    texts.push_back({path, m.tok->encode(read_text_file(path), false)});
+  const std::vector<text_tokens> texts = tokenize_texts(o.texts, *m.tok);
   const auto windows = pick_windows(texts, o.length, o.windows, fn);
   check(windows.size() >= 2, fn, "the texts hold only one window of ", o.length, " tokens");
   const attention_setup att = make_attention(o.common.attention, modes[0], c, m.path, o.length);
   const planner_params base = att.plan->params();
-  std::vector<std::vector<int32_t>> window_ids;
-  for (const auto& w : windows) window_ids.push_back(window_tokens(texts, w, o.length));
   std::unique_ptr<cuda_llama_weights> gpu_weights;
   if (device == "cuda")
     gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));
-  window_scorer scorer(m, pool, gpu_weights.get(), std::move(window_ids), o.common.rope,
-                       base.block_size);
+  window_scorer scorer(m, pool, gpu_weights.get(), windows_tokens(texts, windows, o.length),
+                       o.common.rope, base.block_size);
 
   json_lines out(o.common.json);
   FILE* const report = o.common.json.text_stream();
@@ -243,9 +239,9 @@ void run_dense_gain(const dense_gain_options& o) {
 
   // Into the map's settings entry for this length when it has entries (a head's worth dense
   // depends on the length: the 8K and 32K rankings differ), else into its dense heads.
-  length_thresholds* entry = nullptr;
-  for (length_thresholds& t : map.thresholds)
-    if (t.from_tokens <= o.length) entry = &t;
+  const length_thresholds* found = thresholds_for_length(map.thresholds, o.length);
+  length_thresholds* entry =
+      found ? &map.thresholds[static_cast<size_t>(found - map.thresholds.data())] : nullptr;
   for (const head_ref& h : pick.heads) {
     if (entry) {
       entry->dense_heads.emplace_back(h.layer, h.head);

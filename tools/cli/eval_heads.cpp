@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "eval_common.h"
+#include "eval_windows.h"
 #include "option_checks.h"
 #include "prefill_report.h"
 #include "shareprefill/calibrate_heads.h"
@@ -135,29 +136,16 @@ void run_heads(const heads_options& o) {
   const std::vector<int64_t> ablate_layers =
       o.ablate.empty() ? std::vector<int64_t>{} : parse_layer_list(o.ablate, c.n_layers, "--ablate");
 
-  // Windows: round-robin over the files, non-overlapping from each file's start.
-  std::vector<std::vector<int32_t>> texts;
-  std::vector<std::vector<int64_t>> starts;
-  for (const std::string& path : o.texts) {
-    texts.push_back(m.tok->encode(read_text_file(path), false));
-    const int64_t n = static_cast<int64_t>(texts.back().size());
-    starts.push_back(n >= o.length ? ppl_window_starts(n, o.length, 0) : std::vector<int64_t>{});
-  }
+  // Windows: round-robin over the files, non-overlapping from each file's start (none when the
+  // measures come from --measures).
   std::vector<std::vector<int32_t>> windows;
   nlohmann::json sources = nlohmann::json::array();
-  for (size_t i = 0; static_cast<int64_t>(windows.size()) < o.windows; ++i) {
-    bool any = false;
-    for (size_t f = 0; f < texts.size() && static_cast<int64_t>(windows.size()) < o.windows; ++f) {
-      if (i >= starts[f].size()) continue;
-      any = true;
-      const int64_t b = starts[f][i];
-      windows.emplace_back(texts[f].begin() + b, texts[f].begin() + b + o.length);
-      sources.push_back({{"file", o.texts[f]}, {"token_offset", b}});
-    }
-    if (!any) break;
+  if (!o.texts.empty()) {
+    const std::vector<text_tokens> texts = tokenize_texts(o.texts, *m.tok);
+    const auto picked = pick_windows(texts, o.length, o.windows, fn);
+    windows = windows_tokens(texts, picked, o.length);
+    sources = window_sources(texts, picked);
   }
-  check(!windows.empty() || o.texts.empty(), fn, "no text file holds a window of ", o.length,
-        " tokens");
 
   attention_setup att = make_attention(o.common.attention, modes[0], c, m.path, o.length);
   json_lines out(o.common.json);

@@ -49,9 +49,7 @@ void run_ppl(const ppl_options& o) {
   const llama_config& c = m.weights.config;
   for (int64_t len : lengths)
     check_rope_length(o.common.rope, c, len, fn);
-  std::vector<text_tokens> texts;
-  for (const std::string& path : o.texts)
-    texts.push_back({path, m.tok->encode(read_text_file(path), false)});
+  const std::vector<text_tokens> texts = tokenize_texts(o.texts, *m.tok);
 
   std::unique_ptr<cuda_llama_weights> gpu_weights;
   if (device == "cuda") gpu_weights = std::make_unique<cuda_llama_weights>(load_cuda_weights(m.path));

@@ -3,9 +3,18 @@
 
 #include <algorithm>
 
+#include "model_loading.h"
 #include "shareprefill/error.h"
 
 namespace sp::cli {
+
+std::vector<text_tokens> tokenize_texts(const std::vector<std::string>& paths,
+                                        const tokenizer& tok) {
+  std::vector<text_tokens> texts;
+  for (const std::string& path : paths)
+    texts.push_back({path, tok.encode(read_text_file(path), false)});
+  return texts;
+}
 
 std::vector<std::pair<size_t, int64_t>> pick_windows(const std::vector<text_tokens>& texts,
                                                      int64_t length, int64_t count,
@@ -32,6 +41,14 @@ std::vector<int32_t> window_tokens(const std::vector<text_tokens>& texts,
                                    const std::pair<size_t, int64_t>& window, int64_t length) {
   const std::vector<int32_t>& ids = texts[window.first].ids;
   return {ids.begin() + window.second, ids.begin() + window.second + length};
+}
+
+std::vector<std::vector<int32_t>> windows_tokens(
+    const std::vector<text_tokens>& texts, const std::vector<std::pair<size_t, int64_t>>& windows,
+    int64_t length) {
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& w : windows) out.push_back(window_tokens(texts, w, length));
+  return out;
 }
 
 nlohmann::json window_sources(const std::vector<text_tokens>& texts,
