@@ -3,6 +3,7 @@
 // density budget, with the reasons recorded for the cluster map's calibration block and a report.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,7 +17,11 @@ struct head_cost {
   head_ref head;
   double measure = 0.0;  // larger = the head's sparse attention hurts more (e.g. out_err)
   double rel_err = 0.0;  // reported beside it (left out of the record when not finite)
-  double density = 0.0;  // the head's sparse density; making it dense costs 1 - density
+  double density = 0.0;  // the head's sparse density
+  // What making the head dense spends of the budget, in head-densities. NAN: 1 - density, the
+  // head's own share. A cost measured on the whole model (eval dense-gain) can exceed 1: later
+  // layers plan from the dense head's output, and their density moves too.
+  double cost = NAN;
 };
 
 struct dense_head_pick {
@@ -28,10 +33,10 @@ struct dense_head_pick {
 };
 
 // Heads in descending `measure` (ties: lower layer, then head), each taken when its cost
-// 1 - density still fits the budget (a head that does not fit is skipped, later ones may fit);
+// (`cost`, else 1 - density) still fits the budget (a head that does not fit is skipped, later ones may fit);
 // heads whose measure is 0 (nothing to remove, e.g. pivots) are never taken.
-// Throws on a negative or non-finite budget, a measure or density that is not finite, or a
-// density outside [0, 1].
+// Throws on a negative or non-finite budget, a measure or density that is not finite, a
+// density outside [0, 1], or an infinite cost.
 dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
                                  const std::string& measure_name);
 

@@ -14,9 +14,9 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
   check(std::isfinite(budget) && budget >= 0.0, fn, "budget must be finite and >= 0, got ", budget);
   for (const head_cost& h : heads)
     check(std::isfinite(h.measure) && std::isfinite(h.density) && h.density >= 0.0 &&
-              h.density <= 1.0,
+              h.density <= 1.0 && !std::isinf(h.cost),
           fn, "head [", h.head.layer, ", ", h.head.head, "]: measure ", h.measure, ", density ",
-          h.density, " (need finite values, density in [0, 1])");
+          h.density, ", cost ", h.cost, " (need finite values, density in [0, 1])");
   std::sort(heads.begin(), heads.end(), [](const head_cost& a, const head_cost& b) {
     if (a.measure != b.measure) return a.measure > b.measure;
     if (a.head.layer != b.head.layer) return a.head.layer < b.head.layer;
@@ -28,7 +28,7 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
   for (size_t rank = 0; rank < heads.size(); ++rank) {
     const head_cost& h = heads[rank];
     if (h.measure <= 0.0) break;  // no error to remove (e.g. a pivot, dense already)
-    const double cost = 1.0 - h.density;
+    const double cost = std::isnan(h.cost) ? 1.0 - h.density : h.cost;
     nlohmann::json row = {{"layer", h.head.layer}, {"head", h.head.head}, {"rank", rank + 1},
                           {measure_name, h.measure},   {"density", h.density}, {"cost", cost}};
     if (std::isfinite(h.rel_err)) row["rel_err"] = h.rel_err;
@@ -46,7 +46,8 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
     return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
   });
   out.record = {{"measure", measure_name}, {"budget", budget},   {"spent", out.spent},
-                {"rule", "descending measure; a head is taken when 1 - density fits the budget left"},
+                {"rule", "descending measure; a head is taken when its cost (1 - its sparse density, or the "
+                 "density it was measured to add) fits the budget left"},
                 {"picked", picked},        {"best_left_out", left}};
   return out;
 }

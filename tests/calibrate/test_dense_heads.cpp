@@ -175,5 +175,25 @@ TEST(DenseHeadsPick, DescendingMeasureWithinTheBudget) {
             std::string::npos);
 }
 
+TEST(DenseHeadsPick, MeasuredCostsAreSpentAsMeasured) {
+  // eval dense-gain measures what a head dense adds to the whole model's density, which can
+  // exceed the head's own share (later layers plan from its output). Budget 3: [0,0] (cost 2.8,
+  // not the 1 - density = 0 its clamped density would say) fits; [0,1] (cost 0.5) does not fit
+  // the 0.2 left; [1,0] costs nothing measurable (-0.1: the density fell) and is taken.
+  const std::vector<head_cost> heads = {{{0, 0}, 2.5, NAN, 0.0, 2.8},
+                                        {{0, 1}, 0.8, NAN, 0.5, 0.5},
+                                        {{1, 0}, 0.1, NAN, 1.0, -0.1}};
+  const dense_head_pick p = pick_dense_heads(heads, 3.0, "gain_points");
+  ASSERT_EQ(p.heads.size(), 2u);
+  EXPECT_EQ(p.heads[0], (head_ref{0, 0}));
+  EXPECT_EQ(p.heads[1], (head_ref{1, 0}));
+  EXPECT_NEAR(p.spent, 2.7, 1e-12);
+  EXPECT_EQ(p.record["best_left_out"][0]["head"], 1);
+  EXPECT_NEAR(p.record["picked"][0]["cost"].get<double>(), 2.8, 1e-12);
+  EXPECT_NE(error_of([&] { pick_dense_heads({{{0, 0}, 1.0, NAN, 0.5, INFINITY}}, 1.0, "m"); })
+                .find("cost inf"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace sp

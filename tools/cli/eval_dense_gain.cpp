@@ -70,13 +70,16 @@ double report_ranking(FILE* report, std::vector<head_gain> gains, size_t windows
 }
 
 // The heads with the largest gains while their measured costs fit `budget_density` (overall
-// density); costs are turned into head-densities for pick_dense_heads.
+// density); costs are turned into head-densities for pick_dense_heads. A head's measured cost
+// can exceed one head's worth (later layers plan from its output; 8:0 at 32K adds 2.8 heads'
+// worth), so the pick spends what was measured; the record's sparse density is 1 - cost, clamped.
 dense_head_pick pick_by_gain(const std::vector<head_gain>& gains, double budget_density,
                              double head_count) {
   std::vector<head_cost> costs;
-  for (const head_gain& g : gains)
-    costs.push_back(
-        {g.head, g.change.gain, NAN, std::clamp(1.0 - g.change.cost * head_count, 0.0, 1.0)});
+  for (const head_gain& g : gains) {
+    const double cost = g.change.cost * head_count;
+    costs.push_back({g.head, g.change.gain, NAN, std::clamp(1.0 - cost, 0.0, 1.0), cost});
+  }
   return pick_dense_heads(costs, budget_density * head_count, "gain_points");
 }
 
