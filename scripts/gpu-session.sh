@@ -29,7 +29,8 @@
 # `maps` (model and .cache/sweep-texts carried): issue 17's 32K target (<= +1% at density
 #   <= 0.25) for both shipped maps and the baselines on the evaluation novels; $OUT/maps.txt.
 # `dense-gain` (model and .cache/sweep-texts carried): issue 17's default map made again by
-#   eval dense-gain --unshare-clusters and evaluated at 8K beside the shipped one.
+#   eval dense-gain --unshare-clusters at 8K, then the 32K pick into its entry from 24,576
+#   tokens, and evaluated at 8K beside the shipped one.
 # Short results are printed; logs go to $OUT (at most 8 files come back: the rest is in the tail).
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -183,8 +184,9 @@ for line in sys.stdin:
   dense-gain)
     # Issue 17, the default map's making (docs/CALIBRATION.md, "Dense heads by measured gain"):
     # eval dense-gain --unshare-clusters from the settings map on 20 calibration windows of 8K
-    # (about 3 min), then the map it writes on the evaluation novels (8 windows) and the held-out
-    # KJV (6) at 8K against the shipped default; everything in $OUT/dense-gain.tgz.
+    # (about 3 min), then the 32K pick on that map (about 2 min); the map they write on the
+    # evaluation novels (8 windows) and the held-out KJV (6) at 8K against the shipped default;
+    # everything in $OUT/dense-gain.tgz.
     mkdir -p /tmp/spc /tmp/sp-dense-gain
     m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
@@ -197,7 +199,22 @@ for line in sys.stdin:
       --unshare-clusters --map-out $R/map.json --json $R/gain.jsonl >$R/gain.txt 2>$R/gain.err
     echo "== dense-gain rc=$?"
     grep -E "^dense ppl|^cluster|^without|split-half|^picked|the written map" $R/gain.txt
-    for map in data/clusters/smollm2-135m-instruct-dense-gain.json $R/map.json; do
+    # The 32K pick into the map's entry from 24,576 tokens: the largest gamma of a scan whose
+    # density leaves room for one head (1/270) under 0.245, then the pick at that gamma.
+    cal=$T/sensesensibility.txt,$T/mansfieldpark.txt,$T/northangerabbey.txt
+    timeout 120 "$BIN/shareprefill" eval ppl --device cuda --model "$m" --lengths 32768 --windows 6 \
+      --rope-scaling yarn --rope-factor 4 --texts $cal --modes shareprefill \
+      --gammas 0.5,0.6,0.7,0.75,0.8,0.85 --clusters $R/map.json --json $R/scan32.jsonl >/dev/null 2>&1
+    g32=$(python3 -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print(max(r["gamma"] for r in rows if r.get("gamma") and r["density"] <= 0.245 - 1 / 270))' $R/scan32.jsonl)
+    timeout 400 "$BIN/shareprefill" eval dense-gain --device cuda --model "$m" --length 32768 \
+      --rope-scaling yarn --rope-factor 4 --windows 6 --texts $cal --gamma "$g32" \
+      --clusters $R/map.json --pick-density 0.245 --map-out $R/map32.json --json $R/gain32.jsonl \
+      >$R/gain32.txt 2>$R/gain32.err
+    echo "== dense-gain at 32K, gamma $g32: rc=$?"
+    grep -E "^dense ppl|split-half|^picked|the written map" $R/gain32.txt
+    for map in data/clusters/smollm2-135m-instruct-dense-gain.json $R/map32.json; do
       for set in "novels $T/prideprejudice.txt,$T/emma.txt,$T/persuasion.txt 8" \
                  "kjv $T/kjv-heldout.txt 6"; do
         read -r name texts w <<<"$set"

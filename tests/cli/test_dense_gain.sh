@@ -4,7 +4,7 @@
 # target after each shared cluster was weighed for unsharing; the written map (format 6) must hold
 # the picked heads as dense heads of its settings entry for the length, only heads with a
 # positive measured gain, the clusters the rule unshared no longer shared, the rest unchanged, and
-# the record of why. Bad option
+# the record of why beside an earlier pick's record for another length. Bad option
 # combinations are refused by name before any work. Needs the default model and corpora; the
 # model cases are skipped when they are not cached.
 # Usage: tests/cli/test_dense_gain.sh path/to/shareprefill   (CTest, label quick)
@@ -58,6 +58,10 @@ m = json.load(open(sys.argv[1]))
 for entry in m["thresholds"]:
     entry["min_budget"] = 256
 m["shared_clusters"] = ["12", "21", "23"]
+# An earlier pick's record for another length, in the shape of maps written before records were
+# kept per place (one record under the key): the new pick must keep it.
+m["calibration"]["dense_gain_selection"] = {
+    "written_to": "thresholds entry from 24576 tokens (dense_heads)", "picked": [], "length": 32768}
 json.dump(m, open(sys.argv[2], "w"))
 PY
 if ! timeout 600 "$bin" eval dense-gain --device cpu --threads 2 --texts \
@@ -72,7 +76,7 @@ else
   python3 - "$work/map.json" "$work/rows.jsonl" "$settings" <<'PY' || failures=$((failures + 1))
 import json, sys
 new, rows, old = json.load(open(sys.argv[1])), [json.loads(l) for l in open(sys.argv[2])], json.load(open(sys.argv[3]))
-rec = new["calibration"]["dense_gain_selection"]
+rec = new["calibration"]["dense_gain_selection"]["thresholds entry from 0 tokens (dense_heads)"]
 base = [r for r in rows if r["eval"] == "dense_gain_base"][0]
 assert base["thresholds"]["dense_heads"] == len(old["dense_heads"]), base["thresholds"]
 # Unsharing: every shared cluster measured; the dropped ones are those below the pick's rate, and
@@ -99,6 +103,8 @@ assert len(entry["dense_heads"]) == len(picked)
 assert new["dense_heads"] == old["dense_heads"] and new["head_gammas"] == old["head_gammas"]
 assert new["clusters"] == old["clusters"]
 assert new["format"] == "shareprefill.clusters/6"
+earlier = new["calibration"]["dense_gain_selection"]["thresholds entry from 24576 tokens (dense_heads)"]
+assert earlier["length"] == 32768, "the earlier pick's record was not kept"
 spent = sum(p["cost"] for p in rec["picked"])
 assert spent <= rec["budget"] + 1e-9, "the pick overspent its budget"
 best = max(gains, key=lambda h: gains[h]["gain_points"])
@@ -126,7 +132,7 @@ else
   python3 - "$work/map3.json" "$work/v3.json" <<'PY' || failures=$((failures + 1))
 import json, sys
 new, old = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-rec = new["calibration"]["dense_gain_selection"]
+rec = new["calibration"]["dense_gain_selection"]["dense_heads"]
 assert rec["written_to"] == "dense_heads" and "thresholds" not in new, rec["written_to"]
 picked = [[p["layer"], p["head"]] for p in rec["picked"]]
 assert picked, "nothing picked"

@@ -183,13 +183,24 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
   EXPECT_EQ(shared, 5u);
   ASSERT_EQ(m.thresholds.size(), 2u);
   EXPECT_EQ(m.thresholds[0].dense_heads.size(), 13u);
-  EXPECT_TRUE(m.thresholds[1].dense_heads.empty());  // from 24,576 tokens: none added
   EXPECT_EQ(describe_thresholds(m.thresholds[0]),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more "
             "dense heads");
-  // Written by eval dense-gain --unshare-clusters: its record says which clusters went and why.
+  // From 24,576 tokens: the 32K pick (eval dense-gain --length 32768, a second command).
+  EXPECT_EQ(m.thresholds[1].dense_heads,
+            (std::vector<std::pair<int64_t, int64_t>>{{9, 1}, {14, 5}}));
+  // Each pick's record under the entry it was written to.
   ASSERT_TRUE(m.calibration.contains("dense_gain_selection"));
-  const nlohmann::json& u = m.calibration["dense_gain_selection"]["unsharing"];
+  const nlohmann::json& picks = m.calibration["dense_gain_selection"];
+  const nlohmann::json& at_32k = picks["thresholds entry from 24576 tokens (dense_heads)"];
+  EXPECT_EQ(at_32k["length"], 32768);
+  double spent = 0.0;
+  for (const auto& p : at_32k["picked"]) spent += p["cost"].get<double>();
+  EXPECT_LE(spent, at_32k["budget"].get<double>());
+  EXPECT_LE(at_32k["measured_with_picks"]["after"]["density"].get<double>(),
+            at_32k["budget_for_density"].get<double>());
+  // The 8K pick, written by eval dense-gain --unshare-clusters: which clusters went and why.
+  const nlohmann::json& u = picks["thresholds entry from 0 tokens (dense_heads)"]["unsharing"];
   size_t unshared = 0;
   for (const auto& c : u["clusters"]) {
     const bool go = c["density_saved"].get<double>() > 0 &&

@@ -83,6 +83,19 @@ dense_head_pick pick_by_gain(const std::vector<head_gain>& gains, double budget_
   return pick_dense_heads(costs, budget_density * head_count, "gain_points");
 }
 
+// calibration.dense_gain_selection keeps one record per place a pick was written to (its
+// "written_to": the global dense heads or one length's entry), so a 32K pick keeps the 8K pick's
+// record. A map written when the key held one record has it moved under its own place.
+void keep_selection_record(nlohmann::json& calibration, const nlohmann::json& rec) {
+  nlohmann::json& all = calibration["dense_gain_selection"];
+  if (all.is_object() && all.contains("written_to")) {
+    nlohmann::json one = all;
+    all = {{one["written_to"].get<std::string>(), one}};
+  }
+  if (!all.is_object()) all = nlohmann::json::object();
+  all[rec["written_to"].get<std::string>()] = rec;
+}
+
 // Perplexity per density of the pick's last (cheapest-rate) head: what density buys in heads.
 double marginal_rate(const dense_head_pick& pick, const std::vector<head_gain>& gains) {
   double rate = 0.0;
@@ -274,7 +287,7 @@ void run_dense_gain(const dense_gain_options& o) {
   rec["split_half_spearman"] = agreement;
   if (o.unshare) rec["unsharing"] = unshare_record;
   if (!map.calibration.is_object()) map.calibration = nlohmann::json::object();
-  map.calibration["dense_gain_selection"] = rec;
+  keep_selection_record(map.calibration, rec);
   cluster_map_save(o.map_out, map);
   // The written map measured as a user gets it (loaded back, its entry for this length).
   attention_options written = o.common.attention;
@@ -287,7 +300,7 @@ void run_dense_gain(const dense_gain_options& o) {
        {{"delta_vs_dense_pct", scorer.change(sparse, 0, w_all)}, {"density", sparse.density}}},
       {"after",
        {{"delta_vs_dense_pct", scorer.change(after, 0, w_all)}, {"density", after.density}}}};
-  map.calibration["dense_gain_selection"] = rec;
+  keep_selection_record(map.calibration, rec);
   cluster_map_save(o.map_out, map);
   write_file_text(o.map_out + ".md",
                   dense_head_report_markdown(rec) +
@@ -298,10 +311,11 @@ void run_dense_gain(const dense_gain_options& o) {
   std::fprintf(
       report,
       "\nwritten to %s's %s\nthe written map on the same windows: ppl %.4f (%+.3f%%), density "
-      "%.4f (before: %+.3f%% at %.4f)\nreasons in calibration.dense_gain_selection and %s.md\n",
+      "%.4f (before: %+.3f%% at %.4f)\nreasons in calibration.dense_gain_selection[\"%s\"] and "
+      "%s.md\n",
       o.map_out.c_str(), rec["written_to"].get<std::string>().c_str(), after.ppl(0, w_all),
       scorer.change(after, 0, w_all), after.density, scorer.change(sparse, 0, w_all),
-      sparse.density, o.map_out.c_str());
+      sparse.density, rec["written_to"].get<std::string>().c_str(), o.map_out.c_str());
   out.write({{"eval", "dense_gain_pick"},
              {"heads", rec["picked"]},
              {"delta_vs_dense_pct", scorer.change(after, 0, w_all)},
