@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Needle results of several runs against dense, cell by cell (docs/RESULTS.md's needle tables).
+
+Reads the JSON lines of `shareprefill eval needle --json FILE` runs over the same haystack and
+needles (one file may hold several modes and gammas; the dense rows may sit in any of them) and
+prints one line per (file, mode, gamma): the cells compared, retrieval as dense ("same"), correct
+answers, the mean |answer log-probability - dense's| ("distance") and the mean density; with
+--reference MODE also in how many cells each run's answer log-probability is closer to dense
+than that mode's. A cell is (length, depth, needle index); a run that misses a cell dense has,
+or two dense rows for one cell, is an error.
+
+    scripts/needle_compare.py [--reference vslash] [--json] RUN.jsonl [RUN.jsonl ...]
+"""
+import argparse
+import json
+import sys
+
+
+def cell(row):
+    return (row["length"], row["depth"], row["needle_index"])
+
+
+def load(paths):
+    """{(file, mode, gamma): {cell: row}} for the sparse rows and {cell: row} for dense."""
+    runs, dense = {}, {}
+    for path in paths:
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = cell(row)
+                    row["answer_logprob"], row["correct"], row["mode"]
+                except (ValueError, KeyError) as e:
+                    sys.exit(f"{path}:{n}: not a needle row ({e})")
+                if row["mode"] == "dense":
+                    if key in dense:
+                        sys.exit(f"{path}:{n}: a second dense row for cell {key}")
+                    dense[key] = row
+                else:
+                    runs.setdefault((path, row["mode"], row.get("gamma")), {})[key] = row
+    if not dense:
+        sys.exit("no dense rows in " + ", ".join(paths))
+    return runs, dense
+
+
+def summarise(runs, dense, reference):
+    ref_rows = None
+    if reference:
+        refs = [rows for (_, mode, _), rows in runs.items() if mode == reference]
+        if len(refs) != 1:
+            sys.exit(f"--reference {reference}: {len(refs)} runs of that mode, need exactly one")
+        ref_rows = refs[0]
+    out = []
+    for (path, mode, gamma), rows in runs.items():
+        missing = sorted(set(dense) - set(rows))
+        if missing:
+            sys.exit(f"{path}: {mode} at gamma {gamma} has no row for cells {missing[:3]}")
+        dist = {k: abs(rows[k]["answer_logprob"] - d["answer_logprob"]) for k, d in dense.items()}
+        s = {"file": path, "mode": mode, "gamma": gamma, "cells": len(dense),
+             "same": sum(rows[k]["correct"] == d["correct"] for k, d in dense.items()),
+             "correct": sum(bool(rows[k]["correct"]) for k in dense),
+             "dense_correct": sum(bool(d["correct"]) for d in dense.values()),
+             "distance": sum(dist.values()) / len(dist),
+             "density": sum(rows[k]["density"] for k in dense) / len(dense)}
+        if ref_rows is not None and rows is not ref_rows:
+            s["closer_than_reference"] = sum(
+                dist[k] < abs(ref_rows[k]["answer_logprob"] - dense[k]["answer_logprob"])
+                for k in dense)
+        out.append(s)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="eval needle JSON lines, same haystack and needles")
+    ap.add_argument("--reference", help="a mode to count cells closer to dense than")
+    ap.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
+    a = ap.parse_args()
+    runs, dense = load(a.runs)
+    for s in summarise(runs, dense, a.reference):
+        if a.json:
+            print(json.dumps(s))
+            continue
+        closer = (f"  closer than {a.reference} in {s['closer_than_reference']}"
+                  if "closer_than_reference" in s else "")
+        gamma = "-" if s["gamma"] is None else f"{s['gamma']:.2f}"
+        print(f"{s['mode']:12s} gamma {gamma}  same {s['same']}/{s['cells']}  correct "
+              f"{s['correct']} (dense {s['dense_correct']})  distance {s['distance']:.3f}  "
+              f"density {s['density']:.3f}{closer}  [{s['file']}]")
+
+
+if __name__ == "__main__":
+    main()
