@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -49,5 +50,17 @@ inline std::string temp_path(const std::string& name) {
   const std::string test = t ? std::string(t->test_suite_name()) + "." + t->name() : "no_test";
   return ::testing::TempDir() + "/" + test + "." + std::to_string(::getpid()) + "." + name;
 }
+
+// A directory under temp_path(name), removed with everything in it when the object goes.
+struct scoped_temp_dir {
+  explicit scoped_temp_dir(const std::string& name) : path(temp_path(name)) {}
+  ~scoped_temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  scoped_temp_dir(const scoped_temp_dir&) = delete;
+  scoped_temp_dir& operator=(const scoped_temp_dir&) = delete;
+  const std::string path;
+};
 
 }  // namespace sp::testing

@@ -187,7 +187,8 @@ TEST(Calibrate, ReportListsTheDenseLayerAblation) {
   const auto inputs = constructed_inputs();
   const calibration_settings s = settings_with_cut(0.6);
   calibration_result r = calibrate_from_inputs(inputs, s, tiny_model());
-  const std::string dir = testing::temp_path("calibrate_report");
+  const testing::scoped_temp_dir temp("calibrate_report");
+  const std::string& dir = temp.path;
   auto report_text = [&] {
     write_calibration_report(dir, r, inputs, observation_report(inputs, s), s, {});
     std::ifstream f(dir + "/report.md");

@@ -242,7 +242,8 @@ TEST(EvalPlot, InterpolationAndFigures) {
   EXPECT_DOUBLE_EQ(interpolate_at({0.1, 0.3}, {1.0, 3.0}, 0.0), 1.0);
   EXPECT_DOUBLE_EQ(interpolate_at({0.1, 0.3}, {1.0, 3.0}, 0.9), 3.0);
   if (!png_supported()) GTEST_SKIP() << "built without libpng";
-  const std::string dir = testing::temp_path("plots");
+  const testing::scoped_temp_dir temp("plots");
+  const std::string& dir = temp.path;
   std::filesystem::create_directories(dir);
   plot_save_lines(dir + "/lines.png", {"T", "X", "Y", {{"a", {0, 1, 2}, {1, 10, 100}}}, true});
   plot_save_heatmap(dir + "/heat.png", {"H", "L", "D", {"1K", "2K"}, {"0", "1"}, {1, 0, 0.5, 1}});
