@@ -3,9 +3,9 @@
 # 6): `generate --mode shareprefill` with no planner option plans with the default map's entry
 # for the prompt's length (medoid pivots and the entry's dense heads included) and says so; any of
 # --tau-sim, --tau-qa, --min-budget, --pivot-medoid, --pivot-dense makes the map's entries give
-# way; --clusters picks another map (the settings map; the first one, with its dense layers 18 and
-# 23). Needs the default model; skipped
-# when it is not cached.
+# way, the dense heads of those entries with them (the line says how many); --clusters picks
+# another map (the settings map; the first one, with its dense layers 18 and 23). Needs the
+# default model; skipped when it is not cached.
 # Usage: tests/cli/test_map_settings.sh path/to/shareprefill   (CTest, label quick)
 set -u
 bin=${1:?usage: test_map_settings.sh SHAREPREFILL_BINARY}
@@ -40,7 +40,7 @@ expect_line "7 dense heads, 102 heads with own gamma (from $settings); threshold
   --clusters "$settings"
 for option in "--tau-sim 0.4" "--tau-qa 0.3" "--min-budget 512" "--pivot-medoid" "--pivot-dense"; do
   # shellcheck disable=SC2086
-  expect_line "thresholds of $default ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense given)" $option
+  expect_line "thresholds of $default ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense given), with the 13 dense heads of its entry for this length" $option
 done
 expect_line "18,23 (from $root/data/clusters/smollm2-135m-instruct.json)" \
   --clusters "$root/data/clusters/smollm2-135m-instruct.json"

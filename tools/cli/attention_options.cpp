@@ -128,8 +128,11 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
   params.head_gammas = dense.head_gammas;
   if (map && !map->thresholds.empty()) {
     s.thresholds_source = map_path;
-    if (!thresholds_given(o)) {  // the list starts at 0 tokens: every length has an entry
-      const length_thresholds& t = *thresholds_for_length(map->thresholds, prompt_tokens);
+    // The list starts at 0 tokens: every length has an entry.
+    const length_thresholds& t = *thresholds_for_length(map->thresholds, prompt_tokens);
+    if (thresholds_given(o)) {
+      s.ignored_entry_dense_heads = t.dense_heads.size();
+    } else {
       params = with_thresholds(params, t);
       s.map_thresholds = t;
       check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
@@ -160,7 +163,11 @@ std::string describe_dense_layers(const attention_setup& s) {
   else if (!s.thresholds_source.empty())
     text += "; thresholds of " + s.thresholds_source +
             " ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense "
-            "given)";
+            "given)" +
+            (s.ignored_entry_dense_heads > 0
+                 ? ", with the " + std::to_string(s.ignored_entry_dense_heads) +
+                       " dense heads of its entry for this length"
+                 : std::string());
   return text;
 }
 

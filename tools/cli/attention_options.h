@@ -59,6 +59,9 @@ struct attention_setup {
   // the map's path when it has thresholds (applied, or ignored for the options given).
   std::optional<length_thresholds> map_thresholds;
   std::string thresholds_source;
+  // Dense heads of the map's entry for the prompt length left out with the entry (format 6),
+  // when threshold options were given.
+  size_t ignored_entry_dense_heads = 0;
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
