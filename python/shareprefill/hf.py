@@ -53,6 +53,7 @@ non-causal attention and modules without layer_idx with a one-time warning each.
 """
 import logging
 import math
+import warnings
 import weakref
 
 from ._core import ClusterMap, Error, Planner
@@ -381,9 +382,16 @@ def planner_factory(cluster_map, mode, layers, thresholds):
     layers=layers, **thresholds) with, when the map has settings per prompt length and
     `thresholds` names none of LENGTH_THRESHOLDS, the map's entry for `tokens` (the last one
     with from_tokens <= tokens) on top."""
-    by_length = (cluster_map is not None and cluster_map.thresholds
-                 and not any(k in thresholds for k in LENGTH_THRESHOLDS))
+    given = [k for k in LENGTH_THRESHOLDS if k in thresholds]
+    by_length = cluster_map is not None and cluster_map.thresholds and not given
     entry_for = cluster_map.thresholds_for if by_length else None
+    dropped = sum(len(e.get("dense_heads", ())) for e in
+                  (cluster_map.thresholds if cluster_map is not None and given else ()))
+    if dropped:
+        warnings.warn(f"shareprefill: {', '.join(given)} given, so the cluster map's settings per "
+                      f"prompt length are ignored, with the {dropped} dense heads of its entries; "
+                      "to vary one setting and keep the rest, load a copy of the map with the "
+                      "entry changed", stacklevel=3)
 
     def new_planner(tokens=0):
         entry = entry_for(tokens) if entry_for else None

@@ -106,3 +106,19 @@ def test_an_entrys_dense_heads_run_dense_at_its_lengths(tmp_path):
     assert [10, 0] not in [g[:2] for g in map(list, short["head_gammas"])]
     with pytest.raises(sp.Error):
         sp.Planner(cmap, "shareprefill", layers=30, dense_heads=[(30, 0)])  # no layer 30
+
+
+def test_thresholds_given_say_the_entries_dense_heads_go_too(tmp_path):
+    """Naming a threshold makes every entry give way, its dense heads too: a warning says so."""
+    data = settings_map().to_json()
+    data["format"] = "shareprefill.clusters/6"
+    data["thresholds"][0]["dense_heads"] = [[10, 0], [28, 4]]
+    path = tmp_path / "v6.json"
+    path.write_text(__import__("json").dumps(data))
+    cmap = sp.ClusterMap.load(str(path))
+    with pytest.warns(UserWarning, match="tau_qa given.*with the 2 dense heads of its entries"):
+        new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30, {"tau_qa": 0.1})
+    assert entry_for is None
+    assert sorted(map(list, new_planner(8192).params["dense_heads"])) == sorted(
+        map(list, cmap.dense_heads))
+
