@@ -66,6 +66,11 @@ std::vector<tile> query_aware_tiles(const float* q_pool, int64_t q_stride, const
 // a: [nb, nb] row-major block attention.
 std::vector<tile> pivot_pattern_tiles(const float* a, int64_t n_blocks, double gamma);
 
+// The last query block's row of that rule from the head's own measured attention there
+// (planner_params::exact_last_row): the fewest key blocks (largest v_blk first) whose mass
+// reaches >= gamma, as tiles (n_blocks - 1, c). v_blk: [n_blocks], sum 1.
+std::vector<tile> last_row_tiles(const float* v_blk, int64_t n_blocks, double gamma);
+
 // Fraction of the block attention mass covered by a tile set, each valid tile counted once
 // (section 2C's intended vs_ratio). a: [nb, nb].
 double tile_coverage_ratio(const float* a, int64_t n_blocks, const std::vector<tile>& tiles);

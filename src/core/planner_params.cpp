@@ -126,6 +126,7 @@ nlohmann::json planner_params::to_json() const {
           {"gate_bins", gate_bins},
           {"gate_coverage", gate_coverage},
           {"shared_keeps_budget", shared_keeps_budget},
+          {"exact_last_row", exact_last_row},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads},
           {"head_gammas", head_gammas_record(head_gammas)}};

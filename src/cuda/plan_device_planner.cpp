@@ -86,6 +86,7 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "pivot_prefers_dense is planned on the host only; use sp::planner");
   check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
         ": the device planner estimates from the last query block only; use sp::planner");
+  check(!params.exact_last_row, fn, "exact_last_row is planned on the host only; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
         heads, " heads");
   check(params.mode != plan_mode::shareprefill || clusters != nullptr, fn,

@@ -31,6 +31,13 @@ std::vector<tile> shared_tiles(const planner_params& p, const float* v_blk, cons
                 pattern);
 }
 
+// exact_last_row adds the last row's own cover to the heads planned from statistics or
+// estimates; dense heads and pivots run every tile already.
+bool plans_exact_last_row(const planner_params& p, head_kind k) {
+  return p.exact_last_row &&
+         (k == head_kind::shared || k == head_kind::query_aware || k == head_kind::vertical_slash);
+}
+
 }  // namespace
 
 bool coverage_gate(const planner_params& p, const cluster_slot& slot, const float* v_blk,
@@ -251,6 +258,8 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
       case head_kind::deferred:  // planned by plan_deferred()
         break;
     }
+    if (plans_exact_last_row(params_, out.kinds[h]))
+      tiles[h] = merged(tiles[h], last_row_tiles(st.v_blk.data(), nb, layer_gamma[h]));
   });
   out.mask = block_mask::from_tiles(n, bs, tiles);
   state.awaiting_publish = !out.pivot_heads.empty();
@@ -303,13 +312,17 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
     out.deferred_heads.push_back(d.head);
     if (slot.has_pattern && sharing_gate(params_, slot, d.v_blk.data(), d.s_blk.data(), nb)) {
       out.kinds[d.head] = head_kind::shared;
-      tiles[d.head] = shared_tiles(params_, d.v_blk.data(), d.s_blk.data(), nb,
-                                   d.vertical_blocks, d.slash_blocks, slot.pivot_pattern);
+      tiles[d.head] = shared_tiles(params_, d.v_blk.data(), d.s_blk.data(), nb, d.vertical_blocks,
+                                   d.slash_blocks, slot.pivot_pattern);
     } else {
       out.kinds[d.head] = head_kind::vertical_slash;
       tiles[d.head] = vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, d.vertical_blocks,
                                            d.slash_blocks);
     }
+    if (plans_exact_last_row(params_, out.kinds[d.head]))
+      tiles[d.head] = merged(
+          tiles[d.head], last_row_tiles(d.v_blk.data(), nb,
+                                        head_gamma_[static_cast<size_t>(layer * heads_ + d.head)]));
   }
   out.mask = block_mask::from_tiles(n, bs, tiles);
   state.deferred.clear();

@@ -450,6 +450,10 @@ TEST_F(DevicePlanner, Errors) {
   within.share_within_layer = true;
   EXPECT_NE(error_of([&] { device_planner(within, 2, 4, &map); }).find("share_within_layer"),
             std::string::npos);
+  planner_params exact_row = params_of(c);
+  exact_row.exact_last_row = true;
+  EXPECT_NE(error_of([&] { device_planner(exact_row, 2, 4, &map); }).find("exact_last_row"),
+            std::string::npos);
 
   // NaN in k: planning goes on (the plan stays valid) and the check names layer and head.
   std::vector<uint16_t> bad = x.k;

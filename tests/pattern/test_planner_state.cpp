@@ -385,6 +385,71 @@ TEST(PlannerModes, EstimationBlocksFeedTheVerticalSlashTiles) {
             std::string::npos);
 }
 
+TEST(PlannerModes, LastRowTilesCoverGammaOfTheMeasuredRow) {
+  const float v[] = {0.5f, 0.1f, 0.3f, 0.1f, 0.0f};
+  EXPECT_EQ(last_row_tiles(v, 5, 0.75), (std::vector<tile>{{4, 0}, {4, 2}}));
+  EXPECT_EQ(last_row_tiles(v, 5, 0.8), (std::vector<tile>{{4, 0}, {4, 2}}));  // 0.8 reached
+  EXPECT_EQ(last_row_tiles(v, 5, 1.0), (std::vector<tile>{{4, 0}, {4, 1}, {4, 2}, {4, 3}}))
+      << "a zero block is never needed";
+  EXPECT_TRUE(last_row_tiles(v, 0, 0.9).empty());
+}
+
+// exact_last_row: each sparse head's tiles are its usual ones plus the last row's own cover of
+// gamma of its measured last-block attention (v_blk); other rows, dense heads and pivots unchanged.
+TEST(PlannerModes, ExactLastRowAddsTheMeasuredCoverToTheLastRowOnly) {
+  thread_pool pool(2);
+  const fixture_inputs& in = inputs();
+  const cluster_map map = test_map();
+  for (plan_mode mode : {plan_mode::flexprefill, plan_mode::shareprefill, plan_mode::vslash}) {
+    planner_params p = open_params();
+    p.mode = mode;
+    p.gamma = 0.9;
+    if (mode == plan_mode::flexprefill) p.tau_qa = 1.0;  // every head query-aware
+    p.dense_heads = {{1, 3}};
+    planner_params exact = p;
+    exact.exact_last_row = true;
+    const cluster_map* m = mode == plan_mode::shareprefill ? &map : nullptr;
+    const planner base(p, 2, n_heads, m), with(exact, 2, n_heads, m);
+    plan_state sb, sw;
+    std::set<head_kind> kinds;
+    int64_t changed = 0;
+    for (int64_t layer = 0; layer < 2; ++layer) {
+      const synthetic_layer& l = layer == 0 ? in.l0 : in.l1;
+      const auto q = tensor_view::contiguous(l.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
+      const auto k = tensor_view::contiguous(l.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
+      const layer_plan a = base.plan(layer, q, k, sb, pool), b = with.plan(layer, q, k, sw, pool);
+      ASSERT_EQ(a.kinds, b.kinds);
+      const auto st = last_block_statistics(q, k, {128, p.gamma, 1, 0, 1}, pool);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        const std::set<tile> ta = as_set(a.mask.tiles_of(h)), tb = as_set(b.mask.tiles_of(h));
+        kinds.insert(a.kinds[h]);
+        if (a.kinds[h] == head_kind::dense || a.kinds[h] == head_kind::pivot) {
+          EXPECT_EQ(ta, tb);
+          continue;
+        }
+        std::set<tile> want = ta;
+        for (const tile& t : last_row_tiles(st[h].v_blk.data(), n_blocks, p.gamma)) want.insert(t);
+        EXPECT_EQ(tb, want) << plan_mode_name(mode) << " layer " << layer << " head " << h;
+        changed += tb != ta;
+        EXPECT_GE(last_row_coverage(b.mask.tiles_of(h), st[h].v_blk.data(), n_blocks),
+                  p.gamma - 1e-6);
+      }
+      if (!a.pivot_heads.empty()) {  // publish the same pivot patterns to both states
+        std::vector<float> att(a.pivot_heads.size() * n_blocks * n_blocks, 1.0f / n_blocks);
+        base.publish(layer, a.pivot_heads, att.data(), sb);
+        with.publish(layer, b.pivot_heads, att.data(), sw);
+      }
+    }
+    const head_kind planned = mode == plan_mode::flexprefill ? head_kind::query_aware
+                              : mode == plan_mode::shareprefill ? head_kind::shared
+                                                                : head_kind::vertical_slash;
+    EXPECT_TRUE(kinds.count(planned)) << plan_mode_name(mode) << ": the kind is not exercised";
+    EXPECT_TRUE(kinds.count(head_kind::dense));
+    if (mode != plan_mode::vslash)  // vertical-slash heads cover their last row already, mostly
+      EXPECT_GT(changed, 0) << plan_mode_name(mode) << ": the option added no tile";
+  }
+}
+
 TEST(PlannerModes, BadConstruction) {
   planner_params p;
   EXPECT_NE(testing::error_of([&] { planner(p, 2, n_heads, nullptr); }).find("cluster map"),

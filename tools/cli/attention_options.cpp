@@ -52,6 +52,9 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
   sub->add_flag("--shared-keeps-budget", p.shared_keeps_budget,
                 "A shared head keeps its own adaptive vertical-slash budgets (the pivot's "
                 "pattern is added to them) instead of the minimum budget");
+  sub->add_flag("--exact-last-row", p.exact_last_row,
+                "Every sparse head's last query block also runs the key blocks covering gamma of "
+                "its attention there, measured exactly by the statistics (host planner only)");
   return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
@@ -181,6 +184,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"gate_bins", p.gate_bins},
           {"gate_coverage", p.gate_coverage},
           {"shared_keeps_budget", p.shared_keeps_budget},
+          {"exact_last_row", p.exact_last_row},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)},
