@@ -87,15 +87,20 @@ def test_gate_bins_is_not_a_length_threshold():
         sp.Planner(mode="vslash", gate_bins=-1)
 
 
-def test_an_entrys_dense_heads_run_dense_at_its_lengths(tmp_path):
-    """Format 6: a settings entry's dense heads join the map's own for prompts it covers, and a
-    Planner takes more dense heads by keyword."""
+def settings_map_with_entry_dense_heads(tmp_path):
+    """The settings map as format 6, with dense heads 10:0 and 28:4 in its entry from 0 tokens."""
     data = settings_map().to_json()
     data["format"] = "shareprefill.clusters/6"
     data["thresholds"][0]["dense_heads"] = [[10, 0], [28, 4]]
     path = tmp_path / "v6.json"
     path.write_text(__import__("json").dumps(data))
-    cmap = sp.ClusterMap.load(str(path))
+    return sp.ClusterMap.load(str(path))
+
+
+def test_an_entrys_dense_heads_run_dense_at_its_lengths(tmp_path):
+    """Format 6: a settings entry's dense heads join the map's own for prompts it covers, and a
+    Planner takes more dense heads by keyword."""
+    cmap = settings_map_with_entry_dense_heads(tmp_path)
     assert cmap.thresholds_for(8192)["dense_heads"] == [(10, 0), (28, 4)]
     assert "dense_heads" not in cmap.thresholds_for(32768)
     new_planner, _ = hf.planner_factory(cmap, "shareprefill", 30, {})
@@ -110,12 +115,7 @@ def test_an_entrys_dense_heads_run_dense_at_its_lengths(tmp_path):
 
 def test_thresholds_given_say_the_entries_dense_heads_go_too(tmp_path):
     """Naming a threshold makes every entry give way, its dense heads too: a warning says so."""
-    data = settings_map().to_json()
-    data["format"] = "shareprefill.clusters/6"
-    data["thresholds"][0]["dense_heads"] = [[10, 0], [28, 4]]
-    path = tmp_path / "v6.json"
-    path.write_text(__import__("json").dumps(data))
-    cmap = sp.ClusterMap.load(str(path))
+    cmap = settings_map_with_entry_dense_heads(tmp_path)
     with pytest.warns(UserWarning, match="tau_qa given.*with the 2 dense heads of its entries"):
         new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30, {"tau_qa": 0.1})
     assert entry_for is None
