@@ -1,6 +1,9 @@
 // Shared test helpers: seeded random tensors, error comparisons, per-test temporary paths.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -8,9 +11,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <unistd.h>
 
 #include "shareprefill/error.h"
 

@@ -28,15 +28,15 @@ struct dense_head_pick {
   std::vector<head_ref> heads;  // ascending (layer, head)
   double budget = 0.0;          // in head-densities: sum over picked heads of (1 - density)
   double spent = 0.0;
-  nlohmann::json record;        // budget, spent, every picked head with its rank and numbers,
-                                // and the best heads left out with the reason
+  nlohmann::json record;  // budget, spent, every picked head with its rank and numbers,
+                          // and the best heads left out with the reason
 };
 
 // Heads in descending `measure` (ties: lower layer, then head), each taken when its cost
-// (`cost`, else 1 - density) still fits the budget (a head that does not fit is skipped, later ones may fit);
-// heads whose measure is 0 (nothing to remove, e.g. pivots) are never taken.
-// Throws on a negative or non-finite budget, a measure or density that is not finite, a
-// density outside [0, 1], or an infinite cost.
+// (`cost`, else 1 - density) still fits the budget (a head that does not fit is skipped, later ones
+// may fit); heads whose measure is 0 (nothing to remove, e.g. pivots) are never taken. Throws on a
+// negative or non-finite budget, a measure or density that is not finite, a density outside [0, 1],
+// or an infinite cost.
 dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
                                  const std::string& measure_name);
 
@@ -70,10 +70,10 @@ struct head_settings {
 };
 
 struct head_settings_pick {
-  std::vector<head_ref> dense_heads;         // ascending (layer, head)
-  std::vector<head_threshold> head_gammas;   // ascending (layer, head); gammas != the global one
-  double budget = 0.0, spent = 0.0;          // head-densities above every head's sparsest setting
-  nlohmann::json record;                     // rule, budget, every step with its worth
+  std::vector<head_ref> dense_heads;        // ascending (layer, head)
+  std::vector<head_threshold> head_gammas;  // ascending (layer, head); gammas != the global one
+  double budget = 0.0, spent = 0.0;         // head-densities above every head's sparsest setting
+  nlohmann::json record;                    // rule, budget, every step with its worth
 };
 
 // Predicted loss of a head = measure^2 (the single-head ablations of layers 18 and 23 in

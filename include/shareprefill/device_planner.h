@@ -25,11 +25,11 @@
 //
 // Differences from the host planner (planner.h), each checked in the constructor:
 // share_within_layer, pivot_prefers_dense, estimation_blocks != 1 and exact_last_row are
-// host-only (rejected here); per-head gammas (head_gammas) are planned as on the host. Ties and float rounding:
-// statistics use fp32 tensor-core products (bf16/f16 inputs exact) and fp32 softmax; running
-// sums and the JS distances are fp64 as on the host, so decisions agree except where a value
-// sits within rounding of a threshold or two scores tie to rounding (the tests bound the mass
-// that moves).
+// host-only (rejected here); per-head gammas (head_gammas) are planned as on the host. Ties and
+// float rounding: statistics use fp32 tensor-core products (bf16/f16 inputs exact) and fp32
+// softmax; running sums and the JS distances are fp64 as on the host, so decisions agree except
+// where a value sits within rounding of a threshold or two scores tie to rounding (the tests bound
+// the mass that moves).
 #pragma once
 
 #include <cstdint>
@@ -55,10 +55,10 @@ struct layer_shape {
 struct device_plan_output {
   int64_t layer = 0;
   int64_t kv_heads = 0, dim = 0;
-  void* workspace = nullptr;         // the caller's workspace everything below lives in
-  layer_plan_view plan;              // on_device; worst-case capacities (every head dense)
-  attention_scratch_view scratch;    // on_device
-  tensor_view block_attention;       // [max_pivots, nb, nb] f32 on the device (empty: no pivots)
+  void* workspace = nullptr;       // the caller's workspace everything below lives in
+  layer_plan_view plan;            // on_device; worst-case capacities (every head dense)
+  attention_scratch_view scratch;  // on_device
+  tensor_view block_attention;     // [max_pivots, nb, nb] f32 on the device (empty: no pivots)
   bool all_dense = false;  // planned dense without statistics (mode, short prompt, dense layer)
 
   // Planning intermediates, for tests and reports (null when all_dense).
@@ -78,9 +78,9 @@ struct device_plan_state {
   int64_t last_layer = -1;
   bool awaiting_publish = false;  // the last layer may have pivots: publish() before plan()
   bool published = false;         // publish() ran for the last layer
-  int64_t layer_max_pivots = 0;  // of the last planned layer
-  int64_t query_offset = 0;      // chunk start of the layers planned with this state
-  bool carried = false;          // moved to its chunk by begin_chunk (query_offset fixed)
+  int64_t layer_max_pivots = 0;   // of the last planned layer
+  int64_t query_offset = 0;       // chunk start of the layers planned with this state
+  bool carried = false;           // moved to its chunk by begin_chunk (query_offset fixed)
 };
 
 // The state of one shared cluster, copied to the host (for tests and inspection).
@@ -117,8 +117,8 @@ class device_planner {
   // Plans `layer`: q [N, H, D], k [N, Hkv, D] device views (on_device, bf16 or f16, last dim
   // contiguous, token and head strides multiples of 8 elements, 16-byte aligned).
   device_plan_output plan(int64_t layer, const tensor_view& q, const tensor_view& k,
-                         device_plan_state& state, void* workspace, int64_t workspace_bytes,
-                         void* stream) const;
+                          device_plan_state& state, void* workspace, int64_t workspace_bytes,
+                          void* stream) const;
 
   // Chunked prefill (issue 16; docs/PLANNER.md "Chunked prefill"): plans `layer` for the
   // queries [s, e) of a prompt over the keys [0, e), s = query_offset (a multiple of 128 below

@@ -29,13 +29,14 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
     const head_cost& h = heads[rank];
     if (h.measure <= 0.0) break;  // no error to remove (e.g. a pivot, dense already)
     const double cost = std::isnan(h.cost) ? 1.0 - h.density : h.cost;
-    nlohmann::json row = {{"layer", h.head.layer}, {"head", h.head.head}, {"rank", rank + 1},
-                          {measure_name, h.measure},   {"density", h.density}, {"cost", cost}};
+    nlohmann::json row = {{"layer", h.head.layer},   {"head", h.head.head},  {"rank", rank + 1},
+                          {measure_name, h.measure}, {"density", h.density}, {"cost", cost}};
     if (std::isfinite(h.rel_err)) row["rel_err"] = h.rel_err;
     if (out.spent + cost <= budget + 1e-12) {
       out.spent += cost;
       out.heads.push_back(h.head);
-      row["reason"] = "rank " + std::to_string(rank + 1) + " by " + measure_name + ", fits the budget";
+      row["reason"] =
+          "rank " + std::to_string(rank + 1) + " by " + measure_name + ", fits the budget";
       picked.push_back(row);
     } else if (left.size() < 5) {
       row["reason"] = "does not fit the budget left";
@@ -45,10 +46,15 @@ dense_head_pick pick_dense_heads(std::vector<head_cost> heads, double budget,
   std::sort(out.heads.begin(), out.heads.end(), [](const head_ref& a, const head_ref& b) {
     return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
   });
-  out.record = {{"measure", measure_name}, {"budget", budget},   {"spent", out.spent},
-                {"rule", "descending measure; a head is taken when its cost (1 - its sparse density, or the "
-                 "density it was measured to add) fits the budget left"},
-                {"picked", picked},        {"best_left_out", left}};
+  out.record = {
+      {"measure", measure_name},
+      {"budget", budget},
+      {"spent", out.spent},
+      {"rule",
+       "descending measure; a head is taken when its cost (1 - its sparse density, or the "
+       "density it was measured to add) fits the budget left"},
+      {"picked", picked},
+      {"best_left_out", left}};
   return out;
 }
 
@@ -67,11 +73,11 @@ std::string dense_head_report_markdown(const nlohmann::json& record) {
   md += "|---|---|---|---|---|---|---|---|\n";
   for (const char* part : {"picked", "best_left_out"})
     for (const auto& r : record.value(part, nlohmann::json::array()))
-      md += "| " + r["layer"].dump() + " | " + r["head"].dump() + " | " + r["rank"].dump() +
-            " | " + str(r[measure].get<double>()) + " | " +
-            (r.contains("rel_err") ? str(r["rel_err"].get<double>()) : std::string("-")) +
-            " | " + str(r["density"].get<double>()) + " | " + str(r["cost"].get<double>()) +
-            " | " + r["reason"].get<std::string>() + " |\n";
+      md += "| " + r["layer"].dump() + " | " + r["head"].dump() + " | " + r["rank"].dump() + " | " +
+            str(r[measure].get<double>()) + " | " +
+            (r.contains("rel_err") ? str(r["rel_err"].get<double>()) : std::string("-")) + " | " +
+            str(r["density"].get<double>()) + " | " + str(r["cost"].get<double>()) + " | " +
+            r["reason"].get<std::string>() + " |\n";
   return md;
 }
 

@@ -16,8 +16,8 @@
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/synthetic.h"
 #include "synthetic_two_layers.h"
-#include "tiny_cluster_map.h"
 #include "test_util.h"
+#include "tiny_cluster_map.h"
 
 namespace sp {
 namespace {
@@ -64,18 +64,21 @@ TEST(DenseHeadsMap, FormatTwoRoundTripsAndFormatOneStillLoads) {
 TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
   nlohmann::json v1 = test::tiny_map_json("shareprefill.clusters/1");
   v1["dense_heads"] = {{0, 1}};
-  EXPECT_NE(error_of([&] { cluster_map_from_json(v1, "old.json"); })
-                .find("old.json: \"dense_heads\" needs \"format\": \"shareprefill.clusters/2\""),
+  EXPECT_NE(error_of([&] {
+              cluster_map_from_json(v1, "old.json");
+            }).find("old.json: \"dense_heads\" needs \"format\": \"shareprefill.clusters/2\""),
             std::string::npos);
   nlohmann::json unsorted = test::tiny_map_json("shareprefill.clusters/2");
   unsorted["dense_heads"] = {{1, 0}, {0, 1}};
-  EXPECT_NE(error_of([&] { cluster_map_from_json(unsorted, "u.json"); })
-                .find("dense_heads: must be ascending without repeats"),
+  EXPECT_NE(error_of([&] {
+              cluster_map_from_json(unsorted, "u.json");
+            }).find("dense_heads: must be ascending without repeats"),
             std::string::npos);
   nlohmann::json notpair = test::tiny_map_json("shareprefill.clusters/2");
   notpair["dense_heads"] = {{1}};
-  EXPECT_NE(error_of([&] { cluster_map_from_json(notpair, "p.json"); })
-                .find("dense_heads: expected a [layer, head] pair"),
+  EXPECT_NE(error_of([&] {
+              cluster_map_from_json(notpair, "p.json");
+            }).find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
   nlohmann::json v7 = test::tiny_map_json("shareprefill.clusters/7");
   EXPECT_NE(error_of([&] { cluster_map_from_json(v7, "v7.json"); }).find("\"format\": expected"),
@@ -138,9 +141,12 @@ TEST(DenseHeadsPlanner, ListedHeadsAreDenseTheOthersUnchanged) {
   }
   planner_params bad = p;
   bad.dense_heads = {{1, 3}, {1, 0}};
-  EXPECT_NE(error_of([&] { bad.validate(); }).find("dense_heads must be sorted"), std::string::npos);
+  EXPECT_NE(error_of([&] { bad.validate(); }).find("dense_heads must be sorted"),
+            std::string::npos);
   bad.dense_heads = {{1, 4}};
-  EXPECT_NE(error_of([&] { planner(bad, 2, n_heads, nullptr); }).find("dense head (1, 4) is out of range"),
+  EXPECT_NE(error_of([&] {
+              planner(bad, 2, n_heads, nullptr);
+            }).find("dense head (1, 4) is out of range"),
             std::string::npos);
 }
 
@@ -171,7 +177,9 @@ TEST(DenseHeadsPick, DescendingMeasureWithinTheBudget) {
       << "a head without error (a pivot) is not picked even at cost 0";
   EXPECT_NE(error_of([&] { pick_dense_heads(heads, -1.0, "m"); }).find("budget must be finite"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { pick_dense_heads({{{2, 3}, NAN, 0, 0.5}}, 1.0, "m"); }).find("head [2, 3]"),
+  EXPECT_NE(error_of([&] {
+              pick_dense_heads({{{2, 3}, NAN, 0, 0.5}}, 1.0, "m");
+            }).find("head [2, 3]"),
             std::string::npos);
 }
 
@@ -180,9 +188,8 @@ TEST(DenseHeadsPick, MeasuredCostsAreSpentAsMeasured) {
   // exceed the head's own share (later layers plan from its output). Budget 3: [0,0] (cost 2.8,
   // not the 1 - density = 0 its clamped density would say) fits; [0,1] (cost 0.5) does not fit
   // the 0.2 left; [1,0] costs nothing measurable (-0.1: the density fell) and is taken.
-  const std::vector<head_cost> heads = {{{0, 0}, 2.5, NAN, 0.0, 2.8},
-                                        {{0, 1}, 0.8, NAN, 0.5, 0.5},
-                                        {{1, 0}, 0.1, NAN, 1.0, -0.1}};
+  const std::vector<head_cost> heads = {
+      {{0, 0}, 2.5, NAN, 0.0, 2.8}, {{0, 1}, 0.8, NAN, 0.5, 0.5}, {{1, 0}, 0.1, NAN, 1.0, -0.1}};
   const dense_head_pick p = pick_dense_heads(heads, 3.0, "gain_points");
   ASSERT_EQ(p.heads.size(), 2u);
   EXPECT_EQ(p.heads[0], (head_ref{0, 0}));
@@ -190,8 +197,9 @@ TEST(DenseHeadsPick, MeasuredCostsAreSpentAsMeasured) {
   EXPECT_NEAR(p.spent, 2.7, 1e-12);
   EXPECT_EQ(p.record["best_left_out"][0]["head"], 1);
   EXPECT_NEAR(p.record["picked"][0]["cost"].get<double>(), 2.8, 1e-12);
-  EXPECT_NE(error_of([&] { pick_dense_heads({{{0, 0}, 1.0, NAN, 0.5, INFINITY}}, 1.0, "m"); })
-                .find("cost inf"),
+  EXPECT_NE(error_of([&] {
+              pick_dense_heads({{{0, 0}, 1.0, NAN, 0.5, INFINITY}}, 1.0, "m");
+            }).find("cost inf"),
             std::string::npos);
 }
 

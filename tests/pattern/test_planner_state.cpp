@@ -440,7 +440,7 @@ TEST(PlannerModes, ExactLastRowAddsTheMeasuredCoverToTheLastRowOnly) {
         with.publish(layer, b.pivot_heads, att.data(), sw);
       }
     }
-    const head_kind planned = mode == plan_mode::flexprefill ? head_kind::query_aware
+    const head_kind planned = mode == plan_mode::flexprefill    ? head_kind::query_aware
                               : mode == plan_mode::shareprefill ? head_kind::shared
                                                                 : head_kind::vertical_slash;
     EXPECT_TRUE(kinds.count(planned)) << plan_mode_name(mode) << ": the kind is not exercised";
