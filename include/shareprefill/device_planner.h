@@ -24,8 +24,8 @@
 // thrown by device_plan_check.
 //
 // Differences from the host planner (planner.h), each checked in the constructor:
-// share_within_layer, pivot_prefers_dense, estimation_blocks != 1 and exact_last_row are
-// host-only (rejected here); per-head gammas (head_gammas) are planned as on the host. Ties and
+// share_within_layer, pivot_prefers_dense and estimation_blocks != 1 are host-only (rejected
+// here); per-head gammas (head_gammas) are planned as on the host. Ties and
 // float rounding: statistics use fp32 tensor-core products (bf16/f16 inputs exact) and fp32
 // softmax; running sums and the JS distances are fp64 as on the host, so decisions agree except
 // where a value sits within rounding of a threshold or two scores tie to rounding (the tests bound

@@ -54,6 +54,12 @@ std::vector<int32_t> top_k_forced(const float* x, int64_t n, int64_t k, int64_t 
 std::vector<tile> vertical_slash_tiles(const float* v_blk, const float* s_blk, int64_t n_blocks,
                                        int64_t n_vertical, int64_t n_slash);
 
+// The last query block's cover of the head's own measured attention there
+// (planner_params::exact_last_row): key blocks in the vertical order of section 2D (block 0
+// first, then descending v_blk, ties to the lower block), as tiles (n_blocks - 1, c), until
+// their mass (fp64, in that order) reaches gamma. v_blk: [n_blocks], sum 1.
+std::vector<tile> last_row_tiles(const float* v_blk, int64_t n_blocks, double gamma);
+
 // Section 2E for one head: block scores q_pool[r] . k_pool[c] / sqrt(D) for c <= r, fp32
 // softmax per row, then the largest entries of the lower triangle while their running sum stays
 // <= gamma * nb, plus tile (0, 0). q_pool: [nb, D] rows q_stride apart (block means, unscaled);
@@ -66,10 +72,6 @@ std::vector<tile> query_aware_tiles(const float* q_pool, int64_t q_stride, const
 // a: [nb, nb] row-major block attention.
 std::vector<tile> pivot_pattern_tiles(const float* a, int64_t n_blocks, double gamma);
 
-// The last query block's row of that rule from the head's own measured attention there
-// (planner_params::exact_last_row): the fewest key blocks (largest v_blk first) whose mass
-// reaches >= gamma, as tiles (n_blocks - 1, c). v_blk: [n_blocks], sum 1.
-std::vector<tile> last_row_tiles(const float* v_blk, int64_t n_blocks, double gamma);
 
 // Fraction of the block attention mass covered by a tile set, each valid tile counted once
 // (section 2C's intended vs_ratio). a: [nb, nb].

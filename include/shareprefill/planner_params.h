@@ -70,11 +70,11 @@ struct planner_params {
   // vertical-slash budgets (nV, nS of step A) instead of the minimum budget, so the pivot's
   // pattern adds tiles to the head's own estimate rather than replacing most of it. Both planners.
   bool shared_keeps_budget = false;
-  // Beyond the reference (off = the reference; host planner only): every sparse head's last query
-  // block also runs the fewest key blocks that cover its gamma of that block's attention, which
-  // the statistics measured exactly (v_blk; last_row_tiles). Query-aware and shared heads plan
-  // that row from estimates (pooled scores, another head's pattern); the prompt's last position,
-  // whose logits give the first generated token, reads it in every layer.
+  // Beyond the reference (off = the reference; both planners): every sparse head's last query
+  // block also runs the key blocks that cover its gamma of that block's attention, which the
+  // statistics measured exactly (v_blk; last_row_tiles). Query-aware and shared heads plan that
+  // row from estimates (pooled scores, another head's pattern); the prompt's last position, whose
+  // logits give the first generated token, reads it in every layer.
   bool exact_last_row = false;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).

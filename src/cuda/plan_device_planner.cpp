@@ -86,7 +86,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         "pivot_prefers_dense is planned on the host only; use sp::planner");
   check(params.estimation_blocks == 1, fn, "estimation_blocks ", params.estimation_blocks,
         ": the device planner estimates from the last query block only; use sp::planner");
-  check(!params.exact_last_row, fn, "exact_last_row is planned on the host only; use sp::planner");
   check(layers > 0 && heads > 0, fn, "model shape must be positive, got ", layers, " layers x ",
         heads, " heads");
   check(params.mode != plan_mode::shareprefill || clusters != nullptr, fn,
@@ -304,6 +303,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.gate_bins = pp.gate_bins;
   r.gate_coverage = pp.gate_coverage;
   r.shared_keeps_budget = pp.shared_keeps_budget;
+  r.exact_last_row = pp.exact_last_row;
   r.tau_fb = pp.tau_fb;
   r.tau_qa = pp.tau_qa;
   r.dense_layer = dense_layer;

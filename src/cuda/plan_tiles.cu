@@ -9,6 +9,7 @@
 //     select, plan_qa_select.cu), gamma the head's own (per-head gammas) or the global one;
 //   the cluster's published pattern for shared heads, every causal tile for pivots and dense
 //     heads (a pivot's own vertical-slash tiles go to the state, for its vs_ratio at publish);
+//   with exact_last_row, the last row's cover of each sparse head's measured v_blk;
 // then the CSR (per-row popcount, CUB exclusive scan, ascending fill), the schedule (radix sort
 // of the work items by tile count, descending and stable, in one block up to
 // schedule_block_max items (plan_schedule.cu), else CUB's device sort; a chunk's rows first), the
@@ -81,6 +82,35 @@ __global__ void query_aware_scores_kernel(plan_pointers p) {
   sum = block_reduce<false>(sum, scratch);
   for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
     keys[c] = static_cast<float>(exp(static_cast<double>(keys[c]) * scale - mx) / sum);
+}
+
+// exact_last_row: each sparse head's last row gets the key blocks, in the vertical ranking's
+// order (rank: block 0 first, then descending v_blk, ties to the lower block), until their mass
+// (fp64, summed in that order by one thread, as the host) reaches the head's gamma; rows_kernel
+// merges them. The sum usually stops after a few blocks. grid (H), 256 threads, nb floats of
+// dynamic shared memory.
+__global__ void last_row_cover_kernel(plan_pointers p, plan_rules r) {
+  extern __shared__ float by_rank[];
+  __shared__ int32_t count;
+  const plan_sizes& s = p.s;
+  const int64_t h = blockIdx.x, nb = s.nb;
+  const uint8_t kind = p.kinds[h];
+  if (kind != kind_shared && kind != kind_query_aware && kind != kind_vertical_slash) return;
+  const float* v = p.blk + h * nb;
+  const int32_t* rank = p.rank + h * nb;
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) by_rank[rank[c]] = v[c];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const double gamma = r.head_gamma ? r.head_gamma[h] : r.gamma;
+    double running = 0.0;
+    int32_t k = 0;
+    while (k < nb && running < gamma) running += static_cast<double>(by_rank[k++]);
+    count = k;
+  }
+  __syncthreads();
+  uint32_t* last = p.bitmask + (h * nb + nb - 1) * s.words;
+  for (int64_t c = threadIdx.x; c < nb; c += blockDim.x)
+    if (rank[c] < count) atomicOr(last + c / 32, 1u << (c % 32));
 }
 
 // One warp per row: the head's tiles of row r, its popcount, its schedule key. grid
@@ -203,6 +233,15 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
       launch_query_block_means(p, x, stream);
       query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p);
       launch_query_aware_select(p, r, c, stream);
+    }
+    if (r.exact_last_row) {
+      const size_t smem = static_cast<size_t>(s.nb) * sizeof(float);
+      if (smem > 48 * 1024)  // past 12,288 blocks (1.5M tokens): opt in to more shared memory
+        check_cuda(cudaFuncSetAttribute(last_row_cover_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)),
+                   fn, "raising the shared memory of the last-row cover");
+      last_row_cover_kernel<<<heads, 256, smem, stream>>>(p, r);
     }
   }
   const dim3 row_grid(static_cast<unsigned>((s.nb + 7) / 8), heads);

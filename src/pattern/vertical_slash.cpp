@@ -1,5 +1,6 @@
 // Vertical-slash tiles (DESIGN.md section 2D): forced sink column and main diagonal, top-k key
-// blocks of the vertical block profile and top-k block diagonals of the slash block profile.
+// blocks of the vertical block profile and top-k block diagonals of the slash block profile; the
+// last row's cover in the same vertical order (exact_last_row).
 // As in the reference, the forced column and diagonal are ranked first and count within the
 // budgets nV and nS; ties between equal profile values go to the lower index.
 #include <algorithm>
@@ -41,6 +42,20 @@ std::vector<tile> vertical_slash_tiles(const float* v_blk, const float* s_blk, i
   }
   std::sort(tiles.begin(), tiles.end());
   tiles.erase(std::unique(tiles.begin(), tiles.end()), tiles.end());
+  return tiles;
+}
+
+std::vector<tile> last_row_tiles(const float* v_blk, int64_t n_blocks, double gamma) {
+  std::vector<tile> tiles;
+  if (n_blocks <= 0) return tiles;
+  const int32_t last = static_cast<int32_t>(n_blocks - 1);
+  double running = 0.0;
+  for (int32_t c : top_k_forced(v_blk, n_blocks, n_blocks, 0)) {
+    if (running >= gamma) break;
+    running += v_blk[c];
+    tiles.emplace_back(last, c);
+  }
+  std::sort(tiles.begin(), tiles.end());
   return tiles;
 }
 

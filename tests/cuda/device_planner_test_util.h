@@ -33,6 +33,7 @@ struct planner_case {
   int64_t gate_bins = 0;  // planner_params::gate_bins
   double gate_coverage = 0.0;  // planner_params::gate_coverage
   bool shared_keeps_budget = false;
+  bool exact_last_row = false;
   uint64_t seed = 7;
 };
 
@@ -53,7 +54,8 @@ inline std::string name_of(const planner_case& c) {
              " min_budget=", c.min_budget, " dense_layers=", c.dense_layers.size(),
              " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size(), " tau_sim=", c.tau_sim,
              " gate_bins=", c.gate_bins, " gate_coverage=", c.gate_coverage,
-             c.shared_keeps_budget ? " shared_keeps_budget" : "");
+             c.shared_keeps_budget ? " shared_keeps_budget" : "",
+             c.exact_last_row ? " exact_last_row" : "");
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -111,6 +113,7 @@ inline planner_params params_of(const planner_case& c) {
   p.gate_bins = c.gate_bins;
   p.gate_coverage = c.gate_coverage;
   p.shared_keeps_budget = c.shared_keeps_budget;
+  p.exact_last_row = c.exact_last_row;
   return p;
 }
 

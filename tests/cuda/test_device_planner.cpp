@@ -373,6 +373,20 @@ TEST_F(DevicePlanner, SharedKeepsBudget) {
   compare_case(c);
 }
 
+// Every sparse head's last row covering its measured last-block attention (exact_last_row),
+// device against host: shareprefill (shared, query-aware and vertical-slash heads, per-head
+// gammas) and flexprefill on random inputs.
+TEST_F(DevicePlanner, ExactLastRow) {
+  planner_case c = make_case(8320, 6, 2, 64, 3);
+  c.exact_last_row = true;
+  c.head_gammas = mixed_gammas(c);
+  ASSERT_GT(shared_heads_on_host(c), 0) << name_of(c) << ": no head shares";
+  compare_case(c);
+  planner_case r = make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256);
+  r.exact_last_row = true;
+  compare_case(r);
+}
+
 TEST_F(DevicePlanner, RandomInputs) {
   compare_case(make_case(4224, 8, 2, 64, 2, plan_mode::shareprefill, false));
   compare_case(make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256));
@@ -449,10 +463,6 @@ TEST_F(DevicePlanner, Errors) {
   planner_params within = params_of(c);
   within.share_within_layer = true;
   EXPECT_NE(error_of([&] { device_planner(within, 2, 4, &map); }).find("share_within_layer"),
-            std::string::npos);
-  planner_params exact_row = params_of(c);
-  exact_row.exact_last_row = true;
-  EXPECT_NE(error_of([&] { device_planner(exact_row, 2, 4, &map); }).find("exact_last_row"),
             std::string::npos);
 
   // NaN in k: planning goes on (the plan stays valid) and the check names layer and head.

@@ -386,11 +386,13 @@ TEST(PlannerModes, EstimationBlocksFeedTheVerticalSlashTiles) {
 }
 
 TEST(PlannerModes, LastRowTilesCoverGammaOfTheMeasuredRow) {
-  const float v[] = {0.5f, 0.1f, 0.3f, 0.1f, 0.0f};
-  EXPECT_EQ(last_row_tiles(v, 5, 0.75), (std::vector<tile>{{4, 0}, {4, 2}}));
-  EXPECT_EQ(last_row_tiles(v, 5, 0.8), (std::vector<tile>{{4, 0}, {4, 2}}));  // 0.8 reached
-  EXPECT_EQ(last_row_tiles(v, 5, 1.0), (std::vector<tile>{{4, 0}, {4, 1}, {4, 2}, {4, 3}}))
-      << "a zero block is never needed";
+  // Block 0 first (it is every sparse head's forced column), then descending mass.
+  const float v[] = {0.1f, 0.5f, 0.3f, 0.1f, 0.0f};
+  EXPECT_EQ(last_row_tiles(v, 5, 0.55), (std::vector<tile>{{4, 0}, {4, 1}}));
+  EXPECT_EQ(last_row_tiles(v, 5, 0.6), (std::vector<tile>{{4, 0}, {4, 1}}));  // 0.6 reached
+  EXPECT_EQ(last_row_tiles(v, 5, 0.85), (std::vector<tile>{{4, 0}, {4, 1}, {4, 2}}));
+  EXPECT_EQ(last_row_tiles(v, 5, 0.95), (std::vector<tile>{{4, 0}, {4, 1}, {4, 2}, {4, 3}}))
+      << "ties go to the lower block; a zero block is never needed below gamma 1";
   EXPECT_TRUE(last_row_tiles(v, 0, 0.9).empty());
 }
 

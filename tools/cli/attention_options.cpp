@@ -54,7 +54,7 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
                 "pattern is added to them) instead of the minimum budget");
   sub->add_flag("--exact-last-row", p.exact_last_row,
                 "Every sparse head's last query block also runs the key blocks covering gamma of "
-                "its attention there, measured exactly by the statistics (host planner only)");
+                "its attention there, measured exactly by the statistics");
   return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
 }
 
