@@ -299,3 +299,17 @@ def test_whole_prompt_matches_the_cpp_program(mode):
         q, k, v = synthetic(layer)
         dense = sp.attention(q, k, v)
         assert numpy_relative_error(out, dense) == pytest.approx(cpp["rel_err"], rel=1e-6)
+
+
+def test_exact_last_row_adds_tiles_to_the_last_row_only():
+    """Planner(exact_last_row=True): the last query block of every query-aware head also covers
+    its measured attention there; every other row is planned as without the option."""
+    q, k, v = synthetic(1)
+    planners = [sp.Planner(mode="flexprefill", tau_qa=1.0, min_budget=256, exact_last_row=x)
+                for x in (False, True)]
+    assert planners[1].params["exact_last_row"] and not planners[0].params["exact_last_row"]
+    base, exact = (p.plan_layer(1, q, k) for p in planners)
+    assert base.kinds == exact.kinds == ["query_aware"] * 8
+    a, b = base.block_mask(), exact.block_mask()
+    assert (a[:, :-1] == b[:, :-1]).all() and (b >= a).all()
+    assert (b[:, -1] != a[:, -1]).any(), "the option added no tile"
