@@ -28,6 +28,8 @@
 #   scripts/gpu_threshold_sweep.py, its whole log in $OUT/sweep.log.
 # `maps` (model and .cache/sweep-texts carried): issue 17's 32K target (<= +1% at density
 #   <= 0.25) for both shipped maps and the baselines on the evaluation novels; $OUT/maps.txt.
+# `needles` (model and .cache/sweep-texts carried; VSLASH_MAP, FLEX_MAP: the baselines' own
+#   picks): issue 17's needle target at 8K with and without --exact-last-row.
 # `dense-gain` (model and .cache/sweep-texts carried): issue 17's default map made again by
 #   eval dense-gain --unshare-clusters at 8K, then the 32K pick into its entry from 24,576
 #   tokens, and evaluated at 8K beside the shipped one.
@@ -225,8 +227,53 @@ print(max(r["gamma"] for r in rows if r.get("gamma") and r["density"] <= 0.245 -
       done
     done
     ;;
+  needles)
+    # Issue 17's needle target at 8K, with and without exact_last_row: test_device_planner's
+    # ExactLastRow first (device against host), then the evaluation needles in Emma and
+    # Persuasion (9 depths x 5: 90 cells) and the calibration needles in the three calibration
+    # novels (9 x 8: 216 cells) for shareprefill (the default map) and vslash / flexprefill
+    # (VSLASH_MAP / FLEX_MAP: their own dense-gain picks; default: the default map), summarised
+    # by scripts/needle_compare.py; then 8K perplexity of each on the evaluation novels with and
+    # without the option. Everything in $OUT/needles.tgz.
+    mkdir -p /tmp/spc /tmp/sp-needles
+    m=/tmp/spc/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$m" ] || m=$(scripts/gpu-join-model.sh "$m") || exit 1
+    build_project; wait
+    T=.cache/sweep-texts R=/tmp/sp-needles D=data/clusters/smollm2-135m-instruct-dense-gain.json
+    trap 'tar czf "$OUT/needles.tgz" -C $R .' EXIT
+    timeout 300 "$BIN/test_device_planner" --gtest_filter='*ExactLastRow*:*RandomInputs*' \
+      >$R/test.txt 2>&1
+    echo "== test_device_planner ExactLastRow rc=$?"; grep -E "^\[  (PASSED|FAILED)" $R/test.txt
+    declare -A map=([shareprefill]=$D [vslash]=${VSLASH_MAP:-$D} [flexprefill]=${FLEX_MAP:-$D})
+    for hay in emma persuasion sensesensibility mansfieldpark northangerabbey; do
+      needles=calibration per=8
+      case $hay in emma | persuasion) needles=default per=5 ;; esac
+      for mode in shareprefill vslash flexprefill; do
+        for x in "" --exact-last-row; do
+          modes=$mode; [ $mode = shareprefill ] && [ -z "$x" ] && modes=dense,$mode
+          timeout 150 "$BIN/shareprefill" eval needle --device cuda --model "$m" \
+            --haystack $T/$hay.txt --needles data/needles/$needles.jsonl --lengths 8192 \
+            --depths 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9 --per-cell $per --max-new 10 \
+            --modes $modes --clusters "${map[$mode]}" $x --json $R/$hay-$mode${x:+-exact}.jsonl \
+            >/dev/null 2>$R/$hay-$mode${x:+-exact}.err || echo "needle $hay $mode $x failed"
+        done
+      done
+      echo "== $hay"
+      python3 scripts/needle_compare.py --reference $R/$hay-vslash.jsonl $R/$hay-*.jsonl
+    done
+    for mode in shareprefill vslash flexprefill; do
+      timeout 150 "$BIN/shareprefill" eval ppl --device cuda --model "$m" --lengths 8192 \
+        --windows 8 --texts $T/prideprejudice.txt,$T/emma.txt,$T/persuasion.txt \
+        --modes dense,$mode --gammas 0.93,0.94,0.95 --clusters "${map[$mode]}" 2>&1 |
+        grep -E "^$mode |error"
+      timeout 150 "$BIN/shareprefill" eval ppl --device cuda --model "$m" --lengths 8192 \
+        --windows 8 --texts $T/prideprejudice.txt,$T/emma.txt,$T/persuasion.txt \
+        --modes dense,$mode --gammas 0.93,0.94,0.95 --clusters "${map[$mode]}" --exact-last-row \
+        2>&1 | grep -E "^$mode |error" | sed 's/$/  (exact last row)/'
+    done
+    ;;
   *)
-    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep|maps|dense-gain (see the header)" >&2
+    echo "usage: scripts/gpu-session.sh stage|tests|perf|model|bench|accuracy|sweep|maps|dense-gain|needles (see the header)" >&2
     exit 2
     ;;
 esac

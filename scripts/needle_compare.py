@@ -5,11 +5,11 @@ Reads the JSON lines of `shareprefill eval needle --json FILE` runs over the sam
 needles (one file may hold several modes and gammas; the dense rows may sit in any of them) and
 prints one line per (file, mode, gamma): the cells compared, retrieval as dense ("same"), correct
 answers, the mean |answer log-probability - dense's| ("distance") and the mean density; with
---reference MODE also in how many cells each run's answer log-probability is closer to dense
-than that mode's. A cell is (length, depth, needle index); a run that misses a cell dense has,
+--reference MODE (or one of the files) also in how many cells each run's answer log-probability
+is closer to dense than that run's. A cell is (length, depth, needle index); a run that misses a cell dense has,
 or two dense rows for one cell, is an error.
 
-    scripts/needle_compare.py [--reference vslash] [--json] RUN.jsonl [RUN.jsonl ...]
+    scripts/needle_compare.py [--reference vslash|FILE] [--json] RUN.jsonl [RUN.jsonl ...]
 """
 import argparse
 import json
@@ -48,9 +48,10 @@ def load(paths):
 def summarise(runs, dense, reference):
     ref_rows = None
     if reference:
-        refs = [rows for (_, mode, _), rows in runs.items() if mode == reference]
+        refs = [rows for (path, mode, _), rows in runs.items() if reference in (mode, path)]
         if len(refs) != 1:
-            sys.exit(f"--reference {reference}: {len(refs)} runs of that mode, need exactly one")
+            sys.exit(f"--reference {reference}: {len(refs)} runs of that mode or file, need "
+                     "exactly one")
         ref_rows = refs[0]
     out = []
     for (path, mode, gamma), rows in runs.items():
@@ -75,7 +76,8 @@ def summarise(runs, dense, reference):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="eval needle JSON lines, same haystack and needles")
-    ap.add_argument("--reference", help="a mode to count cells closer to dense than")
+    ap.add_argument("--reference", help="a mode, or one of the files, to count cells closer to "
+                    "dense than (its one run)")
     ap.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
     a = ap.parse_args()
     runs, dense = load(a.runs)

@@ -44,6 +44,15 @@ def test_runs_are_compared_cell_by_cell(tmp_path):
     assert "closer_than_reference" not in v and v["same"] == 2
     text = run("--reference", "vslash", sp, vs)
     assert text.returncode == 0 and "closer than vslash in 2" in text.stdout
+    # Two vslash runs: the mode is ambiguous, the file is not.
+    vs2 = write(tmp_path / "vs2.jsonl", [
+        row("vslash", 0.25, 0, -10.0, True, 0.5, 0.95), row("vslash", 0.75, 1, -4.0, False, 0.5, 0.95)])
+    p = run("--reference", "vslash", sp, vs, vs2)
+    assert p.returncode != 0 and "2 runs of that mode or file" in p.stderr
+    p = run("--json", "--reference", vs, sp, vs, vs2)
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(l) for l in p.stdout.splitlines()]
+    assert [s["closer_than_reference"] for s in got if s["file"] == vs2] == [2]
 
 
 def test_bad_inputs_are_named(tmp_path):
