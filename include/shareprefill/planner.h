@@ -72,7 +72,6 @@ std::vector<tile> query_aware_tiles(const float* q_pool, int64_t q_stride, const
 // a: [nb, nb] row-major block attention.
 std::vector<tile> pivot_pattern_tiles(const float* a, int64_t n_blocks, double gamma);
 
-
 // Fraction of the block attention mass covered by a tile set, each valid tile counted once
 // (section 2C's intended vs_ratio). a: [nb, nb].
 double tile_coverage_ratio(const float* a, int64_t n_blocks, const std::vector<tile>& tiles);
