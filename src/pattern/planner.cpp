@@ -31,11 +31,16 @@ std::vector<tile> shared_tiles(const planner_params& p, const float* v_blk, cons
                 pattern);
 }
 
-// exact_last_row adds the last row's own cover to the heads planned from statistics or
-// estimates; dense heads and pivots run every tile already.
-bool plans_exact_last_row(const planner_params& p, head_kind k) {
-  return p.exact_last_row &&
-         (k == head_kind::shared || k == head_kind::query_aware || k == head_kind::vertical_slash);
+// exact_last_row: `tiles` of a head planned from statistics or estimates (shared, query-aware,
+// vertical-slash) plus its last row's own cover at its gamma; dense heads and pivots run every
+// tile already, and without the option the tiles stay as they are.
+std::vector<tile> with_exact_last_row(const planner_params& p, head_kind k,
+                                      std::vector<tile> tiles, const float* v_blk, int64_t nb,
+                                      double gamma) {
+  const bool sparse =
+      k == head_kind::shared || k == head_kind::query_aware || k == head_kind::vertical_slash;
+  if (!p.exact_last_row || !sparse) return tiles;
+  return merged(std::move(tiles), last_row_tiles(v_blk, nb, gamma));
 }
 
 }  // namespace
@@ -258,8 +263,8 @@ layer_plan planner::plan(int64_t layer, const tensor_view& q, const tensor_view&
       case head_kind::deferred:  // planned by plan_deferred()
         break;
     }
-    if (plans_exact_last_row(params_, out.kinds[h]))
-      tiles[h] = merged(tiles[h], last_row_tiles(st.v_blk.data(), nb, layer_gamma[h]));
+    tiles[h] = with_exact_last_row(params_, out.kinds[h], std::move(tiles[h]), st.v_blk.data(), nb,
+                                   layer_gamma[h]);
   });
   out.mask = block_mask::from_tiles(n, bs, tiles);
   state.awaiting_publish = !out.pivot_heads.empty();
@@ -319,10 +324,9 @@ layer_plan planner::plan_deferred(int64_t layer, plan_state& state) const {
       tiles[d.head] = vertical_slash_tiles(d.v_blk.data(), d.s_blk.data(), nb, d.vertical_blocks,
                                            d.slash_blocks);
     }
-    if (plans_exact_last_row(params_, out.kinds[d.head]))
-      tiles[d.head] = merged(
-          tiles[d.head], last_row_tiles(d.v_blk.data(), nb,
-                                        head_gamma_[static_cast<size_t>(layer * heads_ + d.head)]));
+    tiles[d.head] =
+        with_exact_last_row(params_, out.kinds[d.head], std::move(tiles[d.head]), d.v_blk.data(),
+                            nb, head_gamma_[static_cast<size_t>(layer * heads_ + d.head)]);
   }
   out.mask = block_mask::from_tiles(n, bs, tiles);
   state.deferred.clear();
