@@ -34,9 +34,8 @@ std::vector<tile> shared_tiles(const planner_params& p, const float* v_blk, cons
 // exact_last_row: `tiles` of a head planned from statistics or estimates (shared, query-aware,
 // vertical-slash) plus its last row's own cover at its gamma; dense heads and pivots run every
 // tile already, and without the option the tiles stay as they are.
-std::vector<tile> with_exact_last_row(const planner_params& p, head_kind k,
-                                      std::vector<tile> tiles, const float* v_blk, int64_t nb,
-                                      double gamma) {
+std::vector<tile> with_exact_last_row(const planner_params& p, head_kind k, std::vector<tile> tiles,
+                                      const float* v_blk, int64_t nb, double gamma) {
   const bool sparse =
       k == head_kind::shared || k == head_kind::query_aware || k == head_kind::vertical_slash;
   if (!p.exact_last_row || !sparse) return tiles;
