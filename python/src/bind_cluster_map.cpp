@@ -28,6 +28,7 @@ nb::dict thresholds_dict(const sp::length_thresholds& t) {
   if (t.min_budget) d["min_budget"] = *t.min_budget;
   if (t.pivot_is_medoid) d["pivot_is_medoid"] = *t.pivot_is_medoid;
   if (!t.dense_heads.empty()) d["dense_heads"] = t.dense_heads;  // [(layer, head), ...]
+  if (t.exact_last_row) d["exact_last_row"] = *t.exact_last_row;
   return d;
 }
 
@@ -109,9 +110,10 @@ void bind_cluster_map(nb::module_& m) {
               entries.append(thresholds_dict(t));
             return entries;
           },
-          "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?, dense_heads?}, ...] "
-          "planner settings by prompt length, ascending (format 4-6 maps; else empty); "
-          "dense_heads: more heads to run dense at those lengths (format 6)")
+          "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?, dense_heads?, "
+          "exact_last_row?}, ...] planner settings by prompt length, ascending (format 4-7 maps; "
+          "else empty); dense_heads: more heads to run dense at those lengths (format 6); "
+          "exact_last_row: the last query block planned from its measured attention (format 7)")
       .def(
           "thresholds_for",
           [](const cluster_map_handle& h, int64_t tokens) -> nb::object {

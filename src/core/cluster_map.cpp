@@ -1,5 +1,5 @@
 // Cluster map load/validate/save (DESIGN.md section 3). The reader accepts our versioned format
-// (1-5) and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
+// (1-7) and the reference implementation's bare {"clusters", "shared_clusters"} file; structural
 // checks happen while parsing, shape checks in validate(). Every message starts with the
 // function name and names the file, the JSON key and the offending value.
 #include "shareprefill/cluster_map.h"
@@ -17,14 +17,16 @@ namespace sp {
 namespace {
 
 // Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds", format 5
-// "pivot_is_medoid" in a thresholds entry, format 6 "dense_heads" in a thresholds entry; a map is
-// written in the lowest format that holds it, so older readers keep loading what they can.
+// "pivot_is_medoid" in a thresholds entry, format 6 "dense_heads" in a thresholds entry, format 7
+// "exact_last_row" in a thresholds entry; a map is written in the lowest format that holds it, so
+// older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
 constexpr const char* format_name_3 = "shareprefill.clusters/3";
 constexpr const char* format_name_4 = "shareprefill.clusters/4";
 constexpr const char* format_name_5 = "shareprefill.clusters/5";
 constexpr const char* format_name_6 = "shareprefill.clusters/6";
+constexpr const char* format_name_7 = "shareprefill.clusters/7";
 // Our maps nest 4 deep (clusters -> id -> pairs -> index), calibration records a little more;
 // anything far deeper is hostile and would overflow the stack when copied or dumped.
 constexpr int max_nesting = 64;
@@ -47,18 +49,38 @@ std::string id_of(const nlohmann::json& v, const std::string& source, const std:
        json_excerpt(v));
 }
 
+const char* format_of(int format) {
+  const char* const names[] = {format_name,   format_name_2, format_name_3, format_name_4,
+                               format_name_5, format_name_6, format_name_7};
+  return names[format - 1];
+}
+
+// A boolean key of a thresholds entry that needs format `since`; nullopt when the entry lacks it.
+std::optional<bool> parse_switch(const nlohmann::json& e, const char* key, int since, int format,
+                                 const std::string& source) {
+  const char* fn = "cluster_map_from_json";
+  if (!e.contains(key)) return std::nullopt;
+  const nlohmann::json& v = e[key];
+  check(format >= since, fn, source, ": thresholds: \"", key, "\" needs \"format\": \"",
+        format_of(since), "\"");
+  check(v.is_boolean(), fn, source, ": thresholds: \"", key, "\" must be true or false, got ",
+        json_excerpt(v), " in ", json_excerpt(e));
+  return v.get<bool>();
+}
+
 // One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
 // (in (0, 1], as planner_params::validate), "min_budget" (integer >= 1), from format 5
-// "pivot_is_medoid" (bool) and from format 6 "dense_heads" ([layer, head] pairs, ascending)}.
+// "pivot_is_medoid" (bool), from format 6 "dense_heads" ([layer, head] pairs, ascending) and from
+// format 7 "exact_last_row" (bool)}.
 length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source, int format) {
   const char* fn = "cluster_map_from_json";
   check(e.is_object(), fn, source, ": thresholds: expected an object, got ", json_excerpt(e));
   for (const auto& [key, value] : e.items())
     check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget" ||
-              key == "pivot_is_medoid" || key == "dense_heads",
+              key == "pivot_is_medoid" || key == "dense_heads" || key == "exact_last_row",
           fn, source, ": thresholds: unknown key \"", key,
-          "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads) "
-          "in ",
+          "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads, "
+          "exact_last_row) in ",
           json_excerpt(e));
   check(e.contains("from_tokens") && e["from_tokens"].is_number_integer() &&
             e["from_tokens"].get<int64_t>() >= 0,
@@ -81,15 +103,8 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
           " in ", json_excerpt(e));
     t.min_budget = v.get<int64_t>();
   }
-  if (e.contains("pivot_is_medoid")) {
-    const nlohmann::json& v = e["pivot_is_medoid"];
-    check(format >= 5, fn, source, ": thresholds: \"pivot_is_medoid\" needs \"format\": \"",
-          format_name_5, "\"");
-    check(v.is_boolean(), fn, source,
-          ": thresholds: \"pivot_is_medoid\" must be true or false, got ", json_excerpt(v), " in ",
-          json_excerpt(e));
-    t.pivot_is_medoid = v.get<bool>();
-  }
+  t.pivot_is_medoid = parse_switch(e, "pivot_is_medoid", 5, format, source);
+  t.exact_last_row = parse_switch(e, "exact_last_row", 7, format, source);
   if (e.contains("dense_heads")) {
     const nlohmann::json& v = e["dense_heads"];
     check(format >= 6, fn, source, ": thresholds: \"dense_heads\" needs \"format\": \"",
@@ -105,10 +120,11 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
       t.dense_heads.push_back(h);
     }
   }
-  check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid || !t.dense_heads.empty(), fn,
-        source,
-        ": thresholds: an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid or "
-        "dense_heads, got ",
+  check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid || !t.dense_heads.empty() ||
+            t.exact_last_row,
+        fn, source,
+        ": thresholds: an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid, "
+        "dense_heads or exact_last_row, got ",
         json_excerpt(e));
   return t;
 }
@@ -124,13 +140,12 @@ cluster_map cluster_map_from_json(const nlohmann::json& j, const std::string& so
   map.source = source;
   int format = 1;
   if (j.contains("format")) {
-    const char* const names[] = {format_name,   format_name_2, format_name_3,
-                                 format_name_4, format_name_5, format_name_6};
-    for (int f = 1; f <= 6; ++f)
-      if (j["format"] == names[f - 1]) format = f;
-    check(j["format"] == names[format - 1], fn, source, ": \"format\": expected \"", format_name,
+    for (int f = 1; f <= 7; ++f)
+      if (j["format"] == format_of(f)) format = f;
+    check(j["format"] == format_of(format), fn, source, ": \"format\": expected \"", format_name,
           "\", \"", format_name_2, "\", \"", format_name_3, "\", \"", format_name_4, "\", \"",
-          format_name_5, "\" or \"", format_name_6, "\", got ", json_excerpt(j["format"]));
+          format_name_5, "\", \"", format_name_6, "\" or \"", format_name_7, "\", got ",
+          json_excerpt(j["format"]));
   }
   if (j.contains("model")) {
     const auto& m = j["model"];
@@ -360,7 +375,11 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
   const bool dense_head_entries =
       std::any_of(map.thresholds.begin(), map.thresholds.end(),
                   [](const length_thresholds& t) { return !t.dense_heads.empty(); });
-  j["format"] = dense_head_entries         ? format_name_6
+  const bool last_row_entries =
+      std::any_of(map.thresholds.begin(), map.thresholds.end(),
+                  [](const length_thresholds& t) { return t.exact_last_row.has_value(); });
+  j["format"] = last_row_entries           ? format_name_7
+                : dense_head_entries       ? format_name_6
                 : medoid_entries           ? format_name_5
                 : !map.thresholds.empty()  ? format_name_4
                 : !map.head_gammas.empty() ? format_name_3
@@ -412,6 +431,7 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
         for (const auto& [layer, head] : t.dense_heads) heads.push_back({layer, head});
         e["dense_heads"] = heads;
       }
+      if (t.exact_last_row) e["exact_last_row"] = *t.exact_last_row;
       d.push_back(e);
     }
     j["thresholds"] = d;

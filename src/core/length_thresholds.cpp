@@ -23,6 +23,7 @@ planner_params with_thresholds(planner_params params, const length_thresholds& t
   if (t.tau_qa) params.tau_qa = *t.tau_qa;
   if (t.min_budget) params.min_budget = *t.min_budget;
   if (t.pivot_is_medoid) params.pivot_is_medoid = *t.pivot_is_medoid;
+  if (t.exact_last_row) params.exact_last_row = *t.exact_last_row;
   for (const std::pair<int64_t, int64_t>& h : t.dense_heads) {
     auto& d = params.dense_heads;
     const auto at = std::lower_bound(d.begin(), d.end(), h);
@@ -45,7 +46,9 @@ std::string describe_thresholds(const length_thresholds& t) {
   if (t.min_budget) out << sep << "min_budget " << *t.min_budget, sep = ", ";
   if (t.pivot_is_medoid)
     out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots"), sep = ", ";
-  if (!t.dense_heads.empty()) out << sep << t.dense_heads.size() << " more dense heads";
+  if (!t.dense_heads.empty()) out << sep << t.dense_heads.size() << " more dense heads", sep = ", ";
+  if (t.exact_last_row)
+    out << sep << (*t.exact_last_row ? "exact last row" : "estimated last row");
   return out.str();
 }
 

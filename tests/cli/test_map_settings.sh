@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The default cluster map's settings per prompt length reach the planner (issue 17, formats 5 and
-# 6): `generate --mode shareprefill` with no planner option plans with the default map's entry
-# for the prompt's length (medoid pivots and the entry's dense heads included) and says so; any of
+# The default cluster map's settings per prompt length reach the planner (issue 17, formats 5 to
+# 7): `generate --mode shareprefill` with no planner option plans with the default map's entry
+# for the prompt's length (medoid pivots, the entry's dense heads and its exact last row included)
+# and says so; --no-exact-last-row overrides the entry's last-row setting alone; any of
 # --tau-sim, --tau-qa, --min-budget, --pivot-medoid, --pivot-dense makes the map's entries give
 # way, the dense heads of those entries with them (the line says how many); --clusters picks
 # another map (the settings map; the first one, with its dense layers 18 and 23). Needs the
@@ -34,7 +35,10 @@ expect_line() {
 }
 
 default=$root/data/clusters/smollm2-135m-instruct-dense-gain.json
-expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads"
+expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads, exact last row"
+# Format 7: the last-row option wins over the entry's setting alone (the rest of the entry stays).
+expect_line "13 more dense heads, exact last row; --no-exact-last-row given: it wins over the entry's last-row setting" \
+  --no-exact-last-row
 settings=$root/data/clusters/smollm2-135m-instruct-head-settings.json
 expect_line "7 dense heads, 102 heads with own gamma (from $settings); thresholds from $settings for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots" \
   --clusters "$settings"
@@ -45,5 +49,5 @@ done
 expect_line "18,23 (from $root/data/clusters/smollm2-135m-instruct.json)" \
   --clusters "$root/data/clusters/smollm2-135m-instruct.json"
 
-echo "8 cases, $failures failures"
+echo "9 cases, $failures failures"
 [[ $failures -eq 0 ]]

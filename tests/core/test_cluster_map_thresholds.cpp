@@ -1,7 +1,7 @@
 // The cluster map's format 4 (issue 17): "thresholds" per prompt length round-trip, make the
 // writer pick format 4 (and only then), need the format-4 tag, and bad entries fail naming the
 // file, the key and the value; format 5 adds "pivot_is_medoid" to an entry (and only format 5
-// may), format 6 "dense_heads" per entry; maps of formats 1-3 still load and keep their format; the
+// may), format 6 "dense_heads" per entry, format 7 "exact_last_row"; maps of formats 1-3 still load and keep their format; the
 // shipped settings map carries the second GPU sweep's choices at 8K and 32K.
 #include <gtest/gtest.h>
 
@@ -130,6 +130,38 @@ TEST(ClusterMapThresholds, FormatSixCarriesDenseHeadsPerLength) {
             std::string::npos);
 }
 
+TEST(ClusterMapThresholds, FormatSevenCarriesTheExactLastRow) {
+  nlohmann::json j = map_json("shareprefill.clusters/7");
+  j["thresholds"] = two_lengths;
+  j["thresholds"][0]["exact_last_row"] = true;
+  j["thresholds"][1]["exact_last_row"] = false;
+  j["thresholds"][1]["dense_heads"] = {{1, 1}};
+  const cluster_map m = cluster_map_from_json(j, "v7.json");
+  EXPECT_EQ(m.thresholds[0].exact_last_row, true);
+  EXPECT_EQ(m.thresholds[1].exact_last_row, false);
+  const nlohmann::json back = cluster_map_to_json(m);
+  EXPECT_EQ(back["format"], "shareprefill.clusters/7");
+  EXPECT_EQ(back["thresholds"], j["thresholds"]);
+  // Without the key the map is written in the format its other keys need (6 here).
+  cluster_map v6 = m;
+  for (length_thresholds& t : v6.thresholds) t.exact_last_row.reset();
+  EXPECT_EQ(cluster_map_to_json(v6)["format"], "shareprefill.clusters/6");
+  // An entry may set nothing else; the key needs format 7 and a boolean.
+  j["thresholds"][1] = {{"from_tokens", 16384}, {"exact_last_row", true}};
+  EXPECT_EQ(cluster_map_from_json(j, "v7.json").thresholds[1].exact_last_row, true);
+  j["thresholds"][1]["exact_last_row"] = "yes";
+  EXPECT_NE(testing::error_of([&] {
+              cluster_map_from_json(j, "v7.json");
+            }).find("v7.json: thresholds: \"exact_last_row\" must be true or false, got \"yes\""),
+            std::string::npos);
+  j["thresholds"][1]["exact_last_row"] = true;
+  j["format"] = "shareprefill.clusters/6";
+  EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v6.json"); })
+                .find("v6.json: thresholds: \"exact_last_row\" needs \"format\": "
+                      "\"shareprefill.clusters/7\""),
+            std::string::npos);
+}
+
 TEST(ClusterMapThresholds, OlderFormatsLoadUnchanged) {
   for (const char* format : {"shareprefill.clusters/1", "shareprefill.clusters/2",
                              "shareprefill.clusters/3", "shareprefill.clusters/4"}) {
@@ -177,7 +209,7 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
             "data/clusters/smollm2-135m-instruct-dense-gain.json");
   const cluster_map m = cluster_map_load(path);
   EXPECT_NO_THROW(m.validate(30, 9));
-  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/6");
+  EXPECT_EQ(cluster_map_to_json(m)["format"], "shareprefill.clusters/7");
   size_t shared = 0;
   for (const auto& c : m.clusters) shared += c.shared ? 1 : 0;
   EXPECT_EQ(shared, 5u);
@@ -185,7 +217,10 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
   EXPECT_EQ(m.thresholds[0].dense_heads.size(), 13u);
   EXPECT_EQ(describe_thresholds(m.thresholds[0]),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more "
-            "dense heads");
+            "dense heads, exact last row");
+  // Every entry plans the last query block from its measured attention (format 7).
+  for (const length_thresholds& t : m.thresholds) EXPECT_EQ(t.exact_last_row, true);
+  EXPECT_TRUE(m.calibration.contains("exact_last_row"));
   // From 24,576 tokens: the 32K pick (eval dense-gain --length 32768, a second command).
   EXPECT_EQ(m.thresholds[1].dense_heads,
             (std::vector<std::pair<int64_t, int64_t>>{{9, 1}, {14, 5}}));
@@ -230,7 +265,8 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
       {{{{"from_tokens", 1024}, {"tau_sim", 0.5}}},
        "the first entry must have \"from_tokens\": 0, got 1024"},
       {{{{"from_tokens", 0}}},
-       "an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid or dense_heads"},
+       "an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads or "
+       "exact_last_row"},
       {{{{"from_tokens", 0}, {"tau-sim", 0.5}}}, "unknown key \"tau-sim\""},
       {{{{"from_tokens", 0}, {"tau_sim", 0.0}}}, "\"tau_sim\" must be a number in (0, 1], got 0"},
       {{{{"from_tokens", 0}, {"tau_qa", 1.5}}}, "\"tau_qa\" must be a number in (0, 1], got 1.5"},
@@ -250,9 +286,9 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
     EXPECT_NE(err.find("t.json: "), std::string::npos) << err;
     EXPECT_NE(err.find(message), std::string::npos) << value.dump() << " -> " << err;
   }
-  nlohmann::json v7 = map_json("shareprefill.clusters/7");
+  nlohmann::json v8 = map_json("shareprefill.clusters/8");
   EXPECT_NE(
-      testing::error_of([&] { cluster_map_from_json(v7, "v7.json"); }).find("\"format\": expected"),
+      testing::error_of([&] { cluster_map_from_json(v8, "v8.json"); }).find("\"format\": expected"),
       std::string::npos);
 }
 

@@ -1,5 +1,6 @@
 // Planner thresholds per prompt length (issue 17, the cluster map's format 4): a prompt takes the
-// last entry whose from_tokens it reaches; an entry replaces only the thresholds it names.
+// last entry whose from_tokens it reaches; an entry replaces only the thresholds it names (format
+// 7's exact_last_row included).
 #include <gtest/gtest.h>
 
 #include "shareprefill/length_thresholds.h"
@@ -63,6 +64,23 @@ TEST(LengthThresholds, AnEntrysDenseHeadsJoinTheParameters) {
   EXPECT_NO_THROW(q.validate());
   EXPECT_EQ(q.tau_sim, p.tau_sim);
   EXPECT_EQ(describe_thresholds(t), "for >= 0 tokens: 3 more dense heads");
+}
+
+TEST(LengthThresholds, AnEntrySwitchesTheExactLastRowEitherWay) {
+  planner_params p;
+  length_thresholds t = two_lengths[0];
+  EXPECT_FALSE(with_thresholds(p, t).exact_last_row);  // unnamed: kept
+  t.exact_last_row = true;
+  EXPECT_TRUE(with_thresholds(p, t).exact_last_row);
+  EXPECT_EQ(describe_thresholds(t),
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, exact last row");
+  p.exact_last_row = true;
+  t.exact_last_row = false;
+  EXPECT_FALSE(with_thresholds(p, t).exact_last_row);
+  t.dense_heads = {{2, 1}};
+  EXPECT_EQ(describe_thresholds(t),
+            "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, 1 more dense heads, "
+            "estimated last row");
 }
 
 TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {

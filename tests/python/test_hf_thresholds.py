@@ -122,3 +122,22 @@ def test_thresholds_given_say_the_entries_dense_heads_go_too(tmp_path):
     assert sorted(map(list, new_planner(8192).params["dense_heads"])) == sorted(
         map(list, cmap.dense_heads))
 
+
+
+def test_the_default_maps_entries_plan_the_exact_last_row():
+    """Format 7: the default map's entries turn exact_last_row on at every length; an
+    exact_last_row given to enable() wins over the entry's alone (the entry still applies)."""
+    cmap = sp.ClusterMap.load(os.path.join(REPO, "data", "clusters",
+                                           "smollm2-135m-instruct-dense-gain.json"))
+    assert [e["exact_last_row"] for e in cmap.thresholds] == [True, True]
+    new_planner, _ = hf.planner_factory(cmap, "shareprefill", 30, {})
+    assert new_planner(8192).params["exact_last_row"]
+    assert new_planner(32768).params["exact_last_row"]
+    new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30,
+                                                {"exact_last_row": False})
+    assert entry_for is not None
+    params = new_planner(32768).params
+    assert not params["exact_last_row"] and params["min_budget"] == 2048
+    # Maps without the key leave the Planner's default (off).
+    new_planner, _ = hf.planner_factory(settings_map(), "shareprefill", 30, {})
+    assert not new_planner(8192).params["exact_last_row"]

@@ -9,7 +9,7 @@
 
 namespace sp::cli {
 
-std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_params& p) {
+planner_options_given add_planner_options(CLI::App* sub, planner_params& p) {
   const char* by_map = " (default: the cluster map's for the prompt length, if it has them)";
   sub->add_option("--gamma", p.gamma, "Pattern threshold gamma")->capture_default_str();
   const CLI::Option* tau_sim =
@@ -52,14 +52,17 @@ std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_param
   sub->add_flag("--shared-keeps-budget", p.shared_keeps_budget,
                 "A shared head keeps its own adaptive vertical-slash budgets (the pivot's "
                 "pattern is added to them) instead of the minimum budget");
-  sub->add_flag("--exact-last-row", p.exact_last_row,
-                "Every sparse head's last query block also runs the key blocks covering gamma of "
-                "its attention there, measured exactly by the statistics");
-  return {tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense};
+  const CLI::Option* exact_last_row =
+      sub->add_flag("--exact-last-row,!--no-exact-last-row", p.exact_last_row,
+                    std::string("Every sparse head's last query block also runs the key blocks "
+                                "covering gamma of its attention there, measured exactly by the "
+                                "statistics (or not)") +
+                        by_map);
+  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, exact_last_row};
 }
 
 bool thresholds_given(const attention_options& o) {
-  for (const CLI::Option* opt : o.threshold_options)
+  for (const CLI::Option* opt : o.given.thresholds)
     if (opt->count() > 0) return true;
   return false;
 }
@@ -76,7 +79,7 @@ void add_attention_options(CLI::App* sub, attention_options& o) {
   sub->add_option("--clusters", o.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");
   add_dense_layers_option(sub, o.dense_layers);
-  o.threshold_options = add_planner_options(sub, o.params);
+  o.given = add_planner_options(sub, o.params);
 }
 
 std::string default_cluster_map_path(const std::string& model_path) {
@@ -137,6 +140,12 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
       s.ignored_entry_dense_heads = t.dense_heads.size();
     } else {
       params = with_thresholds(params, t);
+      // The user's --exact-last-row / --no-exact-last-row wins over the entry's, alone.
+      if (t.exact_last_row && o.given.exact_last_row != nullptr &&
+          o.given.exact_last_row->count() > 0) {
+        params.exact_last_row = o.params.exact_last_row;
+        s.last_row_option = params.exact_last_row ? "--exact-last-row" : "--no-exact-last-row";
+      }
       s.map_thresholds = t;
       check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
             "--max-budget ", params.max_budget, " is below the min_budget ", params.min_budget,
@@ -163,6 +172,8 @@ std::string describe_dense_layers(const attention_setup& s) {
   if (s.map_thresholds)
     text +=
         "; thresholds from " + s.thresholds_source + " " + describe_thresholds(*s.map_thresholds);
+  if (!s.last_row_option.empty())
+    text += "; " + s.last_row_option + " given: it wins over the entry's last-row setting";
   else if (!s.thresholds_source.empty())
     text += "; thresholds of " + s.thresholds_source +
             " ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense "

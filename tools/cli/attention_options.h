@@ -17,20 +17,28 @@
 
 namespace sp::cli {
 
+// The planner options whose use changes how a cluster map's settings per length apply.
+struct planner_options_given {
+  // --tau-sim, --tau-qa, --min-budget, --pivot-medoid and --pivot-dense (which excludes medoid
+  // pivots): when the user gave any of them (count() > 0) they win and the map's settings per
+  // length are ignored.
+  std::vector<const CLI::Option*> thresholds;
+  // --exact-last-row / --no-exact-last-row: when given, it wins over the entry's exact_last_row
+  // alone (the entry's other settings still apply).
+  const CLI::Option* exact_last_row = nullptr;
+};
+
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
-// --share-within-layer, --pivot-medoid, --pivot-dense and --estimation-blocks. Returns the
-// options a cluster map's settings per length stand in for (--tau-sim, --tau-qa, --min-budget,
-// --pivot-medoid, and --pivot-dense, which excludes medoid pivots), for attention_options.
-std::vector<const CLI::Option*> add_planner_options(CLI::App* sub, planner_params& params);
+// --share-within-layer, --pivot-medoid, --pivot-dense, --estimation-blocks, --gate-bins,
+// --gate-coverage, --shared-keeps-budget and --exact-last-row / --no-exact-last-row.
+planner_options_given add_planner_options(CLI::App* sub, planner_params& params);
 
 struct attention_options {
   std::string mode = "dense";  // dense | vslash | flexprefill | shareprefill
   std::string clusters;        // cluster map JSON; empty = the model's shipped default
   std::string dense_layers;    // --dense-layers spec ("0-2,11-29", "none"); empty = the map's
   planner_params params;
-  // --tau-sim, --tau-qa, --min-budget, --pivot-medoid and --pivot-dense as parsed: when the user
-  // gave any of them (count() > 0) they win and the map's settings per length are ignored.
-  std::vector<const CLI::Option*> threshold_options;
+  planner_options_given given;  // as parsed
 };
 
 // Whether the user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense.
@@ -62,6 +70,8 @@ struct attention_setup {
   // Dense heads of the map's entry for the prompt length left out with the entry (format 6),
   // when threshold options were given.
   size_t ignored_entry_dense_heads = 0;
+  // "--exact-last-row" or "--no-exact-last-row" when the option overrode the entry's setting.
+  std::string last_row_option;
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
@@ -73,14 +83,16 @@ struct attention_setup {
 // every mode; without it a sparse mode runs dense the layers listed in the cluster map
 // (o.clusters or the shipped default, validated against the model), if any. A sparse mode that
 // loads a map with settings per length plans with the entry for `prompt_tokens`, unless the
-// user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense.
+// user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense; a given
+// --exact-last-row / --no-exact-last-row wins over the entry's.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path,
                                int64_t prompt_tokens);
 
 // "18,23 (from PATH)", "none and 18 dense heads (from PATH)", "none", ... for progress lines,
 // followed by "; thresholds from PATH for >= 24576 tokens: tau_sim 0.1, ..." when the map's
-// thresholds apply (or "; thresholds of PATH ignored (...)" when the options won).
+// thresholds apply (or "; thresholds of PATH ignored (...)" when the options won), and which
+// last-row option overrode the entry's, if one did.
 std::string describe_dense_layers(const attention_setup& s);
 
 // The settings the planner uses and where they came from, for JSON rows: {"tau_sim", "tau_qa",

@@ -355,7 +355,7 @@ void setup_bench_prefill(CLI::App& bench) {
       ->delimiter(',')->check(CLI::Range(int64_t{2}, int64_t{1} << 24))->capture_default_str();
   sub->add_option("--modes", o->modes, "Attention modes (comma separated)")->delimiter(',')
       ->capture_default_str();
-  o->attention.threshold_options = add_planner_options(sub, o->attention.params);
+  o->attention.given = add_planner_options(sub, o->attention.params);
   sub->add_option("--clusters", o->attention.clusters, "Cluster map (default: the model's shipped one)");
   add_dense_layers_option(sub, o->attention.dense_layers);
   sub->add_option("--repeats", o->repeats, "Timed prefills per mode (median reported)")

@@ -25,7 +25,7 @@ void add_eval_common_options(CLI::App* sub, eval_common_options& o) {
   sub->add_option("--clusters", o.attention.clusters,
                   "Cluster map JSON (default: the shipped map of the model, if any)");
   add_dense_layers_option(sub, o.attention.dense_layers);
-  o.attention.threshold_options = add_planner_options(sub, o.attention.params);
+  o.attention.given = add_planner_options(sub, o.attention.params);
   sub->add_option("--gammas", o.gammas, "Comma-separated gamma values (default: --gamma)");
   add_rope_options(sub, o.rope.type, o.rope.factor);
   add_threads_option(sub, o.threads);
