@@ -76,6 +76,9 @@ struct planner_params {
   // row from estimates (pooled scores, another head's pattern); the prompt's last position, whose
   // logits give the first generated token, reads it in every layer.
   bool exact_last_row = false;
+  // The attention mass exact_last_row covers in the last query block: in (0, 1], or 0 for the
+  // head's own gamma (1 runs the whole causal last row). Both planners.
+  double last_row_gamma = 0.0;
   // Layers computed densely (all causal tiles) whatever the mode; sorted, no duplicates, each
   // < the planner's layer count (checked when the planner is built).
   std::vector<int64_t> dense_layers;

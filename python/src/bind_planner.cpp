@@ -33,7 +33,8 @@ std::shared_ptr<planner_session> make_session(
     std::optional<cluster_map_handle> map, const std::string& mode, std::optional<int64_t> layers,
     int64_t block_size, double gamma, double tau_sim, double tau_fb, double tau_qa,
     int64_t min_budget, int64_t max_budget, bool share_within_layer, bool pivot_is_medoid,
-    int64_t gate_bins, bool exact_last_row, std::optional<std::vector<int64_t>> dense_layers,
+    int64_t gate_bins, bool exact_last_row, double last_row_gamma,
+    std::optional<std::vector<int64_t>> dense_layers,
     std::vector<std::pair<int64_t, int64_t>> dense_heads) {
   auto s = std::make_shared<planner_session>();
   sp::planner_params& p = s->params;
@@ -49,6 +50,7 @@ std::shared_ptr<planner_session> make_session(
   p.pivot_is_medoid = pivot_is_medoid;
   p.gate_bins = gate_bins;
   p.exact_last_row = exact_last_row;
+  p.last_row_gamma = last_row_gamma;
   if (map) s->map = map->map;
   sp::check(p.mode != sp::plan_mode::shareprefill || s->map, "shareprefill.Planner",
             "shareprefill mode needs a cluster map (Planner(ClusterMap.load(path)), or choose "
@@ -258,12 +260,13 @@ void bind_planner(nb::module_& m) {
              std::optional<int64_t> layers, int64_t block_size, double gamma, double tau_sim,
              double tau_fb, double tau_qa, int64_t min_budget, int64_t max_budget,
              bool share_within_layer, bool pivot_is_medoid, int64_t gate_bins,
-             bool exact_last_row, std::optional<std::vector<int64_t>> dense_layers,
+             bool exact_last_row, double last_row_gamma,
+             std::optional<std::vector<int64_t>> dense_layers,
              std::vector<std::pair<int64_t, int64_t>> dense_heads) {
             new (self) planner_handle{
                 make_session(std::move(map), mode, layers, block_size, gamma, tau_sim, tau_fb,
                              tau_qa, min_budget, max_budget, share_within_layer, pivot_is_medoid,
-                             gate_bins, exact_last_row, std::move(dense_layers),
+                             gate_bins, exact_last_row, last_row_gamma, std::move(dense_layers),
                              std::move(dense_heads))};
           },
           nb::arg("cluster_map") = nb::none(), nb::arg("mode") = "shareprefill", nb::kw_only(),
@@ -272,6 +275,7 @@ void bind_planner(nb::module_& m) {
           nb::arg("min_budget") = 1024, nb::arg("max_budget") = 0,
           nb::arg("share_within_layer") = false, nb::arg("pivot_is_medoid") = false,
           nb::arg("gate_bins") = 0, nb::arg("exact_last_row") = false,
+          nb::arg("last_row_gamma") = 0.0,
           nb::arg("dense_layers") = nb::none(),
           nb::arg("dense_heads") = std::vector<std::pair<int64_t, int64_t>>{})
       .def(

@@ -75,6 +75,8 @@ void planner_params::validate() const {
         "estimation_blocks must be in [1, 4096], got ", estimation_blocks);
   check(gate_coverage >= 0.0 && gate_coverage <= 1.0, fn,
         "gate_coverage must be in [0, 1] (0 = off), got ", gate_coverage);
+  check(last_row_gamma >= 0.0 && last_row_gamma <= 1.0, fn,
+        "last_row_gamma must be in [0, 1] (0 = the head's gamma), got ", last_row_gamma);
   check(gate_bins >= 0 && gate_bins <= 1 << 20, fn, "gate_bins must be in [0, 1048576], got ",
         gate_bins);
   check(!(pivot_is_medoid && pivot_prefers_dense), fn,
@@ -127,6 +129,7 @@ nlohmann::json planner_params::to_json() const {
           {"gate_coverage", gate_coverage},
           {"shared_keeps_budget", shared_keeps_budget},
           {"exact_last_row", exact_last_row},
+          {"last_row_gamma", last_row_gamma},
           {"dense_layers", dense_layers},
           {"dense_heads", dense_heads},
           {"head_gammas", head_gammas_record(head_gammas)}};

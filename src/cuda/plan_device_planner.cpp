@@ -304,6 +304,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.gate_coverage = pp.gate_coverage;
   r.shared_keeps_budget = pp.shared_keeps_budget;
   r.exact_last_row = pp.exact_last_row;
+  r.last_row_gamma = pp.last_row_gamma;
   r.tau_fb = pp.tau_fb;
   r.tau_qa = pp.tau_qa;
   r.dense_layer = dense_layer;

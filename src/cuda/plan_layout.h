@@ -209,6 +209,7 @@ struct plan_rules {
   double gate_coverage = 0.0;  // planner_params::gate_coverage
   bool shared_keeps_budget = false;  // planner_params::shared_keeps_budget
   bool exact_last_row = false;       // planner_params::exact_last_row
+  double last_row_gamma = 0.0;       // planner_params::last_row_gamma (0: the head's gamma)
   // head_gamma: [H] the planned layer's gamma per head (device; the global gamma where a head
   // has none): budgets (A) and query-aware tiles (E). Null: `gamma` for every head. Publish (G)
   // uses `gamma` only (a pivot's pattern keeps the global gamma, as on the host).

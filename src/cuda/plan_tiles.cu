@@ -86,7 +86,8 @@ __global__ void query_aware_scores_kernel(plan_pointers p) {
 
 // exact_last_row: each sparse head's last row gets the key blocks, in the vertical ranking's
 // order (rank: block 0 first, then descending v_blk, ties to the lower block), until their mass
-// (fp64, summed in that order by one thread, as the host) reaches the head's gamma; rows_kernel
+// (fp64, summed in that order by one thread, as the host) reaches last_row_gamma, else the
+// head's gamma; rows_kernel
 // merges them. The sum usually stops after a few blocks. grid (H), 256 threads, nb floats of
 // dynamic shared memory.
 __global__ void last_row_cover_kernel(plan_pointers p, plan_rules r) {
@@ -101,7 +102,8 @@ __global__ void last_row_cover_kernel(plan_pointers p, plan_rules r) {
   for (int64_t c = threadIdx.x; c < nb; c += blockDim.x) by_rank[rank[c]] = v[c];
   __syncthreads();
   if (threadIdx.x == 0) {
-    const double gamma = r.head_gamma ? r.head_gamma[h] : r.gamma;
+    const double gamma =
+        r.last_row_gamma > 0.0 ? r.last_row_gamma : r.head_gamma ? r.head_gamma[h] : r.gamma;
     double running = 0.0;
     int32_t k = 0;
     while (k < nb && running < gamma) running += static_cast<double>(by_rank[k++]);

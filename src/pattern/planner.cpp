@@ -39,7 +39,8 @@ std::vector<tile> with_exact_last_row(const planner_params& p, head_kind k, std:
   const bool sparse =
       k == head_kind::shared || k == head_kind::query_aware || k == head_kind::vertical_slash;
   if (!p.exact_last_row || !sparse) return tiles;
-  return merged(std::move(tiles), last_row_tiles(v_blk, nb, gamma));
+  return merged(std::move(tiles),
+                last_row_tiles(v_blk, nb, p.last_row_gamma > 0.0 ? p.last_row_gamma : gamma));
 }
 
 }  // namespace

@@ -80,8 +80,8 @@ TEST(DenseHeadsMap, BadDenseHeadsNameTheKey) {
               cluster_map_from_json(notpair, "p.json");
             }).find("dense_heads: expected a [layer, head] pair"),
             std::string::npos);
-  nlohmann::json v7 = test::tiny_map_json("shareprefill.clusters/7");
-  EXPECT_NE(error_of([&] { cluster_map_from_json(v7, "v7.json"); }).find("\"format\": expected"),
+  nlohmann::json v8 = test::tiny_map_json("shareprefill.clusters/8");
+  EXPECT_NE(error_of([&] { cluster_map_from_json(v8, "v8.json"); }).find("\"format\": expected"),
             std::string::npos);
 }
 

@@ -34,6 +34,7 @@ struct planner_case {
   double gate_coverage = 0.0;  // planner_params::gate_coverage
   bool shared_keeps_budget = false;
   bool exact_last_row = false;
+  double last_row_gamma = 0.0;
   uint64_t seed = 7;
 };
 
@@ -55,7 +56,7 @@ inline std::string name_of(const planner_case& c) {
              " dense_heads=", c.dense_heads.size(), " head_gammas=", c.head_gammas.size(), " tau_sim=", c.tau_sim,
              " gate_bins=", c.gate_bins, " gate_coverage=", c.gate_coverage,
              c.shared_keeps_budget ? " shared_keeps_budget" : "",
-             c.exact_last_row ? " exact_last_row" : "");
+             c.exact_last_row ? " exact_last_row" : "", " last_row_gamma=", c.last_row_gamma);
 }
 
 // One layer's inputs as bf16 bits (for the device) and the same values as bf16 host views.
@@ -114,6 +115,7 @@ inline planner_params params_of(const planner_case& c) {
   p.gate_coverage = c.gate_coverage;
   p.shared_keeps_budget = c.shared_keeps_budget;
   p.exact_last_row = c.exact_last_row;
+  p.last_row_gamma = c.last_row_gamma;
   return p;
 }
 

@@ -375,7 +375,7 @@ TEST_F(DevicePlanner, SharedKeepsBudget) {
 
 // Every sparse head's last row covering its measured last-block attention (exact_last_row),
 // device against host: shareprefill (shared, query-aware and vertical-slash heads, per-head
-// gammas) and flexprefill on random inputs.
+// gammas) and flexprefill on random inputs, with the heads' gammas and with last_row_gamma.
 TEST_F(DevicePlanner, ExactLastRow) {
   planner_case c = make_case(8320, 6, 2, 64, 3);
   c.exact_last_row = true;
@@ -385,6 +385,11 @@ TEST_F(DevicePlanner, ExactLastRow) {
   planner_case r = make_case(1000, 12, 4, 128, 2, plan_mode::flexprefill, false, 256);
   r.exact_last_row = true;
   compare_case(r);
+  for (const double last_row_gamma : {0.99, 1.0}) {  // a cover of its own; 1: the whole last row
+    c.last_row_gamma = r.last_row_gamma = last_row_gamma;
+    compare_case(c);
+    compare_case(r);
+  }
 }
 
 TEST_F(DevicePlanner, RandomInputs) {

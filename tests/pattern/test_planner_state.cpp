@@ -452,6 +452,38 @@ TEST(PlannerModes, ExactLastRowAddsTheMeasuredCoverToTheLastRowOnly) {
   }
 }
 
+// last_row_gamma 1: every sparse head runs its whole causal last row, whatever its gamma; other
+// rows as without the option; out of [0, 1] it is refused.
+TEST(PlannerModes, LastRowGammaOneRunsTheWholeLastRow) {
+  thread_pool pool(2);
+  const fixture_inputs& in = inputs();
+  planner_params p = open_params();
+  p.mode = plan_mode::flexprefill;
+  p.gamma = 0.9;
+  p.tau_qa = 1.0;
+  planner_params whole = p;
+  whole.exact_last_row = true;
+  whole.last_row_gamma = 1.0;
+  const planner base(p, 2, n_heads, nullptr), with(whole, 2, n_heads, nullptr);
+  plan_state sb, sw;
+  const auto q = tensor_view::contiguous(in.l0.q.data(), dtype::f32, {n_tok, n_heads, n_dim});
+  const auto k = tensor_view::contiguous(in.l0.k.data(), dtype::f32, {n_tok, n_kv, n_dim});
+  const layer_plan a = base.plan(0, q, k, sb, pool), b = with.plan(0, q, k, sw, pool);
+  const int32_t last = static_cast<int32_t>(n_blocks - 1);
+  for (int64_t h = 0; h < n_heads; ++h) {
+    std::set<tile> want;
+    for (const tile& t : a.mask.tiles_of(h))
+      if (t.first != last) want.insert(t);
+    for (int32_t c = 0; c <= last; ++c) want.insert({last, c});
+    EXPECT_EQ(as_set(b.mask.tiles_of(h)), want) << "head " << h;
+  }
+  for (const double bad : {-0.1, 1.5}) {
+    whole.last_row_gamma = bad;
+    EXPECT_NE(testing::error_of([&] { whole.validate(); }).find("last_row_gamma must be in [0, 1]"),
+              std::string::npos);
+  }
+}
+
 TEST(PlannerModes, BadConstruction) {
   planner_params p;
   EXPECT_NE(testing::error_of([&] { planner(p, 2, n_heads, nullptr); }).find("cluster map"),

@@ -58,6 +58,10 @@ planner_options_given add_planner_options(CLI::App* sub, planner_params& p) {
                                 "covering gamma of its attention there, measured exactly by the "
                                 "statistics (or not)") +
                         by_map);
+  sub->add_option("--last-row-gamma", p.last_row_gamma,
+                  "The attention mass the exact last row covers (0 = the head's gamma; 1 = the "
+                  "whole last row)")
+      ->capture_default_str();
   return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, exact_last_row};
 }
 
@@ -196,6 +200,7 @@ nlohmann::json thresholds_record(const attention_setup& s) {
           {"gate_coverage", p.gate_coverage},
           {"shared_keeps_budget", p.shared_keeps_budget},
           {"exact_last_row", p.exact_last_row},
+          {"last_row_gamma", p.last_row_gamma},
           {"from_map", s.map_thresholds.has_value()},
           {"from_tokens", s.map_thresholds ? nlohmann::json(s.map_thresholds->from_tokens)
                                            : nlohmann::json(nullptr)},

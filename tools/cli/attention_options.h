@@ -30,7 +30,8 @@ struct planner_options_given {
 
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
 // --share-within-layer, --pivot-medoid, --pivot-dense, --estimation-blocks, --gate-bins,
-// --gate-coverage, --shared-keeps-budget and --exact-last-row / --no-exact-last-row.
+// --gate-coverage, --shared-keeps-budget, --exact-last-row / --no-exact-last-row and
+// --last-row-gamma.
 planner_options_given add_planner_options(CLI::App* sub, planner_params& params);
 
 struct attention_options {
