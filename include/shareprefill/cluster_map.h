@@ -83,7 +83,7 @@ cluster_map cluster_map_from_text(const std::string& text, const std::string& so
 // Writes our format in the lowest version that holds the map: "shareprefill.clusters/1", "/2"
 // when the map has dense_heads, "/3" when it has head_gammas, "/4" when it has thresholds, "/5"
 // when an entry sets pivot_is_medoid, "/6" when an entry has dense_heads, "/7" when an entry sets
-// exact_last_row.
+// exact_last_row or last_row_gamma.
 nlohmann::json cluster_map_to_json(const cluster_map& map);
 void cluster_map_save(const std::string& path, const cluster_map& map);
 

@@ -29,6 +29,7 @@ nb::dict thresholds_dict(const sp::length_thresholds& t) {
   if (t.pivot_is_medoid) d["pivot_is_medoid"] = *t.pivot_is_medoid;
   if (!t.dense_heads.empty()) d["dense_heads"] = t.dense_heads;  // [(layer, head), ...]
   if (t.exact_last_row) d["exact_last_row"] = *t.exact_last_row;
+  if (t.last_row_gamma) d["last_row_gamma"] = *t.last_row_gamma;
   return d;
 }
 
@@ -111,9 +112,10 @@ void bind_cluster_map(nb::module_& m) {
             return entries;
           },
           "[{from_tokens, tau_sim?, tau_qa?, min_budget?, pivot_is_medoid?, dense_heads?, "
-          "exact_last_row?}, ...] planner settings by prompt length, ascending (format 4-7 maps; "
-          "else empty); dense_heads: more heads to run dense at those lengths (format 6); "
-          "exact_last_row: the last query block planned from its measured attention (format 7)")
+          "exact_last_row?, last_row_gamma?}, ...] planner settings by prompt length, ascending "
+          "(format 4-7 maps; else empty); dense_heads: more heads to run dense at those lengths "
+          "(format 6); exact_last_row, last_row_gamma: the last query block planned from its "
+          "measured attention, and the mass it covers (format 7)")
       .def(
           "thresholds_for",
           [](const cluster_map_handle& h, int64_t tokens) -> nb::object {

@@ -18,7 +18,7 @@ namespace {
 
 // Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds", format 5
 // "pivot_is_medoid" in a thresholds entry, format 6 "dense_heads" in a thresholds entry, format 7
-// "exact_last_row" in a thresholds entry; a map is written in the lowest format that holds it, so
+// "exact_last_row" and "last_row_gamma" in a thresholds entry; a map is written in the lowest format that holds it, so
 // older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
@@ -71,16 +71,17 @@ std::optional<bool> parse_switch(const nlohmann::json& e, const char* key, int s
 // One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
 // (in (0, 1], as planner_params::validate), "min_budget" (integer >= 1), from format 5
 // "pivot_is_medoid" (bool), from format 6 "dense_heads" ([layer, head] pairs, ascending) and from
-// format 7 "exact_last_row" (bool)}.
+// format 7 "exact_last_row" (bool) and "last_row_gamma" (in (0, 1])}.
 length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& source, int format) {
   const char* fn = "cluster_map_from_json";
   check(e.is_object(), fn, source, ": thresholds: expected an object, got ", json_excerpt(e));
   for (const auto& [key, value] : e.items())
     check(key == "from_tokens" || key == "tau_sim" || key == "tau_qa" || key == "min_budget" ||
-              key == "pivot_is_medoid" || key == "dense_heads" || key == "exact_last_row",
+              key == "pivot_is_medoid" || key == "dense_heads" || key == "exact_last_row" ||
+              key == "last_row_gamma",
           fn, source, ": thresholds: unknown key \"", key,
           "\" (expected from_tokens, tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads, "
-          "exact_last_row) in ",
+          "exact_last_row, last_row_gamma) in ",
           json_excerpt(e));
   check(e.contains("from_tokens") && e["from_tokens"].is_number_integer() &&
             e["from_tokens"].get<int64_t>() >= 0,
@@ -105,6 +106,15 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
   }
   t.pivot_is_medoid = parse_switch(e, "pivot_is_medoid", 5, format, source);
   t.exact_last_row = parse_switch(e, "exact_last_row", 7, format, source);
+  if (e.contains("last_row_gamma")) {
+    const nlohmann::json& v = e["last_row_gamma"];
+    check(format >= 7, fn, source, ": thresholds: \"last_row_gamma\" needs \"format\": \"",
+          format_name_7, "\"");
+    check(v.is_number() && v.get<double>() > 0.0 && v.get<double>() <= 1.0, fn, source,
+          ": thresholds: \"last_row_gamma\" must be a number in (0, 1], got ", json_excerpt(v),
+          " in ", json_excerpt(e));
+    t.last_row_gamma = v.get<double>();
+  }
   if (e.contains("dense_heads")) {
     const nlohmann::json& v = e["dense_heads"];
     check(format >= 6, fn, source, ": thresholds: \"dense_heads\" needs \"format\": \"",
@@ -121,10 +131,10 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
     }
   }
   check(t.tau_sim || t.tau_qa || t.min_budget || t.pivot_is_medoid || !t.dense_heads.empty() ||
-            t.exact_last_row,
+            t.exact_last_row || t.last_row_gamma,
         fn, source,
         ": thresholds: an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid, "
-        "dense_heads or exact_last_row, got ",
+        "dense_heads, exact_last_row or last_row_gamma, got ",
         json_excerpt(e));
   return t;
 }
@@ -377,7 +387,9 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
                   [](const length_thresholds& t) { return !t.dense_heads.empty(); });
   const bool last_row_entries =
       std::any_of(map.thresholds.begin(), map.thresholds.end(),
-                  [](const length_thresholds& t) { return t.exact_last_row.has_value(); });
+                  [](const length_thresholds& t) {
+                    return t.exact_last_row.has_value() || t.last_row_gamma.has_value();
+                  });
   j["format"] = last_row_entries           ? format_name_7
                 : dense_head_entries       ? format_name_6
                 : medoid_entries           ? format_name_5
@@ -432,6 +444,7 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
         e["dense_heads"] = heads;
       }
       if (t.exact_last_row) e["exact_last_row"] = *t.exact_last_row;
+      if (t.last_row_gamma) e["last_row_gamma"] = *t.last_row_gamma;
       d.push_back(e);
     }
     j["thresholds"] = d;

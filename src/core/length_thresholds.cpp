@@ -24,6 +24,7 @@ planner_params with_thresholds(planner_params params, const length_thresholds& t
   if (t.min_budget) params.min_budget = *t.min_budget;
   if (t.pivot_is_medoid) params.pivot_is_medoid = *t.pivot_is_medoid;
   if (t.exact_last_row) params.exact_last_row = *t.exact_last_row;
+  if (t.last_row_gamma) params.last_row_gamma = *t.last_row_gamma;
   for (const std::pair<int64_t, int64_t>& h : t.dense_heads) {
     auto& d = params.dense_heads;
     const auto at = std::lower_bound(d.begin(), d.end(), h);
@@ -48,7 +49,8 @@ std::string describe_thresholds(const length_thresholds& t) {
     out << sep << (*t.pivot_is_medoid ? "medoid pivots" : "first-member pivots"), sep = ", ";
   if (!t.dense_heads.empty()) out << sep << t.dense_heads.size() << " more dense heads", sep = ", ";
   if (t.exact_last_row)
-    out << sep << (*t.exact_last_row ? "exact last row" : "estimated last row");
+    out << sep << (*t.exact_last_row ? "exact last row" : "estimated last row"), sep = ", ";
+  if (t.last_row_gamma) out << sep << "last_row_gamma " << *t.last_row_gamma;
   return out.str();
 }
 

@@ -2,10 +2,10 @@
 # The default cluster map's settings per prompt length reach the planner (issue 17, formats 5 to
 # 7): `generate --mode shareprefill` with no planner option plans with the default map's entry
 # for the prompt's length (medoid pivots, the entry's dense heads and its exact last row included)
-# and says so; --no-exact-last-row overrides the entry's last-row setting alone; any of
-# --tau-sim, --tau-qa, --min-budget, --pivot-medoid, --pivot-dense makes the map's entries give
-# way, the dense heads of those entries with them (the line says how many); --clusters picks
-# another map (the settings map; the first one, with its dense layers 18 and 23). Needs the
+# and says so; --no-exact-last-row and --last-row-gamma override the entry's last-row settings
+# alone; any of --tau-sim, --tau-qa, --min-budget, --pivot-medoid, --pivot-dense makes the map's
+# entries give way, the dense heads of those entries with them (the line says how many); --clusters
+# picks another map (the settings map; the first one, with its dense layers 18 and 23). Needs the
 # default model; skipped when it is not cached.
 # Usage: tests/cli/test_map_settings.sh path/to/shareprefill   (CTest, label quick)
 set -u
@@ -35,10 +35,12 @@ expect_line() {
 }
 
 default=$root/data/clusters/smollm2-135m-instruct-dense-gain.json
-expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads, exact last row"
-# Format 7: the last-row option wins over the entry's setting alone (the rest of the entry stays).
-expect_line "13 more dense heads, exact last row; --no-exact-last-row given: it wins over the entry's last-row setting" \
+expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads, exact last row, last_row_gamma 0.99"
+# Format 7: the last-row options win over the entry's settings alone (the rest of the entry stays).
+expect_line "13 more dense heads, exact last row, last_row_gamma 0.99; --no-exact-last-row given: over the entry's last-row settings" \
   --no-exact-last-row
+expect_line "last_row_gamma 0.99; --exact-last-row and --last-row-gamma given: over the entry's last-row settings" \
+  --exact-last-row --last-row-gamma 1
 settings=$root/data/clusters/smollm2-135m-instruct-head-settings.json
 expect_line "7 dense heads, 102 heads with own gamma (from $settings); thresholds from $settings for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots" \
   --clusters "$settings"
@@ -49,5 +51,5 @@ done
 expect_line "18,23 (from $root/data/clusters/smollm2-135m-instruct.json)" \
   --clusters "$root/data/clusters/smollm2-135m-instruct.json"
 
-echo "9 cases, $failures failures"
+echo "10 cases, $failures failures"
 [[ $failures -eq 0 ]]

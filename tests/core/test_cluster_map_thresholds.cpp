@@ -134,17 +134,22 @@ TEST(ClusterMapThresholds, FormatSevenCarriesTheExactLastRow) {
   nlohmann::json j = map_json("shareprefill.clusters/7");
   j["thresholds"] = two_lengths;
   j["thresholds"][0]["exact_last_row"] = true;
+  j["thresholds"][0]["last_row_gamma"] = 0.99;
   j["thresholds"][1]["exact_last_row"] = false;
   j["thresholds"][1]["dense_heads"] = {{1, 1}};
   const cluster_map m = cluster_map_from_json(j, "v7.json");
   EXPECT_EQ(m.thresholds[0].exact_last_row, true);
+  EXPECT_EQ(m.thresholds[0].last_row_gamma, 0.99);
   EXPECT_EQ(m.thresholds[1].exact_last_row, false);
+  EXPECT_FALSE(m.thresholds[1].last_row_gamma.has_value());
   const nlohmann::json back = cluster_map_to_json(m);
   EXPECT_EQ(back["format"], "shareprefill.clusters/7");
   EXPECT_EQ(back["thresholds"], j["thresholds"]);
   // Without the key the map is written in the format its other keys need (6 here).
   cluster_map v6 = m;
   for (length_thresholds& t : v6.thresholds) t.exact_last_row.reset();
+  EXPECT_EQ(cluster_map_to_json(v6)["format"], "shareprefill.clusters/7");  // last_row_gamma
+  v6.thresholds[0].last_row_gamma.reset();
   EXPECT_EQ(cluster_map_to_json(v6)["format"], "shareprefill.clusters/6");
   // An entry may set nothing else; the key needs format 7 and a boolean.
   j["thresholds"][1] = {{"from_tokens", 16384}, {"exact_last_row", true}};
@@ -155,6 +160,14 @@ TEST(ClusterMapThresholds, FormatSevenCarriesTheExactLastRow) {
             }).find("v7.json: thresholds: \"exact_last_row\" must be true or false, got \"yes\""),
             std::string::npos);
   j["thresholds"][1]["exact_last_row"] = true;
+  for (const double bad : {0.0, 1.5}) {
+    j["thresholds"][1]["last_row_gamma"] = bad;
+    EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v7.json"); })
+                  .find("\"last_row_gamma\" must be a number in (0, 1]"),
+              std::string::npos)
+        << bad;
+  }
+  j["thresholds"][1].erase("last_row_gamma");
   j["format"] = "shareprefill.clusters/6";
   EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v6.json"); })
                 .find("v6.json: thresholds: \"exact_last_row\" needs \"format\": "
@@ -217,9 +230,12 @@ TEST(ClusterMapThresholds, TheDefaultMapCarriesTheDenseGainPick) {
   EXPECT_EQ(m.thresholds[0].dense_heads.size(), 13u);
   EXPECT_EQ(describe_thresholds(m.thresholds[0]),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more "
-            "dense heads, exact last row");
+            "dense heads, exact last row, last_row_gamma 0.99");
   // Every entry plans the last query block from its measured attention (format 7).
-  for (const length_thresholds& t : m.thresholds) EXPECT_EQ(t.exact_last_row, true);
+  for (const length_thresholds& t : m.thresholds) {
+    EXPECT_EQ(t.exact_last_row, true);
+    EXPECT_EQ(t.last_row_gamma, 0.99);
+  }
   EXPECT_TRUE(m.calibration.contains("exact_last_row"));
   // From 24,576 tokens: the 32K pick (eval dense-gain --length 32768, a second command).
   EXPECT_EQ(m.thresholds[1].dense_heads,
@@ -265,8 +281,8 @@ TEST(ClusterMapThresholds, BadThresholdsNameFileKeyAndValue) {
       {{{{"from_tokens", 1024}, {"tau_sim", 0.5}}},
        "the first entry must have \"from_tokens\": 0, got 1024"},
       {{{{"from_tokens", 0}}},
-       "an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads or "
-       "exact_last_row"},
+       "an entry must set tau_sim, tau_qa, min_budget, pivot_is_medoid, dense_heads, "
+       "exact_last_row or last_row_gamma"},
       {{{{"from_tokens", 0}, {"tau-sim", 0.5}}}, "unknown key \"tau-sim\""},
       {{{{"from_tokens", 0}, {"tau_sim", 0.0}}}, "\"tau_sim\" must be a number in (0, 1], got 0"},
       {{{{"from_tokens", 0}, {"tau_qa", 1.5}}}, "\"tau_qa\" must be a number in (0, 1], got 1.5"},

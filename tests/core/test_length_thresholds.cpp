@@ -78,9 +78,11 @@ TEST(LengthThresholds, AnEntrySwitchesTheExactLastRowEitherWay) {
   t.exact_last_row = false;
   EXPECT_FALSE(with_thresholds(p, t).exact_last_row);
   t.dense_heads = {{2, 1}};
+  t.last_row_gamma = 0.99;
+  EXPECT_EQ(with_thresholds(p, t).last_row_gamma, 0.99);
   EXPECT_EQ(describe_thresholds(t),
             "for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, 1 more dense heads, "
-            "estimated last row");
+            "estimated last row, last_row_gamma 0.99");
 }
 
 TEST(LengthThresholds, DescriptionNamesTheLengthAndTheValues) {

@@ -130,14 +130,18 @@ def test_the_default_maps_entries_plan_the_exact_last_row():
     cmap = sp.ClusterMap.load(os.path.join(REPO, "data", "clusters",
                                            "smollm2-135m-instruct-dense-gain.json"))
     assert [e["exact_last_row"] for e in cmap.thresholds] == [True, True]
+    assert [e["last_row_gamma"] for e in cmap.thresholds] == [0.99, 0.99]
     new_planner, _ = hf.planner_factory(cmap, "shareprefill", 30, {})
     assert new_planner(8192).params["exact_last_row"]
     assert new_planner(32768).params["exact_last_row"]
+    assert new_planner(32768).params["last_row_gamma"] == pytest.approx(0.99)
     new_planner, entry_for = hf.planner_factory(cmap, "shareprefill", 30,
                                                 {"exact_last_row": False})
     assert entry_for is not None
     params = new_planner(32768).params
     assert not params["exact_last_row"] and params["min_budget"] == 2048
+    new_planner, _ = hf.planner_factory(cmap, "shareprefill", 30, {"last_row_gamma": 1.0})
+    assert new_planner(8192).params["last_row_gamma"] == 1.0
     # Maps without the key leave the Planner's default (off).
     new_planner, _ = hf.planner_factory(settings_map(), "shareprefill", 30, {})
     assert not new_planner(8192).params["exact_last_row"]

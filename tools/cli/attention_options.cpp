@@ -58,11 +58,13 @@ planner_options_given add_planner_options(CLI::App* sub, planner_params& p) {
                                 "covering gamma of its attention there, measured exactly by the "
                                 "statistics (or not)") +
                         by_map);
-  sub->add_option("--last-row-gamma", p.last_row_gamma,
-                  "The attention mass the exact last row covers (0 = the head's gamma; 1 = the "
-                  "whole last row)")
-      ->capture_default_str();
-  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, exact_last_row};
+  const CLI::Option* last_row_gamma =
+      sub->add_option("--last-row-gamma", p.last_row_gamma,
+                      std::string("The attention mass the exact last row covers (0 = the head's "
+                                  "gamma; 1 = the whole last row)") +
+                          by_map)
+          ->capture_default_str();
+  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, {exact_last_row, last_row_gamma}};
 }
 
 bool thresholds_given(const attention_options& o) {
@@ -144,11 +146,16 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
       s.ignored_entry_dense_heads = t.dense_heads.size();
     } else {
       params = with_thresholds(params, t);
-      // The user's --exact-last-row / --no-exact-last-row wins over the entry's, alone.
-      if (t.exact_last_row && o.given.exact_last_row != nullptr &&
-          o.given.exact_last_row->count() > 0) {
+      // The user's last-row options win over the entry's settings, one by one.
+      const CLI::Option* exact = o.given.last_row[0];
+      if (t.exact_last_row && exact != nullptr && exact->count() > 0) {
         params.exact_last_row = o.params.exact_last_row;
-        s.last_row_option = params.exact_last_row ? "--exact-last-row" : "--no-exact-last-row";
+        s.last_row_options = params.exact_last_row ? "--exact-last-row" : "--no-exact-last-row";
+      }
+      const CLI::Option* gamma = o.given.last_row[1];
+      if (t.last_row_gamma && gamma != nullptr && gamma->count() > 0) {
+        params.last_row_gamma = o.params.last_row_gamma;
+        s.last_row_options += (s.last_row_options.empty() ? "" : " and ") + gamma->get_name();
       }
       s.map_thresholds = t;
       check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
@@ -176,8 +183,8 @@ std::string describe_dense_layers(const attention_setup& s) {
   if (s.map_thresholds)
     text +=
         "; thresholds from " + s.thresholds_source + " " + describe_thresholds(*s.map_thresholds);
-  if (!s.last_row_option.empty())
-    text += "; " + s.last_row_option + " given: it wins over the entry's last-row setting";
+  if (!s.last_row_options.empty())
+    text += "; " + s.last_row_options + " given: over the entry's last-row settings";
   else if (!s.thresholds_source.empty())
     text += "; thresholds of " + s.thresholds_source +
             " ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense "

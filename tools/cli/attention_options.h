@@ -3,6 +3,7 @@
 // the construction of the matching prefill_attention strategy.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,9 +24,9 @@ struct planner_options_given {
   // pivots): when the user gave any of them (count() > 0) they win and the map's settings per
   // length are ignored.
   std::vector<const CLI::Option*> thresholds;
-  // --exact-last-row / --no-exact-last-row: when given, it wins over the entry's exact_last_row
-  // alone (the entry's other settings still apply).
-  const CLI::Option* exact_last_row = nullptr;
+  // --exact-last-row / --no-exact-last-row and --last-row-gamma: each one given wins over the
+  // entry's exact_last_row or last_row_gamma alone (the entry's other settings still apply).
+  std::array<const CLI::Option*, 2> last_row{};
 };
 
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
@@ -71,8 +72,9 @@ struct attention_setup {
   // Dense heads of the map's entry for the prompt length left out with the entry (format 6),
   // when threshold options were given.
   size_t ignored_entry_dense_heads = 0;
-  // "--exact-last-row" or "--no-exact-last-row" when the option overrode the entry's setting.
-  std::string last_row_option;
+  // "--no-exact-last-row", "--exact-last-row and --last-row-gamma", ...: the last-row options
+  // that overrode the entry's settings, if any.
+  std::string last_row_options;
   std::unique_ptr<cluster_map> clusters;
   std::unique_ptr<planner> plan;
   std::unique_ptr<prefill_attention> attention;
@@ -85,7 +87,7 @@ struct attention_setup {
 // (o.clusters or the shipped default, validated against the model), if any. A sparse mode that
 // loads a map with settings per length plans with the entry for `prompt_tokens`, unless the
 // user gave --tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense; a given
-// --exact-last-row / --no-exact-last-row wins over the entry's.
+// --exact-last-row / --no-exact-last-row or --last-row-gamma wins over the entry's setting.
 attention_setup make_attention(const attention_options& o, const std::string& mode,
                                const llama_config& config, const std::string& model_path,
                                int64_t prompt_tokens);
