@@ -24,7 +24,7 @@ ClusterMap.thresholds; format 6 entries add dense heads) gives each row's planne
 that row's length, as the CLI does
 (a row whose entry changes gets a new Planner at the start of a prompt), unless enable() is
 given tau_sim, tau_qa, min_budget or pivot_is_medoid: then those apply to every length. An
-exact_last_row given to enable() wins over the entry's (format 7) alone.
+exact_last_row or last_row_gamma given to enable() wins over the entry's (format 7) alone.
 
 On the CPU the rows' plans go through one varlen call (rows whose plan still has to publish
 pivots, shareprefill mode's pivot layers, run one call each). On the GPU each row runs the
@@ -383,7 +383,7 @@ def planner_factory(cluster_map, mode, layers, thresholds):
     layers=layers, **thresholds) with, when the map has settings per prompt length and
     `thresholds` names none of LENGTH_THRESHOLDS, the map's entry for `tokens` (the last one
     with from_tokens <= tokens) under them: the entry sets what `thresholds` leaves unset
-    (exact_last_row), and its dense heads join those of `thresholds`."""
+    (exact_last_row, last_row_gamma), and its dense heads join those of `thresholds`."""
     given = [k for k in LENGTH_THRESHOLDS if k in thresholds]
     by_length = cluster_map is not None and cluster_map.thresholds and not given
     entry_for = cluster_map.thresholds_for if by_length else None
@@ -398,7 +398,7 @@ def planner_factory(cluster_map, mode, layers, thresholds):
     def new_planner(tokens=0):
         entry = entry_for(tokens) if entry_for else None
         from_map = {k: v for k, v in (entry or {}).items() if k != "from_tokens"}
-        settings = dict(from_map, **thresholds)  # enable()'s exact_last_row wins
+        settings = dict(from_map, **thresholds)  # enable()'s last-row settings win
         if "dense_heads" in thresholds and "dense_heads" in from_map:  # both: every one dense
             settings["dense_heads"] = list(thresholds["dense_heads"]) + list(from_map["dense_heads"])
         planner = Planner(cluster_map, mode, layers=layers, **settings)
