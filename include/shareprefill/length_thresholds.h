@@ -1,8 +1,9 @@
 // Planner settings per prompt length (issue 17): the cluster map's "thresholds" (format 4; format
-// 5 adds pivot_is_medoid, format 6 dense_heads, format 7 exact_last_row and last_row_gamma) lists entries in ascending from_tokens, the first
-// from 0; a prompt of n tokens takes the last entry with from_tokens <= n. An entry sets only the
-// settings it names; the others keep the planner parameters' values. Its dense heads are run
-// dense on top of the planner parameters' own (a head's worth dense depends on the length).
+// 5 adds pivot_is_medoid, format 6 dense_heads, format 7 exact_last_row and last_row_gamma) lists
+// entries in ascending from_tokens, the first from 0; a prompt of n tokens takes the last entry
+// with from_tokens <= n. An entry sets only the settings it names; the others keep the planner
+// parameters' values. Its dense heads are run dense on top of the planner parameters' own (a head's
+// worth dense depends on the length).
 #pragma once
 
 #include <cstdint>

@@ -259,15 +259,13 @@ void bind_planner(nb::module_& m) {
           [](planner_handle* self, std::optional<cluster_map_handle> map, const std::string& mode,
              std::optional<int64_t> layers, int64_t block_size, double gamma, double tau_sim,
              double tau_fb, double tau_qa, int64_t min_budget, int64_t max_budget,
-             bool share_within_layer, bool pivot_is_medoid, int64_t gate_bins,
-             bool exact_last_row, double last_row_gamma,
-             std::optional<std::vector<int64_t>> dense_layers,
+             bool share_within_layer, bool pivot_is_medoid, int64_t gate_bins, bool exact_last_row,
+             double last_row_gamma, std::optional<std::vector<int64_t>> dense_layers,
              std::vector<std::pair<int64_t, int64_t>> dense_heads) {
-            new (self) planner_handle{
-                make_session(std::move(map), mode, layers, block_size, gamma, tau_sim, tau_fb,
-                             tau_qa, min_budget, max_budget, share_within_layer, pivot_is_medoid,
-                             gate_bins, exact_last_row, last_row_gamma, std::move(dense_layers),
-                             std::move(dense_heads))};
+            new (self) planner_handle{make_session(
+                std::move(map), mode, layers, block_size, gamma, tau_sim, tau_fb, tau_qa,
+                min_budget, max_budget, share_within_layer, pivot_is_medoid, gate_bins,
+                exact_last_row, last_row_gamma, std::move(dense_layers), std::move(dense_heads))};
           },
           nb::arg("cluster_map") = nb::none(), nb::arg("mode") = "shareprefill", nb::kw_only(),
           nb::arg("layers") = nb::none(), nb::arg("block_size") = 128, nb::arg("gamma") = 0.95,
@@ -275,8 +273,7 @@ void bind_planner(nb::module_& m) {
           nb::arg("min_budget") = 1024, nb::arg("max_budget") = 0,
           nb::arg("share_within_layer") = false, nb::arg("pivot_is_medoid") = false,
           nb::arg("gate_bins") = 0, nb::arg("exact_last_row") = false,
-          nb::arg("last_row_gamma") = 0.0,
-          nb::arg("dense_layers") = nb::none(),
+          nb::arg("last_row_gamma") = 0.0, nb::arg("dense_layers") = nb::none(),
           nb::arg("dense_heads") = std::vector<std::pair<int64_t, int64_t>>{})
       .def(
           "reset",

@@ -18,8 +18,8 @@ namespace {
 
 // Format 2 (issue 17) adds "dense_heads", format 3 "head_gammas", format 4 "thresholds", format 5
 // "pivot_is_medoid" in a thresholds entry, format 6 "dense_heads" in a thresholds entry, format 7
-// "exact_last_row" and "last_row_gamma" in a thresholds entry; a map is written in the lowest format that holds it, so
-// older readers keep loading what they can.
+// "exact_last_row" and "last_row_gamma" in a thresholds entry; a map is written in the lowest
+// format that holds it, so older readers keep loading what they can.
 constexpr const char* format_name = "shareprefill.clusters/1";
 constexpr const char* format_name_2 = "shareprefill.clusters/2";
 constexpr const char* format_name_3 = "shareprefill.clusters/3";
@@ -386,10 +386,9 @@ nlohmann::json cluster_map_to_json(const cluster_map& map) {
       std::any_of(map.thresholds.begin(), map.thresholds.end(),
                   [](const length_thresholds& t) { return !t.dense_heads.empty(); });
   const bool last_row_entries =
-      std::any_of(map.thresholds.begin(), map.thresholds.end(),
-                  [](const length_thresholds& t) {
-                    return t.exact_last_row.has_value() || t.last_row_gamma.has_value();
-                  });
+      std::any_of(map.thresholds.begin(), map.thresholds.end(), [](const length_thresholds& t) {
+        return t.exact_last_row.has_value() || t.last_row_gamma.has_value();
+      });
   j["format"] = last_row_entries           ? format_name_7
                 : dense_head_entries       ? format_name_6
                 : medoid_entries           ? format_name_5

@@ -96,7 +96,8 @@ void planner_params::validate() const {
     check(g.layer >= 0 && g.head >= 0 &&
               (i == 0 || std::make_pair(g.layer, g.head) >
                              std::make_pair(head_gammas[i - 1].layer, head_gammas[i - 1].head)),
-          fn, "head_gammas must be sorted non-negative (layer, head) pairs without duplicates, got (",
+          fn,
+          "head_gammas must be sorted non-negative (layer, head) pairs without duplicates, got (",
           g.layer, ", ", g.head, ") at position ", i);
     check(g.gamma > 0.0 && g.gamma <= 1.0, fn, "head_gammas: gamma of head (", g.layer, ", ",
           g.head, ") must be in (0, 1], got ", g.gamma);

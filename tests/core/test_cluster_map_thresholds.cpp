@@ -1,8 +1,9 @@
 // The cluster map's format 4 (issue 17): "thresholds" per prompt length round-trip, make the
 // writer pick format 4 (and only then), need the format-4 tag, and bad entries fail naming the
 // file, the key and the value; format 5 adds "pivot_is_medoid" to an entry (and only format 5
-// may), format 6 "dense_heads" per entry, format 7 "exact_last_row"; maps of formats 1-3 still load and keep their format; the
-// shipped settings map carries the second GPU sweep's choices at 8K and 32K.
+// may), format 6 "dense_heads" per entry, format 7 "exact_last_row" and "last_row_gamma"; maps of
+// formats 1-3 still load and keep their format; the shipped settings map carries the second GPU
+// sweep's choices at 8K and 32K.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -162,8 +163,9 @@ TEST(ClusterMapThresholds, FormatSevenCarriesTheExactLastRow) {
   j["thresholds"][1]["exact_last_row"] = true;
   for (const double bad : {0.0, 1.5}) {
     j["thresholds"][1]["last_row_gamma"] = bad;
-    EXPECT_NE(testing::error_of([&] { cluster_map_from_json(j, "v7.json"); })
-                  .find("\"last_row_gamma\" must be a number in (0, 1]"),
+    EXPECT_NE(testing::error_of([&] {
+                cluster_map_from_json(j, "v7.json");
+              }).find("\"last_row_gamma\" must be a number in (0, 1]"),
               std::string::npos)
         << bad;
   }

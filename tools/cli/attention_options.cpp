@@ -64,7 +64,8 @@ planner_options_given add_planner_options(CLI::App* sub, planner_params& p) {
                                   "gamma; 1 = the whole last row)") +
                           by_map)
           ->capture_default_str();
-  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, {exact_last_row, last_row_gamma}};
+  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense},
+          {exact_last_row, last_row_gamma}};
 }
 
 bool thresholds_given(const attention_options& o) {
