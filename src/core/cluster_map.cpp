@@ -55,17 +55,36 @@ const char* format_of(int format) {
   return names[format - 1];
 }
 
+// The value of a thresholds entry's key that needs format `since`, or nullptr when the entry lacks
+// it.
+const nlohmann::json* key_since(const nlohmann::json& e, const char* key, int since, int format,
+                                const std::string& source) {
+  if (!e.contains(key)) return nullptr;
+  check(format >= since, "cluster_map_from_json", source, ": thresholds: \"", key,
+        "\" needs \"format\": \"", format_of(since), "\"");
+  return &e[key];
+}
+
 // A boolean key of a thresholds entry that needs format `since`; nullopt when the entry lacks it.
 std::optional<bool> parse_switch(const nlohmann::json& e, const char* key, int since, int format,
                                  const std::string& source) {
-  const char* fn = "cluster_map_from_json";
-  if (!e.contains(key)) return std::nullopt;
-  const nlohmann::json& v = e[key];
-  check(format >= since, fn, source, ": thresholds: \"", key, "\" needs \"format\": \"",
-        format_of(since), "\"");
-  check(v.is_boolean(), fn, source, ": thresholds: \"", key, "\" must be true or false, got ",
-        json_excerpt(v), " in ", json_excerpt(e));
-  return v.get<bool>();
+  const nlohmann::json* v = key_since(e, key, since, format, source);
+  if (v == nullptr) return std::nullopt;
+  check(v->is_boolean(), "cluster_map_from_json", source, ": thresholds: \"", key,
+        "\" must be true or false, got ", json_excerpt(*v), " in ", json_excerpt(e));
+  return v->get<bool>();
+}
+
+// A number in (0, 1] of a thresholds entry (tau_sim, tau_qa: format 4; last_row_gamma: format 7);
+// nullopt when the entry lacks it.
+std::optional<double> parse_fraction(const nlohmann::json& e, const char* key, int since,
+                                     int format, const std::string& source) {
+  const nlohmann::json* v = key_since(e, key, since, format, source);
+  if (v == nullptr) return std::nullopt;
+  check(v->is_number() && v->get<double>() > 0.0 && v->get<double>() <= 1.0,
+        "cluster_map_from_json", source, ": thresholds: \"", key,
+        "\" must be a number in (0, 1], got ", json_excerpt(*v), " in ", json_excerpt(e));
+  return v->get<double>();
 }
 
 // One entry of "thresholds": {"from_tokens": int >= 0, and at least one of "tau_sim", "tau_qa"
@@ -89,14 +108,8 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
         json_excerpt(e));
   length_thresholds t;
   t.from_tokens = e["from_tokens"].get<int64_t>();
-  for (const char* key : {"tau_sim", "tau_qa"}) {
-    if (!e.contains(key)) continue;
-    const nlohmann::json& v = e[key];
-    check(v.is_number() && v.get<double>() > 0.0 && v.get<double>() <= 1.0, fn, source,
-          ": thresholds: \"", key, "\" must be a number in (0, 1], got ", json_excerpt(v), " in ",
-          json_excerpt(e));
-    (std::string(key) == "tau_sim" ? t.tau_sim : t.tau_qa) = v.get<double>();
-  }
+  t.tau_sim = parse_fraction(e, "tau_sim", 4, format, source);
+  t.tau_qa = parse_fraction(e, "tau_qa", 4, format, source);
   if (e.contains("min_budget")) {
     const nlohmann::json& v = e["min_budget"];
     check(v.is_number_integer() && v.get<int64_t>() >= 1, fn, source,
@@ -106,19 +119,9 @@ length_thresholds parse_thresholds(const nlohmann::json& e, const std::string& s
   }
   t.pivot_is_medoid = parse_switch(e, "pivot_is_medoid", 5, format, source);
   t.exact_last_row = parse_switch(e, "exact_last_row", 7, format, source);
-  if (e.contains("last_row_gamma")) {
-    const nlohmann::json& v = e["last_row_gamma"];
-    check(format >= 7, fn, source, ": thresholds: \"last_row_gamma\" needs \"format\": \"",
-          format_name_7, "\"");
-    check(v.is_number() && v.get<double>() > 0.0 && v.get<double>() <= 1.0, fn, source,
-          ": thresholds: \"last_row_gamma\" must be a number in (0, 1], got ", json_excerpt(v),
-          " in ", json_excerpt(e));
-    t.last_row_gamma = v.get<double>();
-  }
-  if (e.contains("dense_heads")) {
-    const nlohmann::json& v = e["dense_heads"];
-    check(format >= 6, fn, source, ": thresholds: \"dense_heads\" needs \"format\": \"",
-          format_name_6, "\"");
+  t.last_row_gamma = parse_fraction(e, "last_row_gamma", 7, format, source);
+  if (const nlohmann::json* heads = key_since(e, "dense_heads", 6, format, source)) {
+    const nlohmann::json& v = *heads;
     check(v.is_array() && !v.empty(), fn, source,
           ": thresholds: \"dense_heads\" must be a non-empty list of [layer, head] pairs, got ",
           json_excerpt(v));

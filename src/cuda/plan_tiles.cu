@@ -86,10 +86,9 @@ __global__ void query_aware_scores_kernel(plan_pointers p) {
 
 // exact_last_row: each sparse head's last row gets the key blocks, in the vertical ranking's
 // order (rank: block 0 first, then descending v_blk, ties to the lower block), until their mass
-// (fp64, summed in that order by one thread, as the host) reaches last_row_gamma, else the
-// head's gamma; rows_kernel
-// merges them. The sum usually stops after a few blocks. grid (H), 256 threads, nb floats of
-// dynamic shared memory.
+// (fp64, summed in that order by one thread, as the host) reaches last_row_gamma, else the head's
+// gamma; rows_kernel merges them. The sum usually stops after a few blocks. grid (H), 256
+// threads, nb floats of dynamic shared memory.
 __global__ void last_row_cover_kernel(plan_pointers p, plan_rules r) {
   extern __shared__ float by_rank[];
   __shared__ int32_t count;

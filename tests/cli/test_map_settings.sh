@@ -35,6 +35,12 @@ expect_line() {
 }
 
 default=$root/data/clusters/smollm2-135m-instruct-dense-gain.json
+# An entry that applies is not also reported as ignored.
+expect_line "exact last row, last_row_gamma 0.99" --no-exact-last-row
+if grep -h "^dense layers:" "$work/out" "$work/err" | grep -qF "ignored"; then
+  echo "FAIL: generate --no-exact-last-row -- an applied entry is reported as ignored"
+  failures=$((failures + 1))
+fi
 expect_line "7 dense heads, 102 heads with own gamma (from $default); thresholds from $default for >= 0 tokens: tau_sim 0.5, tau_qa 0.2, min_budget 1024, medoid pivots, 13 more dense heads, exact last row, last_row_gamma 0.99"
 # Format 7: the last-row options win over the entry's settings alone (the rest of the entry stays).
 expect_line "13 more dense heads, exact last row, last_row_gamma 0.99; --no-exact-last-row given: over the entry's last-row settings" \
@@ -51,5 +57,5 @@ done
 expect_line "18,23 (from $root/data/clusters/smollm2-135m-instruct.json)" \
   --clusters "$root/data/clusters/smollm2-135m-instruct.json"
 
-echo "10 cases, $failures failures"
+echo "11 cases, $failures failures"
 [[ $failures -eq 0 ]]

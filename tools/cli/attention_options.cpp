@@ -64,8 +64,7 @@ planner_options_given add_planner_options(CLI::App* sub, planner_params& p) {
                                   "gamma; 1 = the whole last row)") +
                           by_map)
           ->capture_default_str();
-  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense},
-          {exact_last_row, last_row_gamma}};
+  return {{tau_sim, tau_qa, min_budget, pivot_medoid, pivot_dense}, exact_last_row, last_row_gamma};
 }
 
 bool thresholds_given(const attention_options& o) {
@@ -146,18 +145,19 @@ attention_setup make_attention(const attention_options& o, const std::string& mo
     if (thresholds_given(o)) {
       s.ignored_entry_dense_heads = t.dense_heads.size();
     } else {
-      params = with_thresholds(params, t);
-      // The user's last-row options win over the entry's settings, one by one.
-      const CLI::Option* exact = o.given.last_row[0];
-      if (t.exact_last_row && exact != nullptr && exact->count() > 0) {
-        params.exact_last_row = o.params.exact_last_row;
-        s.last_row_options = params.exact_last_row ? "--exact-last-row" : "--no-exact-last-row";
+      // A last-row option the user gave takes the place of the entry's setting, one by one.
+      length_thresholds entry = t;
+      const auto given = [](const CLI::Option* opt) { return opt != nullptr && opt->count() > 0; };
+      if (entry.exact_last_row && given(o.given.exact_last_row)) {
+        entry.exact_last_row.reset();
+        s.last_row_options = o.params.exact_last_row ? "--exact-last-row" : "--no-exact-last-row";
       }
-      const CLI::Option* gamma = o.given.last_row[1];
-      if (t.last_row_gamma && gamma != nullptr && gamma->count() > 0) {
-        params.last_row_gamma = o.params.last_row_gamma;
-        s.last_row_options += (s.last_row_options.empty() ? "" : " and ") + gamma->get_name();
+      if (entry.last_row_gamma && given(o.given.last_row_gamma)) {
+        entry.last_row_gamma.reset();
+        s.last_row_options +=
+            (s.last_row_options.empty() ? "" : " and ") + o.given.last_row_gamma->get_name();
       }
+      params = with_thresholds(params, entry);
       s.map_thresholds = t;
       check(params.max_budget == 0 || params.max_budget >= params.min_budget, "make_attention",
             "--max-budget ", params.max_budget, " is below the min_budget ", params.min_budget,
@@ -181,12 +181,12 @@ std::string describe_dense_layers(const attention_setup& s) {
   if (s.head_gammas > 0) text += ", " + std::to_string(s.head_gammas) + " heads with own gamma";
   if (!s.dense_layers.empty() || s.dense_heads > 0 || s.head_gammas > 0)
     text += " (from " + s.dense_layers_source + ")";
-  if (s.map_thresholds)
+  if (s.map_thresholds) {
     text +=
         "; thresholds from " + s.thresholds_source + " " + describe_thresholds(*s.map_thresholds);
-  if (!s.last_row_options.empty())
-    text += "; " + s.last_row_options + " given: over the entry's last-row settings";
-  else if (!s.thresholds_source.empty())
+    if (!s.last_row_options.empty())
+      text += "; " + s.last_row_options + " given: over the entry's last-row settings";
+  } else if (!s.thresholds_source.empty())
     text += "; thresholds of " + s.thresholds_source +
             " ignored (--tau-sim, --tau-qa, --min-budget, --pivot-medoid or --pivot-dense "
             "given)" +

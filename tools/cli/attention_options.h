@@ -3,7 +3,6 @@
 // the construction of the matching prefill_attention strategy.
 #pragma once
 
-#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,7 +25,8 @@ struct planner_options_given {
   std::vector<const CLI::Option*> thresholds;
   // --exact-last-row / --no-exact-last-row and --last-row-gamma: each one given wins over the
   // entry's exact_last_row or last_row_gamma alone (the entry's other settings still apply).
-  std::array<const CLI::Option*, 2> last_row{};
+  const CLI::Option* exact_last_row = nullptr;
+  const CLI::Option* last_row_gamma = nullptr;
 };
 
 // Adds --gamma, --tau-sim, --tau-fb, --tau-qa, --block-size, --min-budget, --max-budget,
