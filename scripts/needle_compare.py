@@ -7,7 +7,10 @@ prints one line per (file, mode, gamma): the cells compared, retrieval as dense 
 answers, the mean |answer log-probability - dense's| ("distance") and the mean density; with
 --reference MODE (or one of the files) also in how many cells each run's answer log-probability
 is closer to dense than that run's. A cell is (length, depth, needle index); a run that misses a cell dense has,
-or two dense rows for one cell, is an error.
+or two dense rows for one cell, is an error. Each cell whose retrieval differs from dense's is
+listed under its run with the first greedy step where the two answers part and both runs'
+margins there (the chosen logit's lead over the runner-up; rows written before eval needle kept
+its tokens and margins show "-"): a small dense margin says the cell is a near-tie.
 
     scripts/needle_compare.py [--reference vslash|FILE] [--json] RUN.jsonl [RUN.jsonl ...]
 """
@@ -45,6 +48,17 @@ def load(paths):
     return runs, dense
 
 
+def parting(row, ref):
+    """The first greedy step where row's answer leaves ref's, with both margins there (None
+    where the rows carry no tokens or margins)."""
+    a, b = row.get("generated_tokens"), ref.get("generated_tokens")
+    if a is None or b is None or "margins" not in row or "margins" not in ref:
+        return {"step": None, "dense_margin": None, "margin": None}
+    step = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    pick = lambda m: m[step] if step < len(m) else None
+    return {"step": step, "dense_margin": pick(ref["margins"]), "margin": pick(row["margins"])}
+
+
 def summarise(runs, dense, reference):
     ref_rows = None
     if reference:
@@ -64,7 +78,10 @@ def summarise(runs, dense, reference):
              "correct": sum(bool(rows[k]["correct"]) for k in dense),
              "dense_correct": sum(bool(d["correct"]) for d in dense.values()),
              "distance": sum(dist.values()) / len(dist),
-             "density": sum(rows[k]["density"] for k in dense) / len(dense)}
+             "density": sum(rows[k]["density"] for k in dense) / len(dense),
+             "differing": [dict(cell=list(k), dense_correct=bool(d["correct"]),
+                                **parting(rows[k], d))
+                           for k, d in sorted(dense.items()) if rows[k]["correct"] != d["correct"]]}
         if ref_rows is not None and rows is not ref_rows:
             s["closer_than_reference"] = sum(
                 dist[k] < abs(ref_rows[k]["answer_logprob"] - dense[k]["answer_logprob"])
@@ -91,6 +108,11 @@ def main():
         print(f"{s['mode']:12s} gamma {gamma}  same {s['same']}/{s['cells']}  correct "
               f"{s['correct']} (dense {s['dense_correct']})  distance {s['distance']:.3f}  "
               f"density {s['density']:.3f}{closer}  [{s['file']}]")
+        show = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+        for c in s["differing"]:
+            print(f"    differs at {tuple(c['cell'])} (dense {'right' if c['dense_correct'] else 'wrong'}):"
+                  f" parts at step {show(c['step'])}, margin there dense {show(c['dense_margin'])},"
+                  f" this run {show(c['margin'])}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,20 @@ needle_prompt build_needle_prompt(const tokenizer& tok, const std::vector<int32_
 
 // Case-insensitive containment of `answer` in `generated`.
 bool answer_matches(const std::string& generated, const std::string& answer);
+
+// A greedy answer: its tokens and, for every choice made (each token, and the stop token that
+// ended the answer if one did), the lead of the chosen logit over the runner-up's (a difference
+// of log-probabilities): how near that choice came to going another way.
+struct greedy_answer {
+  std::vector<int32_t> tokens;
+  std::vector<double> margins;  // [tokens + 1 if a stop token ended it]
+};
+
+// Greedy decoding from first_logits ([vocab], the prefill's last row) until a stop token or
+// max_new tokens; next_logits(token) feeds a chosen token and returns the next [vocab] logits.
+greedy_answer decode_greedy_answer(const std::vector<float>& first_logits, int64_t vocab,
+                                   const std::vector<int32_t>& stops, int64_t max_new,
+                                   const std::function<std::vector<float>(int32_t)>& next_logits);
 
 // ---- Attention error ----
 

@@ -1,6 +1,6 @@
 // Needle retrieval: the needles file (JSON lines), sentence boundaries of a tokenised haystack,
-// the placement of a needle at a depth, the chat-template prompt of an exact token length, and
-// the answer check.
+// the placement of a needle at a depth, the chat-template prompt of an exact token length, the
+// answer check and the greedy answer with its margins.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -10,6 +10,7 @@
 
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
+#include "shareprefill/sampling.h"
 
 namespace sp {
 namespace {
@@ -133,6 +134,27 @@ needle_prompt build_needle_prompt(const tokenizer& tok, const std::vector<int32_
 
 bool answer_matches(const std::string& generated, const std::string& answer) {
   return lower(generated).find(lower(answer)) != std::string::npos;
+}
+
+greedy_answer decode_greedy_answer(const std::vector<float>& first_logits, int64_t vocab,
+                                   const std::vector<int32_t>& stops, int64_t max_new,
+                                   const std::function<std::vector<float>(int32_t)>& next_logits) {
+  const char* fn = "decode_greedy_answer";
+  check(vocab >= 2, fn, "vocab must be >= 2, got ", vocab);
+  check(max_new > 0, fn, "max_new must be > 0, got ", max_new);
+  greedy_answer out;
+  std::vector<float> logits = first_logits;
+  for (;;) {
+    check(static_cast<int64_t>(logits.size()) == vocab, fn, "logits of ", logits.size(),
+          " entries for a vocabulary of ", vocab);
+    const std::vector<int32_t> top = top_k_indices(logits.data(), vocab, 2);
+    out.margins.push_back(double(logits[top[0]]) - double(logits[top[1]]));
+    if (std::find(stops.begin(), stops.end(), top[0]) != stops.end()) break;
+    out.tokens.push_back(top[0]);
+    if (static_cast<int64_t>(out.tokens.size()) == max_new) break;
+    logits = next_logits(top[0]);
+  }
+  return out;
 }
 
 }  // namespace sp

@@ -95,6 +95,37 @@ TEST(EvalNeedle, ParseNeedlesNamesLineAndField) {
   EXPECT_NE(error_of([] { parse_needles("  \n", "h"); }).find("no needles"), std::string::npos);
 }
 
+TEST(EvalNeedle, GreedyAnswerKeepsEveryChoicesMargin) {
+  // Vocabulary of 4; token 2 stops. Choices: 1 (3 over 2.5), 0 (5 over 1), then the stop 2 (2
+  // over 0): the stop's margin is kept too.
+  const std::vector<std::vector<float>> after = {{5, 0, 0, 1}, {0, 0, 2, 0}};
+  std::vector<int32_t> fed;
+  auto next = [&](int32_t t) {
+    fed.push_back(t);
+    return after[fed.size() - 1];
+  };
+  const greedy_answer a = decode_greedy_answer({0, 3, 1, 2.5f}, 4, {2}, 8, next);
+  EXPECT_EQ(a.tokens, (std::vector<int32_t>{1, 0}));
+  EXPECT_EQ(a.margins, (std::vector<double>{0.5, 4.0, 2.0}));
+  EXPECT_EQ(fed, (std::vector<int32_t>{1, 0}));
+  // max_new ends it without asking for more logits; a tie picks the lower index, margin 0.
+  fed.clear();
+  const greedy_answer one = decode_greedy_answer({1, 1, 0, 0}, 4, {2}, 1, next);
+  EXPECT_EQ(one.tokens, (std::vector<int32_t>{0}));
+  EXPECT_EQ(one.margins, (std::vector<double>{0.0}));
+  EXPECT_TRUE(fed.empty());
+  // A stop as the first choice: no tokens, one margin.
+  const greedy_answer none = decode_greedy_answer({0, 0, 3, 0}, 4, {2}, 8, next);
+  EXPECT_TRUE(none.tokens.empty());
+  EXPECT_EQ(none.margins, (std::vector<double>{3.0}));
+  EXPECT_NE(error_of([&] { decode_greedy_answer({0, 1}, 4, {2}, 8, next); })
+                .find("logits of 2 entries for a vocabulary of 4"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { decode_greedy_answer({0, 1, 2, 3}, 4, {2}, 0, next); })
+                .find("max_new must be > 0"),
+            std::string::npos);
+}
+
 TEST(EvalNeedle, SentenceBoundaries) {
   // Boundaries after "home." and after "!\"" (quote closes), not after "Mr." nor mid-sentence.
   const std::vector<std::string> pieces = {"She",    " went", " home", ".",     " Mr", ".",

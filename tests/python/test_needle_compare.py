@@ -71,3 +71,22 @@ def test_bad_inputs_are_named(tmp_path):
     junk.write_text('{"mode": "dense"}\n')
     p = run(str(junk))
     assert p.returncode != 0 and "d.jsonl:1: not a needle row" in p.stderr
+
+
+def test_differing_cells_name_where_the_answers_part(tmp_path):
+    dense = dict(row("dense", 0.5, 0, -13.5, True), generated_tokens=[5, 6, 7],
+                 margins=[4.0, 0.25, 3.0, 1.0])
+    near = dict(row("shareprefill", 0.5, 0, -13.4, False, 0.45, 0.95), generated_tokens=[5, 9],
+                margins=[3.5, 0.125, 2.0])
+    same = dict(row("dense", 0.9, 0, -9.0, False), generated_tokens=[1], margins=[2.0])
+    also = dict(row("shareprefill", 0.9, 0, -9.5, False, 0.45, 0.95), generated_tokens=[1],
+                margins=[1.5])
+    p = run("--json", write(tmp_path / "a.jsonl", [dense, near, same, also]))
+    assert p.returncode == 0, p.stderr
+    (s,) = map(json.loads, p.stdout.splitlines())
+    assert s["differing"] == [{"cell": [8192, 0.5, 0], "dense_correct": True, "step": 1,
+                               "dense_margin": 0.25, "margin": 0.125}]
+    # Rows without tokens (older runs) still compare, the parting unknown.
+    old = run(write(tmp_path / "b.jsonl", [row("dense", 0.5, 0, -1.0, True),
+                                           row("vslash", 0.5, 0, -1.5, False, 0.4, 0.9)]))
+    assert old.returncode == 0 and "parts at step -, margin there dense -" in old.stdout

@@ -1,7 +1,8 @@
 // `shareprefill eval needle`: a needle sentence inserted at each depth of a haystack window of
 // each length, asked back through the chat template; per mode, the greedy answer (dense decode
-// after the mode's prefill) is checked for the expected string and the answer's teacher-forced
-// log-probability is measured. --device cuda runs it on the GPU (cuda_llama_session with the
+// after the mode's prefill) is checked for the expected string, with the margin of each greedy
+// choice (the "margin" column: the least), and the answer's teacher-forced log-probability is
+// measured. --device cuda runs it on the GPU (cuda_llama_session with the
 // device planner; the teacher-forced branch is decoded and then truncated away).
 #include <algorithm>
 #include <cstdio>
@@ -38,11 +39,12 @@ std::string short_number(double v) {
 }
 
 // One prompt through one mode: the prefill, the answer's teacher-forced log-probability and the
-// greedy answer (dense decode after the prefill, at most max_new tokens, up to a stop token).
+// greedy answer (dense decode after the prefill, at most max_new tokens, up to a stop token)
+// with the margin of each of its choices.
 struct needle_run {
   prefill_result prefill;
   double answer_logp = 0.0;
-  std::vector<int32_t> generated;
+  greedy_answer generated;
 };
 
 // The answer's log-probability given the prompt: its first token from the prefill's logits, the
@@ -58,21 +60,6 @@ double forced_answer_logp(const std::vector<float>& prefill_logits, int64_t voca
   return logp;
 }
 
-// Greedy tokens from `first` on: next_after(token) gives the token after it.
-template <class NextAfter>
-std::vector<int32_t> greedy_answer(int32_t first, const std::vector<int32_t>& stops,
-                                   int64_t max_new, NextAfter&& next_after) {
-  std::vector<int32_t> gen;
-  int32_t next = first;
-  while (std::find(stops.begin(), stops.end(), next) == stops.end() &&
-         static_cast<int64_t>(gen.size()) < max_new) {
-    gen.push_back(next);
-    if (static_cast<int64_t>(gen.size()) == max_new) break;
-    next = next_after(next);
-  }
-  return gen;
-}
-
 needle_run run_cpu(const llama_weights& weights, thread_pool& pool,
                    const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer,
                    prefill_options po, const attention_setup& att,
@@ -86,11 +73,8 @@ needle_run run_cpu(const llama_weights& weights, thread_pool& pool,
   llama_session forced = session;  // teacher forcing on a copy, greedy on the original
   run.answer_logp = forced_answer_logp(run.prefill.logits, vocab, answer,
                                        [&](int32_t t) { return forced.decode(t); });
-  run.generated = greedy_answer(argmax(run.prefill.logits.data(), vocab), stops, max_new,
-                                [&](int32_t t) {
-                                  const std::vector<float> lg = session.decode(t);
-                                  return argmax(lg.data(), vocab);
-                                });
+  run.generated = decode_greedy_answer(run.prefill.logits, vocab, stops, max_new,
+                                       [&](int32_t t) { return session.decode(t); });
   return run;
 }
 
@@ -107,8 +91,8 @@ needle_run run_cuda(const cuda_llama_weights& weights, const std::vector<int32_t
   run.answer_logp = forced_answer_logp(run.prefill.logits, c.vocab_size, answer,
                                        [&](int32_t t) { return session.decode(t); });
   session.truncate(n);  // back to the prompt: the greedy answer continues from there
-  run.generated = greedy_answer(argmax(run.prefill.logits.data(), c.vocab_size), stops, max_new,
-                                [&](int32_t t) { return session.decode_greedy(t); });
+  run.generated = decode_greedy_answer(run.prefill.logits, c.vocab_size, stops, max_new,
+                                       [&](int32_t t) { return session.decode(t); });
   return run;
 }
 
@@ -149,8 +133,8 @@ void run_needle(const needle_options& o) {
   FILE* const report = o.common.json.text_stream();
   // label -> [depth, length] mean correctness
   std::map<std::string, std::vector<double>> grid;
-  std::fprintf(report, "%-13s %6s %7s %6s %7s %8s %12s %8s  answer\n", "mode", "gamma", "length",
-               "depth", "needle", "correct", "answer_logp", "density");
+  std::fprintf(report, "%-13s %6s %7s %6s %7s %8s %12s %8s %7s  answer\n", "mode", "gamma",
+               "length", "depth", "needle", "correct", "answer_logp", "density", "margin");
   for (size_t li = 0; li < lengths.size(); ++li) {
     for (size_t di = 0; di < depths.size(); ++di) {
       for (int64_t k = 0; k < o.per_cell; ++k) {
@@ -176,17 +160,19 @@ void run_needle(const needle_options& o) {
                             : run_cpu(m.weights, pool, p.tokens, answer, po, att, stops, o.max_new);
             const prefill_result& r = run.prefill;
             const double logp = run.answer_logp;
-            const std::vector<int32_t>& gen = run.generated;
+            const std::vector<int32_t>& gen = run.generated.tokens;
+            const std::vector<double>& margins = run.generated.margins;
+            const double least_margin = *std::min_element(margins.begin(), margins.end());
             const std::string text = m.tok->decode(gen);
             const bool correct = answer_matches(text, item.answer);
             const double density = prefill_density(r);
             std::string shown = text;
             for (char& ch : shown)
               if (ch == '\n') ch = ' ';
-            std::fprintf(report, "%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f  %s\n", mode.c_str(),
-                         mode == "dense" ? "-" : short_number(gamma).c_str(),
+            std::fprintf(report, "%-13s %6s %7lld %6.2f %7zu %8s %12.3f %8.3f %7.3f  %s\n",
+                         mode.c_str(), mode == "dense" ? "-" : short_number(gamma).c_str(),
                          (long long)lengths[li], p.actual_depth, ni, correct ? "yes" : "no", logp,
-                         density, shown.c_str());
+                         density, least_margin, shown.c_str());
             std::fflush(stdout);
             nlohmann::json row = {{"eval", "needle"},
                                   {"mode", mode},
@@ -200,7 +186,9 @@ void run_needle(const needle_options& o) {
                                   {"density", density},
                                   {"prefill_s", r.total_ms * 1e-3},
                                   {"device", device},
-                                  {"generated", text}};
+                                  {"generated", text},
+                                  {"generated_tokens", gen},
+                                  {"margins", margins}};
             row["gamma"] = mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(gamma);
             row["dense_layers"] =
                 mode == "dense" ? nlohmann::json(nullptr) : nlohmann::json(att.dense_layers);
