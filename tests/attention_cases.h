@@ -157,6 +157,11 @@ inline std::vector<attention_case> attention_cases() {
   cases.push_back({4224, 4, 1, 128, mask_kind::random, {0, 2}});
   cases.push_back({16384, 8, 1, 128, mask_kind::sparse, {3}, dtype::bf16, false, true});
   cases.push_back({16384, 4, 1, 64, mask_kind::full, {}, dtype::bf16, false, true});
+  // Full masks at D = 64 without pivots: the Hopper kernel's causal walk (items of 192 rows)
+  // at lengths around its item edges, GQA 1/3/6, f16 and a fused K/V buffer.
+  cases.push_back({191, 3, 3, 64, mask_kind::full, {}});
+  cases.push_back({193, 6, 1, 64, mask_kind::full, {}, dtype::f16});
+  cases.push_back({577, 9, 3, 64, mask_kind::full, {}, dtype::bf16, true});
   return cases;
 }
 

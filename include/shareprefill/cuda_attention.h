@@ -97,6 +97,10 @@ struct cuda_attention_options {
   // (items in flight stay a contiguous window of the longest-first schedule). 0: one CTA per SM.
   // Capped at the work items (H * nb); a smaller count makes every CTA run many items (tests).
   int64_t ctas = 0;
+  // Hopper kernel at D = 64: a plan that is the full causal mask (layer_plan_view::full_causal)
+  // runs in items of 192 query rows with three consumer warpgroups, each K/V tile serving all
+  // 192 (false: the plan's items of 128 rows, two consumers).
+  bool causal_kernel = true;
 };
 
 // The kernel `options` select on the current device: portable or hopper (never automatic).

@@ -127,15 +127,23 @@ int64_t check_qk(const char* fn, const tensor_view& q, const tensor_view& k) {
   return dim;
 }
 
+// causal: the Hopper kernel's walk of the full causal mask (D = 64; p.items its 192-row items).
 template <class T>
-void launch(cuda_kernel kernel, const cuda::attention_fwd_params& p, int64_t dim,
+void launch(cuda_kernel kernel, bool causal, const cuda::attention_fwd_params& p, int64_t dim,
             int64_t work_items, const cuda::hopper_options& hopper,
             unsigned long long* item_counter, cudaStream_t stream) {
+  using cuda::hopper_causal_consumers;
+  using cuda::hopper_plan_consumers;
   if (kernel == cuda_kernel::hopper) {
-    if (dim == 64)
-      cuda::launch_hopper_fwd<T, 64>(p, work_items, hopper, item_counter, stream);
+    if (causal)
+      cuda::launch_hopper_fwd<T, 64, hopper_causal_consumers>(p, work_items, hopper, item_counter,
+                                                              stream);
+    else if (dim == 64)
+      cuda::launch_hopper_fwd<T, 64, hopper_plan_consumers>(p, work_items, hopper, item_counter,
+                                                            stream);
     else
-      cuda::launch_hopper_fwd<T, 128>(p, work_items, hopper, item_counter, stream);
+      cuda::launch_hopper_fwd<T, 128, hopper_plan_consumers>(p, work_items, hopper,
+                                                             item_counter, stream);
   } else {
     if (dim == 64)
       cuda::launch_attention_fwd<T, 64>(p, work_items, stream);
@@ -163,17 +171,25 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options) {
 
 namespace {
 
-// Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select.
+// Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select;
+// full_causal: the plan is the whole prompt's full causal mask without pivot heads, which the
+// Hopper kernel walks itself at D = 64 (unless options.causal_kernel is off).
 void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_view& q,
                     const cuda_attention_options& options, unsigned long long* item_counter,
-                    void* stream) {
+                    void* stream, bool full_causal = false) {
   const int64_t dim = q.shape[2];
   const cuda_kernel kernel = cuda_attention_kernel(options);
+  const bool causal =
+      full_causal && options.causal_kernel && kernel == cuda_kernel::hopper && dim == 64;
   check(options.ctas >= 0 && options.ctas < (int64_t{1} << 31), fn, "ctas=", options.ctas);
   check(kernel != cuda_kernel::hopper || (p.n < (int64_t{1} << 31) && p.n_q < (int64_t{1} << 31)),
         fn, "n=", p.n, " (the hopper kernel addresses tokens in int32)");
   check(p.items < (int64_t{1} << 31), fn, p.items, " work items (at most 2^31 - 1)");
   p.heads = static_cast<int32_t>(q.shape[1]);
+  if (causal) {
+    constexpr int64_t rows = 64 * cuda::hopper_causal_consumers;
+    p.items = p.heads * ((p.n + rows - 1) / rows);
+  }
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(dim)));
   cuda::hopper_options hopper;
   if (kernel == cuda_kernel::hopper)
@@ -181,9 +197,9 @@ void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_
         options.ctas > 0 ? options.ctas : device_attribute(fn, cudaDevAttrMultiProcessorCount);
   const auto s = static_cast<cudaStream_t>(stream);
   if (q.type == dtype::bf16)
-    launch<__nv_bfloat16>(kernel, p, dim, p.items, hopper, item_counter, s);
+    launch<__nv_bfloat16>(kernel, causal, p, dim, p.items, hopper, item_counter, s);
   else
-    launch<__half>(kernel, p, dim, p.items, hopper, item_counter, s);
+    launch<__half>(kernel, causal, p, dim, p.items, hopper, item_counter, s);
 }
 
 }  // namespace
@@ -228,7 +244,8 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.tile_mass = scratch.tile_mass;
     p.block_attention = a;
   }
-  launch_checked(fn, p, q, options, scratch.item_counter, stream);
+  launch_checked(fn, p, q, options, scratch.item_counter, stream,
+                 plan.full_causal && plan.query_offset == 0 && a == nullptr);
 }
 
 void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,

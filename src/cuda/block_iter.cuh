@@ -17,6 +17,10 @@ struct block_row {
   int tiles = 0;                     // visited key blocks in the row
 
   __device__ __forceinline__ int subtiles() const { return tiles * subtiles_per_block; }
+  // Key block of the row's t-th tile; without col_idx the row is the causal walk 0, 1, ...
+  __device__ __forceinline__ int64_t column(int t) const {
+    return col_idx != nullptr ? col_idx[tile_begin + t] : t;
+  }
   __device__ __forceinline__ int64_t key_begin(int s) const {
     return static_cast<int64_t>(col_idx[tile_begin + s / subtiles_per_block]) * mask_block +
            (s % subtiles_per_block) * BN;

@@ -52,14 +52,14 @@ __device__ __forceinline__ S warp_broadcast(const S& value) {
 // A consumer warpgroup: takes the items the producer publishes until it publishes head = -1.
 // Only lane 0 of each warp reads a header (and broadcasts it), so the warp's one q_empty
 // arrival, by lane 0, releases every read of it.
-template <class T, int D>
+template <class T, int D, int C>
 __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer,
                                                int tid, const unsigned char* s_q,
                                                const unsigned char* s_k, const unsigned char* s_v,
                                                const hopper_item* s_item,
                                                const hopper_barriers& bar, float* s_lse2) {
-  using tr = hopper_traits<T, D>;
-  constexpr int DT = consumer_rows<T, D>::DT;
+  using tr = hopper_traits<T, D, C>;
+  constexpr int DT = consumer_rows<T, D, C>::DT;
   int64_t g = 0;  // K/V tiles consumed so far (the producer's ring position, in step)
   for (int64_t loads = 0;; ++loads) {
     const ring_slot<tr::q_stages> qs(loads);
@@ -72,25 +72,25 @@ __device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, in
     // Without tiles the header is all this item reads; with tiles Q is released after the
     // last Q K^T (in the mainloop).
     if (it.row.tiles == 0) warp_arrive(q_empty, tid % 32);
-    const consumer_rows<T, D> cr(it, consumer, tid, s_q + qs.stage * tr::q_bytes, q_empty);
+    const consumer_rows<T, D, C> cr(it, consumer, tid, s_q + qs.stage * tr::q_bytes, q_empty);
     float o[DT][4];
 #pragma unroll
     for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
     online_softmax softmax;
-    hopper_mainloop<T, D>(p, it, cr, s_k, s_v, bar, g, o, softmax);
+    hopper_mainloop<T, D, C>(p, it, cr, s_k, s_v, bar, g, o, softmax);
     cr.epilogue(p, it, o, softmax, s_lse2);
   }
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
+template <class T, int D, int C>
+__global__ void __launch_bounds__(hopper_traits<T, D, C>::threads, 1)
     hopper_fwd_kernel(const __grid_constant__ hopper_fwd_params hp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using tr = hopper_traits<T, D>;
+  using tr = hopper_traits<T, D, C>;
   extern __shared__ unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bar_q[tr::q_stages], bar_q_empty[tr::q_stages],
       bar_k[tr::stages], bar_v[tr::stages], bar_k_empty[tr::stages], bar_v_empty[tr::stages];
-  __shared__ float s_lse2[mask_block];       // base-2 LSE of the item's rows, for the A epilogue
+  __shared__ float s_lse2[tr::block_m];  // base-2 LSE of the item's rows, for the A epilogue
   __shared__ hopper_item s_item[tr::q_stages];  // items of the Q buffers, published by the producer
   unsigned char* s_q = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
@@ -120,10 +120,10 @@ __global__ void __launch_bounds__(hopper_traits<T, D>::threads, 1)
   if (warpgroup == 0) {
     setmaxnreg_dec<tr::producer_regs>();
     if (threadIdx.x == 0)
-      hopper_produce<T, D>(hp, gridDim.x, blockIdx.x, s_q, s_k, s_v, s_item, bar);
+      hopper_produce<T, D, C>(hp, gridDim.x, blockIdx.x, s_q, s_k, s_v, s_item, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
-    hopper_consume<T, D>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
+    hopper_consume<T, D, C>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
                                    s_item, bar, s_lse2);
   }
 #endif

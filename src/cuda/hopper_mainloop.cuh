@@ -25,9 +25,9 @@ namespace sp::cuda {
 // Per-thread view of one consumer warpgroup's part of a work item: 64 query rows, 16 per warp,
 // rows thread_row and thread_row + 8 per thread (the wgmma accumulator layout), read from the
 // item's Q buffer, which q_empty releases.
-template <class T, int D>
+template <class T, int D, int C>
 struct consumer_rows {
-  using tr = hopper_traits<T, D>;
+  using tr = hopper_traits<T, D, C>;
   static constexpr int NT = tr::block_n / 8;  // 8-key column tiles of S
   static constexpr int DT = D / 8;            // 8-column tiles of O
   int consumer, warp, lane;
@@ -43,7 +43,7 @@ struct consumer_rows {
                                            const unsigned char* s_q, uint64_t* q_empty_)
       : consumer(consumer_), warp(tid / 32), lane(tid % 32), q_empty(q_empty_) {
     local_row0 = consumer * 64 + warp * 16;
-    warp_row0 = static_cast<int64_t>(it.qblock) * mask_block + local_row0;
+    warp_row0 = static_cast<int64_t>(it.qblock) * tr::block_m + local_row0;
     thread_row = warp_row0 + lane / 4;
     tiles = it.row.tiles;
     q_base = s_q + consumer * 64 * 128;
@@ -125,9 +125,10 @@ struct consumer_rows {
   __device__ __forceinline__ void epilogue(const attention_fwd_params& p, const hopper_item& it,
                                            const float (&o)[DT][4],
                                            const online_softmax& softmax, float* s_lse2) const {
+    const bool pivot = !tr::causal && it.pivot >= 0;  // the causal walk has no pivot heads
     store_output_rows<T, D>(p, it.head, it.geo, thread_row, local_row0, lane, o, softmax,
-                            it.pivot >= 0, s_lse2);
-    if (it.pivot < 0) return;
+                            pivot, s_lse2);
+    if (!pivot) return;
     clear_block_attention_row(p, it.pivot, it.qblock, consumer * 128 + warp * 32 + lane,
                               tr::consumer_threads);
     // s_lse2, the scratch and the row's zeros visible to both consumers
@@ -139,17 +140,17 @@ struct consumer_rows {
 };
 
 // The mainloop: per tile, Q K^T, wait, softmax, P V, wait.
-template <class T, int D>
+template <class T, int D, int C>
 __device__ __forceinline__ void hopper_mainloop(
-    const attention_fwd_params& p, const hopper_item& it, const consumer_rows<T, D>& cr,
+    const attention_fwd_params& p, const hopper_item& it, const consumer_rows<T, D, C>& cr,
     const unsigned char* s_k, const unsigned char* s_v, const hopper_barriers& bar, int64_t& g,
-    float (&o)[consumer_rows<T, D>::DT][4], online_softmax& softmax) {
-  using tr = hopper_traits<T, D>;
-  constexpr int NT = consumer_rows<T, D>::NT;
+    float (&o)[consumer_rows<T, D, C>::DT][4], online_softmax& softmax) {
+  using tr = hopper_traits<T, D, C>;
+  constexpr int NT = consumer_rows<T, D, C>::NT;
   for (int t = 0; t < it.row.tiles; ++t, ++g) {
     const ring_slot<tr::stages> slot(g);
     const int st = slot.stage;
-    const int64_t k0 = static_cast<int64_t>(it.row.col_idx[it.row.tile_begin + t]) * mask_block;
+    const int64_t k0 = it.row.column(t) * mask_block;
     float sc[NT][4];
     mbarrier_wait(&bar.k[st], slot.phase);
     cr.issue_qk(sc, s_k + st * tr::kv_bytes);
@@ -158,9 +159,9 @@ __device__ __forceinline__ void hopper_mainloop(
     cr.release_after_qk(bar, st, t);
     cr.mask(sc, k0, it.geo.n);
     softmax.update(sc, o, p.scale_log2);
-    if (it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
+    if (!tr::causal && it.pivot >= 0) cr.write_block_mass(p, it, t, softmax);
     uint32_t pa[NT / 2][4];
-    consumer_rows<T, D>::pack(sc, pa);
+    consumer_rows<T, D, C>::pack(sc, pa);
     mbarrier_wait(&bar.v[st], slot.phase);
     cr.issue_pv(o, pa, s_v + st * tr::kv_bytes);
     wgmma_wait<0>();

@@ -11,6 +11,12 @@
 
 namespace sp::cuda {
 
+// Consumer warpgroups of a CTA, 64 query rows each: a work item of the plan is one mask block
+// of 128 rows (two consumers); the full causal mask at D = 64 takes items of 192 rows (three
+// consumers: each K/V tile serves 192 query rows, the shape FA3 takes at this head dim).
+constexpr int hopper_plan_consumers = 2;
+constexpr int hopper_causal_consumers = 3;
+
 struct hopper_fwd_params {
   attention_fwd_params p;
   CUtensorMap q_map;  // boxes of [128 tokens, 1 head, 64 columns] of q: [N, H, D]
@@ -38,7 +44,9 @@ struct hopper_options {
 
 // next_item: a device uint64 (the work-item counter) the launch clears when the grid has fewer
 // CTAs than work items.
-template <class T, int D>
+// C: consumer warpgroups (hopper_traits.cuh): 2 runs the plan's items, 3 the full causal mask in
+// 192-row items (D = 64; p's plan arrays unused, p.items = H * ceil(N / 192)).
+template <class T, int D, int C>
 void launch_hopper_fwd(const attention_fwd_params& p, int64_t work_items,
                        const hopper_options& options, unsigned long long* next_item,
                        cudaStream_t stream);

@@ -17,16 +17,16 @@ namespace sp::cuda {
 // and publishes head = -1 when its source runs dry.
 // s_item: [q_stages] headers, one per Q buffer of s_q.
 // ctas, cta: the grid's size and this CTA's index.
-template <class T, int D>
+template <class T, int D, int C>
 __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int64_t ctas,
                                                int64_t cta, unsigned char* s_q,
                                                unsigned char* s_k, unsigned char* s_v,
                                                hopper_item* s_item, const hopper_barriers& bar) {
-  using tr = hopper_traits<T, D>;
+  using tr = hopper_traits<T, D, C>;
   item_source source(hp.p.items, ctas, cta, hp.next_item);
   int64_t item = source.next();
   hopper_item it;
-  if (item >= 0) it = hopper_item_of(hp.p, item);
+  if (item >= 0) it = hopper_item_of<tr::causal>(hp.p, item);
   int64_t g = 0;  // K/V tiles loaded so far
   for (int64_t loads = 0;; ++loads) {
     // The consumers have read the buffer's previous header and finished with its previous Q.
@@ -49,13 +49,13 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
         tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full,
-                    c * 64, it.head, static_cast<int>(it.geo.q_row0) + it.qblock * mask_block);
+                    c * 64, it.head, static_cast<int>(it.geo.q_row0) + it.qblock * tr::block_m);
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {
       const ring_slot<tr::stages> slot(g);
       const int st = slot.stage;
-      const int k0 = static_cast<int>(it.geo.k_row0) + row.col_idx[row.tile_begin + t] * mask_block;
+      const int k0 = static_cast<int>(it.geo.k_row0 + row.column(t) * mask_block);
       if (g >= tr::stages) mbarrier_wait(&bar.k_empty[st], slot.phase ^ 1u);
       mbarrier_arrive_expect_tx(&bar.k[st], tr::kv_bytes);
 #pragma unroll
@@ -70,7 +70,7 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
                     c * 64, kv_head, k0);
     }
     item = next;
-    if (item >= 0) it = hopper_item_of(hp.p, item);
+    if (item >= 0) it = hopper_item_of<tr::causal>(hp.p, item);
   }
 }
 

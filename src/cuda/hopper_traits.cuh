@@ -12,13 +12,13 @@
 
 namespace sp::cuda {
 
-constexpr int hopper_consumers = 2;  // consumer warpgroups per CTA, 64 query rows each
-
-template <class T, int D>
+// C consumer warpgroups (hopper_params.h: 2 for the plan's items, 3 for the causal walk).
+template <class T, int D, int C>
 struct hopper_traits {
-  static constexpr int block_m = mask_block;  // query rows per CTA
+  static constexpr int consumers = C;
+  static constexpr bool causal = C == hopper_causal_consumers;  // items walk the causal mask
+  static constexpr int block_m = 64 * C;     // query rows per item
   static constexpr int block_n = mask_block;  // keys per tile = one mask block
-  static constexpr int consumers = hopper_consumers;
   static constexpr int consumer_threads = 128 * consumers;
   static constexpr int threads = 128 * (consumers + 1);
   static constexpr int q_stages = 2;  // Q buffers: the next item's Q loads during this item
@@ -29,10 +29,17 @@ struct hopper_traits {
   static constexpr int kv_bytes = block_n * D * 2;
   // Q ring, K ring, V ring, plus slack to align the dynamic base to 1024 bytes (swizzle atoms).
   static constexpr int smem_bytes = q_stages * q_bytes + 2 * stages * kv_bytes + 1024;
-  // 128*56 + 256*224 = 384*168, the pool __launch_bounds__(384, 1) gives the CTA (setmaxnreg.inc
-  // past the pool waits forever); neither side spills at these limits (ptxas -warn-spills).
-  static constexpr int producer_regs = 56, consumer_regs = 224;
+  // The pool __launch_bounds__(threads, 1) gives the CTA, moved by setmaxnreg (setmaxnreg.inc
+  // past the pool waits forever): 128*56 + 256*224 = 384*168 with two consumers, 128*56 +
+  // 384*152 = 512*128 with three. Neither side spills at these limits (ptxas -warn-spills).
+  static constexpr int producer_regs = 56;
+  static constexpr int consumer_regs = C == 2 ? 224 : 152;
   static_assert(D == 64 || D == 128, "head dim");
+  static_assert(C == hopper_plan_consumers || (C == hopper_causal_consumers && D == 64),
+                "three consumers fit the register file at D = 64 only");
+  static_assert(producer_regs * 128 + consumer_regs * consumer_threads ==
+                    65536 / threads / 8 * 8 * threads,
+                "setmaxnreg moves the launch pool exactly");
 };
 
 // Named barrier 1 (0 is __syncthreads): the pivot epilogue's, among the consumer threads.
@@ -50,19 +57,33 @@ struct ring_slot {
 // What a CTA needs to know about one work item, read from the schedule and the CSR index;
 // head = -1 ends the CTA's loop.
 struct hopper_item {
-  int head = -1, qblock = 0;
+  int head = -1, qblock = 0;  // query block of the item's rows (hopper_traits::block_m each)
   int pivot = -1;     // A slot of the head, or -1
   item_geometry geo;  // its sequence's rows in the packed tensors
-  block_row<mask_block> row;
+  block_row<mask_block> row;  // the causal walk: key blocks 0 .. tiles - 1, no col_idx
 };
 
+// Item `item` of the plan's schedule, or (causal) of the full causal mask in longest-first
+// order: 192-row blocks from the last, every head of a block together (heads of a KV group
+// read the same K/V).
+template <bool causal>
 __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params& p, int64_t item) {
   hopper_item it;
-  it.head = p.work_items[2 * item];
-  it.qblock = p.work_items[2 * item + 1];
-  it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
-  it.geo = item_geometry_of(p, item, it.head);
-  it.row = block_row_of<mask_block>(p, it.geo, it.qblock);
+  if constexpr (causal) {
+    constexpr int rows = 64 * hopper_causal_consumers;
+    const int64_t blocks = (p.n + rows - 1) / rows;
+    it.head = static_cast<int>(item % p.heads);
+    it.qblock = static_cast<int>(blocks - 1 - item / p.heads);
+    it.geo.n = p.n;
+    const int64_t end = static_cast<int64_t>(it.qblock + 1) * rows;
+    it.row.tiles = static_cast<int>(((end < p.n ? end : p.n) + mask_block - 1) / mask_block);
+  } else {
+    it.head = p.work_items[2 * item];
+    it.qblock = p.work_items[2 * item + 1];
+    it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
+    it.geo = item_geometry_of(p, item, it.head);
+    it.row = block_row_of<mask_block>(p, it.geo, it.qblock);
+  }
   return it;
 }
 

@@ -28,6 +28,11 @@ TEST(BlockMask, DenseCausalHasEveryCausalTile) {
   EXPECT_EQ(m.n_blocks, 8);
   EXPECT_EQ(m.total_tiles(), 2 * 36);
   EXPECT_DOUBLE_EQ(m.density(), 1.0);
+  EXPECT_TRUE(m.is_dense_causal());
+  // One tile fewer in any head is no longer the full causal mask.
+  auto tiles = std::vector<std::vector<tile>>{m.tiles_of(0), m.tiles_of(1)};
+  tiles[1].pop_back();
+  EXPECT_FALSE(block_mask::from_tiles(1000, 128, tiles).is_dense_causal());
 }
 
 TEST(BlockMask, ValidationNamesTheProblem) {

@@ -5,7 +5,8 @@
 // block attention A (dense or sparse), K/V as strided views of a fused buffer. Outputs are
 // poisoned before the launch and guarded after, and reruns must be bitwise identical. Every case
 // runs on both kernels (cuda_attention_options: portable, hopper with one CTA per SM and with a
-// 3-CTA grid); a kernel the build or device cannot run is skipped, as is everything without a GPU.
+// 3-CTA grid, where full masks at D = 64 take the causal walk, and hopper on the plan's items
+// throughout); a kernel the build or device cannot run is skipped, as is everything without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -246,7 +247,8 @@ const expectation& expectation_of(const attention_case& c) {
 
 void check_case(const attention_case& c, const cuda_attention_options& options) {
   SCOPED_TRACE(c.name() + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) +
-               " ctas " + std::to_string(options.ctas));
+               " ctas " + std::to_string(options.ctas) +
+               (options.causal_kernel ? "" : " plan items only"));
   const expectation& want = expectation_of(c);
   const attention_inputs& x = want.x;
   const block_mask& mask = want.mask;
@@ -323,8 +325,9 @@ void check_case(const attention_case& c, const cuda_attention_options& options) 
 struct kernel_config {
   const char* name;
   cuda_kernel kernel;
-  int64_t ctas;  // Hopper grid; 0 = one CTA per SM
-  cuda_attention_options options() const { return {kernel, ctas}; }
+  int64_t ctas;        // Hopper grid; 0 = one CTA per SM
+  bool causal_kernel;  // full causal plans at D = 64: the causal walk (else the plan's items)
+  cuda_attention_options options() const { return {kernel, ctas, causal_kernel}; }
 };
 
 // Skips what cannot run here: everything without a GPU, a kernel the build or device lacks.
@@ -335,9 +338,10 @@ void skip_unless_runnable(const kernel_config& config) {
   ASSERT_EQ(cuda_attention_kernel(config.options()), config.kernel);
 }
 
-const kernel_config kernel_configs[] = {{"portable", cuda_kernel::portable, 0},
-                                        {"hopper", cuda_kernel::hopper, 0},
-                                        {"hopper_3ctas", cuda_kernel::hopper, 3}};
+const kernel_config kernel_configs[] = {{"portable", cuda_kernel::portable, 0, true},
+                                        {"hopper", cuda_kernel::hopper, 0, true},
+                                        {"hopper_3ctas", cuda_kernel::hopper, 3, true},
+                                        {"hopper_plan_items", cuda_kernel::hopper, 0, false}};
 
 // The shared cases this kernel supports: 16-bit inputs.
 std::vector<attention_case> cuda_cases() {
@@ -356,7 +360,11 @@ class CudaAttention
 };
 
 TEST_P(CudaAttention, MatchesOracle) {
-  check_case(std::get<1>(GetParam()), std::get<0>(GetParam()).options());
+  const kernel_config& config = std::get<0>(GetParam());
+  const attention_case& c = std::get<1>(GetParam());
+  if (!config.causal_kernel && !(c.mask == mask_kind::full && c.pivots.empty() && c.dim == 64))
+    GTEST_SKIP() << "not a full causal plan at D = 64: the same launch as `hopper`";
+  check_case(c, config.options());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -365,6 +373,18 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<std::tuple<kernel_config, attention_case>>& i) {
       return std::string(std::get<0>(i.param).name) + "_" + std::get<1>(i.param).name();
     });
+
+// The plans the causal walk may take: the whole prompt's full causal mask without pivot heads.
+TEST(CudaAttentionPlan, OnlyTheFullCausalMaskIsMarked) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  const block_mask full = block_mask::dense_causal(1000, 128, 4);
+  EXPECT_TRUE(device_layer_plan(full).plan().full_causal);
+  EXPECT_FALSE(device_layer_plan(full, {1}).plan().full_causal);               // a pivot head
+  EXPECT_FALSE(device_layer_plan(full, {}, nullptr, 128).plan().full_causal);  // a chunk
+  std::vector<std::vector<tile>> tiles(4, full.tiles_of(0));
+  tiles[2].erase(tiles[2].begin());
+  EXPECT_FALSE(device_layer_plan(block_mask::from_tiles(1000, 128, tiles)).plan().full_causal);
+}
 
 class CudaAttentionArguments : public ::testing::TestWithParam<kernel_config> {
  protected:
