@@ -319,6 +319,14 @@ void check_case(const attention_case& c, const cuda_attention_options& options) 
   const cuda_output again = run_cuda(c, x, mask, options);
   EXPECT_TRUE(got.raw_out == again.raw_out) << "output differs between identical launches";
   EXPECT_EQ(0, std::memcmp(got.lse.data(), again.lse.data(), got.lse.size() * 4));
+  // The causal walk does each row's arithmetic in the same order as the plan's items: same bytes.
+  if (!options.causal_kernel) {
+    cuda_attention_options walk = options;
+    walk.causal_kernel = true;
+    const cuda_output walked = run_cuda(c, x, mask, walk);
+    EXPECT_TRUE(got.raw_out == walked.raw_out) << "the causal walk differs from the plan's items";
+    EXPECT_EQ(0, std::memcmp(got.lse.data(), walked.lse.data(), got.lse.size() * 4));
+  }
 }
 
 // One kernel configuration of cuda_attention_options.
