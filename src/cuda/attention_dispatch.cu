@@ -142,8 +142,8 @@ void launch(cuda_kernel kernel, bool causal, const cuda::attention_fwd_params& p
       cuda::launch_hopper_fwd<T, 64, hopper_plan_consumers>(p, work_items, hopper, item_counter,
                                                             stream);
     else
-      cuda::launch_hopper_fwd<T, 128, hopper_plan_consumers>(p, work_items, hopper,
-                                                             item_counter, stream);
+      cuda::launch_hopper_fwd<T, 128, hopper_plan_consumers>(p, work_items, hopper, item_counter,
+                                                             stream);
   } else {
     if (dim == 64)
       cuda::launch_attention_fwd<T, 64>(p, work_items, stream);

@@ -4,11 +4,11 @@
 
 namespace sp::cuda {
 
-template void launch_hopper_fwd<__nv_bfloat16, 64, hopper_causal_consumers>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, unsigned long long*,
-                                            cudaStream_t);
-template void launch_hopper_fwd<__half, 64, hopper_causal_consumers>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, unsigned long long*,
-                                            cudaStream_t);
+template void launch_hopper_fwd<__nv_bfloat16, 64, hopper_causal_consumers>(
+    const attention_fwd_params&, int64_t, const hopper_options&, unsigned long long*, cudaStream_t);
+template void launch_hopper_fwd<__half, 64, hopper_causal_consumers>(const attention_fwd_params&,
+                                                                     int64_t, const hopper_options&,
+                                                                     unsigned long long*,
+                                                                     cudaStream_t);
 
 }  // namespace sp::cuda

@@ -3,11 +3,11 @@
 
 namespace sp::cuda {
 
-template void launch_hopper_fwd<__nv_bfloat16, 128, hopper_plan_consumers>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, unsigned long long*,
-                                            cudaStream_t);
-template void launch_hopper_fwd<__half, 128, hopper_plan_consumers>(const attention_fwd_params&, int64_t,
-                                            const hopper_options&, unsigned long long*,
-                                            cudaStream_t);
+template void launch_hopper_fwd<__nv_bfloat16, 128, hopper_plan_consumers>(
+    const attention_fwd_params&, int64_t, const hopper_options&, unsigned long long*, cudaStream_t);
+template void launch_hopper_fwd<__half, 128, hopper_plan_consumers>(const attention_fwd_params&,
+                                                                    int64_t, const hopper_options&,
+                                                                    unsigned long long*,
+                                                                    cudaStream_t);
 
 }  // namespace sp::cuda

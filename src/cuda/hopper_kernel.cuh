@@ -53,10 +53,9 @@ __device__ __forceinline__ S warp_broadcast(const S& value) {
 // Only lane 0 of each warp reads a header (and broadcasts it), so the warp's one q_empty
 // arrival, by lane 0, releases every read of it.
 template <class T, int D, int C>
-__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer,
-                                               int tid, const unsigned char* s_q,
-                                               const unsigned char* s_k, const unsigned char* s_v,
-                                               const hopper_item* s_item,
+__device__ __forceinline__ void hopper_consume(const attention_fwd_params& p, int consumer, int tid,
+                                               const unsigned char* s_q, const unsigned char* s_k,
+                                               const unsigned char* s_v, const hopper_item* s_item,
                                                const hopper_barriers& bar, float* s_lse2) {
   using tr = hopper_traits<T, D, C>;
   constexpr int DT = consumer_rows<T, D, C>::DT;
@@ -90,7 +89,7 @@ __global__ void __launch_bounds__(hopper_traits<T, D, C>::threads, 1)
   extern __shared__ unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bar_q[tr::q_stages], bar_q_empty[tr::q_stages],
       bar_k[tr::stages], bar_v[tr::stages], bar_k_empty[tr::stages], bar_v_empty[tr::stages];
-  __shared__ float s_lse2[tr::block_m];  // base-2 LSE of the item's rows, for the A epilogue
+  __shared__ float s_lse2[tr::block_m];         // base-2 LSE of the item's rows, for the A epilogue
   __shared__ hopper_item s_item[tr::q_stages];  // items of the Q buffers, published by the producer
   unsigned char* s_q = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
@@ -123,8 +122,8 @@ __global__ void __launch_bounds__(hopper_traits<T, D, C>::threads, 1)
       hopper_produce<T, D, C>(hp, gridDim.x, blockIdx.x, s_q, s_k, s_v, s_item, bar);
   } else {
     setmaxnreg_inc<tr::consumer_regs>();
-    hopper_consume<T, D, C>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v,
-                                   s_item, bar, s_lse2);
+    hopper_consume<T, D, C>(hp.p, warpgroup - 1, threadIdx.x % 128, s_q, s_k, s_v, s_item, bar,
+                            s_lse2);
   }
 #endif
 }

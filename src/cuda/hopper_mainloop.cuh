@@ -126,8 +126,8 @@ struct consumer_rows {
                                            const float (&o)[DT][4],
                                            const online_softmax& softmax, float* s_lse2) const {
     const bool pivot = !tr::causal && it.pivot >= 0;  // the causal walk has no pivot heads
-    store_output_rows<T, D>(p, it.head, it.geo, thread_row, local_row0, lane, o, softmax,
-                            pivot, s_lse2);
+    store_output_rows<T, D>(p, it.head, it.geo, thread_row, local_row0, lane, o, softmax, pivot,
+                            s_lse2);
     if (!pivot) return;
     clear_block_attention_row(p, it.pivot, it.qblock, consumer * 128 + warp * 32 + lane,
                               tr::consumer_threads);

@@ -19,9 +19,9 @@ namespace sp::cuda {
 // ctas, cta: the grid's size and this CTA's index.
 template <class T, int D, int C>
 __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int64_t ctas,
-                                               int64_t cta, unsigned char* s_q,
-                                               unsigned char* s_k, unsigned char* s_v,
-                                               hopper_item* s_item, const hopper_barriers& bar) {
+                                               int64_t cta, unsigned char* s_q, unsigned char* s_k,
+                                               unsigned char* s_v, hopper_item* s_item,
+                                               const hopper_barriers& bar) {
   using tr = hopper_traits<T, D, C>;
   item_source source(hp.p.items, ctas, cta, hp.next_item);
   int64_t item = source.next();
@@ -48,8 +48,8 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
       mbarrier_arrive_expect_tx(q_full, tr::q_bytes);
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
-        tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full,
-                    c * 64, it.head, static_cast<int>(it.geo.q_row0) + it.qblock * tr::block_m);
+        tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full, c * 64,
+                    it.head, static_cast<int>(it.geo.q_row0) + it.qblock * tr::block_m);
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {

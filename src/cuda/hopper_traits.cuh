@@ -17,8 +17,8 @@ template <class T, int D, int C>
 struct hopper_traits {
   static constexpr int consumers = C;
   static constexpr bool causal = C == hopper_causal_consumers;  // items walk the causal mask
-  static constexpr int block_m = 64 * C;     // query rows per item
-  static constexpr int block_n = mask_block;  // keys per tile = one mask block
+  static constexpr int block_m = 64 * C;                        // query rows per item
+  static constexpr int block_n = mask_block;                    // keys per tile = one mask block
   static constexpr int consumer_threads = 128 * consumers;
   static constexpr int threads = 128 * (consumers + 1);
   static constexpr int q_stages = 2;  // Q buffers: the next item's Q loads during this item

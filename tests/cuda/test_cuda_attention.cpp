@@ -246,9 +246,8 @@ const expectation& expectation_of(const attention_case& c) {
 }
 
 void check_case(const attention_case& c, const cuda_attention_options& options) {
-  SCOPED_TRACE(c.name() + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) +
-               " ctas " + std::to_string(options.ctas) +
-               (options.causal_kernel ? "" : " plan items only"));
+  SCOPED_TRACE(c.name() + " kernel " + cuda_kernel_name(cuda_attention_kernel(options)) + " ctas " +
+               std::to_string(options.ctas) + (options.causal_kernel ? "" : " plan items only"));
   const expectation& want = expectation_of(c);
   const attention_inputs& x = want.x;
   const block_mask& mask = want.mask;

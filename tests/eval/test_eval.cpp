@@ -118,11 +118,13 @@ TEST(EvalNeedle, GreedyAnswerKeepsEveryChoicesMargin) {
   const greedy_answer none = decode_greedy_answer({0, 0, 3, 0}, 4, {2}, 8, next);
   EXPECT_TRUE(none.tokens.empty());
   EXPECT_EQ(none.margins, (std::vector<double>{3.0}));
-  EXPECT_NE(error_of([&] { decode_greedy_answer({0, 1}, 4, {2}, 8, next); })
-                .find("logits of 2 entries for a vocabulary of 4"),
+  EXPECT_NE(error_of([&] {
+              decode_greedy_answer({0, 1}, 4, {2}, 8, next);
+            }).find("logits of 2 entries for a vocabulary of 4"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { decode_greedy_answer({0, 1, 2, 3}, 4, {2}, 0, next); })
-                .find("max_new must be > 0"),
+  EXPECT_NE(error_of([&] {
+              decode_greedy_answer({0, 1, 2, 3}, 4, {2}, 0, next);
+            }).find("max_new must be > 0"),
             std::string::npos);
 }
 

@@ -2,10 +2,10 @@
 // events (after warm-up; median of --repeats) on the full causal mask and on random block masks
 // of the requested densities, plus the full mask with every head a pivot (block attention A
 // fused in) and, at D = 64 on the Hopper kernel, the full mask on the plan's 128-row items
-// instead of the causal walk (dense_plan_items_ms). Reports TFLOP/s both as causal-dense FLOPs 2*N^2*D*H / time (tflops_effective) and
-// as the FLOPs of the tiles actually computed (tflops_computed), a sampled error vs the fp64
-// oracle, and which kernel ran (--kernel, --ctas). Inputs are random bf16, generated for 2048
-// tokens and tiled over N (fast to build).
+// instead of the causal walk (dense_plan_items_ms). Reports TFLOP/s both as causal-dense FLOPs
+// 2*N^2*D*H / time (tflops_effective) and as the FLOPs of the tiles actually computed
+// (tflops_computed), a sampled error vs the fp64 oracle, and which kernel ran (--kernel, --ctas).
+// Inputs are random bf16, generated for 2048 tokens and tiled over N (fast to build).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -147,22 +147,22 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     const double tf_eff = causal_flops / sparse_ms * 1e-9;
     const double tf_comp = tile_flops * static_cast<double>(mask.total_tiles()) / sparse_ms * 1e-9;
     nlohmann::json row = {{"device", "cuda"},
-                                {"path", path},
-                                {"n", o.n},
-                                {"heads", o.heads},
-                                {"kv_heads", o.kv_heads},
-                                {"dim", o.dim},
-                                {"density", density},
-                                {"measured_density", mask.density()},
-                                {"dense_ms", dense_ms},
-                                {"sparse_ms", sparse_ms},
-                                {"speedup", dense_ms / sparse_ms},
-                                {"rel_err", rel_err},
-                                {"gflops_dense", causal_flops / dense_ms * 1e-6},
-                                {"tflops_effective", tf_eff},
-                                {"tflops_computed", tf_comp},
-                                {"pivot_all_heads_ms", pivot_ms},
-                                {"pivot_overhead", pivot_ms / dense_ms}};
+                          {"path", path},
+                          {"n", o.n},
+                          {"heads", o.heads},
+                          {"kv_heads", o.kv_heads},
+                          {"dim", o.dim},
+                          {"density", density},
+                          {"measured_density", mask.density()},
+                          {"dense_ms", dense_ms},
+                          {"sparse_ms", sparse_ms},
+                          {"speedup", dense_ms / sparse_ms},
+                          {"rel_err", rel_err},
+                          {"gflops_dense", causal_flops / dense_ms * 1e-6},
+                          {"tflops_effective", tf_eff},
+                          {"tflops_computed", tf_comp},
+                          {"pivot_all_heads_ms", pivot_ms},
+                          {"pivot_overhead", pivot_ms / dense_ms}};
     if (causal_walk) row["dense_plan_items_ms"] = plan_items_ms;
     json.write(row);
     std::fprintf(report, "%8.3f %9.4f %10.3f %10.3f %8.2f %9.1f %9.1f %10.2e\n", density,
