@@ -1,6 +1,7 @@
 // The Hopper (sm_90a) block-sparse causal flash-attention forward, FlashAttention-3 style. A CTA
 // of three warpgroups loops over work items (head h, query block r of 128 rows) of the
-// longest-first schedule: CTA b takes item b, then claims the next item from a global counter
+// longest-first schedule (the full causal mask at D = 64: four warpgroups, items of 192 rows
+// walking key blocks 0 .. r, hopper_traits' C = 3; everything below holds per consumer): CTA b takes item b, then claims the next item from a global counter
 // (the items in flight stay a contiguous window of the schedule, as with the hardware block
 // scheduler, so CTAs reading the same K/V share L2).
 //
