@@ -41,9 +41,10 @@ struct layer_plan_view {
   // [query_offset / block_size, nb) only and the mask rows before them are never read.
   int64_t query_offset = 0;
   bool on_device = false;
-  // The full causal mask of the whole prompt (query_offset 0) with no pivot head: a kernel may
-  // walk the causal blocks without reading row_ptr, col_idx or the schedule (the Hopper kernel
-  // does at D = 64, cuda_attention_options::causal_kernel). Set by the plan's builder.
+  // The full causal mask (every query row of the prompt or the chunk sees every earlier key)
+  // with no pivot head: a kernel may walk the causal blocks without reading row_ptr, col_idx or
+  // the schedule (the Hopper kernel does at D = 64, cuda_attention_options::causal_kernel).
+  // Set by the plan's builder.
   bool full_causal = false;
   uint8_t* kinds = nullptr;    // kinds: [H] sp::head_kind values (informational for the kernel)
   int64_t* row_ptr = nullptr;  // row_ptr: [H * (nb + 1)] absolute offsets into col_idx

@@ -172,8 +172,8 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options) {
 namespace {
 
 // Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select;
-// full_causal: the plan is the whole prompt's full causal mask without pivot heads, which the
-// Hopper kernel walks itself at D = 64 (unless options.causal_kernel is off).
+// full_causal: the plan is the full causal mask (of a prompt or a chunk) without pivot heads,
+// which the Hopper kernel walks itself at D = 64 (unless options.causal_kernel is off).
 void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_view& q,
                     const cuda_attention_options& options, unsigned long long* item_counter,
                     void* stream, bool full_causal = false) {
@@ -188,7 +188,7 @@ void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_
   p.heads = static_cast<int32_t>(q.shape[1]);
   if (causal) {
     constexpr int64_t rows = 64 * cuda::hopper_causal_consumers;
-    p.items = p.heads * ((p.n + rows - 1) / rows);
+    p.items = p.heads * ((p.n_q + rows - 1) / rows);
   }
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(dim)));
   cuda::hopper_options hopper;
@@ -245,7 +245,7 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.block_attention = a;
   }
   launch_checked(fn, p, q, options, scratch.item_counter, stream,
-                 plan.full_causal && plan.query_offset == 0 && a == nullptr);
+                 plan.full_causal && a == nullptr);
 }
 
 void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,

@@ -43,7 +43,7 @@ struct consumer_rows {
                                            const unsigned char* s_q, uint64_t* q_empty_)
       : consumer(consumer_), warp(tid / 32), lane(tid % 32), q_empty(q_empty_) {
     local_row0 = consumer * 64 + warp * 16;
-    warp_row0 = static_cast<int64_t>(it.qblock) * tr::block_m + local_row0;
+    warp_row0 = it.first_row + local_row0;
     thread_row = warp_row0 + lane / 4;
     tiles = it.row.tiles;
     q_base = s_q + consumer * 64 * 128;

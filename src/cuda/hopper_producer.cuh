@@ -49,7 +49,7 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
         tma_load_3d(s_q + qs.stage * tr::q_bytes + c * tr::chunk_q_bytes, &hp.q_map, q_full, c * 64,
-                    it.head, static_cast<int>(it.geo.q_row0) + it.qblock * tr::block_m);
+                    it.head, static_cast<int>(it.geo.q_row0 + it.first_row));
     }
     const int kv_head = it.head / hp.p.group;
     for (int t = 0; t < row.tiles; ++t, ++g) {

@@ -58,28 +58,32 @@ struct ring_slot {
 // head = -1 ends the CTA's loop.
 struct hopper_item {
   int head = -1, qblock = 0;  // query block of the item's rows (hopper_traits::block_m each)
+  int64_t first_row = 0;      // absolute position of the item's first query row
   int pivot = -1;     // A slot of the head, or -1
   item_geometry geo;  // its sequence's rows in the packed tensors
   block_row<mask_block> row;  // the causal walk: key blocks 0 .. tiles - 1, no col_idx
 };
 
 // Item `item` of the plan's schedule, or (causal) of the full causal mask in longest-first
-// order: 192-row blocks from the last, every head of a block together (heads of a KV group
-// read the same K/V).
+// order: 192-row blocks of the queries (from q_offset on) from the last, every head of a block
+// together (heads of a KV group read the same K/V).
 template <bool causal>
 __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params& p, int64_t item) {
   hopper_item it;
   if constexpr (causal) {
     constexpr int rows = 64 * hopper_causal_consumers;
-    const int64_t blocks = (p.n + rows - 1) / rows;
+    const int64_t blocks = (p.n_q + rows - 1) / rows;  // of the queries [q_offset, n)
     it.head = static_cast<int>(item % p.heads);
     it.qblock = static_cast<int>(blocks - 1 - item / p.heads);
+    it.first_row = p.q_offset + static_cast<int64_t>(it.qblock) * rows;
+    it.geo.q_row0 = -p.q_offset;
     it.geo.n = p.n;
-    const int64_t end = static_cast<int64_t>(it.qblock + 1) * rows;
-    it.row.tiles = static_cast<int>(((end < p.n ? end : p.n) + mask_block - 1) / mask_block);
+    const int64_t end = it.first_row + rows < p.n ? it.first_row + rows : p.n;
+    it.row.tiles = static_cast<int>((end + mask_block - 1) / mask_block);
   } else {
     it.head = p.work_items[2 * item];
     it.qblock = p.work_items[2 * item + 1];
+    it.first_row = static_cast<int64_t>(it.qblock) * mask_block;
     it.pivot = p.pivot_slot != nullptr ? p.pivot_slot[it.head] : -1;
     it.geo = item_geometry_of(p, item, it.head);
     it.row = block_row_of<mask_block>(p, it.geo, it.qblock);

@@ -69,7 +69,7 @@ device_layer_plan::device_layer_plan(const block_mask& mask,
   workspace_ = device_buffer(static_cast<size_t>(plan_bytes));
   plan_ = layer_plan_carve(workspace_.data(), workspace_.size(), capacity, true);
   layer_plan_upload(plan_, host_plan, stream);
-  plan_.full_causal = pivot_heads.empty() && query_offset == 0 && mask.is_dense_causal();
+  plan_.full_causal = pivot_heads.empty() && mask.is_dense_causal();
   scratch_buffer_ = device_buffer(static_cast<size_t>(attention_scratch_bytes(capacity)));
   scratch_ =
       attention_scratch_carve(scratch_buffer_.data(), scratch_buffer_.size(), capacity, true);

@@ -353,7 +353,7 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   out.workspace = workspace;
   out.plan = p.plan;
   out.plan.query_offset = query_offset;
-  out.plan.full_causal = all_dense && query_offset == 0;  // all_dense plans have no pivot head
+  out.plan.full_causal = all_dense;  // all-dense plans have no pivot head
   out.scratch = p.scratch;
   if (sizes.max_pivots > 0) {
     out.block_attention = tensor_view::contiguous(p.block_attention, dtype::f32,

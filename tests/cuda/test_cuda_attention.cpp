@@ -381,13 +381,14 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(std::get<0>(i.param).name) + "_" + std::get<1>(i.param).name();
     });
 
-// The plans the causal walk may take: the whole prompt's full causal mask without pivot heads.
+// The plans the causal walk may take: the full causal mask (a prompt's or a chunk's) without
+// pivot heads.
 TEST(CudaAttentionPlan, OnlyTheFullCausalMaskIsMarked) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   const block_mask full = block_mask::dense_causal(1000, 128, 4);
   EXPECT_TRUE(device_layer_plan(full).plan().full_causal);
-  EXPECT_FALSE(device_layer_plan(full, {1}).plan().full_causal);               // a pivot head
-  EXPECT_FALSE(device_layer_plan(full, {}, nullptr, 128).plan().full_causal);  // a chunk
+  EXPECT_TRUE(device_layer_plan(full, {}, nullptr, 128).plan().full_causal);  // a chunk
+  EXPECT_FALSE(device_layer_plan(full, {1}).plan().full_causal);              // a pivot head
   std::vector<std::vector<tile>> tiles(4, full.tiles_of(0));
   tiles[2].erase(tiles[2].begin());
   EXPECT_FALSE(device_layer_plan(block_mask::from_tiles(1000, 128, tiles)).plan().full_causal);

@@ -179,6 +179,7 @@ TEST(CudaAttentionChunked, EqualsOneShotRowsAndCpu) {
     check_chunked({129, 3, 1, 128, 128, true, {}}, k);
     check_chunked({4224, 8, 2, 128, 1024, false, {5}}, k);
     check_chunked({4224, 2, 2, 64, 2048, true, {}}, k);
+    check_chunked({1000, 9, 3, 64, 384, true, {}}, k);  // the causal walk from each chunk's start
   }
 }
 
