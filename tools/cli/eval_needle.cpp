@@ -16,7 +16,6 @@
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
 #include "shareprefill/plot.h"
-#include "shareprefill/sampling.h"
 
 namespace sp::cli {
 namespace {
