@@ -45,7 +45,7 @@ struct block_mask {
   std::vector<tile> tiles_of(int64_t head) const;
 
   // Every head visits every causal tile (a valid mask: its rows hold nothing else).
-  bool is_dense_causal() const { return total_tiles() == heads * n_blocks * (n_blocks + 1) / 2; }
+  bool is_dense_causal() const;
   // Visited tiles / causal tiles (nb*(nb+1)/2 per head), for one head or all heads.
   double head_density(int64_t head) const;
   double density() const;

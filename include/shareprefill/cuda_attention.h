@@ -107,6 +107,10 @@ struct cuda_attention_options {
 // Throws sp::error when hopper is forced where it cannot run.
 cuda_kernel cuda_attention_kernel(const cuda_attention_options& options = {});
 
+// True when a full causal plan (layer_plan_view::full_causal) at head dim `dim` runs on the
+// Hopper kernel's causal walk with these options on the current device (see causal_kernel).
+bool cuda_attention_walks_causal(const cuda_attention_options& options, int64_t dim);
+
 // Causal attention over the visited tiles of the plan (exact causal rule inside every tile);
 // scores scaled by 1/sqrt(D), fp32 accumulation. Rows without tiles get out = 0 and lse = -inf.
 // Every view is a device view (on_device); heads are contiguous within a token and the

@@ -137,6 +137,10 @@ double block_mask::head_density(int64_t head) const {
   return static_cast<double>(head_tiles(head)) / static_cast<double>(causal_tile_count(n_blocks));
 }
 
+bool block_mask::is_dense_causal() const {
+  return total_tiles() == heads * causal_tile_count(n_blocks);
+}
+
 double block_mask::density() const {
   return static_cast<double>(total_tiles()) /
          static_cast<double>(heads * causal_tile_count(n_blocks));

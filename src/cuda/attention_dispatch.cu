@@ -171,6 +171,19 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options& options) {
 
 namespace {
 
+// The rule of cuda_attention_walks_causal for the kernel the options already selected.
+bool walks_causal(const cuda_attention_options& options, int64_t dim, cuda_kernel kernel) {
+  return options.causal_kernel && dim == 64 && kernel == cuda_kernel::hopper;
+}
+
+}  // namespace
+
+bool cuda_attention_walks_causal(const cuda_attention_options& options, int64_t dim) {
+  return walks_causal(options, dim, cuda_attention_kernel(options));
+}
+
+namespace {
+
 // Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select;
 // full_causal: the plan is the full causal mask (of a prompt or a chunk) without pivot heads,
 // which the Hopper kernel walks itself at D = 64 (unless options.causal_kernel is off).
@@ -179,8 +192,7 @@ void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_
                     void* stream, bool full_causal = false) {
   const int64_t dim = q.shape[2];
   const cuda_kernel kernel = cuda_attention_kernel(options);
-  const bool causal =
-      full_causal && options.causal_kernel && kernel == cuda_kernel::hopper && dim == 64;
+  const bool causal = full_causal && walks_causal(options, dim, kernel);
   check(options.ctas >= 0 && options.ctas < (int64_t{1} << 31), fn, "ctas=", options.ctas);
   check(kernel != cuda_kernel::hopper || (p.n < (int64_t{1} << 31) && p.n_q < (int64_t{1} << 31)),
         fn, "n=", p.n, " (the hopper kernel addresses tokens in int32)");

@@ -76,8 +76,7 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
     it.head = static_cast<int>(item % p.heads);
     it.qblock = static_cast<int>(blocks - 1 - item / p.heads);
     it.first_row = p.q_offset + static_cast<int64_t>(it.qblock) * rows;
-    it.geo.q_row0 = -p.q_offset;
-    it.geo.n = p.n;
+    it.geo = item_geometry_of(p, item, it.head);  // one sequence: q rows from q_offset on
     const int64_t end = it.first_row + rows < p.n ? it.first_row + rows : p.n;
     it.row.tiles = static_cast<int>((end + mask_block - 1) / mask_block);
   } else {

@@ -43,6 +43,10 @@ cuda_kernel cuda_attention_kernel(const cuda_attention_options&) {
   fail("cuda_attention_kernel", "built without CUDA");
 }
 
+bool cuda_attention_walks_causal(const cuda_attention_options&, int64_t) {
+  fail("cuda_attention_walks_causal", "built without CUDA");
+}
+
 void cuda_attention_block_sparse(const tensor_view&, const tensor_view&, const tensor_view&,
                                  const tensor_view&, const tensor_view&, const tensor_view&,
                                  const layer_plan_view&, const attention_scratch_view&,

@@ -85,7 +85,7 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     return time_with(plan, block_attention, options);
   };
   // The full mask at D = 64 takes the Hopper kernel's causal walk; timed on the plan's items too.
-  const bool causal_walk = path == "hopper" && o.dim == 64 && options.causal_kernel;
+  const bool causal_walk = cuda_attention_walks_causal(options, o.dim);
   const double causal_flops = 2.0 * static_cast<double>(o.n) * o.n * o.dim * o.heads;
   const double tile_flops = 4.0 * 128 * 128 * o.dim;  // QK^T and PV of one 128x128 tile
   const block_mask dense = block_mask::dense_causal(o.n, 128, o.heads);
