@@ -99,7 +99,8 @@ struct cuda_attention_options {
   int64_t ctas = 0;
   // Hopper kernel at D = 64: a plan that is the full causal mask (layer_plan_view::full_causal)
   // runs in items of 192 query rows with three consumer warpgroups, each K/V tile serving all
-  // 192 (false: the plan's items of 128 rows, two consumers).
+  // 192, and so do a sparse plan's walked dense heads (layer_plan_view::walk_heads, a second
+  // launch after the plan's other items). false: the plan's items of 128 rows, two consumers.
   bool causal_kernel = true;
 };
 
@@ -107,8 +108,9 @@ struct cuda_attention_options {
 // Throws sp::error when hopper is forced where it cannot run.
 cuda_kernel cuda_attention_kernel(const cuda_attention_options& options = {});
 
-// True when a full causal plan (layer_plan_view::full_causal) at head dim `dim` runs on the
-// Hopper kernel's causal walk with these options on the current device (see causal_kernel).
+// True when a full causal plan (layer_plan_view::full_causal) and a plan's walked heads at head
+// dim `dim` run on the Hopper kernel's causal walk with these options on the current device (see
+// causal_kernel).
 bool cuda_attention_walks_causal(const cuda_attention_options& options, int64_t dim);
 
 // Causal attention over the visited tiles of the plan (exact causal rule inside every tile);

@@ -148,6 +148,7 @@ void cuda_swiglu(uint16_t* out, int64_t out_stride, const uint16_t* gate, const 
 // for p < pairs (the first 2 * pairs entries of each head vector), cos and sin multiplied by
 // attention_factor: the arithmetic of src/model/rope.cpp (angle and cos/sin in fp64, rounded to
 // fp32), applied to the bf16 values in fp32 and rounded back. Token i has position first_pos + i.
+// Pairs move as 32-bit words: head_dim and the token strides even, q and k 4-byte aligned.
 struct cuda_rope_params {
   int64_t n = 0, head_dim = 0, first_pos = 0;
   uint16_t* q = nullptr;  // q: [n, heads, head_dim] bf16, token stride q_token_stride

@@ -46,6 +46,14 @@ struct layer_plan_view {
   // the schedule (the Hopper kernel does at D = 64, cuda_attention_options::causal_kernel).
   // Set by the plan's builder.
   bool full_causal = false;
+  // Dense heads of a plan that is not full_causal, which a kernel may walk causally as it walks a
+  // full causal plan (the Hopper kernel at D = 64): their work items close the schedule's
+  // layer_plan_work_items (the last walk_head_count * (nb - query_offset / block_size) of them,
+  // longest first among themselves), so a kernel that walks them runs the items before those.
+  // walk_heads: [walk_head_count] ascending query heads in memory like the plan's (read only,
+  // owned by the plan's builder), null when the count is 0.
+  int64_t walk_head_count = 0;
+  const int32_t* walk_heads = nullptr;
   uint8_t* kinds = nullptr;    // kinds: [H] sp::head_kind values (informational for the kernel)
   int64_t* row_ptr = nullptr;  // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
   int32_t* col_idx = nullptr;  // col_idx: [col_capacity], ascending, unique, causal in a row

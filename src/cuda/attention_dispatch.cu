@@ -91,6 +91,10 @@ void check_plan(const char* fn, const layer_plan_view& plan, const attention_scr
   check(plan.row_ptr != nullptr && plan.col_idx != nullptr && plan.schedule != nullptr, fn,
         "the plan's row_ptr, col_idx and schedule must be set");
   check(scratch.item_counter != nullptr, fn, "scratch.item_counter must be set");
+  check(plan.walk_head_count >= 0 && plan.walk_head_count <= heads &&
+            (plan.walk_head_count == 0 || plan.walk_heads != nullptr),
+        fn, "plan walk_head_count=", plan.walk_head_count, " for ", heads,
+        " heads (walk_heads must be set when it is positive)");
   if (plan.max_pivots > 0) {
     check(plan.pivot_slot != nullptr && plan.scratch_offset != nullptr, fn,
           "the plan's pivot_slot and scratch_offset must be set when max_pivots > 0");
@@ -184,34 +188,51 @@ bool cuda_attention_walks_causal(const cuda_attention_options& options, int64_t 
 
 namespace {
 
-// Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select;
-// full_causal: the plan is the full causal mask (of a prompt or a chunk) without pivot heads,
-// which the Hopper kernel walks itself at D = 64 (unless options.causal_kernel is off).
+// Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select.
+// Where the Hopper kernel walks causally (walks_causal): a full causal plan without pivot heads
+// (full_causal) is walked whole; a plan with walk_head_count walked heads runs its schedule's
+// items before theirs, then the walk over walk_heads: [walk_head_count] (device).
 void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_view& q,
                     const cuda_attention_options& options, unsigned long long* item_counter,
-                    void* stream, bool full_causal = false) {
+                    void* stream, bool full_causal = false, int64_t walk_head_count = 0,
+                    const int32_t* walk_heads = nullptr) {
   const int64_t dim = q.shape[2];
   const cuda_kernel kernel = cuda_attention_kernel(options);
-  const bool causal = full_causal && walks_causal(options, dim, kernel);
+  const bool walk = walks_causal(options, dim, kernel);
   check(options.ctas >= 0 && options.ctas < (int64_t{1} << 31), fn, "ctas=", options.ctas);
   check(kernel != cuda_kernel::hopper || (p.n < (int64_t{1} << 31) && p.n_q < (int64_t{1} << 31)),
         fn, "n=", p.n, " (the hopper kernel addresses tokens in int32)");
   check(p.items < (int64_t{1} << 31), fn, p.items, " work items (at most 2^31 - 1)");
   p.heads = static_cast<int32_t>(q.shape[1]);
-  if (causal) {
-    constexpr int64_t rows = 64 * cuda::hopper_causal_consumers;
-    p.items = p.heads * ((p.n_q + rows - 1) / rows);
-  }
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(dim)));
   cuda::hopper_options hopper;
   if (kernel == cuda_kernel::hopper)
     hopper.ctas =
         options.ctas > 0 ? options.ctas : device_attribute(fn, cudaDevAttrMultiProcessorCount);
   const auto s = static_cast<cudaStream_t>(stream);
-  if (q.type == dtype::bf16)
-    launch<__nv_bfloat16>(kernel, causal, p, dim, p.items, hopper, item_counter, s);
-  else
-    launch<__half>(kernel, causal, p, dim, p.items, hopper, item_counter, s);
+  const auto run = [&](const cuda::attention_fwd_params& params, bool causal) {
+    if (params.items == 0) return;
+    if (q.type == dtype::bf16)
+      launch<__nv_bfloat16>(kernel, causal, params, dim, params.items, hopper, item_counter, s);
+    else
+      launch<__half>(kernel, causal, params, dim, params.items, hopper, item_counter, s);
+  };
+  constexpr int64_t walk_rows = 64 * cuda::hopper_causal_consumers;
+  const int64_t walk_blocks = (p.n_q + walk_rows - 1) / walk_rows;
+  if (walk && full_causal) {
+    p.items = p.heads * walk_blocks;
+    run(p, true);
+  } else if (walk && walk_head_count > 0) {
+    cuda::attention_fwd_params walked = p;
+    p.items -= walk_head_count * (p.items / p.heads);  // the schedule's items before theirs
+    run(p, false);
+    walked.walk_heads = walk_heads;
+    walked.walk_head_count = static_cast<int32_t>(walk_head_count);
+    walked.items = walk_head_count * walk_blocks;
+    run(walked, true);
+  } else {
+    run(p, false);
+  }
 }
 
 }  // namespace
@@ -257,7 +278,7 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.block_attention = a;
   }
   launch_checked(fn, p, q, options, scratch.item_counter, stream,
-                 plan.full_causal && a == nullptr);
+                 plan.full_causal && a == nullptr, plan.walk_head_count, plan.walk_heads);
 }
 
 void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,

@@ -34,6 +34,10 @@ struct attention_fwd_params {
   const int32_t* col_idx = nullptr;    // col_idx: [col_capacity], ascending within a row
   const int32_t* work_items = nullptr;  // work_items: [items, 2] (head, query block),
                                         // ordered by tile count, longest row first
+  // The causal walk (Hopper, D = 64) over some heads only: walk_heads: [walk_head_count] query
+  // heads, every one of its 192-row items; null: every head.
+  const int32_t* walk_heads = nullptr;
+  int32_t walk_head_count = 0;
   // Varlen batches: the sequences and each work item's sequence (null for one sequence); a
   // sequence's rows of head h start at row_ptr[sequences[b].row_ptr0 + h * (nb_b + 1)].
   const varlen_sequence* sequences = nullptr;  // sequences: [B]

@@ -66,15 +66,16 @@ struct hopper_item {
 
 // Item `item` of the plan's schedule, or (causal) of the full causal mask in longest-first
 // order: 192-row blocks of the queries (from q_offset on) from the last, every head of a block
-// together (heads of a KV group read the same K/V).
+// together (heads of a KV group read the same K/V); the heads are p.walk_heads where set.
 template <bool causal>
 __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params& p, int64_t item) {
   hopper_item it;
   if constexpr (causal) {
     constexpr int rows = 64 * hopper_causal_consumers;
     const int64_t blocks = (p.n_q + rows - 1) / rows;  // of the queries [q_offset, n)
-    it.head = static_cast<int>(item % p.heads);
-    it.qblock = static_cast<int>(blocks - 1 - item / p.heads);
+    const int64_t heads = p.walk_heads != nullptr ? p.walk_head_count : p.heads;
+    it.head = p.walk_heads != nullptr ? p.walk_heads[item % heads] : static_cast<int>(item % heads);
+    it.qblock = static_cast<int>(blocks - 1 - item / heads);
     it.first_row = p.q_offset + static_cast<int64_t>(it.qblock) * rows;
     it.geo = item_geometry_of(p, item, it.head);  // one sequence: q rows from q_offset on
     const int64_t end = it.first_row + rows < p.n ? it.first_row + rows : p.n;

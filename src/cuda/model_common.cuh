@@ -47,6 +47,13 @@ __device__ __forceinline__ float warp_max(float x) {
   return x;
 }
 
+// The squares of a float4's values, summed in one fixed order. The prefill RMSNorm's rows and the
+// decode GEMV's fused norm both sum a row as ss += squares_of(x4[lane + 32 i]) for i = 0, 1, ...
+// and then warp_sum(ss): one summation order for the same row.
+__device__ __forceinline__ float squares_of(const float4& q) {
+  return q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w;
+}
+
 // Blocks for a grid-stride loop over `count` items, `threads` per block (capped: the loop covers
 // the rest, and 64K blocks keep every SM busy).
 inline unsigned grid_for(int64_t count, int threads) {

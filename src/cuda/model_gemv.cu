@@ -66,10 +66,7 @@ struct rms_norm_input {
   __device__ __forceinline__ void prepare(uint4*, int lane, int64_t kv) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float ss = 0.0f;
-    for (int64_t j = lane; j < 2 * kv; j += 32) {
-      const float4 q = x4[j];
-      ss += q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w;
-    }
+    for (int64_t j = lane; j < 2 * kv; j += 32) ss += squares_of(x4[j]);
     const float total = warp_sum(ss);
     inv = 1.0f / sqrtf(total / static_cast<float>(8 * kv) + eps);
   }

@@ -1,5 +1,6 @@
-// RMSNorm of selected rows to bf16: one block per output row sums the squares of its input row
-// in fp32 (per-thread partial sums, then warp and block reductions), scales by
+// RMSNorm of selected rows to bf16. Rows of up to 2048 values (vectors aligned): one warp per row
+// (rms_norm_warp_kernel). Wider rows: one block per output row sums the squares of its input row
+// in fp32 (per-thread partial sums, then warp and block reductions). Both scale by
 // 1 / sqrt(mean + eps) and the weight, as llama_forward's CPU rms_norm does (which sums in fp64:
 // the difference is fp32 rounding of a sum of `dim` positive terms, ~1e-7 relative). Each thread
 // keeps its `items` values and weights in registers (loaded once; the weights before the row
@@ -11,6 +12,8 @@
 namespace sp {
 namespace cuda {
 namespace {
+
+constexpr int rms_warp_threads = 256;  // eight rows per block in rms_norm_warp_kernel
 
 template <class T>
 __device__ __forceinline__ float load_value(const T* p, int64_t i) {
@@ -63,6 +66,95 @@ __global__ void __launch_bounds__(threads)
   }
 }
 
+// Four values of a row as fp32: a float4 of f32, or 8 bytes of bf16 bits.
+template <class T>
+__device__ __forceinline__ float4 load4(const T* row, int64_t vector) {
+  if constexpr (sizeof(T) == 2) {
+    const uint2 v = reinterpret_cast<const uint2*>(row)[vector];
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                       __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+  } else {
+    return reinterpret_cast<const float4*>(row)[vector];
+  }
+}
+
+// One warp per row (dim a multiple of 4, at most 128 * V): lane j holds the row's 4-value
+// vectors j, j + 32, ... (V of them) in registers, sums their squares in the decode GEMV's fused
+// norm's order (squares_of) and writes 8-byte vectors.
+// No shared memory and no barrier, 16-byte loads: the wide prefill rows run at the bandwidth.
+template <class T, int V>
+__global__ void __launch_bounds__(rms_warp_threads)
+    rms_norm_warp_kernel(uint16_t* __restrict__ y,          // y: [count, dim] bf16
+                         const T* __restrict__ x,           // x: [*, dim] f32 or bf16 bits
+                         const float* __restrict__ weight,  // weight: [dim]
+                         const int64_t* __restrict__ rows,  // rows: [count] or null
+                         int64_t count, int64_t dim, float eps) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n4 = dim / 4;
+  float4 wv[V], xv[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int64_t j = lane + 32 * i;
+    wv[i] = j < n4 ? reinterpret_cast<const float4*>(weight)[j] : make_float4(0, 0, 0, 0);
+  }
+  wait_for_predecessor();  // x (and rows) come from the previous kernel
+  const int64_t out_row = static_cast<int64_t>(blockIdx.x) * (rms_warp_threads / 32) + threadIdx.x / 32;
+  if (out_row >= count) return;
+  const int64_t in_row = rows != nullptr ? rows[out_row] : out_row;
+  const T* xr = x + in_row * dim;
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < n4) {
+      xv[i] = load4(xr, j);
+      ss += squares_of(xv[i]);
+    }
+  }
+  const float inv = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(dim) + eps);
+  uint2* yr = reinterpret_cast<uint2*>(y + out_row * dim);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < n4) {
+      const float4 a = xv[i], w = wv[i];
+      yr[j] = make_uint2(static_cast<uint32_t>(float_to_bf16_bits(a.x * inv * w.x)) |
+                             static_cast<uint32_t>(float_to_bf16_bits(a.y * inv * w.y)) << 16,
+                         static_cast<uint32_t>(float_to_bf16_bits(a.z * inv * w.z)) |
+                             static_cast<uint32_t>(float_to_bf16_bits(a.w * inv * w.w)) << 16);
+    }
+  }
+}
+
+// The warp kernel for rows of dim <= 2048 (V <= 16 vectors a lane) with aligned vectors; false
+// when it cannot take them.
+template <class T>
+bool launch_rms_norm_warps(int64_t count, int64_t dim, cudaStream_t s, bool programmatic,
+                           uint16_t* y, const void* x, const float* weight, const int64_t* rows,
+                           float eps) {
+  const int64_t per_lane = (dim / 4 + 31) / 32;
+  if (dim % 4 != 0 || per_lane > 16 || !aligned_to(y, 8) || !aligned_to(weight, 16) ||
+      !aligned_to(x, 4 * sizeof(T)))
+    return false;
+  const auto* xt = static_cast<const T*>(x);
+  const auto blocks = static_cast<unsigned>((count + rms_warp_threads / 32 - 1) / (rms_warp_threads / 32));
+  const auto launch = [&](auto kernel) {
+    launch_kernel("cuda_rms_norm", kernel, blocks, rms_warp_threads, s, programmatic, y, xt,
+                  weight, rows, count, dim, eps);
+  };
+  if (per_lane <= 1)
+    launch(rms_norm_warp_kernel<T, 1>);
+  else if (per_lane <= 2)
+    launch(rms_norm_warp_kernel<T, 2>);
+  else if (per_lane <= 4)
+    launch(rms_norm_warp_kernel<T, 4>);
+  else if (per_lane <= 8)
+    launch(rms_norm_warp_kernel<T, 8>);
+  else
+    launch(rms_norm_warp_kernel<T, 16>);
+  return true;
+}
+
 template <class T, int threads>
 void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, bool programmatic, uint16_t* y,
                      const void* x, const float* weight, const int64_t* rows, float eps) {
@@ -113,13 +205,18 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   check(y != nullptr && x != nullptr && weight != nullptr, fn, "null pointer");
   const cudaStream_t s = cuda::as_stream(stream);
   const unsigned blocks = static_cast<unsigned>(count);
-  if (x_type == dtype::f32) {
-    cuda::launch_rms_norm<float>(blocks, dim, s, programmatic_launch, y, x, weight, rows,
-                                 static_cast<float>(eps));
-  } else {
-    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, programmatic_launch, y, x, weight, rows,
-                                    static_cast<float>(eps));
-  }
+  const auto e = static_cast<float>(eps);
+  // Rows of up to 2048 aligned values: one warp each; wider or unaligned rows: one block each.
+  const bool warps =
+      x_type == dtype::f32
+          ? cuda::launch_rms_norm_warps<float>(count, dim, s, programmatic_launch, y, x, weight,
+                                               rows, e)
+          : cuda::launch_rms_norm_warps<uint16_t>(count, dim, s, programmatic_launch, y, x,
+                                                  weight, rows, e);
+  if (!warps && x_type == dtype::f32)
+    cuda::launch_rms_norm<float>(blocks, dim, s, programmatic_launch, y, x, weight, rows, e);
+  else if (!warps)
+    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, programmatic_launch, y, x, weight, rows, e);
   cuda::check_launch(fn);
 }
 

@@ -103,8 +103,7 @@ void cub_row_ptr_scan(cub_plan& c, const plan_pointers& p, cudaStream_t stream) 
 void cub_sort_schedule(cub_plan& c, const plan_pointers& p, cudaStream_t stream) {
   size_t need = c.temp ? c.bytes : 0;
   const int items = static_cast<int>(p.s.heads * p.s.nb);
-  int bits = 1;
-  while ((int64_t{1} << bits) <= p.s.nb) ++bits;
+  const int bits = schedule_key_bits(p.s.nb);
   const cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(
       c.temp, need, p.sched_keys, p.sched_keys_sorted, p.sched_vals, p.sched_vals_sorted, items,
       0, bits, stream);

@@ -193,10 +193,16 @@ bool launch_rank_rows(const float* keys, int32_t* rank, int64_t segs, int64_t nb
                       cudaStream_t stream);
 
 // schedule [H*nb, 2] = (h, row) of the work items h*nb + row in descending order of keys
-// [H*nb] (tile counts, <= nb), ties in item order (plan_schedule.cu: one thread block). Launches
-// nothing and returns false when H*nb > schedule_block_max (then use cub_sort_schedule and
-// the scatter).
+// [H*nb] (rows_kernel's: tile counts, plus nb for heads that are not walked, <= 2 nb), ties in
+// item order (plan_schedule.cu: one thread block). Launches nothing and returns false when H*nb >
+// schedule_block_max (then use cub_sort_schedule and the scatter).
 constexpr int64_t schedule_block_max = 8192;
+// Radix bits that hold every schedule key: 2^bits > 2 nb.
+inline int schedule_key_bits(int64_t nb) {
+  int bits = 1;
+  while ((int64_t{1} << bits) <= 2 * nb) ++bits;
+  return bits;
+}
 bool launch_schedule_sort(const int32_t* keys, int32_t* schedule, int64_t heads, int64_t nb,
                           cudaStream_t stream);
 
@@ -218,6 +224,9 @@ struct plan_rules {
   const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
   const uint8_t* dense_head = nullptr;  // [layers * H] planned dense unless a pivot (device)
+  // [layers * H] dense and never a pivot, so the kernel may walk it (layer_plan_view::
+  // walk_heads): its work items sort after the others' (device).
+  const uint8_t* walked = nullptr;
   // Chunked prefill: query blocks before this one are not the chunk's (no work items).
   int32_t first_query_block = 0;
 };

@@ -1,5 +1,6 @@
 // The work schedule of a layer's plan in one thread block: the H*nb work items (head h, query
-// block row) in descending order of their tile counts, ties in item order (h*nb + row), written
+// block row) in descending order of their keys (tile counts, the walked heads' after the rest:
+// plan_layout.h), ties in item order (h*nb + row), written
 // as schedule [H*nb, 2] = (h, row). A CUB block radix sort (stable: the order a stable
 // device-wide radix sort gives) over the keys' low `bits` bits; replaces the device-wide sort
 // (histogram, scan and one single-block onesweep launch per 8 bits) plus the scatter kernel for
@@ -14,7 +15,7 @@ namespace {
 
 constexpr int schedule_threads = 512;
 
-// keys: [items] tile counts (< 2^bits); schedule: [items, 2]. One block, items <= 512 * per.
+// keys: [items] (< 2^bits); schedule: [items, 2]. One block, items <= 512 * per.
 template <int per>
 __global__ void __launch_bounds__(schedule_threads) schedule_sort_kernel(const int32_t* keys,
                                                                          int32_t* schedule,
@@ -44,8 +45,7 @@ bool launch_schedule_sort(const int32_t* keys, int32_t* schedule, int64_t heads,
                           cudaStream_t stream) {
   const int64_t items = heads * nb;
   if (items > schedule_block_max || items <= 0) return false;
-  int bits = 1;
-  while ((int64_t{1} << bits) <= nb) ++bits;
+  const int bits = schedule_key_bits(nb);
   if (items <= schedule_threads * 4)
     schedule_sort_kernel<4><<<1, schedule_threads, 0, stream>>>(keys, schedule, items, nb, bits);
   else

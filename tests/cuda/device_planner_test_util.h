@@ -4,6 +4,7 @@
 // the comparison of the device planner's per-prompt state with the host planner's.
 #pragma once
 
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -166,6 +167,15 @@ std::vector<T> download(const device_buffer& ws, const T* at, int64_t count) {
   const size_t offset = reinterpret_cast<const char*>(at) - static_cast<const char*>(ws.data());
   ws.download(out.data(), out.size() * sizeof(T), offset);
   return out;
+}
+
+// The plan's walked heads (layer_plan_view::walk_heads), ascending.
+inline std::vector<int32_t> download_walk_heads(const layer_plan_view& plan) {
+  std::vector<int32_t> heads(static_cast<size_t>(plan.walk_head_count));
+  if (!heads.empty())
+    EXPECT_EQ(cudaMemcpy(heads.data(), plan.walk_heads, heads.size() * 4, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+  return heads;
 }
 
 inline tensor_view on_device(const void* data, dtype type, std::initializer_list<int64_t> shape) {

@@ -67,6 +67,61 @@ struct device_inputs {
   }
 };
 
+// What the planner must walk: in a planned (not all-dense) layer, the dense heads (a dense
+// layer's, the map's dense heads) that cannot become a pivot (in shareprefill mode: not a member
+// of a shared cluster, or not its medoid with pivot_is_medoid).
+std::vector<int32_t> expected_walk_heads(const planner_case& c, const cluster_map& map,
+                                         int64_t layer, const std::vector<head_kind>& kinds,
+                                         bool all_dense) {
+  std::vector<int32_t> heads;
+  if (all_dense) return heads;
+  const planner_params params = params_of(c);
+  const bool dense_layer = std::count(c.dense_layers.begin(), c.dense_layers.end(), layer) > 0;
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const bool dense = dense_layer || std::count(c.dense_heads.begin(), c.dense_heads.end(),
+                                                 std::pair<int64_t, int64_t>{layer, h}) > 0;
+    bool maybe_pivot = false;
+    if (c.mode == plan_mode::shareprefill)
+      for (const head_cluster& hc : map.clusters)
+        maybe_pivot |= hc.shared && (!params.pivot_is_medoid ||
+                                     (hc.medoid && hc.medoid->layer == layer && hc.medoid->head == h)) &&
+                       std::count(hc.members.begin(), hc.members.end(),
+                                  head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(h)}) > 0;
+    if (dense && !maybe_pivot) {
+      EXPECT_EQ(kinds[static_cast<size_t>(h)], head_kind::dense) << "walked head " << h;
+      heads.push_back(static_cast<int32_t>(h));
+    }
+  }
+  return heads;
+}
+
+// The layer's attention with its walked heads on the causal walk and on the plan's items
+// (cuda_attention_options::causal_kernel): the same bytes (each row's arithmetic in the same
+// order). On a GPU without the walk both runs take the plan's items.
+void expect_walk_gives_the_items_bytes(const planner_case& c, const layer_inputs& x,
+                                       const device_inputs& in, const device_plan_output& dpo) {
+  device_buffer dv(x.v.size() * 2);
+  dv.upload(x.v.data(), dv.size());
+  const tensor_view v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  std::vector<std::vector<uint16_t>> outs;
+  std::vector<std::vector<float>> lses;
+  for (const bool walk : {true, false}) {
+    device_buffer dout(x.q.size() * 2), dlse(static_cast<size_t>(c.heads * c.n) * 4);
+    const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    const tensor_view lse = on_device(dlse.data(), dtype::f32, {c.heads, c.n});
+    cuda_attention_options options;
+    options.causal_kernel = walk;
+    cuda_attention_block_sparse(o, lse, dpo.block_attention, in.q, in.k, v, dpo.plan, dpo.scratch,
+                                options, nullptr);
+    outs.emplace_back(x.q.size());
+    dout.download(outs.back().data(), dout.size());
+    lses.emplace_back(static_cast<size_t>(c.heads * c.n));
+    dlse.download(lses.back().data(), dlse.size());
+  }
+  EXPECT_TRUE(outs[0] == outs[1]) << "the walked heads differ from the plan's items";
+  EXPECT_EQ(0, std::memcmp(lses[0].data(), lses[1].data(), lses[0].size() * 4));
+}
+
 // Runs a case on both planners, layer after layer, comparing as the header says.
 void compare_case(const planner_case& c) {
   SCOPED_TRACE(name_of(c));
@@ -146,18 +201,26 @@ void compare_case(const planner_case& c) {
       }
     }
 
-    // Schedule: longest first; pivot slots in ascending head order.
+    // Schedule: the walked heads' items last (dense heads, never pivots), each part longest
+    // first; pivot slots in ascending head order.
+    const std::vector<int32_t> walked = download_walk_heads(dpo.plan);
+    EXPECT_EQ(walked, expected_walk_heads(c, map, layer, kinds, dpo.all_dense));
     const auto schedule = download(dev.ws, dpo.plan.schedule, 2 * c.heads * nb);
+    const int64_t first_walked = (c.heads - static_cast<int64_t>(walked.size())) * nb;
     int64_t previous = INT64_MAX;
     std::set<int64_t> items;
     for (int64_t i = 0; i < c.heads * nb; ++i) {
       const int32_t h = schedule[2 * i], r = schedule[2 * i + 1];
       ASSERT_TRUE(h >= 0 && h < c.heads && r >= 0 && r < nb) << "schedule item " << i;
+      ASSERT_EQ(std::count(walked.begin(), walked.end(), h) == 1, i >= first_walked)
+          << "schedule item " << i << " (head " << h << ")";
+      if (i == first_walked) previous = INT64_MAX;
       const int64_t t = dmask.row_end(h, r) - dmask.row_begin(h, r);
       ASSERT_LE(t, previous) << "schedule item " << i << " is longer than the one before";
       previous = t;
       items.insert(h * nb + r);
     }
+    if (!walked.empty()) expect_walk_gives_the_items_bytes(c, x, in, dpo);
     EXPECT_EQ(static_cast<int64_t>(items.size()), c.heads * nb) << "schedule items repeat";
     const auto slots = download(dev.ws, dpo.plan.pivot_slot, c.heads);
     for (int64_t h = 0, next = 0; h < c.heads; ++h) {

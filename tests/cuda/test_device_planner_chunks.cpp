@@ -232,15 +232,22 @@ void compare_chunks(const planner_case& c, int64_t chunk, bool carried = false,
         }
       }
 
-      // Schedule: the chunk's work items only, each once, longest first.
+      // Schedule: the chunk's work items only, each once, the walked (dense) heads' last, each
+      // part longest first.
       const int64_t items = c.heads * (nb - first_row);
       ASSERT_EQ(layer_plan_work_items(dpo.plan), items);
+      const std::vector<int32_t> walked = download_walk_heads(dpo.plan);
+      for (const int32_t h : walked) EXPECT_EQ(kinds[h], head_kind::dense) << "walked head " << h;
+      const int64_t first_walked = items - static_cast<int64_t>(walked.size()) * (nb - first_row);
       const auto schedule = download(ws, dpo.plan.schedule, 2 * items);
       int64_t previous = INT64_MAX;
       std::set<int64_t> seen;
       for (int64_t i = 0; i < items; ++i) {
         const int32_t h = schedule[2 * i], r = schedule[2 * i + 1];
         ASSERT_TRUE(h >= 0 && h < c.heads && r >= first_row && r < nb) << "item " << i;
+        ASSERT_EQ(std::count(walked.begin(), walked.end(), h) == 1, i >= first_walked)
+            << "schedule item " << i << " (head " << h << ")";
+        if (i == first_walked) previous = INT64_MAX;
         const int64_t t = dmask.row_end(h, r) - dmask.row_begin(h, r);
         ASSERT_LE(t, previous) << "schedule item " << i << " is longer than the one before";
         previous = t;

@@ -251,8 +251,9 @@ TEST(ModelOpsRmsNorm, MatchesFp64Reference) {
   const double eps = 1e-5;
   for (const dtype x_type : {dtype::f32, dtype::bf16})
     for (const int64_t rows : {1, 127, 129, 1000, 4224})
-      // 256 threads with 1, 4 and 4 values each; 1024 threads with 4 and 16 (the last ragged)
-      for (const int64_t dim : {64, 576, 1000, 2049, 16383})
+      // A warp per row with 1, 8 and 8 vectors a lane (the last ragged); a block per row of 256
+      // threads (1002: not whole 4-value vectors) and of 1024 threads (4 and 16 values each)
+      for (const int64_t dim : {64, 576, 1000, 1002, 2049, 16383})
         for (const bool gather : {false, true}) {
           if (dim > 2048 && rows > 129) continue;  // the wide rows: a few are enough
           SCOPED_TRACE(str("rms_norm(x=", dtype_name(x_type), ",rows=", rows, ",dim=", dim,
