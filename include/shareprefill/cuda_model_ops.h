@@ -147,19 +147,28 @@ void cuda_swiglu(uint16_t* out, int64_t out_stride, const uint16_t* gate, const 
 // Rotary embedding in place, adjacent pairs (x[2p], x[2p+1]) rotated by angle pos * inv_freq[p]
 // for p < pairs (the first 2 * pairs entries of each head vector), cos and sin multiplied by
 // attention_factor: the arithmetic of src/model/rope.cpp (angle and cos/sin in fp64, rounded to
-// fp32), applied to the bf16 values in fp32 and rounded back. Token i has position first_pos + i.
-// Pairs move as 32-bit words: head_dim and the token strides even, q and k 4-byte aligned.
+// fp32), applied to the bf16 values in fp32 and rounded back. Two steps: cuda_rope_angles
+// computes the scaled cos and sin of n positions once (fp64 sines of 128K-radian angles are the
+// costly part), then every layer's cuda_rope_apply rotates with them.
+//
+// cos_sin: [n, pairs, 2] fp32 (device) = (cos, sin) * attention_factor of (first_pos + i) *
+// inv_freq[p]; inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq), pairs at most
+// cuda_rope_max_pairs.
+constexpr int64_t cuda_rope_max_pairs = 128;
+void cuda_rope_angles(float* cos_sin, int64_t first_pos, int64_t n, const float* inv_freq,
+                      int64_t pairs, float attention_factor, void* stream);
+
+// Token i of q and k rotated by row i of cos_sin. Pairs move as 32-bit words: head_dim and the
+// token strides even, q and k 4-byte aligned.
 struct cuda_rope_params {
-  int64_t n = 0, head_dim = 0, first_pos = 0;
+  int64_t n = 0, head_dim = 0;
   uint16_t* q = nullptr;  // q: [n, heads, head_dim] bf16, token stride q_token_stride
   int64_t q_token_stride = 0, heads = 0;
   uint16_t* k = nullptr;  // k: [n, kv_heads, head_dim] bf16, token stride k_token_stride; may be null
   int64_t k_token_stride = 0, kv_heads = 0;
-  const float* inv_freq = nullptr;  // inv_freq: [pairs] fp32, HOST memory (rope_table::inv_freq)
-  int64_t pairs = 0;                // at most cuda_rope_max_pairs
-  float attention_factor = 1.0f;
+  const float* cos_sin = nullptr;  // cos_sin: [n, pairs, 2] fp32 (device, cuda_rope_angles)
+  int64_t pairs = 0;               // at most cuda_rope_max_pairs
 };
-constexpr int64_t cuda_rope_max_pairs = 128;
 void cuda_rope_apply(const cuda_rope_params& params, void* stream);
 
 // ---- Output head -----------------------------------------------------------------------------

@@ -54,33 +54,52 @@ __global__ void selection_kernel(plan_pointers p, plan_rules r) {
 // q_pool[r] . k_pool[c] / sqrt(D), the dot in fp32 in d order (as the host), the softmax in
 // fp64. The row's dots wait in big_keys (a logit is the fp64 product of its fp32 dot and the
 // scale, so keeping the dot keeps the logit), then its probabilities replace them: keys [h, tri].
-// grid (nb, H), 128 threads.
-__global__ void query_aware_scores_kernel(plan_pointers p) {
+// A thread forms two keys' dots at once (two independent add chains) from 16-byte loads of the
+// pooled rows (16-byte aligned: D floats each). grid (nb, H), 128 threads.
+constexpr int qa_scores_threads = 128;
+template <int D>
+__global__ void __launch_bounds__(qa_scores_threads) query_aware_scores_kernel(plan_pointers p) {
   __shared__ double scratch[32];
-  __shared__ float qr[256];
+  __shared__ float4 qr[D / 4];
   const plan_sizes& s = p.s;
-  const int64_t row = blockIdx.x, h = blockIdx.y, dim = s.dim;
+  const int64_t row = blockIdx.x, h = blockIdx.y;
   if (p.kinds[h] != kind_query_aware) return;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
-    qr[d] = p.q_pool[(row * s.heads + h) * dim + d];
+  const float4* q4 = reinterpret_cast<const float4*>(p.q_pool + (row * s.heads + h) * D);
+  for (int d = threadIdx.x; d < D / 4; d += qa_scores_threads) qr[d] = q4[d];
   __syncthreads();
-  const double scale = 1.0 / sqrt(static_cast<double>(dim));
+  const double scale = 1.0 / sqrt(static_cast<double>(D));
   const int64_t base = h * s.tri + tri_start(row), kvh = h / s.group;
   float* keys = p.big_keys + base;
+  const auto key_row = [&](int64_t c) {
+    return reinterpret_cast<const float4*>(p.k_pool + (c * s.kv_heads + kvh) * D);
+  };
+  const auto add = [](float dot, float q, float k) { return __fadd_rn(dot, __fmul_rn(q, k)); };
   double mx = -HUGE_VAL;
-  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x) {
-    const float* kc = p.k_pool + (c * s.kv_heads + kvh) * dim;
-    float dot = 0.0f;
-    for (int64_t d = 0; d < dim; ++d) dot = __fadd_rn(dot, __fmul_rn(qr[d], kc[d]));
-    keys[c] = dot;
-    mx = fmax(mx, static_cast<double>(dot) * scale);
+  for (int64_t c0 = threadIdx.x; c0 <= row; c0 += 2 * qa_scores_threads) {
+    const int64_t c1 = c0 + qa_scores_threads;
+    const bool second = c1 <= row;
+    const float4* k0 = key_row(c0);
+    const float4* k1 = key_row(second ? c1 : c0);
+    float dot0 = 0.0f, dot1 = 0.0f;
+#pragma unroll
+    for (int d = 0; d < D / 4; ++d) {
+      const float4 q = qr[d], a = k0[d], b = k1[d];
+      dot0 = add(add(add(add(dot0, q.x, a.x), q.y, a.y), q.z, a.z), q.w, a.w);
+      dot1 = add(add(add(add(dot1, q.x, b.x), q.y, b.y), q.z, b.z), q.w, b.w);
+    }
+    keys[c0] = dot0;
+    mx = fmax(mx, static_cast<double>(dot0) * scale);
+    if (second) {
+      keys[c1] = dot1;
+      mx = fmax(mx, static_cast<double>(dot1) * scale);
+    }
   }
   mx = block_reduce<true>(mx, scratch);
   double sum = 0.0;
-  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
+  for (int64_t c = threadIdx.x; c <= row; c += qa_scores_threads)
     sum += exp(static_cast<double>(keys[c]) * scale - mx);
   sum = block_reduce<false>(sum, scratch);
-  for (int64_t c = threadIdx.x; c <= row; c += blockDim.x)
+  for (int64_t c = threadIdx.x; c <= row; c += qa_scores_threads)
     keys[c] = static_cast<float>(exp(static_cast<double>(keys[c]) * scale - mx) / sum);
 }
 
@@ -235,7 +254,11 @@ void launch_tiles(const plan_pointers& p, const state_pointers& st, const qk_vie
     selection_kernel<<<heads, 256, 0, stream>>>(p, r);
     if (r.mode == mode_flexprefill || r.mode == mode_shareprefill) {
       launch_query_block_means(p, x, stream);
-      query_aware_scores_kernel<<<dim3(nb, heads), 128, 0, stream>>>(p);
+      const dim3 grid(nb, heads);
+      if (s.dim == 64)
+        query_aware_scores_kernel<64><<<grid, qa_scores_threads, 0, stream>>>(p);
+      else
+        query_aware_scores_kernel<128><<<grid, qa_scores_threads, 0, stream>>>(p);
       launch_query_aware_select(p, r, c, stream);
     }
     if (r.exact_last_row) {

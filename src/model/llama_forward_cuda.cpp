@@ -69,6 +69,9 @@ struct cuda_llama_session::impl {
   cuda_kv_cache cache;
   device_buffer x, normed, qkv, attn, gate_up, act, tokens, rows, decode_workspace, logits;
   device_buffer plan_workspace, plan_state, logprobs;  // grown on demand, then reused
+  // rope_angles: [capacity, pairs, 2] f32, the prefill positions' scaled cos and sin
+  // (cuda_rope_angles), computed at the start of each prefill for all its layers.
+  device_buffer rope_angles;
   std::unique_ptr<device_planner> dense_planner;       // built by the first dense prefill
   bool final_hidden = false;  // x holds the last prefill's final residual stream (no decode yet)
   // Decode: its stream, the per-step arguments (pinned host copy and device copy), its logits
@@ -100,6 +103,7 @@ struct cuda_llama_session::impl {
     act = rows_of(c.ffn_dim, 2);
     tokens = rows_of(1, sizeof(int32_t));
     rows = rows_of(1, sizeof(int64_t));
+    rope_angles = rows_of(c.rope_dim / 2, 2 * sizeof(float));
     decode_workspace = device_buffer(
         cuda_decode_workspace_bytes(capacity, c.n_heads, c.n_kv_heads, c.head_dim));
     decode_workspace.fill_bytes(0);  // the decode attention's counters start at zero
@@ -160,16 +164,14 @@ struct cuda_llama_session::impl {
       cuda_rope_params r;
       r.n = n;
       r.head_dim = D;
-      r.first_pos = pos;
       r.q = bf16(qkv);
       r.q_token_stride = qkv_width();
       r.heads = H;
       r.k = bf16(qkv, H * D);
       r.k_token_stride = qkv_width();
       r.kv_heads = Hkv;
-      r.inv_freq = rope.inv_freq.data();
       r.pairs = static_cast<int64_t>(rope.inv_freq.size());
-      r.attention_factor = rope.attention_factor;
+      r.cos_sin = f32(rope_angles) + pos * 2 * r.pairs;
       cuda_rope_apply(r, stream);
       // kv_cache
       cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(),
@@ -375,6 +377,8 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   if (rope.inv_freq != s.rope.inv_freq || rope.attention_factor != s.rope.attention_factor)
     s.graphs.clear();  // they hold the old table in their attention launches
   s.rope = std::move(rope);
+  cuda_rope_angles(s.f32(s.rope_angles), 0, n, s.rope.inv_freq.data(),
+                   static_cast<int64_t>(s.rope.inv_freq.size()), s.rope.attention_factor, nullptr);
   s.tokens.upload(tokens.data(), tokens.size() * sizeof(int32_t));
   cuda_embedding_gather(s.f32(s.x), s.bf16(s.w.token_embd), static_cast<const int32_t*>(s.tokens.data()),
                         n, c.dim, c.vocab_size, nullptr);
@@ -483,7 +487,7 @@ int64_t cuda_llama_session::device_bytes() const {
   const impl& s = *impl_;
   size_t total = s.cache.bytes() + s.plan_workspace.size() + s.plan_state.size() + s.logprobs.size();
   for (const device_buffer* b : {&s.x, &s.normed, &s.qkv, &s.attn, &s.gate_up, &s.act, &s.tokens,
-                                 &s.rows, &s.decode_workspace, &s.logits, &s.step_device,
+                                 &s.rows, &s.rope_angles, &s.decode_workspace, &s.logits, &s.step_device,
                                  &s.decode_logits})
     total += b->size();
   return static_cast<int64_t>(total);

@@ -44,6 +44,9 @@ void cuda_swiglu(uint16_t*, int64_t, const uint16_t*, const uint16_t*, int64_t, 
   fail("cuda_swiglu", "built without CUDA");
 }
 
+void cuda_rope_angles(float*, int64_t, int64_t, const float*, int64_t, float, void*) {
+  fail("cuda_rope_angles", "built without CUDA");
+}
 void cuda_rope_apply(const cuda_rope_params&, void*) { fail("cuda_rope_apply", "built without CUDA"); }
 
 void cuda_logits_of_rows(float*, uint16_t*, const float*, const int64_t*, int64_t, const float*,

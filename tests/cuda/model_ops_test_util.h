@@ -88,22 +88,25 @@ inline std::vector<float> random_bf16_values(int64_t n, uint64_t seed, float lo 
 inline bool within(double got, double ref, double tol) { return std::fabs(got - ref) <= tol; }
 
 // RoPE launch parameters over n token rows of `qk` (stride elements apart), each [heads, D] q
-// then [kv_heads, D] k, positions from first_pos.
-inline cuda_rope_params rope_launch(int64_t n, int64_t D, int64_t first_pos, uint16_t* qk, int64_t stride,
-                             int64_t heads, int64_t kv_heads, const rope_table& table) {
+// then [kv_heads, D] k, positions from first_pos: their cos and sin computed into `angles`
+// (cuda_rope_angles), which the launch reads.
+inline cuda_rope_params rope_launch(int64_t n, int64_t D, int64_t first_pos, uint16_t* qk,
+                                    int64_t stride, int64_t heads, int64_t kv_heads,
+                                    const rope_table& table, device_array<float>& angles) {
   cuda_rope_params p;
   p.n = n;
   p.head_dim = D;
-  p.first_pos = first_pos;
   p.q = qk;
   p.q_token_stride = stride;
   p.heads = heads;
   p.k = qk + heads * D;
   p.k_token_stride = stride;
   p.kv_heads = kv_heads;
-  p.inv_freq = table.inv_freq.data();
   p.pairs = static_cast<int64_t>(table.inv_freq.size());
-  p.attention_factor = table.attention_factor;
+  angles = poisoned<float>(static_cast<size_t>(n * p.pairs * 2));
+  cuda_rope_angles(angles.data(), first_pos, n, table.inv_freq.data(), p.pairs,
+                   table.attention_factor, nullptr);
+  p.cos_sin = angles.data();
   return p;
 }
 

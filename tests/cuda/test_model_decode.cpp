@@ -209,8 +209,10 @@ TEST(ModelOpsDecode, FusedNewTokenEqualsRopeAppendThenAttention) {
     std::vector<uint16_t> cache_v = to_bf16(random_bf16_values(capacity * row, seed + 2));
     // Three steps apart: RoPE on a copy of the row, the append on the host, plain attention.
     const device_array<uint16_t> rotated = upload(qkv);
+    device_array<float> angles;
     cuda_rope_apply(
-        rope_launch(1, D, c.len - 1, rotated.data(), width, c.heads, c.kv_heads, table), nullptr);
+        rope_launch(1, D, c.len - 1, rotated.data(), width, c.heads, c.kv_heads, table, angles),
+        nullptr);
     const std::vector<uint16_t> rotated_row = fetch(rotated, "rotated q | k");
     std::vector<uint16_t> expect_k = cache_k, expect_v = cache_v;
     for (int64_t e = 0; e < row; ++e) {

@@ -509,8 +509,9 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
     rope_apply(q.data(), c.n, c.heads, D, c.first_pos, table);
     rope_apply(k.data(), c.n, c.kv_heads, D, c.first_pos, table);
     const device_array<uint16_t> dfused = upload(to_bf16(fused));
+    device_array<float> angles;
     cuda_rope_apply(rope_launch(c.n, D, c.first_pos, dfused.data(), stride, c.heads, c.kv_heads,
-                                table),
+                                table, angles),
                     nullptr);
     const std::vector<uint16_t> got = fetch(dfused, "qkv");
     int64_t bad = 0;
@@ -639,6 +640,17 @@ TEST(ModelOpsArguments, RejectBadValuesWithTheirNames) {
   r.head_dim = 64;
   r.pairs = 33;
   EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("pairs=33"), std::string::npos);
+  r.pairs = 32;
+  r.q = fake;
+  r.heads = 1;
+  r.q_token_stride = 65;  // pairs move as 32-bit words
+  r.cos_sin = reinterpret_cast<const float*>(fake);
+  EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("q_token_stride=65"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              cuda_rope_angles(reinterpret_cast<float*>(fake), 0, 4, nullptr, 0, 1.0f, nullptr);
+            }).find("pairs=0"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { cuda_rms_norm(fake, fake, dtype::f16, nullptr, nullptr, 1, 8, 1e-5, nullptr); })
                 .find("input dtype f16"),
             std::string::npos);
