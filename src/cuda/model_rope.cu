@@ -3,8 +3,8 @@
 // of 128K tokens keep full angle precision), rounded to fp32 and scaled by the attention factor,
 // one thread each; a prefill computes them once for all its layers (the fp64 sine of a 128K-
 // radian angle costs more than a layer's whole rotation). rope_kernel: in place on bf16 q and k
-// rows, a thread per pair (two bf16 in one 32-bit load and store) with the pair's cos and sin
-// from the table. (A decode step's RoPE is fused into its attention launch:
+// rows, two bf16 of a pair in one 32-bit load and store, with the pair's cos and sin from the
+// table. (A decode step's RoPE is fused into its attention launch:
 // model_decode_attention.cu, with the same arithmetic from model_rope.cuh.)
 #include "model_common.cuh"
 #include "model_rope.cuh"
@@ -15,6 +15,7 @@ namespace cuda {
 namespace {
 
 constexpr int rope_threads = 256;
+constexpr int rope_tokens = 16;  // tokens per block of rope_kernel
 
 struct rope_angles_params {
   float* cos_sin;  // cos_sin: [n, pairs, 2]
@@ -42,24 +43,40 @@ struct rope_kernel_params {
   int heads, kv_heads, half_dim, pairs;
 };
 
-// One thread per (token, head, pair) of q, then of k.
+// A block rotates rope_tokens tokens: thread t takes the token's (head, pair) items t, t + 256,
+// ... (q's heads, then k's), finds each item's word once and walks the tokens with it (32-bit
+// index arithmetic once per item, not per token and word; all the tokens' loads first).
 __global__ void __launch_bounds__(rope_threads) rope_kernel(const rope_kernel_params p) {
   const int q_items = p.heads * p.pairs, k_items = p.k != nullptr ? p.kv_heads * p.pairs : 0;
-  const int per_token = q_items + k_items;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * rope_threads + threadIdx.x;
-  if (item >= p.n * per_token) return;
-  const int64_t token = item / per_token;
-  const int local = static_cast<int>(item % per_token);
-  const bool is_q = local < q_items;
-  const int head_pair = is_q ? local : local - q_items;
-  const int head = head_pair / p.pairs, pair = head_pair % p.pairs;
-  uint32_t* v = is_q ? p.q + token * p.q_token_stride + head * p.half_dim + pair
-                     : p.k + token * p.k_token_stride + head * p.half_dim + pair;
-  const float2 cs = p.cos_sin[token * p.pairs + pair];
-  const uint32_t bits = *v;
-  uint16_t a = static_cast<uint16_t>(bits & 0xffffu), b = static_cast<uint16_t>(bits >> 16);
-  rope_rotate_bits(a, b, cs.x, cs.y);
-  *v = static_cast<uint32_t>(a) | static_cast<uint32_t>(b) << 16;
+  const int64_t token0 = static_cast<int64_t>(blockIdx.x) * rope_tokens;
+  const int tokens = static_cast<int>(p.n - token0 < rope_tokens ? p.n - token0 : rope_tokens);
+  for (int item = threadIdx.x; item < q_items + k_items; item += rope_threads) {
+    const bool is_q = item < q_items;
+    const int head_pair = is_q ? item : item - q_items;
+    const int head = head_pair / p.pairs, pair = head_pair - head * p.pairs;
+    uint32_t* v = (is_q ? p.q + token0 * p.q_token_stride : p.k + token0 * p.k_token_stride) +
+                  head * p.half_dim + pair;
+    const int64_t stride = is_q ? p.q_token_stride : p.k_token_stride;
+    const float2* cs = p.cos_sin + token0 * p.pairs + pair;
+    // Unrolled so that every token's loads are in flight before the first rotation.
+    uint32_t bits[rope_tokens];
+    float2 c[rope_tokens];
+#pragma unroll
+    for (int t = 0; t < rope_tokens; ++t) {
+      if (t < tokens) {
+        bits[t] = v[t * stride];
+        c[t] = cs[t * p.pairs];
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < rope_tokens; ++t) {
+      if (t < tokens) {
+        uint16_t a = static_cast<uint16_t>(bits[t] & 0xffffu), b = static_cast<uint16_t>(bits[t] >> 16);
+        rope_rotate_bits(a, b, c[t].x, c[t].y);
+        v[t * stride] = static_cast<uint32_t>(a) | static_cast<uint32_t>(b) << 16;
+      }
+    }
+  }
 }
 
 void check_pairs(const char* fn, int64_t pairs) {
@@ -112,10 +129,8 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
             (a.k == nullptr || (a.k_token_stride % 2 == 0 && cuda::aligned_to(a.k, 4))),
         fn, "head_dim=", a.head_dim, " q_token_stride=", a.q_token_stride, " k_token_stride=",
         a.k_token_stride, ": the head dim and token strides must be even and q, k 4-byte aligned");
-  check(a.heads * a.pairs < (int64_t{1} << 24) && a.kv_heads * a.pairs < (int64_t{1} << 24) &&
-            a.n * (a.heads + a.kv_heads) * a.pairs < (int64_t{1} << 40),
-        fn, "n=", a.n, " heads=", a.heads, " kv_heads=", a.kv_heads, " pairs=", a.pairs,
-        " (too many)");
+  check((a.heads + a.kv_heads) * a.pairs < (int64_t{1} << 24), fn, "heads=", a.heads,
+        " kv_heads=", a.kv_heads, " pairs=", a.pairs, " (too many)");
   cuda::rope_kernel_params p{};
   p.q = reinterpret_cast<uint32_t*>(a.q);
   p.k = reinterpret_cast<uint32_t*>(a.k);
@@ -127,8 +142,7 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
   p.kv_heads = static_cast<int>(a.kv_heads);
   p.half_dim = static_cast<int>(a.head_dim / 2);
   p.pairs = static_cast<int>(a.pairs);
-  const int64_t items = a.n * (a.heads + (a.k != nullptr ? a.kv_heads : 0)) * a.pairs;
-  const int64_t blocks = (items + cuda::rope_threads - 1) / cuda::rope_threads;
+  const int64_t blocks = (a.n + cuda::rope_tokens - 1) / cuda::rope_tokens;
   cuda::rope_kernel<<<static_cast<unsigned>(blocks), cuda::rope_threads, 0,
                       cuda::as_stream(stream)>>>(p);
   cuda::check_launch(fn);

@@ -84,8 +84,10 @@ struct stats_smem {
   static constexpr int k_bytes = D / 64 * key_column_bytes;
   // Double buffer: chunk c + 1 loads while c is scored; 1024-byte aligned (swizzle atoms).
   alignas(1024) unsigned char k[2][k_bytes];
-  T q[stats_rows * ldq];                  // [128 rows, D] (rows past `rows` zero)
-  float p[stats_groups][16 * ldp];        // pass 2: group G's 16 x 64 probabilities
+  union {  // Q until every warp holds its fragments (chunk 0), then pass 2's p tiles
+    T q[stats_rows * ldq];                // [128 rows, D] (rows past `rows` zero)
+    float p[stats_groups][16 * ldp];      // pass 2: group G's 16 x 64 probabilities
+  };
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_groups][stats_chunk];
   float strips[stats_groups][strip_size];
@@ -241,7 +243,8 @@ __device__ __forceinline__ void combine_stats(float& m, float& l, float om, floa
 }
 
 template <class T, int D, int pass>
-__global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stats_args a) {
+__global__ void __launch_bounds__(stats_threads, stats_blocks_per_sm(D))
+    last_block_stats_kernel(stats_args a) {
   using S = stats_smem<T, D>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // The K buffers' swizzle atoms need 1024-byte alignment: the launch adds that much slack.
@@ -313,6 +316,7 @@ __global__ void __launch_bounds__(stats_threads, 2) last_block_stats_kernel(stat
           ldmatrix_x4(q_frag[m][kq],
                       sm.q + (first_row + (lane & 15)) * S::ldq + kq * 16 + (lane >> 4) * 8);
       }
+      __syncthreads();  // every warp read Q before pass 2 writes p over it
     }
     if (c + 1 < chunks)
       load_keys_async<T, D>(sm.k[(c + 1) & 1], k_head, a.x.k_token_stride, j0 + stats_chunk, n);
@@ -489,6 +493,9 @@ __global__ void rank_kernel(plan_pointers p) {
 template <class T, int D>
 void launch_passes(const stats_args& a, cudaStream_t stream) {
   const size_t smem = sizeof(stats_smem<T, D>) + 1024;  // + alignment slack
+  // stats_blocks_per_sm(D) blocks in an SM's 228 KB, each with the 1 KB the system reserves.
+  static_assert((sizeof(stats_smem<T, D>) + 2048) * stats_blocks_per_sm(D) <= 228 * 1024,
+                "the statistics' blocks per SM (plan_layout.h) do not fit in shared memory");
   const dim3 grid(static_cast<unsigned>(a.s.splits), static_cast<unsigned>(a.s.heads));
   const char* fn = "device_planner::plan";
   check_cuda(cudaFuncSetAttribute(last_block_stats_kernel<T, D, 1>,
