@@ -2,10 +2,10 @@
 // (rms_norm_warp_kernel). Wider rows: one block per output row sums the squares of its input row
 // in fp32 (per-thread partial sums, then warp and block reductions). Both scale by
 // 1 / sqrt(mean + eps) and the weight, as llama_forward's CPU rms_norm does (which sums in fp64:
-// the difference is fp32 rounding of a sum of `dim` positive terms, ~1e-7 relative). Each thread
-// keeps its `items` values and weights in registers (loaded once; the weights before the row
-// index, which they do not depend on) and every warp finishes the block sum itself, so a row
-// costs one barrier and no second read of x (a decode step runs 61 of these on one row each).
+// the difference is fp32 rounding of a sum of `dim` positive terms, ~1e-7 relative). In both a
+// thread keeps its values and weights in registers (loaded once; the weights before the row
+// index, which they do not depend on), so x is read once; in the block kernel every warp
+// finishes the block sum itself, so a row costs one barrier.
 #include "model_common.cuh"
 #include "shareprefill/cuda_model_ops.h"
 

@@ -95,7 +95,7 @@ void cuda_rope_angles(float* cos_sin, int64_t first_pos, int64_t n, const float*
   if (n == 0) return;
   check(cos_sin != nullptr && inv_freq != nullptr && cuda::aligned_to(cos_sin, 8), fn,
         "cos_sin (8-byte aligned device memory) and inv_freq must be set");
-  check(n * pairs < (int64_t{1} << 40), fn, "n=", n, " pairs=", pairs, " (too many)");
+  check(n * pairs < (int64_t{1} << 38), fn, "n=", n, " pairs=", pairs, " (too many for the grid)");
   cuda::rope_angles_params p{};
   p.cos_sin = cos_sin;
   p.first_pos = first_pos;

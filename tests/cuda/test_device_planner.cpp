@@ -13,6 +13,9 @@
 // one block for the same reason (a cover count at gamma within rounding).
 // Per-head gammas (a format-3 map's head_gammas): the budgets are compared with the cover count
 // at each head's own gamma; the rest as above (the host planner applies them).
+// Walked dense heads (layer_plan_view::walk_heads): the ones the map makes dense and never a
+// pivot, their work items last in the schedule, and the layer's attention with them on the
+// causal walk the same bytes as on the plan's items.
 // Also: bad shapes, a too-small workspace and NaN in k give clear errors, and a plan captured in
 // a CUDA graph and replayed equals a direct one. Skips without a GPU.
 #include <cuda_runtime.h>
