@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # GPU machine: per-kernel durations (Nsight Compute, one metric, clocks left alone) of
 #   decode  one decode step after a 2K prefill (random weights of SmolLM2's shape), and
-#   plan    one shareprefill layer at 32K, 32/8/128, on the structured generator.
+#   plan    one shareprefill layer at 32K, 32/8/128, on the structured generator, and
+#   prefill one shareprefill prefill of the real model (MODEL, the joined GGUF; TEXT, default
+#           .whl/emma.txt) at PREFILL_N tokens (default 131072): the timed prefill's kernels,
+#           after bench prefill's warm-up (docs/PERF.md, "The rest of the layer at 128K").
 # Kernels run serialised under ncu: the durations are what each kernel costs alone, without the
 # gaps between launches; compare their sum with the step's time to see the launch overhead.
 # Usage (builds the CLI from .whl/src.tar first when this machine has no build):
-#   scripts/gpu-profile.sh [decode] [plan]
+#   scripts/gpu-profile.sh [decode] [plan] [prefill]
 # Prints one table per target: kernel name (shortened), calls, total us, mean us.
 set -uo pipefail
 OUT=${OUT:-/tmp/sp-gpu-out}
@@ -20,9 +23,9 @@ fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu"; exit 1; }
 
-# table CSV [step]: per-kernel sums; with `step`, over one decode step only (the kernels from
-# the first decode-attention launch, less the norm and QKV GEMM before it, up to the same point
-# of the next step).
+# table CSV [step|prefill]: per-kernel sums; with `step`, over one decode step only (the kernels
+# from the first decode-attention launch, less the norm and QKV GEMM before it, up to the same
+# point of the next step); with `prefill`, over the second prefill (from its RoPE table on).
 table() {
   python3 - "$1" "${2:-}" <<'PY'
 import csv, re, sys, collections
@@ -35,6 +38,11 @@ if sys.argv[2] == "step":
     if len(att) < 31:
         sys.exit(f"only {len(att)} decode attention launches profiled")
     rows = rows[att[0] - 2:att[30] - 2]
+if sys.argv[2] == "prefill":
+    starts = [i for i, r in enumerate(rows) if "rope_angles_kernel" in r[name_i]]
+    if len(starts) < 2:
+        sys.exit(f"{len(starts)} prefills profiled, expected the warm-up and the timed one")
+    rows = rows[starts[1]:]
 agg = collections.OrderedDict()
 for r in rows:
     # The function's own name: the identifier before its template arguments and parameter list
@@ -73,6 +81,17 @@ for what in "${@:-decode plan}"; do
           --dim 128 --layers 2 --repeats 1 --modes shareprefill >"$OUT/ncu-plan.csv" 2>"$OUT/ncu-plan.err"
         echo "== one shareprefill layer pair at 32K, 32/8/128"
         table "$OUT/ncu-plan.csv" 0 | head -45
+        ;;
+      prefill)
+        MODEL=${MODEL:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf} TEXT=${TEXT:-$PWD/.whl/emma.txt}
+        [ -f "$MODEL" ] && [ -f "$TEXT" ] ||
+          { echo "prefill: MODEL ($MODEL) or TEXT ($TEXT) missing (scripts/gpu-join-model.sh)"; continue; }
+        timeout 420 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
+          "$BIN/shareprefill" bench prefill --device cuda --model "$MODEL" --text "$TEXT" \
+          --lengths "${PREFILL_N:-131072}" --repeats 1 --decode 0 --modes shareprefill \
+          >"$OUT/ncu-prefill.csv" 2>"$OUT/ncu-prefill.err"
+        echo "== one shareprefill prefill of ${PREFILL_N:-131072} tokens (kernels alone, serialised by ncu)"
+        table "$OUT/ncu-prefill.csv" prefill | head -45
         ;;
     esac
   done
