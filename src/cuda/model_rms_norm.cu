@@ -188,6 +188,16 @@ void launch_rms_norm(unsigned blocks, int64_t dim, cudaStream_t s, bool programm
   }
 }
 
+// Rows of up to 2048 aligned values: one warp each; wider or unaligned rows: one block each.
+template <class T>
+void launch_rms_norm_rows(int64_t count, int64_t dim, cudaStream_t s, bool programmatic,
+                          uint16_t* y, const void* x, const float* weight, const int64_t* rows,
+                          float eps) {
+  if (!launch_rms_norm_warps<T>(count, dim, s, programmatic, y, x, weight, rows, eps))
+    launch_rms_norm<T>(static_cast<unsigned>(count), dim, s, programmatic, y, x, weight, rows,
+                       eps);
+}
+
 }  // namespace
 }  // namespace cuda
 
@@ -204,19 +214,12 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   check(count <= 0x7fffffff, fn, "count=", count, " exceeds the grid limit");
   check(y != nullptr && x != nullptr && weight != nullptr, fn, "null pointer");
   const cudaStream_t s = cuda::as_stream(stream);
-  const unsigned blocks = static_cast<unsigned>(count);
   const auto e = static_cast<float>(eps);
-  // Rows of up to 2048 aligned values: one warp each; wider or unaligned rows: one block each.
-  const bool warps =
-      x_type == dtype::f32
-          ? cuda::launch_rms_norm_warps<float>(count, dim, s, programmatic_launch, y, x, weight,
-                                               rows, e)
-          : cuda::launch_rms_norm_warps<uint16_t>(count, dim, s, programmatic_launch, y, x,
-                                                  weight, rows, e);
-  if (!warps && x_type == dtype::f32)
-    cuda::launch_rms_norm<float>(blocks, dim, s, programmatic_launch, y, x, weight, rows, e);
-  else if (!warps)
-    cuda::launch_rms_norm<uint16_t>(blocks, dim, s, programmatic_launch, y, x, weight, rows, e);
+  if (x_type == dtype::f32)
+    cuda::launch_rms_norm_rows<float>(count, dim, s, programmatic_launch, y, x, weight, rows, e);
+  else
+    cuda::launch_rms_norm_rows<uint16_t>(count, dim, s, programmatic_launch, y, x, weight, rows,
+                                         e);
   cuda::check_launch(fn);
 }
 

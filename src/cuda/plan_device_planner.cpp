@@ -41,9 +41,9 @@ struct device_planner::impl {
   device_buffer slot_of_device, eligible_device, dense_head_device;  // [layers * heads] each
   device_buffer head_gamma_device;  // [layers * heads] double: gamma, or the head's own
   // Heads dense in every plan of their layer and never a pivot, which the kernel may walk
-  // (layer_plan_view::walk_heads): walk_head_device [layers * heads] flags, walk_list_device
-  // [layers * heads] each layer's ascending heads from its start, walk_count [layers].
-  device_buffer walk_head_device, walk_list_device;
+  // (layer_plan_view::walk_heads): walk_list_device [layers * heads] each layer's ascending
+  // heads from its start, walk_count [layers].
+  device_buffer walk_list_device;
   std::vector<int64_t> walk_count;
 };
 
@@ -159,7 +159,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
   m.head_gamma_device.upload(gamma_of.data(), m.head_gamma_device.size());
   // Dense heads (a dense head or any head of a dense layer in shareprefill mode; other modes
   // plan dense layers whole) that can never be a pivot: no cluster eligibility in this mode.
-  std::vector<uint8_t> walk_head(static_cast<size_t>(layers * heads), 0);
   std::vector<int32_t> walk_list(static_cast<size_t>(layers * heads), 0);
   m.walk_count.assign(static_cast<size_t>(layers), 0);
   for (int64_t l = 0; l < layers; ++l)
@@ -168,12 +167,9 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
       const bool dense = m.dense_layer[static_cast<size_t>(l)] != 0 || dense_head[at] != 0;
       const bool maybe_pivot = params.mode == plan_mode::shareprefill && eligible[at] != 0;
       if (params.mode == plan_mode::dense || !dense || maybe_pivot) continue;
-      walk_head[at] = 1;
       walk_list[static_cast<size_t>(l * heads + m.walk_count[static_cast<size_t>(l)]++)] =
           static_cast<int32_t>(h);
     }
-  m.walk_head_device = device_buffer(walk_head.size());
-  m.walk_head_device.upload(walk_head.data(), walk_head.size());
   m.walk_list_device = device_buffer(walk_list.size() * sizeof(int32_t));
   m.walk_list_device.upload(walk_list.data(), m.walk_list_device.size());
   int device = 0, sms = 0;
@@ -335,7 +331,13 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
   r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
-  if (!all_dense) r.walked = static_cast<const uint8_t*>(m.walk_head_device.data());
+  // The layer's walked heads (none in an all-dense plan: the kernel walks it whole).
+  const int64_t walk_count = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
+  const int32_t* walk_heads =
+      walk_count > 0 ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
+                     : nullptr;
+  r.walk_heads = walk_heads;
+  r.walk_head_count = static_cast<int32_t>(walk_count);
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;
@@ -379,10 +381,8 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   out.plan = p.plan;
   out.plan.query_offset = query_offset;
   out.plan.full_causal = all_dense;  // all-dense plans have no pivot head
-  if (!all_dense && m.walk_count[static_cast<size_t>(layer)] > 0) {
-    out.plan.walk_head_count = m.walk_count[static_cast<size_t>(layer)];
-    out.plan.walk_heads = static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads;
-  }
+  out.plan.walk_head_count = walk_count;
+  out.plan.walk_heads = walk_heads;
   out.scratch = p.scratch;
   if (sizes.max_pivots > 0) {
     out.block_attention = tensor_view::contiguous(p.block_attention, dtype::f32,

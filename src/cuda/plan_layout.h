@@ -230,9 +230,10 @@ struct plan_rules {
   const int32_t* slot_of = nullptr;     // [layers * H] shared cluster slot or -1 (device)
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
   const uint8_t* dense_head = nullptr;  // [layers * H] planned dense unless a pivot (device)
-  // [layers * H] dense and never a pivot, so the kernel may walk it (layer_plan_view::
-  // walk_heads): its work items sort after the others' (device).
-  const uint8_t* walked = nullptr;
+  // walk_heads: [walk_head_count] the planned layer's heads that are dense and never a pivot,
+  // ascending (device; layer_plan_view::walk_heads): their work items sort after the others'.
+  const int32_t* walk_heads = nullptr;
+  int32_t walk_head_count = 0;
   // Chunked prefill: query blocks before this one are not the chunk's (no work items).
   int32_t first_query_block = 0;
 };

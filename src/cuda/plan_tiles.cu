@@ -173,7 +173,8 @@ __global__ void rows_kernel(plan_pointers p, state_pointers st, plan_rules r) {
     // A chunk's rows only: the rows before it sort last (key 0; every causal row has a tile,
     // its diagonal) and fall outside the chunk's heads * (nb - first_query_block) work items;
     // before them the walked heads' rows (keys 1 .. nb), first everyone else's (nb + 1 on).
-    const bool walked = r.walked != nullptr && r.walked[r.layer * s.heads + h] != 0;
+    bool walked = false;
+    for (int32_t i = 0; i < r.walk_head_count; ++i) walked |= r.walk_heads[i] == h;
     p.sched_keys[h * nb + row] =
         row < r.first_query_block ? 0 : static_cast<int32_t>(count + (walked ? 0 : nb));
     p.sched_vals[h * nb + row] = static_cast<int32_t>(h * nb + row);
