@@ -194,8 +194,7 @@ void launch_rms_norm_rows(int64_t count, int64_t dim, cudaStream_t s, bool progr
                           uint16_t* y, const void* x, const float* weight, const int64_t* rows,
                           float eps) {
   if (!launch_rms_norm_warps<T>(count, dim, s, programmatic, y, x, weight, rows, eps))
-    launch_rms_norm<T>(static_cast<unsigned>(count), dim, s, programmatic, y, x, weight, rows,
-                       eps);
+    launch_rms_norm<T>(static_cast<unsigned>(count), dim, s, programmatic, y, x, weight, rows, eps);
 }
 
 }  // namespace
@@ -218,8 +217,7 @@ void cuda_rms_norm(uint16_t* y, const void* x, dtype x_type, const float* weight
   if (x_type == dtype::f32)
     cuda::launch_rms_norm_rows<float>(count, dim, s, programmatic_launch, y, x, weight, rows, e);
   else
-    cuda::launch_rms_norm_rows<uint16_t>(count, dim, s, programmatic_launch, y, x, weight, rows,
-                                         e);
+    cuda::launch_rms_norm_rows<uint16_t>(count, dim, s, programmatic_launch, y, x, weight, rows, e);
   cuda::check_launch(fn);
 }
 
