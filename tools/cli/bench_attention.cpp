@@ -23,6 +23,22 @@ void setup_bench_layer(CLI::App& bench);  // bench_layer.cpp
 void setup_bench_prefill(CLI::App& bench);  // bench_prefill.cpp
 void setup_bench_chunk_plan(CLI::App& bench);  // bench_chunk_plan.cpp
 
+nlohmann::json attention_row(const char* device, const attention_bench_options& o,
+                             double density, const block_mask& mask, double dense_ms,
+                             double sparse_ms, double rel_err) {
+  return {{"device", device},
+          {"n", o.n},
+          {"heads", o.heads},
+          {"kv_heads", o.kv_heads},
+          {"dim", o.dim},
+          {"density", density},
+          {"measured_density", mask.density()},
+          {"dense_ms", dense_ms},
+          {"sparse_ms", sparse_ms},
+          {"speedup", dense_ms / sparse_ms},
+          {"rel_err", rel_err}};
+}
+
 block_mask random_block_mask(int64_t n, int64_t block_size, int64_t heads, double density,
                              uint64_t seed) {
   check(density > 0.0 && density <= 1.0, "random_block_mask", "density must be in (0, 1], got ",
@@ -143,22 +159,13 @@ void run_cpu(const attention_bench_options& o) {
     const double sparse_ms =
         min_time_ms(o.repeats, [&] { attention_block_sparse(ov, {}, nullptr, qv, kv, vv, mask, pool); });
     const double rel_err = sampled_rel_err(o, qv, kv, vv, mask, out);
-    json.write({{"device", "cpu"},
-                {"n", o.n},
-                {"heads", o.heads},
-                {"kv_heads", o.kv_heads},
-                {"dim", o.dim},
-                {"density", density},
-                {"measured_density", mask.density()},
-                {"threads", pool.size()},
-                {"dense_ms", dense_ms},
-                {"sparse_ms", sparse_ms},
-                {"speedup", dense_ms / sparse_ms},
-                {"rel_err", rel_err},
+    nlohmann::json row = attention_row("cpu", o, density, mask, dense_ms, sparse_ms, rel_err);
+    row.update({{"threads", pool.size()},
                 {"gflops_dense", gflops_dense},
                 {"sgemm_gflops", sgemm_gflops},
                 {"efficiency", gflops_dense / sgemm_gflops},
                 {"blas", tile_math::have_blas()}});
+    json.write(row);
     std::fprintf(report, "%8.3f %10.3f %10.1f %10.1f %8.2f %10.2e\n", density, mask.density(),
                  dense_ms, sparse_ms, dense_ms / sparse_ms, rel_err);
     std::fflush(report);

@@ -56,6 +56,12 @@ std::vector<T> tiled_random_values(int64_t n, int64_t heads, int64_t dim, uint64
   return values;
 }
 
+// The fields every density row of `bench attention` has, on either device: the shape, the
+// asked and measured density, both times, the speedup and the error against the reference.
+nlohmann::json attention_row(const char* device, const attention_bench_options& o,
+                             double density, const block_mask& mask, double dense_ms,
+                             double sparse_ms, double rel_err);
+
 void run_attention_bench_cuda(const attention_bench_options& options);
 // --seqlens / --chunk / --split on the CPU (cuda false) or the GPU.
 void run_attention_serving_bench(const attention_bench_options& options, bool cuda);

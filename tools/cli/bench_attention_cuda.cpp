@@ -146,23 +146,13 @@ void run_attention_bench_cuda(const attention_bench_options& o) {
     const double rel_err = std::sqrt(err2 / std::max(ref2, 1e-300));
     const double tf_eff = causal_flops / sparse_ms * 1e-9;
     const double tf_comp = tile_flops * static_cast<double>(mask.total_tiles()) / sparse_ms * 1e-9;
-    nlohmann::json row = {{"device", "cuda"},
-                          {"path", path},
-                          {"n", o.n},
-                          {"heads", o.heads},
-                          {"kv_heads", o.kv_heads},
-                          {"dim", o.dim},
-                          {"density", density},
-                          {"measured_density", mask.density()},
-                          {"dense_ms", dense_ms},
-                          {"sparse_ms", sparse_ms},
-                          {"speedup", dense_ms / sparse_ms},
-                          {"rel_err", rel_err},
-                          {"gflops_dense", causal_flops / dense_ms * 1e-6},
-                          {"tflops_effective", tf_eff},
-                          {"tflops_computed", tf_comp},
-                          {"pivot_all_heads_ms", pivot_ms},
-                          {"pivot_overhead", pivot_ms / dense_ms}};
+    nlohmann::json row = attention_row("cuda", o, density, mask, dense_ms, sparse_ms, rel_err);
+    row.update({{"path", path},
+                {"gflops_dense", causal_flops / dense_ms * 1e-6},
+                {"tflops_effective", tf_eff},
+                {"tflops_computed", tf_comp},
+                {"pivot_all_heads_ms", pivot_ms},
+                {"pivot_overhead", pivot_ms / dense_ms}});
     if (causal_walk) row["dense_plan_items_ms"] = plan_items_ms;
     json.write(row);
     std::fprintf(report, "%8.3f %9.4f %10.3f %10.3f %8.2f %9.1f %9.1f %10.2e\n", density,
