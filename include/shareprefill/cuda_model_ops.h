@@ -158,8 +158,14 @@ constexpr int64_t cuda_rope_max_pairs = 128;
 void cuda_rope_angles(float* cos_sin, int64_t first_pos, int64_t n, const float* inv_freq,
                       int64_t pairs, float attention_factor, void* stream);
 
-// Token i of q and k rotated by row i of cos_sin. Pairs move as 32-bit words: head_dim and the
-// token strides even, q and k 4-byte aligned.
+// Token i of q and k rotated by row i of cos_sin. Pairs move as 32-bit words (two pairs at once
+// where every stride and pointer allows 8 bytes): head_dim and the token strides even, the
+// pointers 4-byte aligned.
+//
+// With kv_out set (a prefill's KV append in the same launch): q is rotated in place, k is read
+// and its rotated rows (the dims past 2 * pairs copied as they are) are written to k_out, and v's
+// rows are copied to v_out; k and v are left as they were. k_out, v_out: [n, kv_heads, head_dim]
+// bf16 with token stride kv_out_token_stride (a cuda_kv_cache layer at the tokens' positions).
 struct cuda_rope_params {
   int64_t n = 0, head_dim = 0;
   uint16_t* q = nullptr;  // q: [n, heads, head_dim] bf16, token stride q_token_stride
@@ -168,6 +174,13 @@ struct cuda_rope_params {
   int64_t k_token_stride = 0, kv_heads = 0;
   const float* cos_sin = nullptr;  // cos_sin: [n, pairs, 2] fp32 (device, cuda_rope_angles)
   int64_t pairs = 0;               // at most cuda_rope_max_pairs
+  // The KV append (all three set, with k, or none): v: [n, kv_heads, head_dim], token stride
+  // v_token_stride; k_out, v_out as above.
+  const uint16_t* v = nullptr;
+  int64_t v_token_stride = 0;
+  uint16_t* k_out = nullptr;
+  uint16_t* v_out = nullptr;
+  int64_t kv_out_token_stride = 0;
 };
 void cuda_rope_apply(const cuda_rope_params& params, void* stream);
 
@@ -185,6 +198,8 @@ void cuda_logits_of_rows(float* logits, uint16_t* normed, const float* x, const 
 
 // K and V of every layer in bf16 on the device: [layers, capacity, kv_heads, head_dim] each,
 // allocated once. Layer l's K (V) for token t, head h starts at k(l) + (t * kv_heads + h) * D.
+// A prefill writes its tokens' rows through cuda_rope_apply's KV append, a decode step through
+// its attention launch (cuda_decode_params::new_token).
 class cuda_kv_cache {
  public:
   cuda_kv_cache(int64_t layers, int64_t capacity, int64_t kv_heads, int64_t head_dim);
@@ -200,11 +215,6 @@ class cuda_kv_cache {
   size_t bytes() const;               // device memory held, K and V
   uint16_t* k(int64_t layer) const;   // [capacity, kv_heads, head_dim]
   uint16_t* v(int64_t layer) const;
-
-  // Copies n tokens into positions [pos, pos + n) of `layer`.
-  // k, v: [n, kv_heads, head_dim] bf16 at token strides k_token_stride, v_token_stride.
-  void append(int64_t layer, int64_t pos, const uint16_t* k, int64_t k_token_stride,
-              const uint16_t* v, int64_t v_token_stride, int64_t n, void* stream);
 
  private:
   int64_t layers_ = 0, capacity_ = 0, kv_heads_ = 0, head_dim_ = 0;

@@ -160,7 +160,7 @@ struct cuda_llama_session::impl {
     gemm.linear(qkv.data(), dtype::bf16, bf16(normed), bf16(L.wqkv), n, qkv_width(), dim, false,
                 stream);
     if (!decode_step) {
-      // q_rope, k_rope
+      // q_rope, k_rope, kv_cache: q rotated in place, the rotated k and the v into the cache
       cuda_rope_params r;
       r.n = n;
       r.head_dim = D;
@@ -172,10 +172,14 @@ struct cuda_llama_session::impl {
       r.kv_heads = Hkv;
       r.pairs = static_cast<int64_t>(rope.inv_freq.size());
       r.cos_sin = f32(rope_angles) + pos * 2 * r.pairs;
+      r.v = bf16(qkv, (H + Hkv) * D);
+      r.v_token_stride = qkv_width();
+      r.k_out = cache.k(l) + pos * cache.token_stride();
+      r.v_out = cache.v(l) + pos * cache.token_stride();
+      r.kv_out_token_stride = cache.token_stride();
+      check(pos + n <= cache.capacity(), "cuda_llama_session", "tokens [", pos, ", ", pos + n,
+            ") exceed the KV cache's ", cache.capacity(), " tokens");
       cuda_rope_apply(r, stream);
-      // kv_cache
-      cache.append(l, pos, bf16(qkv, H * D), qkv_width(), bf16(qkv, (H + Hkv) * D), qkv_width(),
-                   n, stream);
     }
     // attn_out
     attention(l, pos, n);

@@ -539,45 +539,87 @@ TEST(ModelOpsRope, MatchesTheCpuRope) {
   }
 }
 
-// ---- KV cache (the decode attention: test_model_decode.cpp) -----------------------------------
-
-TEST(ModelOpsKvCache, AppendsAtOffsetsExactly) {
+// RoPE with the KV append (a prefill's): q rotated in place, k's rotated rows and v's rows
+// written to cache rows [pos, pos + n) of one layer, the sources left as they were, the other
+// rows and layers untouched. Against the in-place RoPE (tested against the CPU above): equal bits.
+// Strides that are multiples of 4 take the two-pairs-a-word path, the padded ones one pair.
+TEST(ModelOpsRope, AppendWritesTheCacheRowsExactly) {
   SP_SKIP_WITHOUT_DEVICE();
-  const int64_t layers = 3, capacity = 4300, hkv = 3, D = 64, row = hkv * D;
-  cuda_kv_cache cache(layers, capacity, hkv, D);
-  EXPECT_EQ(cache.bytes(), size_t(2 * layers * capacity * row * 2));
-  const device_array<uint16_t> zeros =
-      upload(std::vector<uint16_t>(static_cast<size_t>(capacity * row), 0));
-  for (int64_t l = 0; l < layers; ++l)
-    cache.append(l, 0, zeros.data(), row, zeros.data(), row, capacity, nullptr);
-  // Appends to the middle layer from the K and V columns of a padded fused projection output.
-  const int64_t src_stride = 2 * row + 8;
-  std::vector<uint16_t> expect_k(static_cast<size_t>(capacity * row), 0), expect_v = expect_k;
-  std::vector<device_array<uint16_t>> sources;
-  int64_t pos = 0;
-  for (const int64_t n : {1, 127, 129, 4000}) {
-    const std::vector<uint16_t> src = to_bf16(random_values(n * src_stride, static_cast<uint64_t>(n)));
-    sources.push_back(upload(src));
-    cache.append(1, pos, sources.back().data(), src_stride, sources.back().data() + row, src_stride,
-                 n, nullptr);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t e = 0; e < row; ++e) {
-        expect_k[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * src_stride + e)];
-        expect_v[static_cast<size_t>((pos + i) * row + e)] = src[static_cast<size_t>(i * src_stride + row + e)];
+  struct append_case {
+    int64_t n, pos, heads, kv_heads, head_dim, rope_dim, pad;
+  };
+  const std::vector<append_case> cases = {
+      {1, 0, 9, 3, 64, 64, 0},       {127, 5, 9, 3, 64, 64, 0},   {129, 300, 9, 3, 64, 64, 2},
+      {4000, 0, 9, 3, 64, 64, 0},    {1000, 17, 32, 8, 128, 128, 0},
+      {127, 3, 12, 4, 128, 64, 0},   // partial rotary: the unrotated dims copied as they are
+      {333, 1, 12, 4, 128, 62, 2},   // odd pairs (31) and one pair a word
+  };
+  const rope_table base = rope_make_table(64, 100000.0, "yarn", 4.0, 8192);
+  for (const append_case& c : cases) {
+    SCOPED_TRACE(str("rope_append(n=", c.n, ",pos=", c.pos, ",h=", c.heads, ",hkv=", c.kv_heads,
+                     ",d=", c.head_dim, ",rope_dim=", c.rope_dim, ",pad=", c.pad, ")"));
+    const rope_table table = rope_make_table(c.rope_dim, 100000.0, "yarn", 4.0, 8192);
+    const int64_t D = c.head_dim, row = c.kv_heads * D, layers = 2, capacity = c.pos + c.n + 3;
+    const int64_t stride = (c.heads + 2 * c.kv_heads) * D + c.pad;
+    const std::vector<uint16_t> fused = to_bf16(random_bf16_values(c.n * stride, static_cast<uint64_t>(c.n + c.pos), -2.0f, 2.0f));
+    // In place: the reference q and k.
+    const device_array<uint16_t> in_place = upload(fused);
+    device_array<float> angles;
+    cuda_rope_apply(rope_launch(c.n, D, c.pos, in_place.data(), stride, c.heads, c.kv_heads, table, angles), nullptr);
+    const std::vector<uint16_t> expect = fetch(in_place, "in-place RoPE");
+    // With the append, into layer 1 of a cache whose every element starts as 0x7fc1 (a NaN).
+    cuda_kv_cache cache(layers, capacity, c.kv_heads, D);
+    const std::vector<uint16_t> sentinel(static_cast<size_t>(capacity * row), 0x7fc1);
+    for (int64_t l = 0; l < layers; ++l) {
+      ASSERT_EQ(cudaMemcpy(cache.k(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(cache.v(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    const device_array<uint16_t> appended = upload(fused);
+    cuda_rope_params r = rope_launch(c.n, D, c.pos, appended.data(), stride, c.heads, c.kv_heads, table, angles);
+    r.v = appended.data() + (c.heads + c.kv_heads) * D;
+    r.v_token_stride = stride;
+    r.k_out = cache.k(1) + c.pos * row;
+    r.v_out = cache.v(1) + c.pos * row;
+    r.kv_out_token_stride = row;
+    cuda_rope_apply(r, nullptr);
+    const std::vector<uint16_t> got = fetch(appended, "q | k | v after the append");
+    int64_t bad_q = 0, bad_sources = 0;
+    for (int64_t i = 0; i < c.n; ++i)
+      for (int64_t col = 0; col < stride; ++col) {
+        const size_t at = static_cast<size_t>(i * stride + col);
+        if (col < c.heads * D) bad_q += got[at] != expect[at];
+        else bad_sources += got[at] != fused[at];
       }
-    pos += n;
+    EXPECT_EQ(bad_q, 0) << "q rotated in place as without the append";
+    EXPECT_EQ(bad_sources, 0) << "k and v left as they were";
+    for (int64_t l = 0; l < layers; ++l) {
+      std::vector<uint16_t> k(sentinel.size()), v(sentinel.size());
+      ASSERT_EQ(cudaMemcpy(k.data(), cache.k(l), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(v.data(), cache.v(l), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      std::vector<uint16_t> expect_k = sentinel, expect_v = sentinel;
+      if (l == 1)
+        for (int64_t i = 0; i < c.n; ++i)
+          for (int64_t e = 0; e < row; ++e) {
+            const size_t to = static_cast<size_t>((c.pos + i) * row + e);
+            expect_k[to] = expect[static_cast<size_t>(i * stride + c.heads * D + e)];
+            expect_v[to] = fused[static_cast<size_t>(i * stride + (c.heads + c.kv_heads) * D + e)];
+          }
+      EXPECT_TRUE(k == expect_k) << "K of layer " << l;
+      EXPECT_TRUE(v == expect_v) << "V of layer " << l;
+    }
   }
-  cuda_synchronize();
-  for (int64_t l = 0; l < layers; ++l) {
-    std::vector<uint16_t> k(static_cast<size_t>(capacity * row)), v(k.size());
-    ASSERT_EQ(cudaMemcpy(k.data(), cache.k(l), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(v.data(), cache.v(l), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    const std::vector<uint16_t> none(k.size(), 0);
-    EXPECT_TRUE(k == (l == 1 ? expect_k : none)) << "K of layer " << l;
-    EXPECT_TRUE(v == (l == 1 ? expect_v : none)) << "V of layer " << l;
-  }
-  EXPECT_NE(error_of([&] { cache.append(1, pos, zeros.data(), row, zeros.data(), row, 301, nullptr); })
-                .find("exceed the capacity of 4300"),
+  // The append's pieces go together, and its strides are checked.
+  device_array<float> angles;
+  const device_array<uint16_t> qkv = poisoned<uint16_t>(64 * 5 * 64);
+  cuda_rope_params r = rope_launch(64, 64, 0, qkv.data(), 5 * 64, 3, 1, base, angles);
+  r.k_out = qkv.data();
+  EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("needs k, v, k_out and v_out together"),
+            std::string::npos);
+  r.v = qkv.data() + 4 * 64;
+  r.v_out = qkv.data();
+  r.v_token_stride = 5 * 64;
+  r.kv_out_token_stride = 63;
+  EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("kv_out_token_stride=63"),
             std::string::npos);
 }
 
