@@ -5,8 +5,8 @@
 // radian angle costs more than a layer's whole rotation). rope_kernel: bf16 q and k rows rotated
 // in place, two bf16 of a pair in one 32-bit word (two pairs a load where alignment allows), with
 // each pair's cos and sin from the table; a prefill's KV append rides along (the rotated k and
-// the copied v written to the cache instead of back). (A decode step's RoPE is fused into its attention launch:
-// model_decode_attention.cu, with the same arithmetic from model_rope.cuh.)
+// the copied v written to the cache instead of back). (A decode step's RoPE is fused into its
+// attention launch: model_decode_attention.cu, with the same arithmetic from model_rope.cuh.)
 #include <algorithm>
 
 #include "model_common.cuh"
@@ -42,11 +42,11 @@ __global__ void __launch_bounds__(rope_threads) rope_angles_kernel(const rope_an
 // Token rows as words of `per` pairs (W = uint32_t: one pair, uint2: two). Strides in words.
 template <class W>
 struct rope_kernel_params {
-  W* q;            // q: [n, heads, head_words] rotated in place
-  const W* k;      // k: [n, kv_heads, head_words] or null
-  W* k_out;        // k_out: [n, kv_heads, head_words] (k itself when in place)
-  const W* v;      // v: [n, kv_heads, head_words] or null (no copy)
-  W* v_out;        // v_out: [n, kv_heads, head_words]
+  W* q;                   // q: [n, heads, head_words] rotated in place
+  const W* k;             // k: [n, kv_heads, head_words] or null
+  W* k_out;               // k_out: [n, kv_heads, head_words] (k itself when in place)
+  const W* v;             // v: [n, kv_heads, head_words] or null (no copy)
+  W* v_out;               // v_out: [n, kv_heads, head_words]
   const float2* cos_sin;  // cos_sin: [n, pairs]
   int64_t q_stride, k_stride, k_out_stride, v_stride, v_out_stride, n;
   int heads, kv_heads, head_words, pairs;
@@ -206,8 +206,9 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
         " (at least kv_heads * head_dim)");
   const bool append = a.k_out != nullptr;
   check(append == (a.v != nullptr) && append == (a.v_out != nullptr) && (!append || a.k != nullptr),
-        fn, "the KV append needs k, v, k_out and v_out together (k_out ", a.k_out != nullptr ? "set" : "null",
-        ", v ", a.v != nullptr ? "set" : "null", ", v_out ", a.v_out != nullptr ? "set" : "null", ")");
+        fn, "the KV append needs k, v, k_out and v_out together (k_out ",
+        a.k_out != nullptr ? "set" : "null", ", v ", a.v != nullptr ? "set" : "null", ", v_out ",
+        a.v_out != nullptr ? "set" : "null", ")");
   check(!append || (a.v_token_stride >= a.kv_heads * a.head_dim &&
                     a.kv_out_token_stride >= a.kv_heads * a.head_dim),
         fn, "v_token_stride=", a.v_token_stride, " kv_out_token_stride=", a.kv_out_token_stride,
@@ -223,7 +224,8 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
   const auto all_fit = [&](int64_t elements) {
     bool ok = a.head_dim % elements == 0;
     for (const int64_t s : strides) ok = ok && s % elements == 0;
-    for (const void* ptr : pointers) ok = ok && (ptr == nullptr || cuda::aligned_to(ptr, 2 * elements));
+    for (const void* ptr : pointers)
+      ok = ok && (ptr == nullptr || cuda::aligned_to(ptr, 2 * elements));
     return ok;
   };
   check(all_fit(2), fn, "head_dim=", a.head_dim, " q_token_stride=", a.q_token_stride,
@@ -232,8 +234,10 @@ void cuda_rope_apply(const cuda_rope_params& params, void* stream) {
         ": the head dim and token strides must be even and the rows 4-byte aligned");
   check((a.heads + 2 * a.kv_heads) * a.head_dim < (int64_t{1} << 24), fn, "heads=", a.heads,
         " kv_heads=", a.kv_heads, " head_dim=", a.head_dim, " (too many)");
-  if (all_fit(4)) cuda::launch_rope<uint2>(a, cuda::as_stream(stream));
-  else cuda::launch_rope<uint32_t>(a, cuda::as_stream(stream));
+  if (all_fit(4))
+    cuda::launch_rope<uint2>(a, cuda::as_stream(stream));
+  else
+    cuda::launch_rope<uint32_t>(a, cuda::as_stream(stream));
   cuda::check_launch(fn);
 }
 

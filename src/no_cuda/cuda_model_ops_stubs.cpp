@@ -61,7 +61,9 @@ cuda_kv_cache::cuda_kv_cache(int64_t, int64_t, int64_t, int64_t) {
 cuda_kv_cache::~cuda_kv_cache() = default;
 size_t cuda_kv_cache::bytes() const { return 0; }
 uint16_t* cuda_kv_cache::k(int64_t) const { fail("cuda_kv_cache::k", "built without CUDA"); }
-uint16_t* cuda_kv_cache::v(int64_t) const { fail("cuda_kv_cache::v", "built without CUDA"); }
+uint16_t* cuda_kv_cache::v(int64_t) const {
+  fail("cuda_kv_cache::v", "built without CUDA");
+}
 
 size_t cuda_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t, int64_t) {
   fail("cuda_decode_workspace_bytes", "built without CUDA");

@@ -549,10 +549,13 @@ TEST(ModelOpsRope, AppendWritesTheCacheRowsExactly) {
     int64_t n, pos, heads, kv_heads, head_dim, rope_dim, pad;
   };
   const std::vector<append_case> cases = {
-      {1, 0, 9, 3, 64, 64, 0},       {127, 5, 9, 3, 64, 64, 0},   {129, 300, 9, 3, 64, 64, 2},
-      {4000, 0, 9, 3, 64, 64, 0},    {1000, 17, 32, 8, 128, 128, 0},
-      {127, 3, 12, 4, 128, 64, 0},   // partial rotary: the unrotated dims copied as they are
-      {333, 1, 12, 4, 128, 62, 2},   // odd pairs (31) and one pair a word
+      {1, 0, 9, 3, 64, 64, 0},
+      {127, 5, 9, 3, 64, 64, 0},
+      {129, 300, 9, 3, 64, 64, 2},
+      {4000, 0, 9, 3, 64, 64, 0},
+      {1000, 17, 32, 8, 128, 128, 0},
+      {127, 3, 12, 4, 128, 64, 0},  // partial rotary: the unrotated dims copied as they are
+      {333, 1, 12, 4, 128, 62, 2},  // odd pairs (31) and one pair a word
   };
   const rope_table base = rope_make_table(64, 100000.0, "yarn", 4.0, 8192);
   for (const append_case& c : cases) {
@@ -561,21 +564,29 @@ TEST(ModelOpsRope, AppendWritesTheCacheRowsExactly) {
     const rope_table table = rope_make_table(c.rope_dim, 100000.0, "yarn", 4.0, 8192);
     const int64_t D = c.head_dim, row = c.kv_heads * D, layers = 2, capacity = c.pos + c.n + 3;
     const int64_t stride = (c.heads + 2 * c.kv_heads) * D + c.pad;
-    const std::vector<uint16_t> fused = to_bf16(random_bf16_values(c.n * stride, static_cast<uint64_t>(c.n + c.pos), -2.0f, 2.0f));
+    const std::vector<uint16_t> fused =
+        to_bf16(random_bf16_values(c.n * stride, static_cast<uint64_t>(c.n + c.pos), -2.0f, 2.0f));
     // In place: the reference q and k.
     const device_array<uint16_t> in_place = upload(fused);
     device_array<float> angles;
-    cuda_rope_apply(rope_launch(c.n, D, c.pos, in_place.data(), stride, c.heads, c.kv_heads, table, angles), nullptr);
+    cuda_rope_apply(
+        rope_launch(c.n, D, c.pos, in_place.data(), stride, c.heads, c.kv_heads, table, angles),
+        nullptr);
     const std::vector<uint16_t> expect = fetch(in_place, "in-place RoPE");
     // With the append, into layer 1 of a cache whose every element starts as 0x7fc1 (a NaN).
     cuda_kv_cache cache(layers, capacity, c.kv_heads, D);
     const std::vector<uint16_t> sentinel(static_cast<size_t>(capacity * row), 0x7fc1);
     for (int64_t l = 0; l < layers; ++l) {
-      ASSERT_EQ(cudaMemcpy(cache.k(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(cache.v(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(
+          cudaMemcpy(cache.k(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice),
+          cudaSuccess);
+      ASSERT_EQ(
+          cudaMemcpy(cache.v(l), sentinel.data(), sentinel.size() * 2, cudaMemcpyHostToDevice),
+          cudaSuccess);
     }
     const device_array<uint16_t> appended = upload(fused);
-    cuda_rope_params r = rope_launch(c.n, D, c.pos, appended.data(), stride, c.heads, c.kv_heads, table, angles);
+    cuda_rope_params r =
+        rope_launch(c.n, D, c.pos, appended.data(), stride, c.heads, c.kv_heads, table, angles);
     r.v = appended.data() + (c.heads + c.kv_heads) * D;
     r.v_token_stride = stride;
     r.k_out = cache.k(1) + c.pos * row;
@@ -587,15 +598,19 @@ TEST(ModelOpsRope, AppendWritesTheCacheRowsExactly) {
     for (int64_t i = 0; i < c.n; ++i)
       for (int64_t col = 0; col < stride; ++col) {
         const size_t at = static_cast<size_t>(i * stride + col);
-        if (col < c.heads * D) bad_q += got[at] != expect[at];
-        else bad_sources += got[at] != fused[at];
+        if (col < c.heads * D)
+          bad_q += got[at] != expect[at];
+        else
+          bad_sources += got[at] != fused[at];
       }
     EXPECT_EQ(bad_q, 0) << "q rotated in place as without the append";
     EXPECT_EQ(bad_sources, 0) << "k and v left as they were";
     for (int64_t l = 0; l < layers; ++l) {
       std::vector<uint16_t> k(sentinel.size()), v(sentinel.size());
-      ASSERT_EQ(cudaMemcpy(k.data(), cache.k(l), k.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(v.data(), cache.v(l), v.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(k.data(), cache.k(l), k.size() * 2, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(v.data(), cache.v(l), v.size() * 2, cudaMemcpyDeviceToHost),
+                cudaSuccess);
       std::vector<uint16_t> expect_k = sentinel, expect_v = sentinel;
       if (l == 1)
         for (int64_t i = 0; i < c.n; ++i)
@@ -613,8 +628,9 @@ TEST(ModelOpsRope, AppendWritesTheCacheRowsExactly) {
   const device_array<uint16_t> qkv = poisoned<uint16_t>(64 * 5 * 64);
   cuda_rope_params r = rope_launch(64, 64, 0, qkv.data(), 5 * 64, 3, 1, base, angles);
   r.k_out = qkv.data();
-  EXPECT_NE(error_of([&] { cuda_rope_apply(r, nullptr); }).find("needs k, v, k_out and v_out together"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { cuda_rope_apply(r, nullptr); }).find("needs k, v, k_out and v_out together"),
+      std::string::npos);
   r.v = qkv.data() + 4 * 64;
   r.v_out = qkv.data();
   r.v_token_stride = 5 * 64;
