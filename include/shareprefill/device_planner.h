@@ -7,7 +7,8 @@
 //   sp::device_planner dp(params, layers, heads, &clusters);   // uploads the cluster table once
 //   sp::device_buffer ws(dp.workspace_bytes(shape)), st(dp.state_bytes(shape.n_tokens));
 //   sp::device_plan_state state;
-//   dp.begin_prompt(state, st.data(), st.size(), shape.n_tokens, stream);
+//   dp.begin_prompt(state, st.data(), st.size(), shape.n_tokens, stream,
+//                   sp::pivot_publishing::used);          // no chunk follows
 //   for each layer L:
 //     sp::device_plan_output p = dp.plan(L, q, k, state, ws.data(), ws.size(), stream);
 //     sp::cuda_attention_block_sparse(out, {}, p.block_attention, q, k, v, p.plan, p.scratch,
@@ -70,6 +71,14 @@ struct device_plan_output {
                                          // cluster's pivot; -1 where no gate applied
 };
 
+// Which pivots publish their pattern (step G) and so produce their block attention A. A pivot
+// whose cluster has no member in a later layer publishes a pattern only a carried chunk could
+// take (device_planner::begin_chunk: members of earlier layers in the next chunk), since the
+// device planner does not share within a layer. With `used` such a pivot runs dense without A
+// (walked where the kernel walks dense heads, the same output bytes) and its cluster gets no
+// pattern; every other decision is as with `all`.
+enum class pivot_publishing { all, used };
+
 // Per-prompt state memory and the host's bookkeeping of the layer order.
 struct device_plan_state {
   void* memory = nullptr;  // caller's device memory, device_planner::state_bytes(n_tokens)
@@ -81,6 +90,7 @@ struct device_plan_state {
   int64_t layer_max_pivots = 0;   // of the last planned layer
   int64_t query_offset = 0;       // chunk start of the layers planned with this state
   bool carried = false;           // moved to its chunk by begin_chunk (query_offset fixed)
+  pivot_publishing publishing = pivot_publishing::all;  // begin_prompt's choice
 };
 
 // The state of one shared cluster, copied to the host (for tests and inspection).
@@ -111,8 +121,9 @@ class device_planner {
   int64_t max_pivots() const;
 
   // Binds `memory` to `state` for a prompt of n_tokens tokens and clears it on `stream`.
+  // publishing: `used` for a prompt (or a chunk with a fresh state) that no begin_chunk follows.
   void begin_prompt(device_plan_state& state, void* memory, int64_t bytes, int64_t n_tokens,
-                    void* stream) const;
+                    void* stream, pivot_publishing publishing = pivot_publishing::all) const;
 
   // Plans `layer`: q [N, H, D], k [N, Hkv, D] device views (on_device, bf16 or f16, last dim
   // contiguous, token and head strides multiples of 8 elements, 16-byte aligned).
@@ -150,6 +161,7 @@ class device_planner {
   // every layer of the previous chunk was planned, and the memory holds state_bytes(n_tokens).
   // Synchronous: waits for `stream` (the previous chunk's work), re-lays the state out for the
   // new length on the host and uploads it (one host round trip per chunk; none per layer).
+  // The state must have been begun with pivot_publishing::all.
   void begin_chunk(device_plan_state& state, int64_t n_tokens, void* stream) const;
 
   // After the layer's attention filled plan.block_attention: each pivot's section-2G pattern,

@@ -54,6 +54,10 @@ struct layer_plan_view {
   // owned by the plan's builder), null when the count is 0.
   int64_t walk_head_count = 0;
   const int32_t* walk_heads = nullptr;
+  // A device planner's plan, whose walked heads only the device knows (its pivots that publish
+  // nothing, device_planner.h): walk_count: [1] in memory like the plan's, the count of
+  // walk_heads in use; walk_head_count is then a bound. Null: walk_head_count is the count.
+  const int32_t* walk_count = nullptr;
   uint8_t* kinds = nullptr;    // kinds: [H] sp::head_kind values (informational for the kernel)
   int64_t* row_ptr = nullptr;  // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
   int32_t* col_idx = nullptr;  // col_idx: [col_capacity], ascending, unique, causal in a row

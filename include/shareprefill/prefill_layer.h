@@ -47,6 +47,9 @@ struct prefill_layer_params {
   cuda_attention_options attention;        // device tensors: kernel choice
   cuda_event* planned = nullptr;           // device tensors: recorded on the stream between
                                            // planning and attention (timing), when not null
+  // Device tensors: which pivots publish (device_planner.h; prefill_layer_begin). `used` saves
+  // the A of pivots nobody can take a pattern from, but forbids prefill_layer_begin_chunk.
+  pivot_publishing publishing = pivot_publishing::all;
 };
 
 // Per-prompt state of either device.

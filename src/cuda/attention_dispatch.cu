@@ -191,11 +191,12 @@ namespace {
 // Launches p (its tensors, sizes and plan arrays filled) on the kernel the options select.
 // Where the Hopper kernel walks causally (walks_causal): a full causal plan without pivot heads
 // (full_causal) is walked whole; a plan with walk_head_count walked heads runs its schedule's
-// items before theirs, then the walk over walk_heads: [walk_head_count] (device).
+// items before theirs, then the walk over walk_heads: [walk_head_count] (device); with
+// walk_count (device, [1]) walk_head_count is a bound and the kernel reads the count.
 void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_view& q,
                     const cuda_attention_options& options, unsigned long long* item_counter,
                     void* stream, bool full_causal = false, int64_t walk_head_count = 0,
-                    const int32_t* walk_heads = nullptr) {
+                    const int32_t* walk_heads = nullptr, const int32_t* walk_count = nullptr) {
   const int64_t dim = q.shape[2];
   const cuda_kernel kernel = cuda_attention_kernel(options);
   const bool walk = walks_causal(options, dim, kernel);
@@ -224,10 +225,12 @@ void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_
     run(p, true);
   } else if (walk && walk_head_count > 0) {
     cuda::attention_fwd_params walked = p;
-    p.items -= walk_head_count * (p.items / p.heads);  // the schedule's items before theirs
+    if (walk_count != nullptr) p.walk_count = walk_count;  // the kernel subtracts
+    else p.items -= walk_head_count * (p.items / p.heads);  // the schedule's items before theirs
     run(p, false);
     walked.walk_heads = walk_heads;
     walked.walk_head_count = static_cast<int32_t>(walk_head_count);
+    walked.walk_count = walk_count;
     walked.items = walk_head_count * walk_blocks;
     run(walked, true);
   } else {
@@ -278,7 +281,8 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.block_attention = a;
   }
   launch_checked(fn, p, q, options, scratch.item_counter, stream,
-                 plan.full_causal && a == nullptr, plan.walk_head_count, plan.walk_heads);
+                 plan.full_causal && a == nullptr, plan.walk_head_count, plan.walk_heads,
+                 plan.walk_count);
 }
 
 void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,

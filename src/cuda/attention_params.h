@@ -38,6 +38,11 @@ struct attention_fwd_params {
   // heads, every one of its 192-row items; null: every head.
   const int32_t* walk_heads = nullptr;
   int32_t walk_head_count = 0;
+  // Walked heads counted on the device (a device planner's plan; Hopper kernel only): walk_count:
+  // [1] the heads walked, at most walk_head_count (then only a bound) of walk_heads. The plan's
+  // launch runs its schedule's first items - *walk_count * (items / heads) items, the walk
+  // launch *walk_count heads. Null: the counts above are exact.
+  const int32_t* walk_count = nullptr;
   // Varlen batches: the sequences and each work item's sequence (null for one sequence); a
   // sequence's rows of head h start at row_ptr[sequences[b].row_ptr0 + h * (nb_b + 1)].
   const varlen_sequence* sequences = nullptr;  // sequences: [B]

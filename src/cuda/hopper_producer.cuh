@@ -23,7 +23,7 @@ __device__ __forceinline__ void hopper_produce(const hopper_fwd_params& hp, int6
                                                unsigned char* s_v, hopper_item* s_item,
                                                const hopper_barriers& bar) {
   using tr = hopper_traits<T, D, C>;
-  item_source source(hp.p.items, ctas, cta, hp.next_item);
+  item_source source(hopper_work_items<tr::causal>(hp.p), ctas, cta, hp.next_item);
   int64_t item = source.next();
   hopper_item it;
   if (item >= 0) it = hopper_item_of<tr::causal>(hp.p, item);

@@ -186,12 +186,13 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   }
 }
 
-// The per-head decisions, heads ascending: kinds, pivot slots and the state's pivots. The inputs
-// of every head are read at once (one thread a head), the decisions are taken by one thread in
-// head order from shared memory (a head becomes its cluster's pivot when the slot had none
-// before the layer and no earlier head of the layer took it, or when it is the slot's pivot
-// carried from an earlier chunk), and the results are written by all threads. grid (1),
-// classify_threads, dynamic shared memory classify_smem_bytes(H, slots).
+// The per-head decisions, heads ascending: kinds, pivot slots, the state's pivots and the plan's
+// walked heads. The inputs of every head are read at once (one thread a head), the decisions are
+// taken by one thread in head order from shared memory (a head becomes its cluster's pivot when
+// the slot had none before the layer and no earlier head of the layer took it, or when it is the
+// slot's pivot carried from an earlier chunk; a pivot r.unpublished marks gets no A slot and is
+// walked), and the results are written by all threads. grid (1), classify_threads, dynamic shared
+// memory classify_smem_bytes(H, slots).
 constexpr int classify_threads = 256;
 struct head_decision {
   int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware unless carried)
@@ -199,6 +200,9 @@ struct head_decision {
   // carried: the slot's pivot from an earlier chunk (begin_chunk) is this head: the pivot again,
   // query-aware or not, eligible or not (the host's carried_pivot).
   uint8_t qa, eligible, slot_had_pivot, gate_passes, dense, carried, kind;
+  // walk_listed: in the layer's static walk list (dense, never a pivot); walked: walked in this
+  // plan (listed, or a pivot that publishes nothing: r.unpublished).
+  uint8_t walk_listed, walked;
 };
 size_t classify_smem_bytes(int64_t heads, int64_t slots) {
   return static_cast<size_t>(heads) * sizeof(head_decision) + static_cast<size_t>(slots);
@@ -224,6 +228,7 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
       d.gate_passes = st.has_pattern[slot] != 0 && p.gate_ok[h] != 0;
     }
     d.dense = r.dense_layer || r.dense_head[at] != 0;
+    for (int32_t i = 0; i < r.walk_head_count; ++i) d.walk_listed |= r.walk_heads[i] == h;
     decision[h] = d;
   }
   __syncthreads();
@@ -233,13 +238,18 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
       head_decision& d = decision[h];
       uint8_t kind = d.qa ? kind_query_aware : kind_vertical_slash;
       d.pivot_slot = -1;
+      d.walked = d.walk_listed;
       if (d.slot >= 0) {
         const bool free = !d.slot_had_pivot && !taken[d.slot];
         if (d.carried || (free && d.eligible)) {
           kind = kind_pivot;
           taken[d.slot] = 1;
-          d.pivot_slot = count;
-          p.slot_head[count++] = static_cast<int32_t>(h);
+          if (r.unpublished != nullptr && r.unpublished[r.layer * heads + h] != 0) {
+            d.walked = 1;  // dense without A: nobody could take its pattern
+          } else {
+            d.pivot_slot = count;
+            p.slot_head[count++] = static_cast<int32_t>(h);
+          }
         } else if (!free && d.gate_passes) {
           kind = kind_shared;
         }
@@ -248,6 +258,10 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
       d.kind = kind;
     }
     *p.pivot_count = count;
+    int32_t walked = 0;
+    for (int64_t h = 0; h < heads; ++h)
+      if (decision[h].walked) p.walk_list[walked++] = static_cast<int32_t>(h);
+    *p.walk_count = walked;
   }
   __syncthreads();
   for (int64_t h = threadIdx.x; h < heads; h += blockDim.x) {
@@ -280,7 +294,7 @@ __global__ void all_dense_kernel(plan_pointers p) {
     p.kinds[h] = kind_dense;
     p.pivot_slot[h] = -1;
   }
-  if (h == 0) *p.pivot_count = 0;
+  if (h == 0) *p.pivot_count = *p.walk_count = 0;
 }
 
 template <class T>

@@ -45,6 +45,11 @@ struct device_planner::impl {
   // heads from its start, walk_count [layers].
   device_buffer walk_list_device;
   std::vector<int64_t> walk_count;
+  // Eligible heads whose cluster has no member in a later layer (pivot_publishing::used:
+  // a pivot among them publishes nothing and is walked): unpublished_device [layers * heads],
+  // unpublished_count [layers] (a bound on the walked heads they add to a layer).
+  device_buffer unpublished_device;
+  std::vector<int64_t> unpublished_count;
 };
 
 namespace {
@@ -172,6 +177,22 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     }
   m.walk_list_device = device_buffer(walk_list.size() * sizeof(int32_t));
   m.walk_list_device.upload(walk_list.data(), m.walk_list_device.size());
+  std::vector<int64_t> last_layer_of_slot(static_cast<size_t>(m.slots), -1);
+  for (int64_t at = 0; at < layers * heads; ++at)
+    if (m.slot_of[static_cast<size_t>(at)] >= 0)
+      last_layer_of_slot[static_cast<size_t>(m.slot_of[static_cast<size_t>(at)])] = at / heads;
+  std::vector<uint8_t> unpublished(static_cast<size_t>(layers * heads), 0);
+  m.unpublished_count.assign(static_cast<size_t>(layers), 0);
+  for (int64_t at = 0; at < layers * heads; ++at) {
+    const int32_t slot = m.slot_of[static_cast<size_t>(at)];
+    if (eligible[static_cast<size_t>(at)] == 0 ||
+        at / heads < last_layer_of_slot[static_cast<size_t>(slot)])
+      continue;
+    unpublished[static_cast<size_t>(at)] = 1;
+    ++m.unpublished_count[static_cast<size_t>(at / heads)];
+  }
+  m.unpublished_device = device_buffer(unpublished.size());
+  m.unpublished_device.upload(unpublished.data(), unpublished.size());
   int device = 0, sms = 0;
   cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
   cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
@@ -214,7 +235,8 @@ int64_t device_planner::state_bytes(int64_t n_tokens) const {
 }
 
 void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_t bytes,
-                                  int64_t n_tokens, void* stream) const {
+                                  int64_t n_tokens, void* stream,
+                                  pivot_publishing publishing) const {
   const char* fn = "device_planner::begin_prompt";
   const int64_t need = state_bytes(n_tokens);
   check(memory != nullptr && reinterpret_cast<uintptr_t>(memory) % 256 == 0, fn,
@@ -225,6 +247,7 @@ void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_
   state.memory = memory;
   state.bytes = bytes;
   state.n_tokens = n_tokens;
+  state.publishing = publishing;
   cuda::check_cuda(cudaMemsetAsync(memory, 0, static_cast<size_t>(need),
                                    static_cast<cudaStream_t>(stream)),
                    fn, "clearing the state");
@@ -243,6 +266,10 @@ void device_planner::begin_chunk(device_plan_state& state, int64_t n_tokens, voi
         ", not a multiple of the block size ", bs);
   check(!state.awaiting_publish, fn, "publish() was not called after layer ", state.last_layer,
         " of the previous chunk");
+  check(state.publishing == pivot_publishing::all, fn,
+        "the state was begun with pivot_publishing::used, so some pivots published no pattern "
+        "for the next chunk to take; begin_prompt() with pivot_publishing::all for a carried "
+        "chunked prefill");
   check(state.last_layer == m.layers - 1, fn, "the previous chunk (tokens ", state.query_offset,
         "-", start, ") was planned up to layer ", state.last_layer, " of ", m.layers);
   const int64_t need = state_bytes(n_tokens);
@@ -331,13 +358,20 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.slot_of = static_cast<const int32_t*>(m.slot_of_device.data());
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
   r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
-  // The layer's walked heads (none in an all-dense plan: the kernel walks it whole).
-  const int64_t walk_count = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
-  const int32_t* walk_heads =
-      walk_count > 0 ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
-                     : nullptr;
-  r.walk_heads = walk_heads;
-  r.walk_head_count = static_cast<int32_t>(walk_count);
+  // The layer's walked heads (none in an all-dense plan: the kernel walks it whole): the dense
+  // never-pivot heads, and with pivot_publishing::used its pivots that publish nothing; classify
+  // writes the plan's list and count, of which walk_bound is the bound.
+  const int64_t listed = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
+  r.walk_heads =
+      listed > 0 ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
+                 : nullptr;
+  r.walk_head_count = static_cast<int32_t>(listed);
+  const bool unpublished = !all_dense && pp.mode == plan_mode::shareprefill &&
+                           state.publishing == pivot_publishing::used;
+  if (unpublished)
+    r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
+  const int64_t walk_bound =
+      listed + (unpublished ? m.unpublished_count[static_cast<size_t>(layer)] : 0);
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;
@@ -381,8 +415,11 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   out.plan = p.plan;
   out.plan.query_offset = query_offset;
   out.plan.full_causal = all_dense;  // all-dense plans have no pivot head
-  out.plan.walk_head_count = walk_count;
-  out.plan.walk_heads = walk_heads;
+  out.plan.walk_head_count = walk_bound;
+  if (walk_bound > 0) {
+    out.plan.walk_heads = p.walk_list;
+    out.plan.walk_count = p.walk_count;
+  }
   out.scratch = p.scratch;
   if (sizes.max_pivots > 0) {
     out.block_attention = tensor_view::contiguous(p.block_attention, dtype::f32,

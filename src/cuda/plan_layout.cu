@@ -97,6 +97,8 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.gate_dist = c.take(4 * 2 * h);
   l.pivot_count = c.take(4);
   l.slot_head = c.take(4 * std::max<int64_t>(1, s.max_pivots));
+  l.walk_list = c.take(4 * h);
+  l.walk_count = c.take(4);
   l.sel_col = c.take(4 * h * s.words);
   l.sel_chunk = c.take(4 * h * (2 * s.words + 2));
   l.bitmask = c.take(4 * h * nb * s.words);
@@ -196,6 +198,8 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.gate_dist = at<float>(b, l.gate_dist);
   p.pivot_count = at<int32_t>(b, l.pivot_count);
   p.slot_head = at<int32_t>(b, l.slot_head);
+  p.walk_list = at<int32_t>(b, l.walk_list);
+  p.walk_count = at<int32_t>(b, l.walk_count);
   p.sel_col = at<uint32_t>(b, l.sel_col);
   p.sel_chunk = at<uint32_t>(b, l.sel_chunk);
   p.bitmask = at<uint32_t>(b, l.bitmask);

@@ -68,6 +68,7 @@ struct workspace_layout {
   int64_t row_stats, spill, tok, select;
   int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
+  int64_t walk_list, walk_count;
   int64_t sel_col, sel_chunk, bitmask, row_count;
   int64_t big_keys, big_vals, big_keys_sorted, big_vals_sorted, prefix, seg_begin, seg_end;
   int64_t qa_count, qa_sum, qa_cut;
@@ -130,6 +131,10 @@ struct plan_pointers {
   float* gate_dist;         // [H, 2]
   int32_t* pivot_count;     // [1]
   int32_t* slot_head;       // [max_pivots] head of each pivot slot
+  // The plan's walked heads (layer_plan_view::walk_heads, walk_count), chosen by classify: the
+  // layer's dense never-pivot heads and its pivots that publish nothing, ascending.
+  int32_t* walk_list;       // [H]
+  int32_t* walk_count;      // [1]
   uint32_t* sel_col;        // [H, words] chosen key blocks
   uint32_t* sel_chunk;      // [H, 2*words + 2] chosen slash chunks (zero padded)
   uint32_t* bitmask;        // [H, nb, words] tiles of each head, row-major bits
@@ -231,9 +236,14 @@ struct plan_rules {
   const uint8_t* eligible = nullptr;    // [layers * H] may become its cluster's pivot (device)
   const uint8_t* dense_head = nullptr;  // [layers * H] planned dense unless a pivot (device)
   // walk_heads: [walk_head_count] the planned layer's heads that are dense and never a pivot,
-  // ascending (device; layer_plan_view::walk_heads): their work items sort after the others'.
+  // ascending (device): classify adds the pivots that publish nothing and writes the plan's list
+  // (plan_pointers::walk_list), whose work items sort after the others'.
   const int32_t* walk_heads = nullptr;
   int32_t walk_head_count = 0;
+  // unpublished: [layers * H] an eligible head whose cluster has no member in a later layer
+  // (device), or null (every pivot publishes: device_planner::begin_prompt's pivot_publishing).
+  // Such a pivot runs dense without A (pivot_slot -1, no slot_head entry) and is walked.
+  const uint8_t* unpublished = nullptr;
   // Chunked prefill: query blocks before this one are not the chunk's (no work items).
   int32_t first_query_block = 0;
 };

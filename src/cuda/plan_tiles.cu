@@ -174,7 +174,8 @@ __global__ void rows_kernel(plan_pointers p, state_pointers st, plan_rules r) {
     // its diagonal) and fall outside the chunk's heads * (nb - first_query_block) work items;
     // before them the walked heads' rows (keys 1 .. nb), first everyone else's (nb + 1 on).
     bool walked = false;
-    for (int32_t i = 0; i < r.walk_head_count; ++i) walked |= r.walk_heads[i] == h;
+    const int32_t walk_count = *p.walk_count;
+    for (int32_t i = 0; i < walk_count; ++i) walked |= p.walk_list[i] == h;
     p.sched_keys[h * nb + row] =
         row < r.first_query_block ? 0 : static_cast<int32_t>(count + (walked ? 0 : nb));
     p.sched_vals[h * nb + row] = static_cast<int32_t>(h * nb + row);

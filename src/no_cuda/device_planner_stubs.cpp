@@ -21,7 +21,8 @@ int64_t device_planner::state_bytes(int64_t) const {
   fail("device_planner::state_bytes", "built without CUDA");
 }
 int64_t device_planner::max_pivots() const { fail("device_planner::max_pivots", "built without CUDA"); }
-void device_planner::begin_prompt(device_plan_state&, void*, int64_t, int64_t, void*) const {
+void device_planner::begin_prompt(device_plan_state&, void*, int64_t, int64_t, void*,
+                                  pivot_publishing) const {
   fail("device_planner::begin_prompt", "built without CUDA");
 }
 void device_planner::begin_chunk(device_plan_state&, int64_t, void*) const {

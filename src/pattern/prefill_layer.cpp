@@ -43,7 +43,8 @@ void prefill_layer_begin(prefill_layer_state& state, const prefill_layer_params&
   state.device = device_plan_state{};
   if (!on_device) return;
   check(params.device != nullptr, fn, "device tensors need params.device (a device_planner)");
-  params.device->begin_prompt(state.device, state_memory, bytes, n_tokens, stream);
+  params.device->begin_prompt(state.device, state_memory, bytes, n_tokens, stream,
+                              params.publishing);
 }
 
 void prefill_layer_begin_chunk(prefill_layer_state& state, const prefill_layer_params& params,

@@ -169,9 +169,17 @@ std::vector<T> download(const device_buffer& ws, const T* at, int64_t count) {
   return out;
 }
 
-// The plan's walked heads (layer_plan_view::walk_heads), ascending.
+// The plan's walked heads (layer_plan_view::walk_heads), ascending: walk_head_count of them, or
+// as many as its device count (walk_count) says.
 inline std::vector<int32_t> download_walk_heads(const layer_plan_view& plan) {
-  std::vector<int32_t> heads(static_cast<size_t>(plan.walk_head_count));
+  int64_t count = plan.walk_head_count;
+  if (plan.walk_count != nullptr) {
+    int32_t on_device = -1;
+    EXPECT_EQ(cudaMemcpy(&on_device, plan.walk_count, 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_TRUE(on_device >= 0 && on_device <= count) << on_device << " walked, bound " << count;
+    count = on_device;
+  }
+  std::vector<int32_t> heads(static_cast<size_t>(count));
   if (!heads.empty())
     EXPECT_EQ(cudaMemcpy(heads.data(), plan.walk_heads, heads.size() * 4, cudaMemcpyDeviceToHost),
               cudaSuccess);

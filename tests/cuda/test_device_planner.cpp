@@ -610,6 +610,95 @@ TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
   }
 }
 
+// pivot_publishing::used against ::all on the same layers: a cluster whose members all sit in
+// layer 1 ("late", cut out of group 0) gets its pivot there, which publishes nothing with `used`:
+// it runs without A (pivot_slot -1) on the walk where the kernel walks; the kinds and every
+// layer's output bytes are those of `all`, the other clusters' states too; only "late" has no
+// pattern. A state begun with `used` refuses begin_chunk.
+TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
+  const planner_case c = make_case(4224, 8, 2, 64, 3);
+  cluster_map map = map_of(c);
+  head_cluster late;
+  late.id = "late";
+  late.shared = true;
+  std::vector<head_ref>& first = map.clusters.front().members;
+  for (auto it = first.begin(); it != first.end();)
+    if (it->layer == 1) late.members.push_back(*it), it = first.erase(it);
+    else ++it;
+  ASSERT_FALSE(late.members.empty());
+  map.clusters.push_back(late);
+  const int64_t late_index = static_cast<int64_t>(map.clusters.size()) - 1;
+  const device_planner dp(params_of(c), c.layers, c.heads, &map);
+  const layer_shape shape{c.n, c.heads, c.kv_heads, c.dim};
+  prefill_layer_params all, used;
+  all.device = used.device = &dp;
+  used.publishing = pivot_publishing::used;
+  const int64_t ws_bytes = prefill_layer_workspace_bytes(shape, all, true);
+  device_buffer ws_all(static_cast<size_t>(ws_bytes)), ws_used(static_cast<size_t>(ws_bytes));
+  device_buffer st_all(static_cast<size_t>(dp.state_bytes(c.n))), st_used(st_all.size());
+  prefill_layer_state s_all, s_used;
+  prefill_layer_begin(s_all, all, c.n, true, st_all.data(), static_cast<int64_t>(st_all.size()), nullptr);
+  prefill_layer_begin(s_used, used, c.n, true, st_used.data(), static_cast<int64_t>(st_used.size()), nullptr);
+  int64_t unpublished_pivots = 0;
+  for (int64_t layer = 0; layer < c.layers; ++layer) {
+    SCOPED_TRACE(str("layer ", layer));
+    all.layer = used.layer = layer;
+    const layer_inputs x = make_inputs(c, layer);
+    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2);
+    dq.upload(x.q.data(), dq.size());
+    dk.upload(x.k.data(), dk.size());
+    dv.upload(x.v.data(), dv.size());
+    const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    const tensor_view v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    std::vector<std::vector<uint16_t>> outs;
+    std::vector<std::vector<head_kind>> kinds;
+    for (const bool use : {false, true}) {
+      device_buffer dout(x.q.size() * 2);
+      const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
+      device_buffer& ws = use ? ws_used : ws_all;
+      const prefill_layer_result r = prefill_layer(q, k, v, o, use ? s_used : s_all, use ? used : all,
+                                                   ws.data(), static_cast<int64_t>(ws.size()), nullptr);
+      ASSERT_NO_THROW(device_plan_check(use ? s_used.device : s_all.device, nullptr));
+      kinds.push_back(device_planner::download_kinds(r.device_plan.plan));
+      outs.emplace_back(x.q.size());
+      dout.download(outs.back().data(), dout.size());
+      if (!use) continue;
+      // The pivots without A: slot -1, walked (listed in the plan's walked heads).
+      const std::vector<int32_t> slots = download(ws, r.device_plan.plan.pivot_slot, c.heads);
+      const std::vector<int32_t> walked = download_walk_heads(r.device_plan.plan);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        if (kinds.back()[static_cast<size_t>(h)] != head_kind::pivot) continue;
+        const bool in_late = std::count(late.members.begin(), late.members.end(),
+                                        head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(h)}) == 1;
+        EXPECT_EQ(slots[static_cast<size_t>(h)] < 0, in_late) << "pivot " << h;
+        EXPECT_EQ(std::count(walked.begin(), walked.end(), h) == 1, in_late) << "pivot " << h;
+        unpublished_pivots += in_late;
+      }
+    }
+    EXPECT_EQ(kinds[0], kinds[1]);
+    EXPECT_TRUE(outs[0] == outs[1]) << "the layer's output differs between all and used";
+  }
+  EXPECT_EQ(unpublished_pivots, 1) << "the late cluster's pivot";
+  const std::vector<device_cluster_slot> a = dp.download_state(s_all.device);
+  const std::vector<device_cluster_slot> u = dp.download_state(s_used.device);
+  ASSERT_EQ(a.size(), u.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE(str("cluster ", map.clusters[i].id));
+    EXPECT_EQ(a[i].has_pivot, u[i].has_pivot);
+    EXPECT_EQ(a[i].pivot_layer, u[i].pivot_layer);
+    EXPECT_EQ(a[i].pivot_head, u[i].pivot_head);
+    EXPECT_TRUE(a[i].pivot_v_blk == u[i].pivot_v_blk);
+    const bool is_late = static_cast<int64_t>(i) == late_index;
+    EXPECT_EQ(u[i].has_pattern, a[i].has_pattern && !is_late);
+    if (is_late) EXPECT_TRUE(a[i].has_pattern) << "with all the late pivot publishes";
+    else EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
+  }
+  EXPECT_NE(error_of([&] { prefill_layer_begin_chunk(s_used, used, c.n + 128, nullptr); })
+                .find("begun with pivot_publishing::used"),
+            std::string::npos);
+}
+
 // FNV-1a of `count` values at device address `at` (for comparing builds bit for bit).
 template <class T>
 uint64_t device_hash(const T* at, int64_t count, uint64_t h = 1469598103934665603ull) {
