@@ -225,8 +225,10 @@ void launch_checked(const char* fn, cuda::attention_fwd_params& p, const tensor_
     run(p, true);
   } else if (walk && walk_head_count > 0) {
     cuda::attention_fwd_params walked = p;
-    if (walk_count != nullptr) p.walk_count = walk_count;  // the kernel subtracts
-    else p.items -= walk_head_count * (p.items / p.heads);  // the schedule's items before theirs
+    if (walk_count != nullptr)
+      p.walk_count = walk_count;  // the kernel subtracts
+    else
+      p.items -= walk_head_count * (p.items / p.heads);  // the schedule's items before theirs
     run(p, false);
     walked.walk_heads = walk_heads;
     walked.walk_head_count = static_cast<int32_t>(walk_head_count);
@@ -280,9 +282,8 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
     p.tile_mass = scratch.tile_mass;
     p.block_attention = a;
   }
-  launch_checked(fn, p, q, options, scratch.item_counter, stream,
-                 plan.full_causal && a == nullptr, plan.walk_head_count, plan.walk_heads,
-                 plan.walk_count);
+  launch_checked(fn, p, q, options, scratch.item_counter, stream, plan.full_causal && a == nullptr,
+                 plan.walk_head_count, plan.walk_heads, plan.walk_count);
 }
 
 void cuda_attention_varlen(const tensor_view& out, const tensor_view& lse, const tensor_view& q,

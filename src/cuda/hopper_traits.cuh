@@ -73,7 +73,7 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
   if constexpr (causal) {
     constexpr int rows = 64 * hopper_causal_consumers;
     const int64_t blocks = (p.n_q + rows - 1) / rows;  // of the queries [q_offset, n)
-    const int64_t heads = p.walk_heads == nullptr ? p.heads
+    const int64_t heads = p.walk_heads == nullptr   ? p.heads
                           : p.walk_count != nullptr ? *p.walk_count
                                                     : p.walk_head_count;
     it.head = p.walk_heads != nullptr ? p.walk_heads[item % heads] : static_cast<int>(item % heads);
@@ -99,8 +99,10 @@ template <bool causal>
 __device__ __forceinline__ int64_t hopper_work_items(const attention_fwd_params& p) {
   if (p.walk_count == nullptr) return p.items;
   const int64_t walked = *p.walk_count;
-  if constexpr (causal) return walked * (p.items / p.walk_head_count);
-  else return p.items - walked * (p.items / p.heads);
+  if constexpr (causal)
+    return walked * (p.items / p.walk_head_count);
+  else
+    return p.items - walked * (p.items / p.heads);
 }
 
 struct hopper_barriers {

@@ -362,14 +362,13 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   // never-pivot heads, and with pivot_publishing::used its pivots that publish nothing; classify
   // writes the plan's list and count, of which walk_bound is the bound.
   const int64_t listed = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
-  r.walk_heads =
-      listed > 0 ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
-                 : nullptr;
+  r.walk_heads = listed > 0
+                     ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
+                     : nullptr;
   r.walk_head_count = static_cast<int32_t>(listed);
   const bool unpublished = !all_dense && pp.mode == plan_mode::shareprefill &&
                            state.publishing == pivot_publishing::used;
-  if (unpublished)
-    r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
+  if (unpublished) r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
   const int64_t walk_bound =
       listed + (unpublished ? m.unpublished_count[static_cast<size_t>(layer)] : 0);
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);

@@ -623,8 +623,10 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
   late.shared = true;
   std::vector<head_ref>& first = map.clusters.front().members;
   for (auto it = first.begin(); it != first.end();)
-    if (it->layer == 1) late.members.push_back(*it), it = first.erase(it);
-    else ++it;
+    if (it->layer == 1)
+      late.members.push_back(*it), it = first.erase(it);
+    else
+      ++it;
   ASSERT_FALSE(late.members.empty());
   map.clusters.push_back(late);
   const int64_t late_index = static_cast<int64_t>(map.clusters.size()) - 1;
@@ -637,8 +639,10 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
   device_buffer ws_all(static_cast<size_t>(ws_bytes)), ws_used(static_cast<size_t>(ws_bytes));
   device_buffer st_all(static_cast<size_t>(dp.state_bytes(c.n))), st_used(st_all.size());
   prefill_layer_state s_all, s_used;
-  prefill_layer_begin(s_all, all, c.n, true, st_all.data(), static_cast<int64_t>(st_all.size()), nullptr);
-  prefill_layer_begin(s_used, used, c.n, true, st_used.data(), static_cast<int64_t>(st_used.size()), nullptr);
+  prefill_layer_begin(s_all, all, c.n, true, st_all.data(), static_cast<int64_t>(st_all.size()),
+                      nullptr);
+  prefill_layer_begin(s_used, used, c.n, true, st_used.data(), static_cast<int64_t>(st_used.size()),
+                      nullptr);
   int64_t unpublished_pivots = 0;
   for (int64_t layer = 0; layer < c.layers; ++layer) {
     SCOPED_TRACE(str("layer ", layer));
@@ -657,8 +661,9 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
       device_buffer dout(x.q.size() * 2);
       const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
       device_buffer& ws = use ? ws_used : ws_all;
-      const prefill_layer_result r = prefill_layer(q, k, v, o, use ? s_used : s_all, use ? used : all,
-                                                   ws.data(), static_cast<int64_t>(ws.size()), nullptr);
+      const prefill_layer_result r =
+          prefill_layer(q, k, v, o, use ? s_used : s_all, use ? used : all, ws.data(),
+                        static_cast<int64_t>(ws.size()), nullptr);
       ASSERT_NO_THROW(device_plan_check(use ? s_used.device : s_all.device, nullptr));
       kinds.push_back(device_planner::download_kinds(r.device_plan.plan));
       outs.emplace_back(x.q.size());
@@ -669,8 +674,9 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
       const std::vector<int32_t> walked = download_walk_heads(r.device_plan.plan);
       for (int64_t h = 0; h < c.heads; ++h) {
         if (kinds.back()[static_cast<size_t>(h)] != head_kind::pivot) continue;
-        const bool in_late = std::count(late.members.begin(), late.members.end(),
-                                        head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(h)}) == 1;
+        const bool in_late =
+            std::count(late.members.begin(), late.members.end(),
+                       head_ref{static_cast<int32_t>(layer), static_cast<int32_t>(h)}) == 1;
         EXPECT_EQ(slots[static_cast<size_t>(h)] < 0, in_late) << "pivot " << h;
         EXPECT_EQ(std::count(walked.begin(), walked.end(), h) == 1, in_late) << "pivot " << h;
         unpublished_pivots += in_late;
@@ -691,11 +697,14 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
     EXPECT_TRUE(a[i].pivot_v_blk == u[i].pivot_v_blk);
     const bool is_late = static_cast<int64_t>(i) == late_index;
     EXPECT_EQ(u[i].has_pattern, a[i].has_pattern && !is_late);
-    if (is_late) EXPECT_TRUE(a[i].has_pattern) << "with all the late pivot publishes";
-    else EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
+    if (is_late)
+      EXPECT_TRUE(a[i].has_pattern) << "with all the late pivot publishes";
+    else
+      EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
   }
-  EXPECT_NE(error_of([&] { prefill_layer_begin_chunk(s_used, used, c.n + 128, nullptr); })
-                .find("begun with pivot_publishing::used"),
+  EXPECT_NE(error_of([&] {
+              prefill_layer_begin_chunk(s_used, used, c.n + 128, nullptr);
+            }).find("begun with pivot_publishing::used"),
             std::string::npos);
 }
 
