@@ -242,17 +242,18 @@ class CudaPrefill:
         step = self.cursor.next(self.planner.prompt, end - n, end, layer, self.planner.layers,
                                 carried)
         if step != RUN:
-            self._begin(step, end, q.device, stream)
+            self._begin(step, end, q.device, stream, carried)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         dp.prefill_layer(layer, out, q, k, v, self.workspace, stream)
         if layer == self.planner.layers - 1:
             dp.check(stream)  # the chunk's one synchronisation: errors the device recorded
         return out
 
-    def _begin(self, step, end, device, stream):
-        """Binds the state for the chunk whose keys end at `end`: a fresh one (FRESH), or the
-        carried one moved on (CARRY; first copied into larger memory when the longer prompt
-        needs more, stream-ordered before begin_chunk reads it)."""
+    def _begin(self, step, end, device, stream, carried):
+        """Binds the state for the chunk whose keys end at `end`: a fresh one (FRESH; one a
+        later chunk may carry on when `carried`), or the carried one moved on (CARRY; first
+        copied into larger memory when the longer prompt needs more, stream-ordered before
+        begin_chunk reads it)."""
         dp = self.device_planner
         need = dp.state_bytes(end)
         old = self.state if self.state is not None and self.state.device == device else None
@@ -262,8 +263,8 @@ class CudaPrefill:
                 self.state[:old.numel()].copy_(old)
         if step == CARRY and old is not None:
             dp.begin_chunk(self.state, end, stream)
-        else:
-            dp.begin_prompt(self.state, end, stream)
+        else:  # only a carried chunk takes the patterns of pivots nobody after them shares with
+            dp.begin_prompt(self.state, end, stream, chunks_follow=carried)
 
     def last_plan(self):
         """The last layer's device plan as a Plan (tiles and head kinds; synchronous copies)."""

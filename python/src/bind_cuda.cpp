@@ -133,9 +133,11 @@ class device_prefill {
 
   int64_t state_bytes(int64_t n) const { return planner_.state_bytes(n); }
 
-  void begin_prompt(const output_array& memory, int64_t n_tokens, uintptr_t stream) {
+  void begin_prompt(const output_array& memory, int64_t n_tokens, uintptr_t stream,
+                    bool chunks_follow) {
     const char* fn = "shareprefill.DevicePlanner.begin_prompt";
     const array_info m = bytes_of(fn, "state", memory);
+    params_.publishing = chunks_follow ? sp::pivot_publishing::all : sp::pivot_publishing::used;
     sp::prefill_layer_begin(state_, params_, n_tokens, true, m.view.data, m.view.shape[0],
                             stream_of(stream));
     has_result_ = false;
@@ -248,9 +250,11 @@ void bind_cuda(nb::module_& m) {
            nb::arg("heads"), nb::arg("kv_heads"), nb::arg("dim"))
       .def("state_bytes", &device_prefill::state_bytes, nb::arg("n_tokens"))
       .def("begin_prompt", &device_prefill::begin_prompt, nb::arg("state"), nb::arg("n_tokens"),
-           nb::arg("stream"),
+           nb::arg("stream"), nb::arg("chunks_follow") = true,
            "Starts a prompt, or a chunk with a fresh sharing state (n_tokens: the chunk's keys "
-           "end); state: uint8 CUDA array of state_bytes(n_tokens).")
+           "end); state: uint8 CUDA array of state_bytes(n_tokens). chunks_follow=False: no "
+           "begin_chunk will carry this state, so pivots whose cluster has no member in a later "
+           "layer skip their block attention (sp::pivot_publishing::used; same outputs).")
       .def("begin_chunk", &device_prefill::begin_chunk, nb::arg("state"), nb::arg("n_tokens"),
            nb::arg("stream"),
            "Carried sharing state: moves the state from its finished chunk to the chunk whose "
