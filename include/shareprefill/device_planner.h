@@ -71,12 +71,15 @@ struct device_plan_output {
                                          // cluster's pivot; -1 where no gate applied
 };
 
-// Which pivots publish their pattern (step G) and so produce their block attention A. A pivot
-// whose cluster has no member in a later layer publishes a pattern only a carried chunk could
-// take (device_planner::begin_chunk: members of earlier layers in the next chunk), since the
-// device planner does not share within a layer. With `used` such a pivot runs dense without A
-// (walked where the kernel walks dense heads, the same output bytes) and its cluster gets no
-// pattern; every other decision is as with `all`.
+// Which pivots compute their block attention A and publish their pattern (step G). With `all`
+// every pivot does, at its layer. With `used` a pivot runs dense without A at its layer (walked
+// where the kernel walks dense heads: the same output bytes) and its cluster has no pattern
+// until a member needs one: a pivot whose cluster has no member in a later layer never computes
+// A (the device planner does not share within a layer; only a carried chunk could take such a
+// pattern); the others, when the layers are planned in one piece (query offset 0), keep their q
+// and k in the state and compute A in the first later layer where a member's profile distances
+// pass the similarity gate, just before that layer's gates (else, in a chunk, at their layer).
+// Every decision and output is as with `all`; only clusters nobody needed lack a pattern.
 enum class pivot_publishing { all, used };
 
 // Per-prompt state memory and the host's bookkeeping of the layer order.
@@ -115,8 +118,10 @@ class device_planner {
   // Bytes of workspace for one layer of `shape` (plan, kernel scratch, temporaries). Throws on
   // shapes the device planner cannot take (dim not 64/128, heads not divisible, sizes).
   int64_t workspace_bytes(const layer_shape& shape) const;
-  // Bytes of per-prompt state for prompts of n_tokens tokens.
-  int64_t state_bytes(int64_t n_tokens) const;
+  // Bytes of per-prompt state for prompts of n_tokens tokens whose heads have `dim` dims (64 or
+  // 128; the larger is enough for both): in shareprefill mode with shared clusters this includes
+  // the kept q and k of deferred pivots (pivot_publishing::used).
+  int64_t state_bytes(int64_t n_tokens, int64_t dim = 128) const;
   // Upper bound on the pivots of any layer (distinct eligible shared clusters of a layer).
   int64_t max_pivots() const;
 

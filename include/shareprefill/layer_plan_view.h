@@ -58,6 +58,9 @@ struct layer_plan_view {
   // nothing, device_planner.h): walk_count: [1] in memory like the plan's, the count of
   // walk_heads in use; walk_head_count is then a bound. Null: walk_head_count is the count.
   const int32_t* walk_count = nullptr;
+  // run_if: [1] in memory like the plan's, or null: when it holds 0 the kernel runs nothing (a
+  // launch enqueued before the device knows whether it is needed: a deferred pivot's A).
+  const int32_t* run_if = nullptr;
   uint8_t* kinds = nullptr;    // kinds: [H] sp::head_kind values (informational for the kernel)
   int64_t* row_ptr = nullptr;  // row_ptr: [H * (nb + 1)] absolute offsets into col_idx
   int32_t* col_idx = nullptr;  // col_idx: [col_capacity], ascending, unique, causal in a row

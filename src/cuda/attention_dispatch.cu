@@ -276,6 +276,7 @@ void cuda_attention_block_sparse(const tensor_view& out, const tensor_view& lse,
   p.row_ptr = plan.row_ptr;
   p.col_idx = plan.col_idx;
   p.work_items = plan.schedule;
+  p.enabled = plan.run_if;
   if (plan.max_pivots > 0) {
     p.pivot_slot = plan.pivot_slot;
     p.scratch_offset = plan.scratch_offset;

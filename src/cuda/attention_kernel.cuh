@@ -194,6 +194,7 @@ __global__ void __launch_bounds__(attention_traits<T, D, BN>::threads,
     attention_fwd_kernel(const __grid_constant__ attention_fwd_params p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float s_lse2[mask_block];  // base-2 LSE of the CTA's rows, for the A epilogue
+  if (p.enabled != nullptr && *p.enabled == 0) return;  // a launch the device called off
   const int item = blockIdx.x;
   const int head = p.work_items[2 * item];
   attention_fwd_block<T, D, BN>(p, head, p.work_items[2 * item + 1],

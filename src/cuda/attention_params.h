@@ -43,6 +43,9 @@ struct attention_fwd_params {
   // launch runs its schedule's first items - *walk_count * (items / heads) items, the walk
   // launch *walk_count heads. Null: the counts above are exact.
   const int32_t* walk_count = nullptr;
+  // enabled: [1] on the device, 0 = the launch runs no item (a deferred pivot nobody needs:
+  // layer_plan_view::run_if); null: it runs.
+  const int32_t* enabled = nullptr;
   // Varlen batches: the sequences and each work item's sequence (null for one sequence); a
   // sequence's rows of head h start at row_ptr[sequences[b].row_ptr0 + h * (nb_b + 1)].
   const varlen_sequence* sequences = nullptr;  // sequences: [B]

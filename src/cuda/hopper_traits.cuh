@@ -94,9 +94,11 @@ __device__ __forceinline__ hopper_item hopper_item_of(const attention_fwd_params
 }
 
 // The launch's work items: p.items, less the walked heads' counted on the device (walk_count):
-// the plan's items before theirs, or (causal) their 192-row items.
+// the plan's items before theirs, or (causal) their 192-row items; none when the device called
+// the launch off (enabled).
 template <bool causal>
 __device__ __forceinline__ int64_t hopper_work_items(const attention_fwd_params& p) {
+  if (p.enabled != nullptr && *p.enabled == 0) return 0;
   if (p.walk_count == nullptr) return p.items;
   const int64_t walked = *p.walk_count;
   if constexpr (causal)

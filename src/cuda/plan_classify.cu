@@ -129,23 +129,15 @@ __global__ void query_aware_test_kernel(plan_pointers p, plan_rules r, double* l
   }
 }
 
-// Section 2C gates for heads whose shared cluster has a published pattern. The pivot's profiles
-// are the state's, except for heads after a pivot carried into this layer (begin_chunk), which
-// the host gates against the profiles the pivot just took from this chunk: its rows of blk.
-// Profiles of another length (carried from an earlier chunk) are compared over their common
-// range, renormalised (the host's carried_sharing_gate). grid (H), 256.
-__global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_rules r) {
-  __shared__ double scratch[32];
-  const int64_t h = blockIdx.x, nb = p.s.nb, heads = p.s.heads;
-  const int32_t slot = r.slot_of[r.layer * heads + h];
-  const bool applies = r.mode == mode_shareprefill && slot >= 0 && st.has_pattern[slot] != 0;
-  if (!applies) {
-    if (threadIdx.x == 0) {
-      p.gate_ok[h] = 0;
-      p.gate_dist[2 * h] = p.gate_dist[2 * h + 1] = -1.0f;
-    }
-    return;
-  }
+// JS distances of head h's vertical and slash block profiles to those of its cluster slot's
+// pivot: the state's, except for heads after a pivot carried into this layer (begin_chunk),
+// which the host gates against the profiles the pivot just took from this chunk (its rows of
+// blk). Profiles of another length (carried from an earlier chunk) are compared over their common
+// range, renormalised (the host's carried_sharing_gate). All threads of the block call it.
+__device__ void gate_distances(const plan_pointers& p, const state_pointers& st,
+                               const plan_rules& r, int64_t h, int32_t slot, double* scratch,
+                               double& js_v, double& js_s) {
+  const int64_t nb = p.s.nb, heads = p.s.heads;
   const float* pivot_v = st.pivot_v_blk + slot * nb;
   const float* pivot_s = st.pivot_s_blk + slot * nb;
   int64_t m = st.profile_blocks[slot];
@@ -157,7 +149,6 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   }
   const float* v = p.blk + h * nb;
   const float* s = p.blk + (heads + h) * nb;
-  double js_v = 0.0, js_s = 0.0;
   if (m == nb) {
     js_v = block_js_distance(pivot_v, v, nb, scratch, 0.0, 0.0, r.gate_bins);
     js_s = block_js_distance(pivot_s, s, nb, scratch, 0.0, 0.0, r.gate_bins);
@@ -171,6 +162,25 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
                              block_sum(pivot_s_end, common, scratch),
                              block_sum(s_end, common, scratch), r.gate_bins);
   }
+}
+
+// Section 2C gates for heads whose shared cluster has a published pattern: the distances above,
+// the pivot's vs_ratio and, with gate_coverage, the pattern's last row. grid (H), 256.
+__global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  __shared__ double scratch[32];
+  const int64_t h = blockIdx.x, nb = p.s.nb, heads = p.s.heads;
+  const int32_t slot = r.slot_of[r.layer * heads + h];
+  const bool applies = r.mode == mode_shareprefill && slot >= 0 && st.has_pattern[slot] != 0;
+  if (!applies) {
+    if (threadIdx.x == 0) {
+      p.gate_ok[h] = 0;
+      p.gate_dist[2 * h] = p.gate_dist[2 * h + 1] = -1.0f;
+    }
+    return;
+  }
+  double js_v = 0.0, js_s = 0.0;
+  gate_distances(p, st, r, h, slot, scratch, js_v, js_s);
+  const float* v = p.blk + h * nb;
   bool covered = true;
   if (r.gate_coverage > 0.0) {  // the pattern's last row against the head's key-block masses
     const uint32_t* last_row = st.pattern_bits + (slot * nb + nb - 1) * p.s.words;
@@ -184,6 +194,19 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
     p.gate_dist[2 * h] = static_cast<float>(js_v);
     p.gate_dist[2 * h + 1] = static_cast<float>(js_s);
   }
+}
+
+// pivot_publishing::used: a member (not query-aware) of a cluster whose pivot deferred its A
+// marks the pivot needed when its profile distances pass the similarity gate (the gate's other
+// tests read the pattern, so they run once it is published). grid (H), 256.
+__global__ void needed_pivots_kernel(plan_pointers p, state_pointers st, plan_rules r) {
+  __shared__ double scratch[32];
+  const int64_t h = blockIdx.x;
+  const int32_t slot = r.slot_of[r.layer * p.s.heads + h];
+  if (slot < 0 || p.qa[h] != 0 || st.deferred[slot] == 0) return;
+  double js_v = 0.0, js_s = 0.0;
+  gate_distances(p, st, r, h, slot, scratch, js_v, js_s);
+  if (threadIdx.x == 0 && js_v < r.tau_sim && js_s < r.tau_sim) st.needed[slot] = 1;
 }
 
 // The per-head decisions, heads ascending: kinds, pivot slots, the state's pivots and the plan's
@@ -201,8 +224,9 @@ struct head_decision {
   // query-aware or not, eligible or not (the host's carried_pivot).
   uint8_t qa, eligible, slot_had_pivot, gate_passes, dense, carried, kind;
   // walk_listed: in the layer's static walk list (dense, never a pivot); walked: walked in this
-  // plan (listed, or a pivot that publishes nothing: r.unpublished).
-  uint8_t walk_listed, walked;
+  // plan (listed, or a pivot without A: r.unpublished); deferred: a pivot whose A waits for a
+  // member (r.defer_pivots).
+  uint8_t walk_listed, walked, deferred;
 };
 size_t classify_smem_bytes(int64_t heads, int64_t slots) {
   return static_cast<size_t>(heads) * sizeof(head_decision) + static_cast<size_t>(slots);
@@ -244,8 +268,11 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
         if (d.carried || (free && d.eligible)) {
           kind = kind_pivot;
           taken[d.slot] = 1;
-          if (r.unpublished != nullptr && r.unpublished[r.layer * heads + h] != 0) {
-            d.walked = 1;  // dense without A: nobody could take its pattern
+          const bool unpublished =
+              r.unpublished != nullptr && r.unpublished[r.layer * heads + h] != 0;
+          if (unpublished || (r.unpublished != nullptr && r.defer_pivots)) {
+            d.walked = 1;  // dense without A: nobody could take its pattern, or not yet
+            d.deferred = !unpublished;
           } else {
             d.pivot_slot = count;
             p.slot_head[count++] = static_cast<int32_t>(h);
@@ -272,6 +299,7 @@ __global__ void classify_kernel(plan_pointers p, state_pointers st, plan_rules r
       st.has_pivot[d.slot] = 1;
       st.pivot_layer[d.slot] = r.layer;
       st.pivot_head[d.slot] = static_cast<int32_t>(h);
+      st.deferred[d.slot] = d.deferred;
     }
   }
 }
@@ -335,6 +363,12 @@ void launch_classify(const plan_pointers& p, const state_pointers& st, const pla
       p, st, r);
   pivot_profiles_kernel<<<heads, 256, 0, stream>>>(p, st, r);
   check_cuda(cudaGetLastError(), "device_planner::plan", "launching the classification");
+}
+
+void launch_needed_pivots(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                          cudaStream_t stream) {
+  needed_pivots_kernel<<<static_cast<unsigned>(p.s.heads), 256, 0, stream>>>(p, st, r);
+  check_cuda(cudaGetLastError(), "device_planner::plan", "launching the deferred pivots' gates");
 }
 
 void launch_all_dense_kinds(const plan_pointers& p, cudaStream_t stream) {

@@ -45,11 +45,14 @@ struct device_planner::impl {
   // heads from its start, walk_count [layers].
   device_buffer walk_list_device;
   std::vector<int64_t> walk_count;
-  // Eligible heads whose cluster has no member in a later layer (pivot_publishing::used:
-  // a pivot among them publishes nothing and is walked): unpublished_device [layers * heads],
-  // unpublished_count [layers] (a bound on the walked heads they add to a layer).
+  // Eligible heads whose cluster has no member in a later layer (pivot_publishing::used: a
+  // pivot among them never computes A): unpublished_device [layers * heads].
   device_buffer unpublished_device;
-  std::vector<int64_t> unpublished_count;
+  // Per layer: distinct shared clusters with an eligible head (a bound on its pivots), and the
+  // cluster slots whose deferred pivot (an eligible head of an earlier layer that publishes) a
+  // head of the layer may need.
+  std::vector<int64_t> eligible_slots;
+  std::vector<std::vector<int32_t>> deferred_candidates;
 };
 
 namespace {
@@ -150,6 +153,7 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         eligible[static_cast<size_t>(l * heads + h)] = ok ? 1 : 0;
         if (ok) layer_slots.insert(slot);
       }
+      m.eligible_slots.push_back(static_cast<int64_t>(layer_slots.size()));
       if (params.mode == plan_mode::shareprefill)
         m.max_pivots = std::max<int64_t>(m.max_pivots, static_cast<int64_t>(layer_slots.size()));
     }
@@ -182,17 +186,30 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     if (m.slot_of[static_cast<size_t>(at)] >= 0)
       last_layer_of_slot[static_cast<size_t>(m.slot_of[static_cast<size_t>(at)])] = at / heads;
   std::vector<uint8_t> unpublished(static_cast<size_t>(layers * heads), 0);
-  m.unpublished_count.assign(static_cast<size_t>(layers), 0);
   for (int64_t at = 0; at < layers * heads; ++at) {
     const int32_t slot = m.slot_of[static_cast<size_t>(at)];
     if (eligible[static_cast<size_t>(at)] == 0 ||
         at / heads < last_layer_of_slot[static_cast<size_t>(slot)])
       continue;
     unpublished[static_cast<size_t>(at)] = 1;
-    ++m.unpublished_count[static_cast<size_t>(at / heads)];
   }
   m.unpublished_device = device_buffer(unpublished.size());
   m.unpublished_device.upload(unpublished.data(), unpublished.size());
+  m.eligible_slots.resize(static_cast<size_t>(layers), 0);  // no map: no cluster
+  m.deferred_candidates.resize(static_cast<size_t>(layers));
+  std::vector<uint8_t> may_defer(static_cast<size_t>(m.slots), 0);  // in a layer before this one
+  for (int64_t l = 0; l < layers; ++l) {
+    std::set<int32_t> here;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int32_t slot = m.slot_of[static_cast<size_t>(l * heads + h)];
+      if (slot >= 0 && may_defer[static_cast<size_t>(slot)]) here.insert(slot);
+    }
+    m.deferred_candidates[static_cast<size_t>(l)].assign(here.begin(), here.end());
+    for (int64_t h = 0; h < heads; ++h) {
+      const size_t at = static_cast<size_t>(l * heads + h);
+      if (eligible[at] != 0 && unpublished[at] == 0) may_defer[static_cast<size_t>(m.slot_of[at])] = 1;
+    }
+  }
   int device = 0, sms = 0;
   cuda::check_cuda(cudaGetDevice(&device), fn, "cudaGetDevice");
   cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
@@ -222,6 +239,49 @@ cuda::plan_sizes sizes_of(const device_planner::impl& m, const layer_shape& s, c
                                m.target_ctas);
 }
 
+// Before the layer's gates (pivot_publishing::used, the prompt in one piece): the deferred pivots
+// a member of this layer may need get their A now when one does (plan_deferred.cu). The members
+// mark their clusters (needed_pivots_kernel); the plan arrays, rebuilt by the layer's tiles
+// later, hold the one-head causal plan of a pivot; per candidate cluster, serve_kernel decides
+// on the device, the kernel runs the pivot's A from its kept q and k (output over its kept q,
+// which is not needed again) when it is needed, and publish fills the cluster's pattern.
+void serve_deferred_pivots(const device_planner::impl& m, const cuda::plan_pointers& p,
+                           const cuda::state_pointers& st, const cuda::plan_rules& r,
+                           const cuda::qk_views& x, cuda::cub_plan& c, cudaStream_t stream) {
+  const std::vector<int32_t>& slots = m.deferred_candidates[static_cast<size_t>(r.layer)];
+  if (slots.empty()) return;
+  cuda::launch_needed_pivots(p, st, r, stream);
+  cuda::launch_pivot_plan(p, stream);
+  const int64_t n = p.s.n, nb = p.s.nb, dim = p.s.dim;
+  layer_plan_view plan = p.plan;
+  plan.n_tokens = n;
+  plan.n_blocks = nb;
+  plan.heads = 1;
+  plan.col_capacity = p.s.tri;
+  plan.max_pivots = 1;
+  plan.scratch_tiles = p.s.tri;
+  plan.query_offset = 0;
+  plan.full_causal = false;
+  plan.walk_head_count = 0;
+  plan.walk_heads = nullptr;
+  plan.walk_count = nullptr;
+  plan.run_if = p.run_if;
+  tensor_view a = tensor_view::contiguous(p.block_attention, dtype::f32, {1, nb, nb});
+  a.on_device = true;
+  const dtype type = x.half ? dtype::f16 : dtype::bf16;
+  cuda::plan_rules publish_rules = r;
+  for (const int32_t slot : slots) {
+    cuda::launch_serve_deferred_pivot(p, st, slot, p.run_if, stream);
+    uint16_t* kept_q = st.kept + slot * 2 * n * dim;
+    tensor_view q = tensor_view::contiguous(kept_q, type, {n, 1, dim});
+    tensor_view k = tensor_view::contiguous(kept_q + n * dim, type, {n, 1, dim});
+    q.on_device = k.on_device = true;
+    cuda_attention_block_sparse(q, {}, a, q, k, k, plan, p.scratch, {}, stream);
+    publish_rules.publish_cluster_slot = slot;
+    cuda::launch_publish(p, st, publish_rules, c, stream);
+  }
+}
+
 }  // namespace
 
 int64_t device_planner::workspace_bytes(const layer_shape& shape) const {
@@ -229,16 +289,21 @@ int64_t device_planner::workspace_bytes(const layer_shape& shape) const {
       .total;
 }
 
-int64_t device_planner::state_bytes(int64_t n_tokens) const {
-  check(n_tokens > 0, "device_planner::state_bytes", "N must be positive, got ", n_tokens);
-  return cuda::make_state_layout(impl_->slots, n_tokens).total;
+int64_t device_planner::state_bytes(int64_t n_tokens, int64_t dim) const {
+  const char* fn = "device_planner::state_bytes";
+  check(n_tokens > 0, fn, "N must be positive, got ", n_tokens);
+  check(dim == 64 || dim == 128, fn, "head dim ", dim, " (64 or 128 supported)");
+  const cuda::state_layout l = cuda::make_state_layout(impl_->slots, n_tokens);
+  const bool defers = impl_->params.mode == plan_mode::shareprefill && impl_->slots > 0;
+  return l.total + (defers ? l.kept_bytes(n_tokens, dim) : 0);
 }
 
 void device_planner::begin_prompt(device_plan_state& state, void* memory, int64_t bytes,
                                   int64_t n_tokens, void* stream,
                                   pivot_publishing publishing) const {
   const char* fn = "device_planner::begin_prompt";
-  const int64_t need = state_bytes(n_tokens);
+  check(n_tokens > 0, fn, "N must be positive, got ", n_tokens);
+  const int64_t need = cuda::make_state_layout(impl_->slots, n_tokens).total;  // cleared part
   check(memory != nullptr && reinterpret_cast<uintptr_t>(memory) % 256 == 0, fn,
         "state memory must be a non-null 256-byte aligned device pointer");
   check(bytes >= need, fn, "state memory of ", bytes, " bytes is too small: ", need,
@@ -272,7 +337,7 @@ void device_planner::begin_chunk(device_plan_state& state, int64_t n_tokens, voi
         "chunked prefill");
   check(state.last_layer == m.layers - 1, fn, "the previous chunk (tokens ", state.query_offset,
         "-", start, ") was planned up to layer ", state.last_layer, " of ", m.layers);
-  const int64_t need = state_bytes(n_tokens);
+  const int64_t need = cuda::make_state_layout(m.slots, n_tokens).total;  // no kept q and k
   check(state.bytes >= need, fn, "state memory of ", state.bytes, " bytes is too small for a chunk "
         "ending at ", n_tokens, ": ", need, " needed; size it with state_bytes() of the whole "
         "prompt");
@@ -337,8 +402,6 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
                          (dense_layer && pp.mode != plan_mode::shareprefill);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const cuda::plan_pointers p = cuda::bind_workspace(layout, workspace);
-  const cuda::state_pointers sp_state =
-      cuda::bind_state(cuda::make_state_layout(m.slots, shape.n_tokens), state.memory);
   cuda::plan_rules r;
   r.layer = static_cast<int32_t>(layer);
   r.mode = static_cast<int32_t>(pp.mode);
@@ -359,18 +422,25 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.eligible = static_cast<const uint8_t*>(m.eligible_device.data());
   r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
   // The layer's walked heads (none in an all-dense plan: the kernel walks it whole): the dense
-  // never-pivot heads, and with pivot_publishing::used its pivots that publish nothing; classify
-  // writes the plan's list and count, of which walk_bound is the bound.
+  // never-pivot heads, and with pivot_publishing::used its pivots (without A: never needed, or
+  // deferred when the layers run in one piece); classify writes the plan's list and count, of
+  // which walk_bound is the bound (one pivot per cluster with an eligible head).
   const int64_t listed = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
   r.walk_heads = listed > 0
                      ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
                      : nullptr;
   r.walk_head_count = static_cast<int32_t>(listed);
-  const bool unpublished = !all_dense && pp.mode == plan_mode::shareprefill &&
-                           state.publishing == pivot_publishing::used;
-  if (unpublished) r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
-  const int64_t walk_bound =
-      listed + (unpublished ? m.unpublished_count[static_cast<size_t>(layer)] : 0);
+  const bool used = !all_dense && pp.mode == plan_mode::shareprefill &&
+                    state.publishing == pivot_publishing::used;
+  if (used) r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
+  r.defer_pivots = used && query_offset == 0;
+  const int64_t walk_bound = listed + (used ? m.eligible_slots[static_cast<size_t>(layer)] : 0);
+  const cuda::state_layout state_layout = cuda::make_state_layout(m.slots, shape.n_tokens);
+  check(!r.defer_pivots ||
+            state.bytes >= state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim),
+        fn, "state memory of ", state.bytes, " bytes has no room for the q and k of deferred "
+        "pivots (pivot_publishing::used): state_bytes(", shape.n_tokens, ", ", shape.dim, ") = ",
+        state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim), " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;
@@ -382,13 +452,16 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   x.half = q.type == dtype::f16;
   x.q_first = query_offset;
   cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
+  const cuda::state_pointers sp_state = cuda::bind_state(state_layout, state.memory);
 
   if (all_dense) {
     cuda::launch_all_dense_kinds(p, st);
   } else {
     cuda::launch_statistics(p, sp_state, x, r, c, st);
     cuda::launch_query_aware_test(p, x, r, st);
+    if (r.defer_pivots) serve_deferred_pivots(m, p, sp_state, r, x, c, st);
     cuda::launch_classify(p, sp_state, r, st);
+    if (r.defer_pivots) cuda::launch_keep_deferred_pivots(p, sp_state, r, x, st);
   }
   cuda::launch_tiles(p, sp_state, x, r, all_dense, c, st);
   cuda::check_cuda(cudaMemsetAsync(p.item_counter, 0, sizeof(unsigned long long), st), fn,

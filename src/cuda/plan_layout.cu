@@ -99,6 +99,7 @@ workspace_layout make_workspace_layout(const plan_sizes& s) {
   l.slot_head = c.take(4 * std::max<int64_t>(1, s.max_pivots));
   l.walk_list = c.take(4 * h);
   l.walk_count = c.take(4);
+  l.run_if = c.take(4);
   l.sel_col = c.take(4 * h * s.words);
   l.sel_chunk = c.take(4 * h * (2 * s.words + 2));
   l.bitmask = c.take(4 * h * nb * s.words);
@@ -157,6 +158,8 @@ state_layout make_state_layout(int64_t slots, int64_t n) {
   l.pivot_s_blk = c.take(4 * sl * l.nb);
   l.vs_bits = c.take(4 * sl * l.nb * l.words);
   l.pattern_bits = c.take(4 * sl * l.nb * l.words);
+  l.deferred = c.take(4 * sl);
+  l.needed = c.take(4 * sl);
   l.total = c.offset;
   return l;
 }
@@ -200,6 +203,7 @@ plan_pointers bind_workspace(const workspace_layout& l, void* b) {
   p.slot_head = at<int32_t>(b, l.slot_head);
   p.walk_list = at<int32_t>(b, l.walk_list);
   p.walk_count = at<int32_t>(b, l.walk_count);
+  p.run_if = at<int32_t>(b, l.run_if);
   p.sel_col = at<uint32_t>(b, l.sel_col);
   p.sel_chunk = at<uint32_t>(b, l.sel_chunk);
   p.bitmask = at<uint32_t>(b, l.bitmask);
@@ -241,6 +245,9 @@ state_pointers bind_state(const state_layout& l, void* b) {
   s.pivot_s_blk = at<float>(b, l.pivot_s_blk);
   s.vs_bits = at<uint32_t>(b, l.vs_bits);
   s.pattern_bits = at<uint32_t>(b, l.pattern_bits);
+  s.deferred = at<int32_t>(b, l.deferred);
+  s.needed = at<int32_t>(b, l.needed);
+  s.kept = at<uint16_t>(b, l.total);
   return s;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -68,7 +69,7 @@ struct workspace_layout {
   int64_t row_stats, spill, tok, select;
   int64_t blk, blk_keys, blk_keys_sorted, blk_idx, blk_idx_sorted, blk_offsets, rank, budgets;
   int64_t k_pool, q_mean, q_pool, qa, qa_dist, gate_ok, gate_dist, pivot_count, slot_head;
-  int64_t walk_list, walk_count;
+  int64_t walk_list, walk_count, run_if;
   int64_t sel_col, sel_chunk, bitmask, row_count;
   int64_t big_keys, big_vals, big_keys_sorted, big_vals_sorted, prefix, seg_begin, seg_end;
   int64_t qa_count, qa_sum, qa_cut;
@@ -81,8 +82,10 @@ struct workspace_layout {
 struct state_layout {
   int64_t slots = 0, nb = 0, words = 0;
   int64_t error, has_pivot, pivot_layer, pivot_head, has_pattern, vs_ratio, profile_blocks;
-  int64_t pivot_v_blk, pivot_s_blk, vs_bits, pattern_bits;
-  int64_t total;
+  int64_t pivot_v_blk, pivot_s_blk, vs_bits, pattern_bits, deferred, needed;
+  int64_t total;  // what begin_prompt clears; the kept q and k of deferred pivots follow
+  // Bytes of the kept q and k at head dim `dim` (state_pointers::kept).
+  int64_t kept_bytes(int64_t n, int64_t dim) const { return std::max<int64_t>(slots, 1) * 2 * n * dim * 2; }
 };
 
 // Statistics blocks that fit on one SM (plan_statistics.cu: ~61 KB of shared memory and 150
@@ -135,6 +138,7 @@ struct plan_pointers {
   // layer's dense never-pivot heads and its pivots that publish nothing, ascending.
   int32_t* walk_list;       // [H]
   int32_t* walk_count;      // [1]
+  int32_t* run_if;          // [1] a deferred pivot's A runs (layer_plan_view::run_if)
   uint32_t* sel_col;        // [H, words] chosen key blocks
   uint32_t* sel_chunk;      // [H, 2*words + 2] chosen slash chunks (zero padded)
   uint32_t* bitmask;        // [H, nb, words] tiles of each head, row-major bits
@@ -175,6 +179,13 @@ struct state_pointers {
   float* pivot_s_blk;
   uint32_t* vs_bits;        // [slots, nb, words] the pivot's own vertical-slash tiles
   uint32_t* pattern_bits;   // [slots, nb, words] the published pattern
+  // pivot_publishing::used: a pivot whose A may be needed later computes it only when a member's
+  // similarity gates pass (deferred: [slots] 1 until then; needed: [slots] set by a passing
+  // member, cleared when served), from its q and k kept here: kept: [slots, 2, N, D] (q, then k;
+  // bf16 or f16 as q), after the part begin_prompt clears.
+  int32_t* deferred;
+  int32_t* needed;
+  uint16_t* kept;
 };
 
 plan_pointers bind_workspace(const workspace_layout& l, void* base);
@@ -240,10 +251,16 @@ struct plan_rules {
   // (plan_pointers::walk_list), whose work items sort after the others'.
   const int32_t* walk_heads = nullptr;
   int32_t walk_head_count = 0;
-  // unpublished: [layers * H] an eligible head whose cluster has no member in a later layer
-  // (device), or null (every pivot publishes: device_planner::begin_prompt's pivot_publishing).
-  // Such a pivot runs dense without A (pivot_slot -1, no slot_head entry) and is walked.
+  // pivot_publishing::used (null: every pivot computes A and publishes): unpublished: [layers *
+  // H] an eligible head whose cluster has no member in a later layer (device). Every pivot then
+  // runs dense without A (pivot_slot -1, no slot_head entry) and is walked; one not marked here
+  // is deferred when defer_pivots (its q and k kept, its A computed if a member's gates pass:
+  // launch_deferred_pivots), else it publishes nothing either.
   const uint8_t* unpublished = nullptr;
+  bool defer_pivots = false;
+  // Publish of a deferred pivot (launch_publish): the cluster slot of A's slot 0, else -1 (the
+  // cluster slots of the layer's own pivots, through slot_of).
+  int32_t publish_cluster_slot = -1;
   // Chunked prefill: query blocks before this one are not the chunk's (no work items).
   int32_t first_query_block = 0;
 };
@@ -280,6 +297,21 @@ void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t pa
 void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
                              cudaStream_t stream);
 // C: sharing gates, classification, pivot slots and profiles.
+// pivot_publishing::used, before launch_classify: state.needed of deferred pivots whose members'
+// profiles pass the similarity gate (plan_classify.cu).
+void launch_needed_pivots(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
+                          cudaStream_t stream);
+// Deferred pivots (plan_deferred.cu): keep_deferred_pivots after launch_classify copies the q and
+// k of the layer's deferred pivots into the state; before it, per cluster slot whose deferred
+// pivot a member may need, serve_deferred_pivot decides on the device whether the slot is
+// needed (then its A runs: the plan arrays hold a one-head full causal plan with a pivot,
+// pivot_plan, and `run_if` enables the launch) and sets pivot_count (1 or 0) and slot_head for
+// the publish that follows.
+void launch_keep_deferred_pivots(const plan_pointers& p, const state_pointers& st,
+                                 const plan_rules& r, const qk_views& x, cudaStream_t stream);
+void launch_pivot_plan(const plan_pointers& p, cudaStream_t stream);
+void launch_serve_deferred_pivot(const plan_pointers& p, const state_pointers& st, int32_t slot,
+                                 int32_t* run_if, cudaStream_t stream);
 void launch_classify(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
                      cudaStream_t stream);
 // Block means of Q for the query-aware heads (after classify; input of step E).

@@ -18,6 +18,14 @@
 namespace sp::cuda {
 namespace {
 
+// The cluster slot whose state pivot `slot` of A publishes into: the layer's pivot's cluster, or
+// the deferred pivot's being served (plan_rules::publish_cluster_slot).
+__device__ __forceinline__ int64_t published_cluster_slot(const plan_pointers& p,
+                                                          const plan_rules& r, int64_t slot) {
+  return r.publish_cluster_slot >= 0 ? r.publish_cluster_slot
+                                     : r.slot_of[r.layer * p.s.heads + p.slot_head[slot]];
+}
+
 // Segments (one per pivot row; empty past the layer's pivot count) and column indices.
 __global__ void publish_segments_kernel(plan_pointers p) {
   const int64_t nb = p.s.nb, segs = p.s.max_pivots * nb;
@@ -41,8 +49,7 @@ __global__ void pattern_kernel(plan_pointers p, state_pointers st, plan_rules r)
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (slot >= *p.pivot_count || row >= nb) return;
-  const int32_t head = p.slot_head[slot];
-  const int64_t cs = r.slot_of[r.layer * p.s.heads + head];
+  const int64_t cs = published_cluster_slot(p, r, slot);
   const int64_t base = (slot * nb + row) * nb, len = row + 1;
   const float* keys = p.big_keys_sorted + base;
   const double* prefix = p.prefix + base;
@@ -88,8 +95,7 @@ __global__ void __launch_bounds__(pattern_threads) pattern_rows_kernel(plan_poin
   __shared__ uint32_t row_bits[pattern_threads * items / 32];
   const int64_t nb = p.s.nb, words = p.s.words, slot = blockIdx.y, row = blockIdx.x;
   if (slot >= *p.pivot_count) return;
-  const int32_t head = p.slot_head[slot];
-  const int64_t cs = r.slot_of[r.layer * p.s.heads + head];
+  const int64_t cs = published_cluster_slot(p, r, slot);
   const float* a = p.block_attention + (slot * nb + row) * nb;
   float key[items];
   int32_t col[items];
@@ -126,7 +132,7 @@ __global__ void __launch_bounds__(vs_threads) vs_partial_kernel(plan_pointers p,
   const int64_t nb = p.s.nb, words = p.s.words, slot = blockIdx.y;
   if (slot >= *p.pivot_count) return;
   const int32_t head = p.slot_head[slot];
-  const int64_t cs = r.slot_of[r.layer * p.s.heads + head];
+  const int64_t cs = published_cluster_slot(p, r, slot);
   const float* a = p.block_attention + slot * nb * nb;
   const uint32_t* vs = st.vs_bits + cs * nb * words;
   // nb * nb < 2^31 (make_workspace_layout), so 32-bit index math.
@@ -172,7 +178,7 @@ __global__ void __launch_bounds__(vs_threads) vs_partial_kernel(plan_pointers p,
 __global__ void vs_ratio_kernel(plan_pointers p, state_pointers st, plan_rules r) {
   const int64_t slot = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (slot >= *p.pivot_count) return;
-  const int64_t cs = r.slot_of[r.layer * p.s.heads + p.slot_head[slot]];
+  const int64_t cs = published_cluster_slot(p, r, slot);
   double covered = 0.0, total = 0.0;
   for (int64_t part = 0; part < p.s.vs_parts; ++part) {
     covered += p.vs_partial[(slot * p.s.vs_parts + part) * 2];

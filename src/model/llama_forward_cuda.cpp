@@ -369,7 +369,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
     if (end == n) break;
   }
   s.ensure(s.plan_workspace, static_cast<size_t>(workspace));
-  s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n)));
+  s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n, D)));
   const int64_t nb = (n + 127) / 128, chunks = (n + chunk - 1) / chunk;
   const int64_t slots = chunks * c.n_layers;  // slot (chunk index) * layers + layer
   plan_readback readback(slots, H, nb);

@@ -610,13 +610,14 @@ TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
   }
 }
 
-// pivot_publishing::used against ::all on the same layers: a pivot whose cluster has no member in
-// a later layer publishes nothing with `used` (here the cluster "late", cut out of group 0's
-// layer-1 heads, and any cluster that gets its pivot only in the last layer): it runs without A
-// (pivot_slot -1) on the walk where the kernel walks. The kinds and every layer's output bytes
-// are those of `all`, and so are the states but for the patterns of those clusters, which they
-// lack. A state begun with `used` refuses begin_chunk.
-TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
+// pivot_publishing::used against ::all on the same layers of one prompt: every pivot runs
+// without A at its layer (pivot_slot -1) on the walk where the kernel walks; a pivot whose
+// cluster has no member in a later layer (the cluster "late", cut out of group 0's layer-1 heads,
+// and any cluster whose pivot comes in its last layer) never computes A; the others compute it
+// in the first later layer whose member passes the profile gate (the synthetic layers share, so
+// this runs). The kinds and every layer's output bytes are those of `all`, and so is the state
+// but for the patterns of clusters nobody needed. A state begun with `used` refuses begin_chunk.
+TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
   const planner_case c = make_case(4224, 8, 2, 64, 3);
   cluster_map map = map_of(c);
   head_cluster late;
@@ -636,7 +637,8 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
   for (size_t i = 0; i < map.clusters.size(); ++i)
     for (const head_ref& m : map.clusters[i].members)
       last_layer[i] = std::max<int64_t>(last_layer[i], m.layer);
-  std::set<int64_t> unpublished;  // clusters whose pivot published nothing with `used`
+  std::set<int64_t> unpublished;  // clusters whose pivot can never publish with `used`
+  std::set<int64_t> needed;       // clusters a head shared with
   const device_planner dp(params_of(c), c.layers, c.heads, &map);
   const layer_shape shape{c.n, c.heads, c.kv_heads, c.dim};
   prefill_layer_params all, used;
@@ -680,17 +682,20 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
       const std::vector<int32_t> walked = download_walk_heads(r.device_plan.plan);
       for (int64_t h = 0; h < c.heads; ++h) {
         if (kinds.back()[static_cast<size_t>(h)] != head_kind::pivot) continue;
+        EXPECT_LT(slots[static_cast<size_t>(h)], 0) << "pivot " << h;
+        EXPECT_EQ(std::count(walked.begin(), walked.end(), h), 1) << "pivot " << h;
         const int64_t cluster = cluster_of[static_cast<size_t>(layer * c.heads + h)];
-        const bool silent = last_layer[static_cast<size_t>(cluster)] == layer;
-        EXPECT_EQ(slots[static_cast<size_t>(h)] < 0, silent) << "pivot " << h;
-        EXPECT_EQ(std::count(walked.begin(), walked.end(), h) == 1, silent) << "pivot " << h;
-        if (silent) unpublished.insert(cluster);
+        if (last_layer[static_cast<size_t>(cluster)] == layer) unpublished.insert(cluster);
       }
     }
     EXPECT_EQ(kinds[0], kinds[1]);
     EXPECT_TRUE(outs[0] == outs[1]) << "the layer's output differs between all and used";
+    for (int64_t h = 0; h < c.heads; ++h)
+      if (kinds[0][static_cast<size_t>(h)] == head_kind::shared)
+        needed.insert(cluster_of[static_cast<size_t>(layer * c.heads + h)]);
   }
   EXPECT_EQ(unpublished.count(late_index), 1u) << "the late cluster's pivot";
+  EXPECT_FALSE(needed.empty()) << "no head shared: the deferred A never ran";
   const std::vector<device_cluster_slot> a = dp.download_state(s_all.device);
   const std::vector<device_cluster_slot> u = dp.download_state(s_used.device);
   ASSERT_EQ(a.size(), u.size());
@@ -700,12 +705,14 @@ TEST_F(DevicePlanner, UnpublishedPivotsRunWithoutTheirA) {
     EXPECT_EQ(a[i].pivot_layer, u[i].pivot_layer);
     EXPECT_EQ(a[i].pivot_head, u[i].pivot_head);
     EXPECT_TRUE(a[i].pivot_v_blk == u[i].pivot_v_blk);
-    const bool silent = unpublished.count(static_cast<int64_t>(i)) == 1;
-    EXPECT_EQ(u[i].has_pattern, a[i].has_pattern && !silent);
-    if (silent)
-      EXPECT_TRUE(a[i].has_pattern) << "with `all` every pivot publishes";
-    else
-      EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
+    const bool never = unpublished.count(static_cast<int64_t>(i)) == 1;
+    const bool served = needed.count(static_cast<int64_t>(i)) == 1;
+    EXPECT_FALSE(never && u[i].has_pattern) << "a pivot nobody can share with published";
+    if (served) EXPECT_TRUE(u[i].has_pattern) << "a member shared, so the pivot published";
+    if (!u[i].has_pattern) continue;
+    EXPECT_TRUE(a[i].has_pattern);
+    EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
+    EXPECT_EQ(a[i].pivot_vs_ratio, u[i].pivot_vs_ratio);
   }
   EXPECT_NE(error_of([&] {
               prefill_layer_begin_chunk(s_used, used, c.n + 128, nullptr);
