@@ -207,7 +207,8 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     m.deferred_candidates[static_cast<size_t>(l)].assign(here.begin(), here.end());
     for (int64_t h = 0; h < heads; ++h) {
       const size_t at = static_cast<size_t>(l * heads + h);
-      if (eligible[at] != 0 && unpublished[at] == 0) may_defer[static_cast<size_t>(m.slot_of[at])] = 1;
+      if (eligible[at] != 0 && unpublished[at] == 0)
+        may_defer[static_cast<size_t>(m.slot_of[at])] = 1;
     }
   }
   int device = 0, sms = 0;
@@ -438,9 +439,11 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   const cuda::state_layout state_layout = cuda::make_state_layout(m.slots, shape.n_tokens);
   check(!r.defer_pivots ||
             state.bytes >= state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim),
-        fn, "state memory of ", state.bytes, " bytes has no room for the q and k of deferred "
-        "pivots (pivot_publishing::used): state_bytes(", shape.n_tokens, ", ", shape.dim, ") = ",
-        state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim), " needed");
+        fn, "state memory of ", state.bytes,
+        " bytes has no room for the q and k of deferred "
+        "pivots (pivot_publishing::used): state_bytes(",
+        shape.n_tokens, ", ", shape.dim,
+        ") = ", state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim), " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;

@@ -85,7 +85,9 @@ struct state_layout {
   int64_t pivot_v_blk, pivot_s_blk, vs_bits, pattern_bits, deferred, needed;
   int64_t total;  // what begin_prompt clears; the kept q and k of deferred pivots follow
   // Bytes of the kept q and k at head dim `dim` (state_pointers::kept).
-  int64_t kept_bytes(int64_t n, int64_t dim) const { return std::max<int64_t>(slots, 1) * 2 * n * dim * 2; }
+  int64_t kept_bytes(int64_t n, int64_t dim) const {
+    return std::max<int64_t>(slots, 1) * 2 * n * dim * 2;
+  }
 };
 
 // Statistics blocks that fit on one SM (plan_statistics.cu: ~61 KB of shared memory and 150
