@@ -79,6 +79,10 @@ struct prefill_options {
   // begin_chunk; CUDA: prefill_layer_begin_chunk). Both forwards.
   int64_t chunk = 0;
   bool chunk_carried = false;
+  // CUDA: every pivot computes its block attention A at its layer (pivot_publishing::all, as a
+  // carried chunked prefill does) instead of only when a later member needs it (used); the same
+  // outputs, for comparing the two.
+  bool publish_all_pivots = false;
 };
 
 struct prefill_result {

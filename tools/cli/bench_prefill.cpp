@@ -29,6 +29,8 @@
 // and the output head with the heuristic's and with the timed algorithms.
 // --chunk C prefills every window in chunks of C tokens (a multiple of 128; --chunk-state fresh or
 // carried, as `eval ppl --chunk`), the timed prefills and the scored one alike; the rows say so.
+// --publish-all-pivots: every pivot computes its A at its layer (pivot_publishing::all) instead
+// of when a member needs it; the same outputs, to compare the two.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -66,6 +68,7 @@ struct prefill_bench_options {
   int64_t decode = 64;
   int64_t chunk = 0;                  // --chunk: tokens per prefill chunk (0: whole prompts)
   std::string chunk_state = "fresh";  // --chunk-state
+  bool publish_all_pivots = false;    // --publish-all-pivots
   int threads = 0;
   bool random_weights = false;
   json_option json;
@@ -198,6 +201,7 @@ void run_prefill_bench(prefill_bench_options o) {
       po.rope = rope;
       po.chunk = o.chunk;
       po.chunk_carried = o.chunk_state == "carried";
+      po.publish_all_pivots = o.publish_all_pivots;
       session.reset();
       session.prefill(tokens, po, planner.get());  // warm-up, and the scored window
       const std::vector<float> lp =
@@ -219,7 +223,7 @@ void run_prefill_bench(prefill_bench_options o) {
       nlohmann::json row = {
           {"bench", "prefill"}, {"device", "cuda"}, {"mode", mode}, {"n", n},
           {"rope", {{"type", rope.type}, {"factor", rope.factor}}},
-          {"chunk", o.chunk},
+          {"chunk", o.chunk}, {"publish_all_pivots", o.publish_all_pivots},
           {"chunk_state", o.chunk > 0 ? nlohmann::json(o.chunk_state) : nlohmann::json(nullptr)},
           {"ttft_ms", mid}, {"ttft_ms_all", ttft}, {"tokens_per_s", double(n) / (mid * 1e-3)},
           {"attention_ms", res.attention_ms}, {"plan_ms", res.plan_ms},
@@ -366,6 +370,9 @@ void setup_bench_prefill(CLI::App& bench) {
                   "prefill in chunks of this many tokens (a multiple of 128; 0: whole prompts)")
       ->capture_default_str();
   add_chunk_state_option(sub, o->chunk_state);
+  sub->add_flag("--publish-all-pivots", o->publish_all_pivots,
+                "Every pivot computes its block attention at its layer, not only when a later "
+                "member needs it (the same outputs; for comparison)");
   sub->add_option("--save-tokens", o->save_tokens, "Write the longest window's token ids (JSON)");
   sub->add_flag("--random-weights", o->random_weights,
                 "No model: random weights of SmolLM2-135M's shape, random ids, dense only");
