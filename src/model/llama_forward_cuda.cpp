@@ -362,8 +362,8 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   prefill_layer_params lp;
   lp.device = planner;
   // No chunk takes a pivot's pattern from a chunk before it unless the state is carried.
-  lp.publishing = carried || options.publish_all_pivots ? pivot_publishing::all
-                                                        : pivot_publishing::used;
+  lp.publishing =
+      carried || options.publish_all_pivots ? pivot_publishing::all : pivot_publishing::used;
   int64_t workspace = 0;
   for (int64_t end = std::min(n, chunk);; end = std::min(n, end + chunk)) {
     workspace = std::max(workspace, prefill_layer_workspace_bytes({end, H, Hkv, D}, lp, true));
