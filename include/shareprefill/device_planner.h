@@ -40,6 +40,7 @@
 #include "shareprefill/block_mask.h"
 #include "shareprefill/cluster_map.h"
 #include "shareprefill/layer_plan_view.h"
+#include "shareprefill/pivot_publishing.h"
 #include "shareprefill/planner_params.h"
 #include "shareprefill/tensor.h"
 
@@ -71,16 +72,6 @@ struct device_plan_output {
                                          // cluster's pivot; -1 where no gate applied
 };
 
-// Which pivots compute their block attention A and publish their pattern (step G). With `all`
-// every pivot does, at its layer. With `used` a pivot runs dense without A at its layer (walked
-// where the kernel walks dense heads: the same output bytes) and its cluster has no pattern
-// until a member needs one: a pivot whose cluster has no member in a later layer never computes
-// A (the device planner does not share within a layer; only a carried chunk could take such a
-// pattern); the others, when the layers are planned in one piece (query offset 0), keep their q
-// and k in the state and compute A in the first later layer where a member's profile distances
-// pass the similarity gate, just before that layer's gates (else, in a chunk, at their layer).
-// Every decision and output is as with `all`; only clusters nobody needed lack a pattern.
-enum class pivot_publishing { all, used };
 
 // Per-prompt state memory and the host's bookkeeping of the layer order.
 struct device_plan_state {

@@ -7,11 +7,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "shareprefill/block_mask.h"
 #include "shareprefill/llama_config.h"
+#include "shareprefill/pivot_publishing.h"
 #include "shareprefill/prefill_attention.h"
 #include "shareprefill/thread_pool.h"
 
@@ -79,11 +81,15 @@ struct prefill_options {
   // begin_chunk; CUDA: prefill_layer_begin_chunk). Both forwards.
   int64_t chunk = 0;
   bool chunk_carried = false;
-  // CUDA: every pivot computes its block attention A at its layer (pivot_publishing::all, as a
-  // carried chunked prefill does) instead of only when a later member needs it (used); the same
-  // outputs, for comparing the two.
-  bool publish_all_pivots = false;
+  // CUDA: when the device planner's pivots compute their block attention A (pivot_publishing.h;
+  // the same outputs). Unset: `all` when chunks carry the state, else `deferred` for prompts of
+  // at least cuda_defer_pivots_from tokens and `used` below.
+  std::optional<pivot_publishing> pivots;
 };
+
+// Where deferring the pivots' A starts to pay (docs/PERF.md, eighteenth session, H200, the
+// default model and map: +3.5% at 8K, even at 32K, -2.3% at 128K).
+constexpr int64_t cuda_defer_pivots_from = 32768;
 
 struct prefill_result {
   std::vector<float> logits;  // [positions, vocab] for the requested positions

@@ -196,7 +196,7 @@ __global__ void sharing_gates_kernel(plan_pointers p, state_pointers st, plan_ru
   }
 }
 
-// pivot_publishing::used: a member (not query-aware) of a cluster whose pivot deferred its A
+// pivot_publishing::deferred: a member (not query-aware) of a cluster whose pivot deferred its A
 // marks the pivot needed when its profile distances pass the similarity gate (the gate's other
 // tests read the pattern, so they run once it is published). grid (H), 256.
 __global__ void needed_pivots_kernel(plan_pointers p, state_pointers st, plan_rules r) {

@@ -1,4 +1,4 @@
-// Deferred pivots (pivot_publishing::used, device_planner.h): a pivot that may serve members of
+// Deferred pivots (pivot_publishing::deferred, device_planner.h): a pivot that may serve members of
 // later layers runs without its block attention A at its own layer (walked, like a dense head:
 // classify) and keeps its q and k in the state. A later layer where a member's profiles pass
 // the similarity gate (needed_pivots_kernel) computes the pivot's A then, with the attention

@@ -29,8 +29,8 @@
 // and the output head with the heuristic's and with the timed algorithms.
 // --chunk C prefills every window in chunks of C tokens (a multiple of 128; --chunk-state fresh or
 // carried, as `eval ppl --chunk`), the timed prefills and the scored one alike; the rows say so.
-// --publish-all-pivots: every pivot computes its A at its layer (pivot_publishing::all) instead
-// of when a member needs it; the same outputs, to compare the two.
+// --pivots all|used|deferred|auto: when the pivots compute their A (pivot_publishing.h; the same
+// outputs), to compare the choices; auto is the forward's own.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
@@ -68,7 +68,7 @@ struct prefill_bench_options {
   int64_t decode = 64;
   int64_t chunk = 0;                  // --chunk: tokens per prefill chunk (0: whole prompts)
   std::string chunk_state = "fresh";  // --chunk-state
-  bool publish_all_pivots = false;    // --publish-all-pivots
+  std::string pivots = "auto";        // --pivots
   int threads = 0;
   bool random_weights = false;
   json_option json;
@@ -201,7 +201,7 @@ void run_prefill_bench(prefill_bench_options o) {
       po.rope = rope;
       po.chunk = o.chunk;
       po.chunk_carried = o.chunk_state == "carried";
-      po.publish_all_pivots = o.publish_all_pivots;
+      if (o.pivots != "auto") po.pivots = parse_pivot_publishing(o.pivots);
       session.reset();
       session.prefill(tokens, po, planner.get());  // warm-up, and the scored window
       const std::vector<float> lp =
@@ -227,7 +227,7 @@ void run_prefill_bench(prefill_bench_options o) {
           {"n", n},
           {"rope", {{"type", rope.type}, {"factor", rope.factor}}},
           {"chunk", o.chunk},
-          {"publish_all_pivots", o.publish_all_pivots},
+          {"pivots", o.pivots},
           {"chunk_state", o.chunk > 0 ? nlohmann::json(o.chunk_state) : nlohmann::json(nullptr)},
           {"ttft_ms", mid},
           {"ttft_ms_all", ttft},
@@ -381,9 +381,12 @@ void setup_bench_prefill(CLI::App& bench) {
                   "prefill in chunks of this many tokens (a multiple of 128; 0: whole prompts)")
       ->capture_default_str();
   add_chunk_state_option(sub, o->chunk_state);
-  sub->add_flag("--publish-all-pivots", o->publish_all_pivots,
-                "Every pivot computes its block attention at its layer, not only when a later "
-                "member needs it (the same outputs; for comparison)");
+  sub->add_option("--pivots", o->pivots,
+                  "When pivots compute their block attention (the same outputs): all (at their "
+                  "layer), used (not those nobody can share with), deferred (also the others "
+                  "only when a member needs it), auto (deferred from 32768 tokens, else used)")
+      ->check(CLI::IsMember({"auto", "all", "used", "deferred"}))
+      ->capture_default_str();
   sub->add_option("--save-tokens", o->save_tokens, "Write the longest window's token ids (JSON)");
   sub->add_flag("--random-weights", o->random_weights,
                 "No model: random weights of SmolLM2-135M's shape, random ids, dense only");
