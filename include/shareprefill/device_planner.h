@@ -72,7 +72,6 @@ struct device_plan_output {
                                          // cluster's pivot; -1 where no gate applied
 };
 
-
 // Per-prompt state memory and the host's bookkeeping of the layer order.
 struct device_plan_state {
   void* memory = nullptr;  // caller's device memory, device_planner::state_bytes(n_tokens)

@@ -240,9 +240,9 @@ cuda::plan_sizes sizes_of(const device_planner::impl& m, const layer_shape& s, c
                                m.target_ctas);
 }
 
-// Before the layer's gates (pivot_publishing::deferred, the prompt in one piece): the deferred pivots
-// a member of this layer may need get their A now when one does (plan_deferred.cu). The members
-// mark their clusters (needed_pivots_kernel); the plan arrays, rebuilt by the layer's tiles
+// Before the layer's gates (pivot_publishing::deferred, the prompt in one piece): the deferred
+// pivots a member of this layer may need get their A now when one does (plan_deferred.cu). The
+// members mark their clusters (needed_pivots_kernel); the plan arrays, rebuilt by the layer's tiles
 // later, hold the one-head causal plan of a pivot; per candidate cluster, serve_kernel decides
 // on the device, the kernel runs the pivot's A from its kept q and k (output over its kept q,
 // which is not needed again) when it is needed, and publish fills the cluster's pattern.
@@ -334,7 +334,8 @@ void device_planner::begin_chunk(device_plan_state& state, int64_t n_tokens, voi
         " of the previous chunk");
   check(state.publishing == pivot_publishing::all, fn,
         "the state was begun with pivot_publishing::used or deferred, so some pivots published "
-        "no pattern for the next chunk to take; begin_prompt() with pivot_publishing::all for a carried "
+        "no pattern for the next chunk to take; begin_prompt() with pivot_publishing::all for a "
+        "carried "
         "chunked prefill");
   check(state.last_layer == m.layers - 1, fn, "the previous chunk (tokens ", state.query_offset,
         "-", start, ") was planned up to layer ", state.last_layer, " of ", m.layers);
@@ -424,15 +425,15 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.dense_head = static_cast<const uint8_t*>(m.dense_head_device.data());
   // The layer's walked heads (none in an all-dense plan: the kernel walks it whole): the dense
   // never-pivot heads, and with pivot_publishing::used its pivots without A (never needed; with
-  // deferred, in a prompt in one piece, all its pivots); classify writes the plan's list and count, of
-  // which walk_bound is the bound (one pivot per cluster with an eligible head).
+  // deferred, in a prompt in one piece, all its pivots); classify writes the plan's list and count,
+  // of which walk_bound is the bound (one pivot per cluster with an eligible head).
   const int64_t listed = all_dense ? 0 : m.walk_count[static_cast<size_t>(layer)];
   r.walk_heads = listed > 0
                      ? static_cast<const int32_t*>(m.walk_list_device.data()) + layer * m.heads
                      : nullptr;
   r.walk_head_count = static_cast<int32_t>(listed);
-  const bool used = !all_dense && pp.mode == plan_mode::shareprefill &&
-                    state.publishing != pivot_publishing::all;
+  const bool used =
+      !all_dense && pp.mode == plan_mode::shareprefill && state.publishing != pivot_publishing::all;
   if (used) r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
   r.defer_pivots = used && state.publishing == pivot_publishing::deferred && query_offset == 0;
   const int64_t walk_bound = listed + (used ? m.eligible_slots[static_cast<size_t>(layer)] : 0);

@@ -181,10 +181,10 @@ struct state_pointers {
   float* pivot_s_blk;
   uint32_t* vs_bits;        // [slots, nb, words] the pivot's own vertical-slash tiles
   uint32_t* pattern_bits;   // [slots, nb, words] the published pattern
-  // pivot_publishing::deferred: a pivot whose A may be needed later computes it only when a member's
-  // similarity gates pass (deferred: [slots] 1 until then; needed: [slots] set by a passing
-  // member, cleared when served), from its q and k kept here: kept: [slots, 2, N, D] (q, then k;
-  // bf16 or f16 as q), after the part begin_prompt clears.
+  // pivot_publishing::deferred: a pivot whose A may be needed later computes it only when a
+  // member's similarity gates pass (deferred: [slots] 1 until then; needed: [slots] set by a
+  // passing member, cleared when served), from its q and k kept here: kept: [slots, 2, N, D] (q,
+  // then k; bf16 or f16 as q), after the part begin_prompt clears.
   int32_t* deferred;
   int32_t* needed;
   uint16_t* kept;
@@ -299,8 +299,8 @@ void launch_cover_budgets(const float* tok, int64_t heads, int64_t n, int64_t pa
 void launch_query_aware_test(const plan_pointers& p, const qk_views& x, const plan_rules& r,
                              cudaStream_t stream);
 // C: sharing gates, classification, pivot slots and profiles.
-// pivot_publishing::deferred, before launch_classify: state.needed of deferred pivots whose members'
-// profiles pass the similarity gate (plan_classify.cu).
+// pivot_publishing::deferred, before launch_classify: state.needed of deferred pivots whose
+// members' profiles pass the similarity gate (plan_classify.cu).
 void launch_needed_pivots(const plan_pointers& p, const state_pointers& st, const plan_rules& r,
                           cudaStream_t stream);
 // Deferred pivots (plan_deferred.cu): keep_deferred_pivots after launch_classify copies the q and

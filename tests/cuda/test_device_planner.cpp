@@ -626,8 +626,10 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
   late.shared = true;
   std::vector<head_ref>& first = map.clusters.front().members;
   for (auto it = first.begin(); it != first.end();)
-    if (it->layer == 1) late.members.push_back(*it), it = first.erase(it);
-    else ++it;
+    if (it->layer == 1)
+      late.members.push_back(*it), it = first.erase(it);
+    else
+      ++it;
   ASSERT_FALSE(late.members.empty());
   map.clusters.push_back(late);
   const int64_t late_index = static_cast<int64_t>(map.clusters.size()) - 1;
@@ -692,8 +694,8 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
     }
     for (size_t m = 1; m < choices.size(); ++m) {
       EXPECT_EQ(kinds[0], kinds[m]) << pivot_publishing_name(choices[m]);
-      EXPECT_TRUE(outs[0] == outs[m]) << "the layer's output with "
-                                      << pivot_publishing_name(choices[m]) << " differs";
+      EXPECT_TRUE(outs[0] == outs[m])
+          << "the layer's output with " << pivot_publishing_name(choices[m]) << " differs";
     }
     for (int64_t h = 0; h < c.heads; ++h)
       if (kinds[0][static_cast<size_t>(h)] == head_kind::shared)
@@ -713,7 +715,8 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
       EXPECT_TRUE(a[i].pivot_v_blk == u[i].pivot_v_blk);
       const bool nobody = never.count(static_cast<int64_t>(i)) == 1;
       EXPECT_FALSE(nobody && u[i].has_pattern) << "a pivot nobody can share with published";
-      if (!nobody && (choices[m] == pivot_publishing::used || needed.count(static_cast<int64_t>(i)) == 1))
+      if (!nobody &&
+          (choices[m] == pivot_publishing::used || needed.count(static_cast<int64_t>(i)) == 1))
         EXPECT_EQ(u[i].has_pattern, a[i].has_pattern) << "a needed pattern is missing";
       if (!u[i].has_pattern) continue;
       EXPECT_TRUE(a[i].has_pattern);
