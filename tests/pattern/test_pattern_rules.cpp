@@ -8,6 +8,7 @@
 #include <cmath>
 #include <set>
 
+#include "shareprefill/pivot_publishing.h"
 #include "shareprefill/planner.h"
 #include "test_util.h"
 
@@ -202,6 +203,14 @@ TEST(PlannerParams, ValidationNamesTheBadValue) {
   EXPECT_NE(testing::error_of([] { plan_mode_from_name("sparse"); }).find("sparse"),
             std::string::npos);
   EXPECT_EQ(planner_params{}.to_json().dump().find("\"gamma\":0.95") != std::string::npos, true);
+}
+
+TEST(PivotPublishing, NamesRoundTrip) {
+  for (pivot_publishing p : {pivot_publishing::all, pivot_publishing::used, pivot_publishing::deferred})
+    EXPECT_EQ(parse_pivot_publishing(pivot_publishing_name(p)), p);
+  EXPECT_EQ(std::string(pivot_publishing_name(pivot_publishing::deferred)), "deferred");
+  EXPECT_NE(testing::error_of([] { parse_pivot_publishing("lazy"); }).find("'lazy'"),
+            std::string::npos);
 }
 
 }  // namespace
