@@ -206,7 +206,8 @@ TEST(PlannerParams, ValidationNamesTheBadValue) {
 }
 
 TEST(PivotPublishing, NamesRoundTrip) {
-  for (pivot_publishing p : {pivot_publishing::all, pivot_publishing::used, pivot_publishing::deferred})
+  for (pivot_publishing p :
+       {pivot_publishing::all, pivot_publishing::used, pivot_publishing::deferred})
     EXPECT_EQ(parse_pivot_publishing(pivot_publishing_name(p)), p);
   EXPECT_EQ(std::string(pivot_publishing_name(pivot_publishing::deferred)), "deferred");
   EXPECT_NE(testing::error_of([] { parse_pivot_publishing("lazy"); }).find("'lazy'"),
