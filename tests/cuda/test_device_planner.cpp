@@ -57,16 +57,18 @@ struct device_run {
   }
 };
 
-// A layer's inputs on the device: q [N, H, D] and k [N, Hkv, D] as bf16 views.
+// A layer's inputs on the device: q [N, H, D], k and v [N, Hkv, D] as bf16 views.
 struct device_inputs {
-  device_buffer dq, dk;
-  tensor_view q, k;
+  device_buffer dq, dk, dv;
+  tensor_view q, k, v;
   device_inputs(const planner_case& c, const layer_inputs& x)
-      : dq(x.q.size() * 2), dk(x.k.size() * 2) {
+      : dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2) {
     dq.upload(x.q.data(), dq.size());
     dk.upload(x.k.data(), dk.size());
+    dv.upload(x.v.data(), dv.size());
     q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
     k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
   }
 };
 
@@ -582,13 +584,9 @@ TEST_F(DevicePlanner, PrefillLayerMatchesCpu) {
     std::vector<float> host_out(static_cast<size_t>(c.n * c.heads * c.dim));
     const tensor_view ho = tensor_view::contiguous(host_out.data(), dtype::f32, {c.n, c.heads, c.dim});
     const prefill_layer_result hr = prefill_layer(x.qv, x.kv, x.vv, ho, hs, hp, nullptr, 0, nullptr);
-    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2), dout(x.q.size() * 2);
-    dq.upload(x.q.data(), dq.size());
-    dk.upload(x.k.data(), dk.size());
-    dv.upload(x.v.data(), dv.size());
-    const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
-    const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
-    const tensor_view v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    const device_inputs in(c, x);
+    const tensor_view &q = in.q, &k = in.k, &v = in.v;
+    device_buffer dout(x.q.size() * 2);
     const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
     EXPECT_NE(error_of([&] { prefill_layer(q, k, v, ho, gs, gp, ws.data(),
                                            static_cast<int64_t>(ws.size()), nullptr); })
@@ -658,13 +656,7 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
   for (int64_t layer = 0; layer < c.layers; ++layer) {
     SCOPED_TRACE(str("layer ", layer));
     const layer_inputs x = make_inputs(c, layer);
-    device_buffer dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2);
-    dq.upload(x.q.data(), dq.size());
-    dk.upload(x.k.data(), dk.size());
-    dv.upload(x.v.data(), dv.size());
-    const tensor_view q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
-    const tensor_view k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
-    const tensor_view v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    const device_inputs in(c, x);
     std::vector<std::vector<uint16_t>> outs;
     std::vector<std::vector<head_kind>> kinds;
     for (size_t m = 0; m < choices.size(); ++m) {
@@ -672,7 +664,7 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
       params[m].layer = layer;
       device_buffer dout(x.q.size() * 2);
       const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
-      const prefill_layer_result r = prefill_layer(q, k, v, o, state[m], params[m], ws[m].data(),
+      const prefill_layer_result r = prefill_layer(in.q, in.k, in.v, o, state[m], params[m], ws[m].data(),
                                                    static_cast<int64_t>(ws[m].size()), nullptr);
       ASSERT_NO_THROW(device_plan_check(state[m].device, nullptr));
       kinds.push_back(device_planner::download_kinds(r.device_plan.plan));
