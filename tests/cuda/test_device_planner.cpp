@@ -664,8 +664,9 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
       params[m].layer = layer;
       device_buffer dout(x.q.size() * 2);
       const tensor_view o = on_device(dout.data(), dtype::bf16, {c.n, c.heads, c.dim});
-      const prefill_layer_result r = prefill_layer(in.q, in.k, in.v, o, state[m], params[m], ws[m].data(),
-                                                   static_cast<int64_t>(ws[m].size()), nullptr);
+      const prefill_layer_result r =
+          prefill_layer(in.q, in.k, in.v, o, state[m], params[m], ws[m].data(),
+                        static_cast<int64_t>(ws[m].size()), nullptr);
       ASSERT_NO_THROW(device_plan_check(state[m].device, nullptr));
       kinds.push_back(device_planner::download_kinds(r.device_plan.plan));
       outs.emplace_back(x.q.size());
