@@ -245,7 +245,8 @@ cuda::plan_sizes sizes_of(const device_planner::impl& m, const layer_shape& s, c
 // members mark their clusters (needed_pivots_kernel); the plan arrays, rebuilt by the layer's tiles
 // later, hold the one-head causal plan of a pivot; per candidate cluster, serve_kernel decides
 // on the device, the kernel runs the pivot's A from its kept q and k (output over its kept q,
-// which is not needed again) when it is needed, and publish fills the cluster's pattern.
+// which is not needed again; the default kernel choice, as the layers' own launches) when it is
+// needed, and publish fills the cluster's pattern.
 void serve_deferred_pivots(const device_planner::impl& m, const cuda::plan_pointers& p,
                            const cuda::state_pointers& st, const cuda::plan_rules& r,
                            const cuda::qk_views& x, cuda::cub_plan& c, cudaStream_t stream) {
@@ -335,8 +336,7 @@ void device_planner::begin_chunk(device_plan_state& state, int64_t n_tokens, voi
   check(state.publishing == pivot_publishing::all, fn,
         "the state was begun with pivot_publishing::used or deferred, so some pivots published "
         "no pattern for the next chunk to take; begin_prompt() with pivot_publishing::all for a "
-        "carried "
-        "chunked prefill");
+        "carried chunked prefill");
   check(state.last_layer == m.layers - 1, fn, "the previous chunk (tokens ", state.query_offset,
         "-", start, ") was planned up to layer ", state.last_layer, " of ", m.layers);
   const int64_t need = cuda::make_state_layout(m.slots, n_tokens).total;  // no kept q and k
@@ -438,13 +438,10 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   r.defer_pivots = used && state.publishing == pivot_publishing::deferred && query_offset == 0;
   const int64_t walk_bound = listed + (used ? m.eligible_slots[static_cast<size_t>(layer)] : 0);
   const cuda::state_layout state_layout = cuda::make_state_layout(m.slots, shape.n_tokens);
-  check(!r.defer_pivots ||
-            state.bytes >= state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim),
-        fn, "state memory of ", state.bytes,
-        " bytes has no room for the q and k of deferred "
-        "pivots (pivot_publishing::deferred): state_bytes(",
-        shape.n_tokens, ", ", shape.dim,
-        ") = ", state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim), " needed");
+  const int64_t with_kept = state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim);
+  check(!r.defer_pivots || state.bytes >= with_kept, fn, "state memory of ", state.bytes,
+        " bytes has no room for the q and k of deferred pivots (pivot_publishing::deferred): "
+        "state_bytes(", shape.n_tokens, ", ", shape.dim, ") = ", with_kept, " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;
