@@ -213,9 +213,10 @@ __global__ void needed_pivots_kernel(plan_pointers p, state_pointers st, plan_ru
 // walked heads. The inputs of every head are read at once (one thread a head), the decisions are
 // taken by one thread in head order from shared memory (a head becomes its cluster's pivot when
 // the slot had none before the layer and no earlier head of the layer took it, or when it is the
-// slot's pivot carried from an earlier chunk; a pivot r.unpublished marks gets no A slot and is
-// walked), and the results are written by all threads. grid (1), classify_threads, dynamic shared
-// memory classify_smem_bytes(H, slots).
+// slot's pivot carried from an earlier chunk; a pivot r.unpublished marks, and with
+// r.defer_pivots every pivot, gets no A slot and is walked, the latter deferred in the state),
+// and the results are written by all threads. grid (1), classify_threads, dynamic shared memory
+// classify_smem_bytes(H, slots).
 constexpr int classify_threads = 256;
 struct head_decision {
   int32_t slot;         // shared cluster slot or -1 (shareprefill, not query-aware unless carried)

@@ -441,7 +441,8 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   const int64_t with_kept = state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim);
   check(!r.defer_pivots || state.bytes >= with_kept, fn, "state memory of ", state.bytes,
         " bytes has no room for the q and k of deferred pivots (pivot_publishing::deferred): "
-        "state_bytes(", shape.n_tokens, ", ", shape.dim, ") = ", with_kept, " needed");
+        "state_bytes(",
+        shape.n_tokens, ", ", shape.dim, ") = ", with_kept, " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;

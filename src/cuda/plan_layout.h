@@ -253,11 +253,12 @@ struct plan_rules {
   // (plan_pointers::walk_list), whose work items sort after the others'.
   const int32_t* walk_heads = nullptr;
   int32_t walk_head_count = 0;
-  // pivot_publishing::used (null: every pivot computes A and publishes): unpublished: [layers *
-  // H] an eligible head whose cluster has no member in a later layer (device). Every pivot then
-  // runs dense without A (pivot_slot -1, no slot_head entry) and is walked; one not marked here
-  // is deferred when defer_pivots (its q and k kept, its A computed if a member's gates pass:
-  // launch_deferred_pivots), else it publishes nothing either.
+  // pivot_publishing::used or deferred (null: all, every pivot computes A at its layer):
+  // unpublished: [layers * H] an eligible head whose cluster has no member in a later layer
+  // (device). A pivot marked here runs dense without A (pivot_slot -1, no slot_head entry) and is
+  // walked; with defer_pivots (deferred, query offset 0) every other pivot too, deferred in the
+  // state (its q and k kept, its A computed when a member's profiles pass the gate:
+  // needed_pivots_kernel, serve_kernel).
   const uint8_t* unpublished = nullptr;
   bool defer_pivots = false;
   // Publish of a deferred pivot (launch_publish): the cluster slot of A's slot 0, else -1 (the
