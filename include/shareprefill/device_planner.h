@@ -108,10 +108,11 @@ class device_planner {
   // Bytes of workspace for one layer of `shape` (plan, kernel scratch, temporaries). Throws on
   // shapes the device planner cannot take (dim not 64/128, heads not divisible, sizes).
   int64_t workspace_bytes(const layer_shape& shape) const;
-  // Bytes of per-prompt state for prompts of n_tokens tokens whose heads have `dim` dims (64 or
-  // 128; the larger is enough for both): in shareprefill mode with shared clusters this includes
-  // the kept q and k of deferred pivots (pivot_publishing::used).
-  int64_t state_bytes(int64_t n_tokens, int64_t dim = 128) const;
+  // Bytes of per-prompt state for prompts of n_tokens tokens begun with `publishing`; with
+  // pivot_publishing::deferred (shareprefill mode, shared clusters) they include the kept q and
+  // k of deferred pivots for heads of `dim` dims (64 or 128; 128 is enough for both).
+  int64_t state_bytes(int64_t n_tokens, pivot_publishing publishing = pivot_publishing::all,
+                      int64_t dim = 128) const;
   // Upper bound on the pivots of any layer (distinct eligible shared clusters of a layer).
   int64_t max_pivots() const;
 

@@ -291,12 +291,14 @@ int64_t device_planner::workspace_bytes(const layer_shape& shape) const {
       .total;
 }
 
-int64_t device_planner::state_bytes(int64_t n_tokens, int64_t dim) const {
+int64_t device_planner::state_bytes(int64_t n_tokens, pivot_publishing publishing,
+                                    int64_t dim) const {
   const char* fn = "device_planner::state_bytes";
   check(n_tokens > 0, fn, "N must be positive, got ", n_tokens);
   check(dim == 64 || dim == 128, fn, "head dim ", dim, " (64 or 128 supported)");
   const cuda::state_layout l = cuda::make_state_layout(impl_->slots, n_tokens);
-  const bool defers = impl_->params.mode == plan_mode::shareprefill && impl_->slots > 0;
+  const bool defers = publishing == pivot_publishing::deferred &&
+                      impl_->params.mode == plan_mode::shareprefill && impl_->slots > 0;
   return l.total + (defers ? l.kept_bytes(n_tokens, dim) : 0);
 }
 
@@ -440,9 +442,8 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   const cuda::state_layout state_layout = cuda::make_state_layout(m.slots, shape.n_tokens);
   const int64_t with_kept = state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim);
   check(!r.defer_pivots || state.bytes >= with_kept, fn, "state memory of ", state.bytes,
-        " bytes has no room for the q and k of deferred pivots (pivot_publishing::deferred): "
-        "state_bytes(",
-        shape.n_tokens, ", ", shape.dim, ") = ", with_kept, " needed");
+        " bytes has no room for the q and k of deferred pivots: state_bytes(", shape.n_tokens,
+        ", pivot_publishing::deferred, ", shape.dim, ") = ", with_kept, " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
   cuda::qk_views x;
   x.q = q.data;

@@ -367,8 +367,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
                   : n >= cuda_defer_pivots_from ? pivot_publishing::deferred
                                                 : pivot_publishing::used;
   check(!carried || lp.publishing == pivot_publishing::all, fn,
-        "a carried chunked prefill needs "
-        "every pivot's pattern: options.pivots must be all, got ",
+        "a carried chunked prefill needs every pivot's pattern: options.pivots must be all, got ",
         pivot_publishing_name(lp.publishing));
   int64_t workspace = 0;
   for (int64_t end = std::min(n, chunk);; end = std::min(n, end + chunk)) {
@@ -376,7 +375,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
     if (end == n) break;
   }
   s.ensure(s.plan_workspace, static_cast<size_t>(workspace));
-  s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n, D)));
+  s.ensure(s.plan_state, static_cast<size_t>(planner->state_bytes(n, lp.publishing, D)));
   const int64_t nb = (n + 127) / 128, chunks = (n + chunk - 1) / chunk;
   const int64_t slots = chunks * c.n_layers;  // slot (chunk index) * layers + layer
   plan_readback readback(slots, H, nb);

@@ -17,7 +17,7 @@ device_planner& device_planner::operator=(device_planner&&) noexcept = default;
 int64_t device_planner::workspace_bytes(const layer_shape&) const {
   fail("device_planner::workspace_bytes", "built without CUDA");
 }
-int64_t device_planner::state_bytes(int64_t, int64_t) const {
+int64_t device_planner::state_bytes(int64_t, pivot_publishing, int64_t) const {
   fail("device_planner::state_bytes", "built without CUDA");
 }
 int64_t device_planner::max_pivots() const { fail("device_planner::max_pivots", "built without CUDA"); }

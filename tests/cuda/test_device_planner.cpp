@@ -647,7 +647,7 @@ TEST_F(DevicePlanner, PivotsPublishOnlyWhatIsUsed) {
     params[m].device = &dp;
     params[m].publishing = choices[m];
     ws.emplace_back(static_cast<size_t>(prefill_layer_workspace_bytes(shape, params[m], true)));
-    st.emplace_back(static_cast<size_t>(dp.state_bytes(c.n, c.dim)));
+    st.emplace_back(static_cast<size_t>(dp.state_bytes(c.n, choices[m], c.dim)));
     prefill_layer_begin(state[m], params[m], c.n, true, st[m].data(),
                         static_cast<int64_t>(st[m].size()), nullptr);
   }

@@ -544,11 +544,10 @@ TEST_F(DevicePlannerChunks, CarriedErrors) {
   device_plan_state tight;
   dp.begin_prompt(tight, small.data(), static_cast<int64_t>(small.size()), 2048, nullptr);
   dp.publish(1, plan_layers(tight, 0, 2, 0, 2048), tight, nullptr);
-  // (state_bytes rounds each region up to 256 bytes and holds the kept q and k of deferred
-  // pivots, which a carried state does not use: 16384 tokens fit in 2048's memory; the state of
-  // 524288 tokens, with its nb x nb bits per cluster, does not.)
-  ASSERT_GT(dp.state_bytes(524288), static_cast<int64_t>(small.size()));
-  EXPECT_NE(begin_error(tight, 524288).find("too small for a chunk ending at 524288"),
+  // (state_bytes rounds each region up to 256 bytes: 3000 tokens may fit in 2048's memory; the
+  // state of 16384 tokens does not.)
+  ASSERT_GT(dp.state_bytes(16384), static_cast<int64_t>(small.size()));
+  EXPECT_NE(begin_error(tight, 16384).find("too small for a chunk ending at 16384"),
             std::string::npos);
 
   // Through prefill_layer: a state never begun, and the chunk start begin_chunk fixed.
