@@ -192,6 +192,21 @@ inline tensor_view on_device(const void* data, dtype type, std::initializer_list
   return t;
 }
 
+// A layer's inputs on the device: q [N, H, D], k and v [N, Hkv, D] as bf16 views.
+struct device_inputs {
+  device_buffer dq, dk, dv;
+  tensor_view q, k, v;
+  device_inputs(const planner_case& c, const layer_inputs& x)
+      : dq(x.q.size() * 2), dk(x.k.size() * 2), dv(x.v.size() * 2) {
+    dq.upload(x.q.data(), dq.size());
+    dk.upload(x.k.data(), dk.size());
+    dv.upload(x.v.data(), dv.size());
+    q = on_device(dq.data(), dtype::bf16, {c.n, c.heads, c.dim});
+    k = on_device(dk.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+    v = on_device(dv.data(), dtype::bf16, {c.n, c.kv_heads, c.dim});
+  }
+};
+
 // The device state's clusters against the host state's (pivot identity, profiles to rounding
 // and of the same length (a chunk's nb; shorter when carried from an earlier chunk), patterns
 // and vs_ratio); counts the pivots whose vertical-slash tiles differ (ties, bounded by the
