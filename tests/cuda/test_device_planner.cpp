@@ -57,7 +57,6 @@ struct device_run {
   }
 };
 
-
 // What the planner must walk: in a planned (not all-dense) layer, the dense heads (a dense
 // layer's, the map's dense heads) that cannot become a pivot (in shareprefill mode: not a member
 // of a shared cluster, or not its medoid with pivot_is_medoid).

@@ -10,10 +10,10 @@
 #include <set>
 #include <vector>
 
+#include "device_planner_test_util.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/pivot_publishing.h"
 #include "shareprefill/prefill_layer.h"
-#include "device_planner_test_util.h"
 #include "test_util.h"
 
 namespace sp {
