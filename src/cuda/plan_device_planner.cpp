@@ -127,6 +127,7 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
     gamma_of[static_cast<size_t>(g.layer * heads + g.head)] = g.gamma;
   }
   m.slot_of.assign(static_cast<size_t>(layers * heads), -1);
+  m.eligible_slots.assign(static_cast<size_t>(layers), 0);  // no map: no cluster
   std::vector<uint8_t> eligible(static_cast<size_t>(layers * heads), 0);
   if (clusters != nullptr) {
     const std::vector<int32_t> cluster_of = clusters->head_table(layers, heads);
@@ -153,7 +154,7 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
         eligible[static_cast<size_t>(l * heads + h)] = ok ? 1 : 0;
         if (ok) layer_slots.insert(slot);
       }
-      m.eligible_slots.push_back(static_cast<int64_t>(layer_slots.size()));
+      m.eligible_slots[static_cast<size_t>(l)] = static_cast<int64_t>(layer_slots.size());
       if (params.mode == plan_mode::shareprefill)
         m.max_pivots = std::max<int64_t>(m.max_pivots, static_cast<int64_t>(layer_slots.size()));
     }
@@ -195,7 +196,6 @@ device_planner::device_planner(const planner_params& params, int64_t layers, int
   }
   m.unpublished_device = device_buffer(unpublished.size());
   m.unpublished_device.upload(unpublished.data(), unpublished.size());
-  m.eligible_slots.resize(static_cast<size_t>(layers), 0);  // no map: no cluster
   m.deferred_candidates.resize(static_cast<size_t>(layers));
   std::vector<uint8_t> may_defer(static_cast<size_t>(m.slots), 0);  // in a layer before this one
   for (int64_t l = 0; l < layers; ++l) {

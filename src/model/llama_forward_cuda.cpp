@@ -176,9 +176,7 @@ struct cuda_llama_session::impl {
       r.v_token_stride = qkv_width();
       r.k_out = cache.k(l) + pos * cache.token_stride();
       r.v_out = cache.v(l) + pos * cache.token_stride();
-      r.kv_out_token_stride = cache.token_stride();
-      check(pos + n <= cache.capacity(), "cuda_llama_session", "tokens [", pos, ", ", pos + n,
-            ") exceed the KV cache's ", cache.capacity(), " tokens");
+      r.kv_out_token_stride = cache.token_stride();  // rows [pos, pos + n) fit: check_prefill
       cuda_rope_apply(r, stream);
     }
     // attn_out
