@@ -464,7 +464,9 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
     cuda::launch_query_aware_test(p, x, r, st);
     if (r.defer_pivots) serve_deferred_pivots(m, p, sp_state, r, x, c, st);
     cuda::launch_classify(p, sp_state, r, st);
-    if (r.defer_pivots) cuda::launch_keep_deferred_pivots(p, sp_state, r, x, st);
+    // Only a layer with an eligible head can have a pivot whose q and k to keep.
+    if (r.defer_pivots && m.eligible_slots[static_cast<size_t>(layer)] > 0)
+      cuda::launch_keep_deferred_pivots(p, sp_state, r, x, st);
   }
   cuda::launch_tiles(p, sp_state, x, r, all_dense, c, st);
   cuda::check_cuda(cudaMemsetAsync(p.item_counter, 0, sizeof(unsigned long long), st), fn,
