@@ -1,13 +1,15 @@
 // `shareprefill bench layer`: whole SharePrefill layers (plan + attention + publish, through
 // prefill_layer) over L consecutive layers of the synthetic structured generator (--synthetic,
 // the default) or of captured activations (--inputs FILE: layer{L}.q/k/v [N, heads, dim], bf16
-// or f32), for every mode, on the CPU or the GPU. A table, and with --json [FILE] one JSON line per mode
-// and layer plus one per mode with the totals: mode, n, heads, kv_heads, dim, layers, plan_ms, attention_ms, total_ms,
-// dense_ms (our kernel on every causal tile, same inputs, same run), density, rel_err (vs that
-// dense output, all heads and rows), kinds, peak_bytes (workspace + state + the layer's q, k, v
-// and out). Times: wall clock with a device synchronisation after each phase (so launch
-// overheads count), the median over --repeats prompts after one untimed prompt, which also
-// gives rel_err and density.
+// or f32; `bench prefill --save-inputs` writes them from the model; --clusters MAP then gives the
+// sparse modes the map's dense layers, dense heads, per-head gammas and its thresholds for N, as
+// the model's runs take them), for every mode, on the CPU or the GPU. A table, and with --json
+// [FILE] one JSON line per mode and layer plus one per mode with the totals: mode, n, heads,
+// kv_heads, dim, layers, plan_ms, attention_ms, total_ms, dense_ms (our kernel on every causal
+// tile, same inputs, same run), density, rel_err (vs that dense output, all heads and rows), kinds,
+// peak_bytes (workspace + state + the layer's q, k, v and out). Times: wall clock with a device
+// synchronisation after each phase (so launch overheads count), the median over --repeats prompts
+// after one untimed prompt, which also gives rel_err and density.
 // --ranks R --simulate (issue 19, bench_layer_cp.h): after each layer's one-call attention in the
 // untimed prompt, the layer's plan split over R context-parallel ranks run one after another on
 // this device; one extra JSON line per mode and layer ("bench": "layer_cp"). Its table's "sim ms"
@@ -33,7 +35,9 @@
 #include "option_checks.h"
 #include "shareprefill/context_parallel_device.h"
 #include "shareprefill/cuda_attention.h"
+#include "shareprefill/dense_layer_choice.h"
 #include "shareprefill/error.h"
+#include "shareprefill/length_thresholds.h"
 #include "shareprefill/nccl_comm.h"
 #include "shareprefill/prefill_layer.h"
 #include "shareprefill/safetensors.h"
@@ -129,6 +133,19 @@ inputs load_inputs(const layer_bench_options& o) {
     }
   }
   return in;
+}
+
+// The planner parameters a model run takes from a cluster map at a prompt of n tokens: its dense
+// layers, dense heads and per-head gammas, and its thresholds entry for n.
+planner_params map_settings(const cluster_map& map, int64_t n, int64_t layers, int64_t heads) {
+  planner_params p;
+  const dense_layers_resolution d = resolve_dense_layers("", &map, layers, heads);
+  p.dense_layers = d.layers;
+  p.dense_heads = d.heads;
+  p.head_gammas = d.head_gammas;
+  if (!map.thresholds.empty()) p = with_thresholds(p, *thresholds_for_length(map.thresholds, n));
+  p.validate();
+  return p;
 }
 
 // The buffers of one layer on the device of the run (device memory or host vectors).
@@ -241,6 +258,8 @@ void run(const layer_bench_options& o) {
   auto run_mode = [&](plan_mode mode, std::vector<layer_numbers>& numbers, int64_t& peak,
                       std::vector<std::vector<float>>* outputs, bool simulate) {
     planner_params params;
+    if (mode != plan_mode::dense && !o.clusters.empty())
+      params = map_settings(in.map, in.n, layers, in.heads);
     params.mode = mode;
     const cluster_map* map = mode == plan_mode::shareprefill ? &in.map : nullptr;
     check(map == nullptr || in.has_map, fn, "shareprefill mode with --inputs needs --clusters");
@@ -349,13 +368,25 @@ void run(const layer_bench_options& o) {
       for (int i = 0; i < head_kind_count; ++i)
         if (static_cast<head_kind>(i) != head_kind::deferred)
           kj[head_kind_name(static_cast<head_kind>(i))] = k[i];
-      const nlohmann::json j = {{"bench", "layer"}, {"device", o.device}, {"kernel", kernel},
+      const nlohmann::json j = {{"bench", "layer"},
+                                {"device", o.device},
+                                {"kernel", kernel},
                                 {"inputs", o.inputs.empty() ? "synthetic" : o.inputs},
-                                {"mode", name}, {"layer", layer}, {"n", in.n},
-                                {"heads", in.heads}, {"kv_heads", in.kv_heads}, {"dim", in.dim},
-                                {"layers", layers}, {"plan_ms", plan}, {"attention_ms", attention},
-                                {"total_ms", plan + attention}, {"dense_ms", dense},
-                                {"density", density}, {"rel_err", rel_err}, {"kinds", kj},
+                                {"clusters", o.clusters},
+                                {"mode", name},
+                                {"layer", layer},
+                                {"n", in.n},
+                                {"heads", in.heads},
+                                {"kv_heads", in.kv_heads},
+                                {"dim", in.dim},
+                                {"layers", layers},
+                                {"plan_ms", plan},
+                                {"attention_ms", attention},
+                                {"total_ms", plan + attention},
+                                {"dense_ms", dense},
+                                {"density", density},
+                                {"rel_err", rel_err},
+                                {"kinds", kj},
                                 {"peak_bytes", peak}};
       json.write(j);
       std::fprintf(text, "%-13s %-6s %10.3f %12.3f %10.3f %10.3f %8.3f %9.5f  %s\n", name.c_str(),

@@ -32,6 +32,8 @@
 // --pivots all|used|deferred|auto: when the pivots compute their A (pivot_publishing.h; the same
 // outputs), to compare the choices; auto is the forward's own.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
+// --save-inputs FILE (one length, dense among the modes) writes every layer's attention inputs of
+// the dense scored prefill (attention_inputs_file.h) for `bench layer --inputs FILE`.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
 #include <algorithm>
@@ -41,6 +43,7 @@
 #include <fstream>
 #include <random>
 
+#include "attention_inputs_file.h"
 #include "attention_options.h"
 #include "command.h"
 #include "cuda_model.h"
@@ -60,7 +63,7 @@ namespace sp::cli {
 namespace {
 
 struct prefill_bench_options {
-  std::string model, text, device = "cuda", save_tokens;
+  std::string model, text, device = "cuda", save_tokens, save_inputs;
   std::vector<int64_t> lengths{8192, 32768, 131072};
   std::vector<std::string> modes{"dense", "vslash", "flexprefill", "shareprefill"};
   attention_options attention;
@@ -146,6 +149,12 @@ void run_prefill_bench(prefill_bench_options o) {
   for (int64_t n : o.lengths) check(n >= 2, fn, "lengths must be >= 2, got ", n);
   check(o.chunk >= 0 && o.chunk % 128 == 0, fn, "--chunk must be a multiple of 128 (0: whole ",
         "prompts), got ", o.chunk);
+  check(o.save_inputs.empty() ||
+            (o.lengths.size() == 1 && o.chunk == 0 &&
+             std::find(o.modes.begin(), o.modes.end(), "dense") != o.modes.end()),
+        fn,
+        "--save-inputs records the dense prefill of one length: give one --lengths value, "
+        "dense among --modes and no --chunk");
   const int64_t longest = o.lengths.back();
   thread_pool pool(o.threads);
   // The model on the device and the longest window's tokens.
@@ -202,8 +211,18 @@ void run_prefill_bench(prefill_bench_options o) {
       po.chunk = o.chunk;
       po.chunk_carried = o.chunk_state == "carried";
       if (o.pivots != "auto") po.pivots = parse_pivot_publishing(o.pivots);
+      attention_inputs_recorder recorder;
+      const bool record = mode == "dense" && !o.save_inputs.empty();
+      if (record) po.on_attention_inputs = recorder.hook();
       session.reset();
       session.prefill(tokens, po, planner.get());  // warm-up, and the scored window
+      if (record) {
+        recorder.save(o.save_inputs);
+        std::fprintf(stderr, "wrote the attention inputs of %lld layers to %s\n",
+                     static_cast<long long>(recorder.layers()), o.save_inputs.c_str());
+        po.on_attention_inputs = {};
+        recorder = attention_inputs_recorder();  // the host copies are not needed any more
+      }
       const std::vector<float> lp =
           o.random_weights ? std::vector<float>{} : session.token_logprobs(first, targets);
       const double ppl =
@@ -388,6 +407,9 @@ void setup_bench_prefill(CLI::App& bench) {
       ->check(CLI::IsMember({"auto", "all", "used", "deferred"}))
       ->capture_default_str();
   sub->add_option("--save-tokens", o->save_tokens, "Write the longest window's token ids (JSON)");
+  sub->add_option("--save-inputs", o->save_inputs,
+                  "Write every layer's attention inputs of the dense prefill (safetensors, for "
+                  "`bench layer --inputs`; one length)");
   sub->add_flag("--random-weights", o->random_weights,
                 "No model: random weights of SmolLM2-135M's shape, random ids, dense only");
   add_threads_option(sub, o->threads);
