@@ -42,7 +42,7 @@ plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t d
   // twice the time of one); each range at least two chunks (>= 128 keys, so a range's slash
   // spill of < 128 entries lands in the next range only).
   const int64_t chunks = (n + stats_chunk - 1) / stats_chunk;
-  const int64_t want = std::max<int64_t>(1, target_ctas / 2 * stats_blocks_per_sm(dim) / heads);
+  const int64_t want = std::max<int64_t>(1, target_ctas / 2 * stats_blocks_per_sm / heads);
   int64_t per = std::max<int64_t>(2, (chunks + want - 1) / want);
   s.split_keys = per * stats_chunk;
   s.splits = (n + s.split_keys - 1) / s.split_keys;

@@ -90,12 +90,12 @@ struct state_layout {
   }
 };
 
-// Statistics blocks that fit on one SM (plan_statistics.cu: ~61 KB of shared memory and 150
-// registers a thread at D = 64, ~77 KB at D = 128).
-constexpr int stats_blocks_per_sm(int64_t dim) { return dim == 64 ? 3 : 2; }
+// Statistics blocks that fit on one SM (plan_statistics.cu: ~45 KB of shared memory at D = 64,
+// ~74 KB at D = 128; at most 168 registers a thread, which __launch_bounds__ asks for).
+constexpr int stats_blocks_per_sm = 3;
 
 // target_ctas: two blocks per SM (the budget select's grid); the statistics' key ranges fill
-// target_ctas / 2 * stats_blocks_per_sm(dim) blocks.
+// target_ctas / 2 * stats_blocks_per_sm blocks.
 plan_sizes make_plan_sizes(int64_t n, int64_t heads, int64_t kv_heads, int64_t dim,
                            int64_t max_pivots, int64_t target_ctas);
 workspace_layout make_workspace_layout(const plan_sizes& s);

@@ -17,13 +17,16 @@
 //           into the vertical profile (per-group column sums by a fixed tree over the rows,
 //           formed by recursive halving across the lanes, then added in group order; each key
 //           owned by one CTA) and the slash profile (each group's probabilities through its own
-//           shared tile into diagonal strips, added in group order into a sliding window,
+//           shared tile into diagonal strips: rows g and g + 8 of a lane's fragment share a
+//           diagonal one n8 tile apart, so the lane adds them before the tile, which holds 8
+//           paired rows and each strip entry sums 8 of them in row order; then added in group
+//           order into a sliding window,
 //           double-buffered; the < 128 entries that run past the end of a range go to `spill`
 //           and are added by the next kernel), so every sum is formed in a fixed order and the
 //           result is deterministic. Two block barriers a chunk.
 // Every sum has the order it had with one warp per group (8 warps of 16 rows): which warp holds a
 // group does not change a result.
-// The bs x N probabilities never exist: only one 16 x 64 tile per group, in pass 2.
+// The bs x N probabilities never exist: only one paired 8 x 72 tile per group, in pass 2.
 // Then block sums (fp64, as the host), the gamma budgets (each head's own gamma) by a radix
 // select per profile (plan_budgets.cu), and the ranking of the block profiles for the top-k of
 // step D (plan_rank.cu; a CUB segmented sort past nb = 4096).
@@ -66,6 +69,7 @@ __host__ __device__ constexpr int group_of(int warp, int m) { return m * stats_w
 constexpr int stats_tiles = stats_chunk / 8;           // n8 tiles of scores per chunk and warp
 constexpr int strip_size = stats_chunk + 16;           // slash entries of a warp per chunk
 constexpr int window_size = stats_chunk + stats_rows;  // slash entries a chunk touches (< 192)
+constexpr int paired_columns = stats_chunk + 8;        // columns of a paired p tile row
 
 // A K buffer: [D / 64 column chunks][64 keys][64 elements], 128-byte swizzled (16-byte piece c
 // of a 128-byte row r stored at piece c ^ (r % 8)), the layout wgmma reads through a descriptor
@@ -78,15 +82,15 @@ __device__ __forceinline__ int key_offset(int row, int piece) {
 
 template <class T, int D>
 struct stats_smem {
-  // 16-byte row padding; p rows 8 floats apart in the banks, so a half-warp's float2 stores of
-  // rows g..g+3 (the fragment layout) hit 32 distinct banks.
-  static constexpr int ldq = D + 8, ldp = stats_chunk + 8;
+  // 16-byte Q row padding. A p tile row holds 72 columns (paired_tile); rows 24 floats apart in
+  // the banks, so a half-warp's float2 stores of rows g..g+3 hit 32 distinct banks.
+  static constexpr int ldq = D + 8, ldp = paired_columns + 16;
   static constexpr int k_bytes = D / 64 * key_column_bytes;
   // Double buffer: chunk c + 1 loads while c is scored; 1024-byte aligned (swizzle atoms).
   alignas(1024) unsigned char k[2][k_bytes];
   union {  // Q until every warp holds its fragments (chunk 0), then pass 2's p tiles
     T q[stats_rows * ldq];                // [128 rows, D] (rows past `rows` zero)
-    float p[stats_groups][16 * ldp];      // pass 2: group G's 16 x 64 probabilities
+    float p[stats_groups][8 * ldp];       // pass 2: group G's paired rows (paired_tile)
   };
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_groups][stats_chunk];
@@ -243,7 +247,7 @@ __device__ __forceinline__ void combine_stats(float& m, float& l, float om, floa
 }
 
 template <class T, int D, int pass>
-__global__ void __launch_bounds__(stats_threads, stats_blocks_per_sm(D))
+__global__ void __launch_bounds__(stats_threads, stats_blocks_per_sm)
     last_block_stats_kernel(stats_args a) {
   using S = stats_smem<T, D>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -371,25 +375,32 @@ __global__ void __launch_bounds__(stats_threads, stats_blocks_per_sm(D))
             }
             sc[m][t][e] = pv;
           }
-        // The group's tile for the diagonal strips.
+        // The group's paired tile for the diagonal strips: row g, column c + 8 holds
+        // P[g][c] + P[g + 8][c + 8] for c = -8 .. 63 (P = the group's 16 x 64 probabilities,
+        // absent entries left out): the two lie on one diagonal, in this lane's tiles u - 1 and u.
         float* my_p = sm.p[group];
 #pragma unroll
-        for (int t = 0; t < stats_tiles; ++t) {
-          *reinterpret_cast<float2*>(my_p + g * S::ldp + t * 8 + 2 * quad) =
-              make_float2(sc[m][t][0], sc[m][t][1]);
-          *reinterpret_cast<float2*>(my_p + (g + 8) * S::ldp + t * 8 + 2 * quad) =
-              make_float2(sc[m][t][2], sc[m][t][3]);
+        for (int u = 0; u <= stats_tiles; ++u) {
+          float2 x;
+          if (u == 0)
+            x = make_float2(sc[m][0][2], sc[m][0][3]);
+          else if (u == stats_tiles)
+            x = make_float2(sc[m][u - 1][0], sc[m][u - 1][1]);
+          else
+            x = make_float2(sc[m][u - 1][0] + sc[m][u][2], sc[m][u - 1][1] + sc[m][u][3]);
+          *reinterpret_cast<float2*>(my_p + g * S::ldp + u * 8 + 2 * quad) = x;
         }
         const float2 mine = warp_column_sums(sc[m], g);
         *reinterpret_cast<float2*>(&sm.colpart[group][g * 8 + 2 * quad]) = mine;
         __syncwarp();
-        // Strip entry e of this group: rows r = 0..15 at column e - 15 + r (distance constant).
+        // Strip entry e of this group: rows r and r + 8 at columns e - 15 + r and e - 7 + r
+        // (distance constant), i.e. paired row r at column e - 7 + r, for r = 0..7.
         for (int e = lane; e < strip_size - 1; e += 32) {
           float acc = 0.0f;
 #pragma unroll
-          for (int r = 0; r < 16; ++r) {
-            const int col = e - 15 + r;
-            if (col >= 0 && col < stats_chunk) acc += my_p[r * S::ldp + col];
+          for (int r = 0; r < 8; ++r) {
+            const int col = e - 7 + r;
+            if (col >= 0 && col < paired_columns) acc += my_p[r * S::ldp + col];
           }
           sm.strips[group][e] = acc;
         }
@@ -493,8 +504,8 @@ __global__ void rank_kernel(plan_pointers p) {
 template <class T, int D>
 void launch_passes(const stats_args& a, cudaStream_t stream) {
   const size_t smem = sizeof(stats_smem<T, D>) + 1024;  // + alignment slack
-  // stats_blocks_per_sm(D) blocks in an SM's 228 KB, each with the 1 KB the system reserves.
-  static_assert((sizeof(stats_smem<T, D>) + 2048) * stats_blocks_per_sm(D) <= 228 * 1024,
+  // stats_blocks_per_sm blocks in an SM's 228 KB, each with the 1 KB the system reserves.
+  static_assert((sizeof(stats_smem<T, D>) + 2048) * stats_blocks_per_sm <= 228 * 1024,
                 "the statistics' blocks per SM (plan_layout.h) do not fit in shared memory");
   const dim3 grid(static_cast<unsigned>(a.s.splits), static_cast<unsigned>(a.s.heads));
   const char* fn = "device_planner::plan";
