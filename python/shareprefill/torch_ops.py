@@ -242,20 +242,25 @@ class CudaPrefill:
         step = self.cursor.next(self.planner.prompt, end - n, end, layer, self.planner.layers,
                                 carried)
         if step != RUN:
-            self._begin(step, end, q.device, stream, carried)
+            self._begin(step, end, q.device, stream, carried, whole=n == end, dim=dim)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         dp.prefill_layer(layer, out, q, k, v, self.workspace, stream)
         if layer == self.planner.layers - 1:
             dp.check(stream)  # the chunk's one synchronisation: errors the device recorded
         return out
 
-    def _begin(self, step, end, device, stream, carried):
+    def _begin(self, step, end, device, stream, carried, whole, dim):
         """Binds the state for the chunk whose keys end at `end`: a fresh one (FRESH; one a
         later chunk may carry on when `carried`), or the carried one moved on (CARRY; first
         copied into larger memory when the longer prompt needs more, stream-ordered before
-        begin_chunk reads it)."""
+        begin_chunk reads it). When pivots compute their block attention is the C++ forward's
+        choice (the same outputs every way): all pivots when chunks carry the state; only
+        when a later member needs it for a whole prompt (`whole`: q is all of k's rows) of
+        at least DEFER_PIVOTS_FROM tokens; else not those nobody after them shares with."""
         dp = self.device_planner
-        need = dp.state_bytes(end)
+        pivots = ("all" if carried else
+                  "deferred" if whole and end >= _core.DEFER_PIVOTS_FROM else "used")
+        need = dp.state_bytes(end, pivots, dim)
         old = self.state if self.state is not None and self.state.device == device else None
         if old is None or old.numel() < need:
             self.state = torch.empty(need, dtype=torch.uint8, device=device)
@@ -263,8 +268,8 @@ class CudaPrefill:
                 self.state[:old.numel()].copy_(old)
         if step == CARRY and old is not None:
             dp.begin_chunk(self.state, end, stream)
-        else:  # only a carried chunk takes the patterns of pivots nobody after them shares with
-            dp.begin_prompt(self.state, end, stream, chunks_follow=carried)
+        else:
+            dp.begin_prompt(self.state, end, stream, pivots)
 
     def last_plan(self):
         """The last layer's device plan as a Plan (tiles and head kinds; synchronous copies)."""

@@ -22,6 +22,8 @@
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/error.h"
+#include "shareprefill/llama_model.h"
+#include "shareprefill/pivot_publishing.h"
 #include "shareprefill/prefill_layer.h"
 
 namespace sp_python {
@@ -131,13 +133,15 @@ class device_prefill {
                                              true);
   }
 
-  int64_t state_bytes(int64_t n) const { return planner_.state_bytes(n); }
+  int64_t state_bytes(int64_t n, const std::string& pivots, int64_t dim) const {
+    return planner_.state_bytes(n, sp::parse_pivot_publishing(pivots), dim);
+  }
 
   void begin_prompt(const output_array& memory, int64_t n_tokens, uintptr_t stream,
-                    bool chunks_follow) {
+                    const std::string& pivots) {
     const char* fn = "shareprefill.DevicePlanner.begin_prompt";
     const array_info m = bytes_of(fn, "state", memory);
-    params_.publishing = chunks_follow ? sp::pivot_publishing::all : sp::pivot_publishing::used;
+    params_.publishing = sp::parse_pivot_publishing(pivots);
     sp::prefill_layer_begin(state_, params_, n_tokens, true, m.view.data, m.view.shape[0],
                             stream_of(stream));
     has_result_ = false;
@@ -242,19 +246,27 @@ void bind_cuda(nb::module_& m) {
         "or None, q [N, H, D], k and v [N, Hkv, D] with heads contiguous within a token. plan "
         "None: every causal tile. A plan from a Planner is published into it (with one "
         "synchronisation when the layer has pivots).");
+  // Prompts of at least this many tokens defer their pivots' block attention (CudaPrefill, as
+  // the C++ forward: sp::cuda_defer_pivots_from).
+  m.attr("DEFER_PIVOTS_FROM") = sp::cuda_defer_pivots_from;
   nb::class_<device_prefill>(m, "DevicePlanner",
                              "The SharePrefill planner on the GPU for a Planner's settings: per "
                              "layer, plan, attention and publish on one stream.")
       .def(nb::init<const planner_handle&, int64_t>(), nb::arg("planner"), nb::arg("heads"))
       .def("workspace_bytes", &device_prefill::workspace_bytes, nb::arg("n_tokens"),
            nb::arg("heads"), nb::arg("kv_heads"), nb::arg("dim"))
-      .def("state_bytes", &device_prefill::state_bytes, nb::arg("n_tokens"))
+      .def("state_bytes", &device_prefill::state_bytes, nb::arg("n_tokens"),
+           nb::arg("pivots") = "all", nb::arg("dim") = 0,
+           "Bytes of per-prompt state for n_tokens begun with `pivots` (dim: the head dimension, "
+           "which 'deferred' keeps the pivots' q and k of).")
       .def("begin_prompt", &device_prefill::begin_prompt, nb::arg("state"), nb::arg("n_tokens"),
-           nb::arg("stream"), nb::arg("chunks_follow") = true,
+           nb::arg("stream"), nb::arg("pivots") = "all",
            "Starts a prompt, or a chunk with a fresh sharing state (n_tokens: the chunk's keys "
-           "end); state: uint8 CUDA array of state_bytes(n_tokens). chunks_follow=False: no "
-           "begin_chunk will carry this state, so pivots whose cluster has no member in a later "
-           "layer skip their block attention (sp::pivot_publishing::used; same outputs).")
+           "end); state: uint8 CUDA array of state_bytes(n_tokens, pivots, dim). pivots: when "
+           "pivots compute their block attention (sp::pivot_publishing; the same outputs): 'all' "
+           "(a begin_chunk may carry the state), 'used' (not those whose cluster has no member in "
+           "a later layer), 'deferred' (a whole prompt, q of every layer all its rows: also the "
+           "others only when a later member needs it).")
       .def("begin_chunk", &device_prefill::begin_chunk, nb::arg("state"), nb::arg("n_tokens"),
            nb::arg("stream"),
            "Carried sharing state: moves the state from its finished chunk to the chunk whose "

@@ -263,6 +263,33 @@ def test_device_planner_agrees_with_the_host_planner():
     assert agree >= 0.9 * total, (agree, total)
 
 
+@pytest.mark.parametrize("n_tokens", [4224, sp._core.DEFER_PIVOTS_FROM])
+def test_pivot_choices_give_the_same_outputs(n_tokens):
+    """CudaPrefill picks when pivots compute their block attention as the C++ forward does:
+    every pivot when chunks carry the state ('all'), else not those nobody after them shares
+    with ('used'), and from DEFER_PIVOTS_FROM tokens only when a later member needs it
+    ('deferred', whose state keeps the pivots' q and k). Every layer's output is the same bits
+    as with 'all' (the carried run)."""
+    syn = dict(SYN, n_tokens=n_tokens)
+    cmap = sp._core.synthetic_cluster_map(**syn)
+    inputs = [[torch.from_numpy(x).to(DEVICE, torch.bfloat16)
+               for x in sp._core.synthetic_layer(layer, **syn)] for layer in range(syn["layers"])]
+    outs, states = {}, {}
+    for carried in (True, False):
+        runner = ops.CudaPrefill(sp.Planner(cmap))
+        outs[carried] = [runner.layer(layer, *inputs[layer], carried=carried)
+                         for layer in range(syn["layers"])]
+        runner.check(inputs[0][0])
+        states[carried] = (runner.device_planner, runner.state.numel())
+    for layer, (a, b) in enumerate(zip(outs[True], outs[False])):
+        assert torch.equal(a, b), layer
+    dp, state = states[False]
+    choice = "deferred" if n_tokens >= sp._core.DEFER_PIVOTS_FROM else "used"
+    assert state == dp.state_bytes(n_tokens, choice, syn["dim"])
+    if choice == "deferred":
+        assert state > dp.state_bytes(n_tokens, "all", syn["dim"])
+
+
 class TwoLayers(torch.nn.Module):
     def __init__(self, dim):
         super().__init__()
