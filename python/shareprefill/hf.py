@@ -272,7 +272,10 @@ def _prefill(backend, layer, q, k, v, cu, rows):
             return attention_varlen(q, k, v, cu)
         outs = []
         for planner, span, row in zip(planners, spans, rows):
-            outs.append(torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span]))
+            # a carried chunk may follow: its pivots must publish (dense plans share nothing)
+            carried = backend.carried and planner.mode != "dense"
+            outs.append(torch_ops.prefill_layer(planner, layer, q[span], k[span], v[span],
+                                                carried))
             if backend.trace is not None:  # synchronous copies of the device plan
                 backend.record(layer, planner._cuda_prefill.last_plan(), row)
         return outs[0] if len(outs) == 1 else torch.cat(outs)  # one row: no copy
