@@ -1,6 +1,8 @@
 // Recording a CUDA prefill's attention inputs and writing them (attention_inputs_file.h).
 #include "attention_inputs_file.h"
 
+#include <filesystem>
+
 #include "shareprefill/cuda_copy.h"
 #include "shareprefill/error.h"
 #include "shareprefill/safetensors.h"
@@ -22,6 +24,20 @@ void download(const tensor_view& x, std::vector<uint16_t>& bits, int64_t& rows, 
 }
 
 }  // namespace
+
+int64_t attention_inputs_bytes(const llama_config& c, int64_t n) {
+  return c.n_layers * n * (c.n_heads + 2 * c.n_kv_heads) * c.head_dim * 2;
+}
+
+void check_space_for(const std::string& path, int64_t bytes) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::absolute(path).parent_path();
+  std::error_code ec;
+  const fs::space_info space = fs::space(parent, ec);
+  check(!ec, "--save-inputs", "cannot reach the folder of '", path, "': ", ec.message());
+  check(space.available >= static_cast<uintmax_t>(bytes), "--save-inputs", "'", path, "' needs ",
+        bytes >> 20, " MiB, but its folder has ", space.available >> 20, " MiB free");
+}
 
 prefill_options::attention_inputs_hook attention_inputs_recorder::hook() {
   return [this](int64_t l, const tensor_view& q, const tensor_view& k, const tensor_view& v) {

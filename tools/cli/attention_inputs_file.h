@@ -8,9 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "shareprefill/llama_config.h"
 #include "shareprefill/llama_model.h"
 
 namespace sp::cli {
+
+// Bytes of the file for a prompt of n tokens (the recorder holds as much on the host): every
+// layer's q, k and v in bf16.
+int64_t attention_inputs_bytes(const llama_config& c, int64_t n);
+// Throws sp::error naming `path` when the folder it goes to has less free space than `bytes`.
+void check_space_for(const std::string& path, int64_t bytes);
 
 class attention_inputs_recorder {
  public:

@@ -188,6 +188,15 @@ void run_prefill_bench(prefill_bench_options o) {
     f << nlohmann::json{{"text", o.text}, {"tokens", all}};
     check(f.good(), fn, "cannot write --save-tokens '", o.save_tokens, "'");
   }
+  if (!o.save_inputs.empty()) {
+    const int64_t bytes = attention_inputs_bytes(c, o.lengths.front());
+    check_space_for(o.save_inputs, bytes);
+    std::fprintf(stderr,
+                 "--save-inputs: %lld layers of q, k and v, %.1f MiB (held on the host, "
+                 "then written to %s)\n",
+                 static_cast<long long>(c.n_layers), double(bytes) / (1 << 20),
+                 o.save_inputs.c_str());
+  }
   json_lines out(o.json);
   FILE* const report = o.json.text_stream();
   if (o.chunk > 0)
