@@ -21,19 +21,15 @@ def split_members(members, parts):
     """Members (sorted [layer, head] pairs) in up to `parts` runs of whole layers, by count."""
     layers = sorted({m[0] for m in members})
     parts = max(1, min(parts, len(layers)))
-    by_layer = {l: [m for m in members if m[0] == l] for l in layers}
-    runs, run, done = [], [], 0
-    for i, l in enumerate(layers):
-        run += by_layer[l]
-        done += len(by_layer[l])
-        left = len(layers) - i - 1
-        # Close the run once it holds its share, while enough layers remain for the other runs.
-        share = done * parts >= len(members) * (len(runs) + 1)
-        if len(runs) + 1 < parts and left >= parts - len(runs) - 1 and (share or left == parts - len(runs) - 1):
-            runs.append(run)
-            run = []
-    runs.append(run)
-    return [r for r in runs if r]
+    runs = [[]]
+    for i, layer in enumerate(layers):
+        runs[-1] += [m for m in members if m[0] == layer]
+        done = sum(len(r) for r in runs)
+        layers_left, runs_left = len(layers) - i - 1, parts - len(runs)
+        # Close the run at its share of the members, or when each later run needs a layer left.
+        if runs_left and (done * parts >= len(members) * len(runs) or layers_left == runs_left):
+            runs.append([])
+    return runs
 
 
 def split_map(m, parts, first_member_pivots):

@@ -2,7 +2,8 @@
 # `bench layer --inputs FILE --clusters MAP` (issue 13): captured activations of the model's shape
 # (30 layers, 9/3 heads; random values here, small N and dim) planned with the map as the model's
 # runs plan them: the default map's dense heads (7, plus the 13 of its entry for this length) are
-# dense in vslash and shareprefill; without --clusters vslash has none. Rows name the map.
+# dense in vslash and shareprefill; without --clusters vslash has none. Rows name the map;
+# --clusters without --inputs is an error.
 # Usage: tests/cli/test_bench_layer_inputs.sh path/to/shareprefill   (CTest, label quick)
 set -u
 bin=${1:?usage: test_bench_layer_inputs.sh SHAREPREFILL_BINARY}
@@ -59,6 +60,11 @@ got=$(dense_heads "$work/without_map.jsonl" vslash)
 [ "$got" = 0 ] || { echo "FAIL: vslash without a map: $got dense heads, want 0"; failures=$((failures + 1)); }
 grep -qF "\"clusters\":\"$map\"" "$work/with_map.jsonl" ||
   { echo "FAIL: the rows do not name the map"; failures=$((failures + 1)); }
+# --clusters without --inputs is refused by name (the synthetic generator brings its own groups).
+if "$bin" bench layer --device cpu --n 1024 --clusters "$map" >"$work/err.out" 2>&1 ||
+    ! grep -qF -- "--clusters is for --inputs" "$work/err.out"; then
+  echo "FAIL: --clusters without --inputs"; failures=$((failures + 1))
+fi
 
 echo "bench layer inputs: $failures failures"
 exit $((failures > 0))

@@ -501,6 +501,8 @@ void setup_bench_layer(CLI::App& bench) {
   sub->callback([o] {
     check(!(o->synthetic && !o->inputs.empty()), "bench layer",
           "give at most one of --synthetic and --inputs");
+    check(o->clusters.empty() || !o->inputs.empty(), "bench layer",
+          "--clusters is for --inputs (the synthetic generator's head groups are its map)");
     for (int64_t r : o->ranks)
       check(r >= 1 && r <= 64, "bench layer", "--ranks ", r, " (1 .. 64)");
     check(o->ranks_valid(), "bench layer", "--ranks takes one value without --simulate");
