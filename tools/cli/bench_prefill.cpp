@@ -33,17 +33,17 @@
 // outputs), to compare the choices; auto is the forward's own.
 // --save-tokens writes the longest window's ids (JSON) for scripts/bench_prefill_hf.py.
 // --save-inputs FILE (one length, dense among the modes) writes every layer's attention inputs of
-// the dense scored prefill (attention_inputs_file.h) for `bench layer --inputs FILE`.
+// the dense scored prefill (shareprefill/attention_inputs_file.h) for `bench layer --inputs FILE`.
 // --random-weights: no model file; random weights of SmolLM2-135M's shape and random token ids,
 // dense mode only (speed depends on the shape alone; no perplexity: it would mean nothing).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
-#include "attention_inputs_file.h"
 #include "attention_options.h"
 #include "command.h"
 #include "cuda_model.h"
@@ -53,6 +53,7 @@
 #include "model_loading.h"
 #include "option_checks.h"
 #include "prefill_report.h"
+#include "shareprefill/attention_inputs_file.h"
 #include "shareprefill/cuda_events.h"
 #include "shareprefill/error.h"
 #include "shareprefill/eval.h"
@@ -133,6 +134,17 @@ double median(std::vector<double> v) {
 }
 
 // YaRN at factor ceil(n / context) beyond the trained context, none within it.
+// Throws sp::error naming `path` when the folder it goes to has less free space than `bytes`.
+void check_space_for(const std::string& path, int64_t bytes) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::absolute(path).parent_path();
+  std::error_code ec;
+  const fs::space_info space = fs::space(parent, ec);
+  check(!ec, "--save-inputs", "cannot reach the folder of '", path, "': ", ec.message());
+  check(space.available >= static_cast<uintmax_t>(bytes), "--save-inputs", "'", path, "' needs ",
+        bytes >> 20, " MiB, but its folder has ", space.available >> 20, " MiB free");
+}
+
 rope_scaling_options rope_for(int64_t n, const llama_config& c) {
   if (n <= c.context_length) return {};
   return {"yarn", std::ceil(double(n) / double(c.context_length))};

@@ -1,42 +1,38 @@
-// Recording a CUDA prefill's attention inputs and writing them (attention_inputs_file.h).
-#include "attention_inputs_file.h"
+// Recording a prefill's attention inputs and writing them (attention_inputs_file.h).
+#include "shareprefill/attention_inputs_file.h"
 
-#include <filesystem>
+#include <cstring>
 
 #include "shareprefill/cuda_copy.h"
 #include "shareprefill/error.h"
 #include "shareprefill/safetensors.h"
 
-namespace sp::cli {
+namespace sp {
 namespace {
 
-// A device view [N, heads, dim] (bf16, heads contiguous in a token, token-strided) to the host.
+// A view [N, heads, dim] (bf16, heads contiguous in a token, token-strided) to the host.
 void download(const tensor_view& x, std::vector<uint16_t>& bits, int64_t& rows, int64_t& heads,
               int64_t& dim) {
   const char* fn = "attention_inputs_recorder";
-  check(x.rank == 3 && x.type == dtype::bf16 && x.on_device, fn,
-        "expects bf16 device views [N, heads, dim]");
-  check(x.stride[2] == 1 && x.stride[1] == x.shape[2], fn, "expects heads contiguous in a token");
+  check(x.rank == 3 && x.type == dtype::bf16, fn, "expects bf16 views [N, heads, dim]");
+  check(x.stride[2] == 1 && x.stride[1] == x.shape[2] && x.stride[0] >= x.shape[1] * x.shape[2], fn,
+        "expects heads contiguous in a token");
   rows = x.shape[0], heads = x.shape[1], dim = x.shape[2];
   const int64_t width = heads * dim;  // elements of a token
   bits.resize(static_cast<size_t>(rows * width));
-  cuda_copy_2d(bits.data(), width * 2, x.data, x.stride[0] * 2, width * 2, rows);
+  if (x.on_device) {
+    cuda_copy_2d(bits.data(), width * 2, x.data, x.stride[0] * 2, width * 2, rows);
+    return;
+  }
+  const auto* src = static_cast<const uint16_t*>(x.data);
+  for (int64_t t = 0; t < rows; ++t)
+    std::memcpy(bits.data() + t * width, src + t * x.stride[0], static_cast<size_t>(width) * 2);
 }
 
 }  // namespace
 
 int64_t attention_inputs_bytes(const llama_config& c, int64_t n) {
   return c.n_layers * n * (c.n_heads + 2 * c.n_kv_heads) * c.head_dim * 2;
-}
-
-void check_space_for(const std::string& path, int64_t bytes) {
-  namespace fs = std::filesystem;
-  const fs::path parent = fs::absolute(path).parent_path();
-  std::error_code ec;
-  const fs::space_info space = fs::space(parent, ec);
-  check(!ec, "--save-inputs", "cannot reach the folder of '", path, "': ", ec.message());
-  check(space.available >= static_cast<uintmax_t>(bytes), "--save-inputs", "'", path, "' needs ",
-        bytes >> 20, " MiB, but its folder has ", space.available >> 20, " MiB free");
 }
 
 prefill_options::attention_inputs_hook attention_inputs_recorder::hook() {
@@ -63,4 +59,4 @@ void attention_inputs_recorder::save(const std::string& path) const {
   safetensors_save(path, tensors);
 }
 
-}  // namespace sp::cli
+}  // namespace sp
