@@ -20,10 +20,9 @@
 //           shared tile into diagonal strips: rows g and g + 8 of a lane's fragment share a
 //           diagonal one n8 tile apart, so the lane adds them before the tile, which holds 8
 //           paired rows and each strip entry sums 8 of them in row order; then added in group
-//           order into a sliding window,
-//           double-buffered; the < 128 entries that run past the end of a range go to `spill`
-//           and are added by the next kernel), so every sum is formed in a fixed order and the
-//           result is deterministic. Two block barriers a chunk.
+//           order into a sliding window, double-buffered; the < 128 entries that run past the
+//           end of a range go to `spill` and are added by the next kernel), so every sum is
+//           formed in a fixed order and the result is deterministic. Two block barriers a chunk.
 // Every sum has the order it had with one warp per group (8 warps of 16 rows): which warp holds a
 // group does not change a result.
 // The bs x N probabilities never exist: only one paired 8 x 72 tile per group, in pass 2.
@@ -82,15 +81,15 @@ __device__ __forceinline__ int key_offset(int row, int piece) {
 
 template <class T, int D>
 struct stats_smem {
-  // 16-byte Q row padding. A p tile row holds 72 columns (paired_tile); rows 24 floats apart in
-  // the banks, so a half-warp's float2 stores of rows g..g+3 hit 32 distinct banks.
+  // 16-byte Q row padding. A p tile row holds 72 columns (pass 2's paired rows); rows 24 floats
+  // apart in the banks, so a half-warp's float2 stores of rows g..g+3 hit 32 distinct banks.
   static constexpr int ldq = D + 8, ldp = paired_columns + 16;
   static constexpr int k_bytes = D / 64 * key_column_bytes;
   // Double buffer: chunk c + 1 loads while c is scored; 1024-byte aligned (swizzle atoms).
   alignas(1024) unsigned char k[2][k_bytes];
   union {  // Q until every warp holds its fragments (chunk 0), then pass 2's p tiles
     T q[stats_rows * ldq];                // [128 rows, D] (rows past `rows` zero)
-    float p[stats_groups][8 * ldp];       // pass 2: group G's paired rows (paired_tile)
+    float p[stats_groups][8 * ldp];       // pass 2: group G's 8 paired rows
   };
   float m[stats_rows], inv[stats_rows];   // pass 2: each row's max and 1 / sum
   float colpart[stats_groups][stats_chunk];
