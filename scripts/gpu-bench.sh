@@ -13,13 +13,15 @@
 # The compare step alternates our kernel (default configuration; full mask and density 0.05)
 # with cuDNN SDPA ROUNDS times (default 3) per shape, so clock drift between the two is shared,
 # and prints the per-round ratios and their medians.
+# The layer-real step runs bench layer on the real model's own activations (MODEL, TEXT) and
+# cuDNN on the same shape (issue 13).
 # The prefill step times the real model end to end against HF transformers (issue 14; MODEL,
 # TEXT, SP_WHEELS). SP_SRC_TAR=FILE builds from a carried `git archive` instead of the tree
 # (in SP_SRC_DIR); SP_BIN=DIR runs programs built elsewhere instead of $BUILD/bin.
 # The cp step simulates context-parallel ranks on this one GPU (issue 19,
 # docs/CONTEXT_PARALLEL.md).
 # The python step builds the Python extension in the same build and runs scripts/gpu-python.sh.
-# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [prefill] [python] [cp] [profile] [compare]
+# Usage: scripts/gpu-bench.sh [build] [test] [sanitize] [bench] [layer] [layer-real] [prefill] [python] [cp] [profile] [compare]
 #        (default: the first four)
 # Needs .deps/ (CLI11, PCRE2, the tracked-file list): run scripts/gpu-prepare.sh on the
 # development machine and carry [".deps"] (README, "GPU machine").
@@ -102,6 +104,28 @@ for step in $STEPS; do
       done; done
       run python3 "$SRC/scripts/bench_sdpa.py" --shape 32768,32,8,128 --shape 131072,32,8,128 \
         --shape 32768,9,3,64 --shape 131072,9,3,64 | tee "$OUT/layer-sdpa.jsonl"
+      ;;
+    layer-real)
+      # Whole SharePrefill layers on the real model's activations (issue 13): bench prefill
+      # --save-inputs writes every layer's q, k, v of the dense prefill of the first N tokens of
+      # TEXT (7.5 GB at 128K, in /tmp), bench layer --inputs --clusters runs all 30 layers per mode
+      # with the shipped map's settings, then cuDNN SDPA on the same shape. Needs MODEL and TEXT
+      # as the prefill step.
+      MODEL=${MODEL:-/tmp/SmolLM2-135M-Instruct.Q4_1.gguf} TEXT=${TEXT:-$ROOT/.whl/emma.txt}
+      [ -f "$MODEL" ] && [ -f "$TEXT" ] ||
+        { echo "layer-real: MODEL ($MODEL) or TEXT ($TEXT) missing"; continue; }
+      for n in ${LAYER_REAL_N:-32768 131072}; do
+        I=/tmp/sp-inputs-$n.safetensors
+        run timeout 120 "$BIN/shareprefill" bench prefill --model "$MODEL" --text "$TEXT" \
+          --lengths $n --repeats 1 --decode 0 --modes dense --save-inputs "$I" \
+          >"$OUT/layer-real-$n.save" 2>&1 || { tail -3 "$OUT/layer-real-$n.save"; continue; }
+        run timeout 300 "$BIN/shareprefill" bench layer --device cuda --inputs "$I" \
+          --clusters "$SRC/data/clusters/smollm2-135m-instruct-dense-gain.json" --layers 30 \
+          --repeats 2 --modes dense,vslash,flexprefill,shareprefill --json "$OUT/layer-real-$n.jsonl" |
+          grep -E "^mode|total"
+        rm -f "$I"
+        run python3 "$SRC/scripts/bench_sdpa.py" --shape $n,9,3,64 | tee -a "$OUT/layer-real-sdpa.jsonl"
+      done
       ;;
     prefill)
       # End-to-end prefill of the real model (issue 14): bench prefill per mode over the first
