@@ -439,9 +439,9 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   if (used) r.unpublished = static_cast<const uint8_t*>(m.unpublished_device.data());
   r.defer_pivots = used && state.publishing == pivot_publishing::deferred && query_offset == 0;
   const int64_t walk_bound = listed + (used ? m.eligible_slots[static_cast<size_t>(layer)] : 0);
-  const cuda::state_layout state_layout = cuda::make_state_layout(m.slots, shape.n_tokens);
-  const int64_t with_kept = state_layout.total + state_layout.kept_bytes(shape.n_tokens, shape.dim);
-  check(!r.defer_pivots || state.bytes >= with_kept, fn, "state memory of ", state.bytes,
+  const int64_t with_kept =
+      r.defer_pivots ? state_bytes(shape.n_tokens, pivot_publishing::deferred, shape.dim) : 0;
+  check(state.bytes >= with_kept, fn, "state memory of ", state.bytes,
         " bytes has no room for the q and k of deferred pivots: state_bytes(", shape.n_tokens,
         ", pivot_publishing::deferred, ", shape.dim, ") = ", with_kept, " needed");
   r.first_query_block = static_cast<int32_t>(query_offset / cuda::plan_block);
@@ -455,7 +455,8 @@ device_plan_output device_planner::plan_chunk(int64_t layer, int64_t query_offse
   x.half = q.type == dtype::f16;
   x.q_first = query_offset;
   cuda::cub_plan c{p.cub_temp, p.cub_temp_bytes};
-  const cuda::state_pointers sp_state = cuda::bind_state(state_layout, state.memory);
+  const cuda::state_pointers sp_state =
+      cuda::bind_state(cuda::make_state_layout(m.slots, shape.n_tokens), state.memory);
 
   if (all_dense) {
     cuda::launch_all_dense_kinds(p, st);
