@@ -180,9 +180,10 @@ inline std::vector<int32_t> download_walk_heads(const layer_plan_view& plan) {
     count = on_device;
   }
   std::vector<int32_t> heads(static_cast<size_t>(count));
-  if (!heads.empty())
+  if (!heads.empty()) {
     EXPECT_EQ(cudaMemcpy(heads.data(), plan.walk_heads, heads.size() * 4, cudaMemcpyDeviceToHost),
               cudaSuccess);
+  }
   return heads;
 }
 

@@ -129,8 +129,9 @@ TEST_F(DevicePlannerPivots, PublishOnlyWhatIsUsed) {
       const bool nobody = never.count(static_cast<int64_t>(i)) == 1;
       EXPECT_FALSE(nobody && u[i].has_pattern) << "a pivot nobody can share with published";
       if (!nobody &&
-          (choices[m] == pivot_publishing::used || needed.count(static_cast<int64_t>(i)) == 1))
+          (choices[m] == pivot_publishing::used || needed.count(static_cast<int64_t>(i)) == 1)) {
         EXPECT_EQ(u[i].has_pattern, a[i].has_pattern) << "a needed pattern is missing";
+      }
       if (!u[i].has_pattern) continue;
       EXPECT_TRUE(a[i].has_pattern);
       EXPECT_TRUE(a[i].pivot_pattern == u[i].pivot_pattern);
