@@ -82,14 +82,9 @@ struct prefill_options {
   int64_t chunk = 0;
   bool chunk_carried = false;
   // CUDA: when the device planner's pivots compute their block attention A (pivot_publishing.h;
-  // the same outputs). Unset: `all` when chunks carry the state, else `deferred` for prompts of
-  // at least cuda_defer_pivots_from tokens and `used` below.
+  // the same outputs). Unset: default_pivot_publishing(prompt tokens, chunk_carried, true).
   std::optional<pivot_publishing> pivots;
 };
-
-// Where deferring the pivots' A starts to pay (docs/PERF.md, eighteenth session, H200, the
-// default model and map: +3.5% at 8K, even at 32K, -2.3% at 128K).
-constexpr int64_t cuda_defer_pivots_from = 32768;
 
 struct prefill_result {
   std::vector<float> logits;  // [positions, vocab] for the requested positions

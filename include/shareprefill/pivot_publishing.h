@@ -3,6 +3,7 @@
 // device_planner.h so that plain option structs can name it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace sp {
@@ -22,6 +23,17 @@ namespace sp {
 //             past 24K tokens) at the price of a few launches per layer and a second pass over a
 //             pivot that is needed (docs/PERF.md: -2.3% at 128K, even at 32K, +3.5% at 8K).
 enum class pivot_publishing { all, used, deferred };
+
+// Where deferring the pivots' A starts to pay (docs/PERF.md, eighteenth session, H200, the
+// default model and map: +3.5% at 8K, even at 32K, -2.3% at 128K).
+constexpr int64_t cuda_defer_pivots_from = 32768;
+
+// The choice of the CUDA forward and of Python's CudaPrefill for a prompt (or chunk) whose keys
+// end at n_tokens: `all` when chunks carry the state on (a later chunk takes every pattern);
+// `deferred` when the layers are planned from the prompt's first token (from_first_token) and
+// n_tokens >= cuda_defer_pivots_from; `used` otherwise.
+pivot_publishing default_pivot_publishing(int64_t n_tokens, bool chunks_carry,
+                                          bool from_first_token);
 
 // "all", "used", "deferred"; parse_pivot_publishing throws sp::error naming the bad value.
 const char* pivot_publishing_name(pivot_publishing p);

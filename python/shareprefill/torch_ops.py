@@ -254,12 +254,10 @@ class CudaPrefill:
         later chunk may carry on when `carried`), or the carried one moved on (CARRY; first
         copied into larger memory when the longer prompt needs more, stream-ordered before
         begin_chunk reads it). When pivots compute their block attention is the C++ forward's
-        choice (the same outputs every way): all pivots when chunks carry the state; only
-        when a later member needs it for a whole prompt (`whole`: q is all of k's rows) of
-        at least DEFER_PIVOTS_FROM tokens; else not those nobody after them shares with."""
+        choice (default_pivot_publishing; the same outputs every way), `whole`: q is all of
+        k's rows."""
         dp = self.device_planner
-        pivots = ("all" if carried else
-                  "deferred" if whole and end >= _core.DEFER_PIVOTS_FROM else "used")
+        pivots = _core.default_pivot_publishing(end, carried, whole)
         need = dp.state_bytes(end, pivots, dim)
         old = self.state if self.state is not None and self.state.device == device else None
         if old is None or old.numel() < need:

@@ -22,7 +22,6 @@
 #include "shareprefill/cuda_attention.h"
 #include "shareprefill/device_planner.h"
 #include "shareprefill/error.h"
-#include "shareprefill/llama_model.h"
 #include "shareprefill/pivot_publishing.h"
 #include "shareprefill/prefill_layer.h"
 
@@ -246,9 +245,17 @@ void bind_cuda(nb::module_& m) {
         "or None, q [N, H, D], k and v [N, Hkv, D] with heads contiguous within a token. plan "
         "None: every causal tile. A plan from a Planner is published into it (with one "
         "synchronisation when the layer has pivots).");
-  // Prompts of at least this many tokens defer their pivots' block attention (CudaPrefill, as
-  // the C++ forward: sp::cuda_defer_pivots_from).
+  // When pivots compute their block attention by default (CudaPrefill, as the C++ forward).
   m.attr("DEFER_PIVOTS_FROM") = sp::cuda_defer_pivots_from;
+  m.def(
+      "default_pivot_publishing",
+      [](int64_t n_tokens, bool chunks_carry, bool from_first_token) {
+        return std::string(sp::pivot_publishing_name(
+            sp::default_pivot_publishing(n_tokens, chunks_carry, from_first_token)));
+      },
+      nb::arg("n_tokens"), nb::arg("chunks_carry"), nb::arg("from_first_token"),
+      "'all' when chunks carry the state on, 'deferred' for layers planned from the prompt's "
+      "first token with n_tokens >= DEFER_PIVOTS_FROM, else 'used' (sp::default_pivot_publishing)");
   nb::class_<device_prefill>(m, "DevicePlanner",
                              "The SharePrefill planner on the GPU for a Planner's settings: per "
                              "layer, plan, attention and publish on one stream.")

@@ -1,4 +1,4 @@
-// Names of the pivot_publishing choices (pivot_publishing.h).
+// Names of the pivot_publishing choices and the default choice (pivot_publishing.h).
 #include "shareprefill/pivot_publishing.h"
 
 #include "shareprefill/error.h"
@@ -15,6 +15,13 @@ const char* pivot_publishing_name(pivot_publishing p) {
       return "deferred";
   }
   return "?";
+}
+
+pivot_publishing default_pivot_publishing(int64_t n_tokens, bool chunks_carry,
+                                          bool from_first_token) {
+  if (chunks_carry) return pivot_publishing::all;
+  return from_first_token && n_tokens >= cuda_defer_pivots_from ? pivot_publishing::deferred
+                                                                : pivot_publishing::used;
 }
 
 pivot_publishing parse_pivot_publishing(const std::string& name) {

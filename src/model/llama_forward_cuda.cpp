@@ -360,10 +360,7 @@ prefill_result cuda_llama_session::prefill(const std::vector<int32_t>& tokens,
   prefill_layer_params lp;
   lp.device = planner;
   // No chunk takes a pivot's pattern from a chunk before it unless the state is carried.
-  lp.publishing = options.pivots                ? *options.pivots
-                  : carried                     ? pivot_publishing::all
-                  : n >= cuda_defer_pivots_from ? pivot_publishing::deferred
-                                                : pivot_publishing::used;
+  lp.publishing = options.pivots ? *options.pivots : default_pivot_publishing(n, carried, true);
   check(!carried || lp.publishing == pivot_publishing::all, fn,
         "a carried chunked prefill needs every pivot's pattern: options.pivots must be all, got ",
         pivot_publishing_name(lp.publishing));

@@ -205,6 +205,15 @@ TEST(PlannerParams, ValidationNamesTheBadValue) {
   EXPECT_EQ(planner_params{}.to_json().dump().find("\"gamma\":0.95") != std::string::npos, true);
 }
 
+TEST(PivotPublishing, DefaultChoice) {
+  const int64_t from = cuda_defer_pivots_from;
+  EXPECT_EQ(default_pivot_publishing(from, true, true), pivot_publishing::all);
+  EXPECT_EQ(default_pivot_publishing(from, false, true), pivot_publishing::deferred);
+  EXPECT_EQ(default_pivot_publishing(from - 1, false, true), pivot_publishing::used);
+  EXPECT_EQ(default_pivot_publishing(4 * from, false, false), pivot_publishing::used);
+  EXPECT_EQ(default_pivot_publishing(128, true, false), pivot_publishing::all);
+}
+
 TEST(PivotPublishing, NamesRoundTrip) {
   for (pivot_publishing p :
        {pivot_publishing::all, pivot_publishing::used, pivot_publishing::deferred})

@@ -313,3 +313,13 @@ def test_exact_last_row_adds_tiles_to_the_last_row_only():
     a, b = base.block_mask(), exact.block_mask()
     assert (a[:, :-1] == b[:, :-1]).all() and (b >= a).all()
     assert (b[:, -1] != a[:, -1]).any(), "the option added no tile"
+
+
+def test_default_pivot_publishing_is_the_forwards_rule():
+    """CudaPrefill's choice of when pivots compute their block attention comes from the C++
+    rule the CUDA forward uses (sp::default_pivot_publishing)."""
+    start = _core.DEFER_PIVOTS_FROM
+    assert _core.default_pivot_publishing(start, True, True) == "all"
+    assert _core.default_pivot_publishing(start, False, True) == "deferred"
+    assert _core.default_pivot_publishing(start - 1, False, True) == "used"
+    assert _core.default_pivot_publishing(4 * start, False, False) == "used"
